@@ -1,0 +1,77 @@
+//! Alerts: what lienwatch tells collection systems (CONTRACT.md "Alerts").
+//!
+//! An alert is raised by the rules, written to the outbox in the same store commit as the state
+//! change that raised it (`outbox`), and delivered to each matching webhook (`webhook`).
+
+pub mod outbox;
+pub mod webhook;
+
+use crate::event::{DeviceId, Position, Timestamp};
+use crate::registry::Loan;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Alert types (CONTRACT.md). Serialised in snake_case: `geofence_exit`, ...
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertType {
+    GeofenceExit,
+    GeofenceReturn,
+    SilentOverdue,
+    Reappeared,
+    PowerCut,
+    PowerRestored,
+    Tamper,
+}
+
+impl AlertType {
+    pub const ALL: [AlertType; 7] = [
+        AlertType::GeofenceExit,
+        AlertType::GeofenceReturn,
+        AlertType::SilentOverdue,
+        AlertType::Reappeared,
+        AlertType::PowerCut,
+        AlertType::PowerRestored,
+        AlertType::Tamper,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertType::GeofenceExit => "geofence_exit",
+            AlertType::GeofenceReturn => "geofence_return",
+            AlertType::SilentOverdue => "silent_overdue",
+            AlertType::Reappeared => "reappeared",
+            AlertType::PowerCut => "power_cut",
+            AlertType::PowerRestored => "power_restored",
+            AlertType::Tamper => "tamper",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl fmt::Display for AlertType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The alert object: the same in the webhook body, `GET /v1/alerts` and `replay` output.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Alert {
+    /// Stable across retries and restarts: the receiver's idempotency key.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: AlertType,
+    pub vehicle_id: String,
+    pub device_id: DeviceId,
+    pub vin: Option<String>,
+    pub plate: Option<String>,
+    pub loan: Loan,
+    /// Last-known position of the device when the alert was raised (none if it never had a fix).
+    pub position: Option<Position>,
+    pub detected_at: Timestamp,
+    pub details: serde_json::Value,
+}

@@ -1,0 +1,1 @@
+//! Placeholder: signed webhook delivery.

@@ -1,0 +1,555 @@
+//! The one normalised shape every protocol produces.
+//!
+//! Protocol quirks stop at the session (`crate::protocol`): what comes out is a device id, a fix in
+//! WGS-84 with a UTC time, and the alarm conditions the frame reported. Rules, the store and alerts
+//! only ever see these types.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// A device id: decimal digits (CONTRACT.md "Names"). Cheap to clone: sessions cache one per
+/// connection and stamp every event with it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(Arc<str>);
+
+impl DeviceId {
+    pub fn new(s: &str) -> Self {
+        DeviceId(Arc::from(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Device ids are decimal digits; used to validate ids taken from topics and payloads.
+    pub fn is_valid(s: &str) -> bool {
+        !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit())
+    }
+
+    /// Builds an id from BCD bytes (two digits a byte), dropping leading zeros as CONTRACT.md asks
+    /// for GT06 IMEIs and JT/T 808 terminal numbers. `None` if a nibble is not a decimal digit.
+    pub fn from_bcd(bytes: &[u8]) -> Option<Self> {
+        let mut s = String::with_capacity(bytes.len() * 2);
+        for &b in bytes {
+            let (hi, lo) = (b >> 4, b & 0x0f);
+            if hi > 9 || lo > 9 {
+                return None;
+            }
+            for d in [hi, lo] {
+                if !(s.is_empty() && d == 0) {
+                    s.push((b'0' + d) as char);
+                }
+            }
+        }
+        if s.is_empty() {
+            s.push('0');
+        }
+        Some(DeviceId::new(&s))
+    }
+}
+
+impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for DeviceId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if !DeviceId::is_valid(&s) {
+            return Err(serde::de::Error::custom(format!(
+                "device id {s:?} is not a string of decimal digits"
+            )));
+        }
+        Ok(DeviceId::new(&s))
+    }
+}
+
+/// A UTC instant in milliseconds since the Unix epoch. Serialises as RFC 3339.
+///
+/// Kept as a plain integer so that decoders build it with arithmetic only (no calendar library on
+/// the hot path) and so that it orders, hashes and stores as eight bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub const fn from_millis(ms: i64) -> Self {
+        Timestamp(ms)
+    }
+
+    pub const fn from_secs(s: i64) -> Self {
+        Timestamp(s * 1000)
+    }
+
+    pub const fn millis(self) -> i64 {
+        self.0
+    }
+
+    pub const fn secs(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
+    /// Wall-clock now.
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(d.as_millis() as i64)
+    }
+
+    /// A civil date and time (treated as UTC) to a timestamp. `None` when a field is out of range,
+    /// so that decoders reject garbage dates instead of inventing instants.
+    pub fn from_civil(year: i32, month: u8, day: u8, hour: u8, min: u8, sec: u8) -> Option<Self> {
+        if !(1..=12).contains(&month)
+            || day == 0
+            || day > days_in_month(year, month)
+            || hour > 23
+            || min > 59
+            || sec > 60
+        {
+            return None;
+        }
+        let days = days_from_civil(year, month, day);
+        let secs = days * 86_400 + hour as i64 * 3600 + min as i64 * 60 + sec as i64;
+        Some(Timestamp(secs * 1000))
+    }
+
+    pub fn add_millis(self, ms: i64) -> Self {
+        Timestamp(self.0.saturating_add(ms))
+    }
+
+    pub fn add(self, d: std::time::Duration) -> Self {
+        self.add_millis(d.as_millis().min(i64::MAX as u128) as i64)
+    }
+
+    /// Milliseconds from `earlier` to `self` (negative if `earlier` is later).
+    pub fn since(self, earlier: Timestamp) -> i64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    pub fn to_jiff(self) -> jiff::Timestamp {
+        jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    /// RFC 3339 in UTC (`2026-11-22T08:15:30Z`, with milliseconds only when non-zero).
+    pub fn to_rfc3339(self) -> String {
+        self.to_string()
+    }
+
+    pub fn parse_rfc3339(s: &str) -> Option<Self> {
+        let t: jiff::Timestamp = s.parse().ok()?;
+        Some(Timestamp(t.as_millisecond()))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.to_jiff();
+        if self.0.rem_euclid(1000) == 0 {
+            write!(f, "{}", t.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        } else {
+            write!(f, "{}", t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
+        }
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Timestamp::parse_rfc3339(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time")))
+    }
+}
+
+fn is_leap(y: i32) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i32, m: u8) -> u8 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if is_leap(y) => 29,
+        _ => 28,
+    }
+}
+
+/// Days since 1970-01-01 for a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i32, m: u8, d: u8) -> i64 {
+    let y = if m <= 2 { y as i64 - 1 } else { y as i64 };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Normalised alarm and state conditions (protocols.md §F.3). A small bit set so that decoders
+/// fill it without allocating.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Alarms(pub u32);
+
+impl Alarms {
+    pub const NONE: Alarms = Alarms(0);
+    /// External (main) power removed: the wired unit runs on its backup battery.
+    pub const POWER_CUT: Alarms = Alarms(1 << 0);
+    /// Removal evidence: tamper switch, cover opened, light sensor, OBD unplugged, antenna cut.
+    pub const TAMPER: Alarms = Alarms(1 << 1);
+    pub const LOW_BATTERY: Alarms = Alarms(1 << 2);
+    pub const SOS: Alarms = Alarms(1 << 3);
+    /// Towed or moved while parked / armed.
+    pub const TOW: Alarms = Alarms(1 << 4);
+    pub const VIBRATION: Alarms = Alarms(1 << 5);
+    pub const OVERSPEED: Alarms = Alarms(1 << 6);
+    /// GSM or GNSS jamming detected by the device.
+    pub const JAMMING: Alarms = Alarms(1 << 7);
+    /// A geofence the device itself evaluates (not lienwatch's fence).
+    pub const DEVICE_GEOFENCE: Alarms = Alarms(1 << 8);
+    pub const LOW_POWER: Alarms = Alarms(1 << 9);
+    /// Fuel / power relay engaged (immobilised).
+    pub const IMMOBILISED: Alarms = Alarms(1 << 10);
+
+    const NAMES: [(Alarms, &'static str); 11] = [
+        (Alarms::POWER_CUT, "power_cut"),
+        (Alarms::TAMPER, "tamper"),
+        (Alarms::LOW_BATTERY, "low_battery"),
+        (Alarms::SOS, "sos"),
+        (Alarms::TOW, "tow"),
+        (Alarms::VIBRATION, "vibration"),
+        (Alarms::OVERSPEED, "overspeed"),
+        (Alarms::JAMMING, "jamming"),
+        (Alarms::DEVICE_GEOFENCE, "device_geofence"),
+        (Alarms::LOW_POWER, "low_power"),
+        (Alarms::IMMOBILISED, "immobilised"),
+    ];
+
+    pub const fn contains(self, other: Alarms) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+    pub const fn union(self, other: Alarms) -> Alarms {
+        Alarms(self.0 | other.0)
+    }
+    pub const fn intersection(self, other: Alarms) -> Alarms {
+        Alarms(self.0 & other.0)
+    }
+    pub const fn difference(self, other: Alarms) -> Alarms {
+        Alarms(self.0 & !other.0)
+    }
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn insert(&mut self, other: Alarms) {
+        self.0 |= other.0;
+    }
+    pub fn set(&mut self, other: Alarms, on: bool) {
+        if on {
+            self.0 |= other.0
+        } else {
+            self.0 &= !other.0
+        }
+    }
+
+    /// The names of the set conditions, in a fixed order (the `alarms` list of CONTRACT.md).
+    pub fn names(self) -> Vec<&'static str> {
+        Self::NAMES
+            .iter()
+            .filter(|(a, _)| self.contains(*a))
+            .map(|(_, n)| *n)
+            .collect()
+    }
+
+    pub fn from_name(name: &str) -> Option<Alarms> {
+        Self::NAMES.iter().find(|(_, n)| *n == name).map(|(a, _)| *a)
+    }
+}
+
+impl fmt::Debug for Alarms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.names())
+    }
+}
+
+/// What one frame says about alarm conditions.
+///
+/// Protocols differ: JT/T 808 and H02 send the full alarm word in every report (a clear bit means
+/// the condition ended), GT06 sends one alarm code per alarm packet (silent about the others).
+/// `known` says which conditions this frame reports at all; `active` which of those are on. Rules
+/// raise an alert on the edge from off to on, so a condition repeated in every frame alerts once.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+pub struct AlarmReport {
+    pub active: Alarms,
+    pub known: Alarms,
+}
+
+impl AlarmReport {
+    pub const NONE: AlarmReport = AlarmReport {
+        active: Alarms::NONE,
+        known: Alarms::NONE,
+    };
+
+    /// An edge-style report: these conditions are on, nothing is said about the others.
+    pub fn raised(a: Alarms) -> Self {
+        AlarmReport {
+            active: a,
+            known: a,
+        }
+    }
+
+    /// Adds that `cond` is known to be on or off.
+    pub fn with(mut self, cond: Alarms, on: bool) -> Self {
+        self.known.insert(cond);
+        self.active.set(cond, on);
+        self
+    }
+}
+
+/// A fix as the API, `decode` and alerts show it (CONTRACT.md "Positions").
+#[derive(Clone, Copy, PartialEq, Debug, Default, Serialize, Deserialize)]
+pub struct Position {
+    /// The device's fix time, UTC.
+    pub time: Timestamp,
+    pub lat: f64,
+    pub lon: f64,
+    /// The device's own fix flag: false for no fix, LBS only, or a repeated old fix.
+    pub valid: bool,
+    pub speed_kmh: f64,
+    pub course: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub satellites: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub altitude_m: Option<f64>,
+}
+
+impl Position {
+    /// A fix the rules may use for geometry: flagged valid, and not the 0/0 null island that
+    /// devices send before their first fix.
+    pub fn is_usable(&self) -> bool {
+        self.valid
+            && self.lat.is_finite()
+            && self.lon.is_finite()
+            && (-90.0..=90.0).contains(&self.lat)
+            && (-180.0..=180.0).contains(&self.lon)
+            && !(self.lat.abs() < 1e-6 && self.lon.abs() < 1e-6)
+    }
+}
+
+/// The wire protocol (or payload format) an event came in on.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    Gt06,
+    Jt808,
+    Teltonika,
+    H02,
+    Json,
+    Owntracks,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Gt06 => "gt06",
+            Protocol::Jt808 => "jt808",
+            Protocol::Teltonika => "teltonika",
+            Protocol::H02 => "h02",
+            Protocol::Json => "json",
+            Protocol::Owntracks => "owntracks",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Protocol> {
+        Some(match s {
+            "gt06" => Protocol::Gt06,
+            "jt808" => Protocol::Jt808,
+            "teltonika" => Protocol::Teltonika,
+            "h02" => Protocol::H02,
+            "json" => Protocol::Json,
+            "owntracks" => Protocol::Owntracks,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A located report.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Fix {
+    pub position: Position,
+    pub alarms: AlarmReport,
+    /// Sent late from the device's buffer (GT06 re-upload flag, JT/T 808 0x0704 type 1, ...):
+    /// it updates history and last-known position but must not fire real-time alerts on its own.
+    pub buffered: bool,
+}
+
+/// What a device said, normalised.
+#[derive(Clone, PartialEq, Debug)]
+pub enum EventKind {
+    /// The device identified itself (GT06 login, JT/T 808 register/auth, Teltonika IMEI).
+    Login,
+    /// A sign of life without a fix; may carry alarm state (GT06 0x13 terminal info).
+    Heartbeat { alarms: AlarmReport },
+    /// A fix (valid or not).
+    Position(Fix),
+    /// An alarm without a usable position.
+    Alarm { alarms: AlarmReport },
+}
+
+/// A normalised event from one device.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Event {
+    pub device_id: DeviceId,
+    pub protocol: Protocol,
+    pub kind: EventKind,
+}
+
+impl Event {
+    pub fn position(&self) -> Option<&Position> {
+        match &self.kind {
+            EventKind::Position(f) => Some(&f.position),
+            _ => None,
+        }
+    }
+
+    pub fn alarms(&self) -> AlarmReport {
+        match &self.kind {
+            EventKind::Position(f) => f.alarms,
+            EventKind::Heartbeat { alarms } | EventKind::Alarm { alarms } => *alarms,
+            EventKind::Login => AlarmReport::NONE,
+        }
+    }
+
+    /// The JSON object `lienwatch decode` prints for this event (CONTRACT.md "decode").
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match &self.kind {
+            EventKind::Position(f) => {
+                let p = &f.position;
+                let mut v = json!({
+                    "type": "position",
+                    "device_id": self.device_id.as_str(),
+                    "time": p.time,
+                    "lat": round6(p.lat),
+                    "lon": round6(p.lon),
+                    "valid": p.valid,
+                    "speed_kmh": (p.speed_kmh * 100.0).round() / 100.0,
+                    "course": p.course,
+                    "alarms": f.alarms.active.names(),
+                });
+                if let Some(s) = p.satellites {
+                    v["satellites"] = json!(s);
+                }
+                if let Some(a) = p.altitude_m {
+                    v["altitude_m"] = json!(a);
+                }
+                if f.buffered {
+                    v["buffered"] = json!(true);
+                }
+                v
+            }
+            EventKind::Login => json!({"type": "login", "device_id": self.device_id.as_str()}),
+            EventKind::Heartbeat { alarms } => json!({
+                "type": "heartbeat",
+                "device_id": self.device_id.as_str(),
+                "alarms": alarms.active.names(),
+            }),
+            EventKind::Alarm { alarms } => json!({
+                "type": "alarm",
+                "device_id": self.device_id.as_str(),
+                "alarms": alarms.active.names(),
+            }),
+        }
+    }
+}
+
+/// Rounds a coordinate to 6 decimals (about 0.1 m), the precision the protocols carry.
+pub fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_time_matches_known_instants() {
+        let t = Timestamp::from_civil(2024, 5, 20, 10, 30, 15).unwrap();
+        assert_eq!(t.secs(), 1_716_201_015);
+        assert_eq!(t.to_string(), "2024-05-20T10:30:15Z");
+        assert_eq!(Timestamp::from_civil(1970, 1, 1, 0, 0, 0).unwrap().0, 0);
+        assert_eq!(
+            Timestamp::from_civil(2000, 2, 29, 0, 0, 0).unwrap().secs(),
+            951_782_400
+        );
+        assert!(Timestamp::from_civil(2023, 2, 29, 0, 0, 0).is_none());
+        assert!(Timestamp::from_civil(2023, 13, 1, 0, 0, 0).is_none());
+        assert!(Timestamp::from_civil(2023, 1, 1, 24, 0, 0).is_none());
+    }
+
+    #[test]
+    fn timestamp_round_trips_rfc3339() {
+        let t = Timestamp::parse_rfc3339("2026-11-22T08:15:31.204Z").unwrap();
+        assert_eq!(t.to_string(), "2026-11-22T08:15:31.204Z");
+        let t = Timestamp::parse_rfc3339("2026-11-22T16:15:30+08:00").unwrap();
+        assert_eq!(t.to_string(), "2026-11-22T08:15:30Z");
+    }
+
+    #[test]
+    fn bcd_ids_drop_leading_zeros() {
+        let id = DeviceId::from_bcd(&[0x08, 0x68, 0x12, 0x01, 0x45, 0x23, 0x36, 0x04]).unwrap();
+        assert_eq!(id.as_str(), "868120145233604");
+        let id = DeviceId::from_bcd(&[0x01, 0x39, 0x12, 0x34, 0x56, 0x78]).unwrap();
+        assert_eq!(id.as_str(), "13912345678");
+        assert!(DeviceId::from_bcd(&[0x1a]).is_none());
+    }
+
+    #[test]
+    fn alarm_names_round_trip() {
+        let a = Alarms::POWER_CUT.union(Alarms::TAMPER);
+        assert_eq!(a.names(), vec!["power_cut", "tamper"]);
+        assert_eq!(Alarms::from_name("tamper"), Some(Alarms::TAMPER));
+        let r = AlarmReport::NONE.with(Alarms::POWER_CUT, false);
+        assert!(r.known.contains(Alarms::POWER_CUT) && r.active.is_empty());
+    }
+
+    #[test]
+    fn null_island_is_not_usable() {
+        let p = Position {
+            valid: true,
+            ..Default::default()
+        };
+        assert!(!p.is_usable());
+    }
+}

@@ -1,0 +1,330 @@
+//! Captured protocol sessions (`protocol-fixtures/`): the format, and the protocol-level check.
+//!
+//! A fixture is a TOML file of steps on a virtual clock. A step may carry device bytes on a
+//! connection, the exact reply expected for them, the decoded events expected, admin API calls and
+//! the alerts expected by then. `protocol-fixtures/README.md` documents the format; `replay`
+//! (crate::replay) runs the whole pipeline; [`check_protocol`] runs only the sessions, which is
+//! what a decoder's own tests need.
+
+use crate::event::{DeviceId, Timestamp};
+use crate::protocol::{self, Output, SessionConfig, WireProtocol};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fixture {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Wire protocol of the device connections (`gt06`, `jt808`, `teltonika`, `teltonika-udp`, `h02`).
+    pub protocol: String,
+    /// Virtual clock at the start (RFC 3339).
+    pub start: Timestamp,
+    /// Device clock offset for the listener (`"+08:00"`), as `[[listener]] utc_offset`.
+    #[serde(default)]
+    pub utc_offset: Option<String>,
+    /// Extra daemon config (TOML text merged over the defaults), e.g. a `[rules]` table.
+    #[serde(default)]
+    pub config: Option<String>,
+    #[serde(default, rename = "step")]
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Set the virtual clock to this instant before the step.
+    #[serde(default)]
+    pub at: Option<Timestamp>,
+    /// Advance the virtual clock by this duration before the step (`"5s"`, `"7h"`).
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Connection number (a device reconnecting uses a new number). Default 1.
+    #[serde(default = "one")]
+    pub connection: u32,
+    /// Bytes the device sends, as hex; a list sends them as separate reads.
+    #[serde(default)]
+    pub device: Option<Chunks>,
+    /// Close the connection after this step.
+    #[serde(default)]
+    pub close: bool,
+    /// Exact bytes the server must send back for this step's device bytes (hex); absent with
+    /// `device` present means no reply at all.
+    #[serde(default)]
+    pub reply: Option<String>,
+    /// Decoded events expected from this step's device bytes, in order. Each object is matched
+    /// against the `decode` JSON of the event: every key given must be equal (numbers to 1e-6).
+    #[serde(default)]
+    pub decoded: Option<Vec<Value>>,
+    /// An admin API call: `"PUT /v1/vehicles/V-1"`.
+    #[serde(default)]
+    pub api: Option<String>,
+    /// JSON body of the API call.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Expected HTTP status of the API call.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Alerts expected to be raised during this step (after its clock change and its input), in
+    /// order; matched like `decoded`. Absent means none.
+    #[serde(default)]
+    pub alerts: Option<Vec<Value>>,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Chunks {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Chunks {
+    pub fn decode(&self) -> Result<Vec<Vec<u8>>, String> {
+        match self {
+            Chunks::One(s) => Ok(vec![protocol::parse_hex(s)?]),
+            Chunks::Many(v) => v.iter().map(|s| protocol::parse_hex(s)).collect(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    #[error("{path}: {msg}")]
+    Load { path: String, msg: String },
+}
+
+pub fn load(path: &Path) -> Result<Fixture, FixtureError> {
+    let err = |msg: String| FixtureError::Load {
+        path: path.display().to_string(),
+        msg,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let f: Fixture = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    if WireProtocol::parse(&f.protocol).is_none() {
+        return Err(err(format!("unknown protocol {:?}", f.protocol)));
+    }
+    for (i, s) in f.steps.iter().enumerate() {
+        if let Some(d) = &s.device {
+            d.decode().map_err(|e| err(format!("step {}: device: {e}", i + 1)))?;
+        }
+        if let Some(r) = &s.reply {
+            protocol::parse_hex(r).map_err(|e| err(format!("step {}: reply: {e}", i + 1)))?;
+        }
+        if let Some(a) = &s.after {
+            parse_duration(a).map_err(|e| err(format!("step {}: after: {e}", i + 1)))?;
+        }
+    }
+    Ok(f)
+}
+
+/// Parses `"500ms"`, `"3s"`, `"6h"`, `"2d"`, `"1h 30m"`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Parses a UTC offset such as `"+08:00"`, `"-03:30"` or `"0"` into seconds.
+pub fn parse_utc_offset(s: &str) -> Result<i32, String> {
+    let t = s.trim();
+    if t == "0" || t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("utc") {
+        return Ok(0);
+    }
+    let (sign, rest) = match t.as_bytes().first() {
+        Some(b'+') => (1, &t[1..]),
+        Some(b'-') => (-1, &t[1..]),
+        _ => return Err(format!("{s:?} is not an offset like \"+08:00\"")),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let h: i32 = h.parse().map_err(|_| format!("{s:?}: bad hours"))?;
+    let m: i32 = m.parse().map_err(|_| format!("{s:?}: bad minutes"))?;
+    if h > 14 || m > 59 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(sign * (h * 3600 + m * 60))
+}
+
+/// Checks `actual` against `expected`: every key in an expected object must match; arrays match
+/// element-wise and must have the same length; numbers are equal to within 1e-6.
+pub fn json_subset(expected: &Value, actual: &Value) -> Result<(), String> {
+    fn go(e: &Value, a: &Value, path: &str) -> Result<(), String> {
+        match (e, a) {
+            (Value::Object(eo), Value::Object(ao)) => {
+                for (k, ev) in eo {
+                    let av = ao
+                        .get(k)
+                        .ok_or_else(|| format!("{path}.{k}: missing (actual {a})"))?;
+                    go(ev, av, &format!("{path}.{k}"))?;
+                }
+                Ok(())
+            }
+            (Value::Array(ea), Value::Array(aa)) => {
+                if ea.len() != aa.len() {
+                    return Err(format!("{path}: expected {e}, got {a}"));
+                }
+                for (i, (x, y)) in ea.iter().zip(aa).enumerate() {
+                    go(x, y, &format!("{path}[{i}]"))?;
+                }
+                Ok(())
+            }
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+                if (x - y).abs() <= 1e-6 {
+                    Ok(())
+                } else {
+                    Err(format!("{path}: expected {x}, got {y}"))
+                }
+            }
+            _ if e == a => Ok(()),
+            _ => Err(format!("{path}: expected {e}, got {a}")),
+        }
+    }
+    go(expected, actual, "")
+}
+
+/// Matches a list of expected objects against actual ones, in order and count.
+pub fn json_list(expected: &[Value], actual: &[Value]) -> Result<(), String> {
+    if expected.len() != actual.len() {
+        return Err(format!(
+            "expected {} item(s), got {}: {}",
+            expected.len(),
+            actual.len(),
+            serde_json::to_string(actual).unwrap_or_default()
+        ));
+    }
+    for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
+        json_subset(e, a).map_err(|m| format!("item {}: {m}", i + 1))?;
+    }
+    Ok(())
+}
+
+/// The session settings a fixture asks for.
+pub fn session_config(f: &Fixture) -> Result<SessionConfig, String> {
+    let mut cfg = SessionConfig::default();
+    if let Some(o) = &f.utc_offset {
+        cfg.utc_offset_s = Some(parse_utc_offset(o)?);
+    }
+    Ok(cfg)
+}
+
+/// What one step's device bytes produced at the protocol level.
+#[derive(Debug, Default)]
+pub struct StepOutput {
+    pub reply: Vec<u8>,
+    pub decoded: Vec<Value>,
+    pub device_ids: Vec<DeviceId>,
+    pub rejected: usize,
+    pub closed_by_session: bool,
+}
+
+/// Runs only the protocol sessions of a fixture and checks replies and decoded events; returns
+/// one message per mismatch (empty when the fixture passes). Alerts and API steps are left to
+/// `replay`.
+pub fn check_protocol(f: &Fixture) -> Vec<String> {
+    let mut problems = Vec::new();
+    let wire = match WireProtocol::parse(&f.protocol) {
+        Some(w) => w,
+        None => return vec![format!("unknown protocol {:?}", f.protocol)],
+    };
+    let cfg = match session_config(f) {
+        Ok(c) => c,
+        Err(e) => return vec![e],
+    };
+    let mut conns: BTreeMap<u32, (Box<dyn protocol::Session>, bytes::BytesMut)> = BTreeMap::new();
+    for (i, step) in f.steps.iter().enumerate() {
+        let n = i + 1;
+        if let Some(chunks) = &step.device {
+            let (session, buf) = conns
+                .entry(step.connection)
+                .or_insert_with(|| (wire.session(cfg.clone()), bytes::BytesMut::new()));
+            let out = run_chunks(session.as_mut(), buf, chunks);
+            check_step(n, step, &out, &mut problems);
+        }
+        if step.close {
+            if let Some((mut s, mut buf)) = conns.remove(&step.connection) {
+                let mut out = Vec::new();
+                s.finish(&mut buf, &mut out);
+            }
+        }
+    }
+    problems
+}
+
+/// Feeds a step's chunks into a session and collects what came out.
+pub fn run_chunks(
+    session: &mut dyn protocol::Session,
+    buf: &mut bytes::BytesMut,
+    chunks: &Chunks,
+) -> StepOutput {
+    let mut so = StepOutput::default();
+    let mut out = Vec::new();
+    for chunk in chunks.decode().unwrap_or_default() {
+        buf.extend_from_slice(&chunk);
+        if session.feed(buf, &mut out).is_err() {
+            so.closed_by_session = true;
+            break;
+        }
+    }
+    for o in out {
+        match o {
+            Output::Event(e) => {
+                so.decoded.push(e.to_json());
+                so.device_ids.push(e.device_id.clone());
+            }
+            Output::Reply(b) => so.reply.extend_from_slice(&b),
+            Output::Rejected(_) => so.rejected += 1,
+        }
+    }
+    so
+}
+
+/// Compares a step's protocol output with its expectations.
+pub fn check_step(n: usize, step: &Step, out: &StepOutput, problems: &mut Vec<String>) {
+    let want = step
+        .reply
+        .as_deref()
+        .map(|r| protocol::parse_hex(r).unwrap_or_default())
+        .unwrap_or_default();
+    if want != out.reply {
+        problems.push(format!(
+            "step {n}: reply differs\n  expected: {}\n  actual:   {}",
+            protocol::to_hex(&want),
+            protocol::to_hex(&out.reply)
+        ));
+    }
+    if let Some(exp) = &step.decoded {
+        if let Err(m) = json_list(exp, &out.decoded) {
+            problems.push(format!("step {n}: decoded: {m}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subset_matching() {
+        let a = json!({"type": "position", "lat": 22.5430961, "alarms": ["power_cut"], "x": 1});
+        assert!(json_subset(&json!({"lat": 22.543096}), &a).is_ok());
+        assert!(json_subset(&json!({"lat": 22.5431}), &a).is_err());
+        assert!(json_subset(&json!({"alarms": []}), &a).is_err());
+        assert!(json_subset(&json!({"missing": 1}), &a).is_err());
+    }
+
+    #[test]
+    fn offsets() {
+        assert_eq!(parse_utc_offset("+08:00").unwrap(), 28_800);
+        assert_eq!(parse_utc_offset("-03:30").unwrap(), -12_600);
+        assert_eq!(parse_utc_offset("0").unwrap(), 0);
+        assert!(parse_utc_offset("8").is_err());
+    }
+}

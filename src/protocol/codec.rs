@@ -1,0 +1,59 @@
+//! The thin tokio-util codec around a sans-I/O session: `FramedRead` hands it the socket's bytes,
+//! the session turns them into outputs, and each `decode` call yields one batch. Errors from the
+//! session end the stream; garbage never does (it is a `Rejected` output).
+
+use super::{Output, Session, SessionError};
+use bytes::BytesMut;
+use tokio_util::codec::Decoder;
+
+pub struct SessionCodec {
+    session: Box<dyn Session>,
+    /// Bounds the read buffer even if a session misbehaves: beyond this, the buffer is dropped.
+    hard_limit: usize,
+}
+
+impl SessionCodec {
+    pub fn new(session: Box<dyn Session>, max_frame: usize) -> Self {
+        SessionCodec {
+            session,
+            hard_limit: max_frame.saturating_mul(2).max(1024),
+        }
+    }
+
+    pub fn session(&self) -> &dyn Session {
+        self.session.as_ref()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+impl Decoder for SessionCodec {
+    type Item = Vec<Output>;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Output>>, CodecError> {
+        let mut out = Vec::new();
+        self.session.feed(src, &mut out)?;
+        if src.len() > self.hard_limit {
+            out.push(Output::Rejected(super::Rejection {
+                reason: "buffer over limit",
+                bytes: src.len(),
+            }));
+            src.clear();
+        }
+        Ok(if out.is_empty() { None } else { Some(out) })
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Output>>, CodecError> {
+        let mut out = Vec::new();
+        self.session.feed(src, &mut out)?;
+        self.session.finish(src, &mut out);
+        Ok(if out.is_empty() { None } else { Some(out) })
+    }
+}

@@ -1,0 +1,1 @@
+//! Placeholder: MQTT JSON and OwnTracks payloads (issue: MQTT ingestion).

@@ -1,0 +1,250 @@
+//! Sans-I/O protocol cores.
+//!
+//! Each wire protocol is one module with a pure session: bytes in, normalised events and the exact
+//! reply bytes out. It knows framing, checksums, login state and replies; it knows nothing about
+//! sockets, clocks or storage. The TCP and UDP listeners, MQTT raw payloads, `lienwatch decode`
+//! and `lienwatch replay` all drive the same session types (the split rumqttc makes between
+//! `MqttState` and its event loop).
+//!
+//! The contract every session keeps:
+//! - `feed` consumes every complete frame at the front of the buffer and leaves a partial one;
+//! - garbage and bad checksums are skipped (reported as [`Output::Rejected`]) and the stream
+//!   resyncs on the next start marker; they never end the session;
+//! - the buffer never holds more than [`SessionConfig::max_frame`] bytes of undecodable data;
+//! - a reply appears in the output after the events of the frame it answers, so the caller can
+//!   release it once those events are on disk (the durability promise in CONTRACT.md);
+//! - `feed` never panics, whatever the bytes.
+
+pub mod codec;
+pub mod gt06;
+pub mod h02;
+pub mod json;
+pub mod jt808;
+pub mod teltonika;
+
+use crate::event::{DeviceId, Event, Protocol};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+/// Decides at login whether a device may keep its session (`[ingest] accept_unknown`).
+pub type Admission = Arc<dyn Fn(&DeviceId) -> bool + Send + Sync>;
+
+/// Per-listener settings a session needs. Pure data plus the admission check.
+#[derive(Clone)]
+pub struct SessionConfig {
+    /// Offset of the device clock from UTC in seconds, for devices configured to local time.
+    /// `None` means the protocol's own rule (UTC, or GMT+8 for JT/T 808).
+    pub utc_offset_s: Option<i32>,
+    /// Largest frame accepted; a longer declared length or an unframed run this long is dropped.
+    pub max_frame: usize,
+    /// Login policy.
+    pub admit: Admission,
+    /// Key from which JT/T 808 authentication codes are derived (see `jt808::auth_code`).
+    pub auth_key: Arc<[u8]>,
+    /// Id used when a frame does not carry one (MQTT raw payloads take it from the topic).
+    pub default_device_id: Option<DeviceId>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            utc_offset_s: None,
+            max_frame: 4096,
+            admit: Arc::new(|_| true),
+            auth_key: Arc::from(&b"lienwatch"[..]),
+            default_device_id: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("utc_offset_s", &self.utc_offset_s)
+            .field("max_frame", &self.max_frame)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why bytes were skipped. Static strings so they can label metrics.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Rejection {
+    pub reason: &'static str,
+    pub bytes: usize,
+}
+
+/// One item a session produced, in stream order.
+#[derive(Clone, PartialEq, Debug)]
+pub enum Output {
+    Event(Event),
+    /// Bytes to send to the device once every event before it is durable.
+    Reply(Bytes),
+    /// Input skipped (garbage before a start marker, bad checksum, frame before login, ...).
+    Rejected(Rejection),
+}
+
+/// A condition after which the connection cannot go on. Replies already in the output are still
+/// owed (a Teltonika refusal `00`, for instance) and are sent before closing.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("device {0} refused by the admission policy")]
+    Refused(String),
+    #[error("{0}")]
+    Fatal(&'static str),
+}
+
+/// A sans-I/O protocol session: one per TCP connection (or per UDP peer, MQTT topic, decode run).
+pub trait Session: Send {
+    fn protocol(&self) -> Protocol;
+
+    /// Consumes every complete frame at the front of `buf`, appending what they produced to
+    /// `out`. Leaves an incomplete frame in `buf` for the next call.
+    fn feed(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) -> Result<(), SessionError>;
+
+    /// Called when the peer closed its side: whatever is left in `buf` is a truncated frame.
+    fn finish(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) {
+        if !buf.is_empty() {
+            out.push(Output::Rejected(Rejection {
+                reason: "truncated frame at end of stream",
+                bytes: buf.len(),
+            }));
+            buf.clear();
+        }
+    }
+
+    /// The device this session speaks for, once known.
+    fn device_id(&self) -> Option<&DeviceId>;
+}
+
+/// The protocols a listener, an MQTT raw subscription or `decode` can speak.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WireProtocol {
+    Gt06,
+    Jt808,
+    Teltonika,
+    TeltonikaUdp,
+    H02,
+}
+
+impl WireProtocol {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "gt06" => WireProtocol::Gt06,
+            "jt808" => WireProtocol::Jt808,
+            "teltonika" => WireProtocol::Teltonika,
+            "teltonika-udp" => WireProtocol::TeltonikaUdp,
+            "h02" => WireProtocol::H02,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WireProtocol::Gt06 => "gt06",
+            WireProtocol::Jt808 => "jt808",
+            WireProtocol::Teltonika => "teltonika",
+            WireProtocol::TeltonikaUdp => "teltonika-udp",
+            WireProtocol::H02 => "h02",
+        }
+    }
+
+    pub fn protocol(self) -> Protocol {
+        match self {
+            WireProtocol::Gt06 => Protocol::Gt06,
+            WireProtocol::Jt808 => Protocol::Jt808,
+            WireProtocol::Teltonika | WireProtocol::TeltonikaUdp => Protocol::Teltonika,
+            WireProtocol::H02 => Protocol::H02,
+        }
+    }
+
+    /// Traccar's default ports, which devices in the field are usually configured for.
+    pub fn default_port(self) -> u16 {
+        match self {
+            WireProtocol::Gt06 => 5023,
+            WireProtocol::Jt808 => 5015,
+            WireProtocol::Teltonika | WireProtocol::TeltonikaUdp => 5027,
+            WireProtocol::H02 => 5013,
+        }
+    }
+
+    /// A fresh session for one connection.
+    pub fn session(self, cfg: SessionConfig) -> Box<dyn Session> {
+        match self {
+            WireProtocol::Gt06 => Box::new(gt06::Gt06Session::new(cfg)),
+            WireProtocol::Jt808 => Box::new(jt808::Jt808Session::new(cfg)),
+            WireProtocol::Teltonika => Box::new(teltonika::TeltonikaSession::new(cfg)),
+            WireProtocol::TeltonikaUdp => Box::new(teltonika::TeltonikaUdpSession::new(cfg)),
+            WireProtocol::H02 => Box::new(h02::H02Session::new(cfg)),
+        }
+    }
+}
+
+/// Drives a session over a complete byte string (for `decode`, replay and tests): feeds it all,
+/// then finishes the stream.
+pub fn decode_all(
+    session: &mut dyn Session,
+    bytes: &[u8],
+) -> (Vec<Output>, Option<SessionError>) {
+    let mut buf = BytesMut::from(bytes);
+    let mut out = Vec::new();
+    let err = session.feed(&mut buf, &mut out).err();
+    if err.is_none() {
+        session.finish(&mut buf, &mut out);
+    }
+    (out, err)
+}
+
+/// Parses hex with optional whitespace, `0x` prefixes and separators (`78 78 0D`, `7878-0d`).
+pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    let mut digits = Vec::with_capacity(s.len());
+    let mut rest = s;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("0x").or_else(|| rest.strip_prefix("0X")) {
+            rest = r;
+            continue;
+        }
+        let c = rest.as_bytes()[0];
+        rest = &rest[1..];
+        match c {
+            b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => digits.push(c),
+            b' ' | b'\t' | b'\n' | b'\r' | b':' | b'-' | b',' => {}
+            _ => return Err(format!("{:?} is not a hex digit", c as char)),
+        }
+    }
+    if digits.len() % 2 != 0 {
+        return Err(format!("odd number of hex digits ({})", digits.len()));
+    }
+    let mut out = Vec::with_capacity(digits.len() / 2);
+    for pair in digits.chunks(2) {
+        let hi = (pair[0] as char).to_digit(16).unwrap_or(0) as u8;
+        let lo = (pair[1] as char).to_digit(16).unwrap_or(0) as u8;
+        out.push(hi << 4 | lo);
+    }
+    Ok(out)
+}
+
+/// Uppercase hex with spaces between bytes, the form protocols.md and the fixtures use.
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(&format!("{b:02X}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let b = parse_hex("78 78 0d 01\n0x08-68").unwrap();
+        assert_eq!(b, vec![0x78, 0x78, 0x0d, 0x01, 0x08, 0x68]);
+        assert_eq!(to_hex(&b), "78 78 0D 01 08 68");
+        assert!(parse_hex("7").is_err());
+        assert!(parse_hex("zz").is_err());
+    }
+}
