@@ -287,7 +287,10 @@ impl Alarms {
     }
 
     pub fn from_name(name: &str) -> Option<Alarms> {
-        Self::NAMES.iter().find(|(_, n)| *n == name).map(|(a, _)| *a)
+        Self::NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(a, _)| *a)
     }
 }
 

@@ -114,7 +114,8 @@ pub fn load(path: &Path) -> Result<Fixture, FixtureError> {
     }
     for (i, s) in f.steps.iter().enumerate() {
         if let Some(d) = &s.device {
-            d.decode().map_err(|e| err(format!("step {}: device: {e}", i + 1)))?;
+            d.decode()
+                .map_err(|e| err(format!("step {}: device: {e}", i + 1)))?;
         }
         if let Some(r) = &s.reply {
             protocol::parse_hex(r).map_err(|e| err(format!("step {}: reply: {e}", i + 1)))?;
@@ -175,7 +176,10 @@ pub fn json_subset(expected: &Value, actual: &Value) -> Result<(), String> {
                 Ok(())
             }
             (Value::Number(x), Value::Number(y)) => {
-                let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+                let (x, y) = (
+                    x.as_f64().unwrap_or(f64::NAN),
+                    y.as_f64().unwrap_or(f64::NAN),
+                );
                 if (x - y).abs() <= 1e-6 {
                     Ok(())
                 } else {
@@ -233,13 +237,27 @@ pub fn check_protocol(f: &Fixture) -> Vec<String> {
         Some(w) => w,
         None => return vec![format!("unknown protocol {:?}", f.protocol)],
     };
-    let cfg = match session_config(f) {
+    let mut cfg = match session_config(f) {
         Ok(c) => c,
         Err(e) => return vec![e],
     };
+    // The sessions see the fixture's virtual clock.
+    let clock = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(f.start.millis()));
+    let c2 = clock.clone();
+    cfg.clock = std::sync::Arc::new(move || {
+        Timestamp::from_millis(c2.load(std::sync::atomic::Ordering::Relaxed))
+    });
     let mut conns: BTreeMap<u32, (Box<dyn protocol::Session>, bytes::BytesMut)> = BTreeMap::new();
     for (i, step) in f.steps.iter().enumerate() {
         let n = i + 1;
+        let mut now = Timestamp::from_millis(clock.load(std::sync::atomic::Ordering::Relaxed));
+        if let Some(at) = step.at {
+            now = at;
+        }
+        if let Some(d) = step.after.as_deref().and_then(|a| parse_duration(a).ok()) {
+            now = now.add(d);
+        }
+        clock.store(now.millis(), std::sync::atomic::Ordering::Relaxed);
         if let Some(chunks) = &step.device {
             let (session, buf) = conns
                 .entry(step.connection)

@@ -4,8 +4,9 @@
 //! -> normalised events (`event`) -> the engine (per-device state, rules) -> the store and alert
 //! outbox (`store`) -> delivery (`alert`).
 
+pub mod alert;
+pub mod duration;
 pub mod event;
 pub mod fixture;
 pub mod protocol;
-pub mod alert;
 pub mod registry;

@@ -33,6 +33,10 @@ fn every_fixture_passes_at_the_protocol_level() {
             failures.push(format!("{}: {p}", f.display()));
         }
     }
-    assert!(failures.is_empty(), "fixture failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "fixture failures:\n{}",
+        failures.join("\n")
+    );
     eprintln!("{} fixture file(s) checked", files.len());
 }

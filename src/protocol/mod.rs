@@ -22,12 +22,16 @@ pub mod json;
 pub mod jt808;
 pub mod teltonika;
 
-use crate::event::{DeviceId, Event, Protocol};
+use crate::event::{DeviceId, Event, Protocol, Timestamp};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
 /// Decides at login whether a device may keep its session (`[ingest] accept_unknown`).
 pub type Admission = Arc<dyn Fn(&DeviceId) -> bool + Send + Sync>;
+
+/// The server's clock, for replies that carry the time (GT06 0x8A). Injected so that replay and
+/// tests are deterministic.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// Per-listener settings a session needs. Pure data plus the admission check.
 #[derive(Clone)]
@@ -43,6 +47,8 @@ pub struct SessionConfig {
     pub auth_key: Arc<[u8]>,
     /// Id used when a frame does not carry one (MQTT raw payloads take it from the topic).
     pub default_device_id: Option<DeviceId>,
+    /// Server time for replies that carry it.
+    pub clock: Clock,
 }
 
 impl Default for SessionConfig {
@@ -53,6 +59,7 @@ impl Default for SessionConfig {
             admit: Arc::new(|_| true),
             auth_key: Arc::from(&b"lienwatch"[..]),
             default_device_id: None,
+            clock: Arc::new(Timestamp::now),
         }
     }
 }
@@ -181,10 +188,7 @@ impl WireProtocol {
 
 /// Drives a session over a complete byte string (for `decode`, replay and tests): feeds it all,
 /// then finishes the stream.
-pub fn decode_all(
-    session: &mut dyn Session,
-    bytes: &[u8],
-) -> (Vec<Output>, Option<SessionError>) {
+pub fn decode_all(session: &mut dyn Session, bytes: &[u8]) -> (Vec<Output>, Option<SessionError>) {
     let mut buf = BytesMut::from(bytes);
     let mut out = Vec::new();
     let err = session.feed(&mut buf, &mut out).err();
