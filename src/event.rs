@@ -49,6 +49,13 @@ impl DeviceId {
     }
 }
 
+/// Lets maps keyed by `DeviceId` be queried with a `&str` (hashes agree: the derive hashes the str).
+impl std::borrow::Borrow<str> for DeviceId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Debug for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", &*self.0)
@@ -173,14 +180,22 @@ impl fmt::Debug for Timestamp {
     }
 }
 
+/// RFC 3339 in human-readable formats (JSON, TOML); eight bytes in binary ones (the store).
 impl Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_i64(self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return i64::deserialize(d).map(Timestamp);
+        }
         let s = String::deserialize(d)?;
         Timestamp::parse_rfc3339(&s)
             .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time")))
@@ -455,7 +470,18 @@ impl Event {
     }
 
     /// The JSON object `lienwatch decode` prints for this event (CONTRACT.md "decode").
+    /// `device_id` is left out when the bytes did not carry it (an empty id).
     pub fn to_json(&self) -> serde_json::Value {
+        let mut v = self.to_json_inner();
+        if self.device_id.as_str().is_empty() {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("device_id");
+            }
+        }
+        v
+    }
+
+    fn to_json_inner(&self) -> serde_json::Value {
         use serde_json::json;
         match &self.kind {
             EventKind::Position(f) => {

@@ -221,6 +221,7 @@ pub fn session_config(f: &Fixture) -> Result<SessionConfig, String> {
 /// What one step's device bytes produced at the protocol level.
 #[derive(Debug, Default)]
 pub struct StepOutput {
+    pub events: Vec<crate::event::Event>,
     pub reply: Vec<u8>,
     pub decoded: Vec<Value>,
     pub device_ids: Vec<DeviceId>,
@@ -295,6 +296,7 @@ pub fn run_chunks(
             Output::Event(e) => {
                 so.decoded.push(e.to_json());
                 so.device_ids.push(e.device_id.clone());
+                so.events.push(e);
             }
             Output::Reply(b) => so.reply.extend_from_slice(&b),
             Output::Rejected(_) => so.rejected += 1,

@@ -4,9 +4,18 @@
 //! -> normalised events (`event`) -> the engine (per-device state, rules) -> the store and alert
 //! outbox (`store`) -> delivery (`alert`).
 
+pub mod admin;
 pub mod alert;
+pub mod config;
+pub mod daemon;
 pub mod duration;
+pub mod engine;
 pub mod event;
 pub mod fixture;
+pub mod ingest;
 pub mod protocol;
 pub mod registry;
+pub mod replay;
+pub mod rules;
+pub mod service;
+pub mod store;

@@ -1,1 +1,198 @@
-fn main() {}
+//! The `lienwatch` binary: argument parsing, logging and exit codes. Everything else is in the
+//! library. Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config.
+
+use clap::{Parser, Subcommand};
+use lienwatch::config::{self, Config};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "lienwatch",
+    version,
+    about = "Ingestion daemon for auto-loan collateral GPS trackers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        /// Config file (default: $LIENWATCH_CONFIG, else /etc/lienwatch/lienwatch.toml if it exists, else built-in defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file: exit 0 if valid, 2 with a message naming the key otherwise.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Decode frames given as hex (argument or standard input) and print one JSON object per message.
+    Decode {
+        /// gt06 | jt808 | teltonika | teltonika-udp | h02
+        #[arg(long)]
+        protocol: String,
+        /// Hex bytes; read from standard input when absent.
+        hex: Option<String>,
+    },
+    /// Replay captured sessions through the daemon's pipeline on a virtual clock; print alerts as JSON lines.
+    Replay {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(required = true)]
+        fixtures: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { config } => run(config),
+        Cmd::CheckConfig { config } => {
+            let path = config::resolve_path(config.as_deref());
+            match Config::load(path.as_deref()) {
+                Ok(_) => {
+                    match &path {
+                        Some(p) => println!("{}: ok", p.display()),
+                        None => println!("built-in defaults: ok"),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("lienwatch: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Decode { protocol, hex } => decode(&protocol, hex),
+        Cmd::Replay { config, fixtures } => {
+            init_logging("warn", "text");
+            let cfg = match config {
+                Some(p) => match Config::load(Some(&p)) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("lienwatch: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => Config::default(),
+            };
+            let mut stdout = std::io::stdout().lock();
+            match lienwatch::replay::run_files(&cfg, &fixtures, &mut stdout) {
+                Ok(report) if report.failures == 0 => {
+                    eprintln!("replay: {} fixture(s) passed", report.fixtures);
+                    ExitCode::SUCCESS
+                }
+                Ok(report) => {
+                    eprintln!(
+                        "replay: {} of {} fixture(s) failed",
+                        report.failures, report.fixtures
+                    );
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("lienwatch: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+fn run(config: Option<PathBuf>) -> ExitCode {
+    let path = config::resolve_path(config.as_deref());
+    let cfg = match Config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lienwatch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg.log.level, &cfg.log.format);
+    match &path {
+        Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
+        None => tracing::info!("no config file; using built-in defaults"),
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lienwatch: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(lienwatch::daemon::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "lienwatch failed");
+            eprintln!("lienwatch: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn decode(protocol: &str, hex: Option<String>) -> ExitCode {
+    let Some(wire) = lienwatch::protocol::WireProtocol::parse(protocol) else {
+        eprintln!(
+            "lienwatch: unknown protocol {protocol:?} (gt06, jt808, teltonika, teltonika-udp, h02)"
+        );
+        return ExitCode::from(2);
+    };
+    let text = match hex {
+        Some(h) => h,
+        None => {
+            let mut s = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut s) {
+                eprintln!("lienwatch: reading standard input: {e}");
+                return ExitCode::from(1);
+            }
+            s
+        }
+    };
+    let bytes = match lienwatch::protocol::parse_hex(&text) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("lienwatch: bad hex: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match lienwatch::replay::decode_bytes(wire, &bytes) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err((lines, msg)) => {
+            for l in lines {
+                println!("{l}");
+            }
+            eprintln!("lienwatch: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(level: &str, format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    // journald adds its own timestamps; keep lines short there.
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let _ = match (format, under_journald) {
+        ("json", _) => builder.json().try_init(),
+        (_, true) => builder.without_time().try_init(),
+        _ => builder.try_init(),
+    };
+}

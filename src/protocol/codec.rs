@@ -8,6 +8,9 @@ use tokio_util::codec::Decoder;
 
 pub struct SessionCodec {
     session: Box<dyn Session>,
+    /// A session error held back until the outputs produced before it have been handed out, so
+    /// that owed replies (a Teltonika refusal `00`) still reach the device.
+    pending_error: Option<SessionError>,
     /// Bounds the read buffer even if a session misbehaves: beyond this, the buffer is dropped.
     hard_limit: usize,
 }
@@ -16,6 +19,7 @@ impl SessionCodec {
     pub fn new(session: Box<dyn Session>, max_frame: usize) -> Self {
         SessionCodec {
             session,
+            pending_error: None,
             hard_limit: max_frame.saturating_mul(2).max(1024),
         }
     }
@@ -38,8 +42,17 @@ impl Decoder for SessionCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Output>>, CodecError> {
+        if let Some(e) = self.pending_error.take() {
+            return Err(e.into());
+        }
         let mut out = Vec::new();
-        self.session.feed(src, &mut out)?;
+        if let Err(e) = self.session.feed(src, &mut out) {
+            if out.is_empty() {
+                return Err(e.into());
+            }
+            self.pending_error = Some(e);
+            return Ok(Some(out));
+        }
         if src.len() > self.hard_limit {
             out.push(Output::Rejected(super::Rejection {
                 reason: "buffer over limit",
@@ -51,8 +64,17 @@ impl Decoder for SessionCodec {
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Output>>, CodecError> {
+        if let Some(e) = self.pending_error.take() {
+            return Err(e.into());
+        }
         let mut out = Vec::new();
-        self.session.feed(src, &mut out)?;
+        if let Err(e) = self.session.feed(src, &mut out) {
+            if out.is_empty() {
+                return Err(e.into());
+            }
+            self.pending_error = Some(e);
+            return Ok(Some(out));
+        }
         self.session.finish(src, &mut out);
         Ok(if out.is_empty() { None } else { Some(out) })
     }

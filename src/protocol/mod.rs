@@ -49,6 +49,9 @@ pub struct SessionConfig {
     pub default_device_id: Option<DeviceId>,
     /// Server time for replies that carry it.
     pub clock: Clock,
+    /// `lienwatch decode`: data frames decode without a login (their events carry the device id
+    /// only when the frame itself does; otherwise it is empty) and nothing is refused.
+    pub sessionless: bool,
 }
 
 impl Default for SessionConfig {
@@ -60,6 +63,7 @@ impl Default for SessionConfig {
             auth_key: Arc::from(&b"lienwatch"[..]),
             default_device_id: None,
             clock: Arc::new(Timestamp::now),
+            sessionless: false,
         }
     }
 }

@@ -1,0 +1,625 @@
+//! The TOML configuration (CONTRACT.md "Configuration"): parsed strictly (unknown keys are
+//! errors), validated, with defaults that work on a laptop. Every error names the file and the key.
+
+use crate::fixture::parse_utc_offset;
+use crate::protocol::WireProtocol;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const SYSTEM_CONFIG: &str = "/etc/lienwatch/lienwatch.toml";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// One per port. Absent: one TCP listener per protocol on its default port.
+    #[serde(default, rename = "listener")]
+    pub listeners: Option<Vec<ListenerConfig>>,
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub rules: crate::rules::RuleConfig,
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<crate::alert::webhook::WebhookConfig>,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The sled database lives here.
+    #[serde(default = "default_data_path")]
+    pub path: PathBuf,
+    /// sled page cache in MiB (sled's own default of 1 GiB is far too much for this data).
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
+    /// Longest a group commit waits to gather more writes before its flush. Zero flushes as soon
+    /// as the previous flush returns (batches still form while a flush runs).
+    #[serde(default, with = "crate::duration")]
+    pub commit_window: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: default_data_path(),
+            cache_mb: default_cache_mb(),
+            commit_window: Duration::ZERO,
+        }
+    }
+}
+
+fn default_data_path() -> PathBuf {
+    PathBuf::from("./lienwatch-data")
+}
+fn default_cache_mb() -> u64 {
+    64
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Devices not in the registry: stored and visible, no rules. `false`: refused at login.
+    #[serde(default = "yes")]
+    pub accept_unknown: bool,
+    /// Key for JT/T 808 authentication codes; absent: a random key kept in the store.
+    #[serde(default)]
+    pub jt808_auth_key: Option<String>,
+    /// Default idle timeout of TCP connections (a listener may override it).
+    #[serde(default = "default_idle", with = "crate::duration")]
+    pub idle_timeout: Duration,
+    /// Default cap on concurrent TCP connections per listener.
+    #[serde(default = "default_max_conn")]
+    pub max_connections: usize,
+    /// Largest frame accepted.
+    #[serde(default = "default_max_frame")]
+    pub max_frame: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            accept_unknown: true,
+            jt808_auth_key: None,
+            idle_timeout: default_idle(),
+            max_connections: default_max_conn(),
+            max_frame: default_max_frame(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_max_conn() -> usize {
+    20_000
+}
+fn default_max_frame() -> usize {
+    4096
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// gt06 | jt808 | teltonika | h02
+    pub protocol: String,
+    pub bind: String,
+    #[serde(default)]
+    pub transport: Transport,
+    /// Device clock offset for devices configured to local time (`"+08:00"`).
+    #[serde(default)]
+    pub utc_offset: Option<String>,
+    #[serde(default, with = "crate::duration::option")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+/// A listener after validation.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub protocol: WireProtocol,
+    pub bind: SocketAddr,
+    pub transport: Transport,
+    pub utc_offset_s: Option<i32>,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:port` or `mqtts://host:port`.
+    pub url: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PEM file of the CA that signs the broker's certificate (mqtts://); absent: system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_keep_alive", with = "crate::duration")]
+    pub keep_alive: Duration,
+    /// Unacknowledged messages in flight; keep it under the broker's inflight window.
+    #[serde(default = "default_inflight")]
+    pub max_inflight: u16,
+    /// Session expiry the broker keeps our subscriptions and queue for while we are away.
+    #[serde(default = "default_session_expiry", with = "crate::duration")]
+    pub session_expiry: Duration,
+    #[serde(default = "default_max_packet")]
+    pub max_packet_size: usize,
+    #[serde(default, rename = "subscription")]
+    pub subscriptions: Vec<MqttSubscription>,
+}
+
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_inflight() -> u16 {
+    16
+}
+fn default_session_expiry() -> Duration {
+    Duration::from_secs(7 * 86400)
+}
+fn default_max_packet() -> usize {
+    256 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSubscription {
+    /// Topic filter; a `{device_id}` level subscribes as `+` and names the device.
+    pub topic: String,
+    /// json | owntracks | gt06 | jt808 | teltonika
+    #[serde(default = "default_format")]
+    pub format: String,
+}
+
+fn default_format() -> String {
+    "json".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_bind")]
+    pub bind: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            bind: default_admin_bind(),
+            token: None,
+            token_file: None,
+        }
+    }
+}
+
+fn default_admin_bind() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `lienwatch=debug`); `RUST_LOG` wins when set.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// `text` (journald-friendly, no ANSI) or `json`.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_level(),
+            format: default_log_format(),
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {msg}")]
+    Read { file: String, msg: String },
+    #[error("{file}: {msg}")]
+    Parse { file: String, msg: String },
+    #[error("{file}: {key}: {msg}")]
+    Invalid {
+        file: String,
+        key: String,
+        msg: String,
+    },
+}
+
+/// Where the config comes from (CONTRACT.md "Command line").
+pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    if let Ok(p) = std::env::var("LIENWATCH_CONFIG") {
+        if !p.is_empty() {
+            return Some(PathBuf::from(p));
+        }
+    }
+    let sys = Path::new(SYSTEM_CONFIG);
+    sys.exists().then(|| sys.to_path_buf())
+}
+
+impl Config {
+    /// Loads and validates; `None` means the built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            let c = Config::default();
+            c.validate("<built-in defaults>")?;
+            return Ok(c);
+        };
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: file.clone(),
+            msg: e.to_string(),
+        })?;
+        let c = Config::parse(&text, &file)?;
+        Ok(c)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            msg: e.to_string().trim_end().to_string(),
+        })?;
+        c.validate(file)?;
+        Ok(c)
+    }
+
+    fn invalid(file: &str, key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Checks what serde cannot: addresses, protocol names, files that must be readable.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let listeners = self.listeners_checked(file)?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, l) in listeners.iter().enumerate() {
+            if !seen.insert((l.bind, l.transport)) {
+                return Err(Self::invalid(
+                    file,
+                    format!("listener[{i}].bind"),
+                    format!("{} is used by another listener", l.bind),
+                ));
+            }
+        }
+        self.admin_bind(file)?;
+        if self.admin.token.is_some() && self.admin.token_file.is_some() {
+            return Err(Self::invalid(
+                file,
+                "admin.token",
+                "set either token or token_file, not both",
+            ));
+        }
+        if let Some(t) = &self.admin.token {
+            if t.trim().len() < 8 {
+                return Err(Self::invalid(
+                    file,
+                    "admin.token",
+                    "must be at least 8 characters",
+                ));
+            }
+        }
+        if let Some(p) = &self.admin.token_file {
+            read_secret(p).map_err(|m| Self::invalid(file, "admin.token_file", m))?;
+        }
+        if self.storage.cache_mb == 0 {
+            return Err(Self::invalid(
+                file,
+                "storage.cache_mb",
+                "must be at least 1",
+            ));
+        }
+        if self.ingest.max_frame < 64 || self.ingest.max_frame > 1 << 20 {
+            return Err(Self::invalid(
+                file,
+                "ingest.max_frame",
+                "must be between 64 and 1048576 bytes",
+            ));
+        }
+        if let Some(m) = &self.mqtt {
+            validate_mqtt(m, file)?;
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            w.validate()
+                .map_err(|m| Self::invalid(file, format!("webhook[{i}]"), m.to_string()))?;
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return Err(Self::invalid(
+                file,
+                "log.format",
+                "must be \"text\" or \"json\"",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| Self::invalid(file, "log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    pub fn admin_bind(&self, file: &str) -> Result<SocketAddr, ConfigError> {
+        self.admin
+            .bind
+            .parse()
+            .map_err(|_| Self::invalid(file, "admin.bind", "not an address like 127.0.0.1:8080"))
+    }
+
+    /// The listeners to open: the configured ones, or one TCP listener per protocol on its
+    /// default port.
+    pub fn listeners_checked(&self, file: &str) -> Result<Vec<Listener>, ConfigError> {
+        let Some(ls) = &self.listeners else {
+            return Ok([
+                WireProtocol::Gt06,
+                WireProtocol::Jt808,
+                WireProtocol::Teltonika,
+                WireProtocol::H02,
+            ]
+            .into_iter()
+            .map(|p| Listener {
+                protocol: p,
+                bind: SocketAddr::from(([0, 0, 0, 0], p.default_port())),
+                transport: Transport::Tcp,
+                utc_offset_s: None,
+                idle_timeout: self.ingest.idle_timeout,
+                max_connections: self.ingest.max_connections,
+            })
+            .collect());
+        };
+        let mut out = Vec::new();
+        for (i, l) in ls.iter().enumerate() {
+            let key = |k: &str| format!("listener[{i}].{k}");
+            let protocol = match (l.protocol.as_str(), l.transport) {
+                ("gt06" | "jt808" | "teltonika" | "h02", Transport::Tcp) => {
+                    WireProtocol::parse(&l.protocol)
+                }
+                ("teltonika", Transport::Udp) => Some(WireProtocol::TeltonikaUdp),
+                ("h02", Transport::Udp) => Some(WireProtocol::H02),
+                ("gt06" | "jt808", Transport::Udp) => {
+                    return Err(Self::invalid(
+                        file,
+                        key("transport"),
+                        format!("{} is served over tcp only", l.protocol),
+                    ))
+                }
+                _ => None,
+            }
+            .ok_or_else(|| {
+                Self::invalid(
+                    file,
+                    key("protocol"),
+                    format!(
+                        "unknown protocol {:?} (gt06, jt808, teltonika, h02)",
+                        l.protocol
+                    ),
+                )
+            })?;
+            let bind: SocketAddr = l.bind.parse().map_err(|_| {
+                Self::invalid(
+                    file,
+                    key("bind"),
+                    format!("{:?} is not an address like 0.0.0.0:5023", l.bind),
+                )
+            })?;
+            let utc_offset_s = l
+                .utc_offset
+                .as_deref()
+                .map(parse_utc_offset)
+                .transpose()
+                .map_err(|m| Self::invalid(file, key("utc_offset"), m))?;
+            let max_connections = l.max_connections.unwrap_or(self.ingest.max_connections);
+            if max_connections == 0 {
+                return Err(Self::invalid(
+                    file,
+                    key("max_connections"),
+                    "must be at least 1",
+                ));
+            }
+            out.push(Listener {
+                protocol,
+                bind,
+                transport: l.transport,
+                utc_offset_s,
+                idle_timeout: l.idle_timeout.unwrap_or(self.ingest.idle_timeout),
+                max_connections,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn validate_mqtt(m: &MqttConfig, file: &str) -> Result<(), ConfigError> {
+    let bad = |k: &str, msg: String| Config::invalid(file, format!("mqtt.{k}"), msg);
+    let rest = m
+        .url
+        .strip_prefix("mqtt://")
+        .or_else(|| m.url.strip_prefix("mqtts://"))
+        .ok_or_else(|| {
+            bad(
+                "url",
+                format!("{:?} must start with mqtt:// or mqtts://", m.url),
+            )
+        })?;
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .ok_or_else(|| bad("url", format!("{:?} needs a host:port", m.url)))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad("url", format!("{:?} needs a host:port", m.url)));
+    }
+    if m.client_id.trim().is_empty() {
+        return Err(bad(
+            "client_id",
+            "must not be empty (a persistent session needs a stable id)".into(),
+        ));
+    }
+    if m.keep_alive < Duration::from_secs(1) {
+        return Err(bad("keep_alive", "must be at least 1s".into()));
+    }
+    if m.max_inflight == 0 {
+        return Err(bad("max_inflight", "must be at least 1".into()));
+    }
+    if let Some(p) = &m.password_file {
+        read_secret(p).map_err(|e| bad("password_file", e))?;
+    }
+    if let Some(p) = &m.ca_file {
+        std::fs::read(p).map_err(|e| bad("ca_file", format!("{}: {e}", p.display())))?;
+    }
+    if m.subscriptions.is_empty() {
+        return Err(bad(
+            "subscription",
+            "at least one [[mqtt.subscription]] is needed".into(),
+        ));
+    }
+    for (i, s) in m.subscriptions.iter().enumerate() {
+        if !["json", "owntracks", "gt06", "jt808", "teltonika"].contains(&s.format.as_str()) {
+            return Err(bad(
+                &format!("subscription[{i}].format"),
+                format!(
+                    "unknown format {:?} (json, owntracks, gt06, jt808, teltonika)",
+                    s.format
+                ),
+            ));
+        }
+        if s.topic.is_empty() || s.topic.contains('#') && !s.topic.ends_with('#') {
+            return Err(bad(
+                &format!("subscription[{i}].topic"),
+                format!("{:?} is not a valid topic filter", s.topic),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a secret file: trimmed, non-empty.
+pub fn read_secret(p: &Path) -> Result<String, String> {
+    let s = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let s = s.trim().to_string();
+    if s.is_empty() {
+        return Err(format!("{} is empty", p.display()));
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_open_four_listeners() {
+        let c = Config::load(None).unwrap();
+        let ls = c.listeners_checked("-").unwrap();
+        assert_eq!(ls.len(), 4);
+        assert_eq!(ls[0].bind.port(), 5023);
+        assert_eq!(c.admin.bind, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let e = Config::parse("[storage]\npaht = \"x\"\n", "lw.toml").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("lw.toml") && m.contains("paht"), "{m}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Config::parse(
+            "[[listener]]\nprotocol = \"gt07\"\nbind = \"0.0.0.0:1\"\n",
+            "lw.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("listener[0].protocol"), "{e}");
+        let e = Config::parse(
+            "[[listener]]\nprotocol = \"gt06\"\nbind = \"nowhere\"\n",
+            "lw.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("listener[0].bind"), "{e}");
+        let e = Config::parse("[rules]\nsilence_after = \"soon\"\n", "lw.toml").unwrap_err();
+        assert!(e.to_string().contains("silence_after"), "{e}");
+        let e = Config::parse("[admin]\nbind = \"x\"\n", "lw.toml").unwrap_err();
+        assert!(e.to_string().contains("admin.bind"), "{e}");
+    }
+
+    #[test]
+    fn contract_example_parses() {
+        let text = r#"
+[storage]
+path = "/var/lib/lienwatch"
+[ingest]
+accept_unknown = true
+[[listener]]
+protocol = "gt06"
+bind = "0.0.0.0:5023"
+[[listener]]
+protocol = "teltonika"
+bind = "0.0.0.0:5027"
+transport = "udp"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+client_id = "lienwatch-1"
+[[mqtt.subscription]]
+topic = "trackers/{device_id}/position"
+format = "json"
+[admin]
+bind = "127.0.0.1:8080"
+token = "0123456789abcdef"
+[rules]
+silence_after = "6h"
+silence_after_wireless = "48h"
+geofence_margin_m = 50
+startup_grace = "10m"
+[[webhook]]
+url = "https://collections.example/hooks/lienwatch"
+secret = "s3cret"
+types = ["geofence_exit", "silent_overdue"]
+"#;
+        let c = Config::parse(text, "x").unwrap();
+        let ls = c.listeners_checked("x").unwrap();
+        assert_eq!(ls[1].protocol, WireProtocol::TeltonikaUdp);
+        assert_eq!(c.webhooks.len(), 1);
+    }
+}

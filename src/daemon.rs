@@ -1,0 +1,197 @@
+//! `lienwatch run`: opens the store, starts the engine, the listeners, the admin API and the
+//! delivery workers, and shuts them down in order.
+
+use crate::config::{Config, Transport};
+use crate::engine::{self, Engine, EngineConfig};
+use crate::event::Timestamp;
+use crate::protocol::SessionConfig;
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("storage.path {path}: {msg}")]
+    Storage { path: String, msg: String },
+    #[error("{what} {addr}: cannot bind: {msg}")]
+    Bind {
+        what: String,
+        addr: String,
+        msg: String,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How long shutdown waits for connections to finish their last commit.
+const DRAIN: Duration = Duration::from_secs(5);
+
+pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
+
+    let path = cfg.storage.path.clone();
+    let storage_err = |msg: String| DaemonError::Storage {
+        path: path.display().to_string(),
+        msg,
+    };
+    std::fs::create_dir_all(&path).map_err(|e| storage_err(e.to_string()))?;
+    let store = Store::open(&path, cfg.storage.cache_mb).map_err(|e| storage_err(e.to_string()))?;
+
+    let auth_key: Arc<[u8]> = match &cfg.ingest.jt808_auth_key {
+        Some(k) => Arc::from(k.as_bytes()),
+        None => Arc::from(
+            store
+                .meta_or_init("jt808_auth_key", || crate::store::random_hex().into_bytes())
+                .map_err(|e| storage_err(e.to_string()))?,
+        ),
+    };
+    let token = admin_token(&cfg, &store).map_err(storage_err)?;
+
+    let now = Timestamp::now();
+    let ecfg = EngineConfig {
+        rules: cfg.rules.clone(),
+        accept_unknown: cfg.ingest.accept_unknown,
+        commit_window: cfg.storage.commit_window,
+    };
+    let engine = Engine::open(store, ecfg, now).map_err(|e| storage_err(e.to_string()))?;
+    let (handle, engine_thread) = engine::spawn(engine, Arc::new(Timestamp::now))
+        .map_err(|e| DaemonError::Other(format!("cannot start the engine thread: {e}")))?;
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    // Bind everything before announcing readiness: a port in use is a startup error.
+    let listeners = cfg
+        .listeners_checked("config")
+        .map_err(|e| DaemonError::Other(e.to_string()))?;
+    let mut servers = Vec::new();
+    for l in listeners {
+        let scfg = SessionConfig {
+            utc_offset_s: l.utc_offset_s,
+            max_frame: cfg.ingest.max_frame,
+            admit: handle.admission.clone(),
+            auth_key: auth_key.clone(),
+            default_device_id: None,
+            clock: Arc::new(Timestamp::now),
+            sessionless: false,
+        };
+        let what = format!("listener {} ({:?})", l.protocol.name(), l.transport);
+        let bind_err = |e: std::io::Error| DaemonError::Bind {
+            what: what.clone(),
+            addr: l.bind.to_string(),
+            msg: e.to_string(),
+        };
+        match l.transport {
+            Transport::Tcp => {
+                let sock = tokio::net::TcpListener::bind(l.bind)
+                    .await
+                    .map_err(bind_err)?;
+                tracing::info!(protocol = l.protocol.name(), addr = %sock.local_addr().unwrap_or(l.bind), "tcp listener ready");
+                servers.push(tokio::spawn(crate::ingest::tcp::serve(
+                    sock,
+                    l,
+                    scfg,
+                    handle.clone(),
+                    shutdown.clone(),
+                    tracker.clone(),
+                )));
+            }
+            Transport::Udp => {
+                let sock = tokio::net::UdpSocket::bind(l.bind)
+                    .await
+                    .map_err(bind_err)?;
+                tracing::info!(protocol = l.protocol.name(), addr = %l.bind, "udp listener ready");
+                servers.push(tokio::spawn(crate::ingest::udp::serve(
+                    sock,
+                    l,
+                    scfg,
+                    handle.clone(),
+                    shutdown.clone(),
+                )));
+            }
+        }
+    }
+
+    let admin_addr = cfg
+        .admin_bind("config")
+        .map_err(|e| DaemonError::Other(e.to_string()))?;
+    let admin_sock = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .map_err(|e| DaemonError::Bind {
+            what: "admin.bind".into(),
+            addr: admin_addr.to_string(),
+            msg: e.to_string(),
+        })?;
+    let state = crate::admin::AdminState {
+        engine: handle.clone(),
+        token: Arc::from(token.as_str()),
+        metrics,
+        outbox: None,
+    };
+    let app = crate::admin::router(state);
+    let sd = shutdown.clone();
+    let admin = tokio::spawn(async move {
+        let _ = axum::serve(admin_sock, app)
+            .with_graceful_shutdown(async move { sd.cancelled().await })
+            .await;
+    });
+    tracing::info!(addr = %admin_addr, "admin API ready");
+
+    crate::service::spawn_watchdog(handle.clone(), shutdown.clone());
+    crate::service::notify_ready();
+    crate::service::notify_status("running");
+    tracing::info!("lienwatch running");
+
+    crate::service::terminated().await;
+    crate::service::notify_stopping();
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
+        tracing::warn!("connections still busy after {DRAIN:?}; closing them");
+    }
+    for s in servers {
+        let _ = s.await;
+    }
+    let _ = admin.await;
+    handle.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    tracing::info!("lienwatch stopped");
+    Ok(())
+}
+
+/// The admin token: configured, or generated once and kept in `<storage>/admin.token` (0600) so
+/// that `lienwatch run` works with no config and the operator can read the token from a file.
+fn admin_token(cfg: &Config, store: &Store) -> Result<String, String> {
+    if let Some(t) = &cfg.admin.token {
+        return Ok(t.trim().to_string());
+    }
+    if let Some(p) = &cfg.admin.token_file {
+        return crate::config::read_secret(p);
+    }
+    let _ = store;
+    let p = cfg.storage.path.join("admin.token");
+    if let Ok(t) = crate::config::read_secret(&p) {
+        return Ok(t);
+    }
+    let t = crate::store::random_hex();
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        f.write_all(t.as_bytes())
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    tracing::info!(file = %p.display(), "generated an admin API token");
+    Ok(t)
+}

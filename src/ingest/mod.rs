@@ -1,0 +1,61 @@
+//! Sources: sockets and brokers to protocol sessions and back.
+//!
+//! Each source drives the sans-I/O sessions of `crate::protocol`, hands the events to the engine,
+//! waits for the commit that covers them, and only then sends the replies (or MQTT acks) that
+//! acknowledge them.
+
+pub mod tcp;
+pub mod udp;
+
+use crate::protocol::{Output, Rejection};
+use bytes::Bytes;
+
+/// A session's output split into what goes to the engine and what goes back to the device.
+#[derive(Default)]
+pub struct Split {
+    pub events: Vec<crate::event::Event>,
+    pub replies: Vec<Bytes>,
+}
+
+/// Splits outputs, counting and (rate-limited) logging rejections.
+pub fn split(protocol: &'static str, outs: Vec<Output>, peer: &str) -> Split {
+    let mut s = Split::default();
+    for o in outs {
+        match o {
+            Output::Event(e) => s.events.push(e),
+            Output::Reply(b) => s.replies.push(b),
+            Output::Rejected(r) => rejected(protocol, r, peer),
+        }
+    }
+    metrics::counter!("lienwatch_frames_decoded_total", "protocol" => protocol)
+        .increment(s.events.len() as u64);
+    s
+}
+
+/// Counts a rejection and logs it at debug, at most a few times a second across the process,
+/// so that a flood of garbage cannot flood the journal.
+pub fn rejected(protocol: &'static str, r: Rejection, peer: &str) {
+    metrics::counter!("lienwatch_frames_rejected_total", "protocol" => protocol, "reason" => r.reason)
+        .increment(1);
+    if log_budget() {
+        tracing::debug!(
+            protocol,
+            peer,
+            reason = r.reason,
+            bytes = r.bytes,
+            "input rejected"
+        );
+    }
+}
+
+/// A process-wide token bucket for noisy log lines: 5 a second.
+pub fn log_budget() -> bool {
+    use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+    static WINDOW: AtomicI64 = AtomicI64::new(0);
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+    let now = crate::event::Timestamp::now().secs();
+    if WINDOW.swap(now, Ordering::Relaxed) != now {
+        COUNT.store(0, Ordering::Relaxed);
+    }
+    COUNT.fetch_add(1, Ordering::Relaxed) < 5
+}

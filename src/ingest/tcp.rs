@@ -1,0 +1,141 @@
+//! TCP listeners: one task per connection, each with its own protocol session.
+//!
+//! A connection reads, decodes, commits the events, then writes the replies, in that order; it
+//! never has more than one batch in flight, so a device that waits for its reply is answered as
+//! soon as its data is durable. A cap on connections, an idle timeout and the sessions' frame
+//! limit bound what any peer can cost; one bad connection only ever closes itself.
+
+use crate::config::Listener;
+use crate::engine::EngineHandle;
+use crate::event::Timestamp;
+use crate::protocol::codec::{CodecError, SessionCodec};
+use crate::protocol::SessionConfig;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Accepts connections until `shutdown`; connection tasks are tracked so shutdown can wait.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: Listener,
+    session_cfg: SessionConfig,
+    engine: EngineHandle,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let proto = cfg.protocol.name();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    if crate::ingest::log_budget() {
+                        tracing::warn!(protocol = proto, error = %e, "accept failed");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics::counter!("lienwatch_connections_refused_total", "protocol" => proto, "reason" => "limit").increment(1);
+            if crate::ingest::log_budget() {
+                tracing::warn!(protocol = proto, %peer, limit = cfg.max_connections, "connection limit reached; refusing");
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let scfg = session_cfg.clone();
+        let engine = engine.clone();
+        let sd = shutdown.clone();
+        let lcfg = cfg.clone();
+        tracker.spawn(async move {
+            metrics::gauge!("lienwatch_connections", "protocol" => proto).increment(1.0);
+            metrics::counter!("lienwatch_connections_total", "protocol" => proto).increment(1);
+            let r = connection(stream, &peer.to_string(), &lcfg, scfg, &engine, &sd).await;
+            if let Err(e) = r {
+                if crate::ingest::log_budget() {
+                    tracing::debug!(protocol = proto, %peer, error = %e, "connection closed");
+                }
+            }
+            metrics::gauge!("lienwatch_connections", "protocol" => proto).decrement(1.0);
+            drop(permit);
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("idle timeout")]
+    Idle,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: &str,
+    cfg: &Listener,
+    scfg: SessionConfig,
+    engine: &EngineHandle,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnError> {
+    let proto = cfg.protocol.name();
+    let max_frame = scfg.max_frame;
+    let (rd, mut wr) = stream.into_split();
+    let codec = SessionCodec::new(cfg.protocol.session(scfg), max_frame);
+    let mut framed = FramedRead::with_capacity(rd, codec, 2048);
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = tokio::time::timeout(cfg.idle_timeout, framed.next()) => r,
+        };
+        let outs = match next {
+            Err(_) => {
+                metrics::counter!("lienwatch_connections_idle_closed_total", "protocol" => proto)
+                    .increment(1);
+                return Err(ConnError::Idle);
+            }
+            Ok(None) => break,
+            Ok(Some(Err(CodecError::Io(e)))) => return Err(e.into()),
+            Ok(Some(Err(CodecError::Session(e)))) => {
+                metrics::counter!("lienwatch_sessions_ended_total", "protocol" => proto, "reason" => session_reason(&e)).increment(1);
+                if crate::ingest::log_budget() {
+                    tracing::info!(protocol = proto, peer, error = %e, "session ended by protocol");
+                }
+                break;
+            }
+            Ok(Some(Ok(outs))) => outs,
+        };
+        let split = crate::ingest::split(proto, outs, peer);
+        if !split.events.is_empty() {
+            // Replies wait for the commit: if it fails, the device gets nothing and resends.
+            engine.commit(split.events, Timestamp::now()).await?;
+        }
+        for r in &split.replies {
+            wr.write_all(r).await?;
+        }
+    }
+    let _ = wr.shutdown().await;
+    Ok(())
+}
+
+fn session_reason(e: &crate::protocol::SessionError) -> &'static str {
+    match e {
+        crate::protocol::SessionError::Refused(_) => "refused",
+        crate::protocol::SessionError::Fatal(r) => r,
+    }
+}

@@ -1,0 +1,226 @@
+//! `lienwatch replay` and `lienwatch decode`: captured bytes through the daemon's own code.
+//!
+//! Replay runs each fixture (`crate::fixture`) through the same sessions, engine, rules and
+//! store as the daemon, in a throwaway database, on a virtual clock: hours of silence pass in
+//! milliseconds. It prints every alert as a JSON line and reports every difference between what a
+//! fixture expects (replies, decoded events, API statuses, alerts) and what lienwatch produced.
+
+use crate::config::Config;
+use crate::engine::{Engine, EngineConfig};
+use crate::event::Timestamp;
+use crate::fixture::{self, Fixture};
+use crate::protocol::{self, Output, SessionConfig, WireProtocol};
+use crate::store::Store;
+use bytes::BytesMut;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Fixture(#[from] fixture::FixtureError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub fixtures: usize,
+    pub failures: usize,
+}
+
+/// Replays fixture files (directories are searched for `*.toml`), printing alerts to `out` and
+/// problems to stderr.
+pub fn run_files(
+    cfg: &Config,
+    paths: &[PathBuf],
+    out: &mut dyn Write,
+) -> Result<Report, ReplayError> {
+    let mut files = Vec::new();
+    for p in paths {
+        collect(p, &mut files);
+    }
+    let mut report = Report::default();
+    for f in files {
+        let fx = fixture::load(&f)?;
+        report.fixtures += 1;
+        let problems = run_fixture(cfg, &fx, out)?;
+        if !problems.is_empty() {
+            report.failures += 1;
+            eprintln!("FAIL {} ({})", f.display(), fx.name);
+            for p in problems {
+                eprintln!("  {p}");
+            }
+        } else {
+            eprintln!("ok   {} ({})", f.display(), fx.name);
+        }
+    }
+    Ok(report)
+}
+
+fn collect(p: &Path, out: &mut Vec<PathBuf>) {
+    if p.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        entries.sort();
+        for e in entries {
+            if e.is_dir() || e.extension().is_some_and(|x| x == "toml") {
+                collect(&e, out);
+            }
+        }
+    } else {
+        out.push(p.to_path_buf());
+    }
+}
+
+/// Runs one fixture; returns the list of mismatches (empty: it passed).
+pub fn run_fixture(
+    base: &Config,
+    fx: &Fixture,
+    out: &mut dyn Write,
+) -> Result<Vec<String>, ReplayError> {
+    let cfg = match &fx.config {
+        None => base.clone(),
+        Some(extra) => Config::parse(extra, &format!("fixture {:?} config", fx.name))
+            .map_err(|e| ReplayError::Setup(e.to_string()))?,
+    };
+    let wire = WireProtocol::parse(&fx.protocol)
+        .ok_or_else(|| ReplayError::Setup(format!("unknown protocol {:?}", fx.protocol)))?;
+    let clock = Arc::new(AtomicI64::new(fx.start.millis()));
+    let now = || Timestamp::from_millis(clock.load(Ordering::Relaxed));
+    let store = Store::temporary().map_err(|e| ReplayError::Setup(e.to_string()))?;
+    let ecfg = EngineConfig {
+        rules: cfg.rules.clone(),
+        accept_unknown: cfg.ingest.accept_unknown,
+        commit_window: std::time::Duration::ZERO,
+    };
+    let mut engine =
+        Engine::open(store, ecfg, now()).map_err(|e| ReplayError::Setup(e.to_string()))?;
+    let mut scfg = fixture::session_config(fx).map_err(ReplayError::Setup)?;
+    scfg.admit = engine.admission();
+    let c2 = clock.clone();
+    scfg.clock = Arc::new(move || Timestamp::from_millis(c2.load(Ordering::Relaxed)));
+
+    let mut problems = Vec::new();
+    let mut conns: BTreeMap<u32, (Box<dyn protocol::Session>, BytesMut)> = BTreeMap::new();
+    for (i, step) in fx.steps.iter().enumerate() {
+        let n = i + 1;
+        let mut t = now();
+        if let Some(at) = step.at {
+            t = at;
+        }
+        if let Some(d) = step.after.as_deref() {
+            t = t.add(fixture::parse_duration(d).map_err(ReplayError::Setup)?);
+        }
+        clock.store(t.millis(), Ordering::Relaxed);
+        engine.tick(t);
+
+        if let Some(api) = &step.api {
+            let (status, body) = call_api(&mut engine, api, step.body.as_deref().unwrap_or(""), t);
+            if let Some(want) = step.status {
+                if want != status {
+                    problems.push(format!(
+                        "step {n}: {api}: expected status {want}, got {status}: {body}"
+                    ));
+                }
+            } else if status >= 400 {
+                problems.push(format!("step {n}: {api}: status {status}: {body}"));
+            }
+        }
+        if let Some(chunks) = &step.device {
+            let (session, buf) = conns
+                .entry(step.connection)
+                .or_insert_with(|| (wire.session(scfg.clone()), BytesMut::new()));
+            let so = fixture::run_chunks(session.as_mut(), buf, chunks);
+            fixture::check_step(n, step, &so, &mut problems);
+            engine.ingest(&so.events, t);
+        }
+        if step.close {
+            if let Some((mut s, mut buf)) = conns.remove(&step.connection) {
+                let mut o = Vec::new();
+                s.finish(&mut buf, &mut o);
+                ingest_outputs(&mut engine, o, t);
+            }
+        }
+        if let Err(e) = engine.flush() {
+            problems.push(format!("step {n}: store: {e}"));
+        }
+        let alerts = engine.take_alerts();
+        let alert_json: Vec<serde_json::Value> = alerts
+            .iter()
+            .map(|a| serde_json::to_value(a).unwrap_or_default())
+            .collect();
+        for a in &alert_json {
+            let _ = writeln!(out, "{a}");
+        }
+        let expected = step.alerts.as_deref().unwrap_or(&[]);
+        if let Err(m) = fixture::json_list(expected, &alert_json) {
+            problems.push(format!("step {n}: alerts: {m}"));
+        }
+    }
+    Ok(problems)
+}
+
+fn ingest_outputs(engine: &mut Engine, outs: Vec<Output>, t: Timestamp) {
+    let events: Vec<_> = outs
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    engine.ingest(&events, t);
+}
+
+/// Dispatches a fixture's `"PUT /v1/vehicles/V-1"` to the engine, as the admin API would.
+fn call_api(engine: &mut Engine, api: &str, body: &str, now: Timestamp) -> crate::engine::ApiReply {
+    let (method, path) = api.split_once(' ').unwrap_or((api, ""));
+    let parts: Vec<&str> = path.trim().trim_matches('/').split('/').collect();
+    match (method, parts.as_slice()) {
+        ("GET", ["v1", "vehicles", id]) => engine.api_get_vehicle(id),
+        ("PUT", ["v1", "vehicles", id]) => engine.api_put_vehicle(id, body.as_bytes(), now),
+        ("DELETE", ["v1", "vehicles", id]) => engine.api_delete_vehicle(id),
+        ("PUT", ["v1", "loans", id]) => engine.api_put_loan(id, body.as_bytes(), now),
+        _ => (
+            404,
+            serde_json::json!({"error": format!("replay does not support {api:?}")}),
+        ),
+    }
+}
+
+/// `lienwatch decode`: every message in `bytes` as a JSON line. On bad input, the lines decoded
+/// so far and a message.
+pub fn decode_bytes(
+    wire: WireProtocol,
+    bytes: &[u8],
+) -> Result<Vec<String>, (Vec<String>, String)> {
+    let cfg = SessionConfig {
+        sessionless: true,
+        ..SessionConfig::default()
+    };
+    let mut session = wire.session(cfg);
+    let (outs, err) = protocol::decode_all(session.as_mut(), bytes);
+    let mut lines = Vec::new();
+    let mut rejected = Vec::new();
+    for o in outs {
+        match o {
+            Output::Event(e) => lines.push(e.to_json().to_string()),
+            Output::Reply(_) => {}
+            Output::Rejected(r) => rejected.push(format!("{} ({} bytes)", r.reason, r.bytes)),
+        }
+    }
+    if let Some(e) = err {
+        return Err((lines, e.to_string()));
+    }
+    if !rejected.is_empty() {
+        return Err((lines, format!("rejected input: {}", rejected.join("; "))));
+    }
+    if lines.is_empty() {
+        return Err((lines, "no complete message in the input".into()));
+    }
+    Ok(lines)
+}

@@ -1,0 +1,269 @@
+//! The sled database: trees, record layouts, and the only code that opens it.
+//!
+//! Writes happen on the engine thread (`crate::engine`), which flushes once per group commit;
+//! readers (the admin API) read the trees directly, since sled is safe to share between threads.
+//! Values are postcard-encoded; keys are the raw id bytes.
+
+use crate::event::{DeviceId, Position, Protocol, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store: corrupt record in {tree}: {msg}")]
+    Corrupt { tree: &'static str, msg: String },
+    #[error("store: the engine is not running")]
+    Closed,
+}
+
+/// A position as stored: the fix plus when lienwatch received it. A plain layout of its own,
+/// since the API form of `Position` skips absent fields, which a binary format cannot do.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredPosition {
+    pub time: Timestamp,
+    pub lat: f64,
+    pub lon: f64,
+    pub valid: bool,
+    pub speed_kmh: f64,
+    pub course: u16,
+    pub satellites: Option<u8>,
+    pub altitude_m: Option<f64>,
+    pub received_at: Timestamp,
+}
+
+impl StoredPosition {
+    pub fn new(p: &Position, received_at: Timestamp) -> Self {
+        StoredPosition {
+            time: p.time,
+            lat: p.lat,
+            lon: p.lon,
+            valid: p.valid,
+            speed_kmh: p.speed_kmh,
+            course: p.course,
+            satellites: p.satellites,
+            altitude_m: p.altitude_m,
+            received_at,
+        }
+    }
+
+    pub fn position(&self) -> Position {
+        Position {
+            time: self.time,
+            lat: self.lat,
+            lon: self.lon,
+            valid: self.valid,
+            speed_kmh: self.speed_kmh,
+            course: self.course,
+            satellites: self.satellites,
+            altitude_m: self.altitude_m,
+        }
+    }
+
+    /// The position object of CONTRACT.md "Positions": the fix plus `received_at`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self.position()).unwrap_or_default();
+        v["lat"] = serde_json::json!(crate::event::round6(self.lat));
+        v["lon"] = serde_json::json!(crate::event::round6(self.lon));
+        v["received_at"] = serde_json::json!(self.received_at);
+        v
+    }
+}
+
+/// Everything lienwatch keeps about one device.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub device_id: DeviceId,
+    pub protocol: Protocol,
+    pub first_seen: Timestamp,
+    /// Receive time of the last message of any kind (the "silent" rule's clock, protocols.md F.2).
+    pub last_seen: Timestamp,
+    /// Last-known position: the newest fix by device time (CONTRACT.md "Positions").
+    pub position: Option<StoredPosition>,
+    /// Rule state that must survive restarts (placement, outstanding alerts, alarm edges).
+    pub rules: crate::rules::DeviceRuleState,
+    /// Alerts raised for this device so far; part of each alert's stable id.
+    pub alerts_raised: u64,
+}
+
+impl DeviceRecord {
+    pub fn new(device_id: DeviceId, protocol: Protocol, now: Timestamp) -> Self {
+        DeviceRecord {
+            device_id,
+            protocol,
+            first_seen: now,
+            last_seen: now,
+            position: None,
+            rules: Default::default(),
+            alerts_raised: 0,
+        }
+    }
+
+    /// Applies a fix: the newest device time wins; a late older fix, or a fix without a valid
+    /// position while a valid one is kept, only counts as a sign of life. Returns whether the
+    /// stored position changed.
+    pub fn offer_position(&mut self, p: &Position, received_at: Timestamp) -> bool {
+        let replace = match &self.position {
+            None => true,
+            Some(old) => match (old.valid, p.valid) {
+                (true, false) => false,
+                (false, true) => true,
+                _ => p.time >= old.time,
+            },
+        };
+        if replace {
+            self.position = Some(StoredPosition::new(p, received_at));
+        }
+        replace
+    }
+
+    /// The API view (`GET /v1/devices/{id}`).
+    pub fn to_json(&self, vehicle_id: Option<&str>) -> serde_json::Value {
+        serde_json::json!({
+            "device_id": self.device_id,
+            "protocol": self.protocol,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "vehicle_id": vehicle_id,
+            "position": self.position.as_ref().map(StoredPosition::to_json),
+        })
+    }
+}
+
+/// The open database and its trees.
+#[derive(Clone)]
+pub struct Store {
+    pub db: sled::Db,
+    pub devices: sled::Tree,
+    pub vehicles: sled::Tree,
+    pub meta: sled::Tree,
+}
+
+impl Store {
+    pub fn open(path: &Path, cache_mb: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_mb.saturating_mul(1 << 20))
+            // Durability comes from the engine's explicit flush per commit; the background
+            // flush only bounds what a crash of an idle daemon could lose of API-less writes.
+            .flush_every_ms(Some(1000))
+            .open()?;
+        Self::from_db(db)
+    }
+
+    /// A throwaway database for `replay` and tests.
+    pub fn temporary() -> Result<Store, StoreError> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Self::from_db(db)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+        Ok(Store {
+            devices: db.open_tree("devices")?,
+            vehicles: db.open_tree("vehicles")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    pub fn get_device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        match self.devices.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => decode(&v, "devices").map(Some),
+        }
+    }
+
+    pub fn put_device(&self, rec: &DeviceRecord) -> Result<(), StoreError> {
+        let bytes = postcard::to_allocvec(rec).map_err(|e| StoreError::Corrupt {
+            tree: "devices",
+            msg: e.to_string(),
+        })?;
+        self.devices
+            .insert(rec.device_id.as_str().as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    pub fn all_devices(&self) -> impl Iterator<Item = Result<DeviceRecord, StoreError>> + '_ {
+        self.devices.iter().map(|r| {
+            let (_, v) = r?;
+            decode(&v, "devices")
+        })
+    }
+
+    /// A value kept in the meta tree, created with `init` on first use (JT/T 808 key, admin
+    /// token). Flushed at once: it must not change across a crash.
+    pub fn meta_or_init(
+        &self,
+        key: &str,
+        init: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        if let Some(v) = self.meta.get(key)? {
+            return Ok(v.to_vec());
+        }
+        let v = init();
+        self.meta.insert(key, v.clone())?;
+        self.db.flush()?;
+        Ok(v)
+    }
+
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        Ok(self.db.flush()?)
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(v: &[u8], tree: &'static str) -> Result<T, StoreError> {
+    postcard::from_bytes(v).map_err(|e| StoreError::Corrupt {
+        tree,
+        msg: e.to_string(),
+    })
+}
+
+/// 32 random hex characters, for generated secrets.
+pub fn random_hex() -> String {
+    let mut s = String::with_capacity(32);
+    for _ in 0..2 {
+        s.push_str(&format!("{:016x}", fastrand::u64(..)));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(t: i64, valid: bool) -> Position {
+        Position {
+            time: Timestamp::from_secs(t),
+            lat: 22.5,
+            lon: 114.0,
+            valid,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn newest_fix_wins_and_late_fixes_do_not_replace() {
+        let mut r = DeviceRecord::new(DeviceId::new("1"), Protocol::Gt06, Timestamp::from_secs(0));
+        assert!(r.offer_position(&pos(100, true), Timestamp::from_secs(101)));
+        assert!(!r.offer_position(&pos(50, true), Timestamp::from_secs(102)));
+        assert!(!r.offer_position(&pos(200, false), Timestamp::from_secs(203)));
+        assert!(r.offer_position(&pos(300, true), Timestamp::from_secs(301)));
+        assert_eq!(r.position.unwrap().time, Timestamp::from_secs(300));
+    }
+
+    #[test]
+    fn records_round_trip_through_sled() {
+        let s = Store::temporary().unwrap();
+        let mut r = DeviceRecord::new(
+            DeviceId::new("868120145233604"),
+            Protocol::Gt06,
+            Timestamp::from_secs(5),
+        );
+        r.offer_position(&pos(100, true), Timestamp::from_secs(101));
+        s.put_device(&r).unwrap();
+        let back = s.get_device("868120145233604").unwrap().unwrap();
+        assert_eq!(back.position, r.position);
+        assert_eq!(back.first_seen, r.first_seen);
+    }
+}
