@@ -139,6 +139,7 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(ms))
     }
 
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, d: std::time::Duration) -> Self {
         self.add_millis(d.as_millis().min(i64::MAX as u128) as i64)
     }
