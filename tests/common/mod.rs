@@ -1,0 +1,279 @@
+//! The real daemon under test: the `lienwatch` binary, started with a config in a temporary
+//! directory and listeners on free loopback ports, driven over real sockets.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub admin: SocketAddr,
+    pub ports: Vec<(String, u16)>,
+    pub child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts lienwatch with one TCP listener per protocol in `protocols` (plus `extra` TOML).
+    pub fn start(protocols: &[&str], extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut toml = format!(
+            "[storage]\npath = {:?}\n\n[admin]\nbind = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n[log]\nlevel = \"info\"\n\n",
+            dir.path().join("data")
+        );
+        let mut ports = Vec::new();
+        for p in protocols {
+            let (proto, transport) = p.split_once('/').unwrap_or((p, "tcp"));
+            let port = free_port();
+            toml.push_str(&format!(
+                "[[listener]]\nprotocol = \"{proto}\"\nbind = \"127.0.0.1:{port}\"\ntransport = \"{transport}\"\n\n"
+            ));
+            ports.push((p.to_string(), port));
+        }
+        toml.push_str(extra);
+        let config = dir.path().join("lienwatch.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let mut d = Daemon {
+            dir,
+            config,
+            admin,
+            ports,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_lienwatch"))
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn lienwatch");
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("lienwatch exited early ({st}):\n{}", self.log());
+                }
+            }
+            if let Ok((200, _)) = http(self.admin, "GET", "/healthz", None, None) {
+                // Listeners are bound before the admin API, so they are ready too.
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("lienwatch did not become healthy:\n{}", self.log());
+    }
+
+    pub fn port(&self, proto: &str) -> u16 {
+        self.ports
+            .iter()
+            .find(|(p, _)| p == proto)
+            .map(|(_, port)| *port)
+            .expect("listener for protocol")
+    }
+
+    pub fn connect(&self, proto: &str) -> Device {
+        Device::connect(("127.0.0.1", self.port(proto)))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        signal(c.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    /// GET/PUT/DELETE on the admin API with the token.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let (status, text) = http(self.admin, method, path, body, Some(TOKEN)).expect("admin API reachable");
+        let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, v)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// A device on a real TCP connection.
+pub struct Device {
+    pub stream: TcpStream,
+}
+
+impl Device {
+    pub fn connect(addr: impl std::net::ToSocketAddrs) -> Device {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Device { stream }
+    }
+
+    pub fn send_hex(&mut self, hex: &str) {
+        let bytes = lienwatch::protocol::parse_hex(hex).expect("hex");
+        self.stream.write_all(&bytes).expect("send");
+    }
+
+    /// Reads exactly `n` bytes (the reply the test expects), failing after the read timeout.
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        self.stream.read_exact(&mut buf).expect("reply within the timeout");
+        buf
+    }
+
+    /// Sends `hex` and asserts the exact reply `want` (hex).
+    pub fn exchange(&mut self, hex: &str, want: &str) {
+        self.send_hex(hex);
+        let want = lienwatch::protocol::parse_hex(want).expect("hex");
+        let got = self.read_exact(want.len());
+        assert_eq!(
+            lienwatch::protocol::to_hex(&got),
+            lienwatch::protocol::to_hex(&want),
+            "reply to {hex}"
+        );
+    }
+
+    /// Asserts that nothing arrives within `wait`.
+    pub fn expect_silence(&mut self, wait: Duration) {
+        self.stream.set_read_timeout(Some(wait)).expect("timeout");
+        let mut b = [0u8; 1];
+        match self.stream.read(&mut b) {
+            Ok(0) => {}
+            Ok(_) => panic!("unexpected reply byte {:02X}", b[0]),
+            Err(e) => assert!(
+                matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                "{e}"
+            ),
+        }
+        self.stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    }
+
+    /// True once the server has closed the connection (read returns 0).
+    pub fn closed_by_server(&mut self, wait: Duration) -> bool {
+        self.stream.set_read_timeout(Some(wait)).expect("timeout");
+        let mut b = [0u8; 64];
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            match self.stream.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}
+
+/// A minimal HTTP/1.1 client over a real socket (the tests need no client library for this).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {text:?}")))?;
+    let body = match text.split_once("\r\n\r\n") {
+        Some((head, b)) if head.to_ascii_lowercase().contains("transfer-encoding: chunked") => dechunk(b),
+        Some((_, b)) => b.to_string(),
+        None => String::new(),
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
