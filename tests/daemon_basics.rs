@@ -14,7 +14,14 @@ fn health_auth_metrics_and_clean_shutdown() {
     let (s, body) = http(d.admin, "GET", "/v1/devices/123", None, None).unwrap();
     assert_eq!(s, 401, "{body}");
     assert!(body.contains("\"error\""), "{body}");
-    let (s, _) = http(d.admin, "GET", "/v1/devices/123", None, Some("wrong-token-xxxxxxx")).unwrap();
+    let (s, _) = http(
+        d.admin,
+        "GET",
+        "/v1/devices/123",
+        None,
+        Some("wrong-token-xxxxxxx"),
+    )
+    .unwrap();
     assert_eq!(s, 401);
 
     let (s, v) = d.api("GET", "/v1/devices/123", None);
@@ -28,23 +35,41 @@ fn health_auth_metrics_and_clean_shutdown() {
     assert_eq!(s, 200);
     let _ = text;
 
-    assert_eq!(d.terminate(), Some(0), "exit code after SIGTERM:\n{}", d.log());
+    assert_eq!(
+        d.terminate(),
+        Some(0),
+        "exit code after SIGTERM:\n{}",
+        d.log()
+    );
 }
 
 #[test]
 fn check_config_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "[storage]\npath = \"/tmp/x\"\n[rules]\nsilence_after = \"6h\"\n").unwrap();
+    std::fs::write(
+        &good,
+        "[storage]\npath = \"/tmp/x\"\n[rules]\nsilence_after = \"6h\"\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_lienwatch"))
         .args(["check-config", "--config"])
         .arg(&good)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[rules]\nsilence_after = \"6h\"\ngeofence_margin = 5\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[rules]\nsilence_after = \"6h\"\ngeofence_margin = 5\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_lienwatch"))
         .args(["check-config", "--config"])
         .arg(&bad)
@@ -52,10 +77,17 @@ fn check_config_names_the_bad_key() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(err.contains("bad.toml") && err.contains("geofence_margin"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("geofence_margin"),
+        "{err}"
+    );
 
     let bad2 = dir.path().join("bad2.toml");
-    std::fs::write(&bad2, "[[listener]]\nprotocol = \"gt06\"\nbind = \"0.0.0.0:99999\"\n").unwrap();
+    std::fs::write(
+        &bad2,
+        "[[listener]]\nprotocol = \"gt06\"\nbind = \"0.0.0.0:99999\"\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_lienwatch"))
         .args(["check-config", "--config"])
         .arg(&bad2)

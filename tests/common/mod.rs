@@ -140,7 +140,8 @@ impl Daemon {
 
     /// GET/PUT/DELETE on the admin API with the token.
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-        let (status, text) = http(self.admin, method, path, body, Some(TOKEN)).expect("admin API reachable");
+        let (status, text) =
+            http(self.admin, method, path, body, Some(TOKEN)).expect("admin API reachable");
         let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
         (status, v)
     }
@@ -153,7 +154,10 @@ impl Drop for Daemon {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// A device on a real TCP connection.
@@ -164,7 +168,9 @@ pub struct Device {
 impl Device {
     pub fn connect(addr: impl std::net::ToSocketAddrs) -> Device {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
         Device { stream }
     }
@@ -177,7 +183,9 @@ impl Device {
     /// Reads exactly `n` bytes (the reply the test expects), failing after the read timeout.
     pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
         let mut buf = vec![0u8; n];
-        self.stream.read_exact(&mut buf).expect("reply within the timeout");
+        self.stream
+            .read_exact(&mut buf)
+            .expect("reply within the timeout");
         buf
     }
 
@@ -201,11 +209,16 @@ impl Device {
             Ok(0) => {}
             Ok(_) => panic!("unexpected reply byte {:02X}", b[0]),
             Err(e) => assert!(
-                matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
                 "{e}"
             ),
         }
-        self.stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
     }
 
     /// True once the server has closed the connection (read returns 0).
@@ -258,7 +271,13 @@ pub fn http(
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {text:?}")))?;
     let body = match text.split_once("\r\n\r\n") {
-        Some((head, b)) if head.to_ascii_lowercase().contains("transfer-encoding: chunked") => dechunk(b),
+        Some((head, b))
+            if head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked") =>
+        {
+            dechunk(b)
+        }
         Some((_, b)) => b.to_string(),
         None => String::new(),
     };
