@@ -43,7 +43,18 @@ pub fn spawn_watchdog(engine: EngineHandle, shutdown: CancellationToken) {
     });
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// `RELOADING=1` with the monotonic timestamp systemd 253+ requires; send `notify_ready()` when
+/// the reload is done.
+pub fn notify_reloading() {
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Reloading,
+        sd_notify::NotifyState::monotonic_usec_now()
+            .unwrap_or(sd_notify::NotifyState::Status("reloading")),
+    ]);
+}
+
+/// Resolves on SIGTERM or SIGINT. SIGHUP (`systemctl reload`) is caught here so that it can never
+/// terminate the daemon (its default action); it is logged and otherwise ignored.
 pub async fn terminated() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -54,8 +65,18 @@ pub async fn terminated() {
         std::future::pending::<()>().await;
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    let mut hup = signal(SignalKind::hangup()).ok();
+    loop {
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return; }
+            Some(()) = hangup => tracing::warn!("SIGHUP: this build does not reload its configuration; restart to apply changes"),
+        }
     }
 }
