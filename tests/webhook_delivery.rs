@@ -157,7 +157,7 @@ fn header(r: &Received, name: &str) -> String {
 fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // No proxy: the receiver is on loopback whatever the environment says.
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    webhook::client_builder().no_proxy().build().unwrap()
 }
 
 /// Wall clock plus an offset the test can move forward.
@@ -757,4 +757,37 @@ async fn dead_receiver_is_bounded_and_isolated() {
     shutdown(cancel, handles).await;
     slow.stop().await;
     good.stop().await;
+}
+
+/// A redirect is not followed: a 3xx is a failed attempt, never a delivery.
+#[tokio::test]
+async fn redirect_is_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let rx = Receiver::start(&[], Action::Status(302)).await;
+    let hook = config("h", &rx.url(), "");
+    let ob = Outbox::open(&db, std::slice::from_ref(&hook.name)).unwrap();
+    let cancel = CancellationToken::new();
+    let h = webhook::spawn(
+        ob.clone(),
+        0,
+        hook,
+        client(),
+        cancel.clone(),
+        fast_options(),
+    )
+    .unwrap();
+    let seq = ob
+        .insert(&alert("alert-r", AlertType::Tamper), &[0])
+        .unwrap();
+    ob.notify();
+    wait_for(Duration::from_secs(5), "a failed attempt", || {
+        state_of(&ob, seq).1 >= 1
+    })
+    .await;
+    let (state, _, err) = state_of(&ob, seq);
+    assert_eq!(state, State::Pending);
+    assert!(err.unwrap().contains("302"));
+    shutdown(cancel, vec![h]).await;
+    rx.stop().await;
 }

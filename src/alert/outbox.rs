@@ -331,6 +331,22 @@ impl Outbox {
             }
             None => 1,
         };
+        // Deliveries to a webhook that left the config stay pending until it comes back under
+        // the same name; say so instead of letting the backlog hide.
+        for kv in tree.scan_prefix([T_WEBHOOK]) {
+            let (k, v) = kv?;
+            let Some(wid) = be_u32(&v) else { continue };
+            if !wids.contains(&wid) {
+                let left = read_u64(&tree, &webhook_pending_key(wid))?;
+                if left > 0 {
+                    tracing::warn!(
+                        webhook = %String::from_utf8_lossy(&k[1..]),
+                        pending = left,
+                        "webhook no longer configured; its pending alerts stay pending"
+                    );
+                }
+            }
+        }
         let counters = Counters {
             pending_alerts: read_u64(&tree, K_PENDING)?,
             pending_by_webhook: wids
@@ -547,11 +563,15 @@ impl Outbox {
                 next = Some(Timestamp::from_millis(due as i64));
                 break;
             }
-            if let Some(rec) = self.load_delivery(wid, seq)? {
-                if rec.state == State::Pending {
+            match self.load_delivery(wid, seq)? {
+                Some(rec) if rec.state == State::Pending => {
                     if let Some(job) = self.job(seq, rec)? {
                         jobs.push(job);
                     }
+                }
+                // Cannot happen with atomic batches; drop the entry rather than rescan it forever.
+                _ => {
+                    self.inner.tree.remove(&k)?;
                 }
             }
         }

@@ -219,6 +219,17 @@ pub fn targets(webhooks: &[Webhook], kind: AlertType) -> Vec<usize> {
         .collect()
 }
 
+/// A client builder with the settings delivery needs: redirects are not followed (a 3xx is a
+/// failure, so a redirect to a page that answers 200 to a GET cannot pass for a delivery), and a
+/// `User-Agent` naming lienwatch. Add proxy or TLS settings, then `build()` once and share it.
+/// The rustls crypto provider must be installed first.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("lienwatch/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(60))
+}
+
 type HmacSha256 = Hmac<Sha256>;
 
 fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
