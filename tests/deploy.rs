@@ -386,6 +386,10 @@ fn example_config_documents_every_key() {
         "webhook.url",
         "webhook.secret_file",
         "webhook.types",
+        "webhook.name",
+        "webhook.timeout",
+        "webhook.max_age",
+        "webhook.max_in_flight",
         "log.level",
         "log.format",
     ]
