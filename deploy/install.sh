@@ -48,6 +48,8 @@ if [ "$staged" = 0 ] && [ "$(id -u)" != 0 ]; then
 fi
 
 say() { printf '%s\n' "$*"; }
+# Creates a directory (0755) if missing; an existing one keeps its owner and mode.
+mkd() { [ -d "$1" ] || install -d -m 0755 "$1"; }
 
 # 1. The binary.
 if [ -z "$bin" ]; then
@@ -57,7 +59,7 @@ if [ -z "$bin" ]; then
 fi
 [ -x "$bin" ] || { echo "install.sh: $bin is not an executable" >&2; exit 1; }
 bindir="$prefix/bin"
-install -d -m 0755 "$destdir$bindir"
+mkd "$destdir$bindir"
 # install(1) writes a new file and renames it into place: a running daemon keeps its old binary
 # until it is restarted.
 install -m 0755 "$bin" "$destdir$bindir/lienwatch.new"
@@ -65,7 +67,7 @@ mv -f "$destdir$bindir/lienwatch.new" "$destdir$bindir/lienwatch"
 say "installed $bindir/lienwatch"
 
 # 2. The system user (sysusers.d).
-install -d -m 0755 "$destdir/usr/lib/sysusers.d"
+mkd "$destdir/usr/lib/sysusers.d"
 install -m 0644 "$here/lienwatch.sysusers" "$destdir/usr/lib/sysusers.d/lienwatch.conf"
 say "installed /usr/lib/sysusers.d/lienwatch.conf"
 if [ "$staged" = 0 ]; then
@@ -78,7 +80,7 @@ if [ "$staged" = 0 ]; then
 fi
 
 # 3. The unit. Replaced on every install; local changes belong in a drop-in (systemctl edit).
-install -d -m 0755 "$destdir/etc/systemd/system"
+mkd "$destdir/etc/systemd/system"
 sed "s#/usr/local/bin/lienwatch#$bindir/lienwatch#g" "$here/lienwatch.service" \
   >"$destdir/etc/systemd/system/lienwatch.service.new"
 chmod 0644 "$destdir/etc/systemd/system/lienwatch.service.new"
@@ -88,7 +90,7 @@ say "installed /etc/systemd/system/lienwatch.service"
 # 4. Config and secrets: created when absent, never overwritten. Readable by root and the
 # lienwatch group only (0640 root:lienwatch).
 etc="$destdir/etc/lienwatch"
-install -d -m 0755 "$etc"
+mkd "$etc"
 own() {
   # Staged installs (and hosts without the group yet) keep the installing user's ownership.
   if [ "$staged" = 0 ]; then chown root:lienwatch "$1"; fi
