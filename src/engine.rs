@@ -103,6 +103,19 @@ impl Engine {
         })
     }
 
+    /// SIGHUP: new rule thresholds and (when the set of webhooks is unchanged) their settings.
+    pub fn reconfigure(
+        &mut self,
+        rules: crate::rules::RuleConfig,
+        webhooks: Option<Vec<crate::alert::webhook::Webhook>>,
+        _now: Timestamp,
+    ) {
+        self.cfg.rules = rules;
+        if let Some(w) = webhooks {
+            self.cfg.webhooks = w;
+        }
+    }
+
     pub fn outbox(&self) -> Outbox {
         self.outbox.clone()
     }
