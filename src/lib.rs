@@ -10,3 +10,4 @@ pub mod event;
 pub mod fixture;
 pub mod protocol;
 pub mod registry;
+pub mod rules;
