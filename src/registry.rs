@@ -1006,6 +1006,58 @@ mod tests {
     }
 
     #[test]
+    fn collinear_and_repeated_vertices_are_fine() {
+        let g = Geofence::from_json(json!({"type": "Polygon", "coordinates": [[
+            [0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [2.0, 0.0], [2.0, 2.0], [0.0, 2.0], [0.0, 0.0]
+        ]]}));
+        assert!(g.is_ok(), "{g:?}");
+        // Clockwise exteriors are accepted too.
+        let g = Geofence::from_json(json!({"type": "Polygon", "coordinates": [[
+            [0.0, 0.0], [0.0, 2.0], [2.0, 2.0], [2.0, 0.0], [0.0, 0.0]
+        ]]}))
+        .unwrap();
+        assert!(g.index().contains(1.0, 1.0));
+    }
+
+    #[test]
+    fn indexed_distance_matches_brute_force() {
+        let n = 500;
+        let mut ring: Vec<[f64; 2]> = (0..n)
+            .map(|i| {
+                let a = i as f64 / n as f64 * std::f64::consts::TAU;
+                let r = 0.3 * (1.0 + 0.2 * (5.0 * a).sin());
+                [114.0 + r * a.cos(), 30.0 + r * a.sin()]
+            })
+            .collect();
+        ring.push(ring[0]);
+        let g =
+            Geofence::from_json(json!({"type": "Polygon", "coordinates": [ring.clone()]})).unwrap();
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..200 {
+            let (lon, lat) = (113.0 + rng.f64() * 2.0, 29.0 + rng.f64() * 2.0);
+            if g.index().contains(lon, lat) {
+                continue;
+            }
+            let fast = g.index().distance_outside_m(lon, lat);
+            // Brute force: densify every edge and take the nearest sample.
+            let mut best = f64::INFINITY;
+            for w in ring.windows(2) {
+                for k in 0..=20 {
+                    let t = k as f64 / 20.0;
+                    let q = Point::new(
+                        w[0][0] + t * (w[1][0] - w[0][0]),
+                        w[0][1] + t * (w[1][1] - w[0][1]),
+                    );
+                    best = best.min(Haversine.distance(Point::new(lon, lat), q));
+                }
+            }
+            // The samples are at most a few tens of metres apart; the index must not be worse.
+            assert!(fast <= best + 0.5, "{fast} > {best}");
+            assert!(fast >= best * 0.995 - 30.0, "{fast} << {best}");
+        }
+    }
+
+    #[test]
     fn fence_index_is_send_sync() {
         fn is<T: Send + Sync>() {}
         is::<FenceIndex>();
