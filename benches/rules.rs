@@ -277,7 +277,7 @@ fn bench_positions(c: &mut Criterion, w: &mut World) {
                     st.placement = FencePlacement::Inside;
                 }
                 st.fence_fix_time = None;
-                let ctx = VehicleContext::new(&vehicles[*v], &ev.device_id);
+                let ctx = VehicleContext::at(&vehicles[*v], 0);
                 black_box(rules.on_event(ctx, st, ev, Timestamp(T0 + 2000)))
             })
         });

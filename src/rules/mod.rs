@@ -196,6 +196,15 @@ impl<'a> VehicleContext<'a> {
         })
     }
 
+    /// The context of the `index`-th device of `vehicle` (when the caller's device map already
+    /// knows where the device sits: no search).
+    pub fn at(vehicle: &'a Vehicle, index: usize) -> Option<Self> {
+        Some(VehicleContext {
+            vehicle,
+            device: vehicle.devices.get(index)?,
+        })
+    }
+
     fn closed(&self) -> bool {
         self.vehicle.loan.status == LoanStatus::Closed
     }
@@ -830,6 +839,22 @@ mod tests {
         assert_eq!(s.tracker.deadline(&s.id), Some(Timestamp(heard + 6 * H)));
         // And back to current disarms it.
         assert_eq!(s.set_loan(LoanStatus::Current), vec![]);
+        assert_eq!(s.tracker.deadline(&s.id), None);
+    }
+
+    #[test]
+    fn reappearance_is_reported_after_the_loan_is_cured() {
+        let mut s = Sim::new(vehicle("overdue", None), "222");
+        s.fix(IN);
+        assert_eq!(s.run_to(s.now + 48 * H), vec![SilentOverdue]);
+        assert_eq!(s.set_loan(LoanStatus::Current), vec![]);
+        assert_eq!(
+            s.set_loan(LoanStatus::Overdue),
+            vec![],
+            "still the same silence"
+        );
+        assert_eq!(s.set_loan(LoanStatus::Current), vec![]);
+        assert_eq!(s.fix(IN), vec![Reappeared]);
         assert_eq!(s.tracker.deadline(&s.id), None);
     }
 
