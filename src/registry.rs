@@ -732,22 +732,30 @@ impl AreaIndex {
     fn distance_m(&self, lon: f64, lat: f64) -> f64 {
         let q = [lon * self.kx, lat];
         let fix = Point::new(lon, lat);
-        // The scaled plane is exact only at the fence's mid latitude; away from it, the nearest
-        // segment on the ground may be the second or third nearest in the plane. Measure every
-        // candidate within 5 % of the nearest (a handful) and keep the shortest.
-        let mut best = f64::INFINITY;
-        let mut limit = f64::INFINITY;
-        for (seg, d2) in self
-            .segments
-            .nearest_neighbor_iter_with_distance_2(&q)
-            .take(64)
-        {
-            if d2 > limit {
-                break;
-            }
-            if limit.is_infinite() {
-                limit = d2 * 1.05 * 1.05;
-            }
+        let Some(first) = self.segments.nearest_neighbor(&q) else {
+            return f64::INFINITY;
+        };
+        let c = first.closest(&q);
+        let d2 = first.distance_2(&q);
+        let best = Haversine.distance(fix, Point::new(c[0] / self.kx, c[1]));
+        // The scaled plane is exact only at the fence's mid latitude; elsewhere the segment
+        // nearest on the ground may be another one, at most `stretch` times farther in the plane.
+        // Near the mid latitude (the usual case) that band is empty and one query suffices.
+        let reach = d2.sqrt() * 1.01;
+        let (lo, hi) = ((lat - reach).max(-89.9), (lat + reach).min(89.9));
+        let cos_min = lo.to_radians().cos().min(hi.to_radians().cos()).max(0.01);
+        let cos_max = if lo <= 0.0 && hi >= 0.0 {
+            1.0
+        } else {
+            lo.to_radians().cos().max(hi.to_radians().cos())
+        };
+        let stretch = (cos_max / self.kx).max(1.0) / (cos_min / self.kx).min(1.0);
+        if stretch < 1.000_5 {
+            return best;
+        }
+        let mut best = best;
+        let r2 = d2 * stretch * stretch;
+        for seg in self.segments.locate_within_distance(q, r2) {
             let c = seg.closest(&q);
             best = best.min(Haversine.distance(fix, Point::new(c[0] / self.kx, c[1])));
         }
