@@ -109,6 +109,14 @@ pub fn parse_frame(
         [] | [0x78] | [0x79] => return Ok(None),
         _ => return Err(FrameError::NoStartMarker),
     };
+    // Even the smallest frame must fit, or a header could sit in the buffer forever.
+    let min_total = 2 + len_size + MIN_LEN + 2;
+    if min_total > max_frame {
+        return Err(FrameError::TooLong {
+            declared: min_total,
+            max: max_frame,
+        });
+    }
     let len = if extended {
         match be16(buf, 2) {
             Some(l) => l as usize,
