@@ -40,7 +40,11 @@ fn ack(proto: u8, serial: u16) -> Vec<u8> {
 }
 
 fn login(serial: u16) -> Vec<u8> {
-    frame(0x01, &[0x08, 0x68, 0x12, 0x01, 0x45, 0x23, 0x36, 0x04], serial)
+    frame(
+        0x01,
+        &[0x08, 0x68, 0x12, 0x01, 0x45, 0x23, 0x36, 0x04],
+        serial,
+    )
 }
 
 #[derive(Clone, Debug)]
@@ -117,8 +121,11 @@ fn loc_strategy() -> impl Strategy<Value = Loc> {
 fn any_frame() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         loc_strategy().prop_map(|l| l.encode()),
-        (any::<u8>(), any::<u16>())
-            .prop_map(|(ti, s)| frame(0x13, &[ti, 0x06, 0x04, 0x00, 0x02], s)),
+        (any::<u8>(), any::<u16>()).prop_map(|(ti, s)| frame(
+            0x13,
+            &[ti, 0x06, 0x04, 0x00, 0x02],
+            s
+        )),
         (any::<u16>()).prop_map(|s| frame(0x8A, &[], s)),
         (any::<u16>()).prop_map(|s| frame(0x94, &[0x00, 0x04, 0x9F], s)),
         (any::<u8>(), any::<u8>(), any::<u16>()).prop_map(|(ti, code, s)| {
@@ -129,7 +136,11 @@ fn any_frame() -> impl Strategy<Value = Vec<u8>> {
             c.extend_from_slice(&[ti, 0x04, 0x03, code, 0x02]);
             frame(0x16, &c, s)
         }),
-        (any::<u8>(), prop::collection::vec(any::<u8>(), 0..300), any::<u16>())
+        (
+            any::<u8>(),
+            prop::collection::vec(any::<u8>(), 0..300),
+            any::<u16>()
+        )
             .prop_map(|(p, c, s)| frame(p | 0x40, &c, s)),
     ]
 }

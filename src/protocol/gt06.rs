@@ -751,9 +751,10 @@ mod tests {
     const INFO94: &str = "79 79 00 08 94 00 04 9F 00 09 26 B2 0D 0A";
 
     fn session() -> Gt06Session {
-        let mut cfg = SessionConfig::default();
-        cfg.clock = Arc::new(|| Timestamp::from_civil(2024, 5, 20, 10, 30, 15).unwrap());
-        Gt06Session::new(cfg)
+        Gt06Session::new(SessionConfig {
+            clock: Arc::new(|| Timestamp::from_civil(2024, 5, 20, 10, 30, 15).unwrap()),
+            ..SessionConfig::default()
+        })
     }
 
     fn replies(out: &[Output]) -> Vec<Vec<u8>> {
@@ -916,9 +917,10 @@ mod tests {
 
     #[test]
     fn listener_offset_applies_to_every_frame() {
-        let mut cfg = SessionConfig::default();
-        cfg.utc_offset_s = Some(3600);
-        let mut s = Gt06Session::new(cfg);
+        let mut s = Gt06Session::new(SessionConfig {
+            utc_offset_s: Some(3600),
+            ..SessionConfig::default()
+        });
         let stream: Vec<u8> = [LOGIN_TZ, LOC12, LOC22]
             .iter()
             .flat_map(|f| hex(f))
@@ -937,9 +939,10 @@ mod tests {
 
     #[test]
     fn refused_device_gets_no_reply() {
-        let mut cfg = SessionConfig::default();
-        cfg.admit = Arc::new(|_| false);
-        let mut s = Gt06Session::new(cfg);
+        let mut s = Gt06Session::new(SessionConfig {
+            admit: Arc::new(|_| false),
+            ..SessionConfig::default()
+        });
         let (out, err) = decode_all(&mut s, &hex(LOGIN));
         assert_eq!(err, Some(SessionError::Refused("868120145233604".into())));
         assert!(replies(&out).is_empty() && events(&out).is_empty());
@@ -983,9 +986,10 @@ mod tests {
 
     #[test]
     fn oversize_length_and_unframed_data_stay_bounded() {
-        let mut cfg = SessionConfig::default();
-        cfg.max_frame = 64;
-        let mut s = Gt06Session::new(cfg);
+        let mut s = Gt06Session::new(SessionConfig {
+            max_frame: 64,
+            ..SessionConfig::default()
+        });
         let mut buf = BytesMut::from(&[0x79, 0x79, 0xFF, 0xFF, 0x01][..]);
         let mut out = Vec::new();
         s.feed(&mut buf, &mut out).unwrap();
