@@ -535,10 +535,12 @@ pub struct Gt06Session {
 }
 
 impl Gt06Session {
+    /// A session that already knows its device (`cfg.default_device_id`: MQTT raw payloads, or
+    /// `decode` of frames without their login) accepts frames before any login.
     pub fn new(cfg: SessionConfig) -> Self {
         Gt06Session {
+            device: cfg.default_device_id.clone(),
             cfg,
-            device: None,
             login_offset_s: None,
         }
     }
@@ -959,6 +961,19 @@ mod tests {
                 bytes: 36
             })]
         );
+    }
+
+    #[test]
+    fn default_device_id_stands_in_for_a_login() {
+        let mut s = Gt06Session::new(SessionConfig {
+            default_device_id: Some(DeviceId::new("123456789012345")),
+            ..SessionConfig::default()
+        });
+        let (out, _) = decode_all(&mut s, &hex(LOC12));
+        let ev = events(&out);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].device_id.as_str(), "123456789012345");
+        assert_eq!(replies(&out).len(), 1);
     }
 
     #[test]
