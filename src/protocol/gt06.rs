@@ -535,11 +535,15 @@ pub struct Gt06Session {
 }
 
 impl Gt06Session {
-    /// A session that already knows its device (`cfg.default_device_id`: MQTT raw payloads, or
-    /// `decode` of frames without their login) accepts frames before any login.
+    /// A session that already knows its device (`cfg.default_device_id`: MQTT raw payloads) or
+    /// needs none (`cfg.sessionless`: `decode`, where the id is left empty) accepts frames before
+    /// any login.
     pub fn new(cfg: SessionConfig) -> Self {
         Gt06Session {
-            device: cfg.default_device_id.clone(),
+            device: cfg
+                .default_device_id
+                .clone()
+                .or_else(|| cfg.sessionless.then(|| DeviceId::new(""))),
             cfg,
             login_offset_s: None,
         }

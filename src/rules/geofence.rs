@@ -64,7 +64,11 @@ pub(crate) fn apply(
             }
             state.placement = FencePlacement::Inside;
         }
-        Placement::Outside(d) if d > cfg.geofence_margin_m => {
+        // One alert per excursion: a fence that measures even when asked not to (a circle is
+        // cheap to measure) must not alert again while the car stays out.
+        Placement::Outside(d)
+            if d > cfg.geofence_margin_m && state.placement != FencePlacement::Outside =>
+        {
             state.placement = FencePlacement::Outside;
             out.push(AlertDraft {
                 kind: AlertType::GeofenceExit,

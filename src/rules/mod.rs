@@ -662,6 +662,9 @@ mod tests {
         assert_eq!(s.fix((114.0, 22.611)), vec![GeofenceExit]); // ~1223 m
         let d = s.log[0].details["distance_outside_m"].as_f64().unwrap();
         assert!((d - 223.1).abs() < 1.0, "{d}");
+        // Further out, still the same excursion: a circle always measures, yet alerts once.
+        assert_eq!(s.fix((114.0, 22.62)), vec![]);
+        assert_eq!(s.fix((114.0, 22.7)), vec![]);
         assert_eq!(s.fix((114.0, 22.6)), vec![GeofenceReturn]);
 
         let multi = json!({"type": "MultiPolygon", "coordinates": [
