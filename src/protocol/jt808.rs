@@ -495,6 +495,9 @@ pub struct Jt808Session {
     serial: u16,
     /// Reused buffer for un-escaping, so steady-state framing does not allocate.
     scratch: Vec<u8>,
+    /// Bytes of a partial frame already searched for its closing flag, so a frame arriving a
+    /// byte at a time is scanned once, not once per read.
+    scanned: usize,
     reassembly: Reassembler,
 }
 
@@ -506,6 +509,7 @@ impl Jt808Session {
             terminal: None,
             serial: 0,
             scratch: Vec::new(),
+            scanned: 1,
             reassembly: Reassembler {
                 partials: VecDeque::new(),
                 bytes: 0,
@@ -751,19 +755,30 @@ impl Session for Jt808Session {
                     out.push(reject("jt808: garbage without a flag", buf.len()));
                     buf.clear();
                 }
+                self.scanned = 1;
                 return Ok(());
             };
             if start > 0 {
                 out.push(reject("jt808: garbage before a flag", start));
                 buf.advance(start);
+                self.scanned = 1;
             }
-            let Some(end) = buf.iter().skip(1).position(|&b| b == FLAG).map(|i| i + 1) else {
+            let from = self.scanned.clamp(1, buf.len());
+            let Some(end) = buf[from..]
+                .iter()
+                .position(|&b| b == FLAG)
+                .map(|i| i + from)
+            else {
                 if buf.len() > self.cfg.max_frame {
                     out.push(reject("jt808: no closing flag within max_frame", buf.len()));
                     buf.clear();
+                    self.scanned = 1;
+                } else {
+                    self.scanned = buf.len();
                 }
                 return Ok(());
             };
+            self.scanned = 1;
             if end == 1 {
                 buf.advance(1);
                 continue;
@@ -780,6 +795,7 @@ impl Session for Jt808Session {
             out.push(reject("truncated frame at end of stream", buf.len()));
         }
         buf.clear();
+        self.scanned = 1;
     }
 
     fn device_id(&self) -> Option<&DeviceId> {
@@ -1017,6 +1033,30 @@ mod tests {
         let (out, _) = run(&mut s, &stream);
         assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert_eq!(replies(&out).len(), 4);
+    }
+
+    #[test]
+    fn byte_at_a_time_gives_the_same_outputs() {
+        let hb = hex("7E 00 02 00 00 01 39 12 34 56 78 00 03 31 7E");
+        let stream = [&b"zz"[..], &hex(B6_4), &hb, &hb].concat();
+        let (whole, _) = run(&mut Jt808Session::new(SessionConfig::default()), &stream);
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for b in &stream {
+            buf.put_u8(*b);
+            s.feed(&mut buf, &mut out).unwrap();
+            assert!(buf.len() <= 64);
+        }
+        s.finish(&mut buf, &mut out);
+        let keep = |o: &Vec<Output>| -> Vec<Output> {
+            o.iter()
+                .filter(|o| !matches!(o, Output::Rejected(_)))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(keep(&whole), keep(&out));
+        assert_eq!(keep(&out).len(), 6);
     }
 
     #[test]
