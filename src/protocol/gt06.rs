@@ -17,9 +17,55 @@ use bytes::{Buf, Bytes, BytesMut};
 const X25: crc::Crc<u16, crc::Table<16>> =
     crc::Crc::<u16, crc::Table<16>>::new(&crc::CRC_16_IBM_SDLC);
 
-/// CRC-16/X-25 of `bytes` (the coverage is LEN through SERIAL, §A.2).
+/// The crate's compile-time tables: `TABLES[k][b]` is the CRC contribution of byte `b` followed
+/// by `k` zero bytes, which lets [`crc16_x25`] fold 16, 8, 4 or 2 bytes per step.
+const TABLES: [[u16; 256]; 16] = *X25.table();
+
+/// Folds `N` bytes into the (reflected, 16-bit) register: only the first two bytes meet the
+/// register, every byte is an independent table lookup, so the loads run in parallel.
+#[inline(always)]
+fn fold<const N: usize>(crc: u16, chunk: &[u8; N]) -> u16 {
+    let [lo, hi] = crc.to_le_bytes();
+    let mut acc = 0u16;
+    let mut i = 0;
+    while i < N {
+        let b = match i {
+            0 => chunk[0] ^ lo,
+            1 => chunk[1] ^ hi,
+            _ => chunk[i],
+        };
+        acc ^= TABLES[N - 1 - i][b as usize];
+        i += 1;
+    }
+    acc
+}
+
+/// CRC-16/X-25 of `bytes` (the coverage is LEN through SERIAL, §A.2). Same result as
+/// `X25.checksum`, specialised for the short frames of GT06 (a 0x12 covers 30 bytes: 16 + 8 +
+/// 4 + 2 instead of a 30-step dependency chain).
 pub fn crc16_x25(bytes: &[u8]) -> u16 {
-    X25.checksum(bytes)
+    let mut crc = 0xFFFFu16;
+    let mut rest = bytes;
+    while let Some((c, r)) = rest.split_first_chunk::<16>() {
+        crc = fold(crc, c);
+        rest = r;
+    }
+    if let Some((c, r)) = rest.split_first_chunk::<8>() {
+        crc = fold(crc, c);
+        rest = r;
+    }
+    if let Some((c, r)) = rest.split_first_chunk::<4>() {
+        crc = fold(crc, c);
+        rest = r;
+    }
+    if let Some((c, r)) = rest.split_first_chunk::<2>() {
+        crc = fold(crc, c);
+        rest = r;
+    }
+    if let Some(&b) = rest.first() {
+        crc = (crc >> 8) ^ TABLES[0][((crc as u8) ^ b) as usize];
+    }
+    !crc
 }
 
 /// Smallest LEN a frame can declare: PROTO (1) + SERIAL (2) + CRC (2).
@@ -148,7 +194,7 @@ pub fn parse_frame(
     let crc_at = total - 4;
     let received = be16(frame, crc_at).unwrap_or(0);
     let covered = frame.get(2..crc_at).unwrap_or(&[]);
-    let computed = X25.checksum(covered);
+    let computed = crc16_x25(covered);
     if received != computed {
         return Err(FrameError::BadCrc { received, computed });
     }
@@ -188,7 +234,36 @@ pub struct Gps {
     pub course_status: u16,
 }
 
-const COORD_SCALE: f64 = 1_800_000.0;
+/// Degrees per raw unit (§A.5: degrees × 1 800 000).
+const DEG_PER_UNIT: f64 = 1.0 / 1_800_000.0;
+
+/// Days before each month in a common year.
+const DAYS_BEFORE: [u16; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+
+/// Days since 1970-01-01 of 2000-01-01.
+const DAYS_TO_2000: i64 = 10_957;
+
+/// GT06 time fields (year 2000 + YY, YY ≤ 99) to a timestamp, `None` for an impossible date.
+/// Within 2000..=2099 every fourth year is a leap year, so the calendar needs no division: this
+/// runs once per fix and is on the hot path (`Timestamp::from_civil` gives the same instants).
+fn civil_2000(yy: u8, mo: u8, dd: u8, hh: u8, mi: u8, ss: u8) -> Option<Timestamp> {
+    let leap = yy & 3 == 0;
+    let dim = match mo {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if yy > 99 || dd == 0 || dd > dim || hh > 23 || mi > 59 || ss > 60 {
+        return None;
+    }
+    let before = *DAYS_BEFORE.get(mo as usize - 1)? as i64 + i64::from(leap && mo > 2);
+    let y = yy as i64;
+    let days = DAYS_TO_2000 + y * 365 + (y + 3) / 4 + before + dd as i64 - 1;
+    let secs = days * 86_400 + hh as i64 * 3600 + mi as i64 * 60 + ss as i64;
+    Some(Timestamp::from_secs(secs))
+}
 
 impl Gps {
     /// Parses the block at the start of `b`. `Err` for a short block, an impossible date or
@@ -202,11 +277,7 @@ impl Gps {
         else {
             return Err(DecodeError::Truncated);
         };
-        if yy > 99 {
-            return Err(DecodeError::BadTime);
-        }
-        let device_time = Timestamp::from_civil(2000 + yy as i32, mo, dd, hh, mi, ss)
-            .ok_or(DecodeError::BadTime)?;
+        let device_time = civil_2000(yy, mo, dd, hh, mi, ss).ok_or(DecodeError::BadTime)?;
         if lat_raw > 90 * 1_800_000 || lon_raw > 180 * 1_800_000 {
             return Err(DecodeError::BadCoordinates);
         }
@@ -226,7 +297,7 @@ impl Gps {
 
     /// Bit 10 set means north; clear means south (the opposite sense of bit 11).
     pub fn lat(&self) -> f64 {
-        let v = self.lat_raw as f64 / COORD_SCALE;
+        let v = self.lat_raw as f64 * DEG_PER_UNIT;
         if self.course_status & 0x0400 != 0 {
             v
         } else {
@@ -235,7 +306,7 @@ impl Gps {
     }
 
     pub fn lon(&self) -> f64 {
-        let v = self.lon_raw as f64 / COORD_SCALE;
+        let v = self.lon_raw as f64 * DEG_PER_UNIT;
         if self.course_status & 0x0800 != 0 {
             -v
         } else {
@@ -782,8 +853,31 @@ mod tests {
     }
 
     #[test]
-    fn crc_check_value() {
+    fn crc_check_value_and_agreement_with_crate() {
         assert_eq!(crc16_x25(b"123456789"), 0x906E);
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 131 + 7) as u8).collect();
+        for start in 0..5 {
+            for end in start..data.len() {
+                assert_eq!(
+                    crc16_x25(&data[start..end]),
+                    X25.checksum(&data[start..end])
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn civil_2000_matches_from_civil() {
+        for yy in 0..=99u8 {
+            for mo in 0..=13u8 {
+                for dd in [0, 1, 15, 28, 29, 30, 31, 32] {
+                    let want = Timestamp::from_civil(2000 + yy as i32, mo, dd, 23, 59, 59);
+                    assert_eq!(civil_2000(yy, mo, dd, 23, 59, 59), want, "{yy} {mo} {dd}");
+                }
+            }
+        }
+        assert_eq!(civil_2000(24, 5, 20, 24, 0, 0), None);
+        assert_eq!(civil_2000(100, 1, 1, 0, 0, 0), None);
     }
 
     #[test]
