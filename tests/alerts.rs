@@ -343,3 +343,35 @@ fn unknown_devices_are_refused_when_accept_unknown_is_false() {
     let (s, _) = d.api("GET", "/v1/devices/868120145230001", None);
     assert_eq!(s, 404, "a refused device is not stored");
 }
+
+#[test]
+fn a_restart_neither_repeats_nor_forgets_an_excursion() {
+    let rx = Receiver::start();
+    let mut d = Daemon::start(&["gt06"], &config(&rx.url(), ""));
+    d.api("PUT", "/v1/vehicles/V-8", Some(&vehicle("overdue")));
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
+    dev.exchange_bytes(&fix(2, 0, 22.70, 114.057865, true), &gt06_ack(0x12, 2));
+    rx.wait_for(Duration::from_secs(5), "exit", |a| a.len() == 1);
+    d.kill9();
+    d.spawn();
+    // Still outside after the restart: the excursion is remembered, no second exit.
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
+    dev.exchange_bytes(&fix(2, 1, 22.71, 114.057865, true), &gt06_ack(0x12, 2));
+    std::thread::sleep(Duration::from_millis(1500));
+    // Delivery is at least once (a kill can lose the record of a success, and the alert is sent
+    // again with its id); what must not happen is a second alert.
+    let mut ids: Vec<String> = rx
+        .of_type("geofence_exit")
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "no second exit alert after restart: {ids:?}");
+    // And the return is not forgotten.
+    dev.exchange_bytes(&fix(3, 2, 22.5431, 114.0579, true), &gt06_ack(0x12, 3));
+    rx.wait_for(Duration::from_secs(5), "return after restart", |a| {
+        a.iter().any(|r| r.json()["type"] == "geofence_return")
+    });
+}
