@@ -108,13 +108,12 @@ pub fn parse_text(line: &[u8], utc_offset_s: Option<i32>) -> Result<Message<'_>,
     let maker = fields.next().unwrap_or_default();
     let id = fields.next().unwrap_or_default();
     let command = fields.next().unwrap_or_default();
-    if !(maker.len() == 2 && maker.bytes().all(|b| b.is_ascii_uppercase()))
-        || !valid_id(id)
-        || !(1..=8).contains(&command.len())
-        || !command
+    let maker_ok = maker.len() == 2 && maker.bytes().all(|b| b.is_ascii_uppercase());
+    let command_ok = (1..=8).contains(&command.len())
+        && command
             .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-    {
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    if !(maker_ok && valid_id(id) && command_ok) {
         return Err(H02Error::BadHeader);
     }
     if command == "V1" {
