@@ -451,7 +451,7 @@ impl<'a> Iterator for IoElements<'a> {
 /// Returns the packet and the frame's length.
 pub fn decode_frame(buf: &[u8], max_frame: usize) -> Result<(AvlData<'_>, usize), FrameError> {
     let Some((head, _)) = buf.split_first_chunk::<8>() else {
-        if buf.iter().any(|&b| b != 0) {
+        if buf.iter().take(4).any(|&b| b != 0) {
             return Err(FrameError::BadPreamble);
         }
         return Err(FrameError::Incomplete);
@@ -939,6 +939,11 @@ mod tests {
         );
         assert_eq!(decode_frame(&[0, 0, 0], 4096), Err(FrameError::Incomplete));
         assert_eq!(decode_frame(&[0, 1], 4096), Err(FrameError::BadPreamble));
+        // A preamble followed by part of the length is only incomplete.
+        assert_eq!(
+            decode_frame(&[0, 0, 0, 0, 0, 0, 1], 4096),
+            Err(FrameError::Incomplete)
+        );
     }
 
     #[test]
