@@ -97,9 +97,8 @@ impl V1 {
         f.extend(bcd(&format!("{:02}{:06}", self.lat_deg, self.lat_min_e4)));
         f.push(0x06);
         let mut lon = bcd(&format!("{:03}{:06}0", self.lon_deg, self.lon_min_e4));
-        let flags = 0b0010 * u8::from(self.valid)
-            | 0b0100 * u8::from(self.north)
-            | 0b1000 * u8::from(self.east);
+        let flags =
+            (u8::from(self.valid) << 1) | (u8::from(self.north) << 2) | (u8::from(self.east) << 3);
         if let Some(last) = lon.last_mut() {
             *last |= flags;
         }
