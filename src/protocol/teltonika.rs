@@ -546,6 +546,26 @@ pub fn decode_datagram(d: &[u8]) -> Result<Datagram<'_>, DatagramError> {
     })
 }
 
+/// Decodes AVL data carried without the TCP session around it (protocols.md §E.2: MQTT payloads
+/// may or may not keep the TCP preamble, length and CRC). A payload starting with the 4 zero
+/// bytes is a whole TCP frame, CRC checked; anything else must be `codec | N1 | records | N2`.
+pub fn decode_avl_payload(payload: &[u8], max_frame: usize) -> Result<AvlData<'_>, FrameError> {
+    if payload.first_chunk::<4>() == Some(&[0, 0, 0, 0]) {
+        let (avl, len) = decode_frame(payload, max_frame)?;
+        if len != payload.len() {
+            return Err(FrameError::Avl {
+                err: AvlError::TrailingBytes,
+                len: payload.len(),
+            });
+        }
+        return Ok(avl);
+    }
+    AvlData::parse(payload).map_err(|err| FrameError::Avl {
+        err,
+        len: payload.len(),
+    })
+}
+
 fn imei_str(b: &[u8]) -> Option<&str> {
     if b.iter().all(u8::is_ascii_digit) {
         std::str::from_utf8(b).ok()
@@ -615,6 +635,13 @@ impl TeltonikaSession {
         buf: &mut BytesMut,
         out: &mut Vec<Output>,
     ) -> Result<bool, SessionError> {
+        if buf.first_chunk::<4>() == Some(&[0, 0, 0, 0]) {
+            return Ok(self.packet_before_handshake(buf, out));
+        }
+        if buf.len() < 4 && buf.iter().all(|&b| b == 0) {
+            // `00`, `00 00`...: a handshake or a preamble; wait to tell.
+            return Ok(false);
+        }
         match check_handshake(buf) {
             Handshake::Partial => Ok(false),
             Handshake::Garbage => {
@@ -641,6 +668,30 @@ impl TeltonikaSession {
                     out.push(Output::Reply(Bytes::from_static(&[0x00])));
                     Err(SessionError::Refused(id.to_string()))
                 }
+            }
+        }
+    }
+
+    /// An AVL preamble where the IMEI should be (no handshake starts `00 00`). With a configured
+    /// `default_device_id` (MQTT raw payloads, `decode` of bare frames) the packets belong to
+    /// that device and the session is open from here; otherwise the packet is skipped whole.
+    fn packet_before_handshake(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) -> bool {
+        if let Some(id) = self.cfg.default_device_id.clone() {
+            self.device = Some(id);
+            self.state = TcpState::Open;
+            return true;
+        }
+        match decode_frame(buf, self.cfg.max_frame) {
+            Err(FrameError::Incomplete) => false,
+            Err(FrameError::BadCrc { len }) | Err(FrameError::Avl { len, .. }) | Ok((_, len)) => {
+                reject(out, "AVL packet before IMEI handshake", len);
+                buf.advance(len);
+                true
+            }
+            Err(FrameError::BadPreamble) | Err(FrameError::BadLength(_)) => {
+                reject(out, "garbage before IMEI handshake", 1);
+                buf.advance(1);
+                true
             }
         }
     }
@@ -995,6 +1046,39 @@ mod tests {
             replies,
             vec![&Output::Reply(Bytes::from_static(&[0, 0, 0, 1]))]
         );
+    }
+
+    #[test]
+    fn frames_before_the_handshake() {
+        // Without a default id the packet is skipped whole, then the handshake works.
+        let mut s = TeltonikaSession::new(SessionConfig::default());
+        let mut buf = BytesMut::from(&hex(OWN_UNPLUG)[..]);
+        buf.extend_from_slice(&hex(HANDSHAKE));
+        let mut out = Vec::new();
+        s.feed(&mut buf, &mut out).expect("ok");
+        assert!(buf.is_empty());
+        assert!(matches!(out[0], Output::Rejected(r) if r.bytes == 64));
+        assert_eq!(out.len(), 3);
+        // With one (MQTT raw payloads, decode) the packet is that device's.
+        let cfg = SessionConfig {
+            default_device_id: Some(DeviceId::new("868120145233604")),
+            ..SessionConfig::default()
+        };
+        let mut s = TeltonikaSession::new(cfg);
+        let mut buf = BytesMut::from(&hex(OWN_UNPLUG)[..]);
+        let mut out = Vec::new();
+        s.feed(&mut buf, &mut out).expect("ok");
+        assert_eq!(out.len(), 2);
+        assert!(matches!(&out[0], Output::Event(e) if e.device_id.as_str() == "868120145233604"));
+    }
+
+    #[test]
+    fn avl_payload_with_or_without_tcp_envelope() {
+        let f = hex(OWN_UNPLUG);
+        let whole = decode_avl_payload(&f, 4096).expect("framed");
+        let bare = decode_avl_payload(&f[8..f.len() - 4], 4096).expect("bare");
+        assert_eq!(whole, bare);
+        assert!(decode_avl_payload(&f[..f.len() - 1], 4096).is_err());
     }
 
     #[test]
