@@ -30,7 +30,10 @@ const RECORD_HEAD: usize = 24;
 const IMEI_LEN: usize = 15;
 const HANDSHAKE_LEN: usize = 2 + IMEI_LEN;
 
-static CRC16: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_ARC);
+/// Slice-by-16 tables: the CRC covers every byte of every packet, so it is most of the cost of
+/// decoding one, and the byte-at-a-time table is about twice as slow.
+static CRC16: crc::Crc<u16, crc::Table<16>> =
+    crc::Crc::<u16, crc::Table<16>>::new(&crc::CRC_16_ARC);
 
 /// CRC-16/ARC ("CRC-16/IBM") as Teltonika computes it over codec id .. N2 (§C.2).
 pub fn crc16(data: &[u8]) -> u16 {
