@@ -423,3 +423,41 @@ fn a_refused_udp_device_gets_no_ack() {
     assert!(buf.is_empty());
     assert!(out.iter().all(|o| matches!(o, Output::Rejected(_))));
 }
+
+#[test]
+fn codec16_matches_nom_teltonika() {
+    use nom_teltonika::encoder::{encode_avl_frame, AvlRecordFields};
+    use nom_teltonika::protocol::{
+        AvlCodec, AvlTimestamp, GenerationType, GpsElement, IoId, Priority,
+    };
+    let gps = GpsElement {
+        longitude_raw: -583_815_590,
+        latitude_raw: -346_037_220,
+        altitude_meters: 25,
+        angle_degrees: 270,
+        satellites: 7,
+        speed_kph: 33,
+    };
+    let u8s = [(IoId::from(252), 1u8), (IoId::from(300), 2)];
+    let u16s = [(IoId::from(66), 500u16)];
+    let u64s = [(IoId::from(78), 7u64)];
+    let rec = AvlRecordFields::new(AvlTimestamp::from(1_716_201_015_000), Priority::High, gps)
+        .with_event_io_id(IoId::from(252))
+        .with_generation_type(GenerationType::OnChange)
+        .with_io_u8(&u8s)
+        .with_io_u16(&u16s)
+        .with_io_u64(&u64s);
+    let frame = encode_avl_frame(AvlCodec::Codec16, &[rec, rec]).expect("encodes");
+    let (avl, len) = decode_frame(&frame, 4096).expect("decodes");
+    assert_eq!((len, avl.count()), (frame.len(), 2));
+    for r in avl.records() {
+        assert_eq!((r.lon_e7, r.lat_e7), (-583_815_590, -346_037_220));
+        assert_eq!((r.priority, r.event_io, r.satellites), (1, 252, 7));
+        let io: Vec<(u16, u64)> = r
+            .io()
+            .map(|e| (e.id, e.value.as_u64().unwrap_or(u64::MAX)))
+            .collect();
+        assert_eq!(io, vec![(252, 1), (300, 2), (66, 500), (78, 7)]);
+        assert_eq!(r.alarms().active, Alarms::POWER_CUT);
+    }
+}
