@@ -1,15 +1,480 @@
-//! Placeholder: replaced by the real decoder.
-use super::{Output, Session, SessionConfig, SessionError};
-use crate::event::{DeviceId, Protocol};
-use bytes::BytesMut;
+//! H02 (Sinotrack "HQ"): the text protocol `*HQ,<id>,<cmd>,...#` and its fixed-length binary `$`
+//! variant (protocols.md §D).
+//!
+//! Neither form has a checksum, so validation is strict: a text message must be printable ASCII
+//! with a well-formed maker, id and command, and every field of a V1 must parse; a binary frame
+//! must be valid BCD with a real date. Anything else is skipped up to the next `*` or `$`.
+//!
+//! Replies: none. The vendor documents require no reply to V1 and none to XT (§D.4); Traccar's
+//! optional `V4` echo carries the server time and is not needed for delivery, and an unsolicited
+//! reply could not be held back behind the store's commit anyway. Every message a device sends
+//! is therefore fire-and-forget, and the session only ever emits events.
+//!
+//! Messages understood:
+//! - `V1` location: a position, valid for `A` (or `B`, a BeiDou fix), invalid for `V`;
+//! - `XT`, `HTBT`, `NBR` (cell list, no fix), `V4` (command ack), `LINK`, `ALRM`, `BC`, and any
+//!   other well-formed command: a heartbeat, because any message proves the device alive. A
+//!   trailing 8-hex-digit status word (NBR sends one) is decoded into its alarm report.
+//! - binary `$`: the 32-byte form with a 10-digit id (§D.5).
 
+use super::{Output, Rejection, Session, SessionConfig, SessionError};
+use crate::event::Timestamp;
+use crate::event::{AlarmReport, Alarms, DeviceId, Event, EventKind, Fix, Position, Protocol};
+use bytes::{Buf, BytesMut};
+
+/// Length of the binary `$` frame with a 10-digit id (§D.5).
+pub const BINARY_LEN: usize = 32;
+/// Knots to km/h.
+const KNOT_KMH: f64 = 1.852;
+
+/// Why a message was not accepted.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum H02Error {
+    #[error("not printable ASCII")]
+    NotText,
+    #[error("bad maker, id or command")]
+    BadHeader,
+    #[error("bad V1 field: {0}")]
+    BadField(&'static str),
+    #[error("impossible date or time")]
+    BadTime,
+    #[error("binary frame is not valid BCD")]
+    BadBcd,
+}
+
+impl H02Error {
+    /// A static label for [`Rejection::reason`].
+    pub fn reason(self) -> &'static str {
+        match self {
+            H02Error::NotText => "H02 message not printable ASCII",
+            H02Error::BadHeader => "H02 bad maker, id or command",
+            H02Error::BadField(_) => "H02 bad V1 field",
+            H02Error::BadTime => "H02 impossible date or time",
+            H02Error::BadBcd => "H02 binary frame not BCD",
+        }
+    }
+}
+
+/// A decoded H02 message.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Message<'a> {
+    /// V1 text or a binary frame.
+    Location {
+        id: &'a str,
+        position: Position,
+        status: Option<u32>,
+    },
+    /// Any other well-formed message: a sign of life.
+    Heartbeat {
+        id: &'a str,
+        command: &'a str,
+        status: Option<u32>,
+    },
+}
+
+/// The status word's active-low bits (protocols.md §D.3) as normalised alarms. Every mapped
+/// condition is `known` (the word is sent whole in every report), active when its bit is 0:
+/// - bit 19 (running on backup battery): POWER_CUT;
+/// - bit 20 (battery/power removed) or bit 28 (power-off / removal alarm): TAMPER;
+/// - bit 1 (SOS/robbery): SOS; bit 2: OVERSPEED;
+/// - bit 0 (theft/burglar alarm): TOW, as in protocols.md §F.3 (Traccar calls it vibration; for
+///   collateral an armed car disturbed is the "illegal move" signal);
+/// - bit 26 (GPRS blocked): JAMMING; bit 27 (fuel/power cut state): IMMOBILISED.
+///
+/// Bits 17 and 25 are left out: the vendor documents disagree on them.
+pub fn status_alarms(status: u32) -> AlarmReport {
+    let low = |bit: u32| status & (1 << bit) == 0;
+    AlarmReport::NONE
+        .with(Alarms::POWER_CUT, low(19))
+        .with(Alarms::TAMPER, low(20) || low(28))
+        .with(Alarms::SOS, low(1))
+        .with(Alarms::OVERSPEED, low(2))
+        .with(Alarms::TOW, low(0))
+        .with(Alarms::JAMMING, low(26))
+        .with(Alarms::IMMOBILISED, low(27))
+}
+
+/// Parses one text message, `*` to `#` inclusive.
+pub fn parse_text(line: &[u8], utc_offset_s: Option<i32>) -> Result<Message<'_>, H02Error> {
+    let inner = line
+        .strip_prefix(b"*")
+        .and_then(|l| l.strip_suffix(b"#"))
+        .ok_or(H02Error::BadHeader)?;
+    if !inner.iter().all(|b| (0x20..0x7F).contains(b)) {
+        return Err(H02Error::NotText);
+    }
+    let text = std::str::from_utf8(inner).map_err(|_| H02Error::NotText)?;
+    let mut fields = text.split(',');
+    let maker = fields.next().unwrap_or_default();
+    let id = fields.next().unwrap_or_default();
+    let command = fields.next().unwrap_or_default();
+    let maker_ok = maker.len() == 2 && maker.bytes().all(|b| b.is_ascii_uppercase());
+    let command_ok = (1..=8).contains(&command.len())
+        && command
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    if !(maker_ok && valid_id(id) && command_ok) {
+        return Err(H02Error::BadHeader);
+    }
+    if command == "V1" {
+        let (position, status) = parse_v1(fields, utc_offset_s)?;
+        return Ok(Message::Location {
+            id,
+            position,
+            status,
+        });
+    }
+    let status = text
+        .rsplit(',')
+        .next()
+        .filter(|s| s.len() == 8)
+        .and_then(parse_status);
+    Ok(Message::Heartbeat {
+        id,
+        command,
+        status,
+    })
+}
+
+/// 10-digit ids and 15-digit IMEIs are what devices send (§D.1); a little slack either way.
+fn valid_id(id: &str) -> bool {
+    (6..=20).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn parse_status(s: &str) -> Option<u32> {
+    if s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        u32::from_str_radix(s, 16).ok()
+    } else {
+        None
+    }
+}
+
+fn digits(s: &str, n: usize) -> Option<u32> {
+    if s.len() == n && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// A non-negative decimal (`033.64`, `90`); empty means 0 (§D.2 speed and course).
+fn decimal(s: &str) -> Option<f64> {
+    if s.is_empty() {
+        return Some(0.0);
+    }
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty()
+        || int.len() > 6
+        || frac.len() > 6
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `ddmm.mmmm` (lat, `deg` = 2) or `dddmm.mmmm` (lon, `deg` = 3), 3 to 6 decimals, or the
+/// dotless form (`37573392`) with 4 implied decimals (§D.2).
+fn coordinate(s: &str, deg: usize) -> Option<f64> {
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i, f),
+        None if s.len() == deg + 6 => s.split_at_checked(deg + 2)?,
+        None => return None,
+    };
+    if int.len() != deg + 2
+        || !(3..=6).contains(&frac.len())
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let (d, m) = int.split_at_checked(deg)?;
+    let degrees: f64 = d.parse().ok()?;
+    let minutes: f64 = format!("{m}.{frac}").parse().ok()?;
+    if minutes >= 60.0 {
+        return None;
+    }
+    Some(degrees + minutes / 60.0)
+}
+
+/// Date `ddmmyy` and time `hhmmss`, UTC unless the device clock is offset (§F.2).
+fn date_time(date: &str, time: &str, utc_offset_s: Option<i32>) -> Option<Timestamp> {
+    let d = digits(date, 6)?;
+    let t = digits(time, 6)?;
+    let ts = Timestamp::from_civil(
+        2000 + (d % 100) as i32,
+        ((d / 100) % 100) as u8,
+        (d / 10_000) as u8,
+        (t / 10_000) as u8,
+        ((t / 100) % 100) as u8,
+        (t % 100) as u8,
+    )?;
+    Some(ts.add_millis(-i64::from(utc_offset_s.unwrap_or(0)) * 1000))
+}
+
+/// `hhmmss,S,lat,N|S,lon,E|W,speed,course,ddmmyy[,status[,extra…]]` (§D.2).
+fn parse_v1<'a>(
+    mut f: impl Iterator<Item = &'a str>,
+    utc_offset_s: Option<i32>,
+) -> Result<(Position, Option<u32>), H02Error> {
+    let mut next = |name: &'static str| f.next().ok_or(H02Error::BadField(name));
+    let time = next("time")?;
+    let valid = match next("validity")? {
+        "A" | "B" => true,
+        "V" => false,
+        _ => return Err(H02Error::BadField("validity")),
+    };
+    let lat = coordinate(next("latitude")?, 2).ok_or(H02Error::BadField("latitude"))?;
+    let lat = match next("latitude hemisphere")? {
+        "N" => lat,
+        "S" => -lat,
+        _ => return Err(H02Error::BadField("latitude hemisphere")),
+    };
+    let lon = coordinate(next("longitude")?, 3).ok_or(H02Error::BadField("longitude"))?;
+    let lon = match next("longitude hemisphere")? {
+        "E" => lon,
+        "W" => -lon,
+        _ => return Err(H02Error::BadField("longitude hemisphere")),
+    };
+    let knots = decimal(next("speed")?).ok_or(H02Error::BadField("speed"))?;
+    let course = decimal(next("course")?)
+        .filter(|c| *c <= 360.0)
+        .ok_or(H02Error::BadField("course"))?;
+    let date = next("date")?;
+    let status = match f.next() {
+        None => None,
+        Some(s) => Some(parse_status(s).ok_or(H02Error::BadField("status"))?),
+    };
+    if lat.abs() > 90.0 || lon.abs() > 180.0 {
+        return Err(H02Error::BadField("coordinates out of range"));
+    }
+    let time = date_time(date, time, utc_offset_s).ok_or(H02Error::BadTime)?;
+    Ok((
+        Position {
+            time,
+            lat,
+            lon,
+            valid,
+            speed_kmh: knots * KNOT_KMH,
+            course: course.round() as u16,
+            satellites: None,
+            altitude_m: None,
+        },
+        status,
+    ))
+}
+
+/// BCD digits of `bytes`, two per byte, or `None` if a nibble is not 0–9.
+fn bcd(bytes: &[u8]) -> Option<u64> {
+    bytes.iter().try_fold(0u64, |acc, &b| {
+        let (hi, lo) = (b >> 4, b & 0x0F);
+        (hi <= 9 && lo <= 9).then(|| acc * 100 + u64::from(hi) * 10 + u64::from(lo))
+    })
+}
+
+/// Whether the first bytes of a would-be binary frame are consistent with §D.5, so that a stray
+/// `$` is dropped as soon as the next bytes show it, without waiting for 32 bytes.
+fn binary_prefix_ok(b: &[u8]) -> bool {
+    b.iter().enumerate().skip(1).all(|(i, &x)| match i {
+        1..=15 | 17..=20 | 22..=24 => x >> 4 <= 9 && x & 0x0F <= 9,
+        21 => x >> 4 <= 9,
+        _ => true,
+    })
+}
+
+/// Parses a 32-byte binary frame (§D.5): BCD id, time, date, coordinates, speed and course, the
+/// flags nibble (bit 1 valid, bit 2 north, bit 3 east) and the raw status word.
+pub fn parse_binary(
+    frame: &[u8; BINARY_LEN],
+    utc_offset_s: Option<i32>,
+) -> Result<(DeviceId, Position, u32), H02Error> {
+    let get = |r: std::ops::Range<usize>| frame.get(r).ok_or(H02Error::BadBcd);
+    let id = bcd(get(1..6)?).ok_or(H02Error::BadBcd)?;
+    let hms = bcd(get(6..9)?).ok_or(H02Error::BadBcd)?;
+    let dmy = bcd(get(9..12)?).ok_or(H02Error::BadBcd)?;
+    let lat_raw = bcd(get(12..16)?).ok_or(H02Error::BadBcd)?;
+    let lon_bytes = get(17..22)?;
+    let (lon_full, flags) = match lon_bytes.split_last() {
+        Some((&last, head)) => (
+            bcd(head)
+                .zip(bcd(&[last & 0xF0]))
+                .map(|(h, l)| h * 10 + l / 10),
+            last & 0x0F,
+        ),
+        None => (None, 0),
+    };
+    let lon_raw = lon_full.ok_or(H02Error::BadBcd)?;
+    let speed_course = bcd(get(22..25)?).ok_or(H02Error::BadBcd)?;
+    let status = frame
+        .get(25..29)
+        .and_then(|s| s.first_chunk::<4>())
+        .map(|s| u32::from_be_bytes(*s))
+        .ok_or(H02Error::BadBcd)?;
+
+    let time = Timestamp::from_civil(
+        2000 + (dmy % 100) as i32,
+        ((dmy / 100) % 100) as u8,
+        (dmy / 10_000) as u8,
+        (hms / 10_000) as u8,
+        ((hms / 100) % 100) as u8,
+        (hms % 100) as u8,
+    )
+    .ok_or(H02Error::BadTime)?
+    .add_millis(-i64::from(utc_offset_s.unwrap_or(0)) * 1000);
+    // ddmmmmmm and dddmmmmmm: minutes with 4 implied decimals.
+    let lat_min = (lat_raw % 1_000_000) as f64 / 10_000.0;
+    let lon_min = (lon_raw % 1_000_000) as f64 / 10_000.0;
+    if lat_min >= 60.0 || lon_min >= 60.0 {
+        return Err(H02Error::BadField("binary minutes"));
+    }
+    let mut lat = (lat_raw / 1_000_000) as f64 + lat_min / 60.0;
+    let mut lon = (lon_raw / 1_000_000) as f64 + lon_min / 60.0;
+    if lat > 90.0 || lon > 180.0 {
+        return Err(H02Error::BadField("coordinates out of range"));
+    }
+    if flags & 0b0100 == 0 {
+        lat = -lat;
+    }
+    if flags & 0b1000 == 0 {
+        lon = -lon;
+    }
+    let course = (speed_course % 1000) as u16;
+    if course > 360 {
+        return Err(H02Error::BadField("course"));
+    }
+    let position = Position {
+        time,
+        lat,
+        lon,
+        valid: flags & 0b0010 != 0,
+        speed_kmh: (speed_course / 1000) as f64 * KNOT_KMH,
+        course,
+        satellites: None,
+        altitude_m: None,
+    };
+    Ok((DeviceId::new(&format!("{id:010}")), position, status))
+}
+
+fn reject(out: &mut Vec<Output>, reason: &'static str, bytes: usize) {
+    out.push(Output::Rejected(Rejection { reason, bytes }));
+}
+
+/// One H02 connection (or UDP peer). The device id comes from each message; the session keeps
+/// the last one seen.
 pub struct H02Session {
-    _cfg: SessionConfig,
+    cfg: SessionConfig,
+    device: Option<DeviceId>,
 }
 
 impl H02Session {
     pub fn new(cfg: SessionConfig) -> Self {
-        H02Session { _cfg: cfg }
+        H02Session { cfg, device: None }
+    }
+
+    /// Stamps an event with a (possibly new) device id, reusing the cached one when unchanged.
+    fn device(&mut self, id: &str) -> DeviceId {
+        match &self.device {
+            Some(d) if d.as_str() == id => d.clone(),
+            _ => {
+                let d = DeviceId::new(id);
+                self.device = Some(d.clone());
+                d
+            }
+        }
+    }
+
+    fn emit(&mut self, msg: Message<'_>, out: &mut Vec<Output>) {
+        let (id, kind) = match msg {
+            Message::Location {
+                id,
+                position,
+                status,
+            } => (
+                id,
+                EventKind::Position(Fix {
+                    position,
+                    alarms: status.map(status_alarms).unwrap_or_default(),
+                    buffered: false,
+                }),
+            ),
+            Message::Heartbeat { id, status, .. } => (
+                id,
+                EventKind::Heartbeat {
+                    alarms: status.map(status_alarms).unwrap_or_default(),
+                },
+            ),
+        };
+        let device_id = self.device(id);
+        out.push(Output::Event(Event {
+            device_id,
+            protocol: Protocol::H02,
+            kind,
+        }));
+    }
+
+    /// Handles a text message at the front of `buf`. Returns `false` when it needs more bytes.
+    fn text(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) -> bool {
+        let max = self.cfg.max_frame.max(2);
+        let stop = buf
+            .iter()
+            .take(max)
+            .enumerate()
+            .skip(1)
+            .find(|(_, &b)| matches!(b, b'#' | b'*' | b'$'));
+        match stop {
+            Some((end, b'#')) => {
+                let len = end + 1;
+                match buf.get(..len).map(|l| parse_text(l, self.cfg.utc_offset_s)) {
+                    Some(Ok(msg)) => self.emit(msg, out),
+                    Some(Err(e)) => reject(out, e.reason(), len),
+                    None => reject(out, "H02 internal framing error", len),
+                }
+                buf.advance(len);
+            }
+            Some((start, _)) => {
+                reject(out, "H02 text message without '#'", start);
+                buf.advance(start);
+            }
+            None if buf.len() >= max => {
+                reject(out, "H02 text message over limit", max);
+                buf.advance(max);
+            }
+            None => return false,
+        }
+        true
+    }
+
+    /// Handles a binary frame at the front of `buf`. Returns `false` when it needs more bytes.
+    fn binary(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) -> bool {
+        let avail = buf.len().min(BINARY_LEN);
+        if !buf.get(..avail).is_some_and(binary_prefix_ok) {
+            reject(out, "H02 stray '$'", 1);
+            buf.advance(1);
+            return true;
+        }
+        let Some(frame) = buf.first_chunk::<BINARY_LEN>() else {
+            return false;
+        };
+        match parse_binary(frame, self.cfg.utc_offset_s) {
+            Ok((id, position, status)) => {
+                self.device = Some(id.clone());
+                out.push(Output::Event(Event {
+                    device_id: id,
+                    protocol: Protocol::H02,
+                    kind: EventKind::Position(Fix {
+                        position,
+                        alarms: status_alarms(status),
+                        buffered: false,
+                    }),
+                }));
+                buf.advance(BINARY_LEN);
+            }
+            Err(e) => {
+                // No checksum: drop only the marker and rescan, in case a real frame follows.
+                reject(out, e.reason(), 1);
+                buf.advance(1);
+            }
+        }
+        true
     }
 }
 
@@ -17,10 +482,145 @@ impl Session for H02Session {
     fn protocol(&self) -> Protocol {
         Protocol::H02
     }
-    fn feed(&mut self, _buf: &mut BytesMut, _out: &mut Vec<Output>) -> Result<(), SessionError> {
-        Err(SessionError::Fatal("not implemented"))
+
+    fn feed(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) -> Result<(), SessionError> {
+        loop {
+            let progressed = match buf.first() {
+                None => return Ok(()),
+                Some(b'*') => self.text(buf, out),
+                Some(b'$') => self.binary(buf, out),
+                Some(_) => {
+                    let skip = buf
+                        .iter()
+                        .position(|&b| b == b'*' || b == b'$')
+                        .unwrap_or(buf.len());
+                    // Line ends after `#` belong to the message before; anything else is noise.
+                    let noise = buf
+                        .get(..skip)
+                        .is_some_and(|g| g.iter().any(|&b| !b.is_ascii_whitespace()));
+                    if noise {
+                        reject(out, "H02 garbage between messages", skip);
+                    }
+                    buf.advance(skip);
+                    true
+                }
+            };
+            if !progressed {
+                return Ok(());
+            }
+        }
     }
+
     fn device_id(&self) -> Option<&DeviceId> {
-        None
+        self.device.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::parse_hex;
+
+    const D6: &str =
+        "*HQ,4106012345,V1,103015,A,2232.5858,N,11403.4719,E,033.64,090,200524,FFF7FBFF#";
+    const BIN: &str =
+        "24 41 06 01 16 60 12 45 43 13 11 16 50 35 31 30 06 00 43 18 21 0E 00 00 00 FF FF FB FF FF 00 24";
+
+    fn feed(bytes: &[u8]) -> (Vec<Output>, BytesMut) {
+        let mut s = H02Session::new(SessionConfig::default());
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        s.feed(&mut buf, &mut out).expect("h02 never fails");
+        (out, buf)
+    }
+
+    fn events(out: &[Output]) -> Vec<&Event> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn v1_worked_example() {
+        let (out, buf) = feed(format!("{D6}\r\n").as_bytes());
+        assert!(buf.is_empty());
+        assert_eq!(out.len(), 1, "{out:?}");
+        let e = events(&out)[0];
+        assert_eq!(e.device_id.as_str(), "4106012345");
+        let p = e.position().expect("position");
+        assert_eq!(p.time.to_string(), "2024-05-20T10:30:15Z");
+        assert!((p.lat - 22.543_097).abs() < 1e-6, "{}", p.lat);
+        assert!((p.lon - 114.057_865).abs() < 1e-6, "{}", p.lon);
+        assert!((p.speed_kmh - 62.301_28).abs() < 1e-9);
+        assert_eq!((p.course, p.valid), (90, true));
+        let a = e.alarms();
+        assert_eq!(a.active, Alarms::POWER_CUT);
+        assert!(a.known.contains(Alarms::TAMPER));
+    }
+
+    #[test]
+    fn binary_reference_vector() {
+        let (out, buf) = feed(&parse_hex(BIN).expect("hex"));
+        assert!(buf.is_empty());
+        let e = events(&out)[0];
+        assert_eq!(e.device_id.as_str(), "4106011660");
+        let p = e.position().expect("position");
+        assert_eq!(p.time.to_string(), "2016-11-13T12:45:43Z");
+        assert!((p.lat - 50.588_55).abs() < 1e-6);
+        assert!((p.lon - 4.530_35).abs() < 1e-6);
+        assert!(p.valid);
+        assert!(e.alarms().active.is_empty());
+    }
+
+    #[test]
+    fn heartbeat_and_garbage() {
+        let (out, _) = feed(b"xx\x00*HQ,4106012345,XT#zz*HQ,4106012345,NBR,103015,460,0,0,1,9340,3d84,30,200524,FFFFFBFE#");
+        let ev = events(&out);
+        assert_eq!(ev.len(), 2);
+        assert!(matches!(ev[0].kind, EventKind::Heartbeat { .. }));
+        assert_eq!(ev[1].alarms().active, Alarms::TOW);
+        let rejected = out
+            .iter()
+            .filter(|o| matches!(o, Output::Rejected(_)))
+            .count();
+        assert_eq!(rejected, 2);
+    }
+
+    #[test]
+    fn impossible_dates_and_bad_fields_are_rejected() {
+        for bad in [
+            "*HQ,4106012345,V1,103015,A,2232.5858,N,11403.4719,E,033.64,090,300224,FFFFFBFF#",
+            "*HQ,4106012345,V1,253015,A,2232.5858,N,11403.4719,E,033.64,090,200524,FFFFFBFF#",
+            "*HQ,4106012345,V1,103015,A,2272.5858,N,11403.4719,E,033.64,090,200524,FFFFFBFF#",
+            "*HQ,4106012345,V1,103015,X,2232.5858,N,11403.4719,E,033.64,090,200524,FFFFFBFF#",
+            "*HQ,41060A2345,V1,103015,A,2232.5858,N,11403.4719,E,033.64,090,200524,FFFFFBFF#",
+        ] {
+            let (out, buf) = feed(bad.as_bytes());
+            assert!(buf.is_empty());
+            assert!(events(&out).is_empty(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn partial_and_overlong_lines() {
+        let (out, buf) = feed(b"*HQ,4106012345,V1,1030");
+        assert!(out.is_empty());
+        assert_eq!(buf.len(), 22);
+        let long = vec![b'1'; 5000];
+        let mut data = b"*HQ,".to_vec();
+        data.extend_from_slice(&long);
+        let (out, buf) = feed(&data);
+        assert!(buf.len() < 4096);
+        assert!(matches!(out[0], Output::Rejected(_)));
+    }
+
+    #[test]
+    fn stray_dollar_before_text_is_dropped_at_once() {
+        let (out, buf) = feed(format!("${D6}").as_bytes());
+        assert!(buf.is_empty());
+        assert_eq!(events(&out).len(), 1);
     }
 }

@@ -1,0 +1,289 @@
+//! Property tests for the H02 session: arbitrary input never panics and never grows the buffer
+//! past the frame limit; how a stream is split into reads does not change what comes out; random
+//! V1 and binary messages decode back to their fields; nothing is ever answered.
+
+use bytes::BytesMut;
+use lienwatch::event::{Alarms, EventKind, Timestamp};
+use lienwatch::protocol::h02::{status_alarms, H02Session};
+use lienwatch::protocol::{Output, Session, SessionConfig};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+struct V1 {
+    id: String,
+    /// Seconds since 2000-01-01, so every date is real.
+    secs: i64,
+    valid: bool,
+    lat_deg: u32,
+    lat_min_e4: u32,
+    north: bool,
+    lon_deg: u32,
+    lon_min_e4: u32,
+    east: bool,
+    knots_e2: u32,
+    course: u16,
+    status: u32,
+}
+
+const Y2000: i64 = 946_684_800;
+
+impl V1 {
+    fn time(&self) -> Timestamp {
+        Timestamp::from_secs(Y2000 + self.secs)
+    }
+
+    fn lat(&self) -> f64 {
+        let v = f64::from(self.lat_deg) + f64::from(self.lat_min_e4) / 10_000.0 / 60.0;
+        if self.north {
+            v
+        } else {
+            -v
+        }
+    }
+
+    fn lon(&self) -> f64 {
+        let v = f64::from(self.lon_deg) + f64::from(self.lon_min_e4) / 10_000.0 / 60.0;
+        if self.east {
+            v
+        } else {
+            -v
+        }
+    }
+
+    /// `hhmmss` and `ddmmyy` of the instant.
+    fn civil(&self) -> (String, String) {
+        let t = self.time().to_jiff().to_zoned(jiff::tz::TimeZone::UTC);
+        (
+            format!("{:02}{:02}{:02}", t.hour(), t.minute(), t.second()),
+            format!("{:02}{:02}{:02}", t.day(), t.month(), t.year() - 2000),
+        )
+    }
+
+    fn text(&self) -> String {
+        let (hms, dmy) = self.civil();
+        format!(
+            "*HQ,{},V1,{hms},{},{:02}{:02}.{:04},{},{:03}{:02}.{:04},{},{:03}.{:02},{:03},{dmy},{:08X}#",
+            self.id,
+            if self.valid { 'A' } else { 'V' },
+            self.lat_deg,
+            self.lat_min_e4 / 10_000,
+            self.lat_min_e4 % 10_000,
+            if self.north { 'N' } else { 'S' },
+            self.lon_deg,
+            self.lon_min_e4 / 10_000,
+            self.lon_min_e4 % 10_000,
+            if self.east { 'E' } else { 'W' },
+            self.knots_e2 / 100,
+            self.knots_e2 % 100,
+            self.course,
+            self.status,
+        )
+    }
+
+    /// The 32-byte binary form (protocols.md §D.5); the id must be 10 digits and speed whole.
+    fn binary(&self) -> Vec<u8> {
+        fn bcd(digits: &str) -> Vec<u8> {
+            digits
+                .as_bytes()
+                .chunks(2)
+                .map(|p| ((p[0] - b'0') << 4) | (p.get(1).map_or(0, |d| d - b'0')))
+                .collect()
+        }
+        let (hms, dmy) = self.civil();
+        let mut f = vec![b'$'];
+        f.extend(bcd(&self.id));
+        f.extend(bcd(&hms));
+        f.extend(bcd(&dmy));
+        f.extend(bcd(&format!("{:02}{:06}", self.lat_deg, self.lat_min_e4)));
+        f.push(0x06);
+        let mut lon = bcd(&format!("{:03}{:06}0", self.lon_deg, self.lon_min_e4));
+        let flags =
+            (u8::from(self.valid) << 1) | (u8::from(self.north) << 2) | (u8::from(self.east) << 3);
+        if let Some(last) = lon.last_mut() {
+            *last |= flags;
+        }
+        f.extend(lon);
+        f.extend(bcd(&format!(
+            "{:03}{:03}",
+            self.knots_e2 / 100,
+            self.course
+        )));
+        f.extend_from_slice(&self.status.to_be_bytes());
+        f.extend_from_slice(&[0xFF, 0x00, 0x24]);
+        f
+    }
+}
+
+fn v1() -> impl Strategy<Value = V1> {
+    (
+        prop_oneof!["[0-9]{10}", "[0-9]{15}"],
+        0i64..3_000_000_000,
+        any::<bool>(),
+        (0u32..90, 0u32..600_000, any::<bool>()),
+        (0u32..180, 0u32..600_000, any::<bool>()),
+        0u32..100_000,
+        0u16..360,
+        any::<u32>(),
+    )
+        .prop_map(
+            |(
+                id,
+                secs,
+                valid,
+                (lat_deg, lat_min_e4, north),
+                (lon_deg, lon_min_e4, east),
+                knots_e2,
+                course,
+                status,
+            )| V1 {
+                id,
+                secs,
+                valid,
+                lat_deg,
+                lat_min_e4,
+                north,
+                lon_deg,
+                lon_min_e4,
+                east,
+                knots_e2,
+                course,
+                status,
+            },
+        )
+}
+
+fn run(chunks: &[&[u8]], cfg: SessionConfig) -> (Vec<Output>, usize) {
+    let mut s = H02Session::new(cfg);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for c in chunks {
+        buf.extend_from_slice(c);
+        s.feed(&mut buf, &mut out).expect("H02 sessions never fail");
+    }
+    (out, buf.len())
+}
+
+fn check(out: &[Output], m: &V1, knots: f64) -> Result<(), TestCaseError> {
+    prop_assert_eq!(out.len(), 1, "{:?}", out);
+    let Output::Event(e) = &out[0] else {
+        return Err(TestCaseError::fail(format!("not an event: {out:?}")));
+    };
+    prop_assert_eq!(e.device_id.as_str(), m.id.as_str());
+    let EventKind::Position(fix) = &e.kind else {
+        return Err(TestCaseError::fail("not a position"));
+    };
+    let p = fix.position;
+    prop_assert_eq!(p.time, m.time());
+    prop_assert!((p.lat - m.lat()).abs() < 1e-9, "{} vs {}", p.lat, m.lat());
+    prop_assert!((p.lon - m.lon()).abs() < 1e-9, "{} vs {}", p.lon, m.lon());
+    prop_assert_eq!(p.valid, m.valid);
+    prop_assert!((p.speed_kmh - knots * 1.852).abs() < 1e-9);
+    prop_assert_eq!(p.course, m.course);
+    prop_assert_eq!(fix.alarms, status_alarms(m.status));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_bytes_never_panic_and_stay_bounded(
+        data in prop::collection::vec(
+            // Biased towards the bytes the framing reacts to.
+            any::<u16>().prop_map(|x| {
+                let b = (x >> 8) as u8;
+                match x % 8 {
+                    0 => b'*',
+                    1 => b'$',
+                    2 => b'#',
+                    3 => b',',
+                    4 => b'0' + b % 10,
+                    _ => b,
+                }
+            }),
+            0..4000,
+        ),
+        cut in 1usize..600,
+    ) {
+        let cfg = SessionConfig { max_frame: 512, ..SessionConfig::default() };
+        let mut s = H02Session::new(cfg);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in data.chunks(cut) {
+            buf.extend_from_slice(chunk);
+            prop_assert!(s.feed(&mut buf, &mut out).is_ok());
+            prop_assert!(buf.len() <= 512, "buffer {}", buf.len());
+        }
+        prop_assert!(out.iter().all(|o| !matches!(o, Output::Reply(_))));
+    }
+
+    #[test]
+    fn v1_text_round_trips(m in v1()) {
+        let (out, left) = run(&[m.text().as_bytes()], SessionConfig::default());
+        prop_assert_eq!(left, 0);
+        check(&out, &m, f64::from(m.knots_e2) / 100.0)?;
+    }
+
+    #[test]
+    fn binary_round_trips(mut m in v1()) {
+        m.id.truncate(10);
+        let (out, left) = run(&[&m.binary()], SessionConfig::default());
+        prop_assert_eq!(left, 0);
+        check(&out, &m, f64::from(m.knots_e2 / 100))?;
+    }
+
+    #[test]
+    fn splitting_a_stream_does_not_change_the_output(
+        msgs in prop::collection::vec((v1(), 0u8..4), 1..6),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..16),
+    ) {
+        let mut stream = Vec::new();
+        for (m, kind) in &msgs {
+            match kind {
+                0 => stream.extend_from_slice(m.text().as_bytes()),
+                1 => stream.extend_from_slice(format!("{}\r\n", m.text()).as_bytes()),
+                2 => stream.extend_from_slice(format!("*HQ,{},XT#", m.id).as_bytes()),
+                _ => {
+                    let mut b = m.clone();
+                    b.id.truncate(10);
+                    stream.extend_from_slice(&b.binary());
+                }
+            }
+        }
+        let (whole, left) = run(&[&stream], SessionConfig::default());
+        prop_assert_eq!(left, 0);
+        prop_assert_eq!(whole.len(), msgs.len());
+        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(stream.len())).collect();
+        at.sort_unstable();
+        at.dedup();
+        let mut chunks = Vec::new();
+        let mut prev = 0;
+        for c in at {
+            chunks.push(&stream[prev..c]);
+            prev = c;
+        }
+        chunks.push(&stream[prev..]);
+        let (split, left) = run(&chunks, SessionConfig::default());
+        prop_assert_eq!(left, 0);
+        prop_assert_eq!(whole, split);
+    }
+}
+
+#[test]
+fn status_word_bits_are_active_low() {
+    let idle = status_alarms(0xFFFF_FBFF);
+    assert!(idle.active.is_empty());
+    for (bit, cond) in [
+        (19, Alarms::POWER_CUT),
+        (20, Alarms::TAMPER),
+        (28, Alarms::TAMPER),
+        (1, Alarms::SOS),
+        (0, Alarms::TOW),
+        (26, Alarms::JAMMING),
+        (27, Alarms::IMMOBILISED),
+    ] {
+        let r = status_alarms(!(1u32 << bit));
+        assert_eq!(r.active, cond, "bit {bit}");
+        assert!(r.known.contains(cond));
+    }
+}
