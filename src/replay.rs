@@ -203,8 +203,11 @@ pub fn decode_bytes(
     wire: WireProtocol,
     bytes: &[u8],
 ) -> Result<Vec<String>, (Vec<String>, String)> {
+    // No session: frames decode without their login or handshake; an id the bytes do not carry
+    // stays empty and is left out of the output.
     let cfg = SessionConfig {
         sessionless: true,
+        default_device_id: Some(crate::event::DeviceId::new("")),
         ..SessionConfig::default()
     };
     let mut session = wire.session(cfg);

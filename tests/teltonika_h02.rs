@@ -1,0 +1,93 @@
+//! Teltonika over TCP and UDP and H02 over TCP against the real daemon: handshake and record-count
+//! acknowledgements byte-exact, the policy refusal `00`, positions read back through the API
+//! (protocols.md C and D, CONTRACT.md "What a tracker sees").
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const IMEI_HANDSHAKE: &str = "00 0F 33 35 36 33 30 37 30 34 32 34 34 31 30 31 33";
+/// protocols.md C.5 #3: Codec 8, one record, IO 252 unplug (power cut), 2024-05-20 10:30:15 UTC.
+const CODEC8_UNPLUG: &str = "00 00 00 00 00 00 00 34 08 01 00 00 01 8F 95 8D 46 D8 01 43 FB D9 5A 0D 6F CD B0 00 23 00 5A 09 00 3E FC 07 04 EF 01 F0 01 15 04 FC 01 02 42 00 00 43 0F 6E 01 10 00 BC 61 4E 00 01 00 00 93 00";
+/// protocols.md C.5 #4: Codec 8E, Buenos Aires.
+const CODEC8E_BA: &str = "00 00 00 00 00 00 00 33 8E 01 00 00 01 8F 95 8D 46 D8 01 DD 33 AE 5A EB 5F E4 1C 00 19 01 0E 07 00 00 00 EF 00 03 00 02 00 EF 00 00 F0 00 00 01 00 42 31 5A 00 00 00 00 00 00 01 00 00 63 F4";
+
+#[test]
+fn teltonika_tcp_handshake_and_record_counts() {
+    let d = Daemon::start(&["teltonika"], "");
+    let mut dev = d.connect("teltonika");
+    dev.exchange(IMEI_HANDSHAKE, "01");
+    dev.exchange(CODEC8_UNPLUG, "00 00 00 01");
+    let (s, v) = d.api("GET", "/v1/devices/356307042441013", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["protocol"], "teltonika");
+    assert_eq!(v["position"]["time"], "2024-05-20T10:30:15Z");
+    assert!((v["position"]["lat"].as_f64().unwrap() - 22.543096).abs() < 1e-6);
+    // A corrupted CRC: no acknowledgement (the device resends), the session goes on.
+    let mut bad = lienwatch::protocol::parse_hex(CODEC8E_BA).unwrap();
+    let n = bad.len();
+    bad[n - 1] ^= 0xFF;
+    dev.send(&bad);
+    dev.expect_silence(Duration::from_millis(300));
+    dev.exchange(CODEC8E_BA, "00 00 00 01");
+    // The 8E record has the same device time: an equal time counts as newest and replaces it.
+    let (_, v) = d.api("GET", "/v1/devices/356307042441013", None);
+    assert!(
+        (v["position"]["lat"].as_f64().unwrap() + 34.603722).abs() < 1e-6,
+        "{v}"
+    );
+}
+
+#[test]
+fn teltonika_refused_by_policy_gets_00() {
+    let d = Daemon::start(&["teltonika"], "[ingest]\naccept_unknown = false\n");
+    let mut dev = d.connect("teltonika");
+    dev.exchange(IMEI_HANDSHAKE, "00");
+    assert!(dev.closed_by_server(Duration::from_secs(3)));
+}
+
+#[test]
+fn teltonika_udp_datagram_is_acknowledged() {
+    let d = Daemon::start(&["teltonika/udp"], "");
+    let port = d.port("teltonika/udp");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // protocols.md C.4 layout, with the C.5 #3 record: packet id CAFE, AVL packet id 05.
+    let avl = lienwatch::protocol::parse_hex(CODEC8_UNPLUG).unwrap();
+    let payload = &avl[8..avl.len() - 4]; // codec id .. N2
+    let mut body = vec![0xCA, 0xFE, 0x01, 0x05, 0x00, 0x0F];
+    body.extend_from_slice(b"352093086403655");
+    body.extend_from_slice(payload);
+    let mut dgram = (body.len() as u16).to_be_bytes().to_vec();
+    dgram.extend(body);
+    sock.send_to(&dgram, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = sock.recv(&mut buf).expect("ack");
+    assert_eq!(&buf[..n], &[0x00, 0x05, 0xCA, 0xFE, 0x01, 0x05, 0x01]);
+    let (s, v) = d.api("GET", "/v1/devices/352093086403655", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["position"]["time"], "2024-05-20T10:30:15Z");
+}
+
+#[test]
+fn h02_text_and_binary_are_stored() {
+    let d = Daemon::start(&["h02"], "");
+    let mut dev = d.connect("h02");
+    // protocols.md D.6; H02 expects no reply to V1.
+    dev.send(
+        b"*HQ,4106012345,V1,103015,A,2232.5858,N,11403.4719,E,033.64,090,200524,FFF7FBFF#\r\n",
+    );
+    dev.send(b"*HQ,4106012345,XT#");
+    dev.expect_silence(Duration::from_millis(300));
+    let (s, v) = d.api("GET", "/v1/devices/4106012345", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["protocol"], "h02");
+    assert_eq!(v["position"]["time"], "2024-05-20T10:30:15Z");
+    assert!((v["position"]["speed_kmh"].as_f64().unwrap() - 62.3).abs() < 0.1);
+    // The binary `$` reference vector (D.5).
+    dev.send_hex("24 41 06 01 16 60 12 45 43 13 11 16 50 35 31 30 06 00 43 18 21 0E 00 00 00 FF FF FB FF FF 00 24");
+    std::thread::sleep(Duration::from_millis(300));
+    let (s, v) = d.api("GET", "/v1/devices/4106011660", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["position"]["time"], "2016-11-13T12:45:43Z");
+}
