@@ -63,15 +63,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     };
     let token = admin_token(&cfg, &store).map_err(storage_err)?;
 
-    let webhooks = cfg
-        .webhooks
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            w.resolve()
-                .map_err(|e| DaemonError::Other(format!("webhook[{i}]: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let webhooks = resolve_webhooks(&cfg)?;
     let now = Timestamp::now();
     let ecfg = EngineConfig {
         rules: cfg.rules.clone(),
@@ -294,15 +286,7 @@ async fn reload(
         ));
     };
     let next = Config::load(Some(path)).map_err(|e| DaemonError::Other(e.to_string()))?;
-    let webhooks = next
-        .webhooks
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            w.resolve()
-                .map_err(|e| DaemonError::Other(format!("webhook[{i}]: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let webhooks = resolve_webhooks(&next)?;
 
     let same =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
@@ -361,4 +345,16 @@ async fn reload(
         );
     }
     Ok(next)
+}
+
+/// The `[[webhook]]` tables with their secrets read.
+fn resolve_webhooks(cfg: &Config) -> Result<Vec<crate::alert::webhook::Webhook>, DaemonError> {
+    cfg.webhooks
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            w.resolve()
+                .map_err(|e| DaemonError::Other(format!("webhook[{i}]: {e}")))
+        })
+        .collect()
 }

@@ -106,6 +106,30 @@ pub enum FixtureError {
     Load { path: String, msg: String },
 }
 
+/// The fixture files named: files as given, directories searched for `*.toml`, sorted.
+pub fn find(paths: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
+    fn walk(p: &Path, out: &mut Vec<std::path::PathBuf>) {
+        if p.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(p)
+                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            entries.sort();
+            for e in entries {
+                if e.is_dir() || e.extension().is_some_and(|x| x == "toml") {
+                    walk(&e, out);
+                }
+            }
+        } else {
+            out.push(p.to_path_buf());
+        }
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        walk(p, &mut out);
+    }
+    out
+}
+
 pub fn load(path: &Path) -> Result<Fixture, FixtureError> {
     let err = |msg: String| FixtureError::Load {
         path: path.display().to_string(),

@@ -14,7 +14,7 @@ use crate::store::Store;
 use bytes::BytesMut;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -39,10 +39,7 @@ pub fn run_files(
     paths: &[PathBuf],
     out: &mut dyn Write,
 ) -> Result<Report, ReplayError> {
-    let mut files = Vec::new();
-    for p in paths {
-        collect(p, &mut files);
-    }
+    let files = fixture::find(paths);
     let mut report = Report::default();
     for f in files {
         let fx = fixture::load(&f)?;
@@ -59,22 +56,6 @@ pub fn run_files(
         }
     }
     Ok(report)
-}
-
-fn collect(p: &Path, out: &mut Vec<PathBuf>) {
-    if p.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        entries.sort();
-        for e in entries {
-            if e.is_dir() || e.extension().is_some_and(|x| x == "toml") {
-                collect(&e, out);
-            }
-        }
-    } else {
-        out.push(p.to_path_buf());
-    }
 }
 
 /// Runs one fixture; returns the list of mismatches (empty: it passed).

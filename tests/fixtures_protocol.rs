@@ -1,25 +1,12 @@
 //! Every fixture in `protocol-fixtures/` replays at the protocol level: exact replies and the
 //! decoded events each step expects. (The full pipeline, with alerts, is `tests/replay.rs`.)
 
-use std::path::{Path, PathBuf};
-
-fn fixtures(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read protocol-fixtures") {
-        let p = entry.expect("dir entry").path();
-        if p.is_dir() {
-            fixtures(&p, out);
-        } else if p.extension().is_some_and(|e| e == "toml") {
-            out.push(p);
-        }
-    }
-}
+use std::path::Path;
 
 #[test]
 fn every_fixture_passes_at_the_protocol_level() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol-fixtures");
-    let mut files = Vec::new();
-    fixtures(&root, &mut files);
-    files.sort();
+    let files = lienwatch::fixture::find(&[root]);
     let mut failures = Vec::new();
     for f in &files {
         let fx = match lienwatch::fixture::load(f) {

@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 use lienwatch::event::{EventKind, Timestamp};
 use lienwatch::protocol::gt06::Gt06Session;
-use lienwatch::protocol::{Output, Session, SessionConfig};
+use lienwatch::protocol::{replies, Output, Session, SessionConfig};
 use proptest::prelude::*;
 use std::sync::Arc;
 
@@ -171,15 +171,6 @@ fn run(stream: &[u8], cuts: &[usize], max_frame: usize) -> Vec<Output> {
     }
     s.finish(&mut buf, &mut out);
     out
-}
-
-fn replies(out: &[Output]) -> Vec<Vec<u8>> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Reply(b) => Some(b.to_vec()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn is_subsequence<T: PartialEq>(sub: &[T], full: &[T]) -> bool {

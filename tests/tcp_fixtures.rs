@@ -7,26 +7,13 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-fn fixtures(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            fixtures(&p, out);
-        } else if p.extension().is_some_and(|x| x == "toml") {
-            out.push(p);
-        }
-    }
-}
 
 #[test]
 fn every_fixture_is_answered_byte_exact_over_real_sockets() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol-fixtures");
-    let mut files = Vec::new();
-    fixtures(&root, &mut files);
-    files.sort();
+    let files = lienwatch::fixture::find(&[root]);
     let mut checked = 0;
     for f in &files {
         let fx = lienwatch::fixture::load(f).unwrap();

@@ -37,11 +37,10 @@ pub enum CodecError {
     Session(#[from] SessionError),
 }
 
-impl Decoder for SessionCodec {
-    type Item = Vec<Output>;
-    type Error = CodecError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Output>>, CodecError> {
+impl SessionCodec {
+    /// Feeds the session. A session error with outputs before it is held back until those
+    /// outputs have been handed out.
+    fn feed(&mut self, src: &mut BytesMut) -> Result<Vec<Output>, CodecError> {
         if let Some(e) = self.pending_error.take() {
             return Err(e.into());
         }
@@ -51,8 +50,17 @@ impl Decoder for SessionCodec {
                 return Err(e.into());
             }
             self.pending_error = Some(e);
-            return Ok(Some(out));
         }
+        Ok(out)
+    }
+}
+
+impl Decoder for SessionCodec {
+    type Item = Vec<Output>;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Output>>, CodecError> {
+        let mut out = self.feed(src)?;
         if src.len() > self.hard_limit {
             out.push(Output::Rejected(super::Rejection {
                 reason: "buffer over limit",
@@ -64,18 +72,10 @@ impl Decoder for SessionCodec {
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Output>>, CodecError> {
-        if let Some(e) = self.pending_error.take() {
-            return Err(e.into());
+        let mut out = self.feed(src)?;
+        if self.pending_error.is_none() {
+            self.session.finish(src, &mut out);
         }
-        let mut out = Vec::new();
-        if let Err(e) = self.session.feed(src, &mut out) {
-            if out.is_empty() {
-                return Err(e.into());
-            }
-            self.pending_error = Some(e);
-            return Ok(Some(out));
-        }
-        self.session.finish(src, &mut out);
         Ok(if out.is_empty() { None } else { Some(out) })
     }
 }

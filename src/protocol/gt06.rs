@@ -810,7 +810,7 @@ fn complete_frame_after_start(buf: &[u8], max: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{decode_all, parse_hex};
+    use crate::protocol::{decode_all, events, parse_hex, replies};
     use std::sync::Arc;
 
     fn hex(s: &str) -> Vec<u8> {
@@ -832,24 +832,6 @@ mod tests {
             clock: Arc::new(|| Timestamp::from_civil(2024, 5, 20, 10, 30, 15).unwrap()),
             ..SessionConfig::default()
         })
-    }
-
-    fn replies(out: &[Output]) -> Vec<Vec<u8>> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::Reply(b) => Some(b.to_vec()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn events(out: &[Output]) -> Vec<&Event> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::Event(e) => Some(e),
-                _ => None,
-            })
-            .collect()
     }
 
     #[test]

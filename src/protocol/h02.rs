@@ -519,7 +519,7 @@ impl Session for H02Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::parse_hex;
+    use crate::protocol::{events, parse_hex};
 
     const D6: &str =
         "*HQ,4106012345,V1,103015,A,2232.5858,N,11403.4719,E,033.64,090,200524,FFF7FBFF#";
@@ -532,15 +532,6 @@ mod tests {
         let mut out = Vec::new();
         s.feed(&mut buf, &mut out).expect("h02 never fails");
         (out, buf)
-    }
-
-    fn events(out: &[Output]) -> Vec<&Event> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::Event(e) => Some(e),
-                _ => None,
-            })
-            .collect()
     }
 
     #[test]

@@ -94,6 +94,26 @@ pub enum Output {
     Rejected(Rejection),
 }
 
+/// The events in a session's output, in order.
+pub fn events(out: &[Output]) -> Vec<&Event> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The replies in a session's output, in order.
+pub fn replies(out: &[Output]) -> Vec<Vec<u8>> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Reply(b) => Some(b.to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A condition after which the connection cannot go on. Replies already in the output are still
 /// owed (a Teltonika refusal `00`, for instance) and are sent before closing.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
