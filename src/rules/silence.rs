@@ -48,9 +48,16 @@ pub fn deadline(
     Some(due.max(grace_end))
 }
 
-/// Ordered deadlines for one key type: a map to the current deadline plus an ordered set.
+/// Ordered deadlines for one key type, updated lazily.
+///
+/// Nearly every update comes from a device speaking, which only moves its deadline later. Such
+/// an update touches the hash map alone (O(1)); the ordered set keeps the older, earlier entry,
+/// and when that entry comes due, `pop_due` finds the real deadline in the map and re-queues it.
+/// Only a deadline moving earlier, or being cleared, touches the set (O(log n)). Each key has
+/// exactly one entry in `order`, at `queued <= deadline`.
 struct Queue<K> {
-    at: HashMap<K, u32>,
+    /// Key -> (deadline, where it is queued in `order`).
+    at: HashMap<K, (u32, u32)>,
     order: BTreeSet<(u32, K)>,
 }
 
@@ -63,28 +70,37 @@ impl<K: Ord + Hash + Clone> Queue<K> {
     }
 
     fn set(&mut self, k: K, secs: Option<u32>) {
-        match secs {
-            Some(s) => {
-                if let Some(old) = self.at.insert(k.clone(), s) {
-                    if old == s {
-                        return;
-                    }
+        match (secs, self.at.get_mut(&k)) {
+            (Some(s), Some((deadline, queued))) => {
+                if s >= *queued {
+                    *deadline = s;
+                } else {
+                    let old = *queued;
+                    *deadline = s;
+                    *queued = s;
                     self.order.remove(&(old, k.clone()));
+                    self.order.insert((s, k));
                 }
+            }
+            (Some(s), None) => {
+                self.at.insert(k.clone(), (s, s));
                 self.order.insert((s, k));
             }
-            None => {
-                if let Some(old) = self.at.remove(&k) {
-                    self.order.remove(&(old, k));
+            (None, Some(_)) => {
+                if let Some((_, queued)) = self.at.remove(&k) {
+                    self.order.remove(&(queued, k));
                 }
             }
+            (None, None) => {}
         }
     }
 
     fn get(&self, k: &K) -> Option<u32> {
-        self.at.get(k).copied()
+        self.at.get(k).map(|(d, _)| *d)
     }
 
+    /// The earliest queued entry: never later than the earliest deadline, so sleeping until it
+    /// never misses one (it may wake early once per stale entry).
     fn first(&self) -> Option<u32> {
         self.order.first().map(|(s, _)| *s)
     }
@@ -94,9 +110,20 @@ impl<K: Ord + Hash + Clone> Queue<K> {
             if *s > now_secs {
                 break;
             }
-            if let Some((_, k)) = self.order.pop_first() {
-                self.at.remove(&k);
-                out.push(k);
+            let Some((_, k)) = self.order.pop_first() else {
+                break;
+            };
+            match self.at.get_mut(&k) {
+                Some((deadline, _)) if *deadline <= now_secs => {
+                    self.at.remove(&k);
+                    out.push(k);
+                }
+                Some((deadline, queued)) => {
+                    // Stale: the device spoke since; queue it at its real deadline.
+                    *queued = *deadline;
+                    self.order.insert((*deadline, k));
+                }
+                None => {}
             }
         }
     }
@@ -151,7 +178,8 @@ impl SilenceTracker {
         }
     }
 
-    /// Sets (or with `None` clears) the device's deadline. O(log n).
+    /// Sets (or with `None` clears) the device's deadline: O(1) when it moves later (a device
+    /// speaking), O(log n) otherwise.
     pub fn set(&mut self, id: &DeviceId, deadline: Option<Timestamp>) {
         let secs = deadline.map(to_secs);
         match key(id) {
@@ -169,7 +197,8 @@ impl SilenceTracker {
         Some(Timestamp::from_secs(i64::from(s)))
     }
 
-    /// The earliest pending deadline: how long the engine may sleep.
+    /// How long the engine may sleep: never later than the earliest pending deadline (it can be
+    /// earlier, once per deadline that moved later; `pop_due` then returns nothing for it).
     pub fn next_deadline(&self) -> Option<Timestamp> {
         let s = match (self.numeric.first(), self.other.first()) {
             (Some(a), Some(b)) => a.min(b),
@@ -224,10 +253,21 @@ mod tests {
         );
         assert_eq!(t.len(), 4);
         assert_eq!(t.next_deadline(), Some(Timestamp::from_secs(100)));
-        // Moving a deadline replaces it (no duplicate entry).
+        // Moving a deadline later replaces it (no duplicate entry) lazily: the old entry wakes
+        // the engine once, pops nothing, and is re-queued at the real deadline.
         t.set(&id("13912345678"), Some(Timestamp::from_secs(400)));
         assert_eq!(t.len(), 4);
+        assert_eq!(
+            t.deadline(&id("13912345678")),
+            Some(Timestamp::from_secs(400))
+        );
+        assert!(t.next_deadline() <= Some(Timestamp::from_secs(200)));
+        assert!(t.pop_due(Timestamp::from_secs(150)).is_empty());
         assert_eq!(t.next_deadline(), Some(Timestamp::from_secs(200)));
+        // Moving a deadline earlier takes effect at once.
+        t.set(&id("0042"), Some(Timestamp::from_secs(180)));
+        assert_eq!(t.next_deadline(), Some(Timestamp::from_secs(180)));
+        t.set(&id("0042"), Some(Timestamp::from_secs(200)));
         assert!(t.pop_due(Timestamp::from_secs(199)).is_empty());
         let due = t.pop_due(Timestamp::from_secs(300));
         assert_eq!(due.len(), 3);
@@ -254,5 +294,54 @@ mod tests {
         t.set(&id("3"), Some(Timestamp::from_millis(i64::MAX)));
         assert_eq!(t.pop_due(Timestamp::from_secs(0)), vec![id("2")]);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn lazy_tracker_pops_exactly_what_an_eager_model_pops() {
+        use std::collections::BTreeMap;
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..50 {
+            let mut t = SilenceTracker::new();
+            let mut model: BTreeMap<u64, u32> = BTreeMap::new();
+            let mut now = 0u32;
+            for _ in 0..400 {
+                let dev = rng.u64(1..40);
+                match rng.u8(0..10) {
+                    0 => {
+                        t.set(&id(&dev.to_string()), None);
+                        model.remove(&dev);
+                    }
+                    1..=7 => {
+                        let d = now + rng.u32(0..100);
+                        t.set(
+                            &id(&dev.to_string()),
+                            Some(Timestamp::from_secs(i64::from(d))),
+                        );
+                        model.insert(dev, d);
+                    }
+                    _ => {
+                        now += rng.u32(0..30);
+                        let mut got: Vec<u64> = t
+                            .pop_due(Timestamp::from_secs(i64::from(now)))
+                            .iter()
+                            .map(|d| d.as_str().parse().unwrap())
+                            .collect();
+                        got.sort();
+                        let want: Vec<u64> = model
+                            .iter()
+                            .filter(|(_, &d)| d <= now)
+                            .map(|(&k, _)| k)
+                            .collect();
+                        model.retain(|_, d| *d > now);
+                        assert_eq!(got, want, "at {now}");
+                        // Sleeping until next_deadline never oversleeps a real deadline.
+                        let earliest = model.values().min().copied();
+                        let next = t.next_deadline().map(|t| t.secs() as u32);
+                        assert!(earliest.is_none() || next.is_some_and(|n| n <= earliest.unwrap()));
+                    }
+                }
+                assert_eq!(t.len(), model.len());
+            }
+        }
     }
 }
