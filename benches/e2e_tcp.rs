@@ -178,8 +178,9 @@ fn main() {
             rules: Default::default(),
             accept_unknown: true,
             commit_window: Duration::ZERO,
+            webhooks: Vec::new(),
         };
-        let engine = Engine::open(store, ecfg, Timestamp::now()).expect("engine");
+        let engine = Engine::open(store, ecfg, Timestamp::now(), Arc::new(Timestamp::now)).expect("engine");
         let (handle, _thread) = lienwatch::engine::spawn(engine, Arc::new(Timestamp::now)).expect("engine thread");
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");

@@ -170,9 +170,9 @@ async fn list_alerts(
     if limit == 0 || limit > 1000 {
         return error(StatusCode::BAD_REQUEST, "limit must be between 1 and 1000");
     }
-    let r = tokio::task::spawn_blocking(move || outbox.list_json(state, limit, q.before)).await;
+    let r = tokio::task::spawn_blocking(move || outbox.list(state, limit, q.before)).await;
     match r {
-        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Ok(v)) => Json(json!({ "alerts": v })).into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

@@ -366,7 +366,7 @@ impl Config {
             validate_mqtt(m, file)?;
         }
         for (i, w) in self.webhooks.iter().enumerate() {
-            w.validate()
+            w.resolve()
                 .map_err(|m| Self::invalid(file, format!("webhook[{i}]"), m.to_string()))?;
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {

@@ -52,18 +52,50 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     };
     let token = admin_token(&cfg, &store).map_err(storage_err)?;
 
+    let webhooks = cfg
+        .webhooks
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            w.resolve()
+                .map_err(|e| DaemonError::Other(format!("webhook[{i}]: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let now = Timestamp::now();
     let ecfg = EngineConfig {
         rules: cfg.rules.clone(),
         accept_unknown: cfg.ingest.accept_unknown,
         commit_window: cfg.storage.commit_window,
+        webhooks: webhooks.clone(),
     };
-    let engine = Engine::open(store, ecfg, now).map_err(|e| storage_err(e.to_string()))?;
+    let engine = Engine::open(store, ecfg, now, Arc::new(Timestamp::now))
+        .map_err(|e| storage_err(e.to_string()))?;
+    let outbox = engine.outbox();
     let (handle, engine_thread) = engine::spawn(engine, Arc::new(Timestamp::now))
         .map_err(|e| DaemonError::Other(format!("cannot start the engine thread: {e}")))?;
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+
+    // Delivery: one worker per webhook, reading the outbox; pending alerts are retried at once.
+    let delivery_stop = CancellationToken::new();
+    let client = crate::alert::webhook::client_builder()
+        .build()
+        .map_err(|e| DaemonError::Other(format!("webhook HTTP client: {e}")))?;
+    let mut workers = Vec::new();
+    for (i, w) in webhooks.into_iter().enumerate() {
+        let name = w.name.clone();
+        let jh = crate::alert::webhook::spawn(
+            outbox.clone(),
+            i,
+            w,
+            client.clone(),
+            delivery_stop.clone(),
+            Default::default(),
+        )
+        .map_err(|e| DaemonError::Other(format!("webhook {name}: {e}")))?;
+        workers.push(jh);
+    }
 
     // Bind everything before announcing readiness: a port in use is a startup error.
     let listeners = cfg
@@ -147,7 +179,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         engine: handle.clone(),
         token: Arc::from(token.as_str()),
         metrics,
-        outbox: None,
+        outbox: Some(outbox.clone()),
     };
     let app = crate::admin::router(state);
     let sd = shutdown.clone();
@@ -180,6 +212,11 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let _ = admin.await;
     handle.shutdown().await;
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    // Delivery stops last: alerts raised during the drain are on disk and resume after restart.
+    delivery_stop.cancel();
+    for w in workers {
+        let _ = w.await;
+    }
     tracing::info!("lienwatch stopped");
     Ok(())
 }

@@ -8,6 +8,7 @@
 //!
 //! `replay` drives the same `Engine` synchronously on a virtual clock.
 
+use crate::alert::outbox::Outbox;
 use crate::event::{DeviceId, Event, EventKind, Timestamp};
 use crate::store::{DeviceRecord, Store, StoreError};
 use std::collections::{HashMap, HashSet};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// The engine's clock: wall time in the daemon, virtual time in replay.
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+pub type Clock = crate::protocol::Clock;
 
 /// The reply to an admin API call: an HTTP status and a JSON body.
 pub type ApiReply = (u16, serde_json::Value);
@@ -43,6 +44,8 @@ pub struct EngineConfig {
     pub rules: crate::rules::RuleConfig,
     pub accept_unknown: bool,
     pub commit_window: Duration,
+    /// Resolved `[[webhook]]`s, in config order: alerts are queued for those whose filter matches.
+    pub webhooks: Vec<crate::alert::webhook::Webhook>,
 }
 
 /// Devices lienwatch knows from its registry: the login policy reads it from any thread.
@@ -50,6 +53,8 @@ pub type Registered = Arc<RwLock<HashSet<DeviceId>>>;
 
 pub struct Engine {
     pub store: Store,
+    /// Alerts are written here in the same commit as the state change that raised them.
+    pub outbox: Outbox,
     cfg: EngineConfig,
     devices: HashMap<DeviceId, DeviceRecord>,
     registered: Registered,
@@ -69,7 +74,18 @@ pub struct Stats {
 }
 
 impl Engine {
-    pub fn open(store: Store, cfg: EngineConfig, now: Timestamp) -> Result<Engine, StoreError> {
+    pub fn open(
+        store: Store,
+        cfg: EngineConfig,
+        now: Timestamp,
+        clock: Clock,
+    ) -> Result<Engine, StoreError> {
+        let names: Vec<String> = cfg.webhooks.iter().map(|w| w.name.clone()).collect();
+        let outbox =
+            Outbox::open_with_clock(&store.db, &names, clock).map_err(|e| StoreError::Corrupt {
+                tree: "outbox",
+                msg: e.to_string(),
+            })?;
         let mut devices = HashMap::new();
         for rec in store.all_devices() {
             let rec = rec?;
@@ -77,6 +93,7 @@ impl Engine {
         }
         Ok(Engine {
             store,
+            outbox,
             cfg,
             devices,
             registered: Arc::new(RwLock::new(HashSet::new())),
@@ -84,6 +101,10 @@ impl Engine {
             dirty: HashSet::new(),
             stats: Stats::default(),
         })
+    }
+
+    pub fn outbox(&self) -> Outbox {
+        self.outbox.clone()
     }
 
     pub fn registered(&self) -> Registered {
@@ -284,6 +305,7 @@ fn run(mut engine: Engine, rx: flume::Receiver<Command>, clock: Clock) {
         metrics::histogram!("lienwatch_commit_seconds").record(started.elapsed().as_secs_f64());
         match &result {
             Ok(()) => {
+                engine.outbox.notify();
                 for d in ingest_done {
                     let _ = d.send(Ok(()));
                 }

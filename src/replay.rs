@@ -93,13 +93,18 @@ pub fn run_fixture(
     let clock = Arc::new(AtomicI64::new(fx.start.millis()));
     let now = || Timestamp::from_millis(clock.load(Ordering::Relaxed));
     let store = Store::temporary().map_err(|e| ReplayError::Setup(e.to_string()))?;
+    // Replay raises alerts but delivers none: no webhooks.
     let ecfg = EngineConfig {
         rules: cfg.rules.clone(),
         accept_unknown: cfg.ingest.accept_unknown,
         commit_window: std::time::Duration::ZERO,
+        webhooks: Vec::new(),
     };
-    let mut engine =
-        Engine::open(store, ecfg, now()).map_err(|e| ReplayError::Setup(e.to_string()))?;
+    let c1 = clock.clone();
+    let engine_clock: crate::engine::Clock =
+        Arc::new(move || Timestamp::from_millis(c1.load(Ordering::Relaxed)));
+    let mut engine = Engine::open(store, ecfg, now(), engine_clock)
+        .map_err(|e| ReplayError::Setup(e.to_string()))?;
     let mut scfg = fixture::session_config(fx).map_err(ReplayError::Setup)?;
     scfg.admit = engine.admission();
     let c2 = clock.clone();

@@ -296,3 +296,69 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// GT06 frame builder for tests: `78 78 len proto content serial crc 0D 0A` (protocols.md A.1).
+pub fn gt06_frame(proto: u8, content: &[u8], serial: u16) -> Vec<u8> {
+    const X25: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_IBM_SDLC);
+    let len = (1 + content.len() + 4) as u8;
+    let mut f = vec![0x78, 0x78, len, proto];
+    f.extend_from_slice(content);
+    f.extend_from_slice(&serial.to_be_bytes());
+    let crc = X25.checksum(&f[2..]);
+    f.extend_from_slice(&crc.to_be_bytes());
+    f.extend_from_slice(&[0x0D, 0x0A]);
+    f
+}
+
+/// The reply lienwatch owes a GT06 frame: `78 78 05 proto serial crc 0D 0A`.
+pub fn gt06_ack(proto: u8, serial: u16) -> Vec<u8> {
+    gt06_frame(proto, &[], serial)
+}
+
+/// A GT06 login for an IMEI (15 digits).
+pub fn gt06_login(imei: &str, serial: u16) -> Vec<u8> {
+    let digits = format!("0{imei}");
+    let b = digits.as_bytes();
+    let bcd: Vec<u8> = (0..8).map(|k| ((b[2 * k] - b'0') << 4) | (b[2 * k + 1] - b'0')).collect();
+    gt06_frame(0x01, &bcd, serial)
+}
+
+/// A GT06 0x12 location at Shenzhen with the given UTC time (protocols.md A.6 #2 layout).
+pub fn gt06_location(serial: u16, (y, mo, d, h, mi, s): (u8, u8, u8, u8, u8, u8), lat: f64, lon: f64) -> Vec<u8> {
+    let mut c = vec![y, mo, d, h, mi, s, 0xC9];
+    c.extend_from_slice(&((lat * 1_800_000.0).round() as u32).to_be_bytes());
+    c.extend_from_slice(&((lon * 1_800_000.0).round() as u32).to_be_bytes());
+    // speed 60, course/status 0x145A: positioned, north, east, 90 degrees; then LBS.
+    c.extend_from_slice(&[0x3C, 0x14, 0x5A, 0x01, 0xCC, 0x00, 0x24, 0x7C, 0x0F, 0x2A, 0x31]);
+    gt06_frame(0x12, &c, serial)
+}
+
+impl Device {
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Sends a frame and asserts the exact reply.
+    pub fn exchange_bytes(&mut self, frame: &[u8], want: &[u8]) {
+        self.send(frame);
+        let got = self.read_exact(want.len());
+        assert_eq!(
+            lienwatch::protocol::to_hex(&got),
+            lienwatch::protocol::to_hex(want),
+            "reply to {}",
+            lienwatch::protocol::to_hex(frame)
+        );
+    }
+}
+
+/// Resident memory of a process in KiB (Linux).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}

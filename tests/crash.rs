@@ -1,0 +1,83 @@
+//! The durability promise: a position whose acknowledgement reached the device survives a
+//! SIGKILL of the daemon (CONTRACT.md "What a tracker sees").
+
+mod common;
+use common::*;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn imei(i: usize) -> String {
+    format!("86812014500{i:04}")
+}
+
+fn stamp(k: u32) -> (u8, u8, u8, u8, u8, u8) {
+    // k seconds after 2024-05-20 10:00:00 (k < 3600).
+    (24, 5, 20, 10, (k / 60) as u8, (k % 60) as u8)
+}
+
+#[test]
+fn acknowledged_positions_survive_sigkill() {
+    let mut d = Daemon::start(&["gt06"], "");
+    let port = d.port("gt06");
+    const DEVICES: usize = 20;
+    // Devices stream positions concurrently; each remembers the last fix that was acknowledged.
+    let acked: Arc<Mutex<Vec<u32>>> = Arc::new(Mutex::new(vec![0; DEVICES]));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for i in 0..DEVICES {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut dev = Device::connect(("127.0.0.1", port));
+            dev.exchange_bytes(&gt06_login(&imei(i), 1), &gt06_ack(0x01, 1));
+            let mut k = 1u32;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline && k < 3500 {
+                let serial = (k + 1) as u16;
+                let frame = gt06_location(serial, stamp(k), 22.5 + k as f64 * 1e-5, 114.0);
+                if std::io::Write::write_all(&mut dev.stream, &frame).is_err() {
+                    return;
+                }
+                let mut r = [0u8; 10];
+                if std::io::Read::read_exact(&mut dev.stream, &mut r).is_err() {
+                    return; // killed mid-flight: this fix was never acknowledged
+                }
+                assert_eq!(r.to_vec(), gt06_ack(0x12, serial));
+                acked.lock().unwrap()[i] = k;
+                k += 1;
+            }
+        }));
+    }
+    // Let traffic flow, then kill -9 in the middle of it.
+    std::thread::sleep(Duration::from_millis(1500));
+    d.kill9();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.iter().all(|&k| k > 0), "every device got acknowledgements before the kill: {acked:?}");
+
+    d.spawn();
+    for (i, &k) in acked.iter().enumerate() {
+        let (s, v) = d.api("GET", &format!("/v1/devices/{}", imei(i)), None);
+        assert_eq!(s, 200, "{v}");
+        let (y, mo, dd, h, mi, se) = stamp(k);
+        let want = format!("20{y:02}-{mo:02}-{dd:02}T{h:02}:{mi:02}:{se:02}Z");
+        let got = v["position"]["time"].as_str().unwrap_or_default().to_string();
+        // At least the last acknowledged fix (a fix written but not yet acknowledged may be newer).
+        assert!(got >= want, "device {i}: stored {got}, last acknowledged {want}");
+    }
+}
+
+#[test]
+fn the_last_acknowledged_position_is_there_after_an_immediate_kill() {
+    let mut d = Daemon::start(&["gt06"], "");
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login("868120145233604", 1), &gt06_ack(0x01, 1));
+    dev.exchange_bytes(&gt06_location(2, (24, 5, 20, 11, 0, 0), 22.6, 114.1), &gt06_ack(0x12, 2));
+    d.kill9();
+    d.spawn();
+    let (s, v) = d.api("GET", "/v1/devices/868120145233604", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["position"]["time"], "2024-05-20T11:00:00Z");
+}

@@ -1,0 +1,92 @@
+//! Hostile input: random bytes, absurd lengths, half frames, floods of idle connections. The
+//! daemon stays healthy, its memory bounded, and a good device is still served.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+#[test]
+fn garbage_absurd_lengths_and_idle_floods_leave_the_daemon_serving() {
+    let d = Daemon::start(
+        &["gt06", "jt808"],
+        "[ingest]\nidle_timeout = \"3s\"\nmax_connections = 400\n",
+    );
+    let gt06 = d.port("gt06");
+    let jt = d.port("jt808");
+    let rss_before = rss_kib(d.pid());
+
+    // Hundreds of connections that send half a frame, or nothing, and hang.
+    let mut idle = Vec::new();
+    for i in 0..300 {
+        let port = if i % 2 == 0 { gt06 } else { jt };
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        match i % 3 {
+            0 => s.write_all(&[0x78, 0x78, 0x1F, 0x12, 0x18]).unwrap(),
+            1 => s.write_all(&[0x7E, 0x02, 0x00, 0x00]).unwrap(),
+            _ => {}
+        }
+        idle.push(s);
+    }
+    // Random bytes and absurd length fields, a few MB in all.
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    for round in 0..20 {
+        let port = if round % 2 == 0 { gt06 } else { jt };
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut junk = Vec::with_capacity(200_000);
+        for _ in 0..200_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            junk.push(seed as u8);
+        }
+        // A long frame claiming 65535 bytes, repeated.
+        for _ in 0..50 {
+            junk.extend_from_slice(&[0x79, 0x79, 0xFF, 0xFF, 0x94, 0x00]);
+        }
+        let _ = s.write_all(&junk);
+    }
+
+    // A good device is still served promptly.
+    let start = Instant::now();
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login("868120145233604", 1), &gt06_ack(0x01, 1));
+    dev.exchange_bytes(&gt06_location(2, (24, 5, 20, 12, 0, 0), 22.5, 114.0), &gt06_ack(0x12, 2));
+    assert!(start.elapsed() < Duration::from_secs(2), "good device waited {:?}", start.elapsed());
+    let (s, _) = http(d.admin, "GET", "/healthz", None, None).unwrap();
+    assert_eq!(s, 200);
+
+    // Idle connections are closed after the idle timeout.
+    let mut first = Device { stream: idle.remove(0) };
+    assert!(first.closed_by_server(Duration::from_secs(8)), "idle connection closed by the server");
+
+    // Memory stays bounded (no per-connection buffer grew with the junk).
+    let rss_after = rss_kib(d.pid());
+    assert!(
+        rss_after < rss_before + 150 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    // The rejected frames were counted.
+    let (_, metrics) = http(d.admin, "GET", "/metrics", None, None).unwrap();
+    assert!(metrics.contains("lienwatch_frames_rejected_total"), "{metrics}");
+}
+
+#[test]
+fn the_connection_cap_refuses_extra_connections_but_keeps_serving() {
+    let d = Daemon::start(&["gt06"], "[ingest]\nmax_connections = 5\n");
+    let mut held = Vec::new();
+    for i in 0..5 {
+        let mut dev = d.connect("gt06");
+        dev.exchange_bytes(&gt06_login(&format!("86812014523{i:04}"), 1), &gt06_ack(0x01, 1));
+        held.push(dev);
+    }
+    let mut extra = d.connect("gt06");
+    assert!(extra.closed_by_server(Duration::from_secs(3)), "the sixth connection is refused");
+    // The held ones still work.
+    held[0].exchange_bytes(&gt06_location(2, (24, 5, 20, 12, 0, 0), 22.5, 114.0), &gt06_ack(0x12, 2));
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut again = d.connect("gt06");
+    again.exchange_bytes(&gt06_login("868120145230000", 1), &gt06_ack(0x01, 1));
+}

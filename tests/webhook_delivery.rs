@@ -1,0 +1,793 @@
+//! Webhook delivery end to end: a real sled Db, a real HTTP receiver (axum on 127.0.0.1) and the
+//! real worker. Every wait is bounded, so a regression fails instead of hanging.
+
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use lienwatch::alert::outbox::{Clock, Outbox, State};
+use lienwatch::alert::webhook::{self, Webhook, WebhookConfig, WorkerOptions};
+use lienwatch::alert::{Alert, AlertType};
+use lienwatch::event::{DeviceId, Position, Timestamp};
+use lienwatch::registry::{Loan, LoanStatus};
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "test-secret";
+
+// ---------------------------------------------------------------- receiver
+
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Status(u16),
+    /// Hold the request this long, then answer 200 (longer than the webhook timeout = a timeout).
+    Hang(Duration),
+}
+
+#[derive(Clone, Debug)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+struct RecvState {
+    script: Mutex<VecDeque<Action>>,
+    default: Action,
+    /// Every request, whatever was answered.
+    log: Mutex<Vec<Received>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    /// Held before answering, to keep requests concurrent (the slow receiver of test g).
+    delay: Duration,
+}
+
+struct Receiver {
+    addr: SocketAddr,
+    state: Arc<RecvState>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn handle(
+    AxState(st): AxState<Arc<RecvState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    st.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    st.log.lock().unwrap().push(Received { headers, body });
+    let action = st.script.lock().unwrap().pop_front().unwrap_or(st.default);
+    if !st.delay.is_zero() {
+        tokio::time::sleep(st.delay).await;
+    }
+    let status = match action {
+        Action::Status(s) => StatusCode::from_u16(s).unwrap(),
+        Action::Hang(d) => {
+            tokio::time::sleep(d).await;
+            StatusCode::OK
+        }
+    };
+    st.in_flight.fetch_sub(1, Ordering::SeqCst);
+    status
+}
+
+impl Receiver {
+    async fn start(script: &[Action], default: Action) -> Receiver {
+        Self::start_on(
+            "127.0.0.1:0".parse().unwrap(),
+            script,
+            default,
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    async fn start_on(
+        addr: SocketAddr,
+        script: &[Action],
+        default: Action,
+        delay: Duration,
+    ) -> Receiver {
+        let state = Arc::new(RecvState {
+            script: Mutex::new(script.iter().copied().collect()),
+            default,
+            log: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            delay,
+        });
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/hook", post(handle))
+            .with_state(state.clone());
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(s.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        Receiver {
+            addr,
+            state,
+            stop,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.received()
+            .iter()
+            .map(|r| header(r, "x-lienwatch-alert-id"))
+            .collect()
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+fn header(r: &Received, name: &str) -> String {
+    r.headers
+        .get(name)
+        .unwrap_or_else(|| panic!("missing header {name}"))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // No proxy: the receiver is on loopback whatever the environment says.
+    webhook::client_builder().no_proxy().build().unwrap()
+}
+
+/// Wall clock plus an offset the test can move forward.
+fn test_clock() -> (Clock, Arc<AtomicI64>) {
+    let offset = Arc::new(AtomicI64::new(0));
+    let o = offset.clone();
+    let clock: Clock = Arc::new(move || Timestamp::now().add_millis(o.load(Ordering::SeqCst)));
+    (clock, offset)
+}
+
+fn fast_options() -> WorkerOptions {
+    WorkerOptions {
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(400),
+        poll_interval: Duration::from_millis(100),
+        shutdown_grace: Duration::from_millis(200),
+        sweep_budget: 64,
+    }
+}
+
+fn config(name: &str, url: &str, extra: &str) -> Webhook {
+    let toml = format!("name = \"{name}\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n{extra}");
+    let cfg: WebhookConfig = toml::from_str(&toml).unwrap();
+    cfg.resolve().unwrap()
+}
+
+fn alert(id: &str, kind: AlertType) -> Alert {
+    Alert {
+        id: id.to_string(),
+        kind,
+        vehicle_id: "V-1".into(),
+        device_id: DeviceId::new("123456789012345"),
+        vin: Some("LSVAU2180N2183294".into()),
+        plate: Some("粤B12345".into()),
+        loan: Loan {
+            id: "L-2026-0001".into(),
+            status: LoanStatus::Overdue,
+            days_past_due: Some(37),
+        },
+        position: Some(Position {
+            time: Timestamp::from_secs(1_795_000_000),
+            lat: 22.543096,
+            lon: 114.057865,
+            valid: true,
+            ..Position::default()
+        }),
+        detected_at: Timestamp::from_secs(1_795_000_001),
+        details: serde_json::json!({"distance_outside_m": 1830.5}),
+    }
+}
+
+/// Polls `cond` every 20 ms; panics with `what` after `limit`.
+async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn state_of(ob: &Outbox, seq: u64) -> (State, u32, Option<String>) {
+    let v = ob.view(seq).unwrap().unwrap();
+    (v.state, v.attempts, v.last_error)
+}
+
+async fn shutdown(cancel: CancellationToken, handles: Vec<tokio::task::JoinHandle<()>>) {
+    cancel.cancel();
+    for h in handles {
+        tokio::time::timeout(Duration::from_secs(5), h)
+            .await
+            .expect("worker stops on cancel")
+            .unwrap();
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+/// (a) Headers, signature and body as CONTRACT.md says; delivered within 1 s of the notify.
+#[tokio::test]
+async fn delivers_signed_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let rx = Receiver::start(&[], Action::Status(204)).await;
+    let hook = config("collections", &rx.url(), "");
+    let ob = Outbox::open(&db, std::slice::from_ref(&hook.name)).unwrap();
+    let cancel = CancellationToken::new();
+    let h = webhook::spawn(
+        ob.clone(),
+        0,
+        hook,
+        client(),
+        cancel.clone(),
+        WorkerOptions::default(),
+    )
+    .unwrap();
+    // Let the worker go idle first, so the notify (not a start-up scan) is what wakes it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let a = alert("alert-a", AlertType::GeofenceExit);
+    let seq = ob.insert(&a, &[0]).unwrap();
+    db.flush_async().await.unwrap();
+    let t0 = Instant::now();
+    ob.notify();
+    wait_for(Duration::from_secs(1), "delivery within 1 s", || {
+        !rx.received().is_empty()
+    })
+    .await;
+    assert!(t0.elapsed() < Duration::from_secs(1));
+
+    let r = &rx.received()[0];
+    assert_eq!(header(r, "content-type"), "application/json");
+    assert_eq!(header(r, "x-lienwatch-alert-id"), "alert-a");
+    let ts: i64 = header(r, "x-lienwatch-timestamp").parse().unwrap();
+    assert!(
+        (ts - Timestamp::now().secs()).abs() <= 5,
+        "timestamp is now"
+    );
+    let sig = header(r, "x-lienwatch-signature");
+    assert!(sig.starts_with("v1=") && sig[3..].chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
+    assert!(webhook::verify(SECRET.as_bytes(), ts, &sig, &r.body));
+    assert!(!webhook::verify(b"wrong", ts, &sig, &r.body));
+    assert_eq!(&r.body[..], &serde_json::to_vec(&a).unwrap()[..]);
+    let back: Alert = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(back, a);
+
+    wait_for(Duration::from_secs(2), "state delivered", || {
+        state_of(&ob, seq).0 == State::Delivered
+    })
+    .await;
+    assert_eq!(state_of(&ob, seq), (State::Delivered, 1, None));
+    assert_eq!(ob.pending_alerts(), 0);
+    assert_eq!(rx.received().len(), 1, "no duplicate after success");
+    shutdown(cancel, vec![h]).await;
+    rx.stop().await;
+}
+
+/// (b) 500, 503 and a timeout, then success: same id and a valid signature every time, attempts
+/// counted, state delivered.
+#[tokio::test]
+async fn retries_errors_and_timeouts_with_the_same_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let rx = Receiver::start(
+        &[
+            Action::Status(500),
+            Action::Status(503),
+            Action::Hang(Duration::from_secs(2)),
+        ],
+        Action::Status(200),
+    )
+    .await;
+    let hook = config("h", &rx.url(), "timeout = \"300ms\"");
+    let ob = Outbox::open(&db, std::slice::from_ref(&hook.name)).unwrap();
+    let cancel = CancellationToken::new();
+    let h = webhook::spawn(
+        ob.clone(),
+        0,
+        hook,
+        client(),
+        cancel.clone(),
+        fast_options(),
+    )
+    .unwrap();
+
+    let seq = ob
+        .insert(&alert("alert-b", AlertType::Tamper), &[0])
+        .unwrap();
+    ob.notify();
+    wait_for(Duration::from_secs(10), "delivered after retries", || {
+        state_of(&ob, seq).0 == State::Delivered
+    })
+    .await;
+    let (_, attempts, last_error) = state_of(&ob, seq);
+    assert_eq!(attempts, 4);
+    assert_eq!(last_error, None);
+    let got = rx.received();
+    assert_eq!(got.len(), 4);
+    let first_body = got[0].body.clone();
+    for r in &got {
+        assert_eq!(header(r, "x-lienwatch-alert-id"), "alert-b");
+        assert_eq!(r.body, first_body, "same bytes on every attempt");
+        let ts: i64 = header(r, "x-lienwatch-timestamp").parse().unwrap();
+        assert!(webhook::verify(
+            SECRET.as_bytes(),
+            ts,
+            &header(r, "x-lienwatch-signature"),
+            &r.body
+        ));
+    }
+    shutdown(cancel, vec![h]).await;
+    rx.stop().await;
+}
+
+/// (b) A refused connection is retried until the receiver comes up on that port.
+#[tokio::test]
+async fn retries_refused_connection_until_receiver_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let hook = config("h", &format!("http://{port}/hook"), "");
+    let ob = Outbox::open(&db, std::slice::from_ref(&hook.name)).unwrap();
+    let cancel = CancellationToken::new();
+    let h = webhook::spawn(
+        ob.clone(),
+        0,
+        hook,
+        client(),
+        cancel.clone(),
+        fast_options(),
+    )
+    .unwrap();
+    let seq = ob
+        .insert(&alert("alert-c", AlertType::PowerCut), &[0])
+        .unwrap();
+    ob.notify();
+    wait_for(Duration::from_secs(10), "two refused attempts", || {
+        state_of(&ob, seq).1 >= 2
+    })
+    .await;
+    let (state, _, err) = state_of(&ob, seq);
+    assert_eq!(state, State::Pending);
+    let err = err.unwrap();
+    assert!(
+        !err.contains(&port.to_string()),
+        "URL kept out of errors: {err}"
+    );
+    assert!(err.to_lowercase().contains("connect"), "{err}");
+
+    let rx = Receiver::start_on(port, &[], Action::Status(200), Duration::ZERO).await;
+    wait_for(Duration::from_secs(10), "delivered once up", || {
+        state_of(&ob, seq).0 == State::Delivered
+    })
+    .await;
+    assert_eq!(rx.ids(), vec!["alert-c".to_string()]);
+    shutdown(cancel, vec![h]).await;
+    rx.stop().await;
+}
+
+/// (c) A webhook with a `types` filter gets only those types; the other gets everything.
+#[tokio::test]
+async fn type_filter_is_respected() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let rx_geo = Receiver::start(&[], Action::Status(200)).await;
+    let rx_all = Receiver::start(&[], Action::Status(200)).await;
+    let hooks = vec![
+        config("geo", &rx_geo.url(), "types = [\"geofence_exit\"]"),
+        config("all", &rx_all.url(), ""),
+    ];
+    let names: Vec<String> = hooks.iter().map(|h| h.name.clone()).collect();
+    let ob = Outbox::open(&db, &names).unwrap();
+    let cancel = CancellationToken::new();
+    let handles: Vec<_> = hooks
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            webhook::spawn(
+                ob.clone(),
+                i,
+                h.clone(),
+                client(),
+                cancel.clone(),
+                fast_options(),
+            )
+            .unwrap()
+        })
+        .collect();
+
+    let mut seqs = Vec::new();
+    for (id, kind) in [
+        ("g1", AlertType::GeofenceExit),
+        ("t1", AlertType::Tamper),
+        ("s1", AlertType::SilentOverdue),
+    ] {
+        seqs.push(
+            ob.insert(&alert(id, kind), &webhook::targets(&hooks, kind))
+                .unwrap(),
+        );
+    }
+    ob.notify();
+    wait_for(Duration::from_secs(5), "all delivered", || {
+        seqs.iter().all(|&s| state_of(&ob, s).0 == State::Delivered)
+    })
+    .await;
+    assert_eq!(rx_geo.ids(), vec!["g1".to_string()]);
+    let all: HashSet<String> = rx_all.ids().into_iter().collect();
+    assert_eq!(all, ["g1", "t1", "s1"].map(String::from).into());
+    let tamper = ob.view(seqs[1]).unwrap().unwrap();
+    assert_eq!(tamper.deliveries.len(), 1);
+    assert_eq!(tamper.deliveries[0].webhook, "all");
+    shutdown(cancel, handles).await;
+    rx_geo.stop().await;
+    rx_all.stop().await;
+}
+
+/// (d) Stop the worker and close the Db while an alert is backing off; after reopening, the
+/// pending alert is sent at once (not after its stored backoff) with the same id.
+#[tokio::test]
+async fn pending_alert_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx_down = Receiver::start(&[], Action::Status(502)).await;
+    let slow_retry = WorkerOptions {
+        backoff_base: Duration::from_secs(120),
+        backoff_max: Duration::from_secs(600),
+        ..fast_options()
+    };
+    let seq;
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let hook = config("collections", &rx_down.url(), "");
+        let ob = Outbox::open(&db, std::slice::from_ref(&hook.name)).unwrap();
+        let cancel = CancellationToken::new();
+        let h = webhook::spawn(
+            ob.clone(),
+            0,
+            hook,
+            client(),
+            cancel.clone(),
+            slow_retry.clone(),
+        )
+        .unwrap();
+        seq = ob
+            .insert(&alert("alert-d", AlertType::SilentOverdue), &[0])
+            .unwrap();
+        db.flush_async().await.unwrap();
+        ob.notify();
+        wait_for(Duration::from_secs(5), "first failed attempt", || {
+            state_of(&ob, seq).1 == 1
+        })
+        .await;
+        let rec = ob.delivery(0, seq).unwrap().unwrap();
+        assert!(
+            rec.next_attempt_at.since(Timestamp::now()) > 30_000,
+            "long backoff stored"
+        );
+        shutdown(cancel, vec![h]).await;
+        db.flush().unwrap();
+    }
+    rx_down.stop().await;
+
+    // The receiver moved; the webhook keeps its name, so its backlog follows it.
+    let rx_up = Receiver::start(&[], Action::Status(200)).await;
+    let db = sled::open(dir.path()).unwrap();
+    let hook = config("collections", &rx_up.url(), "");
+    let ob = Outbox::open(&db, std::slice::from_ref(&hook.name)).unwrap();
+    assert_eq!(ob.pending_alerts(), 1);
+    assert_eq!(state_of(&ob, seq).0, State::Pending);
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let h = webhook::spawn(ob.clone(), 0, hook, client(), cancel.clone(), slow_retry).unwrap();
+    wait_for(
+        Duration::from_secs(3),
+        "delivered right after restart",
+        || state_of(&ob, seq).0 == State::Delivered,
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(rx_up.ids(), vec!["alert-d".to_string()]);
+    assert_eq!(state_of(&ob, seq), (State::Delivered, 2, None));
+    assert_eq!(ob.pending_alerts(), 0);
+    shutdown(cancel, vec![h]).await;
+    rx_up.stop().await;
+}
+
+/// (e) After `max_age` (reached by moving the injected clock) a failing alert becomes `failed`.
+#[tokio::test]
+async fn max_age_marks_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let rx = Receiver::start(&[], Action::Status(500)).await;
+    let hook = config("h", &rx.url(), "max_age = \"3d\"");
+    let (clock, offset) = test_clock();
+    let ob = Outbox::open_with_clock(&db, std::slice::from_ref(&hook.name), clock).unwrap();
+    let cancel = CancellationToken::new();
+    let opts = WorkerOptions {
+        backoff_base: Duration::from_secs(60),
+        ..fast_options()
+    };
+    let h = webhook::spawn(ob.clone(), 0, hook, client(), cancel.clone(), opts).unwrap();
+    let seq = ob
+        .insert(&alert("alert-e", AlertType::GeofenceExit), &[0])
+        .unwrap();
+    ob.notify();
+    wait_for(Duration::from_secs(5), "first attempt", || {
+        state_of(&ob, seq).1 >= 1
+    })
+    .await;
+    assert_eq!(state_of(&ob, seq).0, State::Pending);
+
+    // Two days on: still retried, still pending.
+    offset.store(2 * 86_400_000, Ordering::SeqCst);
+    ob.notify();
+    wait_for(Duration::from_secs(5), "second attempt", || {
+        state_of(&ob, seq).1 >= 2
+    })
+    .await;
+    assert_eq!(state_of(&ob, seq).0, State::Pending);
+
+    // Past three days: the next failure is final.
+    offset.store(3 * 86_400_000 + 1000, Ordering::SeqCst);
+    ob.notify();
+    wait_for(Duration::from_secs(5), "failed", || {
+        state_of(&ob, seq).0 == State::Failed
+    })
+    .await;
+    let (_, attempts, err) = state_of(&ob, seq);
+    assert_eq!(attempts, 3);
+    assert!(err.unwrap().contains("500"));
+    assert_eq!(ob.pending_alerts(), 0);
+    assert_eq!(ob.list(Some(State::Failed), 10, None).unwrap().len(), 1);
+    // No more attempts once failed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.received().len(), 3);
+    shutdown(cancel, vec![h]).await;
+    rx.stop().await;
+}
+
+/// (f) Listing: newest first, limit, `before` cursor, state filter, flat JSON shape.
+#[tokio::test]
+async fn list_pages_newest_first_with_state_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let ob = Outbox::open(&db, &["h".to_string()]).unwrap();
+    let mut seqs = Vec::new();
+    for i in 0..25 {
+        let targets: &[usize] = if i % 5 == 4 { &[] } else { &[0] };
+        seqs.push(
+            ob.insert(
+                &alert(&format!("a{i:02}"), AlertType::GeofenceExit),
+                targets,
+            )
+            .unwrap(),
+        );
+    }
+    // a00, a03, a06, ... delivered; a01, a10 failed; the rest pending (a04, a09, ... no target).
+    use lienwatch::alert::outbox::AttemptOutcome;
+    for (i, &s) in seqs.iter().enumerate() {
+        if i % 5 == 4 {
+            continue;
+        }
+        if i == 1 || i == 10 {
+            let out = AttemptOutcome::GiveUp {
+                error: "HTTP 410 Gone".into(),
+            };
+            ob.record_attempt(0, s, ob.now(), &out).unwrap();
+        } else if i % 3 == 0 {
+            ob.record_attempt(0, s, ob.now(), &AttemptOutcome::Delivered)
+                .unwrap();
+        }
+    }
+
+    let ids = |v: &[lienwatch::alert::outbox::AlertView]| -> Vec<String> {
+        v.iter().map(|a| a.alert.id.clone()).collect()
+    };
+    let page1 = ob.list(None, 10, None).unwrap();
+    let expect1: Vec<String> = (15..25).rev().map(|i| format!("a{i:02}")).collect();
+    assert_eq!(ids(&page1), expect1);
+    let page2 = ob.list(None, 10, Some(page1.last().unwrap().seq)).unwrap();
+    let expect2: Vec<String> = (5..15).rev().map(|i| format!("a{i:02}")).collect();
+    assert_eq!(ids(&page2), expect2);
+    let page3 = ob.list(None, 10, Some(page2.last().unwrap().seq)).unwrap();
+    assert_eq!(page3.len(), 5);
+    assert!(ob
+        .list(None, 10, Some(page3.last().unwrap().seq))
+        .unwrap()
+        .is_empty());
+
+    let failed = ob.list(Some(State::Failed), 10, None).unwrap();
+    assert_eq!(ids(&failed), vec!["a10".to_string(), "a01".to_string()]);
+    assert!(failed.iter().all(|v| v.state == State::Failed));
+    let failed2 = ob
+        .list(Some(State::Failed), 1, Some(failed[0].seq))
+        .unwrap();
+    assert_eq!(ids(&failed2), vec!["a01".to_string()]);
+
+    let delivered = ob.list(Some(State::Delivered), 100, None).unwrap();
+    let mut expect_delivered: Vec<String> = (0..25)
+        .filter(|i| i % 5 == 4 || (i % 3 == 0 && *i != 1 && *i != 10))
+        .map(|i| format!("a{i:02}"))
+        .collect();
+    expect_delivered.reverse();
+    assert_eq!(ids(&delivered), expect_delivered);
+    // No target: delivered with 0 attempts.
+    let no_target = delivered.iter().find(|v| v.alert.id == "a24").unwrap();
+    assert_eq!((no_target.attempts, no_target.deliveries.len()), (0, 0));
+
+    let pending = ob.list(Some(State::Pending), 100, None).unwrap();
+    assert_eq!(pending.len() + delivered.len() + 2, 25);
+    assert_eq!(ob.pending_alerts() as usize, pending.len());
+
+    let json = serde_json::to_value(&failed[0]).unwrap();
+    let obj = json.as_object().unwrap();
+    for key in [
+        "id",
+        "type",
+        "vehicle_id",
+        "device_id",
+        "vin",
+        "plate",
+        "loan",
+        "position",
+        "detected_at",
+        "details",
+        "state",
+        "attempts",
+        "last_error",
+    ] {
+        assert!(obj.contains_key(key), "missing {key}");
+    }
+    assert_eq!(json["state"], "failed");
+    assert_eq!(json["attempts"], 1);
+    assert_eq!(json["last_error"], "HTTP 410 Gone");
+    assert_eq!(json["loan"]["days_past_due"], 37);
+    assert_eq!(json["position"]["lat"], 22.543096);
+}
+
+/// (g) A slow, failing receiver with a backlog: in-flight requests never exceed `max_in_flight`,
+/// newer alerts still get tried while older ones back off, and another webhook is not held up.
+#[tokio::test]
+async fn dead_receiver_is_bounded_and_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let slow = Receiver::start_on(
+        "127.0.0.1:0".parse().unwrap(),
+        &[],
+        Action::Status(500),
+        Duration::from_millis(100),
+    )
+    .await;
+    let good = Receiver::start(&[], Action::Status(200)).await;
+    let hooks = [
+        config("slow", &slow.url(), "max_in_flight = 3"),
+        config("good", &good.url(), ""),
+    ];
+    let names: Vec<String> = hooks.iter().map(|h| h.name.clone()).collect();
+    let ob = Outbox::open(&db, &names).unwrap();
+    let cancel = CancellationToken::new();
+    let handles: Vec<_> = hooks
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            webhook::spawn(
+                ob.clone(),
+                i,
+                h.clone(),
+                client(),
+                cancel.clone(),
+                fast_options(),
+            )
+            .unwrap()
+        })
+        .collect();
+
+    const N: usize = 60;
+    let started = Instant::now();
+    for i in 0..N {
+        ob.insert(&alert(&format!("g{i:03}"), AlertType::Tamper), &[0, 1])
+            .unwrap();
+        if i % 10 == 9 {
+            ob.notify();
+        }
+    }
+    ob.notify();
+    wait_for(Duration::from_secs(10), "good webhook delivers all", || {
+        ob.pending_deliveries(1).unwrap() == 0
+    })
+    .await;
+    let good_time = started.elapsed();
+    assert_eq!(good.ids().len(), N);
+
+    wait_for(
+        Duration::from_secs(20),
+        "every alert tried at the slow webhook",
+        || slow.ids().into_iter().collect::<HashSet<_>>().len() == N,
+    )
+    .await;
+    let max_seen = slow.state.max_in_flight.load(Ordering::SeqCst);
+    assert!(max_seen <= 3, "in flight {max_seen} > max_in_flight 3");
+    assert_eq!(max_seen, 3, "the worker does use its concurrency");
+    assert!(
+        good_time < Duration::from_secs(5),
+        "good webhook took {good_time:?} next to a slow one"
+    );
+    assert_eq!(ob.pending_deliveries(0).unwrap(), N as u64);
+    assert_eq!(ob.pending_alerts(), N as u64);
+    // Retries go on after every alert had its first try (schedule order is by due time).
+    wait_for(
+        Duration::from_secs(10),
+        "retries at the slow webhook",
+        || slow.received().len() > N + 3,
+    )
+    .await;
+    assert!(slow.state.max_in_flight.load(Ordering::SeqCst) <= 3);
+    shutdown(cancel, handles).await;
+    slow.stop().await;
+    good.stop().await;
+}
+
+/// A redirect is not followed: a 3xx is a failed attempt, never a delivery.
+#[tokio::test]
+async fn redirect_is_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let rx = Receiver::start(&[], Action::Status(302)).await;
+    let hook = config("h", &rx.url(), "");
+    let ob = Outbox::open(&db, std::slice::from_ref(&hook.name)).unwrap();
+    let cancel = CancellationToken::new();
+    let h = webhook::spawn(
+        ob.clone(),
+        0,
+        hook,
+        client(),
+        cancel.clone(),
+        fast_options(),
+    )
+    .unwrap();
+    let seq = ob
+        .insert(&alert("alert-r", AlertType::Tamper), &[0])
+        .unwrap();
+    ob.notify();
+    wait_for(Duration::from_secs(5), "a failed attempt", || {
+        state_of(&ob, seq).1 >= 1
+    })
+    .await;
+    let (state, _, err) = state_of(&ob, seq);
+    assert_eq!(state, State::Pending);
+    assert!(err.unwrap().contains("302"));
+    shutdown(cancel, vec![h]).await;
+    rx.stop().await;
+}
