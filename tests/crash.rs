@@ -31,7 +31,10 @@ fn acknowledged_positions_survive_sigkill() {
             dev.exchange_bytes(&gt06_login(&imei(i), 1), &gt06_ack(0x01, 1));
             let mut k = 1u32;
             let deadline = Instant::now() + Duration::from_secs(20);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline && k < 3500 {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && Instant::now() < deadline
+                && k < 3500
+            {
                 let serial = (k + 1) as u16;
                 let frame = gt06_location(serial, stamp(k), 22.5 + k as f64 * 1e-5, 114.0);
                 if std::io::Write::write_all(&mut dev.stream, &frame).is_err() {
@@ -55,7 +58,10 @@ fn acknowledged_positions_survive_sigkill() {
         t.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.iter().all(|&k| k > 0), "every device got acknowledgements before the kill: {acked:?}");
+    assert!(
+        acked.iter().all(|&k| k > 0),
+        "every device got acknowledgements before the kill: {acked:?}"
+    );
 
     d.spawn();
     for (i, &k) in acked.iter().enumerate() {
@@ -63,9 +69,15 @@ fn acknowledged_positions_survive_sigkill() {
         assert_eq!(s, 200, "{v}");
         let (y, mo, dd, h, mi, se) = stamp(k);
         let want = format!("20{y:02}-{mo:02}-{dd:02}T{h:02}:{mi:02}:{se:02}Z");
-        let got = v["position"]["time"].as_str().unwrap_or_default().to_string();
+        let got = v["position"]["time"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         // At least the last acknowledged fix (a fix written but not yet acknowledged may be newer).
-        assert!(got >= want, "device {i}: stored {got}, last acknowledged {want}");
+        assert!(
+            got >= want,
+            "device {i}: stored {got}, last acknowledged {want}"
+        );
     }
 }
 
@@ -74,7 +86,10 @@ fn the_last_acknowledged_position_is_there_after_an_immediate_kill() {
     let mut d = Daemon::start(&["gt06"], "");
     let mut dev = d.connect("gt06");
     dev.exchange_bytes(&gt06_login("868120145233604", 1), &gt06_ack(0x01, 1));
-    dev.exchange_bytes(&gt06_location(2, (24, 5, 20, 11, 0, 0), 22.6, 114.1), &gt06_ack(0x12, 2));
+    dev.exchange_bytes(
+        &gt06_location(2, (24, 5, 20, 11, 0, 0), 22.6, 114.1),
+        &gt06_ack(0x12, 2),
+    );
     d.kill9();
     d.spawn();
     let (s, v) = d.api("GET", "/v1/devices/868120145233604", None);

@@ -52,14 +52,26 @@ fn garbage_absurd_lengths_and_idle_floods_leave_the_daemon_serving() {
     let start = Instant::now();
     let mut dev = d.connect("gt06");
     dev.exchange_bytes(&gt06_login("868120145233604", 1), &gt06_ack(0x01, 1));
-    dev.exchange_bytes(&gt06_location(2, (24, 5, 20, 12, 0, 0), 22.5, 114.0), &gt06_ack(0x12, 2));
-    assert!(start.elapsed() < Duration::from_secs(2), "good device waited {:?}", start.elapsed());
+    dev.exchange_bytes(
+        &gt06_location(2, (24, 5, 20, 12, 0, 0), 22.5, 114.0),
+        &gt06_ack(0x12, 2),
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "good device waited {:?}",
+        start.elapsed()
+    );
     let (s, _) = http(d.admin, "GET", "/healthz", None, None).unwrap();
     assert_eq!(s, 200);
 
     // Idle connections are closed after the idle timeout.
-    let mut first = Device { stream: idle.remove(0) };
-    assert!(first.closed_by_server(Duration::from_secs(8)), "idle connection closed by the server");
+    let mut first = Device {
+        stream: idle.remove(0),
+    };
+    assert!(
+        first.closed_by_server(Duration::from_secs(8)),
+        "idle connection closed by the server"
+    );
 
     // Memory stays bounded (no per-connection buffer grew with the junk).
     let rss_after = rss_kib(d.pid());
@@ -69,7 +81,10 @@ fn garbage_absurd_lengths_and_idle_floods_leave_the_daemon_serving() {
     );
     // The rejected frames were counted.
     let (_, metrics) = http(d.admin, "GET", "/metrics", None, None).unwrap();
-    assert!(metrics.contains("lienwatch_frames_rejected_total"), "{metrics}");
+    assert!(
+        metrics.contains("lienwatch_frames_rejected_total"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -78,13 +93,22 @@ fn the_connection_cap_refuses_extra_connections_but_keeps_serving() {
     let mut held = Vec::new();
     for i in 0..5 {
         let mut dev = d.connect("gt06");
-        dev.exchange_bytes(&gt06_login(&format!("86812014523{i:04}"), 1), &gt06_ack(0x01, 1));
+        dev.exchange_bytes(
+            &gt06_login(&format!("86812014523{i:04}"), 1),
+            &gt06_ack(0x01, 1),
+        );
         held.push(dev);
     }
     let mut extra = d.connect("gt06");
-    assert!(extra.closed_by_server(Duration::from_secs(3)), "the sixth connection is refused");
+    assert!(
+        extra.closed_by_server(Duration::from_secs(3)),
+        "the sixth connection is refused"
+    );
     // The held ones still work.
-    held[0].exchange_bytes(&gt06_location(2, (24, 5, 20, 12, 0, 0), 22.5, 114.0), &gt06_ack(0x12, 2));
+    held[0].exchange_bytes(
+        &gt06_location(2, (24, 5, 20, 12, 0, 0), 22.5, 114.0),
+        &gt06_ack(0x12, 2),
+    );
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
     let mut again = d.connect("gt06");

@@ -52,8 +52,13 @@ fn gt06_device_session_is_answered_byte_exact_and_stored() {
     assert_eq!(&r[..4], &[0x78, 0x78, 0x0B, 0x8A]);
     assert_eq!(&r[10..12], &[0x00, 0x08], "serial echoed");
     assert_eq!(r, gt06_frame(0x8A, &r[4..10], 8), "CRC and terminator");
-    let server = lienwatch::event::Timestamp::from_civil(2000 + r[4] as i32, r[5], r[6], r[7], r[8], r[9]).unwrap();
-    assert!((lienwatch::event::Timestamp::now().since(server)).abs() < 5_000, "time is UTC now");
+    let server =
+        lienwatch::event::Timestamp::from_civil(2000 + r[4] as i32, r[5], r[6], r[7], r[8], r[9])
+            .unwrap();
+    assert!(
+        (lienwatch::event::Timestamp::now().since(server)).abs() < 5_000,
+        "time is UTC now"
+    );
 
     // Garbage between frames is skipped; a bad CRC is dropped; the next good frame is answered.
     dev.send_hex("00 11 22 78 33 0D 0A FF");
@@ -83,7 +88,10 @@ fn gt06_device_session_is_answered_byte_exact_and_stored() {
     assert!(p["received_at"].is_string());
 
     // An older fix sent late does not replace it.
-    dev.exchange_bytes(&gt06_location(10, (24, 5, 20, 9, 0, 0), 23.0, 113.0), &gt06_ack(0x12, 10));
+    dev.exchange_bytes(
+        &gt06_location(10, (24, 5, 20, 9, 0, 0), 23.0, 113.0),
+        &gt06_ack(0x12, 10),
+    );
     let (_, v) = d.api("GET", &format!("/v1/devices/{IMEI}"), None);
     assert_eq!(v["position"]["time"], "2024-05-20T10:31:00Z", "{v}");
 }
@@ -99,5 +107,8 @@ fn owed_replies_are_sent_when_the_device_closes_its_side() {
     let mut want = gt06_ack(0x01, 1);
     want.extend(gt06_ack(0x12, 2));
     assert_eq!(dev.read_exact(want.len()), want);
-    assert!(dev.closed_by_server(Duration::from_secs(2)), "server closes after the owed replies");
+    assert!(
+        dev.closed_by_server(Duration::from_secs(2)),
+        "server closes after the owed replies"
+    );
 }

@@ -319,17 +319,26 @@ pub fn gt06_ack(proto: u8, serial: u16) -> Vec<u8> {
 pub fn gt06_login(imei: &str, serial: u16) -> Vec<u8> {
     let digits = format!("0{imei}");
     let b = digits.as_bytes();
-    let bcd: Vec<u8> = (0..8).map(|k| ((b[2 * k] - b'0') << 4) | (b[2 * k + 1] - b'0')).collect();
+    let bcd: Vec<u8> = (0..8)
+        .map(|k| ((b[2 * k] - b'0') << 4) | (b[2 * k + 1] - b'0'))
+        .collect();
     gt06_frame(0x01, &bcd, serial)
 }
 
 /// A GT06 0x12 location at Shenzhen with the given UTC time (protocols.md A.6 #2 layout).
-pub fn gt06_location(serial: u16, (y, mo, d, h, mi, s): (u8, u8, u8, u8, u8, u8), lat: f64, lon: f64) -> Vec<u8> {
+pub fn gt06_location(
+    serial: u16,
+    (y, mo, d, h, mi, s): (u8, u8, u8, u8, u8, u8),
+    lat: f64,
+    lon: f64,
+) -> Vec<u8> {
     let mut c = vec![y, mo, d, h, mi, s, 0xC9];
     c.extend_from_slice(&((lat * 1_800_000.0).round() as u32).to_be_bytes());
     c.extend_from_slice(&((lon * 1_800_000.0).round() as u32).to_be_bytes());
     // speed 60, course/status 0x145A: positioned, north, east, 90 degrees; then LBS.
-    c.extend_from_slice(&[0x3C, 0x14, 0x5A, 0x01, 0xCC, 0x00, 0x24, 0x7C, 0x0F, 0x2A, 0x31]);
+    c.extend_from_slice(&[
+        0x3C, 0x14, 0x5A, 0x01, 0xCC, 0x00, 0x24, 0x7C, 0x0F, 0x2A, 0x31,
+    ]);
     gt06_frame(0x12, &c, serial)
 }
 
