@@ -306,34 +306,39 @@ fn sigkill_in_the_middle_of_a_qos1_stream_loses_nothing() {
     let mut d = Daemon::start(&["gt06"], &mqtt_toml(&broker));
     wait_subscribed(&d, &broker);
 
-    // Device i gets messages i, i+200, ...; times increase, so the newest is the last one.
+    // Each device gets a burst of 10 consecutive messages with increasing times, so the devices
+    // being streamed when the kill lands have their newest fix among the messages at risk: one
+    // acked before it was durable would be missing after the restart.
+    let per = MESSAGES / DEVICES;
     let msgs: Vec<_> = (0..MESSAGES)
         .map(|n| {
-            let dev = format!("8000{:03}", n % DEVICES);
+            let dev = format!("8000{:03}", n / per);
             (topic(&dev), position(1000 + n, 10.0 + n as f64 / 1e4, 20.0))
         })
         .collect();
     let progress = Arc::new(AtomicUsize::new(0));
     let port = broker.port;
     let p2 = progress.clone();
-    let publisher = std::thread::spawn(move || publish(port, msgs, Duration::from_millis(25), p2));
+    let publisher = std::thread::spawn(move || publish(port, msgs, Duration::ZERO, p2));
 
-    // Kill once lienwatch has acked a few hundred, while the stream is still coming.
-    wait_for(Duration::from_secs(20), "ingestion to start", || {
-        (metric(&d, "lienwatch_mqtt_messages_total{outcome=\"stored\"}") >= 300.0).then_some(())
+    // Kill once lienwatch has acked a few hundred: it is mid-ingest, with up to its inflight
+    // window of messages received and not yet acknowledged.
+    let stored_at_kill = wait_for(Duration::from_secs(20), "ingestion to start", || {
+        let n = metric(&d, "lienwatch_mqtt_messages_total{outcome=\"stored\"}");
+        (n >= 300.0).then_some(n)
     });
-    let published_at_kill = progress.load(Ordering::Relaxed);
     d.kill9();
+    let published_at_kill = progress.load(Ordering::Relaxed);
     assert!(
-        published_at_kill < MESSAGES as usize,
-        "the stream had already ended ({published_at_kill}) when lienwatch was killed"
+        stored_at_kill < MESSAGES as f64,
+        "lienwatch had already ingested everything ({stored_at_kill}) when it was killed"
     );
     publisher.join().expect("publisher");
 
     d.spawn();
     let started = Instant::now();
-    let want: HashMap<String, String> = (MESSAGES - DEVICES..MESSAGES)
-        .map(|n| (format!("8000{:03}", n % DEVICES), time_of(1000 + n)))
+    let want: HashMap<String, String> = (0..DEVICES)
+        .map(|i| (format!("8000{i:03}"), time_of(1000 + i * per + per - 1)))
         .collect();
     let mut newest = 0;
     wait_for(
@@ -349,7 +354,7 @@ fn sigkill_in_the_middle_of_a_qos1_stream_loses_nothing() {
     );
     assert_eq!(newest, DEVICES as usize);
     eprintln!(
-        "killed after {published_at_kill} of {MESSAGES} published; all {DEVICES} devices newest after {:?}",
+        "killed after {stored_at_kill} acked, {published_at_kill} of {MESSAGES} published; all {DEVICES} devices newest after {:?}",
         started.elapsed()
     );
 }
