@@ -41,6 +41,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Commits the pipeline keeps in flight at once; the engine merges them into its group commit.
 const PIPELINED_COMMITS: usize = 4;
+/// Most messages decoded into one commit. The receive maximum normally keeps batches far
+/// smaller; the cap only bounds a commit when a broker sends more than it should.
+const MAX_BATCH: usize = 1024;
 /// How long shutdown waits for in-flight commits to be acked before disconnecting anyway.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(4);
 
@@ -362,7 +365,7 @@ fn plan(cfg: &MqttConfig) -> Result<Plan, MqttError> {
         opts,
         routes: routes.into(),
         channel: inflight + 16,
-        max_batch: inflight.max(1),
+        max_batch: MAX_BATCH,
     })
 }
 
@@ -517,19 +520,23 @@ async fn run(plan: Plan, scfg: SessionConfig, engine: EngineHandle, shutdown: Ca
     };
     let drained = async {
         let mut pipeline = pipeline;
+        let mut alive = true;
         loop {
             tokio::select! {
                 _ = &mut pipeline => break,
                 // Keep the connection alive so the acks go out; new publishes are not acked and
-                // come back after the restart.
-                r = el.poll() => if r.is_err() { let _ = (&mut pipeline).await; break; },
+                // come back after the restart. After an error, polling again would reconnect and
+                // could carry this connection's acks onto the next one: stop polling instead.
+                r = el.poll(), if alive => alive = r.is_ok(),
             }
         }
-        let _ = client.try_disconnect();
-        loop {
-            match el.poll().await {
-                Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                Ok(_) => {}
+        if alive {
+            let _ = client.try_disconnect();
+            loop {
+                match el.poll().await {
+                    Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
             }
         }
     };
