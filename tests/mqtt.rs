@@ -301,12 +301,12 @@ fn persistent_session_gets_what_was_published_while_stopped() {
 #[test]
 fn sigkill_in_the_middle_of_a_qos1_stream_loses_nothing() {
     const DEVICES: u32 = 200;
-    const MESSAGES: u32 = 2000;
+    const MESSAGES: u32 = 4000;
     let broker = Mosquitto::start();
     let mut d = Daemon::start(&["gt06"], &mqtt_toml(&broker));
     wait_subscribed(&d, &broker);
 
-    // Each device gets a burst of 10 consecutive messages with increasing times, so the devices
+    // Each device gets a burst of 20 consecutive messages with increasing times, so the devices
     // being streamed when the kill lands have their newest fix among the messages at risk: one
     // acked before it was durable would be missing after the restart.
     let per = MESSAGES / DEVICES;
@@ -323,10 +323,15 @@ fn sigkill_in_the_middle_of_a_qos1_stream_loses_nothing() {
 
     // Kill once lienwatch has acked a few hundred: it is mid-ingest, with up to its inflight
     // window of messages received and not yet acknowledged.
-    let stored_at_kill = wait_for(Duration::from_secs(20), "ingestion to start", || {
+    // Polled without sleeping: a slow scrape must not let the whole stream through first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stored_at_kill = loop {
         let n = metric(&d, "lienwatch_mqtt_messages_total{outcome=\"stored\"}");
-        (n >= 300.0).then_some(n)
-    });
+        if n >= 300.0 {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "ingestion did not start");
+    };
     d.kill9();
     let published_at_kill = progress.load(Ordering::Relaxed);
     assert!(
