@@ -28,7 +28,18 @@ pub enum DaemonError {
 /// How long shutdown waits for connections to finish their last commit.
 const DRAIN: Duration = Duration::from_secs(5);
 
-pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+/// Changes the log filter at run time (SIGHUP reload of `[log] level`).
+pub type LogReload = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What `run` needs besides the config.
+#[derive(Default, Clone)]
+pub struct RunOptions {
+    /// The file the config came from; SIGHUP re-reads it. `None`: built-in defaults, no reload.
+    pub config_path: Option<std::path::PathBuf>,
+    pub log_reload: Option<LogReload>,
+}
+
+pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -78,24 +89,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let tracker = TaskTracker::new();
 
     // Delivery: one worker per webhook, reading the outbox; pending alerts are retried at once.
-    let delivery_stop = CancellationToken::new();
     let client = crate::alert::webhook::client_builder()
         .build()
         .map_err(|e| DaemonError::Other(format!("webhook HTTP client: {e}")))?;
-    let mut workers = Vec::new();
-    for (i, w) in webhooks.into_iter().enumerate() {
-        let name = w.name.clone();
-        let jh = crate::alert::webhook::spawn(
-            outbox.clone(),
-            i,
-            w,
-            client.clone(),
-            delivery_stop.clone(),
-            Default::default(),
-        )
-        .map_err(|e| DaemonError::Other(format!("webhook {name}: {e}")))?;
-        workers.push(jh);
-    }
+    let mut delivery = Delivery::start(&outbox, webhooks, &client)?;
 
     // Bind everything before announcing readiness: a port in use is a startup error.
     let listeners = cfg
@@ -195,7 +192,18 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     crate::service::notify_status("running");
     tracing::info!("lienwatch running");
 
-    crate::service::terminated().await;
+    let mut signals = crate::service::Signals::new();
+    let mut current = cfg;
+    while crate::service::Signals::next(&mut signals).await == crate::service::Signal::Reload {
+        crate::service::notify_reloading();
+        match reload(&current, &opts, &handle, &outbox, &client, &mut delivery).await {
+            Ok(next) => current = next,
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running configuration stays in force")
+            }
+        }
+        crate::service::notify_ready();
+    }
     crate::service::notify_stopping();
     shutdown.cancel();
     tracker.close();
@@ -213,10 +221,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     handle.shutdown().await;
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     // Delivery stops last: alerts raised during the drain are on disk and resume after restart.
-    delivery_stop.cancel();
-    for w in workers {
-        let _ = w.await;
-    }
+    delivery.stop().await;
     tracing::info!("lienwatch stopped");
     Ok(())
 }
@@ -251,4 +256,129 @@ fn admin_token(cfg: &Config, store: &Store) -> Result<String, String> {
     }
     tracing::info!(file = %p.display(), "generated an admin API token");
     Ok(t)
+}
+
+/// The webhook workers, restartable on reload.
+struct Delivery {
+    stop: CancellationToken,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Delivery {
+    fn start(
+        outbox: &crate::alert::outbox::Outbox,
+        webhooks: Vec<crate::alert::webhook::Webhook>,
+        client: &reqwest::Client,
+    ) -> Result<Delivery, DaemonError> {
+        let stop = CancellationToken::new();
+        let mut workers = Vec::new();
+        for (i, w) in webhooks.into_iter().enumerate() {
+            let name = w.name.clone();
+            let jh = crate::alert::webhook::spawn(
+                outbox.clone(),
+                i,
+                w,
+                client.clone(),
+                stop.clone(),
+                Default::default(),
+            )
+            .map_err(|e| DaemonError::Other(format!("webhook {name}: {e}")))?;
+            workers.push(jh);
+        }
+        Ok(Delivery { stop, workers })
+    }
+
+    async fn stop(&mut self) {
+        self.stop.cancel();
+        for w in self.workers.drain(..) {
+            let _ = w.await;
+        }
+    }
+}
+
+/// SIGHUP: re-reads the config file and applies what can change without a restart — the log
+/// level, the `[rules]` thresholds and the settings of the existing `[[webhook]]`s (url, secret,
+/// filter, timeouts). Everything else is logged as needing a restart. An invalid file changes
+/// nothing.
+async fn reload(
+    current: &Config,
+    opts: &RunOptions,
+    engine: &crate::engine::EngineHandle,
+    outbox: &crate::alert::outbox::Outbox,
+    client: &reqwest::Client,
+    delivery: &mut Delivery,
+) -> Result<Config, DaemonError> {
+    let Some(path) = &opts.config_path else {
+        return Err(DaemonError::Other(
+            "running on built-in defaults: there is no config file to reload".into(),
+        ));
+    };
+    let next = Config::load(Some(path)).map_err(|e| DaemonError::Other(e.to_string()))?;
+    let webhooks = next
+        .webhooks
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            w.resolve()
+                .map_err(|e| DaemonError::Other(format!("webhook[{i}]: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let same =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+    let mut restart_needed = Vec::new();
+    if !same(&current.storage, &next.storage) {
+        restart_needed.push("[storage]");
+    }
+    if !same(&current.ingest, &next.ingest) {
+        restart_needed.push("[ingest]");
+    }
+    if !same(&current.listeners, &next.listeners) {
+        restart_needed.push("[[listener]]");
+    }
+    if !same(&current.mqtt, &next.mqtt) {
+        restart_needed.push("[mqtt]");
+    }
+    if !same(&current.admin, &next.admin) {
+        restart_needed.push("[admin]");
+    }
+    if !same(&current.log.format, &next.log.format) {
+        restart_needed.push("log.format");
+    }
+    let names: Vec<String> = webhooks.iter().map(|w| w.name.clone()).collect();
+    let same_names = names.as_slice() == outbox.webhook_names();
+
+    if let Some(set) = &opts.log_reload {
+        if current.log.level != next.log.level {
+            set(&next.log.level).map_err(DaemonError::Other)?;
+            tracing::info!(level = %next.log.level, "log level reloaded");
+        }
+    }
+    let rules = next.rules.clone();
+    let hooks = if same_names {
+        Some(webhooks.clone())
+    } else {
+        None
+    };
+    engine
+        .api(move |e, now| {
+            e.reconfigure(rules, hooks, now);
+            (200, serde_json::Value::Null)
+        })
+        .await;
+    tracing::info!("rule thresholds reloaded");
+    if same_names {
+        delivery.stop().await;
+        *delivery = Delivery::start(outbox, webhooks, client)?;
+        tracing::info!(webhooks = names.len(), "webhook settings reloaded");
+    } else {
+        restart_needed.push("adding, removing or renaming [[webhook]]s");
+    }
+    if !restart_needed.is_empty() {
+        tracing::warn!(
+            sections = %restart_needed.join(", "),
+            "changed settings that take effect only after a restart"
+        );
+    }
+    Ok(next)
 }

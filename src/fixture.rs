@@ -74,6 +74,10 @@ pub struct Step {
     pub alerts: Option<Vec<Value>>,
     #[serde(default)]
     pub comment: Option<String>,
+    /// The reply carries the server's clock (GT06 0x8A): exact only on replay's virtual clock,
+    /// so runs against a live daemon check its length only.
+    #[serde(default)]
+    pub clock_dependent: bool,
 }
 
 fn one() -> u32 {

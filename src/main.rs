@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         }
         Cmd::Decode { protocol, hex } => decode(&protocol, hex),
         Cmd::Replay { config, fixtures } => {
-            init_logging("warn", "text");
+            let _ = init_logging("warn", "text");
             let cfg = match config {
                 Some(p) => match Config::load(Some(&p)) {
                     Ok(c) => c,
@@ -112,7 +112,7 @@ fn run(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&cfg.log.level, &cfg.log.format);
+    let log_reload = init_logging(&cfg.log.level, &cfg.log.format);
     match &path {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!("no config file; using built-in defaults"),
@@ -127,7 +127,11 @@ fn run(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(lienwatch::daemon::run(cfg)) {
+    let opts = lienwatch::daemon::RunOptions {
+        config_path: path.clone(),
+        log_reload,
+    };
+    match rt.block_on(lienwatch::daemon::run(cfg, opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "lienwatch failed");
@@ -179,20 +183,44 @@ fn decode(protocol: &str, hex: Option<String>) -> ExitCode {
     }
 }
 
-fn init_logging(level: &str, format: &str) {
-    use tracing_subscriber::EnvFilter;
+/// Logs to stderr (journald-friendly: no colours, and no timestamps of our own under journald,
+/// which adds its own). Returns a handle that changes the filter at run time (SIGHUP).
+fn init_logging(level: &str, format: &str) -> Option<lienwatch::daemon::LogReload> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, reload, EnvFilter, Layer, Registry};
+    let from_env = std::env::var("RUST_LOG").is_ok();
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    // journald adds its own timestamps; keep lines short there.
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let _ = match (format, under_journald) {
-        ("json", _) => builder.json().try_init(),
-        (_, true) => builder.without_time().try_init(),
-        _ => builder.try_init(),
+    let output: Box<dyn Layer<Registry> + Send + Sync> = match (format, under_journald) {
+        ("json", _) => fmt::layer().json().with_writer(std::io::stderr).boxed(),
+        (_, true) => fmt::layer()
+            .with_ansi(false)
+            .without_time()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        _ => fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
+    let (filter, handle) = reload::Layer::new(filter);
+    if tracing_subscriber::registry()
+        .with(output)
+        .with(filter)
+        .try_init()
+        .is_err()
+    {
+        return None;
+    }
+    if from_env {
+        // RUST_LOG wins over the config, on reload too.
+        return None;
+    }
+    Some(std::sync::Arc::new(move |level: &str| {
+        let f = EnvFilter::try_new(level).map_err(|e| format!("log.level: {e}"))?;
+        handle.reload(f).map_err(|e| format!("log.level: {e}"))
+    }))
 }

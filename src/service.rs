@@ -43,19 +43,64 @@ pub fn spawn_watchdog(engine: EngineHandle, shutdown: CancellationToken) {
     });
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn terminated() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers, run until killed.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// `RELOADING=1` with the monotonic timestamp systemd 253+ requires; send `notify_ready()` when
+/// the reload is done.
+pub fn notify_reloading() {
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Reloading,
+        sd_notify::NotifyState::monotonic_usec_now()
+            .unwrap_or(sd_notify::NotifyState::Status("reloading")),
+    ]);
+}
+
+/// What the operator asked for with a signal.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: shut down gracefully.
+    Terminate,
+    /// SIGHUP: reload what can change without a restart.
+    Reload,
+}
+
+/// The signals the daemon listens to. SIGHUP is caught so that `systemctl reload` (and a stray
+/// HUP) reloads instead of killing the process.
+pub struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    pub fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    pub async fn next(&mut self) -> Signal {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s.as_mut() {
+                Some(s) => {
+                    if s.recv().await.is_none() {
+                        std::future::pending::<()>().await
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.term) => { tracing::info!("SIGTERM: shutting down"); Signal::Terminate }
+            _ = recv(&mut self.int) => { tracing::info!("SIGINT: shutting down"); Signal::Terminate }
+            _ = recv(&mut self.hup) => { tracing::info!("SIGHUP: reloading the configuration"); Signal::Reload }
+        }
+    }
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self::new()
     }
 }

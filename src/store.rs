@@ -81,10 +81,6 @@ pub struct DeviceRecord {
     pub last_seen: Timestamp,
     /// Last-known position: the newest fix by device time (CONTRACT.md "Positions").
     pub position: Option<StoredPosition>,
-    /// Rule state that must survive restarts (placement, outstanding alerts, alarm edges).
-    pub rules: crate::rules::DeviceRuleState,
-    /// Alerts raised for this device so far; part of each alert's stable id.
-    pub alerts_raised: u64,
 }
 
 impl DeviceRecord {
@@ -95,8 +91,6 @@ impl DeviceRecord {
             first_seen: now,
             last_seen: now,
             position: None,
-            rules: Default::default(),
-            alerts_raised: 0,
         }
     }
 
@@ -131,12 +125,15 @@ impl DeviceRecord {
     }
 }
 
-/// The open database and its trees.
+/// The open database and its trees: `devices` (last-known position and last-seen per device),
+/// `vehicles` (the registry, as the API's JSON), `rules` (per-device rule state of registered
+/// devices), `meta` (keys and counters), and the outbox's own trees.
 #[derive(Clone)]
 pub struct Store {
     pub db: sled::Db,
     pub devices: sled::Tree,
     pub vehicles: sled::Tree,
+    pub rules: sled::Tree,
     pub meta: sled::Tree,
 }
 
@@ -162,6 +159,7 @@ impl Store {
         Ok(Store {
             devices: db.open_tree("devices")?,
             vehicles: db.open_tree("vehicles")?,
+            rules: db.open_tree("rules")?,
             meta: db.open_tree("meta")?,
             db,
         })

@@ -1,41 +1,1029 @@
-//! Temporary stand-in; replaced by the rules engine.
-use serde::Deserialize;
+//! The rules engine: pure functions from (registry, per-device state, event, time) to alerts.
+//!
+//! No I/O, no clock, no store: time always comes in as a [`Timestamp`], so the daemon and
+//! `replay` (virtual clock) run the very same code.
+//!
+//! # How the engine thread uses it
+//!
+//! - Build one [`Rules`] at start: `Rules::new(cfg, daemon_start)` (`daemon_start` = the virtual
+//!   clock's start in replay). Keep one [`SilenceTracker`] and, per registered device, one
+//!   [`DeviceRuleState`] (persisted; see below).
+//! - At start, for every registered device: `tracker.set(id, rules.silence_deadline(ctx, &state))`.
+//! - Every call below returns an [`Outcome`]: the alerts to raise (`AlertDraft`: the caller adds
+//!   id, vehicle, loan, position, `detected_at`), and the device's silence deadline, which the
+//!   caller must hand to `tracker.set(id, outcome.silence_deadline)` after **every** call.
+//! - [`Rules::on_event`] for every decoded event (update the last-known position first, so that
+//!   the alerts' `position` is the new one). `ctx` is `None` for unregistered devices: no rules.
+//! - [`Rules::on_registered`] for every device of a vehicle after each `PUT /v1/vehicles` (new
+//!   or replaced; it is idempotent), [`Rules::on_unregistered`] for devices dropped from it or
+//!   deleted with it, [`Rules::on_loan_change`] for every device of every vehicle whose loan a
+//!   `PUT /v1/loans` changed. These may raise `silent_overdue` at once (loan turned overdue
+//!   while the device was already silent).
+//! - Whenever `now >= tracker.next_deadline()`: for each id of `tracker.pop_due(now)`,
+//!   [`Rules::on_silence_due`].
+//! - **Persist the state after every call where `Outcome::changed` is true**, in the same commit
+//!   as the alerts the call raised (the outbox). Then a restart neither repeats an alert (the
+//!   flags say it was raised) nor forgets one (an excursion or silence in progress stays armed).
+//!   [`DeviceRuleState::to_bytes`] gives a compact postcard encoding.
+//!
+//! Loan status: `closed` raises nothing at all. Geofence and alarm alerts are raised whatever the
+//! loan status otherwise; silence alerts only while `overdue`.
+
+pub mod alarm;
+pub mod geofence;
+pub mod silence;
+
+pub use silence::SilenceTracker;
+
+use crate::alert::AlertType;
+use crate::event::{Alarms, Event, EventKind, Timestamp};
+use crate::registry::{DeviceBinding, DeviceKind, LoanStatus, Vehicle};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The `[rules]` config table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RuleConfig {
-    #[serde(default = "d6h", with = "crate::duration")]
+    /// Silence threshold for wired devices (they report every few minutes).
+    #[serde(with = "crate::duration")]
     pub silence_after: Duration,
-    #[serde(default = "d48h", with = "crate::duration")]
+    /// Silence threshold for battery devices (they may report once a day).
+    #[serde(with = "crate::duration")]
     pub silence_after_wireless: Duration,
-    #[serde(default = "d50")]
+    /// How far outside a fix must be to count as outside (GPS jitter along the fence).
     pub geofence_margin_m: f64,
-    #[serde(default = "d10m", with = "crate::duration")]
+    /// No silence alert this soon after start.
+    #[serde(with = "crate::duration")]
     pub startup_grace: Duration,
 }
-fn d6h() -> Duration {
-    Duration::from_secs(6 * 3600)
-}
-fn d48h() -> Duration {
-    Duration::from_secs(48 * 3600)
-}
-fn d10m() -> Duration {
-    Duration::from_secs(600)
-}
-fn d50() -> f64 {
-    50.0
-}
+
 impl Default for RuleConfig {
     fn default() -> Self {
         RuleConfig {
-            silence_after: d6h(),
-            silence_after_wireless: d48h(),
+            silence_after: Duration::from_secs(6 * 3600),
+            silence_after_wireless: Duration::from_secs(48 * 3600),
             geofence_margin_m: 50.0,
-            startup_grace: d10m(),
+            startup_grace: Duration::from_secs(600),
         }
     }
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct DeviceRuleState {}
+/// Why a `[rules]` table is unusable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuleConfigError {
+    #[error("rules.geofence_margin_m must be a finite number >= 0, got {0}")]
+    BadMargin(f64),
+    #[error("rules.{0} must be longer than zero")]
+    ZeroDuration(&'static str),
+}
+
+impl RuleConfig {
+    /// Checks values serde cannot (for `check-config`).
+    pub fn validate(&self) -> Result<(), RuleConfigError> {
+        if !self.geofence_margin_m.is_finite() || self.geofence_margin_m < 0.0 {
+            return Err(RuleConfigError::BadMargin(self.geofence_margin_m));
+        }
+        if self.silence_after.is_zero() {
+            return Err(RuleConfigError::ZeroDuration("silence_after"));
+        }
+        if self.silence_after_wireless.is_zero() {
+            return Err(RuleConfigError::ZeroDuration("silence_after_wireless"));
+        }
+        Ok(())
+    }
+}
+
+/// Where the device was last placed relative to its vehicle's fence.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FencePlacement {
+    #[default]
+    Unknown,
+    Inside,
+    Outside,
+}
+
+/// Everything the rules remember about one device; what survives restarts.
+///
+/// Small and flat on purpose: persisted after every change. Timestamps are stored as epoch
+/// milliseconds (not RFC 3339 strings) to keep the postcard encoding at a few dozen bytes.
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
+pub struct DeviceRuleState {
+    pub placement: FencePlacement,
+    /// Tag of the fence `placement` refers to (0: none); a new fence restarts at `Unknown`.
+    pub fence_tag: u64,
+    /// Fix time of the newest live fix the geofence rule used; older fixes are ignored.
+    #[serde(with = "opt_millis")]
+    pub fence_fix_time: Option<Timestamp>,
+    /// A `silent_overdue` alert was raised and the device has not spoken since.
+    pub silent_alerted: bool,
+    /// Alarm conditions (power cut, tamper) alerted and not yet reported off.
+    pub alarms_alerted: Alarms,
+    /// `received_at` of the newest event of any kind.
+    #[serde(with = "opt_millis")]
+    pub last_seen: Option<Timestamp>,
+    /// When the device was bound to its current vehicle; silence counts from here if later.
+    #[serde(with = "opt_millis")]
+    pub registered_at: Option<Timestamp>,
+}
+
+/// Why stored rule state could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("rule state: {0}")]
+pub struct StateDecodeError(#[from] postcard::Error);
+
+impl DeviceRuleState {
+    /// Compact binary form for the store (postcard; about 20 to 40 bytes).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<Self, StateDecodeError> {
+        Ok(postcard::from_bytes(b)?)
+    }
+}
+
+mod opt_millis {
+    use crate::event::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_some(&t.millis()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+        Ok(Option::<i64>::deserialize(d)?.map(Timestamp::from_millis))
+    }
+}
+
+/// An alert before the caller dresses it as a [`crate::alert::Alert`].
+#[derive(Clone, PartialEq, Debug)]
+pub struct AlertDraft {
+    pub kind: AlertType,
+    /// The alert's `details` object.
+    pub details: serde_json::Value,
+}
+
+/// What one call decided.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct Outcome {
+    /// Alerts to raise, in order.
+    pub alerts: Vec<AlertDraft>,
+    /// The device's silence deadline now: pass to [`SilenceTracker::set`] (`None` clears it).
+    pub silence_deadline: Option<Timestamp>,
+    /// The state changed and must be persisted (with the alerts, in one commit).
+    pub changed: bool,
+}
+
+/// The registry facts the rules need about one device.
+#[derive(Clone, Copy, Debug)]
+pub struct VehicleContext<'a> {
+    pub vehicle: &'a Vehicle,
+    pub device: &'a DeviceBinding,
+}
+
+impl<'a> VehicleContext<'a> {
+    /// The context of `device` within `vehicle`, if it is bound to it.
+    pub fn new(vehicle: &'a Vehicle, device: &crate::event::DeviceId) -> Option<Self> {
+        Some(VehicleContext {
+            vehicle,
+            device: vehicle.device(device)?,
+        })
+    }
+
+    /// The context of the `index`-th device of `vehicle` (when the caller's device map already
+    /// knows where the device sits: no search).
+    pub fn at(vehicle: &'a Vehicle, index: usize) -> Option<Self> {
+        Some(VehicleContext {
+            vehicle,
+            device: vehicle.devices.get(index)?,
+        })
+    }
+
+    fn closed(&self) -> bool {
+        self.vehicle.loan.status == LoanStatus::Closed
+    }
+}
+
+/// The rules with their configuration and the daemon's start (for the startup grace).
+#[derive(Clone, Debug)]
+pub struct Rules {
+    cfg: RuleConfig,
+    grace_end: Timestamp,
+}
+
+impl Rules {
+    pub fn new(cfg: RuleConfig, daemon_start: Timestamp) -> Self {
+        let grace_end = daemon_start.add(cfg.startup_grace);
+        Rules { cfg, grace_end }
+    }
+
+    pub fn config(&self) -> &RuleConfig {
+        &self.cfg
+    }
+
+    /// No silence alert fires before this instant.
+    pub fn grace_end(&self) -> Timestamp {
+        self.grace_end
+    }
+
+    /// The device's silence deadline from its state (for rebuilding the tracker at start).
+    pub fn silence_deadline(
+        &self,
+        ctx: Option<VehicleContext<'_>>,
+        state: &DeviceRuleState,
+    ) -> Option<Timestamp> {
+        let ctx = ctx?;
+        silence::deadline(&self.cfg, self.grace_end, &ctx, state)
+    }
+
+    /// One event from a device, received at `received_at`.
+    ///
+    /// Any event is a sign of life (clears an outstanding silence with `reappeared`). Live fixes
+    /// feed the geofence rule; live fixes, heartbeats and alarm messages feed the alarm rule.
+    /// Buffered fixes only count as a sign of life (see [`geofence`]).
+    pub fn on_event(
+        &self,
+        ctx: Option<VehicleContext<'_>>,
+        state: &mut DeviceRuleState,
+        event: &Event,
+        received_at: Timestamp,
+    ) -> Outcome {
+        let before = state.clone();
+        let previous_base = silence::silence_base(state);
+        state.last_seen = Some(state.last_seen.map_or(received_at, |t| t.max(received_at)));
+        let Some(ctx) = ctx else {
+            return Outcome {
+                changed: *state != before,
+                ..Outcome::default()
+            };
+        };
+        let mut alerts = Vec::new();
+        if state.silent_alerted {
+            state.silent_alerted = false;
+            if !ctx.closed() {
+                let silent_for = previous_base.map(|b| received_at.since(b).max(0) / 1000);
+                alerts.push(AlertDraft {
+                    kind: AlertType::Reappeared,
+                    details: json!({
+                        "silent_for_s": silent_for,
+                        "last_seen": before.last_seen,
+                    }),
+                });
+            }
+        }
+        if !ctx.closed() {
+            geofence::sync_fence(ctx.vehicle.geofence.as_ref(), state);
+            match &event.kind {
+                EventKind::Position(fix) if !fix.buffered => {
+                    alarm::apply(state, fix.alarms, &mut alerts);
+                    if let Some(fence) = &ctx.vehicle.geofence {
+                        geofence::apply(&self.cfg, fence, state, fix, &mut alerts);
+                    }
+                }
+                EventKind::Position(_) | EventKind::Login => {}
+                EventKind::Heartbeat { alarms } | EventKind::Alarm { alarms } => {
+                    alarm::apply(state, *alarms, &mut alerts);
+                }
+            }
+        }
+        Outcome {
+            alerts,
+            silence_deadline: silence::deadline(&self.cfg, self.grace_end, &ctx, state),
+            changed: *state != before,
+        }
+    }
+
+    /// The tracker says the device's deadline passed. Raises `silent_overdue` if it still holds
+    /// (the deadline is recomputed, so a stale tracker entry is harmless).
+    pub fn on_silence_due(
+        &self,
+        ctx: Option<VehicleContext<'_>>,
+        state: &mut DeviceRuleState,
+        now: Timestamp,
+    ) -> Outcome {
+        match ctx {
+            Some(ctx) => self.check_silence(&ctx, state, now),
+            None => Outcome::default(),
+        }
+    }
+
+    /// The vehicle's loan changed (status or days past due). A loan turning overdue while the
+    /// device is already silent alerts at once (after the startup grace).
+    pub fn on_loan_change(
+        &self,
+        ctx: VehicleContext<'_>,
+        state: &mut DeviceRuleState,
+        now: Timestamp,
+    ) -> Outcome {
+        self.check_silence(&ctx, state, now)
+    }
+
+    /// The device is (still) bound to `ctx.vehicle` after a `PUT`: starts its silence clock if it
+    /// is newly registered, and forgets the placement if the fence changed.
+    pub fn on_registered(
+        &self,
+        ctx: VehicleContext<'_>,
+        state: &mut DeviceRuleState,
+        now: Timestamp,
+    ) -> Outcome {
+        let before = state.clone();
+        if state.registered_at.is_none() {
+            state.registered_at = Some(now);
+        }
+        geofence::sync_fence(ctx.vehicle.geofence.as_ref(), state);
+        let mut out = self.check_silence(&ctx, state, now);
+        out.changed |= *state != before;
+        out
+    }
+
+    /// The device is no longer bound to any vehicle. Keeps only `last_seen`; persist the result
+    /// (or delete the state) and clear the tracker entry.
+    pub fn on_unregistered(&self, state: &mut DeviceRuleState) -> Outcome {
+        let before = state.clone();
+        *state = DeviceRuleState {
+            last_seen: state.last_seen,
+            ..DeviceRuleState::default()
+        };
+        Outcome {
+            changed: *state != before,
+            ..Outcome::default()
+        }
+    }
+
+    fn check_silence(
+        &self,
+        ctx: &VehicleContext<'_>,
+        state: &mut DeviceRuleState,
+        now: Timestamp,
+    ) -> Outcome {
+        let deadline = silence::deadline(&self.cfg, self.grace_end, ctx, state);
+        match deadline {
+            Some(d) if d <= now => {
+                state.silent_alerted = true;
+                let base = silence::silence_base(state);
+                let after = silence::silence_after(&self.cfg, ctx);
+                Outcome {
+                    alerts: vec![AlertDraft {
+                        kind: AlertType::SilentOverdue,
+                        details: json!({
+                            "silent_for_s": base.map(|b| now.since(b).max(0) / 1000),
+                            "silence_after_s": after.as_secs(),
+                            "last_seen": state.last_seen,
+                            "device_kind": match ctx.device.kind {
+                                DeviceKind::Wired => "wired",
+                                DeviceKind::Wireless => "wireless",
+                            },
+                        }),
+                    }],
+                    silence_deadline: None,
+                    changed: true,
+                }
+            }
+            d => Outcome {
+                silence_deadline: d,
+                ..Outcome::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{AlarmReport, DeviceId, Fix, Position, Protocol};
+    use serde_json::json;
+
+    const H: i64 = 3600 * 1000;
+    const M: i64 = 60 * 1000;
+    /// The virtual clock starts here (2026-11-22T00:00:00Z).
+    const T0: i64 = 1_795_305_600_000;
+
+    fn square() -> serde_json::Value {
+        json!({"type": "Polygon", "coordinates": [[[113.9, 22.5], [114.1, 22.5], [114.1, 22.7], [113.9, 22.7], [113.9, 22.5]]]})
+    }
+
+    fn vehicle(status: &str, fence: Option<serde_json::Value>) -> Vehicle {
+        let mut body = json!({
+            "loan": {"id": "L-1", "status": status},
+            "devices": [
+                {"id": "111", "kind": "wired"},
+                {"id": "222", "kind": "wireless"},
+                {"id": "333", "kind": "wireless", "silence_after": "72h"}
+            ]
+        });
+        if let Some(f) = fence {
+            body["geofence"] = f;
+        }
+        Vehicle::from_json("V-1", &serde_json::to_vec(&body).unwrap()).unwrap()
+    }
+
+    fn live(lon: f64, lat: f64, t: i64) -> EventKind {
+        EventKind::Position(Fix {
+            position: Position {
+                time: Timestamp(t),
+                lat,
+                lon,
+                valid: true,
+                ..Default::default()
+            },
+            alarms: AlarmReport::NONE,
+            buffered: false,
+        })
+    }
+
+    fn with_fix(k: EventKind, f: impl FnOnce(&mut Fix)) -> EventKind {
+        match k {
+            EventKind::Position(mut fix) => {
+                f(&mut fix);
+                EventKind::Position(fix)
+            }
+            other => other,
+        }
+    }
+
+    const IN: (f64, f64) = (114.0, 22.6);
+    const FAR: (f64, f64) = (114.2, 22.6);
+    /// About 31 m east of the east edge: within the 50 m margin.
+    const NEAR: (f64, f64) = (114.1003, 22.6);
+    /// About 103 m east of the east edge.
+    const BEYOND: (f64, f64) = (114.101, 22.6);
+
+    /// One device driven like the engine thread drives it, on a virtual clock.
+    struct Sim {
+        rules: Rules,
+        vehicle: Vehicle,
+        id: DeviceId,
+        state: DeviceRuleState,
+        tracker: SilenceTracker,
+        now: i64,
+        log: Vec<AlertDraft>,
+    }
+
+    impl Sim {
+        fn new(vehicle: Vehicle, device: &str) -> Sim {
+            Self::started_at(vehicle, device, T0, T0)
+        }
+
+        /// Daemon started at `start`, device registered at `reg`.
+        fn started_at(vehicle: Vehicle, device: &str, start: i64, reg: i64) -> Sim {
+            let mut s = Sim {
+                rules: Rules::new(RuleConfig::default(), Timestamp(start)),
+                vehicle,
+                id: DeviceId::new(device),
+                state: DeviceRuleState::default(),
+                tracker: SilenceTracker::new(),
+                now: reg,
+                log: vec![],
+            };
+            let o = s.reregister();
+            let kinds = s.apply(o);
+            assert!(kinds.is_empty(), "alert at registration: {kinds:?}");
+            s
+        }
+
+        fn reregister(&mut self) -> Outcome {
+            let ctx = VehicleContext::new(&self.vehicle, &self.id).unwrap();
+            self.rules
+                .on_registered(ctx, &mut self.state, Timestamp(self.now))
+        }
+
+        fn ctx(&self) -> Option<VehicleContext<'_>> {
+            VehicleContext::new(&self.vehicle, &self.id)
+        }
+
+        fn apply(&mut self, o: Outcome) -> Vec<AlertType> {
+            self.tracker.set(&self.id, o.silence_deadline);
+            let kinds = o.alerts.iter().map(|a| a.kind).collect();
+            self.log.extend(o.alerts);
+            kinds
+        }
+
+        /// Runs the clock to `t`, firing due silence deadlines on the way.
+        fn run_to(&mut self, t: i64) -> Vec<AlertType> {
+            let mut out = vec![];
+            while let Some(d) = self.tracker.next_deadline() {
+                if d.millis() > t {
+                    break;
+                }
+                self.now = self.now.max(d.millis());
+                for id in self.tracker.pop_due(Timestamp(self.now)) {
+                    assert_eq!(id, self.id);
+                    let ctx = VehicleContext::new(&self.vehicle, &id);
+                    let o = self
+                        .rules
+                        .on_silence_due(ctx, &mut self.state, Timestamp(self.now));
+                    out.extend(self.apply(o));
+                }
+            }
+            self.now = self.now.max(t);
+            out
+        }
+
+        fn send(&mut self, kind: EventKind) -> Vec<AlertType> {
+            let ev = Event {
+                device_id: self.id.clone(),
+                protocol: Protocol::Gt06,
+                kind,
+            };
+            let ctx = VehicleContext::new(&self.vehicle, &self.id);
+            let o = self
+                .rules
+                .on_event(ctx, &mut self.state, &ev, Timestamp(self.now));
+            self.apply(o)
+        }
+
+        fn fix(&mut self, (lon, lat): (f64, f64)) -> Vec<AlertType> {
+            self.now += M;
+            let t = self.now;
+            self.send(live(lon, lat, t))
+        }
+
+        fn set_loan(&mut self, status: LoanStatus) -> Vec<AlertType> {
+            self.vehicle.loan.status = status;
+            let ctx = VehicleContext::new(&self.vehicle, &self.id).unwrap();
+            let o = self
+                .rules
+                .on_loan_change(ctx, &mut self.state, Timestamp(self.now));
+            self.apply(o)
+        }
+
+        /// Simulates a restart: state through its stored bytes, tracker rebuilt, new start time.
+        fn restart(&mut self, at: i64) {
+            let bytes = self.state.to_bytes();
+            self.state = DeviceRuleState::from_bytes(&bytes).unwrap();
+            self.rules = Rules::new(RuleConfig::default(), Timestamp(at));
+            self.tracker = SilenceTracker::new();
+            self.now = at;
+            let d = self.rules.silence_deadline(self.ctx(), &self.state);
+            self.tracker.set(&self.id, d);
+        }
+    }
+
+    use AlertType::*;
+
+    #[test]
+    fn first_fix_outside_alerts() {
+        let mut s = Sim::new(vehicle("current", Some(square())), "111");
+        assert_eq!(s.fix(FAR), vec![GeofenceExit]);
+        let d = s.log[0].details["distance_outside_m"].as_f64().unwrap();
+        // 0.1 degree of longitude at 22.6 N is about 10,266 m; rounded to 0.1 m.
+        assert!((d - 10_266.0).abs() < 10.0, "{d}");
+        assert_eq!((d * 10.0).round(), d * 10.0);
+        assert_eq!(s.state.placement, FencePlacement::Outside);
+    }
+
+    #[test]
+    fn excursion_alerts_once_and_returns() {
+        let mut s = Sim::new(vehicle("current", Some(square())), "111");
+        assert_eq!(s.fix(IN), vec![]);
+        assert_eq!(s.state.placement, FencePlacement::Inside);
+        assert_eq!(s.fix(NEAR), vec![], "within the margin");
+        assert_eq!(s.state.placement, FencePlacement::Inside);
+        assert_eq!(s.fix(BEYOND), vec![GeofenceExit]);
+        assert_eq!(s.fix(FAR), vec![]);
+        assert_eq!(s.fix(BEYOND), vec![]);
+        assert_eq!(s.fix(NEAR), vec![], "within the margin keeps Outside");
+        assert_eq!(s.state.placement, FencePlacement::Outside);
+        assert_eq!(s.fix(IN), vec![GeofenceReturn]);
+        assert_eq!(s.fix(IN), vec![]);
+        assert_eq!(s.fix(FAR), vec![GeofenceExit], "a new excursion");
+    }
+
+    #[test]
+    fn within_margin_while_unknown_stays_unknown() {
+        let mut s = Sim::new(vehicle("current", Some(square())), "111");
+        assert_eq!(s.fix(NEAR), vec![]);
+        assert_eq!(s.state.placement, FencePlacement::Unknown);
+        assert_eq!(s.fix(BEYOND), vec![GeofenceExit]);
+    }
+
+    #[test]
+    fn unusable_fixes_never_count() {
+        let mut s = Sim::new(vehicle("current", Some(square())), "111");
+        s.fix(IN);
+        s.now += M;
+        let invalid = with_fix(live(FAR.0, FAR.1, s.now), |f| f.position.valid = false);
+        assert_eq!(s.send(invalid), vec![]);
+        let null_island = live(0.0, 0.0, s.now);
+        assert_eq!(s.send(null_island), vec![]);
+        assert_eq!(s.send(EventKind::Login), vec![]);
+        assert_eq!(
+            s.send(EventKind::Heartbeat {
+                alarms: AlarmReport::NONE
+            }),
+            vec![]
+        );
+        assert_eq!(s.state.placement, FencePlacement::Inside);
+    }
+
+    #[test]
+    fn buffered_fixes_do_not_move_the_placement() {
+        let mut s = Sim::new(vehicle("current", Some(square())), "111");
+        s.fix(IN);
+        s.now += M;
+        let old = with_fix(live(FAR.0, FAR.1, s.now - H), |f| f.buffered = true);
+        assert_eq!(s.send(old), vec![]);
+        assert_eq!(s.state.placement, FencePlacement::Inside);
+        // The next live fix outside still alerts: the buffered one did not swallow it.
+        assert_eq!(s.fix(FAR), vec![GeofenceExit]);
+        // A buffered fix inside does not fake a return either.
+        let back = with_fix(live(IN.0, IN.1, s.now), |f| f.buffered = true);
+        assert_eq!(s.send(back), vec![]);
+        assert_eq!(s.state.placement, FencePlacement::Outside);
+        // Buffered alarms do not fire either.
+        let cut = with_fix(live(IN.0, IN.1, s.now), |f| {
+            f.buffered = true;
+            f.alarms = AlarmReport::raised(Alarms::POWER_CUT)
+        });
+        assert_eq!(s.send(cut), vec![]);
+    }
+
+    #[test]
+    fn late_live_fix_older_than_the_placement_is_ignored() {
+        let mut s = Sim::new(vehicle("current", Some(square())), "111");
+        s.fix(IN);
+        let stale = live(FAR.0, FAR.1, s.now - 10 * M);
+        assert_eq!(s.send(stale), vec![]);
+        assert_eq!(s.state.placement, FencePlacement::Inside);
+    }
+
+    #[test]
+    fn circles_and_multipolygons() {
+        let circle = json!({"type": "Circle", "center": [114.0, 22.6], "radius_m": 1000});
+        let mut s = Sim::new(vehicle("current", Some(circle)), "111");
+        assert_eq!(s.fix((114.0, 22.605)), vec![]); // ~556 m from the centre
+        assert_eq!(s.fix((114.0, 22.6093)), vec![]); // ~1034 m: within the margin
+        assert_eq!(s.fix((114.0, 22.611)), vec![GeofenceExit]); // ~1223 m
+        let d = s.log[0].details["distance_outside_m"].as_f64().unwrap();
+        assert!((d - 223.1).abs() < 1.0, "{d}");
+        // Further out, still the same excursion: a circle always measures, yet alerts once.
+        assert_eq!(s.fix((114.0, 22.62)), vec![]);
+        assert_eq!(s.fix((114.0, 22.7)), vec![]);
+        assert_eq!(s.fix((114.0, 22.6)), vec![GeofenceReturn]);
+
+        let multi = json!({"type": "MultiPolygon", "coordinates": [
+            [[[113.9, 22.5], [114.0, 22.5], [114.0, 22.6], [113.9, 22.6], [113.9, 22.5]]],
+            [[[115.0, 23.0], [115.1, 23.0], [115.1, 23.1], [115.0, 23.1], [115.0, 23.0]]]
+        ]});
+        let mut s = Sim::new(vehicle("current", Some(multi)), "111");
+        assert_eq!(s.fix((113.95, 22.55)), vec![]);
+        assert_eq!(
+            s.fix((115.05, 23.05)),
+            vec![],
+            "the other part is inside too"
+        );
+        assert_eq!(s.fix((114.5, 22.8)), vec![GeofenceExit]);
+        assert_eq!(s.fix((115.05, 23.05)), vec![GeofenceReturn]);
+    }
+
+    #[test]
+    fn no_fence_no_geofence_alerts() {
+        let mut s = Sim::new(vehicle("current", None), "111");
+        assert_eq!(s.fix(FAR), vec![]);
+        assert_eq!(s.state.placement, FencePlacement::Unknown);
+    }
+
+    #[test]
+    fn replacing_the_fence_restarts_placement() {
+        let mut s = Sim::new(vehicle("current", Some(square())), "111");
+        assert_eq!(s.fix(FAR), vec![GeofenceExit]);
+        assert_eq!(s.fix(FAR), vec![]);
+        // Same fence re-PUT: nothing changes.
+        s.vehicle = vehicle("current", Some(square()));
+        let o = s.reregister();
+        assert!(!o.changed);
+        assert_eq!(s.state.placement, FencePlacement::Outside);
+        // A new fence the car is also outside of: one new alert.
+        s.vehicle = vehicle(
+            "current",
+            Some(json!({"type": "Circle", "center": [114.0, 22.6], "radius_m": 500})),
+        );
+        let o = s.reregister();
+        assert!(o.changed);
+        assert_eq!(s.state.placement, FencePlacement::Unknown);
+        assert_eq!(s.fix(FAR), vec![GeofenceExit]);
+    }
+
+    fn alarm(report: AlarmReport) -> EventKind {
+        EventKind::Alarm { alarms: report }
+    }
+
+    #[test]
+    fn power_cut_edges() {
+        let mut s = Sim::new(vehicle("current", None), "111");
+        let cut = AlarmReport::raised(Alarms::POWER_CUT);
+        let ok = AlarmReport::NONE.with(Alarms::POWER_CUT, false);
+        assert_eq!(s.send(alarm(cut)), vec![PowerCut]);
+        assert_eq!(s.send(alarm(cut)), vec![], "repeated frames alert once");
+        let fix = with_fix(live(IN.0, IN.1, s.now), |f| f.alarms = cut);
+        assert_eq!(s.send(fix), vec![]);
+        // A frame silent about power leaves it cut.
+        assert_eq!(s.send(alarm(AlarmReport::raised(Alarms::SOS))), vec![]);
+        assert!(s.state.alarms_alerted.contains(Alarms::POWER_CUT));
+        assert_eq!(
+            s.send(EventKind::Heartbeat { alarms: ok }),
+            vec![PowerRestored]
+        );
+        assert_eq!(s.send(EventKind::Heartbeat { alarms: ok }), vec![]);
+        assert_eq!(
+            s.send(alarm(cut)),
+            vec![PowerCut],
+            "a later cut alerts again"
+        );
+    }
+
+    #[test]
+    fn tamper_edges() {
+        let mut s = Sim::new(vehicle("overdue", None), "222");
+        let both = AlarmReport::raised(Alarms::TAMPER.union(Alarms::POWER_CUT));
+        assert_eq!(s.send(alarm(both)), vec![PowerCut, Tamper]);
+        assert_eq!(s.send(alarm(AlarmReport::raised(Alarms::TAMPER))), vec![]);
+        let off = AlarmReport::NONE.with(Alarms::TAMPER, false);
+        assert_eq!(
+            s.send(alarm(off)),
+            vec![],
+            "no alert type for tamper cleared"
+        );
+        assert_eq!(
+            s.send(alarm(AlarmReport::raised(Alarms::TAMPER))),
+            vec![Tamper]
+        );
+    }
+
+    #[test]
+    fn wired_silence_default_and_reappearance() {
+        let mut s = Sim::new(vehicle("overdue", Some(square())), "111");
+        s.fix(IN); // heard at T0 + 1 min
+        let heard = s.now;
+        assert_eq!(s.tracker.deadline(&s.id), Some(Timestamp(heard + 6 * H)));
+        assert_eq!(s.run_to(heard + 6 * H - 1000), vec![]);
+        assert_eq!(s.run_to(heard + 6 * H), vec![SilentOverdue]);
+        let d = &s.log.last().unwrap().details;
+        assert_eq!(d["silent_for_s"], json!(6 * 3600));
+        assert_eq!(d["silence_after_s"], json!(6 * 3600));
+        assert_eq!(d["device_kind"], json!("wired"));
+        // One alert per silence.
+        assert_eq!(s.run_to(heard + 100 * H), vec![]);
+        assert!(s.tracker.is_empty());
+        // Any event ends it: a heartbeat.
+        assert_eq!(
+            s.send(EventKind::Heartbeat {
+                alarms: AlarmReport::NONE
+            }),
+            vec![Reappeared]
+        );
+        assert_eq!(
+            s.log.last().unwrap().details["silent_for_s"],
+            json!(100 * 3600)
+        );
+        assert_eq!(s.send(EventKind::Login), vec![]);
+        // Armed again for the next silence.
+        let again = s.now;
+        assert_eq!(s.run_to(again + 6 * H), vec![SilentOverdue]);
+    }
+
+    #[test]
+    fn wireless_default_and_override() {
+        let mut s = Sim::new(vehicle("overdue", None), "222");
+        s.fix(IN);
+        let heard = s.now;
+        assert_eq!(s.run_to(heard + 47 * H), vec![]);
+        assert_eq!(s.run_to(heard + 48 * H), vec![SilentOverdue]);
+        assert_eq!(s.log[0].details["device_kind"], json!("wireless"));
+
+        let mut s = Sim::new(vehicle("overdue", None), "333");
+        s.fix(IN);
+        let heard = s.now;
+        assert_eq!(s.run_to(heard + 71 * H), vec![]);
+        assert_eq!(s.run_to(heard + 72 * H), vec![SilentOverdue]);
+    }
+
+    #[test]
+    fn never_heard_from_counts_from_registration() {
+        let reg = T0 + 2 * H;
+        let mut s = Sim::started_at(vehicle("overdue", None), "111", T0, reg);
+        assert_eq!(s.run_to(reg + 6 * H - 1000), vec![]);
+        assert_eq!(s.run_to(reg + 6 * H), vec![SilentOverdue]);
+        assert_eq!(s.log[0].details["last_seen"], json!(null));
+        // Re-PUT of the same vehicle does not restart the clock or repeat the alert.
+        let o = s.reregister();
+        assert_eq!(s.apply(o), vec![]);
+        assert_eq!(s.state.registered_at, Some(Timestamp(reg)));
+    }
+
+    #[test]
+    fn loan_turning_overdue_while_silent_alerts_at_once() {
+        let mut s = Sim::new(vehicle("current", None), "111");
+        s.fix(IN);
+        assert_eq!(
+            s.tracker.deadline(&s.id),
+            None,
+            "current loans are not tracked"
+        );
+        assert_eq!(
+            s.run_to(s.now + 30 * H),
+            vec![],
+            "current loans: no silence alert"
+        );
+        assert_eq!(s.set_loan(LoanStatus::Overdue), vec![SilentOverdue]);
+        assert_eq!(s.set_loan(LoanStatus::Overdue), vec![]);
+        // Loan turning overdue before the threshold only arms the deadline.
+        let mut s = Sim::new(vehicle("current", None), "111");
+        s.fix(IN);
+        let heard = s.now;
+        s.now += H;
+        assert_eq!(s.set_loan(LoanStatus::Overdue), vec![]);
+        assert_eq!(s.tracker.deadline(&s.id), Some(Timestamp(heard + 6 * H)));
+        // And back to current disarms it.
+        assert_eq!(s.set_loan(LoanStatus::Current), vec![]);
+        assert_eq!(s.tracker.deadline(&s.id), None);
+    }
+
+    #[test]
+    fn reappearance_is_reported_after_the_loan_is_cured() {
+        let mut s = Sim::new(vehicle("overdue", None), "222");
+        s.fix(IN);
+        assert_eq!(s.run_to(s.now + 48 * H), vec![SilentOverdue]);
+        assert_eq!(s.set_loan(LoanStatus::Current), vec![]);
+        assert_eq!(
+            s.set_loan(LoanStatus::Overdue),
+            vec![],
+            "still the same silence"
+        );
+        assert_eq!(s.set_loan(LoanStatus::Current), vec![]);
+        assert_eq!(s.fix(IN), vec![Reappeared]);
+        assert_eq!(s.tracker.deadline(&s.id), None);
+    }
+
+    #[test]
+    fn closed_loans_are_quiet() {
+        let mut s = Sim::new(vehicle("closed", Some(square())), "111");
+        assert_eq!(s.fix(FAR), vec![]);
+        assert_eq!(
+            s.send(alarm(AlarmReport::raised(Alarms::POWER_CUT))),
+            vec![]
+        );
+        assert_eq!(s.run_to(s.now + 1000 * H), vec![]);
+        assert!(s.tracker.is_empty());
+        // A silent device whose loan closes does not announce its reappearance.
+        let mut s = Sim::new(vehicle("overdue", None), "111");
+        s.fix(IN);
+        assert_eq!(s.run_to(s.now + 7 * H), vec![SilentOverdue]);
+        assert_eq!(s.set_loan(LoanStatus::Closed), vec![]);
+        assert_eq!(s.fix(IN), vec![]);
+        assert!(!s.state.silent_alerted);
+    }
+
+    #[test]
+    fn geofence_and_alarms_fire_for_current_loans() {
+        let mut s = Sim::new(vehicle("current", Some(square())), "111");
+        assert_eq!(s.fix(FAR), vec![GeofenceExit]);
+        assert_eq!(
+            s.send(alarm(AlarmReport::raised(Alarms::TAMPER))),
+            vec![Tamper]
+        );
+    }
+
+    #[test]
+    fn startup_grace_defers_and_never_bursts() {
+        // Heard at T0, daemon down from T0 + 1h to T0 + 30h.
+        let mut s = Sim::new(vehicle("overdue", None), "111");
+        s.fix(IN);
+        s.run_to(T0 + H);
+        let start = T0 + 30 * H;
+        s.restart(start);
+        // The deadline fell in the downtime: it waits for the end of the grace.
+        assert_eq!(s.tracker.deadline(&s.id), Some(Timestamp(start + 10 * M)));
+        assert_eq!(s.run_to(start + 10 * M - 1000), vec![]);
+        // The device reconnects within the grace: nothing at all.
+        s.now = start + 5 * M;
+        assert_eq!(s.send(EventKind::Login), vec![]);
+        assert_eq!(s.run_to(start + 5 * H), vec![]);
+        assert_eq!(
+            s.tracker.deadline(&s.id),
+            Some(Timestamp(start + 5 * M + 6 * H))
+        );
+
+        // One that stays silent alerts once, at the end of the grace.
+        let mut s = Sim::new(vehicle("overdue", None), "111");
+        s.fix(IN);
+        s.restart(T0 + 30 * H);
+        assert_eq!(s.run_to(T0 + 30 * H + 10 * M), vec![SilentOverdue]);
+        assert_eq!(s.now, T0 + 30 * H + 10 * M);
+
+        // A loan turning overdue during the grace waits for its end too.
+        let mut s = Sim::new(vehicle("current", None), "111");
+        s.fix(IN);
+        s.restart(T0 + 30 * H);
+        s.now += M;
+        assert_eq!(s.set_loan(LoanStatus::Overdue), vec![]);
+        assert_eq!(s.run_to(T0 + 30 * H + 10 * M), vec![SilentOverdue]);
+    }
+
+    #[test]
+    fn restart_neither_repeats_nor_forgets() {
+        let mut s = Sim::new(vehicle("overdue", Some(square())), "111");
+        assert_eq!(s.fix(FAR), vec![GeofenceExit]);
+        assert_eq!(
+            s.send(alarm(AlarmReport::raised(Alarms::POWER_CUT))),
+            vec![PowerCut]
+        );
+        assert_eq!(s.run_to(s.now + 7 * H), vec![SilentOverdue]);
+        let now = s.now;
+        s.restart(now);
+        // Nothing repeats...
+        assert_eq!(s.run_to(now + 100 * H), vec![]);
+        // ...and nothing is forgotten: each outstanding condition ends with its alert.
+        assert_eq!(s.fix(FAR), vec![Reappeared]);
+        assert_eq!(
+            s.send(alarm(AlarmReport::raised(Alarms::POWER_CUT))),
+            vec![]
+        );
+        let ok = AlarmReport::NONE.with(Alarms::POWER_CUT, false);
+        assert_eq!(s.send(alarm(ok)), vec![PowerRestored]);
+        assert_eq!(s.fix(IN), vec![GeofenceReturn]);
+
+        // A silence in progress survives a restart: it fires at its deadline (no grace needed).
+        let mut s = Sim::new(vehicle("overdue", None), "111");
+        s.fix(IN);
+        let heard = s.now;
+        s.restart(heard + 2 * H);
+        assert_eq!(s.run_to(heard + 6 * H), vec![SilentOverdue]);
+    }
+
+    #[test]
+    fn state_encoding_is_compact_and_round_trips() {
+        let st = DeviceRuleState {
+            placement: FencePlacement::Outside,
+            fence_tag: u64::MAX,
+            fence_fix_time: Some(Timestamp(T0)),
+            silent_alerted: true,
+            alarms_alerted: Alarms::POWER_CUT.union(Alarms::TAMPER),
+            last_seen: Some(Timestamp(T0 + 1)),
+            registered_at: Some(Timestamp(T0 - 1)),
+        };
+        let b = st.to_bytes();
+        assert!(b.len() <= 48, "{} bytes", b.len());
+        assert_eq!(DeviceRuleState::from_bytes(&b).unwrap(), st);
+        assert!(DeviceRuleState::from_bytes(&b[..3]).is_err());
+        let j = serde_json::to_value(&st).unwrap();
+        assert_eq!(j["placement"], json!("outside"));
+    }
+
+    #[test]
+    fn unregistered_devices_get_no_rules() {
+        let rules = Rules::new(RuleConfig::default(), Timestamp(T0));
+        let mut st = DeviceRuleState::default();
+        let ev = Event {
+            device_id: DeviceId::new("999"),
+            protocol: Protocol::Json,
+            kind: EventKind::Alarm {
+                alarms: AlarmReport::raised(Alarms::POWER_CUT),
+            },
+        };
+        let o = rules.on_event(None, &mut st, &ev, Timestamp(T0));
+        assert!(o.alerts.is_empty() && o.silence_deadline.is_none());
+        assert_eq!(st.last_seen, Some(Timestamp(T0)));
+        assert!(o.changed);
+        // Unregistering keeps only last_seen.
+        let mut s = Sim::new(vehicle("overdue", Some(square())), "111");
+        s.fix(FAR);
+        let o = s.rules.on_unregistered(&mut s.state);
+        assert!(o.changed && o.silence_deadline.is_none());
+        assert_eq!(
+            s.state,
+            DeviceRuleState {
+                last_seen: Some(Timestamp(s.now)),
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn rule_config_table() {
+        let c: RuleConfig = toml::from_str("").unwrap();
+        assert_eq!(c, RuleConfig::default());
+        let c: RuleConfig = toml::from_str(
+            "silence_after = \"2h\"\nsilence_after_wireless = \"3d\"\ngeofence_margin_m = 25\nstartup_grace = \"1m\"",
+        )
+        .unwrap();
+        assert_eq!(c.silence_after, Duration::from_secs(7200));
+        assert_eq!(c.silence_after_wireless, Duration::from_secs(3 * 86400));
+        assert_eq!(c.geofence_margin_m, 25.0);
+        assert_eq!(c.startup_grace, Duration::from_secs(60));
+        assert!(toml::from_str::<RuleConfig>("silence = \"2h\"").is_err());
+        assert!(toml::from_str::<RuleConfig>("silence_after = \"soon\"").is_err());
+        let bad = RuleConfig {
+            geofence_margin_m: -1.0,
+            ..Default::default()
+        };
+        assert_eq!(bad.validate(), Err(RuleConfigError::BadMargin(-1.0)));
+        assert!(RuleConfig::default().validate().is_ok());
+    }
+}

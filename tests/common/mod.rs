@@ -18,6 +18,14 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A UDP port that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free udp port")
+}
+
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -36,12 +44,22 @@ impl Daemon {
             dir.path().join("data")
         );
         let mut ports = Vec::new();
+        // "proto", "proto/udp", "proto@+08:00" (a device clock offset).
         for p in protocols {
-            let (proto, transport) = p.split_once('/').unwrap_or((p, "tcp"));
-            let port = free_port();
+            let (spec, offset) = p.split_once('@').map_or((*p, None), |(a, b)| (a, Some(b)));
+            let (proto, transport) = spec.split_once('/').unwrap_or((spec, "tcp"));
+            let port = if transport == "udp" {
+                free_udp_port()
+            } else {
+                free_port()
+            };
             toml.push_str(&format!(
-                "[[listener]]\nprotocol = \"{proto}\"\nbind = \"127.0.0.1:{port}\"\ntransport = \"{transport}\"\n\n"
+                "[[listener]]\nprotocol = \"{proto}\"\nbind = \"127.0.0.1:{port}\"\ntransport = \"{transport}\"\n"
             ));
+            if let Some(o) = offset {
+                toml.push_str(&format!("utc_offset = \"{o}\"\n"));
+            }
+            toml.push('\n');
             ports.push((p.to_string(), port));
         }
         toml.push_str(extra);

@@ -1,0 +1,45 @@
+//! Device alarms: `power_cut` (with `power_restored`) and `tamper`.
+//!
+//! Raised on the edge from off to on only, once per change of state, however many frames repeat
+//! the condition. A report that says the condition is off (`known && !active`) clears it, so a
+//! later cut alerts again. A frame that says nothing about a condition (GT06 sends one alarm code
+//! per packet) leaves it as it was.
+
+use super::{AlertDraft, DeviceRuleState};
+use crate::alert::AlertType;
+use crate::event::{AlarmReport, Alarms};
+use serde_json::json;
+
+/// The conditions this rule watches and the alert each raises.
+const WATCHED: [(Alarms, AlertType); 2] = [
+    (Alarms::POWER_CUT, AlertType::PowerCut),
+    (Alarms::TAMPER, AlertType::Tamper),
+];
+
+/// Applies one live report to the state, pushing the alerts it raises.
+pub(crate) fn apply(state: &mut DeviceRuleState, report: AlarmReport, out: &mut Vec<AlertDraft>) {
+    for (cond, kind) in WATCHED {
+        if !report.known.contains(cond) {
+            continue;
+        }
+        let on = report.active.contains(cond);
+        let was = state.alarms_alerted.contains(cond);
+        if on && !was {
+            state.alarms_alerted.insert(cond);
+            out.push(AlertDraft {
+                kind,
+                details: json!({}),
+            });
+        } else if !on && was {
+            state.alarms_alerted.set(cond, false);
+            // Only power has a "back to normal" alert type; a tamper switch closing again proves
+            // nothing (the unit may be hidden elsewhere).
+            if cond == Alarms::POWER_CUT {
+                out.push(AlertDraft {
+                    kind: AlertType::PowerRestored,
+                    details: json!({}),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! "Silent while overdue" and the deadline structure that drives it.
+//!
+//! A device's silence clock starts at the later of its last event (any event: position,
+//! heartbeat, login, alarm; by `received_at`, so buffered fixes with old fix times still count)
+//! and its registration. It is armed only while the loan is `overdue` and no silence alert is
+//! outstanding, and fires `silence_after` later (per-device override, else the wired or
+//! wireless default), but never before `daemon_start + startup_grace`: deadlines that fall into
+//! the grace fire at its end, so devices get a chance to reconnect after the daemon's downtime
+//! and only the ones that stay silent alert.
+//!
+//! [`SilenceTracker`] holds one deadline per device, ordered, for 1,000,000 devices: O(log n)
+//! per change, no scans, deadlines kept at one-second resolution (rounded up, so never early).
+
+use super::{DeviceRuleState, RuleConfig, VehicleContext};
+use crate::event::{DeviceId, Timestamp};
+use crate::registry::{DeviceKind, LoanStatus};
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
+use std::time::Duration;
+
+/// The silence threshold that applies to a device.
+pub fn silence_after(cfg: &RuleConfig, ctx: &VehicleContext<'_>) -> Duration {
+    ctx.device.silence_after.unwrap_or(match ctx.device.kind {
+        DeviceKind::Wired => cfg.silence_after,
+        DeviceKind::Wireless => cfg.silence_after_wireless,
+    })
+}
+
+/// When the silence clock started: the later of the last event and the registration.
+pub fn silence_base(state: &DeviceRuleState) -> Option<Timestamp> {
+    match (state.last_seen, state.registered_at) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When a `silent_overdue` alert is due for this device, if one can be.
+pub fn deadline(
+    cfg: &RuleConfig,
+    grace_end: Timestamp,
+    ctx: &VehicleContext<'_>,
+    state: &DeviceRuleState,
+) -> Option<Timestamp> {
+    if ctx.vehicle.loan.status != LoanStatus::Overdue || state.silent_alerted {
+        return None;
+    }
+    let due = silence_base(state)?.add(silence_after(cfg, ctx));
+    Some(due.max(grace_end))
+}
+
+/// Ordered deadlines for one key type: a map to the current deadline plus an ordered set.
+struct Queue<K> {
+    at: HashMap<K, u32>,
+    order: BTreeSet<(u32, K)>,
+}
+
+impl<K: Ord + Hash + Clone> Queue<K> {
+    fn new() -> Self {
+        Queue {
+            at: HashMap::new(),
+            order: BTreeSet::new(),
+        }
+    }
+
+    fn set(&mut self, k: K, secs: Option<u32>) {
+        match secs {
+            Some(s) => {
+                if let Some(old) = self.at.insert(k.clone(), s) {
+                    if old == s {
+                        return;
+                    }
+                    self.order.remove(&(old, k.clone()));
+                }
+                self.order.insert((s, k));
+            }
+            None => {
+                if let Some(old) = self.at.remove(&k) {
+                    self.order.remove(&(old, k));
+                }
+            }
+        }
+    }
+
+    fn get(&self, k: &K) -> Option<u32> {
+        self.at.get(k).copied()
+    }
+
+    fn first(&self) -> Option<u32> {
+        self.order.first().map(|(s, _)| *s)
+    }
+
+    fn pop_due(&mut self, now_secs: u32, out: &mut Vec<K>) {
+        while let Some((s, _)) = self.order.first() {
+            if *s > now_secs {
+                break;
+            }
+            if let Some((_, k)) = self.order.pop_first() {
+                self.at.remove(&k);
+                out.push(k);
+            }
+        }
+    }
+}
+
+/// Pending silence deadlines of all devices.
+///
+/// Device ids that are plain numbers (IMEIs, phone numbers: nearly all of them) are kept as
+/// `u64`, so an entry costs a few dozen bytes and no string; other ids fall back to a second
+/// queue keyed by [`DeviceId`]. Deadlines are whole seconds since the epoch, rounded up.
+pub struct SilenceTracker {
+    numeric: Queue<u64>,
+    other: Queue<DeviceId>,
+}
+
+impl Default for SilenceTracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+enum Key {
+    Num(u64),
+    Other,
+}
+
+fn key(id: &DeviceId) -> Key {
+    let s = id.as_str();
+    // Leading zeros would not survive the round trip through a number.
+    if s.len() <= 19 && (s == "0" || !s.starts_with('0')) && s.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(n) = s.parse::<u64>() {
+            return Key::Num(n);
+        }
+    }
+    Key::Other
+}
+
+fn to_secs(t: Timestamp) -> u32 {
+    let ms = t.millis().max(0);
+    (ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)).min(i64::from(u32::MAX)) as u32
+}
+
+fn now_secs(t: Timestamp) -> u32 {
+    t.secs().clamp(0, i64::from(u32::MAX)) as u32
+}
+
+impl SilenceTracker {
+    pub fn new() -> Self {
+        SilenceTracker {
+            numeric: Queue::new(),
+            other: Queue::new(),
+        }
+    }
+
+    /// Sets (or with `None` clears) the device's deadline. O(log n).
+    pub fn set(&mut self, id: &DeviceId, deadline: Option<Timestamp>) {
+        let secs = deadline.map(to_secs);
+        match key(id) {
+            Key::Num(n) => self.numeric.set(n, secs),
+            Key::Other => self.other.set(id.clone(), secs),
+        }
+    }
+
+    /// The device's pending deadline (rounded up to the second).
+    pub fn deadline(&self, id: &DeviceId) -> Option<Timestamp> {
+        let s = match key(id) {
+            Key::Num(n) => self.numeric.get(&n),
+            Key::Other => self.other.get(id),
+        }?;
+        Some(Timestamp::from_secs(i64::from(s)))
+    }
+
+    /// The earliest pending deadline: how long the engine may sleep.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let s = match (self.numeric.first(), self.other.first()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(Timestamp::from_secs(i64::from(s)))
+    }
+
+    /// Removes and returns every device whose deadline is at or before `now`, earliest first
+    /// within each key kind. Call [`super::Rules::on_silence_due`] for each.
+    pub fn pop_due(&mut self, now: Timestamp) -> Vec<DeviceId> {
+        let now = now_secs(now);
+        let mut nums = Vec::new();
+        self.numeric.pop_due(now, &mut nums);
+        let mut out: Vec<DeviceId> = nums
+            .into_iter()
+            .map(|n| DeviceId::new(&n.to_string()))
+            .collect();
+        self.other.pop_due(now, &mut out);
+        out
+    }
+
+    /// Number of pending deadlines.
+    pub fn len(&self) -> usize {
+        self.numeric.at.len() + self.other.at.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> DeviceId {
+        DeviceId::new(s)
+    }
+
+    #[test]
+    fn tracker_orders_updates_and_pops() {
+        let mut t = SilenceTracker::new();
+        assert_eq!(t.next_deadline(), None);
+        t.set(&id("868120145233604"), Some(Timestamp::from_secs(300)));
+        t.set(&id("13912345678"), Some(Timestamp::from_secs(100)));
+        // Leading zero and over-long ids take the string path and still work.
+        t.set(&id("0042"), Some(Timestamp::from_secs(200)));
+        t.set(
+            &id("123456789012345678901234"),
+            Some(Timestamp::from_secs(250)),
+        );
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.next_deadline(), Some(Timestamp::from_secs(100)));
+        // Moving a deadline replaces it (no duplicate entry).
+        t.set(&id("13912345678"), Some(Timestamp::from_secs(400)));
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.next_deadline(), Some(Timestamp::from_secs(200)));
+        assert!(t.pop_due(Timestamp::from_secs(199)).is_empty());
+        let due = t.pop_due(Timestamp::from_secs(300));
+        assert_eq!(due.len(), 3);
+        assert!(due.contains(&id("868120145233604")));
+        assert!(due.contains(&id("0042")));
+        assert!(due.contains(&id("123456789012345678901234")));
+        assert_eq!(t.deadline(&id("0042")), None);
+        assert_eq!(t.len(), 1);
+        t.set(&id("13912345678"), None);
+        assert!(t.is_empty());
+        assert_eq!(t.next_deadline(), None);
+        assert!(t.pop_due(Timestamp::from_secs(10_000)).is_empty());
+    }
+
+    #[test]
+    fn deadlines_round_up_never_early() {
+        let mut t = SilenceTracker::new();
+        t.set(&id("1"), Some(Timestamp::from_millis(1_500)));
+        assert_eq!(t.deadline(&id("1")), Some(Timestamp::from_secs(2)));
+        assert!(t.pop_due(Timestamp::from_millis(1_999)).is_empty());
+        assert_eq!(t.pop_due(Timestamp::from_millis(2_000)), vec![id("1")]);
+        // Far past and far future clamp instead of wrapping.
+        t.set(&id("2"), Some(Timestamp::from_millis(-5_000)));
+        t.set(&id("3"), Some(Timestamp::from_millis(i64::MAX)));
+        assert_eq!(t.pop_due(Timestamp::from_secs(0)), vec![id("2")]);
+        assert_eq!(t.len(), 1);
+    }
+}

@@ -1,0 +1,280 @@
+//! Property tests for the GT06 session: robustness on arbitrary bytes, independence from read
+//! boundaries, field round trips through a small independent encoder, and no wrong replies after
+//! corruption.
+
+use bytes::BytesMut;
+use lienwatch::event::{EventKind, Timestamp};
+use lienwatch::protocol::gt06::Gt06Session;
+use lienwatch::protocol::{Output, Session, SessionConfig};
+use proptest::prelude::*;
+use std::sync::Arc;
+
+/// Independent of the decoder's CRC (a different table layout of the same algorithm).
+const X25: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_IBM_SDLC);
+
+fn frame(proto: u8, content: &[u8], serial: u16) -> Vec<u8> {
+    let len = 1 + content.len() + 2 + 2;
+    let mut f = if len > 255 {
+        let mut f = vec![0x79, 0x79];
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+        f
+    } else {
+        vec![0x78, 0x78, len as u8]
+    };
+    f.push(proto);
+    f.extend_from_slice(content);
+    f.extend_from_slice(&serial.to_be_bytes());
+    let crc = X25.checksum(&f[2..]);
+    f.extend_from_slice(&crc.to_be_bytes());
+    f.extend_from_slice(&[0x0D, 0x0A]);
+    f
+}
+
+fn ack(proto: u8, serial: u16) -> Vec<u8> {
+    let mut f = vec![0x78, 0x78, 0x05, proto];
+    f.extend_from_slice(&serial.to_be_bytes());
+    let crc = X25.checksum(&f[2..]);
+    f.extend_from_slice(&crc.to_be_bytes());
+    f.extend_from_slice(&[0x0D, 0x0A]);
+    f
+}
+
+fn login(serial: u16) -> Vec<u8> {
+    frame(
+        0x01,
+        &[0x08, 0x68, 0x12, 0x01, 0x45, 0x23, 0x36, 0x04],
+        serial,
+    )
+}
+
+#[derive(Clone, Debug)]
+struct Loc {
+    proto: u8,
+    ymdhms: [u8; 6],
+    sats: u8,
+    lat_raw: u32,
+    lon_raw: u32,
+    speed: u8,
+    course: u16,
+    valid: bool,
+    north: bool,
+    west: bool,
+    reupload: bool,
+    trailing: Vec<u8>,
+    serial: u16,
+}
+
+impl Loc {
+    fn encode(&self) -> Vec<u8> {
+        let mut c = self.ymdhms.to_vec();
+        c.push(0xC0 | self.sats);
+        c.extend_from_slice(&self.lat_raw.to_be_bytes());
+        c.extend_from_slice(&self.lon_raw.to_be_bytes());
+        c.push(self.speed);
+        let cs = self.course
+            | if self.valid { 0x1000 } else { 0 }
+            | if self.west { 0x0800 } else { 0 }
+            | if self.north { 0x0400 } else { 0 };
+        c.extend_from_slice(&cs.to_be_bytes());
+        c.extend_from_slice(&[0x01, 0xCC, 0x00, 0x24, 0x7C, 0x0F, 0x2A, 0x31]);
+        if self.proto == 0x22 {
+            c.extend_from_slice(&[1, 0, self.reupload as u8]);
+        }
+        c.extend_from_slice(&self.trailing);
+        frame(self.proto, &c, self.serial)
+    }
+}
+
+fn loc_strategy() -> impl Strategy<Value = Loc> {
+    (
+        prop_oneof![Just(0x12u8), Just(0x22u8)],
+        (0u8..100, 1u8..=12, 1u8..=28, 0u8..24, 0u8..60, 0u8..60),
+        0u8..16,
+        0u32..=90 * 1_800_000,
+        0u32..=180 * 1_800_000,
+        any::<u8>(),
+        0u16..=360,
+        any::<(bool, bool, bool, bool)>(),
+        prop::collection::vec(any::<u8>(), 0..8),
+        any::<u16>(),
+    )
+        .prop_map(
+            |(proto, t, sats, lat_raw, lon_raw, speed, course, flags, trailing, serial)| Loc {
+                proto,
+                ymdhms: [t.0, t.1, t.2, t.3, t.4, t.5],
+                sats,
+                lat_raw,
+                lon_raw,
+                speed,
+                course,
+                valid: flags.0,
+                north: flags.1,
+                west: flags.2,
+                reupload: flags.3 && proto == 0x22,
+                trailing,
+                serial,
+            },
+        )
+}
+
+/// A valid frame a logged-in device may send.
+fn any_frame() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        loc_strategy().prop_map(|l| l.encode()),
+        (any::<u8>(), any::<u16>()).prop_map(|(ti, s)| frame(
+            0x13,
+            &[ti, 0x06, 0x04, 0x00, 0x02],
+            s
+        )),
+        (any::<u16>()).prop_map(|s| frame(0x8A, &[], s)),
+        (any::<u16>()).prop_map(|s| frame(0x94, &[0x00, 0x04, 0x9F], s)),
+        (any::<u8>(), any::<u8>(), any::<u16>()).prop_map(|(ti, code, s)| {
+            let mut c = vec![
+                0x18, 0x05, 0x14, 0x0A, 0x1E, 0x0F, 0xC9, 0x02, 0x6B, 0x2A, 0x25, 0x0C, 0x3C, 0xB1,
+                0x5D, 0x00, 0x14, 0x5A, 0x09, 0x01, 0xCC, 0x00, 0x24, 0x7C, 0x0F, 0x2A, 0x31,
+            ];
+            c.extend_from_slice(&[ti, 0x04, 0x03, code, 0x02]);
+            frame(0x16, &c, s)
+        }),
+        (
+            any::<u8>(),
+            prop::collection::vec(any::<u8>(), 0..300),
+            any::<u16>()
+        )
+            .prop_map(|(p, c, s)| frame(p | 0x40, &c, s)),
+    ]
+}
+
+fn session(max_frame: usize) -> Gt06Session {
+    let cfg = SessionConfig {
+        max_frame,
+        clock: Arc::new(|| Timestamp::from_secs(1_716_201_015)),
+        ..SessionConfig::default()
+    };
+    Gt06Session::new(cfg)
+}
+
+/// Feeds `stream` cut at `cuts` (offsets, any order) and returns everything produced.
+fn run(stream: &[u8], cuts: &[usize], max_frame: usize) -> Vec<Output> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+    points.push(stream.len());
+    points.sort_unstable();
+    let mut s = session(max_frame);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for p in points {
+        buf.extend_from_slice(&stream[at..p]);
+        at = p;
+        s.feed(&mut buf, &mut out).expect("no fatal error");
+        assert!(buf.len() < max_frame.max(2), "buffer {} bytes", buf.len());
+    }
+    s.finish(&mut buf, &mut out);
+    out
+}
+
+fn replies(out: &[Output]) -> Vec<Vec<u8>> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Reply(b) => Some(b.to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn is_subsequence<T: PartialEq>(sub: &[T], full: &[T]) -> bool {
+    let mut it = full.iter();
+    sub.iter().all(|x| it.any(|y| y == x))
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic_and_stay_bounded(
+        pieces in prop::collection::vec(prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..64),
+            Just(vec![0x78, 0x78]),
+            Just(vec![0x79, 0x79]),
+            any_frame(),
+            Just(login(1)),
+        ], 0..20),
+        cuts in prop::collection::vec(any::<usize>(), 0..20),
+        max_frame in 2usize..600,
+    ) {
+        let stream: Vec<u8> = pieces.concat();
+        run(&stream, &cuts, max_frame);
+    }
+
+    #[test]
+    fn splitting_does_not_change_outputs(
+        frames in prop::collection::vec(any_frame(), 0..12),
+        cuts in prop::collection::vec(any::<usize>(), 0..30),
+    ) {
+        let mut stream = login(1);
+        for f in &frames {
+            stream.extend_from_slice(f);
+        }
+        let whole = run(&stream, &[], 4096);
+        let split = run(&stream, &cuts, 4096);
+        prop_assert_eq!(&whole, &split);
+        // Login + one reply per location/heartbeat/alarm/time request.
+        prop_assert!(!replies(&whole).is_empty());
+    }
+
+    #[test]
+    fn locations_round_trip(loc in loc_strategy()) {
+        let mut stream = login(1);
+        stream.extend(loc.encode());
+        let out = run(&stream, &[], 4096);
+        let ev: Vec<_> = out.iter().filter_map(|o| match o {
+            Output::Event(e) => Some(e),
+            _ => None,
+        }).collect();
+        prop_assert_eq!(ev.len(), 2);
+        let EventKind::Position(fix) = &ev[1].kind else {
+            return Err(TestCaseError::fail("not a position"));
+        };
+        let p = fix.position;
+        let [yy, mo, dd, hh, mi, ss] = loc.ymdhms;
+        let t = Timestamp::from_civil(2000 + yy as i32, mo, dd, hh, mi, ss).unwrap();
+        prop_assert_eq!(p.time, t);
+        let lat = loc.lat_raw as f64 / 1_800_000.0 * if loc.north { 1.0 } else { -1.0 };
+        let lon = loc.lon_raw as f64 / 1_800_000.0 * if loc.west { -1.0 } else { 1.0 };
+        prop_assert!((p.lat - lat).abs() < 1e-9);
+        prop_assert!((p.lon - lon).abs() < 1e-9);
+        prop_assert_eq!(p.valid, loc.valid);
+        prop_assert_eq!(p.speed_kmh, loc.speed as f64);
+        prop_assert_eq!(p.course, loc.course);
+        prop_assert_eq!(p.satellites, Some(loc.sats));
+        prop_assert_eq!(fix.buffered, loc.reupload);
+        prop_assert_eq!(
+            replies(&out),
+            vec![ack(0x01, 1), ack(loc.proto, loc.serial)]
+        );
+    }
+
+    #[test]
+    fn one_corrupted_byte_never_gives_a_wrong_reply(
+        frames in prop::collection::vec(any_frame(), 1..8),
+        at in any::<usize>(),
+        xor in 1u8..=255,
+        cuts in prop::collection::vec(any::<usize>(), 0..5),
+    ) {
+        let mut stream = login(1);
+        for f in &frames {
+            stream.extend_from_slice(f);
+        }
+        let good = run(&stream, &[], 4096);
+        let i = at % stream.len();
+        stream[i] ^= xor;
+        let bad = run(&stream, &cuts, 4096);
+        let (rg, rb) = (replies(&good), replies(&bad));
+        prop_assert!(is_subsequence(&rb, &rg), "corrupted stream replied {:?}, good {:?}", rb, rg);
+        let ev = |o: &[Output]| -> Vec<lienwatch::event::Event> {
+            o.iter().filter_map(|x| match x {
+                Output::Event(e) => Some(e.clone()),
+                _ => None,
+            }).collect()
+        };
+        prop_assert!(is_subsequence(&ev(&bad), &ev(&good)));
+    }
+}

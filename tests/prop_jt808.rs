@@ -1,0 +1,343 @@
+//! Property tests for the JT/T 808 session (protocols.md §B): it never panics and stays bounded
+//! on any input, escaping round-trips, generated 0x0200 frames decode to what was encoded and get
+//! the right 0x8001, and how a stream is split into reads does not change what comes out.
+
+use bytes::BytesMut;
+use lienwatch::event::{Alarms, EventKind, Fix};
+use lienwatch::protocol::jt808::{self, Jt808Session};
+use lienwatch::protocol::{Output, Session, SessionConfig};
+use proptest::prelude::*;
+
+/// A small encoder written independently of the crate's, so that the tests do not check the
+/// decoder against itself.
+fn encode(msg_id: u16, version: Option<u8>, terminal: &[u8], serial: u16, body: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&msg_id.to_be_bytes());
+    let attrs = body.len() as u16 | if version.is_some() { 0x4000 } else { 0 };
+    raw.extend_from_slice(&attrs.to_be_bytes());
+    if let Some(v) = version {
+        raw.push(v);
+    }
+    raw.extend_from_slice(terminal);
+    raw.extend_from_slice(&serial.to_be_bytes());
+    raw.extend_from_slice(body);
+    let check = raw.iter().fold(0u8, |a, b| a ^ b);
+    raw.push(check);
+    let mut wire = vec![0x7E];
+    for b in raw {
+        match b {
+            0x7E => wire.extend_from_slice(&[0x7D, 0x02]),
+            0x7D => wire.extend_from_slice(&[0x7D, 0x01]),
+            _ => wire.push(b),
+        }
+    }
+    wire.push(0x7E);
+    wire
+}
+
+fn bcd(n: u8) -> u8 {
+    (n / 10) << 4 | (n % 10)
+}
+
+#[derive(Debug, Clone)]
+struct Loc {
+    alarm: u32,
+    status: u32,
+    lat: u32,
+    lon: u32,
+    alt: u16,
+    speed: u16,
+    course: u16,
+    /// yy, mm, dd, hh, mi, ss
+    time: [u8; 6],
+    satellites: Option<u8>,
+    /// Unknown vendor item to skip.
+    extra: Option<(u8, Vec<u8>)>,
+}
+
+impl Loc {
+    fn body(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&self.alarm.to_be_bytes());
+        b.extend_from_slice(&self.status.to_be_bytes());
+        b.extend_from_slice(&self.lat.to_be_bytes());
+        b.extend_from_slice(&self.lon.to_be_bytes());
+        b.extend_from_slice(&self.alt.to_be_bytes());
+        b.extend_from_slice(&self.speed.to_be_bytes());
+        b.extend_from_slice(&self.course.to_be_bytes());
+        b.extend(self.time.iter().map(|&x| bcd(x)));
+        if let Some((id, v)) = &self.extra {
+            b.push(*id);
+            b.push(v.len() as u8);
+            b.extend_from_slice(v);
+        }
+        if let Some(n) = self.satellites {
+            b.extend_from_slice(&[0x31, 1, n]);
+        }
+        b
+    }
+}
+
+fn loc() -> impl Strategy<Value = Loc> {
+    (
+        (
+            any::<u32>(),
+            any::<u32>(),
+            0u32..=90_000_000,
+            0u32..=180_000_000,
+        ),
+        (any::<u16>(), any::<u16>(), 0u16..360),
+        (0u8..100, 1u8..=12, 1u8..=28, 0u8..24, 0u8..60, 0u8..60),
+        proptest::option::of(any::<u8>()),
+        proptest::option::of((0x50u8..=0xFF, proptest::collection::vec(any::<u8>(), 0..12))),
+    )
+        .prop_map(
+            |((alarm, status, lat, lon), (alt, speed, course), t, satellites, extra)| Loc {
+                alarm,
+                status,
+                lat,
+                lon,
+                alt,
+                speed,
+                course,
+                time: [t.0, t.1, t.2, t.3, t.4, t.5],
+                satellites,
+                // 0x31 is the satellites item; keep the vendor item distinct from it.
+                extra: extra.filter(|(id, _)| *id != 0x31),
+            },
+        )
+}
+
+/// Terminal number: 6 BCD bytes (2013) or a version byte and 10 (2019).
+fn terminal() -> impl Strategy<Value = (Option<u8>, Vec<u8>)> {
+    prop_oneof![
+        proptest::collection::vec(0u8..100, 6)
+            .prop_map(|d| (None, d.into_iter().map(bcd).collect())),
+        (any::<u8>(), proptest::collection::vec(0u8..100, 10))
+            .prop_map(|(v, d)| (Some(v), d.into_iter().map(bcd).collect())),
+    ]
+}
+
+/// Bytes rich in flags and escapes, where framing bugs hide.
+fn noisy_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        prop_oneof![
+            3 => any::<u8>(),
+            1 => Just(0x7Eu8),
+            1 => Just(0x7Du8),
+            1 => Just(0x01u8),
+            1 => Just(0x02u8),
+        ],
+        0..max,
+    )
+}
+
+/// A well-framed message with a correct check byte but arbitrary id and body, to reach the
+/// message handlers with hostile bodies.
+fn framed_junk() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop_oneof![
+            Just(0x0001u16),
+            Just(0x0002),
+            Just(0x0100),
+            Just(0x0102),
+            Just(0x0200),
+            Just(0x0704),
+            any::<u16>()
+        ],
+        terminal(),
+        any::<u16>(),
+        proptest::collection::vec(any::<u8>(), 0..120),
+        proptest::option::of((1u16..5, 1u16..5)),
+    )
+        .prop_map(|(id, (v, t), serial, body, pkg)| match pkg {
+            // Subpackaged: splice the package fields in after the serial.
+            Some((total, index)) => {
+                let mut f = encode(id, v, &t, serial, &body);
+                let mut raw = Vec::new();
+                let mut it = f[1..f.len() - 1].iter();
+                while let Some(&b) = it.next() {
+                    raw.push(if b == 0x7D {
+                        if it.next() == Some(&0x01) {
+                            0x7D
+                        } else {
+                            0x7E
+                        }
+                    } else {
+                        b
+                    });
+                }
+                raw.pop();
+                let hlen = if v.is_some() { 17 } else { 12 };
+                let attrs = u16::from_be_bytes([raw[2], raw[3]]) | 0x2000;
+                raw[2..4].copy_from_slice(&attrs.to_be_bytes());
+                let mut p = total.to_be_bytes().to_vec();
+                p.extend_from_slice(&index.to_be_bytes());
+                raw.splice(hlen..hlen, p);
+                let check = raw.iter().fold(0u8, |a, b| a ^ b);
+                raw.push(check);
+                f.clear();
+                f.push(0x7E);
+                for b in raw {
+                    match b {
+                        0x7E => f.extend_from_slice(&[0x7D, 0x02]),
+                        0x7D => f.extend_from_slice(&[0x7D, 0x01]),
+                        _ => f.push(b),
+                    }
+                }
+                f.push(0x7E);
+                f
+            }
+            None => encode(id, v, &t, serial, &body),
+        })
+}
+
+fn feed_chunks(s: &mut Jt808Session, chunks: &[&[u8]], max: usize) -> Vec<Output> {
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for c in chunks {
+        buf.extend_from_slice(c);
+        if s.feed(&mut buf, &mut out).is_err() {
+            break;
+        }
+        assert!(buf.len() <= max, "buffer holds {} > {max}", buf.len());
+    }
+    s.finish(&mut buf, &mut out);
+    assert!(buf.is_empty());
+    out
+}
+
+/// Events and replies, without rejections (whose byte counts depend on read boundaries).
+fn meaningful(out: Vec<Output>) -> Vec<Output> {
+    out.into_iter()
+        .filter(|o| !matches!(o, Output::Rejected(_)))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn random_bytes_never_panic_and_stay_bounded(
+        chunks in proptest::collection::vec(noisy_bytes(300), 1..8),
+        max in 32usize..512,
+    ) {
+        let cfg = SessionConfig { max_frame: max, ..SessionConfig::default() };
+        let mut s = Jt808Session::new(cfg);
+        let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+        feed_chunks(&mut s, &refs, max);
+    }
+
+    #[test]
+    fn well_framed_junk_never_panics(
+        frames in proptest::collection::vec(framed_junk(), 1..10),
+        garbage in noisy_bytes(20),
+    ) {
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let mut stream = Vec::new();
+        for f in &frames {
+            stream.extend_from_slice(f);
+            stream.extend_from_slice(&garbage);
+        }
+        let out = feed_chunks(&mut s, &[&stream], 4096);
+        // Every reply is itself a well-formed frame.
+        for o in &out {
+            if let Output::Reply(r) = o {
+                prop_assert!(r.len() >= 2 && r[0] == 0x7E && r[r.len() - 1] == 0x7E);
+                let mut raw = Vec::new();
+                jt808::unescape_into(&r[1..r.len() - 1], &mut raw).unwrap();
+                prop_assert!(jt808::parse_frame(&raw).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn escape_round_trips(data in noisy_bytes(400)) {
+        let mut escaped = Vec::new();
+        jt808::escape_into(&data, &mut escaped);
+        prop_assert!(!escaped.contains(&0x7E));
+        prop_assert_eq!(escaped.len(), data.len() + data.iter().filter(|&&b| b == 0x7E || b == 0x7D).count());
+        let mut back = Vec::new();
+        jt808::unescape_into(&escaped, &mut back).unwrap();
+        prop_assert_eq!(back, data);
+    }
+
+    #[test]
+    fn generated_locations_decode_and_are_acknowledged(
+        l in loc(),
+        (version, term) in terminal(),
+        serial in any::<u16>(),
+    ) {
+        let body = l.body();
+        let frame = encode(0x0200, version, &term, serial, &body);
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let out = feed_chunks(&mut s, &[&frame], 4096);
+        prop_assert_eq!(out.len(), 2, "{:?}", out);
+        let fix: Fix = match &out[0] {
+            Output::Event(e) => match &e.kind {
+                EventKind::Position(f) => *f,
+                k => return Err(TestCaseError::fail(format!("not a position: {k:?}"))),
+            },
+            o => return Err(TestCaseError::fail(format!("not an event: {o:?}"))),
+        };
+        let p = fix.position;
+        let sign = |neg: bool| if neg { -1.0 } else { 1.0 };
+        prop_assert_eq!(p.lat, sign(l.status & 4 != 0) * f64::from(l.lat) / 1e6);
+        prop_assert_eq!(p.lon, sign(l.status & 8 != 0) * f64::from(l.lon) / 1e6);
+        prop_assert_eq!(p.valid, l.status & 2 != 0);
+        prop_assert_eq!(p.speed_kmh, f64::from(l.speed) / 10.0);
+        prop_assert_eq!(p.course, l.course);
+        prop_assert_eq!(p.altitude_m, Some(f64::from(l.alt)));
+        prop_assert_eq!(p.satellites, l.satellites);
+        let [y, mo, d, h, mi, sec] = l.time;
+        let local = lienwatch::event::Timestamp::from_civil(2000 + i32::from(y), mo, d, h, mi, sec).unwrap();
+        prop_assert_eq!(p.time, local.add_millis(-8 * 3600 * 1000));
+        prop_assert_eq!(fix.alarms.active.contains(Alarms::POWER_CUT), l.alarm & (1 << 8) != 0);
+        prop_assert_eq!(fix.alarms.active.contains(Alarms::TOW), l.alarm & (1 << 28) != 0);
+        prop_assert_eq!(
+            fix.alarms.active.contains(Alarms::TAMPER),
+            l.alarm & ((1 << 5) | (1 << 17)) != 0
+        );
+        prop_assert_eq!(
+            fix.alarms.active.contains(Alarms::IMMOBILISED),
+            l.status & ((1 << 10) | (1 << 11)) != 0
+        );
+        let mut ack = serial.to_be_bytes().to_vec();
+        ack.extend_from_slice(&[0x02, 0x00, 0x00]);
+        let want = encode(0x8001, version, &term, 1, &ack);
+        prop_assert_eq!(&out[1], &Output::Reply(want.into()));
+    }
+
+    #[test]
+    fn splitting_the_stream_changes_nothing(
+        locs in proptest::collection::vec(loc(), 1..5),
+        (version, term) in terminal(),
+        junk in proptest::collection::vec(framed_junk(), 0..3),
+        garbage in noisy_bytes(16),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let mut stream = garbage.clone();
+        for (i, l) in locs.iter().enumerate() {
+            stream.extend_from_slice(&encode(0x0200, version, &term, i as u16, &l.body()));
+            stream.extend_from_slice(&encode(0x0002, version, &term, 100 + i as u16, &[]));
+        }
+        for j in &junk {
+            stream.extend_from_slice(&garbage);
+            stream.extend_from_slice(j);
+        }
+        let whole = meaningful(feed_chunks(&mut Jt808Session::new(SessionConfig::default()), &[&stream], 4096));
+        prop_assert!(whole.len() >= locs.len() * 4);
+
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for p in points {
+            chunks.push(&stream[last..p]);
+            last = p;
+        }
+        chunks.push(&stream[last..]);
+        let split = meaningful(feed_chunks(&mut Jt808Session::new(SessionConfig::default()), &chunks, 4096));
+        prop_assert_eq!(whole, split);
+    }
+}

@@ -1,0 +1,432 @@
+//! lienwatch under a service manager: sd_notify readiness, watchdog pings, clean stop on SIGTERM,
+//! SIGHUP that does not kill, and the Prometheus metrics an operator watches.
+//!
+//! The service manager is played by a Unix datagram socket that the daemon finds in
+//! `NOTIFY_SOCKET`, as systemd passes it to a `Type=notify` service.
+
+mod common;
+use common::*;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// GT06 examples from protocols.md §A.6 (IMEI 868120145233604).
+const LOGIN: &str = "78 78 0D 01 08 68 12 01 45 23 36 04 00 01 69 70 0D 0A";
+const LOGIN_REPLY: &str = "78 78 05 01 00 01 D9 DC 0D 0A";
+/// 0x12 location, 2024-05-20 10:30:15 UTC, 22.543096 N 114.057865 E, serial 3.
+const LOCATION: &str = "78 78 1F 12 18 05 14 0A 1E 0F C9 02 6B 2A 25 0C 3C B1 5D 3C 14 5A 01 CC 00 24 7C 0F 2A 31 00 03 6D E9 0D 0A";
+const LOCATION_REPLY: &str = "78 78 05 12 00 03 90 3F 0D 0A";
+const IMEI: &str = "868120145233604";
+
+/// The service manager's end of `NOTIFY_SOCKET`.
+struct NotifySocket {
+    sock: UnixDatagram,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
+        NotifySocket { sock, path }
+    }
+
+    /// The next notification (one datagram, possibly several `KEY=value` lines), or `None` after
+    /// `wait`.
+    fn recv(&self, wait: Duration) -> Option<String> {
+        self.sock
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .expect("timeout");
+        let mut buf = [0u8; 4096];
+        match self.sock.recv(&mut buf) {
+            Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => panic!("notify socket: {e}"),
+        }
+    }
+
+    /// Waits (at most `wait`) for a notification with the line `line`; returns every notification
+    /// received before it.
+    fn wait_for(&self, line: &str, wait: Duration, log: &dyn Fn() -> String) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "no {line} within {wait:?}; received {before:?}; daemon log:\n{}",
+                    log()
+                );
+            }
+            if let Some(m) = self.recv(left) {
+                if m.lines().any(|l| l == line) {
+                    return before;
+                }
+                before.push(m);
+            }
+        }
+    }
+
+    /// Every notification that arrives within `window`.
+    fn collect(&self, window: Duration) -> Vec<String> {
+        let deadline = Instant::now() + window;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return out;
+            }
+            if let Some(m) = self.recv(left) {
+                out.push(m);
+            }
+        }
+    }
+}
+
+/// A daemon started directly (not through `Daemon::start`) so that the test controls its
+/// environment; killed on drop.
+struct Service {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    admin: SocketAddr,
+    gt06: u16,
+    child: Option<Child>,
+}
+
+impl Service {
+    fn new() -> Service {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let gt06 = free_port();
+        let config = dir.path().join("lienwatch.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[storage]\npath = {:?}\n\n[admin]\nbind = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n\
+                 [[listener]]\nprotocol = \"gt06\"\nbind = \"127.0.0.1:{gt06}\"\n",
+                dir.path().join("data")
+            ),
+        )
+        .expect("write config");
+        Service {
+            dir,
+            config,
+            admin,
+            gt06,
+            child: None,
+        }
+    }
+
+    /// Starts `lienwatch run` with exactly these service-manager variables set (any inherited
+    /// ones are removed first).
+    fn spawn(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lienwatch"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn lienwatch"));
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Reads the log without borrowing the service (for the notify waits' failure messages).
+    fn log_reader(&self) -> impl Fn() -> String {
+        let path = self.dir.path().join("daemon.log");
+        move || std::fs::read_to_string(&path).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            assert!(self.running(), "lienwatch exited early:\n{}", self.log());
+            if let Ok((200, _)) = http(self.admin, "GET", "/healthz", None, None) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("lienwatch did not become healthy:\n{}", self.log());
+    }
+
+    /// Waits (bounded) for the process to exit; its exit code.
+    fn wait_exit(&mut self, wait: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    fn api(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, text) =
+            http(self.admin, "GET", path, None, Some(TOKEN)).expect("admin API reachable");
+        let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, v)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn count(msgs: &[String], line: &str) -> usize {
+    msgs.iter()
+        .flat_map(|m| m.lines())
+        .filter(|l| *l == line)
+        .count()
+}
+
+#[test]
+fn ready_means_trackers_can_connect_watchdog_pings_and_sigterm_stops_cleanly() {
+    let mut svc = Service::new();
+    let notify = NotifySocket::bind(svc.dir.path());
+    let notify_path = notify.path.to_str().expect("utf-8 path").to_string();
+    // WATCHDOG_PID is left unset: sd_notify then takes the watchdog as meant for this process.
+    svc.spawn(&[
+        ("NOTIFY_SOCKET", &notify_path),
+        ("WATCHDOG_USEC", "1000000"),
+    ]);
+    let log = svc.log_reader();
+
+    let before_ready = notify.wait_for("READY=1", Duration::from_secs(30), &log);
+    assert_eq!(
+        count(&before_ready, "WATCHDOG=1"),
+        0,
+        "watchdog pings before READY: {before_ready:?}"
+    );
+
+    // At READY, a tracker can connect at once (no retry) and is answered; so is the admin API.
+    let stream = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], svc.gt06)),
+        Duration::from_secs(2),
+    )
+    .expect("the GT06 port accepts connections as soon as READY=1 is sent");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut dev = Device { stream };
+    dev.exchange(LOGIN, LOGIN_REPLY);
+    let (status, _) = http(svc.admin, "GET", "/healthz", None, None).expect("admin API is up");
+    assert_eq!(status, 200);
+
+    // WATCHDOG_USEC = 1 s: a ping about every 0.5 s (the engine answered each probe).
+    let window = notify.collect(Duration::from_secs(3));
+    let pings = count(&window, "WATCHDOG=1");
+    assert!(
+        (3..=12).contains(&pings),
+        "{pings} watchdog pings in 3 s with WATCHDOG_USEC=1000000 (expected about 6): {window:?}"
+    );
+
+    // `systemctl reload` sends SIGHUP: it must never take the daemon down.
+    signal(svc.pid(), "HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(svc.running(), "SIGHUP killed lienwatch:\n{}", svc.log());
+    let (status, _) = http(svc.admin, "GET", "/healthz", None, None).expect("admin API is up");
+    assert_eq!(status, 200);
+
+    // A position acknowledged to the device, then SIGTERM while the device is still connected.
+    dev.exchange(LOCATION, LOCATION_REPLY);
+    signal(svc.pid(), "TERM");
+    notify.wait_for("STOPPING=1", Duration::from_secs(10), &log);
+    let code = svc.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "exit after SIGTERM:\n{}", svc.log());
+    assert!(
+        dev.closed_by_server(Duration::from_secs(2)),
+        "the tracker connection was left open"
+    );
+    assert!(
+        svc.log().contains("lienwatch stopped"),
+        "no orderly shutdown in the log:\n{}",
+        svc.log()
+    );
+
+    // Restarted, the acknowledged position is there.
+    svc.spawn(&[]);
+    svc.wait_healthy();
+    let (status, dev_json) = svc.api(&format!("/v1/devices/{IMEI}"));
+    assert_eq!(status, 200, "{dev_json}\n{}", svc.log());
+    let pos = &dev_json["position"];
+    assert_eq!(pos["time"], "2024-05-20T10:30:15Z", "{dev_json}");
+    let lat = pos["lat"].as_f64().expect("lat");
+    let lon = pos["lon"].as_f64().expect("lon");
+    assert!((lat - 22.543096).abs() < 1e-6, "{dev_json}");
+    assert!((lon - 114.057865).abs() < 1e-6, "{dev_json}");
+}
+
+#[test]
+fn watchdog_meant_for_another_process_is_not_pinged() {
+    let mut svc = Service::new();
+    let notify = NotifySocket::bind(svc.dir.path());
+    let notify_path = notify.path.to_str().expect("utf-8 path").to_string();
+    // systemd sets WATCHDOG_PID to the main process; a daemon that sees another pid (it was
+    // started by something that inherited the variables) must leave the watchdog alone.
+    svc.spawn(&[
+        ("NOTIFY_SOCKET", &notify_path),
+        ("WATCHDOG_USEC", "200000"),
+        ("WATCHDOG_PID", "1"),
+    ]);
+    let log = svc.log_reader();
+    notify.wait_for("READY=1", Duration::from_secs(30), &log);
+    let window = notify.collect(Duration::from_millis(1500));
+    assert_eq!(count(&window, "WATCHDOG=1"), 0, "{window:?}");
+    assert!(
+        window
+            .iter()
+            .flat_map(|m| m.lines())
+            .any(|l| l.starts_with("STATUS=")),
+        "no STATUS= after READY: {window:?}"
+    );
+
+    signal(svc.pid(), "TERM");
+    notify.wait_for("STOPPING=1", Duration::from_secs(10), &log);
+    assert_eq!(
+        svc.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        svc.log()
+    );
+}
+
+/// Sum of every series of `name` (exact metric name) whose labels include all of `labels`.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if n != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+fn scrape(d: &Daemon) -> String {
+    let (status, text) = http(d.admin, "GET", "/metrics", None, None).expect("/metrics");
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+/// Polls `/metrics` (bounded) until `ok` holds; the last scrape either way.
+fn scrape_until(d: &Daemon, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = scrape(d);
+        if ok(&text) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn metrics_move_with_traffic() {
+    let d = Daemon::start(&["gt06"], "");
+    let gt06 = [("protocol", "gt06")];
+    let before = scrape(&d);
+    let conns = metric(&before, "lienwatch_connections_total", &gt06);
+    let decoded = metric(&before, "lienwatch_frames_decoded_total", &gt06);
+    let rejected = metric(&before, "lienwatch_frames_rejected_total", &gt06);
+    let commits = metric(&before, "lienwatch_commit_seconds_count", &[]);
+
+    // A tracker that logs in and reports a position.
+    let mut dev = d.connect("gt06");
+    dev.exchange(LOGIN, LOGIN_REPLY);
+    dev.exchange(LOCATION, LOCATION_REPLY);
+    // Another that sends garbage before its login (the login's reply proves the garbage was read).
+    let mut noisy = d.connect("gt06");
+    noisy.send_hex("00 11 22 33 44 55 66 77");
+    noisy.exchange(LOGIN, LOGIN_REPLY);
+
+    let during = scrape_until(&d, |t| {
+        metric(t, "lienwatch_connections", &gt06) == 2.0
+            && metric(t, "lienwatch_frames_rejected_total", &gt06) > rejected
+    });
+    assert_eq!(
+        metric(&during, "lienwatch_connections", &gt06),
+        2.0,
+        "open connections:\n{during}"
+    );
+    assert!(
+        metric(&during, "lienwatch_connections_total", &gt06) >= conns + 2.0,
+        "connections_total did not count 2 connections:\n{during}"
+    );
+    assert!(
+        metric(&during, "lienwatch_frames_decoded_total", &gt06) >= decoded + 1.0,
+        "frames_decoded_total did not count the position:\n{during}"
+    );
+    assert!(
+        metric(&during, "lienwatch_frames_rejected_total", &gt06) >= rejected + 1.0,
+        "frames_rejected_total did not count the garbage:\n{during}"
+    );
+    assert!(
+        metric(&during, "lienwatch_commit_seconds_count", &[]) > commits,
+        "commit_seconds did not record the position's commit:\n{during}"
+    );
+    assert!(
+        metric(&during, "lienwatch_commit_seconds_sum", &[]) > 0.0,
+        "{during}"
+    );
+
+    // Closed connections leave the gauge.
+    drop(dev);
+    drop(noisy);
+    let after = scrape_until(&d, |t| metric(t, "lienwatch_connections", &gt06) == 0.0);
+    assert_eq!(
+        metric(&after, "lienwatch_connections", &gt06),
+        0.0,
+        "connections gauge after both closed:\n{after}"
+    );
+}
