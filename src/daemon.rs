@@ -138,6 +138,22 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         }
     }
 
+    // MQTT after the listeners: its raw-frame payloads use the same session settings.
+    let mqtt = match &cfg.mqtt {
+        Some(m) => {
+            let scfg = SessionConfig {
+                max_frame: cfg.ingest.max_frame,
+                admit: handle.admission.clone(),
+                auth_key: auth_key.clone(),
+                ..SessionConfig::default()
+            };
+            let task = crate::ingest::mqtt::spawn(m, scfg, handle.clone(), shutdown.clone())
+                .map_err(|e| DaemonError::Other(e.to_string()))?;
+            Some(task)
+        }
+        None => None,
+    };
+
     let admin_addr = cfg
         .admin_bind("config")
         .map_err(|e| DaemonError::Other(e.to_string()))?;
@@ -188,6 +204,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     }
     for s in servers {
         let _ = s.await;
+    }
+    // Before the engine stops: the MQTT task acks what was committed, then disconnects.
+    if let Some(m) = mqtt {
+        let _ = m.await;
     }
     let _ = admin.await;
     handle.shutdown().await;
