@@ -7,7 +7,8 @@
 //! engine, sled on disk, group commit; replies only after the flush). The figure that matters is
 //! the ratio, since absolute numbers depend on the machine.
 //!
-//! `cargo bench --bench e2e_tcp` (env: `DEVICES`, `SECONDS`).
+//! `cargo bench --bench e2e_tcp` (env: `DEVICES`, `SECONDS`, `COMMIT_WINDOW_US`, and `ONLY` =
+//! `bare` or `lienwatch` to run one side, e.g. under `perf stat`).
 
 use bytes::{Buf, BytesMut};
 use lienwatch::config::{Listener, Transport};
@@ -160,16 +161,23 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let only = std::env::var("ONLY").unwrap_or_default();
     rt.block_on(async move {
         // Baseline.
+        let mut bare_rate = f64::NAN;
+        if only != "lienwatch" {
         let stop = CancellationToken::new();
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
         tokio::spawn(bare_server(l, stop.clone()));
         let (bare_n, bare_t) = run_clients(addr, devices, secs).await;
         stop.cancel();
-        let bare_rate = bare_n as f64 / bare_t;
+        bare_rate = bare_n as f64 / bare_t;
         println!("bare tokio reader : {bare_n:>9} acks in {bare_t:.1}s = {bare_rate:>10.0} acks/s ({devices} devices)");
+        }
+        if only == "bare" {
+            return;
+        }
 
         // lienwatch: real session, engine, sled on disk, group commit.
         let dir = tempfile::tempdir().expect("tempdir");
@@ -177,7 +185,12 @@ fn main() {
         let ecfg = EngineConfig {
             rules: Default::default(),
             accept_unknown: true,
-            commit_window: Duration::ZERO,
+            // The daemon's default unless COMMIT_WINDOW_US says otherwise.
+            commit_window: std::env::var("COMMIT_WINDOW_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_micros)
+                .unwrap_or(lienwatch::config::StorageConfig::default().commit_window),
             webhooks: Vec::new(),
         };
         let engine = Engine::open(store, ecfg, Timestamp::now(), Arc::new(Timestamp::now)).expect("engine");
@@ -202,6 +215,14 @@ fn main() {
         stop.cancel();
         let lw_rate = lw_n as f64 / lw_t;
         println!("lienwatch (durable): {lw_n:>9} acks in {lw_t:.1}s = {lw_rate:>10.0} acks/s ({devices} devices)");
+        let (_, commits) = handle
+            .api(|e, _| (200, serde_json::json!(e.stats.commits)))
+            .await;
+        let commits = commits.as_u64().unwrap_or(0).max(1);
+        println!(
+            "group commits: {commits} ({:.0} acknowledged positions per flush)",
+            lw_n as f64 / commits as f64
+        );
         println!("ratio lienwatch / bare = {:.2}", lw_rate / bare_rate);
         handle.shutdown().await;
     });
