@@ -10,6 +10,7 @@ use common::*;
 use mosquitto::Mosquitto;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -431,4 +432,129 @@ fn raw_gt06_frames_take_the_device_id_from_the_topic() {
     assert_eq!(p["time"], "2024-05-20T11:30:15Z");
     let (_, dev) = d.api("GET", "/v1/devices/868120145233604", None);
     assert_eq!(dev["protocol"], "gt06", "{dev}");
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+fn make_certs(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ca_key = format!("{name}-ca.key");
+    let ca = format!("{name}-ca.pem");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lienwatch test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    let key = format!("{name}-server.key");
+    let csr = format!("{name}-server.csr");
+    let cert = format!("{name}-server.pem");
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        "/CN=localhost",
+    ]);
+    let ext = dir.join(format!("{name}-ext.cnf"));
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        ext.to_str().unwrap(),
+    ]);
+    (dir.join(ca), dir.join(cert), dir.join(key))
+}
+
+#[test]
+fn mqtts_with_a_private_ca_is_ingested_and_a_wrong_ca_is_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(certs.path(), "good");
+    let (other_ca, _, _) = make_certs(certs.path(), "other");
+    let tls_port = free_port();
+    // A second listener with TLS; the tests publish on the plain one.
+    let broker = Mosquitto::start_with(&format!(
+        "max_inflight_messages 0\nlistener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    ));
+    let tls = |ca: &std::path::Path, id: &str| {
+        format!(
+            "[mqtt]\nurl = \"mqtts://127.0.0.1:{tls_port}\"\nclient_id = \"{id}\"\nca_file = {:?}\n\n\
+             [[mqtt.subscription]]\ntopic = \"trackers/{{device_id}}/position\"\nformat = \"json\"\n",
+            ca.display().to_string()
+        )
+    };
+    let d = Daemon::start(&["gt06"], &tls(&ca, "lienwatch-tls"));
+    wait_subscribed(&d, &broker);
+    publish_now(
+        broker.port,
+        vec![(topic("4400001"), position(5, 22.5, 114.0))],
+    );
+    let t = wait_for(Duration::from_secs(10), "the position over TLS", || {
+        stored_time(&d, "4400001")
+    });
+    assert_eq!(t, time_of(5));
+    assert_eq!(metric(&d, "lienwatch_mqtt_connected"), 1.0);
+
+    // A daemon that trusts another CA never connects, so it stores nothing.
+    let wrong = Daemon::start(&["gt06"], &tls(&other_ca, "lienwatch-wrong-ca"));
+    std::thread::sleep(Duration::from_secs(2));
+    publish_now(
+        broker.port,
+        vec![(topic("4400002"), position(6, 22.5, 114.0))],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(metric(&wrong, "lienwatch_mqtt_connected"), 0.0);
+    assert!(stored_time(&wrong, "4400002").is_none());
 }
