@@ -54,7 +54,7 @@ pub struct EngineConfig {
 
 /// Which vehicle each registered device belongs to; read by the login policy and the API from
 /// any thread, written only by the engine.
-pub type Registered = Arc<RwLock<HashMap<DeviceId, String>>>;
+pub type Registered = Arc<RwLock<HashMap<DeviceId, Arc<str>>>>;
 
 pub struct Engine {
     pub store: Store,
@@ -126,7 +126,7 @@ impl Engine {
             let vehicle = Vehicle::from_json(&id, &v)
                 .map_err(|e| corrupt("vehicles", format!("{id}: {e}")))?;
             for d in &vehicle.devices {
-                map.insert(d.id.clone(), id.clone());
+                map.insert(d.id.clone(), Arc::from(id.as_str()));
             }
             vehicles.insert(id, vehicle);
         }
@@ -245,7 +245,7 @@ impl Engine {
             let Some(vid) = self.vehicle_id_of(&ev.device_id) else {
                 continue;
             };
-            let Some(vehicle) = self.vehicles.get(&vid) else {
+            let Some(vehicle) = self.vehicles.get(&*vid) else {
                 continue;
             };
             let ctx = VehicleContext::new(vehicle, &ev.device_id);
@@ -255,7 +255,8 @@ impl Engine {
         }
     }
 
-    fn vehicle_id_of(&self, id: &DeviceId) -> Option<String> {
+    /// Cheap per event: the id is shared, not copied.
+    fn vehicle_id_of(&self, id: &DeviceId) -> Option<Arc<str>> {
         self.registered.read().ok()?.get(id).cloned()
     }
 
@@ -315,7 +316,7 @@ impl Engine {
                 let Some(vid) = self.vehicle_id_of(&id) else {
                     continue;
                 };
-                let Some(vehicle) = self.vehicles.get(&vid) else {
+                let Some(vehicle) = self.vehicles.get(&*vid) else {
                     continue;
                 };
                 let ctx = VehicleContext::new(vehicle, &id);
@@ -413,7 +414,7 @@ impl Engine {
         if let Ok(reg) = self.registered.read() {
             for d in &vehicle.devices {
                 if let Some(other) = reg.get(&d.id) {
-                    if other != id {
+                    if &**other != id {
                         return (
                             409,
                             json!({"error": format!("device {} is bound to vehicle {other:?}; remove it there first", d.id)}),
@@ -449,7 +450,7 @@ impl Engine {
             .collect();
         if let Ok(mut reg) = self.registered.write() {
             for d in &ids {
-                reg.insert(d.clone(), id.to_string());
+                reg.insert(d.clone(), Arc::from(id));
             }
         }
         for d in &ids {
@@ -737,6 +738,10 @@ fn run(mut engine: Engine, rx: flume::Receiver<Command>, clock: Clock) {
 impl EngineHandle {
     /// The vehicle a device is bound to, if any.
     pub fn vehicle_of(&self, device: &str) -> Option<String> {
-        self.registered.read().ok()?.get(device).cloned()
+        self.registered
+            .read()
+            .ok()?
+            .get(device)
+            .map(|v| v.to_string())
     }
 }

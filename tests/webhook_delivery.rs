@@ -236,6 +236,25 @@ async fn shutdown(cancel: CancellationToken, handles: Vec<tokio::task::JoinHandl
 // ---------------------------------------------------------------- tests
 
 /// (a) Headers, signature and body as CONTRACT.md says; delivered within 1 s of the notify.
+/// An outbox with one webhook and its worker (fast retry options).
+fn one_worker(
+    db: &sled::Db,
+    hook: Webhook,
+) -> (Outbox, CancellationToken, tokio::task::JoinHandle<()>) {
+    let ob = Outbox::open(db, std::slice::from_ref(&hook.name)).unwrap();
+    let cancel = CancellationToken::new();
+    let h = webhook::spawn(
+        ob.clone(),
+        0,
+        hook,
+        client(),
+        cancel.clone(),
+        fast_options(),
+    )
+    .unwrap();
+    (ob, cancel, h)
+}
+
 #[tokio::test]
 async fn delivers_signed_alert() {
     let dir = tempfile::tempdir().unwrap();
@@ -310,17 +329,7 @@ async fn retries_errors_and_timeouts_with_the_same_id() {
     )
     .await;
     let hook = config("h", &rx.url(), "timeout = \"300ms\"");
-    let ob = Outbox::open(&db, std::slice::from_ref(&hook.name)).unwrap();
-    let cancel = CancellationToken::new();
-    let h = webhook::spawn(
-        ob.clone(),
-        0,
-        hook,
-        client(),
-        cancel.clone(),
-        fast_options(),
-    )
-    .unwrap();
+    let (ob, cancel, h) = one_worker(&db, hook);
 
     let seq = ob
         .insert(&alert("alert-b", AlertType::Tamper), &[0])
@@ -361,17 +370,7 @@ async fn retries_refused_connection_until_receiver_is_up() {
         l.local_addr().unwrap()
     };
     let hook = config("h", &format!("http://{port}/hook"), "");
-    let ob = Outbox::open(&db, std::slice::from_ref(&hook.name)).unwrap();
-    let cancel = CancellationToken::new();
-    let h = webhook::spawn(
-        ob.clone(),
-        0,
-        hook,
-        client(),
-        cancel.clone(),
-        fast_options(),
-    )
-    .unwrap();
+    let (ob, cancel, h) = one_worker(&db, hook);
     let seq = ob
         .insert(&alert("alert-c", AlertType::PowerCut), &[0])
         .unwrap();
@@ -766,17 +765,7 @@ async fn redirect_is_a_failure() {
     let db = sled::open(dir.path()).unwrap();
     let rx = Receiver::start(&[], Action::Status(302)).await;
     let hook = config("h", &rx.url(), "");
-    let ob = Outbox::open(&db, std::slice::from_ref(&hook.name)).unwrap();
-    let cancel = CancellationToken::new();
-    let h = webhook::spawn(
-        ob.clone(),
-        0,
-        hook,
-        client(),
-        cancel.clone(),
-        fast_options(),
-    )
-    .unwrap();
+    let (ob, cancel, h) = one_worker(&db, hook);
     let seq = ob
         .insert(&alert("alert-r", AlertType::Tamper), &[0])
         .unwrap();
