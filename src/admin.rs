@@ -37,6 +37,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .merge(v1)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        // A province-sized fence runs to megabytes of GeoJSON; axum's default cap is 2 MB.
+        .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .with_state(state)
 }
 

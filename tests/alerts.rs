@@ -375,3 +375,38 @@ fn a_restart_neither_repeats_nor_forgets_an_excursion() {
         a.iter().any(|r| r.json()["type"] == "geofence_return")
     });
 }
+
+#[test]
+fn a_province_sized_fence_of_megabytes_is_accepted_and_used() {
+    let rx = Receiver::start();
+    let d = Daemon::start(&["gt06"], &config(&rx.url(), ""));
+    // A 60,000-vertex ring (about 2.5 MB of GeoJSON) around the Pearl River delta.
+    let n = 60_000;
+    let mut ring: Vec<[f64; 2]> = (0..n)
+        .map(|i| {
+            let a = i as f64 / n as f64 * std::f64::consts::TAU;
+            let r = 1.5 + 0.05 * (a * 40.0).sin();
+            [113.5 + r * a.cos(), 22.8 + r * a.sin()]
+        })
+        .collect();
+    ring.push(ring[0]);
+    let body = json!({
+        "loan": {"id": "L-P", "status": "overdue"},
+        "devices": [{"id": IMEI}],
+        "geofence": {"type": "Polygon", "coordinates": [ring]}
+    })
+    .to_string();
+    assert!(body.len() > 2_000_000, "{} bytes", body.len());
+    let (s, v) = d.api("PUT", "/v1/vehicles/V-P", Some(&body));
+    assert_eq!(s, 201, "{v}");
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
+    dev.exchange_bytes(&fix(2, 0, 22.543096, 114.057865, true), &gt06_ack(0x12, 2));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(rx.all().is_empty(), "Shenzhen is inside");
+    dev.exchange_bytes(&fix(3, 1, 25.0, 116.0, true), &gt06_ack(0x12, 3));
+    let got = rx.wait_for(Duration::from_secs(5), "exit from the big fence", |a| {
+        !a.is_empty()
+    });
+    assert_eq!(got[0].json()["type"], "geofence_exit");
+}
