@@ -47,6 +47,10 @@ pub struct StorageConfig {
     /// flushes as soon as the previous flush returns.
     #[serde(default = "default_commit_window", with = "crate::duration")]
     pub commit_window: Duration,
+    /// Delivered and failed alerts older than this are deleted from the outbox (hourly).
+    /// Pending alerts are kept whatever their age.
+    #[serde(default = "default_alert_retention", with = "crate::duration")]
+    pub alert_retention: Duration,
 }
 
 impl Default for StorageConfig {
@@ -55,6 +59,7 @@ impl Default for StorageConfig {
             path: default_data_path(),
             cache_mb: default_cache_mb(),
             commit_window: default_commit_window(),
+            alert_retention: default_alert_retention(),
         }
     }
 }
@@ -67,6 +72,9 @@ fn default_cache_mb() -> u64 {
 }
 fn default_commit_window() -> Duration {
     Duration::from_millis(2)
+}
+fn default_alert_retention() -> Duration {
+    Duration::from_secs(90 * 86_400)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,6 +360,13 @@ impl Config {
         }
         if let Some(p) = &self.admin.token_file {
             read_secret(p).map_err(|m| Self::invalid(file, "admin.token_file", m))?;
+        }
+        if self.storage.alert_retention < Duration::from_secs(3600) {
+            return Err(Self::invalid(
+                file,
+                "storage.alert_retention",
+                "must be at least 1h",
+            ));
         }
         if self.storage.cache_mb == 0 {
             return Err(Self::invalid(

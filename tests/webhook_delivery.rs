@@ -780,3 +780,44 @@ async fn redirect_is_a_failure() {
     shutdown(cancel, vec![h]).await;
     rx.stop().await;
 }
+
+/// Retention: finished alerts older than the cutoff go; pending ones stay whatever their age.
+#[tokio::test]
+async fn prune_removes_old_finished_alerts_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let names = vec!["h".to_string()];
+    let (clock, offset) = test_clock();
+    let ob = Outbox::open_with_clock(&db, &names, clock).unwrap();
+    // No worker runs: a targeted alert stays pending; an untargeted one is delivered at once.
+    let old_pending = ob
+        .insert(&alert("old-pending", AlertType::Tamper), &[0])
+        .unwrap();
+    let old_done = ob
+        .insert(&alert("old-done", AlertType::PowerCut), &[])
+        .unwrap();
+    offset.store(40 * 86_400_000, Ordering::SeqCst);
+    let young_done = ob
+        .insert(&alert("young-done", AlertType::PowerCut), &[])
+        .unwrap();
+    let cutoff = ob.now().add_millis(-30 * 86_400_000);
+    assert_eq!(ob.prune(cutoff, 100).unwrap(), 1);
+    assert!(
+        ob.view(old_done).unwrap().is_none(),
+        "old delivered alert pruned"
+    );
+    assert!(
+        ob.view(old_pending).unwrap().is_some(),
+        "pending alerts are never pruned"
+    );
+    assert!(ob.view(young_done).unwrap().is_some(), "young alerts stay");
+    let listed: Vec<u64> = ob
+        .list(None, 10, None)
+        .unwrap()
+        .iter()
+        .map(|v| v.seq)
+        .collect();
+    assert_eq!(listed, vec![young_done, old_pending]);
+    assert_eq!(ob.list(Some(State::Delivered), 10, None).unwrap().len(), 1);
+    assert_eq!(ob.prune(cutoff, 100).unwrap(), 0, "nothing left to prune");
+}

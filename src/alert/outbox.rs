@@ -711,6 +711,43 @@ impl Outbox {
         Ok(())
     }
 
+    /// Deletes delivered and failed alerts that entered the outbox before `cutoff`, oldest first
+    /// and at most `max` per call, with their delivery records and index entries; returns how many
+    /// went. Pending alerts are never pruned, whatever their age. Not flushed: it rides on the
+    /// next commit (a crash only brings an already finished alert back for the next pass).
+    pub fn prune(&self, cutoff: Timestamp, max: usize) -> Result<usize> {
+        // Serialised with the workers' record_attempt, which moves alerts between states.
+        let _c = self.lock();
+        let mut pruned = 0;
+        for state in [State::Delivered, State::Failed] {
+            let mut b = sled::Batch::default();
+            for kv in self.inner.tree.scan_prefix(&state_key(state, 0)[..2]) {
+                if pruned >= max {
+                    break;
+                }
+                let (k, _) = kv?;
+                let seq = be_u64(&k[k.len().saturating_sub(8)..])
+                    .ok_or_else(|| corrupt("state key", "short key"))?;
+                let Some(rec) = self.load_alert(seq)? else {
+                    b.remove(k);
+                    continue;
+                };
+                // Sequence order is insertion order: the first young one ends the pass.
+                if rec.created_at >= cutoff.millis() {
+                    break;
+                }
+                b.remove(k);
+                b.remove(&alert_key(seq));
+                for &wid in &rec.targets {
+                    b.remove(&delivery_key(wid, seq));
+                }
+                pruned += 1;
+            }
+            self.inner.tree.apply_batch(b)?;
+        }
+        Ok(pruned)
+    }
+
     /// Alerts for `GET /v1/alerts`, newest first: at most `limit`, only those with `state` if
     /// given, only those older than the cursor `before` (a `seq` from a previous page). Reads only
     /// the entries it returns (plus their delivery records), whatever the outbox size.
