@@ -11,9 +11,7 @@
 //! Run: `cargo bench --bench rules` (medians: `target/criterion/<group>/<bench>/new/estimates.json`).
 
 use criterion::Criterion;
-use lienwatch::event::{
-    AlarmReport, DeviceId, Event, EventKind, Fix, Position, Protocol, Timestamp,
-};
+use lienwatch::event::{DeviceId, Event, EventKind, Fix, Position, Protocol, Timestamp};
 use lienwatch::registry::Vehicle;
 use lienwatch::rules::{
     DeviceRuleState, FencePlacement, RuleConfig, Rules, SilenceTracker, VehicleContext,
@@ -180,17 +178,13 @@ fn fix_event(id: &DeviceId, lon: f64, lat: f64, t: i64) -> Event {
     Event {
         device_id: id.clone(),
         protocol: Protocol::Gt06,
-        kind: EventKind::Position(Fix {
-            position: Position {
-                time: Timestamp(t),
-                lat,
-                lon,
-                valid: true,
-                ..Default::default()
-            },
-            alarms: AlarmReport::NONE,
-            buffered: false,
-        }),
+        kind: EventKind::Position(Fix::live(Position {
+            time: Timestamp(t),
+            lat,
+            lon,
+            valid: true,
+            ..Default::default()
+        })),
     }
 }
 

@@ -90,12 +90,6 @@ pub struct Stats {
     pub commits: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryLoadError {
-    #[error("vehicle {id}: {msg}")]
-    Vehicle { id: String, msg: String },
-}
-
 fn corrupt(tree: &'static str, msg: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         tree,
@@ -201,10 +195,6 @@ impl Engine {
             }
             ok
         })
-    }
-
-    pub fn device(&self, id: &str) -> Option<&DeviceRecord> {
-        self.devices.get(id)
     }
 
     /// SIGHUP: new rule thresholds and (when the set of webhooks is unchanged) their settings.

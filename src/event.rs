@@ -153,11 +153,6 @@ impl Timestamp {
         jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
 
-    /// RFC 3339 in UTC (`2026-11-22T08:15:30Z`, with milliseconds only when non-zero).
-    pub fn to_rfc3339(self) -> String {
-        self.to_string()
-    }
-
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         let t: jiff::Timestamp = s.parse().ok()?;
         Some(Timestamp(t.as_millisecond()))
@@ -431,6 +426,17 @@ pub struct Fix {
     /// Sent late from the device's buffer (GT06 re-upload flag, JT/T 808 0x0704 type 1, ...):
     /// it updates history and last-known position but must not fire real-time alerts on its own.
     pub buffered: bool,
+}
+
+impl Fix {
+    /// A live fix that reports no alarm conditions.
+    pub fn live(position: Position) -> Self {
+        Fix {
+            position,
+            alarms: AlarmReport::NONE,
+            buffered: false,
+        }
+    }
 }
 
 /// What a device said, normalised.

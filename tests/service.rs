@@ -9,7 +9,6 @@ use common::*;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// GT06 examples from protocols.md §A.6 (IMEI 868120145233604).
@@ -92,128 +91,6 @@ impl NotifySocket {
     }
 }
 
-/// A daemon started directly (not through `Daemon::start`) so that the test controls its
-/// environment; killed on drop.
-struct Service {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    admin: SocketAddr,
-    gt06: u16,
-    child: Option<Child>,
-}
-
-impl Service {
-    fn new() -> Service {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let gt06 = free_port();
-        let config = dir.path().join("lienwatch.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[storage]\npath = {:?}\n\n[admin]\nbind = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n\
-                 [[listener]]\nprotocol = \"gt06\"\nbind = \"127.0.0.1:{gt06}\"\n",
-                dir.path().join("data")
-            ),
-        )
-        .expect("write config");
-        Service {
-            dir,
-            config,
-            admin,
-            gt06,
-            child: None,
-        }
-    }
-
-    /// Starts `lienwatch run` with exactly these service-manager variables set (any inherited
-    /// ones are removed first).
-    fn spawn(&mut self, env: &[(&str, &str)]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("daemon.log"))
-            .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lienwatch"));
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&self.config)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .env_remove("LISTEN_FDS")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        self.child = Some(cmd.spawn().expect("spawn lienwatch"));
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    /// Reads the log without borrowing the service (for the notify waits' failure messages).
-    fn log_reader(&self) -> impl Fn() -> String {
-        let path = self.dir.path().join("daemon.log");
-        move || std::fs::read_to_string(&path).unwrap_or_default()
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            assert!(self.running(), "lienwatch exited early:\n{}", self.log());
-            if let Ok((200, _)) = http(self.admin, "GET", "/healthz", None, None) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("lienwatch did not become healthy:\n{}", self.log());
-    }
-
-    /// Waits (bounded) for the process to exit; its exit code.
-    fn wait_exit(&mut self, wait: Duration) -> Option<i32> {
-        let mut c = self.child.take()?;
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = c.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        None
-    }
-
-    fn api(&self, path: &str) -> (u16, serde_json::Value) {
-        let (status, text) =
-            http(self.admin, "GET", path, None, Some(TOKEN)).expect("admin API reachable");
-        let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-        (status, v)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn count(msgs: &[String], line: &str) -> usize {
     msgs.iter()
         .flat_map(|m| m.lines())
@@ -223,11 +100,11 @@ fn count(msgs: &[String], line: &str) -> usize {
 
 #[test]
 fn ready_means_trackers_can_connect_watchdog_pings_and_sigterm_stops_cleanly() {
-    let mut svc = Service::new();
+    let mut svc = Daemon::configure(&["gt06"], "");
     let notify = NotifySocket::bind(svc.dir.path());
     let notify_path = notify.path.to_str().expect("utf-8 path").to_string();
     // WATCHDOG_PID is left unset: sd_notify then takes the watchdog as meant for this process.
-    svc.spawn(&[
+    svc.spawn_with_env(&[
         ("NOTIFY_SOCKET", &notify_path),
         ("WATCHDOG_USEC", "1000000"),
     ]);
@@ -242,7 +119,7 @@ fn ready_means_trackers_can_connect_watchdog_pings_and_sigterm_stops_cleanly() {
 
     // At READY, a tracker can connect at once (no retry) and is answered; so is the admin API.
     let stream = TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], svc.gt06)),
+        &SocketAddr::from(([127, 0, 0, 1], svc.port("gt06"))),
         Duration::from_secs(2),
     )
     .expect("the GT06 port accepts connections as soon as READY=1 is sent");
@@ -286,9 +163,8 @@ fn ready_means_trackers_can_connect_watchdog_pings_and_sigterm_stops_cleanly() {
     );
 
     // Restarted, the acknowledged position is there.
-    svc.spawn(&[]);
-    svc.wait_healthy();
-    let (status, dev_json) = svc.api(&format!("/v1/devices/{IMEI}"));
+    svc.spawn();
+    let (status, dev_json) = svc.api("GET", &format!("/v1/devices/{IMEI}"), None);
     assert_eq!(status, 200, "{dev_json}\n{}", svc.log());
     let pos = &dev_json["position"];
     assert_eq!(pos["time"], "2024-05-20T10:30:15Z", "{dev_json}");
@@ -300,12 +176,12 @@ fn ready_means_trackers_can_connect_watchdog_pings_and_sigterm_stops_cleanly() {
 
 #[test]
 fn watchdog_meant_for_another_process_is_not_pinged() {
-    let mut svc = Service::new();
+    let mut svc = Daemon::configure(&["gt06"], "");
     let notify = NotifySocket::bind(svc.dir.path());
     let notify_path = notify.path.to_str().expect("utf-8 path").to_string();
     // systemd sets WATCHDOG_PID to the main process; a daemon that sees another pid (it was
     // started by something that inherited the variables) must leave the watchdog alone.
-    svc.spawn(&[
+    svc.spawn_with_env(&[
         ("NOTIFY_SOCKET", &notify_path),
         ("WATCHDOG_USEC", "200000"),
         ("WATCHDOG_PID", "1"),

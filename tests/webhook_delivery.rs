@@ -236,22 +236,39 @@ async fn shutdown(cancel: CancellationToken, handles: Vec<tokio::task::JoinHandl
 // ---------------------------------------------------------------- tests
 
 /// (a) Headers, signature and body as CONTRACT.md says; delivered within 1 s of the notify.
-/// An outbox with one webhook and its worker (fast retry options).
+/// An outbox with these webhooks and a worker for each (fast retry options).
+fn workers(
+    db: &sled::Db,
+    hooks: &[Webhook],
+) -> (Outbox, CancellationToken, Vec<tokio::task::JoinHandle<()>>) {
+    let names: Vec<String> = hooks.iter().map(|h| h.name.clone()).collect();
+    let ob = Outbox::open(db, &names).unwrap();
+    let cancel = CancellationToken::new();
+    let handles = hooks
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            webhook::spawn(
+                ob.clone(),
+                i,
+                h.clone(),
+                client(),
+                cancel.clone(),
+                fast_options(),
+            )
+            .unwrap()
+        })
+        .collect();
+    (ob, cancel, handles)
+}
+
+/// An outbox with one webhook and its worker.
 fn one_worker(
     db: &sled::Db,
     hook: Webhook,
 ) -> (Outbox, CancellationToken, tokio::task::JoinHandle<()>) {
-    let ob = Outbox::open(db, std::slice::from_ref(&hook.name)).unwrap();
-    let cancel = CancellationToken::new();
-    let h = webhook::spawn(
-        ob.clone(),
-        0,
-        hook,
-        client(),
-        cancel.clone(),
-        fast_options(),
-    )
-    .unwrap();
+    let (ob, cancel, mut handles) = workers(db, &[hook]);
+    let h = handles.remove(0);
     (ob, cancel, h)
 }
 
@@ -409,24 +426,7 @@ async fn type_filter_is_respected() {
         config("geo", &rx_geo.url(), "types = [\"geofence_exit\"]"),
         config("all", &rx_all.url(), ""),
     ];
-    let names: Vec<String> = hooks.iter().map(|h| h.name.clone()).collect();
-    let ob = Outbox::open(&db, &names).unwrap();
-    let cancel = CancellationToken::new();
-    let handles: Vec<_> = hooks
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            webhook::spawn(
-                ob.clone(),
-                i,
-                h.clone(),
-                client(),
-                cancel.clone(),
-                fast_options(),
-            )
-            .unwrap()
-        })
-        .collect();
+    let (ob, cancel, handles) = workers(&db, &hooks);
 
     let mut seqs = Vec::new();
     for (id, kind) in [
@@ -694,24 +694,7 @@ async fn dead_receiver_is_bounded_and_isolated() {
         config("slow", &slow.url(), "max_in_flight = 3"),
         config("good", &good.url(), ""),
     ];
-    let names: Vec<String> = hooks.iter().map(|h| h.name.clone()).collect();
-    let ob = Outbox::open(&db, &names).unwrap();
-    let cancel = CancellationToken::new();
-    let handles: Vec<_> = hooks
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            webhook::spawn(
-                ob.clone(),
-                i,
-                h.clone(),
-                client(),
-                cancel.clone(),
-                fast_options(),
-            )
-            .unwrap()
-        })
-        .collect();
+    let (ob, cancel, handles) = workers(&db, &hooks);
 
     const N: usize = 60;
     let started = Instant::now();

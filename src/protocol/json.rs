@@ -262,11 +262,7 @@ pub fn decode_owntracks(
         events: vec![Event {
             device_id,
             protocol: Protocol::Owntracks,
-            kind: EventKind::Position(Fix {
-                position,
-                alarms: AlarmReport::NONE,
-                buffered: false,
-            }),
+            kind: EventKind::Position(Fix::live(position)),
         }],
         unknown_alarms: Vec::new(),
     })

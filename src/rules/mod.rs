@@ -424,17 +424,13 @@ mod tests {
     }
 
     fn live(lon: f64, lat: f64, t: i64) -> EventKind {
-        EventKind::Position(Fix {
-            position: Position {
-                time: Timestamp(t),
-                lat,
-                lon,
-                valid: true,
-                ..Default::default()
-            },
-            alarms: AlarmReport::NONE,
-            buffered: false,
-        })
+        EventKind::Position(Fix::live(Position {
+            time: Timestamp(t),
+            lat,
+            lon,
+            valid: true,
+            ..Default::default()
+        }))
     }
 
     fn with_fix(k: EventKind, f: impl FnOnce(&mut Fix)) -> EventKind {

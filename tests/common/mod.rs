@@ -37,6 +37,13 @@ pub struct Daemon {
 impl Daemon {
     /// Starts lienwatch with one TCP listener per protocol in `protocols` (plus `extra` TOML).
     pub fn start(protocols: &[&str], extra: &str) -> Daemon {
+        let mut d = Self::configure(protocols, extra);
+        d.spawn();
+        d
+    }
+
+    /// Writes the config without starting the daemon (for tests that control its environment).
+    pub fn configure(protocols: &[&str], extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut toml = format!(
@@ -65,38 +72,59 @@ impl Daemon {
         toml.push_str(extra);
         let config = dir.path().join("lienwatch.toml");
         std::fs::write(&config, toml).expect("write config");
-        let mut d = Daemon {
+        Daemon {
             dir,
             config,
             admin,
             ports,
             child: None,
-        };
-        d.spawn();
-        d
+        }
     }
 
+    /// Starts `lienwatch run` and waits until it is healthy.
     pub fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+        self.wait_healthy();
+    }
+
+    /// Starts `lienwatch run` with exactly these service-manager variables (inherited ones are
+    /// removed, so a test never talks to a real service manager), without waiting.
+    pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_lienwatch"))
-            .arg("run")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lienwatch"));
+        cmd.arg("run")
             .arg("--config")
             .arg(&self.config)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn lienwatch");
-        self.child = Some(child);
-        self.wait_healthy();
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn lienwatch"));
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Reads the log without borrowing the daemon (for failure messages of long waits).
+    pub fn log_reader(&self) -> impl Fn() -> String {
+        let path = self.dir.path().join("daemon.log");
+        move || std::fs::read_to_string(&path).unwrap_or_default()
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     pub fn wait_healthy(&mut self) {
@@ -142,9 +170,14 @@ impl Daemon {
 
     /// SIGTERM and wait; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
+        signal(self.child.as_ref()?.id(), "TERM");
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    /// Waits (bounded) for the process to exit; its exit code (`None`: killed after the wait).
+    pub fn wait_exit(&mut self, wait: Duration) -> Option<i32> {
         let mut c = self.child.take()?;
-        signal(c.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             if let Ok(Some(st)) = c.try_wait() {
                 return st.code();
