@@ -193,7 +193,8 @@ fn main() {
                 .unwrap_or(lienwatch::config::StorageConfig::default().commit_window),
             webhooks: Vec::new(),
         };
-        let engine = Engine::open(store, ecfg, Timestamp::now(), Arc::new(Timestamp::now)).expect("engine");
+        let outbox = store.open_outbox(&[], Arc::new(Timestamp::now)).expect("outbox");
+        let engine = Engine::open(store, outbox, ecfg, Timestamp::now()).expect("engine");
         let (handle, _thread) = lienwatch::engine::spawn(engine, Arc::new(Timestamp::now)).expect("engine thread");
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
@@ -215,10 +216,12 @@ fn main() {
         stop.cancel();
         let lw_rate = lw_n as f64 / lw_t;
         println!("lienwatch (durable): {lw_n:>9} acks in {lw_t:.1}s = {lw_rate:>10.0} acks/s ({devices} devices)");
-        let (_, commits) = handle
-            .api(|e, _| (200, serde_json::json!(e.stats.commits)))
-            .await;
-        let commits = commits.as_u64().unwrap_or(0).max(1);
+        let commits = handle
+            .run(lienwatch::engine::control::GetStats)
+            .await
+            .map(|s| s.commits)
+            .unwrap_or(0)
+            .max(1);
         println!(
             "group commits: {commits} ({:.0} acknowledged positions per flush)",
             lw_n as f64 / commits as f64

@@ -140,8 +140,10 @@ async fn bare(port: u16, n: u64, devices: u64, inflight: u16) -> f64 {
 }
 
 async fn events(h: &EngineHandle) -> u64 {
-    let (_, v) = h.api(|e, _| (200, serde_json::json!(e.stats.events))).await;
-    v.as_u64().unwrap_or(0)
+    h.run(lienwatch::engine::control::GetStats)
+        .await
+        .map(|s| s.events)
+        .unwrap_or(0)
 }
 
 /// lienwatch's MQTT source, in process, draining the same number of queued messages.
@@ -159,8 +161,10 @@ async fn lienwatch(port: u16, n: u64, devices: u64, inflight: u16) -> f64 {
         commit_window: Duration::ZERO,
         webhooks: Vec::new(),
     };
-    let engine =
-        Engine::open(store, ecfg, Timestamp::now(), Arc::new(Timestamp::now)).expect("engine");
+    let outbox = store
+        .open_outbox(&[], Arc::new(Timestamp::now))
+        .expect("outbox");
+    let engine = Engine::open(store, outbox, ecfg, Timestamp::now()).expect("engine");
     let (handle, _thread) =
         lienwatch::engine::spawn(engine, Arc::new(Timestamp::now)).expect("engine thread");
     let scfg = SessionConfig {

@@ -1,8 +1,8 @@
 //! The TOML configuration (CONTRACT.md "Configuration"): parsed strictly (unknown keys are
 //! errors), validated, with defaults that work on a laptop. Every error names the file and the key.
 
-use crate::fixture::parse_utc_offset;
 use crate::protocol::WireProtocol;
+use crate::time::parse_utc_offset;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,9 +17,12 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub ingest: IngestConfig,
-    /// One per port. Absent: one TCP listener per protocol on its default port.
+    /// One per port, as written. Absent: one TCP listener per protocol on its default port.
     #[serde(default, rename = "listener")]
-    pub listeners: Option<Vec<ListenerConfig>>,
+    listener_tables: Option<Vec<ListenerConfig>>,
+    /// The listeners to open, resolved once when the file is read.
+    #[serde(skip)]
+    pub listeners: Vec<Listener>,
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
     #[serde(default)]
@@ -217,8 +220,8 @@ fn default_format() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    #[serde(default = "default_admin_bind")]
-    pub bind: String,
+    #[serde(default = "default_admin_bind", deserialize_with = "de_socket_addr")]
+    pub bind: SocketAddr,
     #[serde(default)]
     pub token: Option<String>,
     #[serde(default)]
@@ -235,8 +238,19 @@ impl Default for AdminConfig {
     }
 }
 
-fn default_admin_bind() -> String {
-    "127.0.0.1:8080".into()
+fn default_admin_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// `admin.bind`, parsed once into an address; the message names the key, which toml's own
+/// error position does not spell out.
+fn de_socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "admin.bind: {s:?} is not an address like 127.0.0.1:8080"
+        ))
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -298,8 +312,8 @@ impl Config {
     /// Loads and validates; `None` means the built-in defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let Some(path) = path else {
-            let c = Config::default();
-            c.validate("<built-in defaults>")?;
+            let mut c = Config::default();
+            c.resolve("<built-in defaults>")?;
             return Ok(c);
         };
         let file = path.display().to_string();
@@ -312,11 +326,11 @@ impl Config {
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_string(),
             msg: e.to_string().trim_end().to_string(),
         })?;
-        c.validate(file)?;
+        c.resolve(file)?;
         Ok(c)
     }
 
@@ -328,9 +342,10 @@ impl Config {
         }
     }
 
-    /// Checks what serde cannot: addresses, protocol names, files that must be readable.
-    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let listeners = self.listeners_checked(file)?;
+    /// Checks what serde cannot (protocol names, files that must be readable) and resolves the
+    /// listeners, once.
+    fn resolve(&mut self, file: &str) -> Result<(), ConfigError> {
+        let listeners = self.resolve_listeners(file)?;
         let mut seen = std::collections::HashSet::new();
         for (i, l) in listeners.iter().enumerate() {
             if !seen.insert((l.bind, l.transport)) {
@@ -341,7 +356,7 @@ impl Config {
                 ));
             }
         }
-        self.admin_bind(file)?;
+        self.listeners = listeners;
         if self.admin.token.is_some() && self.admin.token_file.is_some() {
             return Err(Self::invalid(
                 file,
@@ -401,17 +416,10 @@ impl Config {
         Ok(())
     }
 
-    pub fn admin_bind(&self, file: &str) -> Result<SocketAddr, ConfigError> {
-        self.admin
-            .bind
-            .parse()
-            .map_err(|_| Self::invalid(file, "admin.bind", "not an address like 127.0.0.1:8080"))
-    }
-
     /// The listeners to open: the configured ones, or one TCP listener per protocol on its
     /// default port.
-    pub fn listeners_checked(&self, file: &str) -> Result<Vec<Listener>, ConfigError> {
-        let Some(ls) = &self.listeners else {
+    fn resolve_listeners(&self, file: &str) -> Result<Vec<Listener>, ConfigError> {
+        let Some(ls) = &self.listener_tables else {
             return Ok([
                 WireProtocol::Gt06,
                 WireProtocol::Jt808,
@@ -571,10 +579,10 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_open_four_listeners() {
         let c = Config::load(None).unwrap();
-        let ls = c.listeners_checked("-").unwrap();
+        let ls = &c.listeners;
         assert_eq!(ls.len(), 4);
         assert_eq!(ls[0].bind.port(), 5023);
-        assert_eq!(c.admin.bind, "127.0.0.1:8080");
+        assert_eq!(c.admin.bind.to_string(), "127.0.0.1:8080");
     }
 
     #[test]
@@ -638,7 +646,7 @@ secret = "s3cret"
 types = ["geofence_exit", "silent_overdue"]
 "#;
         let c = Config::parse(text, "x").unwrap();
-        let ls = c.listeners_checked("x").unwrap();
+        let ls = &c.listeners;
         assert_eq!(ls[1].protocol, WireProtocol::TeltonikaUdp);
         assert_eq!(c.webhooks.len(), 1);
     }

@@ -8,6 +8,7 @@
 
 use crate::event::{DeviceId, Timestamp};
 use crate::protocol::{self, Output, SessionConfig, WireProtocol};
+use crate::time::parse_utc_offset;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -158,26 +159,6 @@ pub fn load(path: &Path) -> Result<Fixture, FixtureError> {
 /// Parses `"500ms"`, `"3s"`, `"6h"`, `"2d"`, `"1h 30m"`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))
-}
-
-/// Parses a UTC offset such as `"+08:00"`, `"-03:30"` or `"0"` into seconds.
-pub fn parse_utc_offset(s: &str) -> Result<i32, String> {
-    let t = s.trim();
-    if t == "0" || t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("utc") {
-        return Ok(0);
-    }
-    let (sign, rest) = match t.as_bytes().first() {
-        Some(b'+') => (1, &t[1..]),
-        Some(b'-') => (-1, &t[1..]),
-        _ => return Err(format!("{s:?} is not an offset like \"+08:00\"")),
-    };
-    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
-    let h: i32 = h.parse().map_err(|_| format!("{s:?}: bad hours"))?;
-    let m: i32 = m.parse().map_err(|_| format!("{s:?}: bad minutes"))?;
-    if h > 14 || m > 59 {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(sign * (h * 3600 + m * 60))
 }
 
 /// Checks `actual` against `expected`: every key in an expected object must match; arrays match
@@ -366,13 +347,5 @@ mod tests {
         assert!(json_subset(&json!({"lat": 22.5431}), &a).is_err());
         assert!(json_subset(&json!({"alarms": []}), &a).is_err());
         assert!(json_subset(&json!({"missing": 1}), &a).is_err());
-    }
-
-    #[test]
-    fn offsets() {
-        assert_eq!(parse_utc_offset("+08:00").unwrap(), 28_800);
-        assert_eq!(parse_utc_offset("-03:30").unwrap(), -12_600);
-        assert_eq!(parse_utc_offset("0").unwrap(), 0);
-        assert!(parse_utc_offset("8").is_err());
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod alert;
+pub mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod duration;
@@ -19,3 +20,5 @@ pub mod replay;
 pub mod rules;
 pub mod service;
 pub mod store;
+pub mod telemetry;
+pub mod time;

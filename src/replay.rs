@@ -6,12 +6,16 @@
 //! fixture expects (replies, decoded events, API statuses, alerts) and what lienwatch produced.
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::devices::GetDevice;
+use crate::engine::loans::SetLoan;
+use crate::engine::vehicles::{DeleteVehicle, GetVehicle, PutVehicle};
+use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::event::Timestamp;
 use crate::fixture::{self, Fixture};
 use crate::protocol::{self, Output, SessionConfig, WireProtocol};
 use crate::store::Store;
 use bytes::BytesMut;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -82,10 +86,13 @@ pub fn run_fixture(
         webhooks: Vec::new(),
     };
     let c1 = clock.clone();
-    let engine_clock: crate::engine::Clock =
+    let engine_clock: crate::time::Clock =
         Arc::new(move || Timestamp::from_millis(c1.load(Ordering::Relaxed)));
-    let mut engine = Engine::open(store, ecfg, now(), engine_clock)
+    let outbox = store
+        .open_outbox(&[], engine_clock)
         .map_err(|e| ReplayError::Setup(e.to_string()))?;
+    let mut engine =
+        Engine::open(store, outbox, ecfg, now()).map_err(|e| ReplayError::Setup(e.to_string()))?;
     let mut scfg = fixture::session_config(fx).map_err(ReplayError::Setup)?;
     scfg.admit = engine.admission();
     let c2 = clock.clone();
@@ -162,20 +169,45 @@ fn ingest_outputs(engine: &mut Engine, outs: Vec<Output>, t: Timestamp) {
     engine.ingest(&events, t);
 }
 
-/// Dispatches a fixture's `"PUT /v1/vehicles/V-1"` to the engine, as the admin API would.
-fn call_api(engine: &mut Engine, api: &str, body: &str, now: Timestamp) -> crate::engine::ApiReply {
+/// Parses a fixture's `"PUT /v1/vehicles/V-1"` into the engine command the admin API would send,
+/// applies it, and answers with the status and body the API would give.
+fn call_api(engine: &mut Engine, api: &str, body: &str, now: Timestamp) -> (u16, Value) {
     let (method, path) = api.split_once(' ').unwrap_or((api, ""));
     let parts: Vec<&str> = path.trim().trim_matches('/').split('/').collect();
-    match (method, parts.as_slice()) {
-        ("GET", ["v1", "vehicles", id]) => engine.api_get_vehicle(id),
-        ("PUT", ["v1", "vehicles", id]) => engine.api_put_vehicle(id, body.as_bytes(), now),
-        ("DELETE", ["v1", "vehicles", id]) => engine.api_delete_vehicle(id),
-        ("PUT", ["v1", "loans", id]) => engine.api_put_loan(id, body.as_bytes(), now),
-        _ => (
-            404,
-            serde_json::json!({"error": format!("replay does not support {api:?}")}),
-        ),
-    }
+    let body = body.as_bytes();
+    let answer: Result<(u16, Value), EngineError> = match (method, parts.as_slice()) {
+        ("GET", ["v1", "vehicles", id]) => engine
+            .execute(GetVehicle { id: id.to_string() }, now)
+            .map(|v| (200, json(&v))),
+        ("PUT", ["v1", "vehicles", id]) => PutVehicle::from_json(id, body)
+            .and_then(|c| engine.execute(c, now))
+            .map(|o| (if o.created { 201 } else { 200 }, json(&o.view))),
+        ("DELETE", ["v1", "vehicles", id]) => engine
+            .execute(DeleteVehicle { id: id.to_string() }, now)
+            .map(|v| (200, json(&v))),
+        ("PUT", ["v1", "loans", id]) => SetLoan::from_json(id, body)
+            .and_then(|c| engine.execute(c, now))
+            .map(|v| (200, json(&v))),
+        ("GET", ["v1", "devices", id]) => GetDevice::parse(id)
+            .and_then(|c| engine.execute(c, now))
+            .map(|v| (200, json(&v))),
+        _ => {
+            return (
+                404,
+                serde_json::json!({"error": format!("replay does not support {api:?}")}),
+            )
+        }
+    };
+    answer.unwrap_or_else(|e| {
+        (
+            crate::admin::status_of(&e).as_u16(),
+            serde_json::json!({"error": e.to_string()}),
+        )
+    })
+}
+
+fn json(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
 /// `lienwatch decode`: every message in `bytes` as a JSON line. On bad input, the lines decoded

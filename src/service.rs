@@ -32,9 +32,9 @@ pub fn spawn_watchdog(engine: EngineHandle, shutdown: CancellationToken) {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(period) => {}
             }
-            let probe = engine.api(|_, _| (200, serde_json::Value::Null));
+            let probe = engine.run(crate::engine::control::Ping);
             match tokio::time::timeout(period.max(Duration::from_millis(100)), probe).await {
-                Ok((200, _)) => {
+                Ok(Ok(())) => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
                 _ => tracing::warn!("engine did not answer the watchdog probe; not pinging"),

@@ -125,17 +125,24 @@ impl DeviceRecord {
     }
 }
 
-/// The open database and its trees: `devices` (last-known position and last-seen per device),
-/// `vehicles` (the registry, as the API's JSON), `rules` (per-device rule state of registered
-/// devices), `meta` (keys and counters), and the outbox's own trees.
+/// The open database. Its trees are private: every layout lives here, behind typed methods, so
+/// that a change of key or value format is a change of this file only.
+///
+/// - `devices`: device id -> [`DeviceRecord`] (postcard)
+/// - `vehicles`: vehicle id -> the vehicle's API body (JSON text; see `crate::registry`)
+/// - `rules`: device id -> the rule state of a registered device (postcard)
+/// - `meta`: keys and counters (`alerts_raised`, `jt808_auth_key`)
+/// - the outbox's own tree (`crate::alert::outbox`), opened through [`Store::open_outbox`]
 #[derive(Clone)]
 pub struct Store {
-    pub db: sled::Db,
-    pub devices: sled::Tree,
-    pub vehicles: sled::Tree,
-    pub rules: sled::Tree,
-    pub meta: sled::Tree,
+    db: sled::Db,
+    devices: sled::Tree,
+    vehicles: sled::Tree,
+    rules: sled::Tree,
+    meta: sled::Tree,
 }
+
+const ALERTS_RAISED: &str = "alerts_raised";
 
 impl Store {
     pub fn open(path: &Path, cache_mb: u64) -> Result<Store, StoreError> {
@@ -165,6 +172,16 @@ impl Store {
         })
     }
 
+    /// The alert outbox, in the same database so that an alert and the state change that raised
+    /// it land in one flush.
+    pub fn open_outbox(
+        &self,
+        webhooks: &[String],
+        clock: crate::time::Clock,
+    ) -> Result<crate::alert::outbox::Outbox, crate::alert::outbox::OutboxError> {
+        crate::alert::outbox::Outbox::open_with_clock(&self.db, webhooks, clock)
+    }
+
     pub fn get_device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
         match self.devices.get(id.as_bytes())? {
             None => Ok(None),
@@ -189,8 +206,60 @@ impl Store {
         })
     }
 
-    /// A value kept in the meta tree, created with `init` on first use (JT/T 808 key, admin
-    /// token). Flushed at once: it must not change across a crash.
+    /// Every stored vehicle as `(id, body)`; the registry parses the body.
+    pub fn all_vehicles(&self) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
+        self.vehicles.iter().map(|r| {
+            let (k, v) = r?;
+            Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+        })
+    }
+
+    pub fn put_vehicle(&self, id: &str, body: &[u8]) -> Result<(), StoreError> {
+        self.vehicles.insert(id.as_bytes(), body)?;
+        Ok(())
+    }
+
+    pub fn remove_vehicle(&self, id: &str) -> Result<(), StoreError> {
+        self.vehicles.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every stored rule state as `(device id, encoded state)`.
+    pub fn all_rule_states(
+        &self,
+    ) -> impl Iterator<Item = Result<(DeviceId, Vec<u8>), StoreError>> + '_ {
+        self.rules.iter().map(|r| {
+            let (k, v) = r?;
+            Ok((DeviceId::new(&String::from_utf8_lossy(&k)), v.to_vec()))
+        })
+    }
+
+    /// Writes (`Some`) or deletes (`None`) a device's rule state.
+    pub fn put_rule_state(&self, id: &DeviceId, state: Option<&[u8]>) -> Result<(), StoreError> {
+        match state {
+            Some(b) => self.rules.insert(id.as_str().as_bytes(), b)?,
+            None => self.rules.remove(id.as_str().as_bytes())?,
+        };
+        Ok(())
+    }
+
+    /// How many alerts were ever raised: part of each alert's id, so it must survive restarts.
+    pub fn alerts_raised(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .meta
+            .get(ALERTS_RAISED)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    pub fn set_alerts_raised(&self, n: u64) -> Result<(), StoreError> {
+        self.meta.insert(ALERTS_RAISED, &n.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// A value kept in the meta tree, created with `init` on first use (JT/T 808 key). Flushed at
+    /// once: it must not change across a crash.
     pub fn meta_or_init(
         &self,
         key: &str,
@@ -215,15 +284,6 @@ fn decode<T: for<'de> Deserialize<'de>>(v: &[u8], tree: &'static str) -> Result<
         tree,
         msg: e.to_string(),
     })
-}
-
-/// 32 random hex characters, for generated secrets.
-pub fn random_hex() -> String {
-    let mut s = String::with_capacity(32);
-    for _ in 0..2 {
-        s.push_str(&format!("{:016x}", fastrand::u64(..)));
-    }
-    s
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 
 /// The injectable clock (shared with the protocol sessions), so that tests can age alerts by days
 /// without sleeping.
-pub type Clock = crate::protocol::Clock;
+pub type Clock = crate::time::Clock;
 
 const TREE: &str = "outbox";
 const T_ALERT: u8 = b'a';
@@ -130,8 +130,8 @@ pub struct Job {
     pub record: DeliveryRecord,
 }
 
-/// The result of one attempt, decided by the worker.
-#[derive(Clone, Debug)]
+/// The result of one attempt, decided by the retry policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttemptOutcome {
     Delivered,
     /// Failed; try again at this time.

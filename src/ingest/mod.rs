@@ -4,6 +4,7 @@
 //! waits for the commit that covers them, and only then sends the replies (or MQTT acks) that
 //! acknowledge them.
 
+pub mod codec;
 pub mod mqtt;
 pub mod tcp;
 pub mod udp;

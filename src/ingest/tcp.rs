@@ -8,7 +8,7 @@
 use crate::config::Listener;
 use crate::engine::EngineHandle;
 use crate::event::Timestamp;
-use crate::protocol::codec::{CodecError, SessionCodec};
+use crate::ingest::codec::{CodecError, SessionCodec};
 use crate::protocol::SessionConfig;
 use futures_util::StreamExt;
 use std::sync::Arc;

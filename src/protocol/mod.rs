@@ -15,7 +15,6 @@
 //!   release it once those events are on disk (the durability promise in CONTRACT.md);
 //! - `feed` never panics, whatever the bytes.
 
-pub mod codec;
 pub mod gt06;
 pub mod h02;
 pub mod json;
@@ -31,7 +30,7 @@ pub type Admission = Arc<dyn Fn(&DeviceId) -> bool + Send + Sync>;
 
 /// The server's clock, for replies that carry the time (GT06 0x8A). Injected so that replay and
 /// tests are deterministic.
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+pub use crate::time::Clock;
 
 /// Per-listener settings a session needs. Pure data plus the admission check.
 #[derive(Clone)]

@@ -7,22 +7,19 @@
 //! resumes where the last run stopped; memory stays bounded by `max_in_flight` bodies whatever the
 //! backlog.
 
-use super::outbox::{AttemptOutcome, Job, Outbox, OutboxError};
+mod retry;
+mod signature;
+mod worker;
+
+pub use retry::{backoff, RetryPolicy};
+pub use signature::{sign, verify, HEADER_ALERT_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+pub use worker::spawn;
+
 use super::AlertType;
-use crate::event::Timestamp;
-use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-pub const HEADER_ALERT_ID: &str = "X-Lienwatch-Alert-Id";
-pub const HEADER_TIMESTAMP: &str = "X-Lienwatch-Timestamp";
-pub const HEADER_SIGNATURE: &str = "X-Lienwatch-Signature";
+use std::time::Duration;
 
 const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 
@@ -230,39 +227,6 @@ pub fn client_builder() -> reqwest::ClientBuilder {
         .pool_idle_timeout(Duration::from_secs(60))
 }
 
-type HmacSha256 = Hmac<Sha256>;
-
-fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length, so this never fails.
-    let mut m = <HmacSha256 as KeyInit>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    m.update(timestamp.to_string().as_bytes());
-    m.update(b".");
-    m.update(body);
-    m
-}
-
-/// The `X-Lienwatch-Signature` value: `v1=` + lowercase hex HMAC-SHA256(secret,
-/// `"<timestamp>.<raw body>"`).
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    format!(
-        "v1={}",
-        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
-    )
-}
-
-/// Checks a signature header in constant time, for receivers and tests. Receivers should also
-/// reject timestamps far from their own clock, to refuse replays.
-pub fn verify(secret: &[u8], timestamp: i64, signature: &str, body: &[u8]) -> bool {
-    let Some(hex_sig) = signature.trim().strip_prefix("v1=") else {
-        return false;
-    };
-    let Ok(raw) = hex::decode(hex_sig) else {
-        return false;
-    };
-    mac(secret, timestamp, body).verify_slice(&raw).is_ok()
-}
-
 /// Tuning that is not in the config file (tests shrink the delays).
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
@@ -290,271 +254,9 @@ impl Default for WorkerOptions {
     }
 }
 
-/// Delay before the retry that follows failed attempt number `attempts` (1-based): exponential,
-/// capped, with jitter in [50%, 100%] so that many alerts failing together spread out.
-pub fn backoff(attempts: u32, base: Duration, max: Duration) -> Duration {
-    let exp = attempts.saturating_sub(1).min(30);
-    let full = base.saturating_mul(1u32 << exp).min(max);
-    full.mul_f64(0.5 + fastrand::f64() * 0.5)
-}
-
-struct Ctx {
-    outbox: Outbox,
-    index: usize,
-    webhook: Webhook,
-    client: reqwest::Client,
-    opts: WorkerOptions,
-}
-
-/// Starts the delivery worker for webhook `index` (its position in the names given to
-/// [`Outbox::open`]). It runs until `cancel` fires. The `client` is shared by all workers; the
-/// per-attempt timeout comes from the webhook's config.
-pub fn spawn(
-    outbox: Outbox,
-    index: usize,
-    webhook: Webhook,
-    client: reqwest::Client,
-    cancel: CancellationToken,
-    opts: WorkerOptions,
-) -> Result<JoinHandle<()>, OutboxError> {
-    let notify = outbox.notifier(index)?;
-    let ctx = Arc::new(Ctx {
-        outbox,
-        index,
-        webhook,
-        client,
-        opts,
-    });
-    Ok(tokio::spawn(run(ctx, notify, cancel)))
-}
-
-async fn run(ctx: Arc<Ctx>, notify: Arc<tokio::sync::Notify>, cancel: CancellationToken) {
-    let name = ctx.webhook.name.clone();
-    let max = ctx.webhook.max_in_flight.max(1);
-    let boot = ctx.outbox.now();
-    // The start-up sweep gives every pending alert one attempt right away, whatever its stored
-    // backoff: an outage of lienwatch should not add up to 10 minutes of delay.
-    let mut sweep: Option<Vec<u8>> = None;
-    let mut sweeping = true;
-    let mut busy: HashSet<u64> = HashSet::new();
-    let mut tasks: tokio::task::JoinSet<u64> = tokio::task::JoinSet::new();
-    let mut task_seq: HashMap<tokio::task::Id, u64> = HashMap::new();
-    tracing::info!(webhook = %name, "webhook worker started");
-
-    loop {
-        let now = ctx.outbox.now();
-        let mut next_due: Option<Timestamp> = None;
-        let mut start = |job: Job, busy: &mut HashSet<u64>| {
-            busy.insert(job.seq);
-            let seq = job.seq;
-            let handle = tasks.spawn(attempt(ctx.clone(), job));
-            task_seq.insert(handle.id(), seq);
-        };
-        if busy.len() < max {
-            match ctx.outbox.due(ctx.index, now, &busy, max - busy.len()) {
-                Ok((jobs, next)) => {
-                    next_due = next;
-                    for job in jobs {
-                        start(job, &mut busy);
-                    }
-                }
-                Err(e) => tracing::error!(webhook = %name, error = %e, "reading the outbox"),
-            }
-        }
-        if sweeping && busy.len() < max {
-            match ctx.outbox.sweep(
-                ctx.index,
-                sweep.as_deref(),
-                boot,
-                &busy,
-                max - busy.len(),
-                ctx.opts.sweep_budget,
-            ) {
-                Ok((jobs, cursor)) => {
-                    for job in jobs {
-                        start(job, &mut busy);
-                    }
-                    sweeping = cursor.is_some();
-                    sweep = cursor;
-                }
-                Err(e) => {
-                    tracing::error!(webhook = %name, error = %e, "start-up sweep of the outbox");
-                    sweeping = false;
-                }
-            }
-        }
-        metrics::gauge!("lienwatch_webhook_in_flight", "webhook" => name.clone())
-            .set(busy.len() as f64);
-
-        let poll = ctx.opts.poll_interval;
-        let wait = if busy.len() >= max {
-            poll // a finishing request wakes us
-        } else if sweeping {
-            Duration::ZERO
-        } else {
-            next_due.map_or(poll, |d| {
-                Duration::from_millis(d.since(now).max(0) as u64).min(poll)
-            })
-        };
-        if wait.is_zero() {
-            tokio::task::yield_now().await;
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                let id = match done {
-                    Ok((id, _)) => id,
-                    Err(e) => {
-                        tracing::error!(webhook = %name, error = %e, "delivery task failed");
-                        e.id()
-                    }
-                };
-                if let Some(seq) = task_seq.remove(&id) {
-                    busy.remove(&seq);
-                }
-            }
-            _ = notify.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
-
-    // Let requests already sent finish briefly; anything abandoned stays pending on disk.
-    let grace = ctx.opts.shutdown_grace;
-    let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
-    metrics::gauge!("lienwatch_webhook_in_flight", "webhook" => name.clone()).set(0.0);
-    tracing::info!(webhook = %name, "webhook worker stopped");
-}
-
-/// The error text without the URL (it may carry credentials), with its causes.
-fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
-
-/// One POST of one alert; records the outcome and returns the alert's seq.
-async fn attempt(ctx: Arc<Ctx>, job: Job) -> u64 {
-    let wh = &ctx.webhook;
-    let at = ctx.outbox.now();
-    let ts = at.secs();
-    let started = Instant::now();
-    let res = ctx
-        .client
-        .post(wh.url.clone())
-        .timeout(wh.timeout)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(HEADER_ALERT_ID, job.alert_id.as_str())
-        .header(HEADER_TIMESTAMP, ts.to_string())
-        .header(HEADER_SIGNATURE, sign(&wh.secret, ts, &job.body))
-        .body(job.body.clone())
-        .send()
-        .await;
-    let result: Result<(), (String, &'static str)> = match res {
-        Ok(resp) if resp.status().is_success() => Ok(()),
-        Ok(resp) => Err((format!("HTTP {}", resp.status()), "http_error")),
-        Err(e) if e.is_timeout() => Err((
-            format!("timed out after {}", crate::duration::format(wh.timeout)),
-            "timeout",
-        )),
-        Err(e) if e.is_connect() => Err((describe(e), "connect_error")),
-        Err(e) => Err((describe(e), "error")),
-    };
-    metrics::histogram!("lienwatch_webhook_latency_seconds", "webhook" => wh.name.clone())
-        .record(started.elapsed().as_secs_f64());
-    let label = match &result {
-        Ok(()) => "delivered",
-        Err((_, l)) => l,
-    };
-    metrics::counter!("lienwatch_webhook_attempts_total", "webhook" => wh.name.clone(), "outcome" => label)
-        .increment(1);
-
-    let now = ctx.outbox.now();
-    let outcome = match result {
-        Ok(()) => AttemptOutcome::Delivered,
-        Err((error, _)) => {
-            let deadline = job.record.created_at.add(wh.max_age);
-            if now >= deadline {
-                metrics::counter!("lienwatch_webhook_failed_total", "webhook" => wh.name.clone())
-                    .increment(1);
-                tracing::warn!(webhook = %wh.name, alert = %job.alert_id, %error,
-                    "giving up on alert after max_age");
-                AttemptOutcome::GiveUp { error }
-            } else {
-                let attempts = job.record.attempts.saturating_add(1);
-                let delay = backoff(attempts, ctx.opts.backoff_base, ctx.opts.backoff_max);
-                // The last try lands exactly at max_age, so `failed` is reported on time.
-                let next_attempt_at = now.add(delay).min(deadline);
-                tracing::debug!(webhook = %wh.name, alert = %job.alert_id, %error, attempts,
-                    "delivery failed; will retry");
-                AttemptOutcome::Retry {
-                    error,
-                    next_attempt_at,
-                }
-            }
-        }
-    };
-    if let Err(e) = ctx.outbox.record_attempt(ctx.index, job.seq, now, &outcome) {
-        tracing::error!(webhook = %wh.name, alert = %job.alert_id, error = %e,
-            "recording a delivery attempt");
-    }
-    job.seq
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signature_round_trip() {
-        let sig = sign(b"s3cret", 1_700_000_000, b"{\"id\":\"a\"}");
-        assert!(sig.starts_with("v1="));
-        assert_eq!(sig.len(), 3 + 64);
-        assert_eq!(sig, sig.to_lowercase());
-        assert!(verify(b"s3cret", 1_700_000_000, &sig, b"{\"id\":\"a\"}"));
-        assert!(!verify(b"other", 1_700_000_000, &sig, b"{\"id\":\"a\"}"));
-        assert!(!verify(b"s3cret", 1_700_000_001, &sig, b"{\"id\":\"a\"}"));
-        assert!(!verify(b"s3cret", 1_700_000_000, &sig, b"{\"id\":\"b\"}"));
-        assert!(!verify(b"s3cret", 1_700_000_000, "v1=zz", b""));
-    }
-
-    #[test]
-    fn signature_is_hmac_of_timestamp_dot_body() {
-        // Known answer: HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog"),
-        // split as "<timestamp>.<body>" would be.
-        let sig = sign(b"key", 0, b"");
-        assert!(verify(b"key", 0, &sig, b""));
-        let mut m = <HmacSha256 as KeyInit>::new_from_slice(b"key").unwrap();
-        m.update(b"The quick brown fox jumps over the lazy dog");
-        assert_eq!(
-            hex::encode(m.finalize().into_bytes()),
-            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
-        );
-        let mut m = <HmacSha256 as KeyInit>::new_from_slice(b"key").unwrap();
-        m.update(b"42.{}");
-        let expect = format!("v1={}", hex::encode(m.finalize().into_bytes()));
-        assert_eq!(sign(b"key", 42, b"{}"), expect);
-    }
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        let base = Duration::from_secs(4);
-        let max = Duration::from_secs(600);
-        for _ in 0..100 {
-            let first = backoff(1, base, max);
-            assert!(first >= Duration::from_secs(2) && first <= Duration::from_secs(4));
-            let big = backoff(40, base, max);
-            assert!(big >= Duration::from_secs(300) && big <= max);
-        }
-        assert!(backoff(5, base, max) >= Duration::from_secs(32));
-    }
 
     fn parse(toml: &str) -> Result<WebhookConfig, toml::de::Error> {
         toml::from_str(toml)

@@ -2,7 +2,7 @@
 //! the session turns them into outputs, and each `decode` call yields one batch. Errors from the
 //! session end the stream; garbage never does (it is a `Rejected` output).
 
-use super::{Output, Session, SessionError};
+use crate::protocol::{Output, Session, SessionError};
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 

@@ -1,0 +1,83 @@
+//! `/v1/vehicles`: the registry's vehicles and the list the collections desk pages through.
+
+use super::error::{ApiError, ErrorBody};
+use super::{parse_blocking, AdminState};
+use crate::engine::vehicles::{DeleteVehicle, GetVehicle, ListVehicles, PutVehicle};
+use crate::engine::view::{Deleted, VehiclePage, VehicleView};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+/// The vehicle list's paging.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Vehicles per page, 1 to 1000 (default 100).
+    limit: Option<usize>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+}
+
+/// Vehicles in id order, a page at a time.
+#[utoipa::path(get, path = "/v1/vehicles", tag = "vehicles", params(ListQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = VehiclePage), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(st): State<AdminState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<VehiclePage>, ApiError> {
+    let Query(q) = q.map_err(|_| ApiError::bad_request("query parameters: limit, after"))?;
+    let cmd = ListVehicles {
+        limit: q.limit.unwrap_or(100),
+        after: q.after,
+    };
+    Ok(Json(st.engine.run(cmd).await?))
+}
+
+/// The vehicle, its loan, and each device's last-known position and rule state.
+#[utoipa::path(get, path = "/v1/vehicles/{id}", tag = "vehicles",
+    params(("id" = String, Path, description = "the lender's vehicle id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = VehicleView), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<VehicleView>, ApiError> {
+    Ok(Json(st.engine.run(GetVehicle { id }).await?))
+}
+
+/// Creates or replaces a vehicle (CONTRACT.md "Vehicle body"); 201 when it is new.
+#[utoipa::path(put, path = "/v1/vehicles/{id}", tag = "vehicles",
+    params(("id" = String, Path, description = "the lender's vehicle id")),
+    request_body(content = Object, description = "vin, plate, loan, devices and an optional geofence (GeoJSON Polygon, MultiPolygon or Circle)"),
+    security(("bearer" = [])),
+    responses((status = 200, body = VehicleView), (status = 201, body = VehicleView),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn put(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<VehicleView>), ApiError> {
+    let cmd = parse_blocking(move || PutVehicle::from_json(&id, &body)).await?;
+    let out = st.engine.run(cmd).await?;
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(out.view)))
+}
+
+/// Stops watching a vehicle.
+#[utoipa::path(delete, path = "/v1/vehicles/{id}", tag = "vehicles",
+    params(("id" = String, Path, description = "the lender's vehicle id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    Ok(Json(st.engine.run(DeleteVehicle { id }).await?))
+}

@@ -1,0 +1,86 @@
+//! SIGHUP: what can change without a restart, and what cannot.
+
+use super::delivery::{resolve_webhooks, Delivery};
+use super::{DaemonError, RunOptions};
+use crate::config::Config;
+use crate::engine::control::Reconfigure;
+
+/// SIGHUP: re-reads the config file and applies what can change without a restart — the log
+/// level, the `[rules]` thresholds and the settings of the existing `[[webhook]]`s (url, secret,
+/// filter, timeouts). Everything else is logged as needing a restart. An invalid file changes
+/// nothing.
+pub async fn reload(
+    current: &Config,
+    opts: &RunOptions,
+    engine: &crate::engine::EngineHandle,
+    outbox: &crate::alert::outbox::Outbox,
+    client: &reqwest::Client,
+    delivery: &mut Delivery,
+) -> Result<Config, DaemonError> {
+    let Some(path) = &opts.config_path else {
+        return Err(DaemonError::Other(
+            "running on built-in defaults: there is no config file to reload".into(),
+        ));
+    };
+    let next = Config::load(Some(path)).map_err(|e| DaemonError::Other(e.to_string()))?;
+    let webhooks = resolve_webhooks(&next)?;
+
+    let same =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+    let mut restart_needed = Vec::new();
+    if !same(&current.storage, &next.storage) {
+        restart_needed.push("[storage]");
+    }
+    if !same(&current.ingest, &next.ingest) {
+        restart_needed.push("[ingest]");
+    }
+    if !same(&current.listeners, &next.listeners) {
+        restart_needed.push("[[listener]]");
+    }
+    if !same(&current.mqtt, &next.mqtt) {
+        restart_needed.push("[mqtt]");
+    }
+    if !same(&current.admin, &next.admin) {
+        restart_needed.push("[admin]");
+    }
+    if !same(&current.log.format, &next.log.format) {
+        restart_needed.push("log.format");
+    }
+    let names: Vec<String> = webhooks.iter().map(|w| w.name.clone()).collect();
+    let same_names = names.as_slice() == outbox.webhook_names();
+
+    if let Some(set) = &opts.log_reload {
+        if current.log.level != next.log.level {
+            set(&next.log.level).map_err(DaemonError::Other)?;
+            tracing::info!(level = %next.log.level, "log level reloaded");
+        }
+    }
+    let rules = next.rules.clone();
+    let hooks = if same_names {
+        Some(webhooks.clone())
+    } else {
+        None
+    };
+    engine
+        .run(Reconfigure {
+            rules,
+            webhooks: hooks,
+        })
+        .await
+        .map_err(|e| DaemonError::Other(e.to_string()))?;
+    tracing::info!("rule thresholds reloaded");
+    if same_names {
+        delivery.stop().await;
+        *delivery = Delivery::start(outbox, webhooks, client)?;
+        tracing::info!(webhooks = names.len(), "webhook settings reloaded");
+    } else {
+        restart_needed.push("adding, removing or renaming [[webhook]]s");
+    }
+    if !restart_needed.is_empty() {
+        tracing::warn!(
+            sections = %restart_needed.join(", "),
+            "changed settings that take effect only after a restart"
+        );
+    }
+    Ok(next)
+}

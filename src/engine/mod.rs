@@ -1,0 +1,416 @@
+//! The engine: per-device state and rules, and the single writer of the store.
+//!
+//! Connection tasks hand it batches of events and wait for the commit (`thread`); the admin API,
+//! `replay`, the watchdog and reload send it typed commands (`command`, one file per resource).
+//! Whatever arrives while a flush runs is applied together and flushed once; only then are the
+//! waiting replies released, so a reply that acknowledges data is sent only after that data is
+//! on disk (CONTRACT.md durability). `replay` drives the same `Engine` synchronously on a
+//! virtual clock.
+
+pub mod command;
+pub mod control;
+pub mod devices;
+pub mod loans;
+pub mod thread;
+pub mod vehicles;
+pub mod view;
+
+pub use command::{Command, EngineError};
+pub use thread::{spawn, EngineHandle};
+
+use crate::alert::outbox::Outbox;
+use crate::alert::{Alert, AlertType};
+use crate::event::{DeviceId, Event, EventKind};
+use crate::registry::Vehicle;
+use crate::rules::{DeviceRuleState, Outcome, Rules, SilenceTracker, VehicleContext};
+use crate::store::{DeviceRecord, Store, StoreError};
+use crate::time::Timestamp;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use view::{DeviceStateView, VehicleDeviceView, VehicleSummary, VehicleView};
+
+/// What the engine was told at construction.
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub rules: crate::rules::RuleConfig,
+    pub accept_unknown: bool,
+    pub commit_window: Duration,
+    /// Resolved `[[webhook]]`s, in config order: alerts are queued for those whose filter matches.
+    pub webhooks: Vec<crate::alert::webhook::Webhook>,
+}
+
+/// Which vehicle each registered device belongs to; read by the login policy from any thread,
+/// written only by the engine.
+pub type Registered = Arc<RwLock<HashMap<DeviceId, Arc<str>>>>;
+
+pub struct Engine {
+    store: Store,
+    /// Alerts are written here in the same commit as the state change that raised them.
+    outbox: Outbox,
+    cfg: EngineConfig,
+    rules: Rules,
+    /// Last-known position and last-seen of every device ever heard from.
+    devices: HashMap<DeviceId, DeviceRecord>,
+    /// The registry, in id order (the vehicle list pages through it), and each registered
+    /// device's rule state.
+    vehicles: BTreeMap<String, Vehicle>,
+    states: HashMap<DeviceId, DeviceRuleState>,
+    registered: Registered,
+    /// Silence deadlines: O(log n) per update, no scans.
+    tracker: SilenceTracker,
+    /// When this engine started (the `startup_grace` reference).
+    started_at: Timestamp,
+    /// Records and rule states changed since the last flush.
+    dirty: HashSet<DeviceId>,
+    dirty_states: HashSet<DeviceId>,
+    /// Alerts raised since `take_alerts` was last called.
+    raised: Vec<Alert>,
+    /// Alerts raised so far (persisted); part of each alert's id.
+    alert_count: u64,
+    /// Counters for benchmarks and tests.
+    pub stats: Stats,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Stats {
+    pub positions_stored: u64,
+    pub events: u64,
+    pub commits: u64,
+}
+
+fn corrupt(tree: &'static str, msg: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        tree,
+        msg: msg.to_string(),
+    }
+}
+
+impl Engine {
+    /// Loads the registry, the devices and the rule states. The outbox is opened by the caller
+    /// (`Store::open_outbox`) in the same database, so alerts and state share each commit.
+    pub fn open(
+        store: Store,
+        outbox: Outbox,
+        cfg: EngineConfig,
+        now: Timestamp,
+    ) -> Result<Engine, StoreError> {
+        let mut devices = HashMap::new();
+        for rec in store.all_devices() {
+            let rec = rec?;
+            devices.insert(rec.device_id.clone(), rec);
+        }
+        let mut vehicles = BTreeMap::new();
+        let mut map = HashMap::new();
+        for kv in store.all_vehicles() {
+            let (id, body) = kv?;
+            let vehicle = Vehicle::from_json(&id, &body)
+                .map_err(|e| corrupt("vehicles", format!("{id}: {e}")))?;
+            let shared: Arc<str> = Arc::from(id.as_str());
+            for d in &vehicle.devices {
+                map.insert(d.id.clone(), shared.clone());
+            }
+            vehicles.insert(id, vehicle);
+        }
+        let mut states = HashMap::new();
+        for kv in store.all_rule_states() {
+            let (id, bytes) = kv?;
+            let st = DeviceRuleState::from_bytes(&bytes).map_err(|e| corrupt("rules", e))?;
+            if map.contains_key(&id) {
+                states.insert(id, st);
+            }
+        }
+        let alert_count = store.alerts_raised()?;
+        let rules = Rules::new(cfg.rules.clone(), now);
+        let mut e = Engine {
+            store,
+            outbox,
+            rules,
+            cfg,
+            devices,
+            vehicles,
+            states,
+            registered: Arc::new(RwLock::new(map)),
+            tracker: SilenceTracker::new(),
+            started_at: now,
+            dirty: HashSet::new(),
+            dirty_states: HashSet::new(),
+            raised: Vec::new(),
+            alert_count,
+            stats: Stats::default(),
+        };
+        e.rebuild_deadlines();
+        Ok(e)
+    }
+
+    /// Applies a command and commits it: the synchronous path of `replay` and tests.
+    pub fn execute<C: Command>(
+        &mut self,
+        cmd: C,
+        now: Timestamp,
+    ) -> Result<C::Output, EngineError> {
+        let out = cmd.apply(self, now)?;
+        self.flush()?;
+        Ok(out)
+    }
+
+    /// Every registered device's silence deadline from its persisted state.
+    fn rebuild_deadlines(&mut self) {
+        self.tracker = SilenceTracker::new();
+        for v in self.vehicles.values() {
+            for d in &v.devices {
+                let st = self.states.entry(d.id.clone()).or_default();
+                self.tracker.set(
+                    &d.id,
+                    self.rules
+                        .silence_deadline(VehicleContext::new(v, &d.id), st),
+                );
+            }
+        }
+    }
+
+    pub fn registered(&self) -> Registered {
+        self.registered.clone()
+    }
+
+    /// The login policy for protocol sessions (`[ingest] accept_unknown`).
+    pub fn admission(&self) -> crate::protocol::Admission {
+        let accept_unknown = self.cfg.accept_unknown;
+        let reg = self.registered.clone();
+        Arc::new(move |id: &DeviceId| {
+            let ok = accept_unknown || reg.read().map(|s| s.contains_key(id)).unwrap_or(false);
+            if !ok {
+                metrics::counter!("lienwatch_devices_refused_total").increment(1);
+            }
+            ok
+        })
+    }
+
+    /// SIGHUP: new rule thresholds and (when the set of webhooks is unchanged) their settings.
+    pub fn reconfigure(
+        &mut self,
+        rules: crate::rules::RuleConfig,
+        webhooks: Option<Vec<crate::alert::webhook::Webhook>>,
+    ) {
+        self.rules = Rules::new(rules.clone(), self.started_at);
+        self.cfg.rules = rules;
+        if let Some(w) = webhooks {
+            self.cfg.webhooks = w;
+        }
+        self.rebuild_deadlines();
+    }
+
+    /// Applies a batch of events received at `received_at`: last-known positions first, then the
+    /// rules. Nothing is durable until `flush`.
+    pub fn ingest(&mut self, events: &[Event], received_at: Timestamp) {
+        for ev in events {
+            self.stats.events += 1;
+            let rec = self.devices.entry(ev.device_id.clone()).or_insert_with(|| {
+                DeviceRecord::new(ev.device_id.clone(), ev.protocol, received_at)
+            });
+            rec.protocol = ev.protocol;
+            if received_at > rec.last_seen {
+                rec.last_seen = received_at;
+            }
+            if let EventKind::Position(fix) = &ev.kind {
+                if rec.offer_position(&fix.position, received_at) {
+                    self.stats.positions_stored += 1;
+                    metrics::counter!("lienwatch_positions_stored_total").increment(1);
+                }
+            }
+            self.dirty.insert(ev.device_id.clone());
+
+            let Some(vid) = self.vehicle_id_of(&ev.device_id) else {
+                continue;
+            };
+            let Some(vehicle) = self.vehicles.get(&*vid) else {
+                continue;
+            };
+            let ctx = VehicleContext::new(vehicle, &ev.device_id);
+            let st = self.states.entry(ev.device_id.clone()).or_default();
+            let out = self.rules.on_event(ctx, st, ev, received_at);
+            self.apply_outcome(&vid, &ev.device_id, out, received_at);
+        }
+    }
+
+    /// Cheap per event: the id is shared, not copied.
+    fn vehicle_id_of(&self, id: &DeviceId) -> Option<Arc<str>> {
+        self.registered.read().ok()?.get(id).cloned()
+    }
+
+    /// Records what a rule call decided: deadline, state to persist, alerts to raise.
+    fn apply_outcome(&mut self, vehicle_id: &str, device: &DeviceId, out: Outcome, now: Timestamp) {
+        self.tracker.set(device, out.silence_deadline);
+        if out.changed {
+            self.dirty_states.insert(device.clone());
+        }
+        for draft in out.alerts {
+            self.raise(vehicle_id, device, draft.kind, draft.details, now);
+        }
+    }
+
+    /// Dresses a rule's draft as an alert and queues it in the outbox (same commit).
+    fn raise(
+        &mut self,
+        vehicle_id: &str,
+        device: &DeviceId,
+        kind: AlertType,
+        details: serde_json::Value,
+        now: Timestamp,
+    ) {
+        let Some(v) = self.vehicles.get(vehicle_id) else {
+            return;
+        };
+        self.alert_count += 1;
+        let id = alert_id(vehicle_id, device, kind, now, self.alert_count);
+        let alert = Alert {
+            id,
+            kind,
+            vehicle_id: vehicle_id.to_string(),
+            device_id: device.clone(),
+            vin: v.vin.clone(),
+            plate: v.plate.clone(),
+            loan: v.loan.clone(),
+            position: self
+                .devices
+                .get(device)
+                .and_then(|r| r.position.map(|p| p.position())),
+            detected_at: now,
+            details,
+        };
+        let targets = crate::alert::webhook::targets(&self.cfg.webhooks, kind);
+        if let Err(e) = self.outbox.insert(&alert, &targets) {
+            tracing::error!(error = %e, alert = %alert.id, "cannot queue alert");
+        }
+        metrics::counter!("lienwatch_alerts_raised_total", "type" => kind.as_str()).increment(1);
+        tracing::info!(alert = %alert.id, r#type = kind.as_str(), vehicle = vehicle_id, device = %device, "alert raised");
+        self.raised.push(alert);
+    }
+
+    /// Time-driven work up to `now`: silence deadlines that fell due.
+    pub fn tick(&mut self, now: Timestamp) {
+        while self.tracker.next_deadline().is_some_and(|t| t <= now) {
+            for id in self.tracker.pop_due(now) {
+                let Some(vid) = self.vehicle_id_of(&id) else {
+                    continue;
+                };
+                let Some(vehicle) = self.vehicles.get(&*vid) else {
+                    continue;
+                };
+                let ctx = VehicleContext::new(vehicle, &id);
+                let st = self.states.entry(id.clone()).or_default();
+                let out = self.rules.on_silence_due(ctx, st, now);
+                self.apply_outcome(&vid, &id, out, now);
+            }
+        }
+    }
+
+    /// When `tick` next has something to do.
+    pub fn next_wakeup(&self) -> Option<Timestamp> {
+        self.tracker.next_deadline()
+    }
+
+    /// Alerts raised since the last call (replay prints them).
+    pub fn take_alerts(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.raised)
+    }
+
+    /// Writes every changed record and flushes: the commit that replies wait for. Alerts were
+    /// written to the outbox when raised, so they land in this same flush, before the states
+    /// that remember them.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        for id in self.dirty.drain() {
+            if let Some(rec) = self.devices.get(&id) {
+                self.store.put_device(rec)?;
+            }
+        }
+        for id in self.dirty_states.drain() {
+            let bytes = self.states.get(&id).map(DeviceRuleState::to_bytes);
+            self.store.put_rule_state(&id, bytes.as_deref())?;
+        }
+        self.store.set_alerts_raised(self.alert_count)?;
+        self.store.flush()?;
+        self.stats.commits += 1;
+        Ok(())
+    }
+
+    /// Stops watching a device: its rule state goes, its deadline goes, logins see it unknown.
+    fn unregister(&mut self, d: &DeviceId) {
+        if let Some(mut st) = self.states.remove(d) {
+            let _ = self.rules.on_unregistered(&mut st);
+        }
+        self.dirty_states.insert(d.clone());
+        self.tracker.set(d, None);
+        if let Ok(mut reg) = self.registered.write() {
+            reg.remove(d);
+        }
+    }
+
+    fn vehicle_view(&self, id: &str) -> Option<VehicleView> {
+        let v = self.vehicles.get(id)?;
+        let devices = v
+            .devices
+            .iter()
+            .map(|d| {
+                let rec = self.devices.get(&d.id);
+                let st = self.states.get(&d.id);
+                VehicleDeviceView {
+                    id: d.id.clone(),
+                    kind: d.kind,
+                    silence_after: d.silence_after,
+                    last_seen: rec.map(|r| r.last_seen),
+                    protocol: rec.map(|r| r.protocol),
+                    position: rec.and_then(|r| r.position.as_ref()).map(|p| p.to_json()),
+                    state: DeviceStateView {
+                        geofence: st.map(|s| s.placement),
+                        silent: st.map(|s| s.silent_alerted).unwrap_or(false),
+                        alarms: st.map(|s| s.alarms_alerted.names()).unwrap_or_default(),
+                        silence_deadline: self.tracker.deadline(&d.id),
+                    },
+                }
+            })
+            .collect();
+        Some(VehicleView {
+            id: v.id.clone(),
+            vin: v.vin.clone(),
+            plate: v.plate.clone(),
+            loan: v.loan.clone(),
+            devices,
+            geofence: v.geofence.as_ref().map(|g| g.source()),
+        })
+    }
+
+    fn vehicle_summary(&self, v: &Vehicle) -> VehicleSummary {
+        let newest = v
+            .devices
+            .iter()
+            .filter_map(|d| self.devices.get(&d.id))
+            .max_by_key(|r| r.last_seen);
+        VehicleSummary {
+            vehicle_id: v.id.clone(),
+            vin: v.vin.clone(),
+            plate: v.plate.clone(),
+            loan: v.loan.clone(),
+            last_seen: newest.map(|r| r.last_seen),
+            position: newest
+                .and_then(|r| r.position.as_ref())
+                .map(|p| p.to_json()),
+        }
+    }
+}
+
+/// A stable, unique alert id (the receiver's idempotency key): derived from what the alert is
+/// about and the engine's alert counter, so replay produces the same ids every run.
+fn alert_id(vehicle: &str, device: &DeviceId, kind: AlertType, at: Timestamp, n: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(vehicle.as_bytes());
+    h.update([0]);
+    h.update(device.as_str().as_bytes());
+    h.update([0]);
+    h.update(kind.as_str().as_bytes());
+    h.update(at.millis().to_be_bytes());
+    h.update(n.to_be_bytes());
+    let d = h.finalize();
+    format!("lw_{}", hex::encode(&d[..16]))
+}

@@ -1,0 +1,202 @@
+//! The engine thread and the handle that connection tasks, the admin API and the daemon hold.
+//!
+//! The engine runs on a thread of its own, never on the tokio runtime, because every sled call
+//! blocks. It drains whatever arrived while the previous flush ran (group commit), applies it,
+//! flushes once, and only then answers every waiting batch and command.
+
+use super::command::{Command, EngineError};
+use super::Engine;
+use crate::event::{DeviceId, Event};
+use crate::store::StoreError;
+use crate::time::{Clock, Timestamp};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Called after the commit that covers a command: sends its answer, or the store's error.
+type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+/// A command bound to its answer channel, type-erased for the queue.
+type Job = Box<dyn FnOnce(&mut Engine, Timestamp) -> Completion + Send>;
+
+enum Msg {
+    Ingest {
+        events: Vec<Event>,
+        received_at: Timestamp,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Command(Job),
+    /// Flush and stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The async side of the engine. Cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: flume::Sender<Msg>,
+    pub registered: super::Registered,
+    pub admission: crate::protocol::Admission,
+}
+
+impl EngineHandle {
+    /// Hands events to the engine and waits until they are on disk.
+    pub async fn commit(
+        &self,
+        events: Vec<Event>,
+        received_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send_async(Msg::Ingest {
+                events,
+                received_at,
+                done,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Applies a command on the engine thread; its answer comes back once its writes are on disk.
+    pub async fn run<C: Command>(&self, cmd: C) -> Result<C::Output, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |engine, now| {
+            let result = cmd.apply(engine, now);
+            Box::new(move |flushed: Result<(), &StoreError>| {
+                let answer = match (result, flushed) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(e)) => Err(EngineError::Store(e.to_string())),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = tx.send(answer);
+            })
+        });
+        self.tx
+            .send_async(Msg::Command(job))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Flushes and stops the engine thread.
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send_async(Msg::Shutdown(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// The vehicle a device is bound to, if any (read without a round trip).
+    pub fn vehicle_of(&self, device: &DeviceId) -> Option<String> {
+        self.registered
+            .read()
+            .ok()?
+            .get(device)
+            .map(|v| v.to_string())
+    }
+}
+
+/// Starts the engine thread.
+pub fn spawn(
+    engine: Engine,
+    clock: Clock,
+) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
+    // Bounded: when the disk cannot keep up, connection tasks wait instead of growing memory.
+    let (tx, rx) = flume::bounded(8192);
+    let handle = EngineHandle {
+        tx,
+        registered: engine.registered(),
+        admission: engine.admission(),
+    };
+    let jh = std::thread::Builder::new()
+        .name("lienwatch-engine".into())
+        .spawn(move || run(engine, rx, clock))?;
+    Ok((handle, jh))
+}
+
+const MAX_BATCH: usize = 4096;
+
+fn run(mut engine: Engine, rx: flume::Receiver<Msg>, clock: Clock) {
+    let mut batch: Vec<Msg> = Vec::with_capacity(256);
+    let commit_window = engine.cfg.commit_window;
+    loop {
+        // Sleep until a message arrives or a deadline falls due.
+        let first = match engine.next_wakeup() {
+            Some(t) => {
+                let wait = t.since(clock()).max(0) as u64;
+                match rx.recv_timeout(Duration::from_millis(wait.min(60_000))) {
+                    Ok(c) => Some(c),
+                    Err(flume::RecvTimeoutError::Timeout) => None,
+                    Err(flume::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            None => match rx.recv() {
+                Ok(c) => Some(c),
+                Err(_) => break,
+            },
+        };
+        batch.extend(first);
+        if !commit_window.is_zero() && !batch.is_empty() {
+            let until = Instant::now() + commit_window;
+            while batch.len() < MAX_BATCH {
+                match rx.recv_deadline(until) {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+
+        let started = Instant::now();
+        let now = clock();
+        let mut ingest_done = Vec::new();
+        let mut completions = Vec::new();
+        let mut shutdown = None;
+        for msg in batch.drain(..) {
+            match msg {
+                Msg::Ingest {
+                    events,
+                    received_at,
+                    done,
+                } => {
+                    engine.ingest(&events, received_at);
+                    ingest_done.push(done);
+                }
+                Msg::Command(job) => completions.push(job(&mut engine, now)),
+                Msg::Shutdown(done) => shutdown = Some(done),
+            }
+        }
+        engine.tick(now);
+        let result = engine.flush();
+        // The daemon reads alerts from the outbox; the in-memory list is for replay.
+        engine.take_alerts();
+        metrics::histogram!("lienwatch_commit_seconds").record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(()) => engine.outbox.notify(),
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed; nothing in this batch is acknowledged");
+                metrics::counter!("lienwatch_commit_failures_total").increment(1);
+            }
+        }
+        for d in ingest_done {
+            let _ = d.send(match &result {
+                Ok(()) => Ok(()),
+                Err(_) => Err(StoreError::Closed),
+            });
+        }
+        for c in completions {
+            c(result.as_ref().map(|_| ()));
+        }
+        if let Some(done) = shutdown {
+            let _ = done.send(());
+            break;
+        }
+    }
+    // Last flush on the way out: anything applied is made durable.
+    if let Err(e) = engine.flush() {
+        tracing::error!(error = %e, "final flush failed");
+    }
+}

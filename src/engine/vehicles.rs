@@ -1,0 +1,188 @@
+//! Registry commands for vehicles: put, get, delete, list.
+
+use super::command::{Command, EngineError};
+use super::view::{Deleted, VehiclePage, VehicleSummary, VehicleView};
+use super::Engine;
+use crate::event::DeviceId;
+use crate::registry::Vehicle;
+use crate::rules::VehicleContext;
+use crate::time::Timestamp;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// `PUT /v1/vehicles/{id}`: create or replace a vehicle. The body is parsed and its geofence
+/// compiled by [`PutVehicle::from_json`] before the command reaches the engine thread, so a large
+/// fence never stalls ingestion.
+pub struct PutVehicle {
+    pub vehicle: Vehicle,
+}
+
+/// What a put did.
+pub struct PutOutcome {
+    pub created: bool,
+    pub view: VehicleView,
+}
+
+impl PutVehicle {
+    pub fn from_json(id: &str, body: &[u8]) -> Result<PutVehicle, EngineError> {
+        let vehicle =
+            Vehicle::from_json(id, body).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        Ok(PutVehicle { vehicle })
+    }
+}
+
+impl Command for PutVehicle {
+    type Output = PutOutcome;
+
+    fn apply(self, e: &mut Engine, now: Timestamp) -> Result<PutOutcome, EngineError> {
+        let vehicle = self.vehicle;
+        let id = vehicle.id.clone();
+        // A device watches one car: binding it to a second vehicle is a conflict.
+        for d in &vehicle.devices {
+            if let Some(other) = e.vehicle_id_of(&d.id) {
+                if *other != *id {
+                    return Err(EngineError::Conflict(format!(
+                        "device {} is bound to vehicle {other:?}; remove it there first",
+                        d.id
+                    )));
+                }
+            }
+        }
+        e.store
+            .put_vehicle(&id, vehicle.to_json().to_string().as_bytes())?;
+        let kept: HashSet<DeviceId> = vehicle.devices.iter().map(|d| d.id.clone()).collect();
+        let old = e.vehicles.insert(id.clone(), vehicle);
+        let created = old.is_none();
+        // Devices dropped from the vehicle stop being watched.
+        if let Some(old) = old {
+            for d in old.devices.iter().filter(|d| !kept.contains(&d.id)) {
+                e.unregister(&d.id);
+            }
+        }
+        if let Ok(mut reg) = e.registered.write() {
+            let shared: Arc<str> = Arc::from(id.as_str());
+            for d in &kept {
+                reg.insert(d.clone(), shared.clone());
+            }
+        }
+        e.for_each_device(&id, now, |rules, ctx, st, now| {
+            rules.on_registered(ctx, st, now)
+        });
+        let view = e.vehicle_view(&id).ok_or_else(|| not_found(&id))?;
+        Ok(PutOutcome { created, view })
+    }
+}
+
+/// `GET /v1/vehicles/{id}`.
+pub struct GetVehicle {
+    pub id: String,
+}
+
+impl Command for GetVehicle {
+    type Output = VehicleView;
+
+    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<VehicleView, EngineError> {
+        e.vehicle_view(&self.id).ok_or_else(|| not_found(&self.id))
+    }
+}
+
+/// `DELETE /v1/vehicles/{id}`: stop watching it.
+pub struct DeleteVehicle {
+    pub id: String,
+}
+
+impl Command for DeleteVehicle {
+    type Output = Deleted;
+
+    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<Deleted, EngineError> {
+        if !e.vehicles.contains_key(&self.id) {
+            return Err(not_found(&self.id));
+        }
+        e.store.remove_vehicle(&self.id)?;
+        if let Some(v) = e.vehicles.remove(&self.id) {
+            for d in &v.devices {
+                e.unregister(&d.id);
+            }
+        }
+        Ok(Deleted { deleted: self.id })
+    }
+}
+
+/// `GET /v1/vehicles?limit=N&after=CURSOR`: vehicles in id order, a page at a time.
+pub struct ListVehicles {
+    pub limit: usize,
+    /// The `next` of the previous page: the last vehicle id it showed.
+    pub after: Option<String>,
+}
+
+/// The largest page `ListVehicles` serves.
+pub const MAX_PAGE: usize = 1000;
+
+impl Command for ListVehicles {
+    type Output = VehiclePage;
+
+    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<VehiclePage, EngineError> {
+        if self.limit == 0 || self.limit > MAX_PAGE {
+            return Err(EngineError::Invalid(format!(
+                "limit must be between 1 and {MAX_PAGE}"
+            )));
+        }
+        use std::ops::Bound;
+        let from = match &self.after {
+            Some(a) => Bound::Excluded(a.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut vehicles: Vec<VehicleSummary> = e
+            .vehicles
+            .range((from, Bound::Unbounded))
+            .take(self.limit + 1)
+            .map(|(_, v)| e.vehicle_summary(v))
+            .collect();
+        let next = if vehicles.len() > self.limit {
+            vehicles.truncate(self.limit);
+            vehicles.last().map(|v| v.vehicle_id.clone())
+        } else {
+            None
+        };
+        Ok(VehiclePage { vehicles, next })
+    }
+}
+
+fn not_found(id: &str) -> EngineError {
+    EngineError::NotFound(format!("no vehicle {id:?}"))
+}
+
+/// Used by the loan command too: the context of each device of a vehicle, for a rule call.
+pub(super) fn device_ids(e: &Engine, vehicle_id: &str) -> Vec<DeviceId> {
+    e.vehicles
+        .get(vehicle_id)
+        .map(|v| v.devices.iter().map(|d| d.id.clone()).collect())
+        .unwrap_or_default()
+}
+
+impl Engine {
+    /// Runs a rule entry point for every device of a vehicle and records the outcomes.
+    pub(super) fn for_each_device(
+        &mut self,
+        vehicle_id: &str,
+        now: Timestamp,
+        f: impl Fn(
+            &crate::rules::Rules,
+            VehicleContext<'_>,
+            &mut crate::rules::DeviceRuleState,
+            Timestamp,
+        ) -> crate::rules::Outcome,
+    ) {
+        for d in device_ids(self, vehicle_id) {
+            let Some(vehicle) = self.vehicles.get(vehicle_id) else {
+                return;
+            };
+            let Some(ctx) = VehicleContext::new(vehicle, &d) else {
+                continue;
+            };
+            let st = self.states.entry(d.clone()).or_default();
+            let out = f(&self.rules, ctx, st, now);
+            self.apply_outcome(vehicle_id, &d, out, now);
+        }
+    }
+}
