@@ -1,0 +1,144 @@
+//! What the delivery workers read: wake-ups, due deliveries, the start-up sweep.
+
+use super::keys::*;
+use super::*;
+
+impl Outbox {
+    /// Wakes every worker. Call after the flush that made new alerts durable.
+    pub fn notify(&self) {
+        for n in &self.inner.notifiers {
+            // notify_one keeps a permit if the worker is busy, so no wake-up is lost.
+            n.notify_one();
+        }
+    }
+
+    /// The wake-up handle of one webhook's worker.
+    pub fn notifier(&self, webhook: usize) -> Result<Arc<Notify>> {
+        self.inner
+            .notifiers
+            .get(webhook)
+            .cloned()
+            .ok_or(OutboxError::UnknownWebhook(webhook))
+    }
+
+    /// Alerts currently `pending` (the `lienwatch_outbox_depth` gauge).
+    pub fn pending_alerts(&self) -> u64 {
+        self.lock().pending_alerts
+    }
+
+    /// Deliveries still pending for one webhook.
+    pub fn pending_deliveries(&self, webhook: usize) -> Result<u64> {
+        self.lock()
+            .pending_by_webhook
+            .get(webhook)
+            .copied()
+            .ok_or(OutboxError::UnknownWebhook(webhook))
+    }
+
+    /// The delivery record of one alert for one webhook.
+    pub fn delivery(&self, webhook: usize, seq: u64) -> Result<Option<DeliveryRecord>> {
+        self.load_delivery(self.wid(webhook)?, seq)
+    }
+
+    fn job(&self, seq: u64, record: DeliveryRecord) -> Result<Option<Job>> {
+        Ok(self.load_alert(seq)?.map(|a| Job {
+            seq,
+            alert_id: a.id,
+            body: bytes::Bytes::from(a.body),
+            record,
+        }))
+    }
+
+    /// Up to `max` pending deliveries for `webhook` that are due at `now`, oldest due first,
+    /// skipping `busy` ones (in flight). Also returns the next due time after those, so the worker
+    /// knows how long it may sleep. Reads at most `max + busy.len() + 1` schedule entries.
+    pub fn due(
+        &self,
+        webhook: usize,
+        now: Timestamp,
+        busy: &HashSet<u64>,
+        max: usize,
+    ) -> Result<(Vec<Job>, Option<Timestamp>)> {
+        let wid = self.wid(webhook)?;
+        let mut jobs = Vec::new();
+        let mut next = None;
+        for kv in self.inner.tree.scan_prefix(queue_prefix(wid)) {
+            let (k, _) = kv?;
+            let (due, seq) = parse_queue_key(&k).ok_or_else(|| corrupt("queue key", "length"))?;
+            if due > time_key(now) {
+                next = Some(Timestamp::from_millis(due as i64));
+                break;
+            }
+            if busy.contains(&seq) {
+                continue;
+            }
+            if jobs.len() >= max {
+                next = Some(Timestamp::from_millis(due as i64));
+                break;
+            }
+            match self.load_delivery(wid, seq)? {
+                Some(rec) if rec.state == State::Pending => {
+                    if let Some(job) = self.job(seq, rec)? {
+                        jobs.push(job);
+                    }
+                }
+                // Cannot happen with atomic batches; drop the entry rather than rescan it forever.
+                _ => {
+                    self.inner.tree.remove(&k)?;
+                }
+            }
+        }
+        Ok((jobs, next))
+    }
+
+    /// The start-up sweep: walks the whole schedule once from `cursor` (exclusive; `None` = from
+    /// the start), ignoring due times, and returns up to `max` deliveries not attempted since
+    /// `since` and not `busy`, plus the cursor to continue from (`None` when done). This is how
+    /// pending alerts are retried right after a restart instead of after their stored backoff.
+    /// Reads at most `budget` entries per call so a huge backlog never stalls the worker.
+    pub fn sweep(
+        &self,
+        webhook: usize,
+        cursor: Option<&[u8]>,
+        since: Timestamp,
+        busy: &HashSet<u64>,
+        max: usize,
+        budget: usize,
+    ) -> Result<(Vec<Job>, Option<Vec<u8>>)> {
+        let wid = self.wid(webhook)?;
+        let prefix = queue_prefix(wid);
+        let start: Vec<u8> = match cursor {
+            Some(c) => {
+                let mut s = c.to_vec();
+                s.push(0); // the smallest key after `c`
+                s
+            }
+            None => prefix.to_vec(),
+        };
+        let mut jobs = Vec::new();
+        let mut last: Vec<u8> = cursor.map_or_else(|| prefix.to_vec(), <[u8]>::to_vec);
+        for (visited, kv) in self.inner.tree.range(start..).enumerate() {
+            let (k, _) = kv?;
+            if !k.starts_with(&prefix) {
+                return Ok((jobs, None));
+            }
+            if jobs.len() >= max || visited >= budget {
+                return Ok((jobs, Some(last)));
+            }
+            last = k.to_vec();
+            let (_, seq) = parse_queue_key(&k).ok_or_else(|| corrupt("queue key", "length"))?;
+            if busy.contains(&seq) {
+                continue;
+            }
+            if let Some(rec) = self.load_delivery(wid, seq)? {
+                let fresh = rec.last_attempt_at.is_none_or(|t| t < since);
+                if rec.state == State::Pending && fresh {
+                    if let Some(job) = self.job(seq, rec)? {
+                        jobs.push(job);
+                    }
+                }
+            }
+        }
+        Ok((jobs, None))
+    }
+}

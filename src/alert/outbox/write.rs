@@ -1,0 +1,196 @@
+//! Writes: queueing an alert for its webhooks, recording each delivery attempt, pruning old
+//! alerts. None of them flushes (see "Durability" in `mod.rs`).
+
+use super::keys::*;
+use super::*;
+
+impl Outbox {
+    /// Records an alert and a pending delivery for each target webhook (indexes into the names
+    /// given at open; duplicates ignored). Returns the alert's sequence number.
+    ///
+    /// Does **not** flush: the caller's group-commit flush makes it durable together with the
+    /// state change that raised it; then call [`Outbox::notify`]. With no target the alert is
+    /// stored as `delivered` with 0 attempts (nothing to deliver, but visible in the API).
+    pub fn insert(&self, alert: &Alert, targets: &[usize]) -> Result<u64> {
+        let mut idx: Vec<usize> = targets.to_vec();
+        idx.sort_unstable();
+        idx.dedup();
+        if let Some(&bad) = idx.iter().find(|&&i| i >= self.inner.wids.len()) {
+            return Err(OutboxError::UnknownWebhook(bad));
+        }
+        let body = serde_json::to_vec(alert)?;
+        let now = self.now();
+        let rec = AlertRecord {
+            id: alert.id.clone(),
+            created_at: now.millis(),
+            targets: idx.iter().map(|&i| self.inner.wids[i]).collect(),
+            body,
+        };
+        let rec_bytes = postcard::to_allocvec(&rec).map_err(|e| corrupt("new alert", e))?;
+        let delivery = DeliveryRecord {
+            state: State::Pending,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: now,
+            created_at: now,
+            last_attempt_at: None,
+        };
+        let del_bytes = postcard::to_allocvec(&delivery).map_err(|e| corrupt("new delivery", e))?;
+
+        let mut c = self.lock();
+        let mut next_seq = self
+            .inner
+            .next_seq
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let seq = *next_seq;
+        let mut b = sled::Batch::default();
+        b.insert(&alert_key(seq), rec_bytes);
+        for (&i, &wid) in idx.iter().zip(&rec.targets) {
+            b.insert(&delivery_key(wid, seq), del_bytes.clone());
+            b.insert(&queue_key(wid, now, seq), &[]);
+            b.insert(
+                webhook_pending_key(wid),
+                &(c.pending_by_webhook[i] + 1).to_be_bytes(),
+            );
+        }
+        let state = if idx.is_empty() {
+            State::Delivered
+        } else {
+            State::Pending
+        };
+        b.insert(&state_key(state, seq), &[]);
+        if state == State::Pending {
+            b.insert(K_PENDING, &(c.pending_alerts + 1).to_be_bytes());
+        }
+        self.inner.tree.apply_batch(b)?;
+        *next_seq = seq + 1;
+        for &i in &idx {
+            c.pending_by_webhook[i] += 1;
+        }
+        if state == State::Pending {
+            c.pending_alerts += 1;
+        }
+        self.publish_gauges(&c);
+        Ok(seq)
+    }
+
+    /// Persists the outcome of one attempt: attempts + 1, the error, the new schedule entry or
+    /// none, and the alert's overall state. Ignored if the delivery is no longer pending.
+    pub fn record_attempt(
+        &self,
+        webhook: usize,
+        seq: u64,
+        at: Timestamp,
+        outcome: &AttemptOutcome,
+    ) -> Result<()> {
+        let wid = self.wid(webhook)?;
+        let mut c = self.lock();
+        let Some(mut rec) = self.load_delivery(wid, seq)? else {
+            return Ok(());
+        };
+        if rec.state != State::Pending {
+            return Ok(());
+        }
+        let Some(alert) = self.load_alert(seq)? else {
+            return Ok(());
+        };
+        let mut b = sled::Batch::default();
+        b.remove(&queue_key(wid, rec.next_attempt_at, seq));
+        rec.attempts = rec.attempts.saturating_add(1);
+        rec.last_attempt_at = Some(at);
+        match outcome {
+            AttemptOutcome::Delivered => {
+                rec.state = State::Delivered;
+                rec.last_error = None;
+            }
+            AttemptOutcome::Retry {
+                error,
+                next_attempt_at,
+            } => {
+                rec.last_error = Some(error.clone());
+                rec.next_attempt_at = *next_attempt_at;
+                b.insert(&queue_key(wid, *next_attempt_at, seq), &[]);
+            }
+            AttemptOutcome::GiveUp { error } => {
+                rec.state = State::Failed;
+                rec.last_error = Some(error.clone());
+            }
+        }
+        b.insert(
+            &delivery_key(wid, seq),
+            postcard::to_allocvec(&rec).map_err(|e| corrupt("delivery", e))?,
+        );
+
+        let finished = rec.state != State::Pending;
+        let mut others = Vec::with_capacity(alert.targets.len());
+        for &t in &alert.targets {
+            if t == wid {
+                others.push(rec.clone());
+            } else if let Some(r) = self.load_delivery(t, seq)? {
+                others.push(r);
+            }
+        }
+        let new_state = overall(&others);
+        let alert_done = finished && new_state != State::Pending;
+        if alert_done {
+            b.remove(&state_key(State::Pending, seq));
+            b.insert(&state_key(new_state, seq), &[]);
+            b.insert(K_PENDING, &c.pending_alerts.saturating_sub(1).to_be_bytes());
+        }
+        if finished {
+            b.insert(
+                webhook_pending_key(wid),
+                &c.pending_by_webhook[webhook]
+                    .saturating_sub(1)
+                    .to_be_bytes(),
+            );
+        }
+        self.inner.tree.apply_batch(b)?;
+        if alert_done {
+            c.pending_alerts = c.pending_alerts.saturating_sub(1);
+        }
+        if finished {
+            c.pending_by_webhook[webhook] = c.pending_by_webhook[webhook].saturating_sub(1);
+        }
+        self.publish_gauges(&c);
+        Ok(())
+    }
+
+    /// Deletes delivered and failed alerts that entered the outbox before `cutoff`, oldest first
+    /// and at most `max` per call, with their delivery records and index entries; returns how many
+    /// went. Pending alerts are never pruned, whatever their age. Not flushed: it rides on the
+    /// next commit (a crash only brings an already finished alert back for the next pass).
+    pub fn prune(&self, cutoff: Timestamp, max: usize) -> Result<usize> {
+        // Serialised with the workers' record_attempt, which moves alerts between states.
+        let _c = self.lock();
+        let mut pruned = 0;
+        for state in [State::Delivered, State::Failed] {
+            let mut b = sled::Batch::default();
+            for kv in self.inner.tree.scan_prefix(&state_key(state, 0)[..2]) {
+                if pruned >= max {
+                    break;
+                }
+                let (k, _) = kv?;
+                let seq = be_u64(&k[k.len().saturating_sub(8)..])
+                    .ok_or_else(|| corrupt("state key", "short key"))?;
+                let Some(rec) = self.load_alert(seq)? else {
+                    b.remove(k);
+                    continue;
+                };
+                // Sequence order is insertion order: the first young one ends the pass.
+                if rec.created_at >= cutoff.millis() {
+                    break;
+                }
+                b.remove(k);
+                b.remove(&alert_key(seq));
+                for &wid in &rec.targets {
+                    b.remove(&delivery_key(wid, seq));
+                }
+                pruned += 1;
+            }
+            self.inner.tree.apply_batch(b)?;
+        }
+        Ok(pruned)
+    }
+}
