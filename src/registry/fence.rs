@@ -44,7 +44,7 @@ pub enum GeofenceError {
     NotClosed(RingRef),
     #[error("{0} has fewer than 3 distinct corners")]
     Degenerate(RingRef),
-    #[error("{ring} position {index} needs [lon, lat], got {len} numbers")]
+    #[error("{ring} position {index} needs [lon, lat] or [lon, lat, altitude], got {len} numbers")]
     BadPosition {
         ring: RingRef,
         index: usize,
@@ -65,11 +65,18 @@ pub enum GeofenceError {
         lon: f64,
         lat: f64,
     },
+    #[error("{hole} lies outside its polygon's exterior ring")]
+    HoleOutside { hole: RingRef },
+    #[error("{a} and {b} overlap (a hole inside a hole)")]
+    HolesOverlap { a: RingRef, b: RingRef },
     #[error("circle center: {0}")]
     BadCenter(CoordProblem),
-    #[error("circle radius_m must be a finite number above 0, got {0}")]
+    #[error("circle radius_m must be a finite number above 0 and at most {MAX_RADIUS_M} (1,000 km), got {0}")]
     BadRadius(f64),
 }
+
+/// The largest circle accepted: a bigger one is a typo (and would never alert).
+pub const MAX_RADIUS_M: f64 = 1_000_000.0;
 
 /// What is wrong with one coordinate pair.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -166,7 +173,7 @@ impl Geofence {
                     )));
                 };
                 check_lon_lat(lon, lat).map_err(GeofenceError::BadCenter)?;
-                if !c.radius_m.is_finite() || c.radius_m <= 0.0 {
+                if !c.radius_m.is_finite() || c.radius_m <= 0.0 || c.radius_m > MAX_RADIUS_M {
                     return Err(GeofenceError::BadRadius(c.radius_m));
                 }
                 Shape::Circle {
@@ -252,7 +259,7 @@ fn build_polygon(
         let mut coords = Vec::with_capacity(ring.len());
         for (index, p) in ring.iter().enumerate() {
             let s = p.as_slice();
-            if s.len() < 2 {
+            if !(2..=3).contains(&s.len()) || s.get(2).is_some_and(|alt| !alt.is_finite()) {
                 return Err(GeofenceError::BadPosition {
                     ring: rr,
                     index,
@@ -281,11 +288,76 @@ fn build_polygon(
         built.push(coords);
     }
     check_simple(&built, polygon)?;
+    check_holes(&built, polygon)?;
     let mut it = built.into_iter().map(LineString::new);
     let exterior = it.next().unwrap_or_else(|| LineString::new(vec![]));
     // The interval tree counts windings: holes must run against the exterior, whatever
     // orientation the client drew them in (RFC 7946 only recommends one).
     Ok(Polygon::new(exterior, it.collect()).orient(Direction::Default))
+}
+
+/// Holes must lie inside their exterior ring and not inside one another (RFC 7946 §3.1.6). Rings
+/// are already known not to cross, so one vertex off the other ring's boundary decides.
+fn check_holes(rings: &[Vec<Coord<f64>>], polygon: Option<usize>) -> Result<(), GeofenceError> {
+    use geo::coordinate_position::{CoordPos, CoordinatePosition};
+    let Some((shell, holes)) = rings.split_first() else {
+        return Ok(());
+    };
+    let area = |r: &[Coord<f64>]| Polygon::new(LineString::new(r.to_vec()), vec![]);
+    // Where ring `r` stands against polygon `p`: its first vertex not on `p`'s boundary.
+    let position = |p: &Polygon<f64>, r: &[Coord<f64>]| {
+        r.iter()
+            .map(|c| p.coordinate_position(c))
+            .find(|pos| *pos != CoordPos::OnBoundary)
+            .unwrap_or(CoordPos::OnBoundary)
+    };
+    let shell = area(shell);
+    for (i, h) in holes.iter().enumerate() {
+        if position(&shell, h) == CoordPos::Outside {
+            return Err(GeofenceError::HoleOutside {
+                hole: RingRef {
+                    polygon,
+                    ring: i + 1,
+                },
+            });
+        }
+    }
+    if holes.len() > 1 {
+        // Only holes whose bounding box holds another hole's vertex can contain it: an R-tree of
+        // the boxes keeps a fence with thousands of holes near-linear.
+        use rstar::primitives::{GeomWithData, Rectangle};
+        let boxes: Vec<GeomWithData<Rectangle<[f64; 2]>, usize>> = holes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let (lo, hi) = h.iter().fold(
+                    ([f64::MAX, f64::MAX], [f64::MIN, f64::MIN]),
+                    |(lo, hi), c| ([lo[0].min(c.x), lo[1].min(c.y)], [hi[0].max(c.x), hi[1].max(c.y)]),
+                );
+                GeomWithData::new(Rectangle::from_corners(lo, hi), i)
+            })
+            .collect();
+        let tree = RTree::bulk_load(boxes);
+        for (j, h) in holes.iter().enumerate() {
+            let Some(v) = h.first() else { continue };
+            for cand in tree.locate_all_at_point(&[v.x, v.y]) {
+                let i = cand.data;
+                if i != j && position(&area(&holes[i]), h) == CoordPos::Inside {
+                    return Err(GeofenceError::HolesOverlap {
+                        a: RingRef {
+                            polygon,
+                            ring: i + 1,
+                        },
+                        b: RingRef {
+                            polygon,
+                            ring: j + 1,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A ring segment tagged with where it came from, for the intersection check.
