@@ -22,11 +22,14 @@ impl Delivery {
         let mut workers = Vec::new();
         for (i, w) in webhooks.into_iter().enumerate() {
             let name = w.name.clone();
+            let client = w
+                .client(client)
+                .map_err(|e| DaemonError::Other(format!("webhook {name}: HTTP client: {e}")))?;
             let jh = crate::alert::webhook::spawn(
                 outbox.clone(),
                 i,
                 w,
-                client.clone(),
+                client,
                 stop.clone(),
                 Default::default(),
             )

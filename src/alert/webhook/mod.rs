@@ -55,6 +55,10 @@ pub struct WebhookConfig {
     pub max_age: Duration,
     #[serde(default)]
     pub max_in_flight: Option<usize>,
+    /// A PEM file of CA certificates trusted for this webhook in addition to the system's
+    /// roots: a collections system behind a private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 // Hand-written so that secrets never reach logs.
@@ -69,6 +73,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("timeout", &self.timeout)
             .field("max_age", &self.max_age)
             .field("max_in_flight", &self.max_in_flight)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -93,6 +98,8 @@ pub enum WebhookConfigError {
     Zero(&'static str),
     #[error("webhook.name: must not be empty")]
     EmptyName,
+    #[error("webhook.ca_file: {path}: {msg}")]
+    CaFile { path: PathBuf, msg: String },
 }
 
 impl WebhookConfig {
@@ -149,9 +156,26 @@ impl WebhookConfig {
             Some(n) => n.clone(),
             None => redact_url(&self.url),
         };
+        let ca = match &self.ca_file {
+            None => None,
+            Some(path) => {
+                let bad = |msg: String| WebhookConfigError::CaFile {
+                    path: path.clone(),
+                    msg,
+                };
+                let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+                if certs.is_empty() {
+                    return Err(bad("holds no certificate".into()));
+                }
+                Some(certs)
+            }
+        };
         Ok(Webhook {
             name,
             url,
+            ca,
             secret: Arc::from(secret),
             types: self.types.clone(),
             timeout: self.timeout,
@@ -189,6 +213,8 @@ pub struct Webhook {
     pub timeout: Duration,
     pub max_age: Duration,
     pub max_in_flight: usize,
+    /// Extra trusted roots from `ca_file`.
+    pub ca: Option<Vec<reqwest::Certificate>>,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -206,6 +232,15 @@ impl std::fmt::Debug for Webhook {
 impl Webhook {
     pub fn matches(&self, kind: AlertType) -> bool {
         self.types.as_ref().is_none_or(|t| t.contains(&kind))
+    }
+
+    /// The HTTP client for this webhook: `shared` unless it trusts a private CA, which needs a
+    /// client of its own.
+    pub fn client(&self, shared: &reqwest::Client) -> Result<reqwest::Client, reqwest::Error> {
+        match &self.ca {
+            None => Ok(shared.clone()),
+            Some(certs) => client_builder().tls_certs_merge(certs.clone()).build(),
+        }
     }
 }
 
