@@ -158,6 +158,7 @@ async fn lienwatch(port: u16, n: u64, devices: u64, inflight: u16) -> f64 {
     let ecfg = EngineConfig {
         rules: Default::default(),
         accept_unknown: true,
+        max_future: Duration::from_secs(600),
         commit_window: Duration::ZERO,
         webhooks: Vec::new(),
     };

@@ -98,6 +98,10 @@ pub struct IngestConfig {
     /// Largest frame accepted.
     #[serde(default = "default_max_frame")]
     pub max_frame: usize,
+    /// A fix dated more than this ahead of its arrival is `suspect`: acknowledged and counted,
+    /// never the last-known position, never seen by a rule (one bad clock must not freeze a car).
+    #[serde(default = "default_max_future", with = "crate::duration")]
+    pub max_future: Duration,
 }
 
 impl Default for IngestConfig {
@@ -108,6 +112,7 @@ impl Default for IngestConfig {
             idle_timeout: default_idle(),
             max_connections: default_max_conn(),
             max_frame: default_max_frame(),
+            max_future: default_max_future(),
         }
     }
 }
@@ -123,6 +128,9 @@ fn default_max_conn() -> usize {
 }
 fn default_max_frame() -> usize {
     4096
+}
+fn default_max_future() -> Duration {
+    Duration::from_secs(600)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]

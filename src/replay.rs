@@ -82,6 +82,7 @@ pub fn run_fixture(
     let ecfg = EngineConfig {
         rules: cfg.rules.clone(),
         accept_unknown: cfg.ingest.accept_unknown,
+        max_future: cfg.ingest.max_future,
         commit_window: std::time::Duration::ZERO,
         webhooks: Vec::new(),
     };

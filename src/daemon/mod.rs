@@ -71,6 +71,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let ecfg = EngineConfig {
         rules: cfg.rules.clone(),
         accept_unknown: cfg.ingest.accept_unknown,
+        max_future: cfg.ingest.max_future,
         commit_window: cfg.storage.commit_window,
         webhooks: webhooks.clone(),
     };

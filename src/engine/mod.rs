@@ -35,6 +35,8 @@ use view::{DeviceStateView, VehicleDeviceView, VehicleSummary, VehicleView};
 pub struct EngineConfig {
     pub rules: crate::rules::RuleConfig,
     pub accept_unknown: bool,
+    /// Fixes dated further ahead of their arrival are suspect (`ingest.max_future`).
+    pub max_future: Duration,
     pub commit_window: Duration,
     /// Resolved `[[webhook]]`s, in config order: alerts are queued for those whose filter matches.
     pub webhooks: Vec<crate::alert::webhook::Webhook>,
@@ -203,6 +205,7 @@ impl Engine {
     /// Applies a batch of events received at `received_at`: last-known positions first, then the
     /// rules. Nothing is durable until `flush`.
     pub fn ingest(&mut self, events: &[Event], received_at: Timestamp) {
+        let max_future = self.cfg.max_future.as_millis().min(i64::MAX as u128) as i64;
         for ev in events {
             self.stats.events += 1;
             let rec = self.devices.entry(ev.device_id.clone()).or_insert_with(|| {
@@ -212,8 +215,20 @@ impl Engine {
             if received_at > rec.last_seen {
                 rec.last_seen = received_at;
             }
+            let mut suspect = None;
             if let EventKind::Position(fix) = &ev.kind {
-                if rec.offer_position(&fix.position, received_at) {
+                if fix.position.time.since(received_at) > max_future {
+                    // A clock a year ahead (GPS week rollover, or a spoofer) would win "newest
+                    // fix" forever and freeze the car: the fix is counted and kept out of the
+                    // last-known position and the rules; the device still counts as alive.
+                    metrics::counter!("lienwatch_fixes_suspect_total", "reason" => "future")
+                        .increment(1);
+                    suspect = Some(Event {
+                        device_id: ev.device_id.clone(),
+                        protocol: ev.protocol,
+                        kind: EventKind::Heartbeat { alarms: fix.alarms },
+                    });
+                } else if rec.offer_position(&fix.position, received_at) {
                     self.stats.positions_stored += 1;
                     metrics::counter!("lienwatch_positions_stored_total").increment(1);
                 }
@@ -228,7 +243,9 @@ impl Engine {
             };
             let ctx = VehicleContext::new(vehicle, &ev.device_id);
             let st = self.states.entry(ev.device_id.clone()).or_default();
-            let out = self.rules.on_event(ctx, st, ev, received_at);
+            let out = self
+                .rules
+                .on_event(ctx, st, suspect.as_ref().unwrap_or(ev), received_at);
             self.apply_outcome(&vid, &ev.device_id, out, received_at);
         }
     }

@@ -332,7 +332,12 @@ fn check_holes(rings: &[Vec<Coord<f64>>], polygon: Option<usize>) -> Result<(), 
             .map(|(i, h)| {
                 let (lo, hi) = h.iter().fold(
                     ([f64::MAX, f64::MAX], [f64::MIN, f64::MIN]),
-                    |(lo, hi), c| ([lo[0].min(c.x), lo[1].min(c.y)], [hi[0].max(c.x), hi[1].max(c.y)]),
+                    |(lo, hi), c| {
+                        (
+                            [lo[0].min(c.x), lo[1].min(c.y)],
+                            [hi[0].max(c.x), hi[1].max(c.y)],
+                        )
+                    },
                 );
                 GeomWithData::new(Rectangle::from_corners(lo, hi), i)
             })

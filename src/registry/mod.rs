@@ -544,8 +544,13 @@ mod tests {
         )
         .is_ok());
         // Positions of 5 numbers; 3 (with altitude) are fine.
-        let e = fence_err(json!({"type": "Polygon", "coordinates": [[[113.9, 22.5, 0.0, 1.0, 2.0], [114.1, 22.5], [114.1, 22.7], [113.9, 22.5]]]}));
-        assert!(e.contains("ring 0 position 0") && e.contains("5 numbers"), "{e}");
+        let e = fence_err(
+            json!({"type": "Polygon", "coordinates": [[[113.9, 22.5, 0.0, 1.0, 2.0], [114.1, 22.5], [114.1, 22.7], [113.9, 22.5]]]}),
+        );
+        assert!(
+            e.contains("ring 0 position 0") && e.contains("5 numbers"),
+            "{e}"
+        );
         assert!(Vehicle::from_json(
             "V-1",
             &body(json!({"type": "Polygon", "coordinates": [[[113.9, 22.5, 10.0], [114.1, 22.5, 10.0], [114.1, 22.7, 10.0], [113.9, 22.5, 10.0]]]}))
@@ -561,7 +566,10 @@ mod tests {
             [[113.0, 22.0], [115.0, 22.0], [115.0, 24.0], [113.0, 24.0], [113.0, 22.0]],
             [[113.5, 22.5], [114.5, 22.5], [114.5, 23.5], [113.5, 23.5], [113.5, 22.5]],
             [[113.8, 22.8], [114.2, 22.8], [114.2, 23.2], [113.8, 22.8]]]]}));
-        assert!(e.contains("polygon 0 ring 1 and polygon 0 ring 2 overlap"), "{e}");
+        assert!(
+            e.contains("polygon 0 ring 1 and polygon 0 ring 2 overlap"),
+            "{e}"
+        );
         // A proper hole is accepted.
         assert!(Vehicle::from_json(
             "V-1",

@@ -366,10 +366,23 @@ types = ["geofence_exit", "silent_overdue"]"#,
             timeout: default_timeout(),
             max_age: default_max_age(),
             max_in_flight: Some(2),
+            ca_file: None,
         };
         let w = c.resolve().unwrap();
         assert_eq!(&*w.secret, b"hunter2");
         assert_eq!(w.name, "collections");
         assert_eq!(w.max_in_flight, 2);
+
+        // A CA file that is not PEM is named, with the key.
+        let bad = dir.path().join("ca.pem");
+        std::fs::write(&bad, "not a certificate").unwrap();
+        let e = WebhookConfig {
+            ca_file: Some(bad),
+            ..c
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("webhook.ca_file:"), "{e}");
     }
 }
