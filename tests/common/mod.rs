@@ -2,6 +2,9 @@
 //! directory and listeners on free loopback ports, driven over real sockets.
 #![allow(dead_code)]
 
+pub mod mosquitto;
+pub mod receiver;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -2,8 +2,7 @@
 //! acknowledgements byte-exact, the policy refusal `00`, positions read back through the API
 //! (protocols.md C and D, CONTRACT.md "What a tracker sees").
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const IMEI_HANDSHAKE: &str = "00 0F 33 35 36 33 30 37 30 34 32 34 34 31 30 31 33";

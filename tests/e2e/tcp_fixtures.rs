@@ -3,8 +3,7 @@
 //! replay. Admin API steps go over HTTP. (Alerts and virtual time are `replay`'s: see
 //! tests/replay.rs.)
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;

@@ -1,8 +1,7 @@
 //! The durability promise: a position whose acknowledgement reached the device survives a
 //! SIGKILL of the daemon (CONTRACT.md "What a tracker sees").
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,7 @@
 //! Hostile input: random bytes, absurd lengths, half frames, floods of idle connections. The
 //! daemon stays healthy, its memory bounded, and a good device is still served.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

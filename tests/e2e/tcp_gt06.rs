@@ -1,8 +1,7 @@
 //! A GT06 tracker over real TCP against the real daemon: every reply byte-exact (protocols.md
 //! A.6, CONTRACT.md "What a tracker sees"), positions read back through the admin API.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const IMEI: &str = "868120145233604";

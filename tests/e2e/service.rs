@@ -4,8 +4,7 @@
 //! The service manager is played by a Unix datagram socket that the daemon finds in
 //! `NOTIFY_SOCKET`, as systemd passes it to a `Type=notify` service.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

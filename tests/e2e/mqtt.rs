@@ -2,12 +2,8 @@
 //! the persistent session, SIGKILL in the middle of a QoS 1 stream, a broker restart, and
 //! malformed payloads. Every wait is bounded.
 
-mod common;
-#[path = "common/mosquitto.rs"]
-mod mosquitto;
-
-use common::*;
-use mosquitto::Mosquitto;
+use crate::common::mosquitto::Mosquitto;
+use crate::common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::HashMap;
 use std::path::PathBuf;

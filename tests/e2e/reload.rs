@@ -1,12 +1,8 @@
 //! SIGHUP reloads webhook settings and rule thresholds without a restart, and refuses an
 //! invalid file while the running configuration stays in force.
 
-mod common;
-#[path = "common/receiver.rs"]
-mod receiver;
-
-use common::*;
-use receiver::Receiver;
+use crate::common::receiver::Receiver;
+use crate::common::*;
 use std::time::Duration;
 
 const IMEI: &str = "868120145233604";

@@ -2,12 +2,8 @@
 //! HTTP receiver checking every webhook's signature (CONTRACT.md "Alerts", "Webhook delivery",
 //! "Rules").
 
-mod common;
-#[path = "common/receiver.rs"]
-mod receiver;
-
-use common::*;
-use receiver::Receiver;
+use crate::common::receiver::{self, Receiver};
+use crate::common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
