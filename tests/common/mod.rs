@@ -2,8 +2,12 @@
 //! directory and listeners on free loopback ports, driven over real sockets.
 #![allow(dead_code)]
 
+pub mod metrics;
 pub mod mosquitto;
 pub mod receiver;
+pub mod wait;
+
+pub use wait::{wait_for, wait_for_async};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -119,18 +119,6 @@ fn publish_now(port: u16, msgs: Vec<(String, Vec<u8>)>) {
     publish(port, msgs, Duration::ZERO, Arc::new(AtomicUsize::new(0)));
 }
 
-/// Polls `f` every 50 ms until it returns `Some`, panicking with `what` after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The stored position of a device, if it has one.
 fn stored(d: &Daemon, dev: &str) -> Option<serde_json::Value> {
     let (s, v) = d.api("GET", &format!("/v1/devices/{dev}"), None);
@@ -156,15 +144,6 @@ fn wait_subscribed(d: &Daemon, broker: &Mosquitto) {
         std::thread::sleep(Duration::from_millis(100));
         (stored_time(d, PROBE_DEVICE).as_deref() == Some(time_of(t).as_str())).then_some(())
     });
-}
-
-/// The value of a Prometheus counter line that starts with `prefix` (0 when absent).
-fn metric(d: &Daemon, prefix: &str) -> f64 {
-    let (_, text) = http(d.admin, "GET", "/metrics", None, None).expect("metrics");
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]
@@ -223,9 +202,9 @@ fn json_and_owntracks_positions_are_stored() {
     // An OwnTracks lwt is acked and ignored: nothing is stored for it.
     assert_eq!(d.api("GET", "/v1/devices/77", None).0, 404);
     wait_for(Duration::from_secs(5), "the ignored counter", || {
-        (metric(&d, "lienwatch_mqtt_messages_total{outcome=\"ignored\"}") >= 1.0).then_some(())
+        (d.metric("lienwatch_mqtt_messages_total", &[("outcome", "ignored")]) >= 1.0).then_some(())
     });
-    assert_eq!(metric(&d, "lienwatch_mqtt_connected"), 1.0);
+    assert_eq!(d.metric("lienwatch_mqtt_connected", &[]), 1.0);
 }
 
 #[test]
@@ -253,7 +232,8 @@ fn malformed_payloads_do_not_block_the_messages_after_them() {
     });
     assert_eq!(t, time_of(20));
     wait_for(Duration::from_secs(5), "the malformed counter", || {
-        (metric(&d, "lienwatch_mqtt_messages_total{outcome=\"malformed\"}") >= 5.0).then_some(())
+        (d.metric("lienwatch_mqtt_messages_total", &[("outcome", "malformed")]) >= 5.0)
+            .then_some(())
     });
 
     // Acked, not redelivered: after a restart the broker sends nothing old again.
@@ -263,7 +243,7 @@ fn malformed_payloads_do_not_block_the_messages_after_them() {
     wait_subscribed(&d, &broker);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
-        metric(&d, "lienwatch_mqtt_messages_total{outcome=\"malformed\"}"),
+        d.metric("lienwatch_mqtt_messages_total", &[("outcome", "malformed")]),
         0.0,
         "malformed messages were redelivered after they were acked"
     );
@@ -323,7 +303,7 @@ fn sigkill_in_the_middle_of_a_qos1_stream_loses_nothing() {
     // Polled without sleeping: a slow scrape must not let the whole stream through first.
     let deadline = Instant::now() + Duration::from_secs(20);
     let stored_at_kill = loop {
-        let n = metric(&d, "lienwatch_mqtt_messages_total{outcome=\"stored\"}");
+        let n = d.metric("lienwatch_mqtt_messages_total", &[("outcome", "stored")]);
         if n >= 300.0 {
             break n;
         }
@@ -388,9 +368,9 @@ fn broker_restart_is_survived() {
             || (stored_time(&d, &dev)? == time_of(100 + i)).then_some(()),
         );
     }
-    assert!(metric(&d, "lienwatch_mqtt_reconnects_total") >= 1.0);
+    assert!(d.metric("lienwatch_mqtt_reconnects_total", &[]) >= 1.0);
     wait_for(Duration::from_secs(10), "connected gauge", || {
-        (metric(&d, "lienwatch_mqtt_connected") == 1.0).then_some(())
+        (d.metric("lienwatch_mqtt_connected", &[]) == 1.0).then_some(())
     });
 }
 
@@ -541,7 +521,7 @@ fn mqtts_with_a_private_ca_is_ingested_and_a_wrong_ca_is_refused() {
         stored_time(&d, "4400001")
     });
     assert_eq!(t, time_of(5));
-    assert_eq!(metric(&d, "lienwatch_mqtt_connected"), 1.0);
+    assert_eq!(d.metric("lienwatch_mqtt_connected", &[]), 1.0);
 
     // A daemon that trusts another CA never connects, so it stores nothing.
     let wrong = Daemon::start(&["gt06"], &tls(&other_ca, "lienwatch-wrong-ca"));
@@ -551,6 +531,6 @@ fn mqtts_with_a_private_ca_is_ingested_and_a_wrong_ca_is_refused() {
         vec![(topic("4400002"), position(6, 22.5, 114.0))],
     );
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(metric(&wrong, "lienwatch_mqtt_connected"), 0.0);
+    assert_eq!(wrong.metric("lienwatch_mqtt_connected", &[]), 0.0);
     assert!(stored_time(&wrong, "4400002").is_none());
 }

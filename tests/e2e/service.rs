@@ -4,6 +4,7 @@
 //! The service manager is played by a Unix datagram socket that the daemon finds in
 //! `NOTIFY_SOCKET`, as systemd passes it to a `Type=notify` service.
 
+use crate::common::metrics::metric;
 use crate::common::*;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
@@ -207,50 +208,11 @@ fn watchdog_meant_for_another_process_is_not_pinged() {
     );
 }
 
-/// Sum of every series of `name` (exact metric name) whose labels include all of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if n != name {
-                return None;
-            }
-            let all = labels
-                .iter()
-                .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
-            all.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
-}
-
-fn scrape(d: &Daemon) -> String {
-    let (status, text) = http(d.admin, "GET", "/metrics", None, None).expect("/metrics");
-    assert_eq!(status, 200, "{text}");
-    text
-}
-
-/// Polls `/metrics` (bounded) until `ok` holds; the last scrape either way.
-fn scrape_until(d: &Daemon, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = scrape(d);
-        if ok(&text) || Instant::now() > deadline {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn metrics_move_with_traffic() {
     let d = Daemon::start(&["gt06"], "");
     let gt06 = [("protocol", "gt06")];
-    let before = scrape(&d);
+    let before = d.scrape();
     let conns = metric(&before, "lienwatch_connections_total", &gt06);
     let decoded = metric(&before, "lienwatch_frames_decoded_total", &gt06);
     let rejected = metric(&before, "lienwatch_frames_rejected_total", &gt06);
@@ -265,7 +227,7 @@ fn metrics_move_with_traffic() {
     noisy.send_hex("00 11 22 33 44 55 66 77");
     noisy.exchange(LOGIN, LOGIN_REPLY);
 
-    let during = scrape_until(&d, |t| {
+    let during = d.scrape_until(|t| {
         metric(t, "lienwatch_connections", &gt06) == 2.0
             && metric(t, "lienwatch_frames_rejected_total", &gt06) > rejected
     });
@@ -298,7 +260,7 @@ fn metrics_move_with_traffic() {
     // Closed connections leave the gauge.
     drop(dev);
     drop(noisy);
-    let after = scrape_until(&d, |t| metric(t, "lienwatch_connections", &gt06) == 0.0);
+    let after = d.scrape_until(|t| metric(t, "lienwatch_connections", &gt06) == 0.0);
     assert_eq!(
         metric(&after, "lienwatch_connections", &gt06),
         0.0,
