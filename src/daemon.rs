@@ -193,12 +193,20 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let mut current = cfg;
     while crate::service::Signals::next(&mut signals).await == crate::service::Signal::Reload {
         crate::service::notify_reloading();
-        match reload(&current, &opts, &handle, &outbox, &client, &mut delivery).await {
-            Ok(next) => current = next,
-            Err(e) => {
-                tracing::error!(error = %e, "reload refused; the running configuration stays in force")
+        let result = reload(&current, &opts, &handle, &outbox, &client, &mut delivery).await;
+        let outcome = match result {
+            Ok(next) => {
+                current = next;
+                "ok"
             }
-        }
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running configuration stays in force");
+                "error"
+            }
+        };
+        // Counted after the reload took effect (or was refused and logged): whoever sees the
+        // counter move knows the outcome.
+        metrics::counter!("lienwatch_config_reloads_total", "result" => outcome).increment(1);
         crate::service::notify_ready();
     }
     crate::service::notify_stopping();
