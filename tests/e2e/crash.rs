@@ -49,8 +49,12 @@ fn acknowledged_positions_survive_sigkill() {
             }
         }));
     }
-    // Let traffic flow, then kill -9 in the middle of it.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kill -9 in the middle of the traffic: once every device has had a few fixes acknowledged.
+    wait_for(
+        Duration::from_secs(15),
+        "acknowledgements to every device",
+        || acked.lock().unwrap().iter().all(|&k| k >= 3).then_some(()),
+    );
     d.kill9();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in threads {

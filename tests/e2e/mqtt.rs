@@ -3,6 +3,7 @@
 //! malformed payloads. Every wait is bounded.
 
 use crate::common::mosquitto::Mosquitto;
+use crate::common::wait::try_for;
 use crate::common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::HashMap;
@@ -133,16 +134,20 @@ fn stored_time(d: &Daemon, dev: &str) -> Option<String> {
 }
 
 /// Publishes probes until one is stored: the subscription is live and the session exists.
+/// Every probe is newer than any before it in this process, so the one found stored is never an
+/// earlier probe (of this daemon before a restart).
 fn wait_subscribed(d: &Daemon, broker: &Mosquitto) {
-    let mut t = 0;
+    static PROBE: AtomicUsize = AtomicUsize::new(0);
     wait_for(Duration::from_secs(20), "the MQTT subscription", || {
-        t += 1;
+        let t = PROBE.fetch_add(1, Ordering::Relaxed) as u32 + 1;
         publish_now(
             broker.port,
             vec![(topic(PROBE_DEVICE), position(t, 1.0, 1.0))],
         );
-        std::thread::sleep(Duration::from_millis(100));
-        (stored_time(d, PROBE_DEVICE).as_deref() == Some(time_of(t).as_str())).then_some(())
+        // A probe published before the subscription existed is lost: then another one.
+        try_for(Duration::from_secs(1), || {
+            (stored_time(d, PROBE_DEVICE).as_deref() == Some(time_of(t).as_str())).then_some(())
+        })
     });
 }
 
@@ -240,8 +245,10 @@ fn malformed_payloads_do_not_block_the_messages_after_them() {
     let mut d = d;
     assert_eq!(d.terminate(), Some(0), "{}", d.log());
     d.spawn();
+    // A redelivery would come first: the broker resends what is unacknowledged on reconnect,
+    // before the probe published after it, and a malformed message is counted on arrival,
+    // before the probe is even committed.
     wait_subscribed(&d, &broker);
-    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         d.metric("lienwatch_mqtt_messages_total", &[("outcome", "malformed")]),
         0.0,
@@ -525,12 +532,18 @@ fn mqtts_with_a_private_ca_is_ingested_and_a_wrong_ca_is_refused() {
 
     // A daemon that trusts another CA never connects, so it stores nothing.
     let wrong = Daemon::start(&["gt06"], &tls(&other_ca, "lienwatch-wrong-ca"));
-    std::thread::sleep(Duration::from_secs(2));
+    // It has tried, and failed.
+    wrong.wait_metric("lienwatch_mqtt_reconnects_total", &[], |v| v >= 1.0);
     publish_now(
         broker.port,
         vec![(topic("4400002"), position(6, 22.5, 114.0))],
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // Delivered to the subscribers the broker has: the daemon that trusts the right CA.
+    wait_for(
+        Duration::from_secs(10),
+        "the second position over TLS",
+        || stored_time(&d, "4400002"),
+    );
     assert_eq!(wrong.metric("lienwatch_mqtt_connected", &[]), 0.0);
     assert!(stored_time(&wrong, "4400002").is_none());
 }

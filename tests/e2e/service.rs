@@ -131,7 +131,8 @@ fn ready_means_trackers_can_connect_watchdog_pings_and_sigterm_stops_cleanly() {
     let (status, _) = http(svc.admin, "GET", "/healthz", None, None).expect("admin API is up");
     assert_eq!(status, 200);
 
-    // WATCHDOG_USEC = 1 s: a ping about every 0.5 s (the engine answered each probe).
+    // WATCHDOG_USEC = 1 s: a ping about every 0.5 s (the engine answered each probe). Pings
+    // are a rate, so this counts them over a real-time window.
     let window = notify.collect(Duration::from_secs(3));
     let pings = count(&window, "WATCHDOG=1");
     assert!(
@@ -141,7 +142,9 @@ fn ready_means_trackers_can_connect_watchdog_pings_and_sigterm_stops_cleanly() {
 
     // `systemctl reload` sends SIGHUP: it must never take the daemon down.
     signal(svc.pid(), "HUP");
-    std::thread::sleep(Duration::from_millis(300));
+    svc.wait_metric("lienwatch_config_reloads_total", &[("result", "ok")], |v| {
+        v >= 1.0
+    });
     assert!(svc.running(), "SIGHUP killed lienwatch:\n{}", svc.log());
     let (status, _) = http(svc.admin, "GET", "/healthz", None, None).expect("admin API is up");
     assert_eq!(status, 200);
@@ -188,6 +191,8 @@ fn watchdog_meant_for_another_process_is_not_pinged() {
     ]);
     let log = svc.log_reader();
     notify.wait_for("READY=1", Duration::from_secs(30), &log);
+    // Seven and a half watchdog periods of real time, in which a wrongly pinging daemon would
+    // have pinged several times.
     let window = notify.collect(Duration::from_millis(1500));
     assert_eq!(count(&window, "WATCHDOG=1"), 0, "{window:?}");
     assert!(

@@ -150,8 +150,10 @@ async fn delivers_signed_alert() {
         WorkerOptions::default(),
     )
     .unwrap();
-    // Let the worker go idle first, so the notify (not a start-up scan) is what wakes it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Let the worker go idle first, so the notify (not a start-up scan) is what wakes it: on
+    // this single-threaded runtime one yield runs the new worker's sweep of the empty outbox up
+    // to its idle wait.
+    tokio::task::yield_now().await;
 
     let a = alert("alert-a", AlertType::GeofenceExit);
     let seq = ob.insert(&a, &[0]).unwrap();
@@ -383,7 +385,9 @@ async fn max_age_marks_failed() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
     let rx = Receiver::scripted(&[], Reply::Status(500));
-    let hook = config("h", &rx.url(), "max_age = \"3d\"");
+    // One request at a time, in due order: the later alert below is tried only after anything
+    // due before it.
+    let hook = config("h", &rx.url(), "max_age = \"3d\"\nmax_in_flight = 1");
     let (clock, offset) = test_clock();
     let ob = Outbox::open_with_clock(&db, std::slice::from_ref(&hook.name), clock).unwrap();
     let cancel = CancellationToken::new();
@@ -423,9 +427,20 @@ async fn max_age_marks_failed() {
     assert!(err.unwrap().contains("500"));
     assert_eq!(ob.pending_alerts(), 0);
     assert_eq!(ob.list(Some(State::Failed), 10, None).unwrap().len(), 1);
-    // No more attempts once failed.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(rx.all().len(), 3);
+    // No more attempts once failed: with the clock past any backoff, a later alert is tried,
+    // and the failed one (due first, were it still pending) was not.
+    offset.store(10 * 86_400_000, Ordering::SeqCst);
+    let later = ob
+        .insert(&alert("alert-e-later", AlertType::GeofenceExit), &[0])
+        .unwrap();
+    ob.notify();
+    wait_for(Duration::from_secs(5), "the later alert's attempt", || {
+        state_of(&ob, later).1 >= 1
+    })
+    .await;
+    let ids = rx.ids();
+    assert_eq!(ids.iter().filter(|i| *i == "alert-e").count(), 3, "{ids:?}");
+    assert_eq!(state_of(&ob, seq).1, 3);
     shutdown(cancel, vec![h]).await;
 }
 
