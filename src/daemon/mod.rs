@@ -156,9 +156,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
                 metrics::counter!("lienwatch_config_reloads_total", "result" => "ok").increment(1);
             }
             Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running configuration stays in force");
                 metrics::counter!("lienwatch_config_reloads_total", "result" => "error")
                     .increment(1);
-                tracing::error!(error = %e, "reload refused; the running configuration stays in force")
             }
         }
         crate::service::notify_ready();

@@ -67,8 +67,9 @@ pub async fn serve(
                     tracing::debug!(protocol = proto, %peer, error = %e, "connection closed");
                 }
             }
-            metrics::gauge!("lienwatch_connections", "protocol" => proto).decrement(1.0);
+            // The slot is free before the gauge says so, so a drop in the gauge is a free slot.
             drop(permit);
+            metrics::gauge!("lienwatch_connections", "protocol" => proto).decrement(1.0);
         });
     }
 }

@@ -2,6 +2,13 @@
 //! directory and listeners on free loopback ports, driven over real sockets.
 #![allow(dead_code)]
 
+pub mod metrics;
+pub mod mosquitto;
+pub mod receiver;
+pub mod wait;
+
+pub use wait::{wait_for, wait_for_async};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -252,24 +259,23 @@ impl Device {
         );
     }
 
-    /// Asserts that nothing arrives within `wait`.
-    pub fn expect_silence(&mut self, wait: Duration) {
-        self.stream.set_read_timeout(Some(wait)).expect("timeout");
-        let mut b = [0u8; 1];
-        match self.stream.read(&mut b) {
-            Ok(0) => {}
-            Ok(_) => panic!("unexpected reply byte {:02X}", b[0]),
-            Err(e) => assert!(
-                matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ),
-                "{e}"
-            ),
+    /// Closes the device's sending side and reads until the server closes. The server sends
+    /// every reply it owes before it closes, so a byte read here is a reply nobody expected:
+    /// "no reply" is checked by an event that must come after it, not by waiting.
+    pub fn expect_no_more_replies(&mut self) {
+        // Fails only when the server already closed (or reset) the connection: then read on.
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let mut rest = Vec::new();
+        match self.stream.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("the server did not close after the device did: {e}"),
         }
-        self.stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
+        assert!(
+            rest.is_empty(),
+            "unexpected reply bytes {}",
+            lienwatch::protocol::to_hex(&rest)
+        );
     }
 
     /// True once the server has closed the connection (read returns 0).
@@ -298,7 +304,8 @@ pub fn http(
     token: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // Generous: a debug build on a loaded machine takes seconds over a multi-megabyte geofence.
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let body = body.unwrap_or("");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",

@@ -1,8 +1,7 @@
 //! Hostile input: random bytes, absurd lengths, half frames, floods of idle connections. The
 //! daemon stays healthy, its memory bounded, and a good device is still served.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -110,7 +109,10 @@ fn the_connection_cap_refuses_extra_connections_but_keeps_serving() {
         &gt06_ack(0x12, 2),
     );
     drop(held);
-    std::thread::sleep(Duration::from_millis(300));
+    // Their slots are free once the daemon has seen them close.
+    d.wait_metric("lienwatch_connections", &[("protocol", "gt06")], |v| {
+        v == 0.0
+    });
     let mut again = d.connect("gt06");
     again.exchange_bytes(&gt06_login("868120145230000", 1), &gt06_ack(0x01, 1));
 }

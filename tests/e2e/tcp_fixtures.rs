@@ -3,8 +3,7 @@
 //! replay. Admin API steps go over HTTP. (Alerts and virtual time are `replay`'s: see
 //! tests/replay.rs.)
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -36,6 +35,11 @@ fn every_fixture_is_answered_byte_exact_over_real_sockets() {
         udp_sock
             .set_read_timeout(Some(Duration::from_secs(3)))
             .unwrap();
+        // "No reply" is checked by a later reply: over TCP the next one on the connection (or
+        // its close), over UDP the next answered datagram (or, at the end, the last answered one
+        // sent again), which must be the first thing to arrive.
+        let mut udp_answered: Option<(Vec<Vec<u8>>, Vec<u8>)> = None;
+        let mut udp_silence_owed = false;
         for (i, step) in fx.steps.iter().enumerate() {
             let ctx = format!("{} step {}", f.display(), i + 1);
             if let Some(api) = &step.api {
@@ -53,14 +57,7 @@ fn every_fixture_is_answered_byte_exact_over_real_sockets() {
                     udp_sock.send_to(c, ("127.0.0.1", port)).unwrap();
                 }
                 if want.is_empty() {
-                    udp_sock
-                        .set_read_timeout(Some(Duration::from_millis(200)))
-                        .unwrap();
-                    let mut b = [0u8; 64];
-                    assert!(udp_sock.recv(&mut b).is_err(), "{ctx}: unexpected reply");
-                    udp_sock
-                        .set_read_timeout(Some(Duration::from_secs(3)))
-                        .unwrap();
+                    udp_silence_owed = true;
                 } else {
                     let mut b = vec![0u8; 2048];
                     let n = udp_sock
@@ -71,6 +68,8 @@ fn every_fixture_is_answered_byte_exact_over_real_sockets() {
                         lienwatch::protocol::to_hex(&want),
                         "{ctx}"
                     );
+                    udp_silence_owed = false;
+                    udp_answered = Some((chunks.clone(), want));
                 }
             } else {
                 let dev = conns
@@ -78,11 +77,10 @@ fn every_fixture_is_answered_byte_exact_over_real_sockets() {
                     .or_insert_with(|| Device::connect(("127.0.0.1", port)));
                 for c in &chunks {
                     dev.send(c);
+                    // Real time between the pieces, as a device on a slow link writes them.
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                if want.is_empty() {
-                    dev.expect_silence(Duration::from_millis(150));
-                } else {
+                if !want.is_empty() {
                     let mut got = vec![0u8; want.len()];
                     dev.stream
                         .read_exact(&mut got)
@@ -99,8 +97,32 @@ fn every_fixture_is_answered_byte_exact_over_real_sockets() {
                 }
             }
             if step.close {
-                conns.remove(&step.connection);
+                if let Some(mut dev) = conns.remove(&step.connection) {
+                    dev.expect_no_more_replies();
+                }
             }
+        }
+        // Every reply that arrived was one a step expected.
+        for (_, mut dev) in std::mem::take(&mut conns) {
+            dev.expect_no_more_replies();
+        }
+        if udp_silence_owed {
+            let (chunks, want) = udp_answered
+                .as_ref()
+                .expect("an answered datagram, to check the silence after it with");
+            for c in chunks {
+                udp_sock.send_to(c, ("127.0.0.1", port)).unwrap();
+            }
+            let mut b = vec![0u8; 2048];
+            let n = udp_sock
+                .recv(&mut b)
+                .expect("the answer to the resent datagram");
+            assert_eq!(
+                lienwatch::protocol::to_hex(&b[..n]),
+                lienwatch::protocol::to_hex(want),
+                "{}: a reply to a datagram that expects none",
+                f.display()
+            );
         }
         checked += 1;
     }

@@ -2,8 +2,7 @@
 //! derived from the server key, byte-exact replies mirroring the version and terminal number,
 //! positions read back through the admin API with Beijing time converted to UTC.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const KEY: &str = "[ingest]\njt808_auth_key = \"lienwatch\"\n";
 

@@ -2,8 +2,7 @@
 //! acknowledgements byte-exact, the policy refusal `00`, positions read back through the API
 //! (protocols.md C and D, CONTRACT.md "What a tracker sees").
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const IMEI_HANDSHAKE: &str = "00 0F 33 35 36 33 30 37 30 34 32 34 34 31 30 31 33";
@@ -28,7 +27,6 @@ fn teltonika_tcp_handshake_and_record_counts() {
     let n = bad.len();
     bad[n - 1] ^= 0xFF;
     dev.send(&bad);
-    dev.expect_silence(Duration::from_millis(300));
     dev.exchange(CODEC8E_BA, "00 00 00 01");
     // The 8E record has the same device time: an equal time counts as newest and replaces it.
     let (_, v) = d.api("GET", "/v1/devices/356307042441013", None);
@@ -36,6 +34,8 @@ fn teltonika_tcp_handshake_and_record_counts() {
         (v["position"]["lat"].as_f64().unwrap() + 34.603722).abs() < 1e-6,
         "{v}"
     );
+    // Two acknowledgements in all: none for the corrupted frame.
+    dev.expect_no_more_replies();
 }
 
 #[test]
@@ -78,16 +78,28 @@ fn h02_text_and_binary_are_stored() {
         b"*HQ,4106012345,V1,103015,A,2232.5858,N,11403.4719,E,033.64,090,200524,FFF7FBFF#\r\n",
     );
     dev.send(b"*HQ,4106012345,XT#");
-    dev.expect_silence(Duration::from_millis(300));
-    let (s, v) = d.api("GET", "/v1/devices/4106012345", None);
+    let (s, v) = stored(&d, "4106012345");
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["protocol"], "h02");
     assert_eq!(v["position"]["time"], "2024-05-20T10:30:15Z");
     assert!((v["position"]["speed_kmh"].as_f64().unwrap() - 62.3).abs() < 0.1);
     // The binary `$` reference vector (D.5).
     dev.send_hex("24 41 06 01 16 60 12 45 43 13 11 16 50 35 31 30 06 00 43 18 21 0E 00 00 00 FF FF FB FF FF 00 24");
-    std::thread::sleep(Duration::from_millis(300));
-    let (s, v) = d.api("GET", "/v1/devices/4106011660", None);
+    let (s, v) = stored(&d, "4106011660");
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["position"]["time"], "2016-11-13T12:45:43Z");
+    // No reply to any of them.
+    dev.expect_no_more_replies();
+}
+
+/// H02 sends no reply to wait for: the device as soon as the API shows a position for it.
+fn stored(d: &Daemon, id: &str) -> (u16, serde_json::Value) {
+    wait_for(
+        Duration::from_secs(5),
+        &format!("a position of {id}"),
+        || {
+            let (s, v) = d.api("GET", &format!("/v1/devices/{id}"), None);
+            (s == 200 && v["position"].is_object()).then_some((s, v))
+        },
+    )
 }

@@ -1,154 +1,24 @@
 //! Webhook delivery end to end: a real sled Db, a real HTTP receiver (axum on 127.0.0.1) and the
 //! real worker. Every wait is bounded, so a regression fails instead of hanging.
 
-use axum::body::Bytes;
-use axum::extract::State as AxState;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
+use crate::common::receiver::{Receiver, Reply, Request};
+use crate::common::wait_for_async as wait_for;
 use lienwatch::alert::outbox::{Clock, Outbox, State};
 use lienwatch::alert::webhook::{self, Webhook, WebhookConfig, WorkerOptions};
 use lienwatch::alert::{Alert, AlertType};
 use lienwatch::event::{DeviceId, Position, Timestamp};
 use lienwatch::registry::{Loan, LoanStatus};
-use std::collections::{HashSet, VecDeque};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "test-secret";
 
-// ---------------------------------------------------------------- receiver
-
-#[derive(Clone, Copy, Debug)]
-enum Action {
-    Status(u16),
-    /// Hold the request this long, then answer 200 (longer than the webhook timeout = a timeout).
-    Hang(Duration),
-}
-
-#[derive(Clone, Debug)]
-struct Received {
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-struct RecvState {
-    script: Mutex<VecDeque<Action>>,
-    default: Action,
-    /// Every request, whatever was answered.
-    log: Mutex<Vec<Received>>,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-    /// Held before answering, to keep requests concurrent (the slow receiver of test g).
-    delay: Duration,
-}
-
-struct Receiver {
-    addr: SocketAddr,
-    state: Arc<RecvState>,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn handle(
-    AxState(st): AxState<Arc<RecvState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    st.max_in_flight.fetch_max(now, Ordering::SeqCst);
-    st.log.lock().unwrap().push(Received { headers, body });
-    let action = st.script.lock().unwrap().pop_front().unwrap_or(st.default);
-    if !st.delay.is_zero() {
-        tokio::time::sleep(st.delay).await;
-    }
-    let status = match action {
-        Action::Status(s) => StatusCode::from_u16(s).unwrap(),
-        Action::Hang(d) => {
-            tokio::time::sleep(d).await;
-            StatusCode::OK
-        }
-    };
-    st.in_flight.fetch_sub(1, Ordering::SeqCst);
-    status
-}
-
-impl Receiver {
-    async fn start(script: &[Action], default: Action) -> Receiver {
-        Self::start_on(
-            "127.0.0.1:0".parse().unwrap(),
-            script,
-            default,
-            Duration::ZERO,
-        )
-        .await
-    }
-
-    async fn start_on(
-        addr: SocketAddr,
-        script: &[Action],
-        default: Action,
-        delay: Duration,
-    ) -> Receiver {
-        let state = Arc::new(RecvState {
-            script: Mutex::new(script.iter().copied().collect()),
-            default,
-            log: Mutex::new(Vec::new()),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-            delay,
-        });
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = Router::new()
-            .route("/hook", post(handle))
-            .with_state(state.clone());
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(s.cancelled_owned())
-                .await
-                .unwrap();
-        });
-        Receiver {
-            addr,
-            state,
-            stop,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.state.log.lock().unwrap().clone()
-    }
-
-    fn ids(&self) -> Vec<String> {
-        self.received()
-            .iter()
-            .map(|r| header(r, "x-lienwatch-alert-id"))
-            .collect()
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
-    }
-}
-
-fn header(r: &Received, name: &str) -> String {
-    r.headers
-        .get(name)
+fn header(r: &Request, name: &str) -> String {
+    r.header(name)
         .unwrap_or_else(|| panic!("missing header {name}"))
-        .to_str()
-        .unwrap()
         .to_string()
 }
 
@@ -206,15 +76,6 @@ fn alert(id: &str, kind: AlertType) -> Alert {
         }),
         detected_at: Timestamp::from_secs(1_795_000_001),
         details: serde_json::json!({"distance_outside_m": 1830.5}),
-    }
-}
-
-/// Polls `cond` every 20 ms; panics with `what` after `limit`.
-async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -276,7 +137,7 @@ fn one_worker(
 async fn delivers_signed_alert() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let rx = Receiver::start(&[], Action::Status(204)).await;
+    let rx = Receiver::scripted(&[], Reply::Status(204));
     let hook = config("collections", &rx.url(), "");
     let ob = Outbox::open(&db, std::slice::from_ref(&hook.name)).unwrap();
     let cancel = CancellationToken::new();
@@ -289,8 +150,10 @@ async fn delivers_signed_alert() {
         WorkerOptions::default(),
     )
     .unwrap();
-    // Let the worker go idle first, so the notify (not a start-up scan) is what wakes it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Let the worker go idle first, so the notify (not a start-up scan) is what wakes it: on
+    // this single-threaded runtime one yield runs the new worker's sweep of the empty outbox up
+    // to its idle wait.
+    tokio::task::yield_now().await;
 
     let a = alert("alert-a", AlertType::GeofenceExit);
     let seq = ob.insert(&a, &[0]).unwrap();
@@ -298,12 +161,12 @@ async fn delivers_signed_alert() {
     let t0 = Instant::now();
     ob.notify();
     wait_for(Duration::from_secs(1), "delivery within 1 s", || {
-        !rx.received().is_empty()
+        !rx.all().is_empty()
     })
     .await;
     assert!(t0.elapsed() < Duration::from_secs(1));
 
-    let r = &rx.received()[0];
+    let r = &rx.all()[0];
     assert_eq!(header(r, "content-type"), "application/json");
     assert_eq!(header(r, "x-lienwatch-alert-id"), "alert-a");
     let ts: i64 = header(r, "x-lienwatch-timestamp").parse().unwrap();
@@ -325,9 +188,8 @@ async fn delivers_signed_alert() {
     .await;
     assert_eq!(state_of(&ob, seq), (State::Delivered, 1, None));
     assert_eq!(ob.pending_alerts(), 0);
-    assert_eq!(rx.received().len(), 1, "no duplicate after success");
+    assert_eq!(rx.all().len(), 1, "no duplicate after success");
     shutdown(cancel, vec![h]).await;
-    rx.stop().await;
 }
 
 /// (b) 500, 503 and a timeout, then success: same id and a valid signature every time, attempts
@@ -336,15 +198,14 @@ async fn delivers_signed_alert() {
 async fn retries_errors_and_timeouts_with_the_same_id() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let rx = Receiver::start(
+    let rx = Receiver::scripted(
         &[
-            Action::Status(500),
-            Action::Status(503),
-            Action::Hang(Duration::from_secs(2)),
+            Reply::Status(500),
+            Reply::Status(503),
+            Reply::Hang(Duration::from_secs(2)),
         ],
-        Action::Status(200),
-    )
-    .await;
+        Reply::Status(200),
+    );
     let hook = config("h", &rx.url(), "timeout = \"300ms\"");
     let (ob, cancel, h) = one_worker(&db, hook);
 
@@ -359,7 +220,7 @@ async fn retries_errors_and_timeouts_with_the_same_id() {
     let (_, attempts, last_error) = state_of(&ob, seq);
     assert_eq!(attempts, 4);
     assert_eq!(last_error, None);
-    let got = rx.received();
+    let got = rx.all();
     assert_eq!(got.len(), 4);
     let first_body = got[0].body.clone();
     for r in &got {
@@ -374,7 +235,6 @@ async fn retries_errors_and_timeouts_with_the_same_id() {
         ));
     }
     shutdown(cancel, vec![h]).await;
-    rx.stop().await;
 }
 
 /// (b) A refused connection is retried until the receiver comes up on that port.
@@ -405,14 +265,13 @@ async fn retries_refused_connection_until_receiver_is_up() {
     );
     assert!(err.to_lowercase().contains("connect"), "{err}");
 
-    let rx = Receiver::start_on(port, &[], Action::Status(200), Duration::ZERO).await;
+    let rx = Receiver::start_at(port);
     wait_for(Duration::from_secs(10), "delivered once up", || {
         state_of(&ob, seq).0 == State::Delivered
     })
     .await;
     assert_eq!(rx.ids(), vec!["alert-c".to_string()]);
     shutdown(cancel, vec![h]).await;
-    rx.stop().await;
 }
 
 /// (c) A webhook with a `types` filter gets only those types; the other gets everything.
@@ -420,8 +279,8 @@ async fn retries_refused_connection_until_receiver_is_up() {
 async fn type_filter_is_respected() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let rx_geo = Receiver::start(&[], Action::Status(200)).await;
-    let rx_all = Receiver::start(&[], Action::Status(200)).await;
+    let rx_geo = Receiver::scripted(&[], Reply::Status(200));
+    let rx_all = Receiver::scripted(&[], Reply::Status(200));
     let hooks = vec![
         config("geo", &rx_geo.url(), "types = [\"geofence_exit\"]"),
         config("all", &rx_all.url(), ""),
@@ -451,8 +310,6 @@ async fn type_filter_is_respected() {
     assert_eq!(tamper.deliveries.len(), 1);
     assert_eq!(tamper.deliveries[0].webhook, "all");
     shutdown(cancel, handles).await;
-    rx_geo.stop().await;
-    rx_all.stop().await;
 }
 
 /// (d) Stop the worker and close the Db while an alert is backing off; after reopening, the
@@ -460,7 +317,7 @@ async fn type_filter_is_respected() {
 #[tokio::test]
 async fn pending_alert_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let rx_down = Receiver::start(&[], Action::Status(502)).await;
+    let rx_down = Receiver::scripted(&[], Reply::Status(502));
     let slow_retry = WorkerOptions {
         backoff_base: Duration::from_secs(120),
         backoff_max: Duration::from_secs(600),
@@ -498,10 +355,9 @@ async fn pending_alert_survives_restart() {
         shutdown(cancel, vec![h]).await;
         db.flush().unwrap();
     }
-    rx_down.stop().await;
-
+    drop(rx_down);
     // The receiver moved; the webhook keeps its name, so its backlog follows it.
-    let rx_up = Receiver::start(&[], Action::Status(200)).await;
+    let rx_up = Receiver::scripted(&[], Reply::Status(200));
     let db = sled::open(dir.path()).unwrap();
     let hook = config("collections", &rx_up.url(), "");
     let ob = Outbox::open(&db, std::slice::from_ref(&hook.name)).unwrap();
@@ -521,7 +377,6 @@ async fn pending_alert_survives_restart() {
     assert_eq!(state_of(&ob, seq), (State::Delivered, 2, None));
     assert_eq!(ob.pending_alerts(), 0);
     shutdown(cancel, vec![h]).await;
-    rx_up.stop().await;
 }
 
 /// (e) After `max_age` (reached by moving the injected clock) a failing alert becomes `failed`.
@@ -529,8 +384,10 @@ async fn pending_alert_survives_restart() {
 async fn max_age_marks_failed() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let rx = Receiver::start(&[], Action::Status(500)).await;
-    let hook = config("h", &rx.url(), "max_age = \"3d\"");
+    let rx = Receiver::scripted(&[], Reply::Status(500));
+    // One request at a time, in due order: the later alert below is tried only after anything
+    // due before it.
+    let hook = config("h", &rx.url(), "max_age = \"3d\"\nmax_in_flight = 1");
     let (clock, offset) = test_clock();
     let ob = Outbox::open_with_clock(&db, std::slice::from_ref(&hook.name), clock).unwrap();
     let cancel = CancellationToken::new();
@@ -570,11 +427,21 @@ async fn max_age_marks_failed() {
     assert!(err.unwrap().contains("500"));
     assert_eq!(ob.pending_alerts(), 0);
     assert_eq!(ob.list(Some(State::Failed), 10, None).unwrap().len(), 1);
-    // No more attempts once failed.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(rx.received().len(), 3);
+    // No more attempts once failed: with the clock past any backoff, a later alert is tried,
+    // and the failed one (due first, were it still pending) was not.
+    offset.store(10 * 86_400_000, Ordering::SeqCst);
+    let later = ob
+        .insert(&alert("alert-e-later", AlertType::GeofenceExit), &[0])
+        .unwrap();
+    ob.notify();
+    wait_for(Duration::from_secs(5), "the later alert's attempt", || {
+        state_of(&ob, later).1 >= 1
+    })
+    .await;
+    let ids = rx.ids();
+    assert_eq!(ids.iter().filter(|i| *i == "alert-e").count(), 3, "{ids:?}");
+    assert_eq!(state_of(&ob, seq).1, 3);
     shutdown(cancel, vec![h]).await;
-    rx.stop().await;
 }
 
 /// (f) Listing: newest first, limit, `before` cursor, state filter, flat JSON shape.
@@ -682,14 +549,13 @@ async fn list_pages_newest_first_with_state_filter() {
 async fn dead_receiver_is_bounded_and_isolated() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let slow = Receiver::start_on(
+    let slow = Receiver::with(
         "127.0.0.1:0".parse().unwrap(),
         &[],
-        Action::Status(500),
+        Reply::Status(500),
         Duration::from_millis(100),
-    )
-    .await;
-    let good = Receiver::start(&[], Action::Status(200)).await;
+    );
+    let good = Receiver::scripted(&[], Reply::Status(200));
     let hooks = [
         config("slow", &slow.url(), "max_in_flight = 3"),
         config("good", &good.url(), ""),
@@ -719,7 +585,7 @@ async fn dead_receiver_is_bounded_and_isolated() {
         || slow.ids().into_iter().collect::<HashSet<_>>().len() == N,
     )
     .await;
-    let max_seen = slow.state.max_in_flight.load(Ordering::SeqCst);
+    let max_seen = slow.max_in_flight();
     assert!(max_seen <= 3, "in flight {max_seen} > max_in_flight 3");
     assert_eq!(max_seen, 3, "the worker does use its concurrency");
     assert!(
@@ -732,13 +598,11 @@ async fn dead_receiver_is_bounded_and_isolated() {
     wait_for(
         Duration::from_secs(10),
         "retries at the slow webhook",
-        || slow.received().len() > N + 3,
+        || slow.all().len() > N + 3,
     )
     .await;
-    assert!(slow.state.max_in_flight.load(Ordering::SeqCst) <= 3);
+    assert!(slow.max_in_flight() <= 3);
     shutdown(cancel, handles).await;
-    slow.stop().await;
-    good.stop().await;
 }
 
 /// A redirect is not followed: a 3xx is a failed attempt, never a delivery.
@@ -746,7 +610,7 @@ async fn dead_receiver_is_bounded_and_isolated() {
 async fn redirect_is_a_failure() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let rx = Receiver::start(&[], Action::Status(302)).await;
+    let rx = Receiver::scripted(&[], Reply::Status(302));
     let hook = config("h", &rx.url(), "");
     let (ob, cancel, h) = one_worker(&db, hook);
     let seq = ob
@@ -761,7 +625,6 @@ async fn redirect_is_a_failure() {
     assert_eq!(state, State::Pending);
     assert!(err.unwrap().contains("302"));
     shutdown(cancel, vec![h]).await;
-    rx.stop().await;
 }
 
 /// Retention: finished alerts older than the cutoff go; pending ones stay whatever their age.

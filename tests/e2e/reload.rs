@@ -1,12 +1,8 @@
 //! SIGHUP reloads webhook settings and rule thresholds without a restart, and refuses an
 //! invalid file while the running configuration stays in force.
 
-mod common;
-#[path = "common/receiver.rs"]
-mod receiver;
-
-use common::*;
-use receiver::Receiver;
+use crate::common::receiver::Receiver;
+use crate::common::*;
 use std::time::Duration;
 
 const IMEI: &str = "868120145233604";
@@ -47,7 +43,9 @@ fn sighup_applies_new_webhook_settings_and_refuses_a_bad_file() {
     let cfg = std::fs::read_to_string(&d.config).unwrap();
     std::fs::write(&d.config, cfg.replace(&first.url(), &second.url())).unwrap();
     signal(d.pid(), "HUP");
-    std::thread::sleep(Duration::from_millis(800));
+    d.wait_metric("lienwatch_config_reloads_total", &[("result", "ok")], |v| {
+        v >= 1.0
+    });
     // Return, then a new exit: both go to the second receiver only.
     exit_fix(&d, 3, 22.5431);
     exit_fix(&d, 4, 22.71);
@@ -61,7 +59,16 @@ fn sighup_applies_new_webhook_settings_and_refuses_a_bad_file() {
     // An invalid file is refused; the daemon keeps running with what it had.
     std::fs::write(&d.config, "[rules]\nsilence_after = \"soon\"\n").unwrap();
     signal(d.pid(), "HUP");
-    std::thread::sleep(Duration::from_millis(800));
+    d.wait_metric(
+        "lienwatch_config_reloads_total",
+        &[("result", "error")],
+        |v| v >= 1.0,
+    );
+    assert_eq!(
+        d.metric("lienwatch_config_reloads_total", &[("result", "ok")]),
+        1.0,
+        "the refused reload counted as applied"
+    );
     let (s, _) = http(d.admin, "GET", "/healthz", None, None).unwrap();
     assert_eq!(s, 200);
     exit_fix(&d, 5, 22.5431);

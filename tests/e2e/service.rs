@@ -4,8 +4,8 @@
 //! The service manager is played by a Unix datagram socket that the daemon finds in
 //! `NOTIFY_SOCKET`, as systemd passes it to a `Type=notify` service.
 
-mod common;
-use common::*;
+use crate::common::metrics::metric;
+use crate::common::*;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -131,7 +131,8 @@ fn ready_means_trackers_can_connect_watchdog_pings_and_sigterm_stops_cleanly() {
     let (status, _) = http(svc.admin, "GET", "/healthz", None, None).expect("admin API is up");
     assert_eq!(status, 200);
 
-    // WATCHDOG_USEC = 1 s: a ping about every 0.5 s (the engine answered each probe).
+    // WATCHDOG_USEC = 1 s: a ping about every 0.5 s (the engine answered each probe). Pings
+    // are a rate, so this counts them over a real-time window.
     let window = notify.collect(Duration::from_secs(3));
     let pings = count(&window, "WATCHDOG=1");
     assert!(
@@ -141,7 +142,9 @@ fn ready_means_trackers_can_connect_watchdog_pings_and_sigterm_stops_cleanly() {
 
     // `systemctl reload` sends SIGHUP: it must never take the daemon down.
     signal(svc.pid(), "HUP");
-    std::thread::sleep(Duration::from_millis(300));
+    svc.wait_metric("lienwatch_config_reloads_total", &[("result", "ok")], |v| {
+        v >= 1.0
+    });
     assert!(svc.running(), "SIGHUP killed lienwatch:\n{}", svc.log());
     let (status, _) = http(svc.admin, "GET", "/healthz", None, None).expect("admin API is up");
     assert_eq!(status, 200);
@@ -188,6 +191,8 @@ fn watchdog_meant_for_another_process_is_not_pinged() {
     ]);
     let log = svc.log_reader();
     notify.wait_for("READY=1", Duration::from_secs(30), &log);
+    // Seven and a half watchdog periods of real time, in which a wrongly pinging daemon would
+    // have pinged several times.
     let window = notify.collect(Duration::from_millis(1500));
     assert_eq!(count(&window, "WATCHDOG=1"), 0, "{window:?}");
     assert!(
@@ -208,50 +213,11 @@ fn watchdog_meant_for_another_process_is_not_pinged() {
     );
 }
 
-/// Sum of every series of `name` (exact metric name) whose labels include all of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if n != name {
-                return None;
-            }
-            let all = labels
-                .iter()
-                .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
-            all.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
-}
-
-fn scrape(d: &Daemon) -> String {
-    let (status, text) = http(d.admin, "GET", "/metrics", None, None).expect("/metrics");
-    assert_eq!(status, 200, "{text}");
-    text
-}
-
-/// Polls `/metrics` (bounded) until `ok` holds; the last scrape either way.
-fn scrape_until(d: &Daemon, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = scrape(d);
-        if ok(&text) || Instant::now() > deadline {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn metrics_move_with_traffic() {
     let d = Daemon::start(&["gt06"], "");
     let gt06 = [("protocol", "gt06")];
-    let before = scrape(&d);
+    let before = d.scrape();
     let conns = metric(&before, "lienwatch_connections_total", &gt06);
     let decoded = metric(&before, "lienwatch_frames_decoded_total", &gt06);
     let rejected = metric(&before, "lienwatch_frames_rejected_total", &gt06);
@@ -266,7 +232,7 @@ fn metrics_move_with_traffic() {
     noisy.send_hex("00 11 22 33 44 55 66 77");
     noisy.exchange(LOGIN, LOGIN_REPLY);
 
-    let during = scrape_until(&d, |t| {
+    let during = d.scrape_until(|t| {
         metric(t, "lienwatch_connections", &gt06) == 2.0
             && metric(t, "lienwatch_frames_rejected_total", &gt06) > rejected
     });
@@ -299,7 +265,7 @@ fn metrics_move_with_traffic() {
     // Closed connections leave the gauge.
     drop(dev);
     drop(noisy);
-    let after = scrape_until(&d, |t| metric(t, "lienwatch_connections", &gt06) == 0.0);
+    let after = d.scrape_until(|t| metric(t, "lienwatch_connections", &gt06) == 0.0);
     assert_eq!(
         metric(&after, "lienwatch_connections", &gt06),
         0.0,

@@ -2,12 +2,8 @@
 //! HTTP receiver checking every webhook's signature (CONTRACT.md "Alerts", "Webhook delivery",
 //! "Rules").
 
-mod common;
-#[path = "common/receiver.rs"]
-mod receiver;
-
-use common::*;
-use receiver::Receiver;
+use crate::common::receiver::{self, Receiver};
+use crate::common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -39,6 +35,14 @@ fn fix(serial: u16, min: u8, lat: f64, lon: f64, valid: bool) -> Vec<u8> {
     c.extend_from_slice(&status.to_be_bytes());
     c.extend_from_slice(&[0x01, 0xCC, 0x00, 0x24, 0x7C, 0x0F, 0x2A, 0x31]);
     gt06_frame(0x12, &c, serial)
+}
+
+/// Every alert the daemon has raised, newest first. An alert is committed before the reply that
+/// acknowledges the fix raising it, so right after that reply this is complete.
+fn raised(d: &Daemon) -> Vec<serde_json::Value> {
+    let (s, v) = d.api("GET", "/v1/alerts", None);
+    assert_eq!(s, 200, "{v}");
+    v["alerts"].as_array().cloned().unwrap_or_default()
 }
 
 fn verify(r: &receiver::Request) {
@@ -83,7 +87,11 @@ fn geofence_exit_and_return_are_delivered_signed_and_invalid_fixes_never_count()
         &fix(5, 3, 22.543096 + 1020.0 / 111_195.0, 114.057865, true),
         &gt06_ack(0x12, 5),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        raised(&d),
+        Vec::<serde_json::Value>::new(),
+        "no alert for inside, invalid, 0/0 or in-margin fixes"
+    );
     assert!(
         rx.all().is_empty(),
         "no alert for inside, invalid, 0/0 or in-margin fixes: {:?}",
@@ -122,7 +130,12 @@ fn geofence_exit_and_return_are_delivered_signed_and_invalid_fixes_never_count()
     // Back inside: geofence_return.
     dev.exchange_bytes(&fix(8, 6, 22.5431, 114.0579, true), &gt06_ack(0x12, 8));
     let all = rx.wait_for(Duration::from_secs(5), "geofence_return", |a| a.len() >= 2);
-    std::thread::sleep(Duration::from_millis(500));
+    // Both alerts delivered, one attempt each: the receiver has all it will ever get.
+    wait_for(Duration::from_secs(5), "both alerts delivered", || {
+        let r = raised(&d);
+        (r.len() >= 2 && r.iter().all(|a| a["state"] == "delivered")).then_some(())
+    });
+    assert!(raised(&d).iter().all(|a| a["attempts"] == 1));
     let all2 = rx.all();
     let types: Vec<(serde_json::Value, serde_json::Value)> = all2
         .iter()
@@ -163,8 +176,10 @@ fn silence_while_overdue_then_reappeared() {
     let mut dev = d.connect("gt06");
     dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
     dev.exchange_bytes(&fix(2, 0, 22.5431, 114.0579, true), &gt06_ack(0x12, 2));
-    // A current loan: silence raises nothing.
+    // A current loan: silence raises nothing. The device must really stay silent past its
+    // threshold (2 s), so real time passes here.
     std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(raised(&d), Vec::<serde_json::Value>::new());
     assert!(rx.of_type("silent_overdue").is_empty());
     // The loan turns overdue while the device is already silent: alert at once.
     let t = Instant::now();
@@ -181,8 +196,13 @@ fn silence_while_overdue_then_reappeared() {
     assert_eq!(a["type"], "silent_overdue");
     assert_eq!(a["loan"]["days_past_due"], 31);
     assert_eq!(a["position"]["time"], "2024-05-20T10:00:00Z");
-    // One alert per silence.
+    // One alert per silence: a second threshold of real silence passes without a second alert.
     std::thread::sleep(Duration::from_millis(2500));
+    let silences = raised(&d)
+        .iter()
+        .filter(|a| a["type"] == "silent_overdue")
+        .count();
+    assert_eq!(silences, 1);
     assert_eq!(rx.of_type("silent_overdue").len(), 1);
     // It speaks again: reappeared, with its new position.
     dev.exchange_bytes(&fix(3, 30, 22.5432, 114.0578, true), &gt06_ack(0x12, 3));
@@ -229,16 +249,13 @@ fn a_failing_receiver_gets_the_same_alert_id_until_it_succeeds() {
     for r in &all {
         verify(r);
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, v) = d.api("GET", "/v1/alerts", None);
-        if v["alerts"][0]["state"] == "delivered" {
-            assert_eq!(v["alerts"][0]["attempts"], 3, "{v}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "not marked delivered: {v}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let a = wait_for(Duration::from_secs(5), "marked delivered", || {
+        raised(&d)
+            .into_iter()
+            .next()
+            .filter(|a| a["state"] == "delivered")
+    });
+    assert_eq!(a["attempts"], 3, "{a}");
 }
 
 #[test]
@@ -252,15 +269,11 @@ fn an_alert_raised_while_the_receiver_is_down_survives_sigkill() {
     dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
     dev.exchange_bytes(&fix(2, 0, 22.70, 114.057865, true), &gt06_ack(0x12, 2));
     // Pending, with failed attempts.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let id = loop {
+    let id = wait_for(Duration::from_secs(5), "alert pending", || {
         let (_, v) = d.api("GET", "/v1/alerts?state=pending", None);
-        if let Some(a) = v["alerts"].as_array().and_then(|l| l.first()) {
-            break a["id"].as_str().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "alert not pending: {v}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        let first = v["alerts"].as_array().and_then(|l| l.first().cloned())?;
+        first["id"].as_str().map(str::to_string)
+    });
     d.kill9();
     let rx = Receiver::start_at(format!("127.0.0.1:{port}").parse().unwrap());
     d.spawn();
@@ -316,6 +329,9 @@ fn closed_loans_stay_quiet_and_bad_requests_change_nothing() {
     let mut dev = d.connect("gt06");
     dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
     dev.exchange_bytes(&fix(2, 0, 22.70, 114.057865, true), &gt06_ack(0x12, 2));
+    // The exit would be committed before the reply: none.
+    assert_eq!(raised(&d), Vec::<serde_json::Value>::new(), "no exit alert");
+    // Silence needs real time: past its threshold (1 s), still nothing.
     std::thread::sleep(Duration::from_millis(2500));
     assert!(rx.all().is_empty(), "closed loan stays quiet");
     let (_, v) = d.api("GET", "/v1/alerts", None);
@@ -359,9 +375,20 @@ fn a_restart_neither_repeats_nor_forgets_an_excursion() {
     let mut dev = d.connect("gt06");
     dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
     dev.exchange_bytes(&fix(2, 1, 22.71, 114.057865, true), &gt06_ack(0x12, 2));
-    std::thread::sleep(Duration::from_millis(1500));
+    // A second exit would be committed before that reply.
+    let exits = raised(&d)
+        .iter()
+        .filter(|a| a["type"] == "geofence_exit")
+        .count();
+    assert_eq!(exits, 1, "no second exit alert after restart");
+    // And the return is not forgotten.
+    dev.exchange_bytes(&fix(3, 2, 22.5431, 114.0579, true), &gt06_ack(0x12, 3));
+    rx.wait_for(Duration::from_secs(5), "return after restart", |a| {
+        a.iter().any(|r| r.json()["type"] == "geofence_return")
+    });
     // Delivery is at least once (a kill can lose the record of a success, and the alert is sent
-    // again with its id); what must not happen is a second alert.
+    // again with its id); what must not happen is a second alert. The return was raised after
+    // anything the still-outside fix could have raised, and is delivered now.
     let mut ids: Vec<String> = rx
         .of_type("geofence_exit")
         .iter()
@@ -369,11 +396,6 @@ fn a_restart_neither_repeats_nor_forgets_an_excursion() {
         .collect();
     ids.dedup();
     assert_eq!(ids.len(), 1, "no second exit alert after restart: {ids:?}");
-    // And the return is not forgotten.
-    dev.exchange_bytes(&fix(3, 2, 22.5431, 114.0579, true), &gt06_ack(0x12, 3));
-    rx.wait_for(Duration::from_secs(5), "return after restart", |a| {
-        a.iter().any(|r| r.json()["type"] == "geofence_return")
-    });
 }
 
 #[test]
@@ -402,7 +424,11 @@ fn a_province_sized_fence_of_megabytes_is_accepted_and_used() {
     let mut dev = d.connect("gt06");
     dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
     dev.exchange_bytes(&fix(2, 0, 22.543096, 114.057865, true), &gt06_ack(0x12, 2));
-    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        raised(&d),
+        Vec::<serde_json::Value>::new(),
+        "Shenzhen is inside"
+    );
     assert!(rx.all().is_empty(), "Shenzhen is inside");
     dev.exchange_bytes(&fix(3, 1, 25.0, 116.0, true), &gt06_ack(0x12, 3));
     let got = rx.wait_for(Duration::from_secs(5), "exit from the big fence", |a| {

@@ -1,8 +1,7 @@
 //! The durability promise: a position whose acknowledgement reached the device survives a
 //! SIGKILL of the daemon (CONTRACT.md "What a tracker sees").
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,8 +49,12 @@ fn acknowledged_positions_survive_sigkill() {
             }
         }));
     }
-    // Let traffic flow, then kill -9 in the middle of it.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kill -9 in the middle of the traffic: once every device has had a few fixes acknowledged.
+    wait_for(
+        Duration::from_secs(15),
+        "acknowledgements to every device",
+        || acked.lock().unwrap().iter().all(|&k| k >= 3).then_some(()),
+    );
     d.kill9();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in threads {

@@ -1,7 +1,6 @@
 //! The daemon's outer shell: health, authentication, metrics, config errors, clean shutdown.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 #[test]

@@ -1,0 +1,23 @@
+//! Everything that runs real parts together: the `lienwatch` binary on loopback ports driven as
+//! trackers, brokers, service managers and webhook receivers would, the webhook workers against a
+//! real receiver, and the deploy files. One binary, so the crate and its dependencies are linked
+//! once for all of them; one module per subject.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod alerts;
+mod crash;
+mod daemon_basics;
+mod deploy;
+mod hostile;
+mod layout;
+mod mqtt;
+mod reload;
+mod replay;
+mod service;
+mod tcp_fixtures;
+mod tcp_gt06;
+mod tcp_jt808;
+mod teltonika_h02;
+mod webhook_delivery;
