@@ -51,6 +51,7 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
             .absolute(0);
     }
     metrics::counter!("lienwatch_positions_stored_total").absolute(0);
+    metrics::counter!("lienwatch_fixes_suspect_total", "reason" => "future").absolute(0);
     metrics::counter!("lienwatch_devices_refused_total").absolute(0);
     metrics::counter!("lienwatch_commit_failures_total").absolute(0);
     let _ = metrics::histogram!("lienwatch_commit_seconds");
@@ -111,6 +112,10 @@ fn describe() {
     describe_counter!(
         "lienwatch_positions_stored_total",
         "fixes that became a device's last-known position"
+    );
+    describe_counter!(
+        "lienwatch_fixes_suspect_total",
+        "fixes kept out of last-known positions and rules (reason=future: dated beyond ingest.max_future)"
     );
     describe_counter!(
         "lienwatch_devices_refused_total",

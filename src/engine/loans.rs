@@ -54,8 +54,7 @@ impl Command for SetLoan {
                 let mut next = v.clone();
                 next.loan.status = self.body.status;
                 next.loan.days_past_due = self.body.days_past_due;
-                e.store
-                    .put_vehicle(vid, next.to_json().to_string().as_bytes())?;
+                e.store.put_vehicle(vid, next.stored_json().as_bytes())?;
             }
         }
         for vid in &ids {

@@ -393,7 +393,7 @@ impl Engine {
             plate: v.plate.clone(),
             loan: v.loan.clone(),
             devices,
-            geofence: v.geofence.as_ref().map(|g| g.source()),
+            geofence: v.geofence.as_ref().map(|g| g.source_raw()),
         })
     }
 

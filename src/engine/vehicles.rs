@@ -15,6 +15,8 @@ use std::sync::Arc;
 /// fence never stalls ingestion.
 pub struct PutVehicle {
     pub vehicle: Vehicle,
+    /// The body as it will be stored, serialised before the engine thread sees it.
+    stored: String,
 }
 
 /// What a put did.
@@ -27,7 +29,8 @@ impl PutVehicle {
     pub fn from_json(id: &str, body: &[u8]) -> Result<PutVehicle, EngineError> {
         let vehicle =
             Vehicle::from_json(id, body).map_err(|e| EngineError::Invalid(e.to_string()))?;
-        Ok(PutVehicle { vehicle })
+        let stored = vehicle.stored_json();
+        Ok(PutVehicle { vehicle, stored })
     }
 }
 
@@ -35,7 +38,7 @@ impl Command for PutVehicle {
     type Output = PutOutcome;
 
     fn apply(self, e: &mut Engine, now: Timestamp) -> Result<PutOutcome, EngineError> {
-        let vehicle = self.vehicle;
+        let PutVehicle { vehicle, stored } = self;
         let id = vehicle.id.clone();
         // A device watches one car: binding it to a second vehicle is a conflict.
         for d in &vehicle.devices {
@@ -48,8 +51,7 @@ impl Command for PutVehicle {
                 }
             }
         }
-        e.store
-            .put_vehicle(&id, vehicle.to_json().to_string().as_bytes())?;
+        e.store.put_vehicle(&id, stored.as_bytes())?;
         let kept: HashSet<DeviceId> = vehicle.devices.iter().map(|d| d.id.clone()).collect();
         let old = e.vehicles.insert(id.clone(), vehicle);
         let created = old.is_none();

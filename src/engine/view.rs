@@ -82,7 +82,7 @@ pub struct VehicleDeviceView {
 
 /// A vehicle as `GET /v1/vehicles/{id}` shows it: the body it was registered with, and each
 /// device's last-known position and state.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct VehicleView {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,7 +94,7 @@ pub struct VehicleView {
     /// The geofence exactly as it was given (GeoJSON Polygon or MultiPolygon, or a Circle).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub geofence: Option<serde_json::Value>,
+    pub geofence: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// One line of the vehicle list (`GET /v1/vehicles`).

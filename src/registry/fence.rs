@@ -120,7 +120,7 @@ pub struct Geofence {
 
 impl PartialEq for Geofence {
     fn eq(&self, other: &Self) -> bool {
-        self.index.tag == other.index.tag && self.index.source == other.index.source
+        self.index.tag == other.index.tag && self.index.source.get() == other.index.source.get()
     }
 }
 
@@ -205,24 +205,32 @@ impl Geofence {
             other => return Err(GeofenceError::UnknownType(other.into())),
         };
         let text = source.to_string();
+        // Validated once here, off the engine thread; copies of it are then plain memcpys.
+        let raw = serde_json::value::RawValue::from_string(text.clone())
+            .map_err(|e| GeofenceError::Malformed(e.to_string()))?;
         let tag = fnv1a(text.as_bytes());
         Ok(Geofence {
             index: Arc::new(FenceIndex {
                 shape,
                 tag,
-                source: text.into_boxed_str(),
+                source: raw,
             }),
         })
     }
 
     /// The GeoJSON as the API was given it.
     pub fn source(&self) -> serde_json::Value {
-        serde_json::from_str(&self.index.source).unwrap_or(serde_json::Value::Null)
+        serde_json::from_str(self.index.source.get()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The same, as raw JSON: copied, not parsed, so a large fence costs a memcpy.
+    pub fn source_raw(&self) -> Box<serde_json::value::RawValue> {
+        self.index.source.clone()
     }
 
     /// The same, as compact JSON text.
     pub fn source_json(&self) -> &str {
-        &self.index.source
+        self.index.source.get()
     }
 
     pub fn index(&self) -> &FenceIndex {

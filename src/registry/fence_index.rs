@@ -20,7 +20,7 @@ pub enum Placement {
 pub struct FenceIndex {
     pub(super) shape: Shape,
     pub(super) tag: u64,
-    pub(super) source: Box<str>,
+    pub(super) source: Box<serde_json::value::RawValue>,
 }
 
 #[allow(clippy::large_enum_variant)] // one per fence, behind an Arc: inline saves a pointer chase

@@ -178,6 +178,32 @@ impl Vehicle {
         Ok(v)
     }
 
+    /// The body as stored: the same shape as the API body, with the geofence copied as text
+    /// rather than re-parsed (a province-sized fence is megabytes; this runs off the engine
+    /// thread for a PUT).
+    pub fn stored_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Stored<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            vin: &'a Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            plate: &'a Option<String>,
+            loan: &'a Loan,
+            devices: &'a [DeviceBinding],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            geofence: Option<&'a serde_json::value::RawValue>,
+        }
+        let raw = self.geofence.as_ref().map(|g| g.source_raw());
+        serde_json::to_string(&Stored {
+            vin: &self.vin,
+            plate: &self.plate,
+            loan: &self.loan,
+            devices: &self.devices,
+            geofence: raw.as_deref(),
+        })
+        .unwrap_or_default()
+    }
+
     /// The body shape (CONTRACT.md), for storage and `GET`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(VehicleBody::from(self.clone())).unwrap_or(serde_json::Value::Null)
@@ -578,5 +604,17 @@ mod tests {
                 [[113.5, 22.5], [114.5, 22.5], [114.5, 23.5], [113.5, 22.5]]]}))
         )
         .is_ok());
+    }
+
+    #[test]
+    fn stored_body_round_trips_without_reparsing_the_fence() {
+        let v = Vehicle::from_json("V-1", &body(square())).unwrap();
+        let stored = v.stored_json();
+        let back = Vehicle::from_json("V-1", stored.as_bytes()).unwrap();
+        assert_eq!(back, v);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&stored).unwrap(),
+            v.to_json()
+        );
     }
 }

@@ -5,6 +5,7 @@
 pub mod metrics;
 pub mod mosquitto;
 pub mod receiver;
+pub mod tls;
 pub mod wait;
 
 pub use wait::{wait_for, wait_for_async};
@@ -304,8 +305,8 @@ pub fn http(
     token: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    // Generous: a debug build on a loaded machine takes seconds over a multi-megabyte geofence.
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // Generous: a debug build on a loaded machine takes many seconds over a 12 MB geofence.
+    s.set_read_timeout(Some(Duration::from_secs(180)))?;
     let body = body.unwrap_or("");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",

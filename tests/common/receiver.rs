@@ -76,6 +76,28 @@ impl Receiver {
     }
 
     pub fn with(addr: SocketAddr, script: &[Reply], default: Reply, delay: Duration) -> Receiver {
+        Self::serve_on(addr, script, default, delay, None)
+    }
+
+    /// Answers 200 over HTTPS with this certificate chain and key (PEM files).
+    pub fn tls(cert: &std::path::Path, key: &std::path::Path) -> Receiver {
+        let cfg = super::tls::server_config(cert, key);
+        Self::serve_on(
+            "127.0.0.1:0".parse().expect("addr"),
+            &[],
+            Reply::Status(200),
+            Duration::ZERO,
+            Some(cfg),
+        )
+    }
+
+    fn serve_on(
+        addr: SocketAddr,
+        script: &[Reply],
+        default: Reply,
+        delay: Duration,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Receiver {
         let listener = TcpListener::bind(addr).expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared {
@@ -94,8 +116,18 @@ impl Receiver {
                     return;
                 }
                 let Ok(s) = stream else { continue };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                 let sh = sh.clone();
-                std::thread::spawn(move || serve(s, &sh));
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => serve(s, &sh),
+                    Some(cfg) => {
+                        let Ok(conn) = rustls::ServerConnection::new(cfg) else {
+                            return;
+                        };
+                        serve(rustls::StreamOwned::new(conn, s), &sh)
+                    }
+                });
             }
         });
         Receiver { addr, shared }
@@ -109,6 +141,11 @@ impl Receiver {
 
     pub fn url(&self) -> String {
         format!("http://{}/hooks/lienwatch", self.addr)
+    }
+
+    /// The URL for a receiver started with [`Receiver::tls`] (its certificate is for 127.0.0.1).
+    pub fn https_url(&self) -> String {
+        format!("https://{}/hooks/lienwatch", self.addr)
     }
 
     /// Every request so far, whatever was answered.
@@ -168,11 +205,8 @@ impl Drop for Receiver {
 }
 
 /// One connection: requests until the client closes (keep-alive, as a real server does).
-fn serve(s: TcpStream, sh: &Shared) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let Ok(read_half) = s.try_clone() else { return };
-    let mut rd = BufReader::new(read_half);
-    let mut s = s;
+fn serve(s: impl Read + Write, sh: &Shared) {
+    let mut rd = BufReader::new(s);
     loop {
         let mut line = String::new();
         match rd.read_line(&mut line) {
@@ -222,7 +256,11 @@ fn serve(s: TcpStream, sh: &Shared) {
                 200
             }
         };
-        let written = write!(s, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+        let written = write!(
+            rd.get_mut(),
+            "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n"
+        )
+        .and_then(|()| rd.get_mut().flush());
         sh.in_flight.fetch_sub(1, Ordering::SeqCst);
         if written.is_err() {
             return;

@@ -20,4 +20,5 @@ mod tcp_fixtures;
 mod tcp_gt06;
 mod tcp_jt808;
 mod teltonika_h02;
+mod trust;
 mod webhook_delivery;

@@ -3,11 +3,11 @@
 //! malformed payloads. Every wait is bounded.
 
 use crate::common::mosquitto::Mosquitto;
+use crate::common::tls::make_certs;
 use crate::common::wait::try_for;
 use crate::common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -415,87 +415,6 @@ fn raw_gt06_frames_take_the_device_id_from_the_topic() {
     assert_eq!(p["time"], "2024-05-20T11:30:15Z");
     let (_, dev) = d.api("GET", "/v1/devices/868120145233604", None);
     assert_eq!(dev["protocol"], "gt06", "{dev}");
-}
-
-/// A throwaway CA and a server certificate for 127.0.0.1, made with the openssl CLI.
-fn make_certs(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ca_key = format!("{name}-ca.key");
-    let ca = format!("{name}-ca.pem");
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca,
-        "-days",
-        "2",
-        "-subj",
-        "/CN=lienwatch test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    let key = format!("{name}-server.key");
-    let csr = format!("{name}-server.csr");
-    let cert = format!("{name}-server.pem");
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-        "-subj",
-        "/CN=localhost",
-    ]);
-    let ext = dir.join(format!("{name}-ext.cnf"));
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-out",
-        &cert,
-        "-days",
-        "2",
-        "-extfile",
-        ext.to_str().unwrap(),
-    ]);
-    (dir.join(ca), dir.join(cert), dir.join(key))
 }
 
 #[test]
