@@ -329,7 +329,16 @@ fn sigkill_mid_stream(sessions: u16) {
     const DEVICES: u32 = 200;
     const MESSAGES: u32 = 4000;
     let broker = Mosquitto::start();
-    let mut d = Daemon::start(&["gt06"], &mqtt_toml_sessions(&broker, sessions));
+    let mut d = Daemon::configure(&["gt06"], &mqtt_toml_sessions(&broker, sessions));
+    // Long group commits: a message acknowledged before its commit would have 30 ms to be lost
+    // in, so such a bug shows as a missing fix instead of slipping through a sub-millisecond gap.
+    let config = std::fs::read_to_string(&d.config).expect("config");
+    std::fs::write(
+        &d.config,
+        config.replacen("[storage]\n", "[storage]\ncommit_window = \"30ms\"\n", 1),
+    )
+    .expect("rewrite config");
+    d.spawn();
     wait_subscribed(&d, &broker);
     wait_sessions(&d, sessions);
     // Each device gets a burst of 20 consecutive messages with increasing times, so the devices
