@@ -13,21 +13,20 @@
 //! spreads the subscription over several sessions of one MQTT 5 shared-subscription group,
 //! whose windows add up; their commits meet in the engine's group commit.
 //!
-//! Each session is two tasks:
-//! - [`connection`]: the event loop, reconnects with backoff, subscriptions;
-//! - [`pipeline`]: decodes ([`payload`], routed by [`routing`]), commits, and PUBACKs what the
-//!   pure [`ack_ledger`] releases: only after the commit covering it returned Ok, in arrival
-//!   order (MQTT-4.6.0-2), on the connection it came on. A malformed payload is acked in its
-//!   turn, counted and dropped, so it is never redelivered forever. A failed commit acks nothing
-//!   more from that connection and forces a reconnect, after which the broker redelivers
-//!   (MQTT-4.4.0-1); the store keeps the newest fix, so the duplicates are harmless.
+//! Each session is one task ([`session`]) over its [`connection`]: it decodes ([`payload`],
+//! routed by [`routing`]), commits, and PUBACKs what the pure [`ack_ledger`] releases: only
+//! after the commit covering it returned Ok, in arrival order (MQTT-4.6.0-2), on the connection
+//! it came on. A malformed payload is acked in its turn, counted and dropped, so it is never
+//! redelivered forever. A failed commit acks nothing more from that connection and forces a
+//! reconnect, after which the broker redelivers (MQTT-4.4.0-1); the store keeps the newest fix,
+//! so the duplicates are harmless.
 
 pub mod ack_ledger;
 mod connection;
 mod options;
 pub mod payload;
-mod pipeline;
 pub mod routing;
+mod session;
 
 pub use payload::{decode_publish, Outcome};
 pub use routing::{filter_matches, Format, Route, SessionLayout};
@@ -35,8 +34,6 @@ pub use routing::{filter_matches, Format, Route, SessionLayout};
 use crate::config::MqttConfig;
 use crate::engine::EngineHandle;
 use crate::protocol::SessionConfig;
-use std::sync::Arc;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -75,24 +72,13 @@ pub fn spawn(
     );
     let sessions: Vec<JoinHandle<()>> = (0..plan.layout.sessions)
         .map(|index| {
-            let (tx, rx) = flume::unbounded();
-            let reconnect = Arc::new(Notify::new());
-            let pipeline = tokio::spawn(pipeline::run(
-                rx,
-                plan.routes.clone(),
-                scfg.clone(),
-                engine.clone(),
-                reconnect.clone(),
-                plan.max_batch,
-            ));
-            tokio::spawn(connection::run(
-                plan.clone(),
+            let session = session::Session {
+                plan: plan.clone(),
                 index,
-                tx,
-                pipeline,
-                reconnect,
-                shutdown.clone(),
-            ))
+                scfg: scfg.clone(),
+                engine: engine.clone(),
+            };
+            tokio::spawn(session.run(shutdown.clone()))
         })
         .collect();
     Ok(tokio::spawn(async move {

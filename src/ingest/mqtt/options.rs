@@ -168,4 +168,23 @@ mod tests {
         assert_eq!(p.session(2).receive_maximum(), Some(m.max_inflight));
         assert_eq!(p.layout.filter(&p.routes[0].filter), "$share/lw/a/+");
     }
+
+    #[test]
+    fn the_window_defaults_to_thousands_and_sessions_are_bounded() {
+        let text = |extra: &str| {
+            format!(
+                "[storage]\npath = \"data\"\n[admin]\nbind = \"127.0.0.1:8080\"\ntoken = \"0123456789abcdef\"\n\
+                 [mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\nclient_id = \"lw\"\n{extra}\n\
+                 [[mqtt.subscription]]\ntopic = \"a/{{device_id}}\"\n"
+            )
+        };
+        let c = crate::config::Config::parse(&text(""), "x").expect("valid");
+        let m = c.mqtt.expect("[mqtt]");
+        assert_eq!((m.max_inflight, m.sessions), (4096, 1));
+        assert!(crate::config::Config::parse(&text("sessions = 64"), "x").is_ok());
+        for bad in ["sessions = 0", "sessions = 65"] {
+            let e = crate::config::Config::parse(&text(bad), "x").expect_err(bad);
+            assert!(e.to_string().contains("mqtt.sessions"), "{bad}: {e}");
+        }
+    }
 }
