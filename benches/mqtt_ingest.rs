@@ -19,9 +19,12 @@
 //! Each run prints the most messages a bare session had unacknowledged at once: the window the
 //! broker really used.
 //!
+//! Bare and lienwatch alternate for `ROUNDS` rounds; each round's ratio is printed, then their
+//! median.
+//!
 //! `cargo bench --bench mqtt_ingest` (env: `MESSAGES` default 20000, `DEVICES` 2000, `INFLIGHT`
 //! 4096 (the receive maximum), `SESSIONS` 1, `BROKER_INFLIGHT` 0 (mosquitto's
-//! `max_inflight_messages`, 0 = no cap), `MODE` queued | live, `PUBLISHERS` 4).
+//! `max_inflight_messages`, 0 = no cap), `MODE` queued | live, `PUBLISHERS` 4, `ROUNDS` 3).
 
 #[path = "../tests/common/mosquitto.rs"]
 mod mosquitto;
@@ -49,6 +52,9 @@ fn env(name: &str, default: u64) -> u64 {
 #[derive(Clone, Copy)]
 struct Setup {
     port: u16,
+    /// The round: client ids and topics are per round, so that no round inherits another's
+    /// sessions or queues.
+    round: u32,
     n: u64,
     devices: u64,
     inflight: u16,
@@ -98,7 +104,7 @@ async fn publish_range(port: u16, id: String, prefix: String, from: u64, to: u64
 }
 
 /// Publishes `n` QoS 1 messages from `publishers` connections at once.
-async fn publish(s: Setup, prefix: &str, n: u64) {
+async fn publish(s: Setup, prefix: String, n: u64) {
     let per = n.div_ceil(s.publishers.max(1));
     let tasks: Vec<_> = (0..s.publishers.max(1))
         .map(|p| {
@@ -106,7 +112,7 @@ async fn publish(s: Setup, prefix: &str, n: u64) {
             tokio::spawn(publish_range(
                 s.port,
                 format!("bench-pub-{prefix}-{p}"),
-                prefix.to_string(),
+                prefix.clone(),
                 from,
                 to,
                 s.devices,
@@ -119,7 +125,11 @@ async fn publish(s: Setup, prefix: &str, n: u64) {
 }
 
 fn bare_options(s: Setup, index: u16) -> rumqttc::v5::MqttOptions {
-    let mut o = rumqttc::v5::MqttOptions::new(format!("bench-bare-{index}"), "127.0.0.1", s.port);
+    let mut o = rumqttc::v5::MqttOptions::new(
+        format!("bench-bare-{}-{index}", s.round),
+        "127.0.0.1",
+        s.port,
+    );
     o.set_clean_start(false)
         .set_session_expiry_interval(Some(3600))
         .set_receive_maximum(Some(s.inflight))
@@ -129,11 +139,11 @@ fn bare_options(s: Setup, index: u16) -> rumqttc::v5::MqttOptions {
     o
 }
 
-fn bare_filter(s: Setup) -> &'static str {
+fn bare_filter(s: Setup) -> String {
     if s.sessions > 1 {
-        "$share/bare/bare/+/position"
+        format!("$share/bare/bare{}/+/position", s.round)
     } else {
-        "bare/+/position"
+        format!("bare{}/+/position", s.round)
     }
 }
 
@@ -212,7 +222,7 @@ async fn bare(s: Setup) -> (f64, u64) {
             let _ = client.try_disconnect();
             let _ = tokio::time::timeout(Duration::from_secs(1), el.poll()).await;
         }
-        publish(s, "bare", s.n).await;
+        publish(s, format!("bare{}", s.round), s.n).await;
         for i in 0..s.sessions {
             let o = bare_options(s, i);
             conns.push(rumqttc::v5::AsyncClient::new(o, s.inflight as usize + 16));
@@ -225,7 +235,9 @@ async fn bare(s: Setup) -> (f64, u64) {
         .into_iter()
         .map(|(c, el)| tokio::spawn(bare_drain(c, el, acked.clone(), stop.clone())))
         .collect();
-    let publisher = s.live.then(|| tokio::spawn(publish(s, "bare", s.n)));
+    let publisher = s
+        .live
+        .then(|| tokio::spawn(publish(s, format!("bare{}", s.round), s.n)));
     while acked.load(Ordering::Relaxed) < s.n {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -249,9 +261,9 @@ async fn events(h: &EngineHandle) -> u64 {
 /// lienwatch's MQTT source, in process, draining the same number of messages.
 async fn lienwatch(s: Setup) -> f64 {
     let cfg: MqttConfig = toml::from_str(&format!(
-        "url = \"mqtt://127.0.0.1:{}\"\nclient_id = \"bench-lienwatch\"\nmax_inflight = {}\nsessions = {}\n\
-         [[subscription]]\ntopic = \"lw/{{device_id}}/position\"\nformat = \"json\"\n",
-        s.port, s.inflight, s.sessions
+        "url = \"mqtt://127.0.0.1:{}\"\nclient_id = \"bench-lienwatch-{}\"\nmax_inflight = {}\nsessions = {}\n\
+         [[subscription]]\ntopic = \"lw{}/{{device_id}}/position\"\nformat = \"json\"\n",
+        s.port, s.round, s.inflight, s.sessions, s.round
     ))
     .expect("mqtt config");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -270,6 +282,7 @@ async fn lienwatch(s: Setup) -> f64 {
         admit: handle.admission.clone(),
         ..SessionConfig::default()
     };
+    let lw = format!("lw{}", s.round);
     let probe = Setup {
         n: 1,
         devices: 1,
@@ -283,7 +296,7 @@ async fn lienwatch(s: Setup) -> f64 {
     let task = lienwatch::ingest::mqtt::spawn(&cfg, scfg.clone(), handle.clone(), stop.clone())
         .expect("mqtt source");
     while events(&handle).await < 2 * s.sessions as u64 {
-        publish(probe, "lw", 1).await;
+        publish(probe, lw.clone(), 1).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (task, stop) = if s.live {
@@ -291,7 +304,7 @@ async fn lienwatch(s: Setup) -> f64 {
     } else {
         stop.cancel();
         let _ = task.await;
-        publish(s, "lw", s.n).await;
+        publish(s, lw.clone(), s.n).await;
         let stop = CancellationToken::new();
         let task = lienwatch::ingest::mqtt::spawn(&cfg, scfg.clone(), handle.clone(), stop.clone())
             .expect("mqtt source");
@@ -299,7 +312,7 @@ async fn lienwatch(s: Setup) -> f64 {
     };
     let base = events(&handle).await;
     let start = Instant::now();
-    let publisher = s.live.then(|| tokio::spawn(publish(s, "lw", s.n)));
+    let publisher = s.live.then(|| tokio::spawn(publish(s, lw.clone(), s.n)));
     while events(&handle).await < base + s.n {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -327,8 +340,10 @@ fn main() {
         Ok("queued") | Err(_) => false,
         Ok(other) => panic!("MODE={other}: expected queued or live"),
     };
+    let rounds = env("ROUNDS", 3).max(1) as u32;
     let s = Setup {
         port: broker.port,
+        round: 0,
         n: env("MESSAGES", 20_000),
         devices: env("DEVICES", 2_000).max(1),
         inflight: env("INFLIGHT", 4096).clamp(1, u16::MAX as u64) as u16,
@@ -336,8 +351,8 @@ fn main() {
         publishers: env("PUBLISHERS", 4).max(1),
         live,
     };
-    let what = format!(
-        "{} msgs, {} mode, receive maximum {}, broker max_inflight_messages {broker_inflight}, {} session(s)",
+    println!(
+        "{} msgs, {} mode, receive maximum {}, broker max_inflight_messages {broker_inflight}, {} session(s), {rounds} rounds",
         s.n,
         if live { "live" } else { "queued" },
         s.inflight,
@@ -348,12 +363,25 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let (bare_rate, outstanding) = bare(s).await;
-        println!("bare rumqttc subscriber : {bare_rate:>9.0} msgs/s ({what})");
-        println!("  at most {outstanding} messages unacknowledged at once on one bare session");
-        let lw_rate = lienwatch(s).await;
-        println!("lienwatch (durable acks): {lw_rate:>9.0} msgs/s");
-        println!("ratio lienwatch / bare = {:.2}", lw_rate / bare_rate);
+        // Bare and lienwatch alternate, so that a change in the machine's load hits both.
+        let mut ratios = Vec::new();
+        for round in 0..rounds {
+            let s = Setup { round, ..s };
+            let (bare_rate, outstanding) = bare(s).await;
+            let lw_rate = lienwatch(s).await;
+            let ratio = lw_rate / bare_rate;
+            println!(
+                "round {round}: bare {bare_rate:>7.0} msgs/s (at most {outstanding} unacknowledged on one session), lienwatch {lw_rate:>7.0} msgs/s, ratio {ratio:.2}"
+            );
+            ratios.push(ratio);
+        }
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "ratio lienwatch / bare: median {:.2} (min {:.2}, max {:.2}) over {rounds} rounds",
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
         drop(broker);
     });
 }
