@@ -30,7 +30,7 @@
 mod mosquitto;
 
 use lienwatch::config::MqttConfig;
-use lienwatch::engine::{Engine, EngineConfig, EngineHandle};
+use lienwatch::engine::{Engine, EngineConfig};
 use lienwatch::event::Timestamp;
 use lienwatch::protocol::SessionConfig;
 use lienwatch::store::Store;
@@ -253,13 +253,58 @@ async fn bare(s: Setup) -> (f64, u64) {
     (s.n as f64 / secs, max_outstanding)
 }
 
-async fn events(h: &EngineHandle) -> u64 {
-    let (_, v) = h.api(|e, _| (200, serde_json::json!(e.stats.events))).await;
-    v.as_u64().unwrap_or(0)
+/// Counts lienwatch's acknowledged messages (`lienwatch_mqtt_messages_total{outcome="stored"}`
+/// goes up as each PUBACK is queued), the same finish line as the bare side's ack count, and
+/// without asking the engine anything while it is being measured.
+struct AckCount(Arc<AtomicU64>);
+
+impl metrics::Recorder for AckCount {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let stored = key.name() == "lienwatch_mqtt_messages_total"
+            && key
+                .labels()
+                .any(|l| l.key() == "outcome" && l.value() == "stored");
+        if stored {
+            metrics::Counter::from_arc(self.0.clone())
+        } else {
+            metrics::Counter::noop()
+        }
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
 }
 
 /// lienwatch's MQTT source, in process, draining the same number of messages.
-async fn lienwatch(s: Setup) -> f64 {
+async fn lienwatch(s: Setup, acked: &AtomicU64) -> f64 {
     let cfg: MqttConfig = toml::from_str(&format!(
         "url = \"mqtt://127.0.0.1:{}\"\nclient_id = \"bench-lienwatch-{}\"\nmax_inflight = {}\nsessions = {}\n\
          [[subscription]]\ntopic = \"lw{}/{{device_id}}/position\"\nformat = \"json\"\n",
@@ -295,7 +340,8 @@ async fn lienwatch(s: Setup) -> f64 {
     let stop = CancellationToken::new();
     let task = lienwatch::ingest::mqtt::spawn(&cfg, scfg.clone(), handle.clone(), stop.clone())
         .expect("mqtt source");
-    while events(&handle).await < 2 * s.sessions as u64 {
+    let before = acked.load(Ordering::Relaxed);
+    while acked.load(Ordering::Relaxed) < before + 2 * s.sessions as u64 {
         publish(probe, lw.clone(), 1).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -310,11 +356,11 @@ async fn lienwatch(s: Setup) -> f64 {
             .expect("mqtt source");
         (task, stop)
     };
-    let base = events(&handle).await;
+    let base = acked.load(Ordering::Relaxed);
     let start = Instant::now();
     let publisher = s.live.then(|| tokio::spawn(publish(s, lw.clone(), s.n)));
-    while events(&handle).await < base + s.n {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    while acked.load(Ordering::Relaxed) < base + s.n {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let secs = start.elapsed().as_secs_f64();
     if let Some(p) = publisher {
@@ -341,6 +387,10 @@ fn main() {
         Ok(other) => panic!("MODE={other}: expected queued or live"),
     };
     let rounds = env("ROUNDS", 3).max(1) as u32;
+    let acked = Arc::new(AtomicU64::new(0));
+    if metrics::set_global_recorder(AckCount(acked.clone())).is_err() {
+        panic!("a metrics recorder is already installed");
+    }
     let s = Setup {
         port: broker.port,
         round: 0,
@@ -368,7 +418,7 @@ fn main() {
         for round in 0..rounds {
             let s = Setup { round, ..s };
             let (bare_rate, outstanding) = bare(s).await;
-            let lw_rate = lienwatch(s).await;
+            let lw_rate = lienwatch(s, &acked).await;
             let ratio = lw_rate / bare_rate;
             println!(
                 "round {round}: bare {bare_rate:>7.0} msgs/s (at most {outstanding} unacknowledged on one session), lienwatch {lw_rate:>7.0} msgs/s, ratio {ratio:.2}"
