@@ -186,9 +186,14 @@ pub struct MqttConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default = "default_keep_alive", with = "crate::duration")]
     pub keep_alive: Duration,
-    /// Unacknowledged messages in flight; keep it under the broker's inflight window.
+    /// The MQTT 5 receive maximum: unacknowledged messages the broker may have out to each
+    /// session. Acks wait for the commit, so this is also the most one commit can hold.
     #[serde(default = "default_inflight")]
     pub max_inflight: u16,
+    /// Sessions in one shared-subscription group; more than one where the broker caps the
+    /// window below `max_inflight`, so that their windows add up.
+    #[serde(default = "default_sessions")]
+    pub sessions: u16,
     /// Session expiry the broker keeps our subscriptions and queue for while we are away.
     #[serde(default = "default_session_expiry", with = "crate::duration")]
     pub session_expiry: Duration,
@@ -202,7 +207,10 @@ fn default_keep_alive() -> Duration {
     Duration::from_secs(30)
 }
 fn default_inflight() -> u16 {
-    16
+    4096
+}
+fn default_sessions() -> u16 {
+    1
 }
 fn default_session_expiry() -> Duration {
     Duration::from_secs(7 * 86400)
@@ -507,6 +515,10 @@ impl Config {
     }
 }
 
+/// Each session is a connection and two tasks; beyond this, a capped window is better raised
+/// at the broker.
+const MAX_MQTT_SESSIONS: u16 = 64;
+
 fn validate_mqtt(m: &MqttConfig, file: &str) -> Result<(), ConfigError> {
     let bad = |k: &str, msg: String| Config::invalid(file, format!("mqtt.{k}"), msg);
     let rest = m
@@ -537,6 +549,12 @@ fn validate_mqtt(m: &MqttConfig, file: &str) -> Result<(), ConfigError> {
     }
     if m.max_inflight == 0 {
         return Err(bad("max_inflight", "must be at least 1".into()));
+    }
+    if !(1..=MAX_MQTT_SESSIONS).contains(&m.sessions) {
+        return Err(bad(
+            "sessions",
+            format!("must be between 1 and {MAX_MQTT_SESSIONS}"),
+        ));
     }
     if let Some(p) = &m.password_file {
         read_secret(p).map_err(|e| bad("password_file", e))?;

@@ -16,12 +16,18 @@ const PROBE_DEVICE: &str = "999000999";
 
 /// The `[mqtt]` section every test uses.
 fn mqtt_toml(broker: &Mosquitto) -> String {
+    mqtt_toml_sessions(broker, 1)
+}
+
+/// The same with the subscription spread over `sessions` shared-subscription sessions.
+fn mqtt_toml_sessions(broker: &Mosquitto, sessions: u16) -> String {
     format!(
         r#"
 [mqtt]
 url = "{}"
 client_id = "lienwatch-test"
 max_inflight = 32
+sessions = {sessions}
 
 [[mqtt.subscription]]
 topic = "trackers/{{device_id}}/position"
@@ -148,6 +154,13 @@ fn wait_subscribed(d: &Daemon, broker: &Mosquitto) {
         try_for(Duration::from_secs(1), || {
             (stored_time(d, PROBE_DEVICE).as_deref() == Some(time_of(t).as_str())).then_some(())
         })
+    });
+}
+
+/// Waits until `n` sessions are connected, each under its own client id at the broker.
+fn wait_sessions(d: &Daemon, n: u16) {
+    wait_for(Duration::from_secs(20), "every MQTT session", || {
+        (d.metric("lienwatch_mqtt_connected", &[]) == f64::from(n)).then_some(())
     });
 }
 
@@ -284,12 +297,33 @@ fn persistent_session_gets_what_was_published_while_stopped() {
 
 #[test]
 fn sigkill_in_the_middle_of_a_qos1_stream_loses_nothing() {
+    sigkill_mid_stream(1);
+}
+
+#[test]
+fn sigkill_with_several_shared_sessions_loses_nothing() {
+    sigkill_mid_stream(3);
+}
+
+/// Streams 4000 QoS 1 messages, SIGKILLs lienwatch once it has acked a few hundred, restarts it
+/// and checks every device's newest fix. With several sessions, one device's messages are spread
+/// over them and committed in any order; the store keeps the newest.
+fn sigkill_mid_stream(sessions: u16) {
     const DEVICES: u32 = 200;
     const MESSAGES: u32 = 4000;
     let broker = Mosquitto::start();
-    let mut d = Daemon::start(&["gt06"], &mqtt_toml(&broker));
+    let mut d = Daemon::configure(&["gt06"], &mqtt_toml_sessions(&broker, sessions));
+    // Long group commits: a message acknowledged before its commit would have 30 ms to be lost
+    // in, so such a bug shows as a missing fix instead of slipping through a sub-millisecond gap.
+    let config = std::fs::read_to_string(&d.config).expect("config");
+    std::fs::write(
+        &d.config,
+        config.replacen("[storage]\n", "[storage]\ncommit_window = \"30ms\"\n", 1),
+    )
+    .expect("rewrite config");
+    d.spawn();
     wait_subscribed(&d, &broker);
-
+    wait_sessions(&d, sessions);
     // Each device gets a burst of 20 consecutive messages with increasing times, so the devices
     // being streamed when the kill lands have their newest fix among the messages at risk: one
     // acked before it was durable would be missing after the restart.
@@ -325,6 +359,7 @@ fn sigkill_in_the_middle_of_a_qos1_stream_loses_nothing() {
     publisher.join().expect("publisher");
 
     d.spawn();
+    wait_sessions(&d, sessions);
     let started = Instant::now();
     let want: HashMap<String, String> = (0..DEVICES)
         .map(|i| (format!("8000{i:03}"), time_of(1000 + i * per + per - 1)))
@@ -343,9 +378,58 @@ fn sigkill_in_the_middle_of_a_qos1_stream_loses_nothing() {
     );
     assert_eq!(newest, DEVICES as usize);
     eprintln!(
-        "killed after {stored_at_kill} acked, {published_at_kill} of {MESSAGES} published; all {DEVICES} devices newest after {:?}",
+        "{sessions} session(s): killed after {stored_at_kill} acked, {published_at_kill} of {MESSAGES} published; all {DEVICES} devices newest after {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn going_from_one_session_to_several_keeps_what_was_queued() {
+    let broker = Mosquitto::start();
+    let mut d = Daemon::start(&["gt06"], &mqtt_toml(&broker));
+    wait_subscribed(&d, &broker);
+    assert_eq!(d.terminate(), Some(0), "{}", d.log());
+
+    // Queued in the single session, which becomes session 0 of the shared group.
+    publish_now(
+        broker.port,
+        (0..60u32)
+            .map(|i| (topic(&format!("72{i:02}")), position(200 + i, 1.0, 2.0)))
+            .collect(),
+    );
+    let config = std::fs::read_to_string(&d.config).expect("config");
+    std::fs::write(
+        &d.config,
+        config.replace("sessions = 1\n", "sessions = 3\n"),
+    )
+    .expect("rewrite config");
+    d.spawn();
+    wait_sessions(&d, 3);
+    for i in 0..60u32 {
+        let dev = format!("72{i:02}");
+        let t = wait_for(Duration::from_secs(20), &format!("queued {dev}"), || {
+            stored_time(&d, &dev)
+        });
+        assert_eq!(t, time_of(200 + i), "{dev}");
+    }
+    // And the group takes new messages.
+    publish_now(
+        broker.port,
+        (0..30u32)
+            .map(|i| (topic(&format!("73{i:02}")), position(300 + i, 1.0, 2.0)))
+            .collect(),
+    );
+    for i in 0..30u32 {
+        let dev = format!("73{i:02}");
+        let t = wait_for(Duration::from_secs(20), &format!("new {dev}"), || {
+            stored_time(&d, &dev)
+        });
+        assert_eq!(t, time_of(300 + i), "{dev}");
+    }
+    let log = broker.log();
+    for id in ["lienwatch-test-1", "lienwatch-test-2"] {
+        assert!(log.contains(id), "{id} never connected:\n{log}");
+    }
 }
 
 #[test]

@@ -1,0 +1,101 @@
+//! One broker connection: rumqttc's event loop behind a poll that survives cancellation,
+//! subscriptions, and the reconnect backoff.
+//!
+//! Every connection gets a fresh `EventLoop` and client: an ack still queued for a connection
+//! that dropped goes to a dead channel instead of reaching the next connection, where its packet
+//! id might by then name a different, uncommitted message.
+
+use rumqttc::v5::mqttbytes::v5::{ConnAck, Filter};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+type Polling = Pin<Box<dyn Future<Output = (EventLoop, Result<Event, ConnectionError>)> + Send>>;
+
+/// The event loop of one connection. [`Connection::next`] may be dropped unfinished (it sits in
+/// a `select!` beside commits) without losing anything: the poll in progress is kept and
+/// resumed, so a request rumqttc took from its channel is never dropped half-written.
+pub(super) struct Connection {
+    idle: Option<EventLoop>,
+    polling: Option<Polling>,
+}
+
+impl Connection {
+    pub fn new(opts: MqttOptions, channel: usize) -> (AsyncClient, Connection) {
+        let (client, el) = AsyncClient::new(opts, channel);
+        (
+            client,
+            Connection {
+                idle: Some(el),
+                polling: None,
+            },
+        )
+    }
+
+    /// The next event; cancel-safe.
+    pub async fn next(&mut self) -> Result<Event, ConnectionError> {
+        if self.polling.is_none() {
+            // Not reachable: the loop is either idle or polling.
+            let Some(mut el) = self.idle.take() else {
+                return Err(ConnectionError::RequestsDone);
+            };
+            self.polling = Some(Box::pin(async move {
+                let r = el.poll().await;
+                (el, r)
+            }));
+        }
+        let Some(polling) = self.polling.as_mut() else {
+            return Err(ConnectionError::RequestsDone);
+        };
+        let (el, r) = polling.await;
+        self.polling = None;
+        self.idle = Some(el);
+        r
+    }
+}
+
+/// The reconnect backoff: 100 ms doubling to 30 s with jitter, reset on ConnAck.
+pub(super) fn reconnect_backoff() -> crate::backoff::Backoff {
+    crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(30))
+}
+
+/// What a session subscribes to, and what it drops from an earlier layout.
+pub(super) struct Subscriptions {
+    pub filters: Vec<Filter>,
+    /// The filters of the other session layout (see `SessionLayout::other_filter`).
+    pub stale: Vec<String>,
+    /// Whether this process has subscribed once already.
+    pub done: bool,
+}
+
+impl Subscriptions {
+    /// Subscribes when the broker has no session for us, and once per process so that
+    /// subscriptions added to the configuration since the session was created take effect
+    /// (re-subscribing an existing filter keeps its queue; retained messages are not resent).
+    /// Once per process it also drops the filters of the other session layout, which an earlier
+    /// `mqtt.sessions` may have left in the persistent session: keeping both would deliver
+    /// every message twice. Messages already queued for the session stay queued.
+    pub fn on_connack(&mut self, ack: &ConnAck, client_id: &str, client: &AsyncClient) {
+        tracing::info!(
+            client_id,
+            session_present = ack.session_present,
+            "mqtt connected"
+        );
+        if ack.session_present && self.done {
+            return;
+        }
+        // A fresh client per connection: its channel is empty, so `try_` cannot find it full.
+        match client.try_subscribe_many(self.filters.clone()) {
+            Ok(()) => self.done = true,
+            Err(e) => tracing::error!(client_id, error = %e, "mqtt subscribe could not be queued"),
+        }
+        if ack.session_present {
+            for f in &self.stale {
+                if let Err(e) = client.try_unsubscribe(f.clone()) {
+                    tracing::warn!(client_id, filter = %f, error = %e, "mqtt unsubscribe could not be queued");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Payloads to events: JSON, OwnTracks and raw device frames, one MQTT message at a time.
+
+use super::routing::{route, Format, Route};
+use crate::event::{DeviceId, Event};
+use crate::protocol::json::{self, PayloadError};
+use crate::protocol::{Output, SessionConfig, WireProtocol};
+
+/// What happened to one message, for `lienwatch_mqtt_messages_total{outcome}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Events committed (and the message acked).
+    Stored,
+    /// Valid but nothing to store (an OwnTracks `lwt`, an empty array, a frame without a fix).
+    Ignored,
+    /// Rejected by the decoder; acked so the broker does not redeliver it forever.
+    Malformed,
+    /// Every device in it refused by `[ingest] accept_unknown = false`.
+    Refused,
+    /// On a topic none of the configured subscriptions match (a subscription left in the
+    /// persistent session by an older configuration).
+    Unrouted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::Ignored => "ignored",
+            Outcome::Malformed => "malformed",
+            Outcome::Refused => "refused",
+            Outcome::Unrouted => "unrouted",
+        }
+    }
+}
+
+/// Decodes one publish into events. Pure apart from rate-limited logging and counters; the
+/// benchmark and tests call it directly.
+pub fn decode_publish(
+    routes: &[Route],
+    scfg: &SessionConfig,
+    topic: &[u8],
+    payload: &[u8],
+) -> (Vec<Event>, Outcome) {
+    let Ok(topic) = std::str::from_utf8(topic) else {
+        malformed("<not utf-8>", &"topic is not UTF-8");
+        return (Vec::new(), Outcome::Malformed);
+    };
+    let Some((route, device)) = route(routes, topic) else {
+        return (Vec::new(), Outcome::Unrouted);
+    };
+    let decoded = match route.format {
+        Format::Json => json::decode_json(payload, device).map_err(DecodeError::from),
+        Format::OwnTracks => {
+            json::decode_owntracks(payload, topic, device).map_err(DecodeError::from)
+        }
+        Format::Raw(w) => decode_raw(w, scfg, topic, device, payload),
+    };
+    let mut events = match decoded {
+        Ok(d) => {
+            if !d.unknown_alarms.is_empty() {
+                metrics::counter!("lienwatch_mqtt_unknown_alarms_total")
+                    .increment(d.unknown_alarms.len() as u64);
+                if crate::ingest::log_budget() {
+                    tracing::warn!(topic, names = ?d.unknown_alarms, "unknown alarm names ignored");
+                }
+            }
+            d.events
+        }
+        Err(e) => {
+            malformed(topic, &e);
+            return (Vec::new(), Outcome::Malformed);
+        }
+    };
+    if events.is_empty() {
+        return (events, Outcome::Ignored);
+    }
+    events.retain(|e| (scfg.admit)(&e.device_id));
+    if events.is_empty() {
+        metrics::counter!("lienwatch_devices_refused_total", "protocol" => "mqtt").increment(1);
+        return (events, Outcome::Refused);
+    }
+    (events, Outcome::Stored)
+}
+
+fn malformed(topic: &str, e: &dyn std::fmt::Display) {
+    if crate::ingest::log_budget() {
+        tracing::warn!(topic, error = %e, "malformed MQTT payload acknowledged and dropped");
+    }
+}
+
+/// Raw frames: a fresh sessionless decoder per message, the device id from the topic for frames
+/// that do not carry one. Replies have nowhere to go and are dropped.
+fn decode_raw(
+    w: WireProtocol,
+    scfg: &SessionConfig,
+    topic: &str,
+    device: Option<&str>,
+    payload: &[u8],
+) -> Result<json::Decoded, DecodeError> {
+    let default_device_id = match device {
+        Some(d) if DeviceId::is_valid(d) => Some(DeviceId::new(d)),
+        Some(d) => return Err(DecodeError::BadDeviceId(d.chars().take(40).collect())),
+        None => None,
+    };
+    let cfg = SessionConfig {
+        default_device_id,
+        sessionless: true,
+        ..scfg.clone()
+    };
+    let mut session = w.session(cfg);
+    let (outs, err) = crate::protocol::decode_all(session.as_mut(), payload);
+    let mut events = Vec::new();
+    let mut rejected = 0usize;
+    for o in outs {
+        match o {
+            Output::Event(e) if DeviceId::is_valid(e.device_id.as_str()) => events.push(e),
+            Output::Event(_) => rejected += 1,
+            Output::Reply(_) => {}
+            Output::Rejected(r) => {
+                rejected += 1;
+                crate::ingest::rejected(w.name(), r, topic);
+            }
+        }
+    }
+    metrics::counter!("lienwatch_frames_decoded_total", "protocol" => w.name())
+        .increment(events.len() as u64);
+    if events.is_empty() {
+        if let Some(e) = err {
+            return Err(DecodeError::Session(e));
+        }
+        if rejected > 0 {
+            return Err(DecodeError::NothingDecoded);
+        }
+    }
+    Ok(json::Decoded {
+        events,
+        unknown_alarms: Vec::new(),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DecodeError {
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error("device id {0:?} in the topic is not a string of decimal digits")]
+    BadDeviceId(String),
+    #[error("{0}")]
+    Session(crate::protocol::SessionError),
+    #[error("no frame in the payload decoded to an event with a device id")]
+    NothingDecoded,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn decode_publish_outcomes() {
+        let routes = vec![
+            Route::new("t/{device_id}/json", Format::Json),
+            Route::new("owntracks/+/+", Format::OwnTracks),
+        ];
+        let scfg = SessionConfig::default();
+        let ok = br#"{"time": "2026-11-22T08:15:30Z", "lat": 1, "lon": 2}"#;
+        let (ev, o) = decode_publish(&routes, &scfg, b"t/42/json", ok);
+        assert_eq!((ev.len(), o), (1, Outcome::Stored));
+        assert_eq!(ev[0].device_id.as_str(), "42");
+        let (_, o) = decode_publish(&routes, &scfg, b"t/4x/json", ok);
+        assert_eq!(o, Outcome::Malformed);
+        let (_, o) = decode_publish(&routes, &scfg, b"t/42/json", b"{");
+        assert_eq!(o, Outcome::Malformed);
+        let (_, o) = decode_publish(&routes, &scfg, b"other/42", ok);
+        assert_eq!(o, Outcome::Unrouted);
+        let (_, o) = decode_publish(&routes, &scfg, b"owntracks/a/1", br#"{"_type": "lwt"}"#);
+        assert_eq!(o, Outcome::Ignored);
+        let (_, o) = decode_publish(&routes, &scfg, &[0xff, 0xfe], ok);
+        assert_eq!(o, Outcome::Malformed);
+        let refuse = SessionConfig {
+            admit: Arc::new(|_| false),
+            ..SessionConfig::default()
+        };
+        let (ev, o) = decode_publish(&routes, &refuse, b"t/42/json", ok);
+        assert_eq!((ev.len(), o), (0, Outcome::Refused));
+    }
+}
