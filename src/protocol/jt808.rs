@@ -387,6 +387,8 @@ pub fn parse_location(body: &[u8], utc_offset_s: i32) -> Result<Fix, BodyError> 
             course,
             satellites,
             altitude_m: Some(f64::from(altitude)),
+            cell: None,
+            wifi: None,
         },
         alarms: alarm_report(alarm, status),
         buffered: false,
@@ -484,7 +486,7 @@ impl Reassembler {
 }
 
 fn reject(reason: &'static str, bytes: usize) -> Output {
-    Output::Rejected(Rejection { reason, bytes })
+    Output::Rejected(Rejection::new(reason, bytes))
 }
 
 /// One JT/T 808 connection.

@@ -592,6 +592,8 @@ pub fn record_event(device: &DeviceId, rec: &Record<'_>, utc_offset_s: Option<i3
         course: rec.angle,
         satellites: Some(rec.satellites),
         altitude_m: Some(f64::from(rec.altitude_m)),
+        cell: None,
+        wifi: None,
     };
     Event {
         device_id: device.clone(),
@@ -605,7 +607,7 @@ pub fn record_event(device: &DeviceId, rec: &Record<'_>, utc_offset_s: Option<i3
 }
 
 fn reject(out: &mut Vec<Output>, reason: &'static str, bytes: usize) {
-    out.push(Output::Rejected(Rejection { reason, bytes }));
+    out.push(Output::Rejected(Rejection::new(reason, bytes)));
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -1060,7 +1062,7 @@ mod tests {
         let mut out = Vec::new();
         s.feed(&mut buf, &mut out).expect("ok");
         assert!(buf.is_empty());
-        assert!(matches!(out[0], Output::Rejected(r) if r.bytes == 64));
+        assert!(matches!(out[0], Output::Rejected(ref r) if r.bytes == 64));
         assert_eq!(out.len(), 3);
         // With one (MQTT raw payloads, decode) the packet is that device's.
         let cfg = SessionConfig {
