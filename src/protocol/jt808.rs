@@ -900,8 +900,14 @@ impl Jt808Session {
                 self.ack(h, result::OK, out);
             }
             _ => {
-                // Still a sign of life for the silence rule (§F.2: last packet of any kind).
+                // Still a sign of life for the silence rule (§F.2: last packet of any kind), and
+                // counted by type so that an operator sees what the fleet sends.
                 out.push(self.heartbeat(id));
+                out.push(Output::Rejected(Rejection::unsupported(
+                    "jt808",
+                    &format!("0x{:04X}", h.msg_id),
+                    body,
+                )));
                 self.ack(h, result::NOT_SUPPORTED, out);
             }
         }

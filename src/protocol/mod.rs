@@ -110,7 +110,7 @@ impl Rejection {
     /// type (`gt06: unsupported message 0x95`) and the frame's head is kept for the log.
     pub fn unsupported(protocol: &str, kind: &str, frame: &[u8]) -> Self {
         Rejection {
-            reason: intern(&format!("{protocol}: unsupported message {kind}")),
+            reason: unsupported_reason(protocol, kind),
             bytes: frame.len(),
             sample: Some(Bytes::copy_from_slice(
                 frame.get(..SAMPLE_MAX).unwrap_or(frame),
@@ -129,6 +129,12 @@ impl Rejection {
             )),
         }
     }
+}
+
+/// The reason [`Rejection::unsupported`] gives, for decoders that report through their own error
+/// types: `<protocol>: unsupported message <kind>`.
+pub fn unsupported_reason(protocol: &str, kind: &str) -> &'static str {
+    intern(&format!("{protocol}: unsupported message {kind}"))
 }
 
 /// A `'static` copy of `s`, made once per distinct string: metric labels need `'static` and the set
