@@ -64,7 +64,9 @@ impl AvlError {
     pub fn reason(self) -> &'static str {
         match self {
             AvlError::Truncated => "AVL data truncated",
-            AvlError::UnsupportedCodec(_) => "unsupported codec",
+            AvlError::UnsupportedCodec(c) => {
+                super::unsupported_reason("teltonika", &format!("codec 0x{c:02X}"))
+            }
             AvlError::CountMismatch { .. } => "AVL record counts differ",
             AvlError::NoRecords => "AVL packet without records",
             AvlError::TrailingBytes => "AVL data has trailing bytes",
@@ -96,6 +98,7 @@ pub enum FrameError {
 pub struct AvlData<'a> {
     codec: u8,
     count: u8,
+    layout: Layout,
     records: &'a [u8],
 }
 
@@ -112,17 +115,24 @@ impl<'a> AvlData<'a> {
         if n1 == 0 {
             return Err(AvlError::NoRecords);
         }
-        let mut pos = 0usize;
-        for _ in 0..n1 {
-            let rec = records.get(pos..).ok_or(AvlError::Truncated)?;
-            pos += layout.record_len(rec).ok_or(AvlError::Truncated)?;
-        }
-        if pos != records.len() {
-            return Err(AvlError::TrailingBytes);
-        }
+        // Some Codec 8 firmware adds a group of 16-byte values after the 8-byte group (Traccar's
+        // "extended" option); it is recognised when only that reading accounts for every byte.
+        let layout = match (layout.walk(records, n1), codec) {
+            (Ok(()), _) => layout,
+            (Err(e), CODEC_8) => {
+                let x16 = Layout {
+                    x16: true,
+                    ..layout
+                };
+                x16.walk(records, n1).map_err(|_| e)?;
+                x16
+            }
+            (Err(e), _) => return Err(e),
+        };
         Ok(AvlData {
             codec,
             count: n1,
+            layout,
             records,
         })
     }
@@ -138,7 +148,7 @@ impl<'a> AvlData<'a> {
 
     pub fn records(&self) -> Records<'a> {
         Records {
-            layout: Layout::of(self.codec).unwrap_or(Layout::C8),
+            layout: self.layout,
             remaining: self.count,
             rest: self.records,
         }
@@ -159,6 +169,8 @@ struct Layout {
     /// Codec 7: a global mask says which of the GPS element and the 1-, 2- and 4-byte IO groups
     /// are present; the GPS element has its own mask.
     gh: bool,
+    /// A group of 16-byte values after the 8-byte group (see [`AvlData::parse`]).
+    x16: bool,
 }
 
 impl Layout {
@@ -168,6 +180,7 @@ impl Layout {
         generation: false,
         nx: false,
         gh: false,
+        x16: false,
     };
     const C7: Layout = Layout {
         id: 1,
@@ -175,6 +188,7 @@ impl Layout {
         generation: false,
         nx: false,
         gh: true,
+        x16: false,
     };
     const C8E: Layout = Layout {
         id: 2,
@@ -182,6 +196,7 @@ impl Layout {
         generation: false,
         nx: true,
         gh: false,
+        x16: false,
     };
     const C16: Layout = Layout {
         id: 2,
@@ -189,6 +204,7 @@ impl Layout {
         generation: true,
         nx: false,
         gh: false,
+        x16: false,
     };
 
     fn of(codec: u8) -> Option<Layout> {
@@ -199,6 +215,19 @@ impl Layout {
             CODEC_7 => Some(Layout::C7),
             _ => None,
         }
+    }
+
+    /// Checks that `n` records fill `records` exactly.
+    fn walk(self, records: &[u8], n: u8) -> Result<(), AvlError> {
+        let mut pos = 0usize;
+        for _ in 0..n {
+            let rec = records.get(pos..).ok_or(AvlError::Truncated)?;
+            pos += self.record_len(rec).ok_or(AvlError::Truncated)?;
+        }
+        if pos != records.len() {
+            return Err(AvlError::TrailingBytes);
+        }
+        Ok(())
     }
 
     /// Bytes before the first IO group: event id, generation type, total IO count.
@@ -216,6 +245,10 @@ impl Layout {
         for width in [1usize, 2, 4, 8] {
             let n = read_uint(rec.get(pos..)?, self.count)?;
             pos += self.count + n * (self.id + width);
+        }
+        if self.x16 {
+            let n = read_uint(rec.get(pos..)?, self.count)?;
+            pos += self.count + n * (self.id + 16);
         }
         if self.nx {
             let n = read_uint(rec.get(pos..)?, 2)?;
@@ -543,6 +576,7 @@ impl<'a> Iterator for IoElements<'a> {
             let width = match self.group {
                 0..=3 => self.layout.count,
                 4 if self.layout.nx => 2,
+                4 if self.layout.x16 => self.layout.count,
                 _ => return None,
             };
             self.left = take_n(&mut self.rest, width)? as usize;
@@ -555,6 +589,7 @@ impl<'a> Iterator for IoElements<'a> {
             2 => IoValue::U16(u16::from_be_bytes(*take::<2>(&mut self.rest)?)),
             3 => IoValue::U32(u32::from_be_bytes(*take::<4>(&mut self.rest)?)),
             4 => IoValue::U64(u64::from_be_bytes(*take::<8>(&mut self.rest)?)),
+            _ if self.layout.x16 => IoValue::Bytes(take::<16>(&mut self.rest)?),
             _ => {
                 let len = usize::from(u16::from_be_bytes(*take::<2>(&mut self.rest)?));
                 let (v, rest) = self.rest.split_at_checked(len)?;
@@ -857,7 +892,13 @@ impl TeltonikaSession {
                 true
             }
             Err(FrameError::Avl { err, len }) => {
-                reject(out, err.reason(), len);
+                let frame = buf.get(..len).unwrap_or(&[]);
+                out.push(Output::Rejected(match err {
+                    AvlError::UnsupportedCodec(c) => {
+                        Rejection::unsupported("teltonika", &format!("codec 0x{c:02X}"), frame)
+                    }
+                    _ => Rejection::new(err.reason(), len),
+                }));
                 buf.advance(len);
                 true
             }
