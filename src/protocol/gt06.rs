@@ -445,8 +445,6 @@ pub enum DecodeError {
     BadCoordinates,
     #[error("IMEI is not BCD")]
     BadImei,
-    #[error("report without a fix module")]
-    NoFix,
 }
 
 impl DecodeError {
@@ -456,7 +454,6 @@ impl DecodeError {
             DecodeError::BadTime => "invalid device time",
             DecodeError::BadCoordinates => "coordinates out of range",
             DecodeError::BadImei => "login IMEI not BCD",
-            DecodeError::NoFix => "report without a fix module",
         }
     }
 }
@@ -587,12 +584,14 @@ fn is_bcd(b: &[u8]) -> bool {
 /// Message types whose content opens with the 18-byte GPS block (§A.5), as the GT06 family and
 /// its clones send them: GPS (0x10), GPS+LBS (0x11, 0x25, 0x2D, 0x31, 0x37, 0x38), GPS+phone
 /// (0x1A), GPS+LBS extended (0x1E), AZ735 / SL4X status (0x32 in `78 78` frames), TRX16i RFID
-/// location (0x36), Jimi alarm module (0x39), the LW 4G status (0xA2 with LEN 0x40) and the
+/// location (0x36 with LEN 0x35), Jimi alarm module (0x39), the LW 4G status (0xA2 with LEN 0x40) and the
 /// SR411 mini (0x24 with LEN 0x2E). Lengths are what tells the clones' reuse of a type apart.
 fn gps_first(proto: u8, extended: bool, content_len: usize) -> bool {
     match proto {
         0x10 | 0x11 | 0x1A | 0x1E | 0x25 | 0x2D | 0x31 | 0x37 | 0x38 | 0x39 => true,
-        PROTO_GPS_STATUS_4 | 0x36 => !extended,
+        PROTO_GPS_STATUS_4 => !extended,
+        // TRX16i: LEN 0x35. Jimi 4G units send a status report under the same number.
+        0x36 => !extended && content_len == 0x35 - 5,
         0xA2 => !extended && content_len == 0x40 - 5,
         0x24 => !extended && content_len == 0x2E - 5,
         _ => false,
@@ -738,42 +737,74 @@ fn decode_az735(c: &[u8]) -> Result<Message<'_>, DecodeError> {
 }
 
 /// Jimi modular report 0x70: (type u16, length u16, data) modules; module 0x33 is the fix: Unix
-/// time u32, satellites, altitude i16, then coordinates, speed and course/status as in §A.5.
+/// time u32, satellites, altitude i16, then coordinates, speed and course/status as in §A.5. A
+/// zero time is a unit without a fix; the serving cell (module 0x11: MCC, MNC, LAC u16, cell
+/// u24) is then kept.
 fn decode_modular(c: &[u8]) -> Result<Message<'_>, DecodeError> {
     let mut at = 0;
+    let mut fix = None;
+    let mut cell = None;
     while let (Some(kind), Some(len)) = (be16(c, at), be16(c, at + 2)) {
         let data = c
             .get(at + 4..at + 4 + len as usize)
             .ok_or(DecodeError::Truncated)?;
-        if kind == 0x33 {
-            let (Some(t), Some(&sats), Some(lat_raw), Some(lon_raw), Some(&speed), Some(cs)) = (
-                be32(data, 0),
-                data.get(4),
-                be32(data, 7),
-                be32(data, 11),
-                data.get(15),
-                be16(data, 16),
-            ) else {
-                return Err(DecodeError::Truncated);
-            };
-            if lat_raw > 90 * 1_800_000 || lon_raw > 180 * 1_800_000 {
-                return Err(DecodeError::BadCoordinates);
+        match kind {
+            0x33 => {
+                let (Some(t), Some(&sats), Some(lat_raw), Some(lon_raw), Some(&speed), Some(cs)) = (
+                    be32(data, 0),
+                    data.get(4),
+                    be32(data, 7),
+                    be32(data, 11),
+                    data.get(15),
+                    be16(data, 16),
+                ) else {
+                    return Err(DecodeError::Truncated);
+                };
+                if t == 0 {
+                    // No fix yet: the module is sent zeroed.
+                } else if lat_raw > 90 * 1_800_000 || lon_raw > 180 * 1_800_000 {
+                    return Err(DecodeError::BadCoordinates);
+                } else {
+                    let gps = Gps {
+                        device_time: Timestamp::from_secs(i64::from(t)),
+                        satellites: sats,
+                        lat_raw,
+                        lon_raw,
+                        speed_kmh: speed,
+                        course_status: cs,
+                    };
+                    let mut loc = Location::plain(gps, true);
+                    loc.altitude_m = data.get(5..7).map(|a| i16::from_be_bytes([a[0], a[1]]));
+                    fix = Some(loc);
+                }
             }
-            let gps = Gps {
-                device_time: Timestamp::from_secs(i64::from(t)),
-                satellites: sats,
-                lat_raw,
-                lon_raw,
-                speed_kmh: speed,
-                course_status: cs,
-            };
-            let mut loc = Location::plain(gps, true);
-            loc.altitude_m = data.get(5..7).map(|a| i16::from_be_bytes([a[0], a[1]]));
-            return Ok(Message::Location(loc));
+            0x11 => {
+                if let (Some(mcc), Some(mnc), Some(lac), Some(cid)) = (
+                    be16(data, 0),
+                    be16(data, 2),
+                    be16(data, 4),
+                    be_n(data, 6, 3),
+                ) {
+                    cell = (cid != 0).then_some(Cell {
+                        mcc,
+                        mnc,
+                        lac: u32::from(lac),
+                        cid,
+                    });
+                }
+            }
+            _ => {}
         }
         at += 4 + len as usize;
     }
-    Err(DecodeError::NoFix)
+    Ok(match fix {
+        Some(loc) => Message::Location(loc),
+        None => Message::Lbs(Lbs {
+            device_time: None,
+            cell,
+            wifi: None,
+        }),
+    })
 }
 
 /// 0x21 text answer: server flag (4), encoding (1 = ASCII, else UTF-16BE), text. A "where" answer
@@ -1059,7 +1090,12 @@ impl Gt06Session {
                     buffered: loc.reupload,
                 };
                 out.push(self.event(&id, EventKind::Position(fix)));
-                reply_for(pkt)
+                // A text answer closes a command exchange: nothing to acknowledge.
+                if pkt.proto == PROTO_STRING_INFO {
+                    None
+                } else {
+                    reply_for(pkt)
+                }
             }
             Message::Lbs(lbs) => {
                 let offset = self.offset_for(pkt.proto);
