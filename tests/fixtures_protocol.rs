@@ -36,6 +36,10 @@ struct CorpusFrame {
     wire: lienwatch::protocol::WireProtocol,
     bytes: Vec<u8>,
     expect: Option<serde_json::Value>,
+    /// The events the frame must decode to (one frame per message type carries this).
+    decoded: Option<Vec<serde_json::Value>>,
+    /// The exact reply, hex; empty for none.
+    reply: Option<String>,
 }
 
 fn corpus() -> Vec<CorpusFrame> {
@@ -63,6 +67,8 @@ fn corpus() -> Vec<CorpusFrame> {
                 wire,
                 bytes,
                 expect: f.get("expect").cloned(),
+                decoded: f["decoded"].as_array().cloned(),
+                reply: f["reply"].as_str().map(str::to_string),
             });
         }
     }
@@ -204,4 +210,54 @@ fn public_corpus_positions_decode() {
         eprintln!("  {f}");
     }
     assert!(ok * 100 >= total * 95, "{ok} of {total} decode");
+}
+
+/// One real frame of every supported message type decodes to the values recorded with it and
+/// gets exactly the recorded reply, through `decode`'s code path (a session without a login).
+#[test]
+fn public_corpus_types_decode_to_their_values_and_replies() {
+    use lienwatch::protocol::{decode_all, parse_hex, replies, SessionConfig};
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for f in corpus() {
+        let Some(want) = &f.decoded else { continue };
+        checked += 1;
+        let lines = match lienwatch::replay::decode_bytes(f.wire, &f.bytes) {
+            Ok(l) => l,
+            Err((_, e)) => {
+                failures.push(format!("{} line {}: {e}", f.protocol, f.line));
+                continue;
+            }
+        };
+        let got: Vec<serde_json::Value> = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if let Err(e) = lienwatch::fixture::json_list(want, &got) {
+            failures.push(format!("{} line {}: {e}", f.protocol, f.line));
+        }
+        if let Some(hex) = &f.reply {
+            let cfg = SessionConfig {
+                sessionless: true,
+                default_device_id: Some(lienwatch::event::DeviceId::new("")),
+                ..SessionConfig::default()
+            };
+            let mut session = f.wire.session(cfg);
+            let (out, _) = decode_all(session.as_mut(), &f.bytes);
+            let got: Vec<u8> = replies(&out).concat();
+            let want = parse_hex(hex).expect("reply hex");
+            if got != want {
+                failures.push(format!(
+                    "{} line {}: reply {} expected {}",
+                    f.protocol,
+                    f.line,
+                    lienwatch::protocol::to_hex(&got),
+                    lienwatch::protocol::to_hex(&want)
+                ));
+            }
+        }
+    }
+    assert!(checked >= 60, "only {checked} frames carry values");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!("{checked} message types checked against their recorded values");
 }
