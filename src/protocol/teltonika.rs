@@ -416,7 +416,7 @@ fn gh_record(mut b: &[u8], layout: Layout) -> Option<Record<'_>> {
         }
         if has(2) {
             // One byte for the whole circle.
-            rec.angle = (u16::from(take::<1>(&mut b)?[0]) * 360 / 256) % 360;
+            rec.angle = (u32::from(take::<1>(&mut b)?[0]) * 360 / 256) as u16;
         }
         if has(3) {
             rec.speed_kmh = u16::from(take::<1>(&mut b)?[0]);
