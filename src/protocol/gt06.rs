@@ -91,6 +91,14 @@ pub const PROTO_X1_GPS: u8 = 0x34;
 pub const PROTO_GPS_MODULAR: u8 = 0x70;
 /// Text answer to a server command (`79 79`); "where" answers carry a position.
 pub const PROTO_STRING_INFO: u8 = 0x21;
+/// Address request (JM-VL03 §6): a fix and the phone number the address is for.
+pub const PROTO_ADDRESS_REQUEST: u8 = 0x2A;
+/// Address answer in UTF-16 (Chinese), `78 78` frame.
+pub const PROTO_ADDRESS_CN: u8 = 0x17;
+/// Address answer in ASCII (English), `79 79` frame.
+pub const PROTO_ADDRESS_EN: u8 = 0x97;
+/// LBS + status alarm without a fix (JM01 and others).
+pub const PROTO_LBS_STATUS: u8 = 0x19;
 
 /// A checked frame, borrowing the input.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -429,6 +437,13 @@ pub enum Message<'a> {
     },
     /// Cell / Wi-Fi report without a fix.
     Lbs(Lbs),
+    /// 0x2A: the device asks for the address of its fix, to text it to `phone`.
+    AddressRequest {
+        gps: Gps,
+        phone: &'a [u8],
+        /// 0x01 Chinese, 0x02 English, 0x00 no answer wanted.
+        language: u8,
+    },
     /// A text answer (0x21) that carries no position.
     Text,
     /// A protocol number this decoder does not handle.
@@ -566,6 +581,33 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
             })
         }
         PROTO_TIME_REQUEST => Message::TimeRequest,
+        PROTO_ADDRESS_REQUEST if !p.extended => {
+            let gps = Gps::parse(c)?;
+            let phone = c.get(18..39).ok_or(DecodeError::Truncated)?;
+            let language = c.get(40).copied().unwrap_or(0);
+            Message::AddressRequest {
+                gps,
+                phone,
+                language,
+            }
+        }
+        // MCC 2, MNC 1, LAC 2, cell 3, then the status block of the alarm packets. Longer frames
+        // under this number are Space10x multi-cell lists.
+        PROTO_LBS_STATUS if !p.extended && c.len() < 0x17 - 5 => {
+            let Some(&[terminal_info, voltage, gsm, alarm_code]) = c.get(8..12) else {
+                return Err(DecodeError::Truncated);
+            };
+            Message::Alarm(AlarmPacket {
+                gps: None,
+                status: Status {
+                    terminal_info,
+                    voltage_level: Some(voltage),
+                    gsm_level: Some(gsm),
+                },
+                alarm_code,
+                fence: None,
+            })
+        }
         PROTO_INFO => {
             let (&kind, data) = c.split_first().ok_or(DecodeError::Truncated)?;
             Message::Info { kind, data }
@@ -927,6 +969,51 @@ fn reply_for(pkt: &Packet<'_>) -> Option<Bytes> {
     )
 }
 
+/// The answer to an address request (JM-VL03 §5, 0x17 / 0x97): `ALARMSMS&&<address>&&<phone>##`
+/// after a 4-byte server flag, in UTF-16 in a `78 78` frame for Chinese, in ASCII in a `79 79`
+/// frame for English. lienwatch has no geocoder: the "address" is the fix's coordinates, which is
+/// what the user who texted the device for its address can use. Language 0: no answer wanted.
+pub fn address_reply(
+    position: &Position,
+    phone: &[u8],
+    language: u8,
+    serial: u16,
+) -> Option<Vec<u8>> {
+    let address = format!("{:.6},{:.6}", position.lat, position.lon);
+    let (proto, text): (u8, Vec<u8>) = match language {
+        0x01 => (
+            PROTO_ADDRESS_CN,
+            address.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+        ),
+        0x02 => (PROTO_ADDRESS_EN, address.into_bytes()),
+        _ => return None,
+    };
+    let mut content = vec![0, 0, 0, 0];
+    content.extend_from_slice(b"ALARMSMS&&");
+    content.extend_from_slice(&text);
+    content.extend_from_slice(b"&&");
+    content.extend_from_slice(phone);
+    content.extend_from_slice(b"##");
+    let mut body = Vec::with_capacity(content.len() + 8);
+    let len = 1 + 1 + content.len() + 2 + 2;
+    let mut f = if proto == PROTO_ADDRESS_EN {
+        let mut f = vec![0x79, 0x79];
+        f.extend_from_slice(&u16::try_from(len).ok()?.to_be_bytes());
+        f
+    } else {
+        vec![0x78, 0x78, u8::try_from(len).ok()?]
+    };
+    body.push(proto);
+    body.push(u8::try_from(content.len()).ok()?);
+    body.extend_from_slice(&content);
+    body.extend_from_slice(&serial.to_be_bytes());
+    f.extend_from_slice(&body);
+    let crc = X25.checksum(&f[2..]);
+    f.extend_from_slice(&crc.to_be_bytes());
+    f.extend_from_slice(&[0x0D, 0x0A]);
+    Some(f)
+}
+
 /// `79 79 00 05 <proto> <serial> <crc> 0D 0A`: the ack for reports sent in extended frames.
 pub fn ack_extended(proto: u8, serial: u16) -> [u8; 11] {
     let [s1, s2] = serial.to_be_bytes();
@@ -1115,6 +1202,15 @@ impl Gt06Session {
             }
             // A text answer is the device's side of a command exchange: nothing to acknowledge.
             Message::Text => None,
+            Message::AddressRequest {
+                gps,
+                phone,
+                language,
+            } => {
+                let position = gps.position(self.offset_for(pkt.proto));
+                out.push(self.event(&id, EventKind::Position(Fix::live(position))));
+                address_reply(&position, phone, language, pkt.serial).map(Bytes::from)
+            }
             Message::Status(st) => {
                 let alarms = alarm_report(st.terminal_info, None);
                 out.push(self.event(&id, EventKind::Heartbeat { alarms }));
@@ -1543,6 +1639,41 @@ mod tests {
         f[at..at + 2].copy_from_slice(&crc.to_be_bytes());
         let (p, _) = parse_frame(&f, 4096).unwrap().unwrap();
         assert_eq!(decode_packet(&p), Err(DecodeError::BadTime));
+    }
+
+    #[test]
+    fn address_request_is_answered_with_the_fix() {
+        // JM-VL03 protocol §6 example (Chinese answer requested).
+        const REQ: &str = "78 78 2E 2A 0F 0C 1D 07 11 39 CA 02 7A C8 00 0C 46 58 00 00 14 D8 31 32 35 32 30 31 33 35 33 32 31 37 37 30 37 39 00 00 00 00 00 00 01 00 2A 6E CE 0D 0A";
+        let mut s = session();
+        let stream: Vec<u8> = [LOGIN, REQ].iter().flat_map(|f| hex(f)).collect();
+        let (out, _) = decode_all(&mut s, &stream);
+        let ev = events(&out);
+        let p = ev[1].position().expect("position");
+        assert_eq!(p.time.to_string(), "2015-12-29T07:17:57Z");
+        assert!((p.lat - 23.11168).abs() < 1e-6 && (p.lon - 114.409244).abs() < 1e-6);
+        let r = &replies(&out)[1];
+        assert_eq!(&r[..4], &[0x78, 0x78, r.len() as u8 - 5, PROTO_ADDRESS_CN]);
+        assert_eq!(
+            r[4] as usize,
+            r.len() - 4 - 1 - 6,
+            "length byte counts flag to ##"
+        );
+        let text: Vec<u8> = "23.111680,114.409244"
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        let body = &r[5..r.len() - 6];
+        assert_eq!(&body[..4], &[0, 0, 0, 0]);
+        assert_eq!(&body[4..14], b"ALARMSMS&&");
+        assert_eq!(&body[14..14 + text.len()], &text[..]);
+        assert_eq!(&body[body.len() - 2..], b"##");
+        assert_eq!(&body[body.len() - 23..body.len() - 2], &hex(REQ)[22..43]);
+        assert_eq!(&r[r.len() - 6..r.len() - 4], &[0x00, 0x2A]);
+        assert_eq!(
+            crc16_x25(&r[2..r.len() - 4]).to_be_bytes(),
+            [r[r.len() - 4], r[r.len() - 3]]
+        );
     }
 
     #[test]
