@@ -144,6 +144,7 @@ fn framed_junk() -> impl Strategy<Value = Vec<u8>> {
             Just(0x0200),
             Just(0x0704),
             Just(0x0210),
+            Just(0x0201),
             Just(0x0900),
             Just(0x5501),
             Just(0x5502),
@@ -480,6 +481,32 @@ proptest! {
             let want = encode_vendor(0x4401, false, &term, 1, &body);
             prop_assert_eq!(&out[1], &Output::Reply(want.into()));
         }
+    }
+
+    /// A 0x0201 answer (query serial, then a 0x0200 body) is a position like 0x0200.
+    #[test]
+    fn location_answers_decode(
+        l in loc(),
+        (version, term) in terminal(),
+        serial in any::<u16>(),
+        query in any::<u16>(),
+    ) {
+        let mut body = query.to_be_bytes().to_vec();
+        body.extend_from_slice(&l.body());
+        let frame = encode(0x0201, version, &term, serial, &body);
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let out = feed_chunks(&mut s, &[&frame], 4096);
+        prop_assert_eq!(out.len(), 2, "{:?}", out);
+        let Output::Event(e) = &out[0] else {
+            return Err(TestCaseError::fail(format!("not an event: {out:?}")));
+        };
+        let p = e.position().ok_or_else(|| TestCaseError::fail("not a position"))?;
+        let sign = |neg: bool| if neg { -1.0 } else { 1.0 };
+        prop_assert_eq!(p.lat, sign(l.status & 4 != 0) * f64::from(l.lat) / 1e6);
+        prop_assert_eq!(p.course, l.course);
+        let mut ack = serial.to_be_bytes().to_vec();
+        ack.extend_from_slice(&[0x02, 0x01, 0x00]);
+        prop_assert_eq!(&out[1], &Output::Reply(encode(0x8001, version, &term, 1, &ack).into()));
     }
 
     /// Every item of a 0x0210 batch (a length byte and a 0x0200 body each) is a position, and

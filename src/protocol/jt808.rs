@@ -34,6 +34,8 @@ pub mod msg {
     pub const REGISTER: u16 = 0x0100;
     pub const AUTH: u16 = 0x0102;
     pub const LOCATION: u16 = 0x0200;
+    /// Answer to a position query (0x8201): the query's serial, then a 0x0200 body.
+    pub const LOCATION_ANSWER: u16 = 0x0201;
     pub const BATCH: u16 = 0x0704;
     pub const PASSTHROUGH: u16 = 0x0900;
     /// Location batch of some vendors: length byte and 0x0200 body per item.
@@ -864,6 +866,17 @@ impl Jt808Session {
                     self.ack(h, result::MESSAGE_ERROR, out);
                 }
             },
+            msg::LOCATION_ANSWER => {
+                match body
+                    .get(2..)
+                    .map(|b| parse_location(b, self.utc_offset_s()))
+                {
+                    Some(Ok(fix)) => out.push(self.event(id, EventKind::Position(fix))),
+                    Some(Err(e)) => out.push(reject(e.as_str(), body.len())),
+                    None => out.push(reject(BodyError::Truncated.as_str(), body.len())),
+                }
+                self.ack(h, result::OK, out);
+            }
             msg::BATCH => self.batch(h, body, id, out),
             msg::BATCH_2 => self.batch_2(h, body, id, out),
             msg::VENDOR_LOCATION | msg::VENDOR_BLIND => {
