@@ -11,11 +11,19 @@
 //! is therefore fire-and-forget, and the session only ever emits events.
 //!
 //! Messages understood:
-//! - `V1` location: a position, valid for `A` (or `B`, a BeiDou fix), invalid for `V`;
-//! - `XT`, `HTBT`, `NBR` (cell list, no fix), `V4` (command ack), `LINK`, `ALRM`, `BC`, and any
-//!   other well-formed command: a heartbeat, because any message proves the device alive. A
-//!   trailing 8-hex-digit status word (NBR sends one) is decoded into its alarm report.
-//! - binary `$`: the 32-byte form with a 10-digit id (§D.5).
+//! - `V1` location: a position, valid for `A` (or `B`, a BeiDou fix), invalid for `V`, empty or a
+//!   coding-scheme digit; coordinates with or without leading zeros, dotless, or `-dd-mm.mmmm`;
+//! - the other V-messages that carry the same fix fields after their own prefix or before their
+//!   own suffix (V2, V4 command answers, V5, V6, V8, V19, VI1) and `VP1` (validity first, date
+//!   only): positions;
+//! - `XT`, `HTBT`, `NBR` (cell list, no fix), `LINK`, `ALRM`, `BC`, and any other well-formed
+//!   command: a heartbeat, because any message proves the device alive. A trailing
+//!   8-hex-digit status word (NBR sends one) is decoded into its alarm report.
+//! - binary `$`: the 32-byte form with a 10-digit id and the 42-byte form with a 15-digit IMEI
+//!   (§D.5).
+//!
+//! Makers are two letters of either case (`*HQ`, `*hq`, `*TH`); an empty id stands for the
+//! connection's device.
 
 use super::{Output, Rejection, Session, SessionConfig, SessionError};
 use crate::event::Timestamp;

@@ -1,4 +1,6 @@
-//! Teltonika Codec 8 / Codec 8 Extended (and Codec 16) over TCP and UDP (protocols.md §C).
+//! Teltonika Codec 8 / Codec 8 Extended, Codec 16 and Codec 7 (the GH-series personal and asset
+//! trackers) over TCP and UDP (protocols.md §C). Command codecs (12, 13, 14) carry no position;
+//! they are rejected with the codec named, so that an operator sees them.
 //!
 //! Two layers:
 //! - a pure, allocation-free parser: [`decode_frame`] (TCP framing, CRC), [`decode_datagram`]
