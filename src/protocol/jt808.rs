@@ -226,9 +226,12 @@ pub fn parse_frame(data: &[u8]) -> Result<Frame<'_>, FrameError> {
     } else {
         (None, r.take(6).ok_or(FrameError::Short)?)
     };
-    // The vendor reports keep a one-byte serial and use attribute bits 10..15 for their own flags
-    // (bit 15: answer requested), so neither packaging nor encryption applies to them.
-    let vendor = matches!(msg_id, msg::VENDOR_LOCATION | msg::VENDOR_BLIND);
+    // The vendor reports and their answer keep a one-byte serial and use attribute bits 10..15
+    // for their own flags (bit 15: answer requested), so neither packaging nor encryption applies.
+    let vendor = matches!(
+        msg_id,
+        msg::VENDOR_LOCATION | msg::VENDOR_BLIND | msg::VENDOR_RESPONSE
+    );
     let serial = if vendor {
         u16::from(r.u8().ok_or(FrameError::Short)?)
     } else {
@@ -1084,6 +1087,27 @@ mod tests {
 
     fn run(s: &mut Jt808Session, bytes: &[u8]) -> (Vec<Output>, Option<SessionError>) {
         crate::protocol::decode_all(s, bytes)
+    }
+
+    #[test]
+    fn vendor_answer_is_a_frame_in_the_vendor_form() {
+        // A 0x5502 with attribute bit 15 (answer requested), from the public corpus.
+        let f = hex("7e55028c37850011000200c008052106305122348621113550170700001e080000000aaa0000000000000300000000100100020200140a030000000c06003bffa8ffc3c77e");
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let (out, _) = run(&mut s, &f);
+        let reply = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Reply(b) => Some(b.to_vec()),
+                _ => None,
+            })
+            .expect("answer");
+        let mut raw = Vec::new();
+        unescape_into(&reply[1..reply.len() - 1], &mut raw).unwrap();
+        let frame = parse_frame(&raw).unwrap();
+        assert_eq!(frame.header.msg_id, msg::VENDOR_RESPONSE);
+        assert_eq!(frame.header.terminal, &f[5..11]);
+        assert_eq!(frame.body, &[0x55, 0x02, 0x00]);
     }
 
     fn replies(out: &[Output]) -> Vec<String> {
