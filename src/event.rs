@@ -226,6 +226,55 @@ pub struct Position {
     pub satellites: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub altitude_m: Option<f64>,
+    /// The serving cell, kept for LBS-only reports (no GNSS fix) so that the cell can still be
+    /// looked up; such positions are never valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<Cell>,
+    /// The strongest Wi-Fi access point of a Wi-Fi report, for the same reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi: Option<WifiAp>,
+}
+
+/// A GSM/LTE cell as devices report it (MCC, MNC, LAC or TAC, cell id).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Cell {
+    pub mcc: u16,
+    pub mnc: u16,
+    pub lac: u32,
+    pub cid: u64,
+}
+
+/// A Wi-Fi access point seen by the device: its BSSID and signal strength in dBm.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct WifiAp {
+    #[serde(with = "mac_text")]
+    pub mac: [u8; 6],
+    pub rssi: i16,
+}
+
+/// BSSIDs as `aa:bb:cc:dd:ee:ff`, the form location services take.
+mod mac_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+        let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&parts.join(":"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut mac = [0u8; 6];
+        let mut parts = text.split(':');
+        for b in mac.iter_mut() {
+            let part = parts.next().unwrap_or("");
+            *b = u8::from_str_radix(part, 16)
+                .map_err(|_| serde::de::Error::custom(format!("bad BSSID {text:?}")))?;
+        }
+        if parts.next().is_some() {
+            return Err(serde::de::Error::custom(format!("bad BSSID {text:?}")));
+        }
+        Ok(mac)
+    }
 }
 
 impl Position {
@@ -375,6 +424,12 @@ impl Event {
                 }
                 if let Some(a) = p.altitude_m {
                     v["altitude_m"] = json!(a);
+                }
+                if let Some(c) = p.cell {
+                    v["cell"] = json!(c);
+                }
+                if let Some(w) = p.wifi {
+                    v["wifi"] = json!(w);
                 }
                 if f.buffered {
                     v["buffered"] = json!(true);

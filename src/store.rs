@@ -58,6 +58,8 @@ impl StoredPosition {
             course: self.course,
             satellites: self.satellites,
             altitude_m: self.altitude_m,
+            cell: None,
+            wifi: None,
         }
     }
 

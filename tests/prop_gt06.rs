@@ -142,7 +142,199 @@ fn any_frame() -> impl Strategy<Value = Vec<u8>> {
             any::<u16>()
         )
             .prop_map(|(p, c, s)| frame(p | 0x40, &c, s)),
+        clone_strategy().prop_map(|c| c.encode()),
+        lbs_strategy().prop_map(|l| l.encode()),
+        // Every type the decoder reads, with arbitrary content (LBS, Wi-Fi, modular, text, ...).
+        (
+            prop::sample::select(KNOWN_TYPES),
+            prop::collection::vec(any::<u8>(), 0..120),
+            any::<bool>(),
+            any::<u16>()
+        )
+            .prop_map(|(p, c, ext, s)| if ext {
+                frame_ext(p, &c, s)
+            } else {
+                frame(p, &c, s)
+            }),
     ]
+}
+
+/// Every protocol number the decoder reads in some layout.
+const KNOWN_TYPES: &[u8] = &[
+    0x01, 0x10, 0x11, 0x12, 0x13, 0x16, 0x18, 0x19, 0x1A, 0x1E, 0x21, 0x2A, 0x22, 0x24, 0x25, 0x26,
+    0x27, 0x28, 0x2C, 0x2D, 0x2E, 0x31, 0x32, 0x33, 0x34, 0x36, 0x37, 0x38, 0x39, 0x70, 0x8A, 0x94,
+    0xA0, 0xA1, 0xA2, 0xA4,
+];
+
+/// A `79 79` frame whatever the length.
+fn frame_ext(proto: u8, content: &[u8], serial: u16) -> Vec<u8> {
+    let len = 1 + content.len() + 2 + 2;
+    let mut f = vec![0x79, 0x79];
+    f.extend_from_slice(&(len as u16).to_be_bytes());
+    f.push(proto);
+    f.extend_from_slice(content);
+    f.extend_from_slice(&serial.to_be_bytes());
+    let crc = X25.checksum(&f[2..]);
+    f.extend_from_slice(&crc.to_be_bytes());
+    f.extend_from_slice(&[0x0D, 0x0A]);
+    f
+}
+
+fn ack_ext(proto: u8, serial: u16) -> Vec<u8> {
+    let mut f = vec![0x79, 0x79, 0x00, 0x05, proto];
+    f.extend_from_slice(&serial.to_be_bytes());
+    let crc = X25.checksum(&f[2..]);
+    f.extend_from_slice(&crc.to_be_bytes());
+    f.extend_from_slice(&[0x0D, 0x0A]);
+    f
+}
+
+/// How a clone wraps the standard GPS block.
+#[derive(Clone, Copy, Debug)]
+enum Wrap {
+    /// GPS block first, in a `78 78` frame of the given type.
+    First(u8),
+    /// X1 0x34: 4 bytes of data/alarm flags first.
+    X1,
+    /// QH302R 0x12: the IMEI first, content exactly 34 bytes.
+    Imei,
+    /// AZ735 0x32 in a `79 79` frame: a GPS length byte after the date.
+    Az735,
+}
+
+#[derive(Clone, Debug)]
+struct CloneLoc {
+    wrap: Wrap,
+    loc: Loc,
+}
+
+impl CloneLoc {
+    fn encode(&self) -> Vec<u8> {
+        let l = &self.loc;
+        let mut gps = l.ymdhms.to_vec();
+        if matches!(self.wrap, Wrap::Az735) {
+            gps.push(0x0C);
+        }
+        gps.push(0xC0 | l.sats);
+        gps.extend_from_slice(&l.lat_raw.to_be_bytes());
+        gps.extend_from_slice(&l.lon_raw.to_be_bytes());
+        gps.push(l.speed);
+        let cs = l.course
+            | if l.valid { 0x1000 } else { 0 }
+            | if l.west { 0x0800 } else { 0 }
+            | if l.north { 0x0400 } else { 0 };
+        gps.extend_from_slice(&cs.to_be_bytes());
+        match self.wrap {
+            Wrap::First(p) => {
+                // SR411 mini 0x24 and LW 0xA2 are told apart from their LBS forms by length.
+                let len = match p {
+                    0x24 => 0x2E - 5,
+                    0xA2 => 0x40 - 5,
+                    0x36 => 0x35 - 5,
+                    _ => gps.len() + l.trailing.len(),
+                };
+                gps.extend_from_slice(&l.trailing);
+                gps.resize(len.max(18), 0);
+                frame(p, &gps, l.serial)
+            }
+            Wrap::X1 => {
+                let mut c = vec![0, 0, 0, 0];
+                c.extend_from_slice(&gps);
+                c.extend_from_slice(&l.trailing);
+                frame(0x34, &c, l.serial)
+            }
+            Wrap::Imei => {
+                let mut c = vec![0x08, 0x66, 0x70, 0x30, 0x66, 0x50, 0x22, 0x97];
+                c.extend_from_slice(&gps);
+                c.resize(34, 0);
+                frame(0x12, &c, l.serial)
+            }
+            Wrap::Az735 => {
+                gps.extend_from_slice(&l.trailing);
+                frame_ext(0x32, &gps, l.serial)
+            }
+        }
+    }
+
+    fn reply(&self) -> Vec<u8> {
+        match self.wrap {
+            Wrap::First(p) => ack(p, self.loc.serial),
+            Wrap::X1 => ack(0x34, self.loc.serial),
+            Wrap::Imei => ack(0x12, self.loc.serial),
+            Wrap::Az735 => ack_ext(0x32, self.loc.serial),
+        }
+    }
+}
+
+fn clone_strategy() -> impl Strategy<Value = CloneLoc> {
+    let wrap = prop_oneof![
+        prop::sample::select(
+            &[
+                0x10u8, 0x11, 0x1A, 0x1E, 0x24, 0x25, 0x2D, 0x31, 0x32, 0x36, 0x37, 0x38, 0x39,
+                0xA2
+            ][..]
+        )
+        .prop_map(Wrap::First),
+        Just(Wrap::X1),
+        Just(Wrap::Imei),
+        Just(Wrap::Az735),
+    ];
+    (wrap, loc_strategy()).prop_map(|(wrap, mut loc)| {
+        loc.reupload = false;
+        CloneLoc { wrap, loc }
+    })
+}
+
+/// A multi-cell LBS report (0x28 layout): date, MCC, MNC, 7 cells of LAC, cell id and RSSI.
+#[derive(Clone, Debug)]
+struct Lbs {
+    proto: u8,
+    ymdhms: [u8; 6],
+    mcc: u16,
+    mnc: u8,
+    lac: u16,
+    cid: u32,
+    serial: u16,
+}
+
+impl Lbs {
+    fn encode(&self) -> Vec<u8> {
+        let mut c = self.ymdhms.to_vec();
+        c.extend_from_slice(&self.mcc.to_be_bytes());
+        c.push(self.mnc);
+        for i in 0..7u8 {
+            c.extend_from_slice(&self.lac.to_be_bytes());
+            c.extend_from_slice(&self.cid.to_be_bytes()[1..]);
+            c.push(60 + i);
+        }
+        c.push(0); // timing advance
+        if self.proto == 0x2C {
+            c.push(0); // no Wi-Fi access points
+        }
+        c.extend_from_slice(&[0x00, 0x01]); // language
+        frame(self.proto, &c, self.serial)
+    }
+}
+
+fn lbs_strategy() -> impl Strategy<Value = Lbs> {
+    (
+        prop::sample::select(&[0x28u8, 0x2E, 0x2C][..]),
+        (0u8..100, 1u8..=12, 1u8..=28, 0u8..24, 0u8..60, 0u8..60),
+        0u16..0x8000,
+        any::<u8>(),
+        1u16..,
+        0u32..0x0100_0000,
+        any::<u16>(),
+    )
+        .prop_map(|(proto, t, mcc, mnc, lac, cid, serial)| Lbs {
+            proto,
+            ymdhms: [t.0, t.1, t.2, t.3, t.4, t.5],
+            mcc,
+            mnc,
+            lac,
+            cid,
+            serial,
+        })
 }
 
 fn session(max_frame: usize) -> Gt06Session {
@@ -267,5 +459,51 @@ proptest! {
             }).collect()
         };
         prop_assert!(is_subsequence(&ev(&bad), &ev(&good)));
+    }
+}
+
+proptest! {
+    /// The clones' location types carry the standard GPS block behind their own wrapping: the
+    /// same coordinates, time and flags come out, and each gets its own acknowledgement.
+    #[test]
+    fn clone_locations_round_trip(c in clone_strategy()) {
+        let mut stream = login(1);
+        stream.extend(c.encode());
+        let out = run(&stream, &[], 4096);
+        let ev: Vec<_> = out.iter().filter_map(|o| match o {
+            Output::Event(e) => Some(e),
+            _ => None,
+        }).collect();
+        prop_assert_eq!(ev.len(), 2, "{:?}", out);
+        let EventKind::Position(fix) = &ev[1].kind else {
+            return Err(TestCaseError::fail("not a position"));
+        };
+        let (l, p) = (&c.loc, fix.position);
+        let [yy, mo, dd, hh, mi, ss] = l.ymdhms;
+        prop_assert_eq!(p.time, Timestamp::from_civil(2000 + yy as i32, mo, dd, hh, mi, ss).unwrap());
+        let lat = l.lat_raw as f64 / 1_800_000.0 * if l.north { 1.0 } else { -1.0 };
+        let lon = l.lon_raw as f64 / 1_800_000.0 * if l.west { -1.0 } else { 1.0 };
+        prop_assert!((p.lat - lat).abs() < 1e-9);
+        prop_assert!((p.lon - lon).abs() < 1e-9);
+        prop_assert_eq!((p.valid, p.course, p.speed_kmh), (l.valid, l.course, l.speed as f64));
+        prop_assert_eq!(replies(&out), vec![ack(0x01, 1), c.reply()]);
+    }
+
+    /// LBS-only reports become invalid positions that keep the serving cell, never valid fixes.
+    #[test]
+    fn lbs_reports_keep_their_cell_and_are_never_valid(l in lbs_strategy()) {
+        let mut stream = login(1);
+        stream.extend(l.encode());
+        let out = run(&stream, &[], 4096);
+        let ev: Vec<_> = out.iter().filter_map(|o| match o {
+            Output::Event(e) => Some(e),
+            _ => None,
+        }).collect();
+        prop_assert_eq!(ev.len(), 2, "{:?}", out);
+        let p = ev[1].position().copied().ok_or_else(|| TestCaseError::fail("no position"))?;
+        prop_assert!(!p.valid && !p.is_usable());
+        let cell = p.cell.ok_or_else(|| TestCaseError::fail("cell lost"))?;
+        prop_assert_eq!((cell.mcc, cell.mnc, cell.lac, cell.cid), (l.mcc, u16::from(l.mnc), u32::from(l.lac), u64::from(l.cid)));
+        prop_assert_eq!(replies(&out), vec![ack(0x01, 1), ack(l.proto, l.serial)]);
     }
 }

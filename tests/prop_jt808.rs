@@ -143,6 +143,11 @@ fn framed_junk() -> impl Strategy<Value = Vec<u8>> {
             Just(0x0102),
             Just(0x0200),
             Just(0x0704),
+            Just(0x0210),
+            Just(0x0201),
+            Just(0x0900),
+            Just(0x5501),
+            Just(0x5502),
             any::<u16>()
         ],
         terminal(),
@@ -339,5 +344,199 @@ proptest! {
         chunks.push(&stream[last..]);
         let split = meaningful(feed_chunks(&mut Jt808Session::new(SessionConfig::default()), &chunks, 4096));
         prop_assert_eq!(whole, split);
+    }
+}
+
+/// The vendor form of 0x5501 / 0x5502 (one-byte serial), written independently of the crate.
+fn encode_vendor(msg_id: u16, answer: bool, terminal: &[u8], serial: u8, body: &[u8]) -> Vec<u8> {
+    let mut raw = msg_id.to_be_bytes().to_vec();
+    let attrs = body.len() as u16 | if answer { 0x8000 } else { 0 };
+    raw.extend_from_slice(&attrs.to_be_bytes());
+    raw.extend_from_slice(terminal);
+    raw.push(serial);
+    raw.extend_from_slice(body);
+    let check = raw.iter().fold(0u8, |a, b| a ^ b);
+    raw.push(check);
+    let mut wire = vec![0x7E];
+    for b in raw {
+        match b {
+            0x7E => wire.extend_from_slice(&[0x7D, 0x02]),
+            0x7D => wire.extend_from_slice(&[0x7D, 0x01]),
+            _ => wire.push(b),
+        }
+    }
+    wire.push(0x7E);
+    wire
+}
+
+#[derive(Debug, Clone)]
+struct VendorLoc {
+    /// dd, mm, yy, hh, mi, ss
+    time: [u8; 6],
+    lat_deg: u8,
+    lat_min_e4: u32,
+    lon_deg: u16,
+    lon_min_e4: u32,
+    valid: bool,
+    north: bool,
+    east: bool,
+    speed: u8,
+    course_half: u8,
+}
+
+impl VendorLoc {
+    fn body(&self) -> Vec<u8> {
+        let digits = |s: String| -> Vec<u8> {
+            s.as_bytes()
+                .chunks(2)
+                .map(|p| ((p[0] - b'0') << 4) | (p[1] - b'0'))
+                .collect()
+        };
+        let mut b: Vec<u8> = self.time.iter().map(|&x| bcd(x)).collect();
+        b.extend(digits(format!("{:02}{:06}", self.lat_deg, self.lat_min_e4)));
+        let flags = u8::from(self.valid) | u8::from(self.north) << 1 | u8::from(self.east) << 2;
+        let mut lon = digits(format!("{:03}{:06}0", self.lon_deg, self.lon_min_e4));
+        if let Some(last) = lon.last_mut() {
+            *last |= flags;
+        }
+        b.extend(lon);
+        b.push(bcd(self.speed));
+        b.push(self.course_half);
+        // RSSI, satellites, odometer, battery, cell id, LAC, product, status, alarm.
+        b.extend_from_slice(&[
+            20, 7, 0, 0, 0, 10, 90, 0, 0, 0x30, 0x39, 0x10, 0x93, 1, 0, 0, 0, 0,
+        ]);
+        b
+    }
+}
+
+fn vendor_loc() -> impl Strategy<Value = VendorLoc> {
+    (
+        (1u8..=28, 1u8..=12, 0u8..100, 0u8..24, 0u8..60, 0u8..60),
+        (0u8..90, 0u32..600_000, 0u16..180, 0u32..600_000),
+        any::<(bool, bool, bool)>(),
+        0u8..100,
+        0u8..180,
+    )
+        .prop_map(
+            |(
+                t,
+                (lat_deg, lat_min_e4, lon_deg, lon_min_e4),
+                (valid, north, east),
+                speed,
+                course_half,
+            )| VendorLoc {
+                time: [t.0, t.1, t.2, t.3, t.4, t.5],
+                lat_deg,
+                lat_min_e4,
+                lon_deg,
+                lon_min_e4,
+                valid,
+                north,
+                east,
+                speed,
+                course_half,
+            },
+        )
+}
+
+proptest! {
+    /// 0x5501 / 0x5502 decode to the encoded fix (UTC time, BCD degrees and minutes); 0x5502 is
+    /// the blind-area buffer; the 0x4401 answer comes exactly when attribute bit 15 asks for it.
+    #[test]
+    fn vendor_locations_decode_and_are_answered(
+        l in vendor_loc(),
+        blind in any::<bool>(),
+        answer in any::<bool>(),
+        digits in proptest::collection::vec(0u8..100, 6),
+        serial in any::<u8>(),
+    ) {
+        let term: Vec<u8> = digits.into_iter().map(bcd).collect();
+        let id = if blind { 0x5502 } else { 0x5501 };
+        let frame = encode_vendor(id, answer, &term, serial, &l.body());
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let out = feed_chunks(&mut s, &[&frame], 4096);
+        prop_assert_eq!(out.len(), 1 + usize::from(answer), "{:?}", out);
+        let Output::Event(e) = &out[0] else {
+            return Err(TestCaseError::fail(format!("not an event: {out:?}")));
+        };
+        let EventKind::Position(fix) = &e.kind else {
+            return Err(TestCaseError::fail("not a position"));
+        };
+        let p = fix.position;
+        let deg = |d: f64, m: u32| d + f64::from(m) / 10_000.0 / 60.0;
+        let lat = deg(f64::from(l.lat_deg), l.lat_min_e4) * if l.north { 1.0 } else { -1.0 };
+        let lon = deg(f64::from(l.lon_deg), l.lon_min_e4) * if l.east { 1.0 } else { -1.0 };
+        prop_assert!((p.lat - lat).abs() < 1e-9 && (p.lon - lon).abs() < 1e-9, "{:?}", p);
+        let [d, mo, y, h, mi, sec] = l.time;
+        let t = lienwatch::event::Timestamp::from_civil(2000 + i32::from(y), mo, d, h, mi, sec).unwrap();
+        prop_assert_eq!(p.time, t);
+        prop_assert_eq!(p.valid, l.valid);
+        prop_assert_eq!(p.speed_kmh, f64::from(l.speed));
+        prop_assert_eq!(p.course, u16::from(l.course_half) * 2 % 360);
+        prop_assert_eq!(fix.buffered, blind);
+        if answer {
+            let mut body = id.to_be_bytes().to_vec();
+            body.push(0);
+            let want = encode_vendor(0x4401, false, &term, 1, &body);
+            prop_assert_eq!(&out[1], &Output::Reply(want.into()));
+        }
+    }
+
+    /// A 0x0201 answer (query serial, then a 0x0200 body) is a position like 0x0200.
+    #[test]
+    fn location_answers_decode(
+        l in loc(),
+        (version, term) in terminal(),
+        serial in any::<u16>(),
+        query in any::<u16>(),
+    ) {
+        let mut body = query.to_be_bytes().to_vec();
+        body.extend_from_slice(&l.body());
+        let frame = encode(0x0201, version, &term, serial, &body);
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let out = feed_chunks(&mut s, &[&frame], 4096);
+        prop_assert_eq!(out.len(), 2, "{:?}", out);
+        let Output::Event(e) = &out[0] else {
+            return Err(TestCaseError::fail(format!("not an event: {out:?}")));
+        };
+        let p = e.position().ok_or_else(|| TestCaseError::fail("not a position"))?;
+        let sign = |neg: bool| if neg { -1.0 } else { 1.0 };
+        prop_assert_eq!(p.lat, sign(l.status & 4 != 0) * f64::from(l.lat) / 1e6);
+        prop_assert_eq!(p.course, l.course);
+        let mut ack = serial.to_be_bytes().to_vec();
+        ack.extend_from_slice(&[0x02, 0x01, 0x00]);
+        prop_assert_eq!(&out[1], &Output::Reply(encode(0x8001, version, &term, 1, &ack).into()));
+    }
+
+    /// Every item of a 0x0210 batch (a length byte and a 0x0200 body each) is a position, and
+    /// the batch is acknowledged once.
+    #[test]
+    fn batch_2_items_all_decode(
+        items in proptest::collection::vec(loc(), 1..5),
+        (version, term) in terminal(),
+        serial in any::<u16>(),
+    ) {
+        let mut body = Vec::new();
+        for l in &items {
+            let b = l.body();
+            body.push(b.len() as u8);
+            body.extend_from_slice(&b);
+        }
+        prop_assume!(body.len() <= 0x3FF && body.len() != 7);
+        let frame = encode(0x0210, version, &term, serial, &body);
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let out = feed_chunks(&mut s, &[&frame], 4096);
+        prop_assert_eq!(out.len(), items.len() + 1, "{:?}", out);
+        for (o, l) in out.iter().zip(&items) {
+            let Output::Event(e) = o else {
+                return Err(TestCaseError::fail(format!("not an event: {o:?}")));
+            };
+            let p = e.position().ok_or_else(|| TestCaseError::fail("not a position"))?;
+            prop_assert_eq!(p.course, l.course);
+        }
+        let mut ack = serial.to_be_bytes().to_vec();
+        ack.extend_from_slice(&[0x02, 0x10, 0x00]);
+        prop_assert_eq!(&out[items.len()], &Output::Reply(encode(0x8001, version, &term, 1, &ack).into()));
     }
 }

@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use lienwatch::event::Timestamp;
-use lienwatch::protocol::gt06::Gt06Session;
+use lienwatch::protocol::gt06::{self, Gt06Session};
 use lienwatch::protocol::{Output, Session, SessionConfig};
 use std::sync::Arc;
 
@@ -38,8 +38,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(buf.len() < max_frame, "buffer holds {} bytes", buf.len());
         for o in out.drain(..) {
             if let Output::Reply(r) = o {
-                assert!(r.len() == 10 || r.len() == 16, "unexpected reply {r:?}");
-                assert_eq!(&r[..2], &[0x78, 0x78]);
+                // Every reply is one well-formed frame: acks, time and address answers.
+                match gt06::parse_frame(&r, 4096) {
+                    Ok(Some((_, n))) => assert_eq!(n, r.len(), "reply {r:?}"),
+                    other => panic!("reply {r:?} is not a frame: {other:?}"),
+                }
             }
         }
     }

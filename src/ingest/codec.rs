@@ -62,10 +62,10 @@ impl Decoder for SessionCodec {
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Output>>, CodecError> {
         let mut out = self.feed(src)?;
         if src.len() > self.hard_limit {
-            out.push(Output::Rejected(super::Rejection {
-                reason: "buffer over limit",
-                bytes: src.len(),
-            }));
+            out.push(Output::Rejected(super::Rejection::new(
+                "buffer over limit",
+                src.len(),
+            )));
             src.clear();
         }
         Ok(if out.is_empty() { None } else { Some(out) })

@@ -34,19 +34,32 @@ pub fn split(protocol: &'static str, outs: Vec<Output>, peer: &str) -> Split {
     s
 }
 
-/// Counts a rejection and logs it at debug, at most a few times a second across the process,
-/// so that a flood of garbage cannot flood the journal.
+/// Counts a rejection and logs it, at most a few times a second across the process, so that a
+/// flood of garbage cannot flood the journal. A sound frame of a type lienwatch does not read is
+/// logged at info with its hex (the reason names the type): that is what an operator needs to see
+/// what the fleet sends; garbage and bad checksums stay at debug.
 pub fn rejected(protocol: &'static str, r: Rejection, peer: &str) {
     metrics::counter!("lienwatch_frames_rejected_total", "protocol" => protocol, "reason" => r.reason)
         .increment(1);
-    if log_budget() {
-        tracing::debug!(
+    if !log_budget() {
+        return;
+    }
+    match &r.sample {
+        Some(sample) => tracing::info!(
+            protocol,
+            peer,
+            reason = r.reason,
+            bytes = r.bytes,
+            hex = %crate::protocol::to_hex(sample),
+            "frame not decoded"
+        ),
+        None => tracing::debug!(
             protocol,
             peer,
             reason = r.reason,
             bytes = r.bytes,
             "input rejected"
-        );
+        ),
     }
 }
 

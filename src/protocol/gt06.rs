@@ -8,7 +8,8 @@
 
 use super::{Output, Rejection, Session, SessionConfig, SessionError};
 use crate::event::{
-    AlarmReport, Alarms, DeviceId, Event, EventKind, Fix, Position, Protocol, Timestamp,
+    AlarmReport, Alarms, Cell, DeviceId, Event, EventKind, Fix, Position, Protocol, Timestamp,
+    WifiAp,
 };
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -82,6 +83,22 @@ pub const PROTO_TIME_REQUEST: u8 = 0x8A;
 pub const PROTO_INFO: u8 = 0x94;
 pub const PROTO_LOCATION_4G: u8 = 0xA0;
 pub const PROTO_ALARM_4G: u8 = 0xA4;
+/// AZ735 / SL4X GPS+LBS+status; in `79 79` frames the AZ735 extended layout (length-prefixed GPS).
+pub const PROTO_GPS_STATUS_4: u8 = 0x32;
+/// X1 location (4 bytes of data/alarm flags before the GPS block); SL4X sends LBS under it.
+pub const PROTO_X1_GPS: u8 = 0x34;
+/// Jimi modular report (`79 79`): type-length modules, GPS in module 0x33.
+pub const PROTO_GPS_MODULAR: u8 = 0x70;
+/// Text answer to a server command (`79 79`); "where" answers carry a position.
+pub const PROTO_STRING_INFO: u8 = 0x21;
+/// Address request (JM-VL03 §6): a fix and the phone number the address is for.
+pub const PROTO_ADDRESS_REQUEST: u8 = 0x2A;
+/// Address answer in UTF-16 (Chinese), `78 78` frame.
+pub const PROTO_ADDRESS_CN: u8 = 0x17;
+/// Address answer in ASCII (English), `79 79` frame.
+pub const PROTO_ADDRESS_EN: u8 = 0x97;
+/// LBS + status alarm without a fix (JM01 and others).
+pub const PROTO_LBS_STATUS: u8 = 0x19;
 
 /// A checked frame, borrowing the input.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -329,6 +346,8 @@ impl Gps {
             course: self.course(),
             satellites: Some(self.satellites),
             altitude_m: None,
+            cell: None,
+            wifi: None,
         }
     }
 }
@@ -352,6 +371,35 @@ pub struct Location {
     pub upload_mode: Option<u8>,
     /// Re-upload flag: the fix was buffered while offline.
     pub reupload: bool,
+    /// The time is UTC by construction (Unix seconds, or a text answer the server asked for), so
+    /// no device clock offset applies.
+    pub utc: bool,
+    /// Metres, from the modular report's fix module.
+    pub altitude_m: Option<i16>,
+}
+
+impl Location {
+    /// A location with no ACC / upload flags.
+    pub fn plain(gps: Gps, utc: bool) -> Self {
+        Location {
+            gps,
+            acc: None,
+            upload_mode: None,
+            reupload: false,
+            utc,
+            altitude_m: None,
+        }
+    }
+}
+
+/// An LBS or Wi-Fi report without a GNSS fix (§A.4: 0x24, 0x28, 0x2C, 0x2E, 0xA1, ...): the cell
+/// and Wi-Fi data are kept, the position is never valid.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Lbs {
+    /// The report's device time, when the message carries one.
+    pub device_time: Option<Timestamp>,
+    pub cell: Option<Cell>,
+    pub wifi: Option<WifiAp>,
 }
 
 /// Status block of 0x13 and alarm packets.
@@ -387,6 +435,17 @@ pub enum Message<'a> {
         kind: u8,
         data: &'a [u8],
     },
+    /// Cell / Wi-Fi report without a fix.
+    Lbs(Lbs),
+    /// 0x2A: the device asks for the address of its fix, to text it to `phone`.
+    AddressRequest {
+        gps: Gps,
+        phone: &'a [u8],
+        /// 0x01 Chinese, 0x02 English, 0x00 no answer wanted.
+        language: u8,
+    },
+    /// A text answer (0x21) that carries no position.
+    Text,
     /// A protocol number this decoder does not handle.
     Unsupported(u8),
 }
@@ -443,6 +502,14 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
             })
         }
         PROTO_LOCATION | PROTO_LOCATION_UTC | PROTO_LOCATION_4G => {
+            // QH302R clones put the IMEI (8 BCD bytes) before the GPS block of a 0x12: the
+            // content is then 8 bytes longer than the standard 26.
+            let at = if p.proto == PROTO_LOCATION && c.len() == 34 && is_bcd(&c[..8]) {
+                8
+            } else {
+                0
+            };
+            let c = c.get(at..).ok_or(DecodeError::Truncated)?;
             let gps = Gps::parse(c)?;
             // 0x22: flags follow the 8-byte LBS block; 0xA0: the 4G LBS block (MNC is 2 bytes
             // when MCC bit 15 is set, LAC 4, cell 8).
@@ -460,7 +527,23 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
                 acc: flags.and_then(|f| f.first()).map(|&a| a != 0),
                 upload_mode: flags.and_then(|f| f.get(1)).copied(),
                 reupload: flags.and_then(|f| f.get(2)).is_some_and(|&r| r == 1),
+                utc: false,
+                altitude_m: None,
             })
+        }
+        proto if gps_first(proto, p.extended, c.len()) => {
+            Message::Location(Location::plain(Gps::parse(c)?, false))
+        }
+        PROTO_X1_GPS if !p.extended && c.len() != SL4X_LBS_CONTENT => {
+            let gps = Gps::parse(c.get(4..).ok_or(DecodeError::Truncated)?)?;
+            Message::Location(Location::plain(gps, false))
+        }
+        PROTO_GPS_STATUS_4 | 0x33 if p.extended => decode_az735(c)?,
+        PROTO_GPS_MODULAR if p.extended => decode_modular(c)?,
+        PROTO_STRING_INFO if p.extended => decode_string_info(c)?,
+        proto if lbs_layout(proto, p.extended, c.len()).is_some() => {
+            let layout = lbs_layout(proto, p.extended, c.len()).unwrap_or_default();
+            Message::Lbs(decode_lbs(c, layout)?)
         }
         PROTO_STATUS => {
             let &terminal_info = c.first().ok_or(DecodeError::Truncated)?;
@@ -498,11 +581,343 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
             })
         }
         PROTO_TIME_REQUEST => Message::TimeRequest,
+        PROTO_ADDRESS_REQUEST if !p.extended => {
+            let gps = Gps::parse(c)?;
+            let phone = c.get(18..39).ok_or(DecodeError::Truncated)?;
+            let language = c.get(40).copied().unwrap_or(0);
+            Message::AddressRequest {
+                gps,
+                phone,
+                language,
+            }
+        }
+        // MCC 2, MNC 1, LAC 2, cell 3, then the status block of the alarm packets. Longer frames
+        // under this number are Space10x multi-cell lists.
+        PROTO_LBS_STATUS if !p.extended && c.len() < 0x17 - 5 => {
+            let Some(&[terminal_info, voltage, gsm, alarm_code]) = c.get(8..12) else {
+                return Err(DecodeError::Truncated);
+            };
+            Message::Alarm(AlarmPacket {
+                gps: None,
+                status: Status {
+                    terminal_info,
+                    voltage_level: Some(voltage),
+                    gsm_level: Some(gsm),
+                },
+                alarm_code,
+                fence: None,
+            })
+        }
         PROTO_INFO => {
             let (&kind, data) = c.split_first().ok_or(DecodeError::Truncated)?;
             Message::Info { kind, data }
         }
         other => Message::Unsupported(other),
+    })
+}
+
+/// Content length of an SL4X 0x34 (LEN 0x37): an LBS report, not an X1 location.
+const SL4X_LBS_CONTENT: usize = 0x37 - 5;
+
+fn is_bcd(b: &[u8]) -> bool {
+    b.iter().all(|&x| x >> 4 <= 9 && x & 0x0F <= 9)
+}
+
+/// Message types whose content opens with the 18-byte GPS block (§A.5), as the GT06 family and
+/// its clones send them: GPS (0x10), GPS+LBS (0x11, 0x25, 0x2D, 0x31, 0x37, 0x38), GPS+phone
+/// (0x1A), GPS+LBS extended (0x1E), AZ735 / SL4X status (0x32 in `78 78` frames), TRX16i RFID
+/// location (0x36 with LEN 0x35), Jimi alarm module (0x39), the LW 4G status (0xA2 with LEN 0x40) and the
+/// SR411 mini (0x24 with LEN 0x2E). Lengths are what tells the clones' reuse of a type apart.
+fn gps_first(proto: u8, extended: bool, content_len: usize) -> bool {
+    match proto {
+        0x10 | 0x11 | 0x1A | 0x1E | 0x25 | 0x2D | 0x31 | 0x37 | 0x38 | 0x39 => true,
+        PROTO_GPS_STATUS_4 => !extended,
+        // TRX16i: LEN 0x35. Jimi 4G units send a status report under the same number.
+        0x36 => !extended && content_len == 0x35 - 5,
+        0xA2 => !extended && content_len == 0x40 - 5,
+        0x24 => !extended && content_len == 0x2E - 5,
+        _ => false,
+    }
+}
+
+/// How an LBS / Wi-Fi report lays out its first cell (§A.4 multi-cell reports).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+struct LbsLayout {
+    /// A timing-advance byte before the MCC (SL4X), instead of after the cells.
+    ta_first: bool,
+    /// MNC always on 2 bytes (SL4X), not only when MCC bit 15 says so.
+    mnc_wide: bool,
+    lac_len: usize,
+    cid_len: usize,
+    /// Cells in the block (each followed by one RSSI byte).
+    cells: usize,
+    /// A Wi-Fi list follows the cells.
+    wifi: bool,
+}
+
+/// The LBS-only types: multi-cell (0x24, 0x28, 0x2E), LBS + Wi-Fi (0x2C, 0x18), 4G LBS (0xA1),
+/// 4G LBS + Wi-Fi (0xA2), SL4X LBS (0x34 with LEN 0x37) and Wi-Fi (0x33 in `78 78` frames).
+fn lbs_layout(proto: u8, extended: bool, content_len: usize) -> Option<LbsLayout> {
+    let base = LbsLayout {
+        ta_first: false,
+        mnc_wide: false,
+        lac_len: 2,
+        cid_len: 3,
+        cells: 7,
+        wifi: false,
+    };
+    Some(match proto {
+        0x24 | 0x28 | 0x2E if !extended || proto != 0x24 => base,
+        0x2C | 0x18 => LbsLayout { wifi: true, ..base },
+        0xA1 => LbsLayout {
+            lac_len: 4,
+            cid_len: 8,
+            ..base
+        },
+        0xA2 => LbsLayout {
+            lac_len: 4,
+            cid_len: 8,
+            wifi: true,
+            ..base
+        },
+        PROTO_X1_GPS if !extended && content_len == SL4X_LBS_CONTENT => LbsLayout {
+            ta_first: true,
+            mnc_wide: true,
+            cid_len: 4,
+            ..base
+        },
+        0x33 if !extended => LbsLayout {
+            cid_len: 4,
+            cells: 6,
+            wifi: true,
+            ..base
+        },
+        _ => return None,
+    })
+}
+
+fn be_n(b: &[u8], at: usize, n: usize) -> Option<u64> {
+    let bytes = b.get(at..at.checked_add(n)?)?;
+    Some(bytes.iter().fold(0u64, |acc, &x| acc << 8 | u64::from(x)))
+}
+
+/// Date, then MCC/MNC, then the cells (first one kept: the serving cell), then for Wi-Fi reports
+/// a count and (BSSID, RSSI) pairs, of which the strongest is kept.
+fn decode_lbs(c: &[u8], l: LbsLayout) -> Result<Lbs, DecodeError> {
+    let Some(&[yy, mo, dd, hh, mi, ss]) = c.get(..6) else {
+        return Err(DecodeError::Truncated);
+    };
+    // LBS reports are often sent before the clock is set; the cell is still worth keeping.
+    let device_time = civil_2000(yy, mo, dd, hh, mi, ss);
+    let mut at = 6 + usize::from(l.ta_first);
+    let mcc = be16(c, at).ok_or(DecodeError::Truncated)?;
+    at += 2;
+    let mnc_len = if l.mnc_wide || mcc & 0x8000 != 0 {
+        2
+    } else {
+        1
+    };
+    let mnc = be_n(c, at, mnc_len).ok_or(DecodeError::Truncated)? as u16;
+    at += mnc_len;
+    let lac = be_n(c, at, l.lac_len).ok_or(DecodeError::Truncated)? as u32;
+    let cid = be_n(c, at + l.lac_len, l.cid_len).ok_or(DecodeError::Truncated)?;
+    let cell = (lac != 0 || cid != 0).then_some(Cell {
+        mcc: mcc & 0x7FFF,
+        mnc,
+        lac,
+        cid,
+    });
+    at += l.cells * (l.lac_len + l.cid_len + 1) + usize::from(!l.ta_first);
+    let mut wifi: Option<WifiAp> = None;
+    if l.wifi {
+        let count = c.get(at).copied().unwrap_or(0) as usize;
+        for i in 0..count {
+            let Some(ap) = c.get(at + 1 + i * 7..at + 8 + i * 7) else {
+                break;
+            };
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&ap[..6]);
+            let rssi = -i16::from(ap[6]);
+            if wifi.is_none_or(|w| rssi > w.rssi) {
+                wifi = Some(WifiAp { mac, rssi });
+            }
+        }
+    }
+    Ok(Lbs {
+        device_time,
+        cell,
+        wifi,
+    })
+}
+
+/// AZ735 extended 0x32 / 0x33 (`79 79`): date, then a GPS length byte (0 = no fix in this report)
+/// before the usual satellites, coordinates, speed and course/status.
+fn decode_az735(c: &[u8]) -> Result<Message<'_>, DecodeError> {
+    let gps_len = c.get(6).copied().ok_or(DecodeError::Truncated)?;
+    if gps_len == 0 {
+        let Some(&[yy, mo, dd, hh, mi, ss]) = c.get(..6) else {
+            return Err(DecodeError::Truncated);
+        };
+        return Ok(Message::Lbs(Lbs {
+            device_time: civil_2000(yy, mo, dd, hh, mi, ss),
+            cell: None,
+            wifi: None,
+        }));
+    }
+    // Drop the length byte: what remains is the standard block.
+    let mut block = [0u8; 18];
+    let (date, rest) = (c.get(..6), c.get(7..19));
+    let (Some(date), Some(rest)) = (date, rest) else {
+        return Err(DecodeError::Truncated);
+    };
+    block[..6].copy_from_slice(date);
+    block[6..].copy_from_slice(rest);
+    Ok(Message::Location(Location::plain(
+        Gps::parse(&block)?,
+        false,
+    )))
+}
+
+/// Jimi modular report 0x70: (type u16, length u16, data) modules; module 0x33 is the fix: Unix
+/// time u32, satellites, altitude i16, then coordinates, speed and course/status as in §A.5. A
+/// zero time is a unit without a fix; the serving cell (module 0x11: MCC, MNC, LAC u16, cell
+/// u24) is then kept.
+fn decode_modular(c: &[u8]) -> Result<Message<'_>, DecodeError> {
+    let mut at = 0;
+    let mut fix = None;
+    let mut cell = None;
+    while let (Some(kind), Some(len)) = (be16(c, at), be16(c, at + 2)) {
+        let data = c
+            .get(at + 4..at + 4 + len as usize)
+            .ok_or(DecodeError::Truncated)?;
+        match kind {
+            0x33 => {
+                let (Some(t), Some(&sats), Some(lat_raw), Some(lon_raw), Some(&speed), Some(cs)) = (
+                    be32(data, 0),
+                    data.get(4),
+                    be32(data, 7),
+                    be32(data, 11),
+                    data.get(15),
+                    be16(data, 16),
+                ) else {
+                    return Err(DecodeError::Truncated);
+                };
+                if t == 0 {
+                    // No fix yet: the module is sent zeroed.
+                } else if lat_raw > 90 * 1_800_000 || lon_raw > 180 * 1_800_000 {
+                    return Err(DecodeError::BadCoordinates);
+                } else {
+                    let gps = Gps {
+                        device_time: Timestamp::from_secs(i64::from(t)),
+                        satellites: sats,
+                        lat_raw,
+                        lon_raw,
+                        speed_kmh: speed,
+                        course_status: cs,
+                    };
+                    let mut loc = Location::plain(gps, true);
+                    loc.altitude_m = data.get(5..7).map(|a| i16::from_be_bytes([a[0], a[1]]));
+                    fix = Some(loc);
+                }
+            }
+            0x11 => {
+                if let (Some(mcc), Some(mnc), Some(lac), Some(cid)) = (
+                    be16(data, 0),
+                    be16(data, 2),
+                    be16(data, 4),
+                    be_n(data, 6, 3),
+                ) {
+                    cell = (cid != 0).then_some(Cell {
+                        mcc,
+                        mnc,
+                        lac: u32::from(lac),
+                        cid,
+                    });
+                }
+            }
+            _ => {}
+        }
+        at += 4 + len as usize;
+    }
+    Ok(match fix {
+        Some(loc) => Message::Location(loc),
+        None => Message::Lbs(Lbs {
+            device_time: None,
+            cell,
+            wifi: None,
+        }),
+    })
+}
+
+/// 0x21 text answer: server flag (4), encoding (1 = ASCII, else UTF-16BE), text. A "where" answer
+/// reads `...Lat:N54.739332,Lon:E25.273270,Course:126.53,Speed:0.0000,DateTime:2017-05-26  10:27:47`.
+fn decode_string_info(c: &[u8]) -> Result<Message<'_>, DecodeError> {
+    let (Some(&enc), Some(raw)) = (c.get(4), c.get(5..)) else {
+        return Err(DecodeError::Truncated);
+    };
+    let text = if enc == 1 {
+        String::from_utf8_lossy(raw).into_owned()
+    } else {
+        encoding_rs::UTF_16BE
+            .decode_without_bom_handling(raw)
+            .0
+            .into_owned()
+    };
+    Ok(match where_answer(&text) {
+        Some(gps) => Message::Location(Location::plain(gps, true)),
+        None => Message::Text,
+    })
+}
+
+/// The value after `key` up to the next comma.
+fn field<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    let start = text.find(key)? + key.len();
+    let rest = text.get(start..)?;
+    Some(rest.split(',').next().unwrap_or(rest).trim())
+}
+
+fn where_answer(text: &str) -> Option<Gps> {
+    let hem = |v: &str, pos: char, neg: char| -> Option<(f64, bool)> {
+        let mut ch = v.chars();
+        let h = ch.next()?;
+        let deg: f64 = ch.as_str().parse().ok()?;
+        (deg.is_finite() && (h == pos || h == neg)).then_some((deg, h == neg))
+    };
+    let (lat, south) = hem(field(text, "Lat:")?, 'N', 'S')?;
+    let (lon, west) = hem(field(text, "Lon:")?, 'E', 'W')?;
+    let course: f64 = field(text, "Course:")?.parse().ok()?;
+    let speed: f64 = field(text, "Speed:")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    let dt = field(text, "DateTime:")?;
+    let mut parts = dt
+        .split(['-', ':', ' '])
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u16>().ok());
+    let mut next = || parts.next().flatten();
+    let (y, mo, d, h, mi, se) = (next()?, next()?, next()?, next()?, next()?, next()?);
+    let yy = u8::try_from(y.checked_sub(2000)?).ok()?;
+    let device_time = civil_2000(yy, mo as u8, d as u8, h as u8, mi as u8, se as u8)?;
+    if !(0.0..=90.0).contains(&lat)
+        || !(0.0..=180.0).contains(&lon)
+        || !(0.0..=360.0).contains(&course)
+    {
+        return None;
+    }
+    let mut course_status = 0x1000 | (course.round() as u16 % 360);
+    if !south {
+        course_status |= 0x0400;
+    }
+    if west {
+        course_status |= 0x0800;
+    }
+    Some(Gps {
+        device_time,
+        satellites: 0,
+        lat_raw: (lat * 1_800_000.0).round() as u32,
+        lon_raw: (lon * 1_800_000.0).round() as u32,
+        speed_kmh: speed.clamp(0.0, 255.0).round() as u8,
+        course_status,
     })
 }
 
@@ -540,6 +955,73 @@ pub fn alarm_report(terminal_info: u8, alarm_code: Option<u8>) -> AlarmReport {
         r = r.with(Alarms::POWER_CUT, false);
     }
     r.with(Alarms::IMMOBILISED, terminal_info & 0x80 != 0)
+}
+
+/// The acknowledgement a location-bearing frame expects: the short `78 78` ack echoing type and
+/// serial, except the AZ735 extended reports, which are answered in a `79 79` frame.
+fn reply_for(pkt: &Packet<'_>) -> Option<Bytes> {
+    Some(
+        if pkt.extended && matches!(pkt.proto, PROTO_GPS_STATUS_4 | 0x33) {
+            Bytes::copy_from_slice(&ack_extended(pkt.proto, pkt.serial))
+        } else {
+            Bytes::copy_from_slice(&ack(pkt.proto, pkt.serial))
+        },
+    )
+}
+
+/// The answer to an address request (JM-VL03 §5, 0x17 / 0x97): `ALARMSMS&&<address>&&<phone>##`
+/// after a 4-byte server flag, in UTF-16 in a `78 78` frame for Chinese, in ASCII in a `79 79`
+/// frame for English. lienwatch has no geocoder: the "address" is the fix's coordinates, which is
+/// what the user who texted the device for its address can use. Language 0: no answer wanted.
+pub fn address_reply(
+    position: &Position,
+    phone: &[u8],
+    language: u8,
+    serial: u16,
+) -> Option<Vec<u8>> {
+    let address = format!("{:.6},{:.6}", position.lat, position.lon);
+    let (proto, text): (u8, Vec<u8>) = match language {
+        0x01 => (
+            PROTO_ADDRESS_CN,
+            address.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+        ),
+        0x02 => (PROTO_ADDRESS_EN, address.into_bytes()),
+        _ => return None,
+    };
+    let mut content = vec![0, 0, 0, 0];
+    content.extend_from_slice(b"ALARMSMS&&");
+    content.extend_from_slice(&text);
+    content.extend_from_slice(b"&&");
+    content.extend_from_slice(phone);
+    content.extend_from_slice(b"##");
+    let mut body = Vec::with_capacity(content.len() + 8);
+    let len = 1 + 1 + content.len() + 2 + 2;
+    let mut f = if proto == PROTO_ADDRESS_EN {
+        let mut f = vec![0x79, 0x79];
+        f.extend_from_slice(&u16::try_from(len).ok()?.to_be_bytes());
+        f
+    } else {
+        vec![0x78, 0x78, u8::try_from(len).ok()?]
+    };
+    body.push(proto);
+    body.push(u8::try_from(content.len()).ok()?);
+    body.extend_from_slice(&content);
+    body.extend_from_slice(&serial.to_be_bytes());
+    f.extend_from_slice(&body);
+    let crc = X25.checksum(&f[2..]);
+    f.extend_from_slice(&crc.to_be_bytes());
+    f.extend_from_slice(&[0x0D, 0x0A]);
+    Some(f)
+}
+
+/// `79 79 00 05 <proto> <serial> <crc> 0D 0A`: the ack for reports sent in extended frames.
+pub fn ack_extended(proto: u8, serial: u16) -> [u8; 11] {
+    let [s1, s2] = serial.to_be_bytes();
+    let mut f = [0x79, 0x79, 0x00, 0x05, proto, s1, s2, 0, 0, 0x0D, 0x0A];
+    let [c1, c2] = X25.checksum(&f[2..7]).to_be_bytes();
+    f[7] = c1;
+    f[8] = c2;
+    f
 }
 
 /// `78 78 05 <proto> <serial> <crc> 0D 0A` (§A.3).
@@ -644,10 +1126,11 @@ impl Gt06Session {
     fn handle(
         &mut self,
         pkt: &Packet<'_>,
-        n: usize,
+        frame: &[u8],
         out: &mut Vec<Output>,
     ) -> Result<(), SessionError> {
-        let reject = |reason| Output::Rejected(Rejection { reason, bytes: n });
+        let n = frame.len();
+        let reject = |reason| Output::Rejected(Rejection::new(reason, n));
         let msg = match decode_packet(pkt) {
             Ok(m) => m,
             Err(e) => {
@@ -681,18 +1164,57 @@ impl Gt06Session {
         let reply = match msg {
             Message::Login(_) => None,
             Message::Location(loc) => {
+                let offset = if loc.utc {
+                    0
+                } else {
+                    self.offset_for(pkt.proto)
+                };
+                let mut position = loc.gps.position(offset);
+                position.altitude_m = loc.altitude_m.map(f64::from);
                 let fix = Fix {
-                    position: loc.gps.position(self.offset_for(pkt.proto)),
+                    position,
                     alarms: AlarmReport::NONE,
                     buffered: loc.reupload,
                 };
                 out.push(self.event(&id, EventKind::Position(fix)));
-                Some(ack(pkt.proto, pkt.serial))
+                // A text answer closes a command exchange: nothing to acknowledge.
+                if pkt.proto == PROTO_STRING_INFO {
+                    None
+                } else {
+                    reply_for(pkt)
+                }
+            }
+            Message::Lbs(lbs) => {
+                let offset = self.offset_for(pkt.proto);
+                let time = match lbs.device_time {
+                    Some(t) => t.add_millis(-i64::from(offset) * 1000),
+                    None => (self.cfg.clock)(),
+                };
+                let position = Position {
+                    time,
+                    valid: false,
+                    cell: lbs.cell,
+                    wifi: lbs.wifi,
+                    ..Position::default()
+                };
+                out.push(self.event(&id, EventKind::Position(Fix::live(position))));
+                reply_for(pkt)
+            }
+            // A text answer is the device's side of a command exchange: nothing to acknowledge.
+            Message::Text => None,
+            Message::AddressRequest {
+                gps,
+                phone,
+                language,
+            } => {
+                let position = gps.position(self.offset_for(pkt.proto));
+                out.push(self.event(&id, EventKind::Position(Fix::live(position))));
+                address_reply(&position, phone, language, pkt.serial).map(Bytes::from)
             }
             Message::Status(st) => {
                 let alarms = alarm_report(st.terminal_info, None);
                 out.push(self.event(&id, EventKind::Heartbeat { alarms }));
-                Some(ack(pkt.proto, pkt.serial))
+                reply_for(pkt)
             }
             Message::Alarm(a) => {
                 let alarms = alarm_report(a.status.terminal_info, Some(a.alarm_code));
@@ -705,7 +1227,7 @@ impl Gt06Session {
                     None => EventKind::Alarm { alarms },
                 };
                 out.push(self.event(&id, kind));
-                Some(ack(pkt.proto, pkt.serial))
+                reply_for(pkt)
             }
             Message::TimeRequest => {
                 let now = (self.cfg.clock)();
@@ -716,13 +1238,17 @@ impl Gt06Session {
             }
             // Information transfer is not acknowledged (§A.5); nothing in it feeds the rules yet.
             Message::Info { .. } => None,
-            Message::Unsupported(_) => {
-                out.push(reject("unsupported message"));
+            Message::Unsupported(kind) => {
+                out.push(Output::Rejected(Rejection::unsupported(
+                    "gt06",
+                    &format!("0x{kind:02X}"),
+                    frame,
+                )));
                 None
             }
         };
         if let Some(r) = reply {
-            out.push(Output::Reply(Bytes::copy_from_slice(&r)));
+            out.push(Output::Reply(r));
         }
         Ok(())
     }
@@ -745,10 +1271,10 @@ impl Session for Gt06Session {
                 },
             };
             if start > 0 {
-                out.push(Output::Rejected(Rejection {
-                    reason: "garbage before start marker",
-                    bytes: start,
-                }));
+                out.push(Output::Rejected(Rejection::new(
+                    "garbage before start marker",
+                    start,
+                )));
                 buf.advance(start);
             }
             if buf.len() < 2 {
@@ -756,7 +1282,7 @@ impl Session for Gt06Session {
             }
             match parse_frame(buf, max) {
                 Ok(Some((pkt, n))) => {
-                    let r = self.handle(&pkt, n, out);
+                    let r = self.handle(&pkt, buf.get(..n).unwrap_or(&[]), out);
                     buf.advance(n);
                     r?;
                 }
@@ -765,20 +1291,17 @@ impl Session for Gt06Session {
                     // marker was noise (a chance `78 78` with a large length): skip it now rather
                     // than stall the device until that length has arrived.
                     if complete_frame_after_start(buf, max) {
-                        out.push(Output::Rejected(Rejection {
-                            reason: "start marker not followed by a frame",
-                            bytes: 2,
-                        }));
+                        out.push(Output::Rejected(Rejection::new(
+                            "start marker not followed by a frame",
+                            2,
+                        )));
                         buf.advance(2);
                         continue;
                     }
                     return Ok(());
                 }
                 Err(e) => {
-                    out.push(Output::Rejected(Rejection {
-                        reason: e.reason(),
-                        bytes: 2,
-                    }));
+                    out.push(Output::Rejected(Rejection::new(e.reason(), 2)));
                     buf.advance(2);
                 }
             }
@@ -1036,10 +1559,7 @@ mod tests {
         let (out, _) = decode_all(&mut s, &hex(LOC12));
         assert_eq!(
             out,
-            vec![Output::Rejected(Rejection {
-                reason: "frame before login",
-                bytes: 36
-            })]
+            vec![Output::Rejected(Rejection::new("frame before login", 36))]
         );
     }
 
@@ -1119,6 +1639,41 @@ mod tests {
         f[at..at + 2].copy_from_slice(&crc.to_be_bytes());
         let (p, _) = parse_frame(&f, 4096).unwrap().unwrap();
         assert_eq!(decode_packet(&p), Err(DecodeError::BadTime));
+    }
+
+    #[test]
+    fn address_request_is_answered_with_the_fix() {
+        // JM-VL03 protocol §6 example (Chinese answer requested).
+        const REQ: &str = "78 78 2E 2A 0F 0C 1D 07 11 39 CA 02 7A C8 00 0C 46 58 00 00 14 D8 31 32 35 32 30 31 33 35 33 32 31 37 37 30 37 39 00 00 00 00 00 00 01 00 2A 6E CE 0D 0A";
+        let mut s = session();
+        let stream: Vec<u8> = [LOGIN, REQ].iter().flat_map(|f| hex(f)).collect();
+        let (out, _) = decode_all(&mut s, &stream);
+        let ev = events(&out);
+        let p = ev[1].position().expect("position");
+        assert_eq!(p.time.to_string(), "2015-12-29T07:17:57Z");
+        assert!((p.lat - 23.11168).abs() < 1e-6 && (p.lon - 114.409244).abs() < 1e-6);
+        let r = &replies(&out)[1];
+        assert_eq!(&r[..4], &[0x78, 0x78, r.len() as u8 - 5, PROTO_ADDRESS_CN]);
+        assert_eq!(
+            r[4] as usize,
+            r.len() - 4 - 1 - 6,
+            "length byte counts flag to ##"
+        );
+        let text: Vec<u8> = "23.111680,114.409244"
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        let body = &r[5..r.len() - 6];
+        assert_eq!(&body[..4], &[0, 0, 0, 0]);
+        assert_eq!(&body[4..14], b"ALARMSMS&&");
+        assert_eq!(&body[14..14 + text.len()], &text[..]);
+        assert_eq!(&body[body.len() - 2..], b"##");
+        assert_eq!(&body[body.len() - 23..body.len() - 2], &hex(REQ)[22..43]);
+        assert_eq!(&r[r.len() - 6..r.len() - 4], &[0x00, 0x2A]);
+        assert_eq!(
+            crc16_x25(&r[2..r.len() - 4]).to_be_bytes(),
+            [r[r.len() - 4], r[r.len() - 3]]
+        );
     }
 
     #[test]

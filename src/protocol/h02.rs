@@ -11,11 +11,19 @@
 //! is therefore fire-and-forget, and the session only ever emits events.
 //!
 //! Messages understood:
-//! - `V1` location: a position, valid for `A` (or `B`, a BeiDou fix), invalid for `V`;
-//! - `XT`, `HTBT`, `NBR` (cell list, no fix), `V4` (command ack), `LINK`, `ALRM`, `BC`, and any
-//!   other well-formed command: a heartbeat, because any message proves the device alive. A
-//!   trailing 8-hex-digit status word (NBR sends one) is decoded into its alarm report.
-//! - binary `$`: the 32-byte form with a 10-digit id (§D.5).
+//! - `V1` location: a position, valid for `A` (or `B`, a BeiDou fix), invalid for `V`, empty or a
+//!   coding-scheme digit; coordinates with or without leading zeros, dotless, or `-dd-mm.mmmm`;
+//! - the other V-messages that carry the same fix fields after their own prefix or before their
+//!   own suffix (V2, V4 command answers, V5, V6, V8, V19, VI1) and `VP1` (validity first, date
+//!   only): positions;
+//! - `XT`, `HTBT`, `NBR` (cell list, no fix), `LINK`, `ALRM`, `BC`, and any other well-formed
+//!   command: a heartbeat, because any message proves the device alive. A trailing
+//!   8-hex-digit status word (NBR sends one) is decoded into its alarm report.
+//! - binary `$`: the 32-byte form with a 10-digit id and the 42-byte form with a 15-digit IMEI
+//!   (§D.5).
+//!
+//! Makers are two letters of either case (`*HQ`, `*hq`, `*TH`); an empty id stands for the
+//! connection's device.
 
 use super::{Output, Rejection, Session, SessionConfig, SessionError};
 use crate::event::Timestamp;
@@ -24,6 +32,11 @@ use bytes::{Buf, BytesMut};
 
 /// Length of the binary `$` frame with a 10-digit id (§D.5).
 pub const BINARY_LEN: usize = 32;
+/// Length of the binary frame with a 15-digit IMEI: 8 id bytes (the last nibble is filler) and
+/// 7 more bytes of extensions after the status word.
+pub const BINARY_LONG_LEN: usize = 42;
+/// Extra id bytes of the long form.
+const LONG_ID_EXTRA: usize = 3;
 /// Knots to km/h.
 const KNOT_KMH: f64 = 1.852;
 
@@ -94,8 +107,23 @@ pub fn status_alarms(status: u32) -> AlarmReport {
         .with(Alarms::IMMOBILISED, low(27))
 }
 
-/// Parses one text message, `*` to `#` inclusive.
+/// Parses one text message, `*` to `#` inclusive. A message without a date or time is rejected;
+/// the session reads those with [`parse_text_at`] and its clock.
 pub fn parse_text(line: &[u8], utc_offset_s: Option<i32>) -> Result<Message<'_>, H02Error> {
+    parse_text_at(line, utc_offset_s, None)
+}
+
+/// Parses one text message; `now` stands in for the fix time of a report whose time or date
+/// fields are empty (devices send them so before their clock is set; such fixes are invalid).
+///
+/// Every V-message that carries a fix (V1, and V2, V4, V5, V6, V8, V19, VI1: the same fields after
+/// a command-specific prefix, §D.2) becomes a location; lowercase makers (`*hq`) and the `VP1`
+/// form (validity first, date only) are read too. An empty id is the connection's own device.
+pub fn parse_text_at(
+    line: &[u8],
+    utc_offset_s: Option<i32>,
+    now: Option<Timestamp>,
+) -> Result<Message<'_>, H02Error> {
     let inner = line
         .strip_prefix(b"*")
         .and_then(|l| l.strip_suffix(b"#"))
@@ -108,21 +136,35 @@ pub fn parse_text(line: &[u8], utc_offset_s: Option<i32>) -> Result<Message<'_>,
     let maker = fields.next().unwrap_or_default();
     let id = fields.next().unwrap_or_default();
     let command = fields.next().unwrap_or_default();
-    let maker_ok = maker.len() == 2 && maker.bytes().all(|b| b.is_ascii_uppercase());
+    let maker_ok = maker.len() == 2 && maker.bytes().all(|b| b.is_ascii_alphabetic());
     let command_ok = (1..=8).contains(&command.len())
         && command
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-    if !(maker_ok && valid_id(id) && command_ok) {
+    if !(maker_ok && (id.is_empty() || valid_id(id)) && command_ok) {
         return Err(H02Error::BadHeader);
     }
+    let rest: Vec<&str> = fields.collect();
+    let located = |(position, status)| Message::Location {
+        id,
+        position,
+        status,
+    };
     if command == "V1" {
-        let (position, status) = parse_v1(fields, utc_offset_s)?;
-        return Ok(Message::Location {
-            id,
-            position,
-            status,
-        });
+        return parse_v1(&rest, utc_offset_s, now).map(located);
+    }
+    if command == "VP1" {
+        if let Some(p) = parse_vp1(&rest) {
+            return Ok(located((p, None)));
+        }
+    } else if command.starts_with('V') && command != "V0" && command != "V3" {
+        // The fix follows a prefix whose length depends on the command (V4 echoes the command
+        // it answers and its arguments): the first place where the V1 fields parse is the fix.
+        for skip in 0..rest.len().min(12) {
+            if let Ok(fix) = parse_v1(&rest[skip..], utc_offset_s, now) {
+                return Ok(located(fix));
+            }
+        }
     }
     let status = text
         .rsplit(',')
@@ -134,6 +176,41 @@ pub fn parse_text(line: &[u8], utc_offset_s: Option<i32>) -> Result<Message<'_>,
         command,
         status,
     })
+}
+
+/// `VP1,A,lat,N|S,lon,E|W,speed,course,ddmmyy`: the fix of some IMEI-numbered models, dated but
+/// not timed (midnight UTC of its date). `VP1,V,...` is a cell list, read as a heartbeat.
+fn parse_vp1(f: &[&str]) -> Option<Position> {
+    let [validity, lat, ns, lon, ew, speed, course, date, ..] = f else {
+        return None;
+    };
+    if !matches!(*validity, "A" | "B") {
+        return None;
+    }
+    let lat = hemisphere(coordinate(lat, 2)?, ns, "N", "S")?;
+    let lon = hemisphere(coordinate(lon, 3)?, ew, "E", "W")?;
+    let knots = decimal(speed.trim())?;
+    let course = decimal(course).filter(|c| *c <= 360.0)?;
+    let time = date_time(date, "000000", None)?;
+    Some(Position {
+        time,
+        lat,
+        lon,
+        valid: true,
+        speed_kmh: knots * KNOT_KMH,
+        course: course.round() as u16 % 360,
+        ..Position::default()
+    })
+}
+
+fn hemisphere(v: f64, h: &str, pos: &str, neg: &str) -> Option<f64> {
+    if h == pos {
+        Some(v)
+    } else if h == neg {
+        Some(-v)
+    } else {
+        None
+    }
 }
 
 /// 10-digit ids and 15-digit IMEIs are what devices send (§D.1); a little slack either way.
@@ -173,22 +250,39 @@ fn decimal(s: &str) -> Option<f64> {
     s.parse().ok()
 }
 
-/// `ddmm.mmmm` (lat, `deg` = 2) or `dddmm.mmmm` (lon, `deg` = 3), 3 to 6 decimals, or the
-/// dotless form (`37573392`) with 4 implied decimals (§D.2).
+/// `ddmm.mmmm` (lat, `deg` = 2) or `dddmm.mmmm` (lon, `deg` = 3), 3 to 6 decimals, with or
+/// without the leading zeros (`701.8915` is 7° 01.8915'), the dotless form (`37573392`) with 4
+/// implied decimals, or the `-dd-mm.mmmm` form some firmware sends (degrees and minutes split by
+/// dashes, the hemisphere still in its own field) (§D.2).
 fn coordinate(s: &str, deg: usize) -> Option<f64> {
+    let all_digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if let Some(dashed) = s.strip_prefix('-') {
+        let (d, m) = dashed.split_once('-')?;
+        let (mi, mf) = m.split_once('.')?;
+        if d.len() > deg || !all_digits(d) || mi.len() > 2 || !all_digits(mi) || !all_digits(mf) {
+            return None;
+        }
+        let minutes: f64 = m.parse().ok()?;
+        if minutes >= 60.0 || mf.len() > 6 {
+            return None;
+        }
+        return Some(d.parse::<f64>().ok()? + minutes / 60.0);
+    }
     let (int, frac) = match s.split_once('.') {
         Some((i, f)) => (i, f),
         None if s.len() == deg + 6 => s.split_at_checked(deg + 2)?,
         None => return None,
     };
-    if int.len() != deg + 2
+    if int.is_empty()
+        || int.len() > deg + 2
         || !(3..=6).contains(&frac.len())
-        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+        || !all_digits(int)
+        || !all_digits(frac)
     {
         return None;
     }
-    let (d, m) = int.split_at_checked(deg)?;
-    let degrees: f64 = d.parse().ok()?;
+    let (d, m) = int.split_at_checked(int.len().saturating_sub(2))?;
+    let degrees: f64 = if d.is_empty() { 0.0 } else { d.parse().ok()? };
     let minutes: f64 = format!("{m}.{frac}").parse().ok()?;
     if minutes >= 60.0 {
         return None;
@@ -211,43 +305,59 @@ fn date_time(date: &str, time: &str, utc_offset_s: Option<i32>) -> Option<Timest
     Some(ts.add_millis(-i64::from(utc_offset_s.unwrap_or(0)) * 1000))
 }
 
-/// `hhmmss,S,lat,N|S,lon,E|W,speed,course,ddmmyy[,status[,extra…]]` (§D.2).
-fn parse_v1<'a>(
-    mut f: impl Iterator<Item = &'a str>,
+/// `hhmmss,S,lat,N|S,lon,E|W,speed,course,[battery,]ddmmyy[,status[,extra…]]` (§D.2).
+///
+/// Validity `A` or `B` (a BeiDou fix) is a fix; `V`, empty or a digit (the coding-scheme field of
+/// V2 / VI1) is not. The status word is the field after the date or, when SIM data comes between
+/// (V19), the last 8-hex-digit field.
+fn parse_v1(
+    f: &[&str],
     utc_offset_s: Option<i32>,
+    now: Option<Timestamp>,
 ) -> Result<(Position, Option<u32>), H02Error> {
-    let mut next = |name: &'static str| f.next().ok_or(H02Error::BadField(name));
-    let time = next("time")?;
-    let valid = match next("validity")? {
+    let field = |i: usize, name: &'static str| f.get(i).copied().ok_or(H02Error::BadField(name));
+    let time = field(0, "time")?;
+    let valid = match field(1, "validity")? {
         "A" | "B" => true,
-        "V" => false,
+        "V" | "" => false,
+        v if v.bytes().all(|b| b.is_ascii_digit()) => false,
         _ => return Err(H02Error::BadField("validity")),
     };
-    let lat = coordinate(next("latitude")?, 2).ok_or(H02Error::BadField("latitude"))?;
-    let lat = match next("latitude hemisphere")? {
-        "N" => lat,
-        "S" => -lat,
-        _ => return Err(H02Error::BadField("latitude hemisphere")),
-    };
-    let lon = coordinate(next("longitude")?, 3).ok_or(H02Error::BadField("longitude"))?;
-    let lon = match next("longitude hemisphere")? {
-        "E" => lon,
-        "W" => -lon,
-        _ => return Err(H02Error::BadField("longitude hemisphere")),
-    };
-    let knots = decimal(next("speed")?).ok_or(H02Error::BadField("speed"))?;
-    let course = decimal(next("course")?)
+    let lat = coordinate(field(2, "latitude")?, 2).ok_or(H02Error::BadField("latitude"))?;
+    let lat = hemisphere(lat, field(3, "latitude hemisphere")?, "N", "S")
+        .ok_or(H02Error::BadField("latitude hemisphere"))?;
+    let lon = coordinate(field(4, "longitude")?, 3).ok_or(H02Error::BadField("longitude"))?;
+    let lon = hemisphere(lon, field(5, "longitude hemisphere")?, "E", "W")
+        .ok_or(H02Error::BadField("longitude hemisphere"))?;
+    let knots = decimal(field(6, "speed")?.trim()).ok_or(H02Error::BadField("speed"))?;
+    let course = decimal(field(7, "course")?.trim())
         .filter(|c| *c <= 360.0)
         .ok_or(H02Error::BadField("course"))?;
-    let date = next("date")?;
-    let status = match f.next() {
+    let is_date = |d: &str| d.is_empty() || digits(d, 6).is_some();
+    // A battery field may come before the date (some V1 firmware).
+    let date_at = match (f.get(8), f.get(9)) {
+        (Some(d), _) if is_date(d) => 8,
+        (Some(b), Some(d)) if b.len() <= 3 && digits(b, b.len()).is_some() && is_date(d) => 9,
+        _ => return Err(H02Error::BadField("date")),
+    };
+    let date = field(date_at, "date")?;
+    let status = match f.get(date_at + 1) {
         None => None,
-        Some(s) => Some(parse_status(s).ok_or(H02Error::BadField("status"))?),
+        Some(s) if s.len() == 8 => Some(parse_status(s).ok_or(H02Error::BadField("status"))?),
+        Some(_) => f[date_at + 1..].iter().rev().find_map(|s| parse_status(s)),
     };
     if lat.abs() > 90.0 || lon.abs() > 180.0 {
         return Err(H02Error::BadField("coordinates out of range"));
     }
-    let time = date_time(date, time, utc_offset_s).ok_or(H02Error::BadTime)?;
+    let time = if date.is_empty() || time.is_empty() {
+        // No clock yet: the report is only as good as its arrival time, and never valid.
+        match now {
+            Some(t) if !valid => t,
+            _ => return Err(H02Error::BadTime),
+        }
+    } else {
+        date_time(date, time, utc_offset_s).ok_or(H02Error::BadTime)?
+    };
     Ok((
         Position {
             time,
@@ -258,6 +368,8 @@ fn parse_v1<'a>(
             course: course.round() as u16,
             satellites: None,
             altitude_m: None,
+            cell: None,
+            wifi: None,
         },
         status,
     ))
@@ -287,8 +399,41 @@ pub fn parse_binary(
     frame: &[u8; BINARY_LEN],
     utc_offset_s: Option<i32>,
 ) -> Result<(DeviceId, Position, u32), H02Error> {
+    parse_binary_at(frame, 0, utc_offset_s)
+}
+
+/// Parses the long binary frame: the same fields as [`parse_binary`] after a 15-digit IMEI.
+pub fn parse_binary_long(
+    frame: &[u8; BINARY_LONG_LEN],
+    utc_offset_s: Option<i32>,
+) -> Result<(DeviceId, Position, u32), H02Error> {
+    parse_binary_at(frame, LONG_ID_EXTRA, utc_offset_s)
+}
+
+/// The binary fields with the id `extra` bytes longer than 5.
+fn parse_binary_at(
+    frame: &[u8],
+    extra: usize,
+    utc_offset_s: Option<i32>,
+) -> Result<(DeviceId, Position, u32), H02Error> {
+    let (id, frame) = if extra == 0 {
+        let id = bcd(frame.get(1..6).ok_or(H02Error::BadBcd)?).ok_or(H02Error::BadBcd)?;
+        (format!("{id:010}"), frame)
+    } else {
+        let id_bytes = frame.get(1..9).ok_or(H02Error::BadBcd)?;
+        // 15 digits: every nibble but the last, which pads the IMEI to 8 bytes.
+        let mut id = bcd(id_bytes.get(..7).ok_or(H02Error::BadBcd)?).ok_or(H02Error::BadBcd)?;
+        let last = id_bytes.get(7).copied().unwrap_or(0xFF) >> 4;
+        if last > 9 {
+            return Err(H02Error::BadBcd);
+        }
+        id = id * 10 + u64::from(last);
+        (
+            format!("{id:015}"),
+            frame.get(extra..).ok_or(H02Error::BadBcd)?,
+        )
+    };
     let get = |r: std::ops::Range<usize>| frame.get(r).ok_or(H02Error::BadBcd);
-    let id = bcd(get(1..6)?).ok_or(H02Error::BadBcd)?;
     let hms = bcd(get(6..9)?).ok_or(H02Error::BadBcd)?;
     let dmy = bcd(get(9..12)?).ok_or(H02Error::BadBcd)?;
     let lat_raw = bcd(get(12..16)?).ok_or(H02Error::BadBcd)?;
@@ -350,12 +495,14 @@ pub fn parse_binary(
         course,
         satellites: None,
         altitude_m: None,
+        cell: None,
+        wifi: None,
     };
-    Ok((DeviceId::new(&format!("{id:010}")), position, status))
+    Ok((DeviceId::new(&id), position, status))
 }
 
 fn reject(out: &mut Vec<Output>, reason: &'static str, bytes: usize) {
-    out.push(Output::Rejected(Rejection { reason, bytes }));
+    out.push(Output::Rejected(Rejection::new(reason, bytes)));
 }
 
 /// One H02 connection (or UDP peer). The device id comes from each message; the session keeps
@@ -382,7 +529,7 @@ impl H02Session {
         }
     }
 
-    fn emit(&mut self, msg: Message<'_>, out: &mut Vec<Output>) {
+    fn emit(&mut self, msg: Message<'_>, len: usize, out: &mut Vec<Output>) {
         let (id, kind) = match msg {
             Message::Location {
                 id,
@@ -403,7 +550,22 @@ impl H02Session {
                 },
             ),
         };
-        let device_id = self.device(id);
+        // An empty id (some firmware leaves it out) is the device this connection speaks for.
+        let device_id = if id.is_empty() {
+            match self
+                .device
+                .clone()
+                .or_else(|| self.cfg.default_device_id.clone())
+            {
+                Some(d) => d,
+                None => {
+                    reject(out, "H02 message without an id before any id", len);
+                    return;
+                }
+            }
+        } else {
+            self.device(id)
+        };
         out.push(Output::Event(Event {
             device_id,
             protocol: Protocol::H02,
@@ -423,8 +585,12 @@ impl H02Session {
         match stop {
             Some((end, b'#')) => {
                 let len = end + 1;
-                match buf.get(..len).map(|l| parse_text(l, self.cfg.utc_offset_s)) {
-                    Some(Ok(msg)) => self.emit(msg, out),
+                let now = (self.cfg.clock)();
+                let parsed = buf
+                    .get(..len)
+                    .map(|l| parse_text_at(l, self.cfg.utc_offset_s, Some(now)));
+                match parsed {
+                    Some(Ok(msg)) => self.emit(msg, len, out),
                     Some(Err(e)) => reject(out, e.reason(), len),
                     None => reject(out, "H02 internal framing error", len),
                 }
@@ -444,18 +610,41 @@ impl H02Session {
     }
 
     /// Handles a binary frame at the front of `buf`. Returns `false` when it needs more bytes.
+    ///
+    /// The short form (10-digit id) and the long form (15-digit IMEI) share the marker; neither
+    /// has a length or checksum. The long form is taken when its time and date are valid BCD where
+    /// the short form's are not (an IMEI's digits fall where the short form has its clock).
     fn binary(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) -> bool {
-        let avail = buf.len().min(BINARY_LEN);
-        if !buf.get(..avail).is_some_and(binary_prefix_ok) {
+        let avail = buf.len().min(BINARY_LONG_LEN);
+        let head = buf.get(..avail).unwrap_or(&[]);
+        let short_ok = binary_prefix_ok(head.get(..avail.min(BINARY_LEN)).unwrap_or(&[]));
+        let long_ok = long_prefix_ok(head);
+        if !short_ok && !long_ok {
             reject(out, "H02 stray '$'", 1);
             buf.advance(1);
             return true;
         }
-        let Some(frame) = buf.first_chunk::<BINARY_LEN>() else {
+        // Undecided until the clock fields of both readings (up to byte 15) are in.
+        if short_ok && long_ok && avail < 1 + 8 + 6 {
             return false;
+        }
+        let long = long_ok && !(short_ok && clock_ok(head.get(6..12)));
+        let parsed = if long {
+            let Some(frame) = buf.first_chunk::<BINARY_LONG_LEN>() else {
+                return false;
+            };
+            (
+                parse_binary_long(frame, self.cfg.utc_offset_s),
+                BINARY_LONG_LEN,
+            )
+        } else {
+            let Some(frame) = buf.first_chunk::<BINARY_LEN>() else {
+                return false;
+            };
+            (parse_binary(frame, self.cfg.utc_offset_s), BINARY_LEN)
         };
-        match parse_binary(frame, self.cfg.utc_offset_s) {
-            Ok((id, position, status)) => {
+        match parsed {
+            (Ok((id, position, status)), len) => {
                 self.device = Some(id.clone());
                 out.push(Output::Event(Event {
                     device_id: id,
@@ -466,9 +655,9 @@ impl H02Session {
                         buffered: false,
                     }),
                 }));
-                buf.advance(BINARY_LEN);
+                buf.advance(len);
             }
-            Err(e) => {
+            (Err(e), _) => {
                 // No checksum: drop only the marker and rescan, in case a real frame follows.
                 reject(out, e.reason(), 1);
                 buf.advance(1);
@@ -476,6 +665,27 @@ impl H02Session {
         }
         true
     }
+}
+
+/// Whether 6 BCD bytes read as `hhmmss ddmmyy` with plausible values.
+fn clock_ok(b: Option<&[u8]>) -> bool {
+    let Some(b) = b else { return false };
+    let Some(v) = bcd(b) else { return false };
+    let (hms, dmy) = (v / 1_000_000, v % 1_000_000);
+    let (h, mi, se) = (hms / 10_000, hms / 100 % 100, hms % 100);
+    let (d, mo) = (dmy / 10_000, dmy / 100 % 100);
+    h < 24 && mi < 60 && se < 61 && (1..=31).contains(&d) && (1..=12).contains(&mo)
+}
+
+/// [`binary_prefix_ok`] for the long form: the IMEI (7 BCD bytes and a digit), then the same
+/// fields 3 bytes later, with a plausible clock once it is in.
+fn long_prefix_ok(b: &[u8]) -> bool {
+    let fields_ok = b.iter().enumerate().skip(1).all(|(i, &x)| match i {
+        1..=7 | 9..=18 | 20..=23 | 25..=27 => x >> 4 <= 9 && x & 0x0F <= 9,
+        8 | 24 => x >> 4 <= 9,
+        _ => true,
+    });
+    fields_ok && (b.len() < 15 || clock_ok(b.get(9..15)))
 }
 
 impl Session for H02Session {

@@ -164,6 +164,8 @@ fn canonical(
             .alt_m
             .map(|a| in_range("alt_m", a, -1000.0, 100_000.0))
             .transpose()?,
+        cell: None,
+        wifi: None,
     };
     out.events.push(Event {
         device_id,
@@ -257,6 +259,8 @@ pub fn decode_owntracks(
             .alt
             .map(|a| in_range("alt", a, -1000.0, 100_000.0))
             .transpose()?,
+        cell: None,
+        wifi: None,
     };
     Ok(Decoded {
         events: vec![Event {

@@ -34,8 +34,19 @@ pub mod msg {
     pub const REGISTER: u16 = 0x0100;
     pub const AUTH: u16 = 0x0102;
     pub const LOCATION: u16 = 0x0200;
+    /// Answer to a position query (0x8201): the query's serial, then a 0x0200 body.
+    pub const LOCATION_ANSWER: u16 = 0x0201;
     pub const BATCH: u16 = 0x0704;
     pub const PASSTHROUGH: u16 = 0x0900;
+    /// Location batch of some vendors: length byte and 0x0200 body per item.
+    pub const BATCH_2: u16 = 0x0210;
+    /// Vendor location report (Jimi/JT701-style locks and asset trackers): a one-byte serial
+    /// and the JT600 binary location block.
+    pub const VENDOR_LOCATION: u16 = 0x5501;
+    /// The same, sent from the device's blind-area buffer.
+    pub const VENDOR_BLIND: u16 = 0x5502;
+    /// Platform answer to the vendor reports, when attribute bit 15 asks for one.
+    pub const VENDOR_RESPONSE: u16 = 0x4401;
     pub const PLATFORM_RESPONSE: u16 = 0x8001;
     pub const REGISTER_RESPONSE: u16 = 0x8100;
 }
@@ -92,6 +103,8 @@ pub enum BodyError {
     Truncated,
     #[error("time is not a valid BCD date")]
     BadTime,
+    #[error("coordinates are not valid BCD or off the globe")]
+    BadCoordinates,
 }
 
 impl BodyError {
@@ -99,6 +112,7 @@ impl BodyError {
         match self {
             BodyError::Truncated => "jt808: body truncated",
             BodyError::BadTime => "jt808: invalid BCD time",
+            BodyError::BadCoordinates => "jt808: bad coordinates",
         }
     }
 }
@@ -212,8 +226,18 @@ pub fn parse_frame(data: &[u8]) -> Result<Frame<'_>, FrameError> {
     } else {
         (None, r.take(6).ok_or(FrameError::Short)?)
     };
-    let serial = r.u16().ok_or(FrameError::Short)?;
-    let package = if attrs & 0x2000 != 0 {
+    // The vendor reports and their answer keep a one-byte serial and use attribute bits 10..15
+    // for their own flags (bit 15: answer requested), so neither packaging nor encryption applies.
+    let vendor = matches!(
+        msg_id,
+        msg::VENDOR_LOCATION | msg::VENDOR_BLIND | msg::VENDOR_RESPONSE
+    );
+    let serial = if vendor {
+        u16::from(r.u8().ok_or(FrameError::Short)?)
+    } else {
+        r.u16().ok_or(FrameError::Short)?
+    };
+    let package = if !vendor && attrs & 0x2000 != 0 {
         let total = r.u16().ok_or(FrameError::Short)?;
         let index = r.u16().ok_or(FrameError::Short)?;
         if total == 0 || index == 0 || index > total {
@@ -223,7 +247,7 @@ pub fn parse_frame(data: &[u8]) -> Result<Frame<'_>, FrameError> {
     } else {
         None
     };
-    if attrs & 0x1C00 != 0 {
+    if !vendor && attrs & 0x1C00 != 0 {
         return Err(FrameError::Encrypted);
     }
     let body = r.0;
@@ -241,6 +265,22 @@ pub fn parse_frame(data: &[u8]) -> Result<Frame<'_>, FrameError> {
         },
         body,
     })
+}
+
+/// A frame in the vendor form of 0x5501 / 0x5502: 2013 header with a one-byte serial.
+pub fn encode_vendor_frame(msg_id: u16, terminal: &[u8], serial: u8, body: &[u8]) -> Bytes {
+    let mut raw = Vec::with_capacity(12 + body.len());
+    raw.extend_from_slice(&msg_id.to_be_bytes());
+    raw.extend_from_slice(&((body.len().min(0x3FF)) as u16).to_be_bytes());
+    raw.extend_from_slice(terminal);
+    raw.push(serial);
+    raw.extend_from_slice(body.get(..0x3FF).unwrap_or(body));
+    raw.push(checksum(&raw));
+    let mut out = BytesMut::with_capacity(raw.len() * 2 + 2);
+    out.put_u8(FLAG);
+    escape_into(&raw, &mut out);
+    out.put_u8(FLAG);
+    out.freeze()
 }
 
 /// Builds a complete escaped frame, flags included. The header mirrors `version` (2019 when
@@ -387,9 +427,172 @@ pub fn parse_location(body: &[u8], utc_offset_s: i32) -> Result<Fix, BodyError> 
             course,
             satellites,
             altitude_m: Some(f64::from(altitude)),
+            cell: None,
+            wifi: None,
         },
         alarms: alarm_report(alarm, status),
         buffered: false,
+    })
+}
+
+/// A 6-byte terminal number that is not BCD: some vendors pack the first 14 digits of the IMEI
+/// as a 48-bit integer there. The id is those digits and the IMEI's Luhn check digit.
+fn packed_imei(raw: &[u8]) -> Option<DeviceId> {
+    let b: [u8; 6] = raw.try_into().ok()?;
+    let mut v = 0u64;
+    for x in b {
+        v = v << 8 | u64::from(x);
+    }
+    let digits = v.to_string();
+    Some(DeviceId::new(&format!("{digits}{}", luhn(&digits))))
+}
+
+/// The Luhn check digit of a string of decimal digits.
+fn luhn(digits: &str) -> u32 {
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, c)| {
+            let d = u32::from(c - b'0');
+            if i % 2 == 0 {
+                let x = d * 2;
+                x / 10 + x % 10
+            } else {
+                d
+            }
+        })
+        .sum();
+    (10 - sum % 10) % 10
+}
+
+/// BCD digits to an integer; `None` for a nibble over 9.
+fn bcd_int(b: &[u8]) -> Option<u64> {
+    b.iter().try_fold(0u64, |acc, &x| {
+        let (hi, lo) = (x >> 4, x & 0x0F);
+        (hi <= 9 && lo <= 9).then(|| acc * 100 + u64::from(hi) * 10 + u64::from(lo))
+    })
+}
+
+/// Body of the vendor reports 0x5501 / 0x5502: the JT600 binary location (BCD `DDMMYYhhmmss`
+/// UTC, latitude `DDMMmmmm` and longitude `DDDMMmmmm` in BCD sharing a nibble with the flags:
+/// bit 0 valid, bit 1 north, bit 2 east; BCD speed in km/h; course in 2° units), then RSSI,
+/// satellites, odometer, battery, cell, product, status and alarm words.
+pub fn parse_vendor_location(body: &[u8]) -> Result<Fix, BodyError> {
+    let mut r = Reader(body);
+    let t = r.array::<6>().ok_or(BodyError::Truncated)?;
+    let [d, mo, y, h, mi, se] = t.map(bcd2);
+    let time = Timestamp::from_civil(
+        2000 + i32::from(y.ok_or(BodyError::BadTime)?),
+        mo.ok_or(BodyError::BadTime)?,
+        d.ok_or(BodyError::BadTime)?,
+        h.ok_or(BodyError::BadTime)?,
+        mi.ok_or(BodyError::BadTime)?,
+        se.ok_or(BodyError::BadTime)?,
+    )
+    .ok_or(BodyError::BadTime)?;
+    let coords = r.take(9).ok_or(BodyError::Truncated)?;
+    let lat_raw = bcd_int(&coords[..4]).ok_or(BodyError::BadCoordinates)?;
+    // Longitude: 9 digits, the last nibble of the 5th byte is the flags.
+    let lon_raw = bcd_int(&coords[4..8])
+        .zip(bcd2(coords[8] & 0xF0))
+        .map(|(v, last)| v * 10 + u64::from(last) / 10)
+        .ok_or(BodyError::BadCoordinates)?;
+    let flags = coords[8] & 0x0F;
+    let to_deg = |raw: u64| (raw / 1_000_000) as f64 + (raw % 1_000_000) as f64 / 10_000.0 / 60.0;
+    let mut lat = to_deg(lat_raw);
+    let mut lon = to_deg(lon_raw);
+    if lat > 90.0 || lon > 180.0 {
+        return Err(BodyError::BadCoordinates);
+    }
+    if flags & 0b010 == 0 {
+        lat = -lat;
+    }
+    if flags & 0b100 == 0 {
+        lon = -lon;
+    }
+    let speed = r.take(1).and_then(bcd_int).ok_or(BodyError::Truncated)?;
+    let course = u16::from(r.u8().ok_or(BodyError::Truncated)?) * 2;
+    let _rssi = r.u8();
+    let satellites = r.u8();
+    let mut alarms = AlarmReport::NONE;
+    // Odometer (4), battery (1), cell id (4), LAC (2), then product, status and alarm words.
+    if r.take(11).is_some() {
+        if let (Some(product), Some(status), Some(alarm)) = (r.u8(), r.u16(), r.u16()) {
+            let bit = |n: u16| alarm & (1 << n) != 0;
+            alarms = match product {
+                1 | 2 => AlarmReport::NONE.with(Alarms::LOW_POWER, bit(0)),
+                3 => AlarmReport::NONE
+                    .with(Alarms::OVERSPEED, bit(0))
+                    .with(Alarms::LOW_POWER, bit(1))
+                    .with(Alarms::VIBRATION, bit(2))
+                    .with(Alarms::LOW_BATTERY, bit(3))
+                    .with(Alarms::IMMOBILISED, status & (1 << 5) != 0),
+                _ => AlarmReport::NONE,
+            };
+        }
+    }
+    Ok(Fix {
+        position: Position {
+            time,
+            lat,
+            lon,
+            valid: flags & 1 != 0,
+            speed_kmh: speed as f64,
+            course: course % 360,
+            satellites,
+            ..Position::default()
+        },
+        alarms,
+        buffered: false,
+    })
+}
+
+/// 0x0900 transparent data of type 0xF0 (OBD boxes): BCD time in the device zone, archive flag,
+/// vehicle type, sub-type, then for sub-types 0x01 (data items, 2-byte ids) and 0x03 (events,
+/// 1-byte ids) the items and the status / latitude / longitude words of 0x0200. `None` when the
+/// data carries no location.
+pub fn parse_transparent_location(body: &[u8], utc_offset_s: i32) -> Option<Fix> {
+    let mut r = Reader(body);
+    if r.u8()? != 0xF0 {
+        return None;
+    }
+    let time = parse_bcd_time(r.array::<6>()?, utc_offset_s)?;
+    let archived = r.u8()? != 0;
+    let _vehicle = r.u8()?;
+    let id_len = match r.u8()? {
+        0x01 => 2,
+        0x03 => 1,
+        _ => return None,
+    };
+    let count = r.u8()?;
+    for _ in 0..count {
+        r.take(id_len)?;
+        let len = r.u8()?;
+        r.take(usize::from(len))?;
+    }
+    let status = r.u32()?;
+    let mut lat = f64::from(r.u32()?) / 1e6;
+    let mut lon = f64::from(r.u32()?) / 1e6;
+    if status & (1 << 2) != 0 {
+        lat = -lat;
+    }
+    if status & (1 << 3) != 0 {
+        lon = -lon;
+    }
+    if lat.abs() > 90.0 || lon.abs() > 180.0 {
+        return None;
+    }
+    Some(Fix {
+        position: Position {
+            time,
+            lat,
+            lon,
+            valid: status & (1 << 1) != 0,
+            ..Position::default()
+        },
+        alarms: AlarmReport::NONE,
+        buffered: archived,
     })
 }
 
@@ -484,7 +687,7 @@ impl Reassembler {
 }
 
 fn reject(reason: &'static str, bytes: usize) -> Output {
-    Output::Rejected(Rejection { reason, bytes })
+    Output::Rejected(Rejection::new(reason, bytes))
 }
 
 /// One JT/T 808 connection.
@@ -553,7 +756,7 @@ impl Jt808Session {
                 return Some((t.id.clone(), t.admitted));
             }
         }
-        let id = DeviceId::from_bcd(raw)?;
+        let id = DeviceId::from_bcd(raw).or_else(|| packed_imei(raw))?;
         let admitted = (self.cfg.admit)(&id);
         let mut buf = [0u8; 10];
         let len = raw.len().min(10);
@@ -666,15 +869,61 @@ impl Jt808Session {
                     self.ack(h, result::MESSAGE_ERROR, out);
                 }
             },
+            msg::LOCATION_ANSWER => {
+                match body
+                    .get(2..)
+                    .map(|b| parse_location(b, self.utc_offset_s()))
+                {
+                    Some(Ok(fix)) => out.push(self.event(id, EventKind::Position(fix))),
+                    Some(Err(e)) => out.push(reject(e.as_str(), body.len())),
+                    None => out.push(reject(BodyError::Truncated.as_str(), body.len())),
+                }
+                self.ack(h, result::OK, out);
+            }
             msg::BATCH => self.batch(h, body, id, out),
+            msg::BATCH_2 => self.batch_2(h, body, id, out),
+            msg::VENDOR_LOCATION | msg::VENDOR_BLIND => {
+                match parse_vendor_location(body) {
+                    Ok(mut fix) => {
+                        fix.buffered = h.msg_id == msg::VENDOR_BLIND;
+                        out.push(self.event(id, EventKind::Position(fix)));
+                    }
+                    Err(e) => out.push(reject(e.as_str(), body.len())),
+                }
+                if h.attrs & 0x8000 != 0 {
+                    let mut reply = [0u8; 3];
+                    reply[..2].copy_from_slice(&h.msg_id.to_be_bytes());
+                    reply[2] = result::OK;
+                    self.serial = self.serial.wrapping_add(1);
+                    out.push(Output::Reply(encode_vendor_frame(
+                        msg::VENDOR_RESPONSE,
+                        h.terminal,
+                        self.serial as u8,
+                        &reply,
+                    )));
+                }
+            }
+            msg::PASSTHROUGH => {
+                match parse_transparent_location(body, self.utc_offset_s()) {
+                    Some(fix) => out.push(self.event(id, EventKind::Position(fix))),
+                    None => out.push(self.heartbeat(id)),
+                }
+                self.ack(h, result::OK, out);
+            }
             msg::TERMINAL_RESPONSE => out.push(self.heartbeat(id)),
-            msg::HEARTBEAT | msg::LOGOUT | msg::PASSTHROUGH => {
+            msg::HEARTBEAT | msg::LOGOUT => {
                 out.push(self.heartbeat(id));
                 self.ack(h, result::OK, out);
             }
             _ => {
-                // Still a sign of life for the silence rule (§F.2: last packet of any kind).
+                // Still a sign of life for the silence rule (§F.2: last packet of any kind), and
+                // counted by type so that an operator sees what the fleet sends.
                 out.push(self.heartbeat(id));
+                out.push(Output::Rejected(Rejection::unsupported(
+                    "jt808",
+                    &format!("0x{:04X}", h.msg_id),
+                    body,
+                )));
                 self.ack(h, result::NOT_SUPPORTED, out);
             }
         }
@@ -716,6 +965,29 @@ impl Jt808Session {
             out.push(reject("jt808: batch truncated", r.0.len()));
             self.ack(h, result::MESSAGE_ERROR, out);
         }
+    }
+
+    /// 0x0210: items of a length byte and a 0x0200 body. A 7-byte body (battery level and a
+    /// time) carries no fix and is a sign of life.
+    fn batch_2(&mut self, h: &Header<'_>, body: &[u8], id: &DeviceId, out: &mut Vec<Output>) {
+        let offset = self.utc_offset_s();
+        let mut r = Reader(body);
+        let mut events = 0;
+        if body.len() != 7 {
+            while let Some(item) = r.u8().and_then(|n| r.take(usize::from(n))) {
+                match parse_location(item, offset) {
+                    Ok(fix) => {
+                        out.push(self.event(id, EventKind::Position(fix)));
+                        events += 1;
+                    }
+                    Err(e) => out.push(reject(e.as_str(), item.len())),
+                }
+            }
+        }
+        if events == 0 {
+            out.push(self.heartbeat(id));
+        }
+        self.ack(h, result::OK, out);
     }
 
     /// 0x8001 {serial, msg id, result} to the message in `h`.
@@ -815,6 +1087,27 @@ mod tests {
 
     fn run(s: &mut Jt808Session, bytes: &[u8]) -> (Vec<Output>, Option<SessionError>) {
         crate::protocol::decode_all(s, bytes)
+    }
+
+    #[test]
+    fn vendor_answer_is_a_frame_in_the_vendor_form() {
+        // A 0x5502 with attribute bit 15 (answer requested), from the public corpus.
+        let f = hex("7e55028c37850011000200c008052106305122348621113550170700001e080000000aaa0000000000000300000000100100020200140a030000000c06003bffa8ffc3c77e");
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let (out, _) = run(&mut s, &f);
+        let reply = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Reply(b) => Some(b.to_vec()),
+                _ => None,
+            })
+            .expect("answer");
+        let mut raw = Vec::new();
+        unescape_into(&reply[1..reply.len() - 1], &mut raw).unwrap();
+        let frame = parse_frame(&raw).unwrap();
+        assert_eq!(frame.header.msg_id, msg::VENDOR_RESPONSE);
+        assert_eq!(frame.header.terminal, &f[5..11]);
+        assert_eq!(frame.body, &[0x55, 0x02, 0x00]);
     }
 
     fn replies(out: &[Output]) -> Vec<String> {

@@ -76,11 +76,86 @@ impl std::fmt::Debug for SessionConfig {
     }
 }
 
-/// Why bytes were skipped. Static strings so they can label metrics.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// Why bytes were skipped. The reason is a static string so that it can label metrics; a frame of
+/// a type a decoder cannot read names that type in it ([`Rejection::unsupported`]), so an operator
+/// sees what the fleet sends that lienwatch does not read yet.
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Rejection {
     pub reason: &'static str,
     pub bytes: usize,
+    /// The first bytes of a frame that was sound but not understood, for the log.
+    pub sample: Option<Bytes>,
+}
+
+/// How many bytes of an unsupported frame are kept for the log: enough to see its type and
+/// layout, bounded so that a long frame cannot bloat the output.
+pub const SAMPLE_MAX: usize = 96;
+
+/// Distinct reasons interned for unsupported types. Types are bounded per protocol (a GT06 type is
+/// one byte), but a device can invent H02 commands, so the table is capped too.
+const MAX_INTERNED: usize = 512;
+
+impl Rejection {
+    /// Input skipped for a reason that does not depend on the message type (garbage, checksums).
+    pub fn new(reason: &'static str, bytes: usize) -> Self {
+        Rejection {
+            reason,
+            bytes,
+            sample: None,
+        }
+    }
+
+    /// A checked frame of a type this decoder does not read: the reason names the protocol and the
+    /// type (`gt06: unsupported message 0x95`) and the frame's head is kept for the log.
+    pub fn unsupported(protocol: &str, kind: &str, frame: &[u8]) -> Self {
+        Rejection {
+            reason: unsupported_reason(protocol, kind),
+            bytes: frame.len(),
+            sample: Some(Bytes::copy_from_slice(
+                frame.get(..SAMPLE_MAX).unwrap_or(frame),
+            )),
+        }
+    }
+
+    /// A frame of a known type whose content is not what its type promises; the reason says what
+    /// is wrong and names the type.
+    pub fn malformed(protocol: &str, kind: &str, what: &str, frame: &[u8]) -> Self {
+        Rejection {
+            reason: intern(&format!("{protocol}: {what} in message {kind}")),
+            bytes: frame.len(),
+            sample: Some(Bytes::copy_from_slice(
+                frame.get(..SAMPLE_MAX).unwrap_or(frame),
+            )),
+        }
+    }
+}
+
+/// The reason [`Rejection::unsupported`] gives, for decoders that report through their own error
+/// types: `<protocol>: unsupported message <kind>`.
+pub fn unsupported_reason(protocol: &str, kind: &str) -> &'static str {
+    intern(&format!("{protocol}: unsupported message {kind}"))
+}
+
+/// A `'static` copy of `s`, made once per distinct string: metric labels need `'static` and the set
+/// of types a fleet sends is small. Past [`MAX_INTERNED`] strings, a shared overflow label is used.
+fn intern(s: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static TABLE: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| Mutex::new(HashSet::new()));
+    let mut t = match table.lock() {
+        Ok(t) => t,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(&found) = t.get(s) {
+        return found;
+    }
+    if t.len() >= MAX_INTERNED {
+        return "unsupported message (too many distinct types to name)";
+    }
+    let leaked: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    t.insert(leaked);
+    leaked
 }
 
 /// One item a session produced, in stream order.
@@ -134,10 +209,10 @@ pub trait Session: Send {
     /// Called when the peer closed its side: whatever is left in `buf` is a truncated frame.
     fn finish(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) {
         if !buf.is_empty() {
-            out.push(Output::Rejected(Rejection {
-                reason: "truncated frame at end of stream",
-                bytes: buf.len(),
-            }));
+            out.push(Output::Rejected(Rejection::new(
+                "truncated frame at end of stream",
+                buf.len(),
+            )));
             buf.clear();
         }
     }
@@ -273,5 +348,15 @@ mod tests {
         assert_eq!(to_hex(&b), "78 78 0D 01 08 68");
         assert!(parse_hex("7").is_err());
         assert!(parse_hex("zz").is_err());
+    }
+
+    #[test]
+    fn unsupported_reasons_name_the_type_and_are_interned() {
+        let a = Rejection::unsupported("gt06", "0x95", &[0x78, 0x78, 0x05, 0x95]);
+        let b = Rejection::unsupported("gt06", "0x95", &[0x78; 200]);
+        assert_eq!(a.reason, "gt06: unsupported message 0x95");
+        assert!(std::ptr::eq(a.reason, b.reason));
+        assert_eq!(b.sample.map(|s| s.len()), Some(SAMPLE_MAX));
+        assert_eq!(b.bytes, 200);
     }
 }

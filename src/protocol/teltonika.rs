@@ -1,4 +1,6 @@
-//! Teltonika Codec 8 / Codec 8 Extended (and Codec 16) over TCP and UDP (protocols.md §C).
+//! Teltonika Codec 8 / Codec 8 Extended, Codec 16 and Codec 7 (the GH-series personal and asset
+//! trackers) over TCP and UDP (protocols.md §C). Command codecs (12, 13, 14) carry no position;
+//! they are rejected with the codec named, so that an operator sees them.
 //!
 //! Two layers:
 //! - a pure, allocation-free parser: [`decode_frame`] (TCP framing, CRC), [`decode_datagram`]
@@ -19,6 +21,10 @@ pub const CODEC_8E: u8 = 0x8E;
 /// Codec 16: Codec 8 with 2-byte IO ids and a generation-type byte. FMB devices can be switched
 /// to it; accepting it costs a few lines and keeps such devices from resending forever.
 pub const CODEC_16: u8 = 0x10;
+/// Codec 7, the GH-series personal and asset trackers: 4-byte times from 2007, masked fields.
+pub const CODEC_7: u8 = 0x07;
+/// Codec 7 times count seconds from 2007-01-01T00:00:00Z.
+const GH_EPOCH_S: u64 = 1_167_609_600;
 
 /// TCP: 4-byte preamble + 4-byte length before the data, 4-byte CRC field after it (§C.2).
 pub const TCP_OVERHEAD: usize = 12;
@@ -60,7 +66,9 @@ impl AvlError {
     pub fn reason(self) -> &'static str {
         match self {
             AvlError::Truncated => "AVL data truncated",
-            AvlError::UnsupportedCodec(_) => "unsupported codec",
+            AvlError::UnsupportedCodec(c) => {
+                super::unsupported_reason("teltonika", &format!("codec 0x{c:02X}"))
+            }
             AvlError::CountMismatch { .. } => "AVL record counts differ",
             AvlError::NoRecords => "AVL packet without records",
             AvlError::TrailingBytes => "AVL data has trailing bytes",
@@ -92,6 +100,7 @@ pub enum FrameError {
 pub struct AvlData<'a> {
     codec: u8,
     count: u8,
+    layout: Layout,
     records: &'a [u8],
 }
 
@@ -108,17 +117,24 @@ impl<'a> AvlData<'a> {
         if n1 == 0 {
             return Err(AvlError::NoRecords);
         }
-        let mut pos = 0usize;
-        for _ in 0..n1 {
-            let rec = records.get(pos..).ok_or(AvlError::Truncated)?;
-            pos += layout.record_len(rec).ok_or(AvlError::Truncated)?;
-        }
-        if pos != records.len() {
-            return Err(AvlError::TrailingBytes);
-        }
+        // Some Codec 8 firmware adds a group of 16-byte values after the 8-byte group (Traccar's
+        // "extended" option); it is recognised when only that reading accounts for every byte.
+        let layout = match (layout.walk(records, n1), codec) {
+            (Ok(()), _) => layout,
+            (Err(e), CODEC_8) => {
+                let x16 = Layout {
+                    x16: true,
+                    ..layout
+                };
+                x16.walk(records, n1).map_err(|_| e)?;
+                x16
+            }
+            (Err(e), _) => return Err(e),
+        };
         Ok(AvlData {
             codec,
             count: n1,
+            layout,
             records,
         })
     }
@@ -134,7 +150,7 @@ impl<'a> AvlData<'a> {
 
     pub fn records(&self) -> Records<'a> {
         Records {
-            layout: Layout::of(self.codec).unwrap_or(Layout::C8),
+            layout: self.layout,
             remaining: self.count,
             rest: self.records,
         }
@@ -152,6 +168,11 @@ struct Layout {
     generation: bool,
     /// Codec 8E's variable-length group.
     nx: bool,
+    /// Codec 7: a global mask says which of the GPS element and the 1-, 2- and 4-byte IO groups
+    /// are present; the GPS element has its own mask.
+    gh: bool,
+    /// A group of 16-byte values after the 8-byte group (see [`AvlData::parse`]).
+    x16: bool,
 }
 
 impl Layout {
@@ -160,18 +181,32 @@ impl Layout {
         count: 1,
         generation: false,
         nx: false,
+        gh: false,
+        x16: false,
+    };
+    const C7: Layout = Layout {
+        id: 1,
+        count: 1,
+        generation: false,
+        nx: false,
+        gh: true,
+        x16: false,
     };
     const C8E: Layout = Layout {
         id: 2,
         count: 2,
         generation: false,
         nx: true,
+        gh: false,
+        x16: false,
     };
     const C16: Layout = Layout {
         id: 2,
         count: 1,
         generation: true,
         nx: false,
+        gh: false,
+        x16: false,
     };
 
     fn of(codec: u8) -> Option<Layout> {
@@ -179,8 +214,22 @@ impl Layout {
             CODEC_8 => Some(Layout::C8),
             CODEC_8E => Some(Layout::C8E),
             CODEC_16 => Some(Layout::C16),
+            CODEC_7 => Some(Layout::C7),
             _ => None,
         }
+    }
+
+    /// Checks that `n` records fill `records` exactly.
+    fn walk(self, records: &[u8], n: u8) -> Result<(), AvlError> {
+        let mut pos = 0usize;
+        for _ in 0..n {
+            let rec = records.get(pos..).ok_or(AvlError::Truncated)?;
+            pos += self.record_len(rec).ok_or(AvlError::Truncated)?;
+        }
+        if pos != records.len() {
+            return Err(AvlError::TrailingBytes);
+        }
+        Ok(())
     }
 
     /// Bytes before the first IO group: event id, generation type, total IO count.
@@ -191,10 +240,17 @@ impl Layout {
     /// Length of the record at the start of `rec`, or `None` if it runs past the end. Fixed-width
     /// groups are skipped by arithmetic; only NX elements are walked one by one.
     fn record_len(self, rec: &[u8]) -> Option<usize> {
+        if self.gh {
+            return gh_record_len(rec);
+        }
         let mut pos = RECORD_HEAD + self.io_head();
         for width in [1usize, 2, 4, 8] {
             let n = read_uint(rec.get(pos..)?, self.count)?;
             pos += self.count + n * (self.id + width);
+        }
+        if self.x16 {
+            let n = read_uint(rec.get(pos..)?, self.count)?;
+            pos += self.count + n * (self.id + 16);
         }
         if self.nx {
             let n = read_uint(rec.get(pos..)?, 2)?;
@@ -210,6 +266,33 @@ impl Layout {
             None
         }
     }
+}
+
+/// Widths of the Codec 7 GPS element's fields, by location-mask bit: coordinates (two f32),
+/// altitude, angle, speed, satellites, LAC + cell id, signal, operator.
+const GH_LOCATION_FIELDS: [usize; 8] = [8, 2, 1, 1, 1, 4, 1, 4];
+
+/// Length of a Codec 7 record: time (4), global mask, the GPS element if bit 0, then the 1-, 2-
+/// and 4-byte IO groups for bits 1..3 (a count and id/value pairs each).
+fn gh_record_len(rec: &[u8]) -> Option<usize> {
+    let mask = *rec.get(4)?;
+    let mut pos = 5;
+    if mask & 1 != 0 {
+        let lm = *rec.get(pos)?;
+        pos += 1;
+        for (bit, w) in GH_LOCATION_FIELDS.iter().enumerate() {
+            if lm & (1 << bit) != 0 {
+                pos += w;
+            }
+        }
+    }
+    for (bit, w) in [(1u8, 1usize), (2, 2), (3, 4)] {
+        if mask & (1 << bit) != 0 {
+            let n = usize::from(*rec.get(pos)?);
+            pos += 1 + n * (1 + w);
+        }
+    }
+    (pos <= rec.len()).then_some(pos)
 }
 
 /// Big-endian unsigned integer of `width` (1, 2, 4 or 8) bytes at the start of `b`.
@@ -258,6 +341,9 @@ impl<'a> Iterator for Records<'a> {
         let (rec, rest) = self.rest.split_at_checked(len)?;
         self.rest = rest;
         let mut b = rec;
+        if l.gh {
+            return gh_record(b, l);
+        }
         let timestamp_ms = u64::from_be_bytes(*take::<8>(&mut b)?);
         let [priority] = *take::<1>(&mut b)?;
         let lon_e7 = i32::from_be_bytes(*take::<4>(&mut b)?);
@@ -281,7 +367,9 @@ impl<'a> Iterator for Records<'a> {
             satellites,
             speed_kmh,
             event_io,
+            located: true,
             layout: l,
+            groups: 0b1111,
             io: b,
         })
     }
@@ -292,6 +380,60 @@ impl<'a> Iterator for Records<'a> {
             Some(usize::from(self.remaining)),
         )
     }
+}
+
+/// A Codec 7 record (its length already checked): the fields that are present, zero otherwise.
+fn gh_record(mut b: &[u8], layout: Layout) -> Option<Record<'_>> {
+    let t = u32::from_be_bytes(*take::<4>(&mut b)?);
+    let [mask] = *take::<1>(&mut b)?;
+    let mut rec = Record {
+        timestamp_ms: (u64::from(t & 0x3FFF_FFFF) + GH_EPOCH_S) * 1000,
+        priority: (t >> 30) as u8,
+        lon_e7: 0,
+        lat_e7: 0,
+        altitude_m: 0,
+        angle: 0,
+        satellites: 0,
+        speed_kmh: 0,
+        event_io: 0,
+        located: false,
+        layout,
+        groups: (mask >> 1) & 0b0111,
+        io: &[],
+    };
+    if mask & 1 != 0 {
+        let [lm] = *take::<1>(&mut b)?;
+        let has = |bit: u8| lm & (1 << bit) != 0;
+        if has(0) {
+            let lat = f32::from_be_bytes(*take::<4>(&mut b)?);
+            let lon = f32::from_be_bytes(*take::<4>(&mut b)?);
+            if lat.is_finite() && lon.is_finite() && lat.abs() <= 90.0 && lon.abs() <= 180.0 {
+                rec.lat_e7 = (f64::from(lat) * 1e7).round() as i32;
+                rec.lon_e7 = (f64::from(lon) * 1e7).round() as i32;
+                rec.located = true;
+            }
+        }
+        if has(1) {
+            rec.altitude_m = i16::from_be_bytes(*take::<2>(&mut b)?);
+        }
+        if has(2) {
+            // One byte for the whole circle.
+            rec.angle = (u32::from(take::<1>(&mut b)?[0]) * 360 / 256) as u16;
+        }
+        if has(3) {
+            rec.speed_kmh = u16::from(take::<1>(&mut b)?[0]);
+        }
+        if has(4) {
+            rec.satellites = take::<1>(&mut b)?[0];
+        }
+        for (bit, w) in [(5u8, 4usize), (6, 1), (7, 4)] {
+            if has(bit) {
+                b = b.get(w..)?;
+            }
+        }
+    }
+    rec.io = b;
+    Some(rec)
 }
 
 /// One AVL record (protocols.md §C.3), fields as sent.
@@ -312,7 +454,11 @@ pub struct Record<'a> {
     pub speed_kmh: u16,
     /// The IO that triggered the record; 0 for a periodic record.
     pub event_io: u16,
+    /// The record carries coordinates (Codec 7 records may carry IO only).
+    pub located: bool,
     layout: Layout,
+    /// Which of the 1-, 2-, 4- and 8-byte IO groups are present (bits 0..3).
+    groups: u8,
     /// The IO groups, from the N1 count on.
     io: &'a [u8],
 }
@@ -322,6 +468,7 @@ impl<'a> Record<'a> {
     pub fn io(&self) -> IoElements<'a> {
         IoElements {
             layout: self.layout,
+            groups: self.groups,
             rest: self.io,
             group: 0,
             left: 0,
@@ -410,6 +557,7 @@ pub struct IoElement<'a> {
 #[derive(Clone, Debug)]
 pub struct IoElements<'a> {
     layout: Layout,
+    groups: u8,
     rest: &'a [u8],
     /// Next group to open: 0..=3 fixed widths, 4 NX, 5 done.
     group: u8,
@@ -423,9 +571,14 @@ impl<'a> Iterator for IoElements<'a> {
     #[inline]
     fn next(&mut self) -> Option<IoElement<'a>> {
         while self.left == 0 {
+            if self.group <= 3 && self.groups & (1 << self.group) == 0 {
+                self.group += 1;
+                continue;
+            }
             let width = match self.group {
                 0..=3 => self.layout.count,
                 4 if self.layout.nx => 2,
+                4 if self.layout.x16 => self.layout.count,
                 _ => return None,
             };
             self.left = take_n(&mut self.rest, width)? as usize;
@@ -438,6 +591,7 @@ impl<'a> Iterator for IoElements<'a> {
             2 => IoValue::U16(u16::from_be_bytes(*take::<2>(&mut self.rest)?)),
             3 => IoValue::U32(u32::from_be_bytes(*take::<4>(&mut self.rest)?)),
             4 => IoValue::U64(u64::from_be_bytes(*take::<8>(&mut self.rest)?)),
+            _ if self.layout.x16 => IoValue::Bytes(take::<16>(&mut self.rest)?),
             _ => {
                 let len = usize::from(u16::from_be_bytes(*take::<2>(&mut self.rest)?));
                 let (v, rest) = self.rest.split_at_checked(len)?;
@@ -581,6 +735,16 @@ fn imei_str(b: &[u8]) -> Option<&str> {
 /// `valid: false`, so it only counts as a sign of life (§C.3). `utc_offset_s` undoes a device
 /// clock set to local time.
 pub fn record_event(device: &DeviceId, rec: &Record<'_>, utc_offset_s: Option<i32>) -> Event {
+    if !rec.located {
+        // A Codec 7 record of IO values only: a sign of life, not a position at 0/0.
+        return Event {
+            device_id: device.clone(),
+            protocol: Protocol::Teltonika,
+            kind: EventKind::Heartbeat {
+                alarms: rec.alarms(),
+            },
+        };
+    }
     let ms = i64::try_from(rec.timestamp_ms).unwrap_or(i64::MAX);
     let offset_ms = i64::from(utc_offset_s.unwrap_or(0)) * 1000;
     let position = Position {
@@ -592,6 +756,8 @@ pub fn record_event(device: &DeviceId, rec: &Record<'_>, utc_offset_s: Option<i3
         course: rec.angle,
         satellites: Some(rec.satellites),
         altitude_m: Some(f64::from(rec.altitude_m)),
+        cell: None,
+        wifi: None,
     };
     Event {
         device_id: device.clone(),
@@ -605,7 +771,7 @@ pub fn record_event(device: &DeviceId, rec: &Record<'_>, utc_offset_s: Option<i3
 }
 
 fn reject(out: &mut Vec<Output>, reason: &'static str, bytes: usize) {
-    out.push(Output::Rejected(Rejection { reason, bytes }));
+    out.push(Output::Rejected(Rejection::new(reason, bytes)));
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -728,7 +894,13 @@ impl TeltonikaSession {
                 true
             }
             Err(FrameError::Avl { err, len }) => {
-                reject(out, err.reason(), len);
+                let frame = buf.get(..len).unwrap_or(&[]);
+                out.push(Output::Rejected(match err {
+                    AvlError::UnsupportedCodec(c) => {
+                        Rejection::unsupported("teltonika", &format!("codec 0x{c:02X}"), frame)
+                    }
+                    _ => Rejection::new(err.reason(), len),
+                }));
                 buf.advance(len);
                 true
             }
@@ -1060,7 +1232,7 @@ mod tests {
         let mut out = Vec::new();
         s.feed(&mut buf, &mut out).expect("ok");
         assert!(buf.is_empty());
-        assert!(matches!(out[0], Output::Rejected(r) if r.bytes == 64));
+        assert!(matches!(out[0], Output::Rejected(ref r) if r.bytes == 64));
         assert_eq!(out.len(), 3);
         // With one (MQTT raw payloads, decode) the packet is that device's.
         let cfg = SessionConfig {
