@@ -64,6 +64,7 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
         metrics::gauge!("lienwatch_webhook_pending", "webhook" => name.clone()).set(0.0);
         metrics::gauge!("lienwatch_webhook_in_flight", "webhook" => name.clone()).set(0.0);
         metrics::counter!("lienwatch_webhook_failed_total", "webhook" => name.clone()).absolute(0);
+        let _ = metrics::histogram!("lienwatch_webhook_latency_seconds", "webhook" => name.clone());
         for o in WEBHOOK_OUTCOMES {
             metrics::counter!("lienwatch_webhook_attempts_total", "webhook" => name.clone(), "outcome" => o)
                 .absolute(0);

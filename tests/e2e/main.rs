@@ -7,6 +7,7 @@
 mod common;
 
 mod alerts;
+mod api;
 mod crash;
 mod daemon_basics;
 mod deploy;
