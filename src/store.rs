@@ -4,7 +4,7 @@
 //! readers (the admin API) read the trees directly, since sled is safe to share between threads.
 //! Values are postcard-encoded; keys are the raw id bytes.
 
-use crate::event::{DeviceId, Position, Protocol, Timestamp};
+use crate::event::{Cell, DeviceId, Position, Protocol, Timestamp, WifiAp};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -31,6 +31,72 @@ pub struct StoredPosition {
     pub satellites: Option<u8>,
     pub altitude_m: Option<f64>,
     pub received_at: Timestamp,
+    /// The serving cell and strongest access point of an LBS or Wi-Fi report (invalid fixes
+    /// that a recovery team can still place). Last, so that records written before these
+    /// fields existed are recognised as the shorter layout (see [`decode_device`]).
+    pub cell: Option<Cell>,
+    pub wifi: Option<WifiAp>,
+}
+
+/// The record layout before `cell` and `wifi` were kept, read from older databases.
+#[derive(Deserialize)]
+struct DeviceRecordV1 {
+    device_id: DeviceId,
+    protocol: Protocol,
+    first_seen: Timestamp,
+    last_seen: Timestamp,
+    position: Option<StoredPositionV1>,
+}
+
+#[derive(Deserialize)]
+struct StoredPositionV1 {
+    time: Timestamp,
+    lat: f64,
+    lon: f64,
+    valid: bool,
+    speed_kmh: f64,
+    course: u16,
+    satellites: Option<u8>,
+    altitude_m: Option<f64>,
+    received_at: Timestamp,
+}
+
+impl From<DeviceRecordV1> for DeviceRecord {
+    fn from(r: DeviceRecordV1) -> Self {
+        DeviceRecord {
+            device_id: r.device_id,
+            protocol: r.protocol,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            position: r.position.map(|p| StoredPosition {
+                time: p.time,
+                lat: p.lat,
+                lon: p.lon,
+                valid: p.valid,
+                speed_kmh: p.speed_kmh,
+                course: p.course,
+                satellites: p.satellites,
+                altitude_m: p.altitude_m,
+                received_at: p.received_at,
+                cell: None,
+                wifi: None,
+            }),
+        }
+    }
+}
+
+/// A device record in the current layout, or in the one before `cell`/`wifi` (which ends where
+/// the current one continues, so it fails to decode as the current one).
+fn decode_device(v: &[u8]) -> Result<DeviceRecord, StoreError> {
+    match postcard::from_bytes::<DeviceRecord>(v) {
+        Ok(r) => Ok(r),
+        Err(e) => postcard::from_bytes::<DeviceRecordV1>(v)
+            .map(DeviceRecord::from)
+            .map_err(|_| StoreError::Corrupt {
+                tree: "devices",
+                msg: e.to_string(),
+            }),
+    }
 }
 
 impl StoredPosition {
@@ -45,6 +111,8 @@ impl StoredPosition {
             satellites: p.satellites,
             altitude_m: p.altitude_m,
             received_at,
+            cell: p.cell,
+            wifi: p.wifi,
         }
     }
 
@@ -58,8 +126,8 @@ impl StoredPosition {
             course: self.course,
             satellites: self.satellites,
             altitude_m: self.altitude_m,
-            cell: None,
-            wifi: None,
+            cell: self.cell,
+            wifi: self.wifi,
         }
     }
 
@@ -187,7 +255,7 @@ impl Store {
     pub fn get_device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
         match self.devices.get(id.as_bytes())? {
             None => Ok(None),
-            Some(v) => decode(&v, "devices").map(Some),
+            Some(v) => decode_device(&v).map(Some),
         }
     }
 
@@ -204,7 +272,7 @@ impl Store {
     pub fn all_devices(&self) -> impl Iterator<Item = Result<DeviceRecord, StoreError>> + '_ {
         self.devices.iter().map(|r| {
             let (_, v) = r?;
-            decode(&v, "devices")
+            decode_device(&v)
         })
     }
 
@@ -281,13 +349,6 @@ impl Store {
     }
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(v: &[u8], tree: &'static str) -> Result<T, StoreError> {
-    postcard::from_bytes(v).map_err(|e| StoreError::Corrupt {
-        tree,
-        msg: e.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +386,64 @@ mod tests {
         let back = s.get_device("868120145233604").unwrap().unwrap();
         assert_eq!(back.position, r.position);
         assert_eq!(back.first_seen, r.first_seen);
+    }
+
+    #[test]
+    fn records_of_the_layout_before_cell_and_wifi_still_read() {
+        #[derive(Serialize)]
+        struct OldPos {
+            time: Timestamp,
+            lat: f64,
+            lon: f64,
+            valid: bool,
+            speed_kmh: f64,
+            course: u16,
+            satellites: Option<u8>,
+            altitude_m: Option<f64>,
+            received_at: Timestamp,
+        }
+        #[derive(Serialize)]
+        struct Old {
+            device_id: DeviceId,
+            protocol: Protocol,
+            first_seen: Timestamp,
+            last_seen: Timestamp,
+            position: Option<OldPos>,
+        }
+        let old = postcard::to_allocvec(&Old {
+            device_id: DeviceId::new("868120145233604"),
+            protocol: Protocol::Gt06,
+            first_seen: Timestamp::from_secs(1),
+            last_seen: Timestamp::from_secs(2),
+            position: Some(OldPos {
+                time: Timestamp::from_secs(100),
+                lat: 22.5,
+                lon: 114.0,
+                valid: true,
+                speed_kmh: 0.0,
+                course: 0,
+                satellites: Some(7),
+                altitude_m: None,
+                received_at: Timestamp::from_secs(101),
+            }),
+        })
+        .unwrap();
+        let r = decode_device(&old).unwrap();
+        let p = r.position.unwrap();
+        assert_eq!((p.lat, p.satellites, p.cell), (22.5, Some(7), None));
+        // And a current record with a cell keeps it.
+        let mut cur =
+            DeviceRecord::new(DeviceId::new("1"), Protocol::Gt06, Timestamp::from_secs(0));
+        let mut lbs = pos(50, false);
+        lbs.cell = Some(Cell {
+            mcc: 460,
+            mnc: 0,
+            lac: 9340,
+            cid: 3967,
+        });
+        cur.offer_position(&lbs, Timestamp::from_secs(51));
+        let back = decode_device(&postcard::to_allocvec(&cur).unwrap()).unwrap();
+        assert_eq!(back.position.unwrap().cell, lbs.cell);
+        assert_eq!(back.position.unwrap().to_json()["cell"]["mcc"], 460);
     }
 }

@@ -114,3 +114,29 @@ fn owed_replies_are_sent_when_the_device_closes_its_side() {
         "server closes after the owed replies"
     );
 }
+
+/// An LBS-only report (0x28, no GNSS fix) is stored as an invalid position that keeps its
+/// serving cell, so a recovery team can still place the car roughly (protocols.md A.4).
+#[test]
+fn an_lbs_report_is_an_invalid_position_that_keeps_its_cell_in_the_api() {
+    let d = Daemon::start(&["gt06"], "");
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
+    // Date, MCC 460, MNC 0, seven cells of LAC 0x247C, cell id 0x0F2A31 and RSSI, timing
+    // advance, language.
+    let mut c = vec![24, 5, 20, 10, 30, 15];
+    c.extend_from_slice(&460u16.to_be_bytes());
+    c.push(0);
+    for i in 0..7u8 {
+        c.extend_from_slice(&[0x24, 0x7C, 0x0F, 0x2A, 0x31, 60 + i]);
+    }
+    c.extend_from_slice(&[0x00, 0x00, 0x01]);
+    dev.exchange_bytes(&gt06_frame(0x28, &c, 2), &gt06_ack(0x28, 2));
+    let (s, v) = d.api("GET", &format!("/v1/devices/{IMEI}"), None);
+    assert_eq!(s, 200, "{v}");
+    let p = &v["position"];
+    assert_eq!(p["valid"], false, "{v}");
+    assert_eq!(p["cell"]["mcc"], 460, "{v}");
+    assert_eq!(p["cell"]["lac"], 0x247C, "{v}");
+    assert_eq!(p["cell"]["cid"], 0x0F2A31, "{v}");
+}
