@@ -40,6 +40,7 @@ pub struct StoredPosition {
 
 /// The record layout before `cell` and `wifi` were kept, read from older databases.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct DeviceRecordV1 {
     device_id: DeviceId,
     protocol: Protocol,
@@ -49,6 +50,7 @@ struct DeviceRecordV1 {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct StoredPositionV1 {
     time: Timestamp,
     lat: f64,
@@ -390,32 +392,12 @@ mod tests {
 
     #[test]
     fn records_of_the_layout_before_cell_and_wifi_still_read() {
-        #[derive(Serialize)]
-        struct OldPos {
-            time: Timestamp,
-            lat: f64,
-            lon: f64,
-            valid: bool,
-            speed_kmh: f64,
-            course: u16,
-            satellites: Option<u8>,
-            altitude_m: Option<f64>,
-            received_at: Timestamp,
-        }
-        #[derive(Serialize)]
-        struct Old {
-            device_id: DeviceId,
-            protocol: Protocol,
-            first_seen: Timestamp,
-            last_seen: Timestamp,
-            position: Option<OldPos>,
-        }
-        let old = postcard::to_allocvec(&Old {
+        let old = postcard::to_allocvec(&DeviceRecordV1 {
             device_id: DeviceId::new("868120145233604"),
             protocol: Protocol::Gt06,
             first_seen: Timestamp::from_secs(1),
             last_seen: Timestamp::from_secs(2),
-            position: Some(OldPos {
+            position: Some(StoredPositionV1 {
                 time: Timestamp::from_secs(100),
                 lat: 22.5,
                 lon: 114.0,
