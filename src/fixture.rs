@@ -220,7 +220,11 @@ pub fn json_list(expected: &[Value], actual: &[Value]) -> Result<(), String> {
 
 /// The session settings a fixture asks for.
 pub fn session_config(f: &Fixture) -> Result<SessionConfig, String> {
-    let mut cfg = SessionConfig::default();
+    // A fixture's connection is a listener's connection: JT/T 808 authentication is enforced.
+    let mut cfg = SessionConfig {
+        require_auth: true,
+        ..SessionConfig::default()
+    };
     if let Some(o) = &f.utc_offset {
         cfg.utc_offset_s = Some(parse_utc_offset(o)?);
     }

@@ -8,6 +8,7 @@
 use crate::config::Config;
 use crate::engine::devices::GetDevice;
 use crate::engine::loans::SetLoan;
+use crate::engine::registrations::ResetRegistration;
 use crate::engine::vehicles::{DeleteVehicle, GetVehicle, PutVehicle};
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::event::Timestamp;
@@ -96,6 +97,7 @@ pub fn run_fixture(
         Engine::open(store, outbox, ecfg, now()).map_err(|e| ReplayError::Setup(e.to_string()))?;
     let mut scfg = fixture::session_config(fx).map_err(ReplayError::Setup)?;
     scfg.admit = engine.admission();
+    scfg.bind_terminal = engine.terminal_binding();
     let c2 = clock.clone();
     scfg.clock = Arc::new(move || Timestamp::from_millis(c2.load(Ordering::Relaxed)));
 
@@ -191,6 +193,9 @@ fn call_api(engine: &mut Engine, api: &str, body: &str, now: Timestamp) -> (u16,
             .map(|v| (200, json(&v))),
         ("GET", ["v1", "devices", id]) => GetDevice::parse(id)
             .and_then(|c| engine.execute(c, now))
+            .map(|v| (200, json(&v))),
+        ("DELETE", ["v1", "devices", id, "registration"]) => GetDevice::parse(id)
+            .and_then(|c| engine.execute(ResetRegistration { id: c.id }, now))
             .map(|v| (200, json(&v))),
         _ => {
             return (

@@ -204,6 +204,7 @@ impl DeviceRecord {
 /// - `vehicles`: vehicle id -> the vehicle's API body (JSON text; see `crate::registry`)
 /// - `rules`: device id -> the rule state of a registered device (postcard)
 /// - `meta`: keys and counters (`alerts_raised`, `jt808_auth_key`)
+/// - `registrations`: JT/T 808 terminal number -> the terminal id it registered with (UTF-8)
 /// - the outbox's own tree (`crate::alert::outbox`), opened through [`Store::open_outbox`]
 #[derive(Clone)]
 pub struct Store {
@@ -212,6 +213,7 @@ pub struct Store {
     vehicles: sled::Tree,
     rules: sled::Tree,
     meta: sled::Tree,
+    registrations: sled::Tree,
 }
 
 const ALERTS_RAISED: &str = "alerts_raised";
@@ -240,6 +242,7 @@ impl Store {
             vehicles: db.open_tree("vehicles")?,
             rules: db.open_tree("rules")?,
             meta: db.open_tree("meta")?,
+            registrations: db.open_tree("registrations")?,
             db,
         })
     }
@@ -312,6 +315,30 @@ impl Store {
             Some(b) => self.rules.insert(id.as_str().as_bytes(), b)?,
             None => self.rules.remove(id.as_str().as_bytes())?,
         };
+        Ok(())
+    }
+
+    /// Every JT/T 808 registration binding.
+    pub fn all_registrations(
+        &self,
+    ) -> impl Iterator<Item = Result<(DeviceId, Box<str>), StoreError>> + '_ {
+        self.registrations.iter().map(|r| {
+            let (k, v) = r?;
+            Ok((
+                DeviceId::new(&String::from_utf8_lossy(&k)),
+                String::from_utf8_lossy(&v).into(),
+            ))
+        })
+    }
+
+    pub fn put_registration(&self, id: &DeviceId, terminal_id: &str) -> Result<(), StoreError> {
+        self.registrations
+            .insert(id.as_str().as_bytes(), terminal_id.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn remove_registration(&self, id: &DeviceId) -> Result<(), StoreError> {
+        self.registrations.remove(id.as_str().as_bytes())?;
         Ok(())
     }
 

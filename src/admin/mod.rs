@@ -46,6 +46,7 @@ fn v1() -> OpenApiRouter<AdminState> {
         .routes(routes!(vehicles::get, vehicles::put, vehicles::delete))
         .routes(routes!(loans::put))
         .routes(routes!(devices::get))
+        .routes(routes!(devices::delete_registration))
         .routes(routes!(alerts::list))
 }
 

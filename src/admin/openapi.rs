@@ -57,6 +57,7 @@ mod tests {
             ("/v1/vehicles/{id}", &["get", "put", "delete"]),
             ("/v1/loans/{id}", &["put"]),
             ("/v1/devices/{id}", &["get"]),
+            ("/v1/devices/{id}/registration", &["delete"]),
             ("/v1/alerts", &["get"]),
         ];
         for (path, methods) in want {

@@ -36,6 +36,8 @@ pub async fn start(
             default_device_id: None,
             clock: Arc::new(Timestamp::now),
             sessionless: false,
+            require_auth: true,
+            bind_terminal: sh.engine.terminal_binding.clone(),
         };
         let bind_err = |e: std::io::Error| DaemonError::Bind {
             what: format!("listener {} ({:?})", l.protocol.name(), l.transport),

@@ -11,6 +11,7 @@ pub mod command;
 pub mod control;
 pub mod devices;
 pub mod loans;
+pub mod registrations;
 pub mod thread;
 pub mod vehicles;
 pub mod view;
@@ -59,6 +60,8 @@ pub struct Engine {
     vehicles: BTreeMap<String, Vehicle>,
     states: HashMap<DeviceId, DeviceRuleState>,
     registered: Registered,
+    /// JT/T 808 terminal numbers bound to their registration's terminal id.
+    terminal_ids: Arc<registrations::TerminalIds>,
     /// Silence deadlines: O(log n) per update, no scans.
     tracker: SilenceTracker,
     /// When this engine started (the `startup_grace` reference).
@@ -122,6 +125,11 @@ impl Engine {
                 states.insert(id, st);
             }
         }
+        let mut bound = HashMap::new();
+        for kv in store.all_registrations() {
+            let (id, terminal_id) = kv?;
+            bound.insert(id, terminal_id);
+        }
         let alert_count = store.alerts_raised()?;
         let rules = Rules::new(cfg.rules.clone(), now);
         let mut e = Engine {
@@ -133,6 +141,7 @@ impl Engine {
             vehicles,
             states,
             registered: Arc::new(RwLock::new(map)),
+            terminal_ids: Arc::new(registrations::TerminalIds::new(bound)),
             tracker: SilenceTracker::new(),
             started_at: now,
             dirty: HashSet::new(),
@@ -173,6 +182,11 @@ impl Engine {
 
     pub fn registered(&self) -> Registered {
         self.registered.clone()
+    }
+
+    /// The JT/T 808 registration policy for protocol sessions.
+    pub fn terminal_binding(&self) -> crate::protocol::TerminalBinding {
+        self.terminal_ids.binding()
     }
 
     /// The login policy for protocol sessions (`[ingest] accept_unknown`).
@@ -344,6 +358,9 @@ impl Engine {
         for id in self.dirty_states.drain() {
             let bytes = self.states.get(&id).map(DeviceRuleState::to_bytes);
             self.store.put_rule_state(&id, bytes.as_deref())?;
+        }
+        for (id, terminal_id) in self.terminal_ids.take_unsaved() {
+            self.store.put_registration(&id, &terminal_id)?;
         }
         self.store.set_alerts_raised(self.alert_count)?;
         self.store.flush()?;

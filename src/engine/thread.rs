@@ -34,6 +34,7 @@ pub struct EngineHandle {
     tx: flume::Sender<Msg>,
     pub registered: super::Registered,
     pub admission: crate::protocol::Admission,
+    pub terminal_binding: crate::protocol::TerminalBinding,
 }
 
 impl EngineHandle {
@@ -105,6 +106,7 @@ pub fn spawn(
         tx,
         registered: engine.registered(),
         admission: engine.admission(),
+        terminal_binding: engine.terminal_binding(),
     };
     let jh = std::thread::Builder::new()
         .name("lienwatch-engine".into())

@@ -57,6 +57,8 @@ pub mod result {
     pub const FAILURE: u8 = 1;
     pub const MESSAGE_ERROR: u8 = 2;
     pub const NOT_SUPPORTED: u8 = 3;
+    /// 0x8100 result "terminal already registered": the number is bound to another terminal id.
+    pub const TERMINAL_REGISTERED: u8 = 3;
     /// 0x8100 result "no such terminal", used when the admission policy refuses a device.
     pub const NO_SUCH_TERMINAL: u8 = 4;
 }
@@ -331,6 +333,26 @@ pub fn auth_code(key: &[u8], terminal: &DeviceId) -> String {
 /// Compares without an early exit, so response timing does not leak how much of a code matched.
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The terminal id of a 0x0100 body (§B.5): after province, city, maker and model, 7 bytes in
+/// 2011/2013 (maker 5, model 8 in 2011 or 20 in 2013) and 30 in 2019 (maker 11, model 30); NULs
+/// and spaces trimmed. The 2011 and 2013 layouts are told apart by length (a 2013 body holds at
+/// least 37 bytes before the plate).
+pub fn registration_terminal_id(body: &[u8], v2019: bool) -> String {
+    let range = if v2019 {
+        45..75
+    } else if body.len() >= 37 {
+        29..36
+    } else {
+        17..24
+    };
+    let raw = body.get(range).unwrap_or(&[]);
+    let end = raw
+        .iter()
+        .rposition(|&b| b != 0 && b != b' ')
+        .map_or(0, |i| i + 1);
+    String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
 /// The auth code a 0x0102 body carries: 2013 sends the whole body (§B.5); 2019 sends a length
@@ -694,6 +716,8 @@ fn reject(reason: &'static str, bytes: usize) -> Output {
 pub struct Jt808Session {
     cfg: SessionConfig,
     terminal: Option<Terminal>,
+    /// The terminal that authenticated on this connection (`require_auth`).
+    authenticated: Option<DeviceId>,
     /// Serial of the last reply sent; see the module docs for the rule.
     serial: u16,
     /// Reused buffer for un-escaping, so steady-state framing does not allocate.
@@ -710,6 +734,7 @@ impl Jt808Session {
         Jt808Session {
             cfg,
             terminal: None,
+            authenticated: None,
             serial: 0,
             scratch: Vec::new(),
             scanned: 1,
@@ -794,6 +819,23 @@ impl Jt808Session {
             }
             return Err(SessionError::Refused(id.to_string()));
         }
+        if self.cfg.require_auth {
+            // CONTRACT.md "Trust at the edges": anyone who knows a terminal number could
+            // otherwise move a car on the map.
+            let refusal = match &self.authenticated {
+                Some(a) if *a != id => {
+                    Some("jt808: frame for another terminal than the authenticated one")
+                }
+                Some(_) => None,
+                None if matches!(h.msg_id, msg::REGISTER | msg::AUTH | msg::HEARTBEAT) => None,
+                None => Some("jt808: message before authentication"),
+            };
+            if let Some(reason) = refusal {
+                out.push(reject(reason, wire_len));
+                self.ack(&h, result::FAILURE, out);
+                return Ok(());
+            }
+        }
         match h.package {
             Some(p) if p.total > 1 => {
                 let mut terminal = [0u8; 10];
@@ -837,6 +879,18 @@ impl Jt808Session {
     fn dispatch(&mut self, h: &Header<'_>, body: &[u8], id: &DeviceId, out: &mut Vec<Output>) {
         match h.msg_id {
             msg::REGISTER => {
+                let terminal_id = registration_terminal_id(body, h.version.is_some());
+                if !(self.cfg.bind_terminal)(id, &terminal_id) {
+                    out.push(reject(
+                        "jt808: registration with another terminal id than the bound one",
+                        body.len(),
+                    ));
+                    let mut reply = [0u8; 3];
+                    reply[..2].copy_from_slice(&h.serial.to_be_bytes());
+                    reply[2] = result::TERMINAL_REGISTERED;
+                    self.reply(h, msg::REGISTER_RESPONSE, &reply, out);
+                    return;
+                }
                 out.push(self.event(id, EventKind::Login));
                 let code = auth_code(&self.cfg.auth_key, id);
                 let mut reply = Vec::with_capacity(3 + code.len());
@@ -852,6 +906,7 @@ impl Jt808Session {
                     .flatten()
                     .any(|c| ct_eq(c, want.as_bytes()));
                 if ok {
+                    self.authenticated = Some(id.clone());
                     out.push(self.event(id, EventKind::Login));
                     self.ack(h, result::OK, out);
                 } else {

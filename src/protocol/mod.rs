@@ -32,6 +32,10 @@ pub type Admission = Arc<dyn Fn(&DeviceId) -> bool + Send + Sync>;
 /// tests are deterministic.
 pub use crate::time::Clock;
 
+/// Decides whether a JT/T 808 terminal number may register with this terminal id (the id in its
+/// registration body): true binds a new number to the id, or confirms the id it is bound to.
+pub type TerminalBinding = Arc<dyn Fn(&DeviceId, &str) -> bool + Send + Sync>;
+
 /// Per-listener settings a session needs. Pure data plus the admission check.
 #[derive(Clone)]
 pub struct SessionConfig {
@@ -51,6 +55,12 @@ pub struct SessionConfig {
     /// `lienwatch decode`: data frames decode without a login (their events carry the device id
     /// only when the frame itself does; otherwise it is empty) and nothing is refused.
     pub sessionless: bool,
+    /// JT/T 808 over a connection: nothing but registration, authentication and heartbeats
+    /// before a valid authentication, and then only frames of the terminal that authenticated.
+    /// Off where there is no connection to hold it (MQTT raw payloads: the broker is the gate).
+    pub require_auth: bool,
+    /// JT/T 808 registration policy (see [`TerminalBinding`]).
+    pub bind_terminal: TerminalBinding,
 }
 
 impl Default for SessionConfig {
@@ -63,6 +73,8 @@ impl Default for SessionConfig {
             default_device_id: None,
             clock: Arc::new(Timestamp::now),
             sessionless: false,
+            require_auth: false,
+            bind_terminal: Arc::new(|_, _| true),
         }
     }
 }

@@ -215,3 +215,187 @@ fn webhooks_trust_a_private_ca_from_ca_file() {
         "only the daemon that trusts the CA delivered"
     );
 }
+
+mod jt808_auth {
+    use crate::common::*;
+    use lienwatch::protocol::jt808::{auth_code, encode_frame, parse_frame, unescape_into};
+
+    const KEY: &str = "[ingest]\njt808_auth_key = \"lienwatch\"\n";
+    const NUMBER: &str = "13912345678";
+    const OTHER: &str = "13987654321";
+
+    fn bcd(number: &str) -> Vec<u8> {
+        let digits = format!("{number:0>12}");
+        let b = digits.as_bytes();
+        (0..6)
+            .map(|k| ((b[2 * k] - b'0') << 4) | (b[2 * k + 1] - b'0'))
+            .collect()
+    }
+
+    /// A 2013 registration body: province, city, maker (5), model (20), terminal id (7),
+    /// plate colour, plate.
+    fn register_body(terminal_id: &str) -> Vec<u8> {
+        let mut b = vec![0x00, 0x2C, 0x01, 0x2C];
+        b.extend_from_slice(b"GPS01");
+        b.extend_from_slice(&[0u8; 20]);
+        let mut id = terminal_id.as_bytes().to_vec();
+        id.resize(7, 0);
+        b.extend_from_slice(&id);
+        b.push(1);
+        b.extend_from_slice(b"B12345");
+        b
+    }
+
+    /// A 0x0200 body at Shenzhen, 2024-05-20 18:30:15 GMT+8.
+    fn location_body() -> Vec<u8> {
+        let mut b = vec![0, 0, 0, 0, 0, 0x0C, 0x00, 0x02];
+        b.extend_from_slice(&22_543_096u32.to_be_bytes());
+        b.extend_from_slice(&114_057_865u32.to_be_bytes());
+        b.extend_from_slice(&[0x00, 0x23, 0x02, 0x6F, 0x00, 0x5A]);
+        b.extend_from_slice(&[0x24, 0x05, 0x20, 0x18, 0x30, 0x15]);
+        b
+    }
+
+    struct Terminal {
+        dev: Device,
+        serial: u16,
+    }
+
+    impl Terminal {
+        fn connect(d: &Daemon) -> Terminal {
+            Terminal {
+                dev: d.connect("jt808"),
+                serial: 0,
+            }
+        }
+
+        /// Sends a message as `number` and returns the reply's message id and body.
+        fn send(&mut self, number: &str, msg_id: u16, body: &[u8]) -> (u16, Vec<u8>) {
+            self.serial += 1;
+            let f = encode_frame(msg_id, None, &bcd(number), self.serial, body);
+            self.dev.send(&f);
+            // Read one frame: 7E ... 7E.
+            let mut raw = self.dev.read_exact(1);
+            assert_eq!(raw, [0x7E]);
+            loop {
+                let b = self.dev.read_exact(1);
+                raw.extend_from_slice(&b);
+                if b == [0x7E] && raw.len() > 2 {
+                    break;
+                }
+            }
+            let mut data = Vec::new();
+            unescape_into(&raw[1..raw.len() - 1], &mut data).expect("escaping");
+            let f = parse_frame(&data).expect("a reply frame");
+            (f.header.msg_id, f.body.to_vec())
+        }
+
+        /// The result byte of the 0x8001 answering a message.
+        fn result_of(&mut self, number: &str, msg_id: u16, body: &[u8]) -> u8 {
+            let (id, reply) = self.send(number, msg_id, body);
+            assert_eq!(id, 0x8001, "general response");
+            assert_eq!(&reply[2..4], &msg_id.to_be_bytes(), "answers that message");
+            reply[4]
+        }
+
+        fn register(&mut self, number: &str, terminal_id: &str) -> (u8, Vec<u8>) {
+            let (id, reply) = self.send(number, 0x0100, &register_body(terminal_id));
+            assert_eq!(id, 0x8100);
+            (reply[2], reply[3..].to_vec())
+        }
+
+        fn authenticate(&mut self, number: &str) -> u8 {
+            let code = auth_code(b"lienwatch", &lienwatch::event::DeviceId::new(number));
+            self.result_of(number, 0x0102, code.as_bytes())
+        }
+    }
+
+    fn stored(d: &Daemon, number: &str) -> bool {
+        d.api("GET", &format!("/v1/devices/{number}"), None).0 == 200
+    }
+
+    #[test]
+    fn nothing_but_register_auth_and_heartbeat_before_a_valid_authentication() {
+        let d = Daemon::start(&["jt808"], KEY);
+        let mut t = Terminal::connect(&d);
+        assert_eq!(
+            t.result_of(NUMBER, 0x0200, &location_body()),
+            1,
+            "no auth yet"
+        );
+        assert_eq!(t.result_of(NUMBER, 0x0002, &[]), 0, "heartbeats are fine");
+        assert_eq!(
+            t.result_of(NUMBER, 0x0102, b"AUTH123456"),
+            1,
+            "a wrong code"
+        );
+        assert_eq!(
+            t.result_of(NUMBER, 0x0200, &location_body()),
+            1,
+            "still not"
+        );
+        // The heartbeat is a sign of life; no position was stored.
+        let (_, v) = d.api("GET", &format!("/v1/devices/{NUMBER}"), None);
+        assert!(v["position"].is_null(), "{v}");
+        assert_eq!(t.authenticate(NUMBER), 0);
+        assert_eq!(t.result_of(NUMBER, 0x0200, &location_body()), 0);
+        let (_, v) = d.api("GET", &format!("/v1/devices/{NUMBER}"), None);
+        assert_eq!(v["position"]["time"], "2024-05-20T10:30:15Z", "{v}");
+
+        // The connection belongs to NUMBER now: another number on it is refused and counted.
+        assert_eq!(t.result_of(OTHER, 0x0200, &location_body()), 1);
+        assert_eq!(
+            t.authenticate(OTHER),
+            1,
+            "nor can it authenticate on this connection"
+        );
+        assert!(
+            !stored(&d, OTHER),
+            "nothing was stored for the other number"
+        );
+        let refused = d.metric("lienwatch_frames_rejected_total", &[("protocol", "jt808")]);
+        assert!(refused >= 5.0, "rejections are counted: {refused}");
+
+        // Losing the connection loses the authentication; a new one authenticates again.
+        drop(t);
+        let mut t = Terminal::connect(&d);
+        assert_eq!(t.result_of(NUMBER, 0x0200, &location_body()), 1);
+        assert_eq!(t.authenticate(NUMBER), 0);
+        assert_eq!(t.result_of(NUMBER, 0x0200, &location_body()), 0);
+    }
+
+    #[test]
+    fn a_number_stays_bound_to_its_terminal_id_until_an_operator_resets_it() {
+        let mut d = Daemon::start(&["jt808"], KEY);
+        let mut t = Terminal::connect(&d);
+        let (result, code) = t.register(NUMBER, "A123456");
+        assert_eq!(result, 0);
+        assert_eq!(
+            String::from_utf8(code).unwrap(),
+            auth_code(b"lienwatch", &lienwatch::event::DeviceId::new(NUMBER))
+        );
+        // The same unit may register again; another unit with the same number may not, and is
+        // not handed the code.
+        assert_eq!(t.register(NUMBER, "A123456").0, 0);
+        let mut intruder = Terminal::connect(&d);
+        let (result, code) = intruder.register(NUMBER, "EVIL001");
+        assert_eq!(result, 3, "terminal already registered");
+        assert!(code.is_empty(), "no code for the intruder");
+
+        // The binding survives a restart.
+        drop((t, intruder));
+        d.terminate();
+        d.spawn();
+        let mut t = Terminal::connect(&d);
+        assert_eq!(t.register(NUMBER, "EVIL001").0, 3);
+
+        // An operator resets it (a replaced unit): the next registration binds anew.
+        let path = format!("/v1/devices/{NUMBER}/registration");
+        let (s, v) = d.api("DELETE", &path, None);
+        assert_eq!(s, 200, "{v}");
+        let (s, _) = d.api("DELETE", &path, None);
+        assert_eq!(s, 404, "nothing left to reset");
+        assert_eq!(t.register(NUMBER, "B654321").0, 0);
+        assert_eq!(t.register(NUMBER, "A123456").0, 3);
+    }
+}
