@@ -70,6 +70,9 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
                 .absolute(0);
         }
     }
+    for s in ["400", "401", "404", "409"] {
+        metrics::counter!("lienwatch_admin_rejected_total", "status" => s).absolute(0);
+    }
     for r in ["ok", "error"] {
         metrics::counter!("lienwatch_config_reloads_total", "result" => r).absolute(0);
     }
@@ -154,6 +157,10 @@ fn describe() {
     describe_counter!(
         "lienwatch_webhook_failed_total",
         "alerts given up on after max_age"
+    );
+    describe_counter!(
+        "lienwatch_admin_rejected_total",
+        "admin API requests refused, by HTTP status (nothing was changed)"
     );
     describe_counter!(
         "lienwatch_config_reloads_total",

@@ -14,8 +14,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let max_frame = 64 + usize::from(knob & 0x0F) * 128;
     let step = 1 + usize::from(knob >> 4) * 17;
+    // Authentication enforced (a listener's connection) or not (MQTT), and a registration
+    // policy that refuses some terminal ids, so both sides of each check are reached.
     let cfg = SessionConfig {
         max_frame,
+        require_auth: knob & 0x10 != 0,
+        bind_terminal: std::sync::Arc::new(|_, terminal_id: &str| terminal_id.len() % 2 == 0),
         ..SessionConfig::default()
     };
     let mut s = Jt808Session::new(cfg);

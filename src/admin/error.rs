@@ -62,6 +62,10 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // Every refused request is counted by status: a rise of 401s is someone guessing tokens,
+        // of 400s a broken integration.
+        metrics::counter!("lienwatch_admin_rejected_total", "status" => self.status.as_str().to_owned())
+            .increment(1);
         (
             self.status,
             Json(ErrorBody {

@@ -171,6 +171,34 @@ fn a_12_mb_fence_put_does_not_stall_device_acks() {
 }
 
 #[test]
+fn invalid_geometry_is_refused_naming_the_fault_counted_and_changes_nothing() {
+    let d = Daemon::start(&["gt06"], "");
+    let body = |g: serde_json::Value| {
+        json!({"loan": {"id": "L-1", "status": "current"}, "devices": [{"id": IMEI}], "geofence": g})
+            .to_string()
+    };
+    for (g, fault) in [
+        (json!({"type": "Circle", "center": [114.0, 22.5], "radius_m": 1e300}), "radius_m"),
+        (
+            json!({"type": "Polygon", "coordinates": [[[113.9, 22.5, 0.0, 1.0, 2.0], [114.1, 22.5], [114.1, 22.7], [113.9, 22.5]]]}),
+            "5 numbers",
+        ),
+        (
+            json!({"type": "Polygon", "coordinates": [
+                [[113.9, 22.5], [114.1, 22.5], [114.1, 22.7], [113.9, 22.7], [113.9, 22.5]],
+                [[115.0, 23.0], [115.1, 23.0], [115.1, 23.1], [115.0, 23.0]]]}),
+            "outside its polygon's exterior",
+        ),
+    ] {
+        let (s, v) = d.api("PUT", "/v1/vehicles/V-1", Some(&body(g)));
+        assert_eq!(s, 400, "{v}");
+        assert!(v["error"].as_str().unwrap_or("").contains(fault), "{v}");
+    }
+    assert_eq!(d.api("GET", "/v1/vehicles/V-1", None).0, 404, "nothing was stored");
+    assert_eq!(d.metric("lienwatch_admin_rejected_total", &[("status", "400")]), 3.0);
+}
+
+#[test]
 fn webhooks_trust_a_private_ca_from_ca_file() {
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = make_certs(certs.path(), "hook");
