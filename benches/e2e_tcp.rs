@@ -5,7 +5,9 @@
 //! against a bare tokio TCP reader that frames GT06 by length and answers each frame at once
 //! (the baseline: sockets and framing only), and against lienwatch's real ingestion path (session,
 //! engine, sled on disk, group commit; replies only after the flush). The figure that matters is
-//! the ratio, since absolute numbers depend on the machine.
+//! the ratio, since absolute numbers depend on the machine. Each side also reports its reply
+//! latency (p50, p99: from writing a location to reading its whole reply), since a higher rate
+//! bought with a worse tail would not be a win.
 //!
 //! `cargo bench --bench e2e_tcp` (env: `DEVICES`, `SECONDS`, `COMMIT_WINDOW_US`, and `ONLY` =
 //! `bare` or `lienwatch` to run one side, e.g. under `perf stat`).
@@ -94,11 +96,67 @@ async fn bare_server(listener: TcpListener, stop: CancellationToken) {
     }
 }
 
-async fn run_clients(addr: SocketAddr, devices: u32, secs: u64) -> (u64, f64) {
-    let acked = Arc::new(AtomicU64::new(0));
-    let go = Arc::new(AtomicBool::new(true));
-    let mut tasks = Vec::new();
-    // Connect and log in first, so the measured window holds only locations.
+/// What one side achieved: acks, the measured time, and every reply's latency in microseconds.
+struct Run {
+    acks: u64,
+    secs: f64,
+    latencies_us: Vec<u32>,
+    /// CPU time of the whole process (clients included) over the measured window.
+    cpu_secs: f64,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.acks as f64 / self.secs
+    }
+
+    /// The latency at quantile `q` (0..=1), in milliseconds.
+    fn quantile_ms(&self, q: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies_us.len() - 1) as f64 * q).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+
+    /// Microseconds of CPU per ack: on a shared machine this moves far less than the rate.
+    fn cpu_us_per_ack(&self) -> f64 {
+        self.cpu_secs * 1e6 / self.acks as f64
+    }
+
+    fn report(&self, name: &str, devices: u32) {
+        println!(
+            "{name:<20}: {:>9} acks in {:.1}s = {:>10.0} acks/s ({devices} devices); reply p50 {:.2} ms, p99 {:.2} ms; {:.1} us CPU/ack",
+            self.acks,
+            self.secs,
+            self.rate(),
+            self.quantile_ms(0.50),
+            self.quantile_ms(0.99),
+            self.cpu_us_per_ack(),
+        );
+    }
+}
+
+/// User plus system CPU time of this process so far, in seconds (Linux; NaN elsewhere).
+fn process_cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let Some(rest) = stat.rsplit(')').next() else {
+        return f64::NAN;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        // The kernel reports in USER_HZ, 100 on every Linux architecture that matters here.
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+/// Connects and logs in every device, so that the measured window holds only locations.
+async fn connect_all(addr: SocketAddr, devices: u32) -> Vec<TcpStream> {
     let mut conns = Vec::new();
     for i in 0..devices {
         let mut s = loop {
@@ -115,32 +173,64 @@ async fn run_clients(addr: SocketAddr, devices: u32, secs: u64) -> (u64, f64) {
         s.read_exact(&mut r).await.expect("login reply");
         conns.push(s);
     }
+    conns
+}
+
+async fn run_clients(conns: Vec<TcpStream>, secs: u64) -> Run {
+    let acked = Arc::new(AtomicU64::new(0));
+    let go = Arc::new(AtomicBool::new(true));
+    let mut tasks = Vec::new();
     let start = Instant::now();
+    let cpu_start = process_cpu_secs();
     for mut s in conns {
         let (acked, go) = (acked.clone(), go.clone());
         tasks.push(tokio::spawn(async move {
             let mut serial: u16 = 2;
             let mut r = [0u8; 10];
+            let mut lat = Vec::with_capacity(4096);
             while go.load(Ordering::Relaxed) {
+                let sent = Instant::now();
                 if s.write_all(&location(serial, serial as u8)).await.is_err() {
-                    return;
+                    break;
                 }
                 if s.read_exact(&mut r).await.is_err() {
-                    return;
+                    break;
                 }
-                acked.fetch_add(1, Ordering::Relaxed);
+                if go.load(Ordering::Relaxed) {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                    lat.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
                 serial = serial.wrapping_add(1);
             }
+            lat
         }));
     }
     tokio::time::sleep(Duration::from_secs(secs)).await;
     go.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_secs = process_cpu_secs() - cpu_start;
     let n = acked.load(Ordering::Relaxed);
+    let mut latencies_us = Vec::with_capacity(n as usize);
     for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        if let Ok(Ok(l)) = tokio::time::timeout(Duration::from_secs(5), t).await {
+            latencies_us.extend(l);
+        }
     }
-    (n, elapsed)
+    latencies_us.sort_unstable();
+    Run {
+        acks: n,
+        secs: elapsed,
+        latencies_us,
+        cpu_secs,
+    }
+}
+
+async fn commits(handle: &lienwatch::engine::EngineHandle) -> u64 {
+    handle
+        .run(lienwatch::engine::control::GetStats)
+        .await
+        .map(|s| s.commits)
+        .unwrap_or(0)
 }
 
 fn main() {
@@ -165,15 +255,17 @@ fn main() {
     rt.block_on(async move {
         // Baseline.
         let mut bare_rate = f64::NAN;
+        let mut bare_cpu = f64::NAN;
         if only != "lienwatch" {
-        let stop = CancellationToken::new();
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("addr");
-        tokio::spawn(bare_server(l, stop.clone()));
-        let (bare_n, bare_t) = run_clients(addr, devices, secs).await;
-        stop.cancel();
-        bare_rate = bare_n as f64 / bare_t;
-        println!("bare tokio reader : {bare_n:>9} acks in {bare_t:.1}s = {bare_rate:>10.0} acks/s ({devices} devices)");
+            let stop = CancellationToken::new();
+            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = l.local_addr().expect("addr");
+            tokio::spawn(bare_server(l, stop.clone()));
+            let bare = run_clients(connect_all(addr, devices).await, secs).await;
+            stop.cancel();
+            bare_rate = bare.rate();
+            bare_cpu = bare.cpu_us_per_ack();
+            bare.report("bare tokio reader", devices);
         }
         if only == "bare" {
             return;
@@ -194,9 +286,12 @@ fn main() {
                 .unwrap_or(lienwatch::config::StorageConfig::default().commit_window),
             webhooks: Vec::new(),
         };
-        let outbox = store.open_outbox(&[], Arc::new(Timestamp::now)).expect("outbox");
+        let outbox = store
+            .open_outbox(&[], Arc::new(Timestamp::now))
+            .expect("outbox");
         let engine = Engine::open(store, outbox, ecfg, Timestamp::now()).expect("engine");
-        let (handle, _thread) = lienwatch::engine::spawn(engine, Arc::new(Timestamp::now)).expect("engine thread");
+        let (handle, _thread) =
+            lienwatch::engine::spawn(engine, Arc::new(Timestamp::now)).expect("engine thread");
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
         let cfg = Listener {
@@ -212,22 +307,32 @@ fn main() {
             ..SessionConfig::default()
         };
         let stop = CancellationToken::new();
-        tokio::spawn(lienwatch::ingest::tcp::serve(l, cfg, scfg, handle.clone(), stop.clone(), TaskTracker::new()));
-        let (lw_n, lw_t) = run_clients(addr, devices, secs).await;
+        tokio::spawn(lienwatch::ingest::tcp::serve(
+            l,
+            cfg,
+            scfg,
+            handle.clone(),
+            stop.clone(),
+            TaskTracker::new(),
+        ));
+        let conns = connect_all(addr, devices).await;
+        let commits_before = commits(&handle).await;
+        let lw = run_clients(conns, secs).await;
         stop.cancel();
-        let lw_rate = lw_n as f64 / lw_t;
-        println!("lienwatch (durable): {lw_n:>9} acks in {lw_t:.1}s = {lw_rate:>10.0} acks/s ({devices} devices)");
-        let commits = handle
-            .run(lienwatch::engine::control::GetStats)
-            .await
-            .map(|s| s.commits)
-            .unwrap_or(0)
-            .max(1);
+        let lw_rate = lw.rate();
+        let lw_n = lw.acks;
+        lw.report("lienwatch (durable)", devices);
+        // The logins' commits are not the measured window's.
+        let commits = (commits(&handle).await - commits_before).max(1);
         println!(
             "group commits: {commits} ({:.0} acknowledged positions per flush)",
             lw_n as f64 / commits as f64
         );
         println!("ratio lienwatch / bare = {:.2}", lw_rate / bare_rate);
+        println!(
+            "CPU per ack, bare / lienwatch = {:.2} (the rate ratio a CPU-bound run would show)",
+            bare_cpu / lw.cpu_us_per_ack()
+        );
         handle.shutdown().await;
     });
 }

@@ -265,12 +265,19 @@ impl Store {
     }
 
     pub fn put_device(&self, rec: &DeviceRecord) -> Result<(), StoreError> {
+        let key = rec.device_id.as_str().as_bytes();
+        // Encoded on the stack: sled copies the value anyway, so a heap buffer would be garbage
+        // at once. Records are ~80 bytes; an unusually long id takes the heap path.
+        let mut buf = [0u8; 256];
+        if let Ok(bytes) = postcard::to_slice(rec, &mut buf) {
+            self.devices.insert(key, &*bytes)?;
+            return Ok(());
+        }
         let bytes = postcard::to_allocvec(rec).map_err(|e| StoreError::Corrupt {
             tree: "devices",
             msg: e.to_string(),
         })?;
-        self.devices
-            .insert(rec.device_id.as_str().as_bytes(), bytes)?;
+        self.devices.insert(key, bytes)?;
         Ok(())
     }
 

@@ -244,7 +244,6 @@ impl Engine {
                     });
                 } else if rec.offer_position(&fix.position, received_at) {
                     self.stats.positions_stored += 1;
-                    metrics::counter!("lienwatch_positions_stored_total").increment(1);
                 }
             }
             self.dirty.insert(ev.device_id.clone());

@@ -10,11 +10,13 @@ use crate::engine::EngineHandle;
 use crate::event::Timestamp;
 use crate::ingest::codec::{CodecError, SessionCodec};
 use crate::protocol::SessionConfig;
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -99,36 +101,61 @@ async fn connection(
     let (rd, mut wr) = stream.into_split();
     let codec = SessionCodec::new(cfg.protocol.session(scfg), max_frame);
     let mut framed = FramedRead::with_capacity(rd, codec, 2048);
+    // One cancellation waiter and one idle timer for the connection's whole life: made anew per
+    // message, each would lock the token's shared waiter list and the timer wheel twice.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut last_input = Instant::now();
+    let idle = tokio::time::sleep(cfg.idle_timeout);
+    tokio::pin!(idle);
+    let mut replies = BytesMut::new();
     loop {
         let next = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = tokio::time::timeout(cfg.idle_timeout, framed.next()) => r,
-        };
-        let outs = match next {
-            Err(_) => {
+            biased;
+            _ = &mut cancelled => break,
+            r = framed.next() => r,
+            _ = &mut idle => {
+                // The timer is moved only when it fires: until then input just notes the time.
+                let due = last_input + cfg.idle_timeout;
+                if due > Instant::now() {
+                    idle.as_mut().reset(due);
+                    continue;
+                }
                 metrics::counter!("lienwatch_connections_idle_closed_total", "protocol" => proto)
                     .increment(1);
                 return Err(ConnError::Idle);
             }
-            Ok(None) => break,
-            Ok(Some(Err(CodecError::Io(e)))) => return Err(e.into()),
-            Ok(Some(Err(CodecError::Session(e)))) => {
+        };
+        let outs = match next {
+            None => break,
+            Some(Err(CodecError::Io(e))) => return Err(e.into()),
+            Some(Err(CodecError::Session(e))) => {
                 metrics::counter!("lienwatch_sessions_ended_total", "protocol" => proto, "reason" => session_reason(&e)).increment(1);
                 if crate::ingest::log_budget() {
                     tracing::info!(protocol = proto, peer, error = %e, "session ended by protocol");
                 }
                 break;
             }
-            Ok(Some(Ok(outs))) => outs,
+            Some(Ok(outs)) => outs,
         };
         let split = crate::ingest::split(proto, outs, peer);
         if !split.events.is_empty() {
             // Replies wait for the commit: if it fails, the device gets nothing and resends.
             engine.commit(split.events, Timestamp::now()).await?;
         }
-        for r in &split.replies {
-            wr.write_all(r).await?;
+        // One write per batch, however many frames it answers.
+        match split.replies.as_slice() {
+            [] => {}
+            [one] => wr.write_all(one).await?,
+            many => {
+                replies.clear();
+                for r in many {
+                    replies.extend_from_slice(r);
+                }
+                wr.write_all(&replies).await?;
+            }
         }
+        last_input = Instant::now();
     }
     let _ = wr.shutdown().await;
     Ok(())
