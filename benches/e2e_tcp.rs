@@ -277,7 +277,7 @@ fn main() {
         let ecfg = EngineConfig {
             rules: Default::default(),
             accept_unknown: true,
-        max_future: Duration::from_secs(600),
+            max_future: Duration::from_secs(600),
             // The daemon's default unless COMMIT_WINDOW_US says otherwise.
             commit_window: std::env::var("COMMIT_WINDOW_US")
                 .ok()

@@ -178,7 +178,10 @@ fn invalid_geometry_is_refused_naming_the_fault_counted_and_changes_nothing() {
             .to_string()
     };
     for (g, fault) in [
-        (json!({"type": "Circle", "center": [114.0, 22.5], "radius_m": 1e300}), "radius_m"),
+        (
+            json!({"type": "Circle", "center": [114.0, 22.5], "radius_m": 1e300}),
+            "radius_m",
+        ),
         (
             json!({"type": "Polygon", "coordinates": [[[113.9, 22.5, 0.0, 1.0, 2.0], [114.1, 22.5], [114.1, 22.7], [113.9, 22.5]]]}),
             "5 numbers",
@@ -194,8 +197,15 @@ fn invalid_geometry_is_refused_naming_the_fault_counted_and_changes_nothing() {
         assert_eq!(s, 400, "{v}");
         assert!(v["error"].as_str().unwrap_or("").contains(fault), "{v}");
     }
-    assert_eq!(d.api("GET", "/v1/vehicles/V-1", None).0, 404, "nothing was stored");
-    assert_eq!(d.metric("lienwatch_admin_rejected_total", &[("status", "400")]), 3.0);
+    assert_eq!(
+        d.api("GET", "/v1/vehicles/V-1", None).0,
+        404,
+        "nothing was stored"
+    );
+    assert_eq!(
+        d.metric("lienwatch_admin_rejected_total", &[("status", "400")]),
+        3.0
+    );
 }
 
 #[test]
