@@ -267,6 +267,38 @@ proptest! {
         prop_assert_eq!(back, data);
     }
 
+    /// On a listener's connection (authentication enforced), no frame sequence without a valid
+    /// authentication yields a position, and every location is answered "failure".
+    #[test]
+    fn without_authentication_no_position_is_ever_emitted(
+        frames in proptest::collection::vec(
+            prop_oneof![
+                framed_junk(),
+                loc().prop_map(|l| encode(0x0200, None, &[0x01, 0x39, 0x12, 0x34, 0x56, 0x78], 9, &l.body())),
+            ],
+            1..12,
+        ),
+    ) {
+        let cfg = SessionConfig { require_auth: true, ..SessionConfig::default() };
+        let mut s = Jt808Session::new(cfg);
+        let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+        let out = feed_chunks(&mut s, &refs, 4096);
+        for o in &out {
+            match o {
+                Output::Event(e) => prop_assert!(!matches!(e.kind, EventKind::Position(_)), "{:?}", e),
+                Output::Reply(r) if r.get(1..3) == Some(&[0x80, 0x01][..]) && r.len() >= 20 => {
+                    let mut raw = Vec::new();
+                    lienwatch::protocol::jt808::unescape_into(&r[1..r.len() - 1], &mut raw).unwrap();
+                    let f = lienwatch::protocol::jt808::parse_frame(&raw).unwrap();
+                    if f.body.get(2..4) == Some(&[0x02, 0x00][..]) {
+                        prop_assert_eq!(f.body[4], 1, "a location before authentication");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     #[test]
     fn generated_locations_decode_and_are_acknowledged(
         l in loc(),
