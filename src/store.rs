@@ -87,6 +87,11 @@ impl From<DeviceRecordV1> for DeviceRecord {
     }
 }
 
+/// The device id a key of the `rules` or `registrations` tree names.
+fn device_key(k: &[u8]) -> DeviceId {
+    DeviceId::new(&String::from_utf8_lossy(k))
+}
+
 /// A device record in the current layout, or in the one before `cell`/`wifi` (which ends where
 /// the current one continues, so it fails to decode as the current one).
 fn decode_device(v: &[u8]) -> Result<DeviceRecord, StoreError> {
@@ -312,7 +317,7 @@ impl Store {
     ) -> impl Iterator<Item = Result<(DeviceId, Vec<u8>), StoreError>> + '_ {
         self.rules.iter().map(|r| {
             let (k, v) = r?;
-            Ok((DeviceId::new(&String::from_utf8_lossy(&k)), v.to_vec()))
+            Ok((device_key(&k), v.to_vec()))
         })
     }
 
@@ -331,10 +336,7 @@ impl Store {
     ) -> impl Iterator<Item = Result<(DeviceId, Box<str>), StoreError>> + '_ {
         self.registrations.iter().map(|r| {
             let (k, v) = r?;
-            Ok((
-                DeviceId::new(&String::from_utf8_lossy(&k)),
-                String::from_utf8_lossy(&v).into(),
-            ))
+            Ok((device_key(&k), String::from_utf8_lossy(&v).into()))
         })
     }
 
