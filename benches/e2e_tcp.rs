@@ -274,17 +274,15 @@ fn main() {
         // lienwatch: real session, engine, sled on disk, group commit.
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), 64).expect("store");
+        let defaults = EngineConfig::from_config(&Default::default(), Vec::new());
         let ecfg = EngineConfig {
-            rules: Default::default(),
-            accept_unknown: true,
-            max_future: Duration::from_secs(600),
             // The daemon's default unless COMMIT_WINDOW_US says otherwise.
             commit_window: std::env::var("COMMIT_WINDOW_US")
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .map(Duration::from_micros)
-                .unwrap_or(lienwatch::config::StorageConfig::default().commit_window),
-            webhooks: Vec::new(),
+                .unwrap_or(defaults.commit_window),
+            ..defaults
         };
         let outbox = store
             .open_outbox(&[], Arc::new(Timestamp::now))

@@ -314,11 +314,8 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 64).expect("store");
     let ecfg = EngineConfig {
-        rules: Default::default(),
-        accept_unknown: true,
-        max_future: Duration::from_secs(600),
         commit_window: Duration::ZERO,
-        webhooks: Vec::new(),
+        ..EngineConfig::from_config(&Default::default(), Vec::new())
     };
     let outbox = store
         .open_outbox(&[], Arc::new(Timestamp::now))

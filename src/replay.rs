@@ -81,11 +81,8 @@ pub fn run_fixture(
     let store = Store::temporary().map_err(|e| ReplayError::Setup(e.to_string()))?;
     // Replay raises alerts but delivers none: no webhooks.
     let ecfg = EngineConfig {
-        rules: cfg.rules.clone(),
-        accept_unknown: cfg.ingest.accept_unknown,
-        max_future: cfg.ingest.max_future,
         commit_window: std::time::Duration::ZERO,
-        webhooks: Vec::new(),
+        ..EngineConfig::from_config(&cfg, Vec::new())
     };
     let c1 = clock.clone();
     let engine_clock: crate::time::Clock =

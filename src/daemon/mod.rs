@@ -68,13 +68,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let outbox = store
         .open_outbox(&names, crate::time::wall_clock())
         .map_err(|e| storage_err(e.to_string()))?;
-    let ecfg = EngineConfig {
-        rules: cfg.rules.clone(),
-        accept_unknown: cfg.ingest.accept_unknown,
-        max_future: cfg.ingest.max_future,
-        commit_window: cfg.storage.commit_window,
-        webhooks: webhooks.clone(),
-    };
+    let ecfg = EngineConfig::from_config(&cfg, webhooks.clone());
     let engine = Engine::open(store, outbox.clone(), ecfg, Timestamp::now())
         .map_err(|e| storage_err(e.to_string()))?;
     let (handle, engine_thread) = engine::spawn(engine, crate::time::wall_clock())

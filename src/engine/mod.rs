@@ -43,6 +43,22 @@ pub struct EngineConfig {
     pub webhooks: Vec<crate::alert::webhook::Webhook>,
 }
 
+impl EngineConfig {
+    /// The engine's part of the daemon's configuration, with the resolved webhooks.
+    pub fn from_config(
+        cfg: &crate::config::Config,
+        webhooks: Vec<crate::alert::webhook::Webhook>,
+    ) -> Self {
+        EngineConfig {
+            rules: cfg.rules.clone(),
+            accept_unknown: cfg.ingest.accept_unknown,
+            max_future: cfg.ingest.max_future,
+            commit_window: cfg.storage.commit_window,
+            webhooks,
+        }
+    }
+}
+
 /// Which vehicle each registered device belongs to; read by the login policy from any thread,
 /// written only by the engine.
 pub type Registered = Arc<RwLock<HashMap<DeviceId, Arc<str>>>>;
