@@ -54,6 +54,10 @@ pub struct StorageConfig {
     /// Pending alerts are kept whatever their age.
     #[serde(default = "default_alert_retention", with = "crate::duration")]
     pub alert_retention: Duration,
+    /// Every fix is kept this long, then pruned in the background (CONTRACT.md "Position
+    /// history"). 180 days is what the leading car-loan platforms keep.
+    #[serde(default = "default_history_retention", with = "crate::duration")]
+    pub history_retention: Duration,
 }
 
 impl Default for StorageConfig {
@@ -63,6 +67,7 @@ impl Default for StorageConfig {
             cache_mb: default_cache_mb(),
             commit_window: default_commit_window(),
             alert_retention: default_alert_retention(),
+            history_retention: default_history_retention(),
         }
     }
 }
@@ -78,6 +83,9 @@ fn default_commit_window() -> Duration {
 }
 fn default_alert_retention() -> Duration {
     Duration::from_secs(90 * 86_400)
+}
+fn default_history_retention() -> Duration {
+    Duration::from_secs(180 * 86_400)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -397,6 +405,16 @@ impl Config {
                 file,
                 "storage.alert_retention",
                 "must be at least 1h",
+            ));
+        }
+        self.rules
+            .validate()
+            .map_err(|e| Self::invalid(file, e.key(), e.to_string()))?;
+        if self.storage.history_retention < Duration::from_secs(60) {
+            return Err(Self::invalid(
+                file,
+                "storage.history_retention",
+                "must be at least 1m",
             ));
         }
         if self.storage.cache_mb == 0 {

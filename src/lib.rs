@@ -13,6 +13,7 @@ pub mod duration;
 pub mod engine;
 pub mod event;
 pub mod fixture;
+pub mod history;
 pub mod ingest;
 pub mod protocol;
 pub mod registry;

@@ -210,6 +210,7 @@ impl DeviceRecord {
 /// - `rules`: device id -> the rule state of a registered device (postcard)
 /// - `meta`: keys and counters (`alerts_raised`, `jt808_auth_key`)
 /// - `registrations`: JT/T 808 terminal number -> the terminal id it registered with (UTF-8)
+/// - `history_recent` and `history`: every fix kept (`crate::history`, which owns their layout)
 /// - the outbox's own tree (`crate::alert::outbox`), opened through [`Store::open_outbox`]
 #[derive(Clone)]
 pub struct Store {
@@ -219,6 +220,7 @@ pub struct Store {
     rules: sled::Tree,
     meta: sled::Tree,
     registrations: sled::Tree,
+    history: crate::history::History,
 }
 
 const ALERTS_RAISED: &str = "alerts_raised";
@@ -248,6 +250,7 @@ impl Store {
             rules: db.open_tree("rules")?,
             meta: db.open_tree("meta")?,
             registrations: db.open_tree("registrations")?,
+            history: crate::history::History::open(&db)?,
             db,
         })
     }
@@ -260,6 +263,17 @@ impl Store {
         clock: crate::time::Clock,
     ) -> Result<crate::alert::outbox::Outbox, crate::alert::outbox::OutboxError> {
         crate::alert::outbox::Outbox::open_with_clock(&self.db, webhooks, clock)
+    }
+
+    /// The position history, in the same database so that a fix and the last-known position
+    /// it may become land in one flush.
+    pub fn history(&self) -> &crate::history::History {
+        &self.history
+    }
+
+    /// Bytes the database takes on disk (sled's own figure), for the storage benchmarks.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
     }
 
     pub fn get_device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {

@@ -51,6 +51,8 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
             .absolute(0);
     }
     metrics::counter!("lienwatch_positions_stored_total").absolute(0);
+    metrics::counter!("lienwatch_history_fixes_total").absolute(0);
+    metrics::counter!("lienwatch_history_pruned_total").absolute(0);
     metrics::counter!("lienwatch_fixes_suspect_total", "reason" => "future").absolute(0);
     metrics::counter!("lienwatch_devices_refused_total").absolute(0);
     metrics::counter!("lienwatch_commit_failures_total").absolute(0);
@@ -116,6 +118,14 @@ fn describe() {
     describe_counter!(
         "lienwatch_positions_stored_total",
         "fixes that became a device's last-known position"
+    );
+    describe_counter!(
+        "lienwatch_history_fixes_total",
+        "fixes written to the position history (every accepted fix, valid or not, late or suspect)"
+    );
+    describe_counter!(
+        "lienwatch_history_pruned_total",
+        "history keys (recent fixes and sealed blocks) removed past storage.history_retention"
     );
     describe_counter!(
         "lienwatch_fixes_suspect_total",

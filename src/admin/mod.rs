@@ -12,6 +12,7 @@ mod error;
 mod loans;
 mod openapi;
 mod service;
+mod track;
 mod vehicles;
 
 pub use error::{status_of, ApiError};
@@ -37,6 +38,9 @@ pub struct AdminState {
     pub token: Arc<str>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub outbox: crate::alert::outbox::Outbox,
+    /// Read directly (off the engine thread): a month of fixes is read without stalling ingest.
+    pub history: crate::history::History,
+    pub history_retention: std::time::Duration,
 }
 
 /// Every `/v1` route with its OpenAPI operation, bearer-protected.
@@ -47,6 +51,7 @@ fn v1() -> OpenApiRouter<AdminState> {
         .routes(routes!(loans::put))
         .routes(routes!(devices::get))
         .routes(routes!(devices::delete_registration))
+        .routes(routes!(track::get))
         .routes(routes!(alerts::list))
 }
 

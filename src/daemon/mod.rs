@@ -1,8 +1,10 @@
 //! `lienwatch run`: opens the store, starts the engine, the listeners, the admin API and the
 //! delivery workers, and shuts them down in order. Each part has its file: `listeners`,
-//! `delivery` (webhook workers), `reload` (SIGHUP), `retention`, `secrets`.
+//! `delivery` (webhook workers), `reload` (SIGHUP), `retention` (alerts), `history_upkeep`,
+//! `secrets`.
 
 mod delivery;
+mod history_upkeep;
 mod listeners;
 mod reload;
 mod retention;
@@ -69,6 +71,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         .open_outbox(&names, crate::time::wall_clock())
         .map_err(|e| storage_err(e.to_string()))?;
     let ecfg = EngineConfig::from_config(&cfg, webhooks.clone());
+    let history = store.history().clone();
     let engine = Engine::open(store, outbox.clone(), ecfg, Timestamp::now())
         .map_err(|e| storage_err(e.to_string()))?;
     let (handle, engine_thread) = engine::spawn(engine, crate::time::wall_clock())
@@ -120,6 +123,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         token: Arc::from(token.as_str()),
         metrics,
         outbox: outbox.clone(),
+        history: history.clone(),
+        history_retention: cfg.storage.history_retention,
     };
     let app = crate::admin::router(state);
     let sd = shutdown.clone();
@@ -135,6 +140,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         cfg.storage.alert_retention,
         shutdown.clone(),
     );
+    history_upkeep::spawn(history, cfg.storage.history_retention, shutdown.clone());
     crate::service::spawn_watchdog(handle.clone(), shutdown.clone());
     crate::service::notify_ready();
     crate::service::notify_status("running");

@@ -39,6 +39,8 @@ pub struct EngineConfig {
     /// Fixes dated further ahead of their arrival are suspect (`ingest.max_future`).
     pub max_future: Duration,
     pub commit_window: Duration,
+    /// How long fixes are kept in the history; `None` keeps none (benchmarks measure its cost).
+    pub history_retention: Option<Duration>,
     /// Resolved `[[webhook]]`s, in config order: alerts are queued for those whose filter matches.
     pub webhooks: Vec<crate::alert::webhook::Webhook>,
 }
@@ -54,6 +56,7 @@ impl EngineConfig {
             accept_unknown: cfg.ingest.accept_unknown,
             max_future: cfg.ingest.max_future,
             commit_window: cfg.storage.commit_window,
+            history_retention: Some(cfg.storage.history_retention),
             webhooks,
         }
     }
@@ -85,6 +88,9 @@ pub struct Engine {
     /// Records and rule states changed since the last flush.
     dirty: HashSet<DeviceId>,
     dirty_states: HashSet<DeviceId>,
+    /// Every accepted fix since the last flush, staged for the history (same commit).
+    history: crate::history::History,
+    history_batch: sled::Batch,
     /// Alerts raised since `take_alerts` was last called.
     raised: Vec<Alert>,
     /// Alerts raised so far (persisted); part of each alert's id.
@@ -96,6 +102,8 @@ pub struct Engine {
 #[derive(Default, Debug, Clone, Copy)]
 pub struct Stats {
     pub positions_stored: u64,
+    /// Fixes written to the history.
+    pub history_fixes: u64,
     pub events: u64,
     pub commits: u64,
 }
@@ -149,6 +157,8 @@ impl Engine {
         let alert_count = store.alerts_raised()?;
         let rules = Rules::new(cfg.rules.clone(), now);
         let mut e = Engine {
+            history: store.history().clone(),
+            history_batch: sled::Batch::default(),
             store,
             outbox,
             rules,
@@ -236,6 +246,9 @@ impl Engine {
     /// rules. Nothing is durable until `flush`.
     pub fn ingest(&mut self, events: &[Event], received_at: Timestamp) {
         let max_future = self.cfg.max_future.as_millis().min(i64::MAX as u128) as i64;
+        let oldest_kept = self.cfg.history_retention.map(|r| {
+            received_at.add_millis(-(r.as_millis().min(i64::MAX as u128 / 2) as i64))
+        });
         for ev in events {
             self.stats.events += 1;
             let rec = self.devices.entry(ev.device_id.clone()).or_insert_with(|| {
@@ -260,6 +273,17 @@ impl Engine {
                     });
                 } else if rec.offer_position(&fix.position, received_at) {
                     self.stats.positions_stored += 1;
+                }
+                // Every fix goes to the history, valid or not, live or late, suspect or not
+                // (CONTRACT.md "Position history"), unless it is already past the retention.
+                if oldest_kept.is_some_and(|t| fix.position.time >= t) {
+                    let h = crate::history::HistoryFix {
+                        pos: crate::store::StoredPosition::new(&fix.position, received_at),
+                        suspect_future: suspect.is_some(),
+                    };
+                    self.history
+                        .stage(&mut self.history_batch, &ev.device_id, &h);
+                    self.stats.history_fixes += 1;
                 }
             }
             self.dirty.insert(ev.device_id.clone());
@@ -374,6 +398,8 @@ impl Engine {
             let bytes = self.states.get(&id).map(DeviceRuleState::to_bytes);
             self.store.put_rule_state(&id, bytes.as_deref())?;
         }
+        self.history
+            .apply(std::mem::take(&mut self.history_batch))?;
         for (id, terminal_id) in self.terminal_ids.take_unsaved() {
             self.store.put_registration(&id, &terminal_id)?;
         }

@@ -154,6 +154,7 @@ fn run(mut engine: Engine, rx: flume::Receiver<Msg>, clock: Clock) {
         let mut completions = Vec::new();
         let mut shutdown = None;
         let stored_before = engine.stats.positions_stored;
+        let history_before = engine.stats.history_fixes;
         for msg in batch.drain(..) {
             match msg {
                 Msg::Ingest {
@@ -171,6 +172,8 @@ fn run(mut engine: Engine, rx: flume::Receiver<Msg>, clock: Clock) {
         // Counted once per commit, not per event: every metric update is a registry lookup.
         metrics::counter!("lienwatch_positions_stored_total")
             .increment(engine.stats.positions_stored - stored_before);
+        metrics::counter!("lienwatch_history_fixes_total")
+            .increment(engine.stats.history_fixes - history_before);
         engine.tick(now);
         let result = engine.flush();
         // The daemon reads alerts from the outbox; the in-memory list is for replay.

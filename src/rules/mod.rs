@@ -57,6 +57,13 @@ pub struct RuleConfig {
     /// No silence alert this soon after start.
     #[serde(with = "crate::duration")]
     pub startup_grace: Duration,
+    /// Local time for night and day (places): an IANA zone name.
+    pub timezone: String,
+    /// A vehicle within this distance of a spot is staying there (places).
+    pub stay_radius_m: f64,
+    /// ... for at least this long: a stay.
+    #[serde(with = "crate::duration")]
+    pub stay_min: Duration,
 }
 
 impl Default for RuleConfig {
@@ -66,6 +73,9 @@ impl Default for RuleConfig {
             silence_after_wireless: Duration::from_secs(48 * 3600),
             geofence_margin_m: 50.0,
             startup_grace: Duration::from_secs(600),
+            timezone: "UTC".to_string(),
+            stay_radius_m: 200.0,
+            stay_min: Duration::from_secs(20 * 60),
         }
     }
 }
@@ -77,6 +87,10 @@ pub enum RuleConfigError {
     BadMargin(f64),
     #[error("rules.{0} must be longer than zero")]
     ZeroDuration(&'static str),
+    #[error("rules.timezone: unknown time zone {0:?} (an IANA name such as \"Asia/Shanghai\")")]
+    BadTimezone(String),
+    #[error("rules.stay_radius_m must be a number between 10 and 10000, got {0}")]
+    BadStayRadius(f64),
 }
 
 impl RuleConfig {
@@ -91,7 +105,34 @@ impl RuleConfig {
         if self.silence_after_wireless.is_zero() {
             return Err(RuleConfigError::ZeroDuration("silence_after_wireless"));
         }
+        if self.stay_min.is_zero() {
+            return Err(RuleConfigError::ZeroDuration("stay_min"));
+        }
+        if !(10.0..=10_000.0).contains(&self.stay_radius_m) {
+            return Err(RuleConfigError::BadStayRadius(self.stay_radius_m));
+        }
+        self.time_zone()?;
         Ok(())
+    }
+}
+
+impl RuleConfigError {
+    /// The config key at fault, for `check-config`'s message.
+    pub fn key(&self) -> String {
+        match self {
+            RuleConfigError::BadMargin(_) => "rules.geofence_margin_m".into(),
+            RuleConfigError::ZeroDuration(k) => format!("rules.{k}"),
+            RuleConfigError::BadTimezone(_) => "rules.timezone".into(),
+            RuleConfigError::BadStayRadius(_) => "rules.stay_radius_m".into(),
+        }
+    }
+}
+
+impl RuleConfig {
+    /// `timezone` resolved from the time zone database.
+    pub fn time_zone(&self) -> Result<jiff::tz::TimeZone, RuleConfigError> {
+        jiff::tz::TimeZone::get(&self.timezone)
+            .map_err(|_| RuleConfigError::BadTimezone(self.timezone.clone()))
     }
 }
 

@@ -1,0 +1,63 @@
+//! History upkeep: recent fixes are sealed into compact blocks once their six-hour bucket has
+//! been over for an hour, and fixes past `storage.history_retention` are pruned. Both run on
+//! the blocking pool in slices, beside the engine (which only ever adds recent keys), so they
+//! never stall ingestion.
+
+use crate::history::History;
+use crate::time::Timestamp;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A bucket stays open this long after it ends, so that the usual late fixes (a tracker's
+/// store-and-forward after a tunnel) join it before it is sealed.
+const SEAL_AFTER: Duration = Duration::from_secs(3600);
+const SLICE: usize = 200_000;
+
+pub fn spawn(history: History, retention: Duration, shutdown: CancellationToken) {
+    // A pass every few minutes: sealing keeps the recent tree small; with a short retention
+    // (tests, trials) pruning must keep up with it.
+    let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    tokio::spawn(async move {
+        loop {
+            let h = history.clone();
+            let pass = tokio::task::spawn_blocking(move || upkeep(&h, retention));
+            match pass.await {
+                Ok(Ok((sealed, pruned))) => {
+                    if sealed > 0 || pruned > 0 {
+                        tracing::debug!(sealed, pruned, "history upkeep");
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "history upkeep failed"),
+                Err(_) => break,
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    });
+}
+
+fn upkeep(h: &History, retention: Duration) -> Result<(u64, u64), crate::store::StoreError> {
+    let now = Timestamp::now();
+    let mut sealed = 0;
+    loop {
+        let s = h.compact(now.add_millis(-(SEAL_AFTER.as_millis() as i64)), SLICE)?;
+        sealed += s.fixes;
+        if (s.fixes as usize) < SLICE {
+            break;
+        }
+    }
+    let cutoff = now.add_millis(-(retention.as_millis().min(i64::MAX as u128 / 2) as i64));
+    let mut pruned = 0;
+    loop {
+        let s = h.prune(cutoff, SLICE)?;
+        let n = s.fixes + s.blocks;
+        pruned += n;
+        metrics::counter!("lienwatch_history_pruned_total").increment(n);
+        if (n as usize) < SLICE {
+            break;
+        }
+    }
+    Ok((sealed, pruned))
+}
