@@ -637,6 +637,29 @@ mod tests {
     }
 
     #[test]
+    fn places_and_history_settings_are_checked_naming_the_key() {
+        for (toml, key) in [
+            ("[rules]\ntimezone = \"Mars/Olympus\"\n", "rules.timezone"),
+            ("[rules]\nstay_radius_m = 1\n", "rules.stay_radius_m"),
+            ("[rules]\nstay_min = \"0s\"\n", "rules.stay_min"),
+            (
+                "[rules]\ngeofence_margin_m = -1\n",
+                "rules.geofence_margin_m",
+            ),
+            (
+                "[storage]\nhistory_retention = \"10s\"\n",
+                "storage.history_retention",
+            ),
+        ] {
+            let m = Config::parse(toml, "lw.toml").unwrap_err().to_string();
+            assert!(m.contains(key), "{toml}: {m}");
+        }
+        let c = Config::parse("[rules]\ntimezone = \"Asia/Shanghai\"\n", "lw.toml").unwrap();
+        assert!(c.rules.time_zone().is_ok());
+        assert_eq!(c.storage.history_retention.as_secs(), 180 * 86_400);
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         let e = Config::parse(
             "[[listener]]\nprotocol = \"gt07\"\nbind = \"0.0.0.0:1\"\n",

@@ -58,6 +58,7 @@ mod tests {
             ("/v1/loans/{id}", &["put"]),
             ("/v1/devices/{id}", &["get"]),
             ("/v1/devices/{id}/registration", &["delete"]),
+            ("/v1/devices/{id}/track", &["get"]),
             ("/v1/alerts", &["get"]),
         ];
         for (path, methods) in want {

@@ -54,11 +54,14 @@ pub async fn get(
         now,
     )?;
     // 404 for a device never seen, from the engine's registry of devices.
-    st.engine.run(GetDevice { id: q.device.clone() }).await?;
+    st.engine
+        .run(GetDevice {
+            id: q.device.clone(),
+        })
+        .await?;
     // Fixes past the retention are gone, even those of a block not yet pruned.
-    let floor = now.add_millis(
-        -(st.history_retention.as_millis().min(i64::MAX as u128 / 2) as i64),
-    );
+    let floor =
+        now.add_millis(-(st.history_retention.as_millis().min(i64::MAX as u128 / 2) as i64));
     q.from = q.from.max(floor);
     let history = st.history.clone();
     let (body, media) = tokio::task::spawn_blocking(move || {

@@ -246,9 +246,10 @@ impl Engine {
     /// rules. Nothing is durable until `flush`.
     pub fn ingest(&mut self, events: &[Event], received_at: Timestamp) {
         let max_future = self.cfg.max_future.as_millis().min(i64::MAX as u128) as i64;
-        let oldest_kept = self.cfg.history_retention.map(|r| {
-            received_at.add_millis(-(r.as_millis().min(i64::MAX as u128 / 2) as i64))
-        });
+        let oldest_kept = self
+            .cfg
+            .history_retention
+            .map(|r| received_at.add_millis(-(r.as_millis().min(i64::MAX as u128 / 2) as i64)));
         for ev in events {
             self.stats.events += 1;
             let rec = self.devices.entry(ev.device_id.clone()).or_insert_with(|| {

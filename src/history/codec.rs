@@ -290,7 +290,13 @@ mod tests {
     #[test]
     fn a_moving_car_costs_about_a_dozen_bytes_a_fix() {
         let fixes: Vec<_> = (0..1000)
-            .map(|i| fix(1_764_000_000_000 + i * 10_000, 22.5 + i as f64 * 1e-4, 114.0))
+            .map(|i| {
+                fix(
+                    1_764_000_000_000 + i * 10_000,
+                    22.5 + i as f64 * 1e-4,
+                    114.0,
+                )
+            })
             .collect();
         let mut buf = Vec::new();
         encode(&fixes, &mut buf);
@@ -306,6 +312,8 @@ mod tests {
             assert!(decode(&buf[..cut]).is_err());
         }
         assert_eq!(decode(&[9]), Err(CodecError::Version(9)));
-        assert!(decode(&[VERSION, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(
+            decode(&[VERSION, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err()
+        );
     }
 }

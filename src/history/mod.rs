@@ -102,9 +102,10 @@ impl History {
         }
         // Recent fixes are few (the unsealed buckets and late arrivals): read them all once.
         let mut recent = Vec::new();
-        for kv in self.recent.range(
-            keys::with(&prefix, from.millis())..keys::with(&prefix, to.millis()),
-        ) {
+        for kv in self
+            .recent
+            .range(keys::with(&prefix, from.millis())..keys::with(&prefix, to.millis()))
+        {
             let (_, v) = kv?;
             codec::decode_each(&v, |fix| {
                 recent.push(fix);
@@ -123,7 +124,10 @@ impl History {
             f(fix)
         };
         let lo = keys::with(&prefix, keys::bucket_of(from));
-        let hi = keys::with(&prefix, keys::bucket_of(to.add_millis(-1)).saturating_add(1));
+        let hi = keys::with(
+            &prefix,
+            keys::bucket_of(to.add_millis(-1)).saturating_add(1),
+        );
         'blocks: for kv in self.blocks.range(lo..hi) {
             let (_, v) = kv?;
             let mut flow = ControlFlow::Continue(());
@@ -360,11 +364,16 @@ mod tests {
     }
 
     fn times(h: &History, dev: &str, from: i64, to: i64) -> Vec<i64> {
-        h.track(dev, Timestamp::from_secs(from), Timestamp::from_secs(to), 1_000_000)
-            .unwrap()
-            .iter()
-            .map(|f| f.pos.time.secs())
-            .collect()
+        h.track(
+            dev,
+            Timestamp::from_secs(from),
+            Timestamp::from_secs(to),
+            1_000_000,
+        )
+        .unwrap()
+        .iter()
+        .map(|f| f.pos.time.secs())
+        .collect()
     }
 
     #[test]
@@ -375,16 +384,35 @@ mod tests {
         write(&h, "2", &[15]);
         write(&h, "1", &[20]); // re-sent: kept once
         assert_eq!(times(&h, "1", 0, 3 * day), vec![10, 20, day + 5, 2 * day]);
-        let s = h.compact(Timestamp::from_secs(day + 6 * 3600), 1_000_000).unwrap();
+        let s = h
+            .compact(Timestamp::from_secs(day + 6 * 3600), 1_000_000)
+            .unwrap();
         assert_eq!(s.fixes, 4); // device 1: 10, 20; device 2: 15; ... day+5 is sealed too
-        // A late fix into a sealed bucket, and a copy of one already in a block.
+                                // A late fix into a sealed bucket, and a copy of one already in a block.
         write(&h, "1", &[12, 10]);
-        assert_eq!(times(&h, "1", 0, 3 * day), vec![10, 12, 20, day + 5, 2 * day]);
+        assert_eq!(
+            times(&h, "1", 0, 3 * day),
+            vec![10, 12, 20, day + 5, 2 * day]
+        );
         assert_eq!(times(&h, "1", 11, day + 5), vec![12, 20]);
-        h.compact(Timestamp::from_secs(day + 6 * 3600), 1_000_000).unwrap();
-        assert_eq!(times(&h, "1", 0, 3 * day), vec![10, 12, 20, day + 5, 2 * day]);
+        h.compact(Timestamp::from_secs(day + 6 * 3600), 1_000_000)
+            .unwrap();
+        assert_eq!(
+            times(&h, "1", 0, 3 * day),
+            vec![10, 12, 20, day + 5, 2 * day]
+        );
         assert_eq!(times(&h, "2", 0, 3 * day), vec![15]);
-        assert_eq!(h.track("1", Timestamp::from_secs(0), Timestamp::from_secs(3 * day), 2).unwrap().len(), 2);
+        assert_eq!(
+            h.track(
+                "1",
+                Timestamp::from_secs(0),
+                Timestamp::from_secs(3 * day),
+                2
+            )
+            .unwrap()
+            .len(),
+            2
+        );
     }
 
     #[test]
@@ -417,7 +445,12 @@ mod tests {
         let many: Vec<i64> = (0..100).map(|i| i * 7 * 3600).collect();
         write(&h, "1", &many);
         let mut rounds = 0;
-        while h.compact(Timestamp::from_secs(1_000 * 3600), 10).unwrap().fixes > 0 {
+        while h
+            .compact(Timestamp::from_secs(1_000 * 3600), 10)
+            .unwrap()
+            .fixes
+            > 0
+        {
             rounds += 1;
             assert!(rounds < 100);
         }

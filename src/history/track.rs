@@ -32,9 +32,8 @@ pub struct TrackQuery {
 
 fn time_param(name: &str, v: Option<&str>) -> Result<Option<Timestamp>, EngineError> {
     v.map(|s| {
-        Timestamp::parse_rfc3339(s).ok_or_else(|| {
-            EngineError::Invalid(format!("{name}: not an RFC 3339 time: {s:?}"))
-        })
+        Timestamp::parse_rfc3339(s)
+            .ok_or_else(|| EngineError::Invalid(format!("{name}: not an RFC 3339 time: {s:?}")))
     })
     .transpose()
 }
@@ -255,13 +254,24 @@ mod tests {
     #[test]
     fn defaults_and_bad_parameters() {
         let q = TrackQuery::parse("12345", None, None, None, None, NOW).unwrap();
-        assert_eq!((q.from, q.to, q.limit), (NOW.add_millis(-DEFAULT_SPAN_MS), NOW, 10_000));
+        assert_eq!(
+            (q.from, q.to, q.limit),
+            (NOW.add_millis(-DEFAULT_SPAN_MS), NOW, 10_000)
+        );
         let bad = |from, to, limit, format| {
-            TrackQuery::parse("12345", from, to, limit, format, NOW).unwrap_err().to_string()
+            TrackQuery::parse("12345", from, to, limit, format, NOW)
+                .unwrap_err()
+                .to_string()
         };
         assert!(bad(Some("yesterday"), None, None, None).contains("from"));
         assert!(bad(None, Some("2026-13-01T00:00:00Z"), None, None).contains("to"));
-        assert!(bad(Some("2026-11-02T00:00:00Z"), Some("2026-11-01T00:00:00Z"), None, None).contains("before"));
+        assert!(bad(
+            Some("2026-11-02T00:00:00Z"),
+            Some("2026-11-01T00:00:00Z"),
+            None,
+            None
+        )
+        .contains("before"));
         assert!(bad(None, None, Some("100001"), None).contains("limit"));
         assert!(bad(None, None, Some("0"), None).contains("limit"));
         assert!(bad(None, None, None, Some("kml")).contains("format"));
@@ -299,7 +309,10 @@ mod tests {
         assert_eq!(media, "application/geo+json");
         let g: serde_json::Value = serde_json::from_slice(&geo).unwrap();
         assert_eq!(g["type"], "FeatureCollection");
-        assert_eq!(g["features"][0]["geometry"]["coordinates"], serde_json::json!([114.057865, 22.543096]));
+        assert_eq!(
+            g["features"][0]["geometry"]["coordinates"],
+            serde_json::json!([114.057865, 22.543096])
+        );
         assert_eq!(g["features"][0]["properties"]["satellites"], 9);
         assert!(g["features"][0]["properties"].get("lat").is_none());
     }

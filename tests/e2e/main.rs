@@ -11,6 +11,7 @@ mod api;
 mod crash;
 mod daemon_basics;
 mod deploy;
+mod history;
 mod hostile;
 mod layout;
 mod mqtt;
