@@ -50,8 +50,23 @@ fn imei_bcd(i: u32) -> [u8; 8] {
     out
 }
 
-fn location(serial: u16, sec: u8) -> Vec<u8> {
-    let mut c = vec![24, 5, 20, 10, 30, sec % 60, 0xC9];
+/// A 0x12 location dated `serial` seconds after a base 20 h ago: recent enough to be kept in
+/// the history, each serial its own fix time.
+fn location(serial: u16) -> Vec<u8> {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| Timestamp::now().secs() - 20 * 3600);
+    let t = base + serial as i64;
+    let (y, mo, d) = lienwatch::time::civil_from_days(t.div_euclid(86_400));
+    let sod = t.rem_euclid(86_400);
+    let mut c = vec![
+        (y % 100) as u8,
+        mo,
+        d,
+        (sod / 3600) as u8,
+        (sod / 60 % 60) as u8,
+        (sod % 60) as u8,
+        0xC9,
+    ];
     c.extend_from_slice(&0x026B_2A25u32.to_be_bytes());
     c.extend_from_slice(&0x0C3C_B15Du32.to_be_bytes());
     c.extend_from_slice(&[
@@ -190,7 +205,7 @@ async fn run_clients(conns: Vec<TcpStream>, secs: u64) -> Run {
             let mut lat = Vec::with_capacity(4096);
             while go.load(Ordering::Relaxed) {
                 let sent = Instant::now();
-                if s.write_all(&location(serial, serial as u8)).await.is_err() {
+                if s.write_all(&location(serial)).await.is_err() {
                     break;
                 }
                 if s.read_exact(&mut r).await.is_err() {
@@ -271,66 +286,90 @@ fn main() {
             return;
         }
 
-        // lienwatch: real session, engine, sled on disk, group commit.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), 64).expect("store");
-        let defaults = EngineConfig::from_config(&Default::default(), Vec::new());
-        let ecfg = EngineConfig {
-            // The daemon's default unless COMMIT_WINDOW_US says otherwise.
-            commit_window: std::env::var("COMMIT_WINDOW_US")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map(Duration::from_micros)
-                .unwrap_or(defaults.commit_window),
-            ..defaults
-        };
-        let outbox = store
-            .open_outbox(&[], Arc::new(Timestamp::now))
-            .expect("outbox");
-        let engine = Engine::open(store, outbox, ecfg, Timestamp::now()).expect("engine");
-        let (handle, _thread) =
-            lienwatch::engine::spawn(engine, Arc::new(Timestamp::now)).expect("engine thread");
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let cfg = Listener {
-            protocol: WireProtocol::Gt06,
-            bind: addr,
-            transport: Transport::Tcp,
-            utc_offset_s: None,
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 20_000,
-        };
-        let scfg = SessionConfig {
-            admit: handle.admission.clone(),
-            ..SessionConfig::default()
-        };
-        let stop = CancellationToken::new();
-        tokio::spawn(lienwatch::ingest::tcp::serve(
-            l,
-            cfg,
-            scfg,
-            handle.clone(),
-            stop.clone(),
-            TaskTracker::new(),
-        ));
-        let conns = connect_all(addr, devices).await;
-        let commits_before = commits(&handle).await;
-        let lw = run_clients(conns, secs).await;
-        stop.cancel();
-        let lw_rate = lw.rate();
-        let lw_n = lw.acks;
-        lw.report("lienwatch (durable)", devices);
-        // The logins' commits are not the measured window's.
-        let commits = (commits(&handle).await - commits_before).max(1);
-        println!(
-            "group commits: {commits} ({:.0} acknowledged positions per flush)",
-            lw_n as f64 / commits as f64
-        );
-        println!("ratio lienwatch / bare = {:.2}", lw_rate / bare_rate);
+        // lienwatch: real session, engine, sled on disk, group commit; without and with the
+        // position history, each on a fresh database.
+        let (off, off_commits) = run_lienwatch(devices, secs, false).await;
+        off.report("lienwatch (durable, history off)", devices);
+        let (on, on_commits) = run_lienwatch(devices, secs, true).await;
+        on.report("lienwatch (durable, history on)", devices);
+        for (name, run, commits) in [
+            ("history off", &off, off_commits),
+            ("history on", &on, on_commits),
+        ] {
+            println!(
+                "{name}: group commits: {commits} ({:.0} acknowledged positions per flush)",
+                run.acks as f64 / commits.max(1) as f64
+            );
+        }
+        println!("ratio lienwatch / bare = {:.2}", on.rate() / bare_rate);
         println!(
             "CPU per ack, bare / lienwatch = {:.2} (the rate ratio a CPU-bound run would show)",
-            bare_cpu / lw.cpu_us_per_ack()
+            bare_cpu / on.cpu_us_per_ack()
         );
-        handle.shutdown().await;
+        println!(
+            "history on / off: rate {:.2}, CPU per ack {:.2} (cost of history: {:.0}%)",
+            on.rate() / off.rate(),
+            on.cpu_us_per_ack() / off.cpu_us_per_ack(),
+            (1.0 - on.rate() / off.rate()) * 100.0
+        );
     });
+}
+
+/// One measured window against lienwatch's real ingestion path; returns it and its commits.
+async fn run_lienwatch(devices: u32, secs: u64, history: bool) -> (Run, u64) {
+    // lienwatch: real session, engine, sled on disk, group commit.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), 64).expect("store");
+    let defaults = EngineConfig::from_config(&Default::default(), Vec::new());
+    let ecfg = EngineConfig {
+        // The daemon's default unless COMMIT_WINDOW_US says otherwise.
+        commit_window: std::env::var("COMMIT_WINDOW_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_micros)
+            .unwrap_or(defaults.commit_window),
+        history_retention: if history {
+            defaults.history_retention
+        } else {
+            None
+        },
+        ..defaults
+    };
+    let outbox = store
+        .open_outbox(&[], Arc::new(Timestamp::now))
+        .expect("outbox");
+    let engine = Engine::open(store, outbox, ecfg, Timestamp::now()).expect("engine");
+    let (handle, _thread) =
+        lienwatch::engine::spawn(engine, Arc::new(Timestamp::now)).expect("engine thread");
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let cfg = Listener {
+        protocol: WireProtocol::Gt06,
+        bind: addr,
+        transport: Transport::Tcp,
+        utc_offset_s: None,
+        idle_timeout: Duration::from_secs(60),
+        max_connections: 20_000,
+    };
+    let scfg = SessionConfig {
+        admit: handle.admission.clone(),
+        ..SessionConfig::default()
+    };
+    let stop = CancellationToken::new();
+    tokio::spawn(lienwatch::ingest::tcp::serve(
+        l,
+        cfg,
+        scfg,
+        handle.clone(),
+        stop.clone(),
+        TaskTracker::new(),
+    ));
+    let conns = connect_all(addr, devices).await;
+    let commits_before = commits(&handle).await;
+    let lw = run_clients(conns, secs).await;
+    stop.cancel();
+    // The logins' commits are not the measured window's.
+    let commits = commits(&handle).await - commits_before;
+    handle.shutdown().await;
+    (lw, commits)
 }

@@ -69,6 +69,10 @@ pub struct Step {
     /// Expected HTTP status of the API call.
     #[serde(default)]
     pub status: Option<u16>,
+    /// Expected response body of the API call, matched like `decoded` (every key given must be
+    /// equal; arrays must have the same length), e.g. a track's `positions` or a vehicle's places.
+    #[serde(default)]
+    pub response: Option<Value>,
     /// Alerts expected to be raised during this step (after its clock change and its input), in
     /// order; matched like `decoded`. Absent means none.
     #[serde(default)]

@@ -12,6 +12,7 @@ use crate::engine::registrations::ResetRegistration;
 use crate::engine::vehicles::{DeleteVehicle, GetVehicle, PutVehicle};
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::event::Timestamp;
+use crate::history::track::TrackQuery;
 use crate::fixture::{self, Fixture};
 use crate::protocol::{self, Output, SessionConfig, WireProtocol};
 use crate::store::Store;
@@ -123,6 +124,11 @@ pub fn run_fixture(
             } else if status >= 400 {
                 problems.push(format!("step {n}: {api}: status {status}: {body}"));
             }
+            if let Some(want) = &step.response {
+                if let Err(m) = fixture::json_subset(want, &body) {
+                    problems.push(format!("step {n}: {api}: response: {m}"));
+                }
+            }
         }
         if let Some(chunks) = &step.device {
             let (session, buf) = conns
@@ -172,8 +178,10 @@ fn ingest_outputs(engine: &mut Engine, outs: Vec<Output>, t: Timestamp) {
 /// Parses a fixture's `"PUT /v1/vehicles/V-1"` into the engine command the admin API would send,
 /// applies it, and answers with the status and body the API would give.
 fn call_api(engine: &mut Engine, api: &str, body: &str, now: Timestamp) -> (u16, Value) {
-    let (method, path) = api.split_once(' ').unwrap_or((api, ""));
-    let parts: Vec<&str> = path.trim().trim_matches('/').split('/').collect();
+    let (method, target) = api.split_once(' ').unwrap_or((api, ""));
+    let (path, query) = target.trim().split_once('?').unwrap_or((target.trim(), ""));
+    let param = |name: &str| query_param(query, name);
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let body = body.as_bytes();
     let answer: Result<(u16, Value), EngineError> = match (method, parts.as_slice()) {
         ("GET", ["v1", "vehicles", id]) => engine
@@ -191,6 +199,26 @@ fn call_api(engine: &mut Engine, api: &str, body: &str, now: Timestamp) -> (u16,
         ("GET", ["v1", "devices", id]) => GetDevice::parse(id)
             .and_then(|c| engine.execute(c, now))
             .map(|v| (200, json(&v))),
+        ("GET", ["v1", "devices", id, "track"]) => TrackQuery::parse(
+            id,
+            param("from").as_deref(),
+            param("to").as_deref(),
+            param("limit").as_deref(),
+            param("format").as_deref(),
+            now,
+        )
+        .and_then(|q| {
+            engine.execute(GetDevice { id: q.device.clone() }, now)?;
+            let fixes = crate::history::track::read(
+                engine.history(),
+                &q,
+                engine.history_retention(),
+                now,
+            )
+            .map_err(|e| EngineError::Store(e.to_string()))?;
+            let (bytes, _) = crate::history::track::render(&q, &fixes);
+            Ok((200, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        }),
         ("DELETE", ["v1", "devices", id, "registration"]) => GetDevice::parse(id)
             .and_then(|c| engine.execute(ResetRegistration { id: c.id }, now))
             .map(|v| (200, json(&v))),
@@ -206,6 +234,14 @@ fn call_api(engine: &mut Engine, api: &str, body: &str, now: Timestamp) -> (u16,
             crate::admin::status_of(&e).as_u16(),
             serde_json::json!({"error": e.to_string()}),
         )
+    })
+}
+
+/// A query parameter, with the percent-escapes a time carries (`%3A`, `%2B`) decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.replace("%3A", ":").replace("%3a", ":").replace("%2B", "+").replace("%2b", "+"))
     })
 }
 

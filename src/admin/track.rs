@@ -45,7 +45,7 @@ pub async fn get(
     Query(p): Query<TrackParams>,
 ) -> Result<Response, ApiError> {
     let now = Timestamp::now();
-    let mut q = TrackQuery::parse(
+    let q = TrackQuery::parse(
         &id,
         p.from.as_deref(),
         p.to.as_deref(),
@@ -59,17 +59,9 @@ pub async fn get(
             id: q.device.clone(),
         })
         .await?;
-    // Fixes past the retention are gone, even those of a block not yet pruned.
-    let floor =
-        now.add_millis(-(st.history_retention.as_millis().min(i64::MAX as u128 / 2) as i64));
-    q.from = q.from.max(floor);
-    let history = st.history.clone();
+    let (history, retention) = (st.history.clone(), st.history_retention);
     let (body, media) = tokio::task::spawn_blocking(move || {
-        let fixes = if q.from < q.to {
-            history.track(q.device.as_str(), q.from, q.to, q.limit)?
-        } else {
-            Vec::new()
-        };
+        let fixes = track::read(&history, &q, retention, now)?;
         Ok::<_, crate::store::StoreError>(track::render(&q, &fixes))
     })
     .await

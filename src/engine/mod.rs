@@ -210,6 +210,16 @@ impl Engine {
         self.registered.clone()
     }
 
+    /// The position history (read-only here: `replay` answers track queries from it).
+    pub fn history(&self) -> &crate::history::History {
+        &self.history
+    }
+
+    /// How long fixes are kept (zero when the history is off).
+    pub fn history_retention(&self) -> Duration {
+        self.cfg.history_retention.unwrap_or_default()
+    }
+
     /// The JT/T 808 registration policy for protocol sessions.
     pub fn terminal_binding(&self) -> crate::protocol::TerminalBinding {
         self.terminal_ids.binding()

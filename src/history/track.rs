@@ -88,6 +88,22 @@ impl TrackQuery {
     }
 }
 
+/// The fixes a query asks for. Fixes past the retention are left out even while their block
+/// waits for the next prune, so the track never shows what the retention promises is gone.
+pub fn read(
+    history: &super::History,
+    q: &TrackQuery,
+    retention: std::time::Duration,
+    now: Timestamp,
+) -> Result<Vec<HistoryFix>, crate::store::StoreError> {
+    let floor = now.add_millis(-(retention.as_millis().min(i64::MAX as u128 / 2) as i64));
+    let from = q.from.max(floor);
+    if from >= q.to {
+        return Ok(Vec::new());
+    }
+    history.track(q.device.as_str(), from, q.to, q.limit)
+}
+
 /// The fields of a position other than its coordinates, in the order of CONTRACT.md
 /// "Positions" (the GeoJSON properties).
 #[derive(Serialize)]

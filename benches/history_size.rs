@@ -1,0 +1,165 @@
+//! Bytes on disk per stored fix: a simulated fleet's history written as the daemon writes it
+//! (one recent key per fix in each commit, sealed into blocks by the upkeep pass once their
+//! bucket is over), then measured on disk. The same fixes kept the simple way (one sled key per
+//! fix, never sealed) give the figure sled alone would cost.
+//!
+//! `cargo bench --bench history_size` (env: `CARS` default 10000, `DAYS` default 30, `SLED_CARS`
+//! default 1000: the cars of the one-key-per-fix comparison).
+//!
+//! Each car's day: two 40-minute trips reporting every 15 s (wired units report fast while the
+//! ignition is on), parked the rest of the day with a fix every 30 minutes; GPS noise of a few
+//! metres, speed, course and satellites as real fixes carry them.
+
+use lienwatch::event::DeviceId;
+use lienwatch::history::HistoryFix;
+use lienwatch::store::{Store, StoredPosition};
+use lienwatch::time::Timestamp;
+use std::time::Instant;
+
+const DAY_S: i64 = 86_400;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One car's fixes with `from <= time < to` (seconds), in time order.
+fn car_fixes(rng: &mut fastrand::Rng, car: usize, from: i64, to: i64, out: &mut Vec<HistoryFix>) {
+    let home = (22.3 + (car % 400) as f64 * 1e-3, 113.8 + (car / 400) as f64 * 1e-3);
+    let mut t = from;
+    while t < to {
+        let sod = t.rem_euclid(DAY_S);
+        // Trips at 08:00 and 18:00 local, 40 minutes each.
+        let trip = [8 * 3600, 18 * 3600]
+            .iter()
+            .find(|&&s| sod >= s && sod < s + 2400)
+            .copied();
+        let (lat, lon, speed, step) = match trip {
+            Some(s) => {
+                let k = (sod - s) as f64 / 2400.0;
+                let k = if s == 18 * 3600 { 1.0 - k } else { k };
+                (home.0 + 0.08 * k, home.1 + 0.05 * k, 30.0 + rng.f64() * 40.0, 15)
+            }
+            None => (home.0 + 0.08 * (sod > 9 * 3600 && sod < 18 * 3600) as u8 as f64, home.1, 0.0, 1800),
+        };
+        let received = t * 1000 + 800 + rng.i64(0..1500);
+        out.push(HistoryFix {
+            pos: StoredPosition {
+                time: Timestamp::from_secs(t),
+                lat: lat + rng.f64() * 4e-5,
+                lon: lon + rng.f64() * 4e-5,
+                valid: true,
+                speed_kmh: speed,
+                course: rng.u16(0..360),
+                satellites: Some(rng.u8(6..14)),
+                altitude_m: None,
+                received_at: Timestamp::from_millis(received),
+                cell: None,
+                wifi: None,
+            },
+            suspect_future: false,
+        });
+        // The next trip starts on time even from a parked interval.
+        let next = t + step;
+        let next_trip = [8 * 3600, 18 * 3600]
+            .iter()
+            .map(|s| t - sod + s)
+            .find(|&s| s > t && s < next);
+        t = next_trip.unwrap_or(next);
+    }
+}
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            n += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
+        }
+    }
+    n
+}
+
+/// Writes `cars` x `days` of fixes; `seal` runs the upkeep pass every six hours.
+fn simulate(cars: usize, days: usize, seal: bool) -> (u64, u64, u64, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), 64).expect("store");
+    let h = store.history().clone();
+    let ids: Vec<DeviceId> = (0..cars)
+        .map(|i| DeviceId::new(&format!("8681200{i:08}")))
+        .collect();
+    let start = Timestamp::now().secs() / DAY_S * DAY_S - days as i64 * DAY_S;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut fixes = Vec::new();
+    let mut total = 0u64;
+    let began = Instant::now();
+    let window = 6 * 3600;
+    let mut w = start;
+    while w < start + days as i64 * DAY_S {
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for (car, id) in ids.iter().enumerate() {
+            fixes.clear();
+            car_fixes(&mut rng, car, w, w + window, &mut fixes);
+            for f in &fixes {
+                h.stage(&mut batch, id, f);
+                in_batch += 1;
+            }
+            total += fixes.len() as u64;
+            // A group commit's worth.
+            if in_batch >= 2_000 {
+                h.apply(std::mem::take(&mut batch)).expect("apply");
+                in_batch = 0;
+            }
+        }
+        h.apply(batch).expect("apply");
+        w += window;
+        if seal {
+            // The upkeep: buckets sealed an hour after they end.
+            while h
+                .compact(Timestamp::from_secs(w - 3600), 500_000)
+                .expect("compact")
+                .fixes
+                > 0
+            {}
+        }
+    }
+    store.flush().expect("flush");
+    let secs = began.elapsed().as_secs_f64();
+    let (recent, blocks) = h.payload_bytes();
+    drop(h);
+    drop(store);
+    (total, recent + blocks, dir_bytes(dir.path()), secs)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("history_size: skipped (run with cargo bench --bench history_size)");
+        return;
+    }
+    let cars = env("CARS", 10_000);
+    let days = env("DAYS", 30);
+    let sled_cars = env("SLED_CARS", 1_000);
+    let (n, payload, disk, secs) = simulate(cars, days, true);
+    println!(
+        "lienwatch history, {cars} cars x {days} days: {n} fixes in {secs:.0} s ({:.0} fixes/s); \
+         payload {:.1} bytes/fix, on disk {:.1} bytes/fix ({:.2} GB)",
+        n as f64 / secs,
+        payload as f64 / n as f64,
+        disk as f64 / n as f64,
+        disk as f64 / 1e9
+    );
+    let (n2, payload2, disk2, _) = simulate(sled_cars, days, false);
+    println!(
+        "one sled key per fix, {sled_cars} cars x {days} days: {n2} fixes; payload {:.1} bytes/fix, \
+         on disk {:.1} bytes/fix",
+        payload2 as f64 / n2 as f64,
+        disk2 as f64 / n2 as f64
+    );
+    println!(
+        "sealed blocks / one key per fix, on disk: {:.2}",
+        (disk as f64 / n as f64) / (disk2 as f64 / n2 as f64)
+    );
+}
