@@ -27,7 +27,10 @@ fn env(name: &str, default: usize) -> usize {
 
 /// One car's fixes with `from <= time < to` (seconds), in time order.
 fn car_fixes(rng: &mut fastrand::Rng, car: usize, from: i64, to: i64, out: &mut Vec<HistoryFix>) {
-    let home = (22.3 + (car % 400) as f64 * 1e-3, 113.8 + (car / 400) as f64 * 1e-3);
+    let home = (
+        22.3 + (car % 400) as f64 * 1e-3,
+        113.8 + (car / 400) as f64 * 1e-3,
+    );
     let mut t = from;
     while t < to {
         let sod = t.rem_euclid(DAY_S);
@@ -40,9 +43,19 @@ fn car_fixes(rng: &mut fastrand::Rng, car: usize, from: i64, to: i64, out: &mut 
             Some(s) => {
                 let k = (sod - s) as f64 / 2400.0;
                 let k = if s == 18 * 3600 { 1.0 - k } else { k };
-                (home.0 + 0.08 * k, home.1 + 0.05 * k, 30.0 + rng.f64() * 40.0, 15)
+                (
+                    home.0 + 0.08 * k,
+                    home.1 + 0.05 * k,
+                    30.0 + rng.f64() * 40.0,
+                    15,
+                )
             }
-            None => (home.0 + 0.08 * (sod > 9 * 3600 && sod < 18 * 3600) as u8 as f64, home.1, 0.0, 1800),
+            None => (
+                home.0 + 0.08 * (sod > 9 * 3600 && sod < 18 * 3600) as u8 as f64,
+                home.1,
+                0.0,
+                1800,
+            ),
         };
         let received = t * 1000 + 800 + rng.i64(0..1500);
         out.push(HistoryFix {
@@ -76,7 +89,11 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             let Ok(m) = e.metadata() else { continue };
-            n += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
+            n += if m.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                m.len()
+            };
         }
     }
     n

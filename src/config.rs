@@ -29,10 +29,24 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub rules: crate::rules::RuleConfig,
+    #[serde(default)]
+    pub risk: RiskConfig,
     #[serde(default, rename = "webhook")]
     pub webhooks: Vec<crate::alert::webhook::WebhookConfig>,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[risk]`: the points of each risk reason (CONTRACT.md "Risk tier and the collections queue").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskConfig {
+    /// Overrides of the default points, by reason code.
+    #[serde(default)]
+    points: std::collections::BTreeMap<String, i64>,
+    /// The resolved points.
+    #[serde(skip)]
+    pub resolved: crate::risk::Points,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -410,6 +424,8 @@ impl Config {
         self.rules
             .validate()
             .map_err(|e| Self::invalid(file, e.key(), e.to_string()))?;
+        self.risk.resolved = crate::risk::Points::with_overrides(&self.risk.points)
+            .map_err(|e| Self::invalid(file, e.key(), e.to_string()))?;
         if self.storage.history_retention < Duration::from_secs(60) {
             return Err(Self::invalid(
                 file,
@@ -657,6 +673,8 @@ mod tests {
         let c = Config::parse("[rules]\ntimezone = \"Asia/Shanghai\"\n", "lw.toml").unwrap();
         assert!(c.rules.time_zone().is_ok());
         assert_eq!(c.storage.history_retention.as_secs(), 180 * 86_400);
+        let c = Config::parse("[risk.points]\nsilent_overdue = 50\n", "lw.toml").unwrap();
+        assert_eq!(c.risk.resolved.of(crate::risk::Reason::SilentOverdue), 50);
     }
 
     #[test]

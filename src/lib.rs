@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod protocol;
 pub mod registry;
 pub mod replay;
+pub mod risk;
 pub mod rules;
 pub mod service;
 pub mod store;

@@ -12,8 +12,8 @@ use crate::engine::registrations::ResetRegistration;
 use crate::engine::vehicles::{DeleteVehicle, GetVehicle, PutVehicle};
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::event::Timestamp;
-use crate::history::track::TrackQuery;
 use crate::fixture::{self, Fixture};
+use crate::history::track::TrackQuery;
 use crate::protocol::{self, Output, SessionConfig, WireProtocol};
 use crate::store::Store;
 use bytes::BytesMut;
@@ -208,14 +208,15 @@ fn call_api(engine: &mut Engine, api: &str, body: &str, now: Timestamp) -> (u16,
             now,
         )
         .and_then(|q| {
-            engine.execute(GetDevice { id: q.device.clone() }, now)?;
-            let fixes = crate::history::track::read(
-                engine.history(),
-                &q,
-                engine.history_retention(),
+            engine.execute(
+                GetDevice {
+                    id: q.device.clone(),
+                },
                 now,
-            )
-            .map_err(|e| EngineError::Store(e.to_string()))?;
+            )?;
+            let fixes =
+                crate::history::track::read(engine.history(), &q, engine.history_retention(), now)
+                    .map_err(|e| EngineError::Store(e.to_string()))?;
             let (bytes, _) = crate::history::track::render(&q, &fixes);
             Ok((200, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
         }),
@@ -241,7 +242,12 @@ fn call_api(engine: &mut Engine, api: &str, body: &str, now: Timestamp) -> (u16,
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == name).then(|| v.replace("%3A", ":").replace("%3a", ":").replace("%2B", "+").replace("%2b", "+"))
+        (k == name).then(|| {
+            v.replace("%3A", ":")
+                .replace("%3a", ":")
+                .replace("%2B", "+")
+                .replace("%2b", "+")
+        })
     })
 }
 

@@ -210,6 +210,7 @@ impl DeviceRecord {
 /// - `rules`: device id -> the rule state of a registered device (postcard)
 /// - `meta`: keys and counters (`alerts_raised`, `jt808_auth_key`)
 /// - `registrations`: JT/T 808 terminal number -> the terminal id it registered with (UTF-8)
+/// - `risk`: vehicle id -> its risk reasons ([`crate::risk::RiskState`], postcard)
 /// - `history_recent` and `history`: every fix kept (`crate::history`, which owns their layout)
 /// - the outbox's own tree (`crate::alert::outbox`), opened through [`Store::open_outbox`]
 #[derive(Clone)]
@@ -220,6 +221,7 @@ pub struct Store {
     rules: sled::Tree,
     meta: sled::Tree,
     registrations: sled::Tree,
+    risk: sled::Tree,
     history: crate::history::History,
 }
 
@@ -250,6 +252,7 @@ impl Store {
             rules: db.open_tree("rules")?,
             meta: db.open_tree("meta")?,
             registrations: db.open_tree("registrations")?,
+            risk: db.open_tree("risk")?,
             history: crate::history::History::open(&db)?,
             db,
         })
@@ -345,6 +348,23 @@ impl Store {
     }
 
     /// Every JT/T 808 registration binding.
+    /// Every vehicle's risk state as `(vehicle id, bytes)`.
+    pub fn all_risk(&self) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
+        self.risk.iter().map(|r| {
+            let (k, v) = r?;
+            Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+        })
+    }
+
+    /// Writes a vehicle's risk state, or removes it (`None`).
+    pub fn put_risk(&self, vehicle_id: &str, state: Option<&[u8]>) -> Result<(), StoreError> {
+        match state {
+            Some(b) => self.risk.insert(vehicle_id.as_bytes(), b)?,
+            None => self.risk.remove(vehicle_id.as_bytes())?,
+        };
+        Ok(())
+    }
+
     pub fn all_registrations(
         &self,
     ) -> impl Iterator<Item = Result<(DeviceId, Box<str>), StoreError>> + '_ {

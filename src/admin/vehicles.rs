@@ -2,25 +2,31 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::{parse_blocking, AdminState};
-use crate::engine::vehicles::{DeleteVehicle, GetVehicle, ListVehicles, PutVehicle};
+use crate::engine::risk::RiskQueue;
+use crate::engine::vehicles::{DeleteVehicle, GetVehicle, PutVehicle};
 use crate::engine::view::{Deleted, VehiclePage, VehicleView};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 
-/// The vehicle list's paging.
+/// The queue's filters and paging.
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Comma-separated tiers to keep: `high`, `medium`, `low`, `none`.
+    tier: Option<String>,
+    /// Comma-separated loan statuses to keep: `current`, `overdue`, `closed`.
+    loan_status: Option<String>,
     /// Vehicles per page, 1 to 1000 (default 100).
     limit: Option<usize>,
     /// The `next` of the previous page.
     after: Option<String>,
 }
 
-/// Vehicles in id order, a page at a time.
+/// The collections queue: vehicles by risk score, highest first (ties: the longest silent
+/// first), a page at a time.
 #[utoipa::path(get, path = "/v1/vehicles", tag = "vehicles", params(ListQuery),
     security(("bearer" = [])),
     responses((status = 200, body = VehiclePage), (status = 400, body = ErrorBody)))]
@@ -28,11 +34,15 @@ pub async fn list(
     State(st): State<AdminState>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<VehiclePage>, ApiError> {
-    let Query(q) = q.map_err(|_| ApiError::bad_request("query parameters: limit, after"))?;
-    let cmd = ListVehicles {
-        limit: q.limit.unwrap_or(100),
-        after: q.after,
-    };
+    let Query(q) = q.map_err(|_| {
+        ApiError::bad_request("query parameters: tier, loan_status, limit (a number), after")
+    })?;
+    let cmd = RiskQueue::parse(
+        q.tier.as_deref(),
+        q.loan_status.as_deref(),
+        q.limit,
+        q.after,
+    )?;
     Ok(Json(st.engine.run(cmd).await?))
 }
 

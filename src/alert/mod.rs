@@ -22,10 +22,11 @@ pub enum AlertType {
     PowerCut,
     PowerRestored,
     Tamper,
+    RiskTierChanged,
 }
 
 impl AlertType {
-    pub const ALL: [AlertType; 7] = [
+    pub const ALL: [AlertType; 8] = [
         AlertType::GeofenceExit,
         AlertType::GeofenceReturn,
         AlertType::SilentOverdue,
@@ -33,6 +34,7 @@ impl AlertType {
         AlertType::PowerCut,
         AlertType::PowerRestored,
         AlertType::Tamper,
+        AlertType::RiskTierChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +46,7 @@ impl AlertType {
             AlertType::PowerCut => "power_cut",
             AlertType::PowerRestored => "power_restored",
             AlertType::Tamper => "tamper",
+            AlertType::RiskTierChanged => "risk_tier_changed",
         }
     }
 

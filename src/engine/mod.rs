@@ -12,6 +12,7 @@ pub mod control;
 pub mod devices;
 pub mod loans;
 pub mod registrations;
+pub mod risk;
 pub mod thread;
 pub mod vehicles;
 pub mod view;
@@ -39,6 +40,8 @@ pub struct EngineConfig {
     /// Fixes dated further ahead of their arrival are suspect (`ingest.max_future`).
     pub max_future: Duration,
     pub commit_window: Duration,
+    /// Points of each risk reason (`[risk.points]`).
+    pub risk_points: crate::risk::Points,
     /// How long fixes are kept in the history; `None` keeps none (benchmarks measure its cost).
     pub history_retention: Option<Duration>,
     /// Resolved `[[webhook]]`s, in config order: alerts are queued for those whose filter matches.
@@ -57,6 +60,7 @@ impl EngineConfig {
             max_future: cfg.ingest.max_future,
             commit_window: cfg.storage.commit_window,
             history_retention: Some(cfg.storage.history_retention),
+            risk_points: cfg.risk.resolved.clone(),
             webhooks,
         }
     }
@@ -88,6 +92,9 @@ pub struct Engine {
     /// Records and rule states changed since the last flush.
     dirty: HashSet<DeviceId>,
     dirty_states: HashSet<DeviceId>,
+    /// Each vehicle's risk reasons, and those changed since the last flush.
+    risk: HashMap<String, crate::risk::RiskState>,
+    dirty_risk: HashSet<String>,
     /// Every accepted fix since the last flush, staged for the history (same commit).
     history: crate::history::History,
     history_batch: sled::Batch,
@@ -154,9 +161,19 @@ impl Engine {
             let (id, terminal_id) = kv?;
             bound.insert(id, terminal_id);
         }
+        let mut risk = HashMap::new();
+        for kv in store.all_risk() {
+            let (id, bytes) = kv?;
+            let st = crate::risk::RiskState::from_bytes(&bytes).map_err(|e| corrupt("risk", e))?;
+            if vehicles.contains_key(&id) {
+                risk.insert(id, st);
+            }
+        }
         let alert_count = store.alerts_raised()?;
         let rules = Rules::new(cfg.rules.clone(), now);
         let mut e = Engine {
+            risk,
+            dirty_risk: HashSet::new(),
             history: store.history().clone(),
             history_batch: sled::Batch::default(),
             store,
@@ -365,7 +382,9 @@ impl Engine {
         }
         metrics::counter!("lienwatch_alerts_raised_total", "type" => kind.as_str()).increment(1);
         tracing::info!(alert = %alert.id, r#type = kind.as_str(), vehicle = vehicle_id, device = %device, "alert raised");
+        let details = alert.details.clone();
         self.raised.push(alert);
+        self.risk_on_alert(vehicle_id, device, kind, &details, now);
     }
 
     /// Time-driven work up to `now`: silence deadlines that fell due.
@@ -411,6 +430,14 @@ impl Engine {
         }
         self.history
             .apply(std::mem::take(&mut self.history_batch))?;
+        for id in self.dirty_risk.drain() {
+            let bytes = self
+                .risk
+                .get(&id)
+                .filter(|s| !s.is_empty())
+                .map(crate::risk::RiskState::to_bytes);
+            self.store.put_risk(&id, bytes.as_deref())?;
+        }
         for (id, terminal_id) in self.terminal_ids.take_unsaved() {
             self.store.put_registration(&id, &terminal_id)?;
         }
@@ -432,7 +459,7 @@ impl Engine {
         }
     }
 
-    fn vehicle_view(&self, id: &str) -> Option<VehicleView> {
+    fn vehicle_view(&self, id: &str, now: Timestamp) -> Option<VehicleView> {
         let v = self.vehicles.get(id)?;
         let devices = v
             .devices
@@ -463,10 +490,11 @@ impl Engine {
             loan: v.loan.clone(),
             devices,
             geofence: v.geofence.as_ref().map(|g| g.source_raw()),
+            risk: self.risk_of(id, now)?,
         })
     }
 
-    fn vehicle_summary(&self, v: &Vehicle) -> VehicleSummary {
+    fn vehicle_summary(&self, v: &Vehicle, now: Timestamp) -> VehicleSummary {
         let newest = v
             .devices
             .iter()
@@ -478,6 +506,7 @@ impl Engine {
             plate: v.plate.clone(),
             loan: v.loan.clone(),
             last_seen: newest.map(|r| r.last_seen),
+            risk: self.risk_of(&v.id, now),
             position: newest
                 .and_then(|r| r.position.as_ref())
                 .map(|p| p.to_json()),

@@ -1,7 +1,7 @@
 //! Registry commands for vehicles: put, get, delete, list.
 
 use super::command::{Command, EngineError};
-use super::view::{Deleted, VehiclePage, VehicleSummary, VehicleView};
+use super::view::{Deleted, VehicleView};
 use super::Engine;
 use crate::event::DeviceId;
 use crate::registry::Vehicle;
@@ -70,7 +70,8 @@ impl Command for PutVehicle {
         e.for_each_device(&id, now, |rules, ctx, st, now| {
             rules.on_registered(ctx, st, now)
         });
-        let view = e.vehicle_view(&id).ok_or_else(|| not_found(&id))?;
+        e.risk_on_loan(&id, now);
+        let view = e.vehicle_view(&id, now).ok_or_else(|| not_found(&id))?;
         Ok(PutOutcome { created, view })
     }
 }
@@ -83,8 +84,9 @@ pub struct GetVehicle {
 impl Command for GetVehicle {
     type Output = VehicleView;
 
-    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<VehicleView, EngineError> {
-        e.vehicle_view(&self.id).ok_or_else(|| not_found(&self.id))
+    fn apply(self, e: &mut Engine, now: Timestamp) -> Result<VehicleView, EngineError> {
+        e.vehicle_view(&self.id, now)
+            .ok_or_else(|| not_found(&self.id))
     }
 }
 
@@ -106,49 +108,15 @@ impl Command for DeleteVehicle {
                 e.unregister(&d.id);
             }
         }
+        if e.risk.remove(&self.id).is_some() {
+            e.dirty_risk.insert(self.id.clone());
+        }
         Ok(Deleted { deleted: self.id })
     }
 }
 
-/// `GET /v1/vehicles?limit=N&after=CURSOR`: vehicles in id order, a page at a time.
-pub struct ListVehicles {
-    pub limit: usize,
-    /// The `next` of the previous page: the last vehicle id it showed.
-    pub after: Option<String>,
-}
-
-/// The largest page `ListVehicles` serves.
+/// The largest page of the vehicle list (`risk::RiskQueue`).
 pub const MAX_PAGE: usize = 1000;
-
-impl Command for ListVehicles {
-    type Output = VehiclePage;
-
-    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<VehiclePage, EngineError> {
-        if self.limit == 0 || self.limit > MAX_PAGE {
-            return Err(EngineError::Invalid(format!(
-                "limit must be between 1 and {MAX_PAGE}"
-            )));
-        }
-        use std::ops::Bound;
-        let from = match &self.after {
-            Some(a) => Bound::Excluded(a.clone()),
-            None => Bound::Unbounded,
-        };
-        let mut vehicles: Vec<VehicleSummary> = e
-            .vehicles
-            .range((from, Bound::Unbounded))
-            .take(self.limit + 1)
-            .map(|(_, v)| e.vehicle_summary(v))
-            .collect();
-        let next = if vehicles.len() > self.limit {
-            vehicles.truncate(self.limit);
-            vehicles.last().map(|v| v.vehicle_id.clone())
-        } else {
-            None
-        };
-        Ok(VehiclePage { vehicles, next })
-    }
-}
 
 fn not_found(id: &str) -> EngineError {
     EngineError::NotFound(format!("no vehicle {id:?}"))

@@ -95,6 +95,8 @@ pub struct VehicleView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub geofence: Option<Box<serde_json::value::RawValue>>,
+    /// The risk score, tier and the reasons that hold now.
+    pub risk: crate::risk::RiskView,
 }
 
 /// One line of the vehicle list (`GET /v1/vehicles`).
@@ -106,6 +108,7 @@ pub struct VehicleSummary {
     pub loan: Loan,
     /// The newest `last_seen` of the vehicle's devices.
     pub last_seen: Option<Timestamp>,
+    pub risk: Option<crate::risk::RiskView>,
     /// The last-known position of the device heard from most recently.
     #[schema(value_type = Option<PositionDoc>)]
     pub position: Option<serde_json::Value>,

@@ -64,6 +64,9 @@ pub struct RuleConfig {
     /// ... for at least this long: a stay.
     #[serde(with = "crate::duration")]
     pub stay_min: Duration,
+    /// Two devices of one vehicle this far apart are separated; a silent device that comes
+    /// back this far from where it went silent counts as `reappeared_far`.
+    pub separation_m: f64,
 }
 
 impl Default for RuleConfig {
@@ -76,6 +79,7 @@ impl Default for RuleConfig {
             timezone: "UTC".to_string(),
             stay_radius_m: 200.0,
             stay_min: Duration::from_secs(20 * 60),
+            separation_m: 2000.0,
         }
     }
 }

@@ -1,0 +1,298 @@
+//! The engine's side of the risk score: which events move which reasons, `risk_tier_changed`
+//! when a vehicle's tier goes up, and the collections queue (`GET /v1/vehicles` ordered by risk).
+
+use super::command::{Command, EngineError};
+use super::view::{VehiclePage, VehicleSummary};
+use super::Engine;
+use crate::alert::AlertType;
+use crate::event::DeviceId;
+use crate::registry::LoanStatus;
+use crate::risk::{Reason, RiskState, RiskView, Tier};
+use crate::time::Timestamp;
+
+impl Engine {
+    /// A vehicle's risk at `now`.
+    pub(super) fn risk_of(&self, vehicle_id: &str, now: Timestamp) -> Option<RiskView> {
+        let v = self.vehicles.get(vehicle_id)?;
+        let empty = RiskState::default();
+        let st = self.risk.get(vehicle_id).unwrap_or(&empty);
+        Some(st.assess(&v.loan, &self.cfg.risk_points, now))
+    }
+
+    /// Changes a vehicle's risk reasons; raises `risk_tier_changed` (about `device`) when the
+    /// tier went up. The state is written in this commit.
+    pub(super) fn update_risk(
+        &mut self,
+        vehicle_id: &str,
+        device: &DeviceId,
+        now: Timestamp,
+        f: impl FnOnce(&mut RiskState),
+    ) {
+        let Some(before) = self.risk_of(vehicle_id, now) else {
+            return;
+        };
+        let st = self.risk.entry(vehicle_id.to_string()).or_default();
+        st.expire(now);
+        f(st);
+        self.dirty_risk.insert(vehicle_id.to_string());
+        let Some(after) = self.risk_of(vehicle_id, now) else {
+            return;
+        };
+        if after.tier > before.tier {
+            let details = serde_json::json!({
+                "from": before.tier,
+                "to": after.tier,
+                "score": after.score,
+                "reasons": after.reasons,
+            });
+            self.raise(vehicle_id, device, AlertType::RiskTierChanged, details, now);
+        }
+    }
+
+    /// What an alert does to its vehicle's reasons.
+    pub(super) fn risk_on_alert(
+        &mut self,
+        vehicle_id: &str,
+        device: &DeviceId,
+        kind: AlertType,
+        details: &serde_json::Value,
+        now: Timestamp,
+    ) {
+        let separation = self.cfg.rules.separation_m;
+        let others_silent = self.other_devices(vehicle_id, device, |st| st.silent_alerted);
+        let others_outside = self.other_devices(vehicle_id, device, |st| {
+            st.placement == crate::rules::FencePlacement::Outside
+        });
+        let change: Box<dyn FnOnce(&mut RiskState)> = match kind {
+            AlertType::PowerCut | AlertType::Tamper => {
+                Box::new(move |s| s.hold(Reason::PowerCutOrTamper, now))
+            }
+            AlertType::SilentOverdue => Box::new(move |s| s.open(Reason::SilentOverdue, now)),
+            AlertType::Reappeared => {
+                let far = details
+                    .get("distance_m")
+                    .and_then(|d| d.as_f64())
+                    .is_some_and(|d| d > separation);
+                Box::new(move |s| {
+                    if !others_silent {
+                        s.close(Reason::SilentOverdue);
+                    }
+                    if far {
+                        s.hold(Reason::ReappearedFar, now);
+                    }
+                })
+            }
+            AlertType::GeofenceExit => Box::new(move |s| s.open(Reason::OutsideGeofence, now)),
+            AlertType::GeofenceReturn => Box::new(move |s| {
+                if !others_outside {
+                    s.close(Reason::OutsideGeofence)
+                }
+            }),
+            _ => return,
+        };
+        self.update_risk(vehicle_id, device, now, change);
+    }
+
+    /// After a loan or registry change: the overdue band follows the loan.
+    pub(super) fn risk_on_loan(&mut self, vehicle_id: &str, now: Timestamp) {
+        let Some(v) = self.vehicles.get(vehicle_id) else {
+            return;
+        };
+        let loan = v.loan.clone();
+        let device = v.devices.first().map(|d| d.id.clone());
+        let device = device.unwrap_or_else(|| DeviceId::new(""));
+        self.update_risk(vehicle_id, &device, now, |s| s.set_loan(&loan, now));
+    }
+
+    /// Whether another device of the vehicle is in a state (a vehicle-level reason ends only
+    /// when none of its devices still holds it).
+    fn other_devices(
+        &self,
+        vehicle_id: &str,
+        device: &DeviceId,
+        test: impl Fn(&crate::rules::DeviceRuleState) -> bool,
+    ) -> bool {
+        self.vehicles.get(vehicle_id).is_some_and(|v| {
+            v.devices
+                .iter()
+                .filter(|d| d.id != *device)
+                .any(|d| self.states.get(&d.id).is_some_and(&test))
+        })
+    }
+}
+
+/// `GET /v1/vehicles?tier=..&loan_status=..&limit=N&after=CURSOR`: the collections queue,
+/// highest score first, ties the longest-silent first, then by id.
+pub struct RiskQueue {
+    pub tiers: Option<Vec<Tier>>,
+    pub loan_statuses: Option<Vec<LoanStatus>>,
+    pub limit: usize,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+}
+
+/// Where a page ends: the sort key of its last vehicle, as an opaque string.
+#[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Debug)]
+struct Key {
+    neg_score: i64,
+    /// Never seen sorts first (the longest silence of all).
+    last_seen: i64,
+    id: String,
+}
+
+impl Key {
+    fn cursor(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            -self.neg_score,
+            self.last_seen,
+            hex::encode(self.id.as_bytes())
+        )
+    }
+
+    fn parse(s: &str) -> Option<Key> {
+        let mut it = s.splitn(3, '.');
+        let score: i64 = it.next()?.parse().ok()?;
+        let last_seen: i64 = it.next()?.parse().ok()?;
+        let id = String::from_utf8(hex::decode(it.next()?).ok()?).ok()?;
+        Some(Key {
+            neg_score: -score,
+            last_seen,
+            id,
+        })
+    }
+}
+
+impl RiskQueue {
+    /// From the query's raw parameters (comma-separated lists).
+    pub fn parse(
+        tier: Option<&str>,
+        loan_status: Option<&str>,
+        limit: Option<usize>,
+        after: Option<String>,
+    ) -> Result<RiskQueue, EngineError> {
+        let tiers = tier
+            .map(|t| {
+                t.split(',')
+                    .map(|x| {
+                        Tier::parse(x.trim()).ok_or_else(|| {
+                            EngineError::Invalid(format!(
+                                "tier: expected high, medium, low or none, got {x:?}"
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let loan_statuses = loan_status
+            .map(|t| {
+                t.split(',')
+                    .map(|x| match x.trim() {
+                        "current" => Ok(LoanStatus::Current),
+                        "overdue" => Ok(LoanStatus::Overdue),
+                        "closed" => Ok(LoanStatus::Closed),
+                        other => Err(EngineError::Invalid(format!(
+                            "loan_status: expected current, overdue or closed, got {other:?}"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        if let Some(a) = &after {
+            Key::parse(a)
+                .ok_or_else(|| EngineError::Invalid("after: not a cursor of this list".into()))?;
+        }
+        Ok(RiskQueue {
+            tiers,
+            loan_statuses,
+            limit: limit.unwrap_or(100),
+            after,
+        })
+    }
+}
+
+impl Command for RiskQueue {
+    type Output = VehiclePage;
+
+    /// Scored at `now`, so a reason that expired a second ago no longer counts. One pass over
+    /// the vehicles and a partial sort of the matches: a few milliseconds for 100,000.
+    fn apply(self, e: &mut Engine, now: Timestamp) -> Result<VehiclePage, EngineError> {
+        if self.limit == 0 || self.limit > super::vehicles::MAX_PAGE {
+            return Err(EngineError::Invalid(format!(
+                "limit must be between 1 and {}",
+                super::vehicles::MAX_PAGE
+            )));
+        }
+        let after = self.after.as_deref().and_then(Key::parse);
+        let empty = RiskState::default();
+        let mut keys: Vec<Key> = Vec::new();
+        for v in e.vehicles.values() {
+            if let Some(ls) = &self.loan_statuses {
+                if !ls.contains(&v.loan.status) {
+                    continue;
+                }
+            }
+            let st = e.risk.get(&v.id).unwrap_or(&empty);
+            let r = st.assess(&v.loan, &e.cfg.risk_points, now);
+            if let Some(ts) = &self.tiers {
+                if !ts.contains(&r.tier) {
+                    continue;
+                }
+            }
+            let last_seen = v
+                .devices
+                .iter()
+                .filter_map(|d| e.devices.get(&d.id))
+                .map(|r| r.last_seen.millis())
+                .max()
+                .unwrap_or(i64::MIN);
+            let key = Key {
+                neg_score: -(r.score as i64),
+                last_seen,
+                id: v.id.clone(),
+            };
+            if after.as_ref().is_some_and(|a| key <= *a) {
+                continue;
+            }
+            keys.push(key);
+        }
+        let n = self.limit.min(keys.len());
+        if keys.len() > n {
+            keys.select_nth_unstable(n);
+        }
+        let more = keys.len() > n;
+        keys.truncate(n);
+        keys.sort_unstable();
+        let next = if more {
+            keys.last().map(Key::cursor)
+        } else {
+            None
+        };
+        let vehicles: Vec<VehicleSummary> = keys
+            .iter()
+            .filter_map(|k| e.vehicles.get(&k.id))
+            .map(|v| e.vehicle_summary(v, now))
+            .collect();
+        Ok(VehiclePage { vehicles, next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_bad_parameters_are_refused() {
+        let k = Key {
+            neg_score: -55,
+            last_seen: i64::MIN,
+            id: "V-1.x".into(),
+        };
+        assert_eq!(Key::parse(&k.cursor()), Some(k));
+        assert!(RiskQueue::parse(Some("high,urgent"), None, None, None).is_err());
+        assert!(RiskQueue::parse(None, Some("late"), None, None).is_err());
+        assert!(RiskQueue::parse(None, None, None, Some("zzz".into())).is_err());
+        let q = RiskQueue::parse(Some("high, medium"), Some("overdue"), Some(5), None).unwrap();
+        assert_eq!(q.tiers, Some(vec![Tier::High, Tier::Medium]));
+    }
+}
