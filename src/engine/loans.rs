@@ -65,7 +65,7 @@ impl Command for SetLoan {
             e.for_each_device(vid, now, |rules, ctx, st, now| {
                 rules.on_loan_change(ctx, st, now)
             });
-            e.risk_on_loan(vid, now);
+            e.risk_on_loan(vid, false, now);
         }
         Ok(LoanUpdated {
             loan: Loan {

@@ -93,12 +93,19 @@ impl Engine {
         self.update_risk(vehicle_id, device, now, change);
     }
 
-    /// After a loan or registry change: the overdue band follows the loan.
-    pub(super) fn risk_on_loan(&mut self, vehicle_id: &str, now: Timestamp) {
+    /// After a loan or registry change: the overdue band follows the loan. A vehicle just
+    /// registered had no tier to go up from: its first tier raises nothing.
+    pub(super) fn risk_on_loan(&mut self, vehicle_id: &str, created: bool, now: Timestamp) {
         let Some(v) = self.vehicles.get(vehicle_id) else {
             return;
         };
         let loan = v.loan.clone();
+        if created {
+            let st = self.risk.entry(vehicle_id.to_string()).or_default();
+            st.set_loan(&loan, now);
+            self.dirty_risk.insert(vehicle_id.to_string());
+            return;
+        }
         let device = v.devices.first().map(|d| d.id.clone());
         let device = device.unwrap_or_else(|| DeviceId::new(""));
         self.update_risk(vehicle_id, &device, now, |s| s.set_loan(&loan, now));

@@ -67,10 +67,10 @@ impl Command for PutVehicle {
                 reg.insert(d.clone(), shared.clone());
             }
         }
+        e.risk_on_loan(&id, created, now);
         e.for_each_device(&id, now, |rules, ctx, st, now| {
             rules.on_registered(ctx, st, now)
         });
-        e.risk_on_loan(&id, now);
         let view = e.vehicle_view(&id, now).ok_or_else(|| not_found(&id))?;
         Ok(PutOutcome { created, view })
     }

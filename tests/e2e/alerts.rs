@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 const IMEI: &str = "868120145233604";
 const SECRET: &str = "whsec-test-0123456789";
 
+/// The Part 1 alerts only: the risk tier's own alerts are tested in `risk.rs`.
+const PART1_TYPES: &str = r#"types = ["geofence_exit", "geofence_return", "silent_overdue", "reappeared", "power_cut", "power_restored", "tamper"]"#;
+
 fn config(receiver_url: &str, rules: &str) -> String {
-    format!("[rules]\n{rules}\n\n[[webhook]]\nurl = \"{receiver_url}\"\nsecret = \"{SECRET}\"\n")
+    format!("[rules]\n{rules}\n\n[[webhook]]\nurl = \"{receiver_url}\"\nsecret = \"{SECRET}\"\n{PART1_TYPES}\n")
 }
 
 fn vehicle(status: &str) -> String {

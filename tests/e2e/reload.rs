@@ -9,7 +9,7 @@ const IMEI: &str = "868120145233604";
 
 fn webhook(url: &str) -> String {
     format!(
-        "[[webhook]]\nname = \"collections\"\nurl = \"{url}\"\nsecret = \"s3cret-0123456789\"\n"
+        "[[webhook]]\nname = \"collections\"\nurl = \"{url}\"\nsecret = \"s3cret-0123456789\"\ntypes = [\"geofence_exit\", \"geofence_return\"]\n"
     )
 }
 
