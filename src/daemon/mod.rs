@@ -120,6 +120,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         token: Arc::from(token.as_str()),
         metrics,
         outbox: outbox.clone(),
+        console: cfg.console.clone(),
     };
     let app = crate::admin::router(state);
     let sd = shutdown.clone();
