@@ -42,16 +42,17 @@ export function hasCoords(p) {
   return Boolean(p) && Number.isFinite(p.lat) && Number.isFinite(p.lon) && !(p.lat === 0 && p.lon === 0);
 }
 
-/// A device's last position: a filled dot for a GNSS fix, a dashed ring (with a rough area)
+/// A device's last position (its label shown always, or on hover): a filled dot for a GNSS fix, a dashed ring (with a rough area)
 /// for an LBS or otherwise invalid fix.
-export function fixMarker(p, label) {
+export function fixMarker(p, label, permanent = true) {
   const at = ll(p.lat, p.lon);
   const tip = h('span', null, label);
+  const tipOpts = { permanent, direction: 'right', offset: [10, 0] };
   if (p.valid) {
     return L.circleMarker(at, {
       radius: 9, weight: 2, color: '#0b4f8a', fillColor: '#1f7ae0', fillOpacity: 0.9,
       className: 'lw-fix lw-fix-valid',
-    }).bindTooltip(tip, { permanent: true, direction: 'right', offset: [10, 0] });
+    }).bindTooltip(tip, tipOpts);
   }
   return L.featureGroup([
     L.circle(at, {
@@ -61,7 +62,7 @@ export function fixMarker(p, label) {
     L.circleMarker(at, {
       radius: 8, weight: 2, dashArray: '3 3', color: '#a15c00', fill: true, fillColor: '#fff',
       fillOpacity: 0.8, className: 'lw-fix lw-fix-invalid',
-    }).bindTooltip(tip, { permanent: true, direction: 'right', offset: [10, 0] }),
+    }).bindTooltip(tip, tipOpts),
   ]);
 }
 

@@ -86,15 +86,17 @@ export function vehiclePage(id, caps) {
       ? h('button', { type: 'button', class: 'locate', dataset: { device: d.id },
           disabled: Boolean(c && c.state && !FINAL.has(c.state)), onclick: () => locate(d.id) }, t('locate.button'))
       : null;
-    return h('tr', { dataset: { device: d.id } },
-      h('td', null, d.id, h('br'), h('span', { class: 'muted' }, `${code(d.kind)} ${d.protocol || ''}`)),
-      h('td', null, p
+    return h('div', { class: 'device', dataset: { device: d.id } },
+      h('div', { class: 'device-id' }, h('strong', null, d.id), ' ',
+        h('span', { class: 'muted' }, `${code(d.kind)} ${d.protocol || ''}`)),
+      h('div', null, p
         ? [h('span', { class: p.valid ? 'fix-valid' : 'fix-invalid' }, p.valid ? t('vehicle.fix_valid') : t('vehicle.fix_invalid')),
-          h('br'), h('span', { title: p.time }, t('vehicle.fix_age', { age: ago(p.time) })),
-          hasCoords(p) ? null : [h('br'), h('span', { class: 'muted' }, cellText(p))]]
+          ' · ', h('span', { title: p.time }, t('vehicle.fix_age', { age: ago(p.time) })),
+          hasCoords(p) ? null : [' · ', h('span', { class: 'muted' }, cellText(p))]]
         : h('span', { class: 'muted' }, t('vehicle.no_position')),
-        h('br'), h('span', { class: 'muted', title: d.last_seen || '' }, t('vehicle.seen', { age: ago(d.last_seen) }))),
-      h('td', null, button, h('div', { class: 'command-state', dataset: { device: d.id, state: c ? c.state || '' : '' } }, commandText(c))),
+        ' · ', h('span', { class: 'muted', title: d.last_seen || '' }, t('vehicle.seen', { age: ago(d.last_seen) }))),
+      button || c ? h('div', { class: 'device-command' }, button,
+        h('span', { class: 'command-state', dataset: { device: d.id, state: c ? c.state || '' : '' } }, commandText(c))) : null,
     );
   }
 
@@ -103,7 +105,7 @@ export function vehiclePage(id, caps) {
     for (const d of v.devices || []) if (hasCoords(d.position)) fixes.addLayer(fixMarker(d.position, fixLabel(d)));
     cmdFixes.clearLayers();
     for (const [dev, c] of commands) {
-      if (hasCoords(c.position)) cmdFixes.addLayer(fixMarker(c.position, `${dev} · ${t('locate.answered')} · ${ago(c.position.time)}`));
+      if (hasCoords(c.position)) cmdFixes.addLayer(fixMarker(c.position, `${dev} · ${t('locate.answered')} · ${ago(c.position.time)}`, false));
     }
   }
 
@@ -117,6 +119,7 @@ export function vehiclePage(id, caps) {
     let n = 0;
     let anyEndpoint = false;
     for (const [i, d] of (vehicle.devices || []).entries()) {
+      // One request per device, in turn: a vehicle has one to three.
       let data;
       try {
         data = await api(`/v1/devices/${enc(d.id)}/track?${range}`);
@@ -128,7 +131,7 @@ export function vehiclePage(id, caps) {
         }
         throw e;
       }
-      const ps = (data && data.positions) || [];
+      const ps = ((data && data.positions) || []).filter(hasCoords);
       n += ps.length;
       if (ps.length) layers.push(trackLayer(ps, i));
     }
@@ -242,7 +245,7 @@ export function vehiclePage(id, caps) {
     mount(el) {
       els.head = h('div', { class: 'vhead', id: 'vehicle-head' }, h('p', { class: 'muted' }, t('loading')));
       els.map = h('div', { class: 'map', id: 'vehicle-map' });
-      els.devices = h('tbody', { id: 'devices' });
+      els.devices = h('div', { id: 'devices' });
       els.dayInput = h('input', { type: 'date', id: 'track-day', value: day, max: today(),
         onchange: (e) => { day = e.target.value || today(); loadTrack().then(() => fit(map, [tracks, fixes])).catch(() => {}); } });
       els.trackInfo = h('span', { class: 'muted', id: 'track-info' });
@@ -260,7 +263,7 @@ export function vehiclePage(id, caps) {
         h('div', { class: 'vbody' },
           els.map,
           h('aside', null,
-            section('vehicle.devices', 'panel-devices', h('table', { class: 'grid' }, els.devices)),
+            section('vehicle.devices', 'panel-devices', els.devices),
             els.track, els.places, els.zones,
             section('vehicle.alerts', 'panel-alerts', els.alertList)))));
       map = makeMap(els.map);

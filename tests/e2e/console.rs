@@ -685,7 +685,11 @@ async fn browse(
         "{labels}"
     );
     assert_eq!(
-        js(c, "return document.querySelectorAll('#devices tr').length").await,
+        js(
+            c,
+            "return document.querySelectorAll('#devices .device').length"
+        )
+        .await,
         2
     );
     wait_js(
