@@ -195,7 +195,9 @@ export function vehiclePage(id, caps) {
   }
 
   async function loadAlerts() {
-    const data = await api('/v1/alerts?limit=200');
+    // Filtered by the server where it can; else among the newest 200 of all vehicles.
+    const byVehicle = caps.param('GET', '/v1/alerts', 'vehicle_id');
+    const data = await api(byVehicle ? `/v1/alerts?limit=10&vehicle_id=${enc(id)}` : '/v1/alerts?limit=200');
     if (!alive) return;
     const mine = (data.alerts || []).filter((a) => a.vehicle_id === id).slice(0, 10);
     fill(els.alertList, mine.length === 0

@@ -6,7 +6,7 @@ import { code, t } from './i18n.js';
 import { fit, geometryLayer, makeMap } from './map.js';
 
 export function zonesPage(caps) {
-  let map, layer, list, note;
+  let map, layer, list, note, canvas;
   let fitted = false;
   let alive = true;
 
@@ -36,8 +36,10 @@ export function zonesPage(caps) {
       note.hidden = true;
       layer.clearLayers();
       const zones = data.zones || [];
+      // Thousands of zones draw on one canvas rather than as thousands of SVG elements.
+      const renderer = zones.length > 1000 ? (canvas = canvas || L.canvas()) : undefined;
       for (const z of zones) {
-        const l = geometryLayer(z.geometry, { color: '#b00020', weight: 2, fillOpacity: 0.15, className: 'lw-zone' });
+        const l = geometryLayer(z.geometry, { color: '#b00020', weight: 2, fillOpacity: 0.15, className: 'lw-zone', renderer });
         if (l) layer.addLayer(l.bindTooltip(h('span', null, `${z.name || z.id || z.zone_id} · ${code(z.kind)}`)));
       }
       fill(list, zones.length === 0

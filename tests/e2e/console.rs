@@ -575,6 +575,12 @@ async fn browse(
     has_zones: bool,
 ) -> Result<(), String> {
     let base = format!("http://{}", d.admin);
+    let (_, head, _) = get_with_headers(d.admin, "/");
+    let csp = header(&head, "content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("img-src 'self' data:;"),
+        "the page's policy, with no tile host: {csp}"
+    );
     let step = |what: &'static str| move |e: fantoccini::error::CmdError| format!("{what}: {e}");
     let long = Duration::from_secs(30);
     c.goto(&format!("{base}/")).await.map_err(step("open /"))?;
