@@ -73,7 +73,10 @@ async function route() {
     signIn(null);
     return;
   }
+  const gen = generation;
   const caps = await capabilities();
+  // Another navigation came while this one waited: it owns the page.
+  if (gen !== generation) return;
   nav.hidden = false;
   signout.hidden = false;
   document.getElementById('nav-zones').hidden = !(caps.known && caps.has('GET', '/v1/zones'));

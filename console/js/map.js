@@ -21,7 +21,6 @@ export function makeMap(el) {
     L.tileLayer(cfg.tile_url, {
       maxZoom: 19,
       attribution: cfg.tile_attribution ? escapeText(cfg.tile_attribution) : '',
-      referrerPolicy: 'no-referrer',
     }).addTo(map);
   }
   L.control.scale({ imperial: false }).addTo(map);

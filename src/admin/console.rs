@@ -181,9 +181,11 @@ fn secure(r: &mut Response, csp: &HeaderValue) {
         HeaderValue::from_static("nosniff"),
     );
     hs.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Tile servers (OpenStreetMap's among them) want to know the site that shows their tiles:
+    // the origin only. The token is never in a URL, and the vehicle in the fragment is never sent.
     hs.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("strict-origin"),
     );
 }
 
