@@ -886,3 +886,116 @@ async fn browse(
     );
     Ok(())
 }
+
+/// A tile server of its own on another loopback port (another origin): every tile is the same
+/// small PNG. Counts the requests it answered; stops when told.
+fn tile_server(
+    stop: Arc<AtomicBool>,
+) -> (
+    u16,
+    Arc<std::sync::atomic::AtomicUsize>,
+    std::thread::JoinHandle<()>,
+) {
+    let png: &'static [u8] = include_bytes!("../../console/vendor/leaflet/images/layers.png");
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tile server");
+    l.set_nonblocking(true).expect("nonblocking");
+    let port = l.local_addr().expect("addr").port();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    let t = std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let _ = s.set_nonblocking(false);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut req = Vec::new();
+            let mut b = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&b[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                png.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(png);
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    (port, served, t)
+}
+
+/// With `[console] tile_url` set, the browser fetches tiles from that host (allowed by the
+/// page's policy) and from nowhere else but the admin address.
+#[test]
+fn console_draws_on_the_configured_tiles() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (port, served, server) = tile_server(stop.clone());
+    let tiles = format!("http://127.0.0.1:{port}");
+    let d = Daemon::start(
+        &["gt06"],
+        &format!("[console]\ntile_url = \"{tiles}/{{z}}/{{x}}/{{y}}.png\"\ntile_crs = \"gcj02\"\n"),
+    );
+    let (s, v) = d.api(
+        "PUT",
+        "/v1/vehicles/V-1",
+        Some(
+            r#"{"loan": {"id": "L-1", "status": "overdue", "days_past_due": 3},
+                 "devices": [{"id": "868120145233604", "kind": "wired"}]}"#,
+        ),
+    );
+    assert_eq!(s, 201, "{v}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome: Result<(), String> = rt.block_on(async {
+        let c = driver.client().await;
+        let r = async {
+            let base = format!("http://{}", d.admin);
+            c.goto(&format!("{base}/")).await.map_err(|e| e.to_string())?;
+            wait_js(&c, "return !!document.getElementById('token')", Duration::from_secs(30), "sign-in").await;
+            js(&c, &format!("sessionStorage.setItem('lienwatch.token', '{TOKEN}'); location.hash = '#/vehicle/V-1'; return true")).await;
+            wait_js(
+                &c,
+                "return document.querySelectorAll('#vehicle-map img.leaflet-tile-loaded').length >= 4",
+                Duration::from_secs(30),
+                "tiles from the configured server",
+            )
+            .await;
+            let foreign = js(
+                &c,
+                &format!(
+                    "return performance.getEntriesByType('resource').map(e => e.name) \
+                       .filter(n => !n.startsWith(location.origin + '/') && !n.startsWith('{tiles}/'))"
+                ),
+            )
+            .await;
+            assert_eq!(foreign, json!([]), "fetched from a host that is neither");
+            assert_eq!(js(&c, "return window.lienwatch.csp").await, json!([]));
+            assert_eq!(js(&c, "return window.lienwatch.errors").await, json!([]));
+            Ok(())
+        }
+        .await;
+        let _ = c.close().await;
+        r
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.join();
+    if let Err(e) = outcome {
+        panic!("{e}\n--- chromedriver log (tail) ---\n{}", driver.log());
+    }
+    assert!(
+        served.load(Ordering::Relaxed) >= 4,
+        "the tile server was asked"
+    );
+}
