@@ -35,6 +35,8 @@ pub struct Config {
     pub webhooks: Vec<crate::alert::webhook::WebhookConfig>,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub console: ConsoleConfig,
 }
 
 /// `[risk]`: the points of each risk reason (CONTRACT.md "Risk tier and the collections queue").
@@ -318,6 +320,117 @@ fn default_log_format() -> String {
     "text".into()
 }
 
+/// What the web console's map draws on (CONTRACT.md "Console").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Map tile URL template (`{z}`, `{x}`, `{y}`, optionally `{s}` in the host); `""` draws on
+    /// a blank background, so the console works where no tile server is reachable.
+    #[serde(default = "default_tile_url")]
+    pub tile_url: String,
+    /// The datum of the tiles: Chinese map tiles are GCJ-02, so what is drawn is shifted to match
+    /// them (stored data stays WGS-84).
+    #[serde(default, deserialize_with = "de_tile_crs")]
+    pub tile_crs: TileCrs,
+    /// Credit shown on the map for the tiles; default: OpenStreetMap's for the OpenStreetMap URL,
+    /// none otherwise.
+    #[serde(default)]
+    pub tile_attribution: Option<String>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            tile_url: default_tile_url(),
+            tile_crs: TileCrs::default(),
+            tile_attribution: None,
+        }
+    }
+}
+
+pub const OSM_TILE_URL: &str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png";
+
+fn default_tile_url() -> String {
+    OSM_TILE_URL.into()
+}
+
+impl ConsoleConfig {
+    /// The origin tiles are fetched from (`https://*.tiles.example` for a `{s}` host), for the
+    /// console's Content-Security-Policy; `None` for no tiles or tiles from the admin address.
+    pub fn tile_origin(&self) -> Option<String> {
+        tile_origin(&self.tile_url).ok().flatten()
+    }
+
+    /// The credit shown for the tiles.
+    pub fn attribution(&self) -> String {
+        match &self.tile_attribution {
+            Some(a) => a.clone(),
+            None if self.tile_url == OSM_TILE_URL => "© OpenStreetMap contributors".into(),
+            None => String::new(),
+        }
+    }
+}
+
+/// Checks a tile URL template and finds its origin: it goes into a response header, so only
+/// plain host characters are let through.
+fn tile_origin(url: &str) -> Result<Option<String>, String> {
+    if url.is_empty() {
+        return Ok(None);
+    }
+    for p in ["{z}", "{x}", "{y}"] {
+        if !url.contains(p) {
+            return Err(format!("{url:?} lacks the {p} placeholder"));
+        }
+    }
+    if url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "\"';,".contains(c))
+    {
+        return Err(format!("{url:?} contains a character not allowed in a URL"));
+    }
+    if url.starts_with('/') && !url.starts_with("//") {
+        return Ok(None);
+    }
+    let (scheme, rest) = url
+        .split_once("://")
+        .filter(|(s, _)| *s == "https" || *s == "http")
+        .ok_or_else(|| format!("{url:?} must start with https://, http:// or /"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    let host = match host.strip_prefix("{s}.") {
+        Some(h) => format!("*.{h}"),
+        None => host.to_string(),
+    };
+    let plain = |c: char| c.is_ascii_alphanumeric() || ".-:[]".contains(c);
+    let body = host.strip_prefix("*.").unwrap_or(&host);
+    if body.is_empty() || !body.chars().all(plain) {
+        return Err(format!(
+            "{url:?}: the host must be a plain name or address ({{s}} only as its first label)"
+        ));
+    }
+    Ok(Some(format!("{scheme}://{host}")))
+}
+
+/// The datum of the map tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TileCrs {
+    /// OpenStreetMap and most tile servers outside China.
+    #[default]
+    Wgs84,
+    /// AMap/Gaode, Tencent and other maps of China (protocols.md F.1).
+    Gcj02,
+}
+
+fn de_tile_crs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TileCrs, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "wgs84" => Ok(TileCrs::Wgs84),
+        "gcj02" => Ok(TileCrs::Gcj02),
+        other => Err(serde::de::Error::custom(format!(
+            "console.tile_crs: {other:?} must be \"wgs84\" or \"gcj02\""
+        ))),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {msg}")]
@@ -463,6 +576,17 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| Self::invalid(file, "log.level", e.to_string()))?;
+        tile_origin(&self.console.tile_url)
+            .map_err(|m| Self::invalid(file, "console.tile_url", m))?;
+        if let Some(a) = &self.console.tile_attribution {
+            if a.chars().count() > 300 || a.chars().any(char::is_control) {
+                return Err(Self::invalid(
+                    file,
+                    "console.tile_attribution",
+                    "must be one line of at most 300 characters",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -695,6 +819,47 @@ mod tests {
         assert!(e.to_string().contains("silence_after"), "{e}");
         let e = Config::parse("[admin]\nbind = \"x\"\n", "lw.toml").unwrap_err();
         assert!(e.to_string().contains("admin.bind"), "{e}");
+    }
+
+    #[test]
+    fn console_tiles_are_checked_and_give_the_csp_origin() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.console.tile_crs, TileCrs::Wgs84);
+        assert_eq!(
+            c.console.tile_origin().as_deref(),
+            Some("https://tile.openstreetmap.org")
+        );
+        assert_eq!(c.console.attribution(), "© OpenStreetMap contributors");
+        let c = Config::parse(
+            "[console]\ntile_url = \"\"\ntile_crs = \"gcj02\"\n",
+            "lw.toml",
+        )
+        .unwrap();
+        assert_eq!(c.console.tile_crs, TileCrs::Gcj02);
+        assert_eq!(c.console.tile_origin(), None);
+        let c = Config::parse(
+            "[console]\ntile_url = \"https://{s}.tiles.example:8443/a/{z}/{x}/{y}.png\"\n",
+            "lw.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.console.tile_origin().as_deref(),
+            Some("https://*.tiles.example:8443")
+        );
+        assert_eq!(c.console.attribution(), "");
+        for bad in [
+            "[console]\ntile_url = \"https://t.example/{z}/{x}.png\"\n",
+            "[console]\ntile_url = \"ftp://t.example/{z}/{x}/{y}.png\"\n",
+            "[console]\ntile_url = \"https://t.example; script-src *;/{z}/{x}/{y}\"\n",
+            "[console]\ntile_url = \"https://a.{s}.example/{z}/{x}/{y}\"\n",
+        ] {
+            let e = Config::parse(bad, "lw.toml").unwrap_err();
+            assert!(e.to_string().contains("console.tile_url"), "{bad}: {e}");
+        }
+        let e = Config::parse("[console]\ntile_crs = \"bd09\"\n", "lw.toml").unwrap_err();
+        assert!(e.to_string().contains("console.tile_crs"), "{e}");
+        let e = Config::parse("[console]\ntiles = \"x\"\n", "lw.toml").unwrap_err();
+        assert!(e.to_string().contains("tiles"), "{e}");
     }
 
     #[test]

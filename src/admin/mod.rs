@@ -1,5 +1,5 @@
-//! The admin HTTP API (CONTRACT.md "Admin HTTP API"): health, metrics, the registry, alerts and
-//! its own OpenAPI description.
+//! The admin HTTP API (CONTRACT.md "Admin HTTP API"): health, metrics, the registry, alerts,
+//! its own OpenAPI description, and the web console that shows them.
 //!
 //! This is the only layer that speaks HTTP. Each resource has its file: it parses the request
 //! into an engine command (bodies are parsed and validated here, off the engine thread), sends it
@@ -7,6 +7,7 @@
 //! ([`ApiError`]). A rejected request changes nothing.
 
 mod alerts;
+mod console;
 mod devices;
 mod error;
 mod loans;
@@ -41,6 +42,8 @@ pub struct AdminState {
     /// Read directly (off the engine thread): a month of fixes is read without stalling ingest.
     pub history: crate::history::History,
     pub history_retention: std::time::Duration,
+    /// The console's map settings (`[console]`).
+    pub console: crate::config::ConsoleConfig,
 }
 
 /// Every `/v1` route with its OpenAPI operation, bearer-protected.
@@ -61,6 +64,7 @@ pub fn router(state: AdminState) -> Router {
         .split_for_parts();
     Router::new()
         .merge(service::router())
+        .merge(console::router(&state.console))
         .merge(v1)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -125,6 +125,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         outbox: outbox.clone(),
         history: history.clone(),
         history_retention: cfg.storage.history_retention,
+        console: cfg.console.clone(),
     };
     let app = crate::admin::router(state);
     let sd = shutdown.clone();

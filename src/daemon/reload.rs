@@ -43,6 +43,9 @@ pub async fn reload(
     if !same(&current.admin, &next.admin) {
         restart_needed.push("[admin]");
     }
+    if !same(&current.console, &next.console) {
+        restart_needed.push("[console]");
+    }
     if !same(&current.log.format, &next.log.format) {
         restart_needed.push("log.format");
     }

@@ -1,0 +1,125 @@
+// The console's only way to the data: the `/v1` API with the admin token, which lives in this
+// tab's sessionStorage only (never in a URL, a cookie or a log line).
+
+const KEY = 'lienwatch.token';
+
+export function token() {
+  return sessionStorage.getItem(KEY);
+}
+
+export function setToken(t) {
+  sessionStorage.setItem(KEY, t);
+}
+
+export function clearToken() {
+  sessionStorage.removeItem(KEY);
+}
+
+/// The token was refused (or there is none): the page goes back to sign-in.
+export class Unauthorized extends Error {
+  constructor() {
+    super('unauthorized');
+  }
+}
+
+/// 404 or 405: the object does not exist, or this server has no such endpoint yet. Either way
+/// the panel that needs it is hidden, nothing breaks.
+export class Missing extends Error {
+  constructor(status) {
+    super(`missing (${status})`);
+    this.status = status;
+  }
+}
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+let unauthorized = () => {};
+
+export function onUnauthorized(f) {
+  unauthorized = f;
+}
+
+export async function api(path, opts = {}) {
+  const t = token();
+  if (!t) {
+    unauthorized();
+    throw new Unauthorized();
+  }
+  const headers = { Authorization: `Bearer ${t}`, Accept: 'application/json' };
+  let body;
+  if (opts.body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    body = JSON.stringify(opts.body);
+  }
+  const r = await fetch(path, {
+    method: opts.method || 'GET',
+    headers,
+    body,
+    cache: 'no-store',
+    credentials: 'omit',
+    referrerPolicy: 'no-referrer',
+  });
+  if (r.status === 401) {
+    unauthorized();
+    throw new Unauthorized();
+  }
+  if (r.status === 404 || r.status === 405) throw new Missing(r.status);
+  let data = null;
+  try {
+    data = await r.json();
+  } catch {
+    data = null;
+  }
+  if (!r.ok) throw new ApiError(r.status, (data && data.error) || `HTTP ${r.status}`);
+  return data;
+}
+
+/// The same, with `null` for a missing object or endpoint.
+export async function maybe(path, opts) {
+  try {
+    return await api(path, opts);
+  } catch (e) {
+    if (e instanceof Missing) return null;
+    throw e;
+  }
+}
+
+let features;
+
+/// Which endpoints this server has, from its own OpenAPI description (no token needed): the
+/// console is newer or older than the daemon it talks to, and shows what exists.
+export function capabilities() {
+  if (!features) {
+    features = fetch('/v1/openapi.json', { cache: 'no-store', credentials: 'omit' })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((doc) => {
+        const ops = new Map();
+        for (const [p, item] of Object.entries((doc && doc.paths) || {})) {
+          const path = p.replace(/\{[^}]*\}/g, '{}');
+          for (const m of ['get', 'put', 'post', 'delete']) {
+            if (item[m]) ops.set(`${m.toUpperCase()} ${path}`, (item[m].parameters || []).map((x) => x.name));
+          }
+        }
+        return {
+          known: ops.size > 0,
+          has(method, path) {
+            return !this.known || ops.has(`${method} ${path}`);
+          },
+          param(method, path, name) {
+            return (ops.get(`${method} ${path}`) || []).includes(name);
+          },
+        };
+      })
+      .catch(() => ({ known: false, has: () => true, param: () => false }));
+  }
+  return features;
+}
+
+export function enc(s) {
+  return encodeURIComponent(s);
+}

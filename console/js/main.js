@@ -1,0 +1,149 @@
+// The console's shell: sign-in gate, hash routes (#/queue, #/vehicle/ID, #/alerts, #/zones),
+// the language switch, and the polling that keeps the open page fresh without a reload.
+
+import { capabilities, clearToken, onUnauthorized, token, Unauthorized } from './api.js';
+import { fill, h } from './dom.js';
+import { lang, locale, onLangChange, setLang, t, translateStatic } from './i18n.js';
+import { configure } from './map.js';
+import { signinPage } from './signin.js';
+import { queuePage } from './queue.js';
+import { vehiclePage } from './vehicle.js';
+import { alertsPage } from './alerts.js';
+import { zonesPage } from './zones.js';
+
+const POLL_MS = 5000;
+
+// Diagnostics: script errors and Content-Security-Policy violations are shown in the status line
+// (a blocked tile host is visible to the operator) and kept for the end-to-end test.
+const diag = { errors: [], csp: [] };
+window.lienwatch = diag;
+window.addEventListener('error', (e) => problem(diag.errors, String(e.message)));
+window.addEventListener('unhandledrejection', (e) => problem(diag.errors, String(e.reason)));
+document.addEventListener('securitypolicyviolation', (e) =>
+  problem(diag.csp, `${e.violatedDirective} ${e.blockedURI}`),
+);
+
+const main = document.getElementById('main');
+const status = document.getElementById('status');
+const nav = document.getElementById('nav');
+const signout = document.getElementById('signout');
+const langSelect = document.getElementById('lang');
+
+let page = null;
+let timer = null;
+let generation = 0;
+
+function problem(list, msg) {
+  list.push(msg);
+  status.textContent = msg;
+  status.className = 'error';
+}
+
+function setStatus(msg, isError) {
+  status.textContent = msg;
+  status.className = isError ? 'error' : '';
+}
+
+function stop() {
+  generation += 1;
+  if (timer) clearTimeout(timer);
+  timer = null;
+  if (page && page.destroy) page.destroy();
+  page = null;
+}
+
+/// Back to sign-in, with the reason.
+function signIn(message) {
+  stop();
+  clearToken();
+  nav.hidden = true;
+  signout.hidden = true;
+  setStatus('', false);
+  page = signinPage(message, () => route());
+  page.mount(main);
+}
+
+onUnauthorized(() => {
+  if (!page || !page.isSignin) signIn(t('signin.expired'));
+});
+
+async function route() {
+  stop();
+  if (!token()) {
+    signIn(null);
+    return;
+  }
+  const gen = generation;
+  const caps = await capabilities();
+  // Another navigation came while this one waited: it owns the page.
+  if (gen !== generation) return;
+  nav.hidden = false;
+  signout.hidden = false;
+  document.getElementById('nav-zones').hidden = !(caps.known && caps.has('GET', '/v1/zones'));
+  const [, name, arg] = (location.hash || '#/queue').split('/');
+  for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.id === `nav-${name}`);
+  switch (name) {
+    case 'vehicle':
+      page = vehiclePage(decodeURIComponent(arg || ''), caps);
+      break;
+    case 'alerts':
+      page = alertsPage(caps);
+      break;
+    case 'zones':
+      page = zonesPage(caps);
+      break;
+    default:
+      page = queuePage(caps);
+  }
+  fill(main);
+  page.mount(main);
+  poll(generation);
+}
+
+/// Refreshes the open page now and every few seconds (not while the tab is hidden); a page
+/// left behind stops polling.
+async function poll(gen) {
+  if (gen !== generation || !page) return;
+  if (!document.hidden) {
+    try {
+      await page.refresh();
+      if (gen === generation) {
+        setStatus(t('status.updated', { time: new Date().toLocaleTimeString(locale()) }), false);
+      }
+    } catch (e) {
+      if (e instanceof Unauthorized) return;
+      if (gen === generation) setStatus(t('status.error', { msg: e.message }), true);
+    }
+  }
+  if (gen === generation) timer = setTimeout(() => poll(gen), POLL_MS);
+}
+
+signout.addEventListener('click', () => signIn(null));
+window.addEventListener('hashchange', () => {
+  if (token()) route();
+});
+langSelect.addEventListener('change', () => setLang(langSelect.value));
+onLangChange(() => {
+  translateStatic(document);
+  if (page && page.isSignin) page.mount(main);
+  else if (token()) route();
+});
+
+async function start() {
+  langSelect.value = lang();
+  translateStatic(document);
+  try {
+    const c = await fetch('/console/config.json', { cache: 'no-store' }).then((r) => r.json());
+    configure(c);
+  } catch (e) {
+    problem(diag.errors, `config: ${e.message}`);
+  }
+  if (typeof L === 'undefined') {
+    fill(main, h('p', { class: 'error' }, 'Leaflet did not load'));
+    return;
+  }
+  route();
+}
+
+start();
+

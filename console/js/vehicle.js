@@ -1,0 +1,314 @@
+// One vehicle: its devices' last positions on a map (GNSS and LBS fixes drawn differently, with
+// their age), the track of a chosen day, its places, risk zones near it, recent alerts, and a
+// "locate now" button per device that follows the command until the device answers.
+// Panels whose endpoint this server lacks are hidden.
+
+import { api, enc, maybe, Missing, ApiError } from './api.js';
+import { fill, h } from './dom.js';
+import { ago, code, t, when } from './i18n.js';
+import { distanceM, fixMarker, fit, geometryCentre, geometryLayer, hasCoords, makeMap, placeLayer, trackLayer } from './map.js';
+
+const NEAR_KM = 10;
+const SLOW_EVERY = 12; // places and zones change slowly: every 12th refresh (a minute)
+const FINAL = new Set(['answered', 'failed', 'expired']);
+
+function today() {
+  const d = new Date();
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`;
+}
+
+export function vehiclePage(id, caps) {
+  const can = {
+    track: caps.has('GET', '/v1/devices/{}/track'),
+    places: caps.has('GET', '/v1/vehicles/{}/places'),
+    zones: caps.has('GET', '/v1/zones'),
+    commands: caps.has('POST', '/v1/devices/{}/commands') && caps.has('GET', '/v1/commands/{}'),
+  };
+  const commands = new Map(); // device id -> the last locate command
+  let map, fixes, tracks, places, zones, fence, cmdFixes;
+  let els = {};
+  let vehicle = null;
+  let fitted = false;
+  let day = today();
+  let ticks = 0;
+  let cmdTimer = null;
+  let alive = true;
+
+  function section(key, idAttr, ...body) {
+    return h('section', { class: 'panel', id: idAttr }, h('h2', null, t(key)), ...body);
+  }
+
+  function head(v) {
+    const loan = v.loan || {};
+    const risk = v.risk;
+    return [
+      h('a', { href: '#/queue', class: 'back' }, t('vehicle.back')),
+      h('h1', null, v.id, v.plate ? ` · ${v.plate}` : ''),
+      h('p', { class: 'facts' },
+        v.vin ? [h('span', null, `${t('vehicle.vin')} ${v.vin}`), ' '] : null,
+        h('span', { class: `loan loan-${loan.status}` }, t(`loan.${loan.status}`)),
+        loan.days_past_due ? ` ${t('vehicle.dpd', { n: loan.days_past_due })}` : '',
+        loan.id ? ` (${loan.id})` : '',
+        risk ? [' ', h('span', { class: `tier tier-${risk.tier}`, id: 'vehicle-tier' }, `${t(`tier.${risk.tier}`)} ${risk.score}`)] : null),
+      risk && risk.reasons && risk.reasons.length
+        ? h('ul', { class: 'reasons' }, risk.reasons.map((r) => h('li', null, `${code(r.code)} +${r.points}`)))
+        : null,
+    ];
+  }
+
+  function fixLabel(d) {
+    const p = d.position;
+    const kind = p.valid ? t('vehicle.fix_valid') : t('vehicle.fix_invalid');
+    return `${d.id} · ${kind} · ${t('vehicle.fix_age', { age: ago(p.time) })}`;
+  }
+
+  function cellText(p) {
+    const c = p.cell;
+    const cell = c ? ` · ${t('vehicle.cell')} ${c.mcc}-${c.mnc}-${c.lac}-${c.cid}` : '';
+    return `${t('vehicle.no_coords')}${cell}`;
+  }
+
+  function commandText(c) {
+    if (!c) return '';
+    if (c.unsupported) return t('locate.unsupported');
+    if (c.error) return c.error;
+    const parts = [t(`locate.${c.state}`)];
+    if (c.answer) parts.push(`: ${c.answer}`);
+    if (c.answered_at) parts.push(` (${when(c.answered_at)})`);
+    return parts.join('');
+  }
+
+  function deviceRow(d) {
+    const p = d.position;
+    const c = commands.get(d.id);
+    const button = can.commands && !(c && c.unsupported)
+      ? h('button', { type: 'button', class: 'locate', dataset: { device: d.id },
+          disabled: Boolean(c && c.state && !FINAL.has(c.state)), onclick: () => locate(d.id) }, t('locate.button'))
+      : null;
+    return h('div', { class: 'device', dataset: { device: d.id } },
+      h('div', { class: 'device-id' }, h('strong', null, d.id), ' ',
+        h('span', { class: 'muted' }, `${code(d.kind)} ${d.protocol || ''}`)),
+      h('div', null, p
+        ? [h('span', { class: p.valid ? 'fix-valid' : 'fix-invalid' }, p.valid ? t('vehicle.fix_valid') : t('vehicle.fix_invalid')),
+          ' · ', h('span', { title: p.time }, t('vehicle.fix_age', { age: ago(p.time) })),
+          hasCoords(p) ? null : [' · ', h('span', { class: 'muted' }, cellText(p))]]
+        : h('span', { class: 'muted' }, t('vehicle.no_position')),
+        ' · ', h('span', { class: 'muted', title: d.last_seen || '' }, t('vehicle.seen', { age: ago(d.last_seen) }))),
+      button || c ? h('div', { class: 'device-command' }, button,
+        h('span', { class: 'command-state', dataset: { device: d.id, state: c ? c.state || '' : '' } }, commandText(c))) : null,
+    );
+  }
+
+  function drawFixes(v) {
+    fixes.clearLayers();
+    for (const d of v.devices || []) if (hasCoords(d.position)) fixes.addLayer(fixMarker(d.position, fixLabel(d)));
+    cmdFixes.clearLayers();
+    for (const [dev, c] of commands) {
+      if (hasCoords(c.position)) cmdFixes.addLayer(fixMarker(c.position, `${dev} · ${t('locate.answered')} · ${ago(c.position.time)}`, false));
+    }
+  }
+
+  async function loadTrack() {
+    if (!can.track || !vehicle) return;
+    const from = new Date(`${day}T00:00:00`);
+    const to = new Date(from.getTime());
+    to.setDate(to.getDate() + 1);
+    const range = `from=${enc(from.toISOString())}&to=${enc(to.toISOString())}`;
+    const layers = [];
+    let n = 0;
+    let anyEndpoint = false;
+    for (const [i, d] of (vehicle.devices || []).entries()) {
+      // One request per device, in turn: a vehicle has one to three.
+      let data;
+      try {
+        data = await api(`/v1/devices/${enc(d.id)}/track?${range}`);
+        anyEndpoint = true;
+      } catch (e) {
+        if (e instanceof Missing) {
+          if (e.status === 405) can.track = false;
+          continue;
+        }
+        throw e;
+      }
+      const ps = ((data && data.positions) || []).filter(hasCoords);
+      n += ps.length;
+      if (ps.length) layers.push(trackLayer(ps, i));
+    }
+    if (!alive) return;
+    tracks.clearLayers();
+    for (const l of layers) tracks.addLayer(l);
+    els.trackInfo.textContent = n ? t('vehicle.track_points', { n }) : t('vehicle.track_none');
+    if (!can.track) els.track.hidden = true;
+    else if (anyEndpoint) els.track.hidden = false;
+  }
+
+  async function loadPlaces() {
+    if (!can.places) return;
+    const data = await maybe(`/v1/vehicles/${enc(id)}/places?days=30`);
+    if (!alive) return;
+    places.clearLayers();
+    if (!data) {
+      els.places.hidden = true;
+      return;
+    }
+    els.places.hidden = false;
+    const list = data.places || [];
+    for (const p of list) {
+      const kind = p.kind === 'night' ? t('vehicle.place_night') : t('vehicle.place_day');
+      places.addLayer(placeLayer(p, t('vehicle.place_line', { kind, dwell: p.dwell_hours, visits: p.visits })));
+    }
+    fill(els.placeList,
+      list.length === 0 ? h('li', { class: 'muted' }, t('vehicle.places_none')) : null,
+      list.slice(0, 8).map((p) => h('li', { class: `place-${p.kind}` },
+        t('vehicle.place_line', { kind: p.kind === 'night' ? t('vehicle.place_night') : t('vehicle.place_day'), dwell: p.dwell_hours, visits: p.visits }),
+        ` · ${p.lat.toFixed(5)}, ${p.lon.toFixed(5)}`)),
+      data.last_stop ? h('li', null, t('vehicle.last_stop', { since: when(data.last_stop.since), dwell: data.last_stop.dwell_hours })) : null);
+  }
+
+  async function loadZones() {
+    if (!can.zones || !vehicle) return;
+    const data = await maybe('/v1/zones');
+    if (!alive) return;
+    zones.clearLayers();
+    if (!data) {
+      els.zones.hidden = true;
+      return;
+    }
+    els.zones.hidden = false;
+    const spots = (vehicle.devices || []).map((d) => d.position).filter(hasCoords);
+    const near = [];
+    for (const z of data.zones || []) {
+      const c = geometryCentre(z.geometry);
+      if (!c) continue;
+      const dist = Math.min(...spots.map((s) => Math.max(0, distanceM(s, c) - c.r)));
+      if (dist <= NEAR_KM * 1000) near.push([dist, z]);
+    }
+    near.sort((a, b) => a[0] - b[0]);
+    for (const [, z] of near) {
+      const l = geometryLayer(z.geometry, { color: '#b00020', weight: 2, fillOpacity: 0.15, className: 'lw-zone' });
+      if (l) zones.addLayer(l.bindTooltip(h('span', null, `${z.name || z.id || z.zone_id} · ${code(z.kind)}`)));
+    }
+    fill(els.zoneList, near.length === 0
+      ? h('li', { class: 'muted' }, t('vehicle.zones_none', { km: NEAR_KM }))
+      : near.slice(0, 10).map(([dist, z]) => h('li', null, `${z.name || z.id || z.zone_id} · ${code(z.kind)} · ${(dist / 1000).toFixed(1)} km`)));
+  }
+
+  async function loadAlerts() {
+    // Filtered by the server where it can; else among the newest 200 of all vehicles.
+    const byVehicle = caps.param('GET', '/v1/alerts', 'vehicle_id');
+    const data = await api(byVehicle ? `/v1/alerts?limit=10&vehicle_id=${enc(id)}` : '/v1/alerts?limit=200');
+    if (!alive) return;
+    const mine = (data.alerts || []).filter((a) => a.vehicle_id === id).slice(0, 10);
+    fill(els.alertList, mine.length === 0
+      ? h('li', { class: 'muted' }, t('vehicle.alerts_none'))
+      : mine.map((a) => h('li', null, h('strong', null, code(a.type)), ` · ${a.device_id || ''} · `, h('span', { title: a.detected_at }, when(a.detected_at)))));
+  }
+
+  async function locate(dev) {
+    commands.set(dev, { state: 'queued' });
+    renderDevices();
+    try {
+      const c = await api(`/v1/devices/${enc(dev)}/commands`, { method: 'POST', body: { type: 'locate' } });
+      commands.set(dev, c);
+    } catch (e) {
+      if (e instanceof Missing && e.status === 405) can.commands = false;
+      if (e instanceof Missing || (e instanceof ApiError && e.status === 422)) commands.set(dev, { unsupported: true });
+      else commands.set(dev, { error: e.message });
+    }
+    renderDevices();
+    followCommands();
+  }
+
+  /// While a command is on its way, its state is polled every second.
+  function followCommands() {
+    if (cmdTimer || !alive) return;
+    const pending = [...commands.entries()].filter(([, c]) => c.id && !FINAL.has(c.state));
+    if (pending.length === 0) return;
+    cmdTimer = setTimeout(async () => {
+      cmdTimer = null;
+      for (const [dev, c] of pending) {
+        const next = await maybe(`/v1/commands/${enc(c.id)}`).catch(() => null);
+        if (next && alive) commands.set(dev, next);
+      }
+      if (!alive) return;
+      renderDevices();
+      if (vehicle) drawFixes(vehicle);
+      followCommands();
+    }, 1000);
+  }
+
+  function renderDevices() {
+    if (!vehicle) return;
+    fill(els.devices, (vehicle.devices || []).map(deviceRow));
+  }
+
+  return {
+    mount(el) {
+      els.head = h('div', { class: 'vhead', id: 'vehicle-head' }, h('p', { class: 'muted' }, t('loading')));
+      els.map = h('div', { class: 'map', id: 'vehicle-map' });
+      els.devices = h('div', { id: 'devices' });
+      els.dayInput = h('input', { type: 'date', id: 'track-day', value: day, max: today(),
+        onchange: (e) => { day = e.target.value || today(); loadTrack().then(() => fit(map, [tracks, fixes])).catch(() => {}); } });
+      els.trackInfo = h('span', { class: 'muted', id: 'track-info' });
+      els.track = section('vehicle.track', 'panel-track', h('label', null, t('vehicle.track_day'), ' ', els.dayInput), ' ', els.trackInfo);
+      els.track.hidden = !can.track;
+      els.placeList = h('ul', { id: 'places' });
+      els.places = section('vehicle.places', 'panel-places', els.placeList);
+      els.places.hidden = true;
+      els.zoneList = h('ul', { id: 'zones-near' });
+      els.zones = section('vehicle.zones', 'panel-zones', els.zoneList);
+      els.zones.hidden = true;
+      els.alertList = h('ul', { id: 'vehicle-alerts' });
+      fill(el, h('div', { class: 'vehicle', id: 'vehicle', dataset: { vehicleId: id } },
+        els.head,
+        h('div', { class: 'vbody' },
+          els.map,
+          h('aside', null,
+            section('vehicle.devices', 'panel-devices', els.devices),
+            els.track, els.places, els.zones,
+            section('vehicle.alerts', 'panel-alerts', els.alertList)))));
+      map = makeMap(els.map);
+      zones = L.featureGroup().addTo(map);
+      places = L.featureGroup().addTo(map);
+      tracks = L.featureGroup().addTo(map);
+      fixes = L.featureGroup().addTo(map);
+      cmdFixes = L.featureGroup().addTo(map);
+    },
+
+    async refresh() {
+      const v = await maybe(`/v1/vehicles/${enc(id)}`);
+      if (!alive) return;
+      if (!v) {
+        fill(els.head, h('a', { href: '#/queue', class: 'back' }, t('vehicle.back')), h('p', { class: 'error' }, t('vehicle.not_found')));
+        return;
+      }
+      vehicle = v;
+      fill(els.head, head(v));
+      renderDevices();
+      drawFixes(v);
+      if (!fence && v.geofence) {
+        fence = geometryLayer(v.geofence, { color: '#2e7d32', weight: 2, dashArray: '6 4', fill: false, className: 'lw-geofence' });
+        if (fence) fence.addTo(map).bindTooltip(t('vehicle.geofence'));
+      }
+      const slow = ticks % SLOW_EVERY === 0;
+      ticks += 1;
+      await Promise.all([
+        loadTrack(),
+        loadAlerts(),
+        slow ? loadPlaces() : null,
+        slow ? loadZones() : null,
+      ]);
+      if (!alive) return;
+      map.invalidateSize();
+      if (!fitted) fitted = fit(map, [fixes, tracks, places]);
+      followCommands();
+    },
+
+    destroy() {
+      alive = false;
+      if (cmdTimer) clearTimeout(cmdTimer);
+      if (map) map.remove();
+    },
+  };
+}

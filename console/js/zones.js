@@ -1,0 +1,57 @@
+// Every risk zone on one map, with a list.
+
+import { maybe } from './api.js';
+import { fill, h } from './dom.js';
+import { code, t } from './i18n.js';
+import { fit, geometryLayer, makeMap } from './map.js';
+
+export function zonesPage(caps) {
+  let map, layer, list, note, canvas;
+  let fitted = false;
+  let alive = true;
+
+  return {
+    mount(el) {
+      note = h('p', { class: 'muted', id: 'zones-note', hidden: true }, t('zones.unavailable'));
+      list = h('tbody', { id: 'zone-rows' });
+      const mapEl = h('div', { class: 'map', id: 'zones-map' });
+      fill(el, h('section', { class: 'zones' },
+        h('h1', null, t('zones.title')),
+        note,
+        mapEl,
+        h('table', { class: 'grid' },
+          h('thead', null, h('tr', null, h('th', null, t('zones.name')), h('th', null, t('zones.kind')), h('th', null, 'id'))),
+          list)));
+      map = makeMap(mapEl);
+      layer = L.featureGroup().addTo(map);
+    },
+
+    async refresh() {
+      const data = caps.has('GET', '/v1/zones') ? await maybe('/v1/zones') : null;
+      if (!alive) return;
+      if (!data) {
+        note.hidden = false;
+        return;
+      }
+      note.hidden = true;
+      layer.clearLayers();
+      const zones = data.zones || [];
+      // Thousands of zones draw on one canvas rather than as thousands of SVG elements.
+      const renderer = zones.length > 1000 ? (canvas = canvas || L.canvas()) : undefined;
+      for (const z of zones) {
+        const l = geometryLayer(z.geometry, { color: '#b00020', weight: 2, fillOpacity: 0.15, className: 'lw-zone', renderer });
+        if (l) layer.addLayer(l.bindTooltip(h('span', null, `${z.name || z.id || z.zone_id} · ${code(z.kind)}`)));
+      }
+      fill(list, zones.length === 0
+        ? h('tr', null, h('td', { colspan: 3, class: 'muted' }, t('zones.none')))
+        : zones.slice(0, 500).map((z) => h('tr', null, h('td', null, z.name || ''), h('td', null, code(z.kind)), h('td', null, z.id || z.zone_id || ''))));
+      map.invalidateSize();
+      if (!fitted) fitted = fit(map, [layer]);
+    },
+
+    destroy() {
+      alive = false;
+      if (map) map.remove();
+    },
+  };
+}
