@@ -14,6 +14,7 @@ pub mod engine;
 pub mod event;
 pub mod fixture;
 pub mod ingest;
+pub mod places;
 pub mod protocol;
 pub mod registry;
 pub mod replay;
