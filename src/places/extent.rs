@@ -80,9 +80,8 @@ impl Extent {
             return 0.0;
         }
         let mut r2: f64 = 0.0;
-        for k in 0..8 {
+        for (k, &(ck, sk)) in DIRS.iter().enumerate() {
             let j = (k + 1) % 8;
-            let (ck, sk) = DIRS[k];
             let (cj, sj) = DIRS[j];
             let (hk, hj) = (self.0[k], self.0[j]);
             // Intersection of the support lines k and k+1 (their determinant is sin 45°).
