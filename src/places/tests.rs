@@ -535,3 +535,39 @@ fn the_synthetic_life_is_the_same_for_the_same_seed() {
     let dense = life(&LifeConfig::dense(9, 2, 10));
     assert!(dense.fixes.len() > 2 * 8640, "{}", dense.fixes.len());
 }
+
+#[test]
+fn a_cell_or_wifi_report_is_an_lbs_fix() {
+    let gps = crate::event::Position {
+        time: at(1),
+        lat: 22.5,
+        lon: 114.0,
+        valid: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        Fix::from(&gps),
+        Fix {
+            time: at(1),
+            lat: 22.5,
+            lon: 114.0,
+            valid: true,
+            lbs: false
+        }
+    );
+    let cell = crate::event::Position {
+        cell: Some(crate::event::Cell::default()),
+        ..gps
+    };
+    assert!(Fix::from(&cell).lbs);
+}
+
+/// The `long_stay` rule keeps one tracker per vehicle: it must stay small and never allocate.
+#[test]
+fn a_tracker_is_small() {
+    assert!(
+        std::mem::size_of::<StayTracker>() <= 320,
+        "{}",
+        std::mem::size_of::<StayTracker>()
+    );
+}
