@@ -80,10 +80,7 @@ impl Params {
         if !(stay_radius_m.is_finite() && stay_radius_m > 0.0) {
             return Err(PlacesError::BadRadius(stay_radius_m));
         }
-        let tz = TimeZone::get(timezone).map_err(|e| PlacesError::UnknownTimeZone {
-            name: timezone.to_string(),
-            reason: e.to_string(),
-        })?;
+        let tz = time_zone(timezone)?;
         Ok(Params {
             stay_radius_m,
             stay_min,
@@ -94,6 +91,19 @@ impl Params {
     pub fn tracker(&self) -> StayTracker {
         StayTracker::new(self.stay_radius_m, self.stay_min)
     }
+}
+
+/// An IANA time zone from the host's database, else from the copy compiled in: a host can have a
+/// partial `/usr/share/zoneinfo` (minimal containers keep UTC only), which jiff would not look past.
+pub fn time_zone(name: &str) -> Result<TimeZone, PlacesError> {
+    TimeZone::get(name).or_else(|host_err| {
+        jiff::tz::TimeZoneDatabase::bundled()
+            .get(name)
+            .map_err(|_| PlacesError::UnknownTimeZone {
+                name: name.to_string(),
+                reason: host_err.to_string(),
+            })
+    })
 }
 
 /// The stays in `fixes` (fix-time order, all devices merged), oldest first. A stay still going

@@ -72,6 +72,12 @@ mod tests {
         assert!(TimeZone::get("Asia/Shanghai").is_ok());
         assert!(TimeZone::get("UTC").is_ok());
         assert!(TimeZone::get("Europe/Berlin").is_ok());
+        // The copy compiled in, used where the host has no zone files or only some.
+        let bundled = jiff::tz::TimeZoneDatabase::bundled();
+        for name in ["Asia/Shanghai", "UTC"] {
+            assert!(bundled.get(name).is_ok(), "{name}");
+            assert!(crate::places::time_zone(name).is_ok(), "{name}");
+        }
     }
 
     #[test]
