@@ -15,6 +15,7 @@ pub mod event;
 pub mod fixture;
 pub mod history;
 pub mod ingest;
+pub mod places;
 pub mod protocol;
 pub mod registry;
 pub mod replay;

@@ -1,5 +1,5 @@
-//! Property and fixture tests of the protocol sessions, in one binary. The files stay where they
-//! are, so proptest finds each one's `.proptest-regressions` beside it as before.
+//! Property and fixture tests of the protocol sessions and of places, in one binary. The files
+//! stay where they are, so proptest finds each one's `.proptest-regressions` beside it as before.
 
 #[path = "fixtures_protocol.rs"]
 mod fixtures_protocol;
@@ -9,6 +9,8 @@ mod prop_gt06;
 mod prop_h02;
 #[path = "prop_jt808.rs"]
 mod prop_jt808;
+#[path = "prop_places.rs"]
+mod prop_places;
 #[path = "prop_teltonika.rs"]
 mod prop_teltonika;
 

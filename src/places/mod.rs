@@ -1,0 +1,146 @@
+//! Places: where a vehicle stays (常驻点), and where it is or last was stopped (最后停车点).
+//!
+//! After a tracker is removed, a collections team stakes out the places the car usually sleeps;
+//! this module finds them from a vehicle's position history. It is pure (no I/O, no clock): the
+//! caller reads the history of all the vehicle's devices, merges it in fix-time order and passes
+//! the current time. One pass over the fixes, constant memory per pass apart from the stays.
+//!
+//! - [`stay`]: the stay rule, also used live by the `long_stay` alert ([`StayTracker`]).
+//! - [`cluster`], [`summary`]: stays grouped into places, measured and ordered.
+//! - [`night`]: the 21:00-07:00 local-time part of a stay.
+//! - [`synthetic`]: a deterministic synthetic life for tests and benchmarks.
+
+pub mod cluster;
+pub mod extent;
+pub mod night;
+pub mod stay;
+pub mod summary;
+pub mod synthetic;
+pub mod view;
+
+pub use stay::{CurrentStay, Stay, StayTracker};
+pub use view::{LastStop, Place, PlaceKind, Places, PlacesReport};
+
+use crate::event::Position;
+use crate::time::Timestamp;
+use jiff::tz::TimeZone;
+use std::time::Duration;
+
+/// One position as the places computation needs it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fix {
+    /// The device's fix time.
+    pub time: Timestamp,
+    pub lat: f64,
+    pub lon: f64,
+    /// The device's own fix flag.
+    pub valid: bool,
+    /// A cell or Wi-Fi report: kilometres off, never used for stays even if marked valid.
+    pub lbs: bool,
+}
+
+impl From<&Position> for Fix {
+    fn from(p: &Position) -> Fix {
+        Fix {
+            time: p.time,
+            lat: p.lat,
+            lon: p.lon,
+            valid: p.valid,
+            lbs: p.cell.is_some() || p.wifi.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlacesError {
+    #[error("unknown time zone {name:?}: {reason}")]
+    UnknownTimeZone { name: String, reason: String },
+    #[error("stay radius must be a positive number of metres, not {0}")]
+    BadRadius(f64),
+}
+
+/// The `[rules]` settings places use.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// A vehicle within this distance of a spot is staying there (`rules.stay_radius_m`).
+    pub stay_radius_m: f64,
+    /// ... for at least this long (`rules.stay_min`).
+    pub stay_min: Duration,
+    /// Local time for night and day (`rules.timezone`).
+    pub timezone: TimeZone,
+}
+
+impl Params {
+    /// From the configuration's values; `timezone` is an IANA name such as "Asia/Shanghai".
+    pub fn from_rules(
+        stay_radius_m: f64,
+        stay_min: Duration,
+        timezone: &str,
+    ) -> Result<Params, PlacesError> {
+        if !(stay_radius_m.is_finite() && stay_radius_m > 0.0) {
+            return Err(PlacesError::BadRadius(stay_radius_m));
+        }
+        let tz = time_zone(timezone)?;
+        Ok(Params {
+            stay_radius_m,
+            stay_min,
+            timezone: tz,
+        })
+    }
+
+    pub fn tracker(&self) -> StayTracker {
+        StayTracker::new(self.stay_radius_m, self.stay_min)
+    }
+}
+
+/// An IANA time zone from the host's database, else from the copy compiled in: a host can have a
+/// partial `/usr/share/zoneinfo` (minimal containers keep UTC only), which jiff would not look past.
+pub fn time_zone(name: &str) -> Result<TimeZone, PlacesError> {
+    TimeZone::get(name).or_else(|host_err| {
+        jiff::tz::TimeZoneDatabase::bundled()
+            .get(name)
+            .map_err(|_| PlacesError::UnknownTimeZone {
+                name: name.to_string(),
+                reason: host_err.to_string(),
+            })
+    })
+}
+
+/// The stays in `fixes` (fix-time order, all devices merged), oldest first. A stay still going
+/// at the end counts up to `now`.
+///
+/// Fixes with the same time (two devices reporting at once) are taken in a fixed order
+/// (by position), so the result does not depend on how the merge interleaved them.
+pub fn stays(fixes: impl IntoIterator<Item = Fix>, now: Timestamp, params: &Params) -> Vec<Stay> {
+    let mut tracker = params.tracker();
+    let mut out = Vec::new();
+    let mut same_time: Vec<Fix> = Vec::new();
+    let flush = |same: &mut Vec<Fix>, tracker: &mut StayTracker, out: &mut Vec<Stay>| {
+        if same.len() > 1 {
+            same.sort_by(|a, b| a.lat.total_cmp(&b.lat).then(a.lon.total_cmp(&b.lon)));
+        }
+        for f in same.drain(..) {
+            out.extend(tracker.push(&f));
+        }
+    };
+    for f in fixes {
+        if stay::Pt::usable(&f).is_none() {
+            continue;
+        }
+        if same_time.first().is_some_and(|g| g.time != f.time) {
+            flush(&mut same_time, &mut tracker, &mut out);
+        }
+        same_time.push(f);
+    }
+    flush(&mut same_time, &mut tracker, &mut out);
+    tracker.finish(now, |s| out.push(s));
+    out
+}
+
+/// Places and the last stop from a vehicle's fixes (see [`stays`]).
+pub fn places(fixes: impl IntoIterator<Item = Fix>, now: Timestamp, params: &Params) -> Places {
+    summary::summarise(&stays(fixes, now, params), params)
+}
+
+#[cfg(test)]
+mod tests;
