@@ -8,6 +8,7 @@
 use crate::config::Config;
 use crate::engine::devices::GetDevice;
 use crate::engine::loans::SetLoan;
+use crate::engine::places::PlacesInputs;
 use crate::engine::registrations::ResetRegistration;
 use crate::engine::vehicles::{DeleteVehicle, GetVehicle, PutVehicle};
 use crate::engine::{Engine, EngineConfig, EngineError};
@@ -220,6 +221,15 @@ fn call_api(engine: &mut Engine, api: &str, body: &str, now: Timestamp) -> (u16,
             let (bytes, _) = crate::history::track::render(&q, &fixes);
             Ok((200, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
         }),
+        ("GET", ["v1", "vehicles", id, "places"]) => {
+            PlacesInputs::parse(id, param("days").as_deref())
+                .and_then(|c| engine.execute(c, now))
+                .and_then(|job| {
+                    crate::history::places::run(engine.history(), &job, now)
+                        .map(|r| (200, json(&r)))
+                        .map_err(|e| EngineError::Store(e.to_string()))
+                })
+        }
         ("DELETE", ["v1", "devices", id, "registration"]) => GetDevice::parse(id)
             .and_then(|c| engine.execute(ResetRegistration { id: c.id }, now))
             .map(|v| (200, json(&v))),

@@ -12,6 +12,7 @@ mod devices;
 mod error;
 mod loans;
 mod openapi;
+mod places;
 mod service;
 mod track;
 mod vehicles;
@@ -55,6 +56,7 @@ fn v1() -> OpenApiRouter<AdminState> {
         .routes(routes!(devices::get))
         .routes(routes!(devices::delete_registration))
         .routes(routes!(track::get))
+        .routes(routes!(places::get))
         .routes(routes!(alerts::list))
 }
 

@@ -59,6 +59,7 @@ mod tests {
             ("/v1/devices/{id}", &["get"]),
             ("/v1/devices/{id}/registration", &["delete"]),
             ("/v1/devices/{id}/track", &["get"]),
+            ("/v1/vehicles/{id}/places", &["get"]),
             ("/v1/alerts", &["get"]),
         ];
         for (path, methods) in want {

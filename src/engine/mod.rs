@@ -11,6 +11,7 @@ pub mod command;
 pub mod control;
 pub mod devices;
 pub mod loans;
+pub mod places;
 pub mod registrations;
 pub mod risk;
 pub mod thread;

@@ -15,6 +15,7 @@
 
 pub mod codec;
 pub mod keys;
+pub mod places;
 pub mod track;
 
 use crate::event::DeviceId;

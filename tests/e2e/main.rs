@@ -16,6 +16,7 @@ mod history;
 mod hostile;
 mod layout;
 mod mqtt;
+mod places;
 mod reload;
 mod replay;
 mod service;
