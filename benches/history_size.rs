@@ -115,7 +115,7 @@ fn simulate(cars: usize, days: usize, seal: bool) -> (u64, u64, u64, f64) {
     let window = 6 * 3600;
     let mut w = start;
     while w < start + days as i64 * DAY_S {
-        let mut batch = sled::Batch::default();
+        let mut batch = lienwatch::history::Staged::default();
         let mut in_batch = 0;
         for (car, id) in ids.iter().enumerate() {
             fixes.clear();
@@ -128,10 +128,12 @@ fn simulate(cars: usize, days: usize, seal: bool) -> (u64, u64, u64, f64) {
             // A group commit's worth.
             if in_batch >= 2_000 {
                 h.apply(std::mem::take(&mut batch)).expect("apply");
+                h.drain_log(usize::MAX).expect("drain");
                 in_batch = 0;
             }
         }
         h.apply(batch).expect("apply");
+        h.drain_log(usize::MAX).expect("drain");
         w += window;
         if seal {
             // The upkeep: buckets sealed an hour after they end.

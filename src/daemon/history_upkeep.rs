@@ -1,4 +1,5 @@
-//! History upkeep: recent fixes are sealed into compact blocks once their six-hour bucket has
+//! History upkeep: logged fixes are filed under their own keys every quarter second, recent
+//! fixes are sealed into compact blocks once their six-hour bucket has
 //! been over for an hour, and fixes past `storage.history_retention` are pruned. Both run on
 //! the blocking pool in slices, beside the engine (which only ever adds recent keys), so they
 //! never stall ingestion.
@@ -13,7 +14,27 @@ use tokio_util::sync::CancellationToken;
 const SEAL_AFTER: Duration = Duration::from_secs(3600);
 const SLICE: usize = 200_000;
 
+/// How often logged fixes are filed under their own keys: the log is read whole by every
+/// track query, so it must stay short.
+const DRAIN_EVERY: Duration = Duration::from_millis(250);
+
 pub fn spawn(history: History, retention: Duration, shutdown: CancellationToken) {
+    let h = history.clone();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let hh = h.clone();
+            match tokio::task::spawn_blocking(move || hh.drain_log(10_000)).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "history log drain failed"),
+                Err(_) => break,
+                Ok(Ok(_)) => {}
+            }
+            tokio::select! {
+                _ = sd.cancelled() => break,
+                _ = tokio::time::sleep(DRAIN_EVERY) => {}
+            }
+        }
+    });
     // A pass every few minutes: sealing keeps the recent tree small; with a short retention
     // (tests, trials) pruning must keep up with it.
     let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));

@@ -98,7 +98,7 @@ pub struct Engine {
     dirty_risk: HashSet<String>,
     /// Every accepted fix since the last flush, staged for the history (same commit).
     history: crate::history::History,
-    history_batch: sled::Batch,
+    history_staged: crate::history::Staged,
     /// Alerts raised since `take_alerts` was last called.
     raised: Vec<Alert>,
     /// Alerts raised so far (persisted); part of each alert's id.
@@ -176,7 +176,7 @@ impl Engine {
             risk,
             dirty_risk: HashSet::new(),
             history: store.history().clone(),
-            history_batch: sled::Batch::default(),
+            history_staged: crate::history::Staged::default(),
             store,
             outbox,
             rules,
@@ -311,7 +311,7 @@ impl Engine {
                         suspect_future: suspect.is_some(),
                     };
                     self.history
-                        .stage(&mut self.history_batch, &ev.device_id, &h);
+                        .stage(&mut self.history_staged, &ev.device_id, &h);
                     self.stats.history_fixes += 1;
                 }
             }
@@ -430,7 +430,7 @@ impl Engine {
             self.store.put_rule_state(&id, bytes.as_deref())?;
         }
         self.history
-            .apply(std::mem::take(&mut self.history_batch))?;
+            .apply(std::mem::take(&mut self.history_staged))?;
         for id in self.dirty_risk.drain() {
             let bytes = self
                 .risk

@@ -1,10 +1,12 @@
 //! Position history (CONTRACT.md "Position history"): every accepted fix of every device, kept in
 //! fix-time order for `storage.history_retention`, each device and fix time once.
 //!
-//! Two trees, because the two halves of a fix's life want different layouts:
-//! - **recent**: the engine writes each fix under its own key in the same group commit as the
-//!   last-known position, so an acknowledged fix is in the history after any crash, and a late
-//!   batch or a re-sent fix lands in its time order (same key: kept once);
+//! Three trees, because the stages of a fix's life want different layouts:
+//! - **log**: the engine appends every fix of a group commit as one entry of that commit, so an
+//!   acknowledged fix is in the history after any crash at the cost of one sled write per
+//!   commit, not one per fix (the engine thread is what bounds the acknowledgement rate);
+//! - **recent**: a background pass ([`History::drain_log`]) files each logged fix under its own
+//!   key, so a late batch or a re-sent fix lands in its time order (same key: kept once);
 //! - **blocks**: a background pass ([`History::compact`]) moves every fix of a sealed
 //!   six-hour bucket into one delta-encoded block ([`codec`]), ~12 bytes a fix instead of
 //!   sled's ~100 for a key of its own, and [`History::prune`] drops whole blocks past the
@@ -53,8 +55,50 @@ pub struct PassStats {
 /// The history trees. Cheap to clone; safe to read from any thread.
 #[derive(Clone)]
 pub struct History {
+    log: sled::Tree,
     recent: sled::Tree,
     blocks: sled::Tree,
+    /// The next log entry's key (only the engine appends).
+    next_entry: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The fixes of one commit, encoded as a log entry: `[len][device id][block length][block]`
+/// per fix.
+#[derive(Default)]
+pub struct Staged {
+    buf: Vec<u8>,
+}
+
+impl Staged {
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+/// Calls `f` with each `(device id, fix)` of a log entry.
+fn each_logged(
+    entry: &[u8],
+    mut f: impl FnMut(&[u8], HistoryFix) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut rest = entry;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = len as usize;
+        if tail.len() < len + 2 {
+            return Err(corrupt("log entry truncated"));
+        }
+        let (id, tail) = tail.split_at(len);
+        let blen = u16::from_be_bytes([tail[0], tail[1]]) as usize;
+        let tail = &tail[2..];
+        if tail.len() < blen {
+            return Err(corrupt("log entry truncated"));
+        }
+        let (block, tail) = tail.split_at(blen);
+        for fix in codec::decode(block).map_err(corrupt)? {
+            f(id, fix)?;
+        }
+        rest = tail;
+    }
+    Ok(())
 }
 
 fn corrupt(msg: impl std::fmt::Display) -> StoreError {
@@ -66,24 +110,74 @@ fn corrupt(msg: impl std::fmt::Display) -> StoreError {
 
 impl History {
     pub(crate) fn open(db: &sled::Db) -> Result<History, StoreError> {
+        let log = db.open_tree("history_log")?;
+        let next = match log.last()? {
+            Some((k, _)) => k
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| corrupt("log key"))?
+                .saturating_add(1),
+            None => 0,
+        };
         Ok(History {
+            log,
             recent: db.open_tree("history_recent")?,
             blocks: db.open_tree("history")?,
+            next_entry: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next)),
         })
     }
 
-    /// Stages fixes for the engine's next flush (one batch for the whole commit).
-    pub fn stage(&self, batch: &mut sled::Batch, device: &DeviceId, fix: &HistoryFix) {
-        let Some(prefix) = keys::device_prefix(device.as_str()) else {
+    /// Adds a fix to the commit's log entry.
+    pub fn stage(&self, staged: &mut Staged, device: &DeviceId, fix: &HistoryFix) {
+        let id = device.as_str().as_bytes();
+        let Ok(len) = u8::try_from(id.len()) else {
             return;
         };
-        let mut value = Vec::with_capacity(24);
-        codec::encode(std::slice::from_ref(fix), &mut value);
-        batch.insert(keys::with(&prefix, fix.pos.time.millis()), value);
+        staged.buf.push(len);
+        staged.buf.extend_from_slice(id);
+        let at = staged.buf.len();
+        staged.buf.extend_from_slice(&[0, 0]);
+        codec::encode(std::slice::from_ref(fix), &mut staged.buf);
+        let blen = (staged.buf.len() - at - 2) as u16;
+        staged.buf[at..at + 2].copy_from_slice(&blen.to_be_bytes());
     }
 
-    pub fn apply(&self, batch: sled::Batch) -> Result<(), StoreError> {
-        Ok(self.recent.apply_batch(batch)?)
+    /// Writes the commit's log entry (one sled write for all its fixes).
+    pub fn apply(&self, staged: Staged) -> Result<(), StoreError> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let key = self
+            .next_entry
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.log.insert(key.to_be_bytes(), staged.buf)?;
+        Ok(())
+    }
+
+    /// Files logged fixes under their own keys in the recent tree, then removes their log
+    /// entries (at most `max_entries` of them). A crash in between files them again: same
+    /// keys, kept once.
+    pub fn drain_log(&self, max_entries: usize) -> Result<u64, StoreError> {
+        let mut filed = 0;
+        for kv in self.log.iter().take(max_entries) {
+            let (k, v) = kv?;
+            let mut batch = sled::Batch::default();
+            each_logged(&v, |id, fix| {
+                let mut key = Vec::with_capacity(1 + id.len() + 8);
+                key.push(id.len() as u8);
+                key.extend_from_slice(id);
+                let key = keys::with(&key, fix.pos.time.millis());
+                let mut value = Vec::with_capacity(24);
+                codec::encode(std::slice::from_ref(&fix), &mut value);
+                batch.insert(key, value);
+                filed += 1;
+                Ok(())
+            })?;
+            self.recent.apply_batch(batch)?;
+            self.log.remove(k)?;
+        }
+        Ok(filed)
     }
 
     /// Calls `f` for each of the device's fixes with `from <= time < to`, oldest first, until
@@ -101,8 +195,20 @@ impl History {
         if from >= to {
             return Ok(());
         }
-        // Recent fixes are few (the unsealed buckets and late arrivals): read them all once.
+        // Read in the order fixes move (log, recent, blocks), so a fix moved by a background
+        // pass meanwhile is seen in the stage it left or the one it reached, never in neither.
+        // The log holds the last moments of every device, the recent tree the unsealed
+        // buckets and late arrivals: both are read whole for this device.
         let mut recent = Vec::new();
+        for kv in self.log.iter() {
+            let (_, v) = kv?;
+            each_logged(&v, |id, fix| {
+                if id == &prefix[1..] && fix.pos.time >= from && fix.pos.time < to {
+                    recent.push(fix);
+                }
+                Ok(())
+            })?;
+        }
         for kv in self
             .recent
             .range(keys::with(&prefix, from.millis())..keys::with(&prefix, to.millis()))
@@ -114,6 +220,7 @@ impl History {
             })
             .map_err(corrupt)?;
         }
+        recent.sort_by_key(|f| f.pos.time);
         let mut recent = recent.into_iter().peekable();
         let mut last: Option<Timestamp> = None;
         let mut stopped = false;
@@ -357,11 +464,28 @@ mod tests {
     }
 
     fn write(h: &History, dev: &str, times: &[i64]) {
-        let mut b = sled::Batch::default();
+        let mut b = Staged::default();
         for &t in times {
             h.stage(&mut b, &DeviceId::new(dev), &fix(t));
         }
         h.apply(b).unwrap();
+        h.drain_log(usize::MAX).unwrap();
+    }
+
+    #[test]
+    fn logged_fixes_are_read_before_and_after_the_drain() {
+        let h = history();
+        let mut b = Staged::default();
+        for t in [30, 10, 20] {
+            h.stage(&mut b, &DeviceId::new("5"), &fix(t));
+        }
+        h.stage(&mut b, &DeviceId::new("6"), &fix(15));
+        h.apply(b).unwrap();
+        assert_eq!(times(&h, "5", 0, 100), vec![10, 20, 30]);
+        assert_eq!(h.drain_log(10).unwrap(), 4);
+        assert_eq!(times(&h, "5", 0, 100), vec![10, 20, 30]);
+        assert_eq!(times(&h, "6", 0, 100), vec![15]);
+        assert_eq!(h.drain_log(10).unwrap(), 0);
     }
 
     fn times(h: &History, dev: &str, from: i64, to: i64) -> Vec<i64> {
