@@ -299,6 +299,7 @@ fn main() {
             utc_offset_s: None,
             idle_timeout: Duration::from_secs(60),
             max_connections: 20_000,
+            gt06_locate: None,
         };
         let scfg = SessionConfig {
             admit: handle.admission.clone(),

@@ -156,6 +156,9 @@ pub struct ListenerConfig {
     pub idle_timeout: Option<Duration>,
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// GT06 only: the text a `locate` command sends (models differ); default `WHERE#`.
+    #[serde(default)]
+    pub gt06_locate: Option<String>,
 }
 
 /// A listener after validation.
@@ -167,6 +170,22 @@ pub struct Listener {
     pub utc_offset_s: Option<i32>,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// GT06: what `locate` sends (`None`: `WHERE#`).
+    pub gt06_locate: Option<String>,
+}
+
+impl Listener {
+    /// The command as this listener's devices take it: a GT06 `locate` is the configured text.
+    pub fn localise(
+        &self,
+        cmd: crate::protocol::downlink::Downlink,
+    ) -> crate::protocol::downlink::Downlink {
+        use crate::protocol::downlink::Downlink;
+        match (&cmd, self.protocol, &self.gt06_locate) {
+            (Downlink::Locate, WireProtocol::Gt06, Some(text)) => Downlink::Raw(text.clone()),
+            _ => cmd,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -450,6 +469,7 @@ impl Config {
                 utc_offset_s: None,
                 idle_timeout: self.ingest.idle_timeout,
                 max_connections: self.ingest.max_connections,
+                gt06_locate: None,
             })
             .collect());
         };
@@ -502,6 +522,24 @@ impl Config {
                     "must be at least 1",
                 ));
             }
+            if let Some(text) = &l.gt06_locate {
+                if protocol != WireProtocol::Gt06 {
+                    return Err(Self::invalid(
+                        file,
+                        key("gt06_locate"),
+                        "only a gt06 listener sends GT06 commands",
+                    ));
+                }
+                if !crate::protocol::downlink::text_ok(text)
+                    || text.len() > crate::protocol::gt06_command::MAX_COMMAND_TEXT
+                {
+                    return Err(Self::invalid(
+                        file,
+                        key("gt06_locate"),
+                        "1 to 245 bytes of printable ASCII, like \"WHERE#\"",
+                    ));
+                }
+            }
             out.push(Listener {
                 protocol,
                 bind,
@@ -509,6 +547,7 @@ impl Config {
                 utc_offset_s,
                 idle_timeout: l.idle_timeout.unwrap_or(self.ingest.idle_timeout),
                 max_connections,
+                gt06_locate: l.gt06_locate.clone(),
             });
         }
         Ok(out)

@@ -7,6 +7,7 @@
 //! ([`ApiError`]). A rejected request changes nothing.
 
 mod alerts;
+mod commands;
 mod devices;
 mod error;
 mod loans;
@@ -47,6 +48,8 @@ fn v1() -> OpenApiRouter<AdminState> {
         .routes(routes!(loans::put))
         .routes(routes!(devices::get))
         .routes(routes!(devices::delete_registration))
+        .routes(routes!(commands::create, commands::list))
+        .routes(routes!(commands::get))
         .routes(routes!(alerts::list))
 }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 pub const MAX_TEXT: usize = 256;
 
 /// A command to one device.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Downlink {
     /// Report the position now (GT06 `WHERE#`, JT/T 808 0x8201, Teltonika `getgps`).
     Locate,

@@ -1167,6 +1167,14 @@ impl Session for Jt808Session {
         self.terminal.as_ref().map(|t| &t.id)
     }
 
+    fn commands_to(&self) -> Option<&DeviceId> {
+        if self.cfg.require_auth {
+            self.authenticated.as_ref()
+        } else {
+            self.device_id()
+        }
+    }
+
     /// Only to a terminal that authenticated on this connection (when authentication is
     /// enforced), in its header version and with its number as it sends it.
     fn encode_command(&mut self, _id: u64, cmd: &Downlink) -> Result<Encoded, EncodeError> {

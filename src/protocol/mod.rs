@@ -237,8 +237,14 @@ pub trait Session: Send {
     /// The device this session speaks for, once known.
     fn device_id(&self) -> Option<&DeviceId>;
 
-    /// Encodes a command to this session's device, numbered and framed as this connection
+    /// Encodes a command to [`Session::commands_to`], numbered and framed as this connection
     /// speaks (the caller writes it between replies, never ahead of an owed one).
+    /// The device that commands on this connection go to: the one that logged in (JT/T 808:
+    /// authenticated), so that a peer naming another device's number cannot draw its commands.
+    fn commands_to(&self) -> Option<&DeviceId> {
+        self.device_id()
+    }
+
     /// `id` is the command's own number; protocols that carry a correlation field of their
     /// choosing (GT06's server flag) put it there.
     fn encode_command(

@@ -8,6 +8,7 @@ mod common;
 
 mod alerts;
 mod api;
+mod commands;
 mod crash;
 mod daemon_basics;
 mod deploy;
