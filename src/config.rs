@@ -678,6 +678,30 @@ mod tests {
     }
 
     #[test]
+    fn gt06_locate_is_a_gt06_listeners_printable_text() {
+        let l = "[[listener]]\nprotocol = \"gt06\"\nbind = \"0.0.0.0:1\"\n";
+        let c = Config::parse(&format!("{l}gt06_locate = \"DWXX#\"\n"), "lw.toml").unwrap();
+        assert_eq!(c.listeners[0].gt06_locate.as_deref(), Some("DWXX#"));
+        use crate::protocol::downlink::Downlink;
+        assert_eq!(
+            c.listeners[0].localise(Downlink::Locate),
+            Downlink::Raw("DWXX#".into())
+        );
+        for (text, what) in [
+            (format!("{l}gt06_locate = \"\"\n"), "empty"),
+            (format!("{l}gt06_locate = \"a\\u0007\"\n"), "control character"),
+            (
+                "[[listener]]\nprotocol = \"jt808\"\nbind = \"0.0.0.0:1\"\ngt06_locate = \"WHERE#\"\n"
+                    .to_string(),
+                "not gt06",
+            ),
+        ] {
+            let e = Config::parse(&text, "lw.toml").expect_err(what).to_string();
+            assert!(e.contains("listener[0].gt06_locate"), "{what}: {e}");
+        }
+    }
+
+    #[test]
     fn contract_example_parses() {
         let text = r#"
 [storage]
