@@ -115,8 +115,8 @@ proptest! {
         prop_assert_eq!(p.content[0] as usize, 4 + text.len());
         prop_assert_eq!(&p.content[1..5], &(id as u32).to_be_bytes()[..]);
         prop_assert_eq!(&p.content[5..], text.as_bytes());
-        prop_assert!(matches!(s.encode_command(id, &Downlink::Track { interval_s: 10, duration_s: 60 }),
-            Err(EncodeError::Unsupported(_))));
+        let track = s.encode_command(id, &Downlink::Track { interval_s: 10, duration_s: 60 });
+        prop_assert!(matches!(track, Err(EncodeError::Unsupported(_))));
 
         let mut c = Vec::new();
         let frame = if long {
