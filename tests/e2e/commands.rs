@@ -44,6 +44,7 @@ fn read_within_1s(dev: &mut Device, n: usize, since: Instant) -> Vec<u8> {
     let got = dev.read_exact(n);
     let took = since.elapsed();
     assert!(took < Duration::from_secs(1), "command took {took:?}");
+    eprintln!("command bytes at the device {took:?} after the POST was sent");
     got
 }
 
