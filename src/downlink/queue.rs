@@ -242,3 +242,110 @@ impl Commands {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(key: AnswerKey, ok: bool) -> Event {
+        Event {
+            device_id: DeviceId::new("1"),
+            protocol: Protocol::Gt06,
+            kind: EventKind::CommandAnswer(CommandAnswer {
+                key,
+                ok,
+                text: Some("done".into()),
+                position: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn one_at_a_time_in_order_answered_by_key_expired_on_time_kept_across_reopen() {
+        let store = Store::temporary().unwrap();
+        let t = Timestamp::from_secs;
+        let dev = DeviceId::new("1");
+        let mut c = Commands::load(&store).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let a = c
+            .create(
+                &store,
+                dev.clone(),
+                Protocol::Gt06,
+                Downlink::Locate,
+                t(100),
+                t(0),
+            )
+            .unwrap();
+        let b = c
+            .create(
+                &store,
+                dev.clone(),
+                Protocol::Gt06,
+                Downlink::Raw("X#".into()),
+                t(50),
+                t(1),
+            )
+            .unwrap();
+        // Offline: nothing goes out.
+        c.dispatch();
+        let guard = c.links().register(dev.clone(), tx);
+        c.on_event(&store, &answer(AnswerKey::InOrder, true), t(2));
+        c.dispatch();
+        assert_eq!(
+            rx.try_recv().map(|d| d.id).ok(),
+            Some(a.id),
+            "the head only"
+        );
+        assert!(rx.try_recv().is_err());
+        // Not handed twice to the same connection.
+        c.on_event(&store, &answer(AnswerKey::InOrder, true), t(3));
+        c.dispatch();
+        assert!(rx.try_recv().is_err());
+        c.sent(&store, a.id, AnswerKey::ServerFlag(1), t(3));
+        // An answer with another key is not its answer.
+        c.on_event(&store, &answer(AnswerKey::ServerFlag(9), true), t(4));
+        assert_eq!(
+            c.get(&store, a.id).unwrap().unwrap().state,
+            CommandState::Sent
+        );
+        c.on_event(&store, &answer(AnswerKey::ServerFlag(1), true), t(5));
+        let done = c.get(&store, a.id).unwrap().unwrap();
+        assert_eq!(
+            (done.state, done.answer.as_deref()),
+            (CommandState::Answered, Some("done"))
+        );
+        c.dispatch();
+        assert_eq!(
+            rx.try_recv().map(|d| d.id).ok(),
+            Some(b.id),
+            "then the next"
+        );
+        // Reopened (a restart): the open one is still there, and expires on time.
+        drop(guard);
+        let mut c = Commands::load(&store).unwrap();
+        assert_eq!(c.next_deadline(), Some(t(50)));
+        c.expire_due(&store, t(49));
+        assert_eq!(
+            c.get(&store, b.id).unwrap().unwrap().state,
+            CommandState::Queued
+        );
+        c.expire_due(&store, t(50));
+        assert_eq!(
+            c.get(&store, b.id).unwrap().unwrap().state,
+            CommandState::Expired
+        );
+        assert_eq!(c.next_deadline(), None);
+        let listed: Vec<u64> = store
+            .device_commands(&dev, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(listed, vec![b.id, a.id], "newest first");
+        let more = c
+            .create(&store, dev, Protocol::Gt06, Downlink::Locate, t(200), t(60))
+            .unwrap();
+        assert_eq!(more.id, b.id + 1, "ids never repeat");
+    }
+}
