@@ -350,6 +350,7 @@ async fn run_lienwatch(devices: u32, secs: u64, history: bool) -> (Run, u64) {
         utc_offset_s: None,
         idle_timeout: Duration::from_secs(60),
         max_connections: 20_000,
+        gt06_locate: None,
     };
     let scfg = SessionConfig {
         admit: handle.admission.clone(),

@@ -180,6 +180,9 @@ pub struct ListenerConfig {
     pub idle_timeout: Option<Duration>,
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// GT06 only: the text a `locate` command sends (models differ); default `WHERE#`.
+    #[serde(default)]
+    pub gt06_locate: Option<String>,
 }
 
 /// A listener after validation.
@@ -191,6 +194,22 @@ pub struct Listener {
     pub utc_offset_s: Option<i32>,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// GT06: what `locate` sends (`None`: `WHERE#`).
+    pub gt06_locate: Option<String>,
+}
+
+impl Listener {
+    /// The command as this listener's devices take it: a GT06 `locate` is the configured text.
+    pub fn localise(
+        &self,
+        cmd: crate::protocol::downlink::Downlink,
+    ) -> crate::protocol::downlink::Downlink {
+        use crate::protocol::downlink::Downlink;
+        match (&cmd, self.protocol, &self.gt06_locate) {
+            (Downlink::Locate, WireProtocol::Gt06, Some(text)) => Downlink::Raw(text.clone()),
+            _ => cmd,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -608,6 +627,7 @@ impl Config {
                 utc_offset_s: None,
                 idle_timeout: self.ingest.idle_timeout,
                 max_connections: self.ingest.max_connections,
+                gt06_locate: None,
             })
             .collect());
         };
@@ -660,6 +680,24 @@ impl Config {
                     "must be at least 1",
                 ));
             }
+            if let Some(text) = &l.gt06_locate {
+                if protocol != WireProtocol::Gt06 {
+                    return Err(Self::invalid(
+                        file,
+                        key("gt06_locate"),
+                        "only a gt06 listener sends GT06 commands",
+                    ));
+                }
+                if !crate::protocol::downlink::text_ok(text)
+                    || text.len() > crate::protocol::gt06_command::MAX_COMMAND_TEXT
+                {
+                    return Err(Self::invalid(
+                        file,
+                        key("gt06_locate"),
+                        "1 to 245 bytes of printable ASCII, like \"WHERE#\"",
+                    ));
+                }
+            }
             out.push(Listener {
                 protocol,
                 bind,
@@ -667,6 +705,7 @@ impl Config {
                 utc_offset_s,
                 idle_timeout: l.idle_timeout.unwrap_or(self.ingest.idle_timeout),
                 max_connections,
+                gt06_locate: l.gt06_locate.clone(),
             });
         }
         Ok(out)
@@ -860,6 +899,30 @@ mod tests {
         assert!(e.to_string().contains("console.tile_crs"), "{e}");
         let e = Config::parse("[console]\ntiles = \"x\"\n", "lw.toml").unwrap_err();
         assert!(e.to_string().contains("tiles"), "{e}");
+    }
+
+    #[test]
+    fn gt06_locate_is_a_gt06_listeners_printable_text() {
+        let l = "[[listener]]\nprotocol = \"gt06\"\nbind = \"0.0.0.0:1\"\n";
+        let c = Config::parse(&format!("{l}gt06_locate = \"DWXX#\"\n"), "lw.toml").unwrap();
+        assert_eq!(c.listeners[0].gt06_locate.as_deref(), Some("DWXX#"));
+        use crate::protocol::downlink::Downlink;
+        assert_eq!(
+            c.listeners[0].localise(Downlink::Locate),
+            Downlink::Raw("DWXX#".into())
+        );
+        for (text, what) in [
+            (format!("{l}gt06_locate = \"\"\n"), "empty"),
+            (format!("{l}gt06_locate = \"a\\u0007\"\n"), "control character"),
+            (
+                "[[listener]]\nprotocol = \"jt808\"\nbind = \"0.0.0.0:1\"\ngt06_locate = \"WHERE#\"\n"
+                    .to_string(),
+                "not gt06",
+            ),
+        ] {
+            let e = Config::parse(&text, "lw.toml").expect_err(what).to_string();
+            assert!(e.contains("listener[0].gt06_locate"), "{what}: {e}");
+        }
     }
 
     #[test]

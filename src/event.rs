@@ -365,6 +365,30 @@ pub enum EventKind {
     Position(Fix),
     /// An alarm without a usable position.
     Alarm { alarms: AlarmReport },
+    /// The device's answer to a command lienwatch sent it (`crate::downlink`).
+    CommandAnswer(CommandAnswer),
+}
+
+/// What ties a device's answer to the command it answers (CONTRACT.md "Commands to devices").
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum AnswerKey {
+    /// GT06: the 4-byte server flag sent in the 0x80 and echoed in the 0x15 / 0x21.
+    ServerFlag(u32),
+    /// JT/T 808: the platform serial and message id the answer names.
+    Reply { serial: u16, msg_id: u16 },
+    /// Teltonika Codec 12, H02: no correlation on the wire; the answer is to the command in
+    /// flight (one at a time per device).
+    InOrder,
+}
+
+/// A device's answer to a command: the text it sent back and, for a position query answered
+/// with a fix (JT/T 808 0x0201), that fix. `ok` is false when the device refused the command.
+#[derive(Clone, PartialEq, Debug)]
+pub struct CommandAnswer {
+    pub key: AnswerKey,
+    pub ok: bool,
+    pub text: Option<String>,
+    pub position: Option<Position>,
 }
 
 /// A normalised event from one device.
@@ -387,7 +411,7 @@ impl Event {
         match &self.kind {
             EventKind::Position(f) => f.alarms,
             EventKind::Heartbeat { alarms } | EventKind::Alarm { alarms } => *alarms,
-            EventKind::Login => AlarmReport::NONE,
+            EventKind::Login | EventKind::CommandAnswer(_) => AlarmReport::NONE,
         }
     }
 
@@ -447,6 +471,28 @@ impl Event {
                 "device_id": self.device_id.as_str(),
                 "alarms": alarms.active.names(),
             }),
+            EventKind::CommandAnswer(a) => {
+                let mut v = json!({
+                    "type": "command_answer",
+                    "device_id": self.device_id.as_str(),
+                    "ok": a.ok,
+                });
+                match a.key {
+                    AnswerKey::ServerFlag(f) => v["server_flag"] = json!(f),
+                    AnswerKey::Reply { serial, msg_id } => {
+                        v["reply_serial"] = json!(serial);
+                        v["reply_id"] = json!(format!("0x{msg_id:04X}"));
+                    }
+                    AnswerKey::InOrder => {}
+                }
+                if let Some(t) = &a.text {
+                    v["text"] = json!(t);
+                }
+                if let Some(p) = &a.position {
+                    v["position"] = json!({"time": p.time, "lat": round6(p.lat), "lon": round6(p.lon), "valid": p.valid});
+                }
+                v
+            }
         }
     }
 }

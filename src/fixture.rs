@@ -77,6 +77,10 @@ pub struct Step {
     /// order; matched like `decoded`. Absent means none.
     #[serde(default)]
     pub alerts: Option<Vec<Value>>,
+    /// Exact bytes lienwatch sends on this step's connection on its own during the step, after
+    /// any reply: a command to the device (hex). Absent means none.
+    #[serde(default)]
+    pub downlink: Option<String>,
     #[serde(default)]
     pub comment: Option<String>,
     /// The reply carries the server's clock (GT06 0x8A): exact only on replay's virtual clock,
@@ -152,6 +156,9 @@ pub fn load(path: &Path) -> Result<Fixture, FixtureError> {
         }
         if let Some(r) = &s.reply {
             protocol::parse_hex(r).map_err(|e| err(format!("step {}: reply: {e}", i + 1)))?;
+        }
+        if let Some(r) = &s.downlink {
+            protocol::parse_hex(r).map_err(|e| err(format!("step {}: downlink: {e}", i + 1)))?;
         }
         if let Some(a) = &s.after {
             parse_duration(a).map_err(|e| err(format!("step {}: after: {e}", i + 1)))?;
@@ -266,8 +273,16 @@ pub fn check_protocol(f: &Fixture) -> Vec<String> {
         Timestamp::from_millis(c2.load(std::sync::atomic::Ordering::Relaxed))
     });
     let mut conns: BTreeMap<u32, (Box<dyn protocol::Session>, bytes::BytesMut)> = BTreeMap::new();
+    // Commands created by API steps, numbered as a fresh store numbers them, in order: each step
+    // that expects a downlink sends the oldest on its connection's session.
+    let mut commands = std::collections::VecDeque::new();
+    let mut next_command = 1u64;
     for (i, step) in f.steps.iter().enumerate() {
         let n = i + 1;
+        if let Some(cmd) = command_of(step, wire) {
+            commands.push_back((next_command, cmd));
+            next_command += 1;
+        }
         let mut now = Timestamp::from_millis(clock.load(std::sync::atomic::Ordering::Relaxed));
         if let Some(at) = step.at {
             now = at;
@@ -283,6 +298,16 @@ pub fn check_protocol(f: &Fixture) -> Vec<String> {
             let out = run_chunks(session.as_mut(), buf, chunks);
             check_step(n, step, &out, &mut problems);
         }
+        if let Some(want) = &step.downlink {
+            let sent = match (commands.pop_front(), conns.get_mut(&step.connection)) {
+                (Some((id, cmd)), Some((session, _))) => session
+                    .encode_command(id, &cmd)
+                    .map(|e| e.bytes.to_vec())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            check_downlink(n, want, &sent, &mut problems);
+        }
         if step.close {
             if let Some((mut s, mut buf)) = conns.remove(&step.connection) {
                 let mut out = Vec::new();
@@ -291,6 +316,31 @@ pub fn check_protocol(f: &Fixture) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The command an API step creates (`POST /v1/devices/{id}/commands`), if it is one the
+/// protocol carries.
+fn command_of(step: &Step, wire: WireProtocol) -> Option<protocol::downlink::Downlink> {
+    let api = step.api.as_deref()?;
+    let path = api.strip_prefix("POST ")?.trim().trim_matches('/');
+    let device = path
+        .strip_prefix("v1/devices/")?
+        .strip_suffix("/commands")?;
+    let body = step.body.as_deref().unwrap_or("").as_bytes();
+    let c = crate::engine::commands::CreateCommand::parse(device, body).ok()?;
+    protocol::downlink::carries(wire.protocol(), &c.command).then_some(c.command)
+}
+
+/// Compares the command bytes sent during a step with the ones expected.
+pub fn check_downlink(n: usize, want: &str, sent: &[u8], problems: &mut Vec<String>) {
+    let want = protocol::parse_hex(want).unwrap_or_default();
+    if want != sent {
+        problems.push(format!(
+            "step {n}: downlink differs\n  expected: {}\n  actual:   {}",
+            protocol::to_hex(&want),
+            protocol::to_hex(sent)
+        ));
+    }
 }
 
 /// Feeds a step's chunks into a session and collects what came out.

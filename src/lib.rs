@@ -9,6 +9,7 @@ pub mod alert;
 pub mod backoff;
 pub mod config;
 pub mod daemon;
+pub mod downlink;
 pub mod duration;
 pub mod engine;
 pub mod event;

@@ -6,6 +6,10 @@
 //! fixture expects (replies, decoded events, API statuses, alerts) and what lienwatch produced.
 
 use crate::config::Config;
+use crate::downlink::{Dispatch, LinkGuard, Links};
+use crate::engine::commands::{
+    CommandRefused, CommandSent, CreateCommand, GetCommand, ListDeviceCommands,
+};
 use crate::engine::devices::GetDevice;
 use crate::engine::loans::SetLoan;
 use crate::engine::places::PlacesInputs;
@@ -15,6 +19,7 @@ use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::event::Timestamp;
 use crate::fixture::{self, Fixture};
 use crate::history::track::TrackQuery;
+use crate::protocol::downlink::EncodeError;
 use crate::protocol::{self, Output, SessionConfig, WireProtocol};
 use crate::store::Store;
 use bytes::BytesMut;
@@ -101,7 +106,8 @@ pub fn run_fixture(
     scfg.clock = Arc::new(move || Timestamp::from_millis(c2.load(Ordering::Relaxed)));
 
     let mut problems = Vec::new();
-    let mut conns: BTreeMap<u32, (Box<dyn protocol::Session>, BytesMut)> = BTreeMap::new();
+    let mut conns: BTreeMap<u32, Conn> = BTreeMap::new();
+    let links = engine.command_links();
     for (i, step) in fx.steps.iter().enumerate() {
         let n = i + 1;
         let mut t = now();
@@ -132,22 +138,46 @@ pub fn run_fixture(
             }
         }
         if let Some(chunks) = &step.device {
-            let (session, buf) = conns
+            let conn = conns
                 .entry(step.connection)
-                .or_insert_with(|| (wire.session(scfg.clone()), BytesMut::new()));
-            let so = fixture::run_chunks(session.as_mut(), buf, chunks);
+                .or_insert_with(|| Conn::new(wire.session(scfg.clone())));
+            let so = fixture::run_chunks(conn.session.as_mut(), &mut conn.buf, chunks);
             fixture::check_step(n, step, &so, &mut problems);
+            conn.link(&links);
             engine.ingest(&so.events, t);
         }
         if step.close {
-            if let Some((mut s, mut buf)) = conns.remove(&step.connection) {
+            if let Some(mut c) = conns.remove(&step.connection) {
                 let mut o = Vec::new();
-                s.finish(&mut buf, &mut o);
+                c.session.finish(&mut c.buf, &mut o);
                 ingest_outputs(&mut engine, o, t);
             }
         }
         if let Err(e) = engine.flush() {
             problems.push(format!("step {n}: store: {e}"));
+        }
+        // As after a daemon's commit: due commands go to their connections.
+        engine.dispatch_commands();
+        for (&k, conn) in conns.iter_mut() {
+            let sent = conn.send_commands(&mut engine, t);
+            if k == step.connection {
+                fixture::check_downlink(
+                    n,
+                    step.downlink.as_deref().unwrap_or(""),
+                    &sent,
+                    &mut problems,
+                );
+            } else if !sent.is_empty() {
+                problems.push(format!(
+                    "step {n}: unexpected downlink on connection {k}: {}",
+                    protocol::to_hex(&sent)
+                ));
+            }
+        }
+        if step.downlink.is_some() && !conns.contains_key(&step.connection) {
+            problems.push(format!(
+                "step {n}: downlink expected on a closed connection"
+            ));
         }
         let alerts = engine.take_alerts();
         let alert_json: Vec<serde_json::Value> = alerts
@@ -163,6 +193,68 @@ pub fn run_fixture(
         }
     }
     Ok(problems)
+}
+
+/// A device connection of a fixture, with its link for commands as a TCP connection has one.
+struct Conn {
+    session: Box<dyn protocol::Session>,
+    buf: BytesMut,
+    tx: tokio::sync::mpsc::UnboundedSender<Dispatch>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Dispatch>,
+    link: Option<LinkGuard>,
+}
+
+impl Conn {
+    fn new(session: Box<dyn protocol::Session>) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Conn {
+            session,
+            buf: BytesMut::new(),
+            tx,
+            rx,
+            link: None,
+        }
+    }
+
+    /// Registers for the session's device once it is known (before its events are applied).
+    fn link(&mut self, links: &Arc<Links>) {
+        if let Some(id) = self.session.commands_to() {
+            if self.link.as_ref().map(LinkGuard::device) != Some(id) {
+                self.link = Some(links.register(id.clone(), self.tx.clone()));
+            }
+        }
+    }
+
+    /// Encodes the commands handed to this connection, as `ingest::tcp` does; their bytes.
+    fn send_commands(&mut self, engine: &mut Engine, t: Timestamp) -> Vec<u8> {
+        let mut sent = Vec::new();
+        while let Ok(d) = self.rx.try_recv() {
+            if self.session.commands_to() != Some(&d.device_id) {
+                continue;
+            }
+            let _ = match self.session.encode_command(d.id, &d.command) {
+                Ok(enc) => {
+                    sent.extend_from_slice(&enc.bytes);
+                    engine.execute(
+                        CommandSent {
+                            id: d.id,
+                            key: enc.key,
+                        },
+                        t,
+                    )
+                }
+                Err(EncodeError::NotReady) => Ok(()),
+                Err(EncodeError::Unsupported(reason)) => engine.execute(
+                    CommandRefused {
+                        id: d.id,
+                        reason: reason.to_string(),
+                    },
+                    t,
+                ),
+            };
+        }
+        sent
+    }
 }
 
 fn ingest_outputs(engine: &mut Engine, outs: Vec<Output>, t: Timestamp) {
@@ -230,6 +322,15 @@ fn call_api(engine: &mut Engine, api: &str, body: &str, now: Timestamp) -> (u16,
                         .map_err(|e| EngineError::Store(e.to_string()))
                 })
         }
+        ("POST", ["v1", "devices", id, "commands"]) => CreateCommand::parse(id, body)
+            .and_then(|c| engine.execute(c, now))
+            .map(|v| (202, json(&v))),
+        ("GET", ["v1", "devices", id, "commands"]) => ListDeviceCommands::parse(id, None)
+            .and_then(|c| engine.execute(c, now))
+            .map(|v| (200, json(&v))),
+        ("GET", ["v1", "commands", id]) => GetCommand::parse(id)
+            .and_then(|c| engine.execute(c, now))
+            .map(|v| (200, json(&v))),
         ("DELETE", ["v1", "devices", id, "registration"]) => GetDevice::parse(id)
             .and_then(|c| engine.execute(ResetRegistration { id: c.id }, now))
             .map(|v| (200, json(&v))),

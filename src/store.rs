@@ -4,6 +4,7 @@
 //! readers (the admin API) read the trees directly, since sled is safe to share between threads.
 //! Values are postcard-encoded; keys are the raw id bytes.
 
+use crate::downlink::CommandRecord;
 use crate::event::{Cell, DeviceId, Position, Protocol, Timestamp, WifiAp};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -84,6 +85,27 @@ impl From<DeviceRecordV1> for DeviceRecord {
                 wifi: None,
             }),
         }
+    }
+}
+
+fn command_key(tag: u8, id: &[u8; 8]) -> [u8; 9] {
+    let mut k = [tag; 9];
+    k[1..].copy_from_slice(id);
+    k
+}
+
+fn device_command_key(device: &DeviceId, id: u64) -> Vec<u8> {
+    let mut k = vec![b'd'];
+    k.extend_from_slice(device.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn corrupt_command(msg: String) -> StoreError {
+    StoreError::Corrupt {
+        tree: "commands",
+        msg,
     }
 }
 
@@ -212,6 +234,8 @@ impl DeviceRecord {
 /// - `registrations`: JT/T 808 terminal number -> the terminal id it registered with (UTF-8)
 /// - `risk`: vehicle id -> its risk reasons ([`crate::risk::RiskState`], postcard)
 /// - `history_recent` and `history`: every fix kept (`crate::history`, which owns their layout)
+/// - `commands`: `c` + id (u64 BE) -> [`CommandRecord`] (postcard); `d` + device id + `0` + id ->
+///   nothing (a device's commands in order); `o` + id -> nothing while the command is open
 /// - the outbox's own tree (`crate::alert::outbox`), opened through [`Store::open_outbox`]
 #[derive(Clone)]
 pub struct Store {
@@ -223,6 +247,7 @@ pub struct Store {
     registrations: sled::Tree,
     risk: sled::Tree,
     history: crate::history::History,
+    commands: sled::Tree,
 }
 
 const ALERTS_RAISED: &str = "alerts_raised";
@@ -254,6 +279,7 @@ impl Store {
             registrations: db.open_tree("registrations")?,
             risk: db.open_tree("risk")?,
             history: crate::history::History::open(&db)?,
+            commands: db.open_tree("commands")?,
             db,
         })
     }
@@ -414,6 +440,77 @@ impl Store {
         self.meta.insert(key, v.clone())?;
         self.db.flush()?;
         Ok(v)
+    }
+
+    /// Writes a command and keeps its indexes: the device's list, and the open set.
+    pub fn put_command(&self, rec: &CommandRecord) -> Result<(), StoreError> {
+        let id = rec.id.to_be_bytes();
+        let body = postcard::to_allocvec(rec).map_err(|e| corrupt_command(e.to_string()))?;
+        self.commands.insert(command_key(b'c', &id), body)?;
+        self.commands
+            .insert(device_command_key(&rec.device_id, rec.id), &[][..])?;
+        if rec.state.is_open() {
+            self.commands.insert(command_key(b'o', &id), &[][..])?;
+        } else {
+            self.commands.remove(command_key(b'o', &id))?;
+        }
+        Ok(())
+    }
+
+    pub fn get_command(&self, id: u64) -> Result<Option<CommandRecord>, StoreError> {
+        self.commands
+            .get(command_key(b'c', &id.to_be_bytes()))?
+            .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt_command(e.to_string())))
+            .transpose()
+    }
+
+    /// A device's commands, newest first, at most `limit`.
+    pub fn device_commands(
+        &self,
+        device: &DeviceId,
+        limit: usize,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        let mut prefix = vec![b'd'];
+        prefix.extend_from_slice(device.as_str().as_bytes());
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.commands.scan_prefix(&prefix).rev().take(limit) {
+            let (k, _) = kv?;
+            let id = k
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| corrupt_command("bad device index key".into()))?;
+            out.extend(self.get_command(id)?);
+        }
+        Ok(out)
+    }
+
+    /// Every open (queued or sent) command.
+    pub fn open_commands(&self) -> impl Iterator<Item = Result<CommandRecord, StoreError>> + '_ {
+        self.commands.scan_prefix([b'o']).map(move |kv| {
+            let (k, _) = kv?;
+            let id = k
+                .get(1..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| corrupt_command("bad open index key".into()))?;
+            self.get_command(id)?
+                .ok_or_else(|| corrupt_command(format!("open command {id} missing")))
+        })
+    }
+
+    /// The highest command id ever stored (ids never repeat, across restarts too).
+    pub fn last_command_id(&self) -> Result<Option<u64>, StoreError> {
+        match self.commands.scan_prefix([b'c']).next_back() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, _) = kv?;
+                Ok(k.get(1..)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes))
+            }
+        }
     }
 
     pub fn flush(&self) -> Result<usize, StoreError> {

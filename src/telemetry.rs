@@ -50,6 +50,19 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
         metrics::counter!("lienwatch_frames_rejected_total", "protocol" => p, "reason" => "none")
             .absolute(0);
     }
+    let mut downlinks: Vec<&'static str> = cfg
+        .listeners
+        .iter()
+        .map(|l| l.protocol.protocol().as_str())
+        .collect();
+    downlinks.sort_unstable();
+    downlinks.dedup();
+    for p in downlinks {
+        for o in COMMAND_OUTCOMES {
+            metrics::counter!("lienwatch_commands_total", "protocol" => p, "outcome" => o)
+                .absolute(0);
+        }
+    }
     metrics::counter!("lienwatch_positions_stored_total").absolute(0);
     metrics::counter!("lienwatch_history_fixes_total").absolute(0);
     metrics::counter!("lienwatch_history_pruned_total").absolute(0);
@@ -72,7 +85,7 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
                 .absolute(0);
         }
     }
-    for s in ["400", "401", "404", "409"] {
+    for s in ["400", "401", "404", "409", "422"] {
         metrics::counter!("lienwatch_admin_rejected_total", "status" => s).absolute(0);
     }
     for r in ["ok", "error"] {
@@ -89,7 +102,14 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
     }
 }
 
+/// Every step of a command's life (`crate::downlink`).
+const COMMAND_OUTCOMES: [&str; 5] = ["queued", "sent", "answered", "failed", "expired"];
+
 fn describe() {
+    describe_counter!(
+        "lienwatch_commands_total",
+        "commands to devices, by protocol and outcome (queued, sent, answered, failed, expired)"
+    );
     describe_gauge!("lienwatch_connections", "tracker TCP connections open now");
     describe_counter!(
         "lienwatch_connections_total",

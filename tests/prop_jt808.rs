@@ -3,7 +3,7 @@
 //! the right 0x8001, and how a stream is split into reads does not change what comes out.
 
 use bytes::BytesMut;
-use lienwatch::event::{Alarms, EventKind, Fix};
+use lienwatch::event::{Alarms, AnswerKey, Event, EventKind, Fix};
 use lienwatch::protocol::jt808::{self, Jt808Session};
 use lienwatch::protocol::{Output, Session, SessionConfig};
 use proptest::prelude::*;
@@ -528,7 +528,7 @@ proptest! {
         let frame = encode(0x0201, version, &term, serial, &body);
         let mut s = Jt808Session::new(SessionConfig::default());
         let out = feed_chunks(&mut s, &[&frame], 4096);
-        prop_assert_eq!(out.len(), 2, "{:?}", out);
+        prop_assert_eq!(out.len(), 3, "{:?}", out);
         let Output::Event(e) = &out[0] else {
             return Err(TestCaseError::fail(format!("not an event: {out:?}")));
         };
@@ -536,9 +536,15 @@ proptest! {
         let sign = |neg: bool| if neg { -1.0 } else { 1.0 };
         prop_assert_eq!(p.lat, sign(l.status & 4 != 0) * f64::from(l.lat) / 1e6);
         prop_assert_eq!(p.course, l.course);
+        // And the answer to the 0x8201 whose serial it names, with the same fix.
+        let Output::Event(Event { kind: EventKind::CommandAnswer(a), .. }) = &out[1] else {
+            return Err(TestCaseError::fail(format!("not an answer: {out:?}")));
+        };
+        prop_assert_eq!(a.key, AnswerKey::Reply { serial: query, msg_id: 0x8201 });
+        prop_assert_eq!(a.position.as_ref(), Some(p));
         let mut ack = serial.to_be_bytes().to_vec();
         ack.extend_from_slice(&[0x02, 0x01, 0x00]);
-        prop_assert_eq!(&out[1], &Output::Reply(encode(0x8001, version, &term, 1, &ack).into()));
+        prop_assert_eq!(&out[2], &Output::Reply(encode(0x8001, version, &term, 1, &ack).into()));
     }
 
     /// Every item of a 0x0210 batch (a length byte and a 0x0200 body each) is a position, and

@@ -3,6 +3,8 @@
 
 #[path = "fixtures_protocol.rs"]
 mod fixtures_protocol;
+#[path = "prop_commands.rs"]
+mod prop_commands;
 #[path = "prop_gt06.rs"]
 mod prop_gt06;
 #[path = "prop_h02.rs"]

@@ -49,6 +49,7 @@ pub fn status_of(e: &EngineError) -> StatusCode {
         EngineError::NotFound(_) => StatusCode::NOT_FOUND,
         EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
         EngineError::Conflict(_) => StatusCode::CONFLICT,
+        EngineError::Unsupported(_) => StatusCode::UNPROCESSABLE_ENTITY,
         EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         EngineError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
     }

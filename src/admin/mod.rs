@@ -7,6 +7,7 @@
 //! ([`ApiError`]). A rejected request changes nothing.
 
 mod alerts;
+mod commands;
 mod console;
 mod devices;
 mod error;
@@ -57,6 +58,8 @@ fn v1() -> OpenApiRouter<AdminState> {
         .routes(routes!(devices::delete_registration))
         .routes(routes!(track::get))
         .routes(routes!(places::get))
+        .routes(routes!(commands::create, commands::list))
+        .routes(routes!(commands::get))
         .routes(routes!(alerts::list))
 }
 

@@ -15,7 +15,8 @@ use utoipa::{Modify, OpenApi};
         (name = "vehicles", description = "the collateral registry"),
         (name = "loans", description = "loan status from the lender's system"),
         (name = "devices", description = "trackers and their last-known positions"),
-        (name = "alerts", description = "alerts and their webhook delivery")
+        (name = "alerts", description = "alerts and their webhook delivery"),
+        (name = "commands", description = "commands to devices: locate now, tracking mode, raw text")
     )
 )]
 struct Base;
@@ -60,6 +61,8 @@ mod tests {
             ("/v1/devices/{id}/registration", &["delete"]),
             ("/v1/devices/{id}/track", &["get"]),
             ("/v1/vehicles/{id}/places", &["get"]),
+            ("/v1/devices/{id}/commands", &["get", "post"]),
+            ("/v1/commands/{id}", &["get"]),
             ("/v1/alerts", &["get"]),
         ];
         for (path, methods) in want {
@@ -69,6 +72,7 @@ mod tests {
                     "get" => item.get.as_ref(),
                     "put" => item.put.as_ref(),
                     "delete" => item.delete.as_ref(),
+                    "post" => item.post.as_ref(),
                     _ => None,
                 };
                 let op = op.unwrap_or_else(|| panic!("{m} {path} missing"));

@@ -29,6 +29,10 @@ pub enum EngineError {
     /// The request contradicts the registry (a device bound to another vehicle).
     #[error("{0}")]
     Conflict(String),
+    /// Well-formed, but the thing it names cannot do it (a command the device's protocol
+    /// cannot carry).
+    #[error("{0}")]
+    Unsupported(String),
     /// The store failed; nothing in the commit was acknowledged.
     #[error("store: {0}")]
     Store(String),

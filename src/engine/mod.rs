@@ -8,6 +8,7 @@
 //! virtual clock.
 
 pub mod command;
+pub mod commands;
 pub mod control;
 pub mod devices;
 pub mod loans;
@@ -103,6 +104,8 @@ pub struct Engine {
     raised: Vec<Alert>,
     /// Alerts raised so far (persisted); part of each alert's id.
     alert_count: u64,
+    /// Commands to devices (`crate::downlink`).
+    commands: crate::downlink::Commands,
     /// Counters for benchmarks and tests.
     pub stats: Stats,
 }
@@ -171,6 +174,7 @@ impl Engine {
             }
         }
         let alert_count = store.alerts_raised()?;
+        let commands = crate::downlink::Commands::load(&store)?;
         let rules = Rules::new(cfg.rules.clone(), now);
         let mut e = Engine {
             risk,
@@ -192,6 +196,7 @@ impl Engine {
             dirty_states: HashSet::new(),
             raised: Vec::new(),
             alert_count,
+            commands,
             stats: Stats::default(),
         };
         e.rebuild_deadlines();
@@ -280,6 +285,7 @@ impl Engine {
             .map(|r| received_at.add_millis(-(r.as_millis().min(i64::MAX as u128 / 2) as i64)));
         for ev in events {
             self.stats.events += 1;
+            self.commands.on_event(&self.store, ev, received_at);
             let rec = self.devices.entry(ev.device_id.clone()).or_insert_with(|| {
                 DeviceRecord::new(ev.device_id.clone(), ev.protocol, received_at)
             });
@@ -390,6 +396,7 @@ impl Engine {
 
     /// Time-driven work up to `now`: silence deadlines that fell due.
     pub fn tick(&mut self, now: Timestamp) {
+        self.commands.expire_due(&self.store, now);
         while self.tracker.next_deadline().is_some_and(|t| t <= now) {
             for id in self.tracker.pop_due(now) {
                 let Some(vid) = self.vehicle_id_of(&id) else {
@@ -408,7 +415,21 @@ impl Engine {
 
     /// When `tick` next has something to do.
     pub fn next_wakeup(&self) -> Option<Timestamp> {
-        self.tracker.next_deadline()
+        let commands = self.commands.next_deadline();
+        match self.tracker.next_deadline() {
+            Some(t) => Some(commands.map_or(t, |c| c.min(t))),
+            None => commands,
+        }
+    }
+
+    /// After a commit: commands due at connected devices go to their connections.
+    pub fn dispatch_commands(&mut self) {
+        self.commands.dispatch();
+    }
+
+    /// Where connections register to receive commands for their device.
+    pub fn command_links(&self) -> Arc<crate::downlink::Links> {
+        self.commands.links()
     }
 
     /// Alerts raised since the last call (replay prints them).

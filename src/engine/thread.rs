@@ -35,6 +35,8 @@ pub struct EngineHandle {
     pub registered: super::Registered,
     pub admission: crate::protocol::Admission,
     pub terminal_binding: crate::protocol::TerminalBinding,
+    /// Connections register here to be handed commands for their device.
+    pub command_links: std::sync::Arc<crate::downlink::Links>,
 }
 
 impl EngineHandle {
@@ -77,6 +79,18 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// Applies a command without waiting for its answer (a connection reporting what it sent:
+    /// it must not stall the device behind a commit). The queue keeps the caller's order.
+    pub async fn notify<C: Command<Output = ()>>(&self, cmd: C) {
+        let job: Job = Box::new(move |engine, now| {
+            if let Err(e) = cmd.apply(engine, now) {
+                tracing::debug!(error = %e, "notification not applied");
+            }
+            Box::new(|_| {})
+        });
+        let _ = self.tx.send_async(Msg::Command(job)).await;
+    }
+
     /// Flushes and stops the engine thread.
     pub async fn shutdown(&self) {
         let (done, rx) = oneshot::channel();
@@ -107,6 +121,7 @@ pub fn spawn(
         registered: engine.registered(),
         admission: engine.admission(),
         terminal_binding: engine.terminal_binding(),
+        command_links: engine.command_links(),
     };
     let jh = std::thread::Builder::new()
         .name("lienwatch-engine".into())
@@ -180,7 +195,10 @@ fn run(mut engine: Engine, rx: flume::Receiver<Msg>, clock: Clock) {
         engine.take_alerts();
         metrics::histogram!("lienwatch_commit_seconds").record(started.elapsed().as_secs_f64());
         match &result {
-            Ok(()) => engine.outbox.notify(),
+            Ok(()) => {
+                engine.outbox.notify();
+                engine.dispatch_commands();
+            }
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed; nothing in this batch is acknowledged");
                 metrics::counter!("lienwatch_commit_failures_total").increment(1);

@@ -27,6 +27,11 @@ impl SessionCodec {
     pub fn session(&self) -> &dyn Session {
         self.session.as_ref()
     }
+
+    /// For commands to the device, encoded with the session's own numbering.
+    pub fn session_mut(&mut self) -> &mut dyn Session {
+        self.session.as_mut()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,14 +6,18 @@
 //! limit bound what any peer can cost; one bad connection only ever closes itself.
 
 use crate::config::Listener;
+use crate::downlink::{Dispatch, LinkGuard};
+use crate::engine::commands::{CommandRefused, CommandSent};
 use crate::engine::EngineHandle;
 use crate::event::Timestamp;
 use crate::ingest::codec::{CodecError, SessionCodec};
-use crate::protocol::SessionConfig;
+use crate::protocol::downlink::EncodeError;
+use crate::protocol::{Session, SessionConfig};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -109,10 +113,18 @@ async fn connection(
     let idle = tokio::time::sleep(cfg.idle_timeout);
     tokio::pin!(idle);
     let mut replies = BytesMut::new();
+    // Commands for this connection's device arrive here once it has registered (below).
+    let (commands_tx, mut commands) = tokio::sync::mpsc::unbounded_channel();
+    let mut link: Option<LinkGuard> = None;
     loop {
         let next = tokio::select! {
             biased;
             _ = &mut cancelled => break,
+            Some(d) = commands.recv() => {
+                // Between batches: never ahead of a reply that waits for its commit.
+                send_command(framed.decoder_mut().session_mut(), d, &mut wr, cfg, engine).await?;
+                continue;
+            }
             r = framed.next() => r,
             _ = &mut idle => {
                 // The timer is moved only when it fires: until then input just notes the time.
@@ -139,6 +151,16 @@ async fn connection(
             Some(Ok(outs)) => outs,
         };
         let split = crate::ingest::split(proto, outs, peer);
+        // Registered before the commit of the login, so the engine sees the link when it applies it.
+        if let Some(id) = framed.decoder().session().commands_to() {
+            if !id.as_str().is_empty() && link.as_ref().map(LinkGuard::device) != Some(id) {
+                link = Some(
+                    engine
+                        .command_links
+                        .register(id.clone(), commands_tx.clone()),
+                );
+            }
+        }
         if !split.events.is_empty() {
             // Replies wait for the commit: if it fails, the device gets nothing and resends.
             engine.commit(split.events, Timestamp::now()).await?;
@@ -158,6 +180,44 @@ async fn connection(
         last_input = Instant::now();
     }
     let _ = wr.shutdown().await;
+    Ok(())
+}
+
+/// Encodes a command on the connection's own session and writes it, then tells the engine what
+/// was sent (or that the session can never express it). A session that is not ready (a JT/T 808
+/// terminal not yet authenticated) leaves the command queued for the next login.
+async fn send_command(
+    session: &mut dyn Session,
+    d: Dispatch,
+    wr: &mut OwnedWriteHalf,
+    cfg: &Listener,
+    engine: &EngineHandle,
+) -> Result<(), ConnError> {
+    if session.commands_to() != Some(&d.device_id) {
+        return Ok(());
+    }
+    let proto = cfg.protocol.name();
+    match session.encode_command(d.id, &cfg.localise(d.command)) {
+        Ok(enc) => {
+            wr.write_all(&enc.bytes).await?;
+            tracing::info!(protocol = proto, device = %d.device_id, command = d.id, hex = %crate::protocol::to_hex(&enc.bytes), "command sent");
+            engine
+                .notify(CommandSent {
+                    id: d.id,
+                    key: enc.key,
+                })
+                .await;
+        }
+        Err(EncodeError::NotReady) => {}
+        Err(EncodeError::Unsupported(reason)) => {
+            engine
+                .notify(CommandRefused {
+                    id: d.id,
+                    reason: reason.to_string(),
+                })
+                .await;
+        }
+    }
     Ok(())
 }
 

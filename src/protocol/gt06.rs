@@ -6,10 +6,11 @@
 //! - [`decode_packet`]: a checked frame to a typed [`Message`]. Borrows, never allocates.
 //! - [`Gt06Session`]: login state, time offsets, normalised events and the exact replies.
 
+use super::downlink::{Downlink, EncodeError, Encoded};
 use super::{Output, Rejection, Session, SessionConfig, SessionError};
 use crate::event::{
-    AlarmReport, Alarms, Cell, DeviceId, Event, EventKind, Fix, Position, Protocol, Timestamp,
-    WifiAp,
+    AlarmReport, Alarms, AnswerKey, Cell, CommandAnswer, DeviceId, Event, EventKind, Fix, Position,
+    Protocol, Timestamp, WifiAp,
 };
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -876,7 +877,7 @@ fn field<'t>(text: &'t str, key: &str) -> Option<&'t str> {
     Some(rest.split(',').next().unwrap_or(rest).trim())
 }
 
-fn where_answer(text: &str) -> Option<Gps> {
+pub(crate) fn where_answer(text: &str) -> Option<Gps> {
     let hem = |v: &str, pos: char, neg: char| -> Option<(f64, bool)> {
         let mut ch = v.chars();
         let h = ch.next()?;
@@ -1085,6 +1086,8 @@ pub struct Gt06Session {
     device: Option<DeviceId>,
     /// Offset from the login's timezone field, applied to classic 0x12/0x16 only (§A.5).
     login_offset_s: Option<i32>,
+    /// Serial of the last command sent (0x80), the server's own count.
+    command_serial: u16,
 }
 
 impl Gt06Session {
@@ -1099,6 +1102,7 @@ impl Gt06Session {
                 .or_else(|| cfg.sessionless.then(|| DeviceId::new(""))),
             cfg,
             login_offset_s: None,
+            command_serial: 0,
         }
     }
 
@@ -1161,6 +1165,26 @@ impl Gt06Session {
             out.push(reject("frame before login"));
             return Ok(());
         };
+        if let Some(a) = super::gt06_command::answer(pkt) {
+            // A command's text answer; a `WHERE#` answer spells out a fix, which is a fix too
+            // (the 0x21 form is read as one below).
+            let position = super::gt06_command::answer_fix(&a.text).map(|g| g.position(0));
+            out.push(self.event(
+                &id,
+                EventKind::CommandAnswer(CommandAnswer {
+                    key: AnswerKey::ServerFlag(a.flag),
+                    ok: true,
+                    text: Some(a.text),
+                    position,
+                }),
+            ));
+            if pkt.proto == super::gt06_command::PROTO_ANSWER {
+                if let Some(p) = position {
+                    out.push(self.event(&id, EventKind::Position(Fix::live(p))));
+                }
+                return Ok(());
+            }
+        }
         let reply = match msg {
             Message::Login(_) => None,
             Message::Location(loc) => {
@@ -1310,6 +1334,31 @@ impl Session for Gt06Session {
 
     fn device_id(&self) -> Option<&DeviceId> {
         self.device.as_ref()
+    }
+
+    fn encode_command(&mut self, id: u64, cmd: &Downlink) -> Result<Encoded, EncodeError> {
+        if self.device.as_ref().is_none_or(|d| d.as_str().is_empty()) {
+            return Err(EncodeError::NotReady);
+        }
+        let text = match cmd {
+            Downlink::Locate => super::gt06_command::LOCATE_TEXT,
+            Downlink::Raw(t) => t.as_str(),
+            Downlink::Track { .. } => {
+                return Err(EncodeError::Unsupported(
+                    "GT06 tracking commands are model-specific: send the model's text as raw",
+                ))
+            }
+        };
+        // The flag is the command's number, so an answer names its command across reconnects.
+        let flag = id as u32;
+        self.command_serial = self.command_serial.wrapping_add(1);
+        let bytes = super::gt06_command::encode(flag, text.as_bytes(), self.command_serial).ok_or(
+            EncodeError::Unsupported("text too long for a GT06 command (245 bytes at most)"),
+        )?;
+        Ok(Encoded {
+            bytes: Bytes::from(bytes),
+            key: AnswerKey::ServerFlag(flag),
+        })
     }
 }
 

@@ -25,10 +25,14 @@
 //! Makers are two letters of either case (`*HQ`, `*hq`, `*TH`); an empty id stands for the
 //! connection's device.
 
+use super::downlink::{Downlink, EncodeError, Encoded};
 use super::{Output, Rejection, Session, SessionConfig, SessionError};
 use crate::event::Timestamp;
-use crate::event::{AlarmReport, Alarms, DeviceId, Event, EventKind, Fix, Position, Protocol};
-use bytes::{Buf, BytesMut};
+use crate::event::{
+    AlarmReport, Alarms, AnswerKey, CommandAnswer, DeviceId, Event, EventKind, Fix, Position,
+    Protocol,
+};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// Length of the binary `$` frame with a 10-digit id (§D.5).
 pub const BINARY_LEN: usize = 32;
@@ -573,6 +577,24 @@ impl H02Session {
         }));
     }
 
+    /// A `V4` is also the answer to the command in flight (after its own event, which named the
+    /// device).
+    fn command_answer(&self, line: &[u8], out: &mut Vec<Output>) {
+        let (Some(text), Some(device_id)) = (super::h02_command::answer(line), &self.device) else {
+            return;
+        };
+        out.push(Output::Event(Event {
+            device_id: device_id.clone(),
+            protocol: Protocol::H02,
+            kind: EventKind::CommandAnswer(CommandAnswer {
+                key: AnswerKey::InOrder,
+                ok: true,
+                text: Some(text),
+                position: None,
+            }),
+        }));
+    }
+
     /// Handles a text message at the front of `buf`. Returns `false` when it needs more bytes.
     fn text(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) -> bool {
         let max = self.cfg.max_frame.max(2);
@@ -590,7 +612,10 @@ impl H02Session {
                     .get(..len)
                     .map(|l| parse_text_at(l, self.cfg.utc_offset_s, Some(now)));
                 match parsed {
-                    Some(Ok(msg)) => self.emit(msg, len, out),
+                    Some(Ok(msg)) => {
+                        self.emit(msg, len, out);
+                        self.command_answer(buf.get(..len).unwrap_or(&[]), out);
+                    }
                     Some(Err(e)) => reject(out, e.reason(), len),
                     None => reject(out, "H02 internal framing error", len),
                 }
@@ -723,6 +748,21 @@ impl Session for H02Session {
 
     fn device_id(&self) -> Option<&DeviceId> {
         self.device.as_ref()
+    }
+
+    fn encode_command(&mut self, _id: u64, cmd: &Downlink) -> Result<Encoded, EncodeError> {
+        let Some(id) = self.device.as_ref().filter(|d| !d.as_str().is_empty()) else {
+            return Err(EncodeError::NotReady);
+        };
+        match cmd {
+            Downlink::Raw(text) => Ok(Encoded {
+                bytes: Bytes::from(super::h02_command::encode(id.as_str(), text)),
+                key: AnswerKey::InOrder,
+            }),
+            _ => Err(EncodeError::Unsupported(
+                "H02 command words are per model: send them as raw",
+            )),
+        }
     }
 }
 

@@ -12,9 +12,15 @@
 //! every reply, so the first reply carries serial 1. Read as one session, the worked examples of
 //! protocols.md §B.6 (register, auth, heartbeat, location, batch) carry 1, 2, 3, 4, 5 this way.
 
+use super::downlink::{Downlink, EncodeError, Encoded};
+use super::jt808_command::{
+    encode_locate, encode_track, general_response, location_answer, result_text, QUERY_LOCATION,
+    TEMPORARY_TRACKING,
+};
 use super::{Output, Rejection, Session, SessionConfig, SessionError};
 use crate::event::{
-    AlarmReport, Alarms, DeviceId, Event, EventKind, Fix, Position, Protocol, Timestamp,
+    AlarmReport, Alarms, AnswerKey, CommandAnswer, DeviceId, Event, EventKind, Fix, Position,
+    Protocol, Timestamp,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hmac::{Hmac, KeyInit, Mac};
@@ -720,6 +726,8 @@ pub struct Jt808Session {
     authenticated: Option<DeviceId>,
     /// Serial of the last reply sent; see the module docs for the rule.
     serial: u16,
+    /// Header version of the last accepted frame, mirrored in commands (2019 when `Some`).
+    version: Option<u8>,
     /// Reused buffer for un-escaping, so steady-state framing does not allocate.
     scratch: Vec<u8>,
     /// Bytes of a partial frame already searched for its closing flag, so a frame arriving a
@@ -736,6 +744,7 @@ impl Jt808Session {
             terminal: None,
             authenticated: None,
             serial: 0,
+            version: None,
             scratch: Vec::new(),
             scanned: 1,
             reassembly: Reassembler {
@@ -836,6 +845,7 @@ impl Jt808Session {
                 return Ok(());
             }
         }
+        self.version = h.version;
         match h.package {
             Some(p) if p.total > 1 => {
                 let mut terminal = [0u8; 10];
@@ -925,12 +935,26 @@ impl Jt808Session {
                 }
             },
             msg::LOCATION_ANSWER => {
-                match body
-                    .get(2..)
-                    .map(|b| parse_location(b, self.utc_offset_s()))
+                // A fix like any other, and the answer to the 0x8201 whose serial it names.
+                match location_answer(body)
+                    .map(|(serial, b)| (serial, parse_location(b, self.utc_offset_s())))
                 {
-                    Some(Ok(fix)) => out.push(self.event(id, EventKind::Position(fix))),
-                    Some(Err(e)) => out.push(reject(e.as_str(), body.len())),
+                    Some((serial, Ok(fix))) => {
+                        out.push(self.event(id, EventKind::Position(fix)));
+                        out.push(self.event(
+                            id,
+                            EventKind::CommandAnswer(CommandAnswer {
+                                key: AnswerKey::Reply {
+                                    serial,
+                                    msg_id: QUERY_LOCATION,
+                                },
+                                ok: true,
+                                text: None,
+                                position: Some(fix.position),
+                            }),
+                        ));
+                    }
+                    Some((_, Err(e))) => out.push(reject(e.as_str(), body.len())),
                     None => out.push(reject(BodyError::Truncated.as_str(), body.len())),
                 }
                 self.ack(h, result::OK, out);
@@ -965,7 +989,21 @@ impl Jt808Session {
                 }
                 self.ack(h, result::OK, out);
             }
-            msg::TERMINAL_RESPONSE => out.push(self.heartbeat(id)),
+            msg::TERMINAL_RESPONSE => match general_response(body) {
+                Some(r) => out.push(self.event(
+                    id,
+                    EventKind::CommandAnswer(CommandAnswer {
+                        key: AnswerKey::Reply {
+                            serial: r.serial,
+                            msg_id: r.msg_id,
+                        },
+                        ok: r.result == result::OK,
+                        text: Some(result_text(r.result).to_string()),
+                        position: None,
+                    }),
+                )),
+                None => out.push(self.heartbeat(id)),
+            },
             msg::HEARTBEAT | msg::LOGOUT => {
                 out.push(self.heartbeat(id));
                 self.ack(h, result::OK, out);
@@ -1127,6 +1165,53 @@ impl Session for Jt808Session {
 
     fn device_id(&self) -> Option<&DeviceId> {
         self.terminal.as_ref().map(|t| &t.id)
+    }
+
+    fn commands_to(&self) -> Option<&DeviceId> {
+        if self.cfg.require_auth {
+            self.authenticated.as_ref()
+        } else {
+            self.device_id()
+        }
+    }
+
+    /// Only to a terminal that authenticated on this connection (when authentication is
+    /// enforced), in its header version and with its number as it sends it.
+    fn encode_command(&mut self, _id: u64, cmd: &Downlink) -> Result<Encoded, EncodeError> {
+        let Some(t) = &self.terminal else {
+            return Err(EncodeError::NotReady);
+        };
+        if self.cfg.sessionless
+            || !t.admitted
+            || (self.cfg.require_auth && self.authenticated.as_ref() != Some(&t.id))
+        {
+            return Err(EncodeError::NotReady);
+        }
+        let terminal = t.raw.get(..t.len).unwrap_or(&[]);
+        let serial = self.serial.wrapping_add(1);
+        let (bytes, msg_id) = match cmd {
+            Downlink::Locate => (
+                encode_locate(self.version, terminal, serial),
+                QUERY_LOCATION,
+            ),
+            Downlink::Track {
+                interval_s,
+                duration_s,
+            } => (
+                encode_track(self.version, terminal, serial, *interval_s, *duration_s),
+                TEMPORARY_TRACKING,
+            ),
+            Downlink::Raw(_) => {
+                return Err(EncodeError::Unsupported(
+                    "JT/T 808 has no text command; use locate or track",
+                ))
+            }
+        };
+        self.serial = serial;
+        Ok(Encoded {
+            bytes,
+            key: AnswerKey::Reply { serial, msg_id },
+        })
     }
 }
 

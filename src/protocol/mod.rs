@@ -15,11 +15,16 @@
 //!   release it once those events are on disk (the durability promise in CONTRACT.md);
 //! - `feed` never panics, whatever the bytes.
 
+pub mod downlink;
 pub mod gt06;
+pub mod gt06_command;
 pub mod h02;
+pub mod h02_command;
 pub mod json;
 pub mod jt808;
+pub mod jt808_command;
 pub mod teltonika;
+pub mod teltonika_command;
 
 use crate::event::{DeviceId, Event, Protocol, Timestamp};
 use bytes::{Bytes, BytesMut};
@@ -231,6 +236,26 @@ pub trait Session: Send {
 
     /// The device this session speaks for, once known.
     fn device_id(&self) -> Option<&DeviceId>;
+
+    /// Encodes a command to [`Session::commands_to`], numbered and framed as this connection
+    /// speaks (the caller writes it between replies, never ahead of an owed one).
+    /// The device that commands on this connection go to: the one that logged in (JT/T 808:
+    /// authenticated), so that a peer naming another device's number cannot draw its commands.
+    fn commands_to(&self) -> Option<&DeviceId> {
+        self.device_id()
+    }
+
+    /// `id` is the command's own number; protocols that carry a correlation field of their
+    /// choosing (GT06's server flag) put it there.
+    fn encode_command(
+        &mut self,
+        _id: u64,
+        _cmd: &downlink::Downlink,
+    ) -> Result<downlink::Encoded, downlink::EncodeError> {
+        Err(downlink::EncodeError::Unsupported(
+            "this protocol has no downlink",
+        ))
+    }
 }
 
 /// The protocols a listener, an MQTT raw subscription or `decode` can speak.

@@ -10,8 +10,12 @@
 //!   [`TeltonikaUdpSession`] (one datagram per `feed`), which turn records into [`Event`]s and
 //!   push the exact replies the device waits for.
 
+use super::downlink::{Downlink, EncodeError, Encoded};
 use super::{Output, Rejection, Session, SessionConfig, SessionError};
-use crate::event::{AlarmReport, Alarms, DeviceId, Event, EventKind, Fix, Position, Protocol};
+use crate::event::{
+    AlarmReport, Alarms, AnswerKey, CommandAnswer, DeviceId, Event, EventKind, Fix, Position,
+    Protocol,
+};
 use bytes::{Buf, Bytes, BytesMut};
 
 /// Codec 8 (protocols.md §C.2).
@@ -893,6 +897,13 @@ impl TeltonikaSession {
                 buf.advance(len);
                 true
             }
+            Err(FrameError::Avl {
+                err: AvlError::UnsupportedCodec(super::teltonika_command::CODEC_12),
+                len,
+            }) if self.codec12_response(buf, len, out) => {
+                buf.advance(len);
+                true
+            }
             Err(FrameError::Avl { err, len }) => {
                 let frame = buf.get(..len).unwrap_or(&[]);
                 out.push(Output::Rejected(match err {
@@ -920,6 +931,31 @@ impl TeltonikaSession {
                 true
             }
         }
+    }
+}
+
+impl TeltonikaSession {
+    /// A CRC-checked Codec 12 frame of `len` bytes at the front of `buf`: if it is a command
+    /// response, its answer event (no acknowledgement: a response is not AVL data).
+    fn codec12_response(&self, buf: &[u8], len: usize, out: &mut Vec<Output>) -> bool {
+        let data = buf.get(8..len.saturating_sub(4)).unwrap_or(&[]);
+        let (Some(text), Some(dev)) = (
+            super::teltonika_command::response_text(data),
+            self.device.as_ref(),
+        ) else {
+            return false;
+        };
+        out.push(Output::Event(Event {
+            device_id: dev.clone(),
+            protocol: Protocol::Teltonika,
+            kind: EventKind::CommandAnswer(CommandAnswer {
+                key: AnswerKey::InOrder,
+                ok: true,
+                text: Some(text),
+                position: None,
+            }),
+        }));
+        true
     }
 }
 
@@ -995,6 +1031,25 @@ impl Session for TeltonikaSession {
 
     fn device_id(&self) -> Option<&DeviceId> {
         self.device.as_ref()
+    }
+
+    fn encode_command(&mut self, _id: u64, cmd: &Downlink) -> Result<Encoded, EncodeError> {
+        if self.state != TcpState::Open || self.device.is_none() {
+            return Err(EncodeError::NotReady);
+        }
+        let text = match cmd {
+            Downlink::Locate => super::teltonika_command::LOCATE_TEXT,
+            Downlink::Raw(t) => t.as_str(),
+            Downlink::Track { .. } => {
+                return Err(EncodeError::Unsupported(
+                    "Teltonika tracking is a model parameter: send its setparam text as raw",
+                ))
+            }
+        };
+        Ok(Encoded {
+            bytes: Bytes::from(super::teltonika_command::encode_command(text)),
+            key: AnswerKey::InOrder,
+        })
     }
 }
 

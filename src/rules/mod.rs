@@ -331,7 +331,7 @@ impl Rules {
                         geofence::apply(&self.cfg, fence, state, fix, &mut alerts);
                     }
                 }
-                EventKind::Position(_) | EventKind::Login => {}
+                EventKind::Position(_) | EventKind::Login | EventKind::CommandAnswer(_) => {}
                 EventKind::Heartbeat { alarms } | EventKind::Alarm { alarms } => {
                     alarm::apply(state, *alarms, &mut alerts);
                 }

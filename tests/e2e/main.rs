@@ -8,6 +8,7 @@ mod common;
 
 mod alerts;
 mod api;
+mod commands;
 mod console;
 mod crash;
 mod daemon_basics;

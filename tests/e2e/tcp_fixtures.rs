@@ -1,7 +1,7 @@
 //! Every protocol fixture against the real daemon over real sockets: each step's device bytes go
 //! out on a real TCP connection (or UDP datagram) and the reply must come back byte-exact, as in
-//! replay. Admin API steps go over HTTP. (Alerts and virtual time are `replay`'s: see
-//! tests/replay.rs.)
+//! replay, and so must every command lienwatch sends on its own (`downlink`). Admin API steps go
+//! over HTTP. (Alerts, API answer bodies and virtual time are `replay`'s: see tests/replay.rs.)
 
 use crate::common::*;
 use std::collections::BTreeMap;
@@ -49,7 +49,10 @@ fn every_fixture_is_answered_byte_exact_over_real_sockets() {
                     assert_eq!(s, want, "{ctx}: {v}");
                 }
             }
-            let Some(chunks) = &step.device else { continue };
+            let Some(chunks) = &step.device else {
+                read_downlink(&mut conns, step, &ctx);
+                continue;
+            };
             let want = lienwatch::protocol::parse_hex(step.reply.as_deref().unwrap_or("")).unwrap();
             let chunks = chunks.decode().unwrap();
             if udp {
@@ -96,6 +99,7 @@ fn every_fixture_is_answered_byte_exact_over_real_sockets() {
                     }
                 }
             }
+            read_downlink(&mut conns, step, &ctx);
             if step.close {
                 if let Some(mut dev) = conns.remove(&step.connection) {
                     dev.expect_no_more_replies();
@@ -128,4 +132,23 @@ fn every_fixture_is_answered_byte_exact_over_real_sockets() {
     }
     assert!(checked >= 5, "fixtures found: {checked}");
     eprintln!("{checked} fixtures answered byte-exact over real sockets");
+}
+
+/// A command lienwatch sends on its own (within 1 s of its cause): the exact bytes the step
+/// expects, read from the step's connection.
+fn read_downlink(conns: &mut BTreeMap<u32, Device>, step: &lienwatch::fixture::Step, ctx: &str) {
+    let Some(hex) = &step.downlink else { return };
+    let want = lienwatch::protocol::parse_hex(hex).unwrap();
+    let dev = conns
+        .get_mut(&step.connection)
+        .unwrap_or_else(|| panic!("{ctx}: downlink on a connection not open"));
+    let mut got = vec![0u8; want.len()];
+    dev.stream
+        .read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("{ctx}: no downlink: {e}"));
+    assert_eq!(
+        lienwatch::protocol::to_hex(&got),
+        lienwatch::protocol::to_hex(&want),
+        "{ctx}: downlink"
+    );
 }

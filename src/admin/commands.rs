@@ -1,0 +1,68 @@
+//! `/v1/devices/{id}/commands` and `/v1/commands/{id}`: commands to devices (locate now,
+//! tracking mode, raw text), kept until the device comes back.
+
+use super::error::{ApiError, ErrorBody};
+use super::AdminState;
+use crate::engine::commands::{
+    CommandBody, CommandList, CommandView, CreateCommand, GetCommand, ListDeviceCommands,
+};
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CommandQuery {
+    /// Commands per answer, 1 to 1000 (default 100).
+    limit: Option<usize>,
+}
+
+/// Queues a command for the device: sent within 1 s if it is connected, else within 1 s of its
+/// next login, until it expires. 422 for a type the device's protocol cannot carry.
+#[utoipa::path(post, path = "/v1/devices/{id}/commands", tag = "commands",
+    params(("id" = String, Path, description = "the device id (decimal digits)")),
+    request_body = CommandBody,
+    security(("bearer" = [])),
+    responses((status = 202, body = CommandView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<CommandView>), ApiError> {
+    let cmd = CreateCommand::parse(&id, &body)?;
+    let view = st.engine.run(cmd).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+/// One command and where it is: `queued`, `sent`, `answered`, `failed` or `expired`, with the
+/// device's answer.
+#[utoipa::path(get, path = "/v1/commands/{id}", tag = "commands",
+    params(("id" = String, Path, description = "the command id (`cmd_<n>`)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = CommandView), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<CommandView>, ApiError> {
+    Ok(Json(st.engine.run(GetCommand::parse(&id)?).await?))
+}
+
+/// The device's commands, newest first.
+#[utoipa::path(get, path = "/v1/devices/{id}/commands", tag = "commands",
+    params(("id" = String, Path, description = "the device id (decimal digits)"), CommandQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = CommandList), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    q: Result<Query<CommandQuery>, QueryRejection>,
+) -> Result<Json<CommandList>, ApiError> {
+    let Query(q) = q.map_err(|_| ApiError::bad_request("query parameters: limit"))?;
+    let cmd = ListDeviceCommands::parse(&id, q.limit)?;
+    Ok(Json(st.engine.run(cmd).await?))
+}

@@ -1,0 +1,351 @@
+//! The engine's side of commands: the open ones in memory (queued or sent), per-device queues in
+//! creation order, expiry deadlines, and which devices have a command due at their connection.
+//!
+//! Every change is written through to the store at once; the engine's next flush makes it
+//! durable, in the same group commit as the events that caused it. Only the head of a device's
+//! queue is ever handed to a connection; it is handed again to a new connection (or after a
+//! login on the same one) until it is answered, fails or expires.
+
+use super::deadlines::Deadlines;
+use super::links::{Dispatch, Links};
+use super::record::{CommandRecord, CommandState};
+use crate::event::{AnswerKey, CommandAnswer, DeviceId, Event, EventKind, Protocol};
+use crate::protocol::downlink::Downlink;
+use crate::store::{Store, StoreError, StoredPosition};
+use crate::time::Timestamp;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+pub struct Commands {
+    open: HashMap<u64, CommandRecord>,
+    queues: HashMap<DeviceId, VecDeque<u64>>,
+    /// Open command -> the link generation it was last handed to.
+    handed: HashMap<u64, u64>,
+    deadlines: Deadlines,
+    next_id: u64,
+    /// Devices whose queue head may need handing to their connection.
+    due: HashSet<DeviceId>,
+    links: Arc<Links>,
+}
+
+/// `lienwatch_commands_total{protocol, outcome}`.
+fn count(protocol: Protocol, outcome: &'static str) {
+    metrics::counter!("lienwatch_commands_total", "protocol" => protocol.as_str(), "outcome" => outcome)
+        .increment(1);
+}
+
+impl Commands {
+    /// The open commands from the store; every device with one is due at its next contact.
+    pub fn load(store: &Store) -> Result<Commands, StoreError> {
+        let mut c = Commands {
+            open: HashMap::new(),
+            queues: HashMap::new(),
+            handed: HashMap::new(),
+            deadlines: Deadlines::default(),
+            next_id: store.last_command_id()?.map_or(1, |n| n + 1),
+            due: HashSet::new(),
+            links: Arc::new(Links::default()),
+        };
+        let mut open: Vec<CommandRecord> = store.open_commands().collect::<Result<_, _>>()?;
+        open.sort_by_key(|r| r.id);
+        for r in open {
+            c.deadlines.set(r.id, r.expires_at);
+            c.queues
+                .entry(r.device_id.clone())
+                .or_default()
+                .push_back(r.id);
+            c.open.insert(r.id, r);
+        }
+        Ok(c)
+    }
+
+    pub fn links(&self) -> Arc<Links> {
+        self.links.clone()
+    }
+
+    /// Queues a command; it goes out when it reaches the head of its device's queue and the
+    /// device is connected.
+    pub fn create(
+        &mut self,
+        store: &Store,
+        device_id: DeviceId,
+        protocol: Protocol,
+        command: Downlink,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<CommandRecord, StoreError> {
+        let rec = CommandRecord {
+            id: self.next_id,
+            device_id: device_id.clone(),
+            protocol,
+            command,
+            state: CommandState::Queued,
+            created_at: now,
+            expires_at,
+            sent_at: None,
+            answered_at: None,
+            answer: None,
+            position: None,
+            key: None,
+            error: None,
+        };
+        store.put_command(&rec)?;
+        self.next_id += 1;
+        if let Downlink::Raw(text) = &rec.command {
+            tracing::info!(command = %rec.api_id(), device = %device_id, text, "raw command queued");
+        }
+        count(protocol, "queued");
+        self.deadlines.set(rec.id, expires_at);
+        self.queues
+            .entry(device_id.clone())
+            .or_default()
+            .push_back(rec.id);
+        self.due.insert(device_id);
+        self.open.insert(rec.id, rec.clone());
+        Ok(rec)
+    }
+
+    /// An event from a device: a login makes its command go out again on this connection, an
+    /// answer closes the command in flight, and any sign of life makes its head due.
+    pub fn on_event(&mut self, store: &Store, ev: &Event, received_at: Timestamp) {
+        let Some(&head) = self.queues.get(&ev.device_id).and_then(|q| q.front()) else {
+            return;
+        };
+        match &ev.kind {
+            EventKind::Login => {
+                self.handed.remove(&head);
+            }
+            EventKind::CommandAnswer(a) => self.on_answer(store, head, a, received_at),
+            _ => {}
+        }
+        self.due.insert(ev.device_id.clone());
+    }
+
+    fn on_answer(&mut self, store: &Store, head: u64, a: &CommandAnswer, now: Timestamp) {
+        let Some(rec) = self.open.get(&head) else {
+            return;
+        };
+        let matches = rec.state == CommandState::Sent
+            && match (rec.key, a.key) {
+                (Some(AnswerKey::InOrder), AnswerKey::InOrder) => true,
+                (Some(k), got) => k == got,
+                (None, _) => false,
+            };
+        if !matches {
+            tracing::debug!(device = %rec.device_id, key = ?a.key, "answer to no command in flight");
+            return;
+        }
+        let state = if a.ok {
+            CommandState::Answered
+        } else {
+            CommandState::Failed
+        };
+        self.finish(store, head, state, |r| {
+            r.answered_at = Some(now);
+            r.answer = a.text.clone();
+            r.position = a.position.map(|p| StoredPosition::new(&p, now));
+        });
+    }
+
+    /// The connection wrote the command: it is in flight with this key.
+    pub fn sent(&mut self, store: &Store, id: u64, key: AnswerKey, now: Timestamp) {
+        let Some(rec) = self.open.get_mut(&id) else {
+            return;
+        };
+        rec.state = CommandState::Sent;
+        rec.sent_at = Some(now);
+        rec.key = Some(key);
+        count(rec.protocol, "sent");
+        if let Err(e) = store.put_command(rec) {
+            tracing::error!(error = %e, "cannot store a sent command");
+        }
+    }
+
+    /// The connection cannot express the command: it fails, and the next one is due.
+    pub fn refused(&mut self, store: &Store, id: u64, reason: &str) {
+        self.finish(store, id, CommandState::Failed, |r| {
+            r.error = Some(reason.to_string());
+        });
+    }
+
+    /// Expires every open command whose time has come.
+    pub fn expire_due(&mut self, store: &Store, now: Timestamp) {
+        while let Some(id) = self.deadlines.pop_due(now) {
+            self.finish(store, id, CommandState::Expired, |_| {});
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.deadlines.next()
+    }
+
+    /// Moves an open command to a final state; the device's next command becomes due.
+    fn finish(
+        &mut self,
+        store: &Store,
+        id: u64,
+        state: CommandState,
+        fill: impl FnOnce(&mut CommandRecord),
+    ) {
+        let Some(mut rec) = self.open.remove(&id) else {
+            return;
+        };
+        rec.state = state;
+        fill(&mut rec);
+        self.deadlines.clear(id);
+        self.handed.remove(&id);
+        if let Some(q) = self.queues.get_mut(&rec.device_id) {
+            q.retain(|&x| x != id);
+            if q.is_empty() {
+                self.queues.remove(&rec.device_id);
+            }
+        }
+        count(rec.protocol, state.as_str());
+        if let Err(e) = store.put_command(&rec) {
+            tracing::error!(error = %e, "cannot store a finished command");
+        }
+        self.due.insert(rec.device_id);
+    }
+
+    /// After a commit: hands each due device's head command to its connection, unless that
+    /// connection already has it.
+    pub fn dispatch(&mut self) {
+        for device in self.due.drain() {
+            let Some(&head) = self.queues.get(&device).and_then(|q| q.front()) else {
+                continue;
+            };
+            let Some(rec) = self.open.get(&head) else {
+                continue;
+            };
+            let Some((generation, tx)) = self.links.get(&device) else {
+                continue;
+            };
+            if self.handed.get(&head) == Some(&generation) {
+                continue;
+            }
+            let d = Dispatch {
+                id: head,
+                device_id: device.clone(),
+                command: rec.command.clone(),
+            };
+            if tx.send(d).is_ok() {
+                self.handed.insert(head, generation);
+            }
+        }
+    }
+
+    /// An open command from memory; a final one from the store.
+    pub fn get(&self, store: &Store, id: u64) -> Result<Option<CommandRecord>, StoreError> {
+        match self.open.get(&id) {
+            Some(r) => Ok(Some(r.clone())),
+            None => store.get_command(id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(key: AnswerKey, ok: bool) -> Event {
+        Event {
+            device_id: DeviceId::new("1"),
+            protocol: Protocol::Gt06,
+            kind: EventKind::CommandAnswer(CommandAnswer {
+                key,
+                ok,
+                text: Some("done".into()),
+                position: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn one_at_a_time_in_order_answered_by_key_expired_on_time_kept_across_reopen() {
+        let store = Store::temporary().unwrap();
+        let t = Timestamp::from_secs;
+        let dev = DeviceId::new("1");
+        let mut c = Commands::load(&store).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let a = c
+            .create(
+                &store,
+                dev.clone(),
+                Protocol::Gt06,
+                Downlink::Locate,
+                t(100),
+                t(0),
+            )
+            .unwrap();
+        let b = c
+            .create(
+                &store,
+                dev.clone(),
+                Protocol::Gt06,
+                Downlink::Raw("X#".into()),
+                t(50),
+                t(1),
+            )
+            .unwrap();
+        // Offline: nothing goes out.
+        c.dispatch();
+        let guard = c.links().register(dev.clone(), tx);
+        c.on_event(&store, &answer(AnswerKey::InOrder, true), t(2));
+        c.dispatch();
+        assert_eq!(
+            rx.try_recv().map(|d| d.id).ok(),
+            Some(a.id),
+            "the head only"
+        );
+        assert!(rx.try_recv().is_err());
+        // Not handed twice to the same connection.
+        c.on_event(&store, &answer(AnswerKey::InOrder, true), t(3));
+        c.dispatch();
+        assert!(rx.try_recv().is_err());
+        c.sent(&store, a.id, AnswerKey::ServerFlag(1), t(3));
+        // An answer with another key is not its answer.
+        c.on_event(&store, &answer(AnswerKey::ServerFlag(9), true), t(4));
+        assert_eq!(
+            c.get(&store, a.id).unwrap().unwrap().state,
+            CommandState::Sent
+        );
+        c.on_event(&store, &answer(AnswerKey::ServerFlag(1), true), t(5));
+        let done = c.get(&store, a.id).unwrap().unwrap();
+        assert_eq!(
+            (done.state, done.answer.as_deref()),
+            (CommandState::Answered, Some("done"))
+        );
+        c.dispatch();
+        assert_eq!(
+            rx.try_recv().map(|d| d.id).ok(),
+            Some(b.id),
+            "then the next"
+        );
+        // Reopened (a restart): the open one is still there, and expires on time.
+        drop(guard);
+        let mut c = Commands::load(&store).unwrap();
+        assert_eq!(c.next_deadline(), Some(t(50)));
+        c.expire_due(&store, t(49));
+        assert_eq!(
+            c.get(&store, b.id).unwrap().unwrap().state,
+            CommandState::Queued
+        );
+        c.expire_due(&store, t(50));
+        assert_eq!(
+            c.get(&store, b.id).unwrap().unwrap().state,
+            CommandState::Expired
+        );
+        assert_eq!(c.next_deadline(), None);
+        let listed: Vec<u64> = store
+            .device_commands(&dev, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(listed, vec![b.id, a.id], "newest first");
+        let more = c
+            .create(&store, dev, Protocol::Gt06, Downlink::Locate, t(200), t(60))
+            .unwrap();
+        assert_eq!(more.id, b.id + 1, "ids never repeat");
+    }
+}

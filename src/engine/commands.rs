@@ -1,0 +1,313 @@
+//! Commands to devices (CONTRACT.md "Commands to devices"): create, read and list them, and the
+//! connections' reports of what they sent. The state lives in `crate::downlink`.
+
+use super::command::{Command, EngineError};
+use super::Engine;
+use crate::downlink::CommandRecord;
+use crate::event::{AnswerKey, DeviceId};
+use crate::protocol::downlink::{carries, text_ok, Downlink, MAX_TEXT};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use utoipa::ToSchema;
+
+/// How long a command waits for its device unless the request says otherwise.
+pub const DEFAULT_EXPIRES: Duration = Duration::from_secs(24 * 3600);
+/// The longest a command may wait.
+pub const MAX_EXPIRES: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The body of `POST /v1/devices/{id}/commands`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandBody {
+    /// `locate`, `track` or `raw`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `track`: how often the device reports, e.g. `"10s"` (1 s to 65535 s).
+    pub interval: Option<String>,
+    /// `track`: for how long, e.g. `"30m"`.
+    pub duration: Option<String>,
+    /// `raw`: the device's own command text, printable ASCII, at most 256 bytes.
+    pub text: Option<String>,
+    /// How long the command waits for the device; default `"24h"`, at most `"30d"`.
+    pub expires: Option<String>,
+}
+
+/// A command as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CommandView {
+    /// `cmd_<n>`.
+    pub id: String,
+    pub device_id: String,
+    pub protocol: String,
+    /// `locate`, `track` or `raw`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `queued`, `sent`, `answered`, `failed` or `expired`.
+    pub state: &'static str,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// When it was last written to the device.
+    pub sent_at: Option<Timestamp>,
+    pub answered_at: Option<Timestamp>,
+    /// The device's answer text (GT06 0x15/0x21, Teltonika Codec 12, the JT/T 808 result).
+    pub answer: Option<String>,
+    /// The fix the device answered with (JT/T 808 0x0201, a GT06 `WHERE#` answer).
+    #[schema(value_type = Option<super::view::PositionDoc>)]
+    pub position: Option<serde_json::Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// `track`: seconds between reports and for how long.
+    pub interval_s: Option<u16>,
+    pub duration_s: Option<u32>,
+    /// `raw`: the text sent.
+    pub text: Option<String>,
+}
+
+impl From<&CommandRecord> for CommandView {
+    fn from(r: &CommandRecord) -> Self {
+        let (interval_s, duration_s, text) = match &r.command {
+            Downlink::Locate => (None, None, None),
+            Downlink::Track {
+                interval_s,
+                duration_s,
+            } => (Some(*interval_s), Some(*duration_s), None),
+            Downlink::Raw(t) => (None, None, Some(t.clone())),
+        };
+        CommandView {
+            id: r.api_id(),
+            device_id: r.device_id.to_string(),
+            protocol: r.protocol.as_str().to_string(),
+            kind: r.command.kind(),
+            state: r.state.as_str(),
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            sent_at: r.sent_at,
+            answered_at: r.answered_at,
+            answer: r.answer.clone(),
+            position: r.position.as_ref().map(|p| p.to_json()),
+            error: r.error.clone(),
+            interval_s,
+            duration_s,
+            text,
+        }
+    }
+}
+
+/// `{"commands": [...]}`, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CommandList {
+    pub commands: Vec<CommandView>,
+}
+
+fn device_id(id: &str) -> Result<DeviceId, EngineError> {
+    if !DeviceId::is_valid(id) {
+        return Err(EngineError::Invalid(
+            "a device id is a string of decimal digits".into(),
+        ));
+    }
+    Ok(DeviceId::new(id))
+}
+
+fn duration(field: &str, s: &str) -> Result<Duration, EngineError> {
+    crate::duration::parse(s).map_err(|e| EngineError::Invalid(format!("{field}: {e}")))
+}
+
+/// `POST /v1/devices/{id}/commands`.
+pub struct CreateCommand {
+    pub device: DeviceId,
+    pub command: Downlink,
+    pub expires: Duration,
+}
+
+impl CreateCommand {
+    /// Parses and validates a request body (off the engine thread).
+    pub fn parse(device: &str, body: &[u8]) -> Result<CreateCommand, EngineError> {
+        let device = device_id(device)?;
+        let b: CommandBody = serde_json::from_slice(body)
+            .map_err(|e| EngineError::Invalid(format!("bad command body: {e}")))?;
+        let need = |field: &str, v: &Option<String>| -> Result<String, EngineError> {
+            v.clone().ok_or_else(|| {
+                EngineError::Invalid(format!("a {} command needs \"{field}\"", b.kind))
+            })
+        };
+        let command = match b.kind.as_str() {
+            "locate" => Downlink::Locate,
+            "track" => {
+                let interval = duration("interval", &need("interval", &b.interval)?)?;
+                let total = duration("duration", &need("duration", &b.duration)?)?;
+                let interval_s = u16::try_from(interval.as_secs())
+                    .ok()
+                    .filter(|&s| s >= 1)
+                    .ok_or_else(|| EngineError::Invalid("interval: 1 s to 65535 s".into()))?;
+                let duration_s = u32::try_from(total.as_secs())
+                    .ok()
+                    .filter(|&s| s >= 1)
+                    .ok_or_else(|| EngineError::Invalid("duration: 1 s to 4294967295 s".into()))?;
+                Downlink::Track {
+                    interval_s,
+                    duration_s,
+                }
+            }
+            "raw" => {
+                let text = need("text", &b.text)?;
+                if !text_ok(&text) {
+                    return Err(EngineError::Invalid(format!(
+                        "text: 1 to {MAX_TEXT} bytes of printable ASCII"
+                    )));
+                }
+                Downlink::Raw(text)
+            }
+            other => {
+                return Err(EngineError::Invalid(format!(
+                    "unknown command type {other:?} (locate, track or raw)"
+                )))
+            }
+        };
+        let unexpected = match command {
+            Downlink::Track { .. } => b.text.is_some(),
+            Downlink::Raw(_) => b.interval.is_some() || b.duration.is_some(),
+            Downlink::Locate => b.text.is_some() || b.interval.is_some() || b.duration.is_some(),
+        };
+        if unexpected {
+            return Err(EngineError::Invalid(format!(
+                "a {} command takes no other fields",
+                b.kind
+            )));
+        }
+        let expires = match &b.expires {
+            Some(s) => duration("expires", s)?,
+            None => DEFAULT_EXPIRES,
+        };
+        if expires.is_zero() || expires > MAX_EXPIRES {
+            return Err(EngineError::Invalid(
+                "expires: more than 0 and at most 30d".into(),
+            ));
+        }
+        Ok(CreateCommand {
+            device,
+            command,
+            expires,
+        })
+    }
+}
+
+impl Command for CreateCommand {
+    type Output = CommandView;
+
+    fn apply(self, e: &mut Engine, now: Timestamp) -> Result<CommandView, EngineError> {
+        let protocol = e
+            .devices
+            .get(&self.device)
+            .map(|r| r.protocol)
+            .ok_or_else(|| {
+                EngineError::NotFound("device never seen: its protocol is unknown".into())
+            })?;
+        if !carries(protocol, &self.command) {
+            return Err(EngineError::Unsupported(format!(
+                "a {} device cannot carry a {} command",
+                protocol,
+                self.command.kind()
+            )));
+        }
+        let rec = e.commands.create(
+            &e.store,
+            self.device,
+            protocol,
+            self.command,
+            now.add(self.expires),
+            now,
+        )?;
+        Ok(CommandView::from(&rec))
+    }
+}
+
+/// `GET /v1/commands/{id}`.
+pub struct GetCommand {
+    pub id: u64,
+}
+
+impl GetCommand {
+    pub fn parse(id: &str) -> Result<GetCommand, EngineError> {
+        CommandRecord::parse_api_id(id)
+            .map(|id| GetCommand { id })
+            .ok_or_else(|| EngineError::NotFound(format!("no command {id:?}")))
+    }
+}
+
+impl Command for GetCommand {
+    type Output = CommandView;
+
+    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<CommandView, EngineError> {
+        e.commands
+            .get(&e.store, self.id)?
+            .map(|r| CommandView::from(&r))
+            .ok_or_else(|| EngineError::NotFound(format!("no command cmd_{}", self.id)))
+    }
+}
+
+/// `GET /v1/devices/{id}/commands`: newest first.
+pub struct ListDeviceCommands {
+    pub device: DeviceId,
+    pub limit: usize,
+}
+
+impl ListDeviceCommands {
+    pub fn parse(device: &str, limit: Option<usize>) -> Result<Self, EngineError> {
+        let limit = limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(EngineError::Invalid("limit: 1 to 1000".into()));
+        }
+        Ok(ListDeviceCommands {
+            device: device_id(device)?,
+            limit,
+        })
+    }
+}
+
+impl Command for ListDeviceCommands {
+    type Output = CommandList;
+
+    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<CommandList, EngineError> {
+        if !e.devices.contains_key(&self.device) {
+            return Err(EngineError::NotFound("device never seen".into()));
+        }
+        let commands = e
+            .store
+            .device_commands(&self.device, self.limit)?
+            .iter()
+            .map(CommandView::from)
+            .collect();
+        Ok(CommandList { commands })
+    }
+}
+
+/// A connection wrote a command to its device.
+pub struct CommandSent {
+    pub id: u64,
+    pub key: AnswerKey,
+}
+
+impl Command for CommandSent {
+    type Output = ();
+
+    fn apply(self, e: &mut Engine, now: Timestamp) -> Result<(), EngineError> {
+        e.commands.sent(&e.store, self.id, self.key, now);
+        Ok(())
+    }
+}
+
+/// A connection's session cannot express a command: it fails.
+pub struct CommandRefused {
+    pub id: u64,
+    pub reason: String,
+}
+
+impl Command for CommandRefused {
+    type Output = ();
+
+    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<(), EngineError> {
+        e.commands.refused(&e.store, self.id, &self.reason);
+        Ok(())
+    }
+}
