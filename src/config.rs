@@ -420,6 +420,14 @@ impl Config {
             w.resolve()
                 .map_err(|m| Self::invalid(file, format!("webhook[{i}]"), m.to_string()))?;
         }
+        self.rules.validate().map_err(|e| {
+            let key = match &e {
+                crate::rules::RuleConfigError::BadMargin(_) => "rules.geofence_margin_m".into(),
+                crate::rules::RuleConfigError::ZeroDuration(k) => format!("rules.{k}"),
+                crate::rules::RuleConfigError::BadSeparation(_) => "rules.separation_m".into(),
+            };
+            Self::invalid(file, key, e.to_string())
+        })?;
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(Self::invalid(
                 file,
@@ -634,6 +642,15 @@ mod tests {
         assert!(e.to_string().contains("listener[0].bind"), "{e}");
         let e = Config::parse("[rules]\nsilence_after = \"soon\"\n", "lw.toml").unwrap_err();
         assert!(e.to_string().contains("silence_after"), "{e}");
+        let e = Config::parse("[rules]\nseparation_m = -5\n", "lw.toml").unwrap_err();
+        assert!(e.to_string().contains("rules.separation_m"), "{e}");
+        let e = Config::parse("[rules]\nrisk_zone_dwell_after = \"0s\"\n", "lw.toml").unwrap_err();
+        assert!(e.to_string().contains("rules.risk_zone_dwell_after"), "{e}");
+        let e = Config::parse("[rules]\nseparation = 5\n", "lw.toml").unwrap_err();
+        assert!(e.to_string().contains("separation"), "{e}");
+        let c = Config::parse("[rules]\nseparation_m = 500\nrisk_zone_dwell_after = \"30m\"\n", "x").unwrap();
+        assert_eq!(c.rules.separation_m, 500.0);
+        assert_eq!(c.rules.risk_zone_dwell_after, Duration::from_secs(1800));
         let e = Config::parse("[admin]\nbind = \"x\"\n", "lw.toml").unwrap_err();
         assert!(e.to_string().contains("admin.bind"), "{e}");
     }

@@ -13,6 +13,7 @@ mod loans;
 mod openapi;
 mod service;
 mod vehicles;
+mod zones;
 
 pub use error::{status_of, ApiError};
 pub use openapi::openapi;
@@ -48,6 +49,8 @@ fn v1() -> OpenApiRouter<AdminState> {
         .routes(routes!(devices::get))
         .routes(routes!(devices::delete_registration))
         .routes(routes!(alerts::list))
+        .routes(routes!(zones::list, zones::import))
+        .routes(routes!(zones::get, zones::put, zones::delete))
 }
 
 pub fn router(state: AdminState) -> Router {

@@ -15,7 +15,8 @@ use utoipa::{Modify, OpenApi};
         (name = "vehicles", description = "the collateral registry"),
         (name = "loans", description = "loan status from the lender's system"),
         (name = "devices", description = "trackers and their last-known positions"),
-        (name = "alerts", description = "alerts and their webhook delivery")
+        (name = "alerts", description = "alerts and their webhook delivery"),
+        (name = "zones", description = "risk zones shared by every vehicle")
     )
 )]
 struct Base;
@@ -59,6 +60,8 @@ mod tests {
             ("/v1/devices/{id}", &["get"]),
             ("/v1/devices/{id}/registration", &["delete"]),
             ("/v1/alerts", &["get"]),
+            ("/v1/zones", &["get", "post"]),
+            ("/v1/zones/{id}", &["get", "put", "delete"]),
         ];
         for (path, methods) in want {
             let item = paths.get(*path).unwrap_or_else(|| panic!("{path} missing"));
@@ -67,6 +70,7 @@ mod tests {
                     "get" => item.get.as_ref(),
                     "put" => item.put.as_ref(),
                     "delete" => item.delete.as_ref(),
+                    "post" => item.post.as_ref(),
                     _ => None,
                 };
                 let op = op.unwrap_or_else(|| panic!("{m} {path} missing"));

@@ -22,10 +22,14 @@ pub enum AlertType {
     PowerCut,
     PowerRestored,
     Tamper,
+    RiskZoneEnter,
+    RiskZoneDwell,
+    DeviceSeparation,
+    AllSilent,
 }
 
 impl AlertType {
-    pub const ALL: [AlertType; 7] = [
+    pub const ALL: [AlertType; 11] = [
         AlertType::GeofenceExit,
         AlertType::GeofenceReturn,
         AlertType::SilentOverdue,
@@ -33,6 +37,10 @@ impl AlertType {
         AlertType::PowerCut,
         AlertType::PowerRestored,
         AlertType::Tamper,
+        AlertType::RiskZoneEnter,
+        AlertType::RiskZoneDwell,
+        AlertType::DeviceSeparation,
+        AlertType::AllSilent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +52,10 @@ impl AlertType {
             AlertType::PowerCut => "power_cut",
             AlertType::PowerRestored => "power_restored",
             AlertType::Tamper => "tamper",
+            AlertType::RiskZoneEnter => "risk_zone_enter",
+            AlertType::RiskZoneDwell => "risk_zone_dwell",
+            AlertType::DeviceSeparation => "device_separation",
+            AlertType::AllSilent => "all_silent",
         }
     }
 

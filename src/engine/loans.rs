@@ -65,6 +65,7 @@ impl Command for SetLoan {
             e.for_each_device(vid, now, |rules, ctx, st, now| {
                 rules.on_loan_change(ctx, st, now)
             });
+            e.vehicle_rules_sync(vid);
         }
         Ok(LoanUpdated {
             loan: Loan {

@@ -13,8 +13,10 @@ pub mod devices;
 pub mod loans;
 pub mod registrations;
 pub mod thread;
+mod vehicle_rules;
 pub mod vehicles;
 pub mod view;
+pub mod zones;
 
 pub use command::{Command, EngineError};
 pub use thread::{spawn, EngineHandle};
@@ -80,6 +82,8 @@ pub struct Engine {
     terminal_ids: Arc<registrations::TerminalIds>,
     /// Silence deadlines: O(log n) per update, no scans.
     tracker: SilenceTracker,
+    /// Risk zones and the vehicle-wide rules' state and deadlines (`vehicle_rules`).
+    vrules: vehicle_rules::VehicleRules,
     /// When this engine started (the `startup_grace` reference).
     started_at: Timestamp,
     /// Records and rule states changed since the last flush.
@@ -147,6 +151,7 @@ impl Engine {
             bound.insert(id, terminal_id);
         }
         let alert_count = store.alerts_raised()?;
+        let vrules = vehicle_rules::VehicleRules::load(&store, |id| vehicles.contains_key(id))?;
         let rules = Rules::new(cfg.rules.clone(), now);
         let mut e = Engine {
             store,
@@ -159,6 +164,7 @@ impl Engine {
             registered: Arc::new(RwLock::new(map)),
             terminal_ids: Arc::new(registrations::TerminalIds::new(bound)),
             tracker: SilenceTracker::new(),
+            vrules,
             started_at: now,
             dirty: HashSet::new(),
             dirty_states: HashSet::new(),
@@ -194,6 +200,7 @@ impl Engine {
                 );
             }
         }
+        self.rebuild_vehicle_deadlines();
     }
 
     pub fn registered(&self) -> Registered {
@@ -246,6 +253,7 @@ impl Engine {
                 rec.last_seen = received_at;
             }
             let mut suspect = None;
+            let before = rec.position.filter(|p| p.valid).map(|p| (p.lat, p.lon));
             if let EventKind::Position(fix) = &ev.kind {
                 if fix.position.time.since(received_at) > max_future {
                     // A clock a year ahead (GPS week rollover, or a spoofer) would win "newest
@@ -272,9 +280,9 @@ impl Engine {
             };
             let ctx = VehicleContext::new(vehicle, &ev.device_id);
             let st = self.states.entry(ev.device_id.clone()).or_default();
-            let out = self
-                .rules
-                .on_event(ctx, st, suspect.as_ref().unwrap_or(ev), received_at);
+            let ev = suspect.as_ref().unwrap_or(ev);
+            let mut out = self.rules.on_event(ctx, st, ev, received_at);
+            self.vehicle_rules_on_event(&vid, ev, before, &mut out, received_at);
             self.apply_outcome(&vid, &ev.device_id, out, received_at);
         }
     }
@@ -349,11 +357,15 @@ impl Engine {
                 self.apply_outcome(&vid, &id, out, now);
             }
         }
+        self.vehicle_rules_tick(now);
     }
 
     /// When `tick` next has something to do.
     pub fn next_wakeup(&self) -> Option<Timestamp> {
-        self.tracker.next_deadline()
+        match (self.tracker.next_deadline(), self.vrules.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Alerts raised since the last call (replay prints them).
@@ -374,6 +386,7 @@ impl Engine {
             let bytes = self.states.get(&id).map(DeviceRuleState::to_bytes);
             self.store.put_rule_state(&id, bytes.as_deref())?;
         }
+        self.vrules.flush(&self.store)?;
         for (id, terminal_id) in self.terminal_ids.take_unsaved() {
             self.store.put_registration(&id, &terminal_id)?;
         }

@@ -70,6 +70,7 @@ impl Command for PutVehicle {
         e.for_each_device(&id, now, |rules, ctx, st, now| {
             rules.on_registered(ctx, st, now)
         });
+        e.vehicle_rules_sync(&id);
         let view = e.vehicle_view(&id).ok_or_else(|| not_found(&id))?;
         Ok(PutOutcome { created, view })
     }
@@ -106,6 +107,7 @@ impl Command for DeleteVehicle {
                 e.unregister(&d.id);
             }
         }
+        e.vehicle_rules_sync(&self.id);
         Ok(Deleted { deleted: self.id })
     }
 }

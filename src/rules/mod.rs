@@ -30,10 +30,15 @@
 //! loan status otherwise; silence alerts only while `overdue`.
 
 pub mod alarm;
+pub mod all_silent;
 pub mod geofence;
+pub mod separation;
 pub mod silence;
+pub mod vehicle_state;
+pub mod zones;
 
-pub use silence::SilenceTracker;
+pub use silence::{DeadlineQueue, SilenceTracker};
+pub use vehicle_state::VehicleRuleState;
 
 use crate::alert::AlertType;
 use crate::event::{Alarms, Event, EventKind, Timestamp};
@@ -57,6 +62,11 @@ pub struct RuleConfig {
     /// No silence alert this soon after start.
     #[serde(with = "crate::duration")]
     pub startup_grace: Duration,
+    /// How long a visit to a risk zone lasts before `risk_zone_dwell` (a zone may override it).
+    #[serde(with = "crate::duration")]
+    pub risk_zone_dwell_after: Duration,
+    /// Two devices of one vehicle this far apart: `device_separation`.
+    pub separation_m: f64,
 }
 
 impl Default for RuleConfig {
@@ -66,6 +76,8 @@ impl Default for RuleConfig {
             silence_after_wireless: Duration::from_secs(48 * 3600),
             geofence_margin_m: 50.0,
             startup_grace: Duration::from_secs(600),
+            risk_zone_dwell_after: Duration::from_secs(2 * 3600),
+            separation_m: 2000.0,
         }
     }
 }
@@ -77,6 +89,8 @@ pub enum RuleConfigError {
     BadMargin(f64),
     #[error("rules.{0} must be longer than zero")]
     ZeroDuration(&'static str),
+    #[error("rules.separation_m must be a finite number > 0, got {0}")]
+    BadSeparation(f64),
 }
 
 impl RuleConfig {
@@ -90,6 +104,12 @@ impl RuleConfig {
         }
         if self.silence_after_wireless.is_zero() {
             return Err(RuleConfigError::ZeroDuration("silence_after_wireless"));
+        }
+        if self.risk_zone_dwell_after.is_zero() {
+            return Err(RuleConfigError::ZeroDuration("risk_zone_dwell_after"));
+        }
+        if !self.separation_m.is_finite() || self.separation_m <= 0.0 {
+            return Err(RuleConfigError::BadSeparation(self.separation_m));
         }
         Ok(())
     }
@@ -270,8 +290,11 @@ impl Rules {
                 let silent_for = previous_base.map(|b| received_at.since(b).max(0) / 1000);
                 alerts.push(AlertDraft {
                     kind: AlertType::Reappeared,
+                    // `silent_s` is the Part 2 name; `distance_m` is added by the engine, which
+                    // knows where the device went silent.
                     details: json!({
                         "silent_for_s": silent_for,
+                        "silent_s": silent_for,
                         "last_seen": before.last_seen,
                     }),
                 });
