@@ -109,8 +109,12 @@ pub fn compare(
         let Some(theirs) = ring.nearest(new.t) else {
             continue;
         };
-        // Each other's nearest: otherwise a fix of ours closer in time speaks for this moment.
-        if mine.nearest(theirs.t).map(|m| m.t) != Some(new.t) {
+        // Each other's nearest: a fix of ours strictly closer in time speaks for that moment.
+        let gap = (new.t - theirs.t).abs();
+        if mine
+            .nearest(theirs.t)
+            .is_some_and(|m| (m.t - theirs.t).abs() < gap)
+        {
             continue;
         }
         let d = new.distance_m(&theirs);
