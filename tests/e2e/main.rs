@@ -16,6 +16,7 @@ mod layout;
 mod mqtt;
 mod reload;
 mod replay;
+mod risk_zones;
 mod service;
 mod tcp_fixtures;
 mod tcp_gt06;
