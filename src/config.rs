@@ -648,7 +648,11 @@ mod tests {
         assert!(e.to_string().contains("rules.risk_zone_dwell_after"), "{e}");
         let e = Config::parse("[rules]\nseparation = 5\n", "lw.toml").unwrap_err();
         assert!(e.to_string().contains("separation"), "{e}");
-        let c = Config::parse("[rules]\nseparation_m = 500\nrisk_zone_dwell_after = \"30m\"\n", "x").unwrap();
+        let c = Config::parse(
+            "[rules]\nseparation_m = 500\nrisk_zone_dwell_after = \"30m\"\n",
+            "x",
+        )
+        .unwrap();
         assert_eq!(c.rules.separation_m, 500.0);
         assert_eq!(c.rules.risk_zone_dwell_after, Duration::from_secs(1800));
         let e = Config::parse("[admin]\nbind = \"x\"\n", "lw.toml").unwrap_err();

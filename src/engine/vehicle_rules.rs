@@ -49,6 +49,7 @@ impl VehicleRules {
                 states.insert(Arc::from(id.as_str()), st);
             }
         }
+        metrics::gauge!("lienwatch_risk_zones").set(zs.len() as f64);
         Ok(VehicleRules {
             zones: ZoneSet::from_zones(zs),
             states,
@@ -135,8 +136,11 @@ impl Engine {
             let now_at = fix
                 .filter(|f| f.position.is_usable())
                 .map(|f| (f.position.lat, f.position.lon));
+            // A 0/0 "fix" says nothing about where the device was.
+            let before = before.filter(|b| b.0.abs() > 1e-6 || b.1.abs() > 1e-6);
             if let (Some(b), Some(n)) = (before, now_at) {
-                a.details["distance_m"] = serde_json::json!((distance_m(b, n) * 10.0).round() / 10.0);
+                a.details["distance_m"] =
+                    serde_json::json!((distance_m(b, n) * 10.0).round() / 10.0);
             }
         }
         let r = &mut self.vrules;
@@ -235,7 +239,8 @@ impl Engine {
                 if zones::on_due(cfg, &r.zones, &mut mem.visits, now, &mut drafts) {
                     r.dirty.insert(vid.clone());
                 }
-                r.dwell.set(&id, zones::deadline(cfg, &r.zones, &mem.visits));
+                r.dwell
+                    .set(&id, zones::deadline(cfg, &r.zones, &mem.visits));
                 for d in drafts {
                     self.raise(&vid, &id, d.kind, d.details, now);
                 }
@@ -264,7 +269,11 @@ impl Engine {
                 let Some(device) = device else {
                     continue;
                 };
-                self.vrules.states.entry(vid.clone()).or_default().all_silent = true;
+                self.vrules
+                    .states
+                    .entry(vid.clone())
+                    .or_default()
+                    .all_silent = true;
                 self.vrules.dirty.insert(vid.clone());
                 self.raise(&vid, &device, draft.kind, draft.details, now);
             }

@@ -59,6 +59,10 @@ pub struct Imported {
     pub created: usize,
 }
 
+fn zone_count(e: &Engine) {
+    metrics::gauge!("lienwatch_risk_zones").set(e.vrules.zones.len() as f64);
+}
+
 fn not_found(id: &str) -> EngineError {
     EngineError::NotFound(format!("no zone {id:?}"))
 }
@@ -87,10 +91,10 @@ impl Command for PutZone {
 
     fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<PutZoneOutcome, EngineError> {
         let id = self.zone.id.clone();
-        e.store
-            .put_zones([(&*id, Some(self.stored.as_bytes()))])?;
+        e.store.put_zones([(&*id, Some(self.stored.as_bytes()))])?;
         let view = ZoneView::of(&self.zone);
         let created = e.vrules.zones.upsert(self.zone);
+        zone_count(e);
         Ok(PutZoneOutcome { created, view })
     }
 }
@@ -126,6 +130,7 @@ impl Command for DeleteZone {
         }
         e.store.put_zones([(self.id.as_str(), None)])?;
         e.vrules.zones.remove(&self.id);
+        zone_count(e);
         Ok(Deleted { deleted: self.id })
     }
 }
@@ -174,6 +179,7 @@ impl Command for ImportZones {
         )?;
         let upserted = self.zones.len();
         let created = e.vrules.zones.upsert_many(self.zones);
+        zone_count(e);
         Ok(Imported { upserted, created })
     }
 }

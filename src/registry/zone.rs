@@ -55,6 +55,9 @@ pub struct Zone {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ZoneBody {
+    /// Optional: what `GET` shows may be sent back as is, if it names the same zone.
+    #[serde(default)]
+    id: Option<String>,
     #[serde(default)]
     name: Option<String>,
     kind: String,
@@ -81,6 +84,12 @@ impl Zone {
     pub fn from_json(id: &str, body: &[u8]) -> Result<Zone, ZoneError> {
         let b: ZoneBody =
             serde_json::from_slice(body).map_err(|e| ZoneError::Body(e.to_string()))?;
+        if b.id.as_deref().is_some_and(|given| given != id) {
+            return Err(ZoneError::Body(format!(
+                "id {:?} in the body differs from {id:?} in the path",
+                b.id.unwrap_or_default()
+            )));
+        }
         Self::build(id, b.name, Some(b.kind), b.geometry, b.dwell_after)
     }
 
@@ -189,9 +198,12 @@ impl Feature {
             .ok_or_else(|| ZoneError::Body("geometry is required".into()))?;
         // GeoJSON has no circle: a Point with properties.radius_m is one (how POI lists come).
         if geometry.get("type").and_then(|t| t.as_str()) == Some("Point") {
-            let radius = props.get("radius_m").and_then(|r| r.as_f64()).ok_or_else(|| {
-                ZoneError::Body("a Point zone needs properties.radius_m (metres)".into())
-            })?;
+            let radius = props
+                .get("radius_m")
+                .and_then(|r| r.as_f64())
+                .ok_or_else(|| {
+                    ZoneError::Body("a Point zone needs properties.radius_m (metres)".into())
+                })?;
             let center = geometry.get("coordinates").cloned().unwrap_or_default();
             geometry = serde_json::json!({"type": "Circle", "center": center, "radius_m": radius});
         }
@@ -265,13 +277,24 @@ mod tests {
                 .to_string()
         };
         assert!(e(json!({"kind": "", "geometry": square()})).contains("kind"));
-        assert!(e(json!({"kind": "x", "geometry": square(), "dwell_after": "0s"}))
-            .contains("dwell_after"));
+        assert!(
+            e(json!({"kind": "x", "geometry": square(), "dwell_after": "0s"}))
+                .contains("dwell_after")
+        );
         assert!(e(json!({"kind": "x", "geometry": square(), "colour": 1})).contains("colour"));
+        assert!(e(json!({"id": "Y", "kind": "x", "geometry": square()})).contains("differs"));
+        assert!(Zone::from_json(
+            "Z",
+            br#"{"id":"Z","kind":"x","geometry":{"type":"Circle","center":[1,1],"radius_m":5}}"#
+        )
+        .is_ok());
         let open = json!({"type": "Polygon", "coordinates": [[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]]});
         assert!(e(json!({"kind": "x", "geometry": open})).contains("not closed"));
         assert_eq!(
-            Zone::from_json("a/b", br#"{"kind":"x","geometry":{"type":"Circle","center":[1,1],"radius_m":5}}"#),
+            Zone::from_json(
+                "a/b",
+                br#"{"kind":"x","geometry":{"type":"Circle","center":[1,1],"radius_m":5}}"#
+            ),
             Err(ZoneError::BadId)
         );
     }
@@ -295,7 +318,10 @@ mod tests {
         let e = zones_from_feature_collection(&serde_json::to_vec(&bad).unwrap())
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("features[1] (id \"7\"): geometry: circle radius_m"), "{e}");
+        assert!(
+            e.starts_with("features[1] (id \"7\"): geometry: circle radius_m"),
+            "{e}"
+        );
         let mut dup = fc.clone();
         dup["features"][2]["properties"]["id"] = json!("Z-1");
         let e = zones_from_feature_collection(&serde_json::to_vec(&dup).unwrap()).unwrap_err();
@@ -304,6 +330,9 @@ mod tests {
         assert!(e.to_string().contains("FeatureCollection"), "{e}");
         let noid = json!({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"kind": "x"}, "geometry": square()}]});
         let e = zones_from_feature_collection(&serde_json::to_vec(&noid).unwrap()).unwrap_err();
-        assert!(e.to_string().contains("features[0]: the feature has no id"), "{e}");
+        assert!(
+            e.to_string().contains("features[0]: the feature has no id"),
+            "{e}"
+        );
     }
 }

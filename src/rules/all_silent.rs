@@ -105,7 +105,10 @@ mod tests {
         let v = vehicle("current", 2);
         let g = Timestamp(T0);
         // Wired: T0 + 1h + 6h; wireless: T0 + 48h.
-        assert_eq!(deadline(&cfg, g, &v, of, false), Some(Timestamp(T0 + 48 * H)));
+        assert_eq!(
+            deadline(&cfg, g, &v, of, false),
+            Some(Timestamp(T0 + 48 * H))
+        );
         assert_eq!(on_due(&cfg, g, &v, of, Timestamp(T0 + 47 * H)), None);
         let a = on_due(&cfg, g, &v, of, Timestamp(T0 + 48 * H)).unwrap();
         assert_eq!(a.kind, AlertType::AllSilent);

@@ -184,7 +184,10 @@ mod tests {
         assert_eq!(r.nearest(T + 100 + MAX_GAP_S + 1), None);
         // A buffered older fix goes in order.
         r.push(at(T + 50, 3.0));
-        assert_eq!(r.0.iter().map(|x| x.t).collect::<Vec<_>>(), [T, T + 50, T + 100]);
+        assert_eq!(
+            r.0.iter().map(|x| x.t).collect::<Vec<_>>(),
+            [T, T + 50, T + 100]
+        );
     }
 
     #[test]
@@ -203,7 +206,15 @@ mod tests {
         // wired fix of that minute, not the newest.
         let f = at(T + 1800, 22.645);
         s.push(f);
-        assert!(compare(&cfg, &wireless, f, &s, &[(&wired, &w)], &mut sep, &mut out));
+        assert!(compare(
+            &cfg,
+            &wireless,
+            f,
+            &s,
+            &[(&wired, &w)],
+            &mut sep,
+            &mut out
+        ));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].details["device_ids"], json!(["2", "1"]));
         assert!((out[0].details["distance_m"].as_f64().unwrap() - 5004.0).abs() < 10.0);
@@ -211,11 +222,27 @@ mod tests {
         // A new wired fix an hour later is not compared with the old wireless fix.
         let g = at(T + 5400, 22.7);
         w.push(g);
-        assert!(!compare(&cfg, &wired, g, &w, &[(&wireless, &s)], &mut sep, &mut out));
+        assert!(!compare(
+            &cfg,
+            &wired,
+            g,
+            &w,
+            &[(&wireless, &s)],
+            &mut sep,
+            &mut out
+        ));
         // The wireless unit reports near the car again: the episode ends, no alert.
         let h = at(T + 5460, 22.701);
         s.push(h);
-        assert!(compare(&cfg, &wireless, h, &s, &[(&wired, &w)], &mut sep, &mut out));
+        assert!(compare(
+            &cfg,
+            &wireless,
+            h,
+            &s,
+            &[(&wired, &w)],
+            &mut sep,
+            &mut out
+        ));
         assert!(sep.is_empty());
         assert_eq!(out.len(), 1);
     }

@@ -56,12 +56,12 @@ pub fn on_fix(
     }
     let before = visits.len();
     visits.retain(|v| {
-        zones.get(&v.zone_id).is_some_and(|z| {
-            match z.geometry.index().locate(p.lon, p.lat, true) {
+        zones
+            .get(&v.zone_id)
+            .is_some_and(|z| match z.geometry.index().locate(p.lon, p.lat, true) {
                 Placement::Inside | Placement::OutsideUnmeasured => true,
                 Placement::Outside(d) => d <= cfg.geofence_margin_m,
-            }
-        })
+            })
     });
     let mut changed = visits.len() != before;
     for v in visits.iter_mut() {
@@ -162,7 +162,7 @@ mod tests {
         let mut v = vec![];
         let mut out = vec![];
         let mut now = T0;
-        let mut send = |lon, lat, now: i64, v: &mut Vec<ZoneVisit>, out: &mut Vec<AlertDraft>| {
+        let send = |lon, lat, now: i64, v: &mut Vec<ZoneVisit>, out: &mut Vec<AlertDraft>| {
             on_fix(&cfg, &z, v, &fix(lon, lat, now), Timestamp(now), out)
         };
         assert!(!send(114.05, 22.6, now, &mut v, &mut out));
@@ -173,11 +173,23 @@ mod tests {
         now += M;
         // Still inside, then within the margin outside: the same visit.
         send(114.0005, 22.6, now + M, &mut v, &mut out);
-        send(114.0, 22.6 + 230.0 / 111_195.0, now + 2 * M, &mut v, &mut out);
+        send(
+            114.0,
+            22.6 + 230.0 / 111_195.0,
+            now + 2 * M,
+            &mut v,
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
         let due = deadline(&cfg, &z, &v).unwrap();
         assert_eq!(due, Timestamp(now + 2 * 3600 * 1000));
-        assert!(!on_due(&cfg, &z, &mut v, Timestamp(due.millis() - 1), &mut out));
+        assert!(!on_due(
+            &cfg,
+            &z,
+            &mut v,
+            Timestamp(due.millis() - 1),
+            &mut out
+        ));
         assert!(on_due(&cfg, &z, &mut v, due, &mut out));
         assert_eq!(kinds(&out)[1], AlertType::RiskZoneDwell);
         assert_eq!(out[1].details["dwell_s"], json!(7200));
@@ -186,7 +198,14 @@ mod tests {
         let mut lbs = fix(115.0, 23.0, now + 3 * M);
         lbs.position.valid = false;
         on_fix(&cfg, &z, &mut v, &lbs, Timestamp(now), &mut out);
-        on_fix(&cfg, &z, &mut v, &fix(115.0, 23.0, now), Timestamp(now), &mut out);
+        on_fix(
+            &cfg,
+            &z,
+            &mut v,
+            &fix(115.0, 23.0, now),
+            Timestamp(now),
+            &mut out,
+        );
         assert_eq!(v.len(), 1);
         // Out by more than the margin: the visit ends; back in: a new visit.
         send(114.0, 22.61, now + 4 * M, &mut v, &mut out);
@@ -196,7 +215,14 @@ mod tests {
         // The zone's own dwell_after.
         let mut w = vec![];
         let mut o2 = vec![];
-        on_fix(&cfg, &z, &mut w, &fix(114.105, 22.605, T0), Timestamp(T0), &mut o2);
+        on_fix(
+            &cfg,
+            &z,
+            &mut w,
+            &fix(114.105, 22.605, T0),
+            Timestamp(T0),
+            &mut o2,
+        );
         assert_eq!(deadline(&cfg, &z, &w), Some(Timestamp(T0 + 30 * M)));
         assert_eq!(o2[0].details["zone_id"], "Z-B");
     }

@@ -15,7 +15,9 @@ const WIRELESS: &str = "868120145233612";
 const HOME: (f64, f64) = (22.5431, 114.0579);
 
 fn config(receiver_url: &str, rules: &str) -> String {
-    format!("[rules]\n{rules}\n\n[[webhook]]\nurl = \"{receiver_url}\"\nsecret = \"zones-secret\"\n")
+    format!(
+        "[rules]\n{rules}\n\n[[webhook]]\nurl = \"{receiver_url}\"\nsecret = \"zones-secret\"\n"
+    )
 }
 
 /// A positioned GT06 0x12 fix at 2024-05-20 `h:m:s` UTC.
@@ -98,7 +100,10 @@ fn enter_dwell_once_leave_and_reenter_is_a_new_visit_and_visits_survive_a_restar
         .unwrap()
         .json();
     assert_eq!(dwell["details"]["zone_id"], "Z-1");
-    assert!(dwell["details"]["dwell_s"].as_i64().unwrap() >= 2, "{dwell}");
+    assert!(
+        dwell["details"]["dwell_s"].as_i64().unwrap() >= 2,
+        "{dwell}"
+    );
     u.at((10, 3, 0), HOME);
     // Leave (2 km), come back: a new visit with its own alerts.
     u.at((10, 4, 0), north(HOME, 2000.0));
@@ -229,8 +234,15 @@ fn all_silent_with_two_devices_then_one_reappears_far_away() {
 }
 
 fn square_feature(i: usize) -> serde_json::Value {
-    let (x, y) = (100.0 + (i % 200) as f64 * 0.1, 20.0 + (i / 200) as f64 * 0.1);
-    let kind = if i % 2 == 0 { "pawnshop" } else { "used_car_market" };
+    let (x, y) = (
+        100.0 + (i % 200) as f64 * 0.1,
+        20.0 + (i / 200) as f64 * 0.1,
+    );
+    let kind = if i.is_multiple_of(2) {
+        "pawnshop"
+    } else {
+        "used_car_market"
+    };
     json!({"type": "Feature", "id": format!("Z-{i}"),
            "properties": {"name": format!("zone {i}"), "kind": kind},
            "geometry": {"type": "Polygon", "coordinates": [[[x, y], [x + 0.01, y], [x + 0.01, y + 0.01], [x, y + 0.01], [x, y]]]}})
@@ -266,7 +278,10 @@ fn zone_api_bulk_import_all_or_nothing_kind_filter_and_404s() {
     let (s, v) = d.api("POST", "/v1/zones", Some(&fc.to_string()));
     assert_eq!(s, 400, "{v}");
     let e = v["error"].as_str().unwrap();
-    assert!(e.contains("features[5]") && e.contains("Z-NEW") && e.contains("not closed"), "{e}");
+    assert!(
+        e.contains("features[5]") && e.contains("Z-NEW") && e.contains("not closed"),
+        "{e}"
+    );
     let (_, v) = d.api("GET", "/v1/zones?kind=second_pledge", None);
     assert_eq!(v["zones"], json!([]));
     let (_, v) = d.api("GET", "/v1/zones/Z-0", None);
