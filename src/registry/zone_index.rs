@@ -1,6 +1,8 @@
-//! Every risk zone, indexed for "which zones hold this fix": an R-tree of bounding boxes picks
-//! the few candidates (a nationwide list of 100,000 zones rarely puts two boxes over one spot),
-//! and each candidate's compiled [`FenceIndex`](super::FenceIndex) decides.
+//! Every risk zone, indexed for "which zones hold this fix". A grid of cells of 0.01 degree
+//! (about a kilometre) lists the zones whose bounding box touches each cell, so the usual fix
+//! (in no zone) costs one hash probe and no pointer chase; the rare zone whose box spans more
+//! than [`MAX_CELLS`] cells (a district, a circle near a pole) goes to an R-tree instead. Each
+//! candidate's compiled [`FenceIndex`](super::FenceIndex) then decides.
 
 use super::Zone;
 use rstar::primitives::{GeomWithData, Rectangle};
@@ -10,6 +12,11 @@ use std::sync::Arc;
 
 type Entry = GeomWithData<Rectangle<[f64; 2]>, u32>;
 
+/// Grid cell size in degrees.
+const CELL: f64 = 0.01;
+/// A zone covering more cells than this is kept in the R-tree.
+pub const MAX_CELLS: i64 = 64;
+
 /// The zone registry in memory: by id, and by place.
 #[derive(Default)]
 pub struct ZoneSet {
@@ -17,12 +24,31 @@ pub struct ZoneSet {
     slots: Vec<Option<Arc<Zone>>>,
     free: Vec<u32>,
     by_id: HashMap<Arc<str>, u32>,
-    tree: RTree<Entry>,
+    grid: HashMap<u64, Vec<u32>>,
+    big: RTree<Entry>,
 }
 
 fn entry(z: &Zone, slot: u32) -> Entry {
     let [x0, y0, x1, y1] = z.geometry.index().bbox();
     GeomWithData::new(Rectangle::from_corners([x0, y0], [x1, y1]), slot)
+}
+
+fn cell_of(v: f64) -> i64 {
+    (v / CELL).floor() as i64
+}
+
+fn key(x: i64, y: i64) -> u64 {
+    ((x as u32 as u64) << 32) | (y as u32 as u64)
+}
+
+/// The grid cells a zone's box covers, or `None` when it covers too many for the grid.
+fn cells(z: &Zone) -> Option<impl Iterator<Item = u64>> {
+    let [x0, y0, x1, y1] = z.geometry.index().bbox();
+    let (cx0, cy0, cx1, cy1) = (cell_of(x0), cell_of(y0), cell_of(x1), cell_of(y1));
+    if (cx1 - cx0 + 1) * (cy1 - cy0 + 1) > MAX_CELLS {
+        return None;
+    }
+    Some((cx0..=cx1).flat_map(move |x| (cy0..=cy1).map(move |y| key(x, y))))
 }
 
 impl ZoneSet {
@@ -41,18 +67,57 @@ impl ZoneSet {
                 s.slots.push(Some(Arc::new(z)));
             }
         }
-        s.rebuild_tree();
+        s.rebuild_index();
         s
     }
 
-    fn rebuild_tree(&mut self) {
-        let entries = self
+    /// Files a zone under its cells, or in the R-tree (`bulk`: collect the R-tree entries for
+    /// one bulk load instead).
+    fn place(&mut self, z: &Zone, slot: u32, bulk: Option<&mut Vec<Entry>>) {
+        match cells(z) {
+            Some(cells) => {
+                for k in cells {
+                    self.grid.entry(k).or_default().push(slot);
+                }
+            }
+            None => match bulk {
+                Some(b) => b.push(entry(z, slot)),
+                None => self.big.insert(entry(z, slot)),
+            },
+        }
+    }
+
+    fn unplace(&mut self, z: &Zone, slot: u32) {
+        match cells(z) {
+            Some(cells) => {
+                for k in cells {
+                    if let Some(v) = self.grid.get_mut(&k) {
+                        v.retain(|s| *s != slot);
+                        if v.is_empty() {
+                            self.grid.remove(&k);
+                        }
+                    }
+                }
+            }
+            None => {
+                self.big.remove(&entry(z, slot));
+            }
+        }
+    }
+
+    fn rebuild_index(&mut self) {
+        self.grid.clear();
+        let mut big = Vec::new();
+        let zones: Vec<(u32, Arc<Zone>)> = self
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(i, z)| z.as_ref().map(|z| entry(z, i as u32)))
+            .filter_map(|(i, z)| z.clone().map(|z| (i as u32, z)))
             .collect();
-        self.tree = RTree::bulk_load(entries);
+        for (slot, z) in zones {
+            self.place(&z, slot, Some(&mut big));
+        }
+        self.big = RTree::bulk_load(big);
     }
 
     pub fn len(&self) -> usize {
@@ -78,14 +143,14 @@ impl ZoneSet {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.tree.insert(entry(&zone, slot));
+        self.place(&zone, slot, None);
         self.by_id.insert(zone.id.clone(), slot);
         self.slots[slot as usize] = Some(Arc::new(zone));
         created
     }
 
-    /// Adds or replaces many zones; a batch large against the set rebuilds the R-tree in one
-    /// bulk load instead of inserting one by one. Answers how many were new.
+    /// Adds or replaces many zones; a batch large against the set rebuilds the index in one
+    /// pass instead of inserting one by one. Answers how many were new.
     pub fn upsert_many(&mut self, zones: Vec<Zone>) -> usize {
         if zones.len() < 1000 || zones.len() < self.len() / 4 {
             let mut created = 0;
@@ -112,7 +177,7 @@ impl ZoneSet {
                 }
             }
         }
-        self.rebuild_tree();
+        self.rebuild_index();
         created
     }
 
@@ -124,18 +189,28 @@ impl ZoneSet {
     fn take(&mut self, id: &str) -> Option<Arc<Zone>> {
         let slot = self.by_id.remove(id)?;
         let z = self.slots.get_mut(slot as usize)?.take()?;
-        self.tree.remove(&entry(&z, slot));
+        self.unplace(&z, slot);
         self.free.push(slot);
         Some(z)
     }
 
     /// Calls `f` with every zone that holds `(lon, lat)` strictly inside.
     pub fn containing(&self, lon: f64, lat: f64, mut f: impl FnMut(&Arc<Zone>)) {
-        for e in self.tree.locate_all_at_point(&[lon, lat]) {
-            if let Some(Some(z)) = self.slots.get(e.data as usize) {
+        let mut check = |slot: u32| {
+            if let Some(Some(z)) = self.slots.get(slot as usize) {
                 if z.geometry.index().locate(lon, lat, false) == super::Placement::Inside {
                     f(z);
                 }
+            }
+        };
+        if let Some(slots) = self.grid.get(&key(cell_of(lon), cell_of(lat))) {
+            for &s in slots {
+                check(s);
+            }
+        }
+        if self.big.size() > 0 {
+            for e in self.big.locate_all_at_point(&[lon, lat]) {
+                check(e.data);
             }
         }
     }
@@ -194,6 +269,18 @@ mod tests {
         assert_eq!(ids(&s, 100.0 + 0.57, 30.0), ["z57"]);
         assert_eq!(ids(&s, 114.008, 22.6), ["b"]);
         assert_eq!(s.list(Some("pawnshop")).len(), 2001);
+        // A zone too large for the grid lives in the R-tree, through replace and removal.
+        assert!(s.upsert(circle("wide", 110.0, 30.0, 50_000.0)));
+        assert_eq!(ids(&s, 110.3, 30.1), ["wide"]);
+        assert!(!s.upsert(circle("wide", 112.0, 30.0, 50_000.0)));
+        assert_eq!(ids(&s, 110.3, 30.1), Vec::<String>::new());
+        assert_eq!(ids(&s, 112.3, 30.1), ["wide"]);
+        s.remove("wide");
+        assert_eq!(ids(&s, 112.3, 30.1), Vec::<String>::new());
+        // Negative coordinates and a zone across cell edges.
+        s.upsert(circle("w", -73.99, -0.005, 900.0));
+        assert_eq!(ids(&s, -73.99, 0.001), ["w"]);
+        assert_eq!(ids(&s, -73.995, -0.01), ["w"]);
         assert_eq!(s.list(Some("garage")).len(), 0);
     }
 
