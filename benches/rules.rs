@@ -363,7 +363,7 @@ fn build_zones() -> (ZoneSet, Vec<(f64, f64)>) {
     let index_bytes = live() as isize - before as isize;
     println!(
         "zones: {ZONES} parsed and validated in {built:.1?}, indexed in {:.1?}; heap per zone: \
-         circle {:.0} B, 10-vertex polygon {:.0} B, plus {:.0} B of index (R-tree, id map); \
+         circle {:.0} B, 10-vertex polygon {:.0} B, plus {:.0} B of index (grid cells, id map); \
          {:.1} MiB in all",
         t.elapsed(),
         circle_bytes as f64 / ZONE_CIRCLES as f64,
