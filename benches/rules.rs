@@ -6,15 +6,19 @@
 //!
 //! Reports (a) the per-position cost of `Rules::on_event` for inside and outside fixes, per fence
 //! kind; (b) the cost of one `SilenceTracker::set` at 1M devices; (c) the heap bytes per device
-//! of the tracker, measured with a counting global allocator (printed before the benchmarks).
+//! of the tracker, measured with a counting global allocator (printed before the benchmarks);
+//! (d) with 100,000 risk zones (70,000 circles, 30,000 ten-vertex polygons, spread like a
+//! nationwide list) on top of the 100,000 fenced vehicles: the per-position cost of the fence
+//! rule plus the zone rule (`with_zones/*`), the separation ring, and the heap bytes per zone.
 //!
 //! Run: `cargo bench --bench rules` (medians: `target/criterion/<group>/<bench>/new/estimates.json`).
 
 use criterion::Criterion;
 use lienwatch::event::{DeviceId, Event, EventKind, Fix, Position, Protocol, Timestamp};
-use lienwatch::registry::Vehicle;
+use lienwatch::registry::{Vehicle, Zone, ZoneSet};
 use lienwatch::rules::{
-    DeviceRuleState, FencePlacement, RuleConfig, Rules, SilenceTracker, VehicleContext,
+    separation, zones, DeviceRuleState, FencePlacement, RuleConfig, Rules, SilenceTracker,
+    VehicleContext, VehicleRuleState,
 };
 use serde_json::json;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -301,6 +305,198 @@ fn bench_locate(c: &mut Criterion, w: &World) {
     g.finish();
 }
 
+/// User plus system CPU time of this process so far, in seconds (Linux; NaN elsewhere).
+fn process_cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let Some(rest) = stat.rsplit(')').next() else {
+        return f64::NAN;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+const ZONES: usize = 100_000;
+const ZONE_CIRCLES: usize = 70_000;
+
+/// 100,000 zones over the same region as the vehicles: 70,000 circles of 100 to 500 m (POIs),
+/// 30,000 ten-vertex polygons of about 300 m (yards, markets). Prints the heap bytes per zone.
+fn build_zones() -> (ZoneSet, Vec<(f64, f64)>) {
+    let mut rng = fastrand::Rng::with_seed(23);
+    let mut centres = Vec::with_capacity(ZONES);
+    let make = |i: usize, rng: &mut fastrand::Rng, centres: &mut Vec<(f64, f64)>| {
+        let c = (100.0 + rng.f64() * 20.0, 20.0 + rng.f64() * 20.0);
+        centres.push(c);
+        let geometry = if i < ZONE_CIRCLES {
+            json!({"type": "Circle", "center": [c.0, c.1], "radius_m": 100.0 + rng.f64() * 400.0})
+        } else {
+            json!({"type": "Polygon", "coordinates": [star_ring(rng, c, 0.003, 10)]})
+        };
+        let body = json!({"name": format!("zone {i}"), "kind": if i.is_multiple_of(3) { "pawnshop" } else { "used_car_market" }, "geometry": geometry});
+        Zone::from_json(
+            &format!("Z-{i:06}"),
+            &serde_json::to_vec(&body).unwrap_or_default(),
+        )
+        .expect("generated zone is valid")
+    };
+    let t = Instant::now();
+    let before = live();
+    let circles: Vec<Zone> = (0..ZONE_CIRCLES)
+        .map(|i| make(i, &mut rng, &mut centres))
+        .collect();
+    let circle_bytes = live() - before;
+    let before = live();
+    let polys: Vec<Zone> = (ZONE_CIRCLES..ZONES)
+        .map(|i| make(i, &mut rng, &mut centres))
+        .collect();
+    let poly_bytes = live() - before;
+    let built = t.elapsed();
+    let before = live();
+    let t = Instant::now();
+    let set = ZoneSet::from_zones(circles.into_iter().chain(polys));
+    let index_bytes = live() as isize - before as isize;
+    println!(
+        "zones: {ZONES} parsed and validated in {built:.1?}, indexed in {:.1?}; heap per zone: \
+         circle {:.0} B, 10-vertex polygon {:.0} B, plus {:.0} B of index (grid cells, id map); \
+         {:.1} MiB in all",
+        t.elapsed(),
+        circle_bytes as f64 / ZONE_CIRCLES as f64,
+        poly_bytes as f64 / (ZONES - ZONE_CIRCLES) as f64,
+        index_bytes as f64 / ZONES as f64,
+        (circle_bytes as isize + poly_bytes as isize + index_bytes) as f64 / (1024.0 * 1024.0),
+    );
+    (set, centres)
+}
+
+/// The fence rule and the zone rule together, as the engine runs them per position.
+fn bench_zones(c: &mut Criterion, w: &mut World) {
+    let (set, centres) = build_zones();
+    let cfg = RuleConfig::default();
+    let mut rng = fastrand::Rng::with_seed(29);
+    // Fixes inside vehicles' fences (hardly ever inside a zone), and fixes at zone centres.
+    let mut evs = events(w, &mut rng, Kind::Circle, true);
+    evs.extend(events(w, &mut rng, Kind::Poly10, true));
+    let in_zone: Vec<(usize, Event)> = (0..4096)
+        .map(|n| {
+            let v = rng.usize(..VEHICLES);
+            let (lon, lat) = centres[rng.usize(..ZONES)];
+            (v, fix_event(&w.ids[v], lon, lat, T0 + 1000 + n as i64))
+        })
+        .collect();
+    let mut hits = 0;
+    for (_, ev) in &evs {
+        if let Some(p) = ev.position() {
+            set.containing(p.lon, p.lat, |_| hits += 1);
+        }
+    }
+    println!(
+        "zones: {hits} of {} fence-bench fixes fall in a zone",
+        evs.len()
+    );
+    let mut g = c.benchmark_group("with_zones");
+    let World {
+        rules,
+        vehicles,
+        states,
+        ..
+    } = &mut *w;
+    let now = Timestamp(T0 + 2000);
+    // `fence`: the Part 1 rules (`Rules::on_event`); `zones`: the zone rule; both: per position.
+    let mut run = |name: &str, evs: &[(usize, Event)], fence: bool, zone: bool, keep: bool| {
+        let mut visits: Vec<Vec<zones::ZoneVisit>> = vec![Vec::new(); evs.len()];
+        let mut i = 0usize;
+        let mut out = Vec::new();
+        let mut one = || {
+            i = (i + 1) % evs.len();
+            let (v, ev) = &evs[i];
+            let o = fence.then(|| {
+                let st = &mut states[*v];
+                st.fence_fix_time = None;
+                let ctx = VehicleContext::at(&vehicles[*v], 0);
+                rules.on_event(ctx, st, ev, now)
+            });
+            if !keep {
+                visits[i].clear();
+            }
+            out.clear();
+            if let (true, EventKind::Position(fix)) = (zone, &ev.kind) {
+                // A steady visit re-reads the same fix time: let it through.
+                for v in visits[i].iter_mut() {
+                    v.fix_time = Timestamp(0);
+                }
+                zones::on_fix(&cfg, &set, &mut visits[i], fix, now, &mut out);
+            }
+            black_box((o, out.len()));
+        };
+        // CPU time over a million positions: on a machine shared with other jobs the wall clock
+        // (criterion's figure) also counts the time this process waits for a core.
+        let n = 1_000_000;
+        let t0 = process_cpu_secs();
+        for _ in 0..n {
+            one();
+        }
+        let cpu_ns = (process_cpu_secs() - t0) / n as f64 * 1e9;
+        println!("{name}: {cpu_ns:.0} ns CPU per position (mean of {n})");
+        g.bench_function(name, |b| b.iter(&mut one));
+    };
+    // Almost every position: in its fence, in no zone. The fence rule alone is the baseline
+    // measured in the same run (the machine's load moves every figure).
+    run("fence_only/no_zone", &evs, true, false, false);
+    run("fence+zones/no_zone", &evs, true, true, false);
+    run("zones_only/no_zone", &evs, false, true, false);
+    // A car parked in a zone it is already visiting (steady state).
+    run("zones_only/visiting", &in_zone, false, true, true);
+    // The fix that enters a zone: lookup, visit and alert draft.
+    run("zones_only/enter", &in_zone, false, true, false);
+    g.finish();
+
+    // Separation: push into the ring and compare with the other unit's ring.
+    let (a, b) = (DeviceId::new("1"), DeviceId::new("2"));
+    let mut mine = separation::FixRing::default();
+    let mut theirs = separation::FixRing::default();
+    for k in 0..200 {
+        theirs.push(separation::RingFix::new(T0 + k * 30_000, 22.6, 114.0));
+        mine.push(separation::RingFix::new(
+            T0 + k * 30_000 + 5000,
+            22.6,
+            114.0,
+        ));
+    }
+    let mut sep = Vec::new();
+    let mut out = Vec::new();
+    let mut k = 200i64;
+    let mut g = c.benchmark_group("separation");
+    g.bench_function("push+compare", |bch| {
+        bch.iter(|| {
+            k += 1;
+            let f = separation::RingFix::new(T0 + k * 30_000 + 5000, 22.6, 114.0);
+            mine.push(f);
+            separation::compare(&cfg, &a, f, &mine, &[(&b, &theirs)], &mut sep, &mut out);
+            black_box(sep.len())
+        })
+    });
+    g.finish();
+    let mut st = VehicleRuleState::default();
+    st.device_mut(&a).recent = mine.clone();
+    st.device_mut(&b).recent = theirs.clone();
+    st.device_mut(&a).visits.push(zones::ZoneVisit {
+        zone_id: "Z-000001".into(),
+        since: Timestamp(T0),
+        fix_time: Timestamp(T0),
+        dwell_alerted: false,
+    });
+    println!(
+        "vehicle rule state: {} bytes persisted (postcard) for two units with full rings and one visit",
+        st.to_bytes().len()
+    );
+}
+
 fn bench_tracker(c: &mut Criterion) {
     let ids: Vec<DeviceId> = (0..TRACKED).map(device_id).collect();
     let mut rng = fastrand::Rng::with_seed(17);
@@ -372,6 +568,7 @@ fn main() {
     );
     bench_positions(&mut c, &mut w);
     bench_locate(&mut c, &w);
+    bench_zones(&mut c, &mut w);
     drop(w);
     bench_tracker(&mut c);
     c.final_summary();

@@ -856,6 +856,19 @@ mod tests {
         assert!(e.to_string().contains("listener[0].bind"), "{e}");
         let e = Config::parse("[rules]\nsilence_after = \"soon\"\n", "lw.toml").unwrap_err();
         assert!(e.to_string().contains("silence_after"), "{e}");
+        let e = Config::parse("[rules]\nseparation_m = -5\n", "lw.toml").unwrap_err();
+        assert!(e.to_string().contains("rules.separation_m"), "{e}");
+        let e = Config::parse("[rules]\nrisk_zone_dwell_after = \"0s\"\n", "lw.toml").unwrap_err();
+        assert!(e.to_string().contains("rules.risk_zone_dwell_after"), "{e}");
+        let e = Config::parse("[rules]\nseparation = 5\n", "lw.toml").unwrap_err();
+        assert!(e.to_string().contains("separation"), "{e}");
+        let c = Config::parse(
+            "[rules]\nseparation_m = 500\nrisk_zone_dwell_after = \"30m\"\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.rules.separation_m, 500.0);
+        assert_eq!(c.rules.risk_zone_dwell_after, Duration::from_secs(1800));
         let e = Config::parse("[admin]\nbind = \"x\"\n", "lw.toml").unwrap_err();
         assert!(e.to_string().contains("admin.bind"), "{e}");
     }

@@ -15,6 +15,7 @@ use crate::engine::loans::SetLoan;
 use crate::engine::places::PlacesInputs;
 use crate::engine::registrations::ResetRegistration;
 use crate::engine::vehicles::{DeleteVehicle, GetVehicle, PutVehicle};
+use crate::engine::zones::{DeleteZone, GetZone, ImportZones, PutZone};
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::event::Timestamp;
 use crate::fixture::{self, Fixture};
@@ -333,6 +334,18 @@ fn call_api(engine: &mut Engine, api: &str, body: &str, now: Timestamp) -> (u16,
             .map(|v| (200, json(&v))),
         ("DELETE", ["v1", "devices", id, "registration"]) => GetDevice::parse(id)
             .and_then(|c| engine.execute(ResetRegistration { id: c.id }, now))
+            .map(|v| (200, json(&v))),
+        ("PUT", ["v1", "zones", id]) => PutZone::from_json(id, body)
+            .and_then(|c| engine.execute(c, now))
+            .map(|o| (if o.created { 201 } else { 200 }, json(&o.view))),
+        ("GET", ["v1", "zones", id]) => engine
+            .execute(GetZone { id: id.to_string() }, now)
+            .map(|v| (200, json(&v))),
+        ("DELETE", ["v1", "zones", id]) => engine
+            .execute(DeleteZone { id: id.to_string() }, now)
+            .map(|v| (200, json(&v))),
+        ("POST", ["v1", "zones"]) => ImportZones::from_json(body)
+            .and_then(|c| engine.execute(c, now))
             .map(|v| (200, json(&v))),
         _ => {
             return (

@@ -236,6 +236,8 @@ impl DeviceRecord {
 /// - `history_recent` and `history`: every fix kept (`crate::history`, which owns their layout)
 /// - `commands`: `c` + id (u64 BE) -> [`CommandRecord`] (postcard); `d` + device id + `0` + id ->
 ///   nothing (a device's commands in order); `o` + id -> nothing while the command is open
+/// - `zones`: risk zone id -> the zone's API body (JSON text; see `crate::registry::Zone`)
+/// - `vehicle_rules`: vehicle id -> the vehicle-wide rule state (postcard; `crate::rules::VehicleRuleState`)
 /// - the outbox's own tree (`crate::alert::outbox`), opened through [`Store::open_outbox`]
 #[derive(Clone)]
 pub struct Store {
@@ -248,6 +250,8 @@ pub struct Store {
     risk: sled::Tree,
     history: crate::history::History,
     commands: sled::Tree,
+    zones: sled::Tree,
+    vehicle_rules: sled::Tree,
 }
 
 const ALERTS_RAISED: &str = "alerts_raised";
@@ -280,6 +284,8 @@ impl Store {
             risk: db.open_tree("risk")?,
             history: crate::history::History::open(&db)?,
             commands: db.open_tree("commands")?,
+            zones: db.open_tree("zones")?,
+            vehicle_rules: db.open_tree("vehicle_rules")?,
             db,
         })
     }
@@ -408,6 +414,49 @@ impl Store {
 
     pub fn remove_registration(&self, id: &DeviceId) -> Result<(), StoreError> {
         self.registrations.remove(id.as_str().as_bytes())?;
+        Ok(())
+    }
+
+    /// Every stored risk zone as `(id, body)`; the registry parses the body.
+    pub fn all_zones(&self) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
+        self.zones.iter().map(|r| {
+            let (k, v) = r?;
+            Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+        })
+    }
+
+    /// Writes (`Some`) or deletes (`None`) zones in one atomic batch: a bulk import lands whole.
+    pub fn put_zones<'a>(
+        &self,
+        zones: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (id, body) in zones {
+            match body {
+                Some(b) => batch.insert(id.as_bytes(), b),
+                None => batch.remove(id.as_bytes()),
+            }
+        }
+        self.zones.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Every stored vehicle-wide rule state as `(vehicle id, encoded state)`.
+    pub fn all_vehicle_rule_states(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
+        self.vehicle_rules.iter().map(|r| {
+            let (k, v) = r?;
+            Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+        })
+    }
+
+    /// Writes (`Some`) or deletes (`None`) a vehicle's rule state.
+    pub fn put_vehicle_rule_state(&self, id: &str, state: Option<&[u8]>) -> Result<(), StoreError> {
+        match state {
+            Some(b) => self.vehicle_rules.insert(id.as_bytes(), b)?,
+            None => self.vehicle_rules.remove(id.as_bytes())?,
+        };
         Ok(())
     }
 

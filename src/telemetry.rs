@@ -71,6 +71,7 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
     metrics::counter!("lienwatch_commit_failures_total").absolute(0);
     let _ = metrics::histogram!("lienwatch_commit_seconds");
     metrics::gauge!("lienwatch_outbox_depth").set(0.0);
+    metrics::gauge!("lienwatch_risk_zones").set(0.0);
     for t in AlertType::ALL {
         metrics::counter!("lienwatch_alerts_raised_total", "type" => t.as_str()).absolute(0);
     }
@@ -164,6 +165,10 @@ fn describe() {
         "commits that failed: nothing in them was acknowledged"
     );
     describe_counter!("lienwatch_alerts_raised_total", "alerts raised, by type");
+    describe_gauge!(
+        "lienwatch_risk_zones",
+        "risk zones loaded (PUT and POST /v1/zones)"
+    );
     describe_gauge!(
         "lienwatch_outbox_depth",
         "alerts not yet delivered to every webhook"

@@ -17,6 +17,7 @@ mod places;
 mod service;
 mod track;
 mod vehicles;
+mod zones;
 
 pub use error::{status_of, ApiError};
 pub use openapi::openapi;
@@ -61,6 +62,8 @@ fn v1() -> OpenApiRouter<AdminState> {
         .routes(routes!(commands::create, commands::list))
         .routes(routes!(commands::get))
         .routes(routes!(alerts::list))
+        .routes(routes!(zones::list, zones::import))
+        .routes(routes!(zones::get, zones::put, zones::delete))
 }
 
 pub fn router(state: AdminState) -> Router {

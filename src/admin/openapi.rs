@@ -16,7 +16,8 @@ use utoipa::{Modify, OpenApi};
         (name = "loans", description = "loan status from the lender's system"),
         (name = "devices", description = "trackers and their last-known positions"),
         (name = "alerts", description = "alerts and their webhook delivery"),
-        (name = "commands", description = "commands to devices: locate now, tracking mode, raw text")
+        (name = "commands", description = "commands to devices: locate now, tracking mode, raw text"),
+        (name = "zones", description = "risk zones shared by every vehicle")
     )
 )]
 struct Base;
@@ -64,6 +65,8 @@ mod tests {
             ("/v1/devices/{id}/commands", &["get", "post"]),
             ("/v1/commands/{id}", &["get"]),
             ("/v1/alerts", &["get"]),
+            ("/v1/zones", &["get", "post"]),
+            ("/v1/zones/{id}", &["get", "put", "delete"]),
         ];
         for (path, methods) in want {
             let item = paths.get(*path).unwrap_or_else(|| panic!("{path} missing"));

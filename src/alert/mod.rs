@@ -23,10 +23,14 @@ pub enum AlertType {
     PowerRestored,
     Tamper,
     RiskTierChanged,
+    RiskZoneEnter,
+    RiskZoneDwell,
+    DeviceSeparation,
+    AllSilent,
 }
 
 impl AlertType {
-    pub const ALL: [AlertType; 8] = [
+    pub const ALL: [AlertType; 12] = [
         AlertType::GeofenceExit,
         AlertType::GeofenceReturn,
         AlertType::SilentOverdue,
@@ -35,6 +39,10 @@ impl AlertType {
         AlertType::PowerRestored,
         AlertType::Tamper,
         AlertType::RiskTierChanged,
+        AlertType::RiskZoneEnter,
+        AlertType::RiskZoneDwell,
+        AlertType::DeviceSeparation,
+        AlertType::AllSilent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +55,10 @@ impl AlertType {
             AlertType::PowerRestored => "power_restored",
             AlertType::Tamper => "tamper",
             AlertType::RiskTierChanged => "risk_tier_changed",
+            AlertType::RiskZoneEnter => "risk_zone_enter",
+            AlertType::RiskZoneDwell => "risk_zone_dwell",
+            AlertType::DeviceSeparation => "device_separation",
+            AlertType::AllSilent => "all_silent",
         }
     }
 

@@ -66,6 +66,7 @@ impl Command for SetLoan {
                 rules.on_loan_change(ctx, st, now)
             });
             e.risk_on_loan(vid, false, now);
+            e.vehicle_rules_sync(vid);
         }
         Ok(LoanUpdated {
             loan: Loan {

@@ -16,8 +16,10 @@ pub mod places;
 pub mod registrations;
 pub mod risk;
 pub mod thread;
+mod vehicle_rules;
 pub mod vehicles;
 pub mod view;
+pub mod zones;
 
 pub use command::{Command, EngineError};
 pub use thread::{spawn, EngineHandle};
@@ -89,6 +91,8 @@ pub struct Engine {
     terminal_ids: Arc<registrations::TerminalIds>,
     /// Silence deadlines: O(log n) per update, no scans.
     tracker: SilenceTracker,
+    /// Risk zones and the vehicle-wide rules' state and deadlines (`vehicle_rules`).
+    vrules: vehicle_rules::VehicleRules,
     /// When this engine started (the `startup_grace` reference).
     started_at: Timestamp,
     /// Records and rule states changed since the last flush.
@@ -175,6 +179,7 @@ impl Engine {
         }
         let alert_count = store.alerts_raised()?;
         let commands = crate::downlink::Commands::load(&store)?;
+        let vrules = vehicle_rules::VehicleRules::load(&store, |id| vehicles.contains_key(id))?;
         let rules = Rules::new(cfg.rules.clone(), now);
         let mut e = Engine {
             risk,
@@ -191,6 +196,7 @@ impl Engine {
             registered: Arc::new(RwLock::new(map)),
             terminal_ids: Arc::new(registrations::TerminalIds::new(bound)),
             tracker: SilenceTracker::new(),
+            vrules,
             started_at: now,
             dirty: HashSet::new(),
             dirty_states: HashSet::new(),
@@ -227,6 +233,7 @@ impl Engine {
                 );
             }
         }
+        self.rebuild_vehicle_deadlines();
     }
 
     pub fn registered(&self) -> Registered {
@@ -294,6 +301,7 @@ impl Engine {
                 rec.last_seen = received_at;
             }
             let mut suspect = None;
+            let before = rec.position.filter(|p| p.valid).map(|p| (p.lat, p.lon));
             if let EventKind::Position(fix) = &ev.kind {
                 if fix.position.time.since(received_at) > max_future {
                     // A clock a year ahead (GPS week rollover, or a spoofer) would win "newest
@@ -331,9 +339,9 @@ impl Engine {
             };
             let ctx = VehicleContext::new(vehicle, &ev.device_id);
             let st = self.states.entry(ev.device_id.clone()).or_default();
-            let out = self
-                .rules
-                .on_event(ctx, st, suspect.as_ref().unwrap_or(ev), received_at);
+            let ev = suspect.as_ref().unwrap_or(ev);
+            let mut out = self.rules.on_event(ctx, st, ev, received_at);
+            self.vehicle_rules_on_event(&vid, ev, before, &mut out, received_at);
             self.apply_outcome(&vid, &ev.device_id, out, received_at);
         }
     }
@@ -411,15 +419,19 @@ impl Engine {
                 self.apply_outcome(&vid, &id, out, now);
             }
         }
+        self.vehicle_rules_tick(now);
     }
 
     /// When `tick` next has something to do.
     pub fn next_wakeup(&self) -> Option<Timestamp> {
-        let commands = self.commands.next_deadline();
-        match self.tracker.next_deadline() {
-            Some(t) => Some(commands.map_or(t, |c| c.min(t))),
-            None => commands,
-        }
+        [
+            self.tracker.next_deadline(),
+            self.commands.next_deadline(),
+            self.vrules.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// After a commit: commands due at connected devices go to their connections.
@@ -460,6 +472,7 @@ impl Engine {
                 .map(crate::risk::RiskState::to_bytes);
             self.store.put_risk(&id, bytes.as_deref())?;
         }
+        self.vrules.flush(&self.store)?;
         for (id, terminal_id) in self.terminal_ids.take_unsaved() {
             self.store.put_registration(&id, &terminal_id)?;
         }

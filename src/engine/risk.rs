@@ -83,6 +83,10 @@ impl Engine {
                 })
             }
             AlertType::GeofenceExit => Box::new(move |s| s.open(Reason::OutsideGeofence, now)),
+            AlertType::RiskZoneEnter => Box::new(move |s| s.hold(Reason::RiskZoneEnter, now)),
+            AlertType::RiskZoneDwell => Box::new(move |s| s.hold(Reason::RiskZoneDwell, now)),
+            AlertType::DeviceSeparation => Box::new(move |s| s.open(Reason::DeviceSeparation, now)),
+            AlertType::AllSilent => Box::new(move |s| s.open(Reason::AllSilent, now)),
             AlertType::GeofenceReturn => Box::new(move |s| {
                 if !others_outside {
                     s.close(Reason::OutsideGeofence)
@@ -91,6 +95,32 @@ impl Engine {
             _ => return,
         };
         self.update_risk(vehicle_id, device, now, change);
+    }
+
+    /// Ends the `all_silent` and `device_separation` reasons once their episodes have ended.
+    pub(super) fn risk_episodes(
+        &mut self,
+        vehicle_id: &str,
+        device: &DeviceId,
+        all_silent: bool,
+        separated: bool,
+        now: Timestamp,
+    ) {
+        let Some(st) = self.risk.get(vehicle_id) else {
+            return;
+        };
+        let end_silent = !all_silent && st.holds(Reason::AllSilent);
+        let end_separated = !separated && st.holds(Reason::DeviceSeparation);
+        if end_silent || end_separated {
+            self.update_risk(vehicle_id, device, now, |s| {
+                if end_silent {
+                    s.close(Reason::AllSilent);
+                }
+                if end_separated {
+                    s.close(Reason::DeviceSeparation);
+                }
+            });
+        }
     }
 
     /// After a loan or registry change: the overdue band follows the loan. A vehicle just

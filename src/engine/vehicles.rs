@@ -71,6 +71,7 @@ impl Command for PutVehicle {
         e.for_each_device(&id, now, |rules, ctx, st, now| {
             rules.on_registered(ctx, st, now)
         });
+        e.vehicle_rules_sync(&id);
         let view = e.vehicle_view(&id, now).ok_or_else(|| not_found(&id))?;
         Ok(PutOutcome { created, view })
     }
@@ -111,6 +112,7 @@ impl Command for DeleteVehicle {
         if e.risk.remove(&self.id).is_some() {
             e.dirty_risk.insert(self.id.clone());
         }
+        e.vehicle_rules_sync(&self.id);
         Ok(Deleted { deleted: self.id })
     }
 }

@@ -71,6 +71,32 @@ impl FenceIndex {
         }
     }
 
+    /// `[min_lon, min_lat, max_lon, max_lat]` holding the whole fence (a circle's box is a
+    /// little generous): what a spatial index of many fences files this one under.
+    pub fn bbox(&self) -> [f64; 4] {
+        match &self.shape {
+            Shape::Area(a) => a.bbox,
+            Shape::Circle { center, radius_m } => {
+                // Haversine's mean radius: metres per degree of latitude, 0.1% to spare.
+                let dlat = radius_m / 111_195.0 * 1.001;
+                let (lon, lat) = (center.x(), center.y());
+                let edge = (lat.abs() + dlat).min(90.0);
+                let cos = edge.to_radians().cos();
+                let dlon = if edge >= 89.999 || cos < 1e-9 {
+                    360.0
+                } else {
+                    dlat / cos
+                };
+                [
+                    (lon - dlon).max(-180.0),
+                    (lat - dlat).max(-90.0),
+                    (lon + dlon).min(180.0),
+                    (lat + dlat).min(90.0),
+                ]
+            }
+        }
+    }
+
     /// Metres from `(lon, lat)` to the fence, 0 when inside.
     pub fn distance_outside_m(&self, lon: f64, lat: f64) -> f64 {
         match self.locate(lon, lat, true) {

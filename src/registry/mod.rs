@@ -11,9 +11,13 @@
 
 mod fence;
 mod fence_index;
+mod zone;
+mod zone_index;
 
 pub use fence::{CoordProblem, Geofence, GeofenceError, RingRef};
 pub use fence_index::{FenceIndex, Placement};
+pub use zone::{zones_from_feature_collection, Zone, ZoneError};
+pub use zone_index::ZoneSet;
 
 use crate::event::DeviceId;
 use serde::{Deserialize, Serialize};

@@ -201,6 +201,11 @@ impl RiskState {
         self.held.is_empty()
     }
 
+    /// Whether a reason is held (expired or not).
+    pub fn holds(&self, reason: Reason) -> bool {
+        self.held.iter().any(|h| h.reason == reason)
+    }
+
     /// An episode begins (kept from its first start while it stays open).
     pub fn open(&mut self, reason: Reason, now: Timestamp) {
         if !self

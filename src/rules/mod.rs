@@ -30,10 +30,15 @@
 //! loan status otherwise; silence alerts only while `overdue`.
 
 pub mod alarm;
+pub mod all_silent;
 pub mod geofence;
+pub mod separation;
 pub mod silence;
+pub mod vehicle_state;
+pub mod zones;
 
-pub use silence::SilenceTracker;
+pub use silence::{DeadlineQueue, SilenceTracker};
+pub use vehicle_state::VehicleRuleState;
 
 use crate::alert::AlertType;
 use crate::event::{Alarms, Event, EventKind, Timestamp};
@@ -64,8 +69,11 @@ pub struct RuleConfig {
     /// ... for at least this long: a stay.
     #[serde(with = "crate::duration")]
     pub stay_min: Duration,
-    /// Two devices of one vehicle this far apart are separated; a silent device that comes
-    /// back this far from where it went silent counts as `reappeared_far`.
+    /// How long a visit to a risk zone lasts before `risk_zone_dwell` (a zone may override it).
+    #[serde(with = "crate::duration")]
+    pub risk_zone_dwell_after: Duration,
+    /// Two devices of one vehicle this far apart: `device_separation`; a silent device that
+    /// comes back this far from where it went silent counts as `reappeared_far` (risk).
     pub separation_m: f64,
 }
 
@@ -79,6 +87,7 @@ impl Default for RuleConfig {
             timezone: "UTC".to_string(),
             stay_radius_m: 200.0,
             stay_min: Duration::from_secs(20 * 60),
+            risk_zone_dwell_after: Duration::from_secs(2 * 3600),
             separation_m: 2000.0,
         }
     }
@@ -95,6 +104,8 @@ pub enum RuleConfigError {
     BadTimezone(String),
     #[error("rules.stay_radius_m must be a number between 10 and 10000, got {0}")]
     BadStayRadius(f64),
+    #[error("rules.separation_m must be a finite number > 0, got {0}")]
+    BadSeparation(f64),
 }
 
 impl RuleConfig {
@@ -116,6 +127,12 @@ impl RuleConfig {
             return Err(RuleConfigError::BadStayRadius(self.stay_radius_m));
         }
         self.time_zone()?;
+        if self.risk_zone_dwell_after.is_zero() {
+            return Err(RuleConfigError::ZeroDuration("risk_zone_dwell_after"));
+        }
+        if !self.separation_m.is_finite() || self.separation_m <= 0.0 {
+            return Err(RuleConfigError::BadSeparation(self.separation_m));
+        }
         Ok(())
     }
 }
@@ -128,6 +145,7 @@ impl RuleConfigError {
             RuleConfigError::ZeroDuration(k) => format!("rules.{k}"),
             RuleConfigError::BadTimezone(_) => "rules.timezone".into(),
             RuleConfigError::BadStayRadius(_) => "rules.stay_radius_m".into(),
+            RuleConfigError::BadSeparation(_) => "rules.separation_m".into(),
         }
     }
 }
@@ -315,8 +333,11 @@ impl Rules {
                 let silent_for = previous_base.map(|b| received_at.since(b).max(0) / 1000);
                 alerts.push(AlertDraft {
                     kind: AlertType::Reappeared,
+                    // `silent_s` is the Part 2 name; `distance_m` is added by the engine, which
+                    // knows where the device went silent.
                     details: json!({
                         "silent_for_s": silent_for,
+                        "silent_s": silent_for,
                         "last_seen": before.last_seen,
                     }),
                 });

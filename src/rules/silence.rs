@@ -231,6 +231,43 @@ impl SilenceTracker {
     }
 }
 
+/// Deadlines keyed by anything else (vehicle ids for `all_silent`), ordered the same lazy way
+/// as [`SilenceTracker`]: O(1) when a deadline moves later, no scans.
+pub struct DeadlineQueue<K>(Queue<K>);
+
+impl<K: Ord + Hash + Clone> Default for DeadlineQueue<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Ord + Hash + Clone> DeadlineQueue<K> {
+    pub fn new() -> Self {
+        DeadlineQueue(Queue::new())
+    }
+
+    /// Sets (or with `None` clears) the key's deadline, rounded up to the second.
+    pub fn set(&mut self, k: K, deadline: Option<Timestamp>) {
+        self.0.set(k, deadline.map(to_secs));
+    }
+
+    pub fn deadline(&self, k: &K) -> Option<Timestamp> {
+        self.0.get(k).map(|s| Timestamp::from_secs(i64::from(s)))
+    }
+
+    /// Never later than the earliest pending deadline.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.0.first().map(|s| Timestamp::from_secs(i64::from(s)))
+    }
+
+    /// Removes and returns every key whose deadline is at or before `now`.
+    pub fn pop_due(&mut self, now: Timestamp) -> Vec<K> {
+        let mut out = Vec::new();
+        self.0.pop_due(now_secs(now), &mut out);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -394,6 +394,8 @@ fn example_config_documents_every_key() {
         "rules.silence_after_wireless",
         "rules.geofence_margin_m",
         "rules.startup_grace",
+        "rules.risk_zone_dwell_after",
+        "rules.separation_m",
         "webhook.url",
         "webhook.secret_file",
         "webhook.types",

@@ -309,6 +309,10 @@ types = ["geofence_exit", "silent_overdue"]"#,
         assert_eq!(c.max_age, Duration::from_secs(3 * 86400));
         assert!(c.matches(AlertType::GeofenceExit));
         assert!(!c.matches(AlertType::Tamper));
+        let z = parse("url = \"http://x\"\nsecret = \"a\"\ntypes = [\"risk_zone_dwell\", \"device_separation\", \"all_silent\"]")
+            .unwrap();
+        assert!(z.matches(AlertType::RiskZoneDwell) && z.matches(AlertType::AllSilent));
+        assert!(!z.matches(AlertType::RiskZoneEnter));
         let w = c.resolve().unwrap();
         assert_eq!(w.name, "https://example.com/hook");
         assert_eq!(w.max_in_flight, 4);

@@ -1,0 +1,106 @@
+//! `/v1/zones`: risk zones (二押点, used-car markets, pawn shops), one at a time or a whole
+//! GeoJSON list at once (CONTRACT.md "Risk zones").
+
+use super::error::{ApiError, ErrorBody};
+use super::{parse_blocking, AdminState};
+use crate::engine::view::Deleted;
+use crate::engine::zones::{
+    DeleteZone, GetZone, ImportZones, Imported, ListZones, PutZone, ZoneList, ZoneView,
+};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+/// The largest bulk import: a nationwide list of 100,000 zones in compact GeoJSON. The other
+/// routes keep `MAX_BODY`.
+pub const MAX_IMPORT: usize = 128 << 20;
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ZoneQuery {
+    /// Only zones of this kind (`pawnshop`, `used_car_market`, ...).
+    kind: Option<String>,
+}
+
+/// Every zone, in id order, optionally of one kind.
+#[utoipa::path(get, path = "/v1/zones", tag = "zones", params(ZoneQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = ZoneList), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(st): State<AdminState>,
+    q: Result<Query<ZoneQuery>, QueryRejection>,
+) -> Result<Json<ZoneList>, ApiError> {
+    let Query(q) = q.map_err(|_| ApiError::bad_request("query parameters: kind"))?;
+    Ok(Json(st.engine.run(ListZones { kind: q.kind }).await?))
+}
+
+/// Upserts every feature of a GeoJSON FeatureCollection as a zone (id from the feature's `id`
+/// or `properties.id`; `name`, `kind`, `dwell_after`, and `radius_m` for a Point, from
+/// `properties`), or none of them: 400 names the first bad feature.
+#[utoipa::path(post, path = "/v1/zones", tag = "zones",
+    request_body(content = Object, description = "a GeoJSON FeatureCollection of zones"),
+    security(("bearer" = [])),
+    responses((status = 200, body = Imported), (status = 400, body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
+pub async fn import(
+    State(st): State<AdminState>,
+    body: axum::body::Body,
+) -> Result<Json<Imported>, ApiError> {
+    let body = axum::body::to_bytes(body, MAX_IMPORT).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a zone list is limited to {} MiB", MAX_IMPORT >> 20),
+        )
+    })?;
+    let cmd = parse_blocking(move || ImportZones::from_json(&body)).await?;
+    Ok(Json(st.engine.run(cmd).await?))
+}
+
+/// One zone.
+#[utoipa::path(get, path = "/v1/zones/{id}", tag = "zones",
+    params(("id" = String, Path, description = "the lender's zone id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = ZoneView), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<ZoneView>, ApiError> {
+    Ok(Json(st.engine.run(GetZone { id }).await?))
+}
+
+/// Creates or replaces a zone: `name`, `kind`, `geometry` (as for geofences), optional
+/// `dwell_after`; 201 when it is new.
+#[utoipa::path(put, path = "/v1/zones/{id}", tag = "zones",
+    params(("id" = String, Path, description = "the lender's zone id")),
+    request_body(content = Object, description = "name, kind, geometry (GeoJSON Polygon, MultiPolygon or Circle), optional dwell_after"),
+    security(("bearer" = [])),
+    responses((status = 200, body = ZoneView), (status = 201, body = ZoneView),
+        (status = 400, body = ErrorBody)))]
+pub async fn put(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<ZoneView>), ApiError> {
+    let cmd = parse_blocking(move || PutZone::from_json(&id, &body)).await?;
+    let out = st.engine.run(cmd).await?;
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(out.view)))
+}
+
+/// Removes a zone; visits in progress end with the device's next fix.
+#[utoipa::path(delete, path = "/v1/zones/{id}", tag = "zones",
+    params(("id" = String, Path, description = "the lender's zone id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    Ok(Json(st.engine.run(DeleteZone { id }).await?))
+}

@@ -1,0 +1,318 @@
+//! The engine's side of the vehicle-wide rules (`rules::zones`, `rules::separation`,
+//! `rules::all_silent`): the zone registry, each vehicle's rule state, the dwell and all-silent
+//! deadlines, and the hooks the engine calls after the Part 1 rules have seen an event, on each
+//! tick, after a registry change and in each commit.
+
+use super::Engine;
+use crate::alert::AlertType;
+use crate::event::{DeviceId, Event, EventKind, Timestamp};
+use crate::registry::{LoanStatus, Zone, ZoneSet};
+use crate::rules::{
+    all_silent, separation, zones, DeadlineQueue, Outcome, SilenceTracker, VehicleRuleState,
+};
+use crate::store::{Store, StoreError};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Zones, vehicle rule states and their deadlines.
+#[derive(Default)]
+pub(super) struct VehicleRules {
+    pub(super) zones: ZoneSet,
+    /// Only vehicles with something to remember have an entry.
+    states: HashMap<Arc<str>, VehicleRuleState>,
+    /// Device id -> its earliest pending `risk_zone_dwell`.
+    dwell: SilenceTracker,
+    /// Vehicle id -> when all its devices will have gone silent.
+    silent: DeadlineQueue<Arc<str>>,
+    /// Vehicles whose state changed since the last flush.
+    dirty: HashSet<Arc<str>>,
+}
+
+impl VehicleRules {
+    /// The zones and the vehicle rule states of the vehicles in `known`.
+    pub(super) fn load(
+        store: &Store,
+        known: impl Fn(&str) -> bool,
+    ) -> Result<VehicleRules, StoreError> {
+        let mut zs = Vec::new();
+        for kv in store.all_zones() {
+            let (id, body) = kv?;
+            let z = Zone::from_json(&id, &body).map_err(|e| super::corrupt("zones", e))?;
+            zs.push(z);
+        }
+        let mut states = HashMap::new();
+        for kv in store.all_vehicle_rule_states() {
+            let (id, bytes) = kv?;
+            let st = VehicleRuleState::from_bytes(&bytes)
+                .map_err(|e| super::corrupt("vehicle_rules", e))?;
+            if known(&id) {
+                states.insert(Arc::from(id.as_str()), st);
+            }
+        }
+        metrics::gauge!("lienwatch_risk_zones").set(zs.len() as f64);
+        Ok(VehicleRules {
+            zones: ZoneSet::from_zones(zs),
+            states,
+            ..VehicleRules::default()
+        })
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Timestamp> {
+        match (self.dwell.next_deadline(), self.silent.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Writes the changed states (an empty one is deleted).
+    pub(super) fn flush(&mut self, store: &Store) -> Result<(), StoreError> {
+        for id in self.dirty.drain() {
+            let bytes = self
+                .states
+                .get(&id)
+                .filter(|s| !s.is_empty())
+                .map(VehicleRuleState::to_bytes);
+            store.put_vehicle_rule_state(&id, bytes.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
+fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+    use geo::{Distance, Haversine, Point};
+    Haversine.distance(Point::new(a.1, a.0), Point::new(b.1, b.0))
+}
+
+impl Engine {
+    /// Every dwell and all-silent deadline from the persisted states (start, reconfigure).
+    pub(super) fn rebuild_vehicle_deadlines(&mut self) {
+        let r = &mut self.vrules;
+        r.dwell = SilenceTracker::new();
+        r.silent = DeadlineQueue::new();
+        let cfg = self.rules.config();
+        for (vid, v) in &self.vehicles {
+            let closed = v.loan.status == LoanStatus::Closed;
+            if let Some(st) = r.states.get(vid.as_str()) {
+                for d in st.devices.iter().filter(|_| !closed) {
+                    r.dwell
+                        .set(&d.id, zones::deadline(cfg, &r.zones, &d.visits));
+                }
+            }
+            let alerted = r.states.get(vid.as_str()).is_some_and(|s| s.all_silent);
+            let due = all_silent::deadline(
+                cfg,
+                self.rules.grace_end(),
+                v,
+                |id| self.states.get(id),
+                alerted,
+            );
+            r.silent.set(Arc::from(vid.as_str()), due);
+        }
+    }
+
+    /// After the Part 1 rules saw `ev` (their alerts in `out`, not yet raised): the
+    /// `reappeared` distance, then zones, separation and the all-silent clock. New alerts join
+    /// `out`, for the same device. `before` is the device's valid position before this event.
+    pub(super) fn vehicle_rules_on_event(
+        &mut self,
+        vid: &Arc<str>,
+        ev: &Event,
+        before: Option<(f64, f64)>,
+        out: &mut Outcome,
+        received_at: Timestamp,
+    ) {
+        let Some(vehicle) = self.vehicles.get(&**vid) else {
+            return;
+        };
+        let fix = match &ev.kind {
+            EventKind::Position(f) => Some(f),
+            _ => None,
+        };
+        if let Some(a) = out
+            .alerts
+            .iter_mut()
+            .find(|a| a.kind == AlertType::Reappeared)
+        {
+            let now_at = fix
+                .filter(|f| f.position.is_usable())
+                .map(|f| (f.position.lat, f.position.lon));
+            // A 0/0 "fix" says nothing about where the device was.
+            let before = before.filter(|b| b.0.abs() > 1e-6 || b.1.abs() > 1e-6);
+            if let (Some(b), Some(n)) = (before, now_at) {
+                a.details["distance_m"] =
+                    serde_json::json!((distance_m(b, n) * 10.0).round() / 10.0);
+            }
+        }
+        let r = &mut self.vrules;
+        if vehicle.loan.status == LoanStatus::Closed {
+            return;
+        }
+        let cfg = self.rules.config();
+        let mut st = r.states.remove(&**vid).unwrap_or_default();
+        let mut changed = false;
+        // Any sign of life ends an all-silent episode.
+        if st.all_silent {
+            st.all_silent = false;
+            changed = true;
+        }
+        if let Some(fix) = fix {
+            // Most devices visit nothing: no memory is made for them until they do.
+            let at = st.devices.iter().position(|d| d.id == ev.device_id);
+            let mut fresh = Vec::new();
+            let visits = match at {
+                Some(i) => &mut st.devices[i].visits,
+                None => &mut fresh,
+            };
+            if zones::on_fix(cfg, &r.zones, visits, fix, received_at, &mut out.alerts) {
+                changed = true;
+                r.dwell
+                    .set(&ev.device_id, zones::deadline(cfg, &r.zones, visits));
+            }
+            if !fresh.is_empty() {
+                st.device_mut(&ev.device_id).visits = fresh;
+            }
+            if let Some(rf) = separation::ring_fix(fix).filter(|_| vehicle.devices.len() > 1) {
+                st.device_mut(&ev.device_id).recent.push(rf);
+                changed = true;
+                if let Some(i) = st.devices.iter().position(|d| d.id == ev.device_id) {
+                    let others: Vec<(&DeviceId, &separation::FixRing)> = st
+                        .devices
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, d)| *j != i && vehicle.device(&d.id).is_some())
+                        .map(|(_, d)| (&d.id, &d.recent))
+                        .collect();
+                    separation::compare(
+                        cfg,
+                        &ev.device_id,
+                        rf,
+                        &st.devices[i].recent,
+                        &others,
+                        &mut st.separated,
+                        &mut out.alerts,
+                    );
+                }
+            }
+        }
+        if vehicle.devices.len() > 1 {
+            let due = all_silent::deadline(
+                cfg,
+                self.rules.grace_end(),
+                vehicle,
+                |id| self.states.get(id),
+                st.all_silent,
+            );
+            r.silent.set(vid.clone(), due);
+        }
+        if changed {
+            r.dirty.insert(vid.clone());
+        }
+        let (silent_open, separated_open) = (st.all_silent, !st.separated.is_empty());
+        if !st.is_empty() {
+            r.states.insert(vid.clone(), st);
+        }
+        self.risk_episodes(vid, &ev.device_id, silent_open, separated_open, received_at);
+    }
+
+    /// Dwell and all-silent deadlines that fell due by `now`.
+    pub(super) fn vehicle_rules_tick(&mut self, now: Timestamp) {
+        while self.vrules.dwell.next_deadline().is_some_and(|t| t <= now) {
+            for id in self.vrules.dwell.pop_due(now) {
+                let Some(vid) = self.vehicle_id_of(&id) else {
+                    continue;
+                };
+                if self
+                    .vehicles
+                    .get(&*vid)
+                    .is_none_or(|v| v.loan.status == LoanStatus::Closed)
+                {
+                    continue;
+                }
+                let r = &mut self.vrules;
+                let cfg = self.rules.config();
+                let Some(mem) = r
+                    .states
+                    .get_mut(&*vid)
+                    .and_then(|s| s.devices.iter_mut().find(|d| d.id == id))
+                else {
+                    continue;
+                };
+                let mut drafts = Vec::new();
+                if zones::on_due(cfg, &r.zones, &mut mem.visits, now, &mut drafts) {
+                    r.dirty.insert(vid.clone());
+                }
+                r.dwell
+                    .set(&id, zones::deadline(cfg, &r.zones, &mem.visits));
+                for d in drafts {
+                    self.raise(&vid, &id, d.kind, d.details, now);
+                }
+            }
+        }
+        while self.vrules.silent.next_deadline().is_some_and(|t| t <= now) {
+            for vid in self.vrules.silent.pop_due(now) {
+                let Some(v) = self.vehicles.get(&*vid) else {
+                    continue;
+                };
+                let cfg = self.rules.config();
+                let grace_end = self.rules.grace_end();
+                let of = |id: &DeviceId| self.states.get(id);
+                let Some(draft) = all_silent::on_due(cfg, grace_end, v, of, now) else {
+                    let alerted = self.vrules.states.get(&vid).is_some_and(|s| s.all_silent);
+                    let due = all_silent::deadline(cfg, grace_end, v, of, alerted);
+                    self.vrules.silent.set(vid, due);
+                    continue;
+                };
+                // The alert's device (and so its position) is the one heard from last.
+                let device = v
+                    .devices
+                    .iter()
+                    .max_by_key(|d| self.devices.get(&d.id).map(|r| r.last_seen))
+                    .map(|d| d.id.clone());
+                let Some(device) = device else {
+                    continue;
+                };
+                self.vrules
+                    .states
+                    .entry(vid.clone())
+                    .or_default()
+                    .all_silent = true;
+                self.vrules.dirty.insert(vid.clone());
+                self.raise(&vid, &device, draft.kind, draft.details, now);
+            }
+        }
+    }
+
+    /// After a vehicle was put or its loan changed: forget unbound devices, re-arm deadlines.
+    pub(super) fn vehicle_rules_sync(&mut self, vehicle_id: &str) {
+        let key: Arc<str> = Arc::from(vehicle_id);
+        let Some(v) = self.vehicles.get(vehicle_id) else {
+            self.vrules.states.remove(vehicle_id);
+            self.vrules.dirty.insert(key.clone());
+            self.vrules.silent.set(key, None);
+            return;
+        };
+        let r = &mut self.vrules;
+        let cfg = self.rules.config();
+        let closed = v.loan.status == LoanStatus::Closed;
+        if let Some(st) = r.states.get_mut(vehicle_id) {
+            if st.retain_bound(v) {
+                r.dirty.insert(key.clone());
+            }
+            for d in &st.devices {
+                let due = (!closed)
+                    .then(|| zones::deadline(cfg, &r.zones, &d.visits))
+                    .flatten();
+                r.dwell.set(&d.id, due);
+            }
+        }
+        let alerted = r.states.get(vehicle_id).is_some_and(|s| s.all_silent);
+        let due = all_silent::deadline(
+            cfg,
+            self.rules.grace_end(),
+            v,
+            |id| self.states.get(id),
+            alerted,
+        );
+        r.silent.set(key, due);
+    }
+}

@@ -1,0 +1,185 @@
+//! Risk zone commands: put, get, delete, list by kind, and the all-or-nothing bulk import.
+//!
+//! Bodies are parsed and every geometry compiled before a command reaches the engine thread
+//! ([`PutZone::from_json`], [`ImportZones::from_json`]): a list of tens of thousands of zones
+//! costs the engine one batch write and an index rebuild, never the validation.
+
+use super::command::{Command, EngineError};
+use super::view::Deleted;
+use super::Engine;
+use crate::registry::{zones_from_feature_collection, Zone};
+use crate::time::Timestamp;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::ToSchema;
+
+/// A zone as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ZoneView {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    /// The geometry exactly as it was given (GeoJSON Polygon or MultiPolygon, or a Circle).
+    #[schema(value_type = Object)]
+    pub geometry: Box<serde_json::value::RawValue>,
+    /// Absent: `rules.risk_zone_dwell_after`.
+    #[serde(
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub dwell_after: Option<Duration>,
+}
+
+impl ZoneView {
+    fn of(z: &Zone) -> Self {
+        ZoneView {
+            id: z.id.to_string(),
+            name: z.name.clone(),
+            kind: z.kind.to_string(),
+            geometry: z.geometry.source_raw(),
+            dwell_after: z.dwell_after,
+        }
+    }
+}
+
+/// `GET /v1/zones`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ZoneList {
+    pub zones: Vec<ZoneView>,
+}
+
+/// What a bulk import did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Imported {
+    /// Zones written (new or replaced).
+    pub upserted: usize,
+    /// Of those, the new ones.
+    pub created: usize,
+}
+
+fn zone_count(e: &Engine) {
+    metrics::gauge!("lienwatch_risk_zones").set(e.vrules.zones.len() as f64);
+}
+
+fn not_found(id: &str) -> EngineError {
+    EngineError::NotFound(format!("no zone {id:?}"))
+}
+
+/// `PUT /v1/zones/{id}`.
+pub struct PutZone {
+    zone: Zone,
+    stored: String,
+}
+
+pub struct PutZoneOutcome {
+    pub created: bool,
+    pub view: ZoneView,
+}
+
+impl PutZone {
+    pub fn from_json(id: &str, body: &[u8]) -> Result<PutZone, EngineError> {
+        let zone = Zone::from_json(id, body).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let stored = zone.stored_json();
+        Ok(PutZone { zone, stored })
+    }
+}
+
+impl Command for PutZone {
+    type Output = PutZoneOutcome;
+
+    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<PutZoneOutcome, EngineError> {
+        let id = self.zone.id.clone();
+        e.store.put_zones([(&*id, Some(self.stored.as_bytes()))])?;
+        let view = ZoneView::of(&self.zone);
+        let created = e.vrules.zones.upsert(self.zone);
+        zone_count(e);
+        Ok(PutZoneOutcome { created, view })
+    }
+}
+
+/// `GET /v1/zones/{id}`.
+pub struct GetZone {
+    pub id: String,
+}
+
+impl Command for GetZone {
+    type Output = ZoneView;
+
+    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<ZoneView, EngineError> {
+        e.vrules
+            .zones
+            .get(&self.id)
+            .map(|z| ZoneView::of(z))
+            .ok_or_else(|| not_found(&self.id))
+    }
+}
+
+/// `DELETE /v1/zones/{id}`: visits in progress end with the device's next fix.
+pub struct DeleteZone {
+    pub id: String,
+}
+
+impl Command for DeleteZone {
+    type Output = Deleted;
+
+    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<Deleted, EngineError> {
+        if e.vrules.zones.get(&self.id).is_none() {
+            return Err(not_found(&self.id));
+        }
+        e.store.put_zones([(self.id.as_str(), None)])?;
+        e.vrules.zones.remove(&self.id);
+        zone_count(e);
+        Ok(Deleted { deleted: self.id })
+    }
+}
+
+/// `GET /v1/zones?kind=K`: every zone (of that kind), in id order.
+pub struct ListZones {
+    pub kind: Option<String>,
+}
+
+impl Command for ListZones {
+    type Output = ZoneList;
+
+    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<ZoneList, EngineError> {
+        let zones = e.vrules.zones.list(self.kind.as_deref());
+        Ok(ZoneList {
+            zones: zones.iter().map(|z| ZoneView::of(z)).collect(),
+        })
+    }
+}
+
+/// `POST /v1/zones`: a GeoJSON FeatureCollection upserted whole (one atomic store batch), or
+/// refused whole with the bad feature named.
+pub struct ImportZones {
+    zones: Vec<Zone>,
+    stored: Vec<String>,
+}
+
+impl ImportZones {
+    pub fn from_json(body: &[u8]) -> Result<ImportZones, EngineError> {
+        let zones =
+            zones_from_feature_collection(body).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let stored = zones.iter().map(Zone::stored_json).collect();
+        Ok(ImportZones { zones, stored })
+    }
+}
+
+impl Command for ImportZones {
+    type Output = Imported;
+
+    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<Imported, EngineError> {
+        let ids: Vec<Arc<str>> = self.zones.iter().map(|z| z.id.clone()).collect();
+        e.store.put_zones(
+            ids.iter()
+                .zip(&self.stored)
+                .map(|(id, b)| (&**id, Some(b.as_bytes()))),
+        )?;
+        let upserted = self.zones.len();
+        let created = e.vrules.zones.upsert_many(self.zones);
+        zone_count(e);
+        Ok(Imported { upserted, created })
+    }
+}

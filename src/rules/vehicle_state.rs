@@ -1,0 +1,77 @@
+//! What the vehicle-wide rules (risk zones, separation, all-silent) remember about one vehicle:
+//! one small record per vehicle, persisted in the same commit as the alerts it remembers, kept
+//! apart from [`super::DeviceRuleState`] so that each layout changes on its own.
+
+use super::separation::FixRing;
+use super::zones::ZoneVisit;
+use crate::event::DeviceId;
+use crate::registry::Vehicle;
+use serde::{Deserialize, Serialize};
+
+/// One device's part: its zone visits and its recent valid fixes.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct DeviceMemory {
+    pub id: DeviceId,
+    pub visits: Vec<ZoneVisit>,
+    pub recent: FixRing,
+}
+
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
+pub struct VehicleRuleState {
+    pub devices: Vec<DeviceMemory>,
+    /// An `all_silent` episode is open.
+    pub all_silent: bool,
+    /// Device pairs whose `device_separation` episode is open.
+    pub separated: Vec<(DeviceId, DeviceId)>,
+}
+
+impl VehicleRuleState {
+    /// The device's part, created empty if new.
+    pub fn device_mut(&mut self, id: &DeviceId) -> &mut DeviceMemory {
+        let i = match self.devices.iter().position(|d| &d.id == id) {
+            Some(i) => i,
+            None => {
+                self.devices.push(DeviceMemory {
+                    id: id.clone(),
+                    visits: Vec::new(),
+                    recent: FixRing::default(),
+                });
+                self.devices.len() - 1
+            }
+        };
+        &mut self.devices[i]
+    }
+
+    pub fn device(&self, id: &DeviceId) -> Option<&DeviceMemory> {
+        self.devices.iter().find(|d| &d.id == id)
+    }
+
+    /// Forgets devices no longer bound to the vehicle, and pairs that name one. Returns whether
+    /// anything went.
+    pub fn retain_bound(&mut self, v: &Vehicle) -> bool {
+        let before = (self.devices.len(), self.separated.len());
+        self.devices.retain(|d| v.device(&d.id).is_some());
+        self.separated
+            .retain(|(a, b)| v.device(a).is_some() && v.device(b).is_some());
+        before != (self.devices.len(), self.separated.len())
+    }
+
+    /// Nothing worth storing.
+    pub fn is_empty(&self) -> bool {
+        !self.all_silent
+            && self.separated.is_empty()
+            && self
+                .devices
+                .iter()
+                .all(|d| d.visits.is_empty() && d.recent.0.is_empty())
+    }
+
+    /// Compact binary form for the store (postcard).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<Self, super::StateDecodeError> {
+        Ok(postcard::from_bytes(b)?)
+    }
+}
