@@ -20,6 +20,7 @@ mod mqtt;
 mod places;
 mod reload;
 mod replay;
+mod risk;
 mod risk_zones;
 mod service;
 mod tcp_fixtures;
