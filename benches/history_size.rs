@@ -14,7 +14,7 @@ use lienwatch::event::DeviceId;
 use lienwatch::history::HistoryFix;
 use lienwatch::store::{Store, StoredPosition};
 use lienwatch::time::Timestamp;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const DAY_S: i64 = 86_400;
 
@@ -153,11 +153,101 @@ fn simulate(cars: usize, days: usize, seal: bool) -> (u64, u64, u64, f64) {
     (total, recent + blocks, dir_bytes(dir.path()), secs)
 }
 
+/// A car reporting every 10 s for 30 days, written and sealed as the daemon would, then the
+/// two reads a collections officer makes: one day's track, and 30 days of places.
+fn reads() {
+    use lienwatch::engine::places::PlacesJob;
+    use lienwatch::history::track::{self, TrackQuery};
+    use lienwatch::places::synthetic::{life, LifeConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), 64).expect("store");
+    let h = store.history().clone();
+    let id = DeviceId::new("868120000000001");
+    let l = life(&LifeConfig::dense(3, 30, 10));
+    for chunk in l.fixes.chunks(2_000) {
+        let mut staged = lienwatch::history::Staged::default();
+        for f in chunk {
+            let fix = HistoryFix {
+                pos: StoredPosition {
+                    time: f.time,
+                    lat: f.lat,
+                    lon: f.lon,
+                    valid: f.valid && !f.lbs,
+                    speed_kmh: 30.0,
+                    course: 90,
+                    satellites: Some(9),
+                    altitude_m: None,
+                    received_at: f.time.add_millis(1_200),
+                    cell: None,
+                    wifi: None,
+                },
+                suspect_future: false,
+            };
+            h.stage(&mut staged, &id, &fix);
+        }
+        h.apply(staged).expect("apply");
+        h.drain_log(usize::MAX).expect("drain");
+    }
+    while h
+        .compact(l.now.add_millis(-3_600_000), 500_000)
+        .expect("compact")
+        .fixes
+        > 0
+    {}
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let q =
+        TrackQuery::parse(&id.to_string(), None, None, Some("100000"), None, l.now).expect("query");
+    let mut times = Vec::new();
+    let mut n = 0;
+    for _ in 0..21 {
+        let t = Instant::now();
+        let fixes = track::read(&h, &q, Duration::from_secs(180 * 86_400), l.now).expect("track");
+        let (body, _) = track::render(&q, &fixes);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        n = fixes.len();
+        std::hint::black_box(body);
+    }
+    println!(
+        "one-day track of a car reporting every 10 s: {n} positions read and written as JSON in {:.1} ms (median of 21)",
+        median(times)
+    );
+    let job = PlacesJob {
+        vehicle_id: "V-1".into(),
+        days: 30,
+        devices: vec![id.clone()],
+        params: lienwatch::places::Params::from_rules(
+            200.0,
+            Duration::from_secs(1200),
+            "Asia/Shanghai",
+        )
+        .expect("params"),
+        timezone: "Asia/Shanghai".into(),
+        retention: Duration::from_secs(180 * 86_400),
+    };
+    let mut times = Vec::new();
+    let mut places = 0;
+    for _ in 0..7 {
+        let t = Instant::now();
+        let r = lienwatch::history::places::run(&h, &job, l.now).expect("places");
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        places = r.places.places.len();
+    }
+    println!(
+        "places over 30 days of that car ({} fixes, {places} places): {:.1} ms (median of 7)",
+        l.fixes.len(),
+        median(times)
+    );
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("history_size: skipped (run with cargo bench --bench history_size)");
         return;
     }
+    reads();
     let cars = env("CARS", 10_000);
     let days = env("DAYS", 30);
     let sled_cars = env("SLED_CARS", 1_000);
