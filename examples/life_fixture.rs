@@ -24,7 +24,10 @@ fn frame(proto: u8, content: &[u8], serial: u16) -> Vec<u8> {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn location(serial: u16, t: Timestamp, lat: f64, lon: f64, valid: bool) -> Vec<u8> {
@@ -34,7 +37,9 @@ fn location(serial: u16, t: Timestamp, lat: f64, lon: f64, valid: bool) -> Vec<u
     c.extend_from_slice(&((lat * 1_800_000.0).round() as u32).to_be_bytes());
     c.extend_from_slice(&((lon * 1_800_000.0).round() as u32).to_be_bytes());
     let status = if valid { 0x14 } else { 0x04 };
-    c.extend_from_slice(&[0x00, status, 0x5A, 0x01, 0xCC, 0x00, 0x24, 0x7C, 0x0F, 0x2A, 0x31]);
+    c.extend_from_slice(&[
+        0x00, status, 0x5A, 0x01, 0xCC, 0x00, 0x24, 0x7C, 0x0F, 0x2A, 0x31,
+    ]);
     frame(0x12, &c, serial)
 }
 
@@ -91,10 +96,19 @@ reply = \"{}\"",
         let mut rep = Vec::new();
         for f in chunk {
             serial = serial.wrapping_add(1);
-            dev.push(hex(&location(serial, f.time, f.lat, f.lon, f.valid && !f.lbs)));
+            dev.push(hex(&location(
+                serial,
+                f.time,
+                f.lat,
+                f.lon,
+                f.valid && !f.lbs,
+            )));
             rep.extend(frame(0x12, &[], serial));
         }
-        let at = chunk.last().map(|f| f.time.add_millis(5_000)).unwrap_or(cfg.start);
+        let at = chunk
+            .last()
+            .map(|f| f.time.add_millis(5_000))
+            .unwrap_or(cfg.start);
         let _ = writeln!(
             out,
             "\n[[step]]\nat = \"{at}\"\ndevice = [\n  \"{}\",\n]\nreply = \"{}\"",
@@ -121,7 +135,17 @@ reply = \"{}\"",
     let expected: Vec<String> = places
         .places
         .iter()
-        .map(|p| format!("{{ kind = \"{}\", visits = {} }}", if p.kind == lienwatch::places::PlaceKind::Night { "night" } else { "day" }, p.visits))
+        .map(|p| {
+            format!(
+                "{{ kind = \"{}\", visits = {} }}",
+                if p.kind == lienwatch::places::PlaceKind::Night {
+                    "night"
+                } else {
+                    "day"
+                },
+                p.visits
+            )
+        })
         .collect();
     let _ = writeln!(
         out,

@@ -9,6 +9,8 @@ mod prop_commands;
 mod prop_gt06;
 #[path = "prop_h02.rs"]
 mod prop_h02;
+#[path = "prop_history.rs"]
+mod prop_history;
 #[path = "prop_jt808.rs"]
 mod prop_jt808;
 #[path = "prop_places.rs"]
