@@ -1,7 +1,8 @@
 //! The web console (CONTRACT.md "Console") in a real browser: Debian's headless chromium driven
 //! through chromedriver (WebDriver) against the real daemon with real GT06 trackers connected.
-//! Endpoints that other parts of Part 2 add (track, places, zones, commands, risk) are checked
-//! when the daemon describes them in `/v1/openapi.json`, and must be hidden when it does not.
+//! The console shows a panel only when the daemon describes its endpoint in `/v1/openapi.json`;
+//! this daemon describes them all (track, places, zones, commands, risk), and the walk-through
+//! asserts every one.
 //!
 //! Without chromium and chromedriver a local run skips with a message; under CI (`CI=true`, and
 //! `.ci/run` installs them) it fails.
@@ -513,6 +514,11 @@ fn console_in_headless_chromium() {
     let has_commands =
         has_op(&api, "/v1/devices/{}/commands", "post") && has_op(&api, "/v1/commands/{}", "get");
     let has_zones = has_op(&api, "/v1/zones/{}", "put") && has_op(&api, "/v1/zones", "get");
+    // Every panel's endpoint exists now: the walk-through below checks them all.
+    assert!(
+        has_track && has_commands && has_zones,
+        "track {has_track}, commands {has_commands}, zones {has_zones}"
+    );
     if has_zones {
         let (s, v) = d.api(
             "PUT",
