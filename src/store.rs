@@ -109,6 +109,16 @@ fn corrupt_command(msg: String) -> StoreError {
     }
 }
 
+/// Every `(key as text, value)` of a tree keyed by a string id (vehicles, zones, risk, ...).
+fn string_keyed(
+    tree: &sled::Tree,
+) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
+    tree.iter().map(|r| {
+        let (k, v) = r?;
+        Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+    })
+}
+
 /// The device id a key of the `rules` or `registrations` tree names.
 fn device_key(k: &[u8]) -> DeviceId {
     DeviceId::new(&String::from_utf8_lossy(k))
@@ -344,10 +354,7 @@ impl Store {
 
     /// Every stored vehicle as `(id, body)`; the registry parses the body.
     pub fn all_vehicles(&self) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
-        self.vehicles.iter().map(|r| {
-            let (k, v) = r?;
-            Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
-        })
+        string_keyed(&self.vehicles)
     }
 
     pub fn put_vehicle(&self, id: &str, body: &[u8]) -> Result<(), StoreError> {
@@ -382,10 +389,7 @@ impl Store {
     /// Every JT/T 808 registration binding.
     /// Every vehicle's risk state as `(vehicle id, bytes)`.
     pub fn all_risk(&self) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
-        self.risk.iter().map(|r| {
-            let (k, v) = r?;
-            Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
-        })
+        string_keyed(&self.risk)
     }
 
     /// Writes a vehicle's risk state, or removes it (`None`).
@@ -419,10 +423,7 @@ impl Store {
 
     /// Every stored risk zone as `(id, body)`; the registry parses the body.
     pub fn all_zones(&self) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
-        self.zones.iter().map(|r| {
-            let (k, v) = r?;
-            Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
-        })
+        string_keyed(&self.zones)
     }
 
     /// Writes (`Some`) or deletes (`None`) zones in one atomic batch: a bulk import lands whole.
@@ -445,10 +446,7 @@ impl Store {
     pub fn all_vehicle_rule_states(
         &self,
     ) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
-        self.vehicle_rules.iter().map(|r| {
-            let (k, v) = r?;
-            Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
-        })
+        string_keyed(&self.vehicle_rules)
     }
 
     /// Writes (`Some`) or deletes (`None`) a vehicle's rule state.

@@ -143,26 +143,13 @@ impl<'a> Props<'a> {
     }
 }
 
-/// A position of the JSON track: the API's position object.
+/// A position of the JSON track: the API's position object, its coordinates beside the rest.
 #[derive(Serialize)]
 struct Point<'a> {
-    time: Timestamp,
     lat: f64,
     lon: f64,
-    valid: bool,
-    speed_kmh: f64,
-    course: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    satellites: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    altitude_m: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cell: Option<&'a Cell>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    wifi: Option<&'a WifiAp>,
-    received_at: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    suspect: Option<&'static str>,
+    #[serde(flatten)]
+    props: Props<'a>,
 }
 
 #[derive(Serialize)]
@@ -182,22 +169,10 @@ struct Positions<'a>(&'a [HistoryFix]);
 
 impl Serialize for Positions<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|f| {
-            let pr = Props::of(f);
-            Point {
-                time: pr.time,
-                lat: crate::event::round6(f.pos.lat),
-                lon: crate::event::round6(f.pos.lon),
-                valid: pr.valid,
-                speed_kmh: pr.speed_kmh,
-                course: pr.course,
-                satellites: pr.satellites,
-                altitude_m: pr.altitude_m,
-                cell: pr.cell,
-                wifi: pr.wifi,
-                received_at: pr.received_at,
-                suspect: pr.suspect,
-            }
+        s.collect_seq(self.0.iter().map(|f| Point {
+            lat: crate::event::round6(f.pos.lat),
+            lon: crate::event::round6(f.pos.lon),
+            props: Props::of(f),
         }))
     }
 }

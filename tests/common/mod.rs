@@ -385,6 +385,19 @@ pub fn gt06_login(imei: &str, serial: u16) -> Vec<u8> {
     gt06_frame(0x01, &bcd, serial)
 }
 
+/// `(yy, mm, dd, hh, mi, ss)` of a UTC instant, as a GT06 fix carries it.
+pub fn gt06_civil(t: lienwatch::time::Timestamp) -> (u8, u8, u8, u8, u8, u8) {
+    let dt = t.to_jiff().to_zoned(jiff::tz::TimeZone::UTC).datetime();
+    (
+        (dt.year() % 100) as u8,
+        dt.month() as u8,
+        dt.day() as u8,
+        dt.hour() as u8,
+        dt.minute() as u8,
+        dt.second() as u8,
+    )
+}
+
 /// A GT06 0x12 location at Shenzhen with the given UTC time (protocols.md A.6 #2 layout).
 pub fn gt06_location(
     serial: u16,

@@ -459,7 +459,10 @@ mod jt808 {
             let mut t = Terminal::connect(&d, NUMBER, false);
             t.log_in();
         }
-        std::thread::sleep(Duration::from_millis(200));
+        // Offline: the daemon has seen the connection close.
+        d.wait_metric("lienwatch_connections", &[("protocol", "jt808")], |v| {
+            v == 0.0
+        });
         let (s, v) = post(&d, NUMBER, r#"{"type": "locate", "expires": "2s"}"#);
         assert_eq!(s, 202, "{v}");
         let v = wait_state(&d, v["id"].as_str().unwrap(), "expired");

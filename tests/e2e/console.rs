@@ -294,16 +294,7 @@ fn check_config_names_bad_console_keys() {
 
 /// The UTC civil time `secs_ago` seconds ago, as GT06 dates carry it.
 fn civil_ago(secs_ago: i64) -> (u8, u8, u8, u8, u8, u8) {
-    let t = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(secs_ago);
-    let dt = t.to_zoned(jiff::tz::TimeZone::UTC).datetime();
-    (
-        (dt.year() - 2000) as u8,
-        dt.month() as u8,
-        dt.day() as u8,
-        dt.hour() as u8,
-        dt.minute() as u8,
-        dt.second() as u8,
-    )
+    gt06_civil(lienwatch::time::Timestamp::now().add_millis(-secs_ago * 1000))
 }
 
 /// A GT06 LBS-only report (0x28): no GNSS fix, the serving cell only.

@@ -9,13 +9,6 @@ use std::time::{Duration, Instant};
 
 const IMEI: &str = "868120145233604";
 
-/// `(yy, mm, dd, hh, mi, ss)` of a UTC instant, as a GT06 fix carries it.
-fn civil(t: Timestamp) -> (u8, u8, u8, u8, u8, u8) {
-    let s = t.to_jiff().strftime("%y %m %d %H %M %S").to_string();
-    let v: Vec<u8> = s.split(' ').map(|x| x.parse().unwrap()).collect();
-    (v[0], v[1], v[2], v[3], v[4], v[5])
-}
-
 /// Now, in whole seconds (a GT06 fix carries no milliseconds).
 fn now_s() -> Timestamp {
     Timestamp::from_secs(Timestamp::now().secs())
@@ -50,13 +43,13 @@ fn fixes_come_back_in_time_order_filtered_in_json_and_geojson() {
         let t = now.add_millis(off * 1000);
         let serial = 2 + i as u16;
         dev.exchange_bytes(
-            &gt06_location(serial, civil(t), 22.5 + *off as f64 * -1e-5, 114.05),
+            &gt06_location(serial, gt06_civil(t), 22.5 + *off as f64 * -1e-5, 114.05),
             &gt06_ack(0x12, serial),
         );
     }
     let future = now.add(Duration::from_secs(3 * 86_400));
     dev.exchange_bytes(
-        &gt06_location(9, civil(future), 22.6, 114.05),
+        &gt06_location(9, gt06_civil(future), 22.6, 114.05),
         &gt06_ack(0x12, 9),
     );
     let want: Vec<String> = [-900i64, -600, -300, -120]
@@ -180,17 +173,17 @@ fn fixes_older_than_the_retention_disappear() {
     let now = now_s();
     let old = now.add_millis(-50_000);
     dev.exchange_bytes(
-        &gt06_location(2, civil(old), 22.5, 114.0),
+        &gt06_location(2, gt06_civil(old), 22.5, 114.0),
         &gt06_ack(0x12, 2),
     );
     dev.exchange_bytes(
-        &gt06_location(3, civil(now), 22.5, 114.0),
+        &gt06_location(3, gt06_civil(now), 22.5, 114.0),
         &gt06_ack(0x12, 3),
     );
     // Older than the retention on arrival: never kept.
     let ancient = now.add_millis(-3_600_000);
     dev.exchange_bytes(
-        &gt06_location(4, civil(ancient), 22.5, 114.0),
+        &gt06_location(4, gt06_civil(ancient), 22.5, 114.0),
         &gt06_ack(0x12, 4),
     );
     assert_eq!(
@@ -230,7 +223,7 @@ fn every_acknowledged_fix_is_in_the_track_after_sigkill() {
             {
                 let serial = (k + 1) as u16;
                 let t = start.add_millis(k as i64 * 1000);
-                let frame = gt06_location(serial, civil(t), 22.5 + k as f64 * 1e-5, 114.0);
+                let frame = gt06_location(serial, gt06_civil(t), 22.5 + k as f64 * 1e-5, 114.0);
                 if std::io::Write::write_all(&mut dev.stream, &frame).is_err() {
                     return;
                 }

@@ -10,15 +10,9 @@ use std::time::Duration;
 const IMEI: &str = "868120145299001";
 const DAY_MS: i64 = 86_400_000;
 
-fn civil(t: Timestamp) -> (u8, u8, u8, u8, u8, u8) {
-    let s = t.to_jiff().strftime("%y %m %d %H %M %S").to_string();
-    let v: Vec<u8> = s.split(' ').map(|x| x.parse().unwrap()).collect();
-    (v[0], v[1], v[2], v[3], v[4], v[5])
-}
-
 /// A GT06 0x12 location; `valid` is the GPS-positioned bit of the course/status word.
 fn location(serial: u16, t: Timestamp, lat: f64, lon: f64, valid: bool) -> Vec<u8> {
-    let (y, mo, d, h, mi, s) = civil(t);
+    let (y, mo, d, h, mi, s) = gt06_civil(t);
     let mut c = vec![y, mo, d, h, mi, s, 0xC9];
     c.extend_from_slice(&((lat * 1_800_000.0).round() as u32).to_be_bytes());
     c.extend_from_slice(&((lon * 1_800_000.0).round() as u32).to_be_bytes());

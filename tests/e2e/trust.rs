@@ -19,13 +19,6 @@ fn vehicle() -> String {
     .to_string()
 }
 
-/// `(yy, mm, dd, hh, mi, ss)` of a UTC instant, as a GT06 fix carries it.
-fn civil(t: lienwatch::event::Timestamp) -> (u8, u8, u8, u8, u8, u8) {
-    let s = t.to_jiff().strftime("%y %m %d %H %M %S").to_string();
-    let v: Vec<u8> = s.split(' ').map(|x| x.parse().unwrap()).collect();
-    (v[0], v[1], v[2], v[3], v[4], v[5])
-}
-
 fn alerts(d: &Daemon) -> Vec<serde_json::Value> {
     let (s, v) = d.api("GET", "/v1/alerts", None);
     assert_eq!(s, 200, "{v}");
@@ -48,7 +41,7 @@ fn a_fix_from_the_future_is_acknowledged_but_good_fixes_win_and_no_rule_sees_it(
     // A year ahead and 6 km outside the fence: answered, so the device stops resending it.
     let future = now.add(Duration::from_secs(365 * 86_400));
     dev.exchange_bytes(
-        &gt06_location(2, civil(future), 22.6, 114.057865),
+        &gt06_location(2, gt06_civil(future), 22.6, 114.057865),
         &gt06_ack(0x12, 2),
     );
     assert!(alerts(&d).is_empty(), "no rule saw the future fix");
@@ -60,14 +53,14 @@ fn a_fix_from_the_future_is_acknowledged_but_good_fixes_win_and_no_rule_sees_it(
     // Genuine fixes after it: inside, then outside. Each becomes the last-known position.
     let t1 = now.add_millis(-60_000);
     dev.exchange_bytes(
-        &gt06_location(3, civil(t1), 22.543096, 114.057865),
+        &gt06_location(3, gt06_civil(t1), 22.543096, 114.057865),
         &gt06_ack(0x12, 3),
     );
     let (_, dv) = d.api("GET", &format!("/v1/devices/{IMEI}"), None);
     assert_eq!(dv["position"]["time"], t1.to_string(), "{dv}");
     let t2 = now.add_millis(-30_000);
     dev.exchange_bytes(
-        &gt06_location(4, civil(t2), 22.6, 114.057865),
+        &gt06_location(4, gt06_civil(t2), 22.6, 114.057865),
         &gt06_ack(0x12, 4),
     );
     let (_, dv) = d.api("GET", &format!("/v1/devices/{IMEI}"), None);
@@ -124,7 +117,7 @@ fn a_12_mb_fence_put_does_not_stall_device_acks() {
     assert!(body.len() > 12_000_000, "{} bytes", body.len());
     let mut dev = d.connect("gt06");
     dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
-    let t = civil(lienwatch::event::Timestamp::now().add_millis(-60_000));
+    let t = gt06_civil(lienwatch::event::Timestamp::now().add_millis(-60_000));
     let mut serial = 2u16;
     let mut ack = |dev: &mut Device| {
         let started = Instant::now();
@@ -230,7 +223,7 @@ fn webhooks_trust_a_private_ca_from_ca_file() {
         assert_eq!(d.api("PUT", "/v1/vehicles/V-1", Some(&vehicle())).0, 201);
         let mut dev = d.connect("gt06");
         dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
-        let t = civil(lienwatch::event::Timestamp::now().add_millis(-60_000));
+        let t = gt06_civil(lienwatch::event::Timestamp::now().add_millis(-60_000));
         dev.exchange_bytes(&gt06_location(2, t, 22.6, 114.057865), &gt06_ack(0x12, 2));
     }
     let got = rx.wait_for(Duration::from_secs(15), "the alert over TLS", |r| {
