@@ -4,7 +4,8 @@
 //! fix, never sealed) give the figure sled alone would cost.
 //!
 //! `cargo bench --bench history_size` (env: `CARS` default 10000, `DAYS` default 30, `SLED_CARS`
-//! default 1000: the cars of the one-key-per-fix comparison).
+//! default 1000: the cars of the one-key-per-fix comparison, 0 to skip it; `TRACE` prints the
+//! sizes after each simulated day).
 //!
 //! Each car's day: two 40-minute trips reporting every 15 s (wired units report fast while the
 //! ignition is on), parked the rest of the day with a fix every 30 minutes; GPS noise of a few
@@ -84,7 +85,10 @@ fn car_fixes(rng: &mut fastrand::Rng, car: usize, from: i64, to: i64, out: &mut 
     }
 }
 
+/// Bytes the files under `p` take on disk: allocated blocks, as `du` counts them (sled punches
+/// holes into the segments it frees, so their apparent length overstates what they hold).
 fn dir_bytes(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     let mut n = 0;
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
@@ -92,15 +96,26 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
             n += if m.is_dir() {
                 dir_bytes(&e.path())
             } else {
-                m.len()
+                m.blocks() * 512
             };
         }
     }
     n
 }
 
-/// Writes `cars` x `days` of fixes; `seal` runs the upkeep pass every six hours.
-fn simulate(cars: usize, days: usize, seal: bool) -> (u64, u64, u64, f64) {
+/// What one simulated fleet left behind.
+struct Sim {
+    fixes: u64,
+    payload: u64,
+    disk: u64,
+    /// Of `disk`: the day files of sealed blocks.
+    blocks: u64,
+    secs: f64,
+}
+
+/// Writes `cars` x `days` of fixes an hour at a time; `seal` runs the upkeep pass after each
+/// hour, as the daemon's (every ten minutes) would, sealing buckets an hour after they end.
+fn simulate(cars: usize, days: usize, seal: bool) -> Sim {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 64).expect("store");
     let h = store.history().clone();
@@ -112,7 +127,7 @@ fn simulate(cars: usize, days: usize, seal: bool) -> (u64, u64, u64, f64) {
     let mut fixes = Vec::new();
     let mut total = 0u64;
     let began = Instant::now();
-    let window = 6 * 3600;
+    let window = 3600;
     let mut w = start;
     while w < start + days as i64 * DAY_S {
         let mut batch = lienwatch::history::Staged::default();
@@ -144,13 +159,32 @@ fn simulate(cars: usize, days: usize, seal: bool) -> (u64, u64, u64, f64) {
                 > 0
             {}
         }
+        if std::env::var_os("TRACE").is_some() && (w - start) % DAY_S == 0 {
+            let all = dir_bytes(dir.path());
+            let blocks = h.blocks_disk_bytes();
+            let (recent, _) = h.payload_bytes();
+            eprintln!(
+                "day {}: {total} fixes, sled {:.1} MB (recent payload {:.1} MB), day files {:.1} MB",
+                (w - start) / DAY_S,
+                (all - blocks) as f64 / 1e6,
+                recent as f64 / 1e6,
+                blocks as f64 / 1e6
+            );
+        }
     }
     store.flush().expect("flush");
     let secs = began.elapsed().as_secs_f64();
     let (recent, blocks) = h.payload_bytes();
+    let blocks_disk = h.blocks_disk_bytes();
     drop(h);
     drop(store);
-    (total, recent + blocks, dir_bytes(dir.path()), secs)
+    Sim {
+        fixes: total,
+        payload: recent + blocks,
+        disk: dir_bytes(dir.path()),
+        blocks: blocks_disk,
+        secs,
+    }
 }
 
 /// A car reporting every 10 s for 30 days, written and sealed as the daemon would, then the
@@ -251,24 +285,34 @@ fn main() {
     let cars = env("CARS", 10_000);
     let days = env("DAYS", 30);
     let sled_cars = env("SLED_CARS", 1_000);
-    let (n, payload, disk, secs) = simulate(cars, days, true);
+    let a = simulate(cars, days, true);
+    let per = |v: u64, s: &Sim| v as f64 / s.fixes as f64;
     println!(
-        "lienwatch history, {cars} cars x {days} days: {n} fixes in {secs:.0} s ({:.0} fixes/s); \
-         payload {:.1} bytes/fix, on disk {:.1} bytes/fix ({:.2} GB)",
-        n as f64 / secs,
-        payload as f64 / n as f64,
-        disk as f64 / n as f64,
-        disk as f64 / 1e9
+        "lienwatch history, {cars} cars x {days} days: {} fixes in {:.0} s ({:.0} fixes/s); \
+         payload {:.1} bytes/fix, on disk {:.1} bytes/fix ({:.2} GB: sealed-block day files {:.1}, \
+         sled {:.1} bytes/fix)",
+        a.fixes,
+        a.secs,
+        a.fixes as f64 / a.secs,
+        per(a.payload, &a),
+        per(a.disk, &a),
+        a.disk as f64 / 1e9,
+        per(a.blocks, &a),
+        per(a.disk - a.blocks, &a),
     );
-    let (n2, payload2, disk2, _) = simulate(sled_cars, days, false);
+    if sled_cars == 0 {
+        return;
+    }
+    let b = simulate(sled_cars, days, false);
     println!(
-        "one sled key per fix, {sled_cars} cars x {days} days: {n2} fixes; payload {:.1} bytes/fix, \
+        "one sled key per fix, {sled_cars} cars x {days} days: {} fixes; payload {:.1} bytes/fix, \
          on disk {:.1} bytes/fix",
-        payload2 as f64 / n2 as f64,
-        disk2 as f64 / n2 as f64
+        b.fixes,
+        per(b.payload, &b),
+        per(b.disk, &b)
     );
     println!(
         "sealed blocks / one key per fix, on disk: {:.2}",
-        (disk as f64 / n as f64) / (disk2 as f64 / n2 as f64)
+        per(a.disk, &a) / per(b.disk, &b)
     );
 }

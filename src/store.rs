@@ -243,7 +243,9 @@ impl DeviceRecord {
 /// - `meta`: keys and counters (`alerts_raised`, `jt808_auth_key`)
 /// - `registrations`: JT/T 808 terminal number -> the terminal id it registered with (UTF-8)
 /// - `risk`: vehicle id -> its risk reasons ([`crate::risk::RiskState`], postcard)
-/// - `history_recent` and `history`: every fix kept (`crate::history`, which owns their layout)
+/// - `history_log`, `history_recent`, `history_index` (and `history`, the first layout's
+///   blocks): every fix kept, with the sealed blocks in day files in the `history` folder
+///   beside the database (`crate::history`, which owns their layout)
 /// - `commands`: `c` + id (u64 BE) -> [`CommandRecord`] (postcard); `d` + device id + `0` + id ->
 ///   nothing (a device's commands in order); `o` + id -> nothing while the command is open
 /// - `zones`: risk zone id -> the zone's API body (JSON text; see `crate::registry::Zone`)
@@ -275,16 +277,27 @@ impl Store {
             // flush only bounds what a crash of an idle daemon could lose of API-less writes.
             .flush_every_ms(Some(1000))
             .open()?;
-        Self::from_db(db)
+        Self::from_db(db, path.join("history"), None)
     }
 
     /// A throwaway database for `replay` and tests.
     pub fn temporary() -> Result<Store, StoreError> {
         let db = sled::Config::new().temporary(true).open()?;
-        Self::from_db(db)
+        let dir = tempfile::Builder::new()
+            .prefix("lienwatch-history")
+            .tempdir()
+            .map_err(|e| StoreError::Corrupt {
+                tree: "history segments",
+                msg: format!("temporary folder: {e}"),
+            })?;
+        Self::from_db(db, dir.path().to_path_buf(), Some(dir))
     }
 
-    fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+    fn from_db(
+        db: sled::Db,
+        blocks_dir: std::path::PathBuf,
+        temporary: Option<tempfile::TempDir>,
+    ) -> Result<Store, StoreError> {
         Ok(Store {
             devices: db.open_tree("devices")?,
             vehicles: db.open_tree("vehicles")?,
@@ -292,7 +305,8 @@ impl Store {
             meta: db.open_tree("meta")?,
             registrations: db.open_tree("registrations")?,
             risk: db.open_tree("risk")?,
-            history: crate::history::History::open(&db)?,
+            history: crate::history::History::open(&db, blocks_dir, temporary)?,
+
             commands: db.open_tree("commands")?,
             zones: db.open_tree("zones")?,
             vehicle_rules: db.open_tree("vehicle_rules")?,

@@ -66,6 +66,7 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
     metrics::counter!("lienwatch_positions_stored_total").absolute(0);
     metrics::counter!("lienwatch_history_fixes_total").absolute(0);
     metrics::counter!("lienwatch_history_pruned_total").absolute(0);
+    metrics::counter!("lienwatch_history_sealed_total").absolute(0);
     metrics::counter!("lienwatch_fixes_suspect_total", "reason" => "future").absolute(0);
     metrics::counter!("lienwatch_devices_refused_total").absolute(0);
     metrics::counter!("lienwatch_commit_failures_total").absolute(0);
@@ -147,6 +148,10 @@ fn describe() {
     describe_counter!(
         "lienwatch_history_pruned_total",
         "history keys (recent fixes and sealed blocks) removed past storage.history_retention"
+    );
+    describe_counter!(
+        "lienwatch_history_sealed_total",
+        "fixes sealed into the compact day files of the history (a re-sealed bucket counts again)"
     );
     describe_counter!(
         "lienwatch_fixes_suspect_total",

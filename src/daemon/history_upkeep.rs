@@ -1,6 +1,7 @@
 //! History upkeep: logged fixes are filed under their own keys every quarter second, recent
-//! fixes are sealed into compact blocks once their six-hour bucket has
-//! been over for an hour, and fixes past `storage.history_retention` are pruned. Both run on
+//! fixes are sealed into the compact day files once their six-hour bucket has been over for an
+//! hour (at start, then every few minutes), and fixes past `storage.history_retention` are
+//! pruned. Both run on
 //! the blocking pool in slices, beside the engine (which only ever adds recent keys), so they
 //! never stall ingestion.
 
@@ -61,10 +62,13 @@ pub fn spawn(history: History, retention: Duration, shutdown: CancellationToken)
 
 fn upkeep(h: &History, retention: Duration) -> Result<(u64, u64), crate::store::StoreError> {
     let now = Timestamp::now();
+    // What the last run logged but never filed (a kill) is sealed in this pass, not the next.
+    while h.drain_log(10_000)? > 0 {}
     let mut sealed = 0;
     loop {
         let s = h.compact(now.add_millis(-(SEAL_AFTER.as_millis() as i64)), SLICE)?;
         sealed += s.fixes;
+        metrics::counter!("lienwatch_history_sealed_total").increment(s.fixes);
         if (s.fixes as usize) < SLICE {
             break;
         }

@@ -3,7 +3,8 @@
 //! device's track is one range scan in time order.
 //!
 //! - recent: `[len][device id][fix time ms]`: one key per fix, written by the engine's commit;
-//! - blocks: `[len][device id][bucket]`: a sealed bucket's fixes as one compact block.
+//! - blocks of the first layout (`history` tree): `[len][device id][bucket]`, read and moved;
+//! - the index of sealed blocks: `[bucket][len][device id]`, bucket first (see [`by_bucket`]).
 
 use crate::time::Timestamp;
 
@@ -36,6 +37,31 @@ pub fn bucket_of(t: Timestamp) -> i64 {
 
 pub fn bucket_start(bucket: i64) -> Timestamp {
     Timestamp::from_millis(bucket.saturating_mul(BUCKET_MS))
+}
+
+/// The index key of a device's sealed bucket. Bucket first, so that each sealing pass appends
+/// at the end of the index (sled rewrites only the last leaves) and retention drops a prefix of
+/// it; keyed by device first, every pass rewrote every leaf of an index that grows with the
+/// fleet and the retention, and sled kept the garbage.
+pub fn by_bucket(bucket: i64, prefix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + prefix.len());
+    k.extend_from_slice(&ordered(bucket));
+    k.extend_from_slice(prefix);
+    k
+}
+
+/// Splits an index key into its bucket and device prefix.
+pub fn split_by_bucket(key: &[u8]) -> Option<(i64, &[u8])> {
+    if key.len() < 9 || key.len() != 9 + key[8] as usize {
+        return None;
+    }
+    let (b, prefix) = key.split_at(8);
+    Some((from_ordered(b)?, prefix))
+}
+
+/// The first index key of `bucket`.
+pub fn bucket_floor(bucket: i64) -> [u8; 8] {
+    ordered(bucket)
 }
 
 /// A key under `prefix` with a time or bucket suffix.
@@ -79,5 +105,10 @@ mod tests {
         assert!(with(&q, 0) > past(&p) || with(&q, 0) < p);
         assert_eq!(bucket_of(bucket_start(7)), 7);
         assert_eq!(bucket_of(Timestamp::from_millis(-1)), -1);
+        let i = by_bucket(-3, &p);
+        assert_eq!(split_by_bucket(&i), Some((-3, &p[..])));
+        assert!(bucket_floor(-3).as_slice() <= i.as_slice());
+        assert!(i.as_slice() < bucket_floor(-2).as_slice());
+        assert_eq!(split_by_bucket(&i[..i.len() - 1]), None);
     }
 }

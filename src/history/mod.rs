@@ -1,29 +1,32 @@
 //! Position history (CONTRACT.md "Position history"): every accepted fix of every device, kept in
 //! fix-time order for `storage.history_retention`, each device and fix time once.
 //!
-//! Three trees, because the stages of a fix's life want different layouts:
-//! - **log**: the engine appends every fix of a group commit as one entry of that commit, so an
-//!   acknowledged fix is in the history after any crash at the cost of one sled write per
-//!   commit, not one per fix (the engine thread is what bounds the acknowledgement rate);
-//! - **recent**: a background pass ([`History::drain_log`]) files each logged fix under its own
-//!   key, so a late batch or a re-sent fix lands in its time order (same key: kept once);
-//! - **blocks**: a background pass ([`History::compact`]) moves every fix of a sealed
-//!   six-hour bucket into one delta-encoded block ([`codec`]), ~12 bytes a fix instead of
-//!   sled's ~100 for a key of its own, and [`History::prune`] drops whole blocks past the
-//!   retention.
+//! Three stages, because the stages of a fix's life want different layouts:
+//! - **log** (sled): the engine appends every fix of a group commit as one entry of that
+//!   commit, so an acknowledged fix is in the history after any crash at the cost of one sled
+//!   write per commit, not one per fix (the engine thread is what bounds the acknowledgement
+//!   rate);
+//! - **recent** (sled): a background pass ([`History::drain_log`]) files each logged fix under
+//!   its own key, so a late batch or a re-sent fix lands in its time order (same key: kept once);
+//! - **blocks** ([`segments`], day files beside sled): a background pass ([`History::compact`])
+//!   moves every fix of a sealed six-hour bucket into one delta-encoded block ([`codec`]),
+//!   ~13 bytes a fix, and [`History::prune`] drops whole day files past the retention.
 //!
-//! Readers merge both (a fix present in both, after a crash between the block write and the
-//! removal of its recent keys, is returned once).
+//! Readers merge them (a fix present in two stages, after a crash between a block's index entry
+//! and the removal of its recent keys, is returned once).
 
 pub mod codec;
 pub mod keys;
 pub mod places;
+pub mod segments;
 pub mod track;
 
 use crate::event::DeviceId;
 use crate::store::{StoreError, StoredPosition};
 use crate::time::Timestamp;
+use segments::{Loc, Segments};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 /// One stored fix and what lienwatch concluded about it.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,7 +60,10 @@ pub struct PassStats {
 pub struct History {
     log: sled::Tree,
     recent: sled::Tree,
-    blocks: sled::Tree,
+    blocks: Arc<Segments>,
+    /// Blocks of the first layout, kept in sled: still read, and moved into [`Segments`] by
+    /// [`History::compact`].
+    legacy: sled::Tree,
     /// The next log entry's key (only the engine appends).
     next_entry: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -109,7 +115,13 @@ fn corrupt(msg: impl std::fmt::Display) -> StoreError {
 }
 
 impl History {
-    pub(crate) fn open(db: &sled::Db) -> Result<History, StoreError> {
+    /// Opens the history in `db`, with its sealed blocks in the folder `blocks_dir` (removed
+    /// with the last clone when it is `temporary`).
+    pub(crate) fn open(
+        db: &sled::Db,
+        blocks_dir: std::path::PathBuf,
+        temporary: Option<tempfile::TempDir>,
+    ) -> Result<History, StoreError> {
         let log = db.open_tree("history_log")?;
         let next = match log.last()? {
             Some((k, _)) => k
@@ -123,7 +135,12 @@ impl History {
         Ok(History {
             log,
             recent: db.open_tree("history_recent")?,
-            blocks: db.open_tree("history")?,
+            blocks: Arc::new(Segments::open(
+                blocks_dir,
+                db.open_tree("history_index")?,
+                temporary,
+            )?),
+            legacy: db.open_tree("history")?,
             next_entry: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next)),
         })
     }
@@ -220,6 +237,21 @@ impl History {
             })
             .map_err(corrupt)?;
         }
+        let lo = keys::with(&prefix, keys::bucket_of(from));
+        let hi = keys::with(
+            &prefix,
+            keys::bucket_of(to.add_millis(-1)).saturating_add(1),
+        );
+        for kv in self.legacy.range(lo.clone()..hi.clone()) {
+            let (_, v) = kv?;
+            codec::decode_each(&v, |fix| {
+                if fix.pos.time >= from && fix.pos.time < to {
+                    recent.push(fix);
+                }
+                ControlFlow::Continue(())
+            })
+            .map_err(corrupt)?;
+        }
         recent.sort_by_key(|f| f.pos.time);
         let mut recent = recent.into_iter().peekable();
         let mut last: Option<Timestamp> = None;
@@ -231,15 +263,10 @@ impl History {
             *last = Some(fix.pos.time);
             f(fix)
         };
-        let lo = keys::with(&prefix, keys::bucket_of(from));
-        let hi = keys::with(
-            &prefix,
-            keys::bucket_of(to.add_millis(-1)).saturating_add(1),
-        );
-        'blocks: for kv in self.blocks.range(lo..hi) {
-            let (_, v) = kv?;
+        let (first, last_bucket) = (keys::bucket_of(from), keys::bucket_of(to.add_millis(-1)));
+        self.blocks.range(&prefix, first, last_bucket, |v| {
             let mut flow = ControlFlow::Continue(());
-            codec::decode_each(&v, |fix| {
+            codec::decode_each(v, |fix| {
                 if fix.pos.time < from || fix.pos.time >= to {
                     return ControlFlow::Continue(());
                 }
@@ -255,9 +282,9 @@ impl History {
             .map_err(corrupt)?;
             if flow.is_break() {
                 stopped = true;
-                break 'blocks;
             }
-        }
+            Ok(flow)
+        })?;
         if !stopped {
             for r in recent {
                 if emit(r, &mut last).is_break() {
@@ -292,17 +319,24 @@ impl History {
     }
 
     /// Moves the recent fixes of buckets that ended before `sealed_before` into blocks, at most
-    /// `max_fixes` of them per call (so a pass never holds much in memory). Each block is written
-    /// before its recent keys are removed: a crash in between leaves a fix in both trees, which
-    /// readers return once and the next pass merges again.
+    /// `max_fixes` of them per call (so a pass never holds much in memory); blocks of the first
+    /// layout still in sled move first. Blocks are appended and synced before the index points
+    /// at them, and the index is written before the recent keys are removed: a crash anywhere
+    /// leaves a fix in one stage or two, which readers return once and the next pass merges.
     pub fn compact(
         &self,
         sealed_before: Timestamp,
         max_fixes: usize,
     ) -> Result<PassStats, StoreError> {
+        let mut pending = Pending::default();
+        let mut stats = self.migrate_legacy(max_fixes, &mut pending)?;
+        // Visible before any bucket is sealed again: a seal merges with the indexed block.
+        self.commit(std::mem::take(&mut pending))?;
+        if stats.fixes as usize >= max_fixes {
+            return Ok(stats);
+        }
         let sealed = keys::bucket_of(sealed_before);
-        let mut stats = PassStats::default();
-        let mut group: Vec<(sled::IVec, HistoryFix)> = Vec::new();
+        let mut group: Vec<HistoryFix> = Vec::new();
         let mut group_key: Option<(Vec<u8>, i64)> = None;
         let mut iter = self.recent.iter();
         while let Some(kv) = iter.next() {
@@ -326,61 +360,104 @@ impl History {
                     break;
                 }
                 if let Some((p, b)) = group_key.take() {
-                    self.seal(&p, b, std::mem::take(&mut group))?;
+                    self.seal(&p, b, std::mem::take(&mut group), &mut pending)?;
                     stats.blocks += 1;
+                }
+                if pending.fixes >= COMMIT_EVERY {
+                    self.commit(std::mem::take(&mut pending))?;
                 }
             }
             if group_key.is_none() {
                 group_key = Some((prefix.to_vec(), bucket));
             }
-            let fixes = codec::decode(&v).map_err(corrupt)?;
-            for fix in fixes {
-                group.push((k.clone(), fix));
+            codec::decode_each(&v, |fix| {
+                group.push(fix);
                 stats.fixes += 1;
-            }
+                ControlFlow::Continue(())
+            })
+            .map_err(corrupt)?;
+            pending.recent.remove(k);
         }
         if let Some((p, b)) = group_key {
-            self.seal(&p, b, group)?;
+            self.seal(&p, b, group, &mut pending)?;
             stats.blocks += 1;
+        }
+        self.commit(pending)?;
+        Ok(stats)
+    }
+
+    /// Moves blocks of the first layout (sled values) into the day files.
+    fn migrate_legacy(
+        &self,
+        max_fixes: usize,
+        pending: &mut Pending,
+    ) -> Result<PassStats, StoreError> {
+        let mut stats = PassStats::default();
+        for kv in self.legacy.iter() {
+            let (k, v) = kv?;
+            pending.legacy.remove(k.clone());
+            let Some((prefix, bucket)) = keys::split(&k) else {
+                continue;
+            };
+            let fixes = codec::decode(&v).map_err(corrupt)?;
+            stats.fixes += fixes.len() as u64;
+            stats.blocks += 1;
+            self.seal(prefix, bucket, fixes, pending)?;
+            if stats.fixes as usize >= max_fixes {
+                break;
+            }
         }
         Ok(stats)
     }
 
-    /// Merges recent fixes into their bucket's block, then removes their recent keys.
+    /// Merges `fixes` into their bucket's block and appends the result to the day files.
     fn seal(
         &self,
         prefix: &[u8],
         bucket: i64,
-        recent: Vec<(sled::IVec, HistoryFix)>,
+        mut fixes: Vec<HistoryFix>,
+        pending: &mut Pending,
     ) -> Result<(), StoreError> {
-        let key = keys::with(prefix, bucket);
-        let mut fixes = match self.blocks.get(&key)? {
-            Some(v) => codec::decode(&v).map_err(corrupt)?,
-            None => Vec::new(),
-        };
-        let mut removals = sled::Batch::default();
-        for (k, fix) in recent {
-            removals.remove(k);
-            fixes.push(fix);
+        if let Some(old) = self.blocks.get(prefix, bucket)? {
+            let mut merged = codec::decode(&old).map_err(corrupt)?;
+            merged.append(&mut fixes);
+            fixes = merged;
         }
         // Stable: a fix already in the block stays ahead of a re-sent copy of itself.
         fixes.sort_by_key(|f| f.pos.time);
         fixes.dedup_by_key(|f| f.pos.time);
         let mut value = Vec::with_capacity(fixes.len() * 14 + 8);
         codec::encode(&fixes, &mut value);
-        self.blocks.insert(key, value)?;
-        self.recent.apply_batch(removals)?;
+        let loc = self.blocks.append(prefix, bucket, &value)?;
+        pending.fixes += fixes.len();
+        pending.index.push((prefix.to_vec(), bucket, loc));
         Ok(())
     }
 
-    /// Removes every fix older than `cutoff` (whole blocks, and recent keys). At most
-    /// `max_keys` keys per call; returns how many went.
+    /// Makes a slice of sealed blocks durable and visible, then forgets their earlier copies.
+    fn commit(&self, pending: Pending) -> Result<(), StoreError> {
+        if pending.index.is_empty() {
+            return Ok(());
+        }
+        self.blocks.sync()?;
+        self.blocks.index(&pending.index)?;
+        self.recent.apply_batch(pending.recent)?;
+        self.legacy.apply_batch(pending.legacy)?;
+        Ok(())
+    }
+
+    /// Removes every fix older than `cutoff`: whole blocks (index entries, then whole day
+    /// files), and recent keys. At most `max_keys` keys per call; returns how many went.
     pub fn prune(&self, cutoff: Timestamp, max_keys: usize) -> Result<PassStats, StoreError> {
         let mut stats = PassStats::default();
         // A block goes when its whole bucket is older than the cutoff; readers filter the
         // partial bucket at the edge.
-        let last_bucket = keys::bucket_of(cutoff) - 1;
-        for (tree, is_blocks) in [(&self.blocks, true), (&self.recent, false)] {
+        let (entries, _files) = self.blocks.prune(keys::bucket_of(cutoff), max_keys)?;
+        stats.blocks = entries;
+        if entries >= max_keys as u64 {
+            return Ok(stats);
+        }
+        for (tree, is_blocks) in [(&self.legacy, true), (&self.recent, false)] {
             let mut start: Vec<u8> = Vec::new();
             loop {
                 let Some(kv) = tree.range(start.clone()..).next() else {
@@ -393,7 +470,7 @@ impl History {
                 };
                 let prefix = prefix.to_vec();
                 let end = if is_blocks {
-                    keys::with(&prefix, last_bucket.saturating_add(1))
+                    keys::with(&prefix, keys::bucket_of(cutoff))
                 } else {
                     keys::with(&prefix, cutoff.millis())
                 };
@@ -422,8 +499,8 @@ impl History {
         Ok(stats)
     }
 
-    /// Bytes of fixes kept (keys and values, before sled's own overhead): for benchmarks and
-    /// the size figures in the README.
+    /// Bytes of fixes kept (keys and values; blocks with their index entries), before the
+    /// stores' own overhead: for benchmarks and the size figures in the README.
     pub fn payload_bytes(&self) -> (u64, u64) {
         let sum = |t: &sled::Tree| {
             t.iter()
@@ -431,9 +508,30 @@ impl History {
                 .map(|(k, v)| (k.len() + v.len()) as u64)
                 .sum::<u64>()
         };
-        (sum(&self.recent), sum(&self.blocks))
+        (
+            sum(&self.recent),
+            sum(&self.legacy) + self.blocks.payload_bytes(),
+        )
+    }
+
+    /// Bytes the day files of sealed blocks take on disk.
+    pub fn blocks_disk_bytes(&self) -> u64 {
+        self.blocks.disk_bytes()
     }
 }
+
+/// Blocks sealed into the day files but not yet visible, and the keys their fixes leave.
+#[derive(Default)]
+struct Pending {
+    index: Vec<(Vec<u8>, i64, Loc)>,
+    recent: sled::Batch,
+    legacy: sled::Batch,
+    fixes: usize,
+}
+
+/// Fixes sealed between two syncs of the day files: an fsync per few thousand blocks, and a
+/// bounded batch of removals in memory.
+const COMMIT_EVERY: usize = 50_000;
 
 #[cfg(test)]
 mod tests {
@@ -460,7 +558,8 @@ mod tests {
 
     fn history() -> History {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        History::open(&db).unwrap()
+        let dir = tempfile::tempdir().unwrap();
+        History::open(&db, dir.path().to_path_buf(), Some(dir)).unwrap()
     }
 
     fn write(h: &History, dev: &str, times: &[i64]) {
@@ -581,5 +680,27 @@ mod tests {
         }
         assert!(rounds >= 5);
         assert_eq!(times(&h, "1", 0, 1_000 * 3600), many);
+    }
+
+    #[test]
+    fn blocks_of_the_first_layout_are_read_and_moved_into_the_day_files() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&db, dir.path().join("h"), None).unwrap();
+        // As the first layout sealed them: the block as a sled value of the `history` tree.
+        let p = keys::device_prefix("3").unwrap();
+        let mut block = Vec::new();
+        codec::encode(&[fix(100), fix(200)], &mut block);
+        db.open_tree("history")
+            .unwrap()
+            .insert(keys::with(&p, 0), block)
+            .unwrap();
+        write(&h, "3", &[150, 300]);
+        assert_eq!(times(&h, "3", 0, 1000), vec![100, 150, 200, 300]);
+        let s = h.compact(Timestamp::from_secs(86_400), 1_000).unwrap();
+        assert_eq!(s.fixes, 4);
+        assert!(db.open_tree("history").unwrap().is_empty());
+        assert_eq!(times(&h, "3", 0, 1000), vec![100, 150, 200, 300]);
+        assert!(h.blocks_disk_bytes() > 0);
     }
 }

@@ -260,3 +260,70 @@ fn every_acknowledged_fix_is_in_the_track_after_sigkill() {
         assert_eq!(got[..want.len()], want[..], "device {i}");
     }
 }
+
+/// Sealing moves old fixes into the day files beside sled: they read back in order across
+/// kills, and a late fix joins its sealed bucket once.
+#[test]
+fn sealed_fixes_read_back_after_kills_and_a_late_fix_joins_its_sealed_bucket() {
+    let mut d = Daemon::start(&["gt06"], "");
+    let base = now_s().add_millis(-2 * 86_400_000);
+    let at = |k: i64| base.add_millis(k * 1_800_000);
+    // Twelve hours of fixes, half-hourly: three six-hour buckets at least. Fix 7 comes late.
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
+    for k in (0..24).filter(|&k| k != 7) {
+        let serial = 2 + k as u16;
+        dev.exchange_bytes(
+            &gt06_location(serial, gt06_civil(at(k)), 22.5 + k as f64 * 1e-3, 114.0),
+            &gt06_ack(0x12, serial),
+        );
+    }
+    let window = format!("?from={}&to={}", q(at(-1)), q(at(30)));
+    let want = |ks: &mut dyn Iterator<Item = i64>| -> Vec<String> {
+        ks.map(|k| at(k).to_string()).collect()
+    };
+    // Killed before any background pass could seal: the start-up pass seals what was logged.
+    d.kill9();
+    d.spawn();
+    wait_for(
+        Duration::from_secs(30),
+        "the old fixes to be sealed",
+        || (d.metric("lienwatch_history_sealed_total", &[]) >= 23.0).then_some(()),
+    );
+    let files: Vec<_> = std::fs::read_dir(d.dir.path().join("data").join("history"))
+        .expect("the history folder")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".blocks"))
+        .collect();
+    assert!(!files.is_empty(), "sealed fixes live in day files");
+    assert_eq!(
+        times(&track(&d, IMEI, &window)),
+        want(&mut (0..24).filter(|&k| k != 7))
+    );
+    // A window inside the sealed buckets, and the limit.
+    let inner = format!("?from={}&to={}&limit=3", q(at(5)), q(at(20)));
+    assert_eq!(
+        times(&track(&d, IMEI, &inner)),
+        want(&mut [5, 6, 8].into_iter())
+    );
+    // The late fix, and a copy of one already sealed: each kept once.
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
+    for (serial, k) in [(40u16, 7i64), (41, 3)] {
+        dev.exchange_bytes(
+            &gt06_location(serial, gt06_civil(at(k)), 22.5 + k as f64 * 1e-3, 114.0),
+            &gt06_ack(0x12, serial),
+        );
+    }
+    assert_eq!(times(&track(&d, IMEI, &window)), want(&mut (0..24)));
+    d.kill9();
+    d.spawn();
+    wait_for(
+        Duration::from_secs(30),
+        "the late fixes to be sealed",
+        || (d.metric("lienwatch_history_sealed_total", &[]) >= 2.0).then_some(()),
+    );
+    let ps = track(&d, IMEI, &window);
+    assert_eq!(times(&ps), want(&mut (0..24)));
+    assert_eq!(ps[7]["lat"], serde_json::json!(22.507));
+}
