@@ -87,6 +87,9 @@ impl Engine {
             AlertType::RiskZoneDwell => Box::new(move |s| s.hold(Reason::RiskZoneDwell, now)),
             AlertType::DeviceSeparation => Box::new(move |s| s.open(Reason::DeviceSeparation, now)),
             AlertType::AllSilent => Box::new(move |s| s.open(Reason::AllSilent, now)),
+            AlertType::LongStay if details["usual_place"] == false => {
+                Box::new(move |s| s.open(Reason::LongStayUnusual, now))
+            }
             AlertType::GeofenceReturn => Box::new(move |s| {
                 if !others_outside {
                     s.close(Reason::OutsideGeofence)
