@@ -159,7 +159,9 @@ impl Engine {
             .entry(vid.clone())
             .or_insert_with(|| LongStayState::new(cfg));
         let ended = st.on_fix(&crate::places::Fix::from(&fix.position), received_at);
-        ls.due.set(vid.clone(), st.deadline(cfg));
+        if let Some(d) = st.arm(cfg) {
+            ls.due.set(vid.clone(), Some(d));
+        }
         ls.dirty.insert(vid.clone());
         if let Some(Episode::Alerted { usual: false, .. }) = ended {
             self.update_risk(vid, &ev.device_id, received_at, |s| {
@@ -186,6 +188,7 @@ impl Engine {
                 let Some(st) = ls.states.get_mut(&vid) else {
                     continue;
                 };
+                st.disarm();
                 if let Some(th) = st.on_due(cfg, now) {
                     ls.dirty.insert(vid.clone());
                     ls.checks.push(check(
@@ -196,7 +199,9 @@ impl Engine {
                         self.cfg.history_retention.unwrap_or_default(),
                     ));
                 }
-                ls.due.set(vid.clone(), st.deadline(cfg));
+                if let Some(d) = st.arm(cfg) {
+                    ls.due.set(vid.clone(), Some(d));
+                }
             }
         }
     }
@@ -213,14 +218,17 @@ impl Engine {
         let ls = &mut self.vrules.long_stay;
         ls.due = DeadlineQueue::new();
         ls.checks.clear();
-        for (vid, st) in &ls.states {
+        for (vid, st) in ls.states.iter_mut() {
+            st.disarm();
             let Some(v) = self.vehicles.get(&**vid) else {
                 continue;
             };
             if v.loan.status == crate::registry::LoanStatus::Closed {
                 continue;
             }
-            ls.due.set(vid.clone(), st.deadline(cfg));
+            if let Some(d) = st.arm(cfg) {
+                ls.due.set(vid.clone(), Some(d));
+            }
             if let Some(th) = st.pending() {
                 let devices = v.devices.iter().map(|d| d.id.clone()).collect();
                 ls.checks.push(check(vid, th, devices, cfg, retention));
@@ -245,8 +253,11 @@ impl Engine {
             ls.due.set(key, None);
             return;
         }
-        let due = ls.states.get(vehicle_id).and_then(|st| st.deadline(cfg));
-        ls.due.set(key, due);
+        if let Some(st) = ls.states.get_mut(vehicle_id) {
+            st.disarm();
+            let due = st.arm(cfg);
+            ls.due.set(key, due);
+        }
     }
 }
 

@@ -255,7 +255,8 @@ impl Command for RiskQueue {
     type Output = VehiclePage;
 
     /// Scored at `now`, so a reason that expired a second ago no longer counts. One pass over
-    /// the vehicles and a partial sort of the matches: a few milliseconds for 100,000.
+    /// the vehicles that allocates nothing per vehicle (the score without its list of reasons,
+    /// rows that borrow the ids), then a partial sort of the matches: only the page is dressed.
     fn apply(self, e: &mut Engine, now: Timestamp) -> Result<VehiclePage, EngineError> {
         if self.limit == 0 || self.limit > super::vehicles::MAX_PAGE {
             return Err(EngineError::Invalid(format!(
@@ -263,9 +264,13 @@ impl Command for RiskQueue {
                 super::vehicles::MAX_PAGE
             )));
         }
+        let e: &Engine = e;
         let after = self.after.as_deref().and_then(Key::parse);
+        let after = after
+            .as_ref()
+            .map(|a| (a.neg_score, a.last_seen, a.id.as_str()));
         let empty = RiskState::default();
-        let mut keys: Vec<Key> = Vec::new();
+        let mut rows: Vec<(i64, i64, &str)> = Vec::new();
         for v in e.vehicles.values() {
             if let Some(ls) = &self.loan_statuses {
                 if !ls.contains(&v.loan.status) {
@@ -273,9 +278,9 @@ impl Command for RiskQueue {
                 }
             }
             let st = e.risk.get(&v.id).unwrap_or(&empty);
-            let r = st.assess(&v.loan, &e.cfg.risk_points, now);
+            let (score, tier) = st.score(&v.loan, &e.cfg.risk_points, now);
             if let Some(ts) = &self.tiers {
-                if !ts.contains(&r.tier) {
+                if !ts.contains(&tier) {
                     continue;
                 }
             }
@@ -286,31 +291,33 @@ impl Command for RiskQueue {
                 .map(|r| r.last_seen.millis())
                 .max()
                 .unwrap_or(i64::MIN);
-            let key = Key {
-                neg_score: -(r.score as i64),
-                last_seen,
-                id: v.id.clone(),
-            };
-            if after.as_ref().is_some_and(|a| key <= *a) {
+            let row = (-(score as i64), last_seen, v.id.as_str());
+            if after.is_some_and(|a| row <= a) {
                 continue;
             }
-            keys.push(key);
+            rows.push(row);
         }
-        let n = self.limit.min(keys.len());
-        if keys.len() > n {
-            keys.select_nth_unstable(n);
+        let n = self.limit.min(rows.len());
+        if rows.len() > n {
+            rows.select_nth_unstable(n);
         }
-        let more = keys.len() > n;
-        keys.truncate(n);
-        keys.sort_unstable();
-        let next = if more {
-            keys.last().map(Key::cursor)
-        } else {
-            None
+        let more = rows.len() > n;
+        rows.truncate(n);
+        rows.sort_unstable();
+        let next = match rows.last() {
+            Some(&(neg_score, last_seen, id)) if more => Some(
+                Key {
+                    neg_score,
+                    last_seen,
+                    id: id.to_string(),
+                }
+                .cursor(),
+            ),
+            _ => None,
         };
-        let vehicles: Vec<VehicleSummary> = keys
+        let vehicles: Vec<VehicleSummary> = rows
             .iter()
-            .filter_map(|k| e.vehicles.get(&k.id))
+            .filter_map(|r| e.vehicles.get(r.2))
             .map(|v| e.vehicle_summary(v, now))
             .collect();
         Ok(VehiclePage { vehicles, next })

@@ -65,6 +65,10 @@ pub struct LongStayState {
     /// The newest fix fed arrived live.
     live: bool,
     episode: Option<Episode>,
+    /// The deadline the caller's queue holds for this vehicle ([`LongStayState::arm`]); not
+    /// persisted: the queue is rebuilt at start.
+    #[serde(skip)]
+    armed: Option<Timestamp>,
 }
 
 impl LongStayState {
@@ -73,6 +77,7 @@ impl LongStayState {
             tracker: StayTracker::new(cfg.stay_radius_m, cfg.stay_min),
             live: false,
             episode: None,
+            armed: None,
         }
     }
 
@@ -109,6 +114,26 @@ impl LongStayState {
             return None;
         }
         Some(s.since.add(cfg.long_stay_after))
+    }
+
+    /// The deadline the caller must put in its queue, if any: only when it has none there or an
+    /// earlier one is due. A later or vanished deadline leaves the queued one (the usual case, a
+    /// fix at the same spot or on the move, touches no queue): when it falls due, the caller
+    /// calls [`LongStayState::disarm`] and [`LongStayState::on_due`], which checks again, and
+    /// arms anew.
+    pub fn arm(&mut self, cfg: &RuleConfig) -> Option<Timestamp> {
+        let d = self.deadline(cfg)?;
+        if self.armed.is_some_and(|a| a <= d) {
+            return None;
+        }
+        self.armed = Some(d);
+        Some(d)
+    }
+
+    /// The caller's queue no longer holds a deadline for this vehicle (it fell due, or the queue
+    /// was rebuilt).
+    pub fn disarm(&mut self) {
+        self.armed = None;
     }
 
     /// The deadline fell due: the episode opens (pending) and the places check it needs.
