@@ -9,21 +9,31 @@
 //! of the tracker, measured with a counting global allocator (printed before the benchmarks);
 //! (d) with 100,000 risk zones (70,000 circles, 30,000 ten-vertex polygons, spread like a
 //! nationwide list) on top of the 100,000 fenced vehicles: the per-position cost of the fence
-//! rule plus the zone rule (`with_zones/*`), the separation ring, and the heap bytes per zone.
+//! rule plus the zone rule (`with_zones/*`), and with the `long_stay` rule's tracker and deadline
+//! as well (`+long_stay`), the separation ring, and the heap bytes per zone; (e) the collections
+//! queue (`GET /v1/vehicles`, the engine's `RiskQueue` command) over 100,000 vehicles of mixed
+//! tiers: the first page, and a deep page with the tier and loan filters (`queue/*`).
 //!
 //! Run: `cargo bench --bench rules` (medians: `target/criterion/<group>/<bench>/new/estimates.json`).
 
 use criterion::Criterion;
+use lienwatch::engine::risk::RiskQueue;
+use lienwatch::engine::vehicles::PutVehicle;
+use lienwatch::engine::{Command, Engine, EngineConfig};
+use lienwatch::event::{AlarmReport, Alarms};
 use lienwatch::event::{DeviceId, Event, EventKind, Fix, Position, Protocol, Timestamp};
 use lienwatch::registry::{Vehicle, Zone, ZoneSet};
+use lienwatch::rules::long_stay::LongStayState;
 use lienwatch::rules::{
-    separation, zones, DeviceRuleState, FencePlacement, RuleConfig, Rules, SilenceTracker,
-    VehicleContext, VehicleRuleState,
+    separation, zones, DeadlineQueue, DeviceRuleState, FencePlacement, RuleConfig, Rules,
+    SilenceTracker, VehicleContext, VehicleRuleState,
 };
+use lienwatch::store::Store;
 use serde_json::json;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Counts live heap bytes so that the bench can report what a structure really costs.
@@ -407,14 +417,45 @@ fn bench_zones(c: &mut Criterion, w: &mut World) {
         ..
     } = &mut *w;
     let now = Timestamp(T0 + 2000);
-    // `fence`: the Part 1 rules (`Rules::on_event`); `zones`: the zone rule; both: per position.
-    let mut run = |name: &str, evs: &[(usize, Event)], fence: bool, zone: bool, keep: bool| {
+    // The long_stay rule's state per vehicle and its deadline queue, as the engine keeps them.
+    let vids: Vec<Arc<str>> = (0..VEHICLES).map(|i| Arc::from(format!("V-{i}"))).collect();
+    let before = live();
+    let mut stays: Vec<LongStayState> = (0..VEHICLES).map(|_| LongStayState::new(&cfg)).collect();
+    let mut stay_due: DeadlineQueue<Arc<str>> = DeadlineQueue::new();
+    let mut stay_dirty: std::collections::HashSet<Arc<str>> = Default::default();
+    println!(
+        "long_stay: {} B of state per vehicle in memory",
+        (live() - before) / VEHICLES,
+    );
+    let mut clock = T0;
+    // `fence`: the Part 1 rules (`Rules::on_event`); `zones`: the zone rule; `stay`: the
+    // long_stay rule (tracker, deadline, queue); all three: what the engine runs per position.
+    let mut run = |name: &str,
+                   evs: &[(usize, Event)],
+                   (fence, zone, stay): (bool, bool, bool),
+                   keep: bool| {
         let mut visits: Vec<Vec<zones::ZoneVisit>> = vec![Vec::new(); evs.len()];
         let mut i = 0usize;
         let mut out = Vec::new();
         let mut one = || {
             i = (i + 1) % evs.len();
             let (v, ev) = &evs[i];
+            if let (true, EventKind::Position(fix)) = (stay, &ev.kind) {
+                // Fix times move on as they would live: each fix is news to its vehicle.
+                clock += 1000;
+                let mut f = lienwatch::places::Fix::from(&fix.position);
+                f.time = Timestamp(clock);
+                let st = &mut stays[*v];
+                black_box(st.on_fix(&f, Timestamp(clock + 2000)));
+                if let Some(d) = st.arm(&cfg) {
+                    stay_due.set(vids[*v].clone(), Some(d));
+                }
+                // Marked for the commit's write, as the engine does (a commit clears the set).
+                if stay_dirty.len() == 4096 {
+                    stay_dirty.clear();
+                }
+                stay_dirty.insert(vids[*v].clone());
+            }
             let o = fence.then(|| {
                 let st = &mut states[*v];
                 st.fence_fix_time = None;
@@ -447,14 +488,25 @@ fn bench_zones(c: &mut Criterion, w: &mut World) {
     };
     // Almost every position: in its fence, in no zone. The fence rule alone is the baseline
     // measured in the same run (the machine's load moves every figure).
-    run("fence_only/no_zone", &evs, true, false, false);
-    run("fence+zones/no_zone", &evs, true, true, false);
-    run("zones_only/no_zone", &evs, false, true, false);
+    run("fence_only/no_zone", &evs, (true, false, false), false);
+    run("fence+zones/no_zone", &evs, (true, true, false), false);
+    run(
+        "fence+zones+long_stay/no_zone",
+        &evs,
+        (true, true, true),
+        false,
+    );
+    run("zones_only/no_zone", &evs, (false, true, false), false);
+    run("long_stay_only", &evs, (false, false, true), false);
     // A car parked in a zone it is already visiting (steady state).
-    run("zones_only/visiting", &in_zone, false, true, true);
+    run("zones_only/visiting", &in_zone, (false, true, false), true);
     // The fix that enters a zone: lookup, visit and alert draft.
-    run("zones_only/enter", &in_zone, false, true, false);
+    run("zones_only/enter", &in_zone, (false, true, false), false);
     g.finish();
+    println!(
+        "long_stay: at most {} B persisted per vehicle (postcard) after the runs",
+        stays.iter().map(|s| s.to_bytes().len()).max().unwrap_or(0)
+    );
 
     // Separation: push into the ring and compare with the other unit's ring.
     let (a, b) = (DeviceId::new("1"), DeviceId::new("2"));
@@ -554,6 +606,115 @@ fn bench_tracker(c: &mut Criterion) {
     g.finish();
 }
 
+/// 100,000 vehicles in a real engine (temporary store): two in five current, the others overdue
+/// by 10, 45 or 120 days; the 120-day ones also report a power cut. Tiers: none 40%, low 20%,
+/// medium 20%, high 20%.
+fn bench_queue(c: &mut Criterion) {
+    let store = Store::temporary().expect("store");
+    let outbox = store
+        .open_outbox(&[], Arc::new(|| Timestamp(T0)))
+        .expect("outbox");
+    let ecfg = EngineConfig {
+        history_retention: None,
+        ..EngineConfig::from_config(&Default::default(), Vec::new())
+    };
+    let now = Timestamp(T0);
+    let mut e = Engine::open(store, outbox, ecfg, now).expect("engine");
+    let t = Instant::now();
+    for i in 0..VEHICLES {
+        let id = device_id(i);
+        let loan = match i % 5 {
+            0 | 1 => json!({"id": "L", "status": "current"}),
+            2 => json!({"id": "L", "status": "overdue", "days_past_due": 10}),
+            3 => json!({"id": "L", "status": "overdue", "days_past_due": 45}),
+            _ => json!({"id": "L", "status": "overdue", "days_past_due": 120}),
+        };
+        let body = json!({"loan": loan, "devices": [{"id": id.as_str(), "kind": "wired"}]});
+        PutVehicle::from_json(
+            &format!("V-{i:06}"),
+            &serde_json::to_vec(&body).unwrap_or_default(),
+        )
+        .and_then(|cmd| cmd.apply(&mut e, now))
+        .expect("put vehicle");
+    }
+    // Every device speaks (last_seen orders ties), in batches as connections hand them over.
+    for (b, chunk) in (0..VEHICLES).collect::<Vec<_>>().chunks(4096).enumerate() {
+        let evs: Vec<Event> = chunk
+            .iter()
+            .map(|&i| Event {
+                device_id: device_id(i),
+                protocol: Protocol::Gt06,
+                kind: EventKind::Alarm {
+                    alarms: if i % 10 == 4 || i % 10 == 9 {
+                        AlarmReport::raised(Alarms::POWER_CUT)
+                    } else {
+                        AlarmReport::NONE
+                    },
+                },
+            })
+            .collect();
+        e.ingest(&evs, Timestamp(T0 + b as i64 * 1000));
+    }
+    e.flush().expect("flush");
+    let raised = e.take_alerts().len();
+    println!(
+        "queue: {VEHICLES} vehicles registered and heard from in {:.1?} ({raised} alerts raised)",
+        t.elapsed()
+    );
+    let page = |e: &mut Engine, tier: Option<&str>, status: Option<&str>, after: Option<String>| {
+        RiskQueue::parse(tier, status, Some(100), after)
+            .and_then(|q| q.apply(e, now))
+            .expect("page")
+    };
+    let first = page(&mut e, None, None, None);
+    let tiers: Vec<String> = first
+        .vehicles
+        .iter()
+        .filter_map(|v| v.risk.as_ref().map(|r| r.tier.as_str().to_string()))
+        .collect();
+    println!(
+        "queue: first page {} vehicles, tiers {:?}..",
+        first.vehicles.len(),
+        &tiers[..3]
+    );
+    // A deep cursor: 200 pages (20,000 vehicles) into the filtered queue.
+    let filter = (Some("high,medium"), Some("overdue"));
+    let mut after = None;
+    for _ in 0..200 {
+        after = page(&mut e, filter.0, filter.1, after).next;
+    }
+    // CPU time per page too: on a machine shared with other jobs the wall clock also counts the
+    // time this process waits for a core.
+    for (name, tier, status, cursor) in [
+        ("first page", None, None, None),
+        ("deep filtered page", filter.0, filter.1, after.clone()),
+    ] {
+        let t0 = process_cpu_secs();
+        for _ in 0..20 {
+            black_box(page(&mut e, tier, status, cursor.clone()));
+        }
+        println!(
+            "queue: {name}: {:.1} ms CPU per page (mean of 20)",
+            (process_cpu_secs() - t0) / 20.0 * 1e3
+        );
+    }
+    let mut g = c.benchmark_group("queue");
+    g.sample_size(20);
+    g.bench_function("first_page/100k_vehicles", |b| {
+        b.iter(|| black_box(page(&mut e, None, None, None).vehicles.len()))
+    });
+    g.bench_function("deep_page_filtered/100k_vehicles", |b| {
+        b.iter(|| {
+            black_box(
+                page(&mut e, filter.0, filter.1, after.clone())
+                    .vehicles
+                    .len(),
+            )
+        })
+    });
+    g.finish();
+}
+
 fn main() {
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -570,6 +731,7 @@ fn main() {
     bench_locate(&mut c, &w);
     bench_zones(&mut c, &mut w);
     drop(w);
+    bench_queue(&mut c);
     bench_tracker(&mut c);
     c.final_summary();
 }

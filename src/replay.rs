@@ -157,6 +157,13 @@ pub fn run_fixture(
         if let Err(e) = engine.flush() {
             problems.push(format!("step {n}: store: {e}"));
         }
+        // The daemon's places worker, in line: long_stay's usual_place at this step's time.
+        for check in engine.take_long_stay_checks() {
+            let answer = check.run(engine.history());
+            if let Err(e) = engine.execute(answer, t) {
+                problems.push(format!("step {n}: long_stay: {e}"));
+            }
+        }
         // As after a daemon's commit: due commands go to their connections.
         engine.dispatch_commands();
         for (&k, conn) in conns.iter_mut() {

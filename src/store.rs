@@ -250,6 +250,7 @@ impl DeviceRecord {
 ///   nothing (a device's commands in order); `o` + id -> nothing while the command is open
 /// - `zones`: risk zone id -> the zone's API body (JSON text; see `crate::registry::Zone`)
 /// - `vehicle_rules`: vehicle id -> the vehicle-wide rule state (postcard; `crate::rules::VehicleRuleState`)
+/// - `stays`: vehicle id -> the `long_stay` rule's state (postcard; `crate::rules::long_stay`)
 /// - the outbox's own tree (`crate::alert::outbox`), opened through [`Store::open_outbox`]
 #[derive(Clone)]
 pub struct Store {
@@ -264,6 +265,7 @@ pub struct Store {
     commands: sled::Tree,
     zones: sled::Tree,
     vehicle_rules: sled::Tree,
+    stays: sled::Tree,
 }
 
 const ALERTS_RAISED: &str = "alerts_raised";
@@ -310,6 +312,7 @@ impl Store {
             commands: db.open_tree("commands")?,
             zones: db.open_tree("zones")?,
             vehicle_rules: db.open_tree("vehicle_rules")?,
+            stays: db.open_tree("stays")?,
             db,
         })
     }
@@ -468,6 +471,22 @@ impl Store {
         match state {
             Some(b) => self.vehicle_rules.insert(id.as_bytes(), b)?,
             None => self.vehicle_rules.remove(id.as_bytes())?,
+        };
+        Ok(())
+    }
+
+    /// Every stored `long_stay` rule state as `(vehicle id, encoded state)`.
+    pub fn all_stay_states(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
+        string_keyed(&self.stays)
+    }
+
+    /// Writes (`Some`) or deletes (`None`) a vehicle's `long_stay` rule state.
+    pub fn put_stay_state(&self, id: &str, state: Option<&[u8]>) -> Result<(), StoreError> {
+        match state {
+            Some(b) => self.stays.insert(id.as_bytes(), b)?,
+            None => self.stays.remove(id.as_bytes())?,
         };
         Ok(())
     }

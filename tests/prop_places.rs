@@ -12,7 +12,7 @@ use std::time::Duration;
 const T0: i64 = 1_793_548_800_000;
 
 #[derive(Clone, Debug)]
-enum Step {
+pub(crate) enum Step {
     /// Stay near the current spot (metres of noise).
     Park(f64),
     /// Move this far, east and north.
@@ -23,7 +23,7 @@ enum Step {
     Lbs,
 }
 
-fn step() -> impl Strategy<Value = (u32, Step)> {
+pub(crate) fn step() -> impl Strategy<Value = (u32, Step)> {
     let dt = prop_oneof![1u32..60, 60u32..3600, 3600u32..40_000];
     let s = prop_oneof![
         6 => (0.0f64..40.0).prop_map(Step::Park),
@@ -36,7 +36,7 @@ fn step() -> impl Strategy<Value = (u32, Step)> {
 }
 
 /// Fixes in strictly increasing time from a start spot and steps.
-fn live(start: Spot, steps: &[(u32, Step)]) -> Vec<Fix> {
+pub(crate) fn live(start: Spot, steps: &[(u32, Step)]) -> Vec<Fix> {
     let mut t = T0;
     let mut at = start;
     let mut out = Vec::new();
@@ -73,7 +73,7 @@ fn params(radius: f64, min_s: u64, tz: &str) -> Params {
     Params::from_rules(radius, Duration::from_secs(min_s), tz).expect("valid params")
 }
 
-fn spot() -> impl Strategy<Value = Spot> {
+pub(crate) fn spot() -> impl Strategy<Value = Spot> {
     (-80.0f64..80.0, -180.0f64..180.0).prop_map(|(lat, lon)| Spot { lat, lon })
 }
 

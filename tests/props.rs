@@ -1,4 +1,5 @@
-//! Property and fixture tests of the protocol sessions and of places, in one binary. The files
+//! Property and fixture tests of the protocol sessions, of places and of the long_stay rule, in
+//! one binary. The files
 //! stay where they are, so proptest finds each one's `.proptest-regressions` beside it as before.
 
 #[path = "fixtures_protocol.rs"]
@@ -13,6 +14,8 @@ mod prop_h02;
 mod prop_history;
 #[path = "prop_jt808.rs"]
 mod prop_jt808;
+#[path = "prop_long_stay.rs"]
+mod prop_long_stay;
 #[path = "prop_places.rs"]
 mod prop_places;
 #[path = "prop_teltonika.rs"]

@@ -27,10 +27,11 @@ pub enum AlertType {
     RiskZoneDwell,
     DeviceSeparation,
     AllSilent,
+    LongStay,
 }
 
 impl AlertType {
-    pub const ALL: [AlertType; 12] = [
+    pub const ALL: [AlertType; 13] = [
         AlertType::GeofenceExit,
         AlertType::GeofenceReturn,
         AlertType::SilentOverdue,
@@ -43,6 +44,7 @@ impl AlertType {
         AlertType::RiskZoneDwell,
         AlertType::DeviceSeparation,
         AlertType::AllSilent,
+        AlertType::LongStay,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +61,7 @@ impl AlertType {
             AlertType::RiskZoneDwell => "risk_zone_dwell",
             AlertType::DeviceSeparation => "device_separation",
             AlertType::AllSilent => "all_silent",
+            AlertType::LongStay => "long_stay",
         }
     }
 

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod control;
 pub mod devices;
 pub mod loans;
+pub mod long_stay;
 pub mod places;
 pub mod registrations;
 pub mod risk;
@@ -428,6 +429,11 @@ impl Engine {
             self.tracker.next_deadline(),
             self.commands.next_deadline(),
             self.vrules.next_deadline(),
+            // Places checks waiting for the worker: go round at once.
+            self.vrules
+                .long_stay
+                .has_checks()
+                .then_some(Timestamp::from_millis(0)),
         ]
         .into_iter()
         .flatten()

@@ -87,6 +87,9 @@ impl Engine {
             AlertType::RiskZoneDwell => Box::new(move |s| s.hold(Reason::RiskZoneDwell, now)),
             AlertType::DeviceSeparation => Box::new(move |s| s.open(Reason::DeviceSeparation, now)),
             AlertType::AllSilent => Box::new(move |s| s.open(Reason::AllSilent, now)),
+            AlertType::LongStay if details["usual_place"] == false => {
+                Box::new(move |s| s.open(Reason::LongStayUnusual, now))
+            }
             AlertType::GeofenceReturn => Box::new(move |s| {
                 if !others_outside {
                     s.close(Reason::OutsideGeofence)
@@ -251,8 +254,10 @@ impl RiskQueue {
 impl Command for RiskQueue {
     type Output = VehiclePage;
 
-    /// Scored at `now`, so a reason that expired a second ago no longer counts. One pass over
-    /// the vehicles and a partial sort of the matches: a few milliseconds for 100,000.
+    /// Scored at `now`, so a reason that expired a second ago no longer counts. Allocates
+    /// nothing per vehicle (the score without its list of reasons; rows borrow the vehicles), and
+    /// in two passes: first every match's score alone, then the longest-silent order (a lookup of
+    /// each device) only among those that can still make the page, the ties of its lowest score.
     fn apply(self, e: &mut Engine, now: Timestamp) -> Result<VehiclePage, EngineError> {
         if self.limit == 0 || self.limit > super::vehicles::MAX_PAGE {
             return Err(EngineError::Invalid(format!(
@@ -260,9 +265,23 @@ impl Command for RiskQueue {
                 super::vehicles::MAX_PAGE
             )));
         }
+        let e: &Engine = e;
         let after = self.after.as_deref().and_then(Key::parse);
+        let after = after
+            .as_ref()
+            .map(|a| (a.neg_score, a.last_seen, a.id.as_str()));
+        let last_seen = |v: &crate::registry::Vehicle| {
+            v.devices
+                .iter()
+                .filter_map(|d| e.devices.get(&d.id))
+                .map(|r| r.last_seen.millis())
+                .max()
+                .unwrap_or(i64::MIN)
+        };
         let empty = RiskState::default();
-        let mut keys: Vec<Key> = Vec::new();
+        // Pass 1: (negated score, last_seen if already needed, vehicle) of every match after the
+        // cursor.
+        let mut rows: Vec<(i64, Option<i64>, &crate::registry::Vehicle)> = Vec::new();
         for v in e.vehicles.values() {
             if let Some(ls) = &self.loan_statuses {
                 if !ls.contains(&v.loan.status) {
@@ -270,44 +289,58 @@ impl Command for RiskQueue {
                 }
             }
             let st = e.risk.get(&v.id).unwrap_or(&empty);
-            let r = st.assess(&v.loan, &e.cfg.risk_points, now);
+            let (score, tier) = st.score(&v.loan, &e.cfg.risk_points, now);
             if let Some(ts) = &self.tiers {
-                if !ts.contains(&r.tier) {
+                if !ts.contains(&tier) {
                     continue;
                 }
             }
-            let last_seen = v
-                .devices
-                .iter()
-                .filter_map(|d| e.devices.get(&d.id))
-                .map(|r| r.last_seen.millis())
-                .max()
-                .unwrap_or(i64::MIN);
-            let key = Key {
-                neg_score: -(r.score as i64),
-                last_seen,
-                id: v.id.clone(),
-            };
-            if after.as_ref().is_some_and(|a| key <= *a) {
-                continue;
+            let neg = -(score as i64);
+            let mut seen = None;
+            if let Some(a) = after {
+                if neg < a.0 {
+                    continue;
+                }
+                if neg == a.0 {
+                    let ls = last_seen(v);
+                    if (neg, ls, v.id.as_str()) <= a {
+                        continue;
+                    }
+                    seen = Some(ls);
+                }
             }
-            keys.push(key);
+            rows.push((neg, seen, v));
         }
-        let n = self.limit.min(keys.len());
+        let n = self.limit.min(rows.len());
+        let more = rows.len() > n;
+        // Pass 2: only scores up to the page's lowest can be on it.
+        if more {
+            let (_, &mut (bound, _, _), _) = rows.select_nth_unstable_by_key(n - 1, |r| r.0);
+            rows.retain(|r| r.0 <= bound);
+        }
+        let mut keys: Vec<(i64, i64, &str)> = rows
+            .iter()
+            .map(|&(neg, seen, v)| (neg, seen.unwrap_or_else(|| last_seen(v)), v.id.as_str()))
+            .collect();
         if keys.len() > n {
             keys.select_nth_unstable(n);
         }
-        let more = keys.len() > n;
         keys.truncate(n);
         keys.sort_unstable();
-        let next = if more {
-            keys.last().map(Key::cursor)
-        } else {
-            None
+        let next = match keys.last() {
+            Some(&(neg_score, last_seen, id)) if more => Some(
+                Key {
+                    neg_score,
+                    last_seen,
+                    id: id.to_string(),
+                }
+                .cursor(),
+            ),
+            _ => None,
         };
         let vehicles: Vec<VehicleSummary> = keys
             .iter()
-            .filter_map(|k| e.vehicles.get(&k.id))
+            .filter_map(|k| e.vehicles.get(k.2))
             .map(|v| e.vehicle_summary(v, now))
             .collect();
         Ok(VehiclePage { vehicles, next })
@@ -317,6 +350,75 @@ impl Command for RiskQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pages of 7 (so the second pass cuts inside groups of equal score and equal last_seen)
+    /// follow each other without gap or repeat, in the order of one page holding them all.
+    #[test]
+    fn small_pages_walk_the_whole_queue_in_order() {
+        use crate::engine::vehicles::PutVehicle;
+        use crate::event::{AlarmReport, Alarms, Event, EventKind, Protocol};
+        use std::sync::Arc;
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = crate::store::Store::temporary().unwrap();
+        let outbox = store.open_outbox(&[], Arc::new(move || t0)).unwrap();
+        let cfg = super::super::EngineConfig {
+            history_retention: None,
+            ..super::super::EngineConfig::from_config(&Default::default(), Vec::new())
+        };
+        let mut e = Engine::open(store, outbox, cfg, t0).unwrap();
+        for i in 0..50u32 {
+            let loan = match i % 3 {
+                0 => serde_json::json!({"id": "L", "status": "current"}),
+                1 => serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 10}),
+                _ => serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 100}),
+            };
+            let body = serde_json::json!({"loan": loan, "devices": [{"id": format!("86{i:013}")}]});
+            PutVehicle::from_json(&format!("V-{i:02}"), body.to_string().as_bytes())
+                .and_then(|c| c.apply(&mut e, t0))
+                .unwrap();
+        }
+        // Some never heard from; the others in three batches (equal last_seen within each).
+        for i in 0..40u32 {
+            let alarms = if i % 7 == 0 {
+                AlarmReport::raised(Alarms::POWER_CUT)
+            } else {
+                AlarmReport::NONE
+            };
+            let ev = Event {
+                device_id: DeviceId::new(&format!("86{i:013}")),
+                protocol: Protocol::Gt06,
+                kind: EventKind::Alarm { alarms },
+            };
+            e.ingest(&[ev], t0.add_millis(i64::from(i % 3) * 1000));
+        }
+        let page = |e: &mut Engine, after: Option<String>| {
+            RiskQueue::parse(None, None, Some(7), after)
+                .and_then(|q| q.apply(e, t0))
+                .unwrap()
+        };
+        let all = RiskQueue::parse(None, None, Some(100), None)
+            .and_then(|q| q.apply(&mut e, t0))
+            .unwrap();
+        assert_eq!(all.vehicles.len(), 50);
+        assert!(all.next.is_none());
+        let score = |v: &VehicleSummary| v.risk.as_ref().map_or(0, |r| r.score);
+        assert!(all
+            .vehicles
+            .windows(2)
+            .all(|w| score(&w[0]) >= score(&w[1])));
+        let mut walked = Vec::new();
+        let mut after = None;
+        loop {
+            let p = page(&mut e, after);
+            walked.extend(p.vehicles.iter().map(|v| v.vehicle_id.clone()));
+            match p.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        let want: Vec<String> = all.vehicles.iter().map(|v| v.vehicle_id.clone()).collect();
+        assert_eq!(walked, want);
+    }
 
     #[test]
     fn cursors_round_trip_and_bad_parameters_are_refused() {

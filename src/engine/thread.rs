@@ -123,15 +123,51 @@ pub fn spawn(
         terminal_binding: engine.terminal_binding(),
         command_links: engine.command_links(),
     };
+    // The long_stay places checks: history reads too long for this thread (`super::long_stay`).
+    // The worker holds a weak sender only, so that it never keeps the engine's queue open.
+    let (checks, check_rx) = flume::unbounded();
+    let history = engine.history().clone();
+    let answers = handle.tx.downgrade();
+    std::thread::Builder::new()
+        .name("lienwatch-places".into())
+        .spawn(move || places_worker(check_rx, history, answers))?;
     let jh = std::thread::Builder::new()
         .name("lienwatch-engine".into())
-        .spawn(move || run(engine, rx, clock))?;
+        .spawn(move || run(engine, rx, clock, checks))?;
     Ok((handle, jh))
+}
+
+/// Answers `long_stay` places checks, one at a time, as engine commands; stops with the engine.
+fn places_worker(
+    rx: flume::Receiver<super::long_stay::LongStayCheck>,
+    history: crate::history::History,
+    answers: flume::WeakSender<Msg>,
+) {
+    while let Ok(check) = rx.recv() {
+        let answer = check.run(&history);
+        let Some(tx) = answers.upgrade() else {
+            return;
+        };
+        let job: Job = Box::new(move |engine, now| {
+            if let Err(e) = answer.apply(engine, now) {
+                tracing::warn!(error = %e, "long_stay answer not applied");
+            }
+            Box::new(|_| {})
+        });
+        if tx.send(Msg::Command(job)).is_err() {
+            return;
+        }
+    }
 }
 
 const MAX_BATCH: usize = 4096;
 
-fn run(mut engine: Engine, rx: flume::Receiver<Msg>, clock: Clock) {
+fn run(
+    mut engine: Engine,
+    rx: flume::Receiver<Msg>,
+    clock: Clock,
+    checks: flume::Sender<super::long_stay::LongStayCheck>,
+) {
     let mut batch: Vec<Msg> = Vec::with_capacity(256);
     let commit_window = engine.cfg.commit_window;
     loop {
@@ -198,6 +234,10 @@ fn run(mut engine: Engine, rx: flume::Receiver<Msg>, clock: Clock) {
             Ok(()) => {
                 engine.outbox.notify();
                 engine.dispatch_commands();
+                // Pending episodes are on disk now: their checks may go.
+                for c in engine.take_long_stay_checks() {
+                    let _ = checks.send(c);
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed; nothing in this batch is acknowledged");

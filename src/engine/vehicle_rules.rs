@@ -26,6 +26,8 @@ pub(super) struct VehicleRules {
     silent: DeadlineQueue<Arc<str>>,
     /// Vehicles whose state changed since the last flush.
     dirty: HashSet<Arc<str>>,
+    /// `long_stay`: its own states, deadlines and places checks.
+    pub(super) long_stay: super::long_stay::LongStays,
 }
 
 impl VehicleRules {
@@ -53,15 +55,20 @@ impl VehicleRules {
         Ok(VehicleRules {
             zones: ZoneSet::from_zones(zs),
             states,
+            long_stay: super::long_stay::LongStays::load(store, &known)?,
             ..VehicleRules::default()
         })
     }
 
     pub(super) fn next_deadline(&self) -> Option<Timestamp> {
-        match (self.dwell.next_deadline(), self.silent.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.dwell.next_deadline(),
+            self.silent.next_deadline(),
+            self.long_stay.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Writes the changed states (an empty one is deleted).
@@ -74,7 +81,7 @@ impl VehicleRules {
                 .map(VehicleRuleState::to_bytes);
             store.put_vehicle_rule_state(&id, bytes.as_deref())?;
         }
-        Ok(())
+        self.long_stay.flush(store)
     }
 }
 
@@ -108,6 +115,7 @@ impl Engine {
             );
             r.silent.set(Arc::from(vid.as_str()), due);
         }
+        self.rebuild_long_stay();
     }
 
     /// After the Part 1 rules saw `ev` (their alerts in `out`, not yet raised): the
@@ -143,10 +151,14 @@ impl Engine {
                     serde_json::json!((distance_m(b, n) * 10.0).round() / 10.0);
             }
         }
-        let r = &mut self.vrules;
         if vehicle.loan.status == LoanStatus::Closed {
             return;
         }
+        self.long_stay_on_event(vid, ev, received_at);
+        let Some(vehicle) = self.vehicles.get(&**vid) else {
+            return;
+        };
+        let r = &mut self.vrules;
         let cfg = self.rules.config();
         let mut st = r.states.remove(&**vid).unwrap_or_default();
         let mut changed = false;
@@ -214,8 +226,9 @@ impl Engine {
         self.risk_episodes(vid, &ev.device_id, silent_open, separated_open, received_at);
     }
 
-    /// Dwell and all-silent deadlines that fell due by `now`.
+    /// Dwell, all-silent and long-stay deadlines that fell due by `now`.
     pub(super) fn vehicle_rules_tick(&mut self, now: Timestamp) {
+        self.long_stay_tick(now);
         while self.vrules.dwell.next_deadline().is_some_and(|t| t <= now) {
             for id in self.vrules.dwell.pop_due(now) {
                 let Some(vid) = self.vehicle_id_of(&id) else {
@@ -284,6 +297,7 @@ impl Engine {
 
     /// After a vehicle was put or its loan changed: forget unbound devices, re-arm deadlines.
     pub(super) fn vehicle_rules_sync(&mut self, vehicle_id: &str) {
+        self.long_stay_sync(vehicle_id);
         let key: Arc<str> = Arc::from(vehicle_id);
         let Some(v) = self.vehicles.get(vehicle_id) else {
             self.vrules.states.remove(vehicle_id);

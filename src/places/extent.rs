@@ -37,7 +37,7 @@ const DIRS: [(f64, f64); 8] = [
 
 /// Support values of a point set in a local east/north frame (metres from some origin): for each
 /// direction, the largest projection of any point on it. Empty while all are `-inf`.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Extent([f64; 8]);
 
 impl Default for Extent {

@@ -19,6 +19,7 @@ use super::extent::{dlon, Extent, M_PER_DEG};
 use super::Fix;
 use crate::time::Timestamp;
 use geo::{Distance, Haversine, Point};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// How many fixes in a row may land away from the spot and still be a GPS jump.
@@ -60,8 +61,20 @@ pub struct CurrentStay {
     pub duration: Duration,
 }
 
-/// A valid GNSS fix reduced to what the rule needs.
+/// The spot a [`StayTracker`] is watching, whether or not it is a stay yet.
 #[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spot {
+    pub since: Timestamp,
+    /// The newest fix at the spot.
+    pub last_fix: Timestamp,
+    pub lat: f64,
+    pub lon: f64,
+    /// Fixes away from the spot are held back: not yet known whether the vehicle left.
+    pub unresolved: bool,
+}
+
+/// A valid GNSS fix reduced to what the rule needs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Pt {
     pub time: Timestamp,
     pub lat: f64,
@@ -91,7 +104,7 @@ impl Pt {
 }
 
 /// A spot being watched: maybe a stay, maybe a car passing by.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 struct Candidate {
     /// The first fix: origin of the offsets below and of the extent's frame.
     lat0: f64,
@@ -187,8 +200,9 @@ fn wrap_lon(lon: f64) -> f64 {
 
 /// Follows one vehicle's valid fixes, in fix-time order, and says where it is staying.
 ///
-/// Constant size (no allocation): one per vehicle is cheap to keep for the `long_stay` rule.
-#[derive(Clone, Debug)]
+/// Constant size (no allocation): one per vehicle is cheap to keep for the `long_stay` rule,
+/// which persists it (serde) so that a stay in progress survives a restart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StayTracker {
     radius_m: f64,
     stay_min_ms: i64,
@@ -240,6 +254,25 @@ impl StayTracker {
             since: c.since,
             last_fix: c.last_time,
             duration: Duration::from_millis(ms as u64),
+        })
+    }
+
+    /// The time of the newest fix fed (older ones are ignored).
+    pub fn newest(&self) -> Option<Timestamp> {
+        self.newest
+    }
+
+    /// The spot being watched (a stay or not yet): when the vehicle arrived there, its centre,
+    /// and whether fixes away from it are held back (a jump, or a departure not yet proven).
+    pub fn spot(&self) -> Option<Spot> {
+        let c = self.cand.as_ref()?;
+        let (lat, lon) = c.centre();
+        Some(Spot {
+            since: c.since,
+            last_fix: c.last_time,
+            lat,
+            lon,
+            unresolved: self.away[0].is_some(),
         })
     }
 

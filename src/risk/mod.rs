@@ -263,6 +263,22 @@ impl RiskState {
         self.held.len() != before
     }
 
+    /// The score and tier at `now`, as [`RiskState::assess`] gives them, without building the
+    /// list of reasons: what the queue computes for every vehicle, so no allocation.
+    pub fn score(&self, loan: &Loan, points: &Points, now: Timestamp) -> (u32, Tier) {
+        if loan.status == LoanStatus::Closed {
+            return (0, Tier::None);
+        }
+        let score = self
+            .held
+            .iter()
+            .filter(|h| h.until.is_none_or(|u| u > now))
+            .map(|h| points.of(h.reason))
+            .sum::<u32>()
+            .min(100);
+        (score, Tier::of(score, loan))
+    }
+
     /// The reasons that hold at `now`, with their points, and the score and tier they make.
     pub fn assess(&self, loan: &Loan, points: &Points, now: Timestamp) -> RiskView {
         let mut reasons: Vec<ReasonView> = self
@@ -329,6 +345,11 @@ mod tests {
         let closed = loan(LoanStatus::Closed, None);
         let v = s.assess(&closed, &p, T0);
         assert_eq!((v.tier, v.score, v.reasons.len()), (Tier::None, 0, 0));
+        // The queue's allocation-free score agrees.
+        for l in [&l, &closed] {
+            let v = s.assess(l, &p, T0);
+            assert_eq!(s.score(l, &p, T0), (v.score, v.tier));
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@
 pub mod alarm;
 pub mod all_silent;
 pub mod geofence;
+pub mod long_stay;
 pub mod separation;
 pub mod silence;
 pub mod vehicle_state;
@@ -69,6 +70,9 @@ pub struct RuleConfig {
     /// ... for at least this long: a stay.
     #[serde(with = "crate::duration")]
     pub stay_min: Duration,
+    /// A stay this long raises `long_stay`.
+    #[serde(with = "crate::duration")]
+    pub long_stay_after: Duration,
     /// How long a visit to a risk zone lasts before `risk_zone_dwell` (a zone may override it).
     #[serde(with = "crate::duration")]
     pub risk_zone_dwell_after: Duration,
@@ -87,6 +91,7 @@ impl Default for RuleConfig {
             timezone: "UTC".to_string(),
             stay_radius_m: 200.0,
             stay_min: Duration::from_secs(20 * 60),
+            long_stay_after: Duration::from_secs(72 * 3600),
             risk_zone_dwell_after: Duration::from_secs(2 * 3600),
             separation_m: 2000.0,
         }
@@ -106,6 +111,8 @@ pub enum RuleConfigError {
     BadStayRadius(f64),
     #[error("rules.separation_m must be a finite number > 0, got {0}")]
     BadSeparation(f64),
+    #[error("rules.long_stay_after must be at least rules.stay_min (a long stay is a stay first)")]
+    LongStayShorterThanStay,
 }
 
 impl RuleConfig {
@@ -133,6 +140,12 @@ impl RuleConfig {
         if !self.separation_m.is_finite() || self.separation_m <= 0.0 {
             return Err(RuleConfigError::BadSeparation(self.separation_m));
         }
+        if self.long_stay_after.is_zero() {
+            return Err(RuleConfigError::ZeroDuration("long_stay_after"));
+        }
+        if self.long_stay_after < self.stay_min {
+            return Err(RuleConfigError::LongStayShorterThanStay);
+        }
         Ok(())
     }
 }
@@ -146,6 +159,7 @@ impl RuleConfigError {
             RuleConfigError::BadTimezone(_) => "rules.timezone".into(),
             RuleConfigError::BadStayRadius(_) => "rules.stay_radius_m".into(),
             RuleConfigError::BadSeparation(_) => "rules.separation_m".into(),
+            RuleConfigError::LongStayShorterThanStay => "rules.long_stay_after".into(),
         }
     }
 }

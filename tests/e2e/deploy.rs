@@ -399,6 +399,7 @@ fn example_config_documents_every_key() {
         "rules.timezone",
         "rules.stay_radius_m",
         "rules.stay_min",
+        "rules.long_stay_after",
         "storage.history_retention",
         "risk.points.silent_overdue",
         "console.tile_url",

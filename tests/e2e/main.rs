@@ -16,6 +16,7 @@ mod deploy;
 mod history;
 mod hostile;
 mod layout;
+mod long_stay;
 mod mqtt;
 mod places;
 mod reload;

@@ -337,4 +337,21 @@ fn check_config_names_bad_part_two_rule_keys() {
     let (code, err) = run("[rules]\nrisk_zone_dwell_after = \"soon\"\n");
     assert_eq!(code, Some(2));
     assert!(err.contains("risk_zone_dwell_after"), "{err}");
+    let (code, err) =
+        run("[rules]\nlong_stay_after = \"48h\"\n\n[risk.points]\nlong_stay_unusual = 35\n");
+    assert_eq!(code, Some(0), "{err}");
+    // A long stay is a stay first: shorter than stay_min is refused.
+    let (code, err) = run("[rules]\nstay_min = \"30m\"\nlong_stay_after = \"10m\"\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("rules.long_stay_after"), "{err}");
+    let (code, err) = run("[rules]\nlong_stay_after = \"a while\"\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("long_stay_after"), "{err}");
+    // [risk.points] keys are reason codes: a wrong one, or points out of range, named.
+    let (code, err) = run("[risk.points]\nsilence = 10\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("risk.points.silence"), "{err}");
+    let (code, err) = run("[risk.points]\nlong_stay_unusual = 120\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("risk.points.long_stay_unusual"), "{err}");
 }
