@@ -1199,6 +1199,7 @@ impl Gt06Session {
                     position,
                     alarms: AlarmReport::NONE,
                     buffered: loc.reupload,
+                    props: Default::default(),
                 };
                 out.push(self.event(&id, EventKind::Position(fix)));
                 // A text answer closes a command exchange: nothing to acknowledge.
@@ -1247,6 +1248,7 @@ impl Gt06Session {
                         position: gps.position(self.offset_for(pkt.proto)),
                         alarms,
                         buffered: false,
+                        props: Default::default(),
                     }),
                     None => EventKind::Alarm { alarms },
                 };

@@ -23,6 +23,7 @@ pub mod h02_command;
 pub mod json;
 pub mod jt808;
 pub mod jt808_command;
+pub mod jt808_items;
 pub mod teltonika;
 pub mod teltonika_command;
 
