@@ -7,6 +7,7 @@
 //! - [`Gt06Session`]: login state, time offsets, normalised events and the exact replies.
 
 use super::downlink::{Downlink, EncodeError, Encoded};
+use super::gt06_wifi::BareWifi;
 use super::{Output, Rejection, Session, SessionConfig, SessionError};
 use crate::event::{
     AlarmReport, Alarms, AnswerKey, Cell, CommandAnswer, DeviceId, Event, EventKind, Fix, Position,
@@ -546,6 +547,15 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
             let layout = lbs_layout(proto, p.extended, c.len()).unwrap_or_default();
             Message::Lbs(decode_lbs(c, layout)?)
         }
+        super::gt06_wifi::PROTO_WIFI_4 if !p.extended => {
+            let (device_time, wifi) =
+                super::gt06_wifi::decode_wifi_4(c).ok_or(DecodeError::Truncated)?;
+            Message::Lbs(Lbs {
+                device_time,
+                cell: None,
+                wifi,
+            })
+        }
         PROTO_STATUS => {
             let &terminal_info = c.first().ok_or(DecodeError::Truncated)?;
             Message::Status(Status {
@@ -627,7 +637,7 @@ fn is_bcd(b: &[u8]) -> bool {
 /// Message types whose content opens with the 18-byte GPS block (§A.5), as the GT06 family and
 /// its clones send them: GPS (0x10), GPS+LBS (0x11, 0x25, 0x2D, 0x31, 0x37, 0x38), GPS+phone
 /// (0x1A), GPS+LBS extended (0x1E), AZ735 / SL4X status (0x32 in `78 78` frames), TRX16i RFID
-/// location (0x36 with LEN 0x35), Jimi alarm module (0x39), the LW 4G status (0xA2 with LEN 0x40) and the
+/// location (0x36 with LEN 0x35) and GPS+LBS+RFID (0x17 with LEN 0x28), Jimi alarm module (0x39), the LW 4G status (0xA2 with LEN 0x40) and the
 /// SR411 mini (0x24 with LEN 0x2E). Lengths are what tells the clones' reuse of a type apart.
 fn gps_first(proto: u8, extended: bool, content_len: usize) -> bool {
     match proto {
@@ -637,6 +647,8 @@ fn gps_first(proto: u8, extended: bool, content_len: usize) -> bool {
         0x36 => !extended && content_len == 0x35 - 5,
         0xA2 => !extended && content_len == 0x40 - 5,
         0x24 => !extended && content_len == 0x2E - 5,
+        // GPS + LBS + RFID in a normal frame (LEN 0x28); the bare 0x17 is a Wi-Fi report.
+        0x17 => !extended && content_len == 0x28 - 5,
         _ => false,
     }
 }
@@ -1126,6 +1138,29 @@ impl Gt06Session {
         })
     }
 
+    /// A bare Wi-Fi report of `n` bytes: an invalid position with its cell and access point,
+    /// acknowledged with its time bytes.
+    fn handle_bare_wifi(&mut self, r: &BareWifi, n: usize, out: &mut Vec<Output>) {
+        let Some(id) = self.device.clone() else {
+            out.push(Output::Rejected(Rejection::new("frame before login", n)));
+            return;
+        };
+        let offset = self.offset_for(r.proto);
+        let time = match r.device_time {
+            Some(t) => t.add_millis(-i64::from(offset) * 1000),
+            None => (self.cfg.clock)(),
+        };
+        let position = Position {
+            time,
+            valid: false,
+            cell: r.cell,
+            wifi: r.wifi,
+            ..Position::default()
+        };
+        out.push(self.event(&id, EventKind::Position(Fix::live(position))));
+        out.push(Output::Reply(Bytes::copy_from_slice(&r.reply())));
+    }
+
     /// Handles one checked frame of `n` bytes.
     fn handle(
         &mut self,
@@ -1223,7 +1258,10 @@ impl Gt06Session {
                     ..Position::default()
                 };
                 out.push(self.event(&id, EventKind::Position(Fix::live(position))));
-                reply_for(pkt)
+                // 0xF3 is not acknowledged.
+                (pkt.proto != super::gt06_wifi::PROTO_WIFI_4)
+                    .then(|| reply_for(pkt))
+                    .flatten()
             }
             // A text answer is the device's side of a command exchange: nothing to acknowledge.
             Message::Text => None,
@@ -1306,6 +1344,16 @@ impl Session for Gt06Session {
             if buf.len() < 2 {
                 return Ok(());
             }
+            if let Some(bare) = bare_wifi(buf, max) {
+                match bare {
+                    Some((report, n)) => {
+                        self.handle_bare_wifi(&report, n, out);
+                        buf.advance(n);
+                        continue;
+                    }
+                    None => return Ok(()),
+                }
+            }
             match parse_frame(buf, max) {
                 Ok(Some((pkt, n))) => {
                     let r = self.handle(&pkt, buf.get(..n).unwrap_or(&[]), out);
@@ -1362,6 +1410,20 @@ impl Session for Gt06Session {
             key: AnswerKey::ServerFlag(flag),
         })
     }
+}
+
+/// A bare Wi-Fi report (`gt06_wifi`) at the front: `Some(Some(..))` complete, `Some(None)` not
+/// complete yet. `None` when the bytes are a normal frame (checked first: a 0x17 may be either)
+/// or not a bare report.
+fn bare_wifi(buf: &[u8], max: usize) -> Option<Option<(BareWifi, usize)>> {
+    use super::gt06_wifi::{parse_bare, PROTO_WIFI, PROTO_WIFI_OLD};
+    if !matches!(buf, [0x78, 0x78, _, PROTO_WIFI | PROTO_WIFI_OLD, ..]) {
+        return None;
+    }
+    if matches!(parse_frame(buf, max), Ok(Some(_))) {
+        return None;
+    }
+    parse_bare(buf, max).ok()
 }
 
 /// Whether a complete frame with good stop bytes and CRC starts somewhere after offset 0.

@@ -18,6 +18,7 @@
 pub mod downlink;
 pub mod gt06;
 pub mod gt06_command;
+pub mod gt06_wifi;
 pub mod h02;
 pub mod h02_command;
 pub mod json;
