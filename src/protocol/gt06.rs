@@ -99,6 +99,8 @@ pub const PROTO_ADDRESS_REQUEST: u8 = 0x2A;
 pub const PROTO_ADDRESS_CN: u8 = 0x17;
 /// Address answer in ASCII (English), `79 79` frame.
 pub const PROTO_ADDRESS_EN: u8 = 0x97;
+/// LBS alarm of the GK310 / JM-LL301 (4G cell, no GPS block).
+pub const PROTO_LBS_ALARM: u8 = 0xA5;
 /// LBS + status alarm without a fix (JM01 and others).
 pub const PROTO_LBS_STATUS: u8 = 0x19;
 
@@ -422,6 +424,8 @@ pub struct AlarmPacket {
     pub alarm_code: u8,
     /// 0x27 fence number (0xFF = none).
     pub fence: Option<u8>,
+    /// The serving cell of an LBS alarm (0xA5), which has no GPS block.
+    pub cell: Option<Cell>,
 }
 
 /// A decoded message, borrowing the frame.
@@ -589,6 +593,7 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
                 } else {
                     None
                 },
+                cell: None,
             })
         }
         PROTO_TIME_REQUEST => Message::TimeRequest,
@@ -617,6 +622,36 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
                 },
                 alarm_code,
                 fence: None,
+                cell: None,
+            })
+        }
+        // GK310 / JM-LL301 LBS alarm: MCC 2 (bit 15: MNC on 2 bytes), MNC, LAC 4, cell 8, then
+        // the status block of the alarm packets and a language byte. No date: the server's time.
+        PROTO_LBS_ALARM if !p.extended => {
+            let mcc = be16(c, 0).ok_or(DecodeError::Truncated)?;
+            let mnc_len = if mcc & 0x8000 != 0 { 2 } else { 1 };
+            let mnc = be_n(c, 2, mnc_len).ok_or(DecodeError::Truncated)? as u16;
+            let lac = be_n(c, 2 + mnc_len, 4).ok_or(DecodeError::Truncated)? as u32;
+            let cid = be_n(c, 6 + mnc_len, 8).ok_or(DecodeError::Truncated)?;
+            let at = 14 + mnc_len;
+            let Some(&[terminal_info, voltage, gsm, alarm_code]) = c.get(at..at + 4) else {
+                return Err(DecodeError::Truncated);
+            };
+            Message::Alarm(AlarmPacket {
+                gps: None,
+                status: Status {
+                    terminal_info,
+                    voltage_level: Some(voltage),
+                    gsm_level: Some(gsm),
+                },
+                alarm_code,
+                fence: None,
+                cell: (lac != 0 || cid != 0).then_some(Cell {
+                    mcc: mcc & 0x7FFF,
+                    mnc,
+                    lac,
+                    cid,
+                }),
             })
         }
         PROTO_INFO => {
@@ -1288,7 +1323,21 @@ impl Gt06Session {
                         buffered: false,
                         props: Default::default(),
                     }),
-                    None => EventKind::Alarm { alarms },
+                    None => match a.cell {
+                        // An LBS alarm: an invalid position that keeps the cell.
+                        Some(cell) => EventKind::Position(Fix {
+                            position: Position {
+                                time: (self.cfg.clock)(),
+                                valid: false,
+                                cell: Some(cell),
+                                ..Position::default()
+                            },
+                            alarms,
+                            buffered: false,
+                            props: Default::default(),
+                        }),
+                        None => EventKind::Alarm { alarms },
+                    },
                 };
                 out.push(self.event(&id, kind));
                 reply_for(pkt)
