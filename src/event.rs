@@ -383,13 +383,13 @@ pub struct Props {
     /// Mobile network signal strength as the device reports it (item 0x30, CSQ).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rssi: Option<u8>,
-    /// Backup battery charge, percent (vendor items 0x56, 0xE1, 0xE3, 0xE4 ...).
+    /// Backup battery charge, percent (vendor items 0x56, 0xD4, 0xE1, 0xE3, 0xE4, 0xFE ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub battery_pct: Option<u8>,
     /// Backup battery voltage (vendor items 0x69, 0xE3, 0xEE).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub battery_v: Option<f64>,
-    /// External (vehicle) power voltage (vendor items 0x61, 0xE1, 0xEE).
+    /// External (vehicle) power voltage (vendor items 0x61, 0x82, 0xE1, 0xEE, 0xF1 ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub power_v: Option<f64>,
 }

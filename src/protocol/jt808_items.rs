@@ -70,6 +70,9 @@ fn read_item(id: u8, v: &[u8], pos: &mut Position, props: &mut Props) {
         // G10LS: battery level 0–10, then a reserved byte.
         (0x56, 2) if v[0] <= 10 => props.battery_pct = Some(v[0] * 10),
         (0x61, 2) => props.power_v = Some(f64::from(word(v)) / 100.0),
+        (0x82 | 0xD3 | 0xFE, 2) => props.power_v = Some(f64::from(word(v)) / 10.0),
+        (0xFE, 1) if v[0] <= 100 => props.battery_pct = Some(v[0]),
+        (0xF1, 4) => props.power_v = Some(be(v) as f64 / 1000.0),
         (0x69, 2) => props.battery_v = Some(f64::from(word(v)) / 100.0),
         (0xE1, 2) => props.power_v = Some(f64::from(word(v)) / 10.0),
         // MCC WORD, MNC WORD, then (LAC 3 bytes, cell id DWORD, signal BYTE) per cell.
