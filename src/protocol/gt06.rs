@@ -1400,6 +1400,15 @@ impl Session for Gt06Session {
                         buf.advance(n);
                         continue;
                     }
+                    // As below: a checked frame already behind the marker makes it noise.
+                    None if complete_frame_after_start(buf, max) => {
+                        out.push(Output::Rejected(Rejection::new(
+                            "start marker not followed by a frame",
+                            2,
+                        )));
+                        buf.advance(2);
+                        continue;
+                    }
                     None => return Ok(()),
                 }
             }
@@ -1465,9 +1474,12 @@ impl Session for Gt06Session {
 /// complete yet. `None` when the bytes are a normal frame (checked first: a 0x17 may be either)
 /// or not a bare report.
 fn bare_wifi(buf: &[u8], max: usize) -> Option<Option<(BareWifi, usize)>> {
-    use super::gt06_wifi::{parse_bare, PROTO_WIFI, PROTO_WIFI_OLD};
-    if !matches!(buf, [0x78, 0x78, _, PROTO_WIFI | PROTO_WIFI_OLD, ..]) {
-        return None;
+    use super::gt06_wifi::{parse_bare, MIN_BARE, PROTO_WIFI, PROTO_WIFI_OLD};
+    match buf {
+        // LEN may be an access point count below the frame minimum: wait for the type byte.
+        [0x78, 0x78, _] if max >= MIN_BARE => return Some(None),
+        [0x78, 0x78, _, PROTO_WIFI | PROTO_WIFI_OLD, ..] => {}
+        _ => return None,
     }
     if matches!(parse_frame(buf, max), Ok(Some(_))) {
         return None;

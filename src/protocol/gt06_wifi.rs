@@ -17,6 +17,9 @@ pub const PROTO_WIFI: u8 = 0x69;
 pub const PROTO_WIFI_OLD: u8 = 0x17;
 pub const PROTO_WIFI_4: u8 = 0xF3;
 
+/// The shortest bare report: no access point, no cell.
+pub const MIN_BARE: usize = 16;
+
 /// A Wi-Fi report in the bare (unframed) form.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct BareWifi {
@@ -60,6 +63,12 @@ pub fn parse_bare(buf: &[u8], max: usize) -> Result<Option<(BareWifi, usize)>, N
         [] | [0x78] | [0x78, 0x78] | [0x78, 0x78, _] => return Ok(None),
         _ => return Err(NotBare),
     };
+    let aps_at = 10;
+    let cells_at = aps_at + n_ap * 7;
+    // Even with no cell the frame has the count, MCC, MNC and the stop bytes.
+    if cells_at + 6 > max {
+        return Err(NotBare);
+    }
     let head = buf.get(4..buf.len().min(10)).unwrap_or_default();
     if head.iter().any(|&b| bcd(b).is_none()) {
         return Err(NotBare);
@@ -72,8 +81,6 @@ pub fn parse_bare(buf: &[u8], max: usize) -> Result<Option<(BareWifi, usize)>, N
     let [Some(yy), Some(mo), Some(dd), Some(hh), Some(mi), Some(ss)] = fields else {
         return Err(NotBare);
     };
-    let aps_at = 10;
-    let cells_at = aps_at + n_ap * 7;
     let Some(&n_cells) = buf.get(cells_at) else {
         return Ok(None);
     };
