@@ -672,8 +672,9 @@ fn is_bcd(b: &[u8]) -> bool {
 /// Message types whose content opens with the 18-byte GPS block (§A.5), as the GT06 family and
 /// its clones send them: GPS (0x10), GPS+LBS (0x11, 0x25, 0x2D, 0x31, 0x37, 0x38), GPS+phone
 /// (0x1A), GPS+LBS extended (0x1E), AZ735 / SL4X status (0x32 in `78 78` frames), TRX16i RFID
-/// location (0x36 with LEN 0x35) and GPS+LBS+RFID (0x17 with LEN 0x28), Jimi alarm module (0x39), the LW 4G status (0xA2 with LEN 0x40) and the
-/// SR411 mini (0x24 with LEN 0x2E). Lengths are what tells the clones' reuse of a type apart.
+/// location (0x36 with LEN 0x35), GPS+LBS+RFID (0x17 with LEN 0x28), Jimi alarm module (0x39),
+/// the LW 4G status (0xA2 with LEN 0x40) and the SR411 mini (0x24 with LEN 0x2E). Lengths are
+/// what tells the clones' reuse of a type apart.
 fn gps_first(proto: u8, extended: bool, content_len: usize) -> bool {
     match proto {
         0x10 | 0x11 | 0x1A | 0x1E | 0x25 | 0x2D | 0x31 | 0x37 | 0x38 | 0x39 => true,
