@@ -346,19 +346,19 @@ pub struct Fix {
 }
 
 /// Readings a report carries besides the fix: the JT/T 808 additional items (2013 §8.18 tables
-/// 27/28; 2019 adds none of these) and the vendor items common on loan trackers. Each is absent
-/// unless the frame sent it, and `decode` shows only what is present.
+/// 27/28, kept by 2019) and the vendor items common on loan trackers. Each is absent unless the
+/// frame sent it, and `decode` shows only what is present.
 #[derive(Clone, Copy, PartialEq, Debug, Default, Serialize)]
 pub struct Props {
     /// Odometer in metres (item 0x01, 1/10 km).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub odometer_m: Option<u64>,
     /// Fuel in litres (item 0x02, 1/10 L).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fuel_l: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "milli")]
+    pub fuel_l: Option<f32>,
     /// Speed from the tachograph, km/h (item 0x03, 1/10 km/h).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tacho_speed_kmh: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "milli")]
+    pub tacho_speed_kmh: Option<f32>,
     /// Id of a manual-confirm alarm event (item 0x04).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alarm_event_id: Option<u16>,
@@ -387,11 +387,20 @@ pub struct Props {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub battery_pct: Option<u8>,
     /// Backup battery voltage (vendor items 0x69, 0xE3, 0xEE).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub battery_v: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "milli")]
+    pub battery_v: Option<f32>,
     /// External (vehicle) power voltage (vendor items 0x61, 0x82, 0xE1, 0xEE, 0xF1 ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub power_v: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "milli")]
+    pub power_v: Option<f32>,
+}
+
+/// A reading kept as `f32` (the protocols carry at most three decimals; the small type keeps
+/// every event small) shown with those three decimals rather than `f32`'s binary tail.
+fn milli<S: serde::Serializer>(v: &Option<f32>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(x) => s.serialize_f64((f64::from(*x) * 1000.0).round() / 1000.0),
+        None => s.serialize_none(),
+    }
 }
 
 /// An area or route named by an alarm item: its kind (1 circle, 2 rectangle, 3 polygon, 4 route;

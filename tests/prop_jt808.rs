@@ -692,8 +692,8 @@ proptest! {
         let fix = jt808::parse_location(&body, 28_800).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
         let p = fix.props;
         prop_assert_eq!(p.odometer_m, Some(u64::from(it.odometer) * 100));
-        prop_assert_eq!(p.fuel_l, Some(f64::from(it.fuel) / 10.0));
-        prop_assert_eq!(p.tacho_speed_kmh, Some(f64::from(it.tacho) / 10.0));
+        prop_assert_eq!(p.fuel_l, Some(f32::from(it.fuel) / 10.0));
+        prop_assert_eq!(p.tacho_speed_kmh, Some(f32::from(it.tacho) / 10.0));
         prop_assert_eq!(p.alarm_event_id, Some(it.event));
         let area = p.overspeed_area.ok_or_else(|| TestCaseError::fail("0x11 lost"))?;
         prop_assert_eq!((area.kind, area.id), it.area);

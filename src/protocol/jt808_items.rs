@@ -32,8 +32,8 @@ fn read_item(id: u8, v: &[u8], pos: &mut Position, props: &mut Props) {
     match (id, v.len()) {
         // §8.18 table 27.
         (0x01, 4) => props.odometer_m = Some(be(v) * 100),
-        (0x02, 2) => props.fuel_l = Some(f64::from(word(v)) / 10.0),
-        (0x03, 2) => props.tacho_speed_kmh = Some(f64::from(word(v)) / 10.0),
+        (0x02, 2) => props.fuel_l = Some(f32::from(word(v)) / 10.0),
+        (0x03, 2) => props.tacho_speed_kmh = Some(f32::from(word(v)) / 10.0),
         (0x04, 2) => props.alarm_event_id = Some(word(v)),
         // Table 28: location type BYTE, then the area id DWORD unless the type is 0.
         (0x11, 1) => props.overspeed_area = Some(AreaRef { kind: v[0], id: 0 }),
@@ -69,14 +69,14 @@ fn read_item(id: u8, v: &[u8], pos: &mut Position, props: &mut Props) {
         (0x06 | 0xD4 | 0xE1 | 0xE9, 1) if v[0] <= 100 => props.battery_pct = Some(v[0]),
         // G10LS: battery level 0–10, then a reserved byte.
         (0x56, 2) if v[0] <= 10 => props.battery_pct = Some(v[0] * 10),
-        (0x61, 2) => props.power_v = Some(f64::from(word(v)) / 100.0),
-        (0x82 | 0xD3 | 0xFE, 2) => props.power_v = Some(f64::from(word(v)) / 10.0),
+        (0x61, 2) => props.power_v = Some(f32::from(word(v)) / 100.0),
+        (0x82 | 0xD3 | 0xFE, 2) => props.power_v = Some(f32::from(word(v)) / 10.0),
         (0xFE, 1) if v[0] <= 100 => props.battery_pct = Some(v[0]),
-        (0xF1, 4) => props.power_v = Some(be(v) as f64 / 1000.0),
-        (0x69, 2) => props.battery_v = Some(f64::from(word(v)) / 100.0),
-        (0xE1, 2) => props.power_v = Some(f64::from(word(v)) / 10.0),
+        (0xF1, 4) => props.power_v = Some((be(v) as f64 / 1000.0) as f32),
+        (0x69, 2) => props.battery_v = Some(f32::from(word(v)) / 100.0),
+        (0xE1, 2) => props.power_v = Some(f32::from(word(v)) / 10.0),
         // MCC WORD, MNC WORD, then (LAC 3 bytes, cell id DWORD, signal BYTE) per cell.
-        (0xE1, n) if n >= 12 && (n - 4) % 8 == 0 => {
+        (0xE1, n) if n >= 12 && (n - 4).is_multiple_of(8) => {
             pos.cell = Some(Cell {
                 mcc: word(&v[..2]),
                 mnc: word(&v[2..4]),
@@ -87,7 +87,7 @@ fn read_item(id: u8, v: &[u8], pos: &mut Position, props: &mut Props) {
         // Reserved BYTE, level BYTE (%), voltage WORD (1/100 V).
         (0xE3, 4 | 6) if v[1] <= 100 => {
             props.battery_pct = Some(v[1]);
-            props.battery_v = Some(f64::from(word(&v[2..4])) / 100.0);
+            props.battery_v = Some(f32::from(word(&v[2..4])) / 100.0);
         }
         // Charging flag BYTE, level BYTE (%).
         (0xE4, 2) if v[1] <= 100 => props.battery_pct = Some(v[1]),
@@ -95,12 +95,12 @@ fn read_item(id: u8, v: &[u8], pos: &mut Position, props: &mut Props) {
         // Signal BYTE, power WORD (mV), battery WORD (mV), satellites BYTE.
         (0xEE, 6) => {
             props.rssi = Some(v[0]);
-            props.power_v = Some(f64::from(word(&v[1..3])) / 1000.0);
-            props.battery_v = Some(f64::from(word(&v[3..5])) / 1000.0);
+            props.power_v = Some(f32::from(word(&v[1..3])) / 1000.0);
+            props.battery_v = Some(f32::from(word(&v[3..5])) / 1000.0);
             pos.satellites = Some(v[5]);
         }
         // Wi-Fi list: (BSSID, signal in dBm as a signed byte) per access point.
-        (0xEC | 0xF4, n) if n >= 7 && n % 7 == 0 => {
+        (0xEC | 0xF4, n) if n >= 7 && n.is_multiple_of(7) => {
             pos.wifi = v
                 .chunks_exact(7)
                 .map(|ap| WifiAp {
@@ -117,7 +117,7 @@ fn read_item(id: u8, v: &[u8], pos: &mut Position, props: &mut Props) {
 /// signal BYTE per cell; an MCC is over 200), or extended items `len WORD | id WORD | value`
 /// where `len` counts the id and the value.
 fn read_eb(v: &[u8], n: usize, pos: &mut Position, props: &mut Props) {
-    if n >= 8 && (n - 3) % 5 == 0 && word(&v[..2]) > 200 {
+    if n >= 8 && (n - 3).is_multiple_of(5) && word(&v[..2]) > 200 {
         pos.cell = Some(Cell {
             mcc: word(&v[..2]),
             mnc: u16::from(v[2]),
@@ -134,10 +134,10 @@ fn read_eb(v: &[u8], n: usize, pos: &mut Position, props: &mut Props) {
         };
         if let [i0, i1, value @ ..] = item {
             match (u16::from_be_bytes([*i0, *i1]), value.len()) {
-                (0x002D, 2) => props.battery_v = Some(f64::from(word(value)) / 1000.0),
-                (0x002D, 4) => props.power_v = Some(be(value) as f64 / 1000.0),
+                (0x002D, 2) => props.battery_v = Some(f32::from(word(value)) / 1000.0),
+                (0x002D, 4) => props.power_v = Some((be(value) as f64 / 1000.0) as f32),
                 (0x00A8 | 0x00E1, 1) if value[0] <= 100 => props.battery_pct = Some(value[0]),
-                (0x00CE, 2) => props.power_v = Some(f64::from(word(value)) / 100.0),
+                (0x00CE, 2) => props.power_v = Some(f32::from(word(value)) / 100.0),
                 _ => {}
             }
         }
