@@ -101,6 +101,8 @@ pub const PROTO_ADDRESS_CN: u8 = 0x17;
 pub const PROTO_ADDRESS_EN: u8 = 0x97;
 /// LBS alarm of the GK310 / JM-LL301 (4G cell, no GPS block).
 pub const PROTO_LBS_ALARM: u8 = 0xA5;
+/// LBS address request of the GK310 (4G cell, then a phone number).
+pub const PROTO_LBS_ADDRESS: u8 = 0xA7;
 /// LBS + status alarm without a fix (JM01 and others).
 pub const PROTO_LBS_STATUS: u8 = 0x19;
 
@@ -625,15 +627,10 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
                 cell: None,
             })
         }
-        // GK310 / JM-LL301 LBS alarm: MCC 2 (bit 15: MNC on 2 bytes), MNC, LAC 4, cell 8, then
-        // the status block of the alarm packets and a language byte. No date: the server's time.
+        // GK310 / JM-LL301 LBS alarm: the 4G cell block, then the status block of the alarm
+        // packets and a language byte. No date: the server's time.
         PROTO_LBS_ALARM if !p.extended => {
-            let mcc = be16(c, 0).ok_or(DecodeError::Truncated)?;
-            let mnc_len = if mcc & 0x8000 != 0 { 2 } else { 1 };
-            let mnc = be_n(c, 2, mnc_len).ok_or(DecodeError::Truncated)? as u16;
-            let lac = be_n(c, 2 + mnc_len, 4).ok_or(DecodeError::Truncated)? as u32;
-            let cid = be_n(c, 6 + mnc_len, 8).ok_or(DecodeError::Truncated)?;
-            let at = 14 + mnc_len;
+            let (cell, at) = cell_4g(c)?;
             let Some(&[terminal_info, voltage, gsm, alarm_code]) = c.get(at..at + 4) else {
                 return Err(DecodeError::Truncated);
             };
@@ -646,14 +643,16 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
                 },
                 alarm_code,
                 fence: None,
-                cell: (lac != 0 || cid != 0).then_some(Cell {
-                    mcc: mcc & 0x7FFF,
-                    mnc,
-                    lac,
-                    cid,
-                }),
+                cell,
             })
         }
+        // GK310 LBS address request: the same 4G cell, then the phone number the address is
+        // for. lienwatch has no address to give; it keeps the cell and acknowledges.
+        PROTO_LBS_ADDRESS if !p.extended => Message::Lbs(Lbs {
+            device_time: None,
+            cell: cell_4g(c)?.0,
+            wifi: None,
+        }),
         PROTO_INFO => {
             let (&kind, data) = c.split_first().ok_or(DecodeError::Truncated)?;
             Message::Info { kind, data }
@@ -743,6 +742,23 @@ fn lbs_layout(proto: u8, extended: bool, content_len: usize) -> Option<LbsLayout
         },
         _ => return None,
     })
+}
+
+/// The 4G cell block of 0xA5 / 0xA7: MCC 2 (bit 15: MNC on 2 bytes), MNC, LAC 4, cell id 8.
+/// The cell (`None` when LAC and cell id are 0) and the offset after the block.
+fn cell_4g(c: &[u8]) -> Result<(Option<Cell>, usize), DecodeError> {
+    let mcc = be16(c, 0).ok_or(DecodeError::Truncated)?;
+    let mnc_len = if mcc & 0x8000 != 0 { 2 } else { 1 };
+    let mnc = be_n(c, 2, mnc_len).ok_or(DecodeError::Truncated)? as u16;
+    let lac = be_n(c, 2 + mnc_len, 4).ok_or(DecodeError::Truncated)? as u32;
+    let cid = be_n(c, 6 + mnc_len, 8).ok_or(DecodeError::Truncated)?;
+    let cell = (lac != 0 || cid != 0).then_some(Cell {
+        mcc: mcc & 0x7FFF,
+        mnc,
+        lac,
+        cid,
+    });
+    Ok((cell, 14 + mnc_len))
 }
 
 fn be_n(b: &[u8], at: usize, n: usize) -> Option<u64> {
