@@ -341,6 +341,90 @@ pub struct Fix {
     /// Sent late from the device's buffer (GT06 re-upload flag, JT/T 808 0x0704 type 1, ...):
     /// it updates history and last-known position but must not fire real-time alerts on its own.
     pub buffered: bool,
+    /// What the report says besides the fix (odometer, fuel, signal, battery ...).
+    pub props: Props,
+}
+
+/// Readings a report carries besides the fix: the JT/T 808 additional items (2013 §8.18 tables
+/// 27/28, kept by 2019) and the vendor items common on loan trackers. Each is absent unless the
+/// frame sent it, and `decode` shows only what is present.
+#[derive(Clone, Copy, PartialEq, Debug, Default, Serialize)]
+pub struct Props {
+    /// Odometer in metres (item 0x01, 1/10 km).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub odometer_m: Option<u64>,
+    /// Fuel in litres (item 0x02, 1/10 L).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "milli")]
+    pub fuel_l: Option<f32>,
+    /// Speed from the tachograph, km/h (item 0x03, 1/10 km/h).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "milli")]
+    pub tacho_speed_kmh: Option<f32>,
+    /// Id of a manual-confirm alarm event (item 0x04).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alarm_event_id: Option<u16>,
+    /// The area or route an overspeed alarm refers to (item 0x11).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overspeed_area: Option<AreaRef>,
+    /// An area or route entered or left (item 0x12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub area_crossing: Option<AreaCrossing>,
+    /// A route section driven too fast or too slowly (item 0x13).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_time: Option<RouteTime>,
+    /// Extended vehicle signal bits (item 0x25: lights, brake, reverse ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vehicle_signal: Option<u32>,
+    /// IO status bits (item 0x2A: deep sleep, sleep ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io: Option<u16>,
+    /// Analog inputs AD0 and AD1 (item 0x2B).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analog: Option<[u16; 2]>,
+    /// Mobile network signal strength as the device reports it (item 0x30, CSQ).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rssi: Option<u8>,
+    /// Backup battery charge, percent (vendor items 0x56, 0xD4, 0xE1, 0xE3, 0xE4, 0xFE ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub battery_pct: Option<u8>,
+    /// Backup battery voltage (vendor items 0x69, 0xE3, 0xEE).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "milli")]
+    pub battery_v: Option<f32>,
+    /// External (vehicle) power voltage (vendor items 0x61, 0x82, 0xE1, 0xEE, 0xF1 ...).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "milli")]
+    pub power_v: Option<f32>,
+}
+
+/// A reading kept as `f32` (the protocols carry at most three decimals; the small type keeps
+/// every event small) shown with those three decimals rather than `f32`'s binary tail.
+fn milli<S: serde::Serializer>(v: &Option<f32>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(x) => s.serialize_f64((f64::from(*x) * 1000.0).round() / 1000.0),
+        None => s.serialize_none(),
+    }
+}
+
+/// An area or route named by an alarm item: its kind (1 circle, 2 rectangle, 3 polygon, 4 route;
+/// 0 = no particular area) and id.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+pub struct AreaRef {
+    pub kind: u8,
+    pub id: u32,
+}
+
+/// Item 0x12: the area or route and whether the vehicle went out of it (else in).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+pub struct AreaCrossing {
+    pub kind: u8,
+    pub id: u32,
+    pub out: bool,
+}
+
+/// Item 0x13: the route section, the time driven on it and whether that was too long.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+pub struct RouteTime {
+    pub id: u32,
+    pub seconds: u16,
+    pub too_long: bool,
 }
 
 impl Fix {
@@ -350,6 +434,7 @@ impl Fix {
             position,
             alarms: AlarmReport::NONE,
             buffered: false,
+            props: Props::default(),
         }
     }
 }
@@ -457,6 +542,11 @@ impl Event {
                 }
                 if f.buffered {
                     v["buffered"] = json!(true);
+                }
+                if let (Some(o), serde_json::Value::Object(props)) =
+                    (v.as_object_mut(), json!(f.props))
+                {
+                    o.extend(props);
                 }
                 v
             }

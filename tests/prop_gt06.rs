@@ -163,7 +163,7 @@ fn any_frame() -> impl Strategy<Value = Vec<u8>> {
 const KNOWN_TYPES: &[u8] = &[
     0x01, 0x10, 0x11, 0x12, 0x13, 0x16, 0x18, 0x19, 0x1A, 0x1E, 0x21, 0x2A, 0x22, 0x24, 0x25, 0x26,
     0x27, 0x28, 0x2C, 0x2D, 0x2E, 0x31, 0x32, 0x33, 0x34, 0x36, 0x37, 0x38, 0x39, 0x70, 0x8A, 0x94,
-    0xA0, 0xA1, 0xA2, 0xA4,
+    0xA0, 0xA1, 0xA2, 0xA4, 0x17, 0xA5, 0xA7, 0xF3,
 ];
 
 /// A `79 79` frame whatever the length.
@@ -337,6 +337,81 @@ fn lbs_strategy() -> impl Strategy<Value = Lbs> {
         })
 }
 
+/// A Wi-Fi report in the bare form of 0x69 / 0x17: the length byte counts the access points, no
+/// serial, no CRC; answered with the type and the six time bytes.
+#[derive(Clone, Debug)]
+struct BareWifi {
+    proto: u8,
+    ymdhms: [u8; 6],
+    aps: Vec<([u8; 6], u8)>,
+    mcc: u16,
+    mnc: u8,
+    cells: Vec<(u16, u16, u8)>,
+}
+
+fn to_bcd(x: u8) -> u8 {
+    (x / 10) << 4 | (x % 10)
+}
+
+impl BareWifi {
+    fn time(&self) -> Vec<u8> {
+        self.ymdhms.iter().map(|&x| to_bcd(x)).collect()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut f = vec![0x78, 0x78, self.aps.len() as u8, self.proto];
+        f.extend(self.time());
+        for (mac, rssi) in &self.aps {
+            f.extend_from_slice(mac);
+            f.push(*rssi);
+        }
+        f.push(self.cells.len() as u8);
+        f.extend_from_slice(&self.mcc.to_be_bytes());
+        f.push(self.mnc);
+        for (lac, cid, rssi) in &self.cells {
+            f.extend_from_slice(&lac.to_be_bytes());
+            f.extend_from_slice(&cid.to_be_bytes());
+            f.push(*rssi);
+        }
+        f.extend_from_slice(&[0x0D, 0x0A]);
+        f
+    }
+
+    fn reply(&self) -> Vec<u8> {
+        let mut r = vec![0x78, 0x78, 0x00, self.proto];
+        r.extend(self.time());
+        r.extend_from_slice(&[0x0D, 0x0A]);
+        r
+    }
+}
+
+fn bare_wifi_strategy() -> impl Strategy<Value = BareWifi> {
+    (
+        prop::sample::select(&[0x69u8, 0x17][..]),
+        (0u8..100, 1u8..=12, 1u8..=28, 0u8..24, 0u8..60, 0u8..60),
+        prop::collection::vec((any::<[u8; 6]>(), 1u8..=100), 0..6),
+        (1u16..1000, any::<u8>()),
+        prop::collection::vec((1u16.., any::<u16>(), any::<u8>()), 0..6),
+    )
+        .prop_map(|(proto, t, aps, (mcc, mnc), cells)| BareWifi {
+            proto,
+            ymdhms: [t.0, t.1, t.2, t.3, t.4, t.5],
+            aps,
+            mcc,
+            mnc,
+            cells,
+        })
+}
+
+/// Frames a device may send, the bare Wi-Fi reports included. (They have no CRC, so the
+/// corruption property cannot hold for them.)
+fn any_frame_or_bare_wifi() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => any_frame(),
+        1 => bare_wifi_strategy().prop_map(|w| w.encode()),
+    ]
+}
+
 fn session(max_frame: usize) -> Gt06Session {
     let cfg = SessionConfig {
         max_frame,
@@ -377,7 +452,7 @@ proptest! {
             prop::collection::vec(any::<u8>(), 0..64),
             Just(vec![0x78, 0x78]),
             Just(vec![0x79, 0x79]),
-            any_frame(),
+            any_frame_or_bare_wifi(),
             Just(login(1)),
         ], 0..20),
         cuts in prop::collection::vec(any::<usize>(), 0..20),
@@ -389,7 +464,7 @@ proptest! {
 
     #[test]
     fn splitting_does_not_change_outputs(
-        frames in prop::collection::vec(any_frame(), 0..12),
+        frames in prop::collection::vec(any_frame_or_bare_wifi(), 0..12),
         cuts in prop::collection::vec(any::<usize>(), 0..30),
     ) {
         let mut stream = login(1);
@@ -505,5 +580,39 @@ proptest! {
         let cell = p.cell.ok_or_else(|| TestCaseError::fail("cell lost"))?;
         prop_assert_eq!((cell.mcc, cell.mnc, cell.lac, cell.cid), (l.mcc, u16::from(l.mnc), u32::from(l.lac), u64::from(l.cid)));
         prop_assert_eq!(replies(&out), vec![ack(0x01, 1), ack(l.proto, l.serial)]);
+    }
+
+    /// Bare Wi-Fi reports become invalid positions at their own time that keep the first cell
+    /// and the strongest access point, answered with exactly their type and time bytes.
+    #[test]
+    fn bare_wifi_reports_keep_cell_and_strongest_ap(w in bare_wifi_strategy(), cuts in prop::collection::vec(any::<usize>(), 0..6)) {
+        let mut stream = login(1);
+        stream.extend(w.encode());
+        let out = run(&stream, &cuts, 4096);
+        let ev: Vec<_> = out.iter().filter_map(|o| match o {
+            Output::Event(e) => Some(e),
+            _ => None,
+        }).collect();
+        prop_assert_eq!(ev.len(), 2, "{:?}", out);
+        let p = ev[1].position().copied().ok_or_else(|| TestCaseError::fail("no position"))?;
+        prop_assert!(!p.valid && !p.is_usable());
+        let [yy, mo, dd, hh, mi, ss] = w.ymdhms;
+        prop_assert_eq!(p.time, Timestamp::from_civil(2000 + yy as i32, mo, dd, hh, mi, ss).unwrap());
+        match w.cells.first() {
+            Some(&(lac, cid, _)) => {
+                let c = p.cell.ok_or_else(|| TestCaseError::fail("cell lost"))?;
+                prop_assert_eq!((c.mcc, c.mnc, c.lac, c.cid), (w.mcc, u16::from(w.mnc), u32::from(lac), u64::from(cid)));
+            }
+            None => prop_assert!(p.cell.is_none()),
+        }
+        match w.aps.iter().map(|a| a.1).min() {
+            Some(best) => {
+                let ap = p.wifi.ok_or_else(|| TestCaseError::fail("access point lost"))?;
+                prop_assert_eq!(ap.rssi, -i16::from(best));
+                prop_assert!(w.aps.iter().any(|a| a.0 == ap.mac && a.1 == best));
+            }
+            None => prop_assert!(p.wifi.is_none()),
+        }
+        prop_assert_eq!(replies(&out), vec![ack(0x01, 1), w.reply()]);
     }
 }

@@ -102,8 +102,9 @@ fn loc() -> impl Strategy<Value = Loc> {
                 course,
                 time: [t.0, t.1, t.2, t.3, t.4, t.5],
                 satellites,
-                // 0x31 is the satellites item; keep the vendor item distinct from it.
-                extra: extra.filter(|(id, _)| *id != 0x31),
+                // 0x31 is the satellites item, and vendor item 0xEE also carries a satellite
+                // count; keep the vendor item distinct from both.
+                extra: extra.filter(|(id, _)| *id != 0x31 && *id != 0xEE),
             },
         )
 }
@@ -576,5 +577,142 @@ proptest! {
         let mut ack = serial.to_be_bytes().to_vec();
         ack.extend_from_slice(&[0x02, 0x10, 0x00]);
         prop_assert_eq!(&out[items.len()], &Output::Reply(encode(0x8001, version, &term, 1, &ack).into()));
+    }
+}
+
+/// The standard additional items (JT/T 808-2013 tables 27/28), encoded here from their values.
+#[derive(Debug, Clone)]
+struct Items {
+    odometer: u32,
+    fuel: u16,
+    tacho: u16,
+    event: u16,
+    area: (u8, u32),
+    crossing: (u8, u32, bool),
+    route: (u32, u16, bool),
+    signal: u32,
+    io: u16,
+    analog: (u16, u16),
+    rssi: u8,
+}
+
+impl Items {
+    fn encoded(&self) -> Vec<Vec<u8>> {
+        let item = |id: u8, v: &[u8]| [&[id, v.len() as u8][..], v].concat();
+        let mut area = vec![self.area.0];
+        if self.area.0 != 0 {
+            area.extend_from_slice(&self.area.1.to_be_bytes());
+        }
+        let mut crossing = vec![self.crossing.0];
+        crossing.extend_from_slice(&self.crossing.1.to_be_bytes());
+        crossing.push(u8::from(self.crossing.2));
+        let mut route = self.route.0.to_be_bytes().to_vec();
+        route.extend_from_slice(&self.route.1.to_be_bytes());
+        route.push(u8::from(self.route.2));
+        let analog = (u32::from(self.analog.1) << 16) | u32::from(self.analog.0);
+        vec![
+            item(0x01, &self.odometer.to_be_bytes()),
+            item(0x02, &self.fuel.to_be_bytes()),
+            item(0x03, &self.tacho.to_be_bytes()),
+            item(0x04, &self.event.to_be_bytes()),
+            item(0x11, &area),
+            item(0x12, &crossing),
+            item(0x13, &route),
+            item(0x25, &self.signal.to_be_bytes()),
+            item(0x2A, &self.io.to_be_bytes()),
+            item(0x2B, &analog.to_be_bytes()),
+            item(0x30, &[self.rssi]),
+        ]
+    }
+}
+
+fn items() -> impl Strategy<Value = Items> {
+    (
+        (any::<u32>(), any::<u16>(), any::<u16>(), any::<u16>()),
+        (
+            (0u8..=4, any::<u32>()),
+            (1u8..=4, any::<u32>(), any::<bool>()),
+        ),
+        (
+            (any::<u32>(), any::<u16>(), any::<bool>()),
+            any::<u32>(),
+            any::<u16>(),
+        ),
+        ((any::<u16>(), any::<u16>()), any::<u8>()),
+    )
+        .prop_map(
+            |(
+                (odometer, fuel, tacho, event),
+                (area, crossing),
+                (route, signal, io),
+                (analog, rssi),
+            )| {
+                Items {
+                    odometer,
+                    fuel,
+                    tacho,
+                    event,
+                    area: (area.0, if area.0 == 0 { 0 } else { area.1 }),
+                    crossing,
+                    route,
+                    signal,
+                    io,
+                    analog,
+                    rssi,
+                }
+            },
+        )
+}
+
+proptest! {
+    /// Every standard additional item comes out with the value it was encoded with, in any
+    /// order, among unknown items and before a truncated one: no item can cost the fix.
+    #[test]
+    fn standard_items_round_trip_among_unknown_and_cut_items(
+        it in items(),
+        order in Just((0..11usize).collect::<Vec<_>>()).prop_shuffle(),
+        junk in proptest::collection::vec((0x40u8..=0x4F, proptest::collection::vec(any::<u8>(), 0..8)), 0..4),
+        tail in proptest::collection::vec(any::<u8>(), 0..3),
+    ) {
+        let encoded = it.encoded();
+        let mut body = vec![0u8; 22];
+        body.extend_from_slice(&[0x24, 0x05, 0x20, 0x18, 0x30, 0x15]);
+        for (n, &i) in order.iter().enumerate() {
+            body.extend_from_slice(&encoded[i]);
+            if let Some((id, v)) = junk.get(n) {
+                body.extend_from_slice(&[*id, v.len() as u8]);
+                body.extend_from_slice(v);
+            }
+        }
+        // A last item whose declared length runs past the body.
+        if let Some((&id, rest)) = tail.split_first() {
+            body.extend_from_slice(&[id, 200]);
+            body.extend_from_slice(rest);
+        }
+        let fix = jt808::parse_location(&body, 28_800).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        let p = fix.props;
+        prop_assert_eq!(p.odometer_m, Some(u64::from(it.odometer) * 100));
+        prop_assert_eq!(p.fuel_l, Some(f32::from(it.fuel) / 10.0));
+        prop_assert_eq!(p.tacho_speed_kmh, Some(f32::from(it.tacho) / 10.0));
+        prop_assert_eq!(p.alarm_event_id, Some(it.event));
+        let area = p.overspeed_area.ok_or_else(|| TestCaseError::fail("0x11 lost"))?;
+        prop_assert_eq!((area.kind, area.id), it.area);
+        let c = p.area_crossing.ok_or_else(|| TestCaseError::fail("0x12 lost"))?;
+        prop_assert_eq!((c.kind, c.id, c.out), it.crossing);
+        let r = p.route_time.ok_or_else(|| TestCaseError::fail("0x13 lost"))?;
+        prop_assert_eq!((r.id, r.seconds, r.too_long), it.route);
+        prop_assert_eq!(p.vehicle_signal, Some(it.signal));
+        prop_assert_eq!(p.io, Some(it.io));
+        prop_assert_eq!(p.analog, Some([it.analog.0, it.analog.1]));
+        prop_assert_eq!(p.rssi, Some(it.rssi));
+    }
+
+    /// Any list of items, of any ids and lengths, never fails a complete basic block.
+    #[test]
+    fn arbitrary_items_never_fail_the_fix(items in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut body = vec![0u8; 22];
+        body.extend_from_slice(&[0x24, 0x05, 0x20, 0x18, 0x30, 0x15]);
+        body.extend_from_slice(&items);
+        prop_assert!(jt808::parse_location(&body, 28_800).is_ok());
     }
 }

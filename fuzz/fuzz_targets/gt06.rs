@@ -6,6 +6,7 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use lienwatch::event::Timestamp;
 use lienwatch::protocol::gt06::{self, Gt06Session};
+use lienwatch::protocol::gt06_wifi;
 use lienwatch::protocol::{Output, Session, SessionConfig};
 use std::sync::Arc;
 
@@ -38,7 +39,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(buf.len() < max_frame, "buffer holds {} bytes", buf.len());
         for o in out.drain(..) {
             if let Output::Reply(r) = o {
-                // Every reply is one well-formed frame: acks, time and address answers.
+                // A bare Wi-Fi report is answered with its type and time bytes, unframed.
+                if let [0x78, 0x78, 0x00, gt06_wifi::PROTO_WIFI | gt06_wifi::PROTO_WIFI_OLD, .., 0x0D, 0x0A] = r[..] {
+                    assert_eq!(r.len(), 12, "bare Wi-Fi answer {r:?}");
+                    continue;
+                }
+                // Every other reply is one well-formed frame: acks, time and address answers.
                 match gt06::parse_frame(&r, 4096) {
                     Ok(Some((_, n))) => assert_eq!(n, r.len(), "reply {r:?}"),
                     other => panic!("reply {r:?} is not a frame: {other:?}"),

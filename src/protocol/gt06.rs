@@ -7,6 +7,7 @@
 //! - [`Gt06Session`]: login state, time offsets, normalised events and the exact replies.
 
 use super::downlink::{Downlink, EncodeError, Encoded};
+use super::gt06_wifi::BareWifi;
 use super::{Output, Rejection, Session, SessionConfig, SessionError};
 use crate::event::{
     AlarmReport, Alarms, AnswerKey, Cell, CommandAnswer, DeviceId, Event, EventKind, Fix, Position,
@@ -98,6 +99,10 @@ pub const PROTO_ADDRESS_REQUEST: u8 = 0x2A;
 pub const PROTO_ADDRESS_CN: u8 = 0x17;
 /// Address answer in ASCII (English), `79 79` frame.
 pub const PROTO_ADDRESS_EN: u8 = 0x97;
+/// LBS alarm of the GK310 / JM-LL301 (4G cell, no GPS block).
+pub const PROTO_LBS_ALARM: u8 = 0xA5;
+/// LBS address request of the GK310 (4G cell, then a phone number).
+pub const PROTO_LBS_ADDRESS: u8 = 0xA7;
 /// LBS + status alarm without a fix (JM01 and others).
 pub const PROTO_LBS_STATUS: u8 = 0x19;
 
@@ -421,6 +426,8 @@ pub struct AlarmPacket {
     pub alarm_code: u8,
     /// 0x27 fence number (0xFF = none).
     pub fence: Option<u8>,
+    /// The serving cell of an LBS alarm (0xA5), which has no GPS block.
+    pub cell: Option<Cell>,
 }
 
 /// A decoded message, borrowing the frame.
@@ -546,6 +553,15 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
             let layout = lbs_layout(proto, p.extended, c.len()).unwrap_or_default();
             Message::Lbs(decode_lbs(c, layout)?)
         }
+        super::gt06_wifi::PROTO_WIFI_4 if !p.extended => {
+            let (device_time, wifi) =
+                super::gt06_wifi::decode_wifi_4(c).ok_or(DecodeError::Truncated)?;
+            Message::Lbs(Lbs {
+                device_time,
+                cell: None,
+                wifi,
+            })
+        }
         PROTO_STATUS => {
             let &terminal_info = c.first().ok_or(DecodeError::Truncated)?;
             Message::Status(Status {
@@ -579,6 +595,7 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
                 } else {
                     None
                 },
+                cell: None,
             })
         }
         PROTO_TIME_REQUEST => Message::TimeRequest,
@@ -607,8 +624,35 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
                 },
                 alarm_code,
                 fence: None,
+                cell: None,
             })
         }
+        // GK310 / JM-LL301 LBS alarm: the 4G cell block, then the status block of the alarm
+        // packets and a language byte. No date: the server's time.
+        PROTO_LBS_ALARM if !p.extended => {
+            let (cell, at) = cell_4g(c)?;
+            let Some(&[terminal_info, voltage, gsm, alarm_code]) = c.get(at..at + 4) else {
+                return Err(DecodeError::Truncated);
+            };
+            Message::Alarm(AlarmPacket {
+                gps: None,
+                status: Status {
+                    terminal_info,
+                    voltage_level: Some(voltage),
+                    gsm_level: Some(gsm),
+                },
+                alarm_code,
+                fence: None,
+                cell,
+            })
+        }
+        // GK310 LBS address request: the same 4G cell, then the phone number the address is
+        // for. lienwatch has no address to give; it keeps the cell and acknowledges.
+        PROTO_LBS_ADDRESS if !p.extended => Message::Lbs(Lbs {
+            device_time: None,
+            cell: cell_4g(c)?.0,
+            wifi: None,
+        }),
         PROTO_INFO => {
             let (&kind, data) = c.split_first().ok_or(DecodeError::Truncated)?;
             Message::Info { kind, data }
@@ -627,8 +671,9 @@ fn is_bcd(b: &[u8]) -> bool {
 /// Message types whose content opens with the 18-byte GPS block (§A.5), as the GT06 family and
 /// its clones send them: GPS (0x10), GPS+LBS (0x11, 0x25, 0x2D, 0x31, 0x37, 0x38), GPS+phone
 /// (0x1A), GPS+LBS extended (0x1E), AZ735 / SL4X status (0x32 in `78 78` frames), TRX16i RFID
-/// location (0x36 with LEN 0x35), Jimi alarm module (0x39), the LW 4G status (0xA2 with LEN 0x40) and the
-/// SR411 mini (0x24 with LEN 0x2E). Lengths are what tells the clones' reuse of a type apart.
+/// location (0x36 with LEN 0x35), GPS+LBS+RFID (0x17 with LEN 0x28), Jimi alarm module (0x39),
+/// the LW 4G status (0xA2 with LEN 0x40) and the SR411 mini (0x24 with LEN 0x2E). Lengths are
+/// what tells the clones' reuse of a type apart.
 fn gps_first(proto: u8, extended: bool, content_len: usize) -> bool {
     match proto {
         0x10 | 0x11 | 0x1A | 0x1E | 0x25 | 0x2D | 0x31 | 0x37 | 0x38 | 0x39 => true,
@@ -637,6 +682,8 @@ fn gps_first(proto: u8, extended: bool, content_len: usize) -> bool {
         0x36 => !extended && content_len == 0x35 - 5,
         0xA2 => !extended && content_len == 0x40 - 5,
         0x24 => !extended && content_len == 0x2E - 5,
+        // GPS + LBS + RFID in a normal frame (LEN 0x28); the bare 0x17 is a Wi-Fi report.
+        0x17 => !extended && content_len == 0x28 - 5,
         _ => false,
     }
 }
@@ -695,6 +742,23 @@ fn lbs_layout(proto: u8, extended: bool, content_len: usize) -> Option<LbsLayout
         },
         _ => return None,
     })
+}
+
+/// The 4G cell block of 0xA5 / 0xA7: MCC 2 (bit 15: MNC on 2 bytes), MNC, LAC 4, cell id 8.
+/// The cell (`None` when LAC and cell id are 0) and the offset after the block.
+fn cell_4g(c: &[u8]) -> Result<(Option<Cell>, usize), DecodeError> {
+    let mcc = be16(c, 0).ok_or(DecodeError::Truncated)?;
+    let mnc_len = if mcc & 0x8000 != 0 { 2 } else { 1 };
+    let mnc = be_n(c, 2, mnc_len).ok_or(DecodeError::Truncated)? as u16;
+    let lac = be_n(c, 2 + mnc_len, 4).ok_or(DecodeError::Truncated)? as u32;
+    let cid = be_n(c, 6 + mnc_len, 8).ok_or(DecodeError::Truncated)?;
+    let cell = (lac != 0 || cid != 0).then_some(Cell {
+        mcc: mcc & 0x7FFF,
+        mnc,
+        lac,
+        cid,
+    });
+    Ok((cell, 14 + mnc_len))
 }
 
 fn be_n(b: &[u8], at: usize, n: usize) -> Option<u64> {
@@ -1126,6 +1190,29 @@ impl Gt06Session {
         })
     }
 
+    /// A bare Wi-Fi report of `n` bytes: an invalid position with its cell and access point,
+    /// acknowledged with its time bytes.
+    fn handle_bare_wifi(&mut self, r: &BareWifi, n: usize, out: &mut Vec<Output>) {
+        let Some(id) = self.device.clone() else {
+            out.push(Output::Rejected(Rejection::new("frame before login", n)));
+            return;
+        };
+        let offset = self.offset_for(r.proto);
+        let time = match r.device_time {
+            Some(t) => t.add_millis(-i64::from(offset) * 1000),
+            None => (self.cfg.clock)(),
+        };
+        let position = Position {
+            time,
+            valid: false,
+            cell: r.cell,
+            wifi: r.wifi,
+            ..Position::default()
+        };
+        out.push(self.event(&id, EventKind::Position(Fix::live(position))));
+        out.push(Output::Reply(Bytes::copy_from_slice(&r.reply())));
+    }
+
     /// Handles one checked frame of `n` bytes.
     fn handle(
         &mut self,
@@ -1199,6 +1286,7 @@ impl Gt06Session {
                     position,
                     alarms: AlarmReport::NONE,
                     buffered: loc.reupload,
+                    props: Default::default(),
                 };
                 out.push(self.event(&id, EventKind::Position(fix)));
                 // A text answer closes a command exchange: nothing to acknowledge.
@@ -1222,7 +1310,10 @@ impl Gt06Session {
                     ..Position::default()
                 };
                 out.push(self.event(&id, EventKind::Position(Fix::live(position))));
-                reply_for(pkt)
+                // 0xF3 is not acknowledged.
+                (pkt.proto != super::gt06_wifi::PROTO_WIFI_4)
+                    .then(|| reply_for(pkt))
+                    .flatten()
             }
             // A text answer is the device's side of a command exchange: nothing to acknowledge.
             Message::Text => None,
@@ -1247,8 +1338,23 @@ impl Gt06Session {
                         position: gps.position(self.offset_for(pkt.proto)),
                         alarms,
                         buffered: false,
+                        props: Default::default(),
                     }),
-                    None => EventKind::Alarm { alarms },
+                    None => match a.cell {
+                        // An LBS alarm: an invalid position that keeps the cell.
+                        Some(cell) => EventKind::Position(Fix {
+                            position: Position {
+                                time: (self.cfg.clock)(),
+                                valid: false,
+                                cell: Some(cell),
+                                ..Position::default()
+                            },
+                            alarms,
+                            buffered: false,
+                            props: Default::default(),
+                        }),
+                        None => EventKind::Alarm { alarms },
+                    },
                 };
                 out.push(self.event(&id, kind));
                 reply_for(pkt)
@@ -1303,6 +1409,25 @@ impl Session for Gt06Session {
             }
             if buf.len() < 2 {
                 return Ok(());
+            }
+            if let Some(bare) = bare_wifi(buf, max) {
+                match bare {
+                    Some((report, n)) => {
+                        self.handle_bare_wifi(&report, n, out);
+                        buf.advance(n);
+                        continue;
+                    }
+                    // As below: a checked frame already behind the marker makes it noise.
+                    None if complete_frame_after_start(buf, max) => {
+                        out.push(Output::Rejected(Rejection::new(
+                            "start marker not followed by a frame",
+                            2,
+                        )));
+                        buf.advance(2);
+                        continue;
+                    }
+                    None => return Ok(()),
+                }
             }
             match parse_frame(buf, max) {
                 Ok(Some((pkt, n))) => {
@@ -1360,6 +1485,23 @@ impl Session for Gt06Session {
             key: AnswerKey::ServerFlag(flag),
         })
     }
+}
+
+/// A bare Wi-Fi report (`gt06_wifi`) at the front: `Some(Some(..))` complete, `Some(None)` not
+/// complete yet. `None` when the bytes are a normal frame (checked first: a 0x17 may be either)
+/// or not a bare report.
+fn bare_wifi(buf: &[u8], max: usize) -> Option<Option<(BareWifi, usize)>> {
+    use super::gt06_wifi::{parse_bare, MIN_BARE, PROTO_WIFI, PROTO_WIFI_OLD};
+    match buf {
+        // LEN may be an access point count below the frame minimum: wait for the type byte.
+        [0x78, 0x78, _] if max >= MIN_BARE => return Some(None),
+        [0x78, 0x78, _, PROTO_WIFI | PROTO_WIFI_OLD, ..] => {}
+        _ => return None,
+    }
+    if matches!(parse_frame(buf, max), Ok(Some(_))) {
+        return None;
+    }
+    parse_bare(buf, max).ok()
 }
 
 /// Whether a complete frame with good stop bytes and CRC starts somewhere after offset 0.

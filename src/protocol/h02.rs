@@ -545,6 +545,7 @@ impl H02Session {
                     position,
                     alarms: status.map(status_alarms).unwrap_or_default(),
                     buffered: false,
+                    props: Default::default(),
                 }),
             ),
             Message::Heartbeat { id, status, .. } => (
@@ -678,6 +679,7 @@ impl H02Session {
                         position,
                         alarms: status_alarms(status),
                         buffered: false,
+                        props: Default::default(),
                     }),
                 }));
                 buf.advance(len);

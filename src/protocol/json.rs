@@ -175,6 +175,7 @@ fn canonical(
             // Alarms in the canonical message are edge events: on when listed, silent otherwise.
             alarms: AlarmReport::raised(alarms),
             buffered: c.buffered.unwrap_or(false),
+            props: Default::default(),
         }),
     });
     Ok(())

@@ -17,10 +17,11 @@ use super::jt808_command::{
     encode_locate, encode_track, general_response, location_answer, result_text, QUERY_LOCATION,
     TEMPORARY_TRACKING,
 };
+use super::jt808_items;
 use super::{Output, Rejection, Session, SessionConfig, SessionError};
 use crate::event::{
     AlarmReport, Alarms, AnswerKey, CommandAnswer, DeviceId, Event, EventKind, Fix, Position,
-    Protocol, Timestamp,
+    Props, Protocol, Timestamp,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hmac::{Hmac, KeyInit, Mac};
@@ -415,8 +416,8 @@ pub fn alarm_report(alarm: u32, status: u32) -> AlarmReport {
 }
 
 /// Decodes a 0x0200 body (also the items of 0x0704 and 0x0201's tail): the 28-byte basic block,
-/// then additional items until the body ends. Unknown items are skipped; a truncated item list
-/// ends the walk without failing the fix (the basic block is complete).
+/// then additional items until the body ends (`jt808_items`). Unknown items are skipped; a
+/// truncated item list ends the walk without failing the fix (the basic block is complete).
 pub fn parse_location(body: &[u8], utc_offset_s: i32) -> Result<Fix, BodyError> {
     let mut r = Reader(body);
     let alarm = r.u32().ok_or(BodyError::Truncated)?;
@@ -428,15 +429,6 @@ pub fn parse_location(body: &[u8], utc_offset_s: i32) -> Result<Fix, BodyError> 
     let course = r.u16().ok_or(BodyError::Truncated)?;
     let time = r.array::<6>().ok_or(BodyError::Truncated)?;
     let time = parse_bcd_time(time, utc_offset_s).ok_or(BodyError::BadTime)?;
-    let mut satellites = None;
-    while let (Some(id), Some(len)) = (r.u8(), r.u8()) {
-        let Some(value) = r.take(usize::from(len)) else {
-            break;
-        };
-        if let (0x31, [n]) = (id, value) {
-            satellites = Some(*n);
-        }
-    }
     let mut lat = f64::from(lat_raw) / 1e6;
     let mut lon = f64::from(lon_raw) / 1e6;
     if status & (1 << 2) != 0 {
@@ -445,21 +437,23 @@ pub fn parse_location(body: &[u8], utc_offset_s: i32) -> Result<Fix, BodyError> 
     if status & (1 << 3) != 0 {
         lon = -lon;
     }
+    let mut position = Position {
+        time,
+        lat,
+        lon,
+        valid: status & (1 << 1) != 0,
+        speed_kmh: f64::from(speed) / 10.0,
+        course,
+        altitude_m: Some(f64::from(altitude)),
+        ..Position::default()
+    };
+    let mut props = Props::default();
+    jt808_items::read_items(r.0, &mut position, &mut props);
     Ok(Fix {
-        position: Position {
-            time,
-            lat,
-            lon,
-            valid: status & (1 << 1) != 0,
-            speed_kmh: f64::from(speed) / 10.0,
-            course,
-            satellites,
-            altitude_m: Some(f64::from(altitude)),
-            cell: None,
-            wifi: None,
-        },
+        position,
         alarms: alarm_report(alarm, status),
         buffered: false,
+        props,
     })
 }
 
@@ -573,6 +567,7 @@ pub fn parse_vendor_location(body: &[u8]) -> Result<Fix, BodyError> {
         },
         alarms,
         buffered: false,
+        props: Default::default(),
     })
 }
 
@@ -621,6 +616,7 @@ pub fn parse_transparent_location(body: &[u8], utc_offset_s: i32) -> Option<Fix>
         },
         alarms: AlarmReport::NONE,
         buffered: archived,
+        props: Default::default(),
     })
 }
 

@@ -18,11 +18,13 @@
 pub mod downlink;
 pub mod gt06;
 pub mod gt06_command;
+pub mod gt06_wifi;
 pub mod h02;
 pub mod h02_command;
 pub mod json;
 pub mod jt808;
 pub mod jt808_command;
+pub mod jt808_items;
 pub mod teltonika;
 pub mod teltonika_command;
 

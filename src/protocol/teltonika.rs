@@ -770,6 +770,7 @@ pub fn record_event(device: &DeviceId, rec: &Record<'_>, utc_offset_s: Option<i3
             position,
             alarms: rec.alarms(),
             buffered: false,
+            props: Default::default(),
         }),
     }
 }
