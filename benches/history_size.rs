@@ -108,8 +108,9 @@ struct Sim {
     fixes: u64,
     payload: u64,
     disk: u64,
-    /// Of `disk`: the day files of sealed blocks.
+    /// Of `disk`: the day files of sealed blocks, and their index database.
     blocks: u64,
+    index: u64,
     secs: f64,
 }
 
@@ -160,15 +161,16 @@ fn simulate(cars: usize, days: usize, seal: bool) -> Sim {
             {}
         }
         if std::env::var_os("TRACE").is_some() && (w - start) % DAY_S == 0 {
-            let all = dir_bytes(dir.path());
-            let blocks = h.blocks_disk_bytes();
+            let main = dir_bytes(dir.path()) - dir_bytes(&dir.path().join("history"));
             let (recent, _) = h.payload_bytes();
             eprintln!(
-                "day {}: {total} fixes, sled {:.1} MB (recent payload {:.1} MB), day files {:.1} MB",
+                "day {}: {total} fixes, main sled {:.1} MB (recent payload {:.1} MB), day files \
+                 {:.1} MB, their index {:.1} MB",
                 (w - start) / DAY_S,
-                (all - blocks) as f64 / 1e6,
+                main as f64 / 1e6,
                 recent as f64 / 1e6,
-                blocks as f64 / 1e6
+                h.blocks_disk_bytes() as f64 / 1e6,
+                dir_bytes(&dir.path().join("history").join("index")) as f64 / 1e6,
             );
         }
     }
@@ -176,6 +178,7 @@ fn simulate(cars: usize, days: usize, seal: bool) -> Sim {
     let secs = began.elapsed().as_secs_f64();
     let (recent, blocks) = h.payload_bytes();
     let blocks_disk = h.blocks_disk_bytes();
+    let index = dir_bytes(&dir.path().join("history").join("index"));
     drop(h);
     drop(store);
     Sim {
@@ -183,6 +186,7 @@ fn simulate(cars: usize, days: usize, seal: bool) -> Sim {
         payload: recent + blocks,
         disk: dir_bytes(dir.path()),
         blocks: blocks_disk,
+        index,
         secs,
     }
 }
@@ -290,7 +294,7 @@ fn main() {
     println!(
         "lienwatch history, {cars} cars x {days} days: {} fixes in {:.0} s ({:.0} fixes/s); \
          payload {:.1} bytes/fix, on disk {:.1} bytes/fix ({:.2} GB: sealed-block day files {:.1}, \
-         sled {:.1} bytes/fix)",
+         their index {:.1}, the main sled database {:.1} bytes/fix)",
         a.fixes,
         a.secs,
         a.fixes as f64 / a.secs,
@@ -298,7 +302,8 @@ fn main() {
         per(a.disk, &a),
         a.disk as f64 / 1e9,
         per(a.blocks, &a),
-        per(a.disk - a.blocks, &a),
+        per(a.index, &a),
+        per(a.disk - a.blocks - a.index, &a),
     );
     if sled_cars == 0 {
         return;

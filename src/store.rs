@@ -243,9 +243,9 @@ impl DeviceRecord {
 /// - `meta`: keys and counters (`alerts_raised`, `jt808_auth_key`)
 /// - `registrations`: JT/T 808 terminal number -> the terminal id it registered with (UTF-8)
 /// - `risk`: vehicle id -> its risk reasons ([`crate::risk::RiskState`], postcard)
-/// - `history_log`, `history_recent`, `history_index` (and `history`, the first layout's
-///   blocks): every fix kept, with the sealed blocks in day files in the `history` folder
-///   beside the database (`crate::history`, which owns their layout)
+/// - `history_log`, `history_recent` (and `history`, the first layout's blocks): every fix
+///   kept, with the sealed blocks in day files and their index in the `history` folder beside
+///   the database (`crate::history`, which owns their layout)
 /// - `commands`: `c` + id (u64 BE) -> [`CommandRecord`] (postcard); `d` + device id + `0` + id ->
 ///   nothing (a device's commands in order); `o` + id -> nothing while the command is open
 /// - `zones`: risk zone id -> the zone's API body (JSON text; see `crate::registry::Zone`)

@@ -135,11 +135,7 @@ impl History {
         Ok(History {
             log,
             recent: db.open_tree("history_recent")?,
-            blocks: Arc::new(Segments::open(
-                blocks_dir,
-                db.open_tree("history_index")?,
-                temporary,
-            )?),
+            blocks: Arc::new(Segments::open(blocks_dir, temporary)?),
             legacy: db.open_tree("history")?,
             next_entry: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next)),
         })
@@ -514,7 +510,7 @@ impl History {
         )
     }
 
-    /// Bytes the day files of sealed blocks take on disk.
+    /// Bytes the day files of sealed blocks take on disk (their index database aside).
     pub fn blocks_disk_bytes(&self) -> u64 {
         self.blocks.disk_bytes()
     }
