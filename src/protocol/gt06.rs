@@ -1197,20 +1197,31 @@ impl Gt06Session {
             out.push(Output::Rejected(Rejection::new("frame before login", n)));
             return;
         };
-        let offset = self.offset_for(r.proto);
-        let time = match r.device_time {
-            Some(t) => t.add_millis(-i64::from(offset) * 1000),
+        let fix = self.network_fix(r.proto, r.device_time, r.cell, r.wifi);
+        out.push(self.event(&id, EventKind::Position(fix)));
+        out.push(Output::Reply(Bytes::copy_from_slice(&r.reply())));
+    }
+
+    /// An LBS or Wi-Fi report as an invalid fix that keeps its cell and access point, dated by
+    /// the device's clock when it sent one (in its zone), else on arrival.
+    fn network_fix(
+        &self,
+        proto: u8,
+        device_time: Option<Timestamp>,
+        cell: Option<Cell>,
+        wifi: Option<WifiAp>,
+    ) -> Fix {
+        let time = match device_time {
+            Some(t) => t.add_millis(-i64::from(self.offset_for(proto)) * 1000),
             None => (self.cfg.clock)(),
         };
-        let position = Position {
+        Fix::live(Position {
             time,
             valid: false,
-            cell: r.cell,
-            wifi: r.wifi,
+            cell,
+            wifi,
             ..Position::default()
-        };
-        out.push(self.event(&id, EventKind::Position(Fix::live(position))));
-        out.push(Output::Reply(Bytes::copy_from_slice(&r.reply())));
+        })
     }
 
     /// Handles one checked frame of `n` bytes.
@@ -1297,19 +1308,8 @@ impl Gt06Session {
                 }
             }
             Message::Lbs(lbs) => {
-                let offset = self.offset_for(pkt.proto);
-                let time = match lbs.device_time {
-                    Some(t) => t.add_millis(-i64::from(offset) * 1000),
-                    None => (self.cfg.clock)(),
-                };
-                let position = Position {
-                    time,
-                    valid: false,
-                    cell: lbs.cell,
-                    wifi: lbs.wifi,
-                    ..Position::default()
-                };
-                out.push(self.event(&id, EventKind::Position(Fix::live(position))));
+                let fix = self.network_fix(pkt.proto, lbs.device_time, lbs.cell, lbs.wifi);
+                out.push(self.event(&id, EventKind::Position(fix)));
                 // 0xF3 is not acknowledged.
                 (pkt.proto != super::gt06_wifi::PROTO_WIFI_4)
                     .then(|| reply_for(pkt))
