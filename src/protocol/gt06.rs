@@ -611,40 +611,12 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
         }
         // MCC 2, MNC 1, LAC 2, cell 3, then the status block of the alarm packets. Longer frames
         // under this number are Space10x multi-cell lists.
-        PROTO_LBS_STATUS if !p.extended && c.len() < 0x17 - 5 => {
-            let Some(&[terminal_info, voltage, gsm, alarm_code]) = c.get(8..12) else {
-                return Err(DecodeError::Truncated);
-            };
-            Message::Alarm(AlarmPacket {
-                gps: None,
-                status: Status {
-                    terminal_info,
-                    voltage_level: Some(voltage),
-                    gsm_level: Some(gsm),
-                },
-                alarm_code,
-                fence: None,
-                cell: None,
-            })
-        }
+        PROTO_LBS_STATUS if !p.extended && c.len() < 0x17 - 5 => cell_alarm(c, 8, None)?,
         // GK310 / JM-LL301 LBS alarm: the 4G cell block, then the status block of the alarm
         // packets and a language byte. No date: the server's time.
         PROTO_LBS_ALARM if !p.extended => {
             let (cell, at) = cell_4g(c)?;
-            let Some(&[terminal_info, voltage, gsm, alarm_code]) = c.get(at..at + 4) else {
-                return Err(DecodeError::Truncated);
-            };
-            Message::Alarm(AlarmPacket {
-                gps: None,
-                status: Status {
-                    terminal_info,
-                    voltage_level: Some(voltage),
-                    gsm_level: Some(gsm),
-                },
-                alarm_code,
-                fence: None,
-                cell,
-            })
+            cell_alarm(c, at, cell)?
         }
         // GK310 LBS address request: the same 4G cell, then the phone number the address is
         // for. lienwatch has no address to give; it keeps the cell and acknowledges.
@@ -742,6 +714,25 @@ fn lbs_layout(proto: u8, extended: bool, content_len: usize) -> Option<LbsLayout
         },
         _ => return None,
     })
+}
+
+/// An LBS alarm: the status block of the alarm packets (terminal info, voltage, GSM level,
+/// alarm code) at `at`, after the cell block.
+fn cell_alarm(c: &[u8], at: usize, cell: Option<Cell>) -> Result<Message<'_>, DecodeError> {
+    let Some(&[terminal_info, voltage, gsm, alarm_code]) = c.get(at..at + 4) else {
+        return Err(DecodeError::Truncated);
+    };
+    Ok(Message::Alarm(AlarmPacket {
+        gps: None,
+        status: Status {
+            terminal_info,
+            voltage_level: Some(voltage),
+            gsm_level: Some(gsm),
+        },
+        alarm_code,
+        fence: None,
+        cell,
+    }))
 }
 
 /// The 4G cell block of 0xA5 / 0xA7: MCC 2 (bit 15: MNC on 2 bytes), MNC, LAC 4, cell id 8.
