@@ -161,9 +161,15 @@ impl Candidate {
         (self.lat0 + a, wrap_lon(self.lon0 + b))
     }
 
-    fn distance_m(&self, p: &Pt) -> f64 {
-        let (lat, lon) = self.centre();
-        Haversine.distance(Point::new(lon, lat), p.point())
+    /// Whether `p` is within `r` metres of the centre. On the plane tangent at the origin, with
+    /// no trigonometry: this runs for every fix of every vehicle (`long_stay`), and within a
+    /// stay radius of a few hundred metres it differs from the haversine distance by far less
+    /// than a GNSS fix's own error; far from the spot both say "away".
+    fn within_m(&self, p: &Pt, r: f64) -> bool {
+        let (a, b) = self.centre_offset();
+        let dy = (p.lat - self.lat0 - a) * M_PER_DEG;
+        let dx = wrap_lon(dlon(p.lon, self.lon0) - b) * self.mx;
+        dx * dx + dy * dy <= r * r
     }
 
     fn add(&mut self, p: Pt) {
@@ -304,7 +310,7 @@ impl StayTracker {
             self.cand = Some(Candidate::start(p));
             return None;
         };
-        if c.distance_m(&p) <= self.radius_m {
+        if c.within_m(&p, self.radius_m) {
             c.add(p);
             self.away = [None; MAX_OUTLIERS];
             return None;
