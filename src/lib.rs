@@ -13,6 +13,7 @@ pub mod downlink;
 pub mod duration;
 pub mod engine;
 pub mod event;
+pub mod fast_hash;
 pub mod fixture;
 pub mod history;
 pub mod ingest;

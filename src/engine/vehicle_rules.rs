@@ -6,12 +6,12 @@
 use super::Engine;
 use crate::alert::AlertType;
 use crate::event::{DeviceId, Event, EventKind, Timestamp};
+use crate::fast_hash::{FastMap, FastSet};
 use crate::registry::{LoanStatus, Zone, ZoneSet};
 use crate::rules::{
     all_silent, separation, zones, DeadlineQueue, Outcome, SilenceTracker, VehicleRuleState,
 };
 use crate::store::{Store, StoreError};
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Zones, vehicle rule states and their deadlines.
@@ -19,13 +19,13 @@ use std::sync::Arc;
 pub(super) struct VehicleRules {
     pub(super) zones: ZoneSet,
     /// Only vehicles with something to remember have an entry.
-    states: HashMap<Arc<str>, VehicleRuleState>,
+    states: FastMap<Arc<str>, VehicleRuleState>,
     /// Device id -> its earliest pending `risk_zone_dwell`.
     dwell: SilenceTracker,
     /// Vehicle id -> when all its devices will have gone silent.
     silent: DeadlineQueue<Arc<str>>,
     /// Vehicles whose state changed since the last flush.
-    dirty: HashSet<Arc<str>>,
+    dirty: FastSet<Arc<str>>,
     /// `long_stay`: its own states, deadlines and places checks.
     pub(super) long_stay: super::long_stay::LongStays,
 }
@@ -42,7 +42,7 @@ impl VehicleRules {
             let z = Zone::from_json(&id, &body).map_err(|e| super::corrupt("zones", e))?;
             zs.push(z);
         }
-        let mut states = HashMap::new();
+        let mut states = FastMap::default();
         for kv in store.all_vehicle_rule_states() {
             let (id, bytes) = kv?;
             let st = VehicleRuleState::from_bytes(&bytes)

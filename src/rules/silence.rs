@@ -13,8 +13,9 @@
 
 use super::{DeviceRuleState, RuleConfig, VehicleContext};
 use crate::event::{DeviceId, Timestamp};
+use crate::fast_hash::FastMap;
 use crate::registry::{DeviceKind, LoanStatus};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -57,14 +58,14 @@ pub fn deadline(
 /// exactly one entry in `order`, at `queued <= deadline`.
 struct Queue<K> {
     /// Key -> (deadline, where it is queued in `order`).
-    at: HashMap<K, (u32, u32)>,
+    at: FastMap<K, (u32, u32)>,
     order: BTreeSet<(u32, K)>,
 }
 
 impl<K: Ord + Hash + Clone> Queue<K> {
     fn new() -> Self {
         Queue {
-            at: HashMap::new(),
+            at: FastMap::default(),
             order: BTreeSet::new(),
         }
     }
