@@ -17,22 +17,23 @@ use super::command::{Command, EngineError};
 use super::places::PlacesJob;
 use super::Engine;
 use crate::event::{DeviceId, EventKind, Timestamp};
+use crate::fast_hash::FastMap;
 use crate::history::History;
 use crate::risk::Reason;
 use crate::rules::long_stay::{self, Episode, LongStayState, Threshold};
 use crate::rules::DeadlineQueue;
 use crate::store::{Store, StoreError};
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Every vehicle's `long_stay` state and deadline, and the checks waiting for the worker.
 #[derive(Default)]
 pub(super) struct LongStays {
     /// Only vehicles that have sent a valid fix have one.
-    states: HashMap<Arc<str>, LongStayState>,
+    states: FastMap<Arc<str>, LongStayState>,
     /// Vehicle id -> when its current stay reaches `long_stay_after`.
     due: DeadlineQueue<Arc<str>>,
-    dirty: HashSet<Arc<str>>,
+    /// Vehicles whose state changed since the last flush (each marked in its state, listed once).
+    dirty: Vec<Arc<str>>,
     checks: Vec<LongStayCheck>,
 }
 
@@ -62,9 +63,16 @@ impl LongStays {
         !self.checks.is_empty()
     }
 
+    /// Lists the vehicle's changed state for the next flush.
+    fn mark(&mut self, vid: &Arc<str>) {
+        if self.states.get_mut(vid).is_some_and(|s| s.mark_unsaved()) {
+            self.dirty.push(vid.clone());
+        }
+    }
+
     pub(super) fn flush(&mut self, store: &Store) -> Result<(), StoreError> {
-        for id in self.dirty.drain() {
-            let bytes = self.states.get(&id).map(LongStayState::to_bytes);
+        for id in self.dirty.drain(..) {
+            let bytes = self.states.get_mut(&id).map(LongStayState::save);
             store.put_stay_state(&id, bytes.as_deref())?;
         }
         Ok(())
@@ -122,7 +130,7 @@ impl Command for LongStayPlaces {
         let Some(draft) = st.resolve(self.since, self.usual, now) else {
             return Ok(());
         };
-        e.vrules.long_stay.dirty.insert(vid.clone());
+        e.vrules.long_stay.mark(&vid);
         // The alert's position: the device heard from last.
         let device = e.vehicles.get(&*vid).and_then(|v| {
             v.devices
@@ -162,7 +170,9 @@ impl Engine {
         if let Some(d) = st.arm(cfg) {
             ls.due.set(vid.clone(), Some(d));
         }
-        ls.dirty.insert(vid.clone());
+        if st.mark_unsaved() {
+            ls.dirty.push(vid.clone());
+        }
         if let Some(Episode::Alerted { usual: false, .. }) = ended {
             self.update_risk(vid, &ev.device_id, received_at, |s| {
                 s.close(Reason::LongStayUnusual)
@@ -190,7 +200,9 @@ impl Engine {
                 };
                 st.disarm();
                 if let Some(th) = st.on_due(cfg, now) {
-                    ls.dirty.insert(vid.clone());
+                    if st.mark_unsaved() {
+                        ls.dirty.push(vid.clone());
+                    }
                     ls.checks.push(check(
                         &vid,
                         th,
@@ -248,7 +260,7 @@ impl Engine {
             .is_some_and(|v| v.loan.status != crate::registry::LoanStatus::Closed);
         if !open {
             if ls.states.remove(vehicle_id).is_some() {
-                ls.dirty.insert(key.clone());
+                ls.dirty.push(key.clone());
             }
             ls.due.set(key, None);
             return;

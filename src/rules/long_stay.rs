@@ -69,6 +69,9 @@ pub struct LongStayState {
     /// persisted: the queue is rebuilt at start.
     #[serde(skip)]
     armed: Option<Timestamp>,
+    /// Changed since the caller last saved it ([`LongStayState::mark_unsaved`]); not persisted.
+    #[serde(skip)]
+    unsaved: bool,
 }
 
 impl LongStayState {
@@ -78,7 +81,20 @@ impl LongStayState {
             live: false,
             episode: None,
             armed: None,
+            unsaved: false,
         }
+    }
+
+    /// Marks the state as changed. True when it was not marked yet: the caller lists it for its
+    /// next save then, once, instead of hashing it into a set on every fix.
+    pub fn mark_unsaved(&mut self) -> bool {
+        !std::mem::replace(&mut self.unsaved, true)
+    }
+
+    /// The bytes to save; clears the mark.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.unsaved = false;
+        self.to_bytes()
     }
 
     /// Feeds one fix of any of the vehicle's devices, received at `received_at`. Returns the
