@@ -14,6 +14,7 @@ pub mod devices;
 pub mod loans;
 pub mod long_stay;
 pub mod places;
+mod queue_rows;
 pub mod registrations;
 pub mod risk;
 pub mod thread;
@@ -28,11 +29,12 @@ pub use thread::{spawn, EngineHandle};
 use crate::alert::outbox::Outbox;
 use crate::alert::{Alert, AlertType};
 use crate::event::{DeviceId, Event, EventKind};
+use crate::fast_hash::{FastMap, FastSet};
 use crate::registry::Vehicle;
 use crate::rules::{DeviceRuleState, Outcome, Rules, SilenceTracker, VehicleContext};
 use crate::store::{DeviceRecord, Store, StoreError};
 use crate::time::Timestamp;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use view::{DeviceStateView, VehicleDeviceView, VehicleSummary, VehicleView};
@@ -73,7 +75,7 @@ impl EngineConfig {
 
 /// Which vehicle each registered device belongs to; read by the login policy from any thread,
 /// written only by the engine.
-pub type Registered = Arc<RwLock<HashMap<DeviceId, Arc<str>>>>;
+pub type Registered = Arc<RwLock<FastMap<DeviceId, Arc<str>>>>;
 
 pub struct Engine {
     store: Store,
@@ -82,11 +84,11 @@ pub struct Engine {
     cfg: EngineConfig,
     rules: Rules,
     /// Last-known position and last-seen of every device ever heard from.
-    devices: HashMap<DeviceId, DeviceRecord>,
+    devices: FastMap<DeviceId, DeviceRecord>,
     /// The registry, in id order (the vehicle list pages through it), and each registered
     /// device's rule state.
     vehicles: BTreeMap<String, Vehicle>,
-    states: HashMap<DeviceId, DeviceRuleState>,
+    states: FastMap<DeviceId, DeviceRuleState>,
     registered: Registered,
     /// JT/T 808 terminal numbers bound to their registration's terminal id.
     terminal_ids: Arc<registrations::TerminalIds>,
@@ -97,11 +99,13 @@ pub struct Engine {
     /// When this engine started (the `startup_grace` reference).
     started_at: Timestamp,
     /// Records and rule states changed since the last flush.
-    dirty: HashSet<DeviceId>,
-    dirty_states: HashSet<DeviceId>,
+    dirty: FastSet<DeviceId>,
+    dirty_states: FastSet<DeviceId>,
     /// Each vehicle's risk reasons, and those changed since the last flush.
-    risk: HashMap<String, crate::risk::RiskState>,
-    dirty_risk: HashSet<String>,
+    risk: FastMap<String, crate::risk::RiskState>,
+    dirty_risk: FastSet<String>,
+    /// The collections queue's dense rows (`queue_rows`), written with every risk change.
+    queue: queue_rows::QueueRows,
     /// Every accepted fix since the last flush, staged for the history (same commit).
     history: crate::history::History,
     history_staged: crate::history::Staged,
@@ -140,13 +144,13 @@ impl Engine {
         cfg: EngineConfig,
         now: Timestamp,
     ) -> Result<Engine, StoreError> {
-        let mut devices = HashMap::new();
+        let mut devices = FastMap::default();
         for rec in store.all_devices() {
             let rec = rec?;
             devices.insert(rec.device_id.clone(), rec);
         }
         let mut vehicles = BTreeMap::new();
-        let mut map = HashMap::new();
+        let mut map = FastMap::default();
         for kv in store.all_vehicles() {
             let (id, body) = kv?;
             let vehicle = Vehicle::from_json(&id, &body)
@@ -157,7 +161,7 @@ impl Engine {
             }
             vehicles.insert(id, vehicle);
         }
-        let mut states = HashMap::new();
+        let mut states = FastMap::default();
         for kv in store.all_rule_states() {
             let (id, bytes) = kv?;
             let st = DeviceRuleState::from_bytes(&bytes).map_err(|e| corrupt("rules", e))?;
@@ -170,7 +174,7 @@ impl Engine {
             let (id, terminal_id) = kv?;
             bound.insert(id, terminal_id);
         }
-        let mut risk = HashMap::new();
+        let mut risk = FastMap::default();
         for kv in store.all_risk() {
             let (id, bytes) = kv?;
             let st = crate::risk::RiskState::from_bytes(&bytes).map_err(|e| corrupt("risk", e))?;
@@ -184,7 +188,8 @@ impl Engine {
         let rules = Rules::new(cfg.rules.clone(), now);
         let mut e = Engine {
             risk,
-            dirty_risk: HashSet::new(),
+            dirty_risk: FastSet::default(),
+            queue: queue_rows::QueueRows::default(),
             history: store.history().clone(),
             history_staged: crate::history::Staged::default(),
             store,
@@ -199,13 +204,17 @@ impl Engine {
             tracker: SilenceTracker::new(),
             vrules,
             started_at: now,
-            dirty: HashSet::new(),
-            dirty_states: HashSet::new(),
+            dirty: FastSet::default(),
+            dirty_states: FastSet::default(),
             raised: Vec::new(),
             alert_count,
             commands,
             stats: Stats::default(),
         };
+        for (id, v) in &e.vehicles {
+            e.queue
+                .set(id, Some(v), e.risk.get(id), &e.cfg.risk_points, now);
+        }
         e.rebuild_deadlines();
         Ok(e)
     }

@@ -2,6 +2,7 @@
 //! when a vehicle's tier goes up, and the collections queue (`GET /v1/vehicles` ordered by risk).
 
 use super::command::{Command, EngineError};
+use super::queue_rows::Row;
 use super::view::{VehiclePage, VehicleSummary};
 use super::Engine;
 use crate::alert::AlertType;
@@ -34,7 +35,7 @@ impl Engine {
         let st = self.risk.entry(vehicle_id.to_string()).or_default();
         st.expire(now);
         f(st);
-        self.dirty_risk.insert(vehicle_id.to_string());
+        self.risk_changed(vehicle_id, now);
         let Some(after) = self.risk_of(vehicle_id, now) else {
             return;
         };
@@ -47,6 +48,19 @@ impl Engine {
             });
             self.raise(vehicle_id, device, AlertType::RiskTierChanged, details, now);
         }
+    }
+
+    /// The vehicle's reasons, loan or existence changed: written in this commit, and its queue
+    /// row follows at once.
+    pub(super) fn risk_changed(&mut self, vehicle_id: &str, now: Timestamp) {
+        self.dirty_risk.insert(vehicle_id.to_string());
+        self.queue.set(
+            vehicle_id,
+            self.vehicles.get(vehicle_id),
+            self.risk.get(vehicle_id),
+            &self.cfg.risk_points,
+            now,
+        );
     }
 
     /// What an alert does to its vehicle's reasons.
@@ -136,7 +150,7 @@ impl Engine {
         if created {
             let st = self.risk.entry(vehicle_id.to_string()).or_default();
             st.set_loan(&loan, now);
-            self.dirty_risk.insert(vehicle_id.to_string());
+            self.risk_changed(vehicle_id, now);
             return;
         }
         let device = v.devices.first().map(|d| d.id.clone());
@@ -254,10 +268,10 @@ impl RiskQueue {
 impl Command for RiskQueue {
     type Output = VehiclePage;
 
-    /// Scored at `now`, so a reason that expired a second ago no longer counts. Allocates
-    /// nothing per vehicle (the score without its list of reasons; rows borrow the vehicles), and
-    /// in two passes: first every match's score alone, then the longest-silent order (a lookup of
-    /// each device) only among those that can still make the page, the ties of its lowest score.
+    /// Scored at `now`, so a reason that expired a second ago no longer counts. Scans the dense
+    /// rows (`queue_rows`), allocates nothing per vehicle, and works in two passes: first every
+    /// match's score alone, then the longest-silent order (a lookup of each device) only among
+    /// those that can still make the page, the ties of its lowest score.
     fn apply(self, e: &mut Engine, now: Timestamp) -> Result<VehiclePage, EngineError> {
         if self.limit == 0 || self.limit > super::vehicles::MAX_PAGE {
             return Err(EngineError::Invalid(format!(
@@ -265,51 +279,51 @@ impl Command for RiskQueue {
                 super::vehicles::MAX_PAGE
             )));
         }
-        let e: &Engine = e;
         let after = self.after.as_deref().and_then(Key::parse);
         let after = after
             .as_ref()
             .map(|a| (a.neg_score, a.last_seen, a.id.as_str()));
-        let last_seen = |v: &crate::registry::Vehicle| {
-            v.devices
+        let (vehicles, risk, devices) = (&e.vehicles, &e.risk, &e.devices);
+        let last_seen = |r: &Row| {
+            r.devices
                 .iter()
-                .filter_map(|d| e.devices.get(&d.id))
+                .filter_map(|d| devices.get(d))
                 .map(|r| r.last_seen.millis())
                 .max()
                 .unwrap_or(i64::MIN)
         };
-        let empty = RiskState::default();
-        // Pass 1: (negated score, last_seen if already needed, vehicle) of every match after the
-        // cursor.
-        let mut rows: Vec<(i64, Option<i64>, &crate::registry::Vehicle)> = Vec::new();
-        for v in e.vehicles.values() {
+        let all = e.queue.current(&e.cfg.risk_points, now, |id| {
+            (vehicles.get(id), risk.get(id))
+        });
+        // Pass 1: (negated score, last_seen if already needed, vehicle id) of every match after
+        // the cursor.
+        let mut rows: Vec<(i64, Option<i64>, &Row)> = Vec::new();
+        for r in all {
             if let Some(ls) = &self.loan_statuses {
-                if !ls.contains(&v.loan.status) {
+                if !ls.contains(&r.status) {
                     continue;
                 }
             }
-            let st = e.risk.get(&v.id).unwrap_or(&empty);
-            let (score, tier) = st.score(&v.loan, &e.cfg.risk_points, now);
             if let Some(ts) = &self.tiers {
-                if !ts.contains(&tier) {
+                if !ts.contains(&r.tier) {
                     continue;
                 }
             }
-            let neg = -(score as i64);
+            let neg = -(r.score as i64);
             let mut seen = None;
             if let Some(a) = after {
                 if neg < a.0 {
                     continue;
                 }
                 if neg == a.0 {
-                    let ls = last_seen(v);
-                    if (neg, ls, v.id.as_str()) <= a {
+                    let ls = last_seen(r);
+                    if (neg, ls, &*r.id) <= a {
                         continue;
                     }
                     seen = Some(ls);
                 }
             }
-            rows.push((neg, seen, v));
+            rows.push((neg, seen, r));
         }
         let n = self.limit.min(rows.len());
         let more = rows.len() > n;
@@ -320,7 +334,7 @@ impl Command for RiskQueue {
         }
         let mut keys: Vec<(i64, i64, &str)> = rows
             .iter()
-            .map(|&(neg, seen, v)| (neg, seen.unwrap_or_else(|| last_seen(v)), v.id.as_str()))
+            .map(|&(neg, seen, r)| (neg, seen.unwrap_or_else(|| last_seen(r)), &*r.id))
             .collect();
         if keys.len() > n {
             keys.select_nth_unstable(n);
@@ -338,9 +352,11 @@ impl Command for RiskQueue {
             ),
             _ => None,
         };
-        let vehicles: Vec<VehicleSummary> = keys
+        let page: Vec<String> = keys.iter().map(|k| k.2.to_string()).collect();
+        let e: &Engine = e;
+        let vehicles: Vec<VehicleSummary> = page
             .iter()
-            .filter_map(|k| e.vehicles.get(k.2))
+            .filter_map(|id| e.vehicles.get(id))
             .map(|v| e.vehicle_summary(v, now))
             .collect();
         Ok(VehiclePage { vehicles, next })

@@ -99,7 +99,7 @@ pub struct DeleteVehicle {
 impl Command for DeleteVehicle {
     type Output = Deleted;
 
-    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<Deleted, EngineError> {
+    fn apply(self, e: &mut Engine, now: Timestamp) -> Result<Deleted, EngineError> {
         if !e.vehicles.contains_key(&self.id) {
             return Err(not_found(&self.id));
         }
@@ -109,9 +109,8 @@ impl Command for DeleteVehicle {
                 e.unregister(&d.id);
             }
         }
-        if e.risk.remove(&self.id).is_some() {
-            e.dirty_risk.insert(self.id.clone());
-        }
+        e.risk.remove(&self.id);
+        e.risk_changed(&self.id, now);
         e.vehicle_rules_sync(&self.id);
         Ok(Deleted { deleted: self.id })
     }

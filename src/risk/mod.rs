@@ -263,6 +263,16 @@ impl RiskState {
         self.held.len() != before
     }
 
+    /// When the first reason that still counts at `now` stops counting, if one ever does: the
+    /// score holds until then.
+    pub fn next_expiry(&self, now: Timestamp) -> Option<Timestamp> {
+        self.held
+            .iter()
+            .filter_map(|h| h.until)
+            .filter(|&u| u > now)
+            .min()
+    }
+
     /// The score and tier at `now`, as [`RiskState::assess`] gives them, without building the
     /// list of reasons: what the queue computes for every vehicle, so no allocation.
     pub fn score(&self, loan: &Loan, points: &Points, now: Timestamp) -> (u32, Tier) {
