@@ -14,6 +14,7 @@
 
 use bytes::{Buf, BytesMut};
 use lienwatch::config::{Listener, Transport};
+use lienwatch::engine::vehicles::{GetVehicle, PutVehicle};
 use lienwatch::engine::{Engine, EngineConfig};
 use lienwatch::event::Timestamp;
 use lienwatch::protocol::{SessionConfig, WireProtocol};
@@ -288,13 +289,20 @@ fn main() {
 
         // lienwatch: real session, engine, sled on disk, group commit; without and with the
         // position history, each on a fresh database.
-        let (off, off_commits) = run_lienwatch(devices, secs, false).await;
+        let (off, off_commits) = run_lienwatch(devices, secs, false, false).await;
         off.report("lienwatch (durable, history off)", devices);
-        let (on, on_commits) = run_lienwatch(devices, secs, true).await;
+        let (on, on_commits) = run_lienwatch(devices, secs, true, false).await;
         on.report("lienwatch (durable, history on)", devices);
+        // Every device on a vehicle: fence, overdue loan, zones, long_stay, risk all run.
+        let (reg, reg_commits) = run_lienwatch(devices, secs, true, true).await;
+        reg.report(
+            "lienwatch (durable, history on, every device on a vehicle)",
+            devices,
+        );
         for (name, run, commits) in [
             ("history off", &off, off_commits),
             ("history on", &on, on_commits),
+            ("on vehicles", &reg, reg_commits),
         ] {
             println!(
                 "{name}: group commits: {commits} ({:.0} acknowledged positions per flush)",
@@ -312,11 +320,42 @@ fn main() {
             on.cpu_us_per_ack() / off.cpu_us_per_ack(),
             (1.0 - on.rate() / off.rate()) * 100.0
         );
+        println!(
+            "on vehicles / unregistered: rate {:.2}, CPU per ack {:.2} (cost of the rules, \
+             long_stay's write included: {:.0}%)",
+            reg.rate() / on.rate(),
+            reg.cpu_us_per_ack() / on.cpu_us_per_ack(),
+            (1.0 - reg.rate() / on.rate()) * 100.0
+        );
     });
 }
 
+/// The id lienwatch gives device `i` (its login IMEI without the leading BCD nibble).
+fn device_id(i: u32) -> String {
+    (868_120_000_000_000u64 + i as u64).to_string()
+}
+
+/// Puts every device on a vehicle of its own, as a lender's fleet is: an overdue loan (the
+/// silence deadline moves with each fix) and a 2 km circle around where the devices report.
+fn register_all(engine: &mut Engine, devices: u32) {
+    let now = Timestamp::now();
+    for i in 0..devices {
+        let body = serde_json::json!({
+            "loan": {"id": format!("L-{i}"), "status": "overdue", "days_past_due": 40},
+            "devices": [{"id": device_id(i), "kind": "wired"}],
+            "geofence": {"type": "Circle", "center": [114.0573, 22.5432], "radius_m": 2000},
+        });
+        let cmd = PutVehicle::from_json(
+            &format!("V-{i:05}"),
+            &serde_json::to_vec(&body).unwrap_or_default(),
+        )
+        .expect("vehicle body");
+        engine.execute(cmd, now).expect("put vehicle");
+    }
+}
+
 /// One measured window against lienwatch's real ingestion path; returns it and its commits.
-async fn run_lienwatch(devices: u32, secs: u64, history: bool) -> (Run, u64) {
+async fn run_lienwatch(devices: u32, secs: u64, history: bool, registered: bool) -> (Run, u64) {
     // lienwatch: real session, engine, sled on disk, group commit.
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 64).expect("store");
@@ -338,7 +377,10 @@ async fn run_lienwatch(devices: u32, secs: u64, history: bool) -> (Run, u64) {
     let outbox = store
         .open_outbox(&[], Arc::new(Timestamp::now))
         .expect("outbox");
-    let engine = Engine::open(store, outbox, ecfg, Timestamp::now()).expect("engine");
+    let mut engine = Engine::open(store, outbox, ecfg, Timestamp::now()).expect("engine");
+    if registered {
+        register_all(&mut engine, devices);
+    }
     let (handle, _thread) =
         lienwatch::engine::spawn(engine, Arc::new(Timestamp::now)).expect("engine thread");
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -371,6 +413,17 @@ async fn run_lienwatch(devices: u32, secs: u64, history: bool) -> (Run, u64) {
     stop.cancel();
     // The logins' commits are not the measured window's.
     let commits = commits(&handle).await - commits_before;
+    if registered {
+        // The rules did run: the first vehicle's device is placed inside its fence.
+        let v = handle
+            .run(GetVehicle {
+                id: "V-00000".into(),
+            })
+            .await
+            .expect("vehicle");
+        let state = serde_json::to_value(&v.devices[0].state).unwrap_or_default();
+        assert_eq!(state["geofence"], "inside", "rules did not run: {state}");
+    }
     handle.shutdown().await;
     (lw, commits)
 }
