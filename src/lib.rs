@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod downlink;
 pub mod duration;
+pub mod encode;
 pub mod engine;
 pub mod event;
 pub mod fast_hash;

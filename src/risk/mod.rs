@@ -194,7 +194,7 @@ impl RiskState {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        crate::encode::to_vec(self).unwrap_or_default()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -214,7 +214,7 @@ pub struct StateDecodeError(#[from] postcard::Error);
 impl DeviceRuleState {
     /// Compact binary form for the store (postcard; about 20 to 40 bytes).
     pub fn to_bytes(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        crate::encode::to_vec(self).unwrap_or_default()
     }
 
     pub fn from_bytes(b: &[u8]) -> Result<Self, StateDecodeError> {

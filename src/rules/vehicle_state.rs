@@ -68,7 +68,7 @@ impl VehicleRuleState {
 
     /// Compact binary form for the store (postcard).
     pub fn to_bytes(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        crate::encode::to_vec(self).unwrap_or_default()
     }
 
     pub fn from_bytes(b: &[u8]) -> Result<Self, super::StateDecodeError> {
