@@ -23,7 +23,7 @@ use lienwatch::engine::{Command, Engine, EngineConfig};
 use lienwatch::event::{AlarmReport, Alarms};
 use lienwatch::event::{DeviceId, Event, EventKind, Fix, Position, Protocol, Timestamp};
 use lienwatch::registry::{Vehicle, Zone, ZoneSet};
-use lienwatch::rules::long_stay::LongStayState;
+use lienwatch::rules::long_stay::{LongStayState, Unsaved};
 use lienwatch::rules::{
     separation, zones, DeadlineQueue, DeviceRuleState, FencePlacement, RuleConfig, Rules,
     SilenceTracker, VehicleContext, VehicleRuleState,
@@ -424,7 +424,8 @@ fn bench_zones(c: &mut Criterion, w: &mut World) {
     // measured with the ingest path (`e2e_tcp`).
     let mut stays: Vec<LongStayState> = (0..VEHICLES).map(|_| LongStayState::new(&cfg)).collect();
     let mut stay_due: DeadlineQueue<Arc<str>> = DeadlineQueue::new();
-    let mut stay_dirty: Vec<usize> = Vec::new();
+    let mut unsaved: Unsaved<usize> = Unsaved::default();
+    let mut unsaved_n = 0;
     println!(
         "long_stay: {} B of state per vehicle in memory",
         (live() - before) / VEHICLES,
@@ -452,15 +453,13 @@ fn bench_zones(c: &mut Criterion, w: &mut World) {
                 if let Some(d) = st.arm(&cfg) {
                     stay_due.set(vids[*v].clone(), Some(d));
                 }
-                if st.mark_unsaved() {
-                    stay_dirty.push(*v);
-                }
-                // A commit every 4,096 positions serialises the changed states, as the engine's
-                // flush does before its store write (the write is not counted here).
-                if stay_dirty.len() == 4096 {
-                    for v in stay_dirty.drain(..) {
-                        black_box(stays[v].save());
-                    }
+                // Encoded for the commit's write, as the engine does; a commit every 4,096
+                // positions takes them (the store write is not counted here).
+                unsaved.put(v, st);
+                unsaved_n += 1;
+                if unsaved_n == 4096 {
+                    unsaved_n = 0;
+                    black_box(unsaved.take());
                 }
             }
             let o = fence.then(|| {

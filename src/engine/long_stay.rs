@@ -32,8 +32,8 @@ pub(super) struct LongStays {
     states: FastMap<Arc<str>, LongStayState>,
     /// Vehicle id -> when its current stay reaches `long_stay_after`.
     due: DeadlineQueue<Arc<str>>,
-    /// Vehicles whose state changed since the last flush (each marked in its state, listed once).
-    dirty: Vec<Arc<str>>,
+    /// States changed since the last flush, encoded as they changed.
+    unsaved: long_stay::Unsaved<Arc<str>>,
     checks: Vec<LongStayCheck>,
 }
 
@@ -63,16 +63,15 @@ impl LongStays {
         !self.checks.is_empty()
     }
 
-    /// Lists the vehicle's changed state for the next flush.
+    /// The vehicle's state changed: it is written in the next flush.
     fn mark(&mut self, vid: &Arc<str>) {
-        if self.states.get_mut(vid).is_some_and(|s| s.mark_unsaved()) {
-            self.dirty.push(vid.clone());
+        if let Some(st) = self.states.get_mut(vid) {
+            self.unsaved.put(vid, st);
         }
     }
 
     pub(super) fn flush(&mut self, store: &Store) -> Result<(), StoreError> {
-        for id in self.dirty.drain(..) {
-            let bytes = self.states.get_mut(&id).map(LongStayState::save);
+        for (id, bytes) in self.unsaved.take() {
             store.put_stay_state(&id, bytes.as_deref())?;
         }
         Ok(())
@@ -170,9 +169,7 @@ impl Engine {
         if let Some(d) = st.arm(cfg) {
             ls.due.set(vid.clone(), Some(d));
         }
-        if st.mark_unsaved() {
-            ls.dirty.push(vid.clone());
-        }
+        ls.unsaved.put(vid, st);
         if let Some(Episode::Alerted { usual: false, .. }) = ended {
             self.update_risk(vid, &ev.device_id, received_at, |s| {
                 s.close(Reason::LongStayUnusual)
@@ -200,9 +197,7 @@ impl Engine {
                 };
                 st.disarm();
                 if let Some(th) = st.on_due(cfg, now) {
-                    if st.mark_unsaved() {
-                        ls.dirty.push(vid.clone());
-                    }
+                    ls.unsaved.put(&vid, st);
                     ls.checks.push(check(
                         &vid,
                         th,
@@ -260,7 +255,7 @@ impl Engine {
             .is_some_and(|v| v.loan.status != crate::registry::LoanStatus::Closed);
         if !open {
             if ls.states.remove(vehicle_id).is_some() {
-                ls.dirty.push(key.clone());
+                ls.unsaved.delete(&key);
             }
             ls.due.set(key, None);
             return;

@@ -69,9 +69,57 @@ pub struct LongStayState {
     /// persisted: the queue is rebuilt at start.
     #[serde(skip)]
     armed: Option<Timestamp>,
-    /// Changed since the caller last saved it ([`LongStayState::mark_unsaved`]); not persisted.
+    /// Where its bytes wait in the caller's [`Unsaved`] list, if they may still; not persisted.
     #[serde(skip)]
-    unsaved: bool,
+    slot: Option<u32>,
+}
+
+/// Changed states waiting for the caller's next write, each encoded when it changed.
+///
+/// Why encode then rather than at the write: a commit holds hundreds of vehicles, and by the
+/// time it is written their states have left the cache; encoding a state while the fix that
+/// changed it has it at hand saves those misses. A state changed again before the write replaces
+/// its own entry (the state remembers where it is), so each vehicle is written once per commit.
+pub struct Unsaved<K> {
+    /// Key and bytes (`None`: delete).
+    items: Vec<(K, Option<Vec<u8>>)>,
+}
+
+impl<K> Default for Unsaved<K> {
+    fn default() -> Self {
+        Unsaved { items: Vec::new() }
+    }
+}
+
+impl<K: PartialEq + Clone> Unsaved<K> {
+    /// Encodes `state` as it is now, for `key`.
+    pub fn put(&mut self, key: &K, state: &mut LongStayState) {
+        let bytes = state.to_bytes();
+        self.set(key, Some(bytes), &mut state.slot);
+    }
+
+    /// The state of `key` is gone: delete it at the next write.
+    pub fn delete(&mut self, key: &K) {
+        self.set(key, None, &mut None);
+    }
+
+    fn set(&mut self, key: &K, bytes: Option<Vec<u8>>, slot: &mut Option<u32>) {
+        // The slot may be from a list taken since: it counts only if it still holds this key.
+        if let Some(item) = slot
+            .and_then(|i| self.items.get_mut(i as usize))
+            .filter(|(k, _)| k == key)
+        {
+            item.1 = bytes;
+            return;
+        }
+        *slot = u32::try_from(self.items.len()).ok();
+        self.items.push((key.clone(), bytes));
+    }
+
+    /// Everything to write, in the order first changed; the list starts empty again.
+    pub fn take(&mut self) -> Vec<(K, Option<Vec<u8>>)> {
+        std::mem::take(&mut self.items)
+    }
 }
 
 impl LongStayState {
@@ -81,20 +129,8 @@ impl LongStayState {
             live: false,
             episode: None,
             armed: None,
-            unsaved: false,
+            slot: None,
         }
-    }
-
-    /// Marks the state as changed. True when it was not marked yet: the caller lists it for its
-    /// next save then, once, instead of hashing it into a set on every fix.
-    pub fn mark_unsaved(&mut self) -> bool {
-        !std::mem::replace(&mut self.unsaved, true)
-    }
-
-    /// The bytes to save; clears the mark.
-    pub fn save(&mut self) -> Vec<u8> {
-        self.unsaved = false;
-        self.to_bytes()
     }
 
     /// Feeds one fix of any of the vehicle's devices, received at `received_at`. Returns the
@@ -209,7 +245,7 @@ impl LongStayState {
 
     /// Compact binary form for the store (postcard).
     pub fn to_bytes(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        crate::encode::to_vec(self).unwrap_or_default()
     }
 
     pub fn from_bytes(b: &[u8]) -> Result<Self, super::StateDecodeError> {
@@ -260,6 +296,36 @@ mod tests {
     /// Feeds a live fix (received 5 s after it was taken).
     fn live(s: &mut LongStayState, t: i64, p: (f64, f64)) -> Option<Episode> {
         s.on_fix(&fix(t, p), Timestamp(t + 5000))
+    }
+
+    #[test]
+    fn each_changed_state_is_written_once_per_commit_with_its_latest_bytes() {
+        let c = cfg();
+        let (mut a, mut b) = (LongStayState::new(&c), LongStayState::new(&c));
+        let mut u: Unsaved<&str> = Unsaved::default();
+        live(&mut a, T0, LOT);
+        u.put(&"A", &mut a);
+        u.put(&"B", &mut b);
+        live(&mut a, T0 + MIN, LOT);
+        u.put(&"A", &mut a);
+        let first = u.take();
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0], ("A", Some(a.to_bytes())));
+        assert_eq!(first[1], ("B", Some(b.to_bytes())));
+        // Next commit: B's old slot (1) now points past the list, A's (0) at B: both are new.
+        u.put(&"B", &mut b);
+        u.put(&"A", &mut a);
+        u.delete(&"B");
+        let second = u.take();
+        assert_eq!(
+            second,
+            vec![
+                ("B", Some(b.to_bytes())),
+                ("A", Some(a.to_bytes())),
+                ("B", None)
+            ]
+        );
+        assert!(u.take().is_empty());
     }
 
     #[test]
