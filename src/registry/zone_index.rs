@@ -5,9 +5,9 @@
 //! candidate's compiled [`FenceIndex`](super::FenceIndex) then decides.
 
 use super::Zone;
+use crate::fast_hash::FastMap;
 use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::RTree;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 type Entry = GeomWithData<Rectangle<[f64; 2]>, u32>;
@@ -23,8 +23,8 @@ pub struct ZoneSet {
     /// Zones by slot; a removed zone leaves its slot free for the next.
     slots: Vec<Option<Arc<Zone>>>,
     free: Vec<u32>,
-    by_id: HashMap<Arc<str>, u32>,
-    grid: HashMap<u64, Vec<u32>>,
+    by_id: FastMap<Arc<str>, u32>,
+    grid: FastMap<u64, Vec<u32>>,
     big: RTree<Entry>,
 }
 
