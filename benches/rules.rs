@@ -455,7 +455,9 @@ fn bench_zones(c: &mut Criterion, w: &mut World) {
                 }
                 // Encoded for the commit's write, as the engine does; a commit every 4,096
                 // positions takes them (the store write is not counted here).
-                unsaved.put(v, st);
+                if st.needs_save() {
+                    unsaved.put(v, st);
+                }
                 unsaved_n += 1;
                 if unsaved_n == 4096 {
                     unsaved_n = 0;

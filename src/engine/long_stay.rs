@@ -169,7 +169,9 @@ impl Engine {
         if let Some(d) = st.arm(cfg) {
             ls.due.set(vid.clone(), Some(d));
         }
-        ls.unsaved.put(vid, st);
+        if st.needs_save() {
+            ls.unsaved.put(vid, st);
+        }
         if let Some(Episode::Alerted { usual: false, .. }) = ended {
             self.update_risk(vid, &ev.device_id, received_at, |s| {
                 s.close(Reason::LongStayUnusual)

@@ -72,7 +72,23 @@ pub struct LongStayState {
     /// Where its bytes wait in the caller's [`Unsaved`] list, if they may still; not persisted.
     #[serde(skip)]
     slot: Option<u32>,
+    /// What the last copy handed to the caller's [`Unsaved`] held; not persisted.
+    #[serde(skip)]
+    saved: Option<Saved>,
 }
+
+/// The parts of a state that decide what it raises, as last handed out for writing.
+#[derive(Clone, Copy, PartialEq, Debug)]
+struct Saved {
+    since: Option<Timestamp>,
+    live: bool,
+    episode: Option<Episode>,
+    newest: Option<Timestamp>,
+}
+
+/// A state whose stay only grew is written again once its newest fix is this much newer than
+/// the stored one's.
+pub const REWRITE_AFTER_MS: i64 = 10 * 60 * 1000;
 
 /// Changed states waiting for the caller's next write, each encoded when it changed.
 ///
@@ -95,6 +111,7 @@ impl<K: PartialEq + Clone> Unsaved<K> {
     /// Encodes `state` as it is now, for `key`.
     pub fn put(&mut self, key: &K, state: &mut LongStayState) {
         let bytes = state.to_bytes();
+        state.saved = Some(state.snapshot());
         self.set(key, Some(bytes), &mut state.slot);
     }
 
@@ -130,6 +147,36 @@ impl LongStayState {
             episode: None,
             armed: None,
             slot: None,
+            saved: None,
+        }
+    }
+
+    fn snapshot(&self) -> Saved {
+        Saved {
+            since: self.tracker.spot().map(|s| s.since),
+            live: self.live,
+            episode: self.episode,
+            newest: self.tracker.newest(),
+        }
+    }
+
+    /// Whether the stored copy falls short of this state in what it decides: the spot's arrival
+    /// (the deadline counts from it), whether it is live, the episode; or more than
+    /// [`REWRITE_AFTER_MS`] of fixes at the same spot. A parked car's next fixes there change
+    /// only the centre's weights and the last fix time, so writing each of them would cost one
+    /// store write per fix for nothing a restart needs: a kill loses at most those minutes of
+    /// weights, never the arrival or an episode.
+    pub fn needs_save(&self) -> bool {
+        let Some(s) = self.saved else {
+            return true;
+        };
+        let now = self.snapshot();
+        if (s.since, s.live, s.episode) != (now.since, now.live, now.episode) {
+            return true;
+        }
+        match (s.newest, now.newest) {
+            (Some(a), Some(b)) => b.since(a) >= REWRITE_AFTER_MS,
+            (a, b) => a != b,
         }
     }
 
@@ -296,6 +343,47 @@ mod tests {
     /// Feeds a live fix (received 5 s after it was taken).
     fn live(s: &mut LongStayState, t: i64, p: (f64, f64)) -> Option<Episode> {
         s.on_fix(&fix(t, p), Timestamp(t + 5000))
+    }
+
+    #[test]
+    fn a_parked_car_is_written_on_arrival_every_ten_minutes_and_when_it_leaves() {
+        fn feed(
+            s: &mut LongStayState,
+            u: &mut Unsaved<&'static str>,
+            writes: &mut Vec<i64>,
+            t: i64,
+            p: (f64, f64),
+        ) {
+            live(s, t, p);
+            if s.needs_save() {
+                u.put(&"V", s);
+                writes.push(t);
+            }
+        }
+        let c = cfg();
+        let mut s = LongStayState::new(&c);
+        let mut u = Unsaved::default();
+        let mut w = Vec::new();
+        // A fix a minute for 25 minutes at the lot.
+        for m in 0..25 {
+            feed(&mut s, &mut u, &mut w, T0 + m * MIN, LOT);
+        }
+        assert_eq!(w, vec![T0, T0 + 10 * MIN, T0 + 20 * MIN]);
+        // A jump away is held back, not written; back at the lot, nothing new either.
+        w.clear();
+        feed(&mut s, &mut u, &mut w, T0 + 25 * MIN, HOME);
+        feed(&mut s, &mut u, &mut w, T0 + 26 * MIN, LOT);
+        assert!(w.is_empty());
+        // Leaving (three fixes away): the new spot's arrival is written.
+        for m in 27..30 {
+            feed(&mut s, &mut u, &mut w, T0 + m * MIN, HOME);
+        }
+        assert_eq!(w, vec![T0 + 29 * MIN]);
+        // A restart reads what was written: the new spot, arrived at its first fix.
+        let stored = u.take().pop().and_then(|(_, b)| b).unwrap();
+        let back = LongStayState::from_bytes(&stored).unwrap();
+        assert_eq!(back.deadline(&c), Some(Timestamp(T0 + 27 * MIN + 72 * H)));
+        assert!(back.needs_save());
     }
 
     #[test]
