@@ -42,7 +42,7 @@ fn frame(proto: u8, content: &[u8], serial: u16) -> Vec<u8> {
 }
 
 fn imei_bcd(i: u32) -> [u8; 8] {
-    let digits = format!("{:016}", 868_120_000_000_000u64 + i as u64);
+    let digits = format!("{:0>16}", device_id(i));
     let b = digits.as_bytes();
     let mut out = [0u8; 8];
     for k in 0..8 {
@@ -330,7 +330,7 @@ fn main() {
     });
 }
 
-/// The id lienwatch gives device `i` (its login IMEI without the leading BCD nibble).
+/// Device `i`'s IMEI: the id lienwatch gives it (its login carries it as 16 BCD digits).
 fn device_id(i: u32) -> String {
     (868_120_000_000_000u64 + i as u64).to_string()
 }

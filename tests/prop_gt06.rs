@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 use lienwatch::event::{EventKind, Timestamp};
 use lienwatch::protocol::gt06::Gt06Session;
-use lienwatch::protocol::{replies, Output, Session, SessionConfig};
+use lienwatch::protocol::{events, replies, Output, Session, SessionConfig};
 use proptest::prelude::*;
 use std::sync::Arc;
 
@@ -483,10 +483,7 @@ proptest! {
         let mut stream = login(1);
         stream.extend(loc.encode());
         let out = run(&stream, &[], 4096);
-        let ev: Vec<_> = out.iter().filter_map(|o| match o {
-            Output::Event(e) => Some(e),
-            _ => None,
-        }).collect();
+        let ev = events(&out);
         prop_assert_eq!(ev.len(), 2);
         let EventKind::Position(fix) = &ev[1].kind else {
             return Err(TestCaseError::fail("not a position"));
@@ -545,10 +542,7 @@ proptest! {
         let mut stream = login(1);
         stream.extend(c.encode());
         let out = run(&stream, &[], 4096);
-        let ev: Vec<_> = out.iter().filter_map(|o| match o {
-            Output::Event(e) => Some(e),
-            _ => None,
-        }).collect();
+        let ev = events(&out);
         prop_assert_eq!(ev.len(), 2, "{:?}", out);
         let EventKind::Position(fix) = &ev[1].kind else {
             return Err(TestCaseError::fail("not a position"));
@@ -570,10 +564,7 @@ proptest! {
         let mut stream = login(1);
         stream.extend(l.encode());
         let out = run(&stream, &[], 4096);
-        let ev: Vec<_> = out.iter().filter_map(|o| match o {
-            Output::Event(e) => Some(e),
-            _ => None,
-        }).collect();
+        let ev = events(&out);
         prop_assert_eq!(ev.len(), 2, "{:?}", out);
         let p = ev[1].position().copied().ok_or_else(|| TestCaseError::fail("no position"))?;
         prop_assert!(!p.valid && !p.is_usable());
@@ -589,10 +580,7 @@ proptest! {
         let mut stream = login(1);
         stream.extend(w.encode());
         let out = run(&stream, &cuts, 4096);
-        let ev: Vec<_> = out.iter().filter_map(|o| match o {
-            Output::Event(e) => Some(e),
-            _ => None,
-        }).collect();
+        let ev = events(&out);
         prop_assert_eq!(ev.len(), 2, "{:?}", out);
         let p = ev[1].position().copied().ok_or_else(|| TestCaseError::fail("no position"))?;
         prop_assert!(!p.valid && !p.is_usable());

@@ -282,14 +282,18 @@ fn sealed_fixes_read_back_after_kills_and_a_late_fix_joins_its_sealed_bucket() {
     let want = |ks: &mut dyn Iterator<Item = i64>| -> Vec<String> {
         ks.map(|k| at(k).to_string()).collect()
     };
+    // SIGKILL, restart, and wait for the start-up pass to seal `n` fixes.
+    let kill_and_seal = |d: &mut Daemon, n: f64| {
+        d.kill9();
+        d.spawn();
+        wait_for(
+            Duration::from_secs(30),
+            "the logged fixes to be sealed",
+            || (d.metric("lienwatch_history_sealed_total", &[]) >= n).then_some(()),
+        );
+    };
     // Killed before any background pass could seal: the start-up pass seals what was logged.
-    d.kill9();
-    d.spawn();
-    wait_for(
-        Duration::from_secs(30),
-        "the old fixes to be sealed",
-        || (d.metric("lienwatch_history_sealed_total", &[]) >= 23.0).then_some(()),
-    );
+    kill_and_seal(&mut d, 23.0);
     let files: Vec<_> = std::fs::read_dir(d.dir.path().join("data").join("history"))
         .expect("the history folder")
         .flatten()
@@ -316,13 +320,7 @@ fn sealed_fixes_read_back_after_kills_and_a_late_fix_joins_its_sealed_bucket() {
         );
     }
     assert_eq!(times(&track(&d, IMEI, &window)), want(&mut (0..24)));
-    d.kill9();
-    d.spawn();
-    wait_for(
-        Duration::from_secs(30),
-        "the late fixes to be sealed",
-        || (d.metric("lienwatch_history_sealed_total", &[]) >= 2.0).then_some(()),
-    );
+    kill_and_seal(&mut d, 2.0);
     let ps = track(&d, IMEI, &window);
     assert_eq!(times(&ps), want(&mut (0..24)));
     assert_eq!(ps[7]["lat"], serde_json::json!(22.507));
