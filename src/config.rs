@@ -151,7 +151,7 @@ fn default_max_conn() -> usize {
     20_000
 }
 fn default_max_frame() -> usize {
-    4096
+    crate::protocol::DEFAULT_MAX_FRAME
 }
 fn default_max_future() -> Duration {
     Duration::from_secs(600)

@@ -1,6 +1,6 @@
 //! Property tests for the H02 session: arbitrary input never panics and never grows the buffer
 //! past the frame limit; how a stream is split into reads does not change what comes out; random
-//! V1 and binary messages decode back to their fields; nothing is ever answered.
+//! V1, binary and `BC` batch messages decode back to their fields; nothing is ever answered.
 
 use bytes::BytesMut;
 use lienwatch::event::{Alarms, EventKind, Timestamp};
@@ -267,12 +267,13 @@ proptest! {
             // Biased towards the bytes the framing reacts to.
             any::<u16>().prop_map(|x| {
                 let b = (x >> 8) as u8;
-                match x % 8 {
+                match x % 9 {
                     0 => b'*',
                     1 => b'$',
                     2 => b'#',
                     3 => b',',
                     4 => b'0' + b % 10,
+                    5 => b';',
                     _ => b,
                 }
             }),
@@ -323,6 +324,62 @@ proptest! {
         let (out, left) = run(&[&f], SessionConfig::default());
         prop_assert_eq!(left, 0);
         check(&out, &m, f64::from(m.knots_e2 / 100))?;
+    }
+
+    #[test]
+    fn bc_batch_round_trips(
+        points in prop::collection::vec((v1(), 0i64..27 * 86_400, 0u8..4), 1..=100),
+        now_secs in 0i64..3_000_000_000,
+        offset_h in -12i32..=14,
+    ) {
+        // Points up to 27 days old: the month of arrival or the one before, never ambiguous.
+        let now = Timestamp::from_secs(Y2000 + 27 * 86_400 + now_secs);
+        let offset_s = offset_h * 3600;
+        let mut pts = Vec::new();
+        for (m, age, form) in &points {
+            let mut m = m.clone();
+            m.secs = now_secs + 27 * 86_400 - age;
+            // The device writes its own clock, `offset_s` ahead of UTC.
+            let local = V1 { secs: m.secs + i64::from(offset_s), ..m.clone() };
+            let (hms, dmy) = local.civil();
+            let when = format!("{}{hms}", &dmy[..2]);
+            let cell = match form {
+                0 => String::new(),
+                1 => ",1CC,0,25FC,F48".into(),
+                2 => ",460,0,9376,8532".into(),
+                _ => ", 1CC,0,25FC,F48".into(),
+            };
+            let text = m.text();
+            // V1 text: `*HQ,id,V1,hhmmss,S,lat,N,lon,E,speed,course,ddmmyy,status#`.
+            let f: Vec<&str> = text.trim_end_matches('#').split(',').collect();
+            pts.push((m.clone(), format!(
+                "{},{},{},{},{},{},{},{when},{}{cell}",
+                f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[12],
+            )));
+        }
+        let line = format!(
+            "*HQ,4106012345,BC,000000,0,{}#",
+            pts.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>().join(";"),
+        );
+        let cfg = SessionConfig {
+            clock: std::sync::Arc::new(move || now),
+            utc_offset_s: Some(offset_s),
+            ..SessionConfig::default()
+        };
+        let (out, left) = run(&[line.as_bytes()], cfg);
+        prop_assert_eq!(left, 0);
+        prop_assert_eq!(out.len(), pts.len(), "{:?}", out);
+        for (o, (m, _)) in out.iter().zip(&pts) {
+            let Output::Event(e) = o else {
+                return Err(TestCaseError::fail(format!("not an event: {o:?}")));
+            };
+            let EventKind::Position(fix) = &e.kind else {
+                return Err(TestCaseError::fail("not a position"));
+            };
+            prop_assert!(fix.buffered);
+            let m = V1 { id: "4106012345".into(), ..m.clone() };
+            check(std::slice::from_ref(o), &m, f64::from(m.knots_e2) / 100.0)?;
+        }
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! - the other V-messages that carry the same fix fields after their own prefix or before their
 //!   own suffix (V2, V4 command answers, V5, V6, V8, V19, VI1) and `VP1` (validity first, date
 //!   only): positions;
-//! - `XT`, `HTBT`, `NBR` (cell list, no fix), `LINK`, `ALRM`, `BC`, and any other well-formed
+//! - `BC`, the blind-area batch: the fixes a device stored while it had no network, each a
+//!   buffered position (history, not live rules); see [`parse_bc`];
+//! - `XT`, `HTBT`, `NBR` (cell list, no fix), `LINK`, `ALRM`, and any other well-formed
 //!   command: a heartbeat, because any message proves the device alive. A trailing
 //!   8-hex-digit status word (NBR sends one) is decoded into its alarm report.
 //! - binary `$`: the 32-byte form with a 10-digit id and the 42-byte form with a 15-digit IMEI
@@ -57,6 +59,8 @@ pub enum H02Error {
     BadTime,
     #[error("binary frame is not valid BCD")]
     BadBcd,
+    #[error("bad BC point: {0}")]
+    BadPoint(&'static str),
 }
 
 impl H02Error {
@@ -68,18 +72,25 @@ impl H02Error {
             H02Error::BadField(_) => "H02 bad V1 field",
             H02Error::BadTime => "H02 impossible date or time",
             H02Error::BadBcd => "H02 binary frame not BCD",
+            H02Error::BadPoint(_) => "H02 bad BC point",
         }
     }
 }
 
 /// A decoded H02 message.
-#[derive(Clone, Copy, PartialEq, Debug)]
+#[derive(Clone, PartialEq, Debug)]
 pub enum Message<'a> {
     /// V1 text or a binary frame.
     Location {
         id: &'a str,
         position: Position,
         status: Option<u32>,
+    },
+    /// A `BC` blind-area batch: the fixes stored while the device had no network, oldest
+    /// first as sent, each with its status word.
+    Batch {
+        id: &'a str,
+        points: Vec<(Position, Option<u32>)>,
     },
     /// Any other well-formed message: a sign of life.
     Heartbeat {
@@ -157,6 +168,11 @@ pub fn parse_text_at(
     if command == "V1" {
         return parse_v1(&rest, utc_offset_s, now).map(located);
     }
+    if command == "BC" {
+        let now = now.ok_or(H02Error::BadTime)?;
+        let points = parse_bc(&rest, utc_offset_s, now)?;
+        return Ok(Message::Batch { id, points });
+    }
     if command == "VP1" {
         if let Some(p) = parse_vp1(&rest) {
             return Ok(located((p, None)));
@@ -205,6 +221,133 @@ fn parse_vp1(f: &[&str]) -> Option<Position> {
         course: course.round() as u16 % 360,
         ..Position::default()
     })
+}
+
+/// Most points a `BC` batch carries (the vendor's V1.0.5 document: "no more than 100 points").
+pub const BC_MAX_POINTS: usize = 100;
+
+/// How far past `now` a `BC` point's time may fall and still be this month's: a device clock
+/// set to local time east of UTC runs up to 14 hours ahead.
+const BC_AHEAD_MS: i64 = 24 * 3600 * 1000;
+
+/// The fields after `BC` (`HQ,<id>,BC,hhmmss,length,<point>;<point>;...`), per the vendor's
+/// "GPS Tracker Communication Protocol" V1.0.5 §4 "Blind Spots Uploading": each point is
+/// `S,lat,N|S,lon,E|W,speed,course,DDHHmmss,status,mcc,mnc,lac,cid`, points are separated by
+/// `;`, and the server sends no reply.
+///
+/// - A point's time is day of month and time of day only: it is placed in the latest month (of
+///   the device's calendar) that puts it no later than a day after `now`, and the month before
+///   when that day does not exist (a 31st in a 30-day month). Stored fixes are hours or days
+///   old, so the month of arrival or the one before is right.
+/// - The header's time and length are not needed and not trusted (the document's own example
+///   does not add up), but must be digits, so text that is no batch is not read as one.
+/// - Cell fields (hexadecimal in the document's example, decimal in its V1) are not read, as for
+///   V1. A stray space around a field is allowed (the document's example has one).
+/// - Every point must parse: without a checksum, one malformed point means the text is not what
+///   it claims to be.
+pub fn parse_bc(
+    f: &[&str],
+    utc_offset_s: Option<i32>,
+    now: Timestamp,
+) -> Result<Vec<(Position, Option<u32>)>, H02Error> {
+    let short_digits = |s: &str, n: usize| s.len() <= n && s.bytes().all(|b| b.is_ascii_digit());
+    match f {
+        [time, len, ..] if short_digits(time, 6) && short_digits(len, 5) => {}
+        _ => return Err(H02Error::BadField("BC header")),
+    }
+    // The points' own commas were split with the header's: join them back and split on `;`.
+    let segment = f.get(2..).unwrap_or_default().join(",");
+    let segment = segment.trim().trim_end_matches(';');
+    if segment.is_empty() {
+        return Ok(Vec::new());
+    }
+    let points: Vec<&str> = segment.split(';').collect();
+    if points.len() > BC_MAX_POINTS {
+        return Err(H02Error::BadPoint("more than 100 points"));
+    }
+    points
+        .iter()
+        .map(|p| bc_point(p, utc_offset_s, now))
+        .collect()
+}
+
+/// One `BC` point: `S,lat,N|S,lon,E|W,speed,course,DDHHmmss[,status[,mcc,mnc,lac,cid]]`, the cell
+/// fields up to 8 hex digits each.
+fn bc_point(
+    point: &str,
+    utc_offset_s: Option<i32>,
+    now: Timestamp,
+) -> Result<(Position, Option<u32>), H02Error> {
+    let f: Vec<&str> = point.split(',').map(str::trim).collect();
+    let [validity, lat, ns, lon, ew, speed, course, when, rest @ ..] = f.as_slice() else {
+        return Err(H02Error::BadPoint("fewer than 8 fields"));
+    };
+    let valid = match *validity {
+        "A" | "B" => true,
+        "V" => false,
+        _ => return Err(H02Error::BadPoint("validity")),
+    };
+    let lat = coordinate(lat, 2)
+        .and_then(|v| hemisphere(v, ns, "N", "S"))
+        .filter(|v| v.abs() <= 90.0)
+        .ok_or(H02Error::BadPoint("latitude"))?;
+    let lon = coordinate(lon, 3)
+        .and_then(|v| hemisphere(v, ew, "E", "W"))
+        .filter(|v| v.abs() <= 180.0)
+        .ok_or(H02Error::BadPoint("longitude"))?;
+    let knots = decimal(speed).ok_or(H02Error::BadPoint("speed"))?;
+    let course = decimal(course)
+        .filter(|c| *c <= 360.0)
+        .ok_or(H02Error::BadPoint("course"))?;
+    let status = match rest.first() {
+        None => None,
+        Some(s) => Some(parse_status(s).ok_or(H02Error::BadPoint("status"))?),
+    };
+    // mcc, mnc, lac, cid: not read, but what is there must look like them.
+    let cell_ok = |c: &&str| c.len() <= 8 && c.bytes().all(|b| b.is_ascii_hexdigit());
+    if rest.len() > 5 || !rest.iter().skip(1).all(cell_ok) {
+        return Err(H02Error::BadPoint("cell"));
+    }
+    let time = bc_time(when, utc_offset_s, now).ok_or(H02Error::BadPoint("time"))?;
+    Ok((
+        Position {
+            time,
+            lat,
+            lon,
+            valid,
+            speed_kmh: knots * KNOT_KMH,
+            course: course.round() as u16 % 360,
+            ..Position::default()
+        },
+        status,
+    ))
+}
+
+/// `DDHHmmss` in the device's calendar, placed in the month of `now` or one of the two before
+/// (see [`parse_bc`]).
+fn bc_time(when: &str, utc_offset_s: Option<i32>, now: Timestamp) -> Option<Timestamp> {
+    let v = digits(when, 8)?;
+    let (day, h, m, s) = (v / 1_000_000, v / 10_000 % 100, v / 100 % 100, v % 100);
+    let offset_ms = i64::from(utc_offset_s.unwrap_or(0)) * 1000;
+    let local_now = now.add_millis(offset_ms);
+    let (mut year, mut month, _) =
+        crate::time::civil_from_days(local_now.millis().div_euclid(86_400_000));
+    for _ in 0..3 {
+        let t = i32::try_from(year)
+            .ok()
+            .and_then(|y| Timestamp::from_civil(y, month, day as u8, h as u8, m as u8, s as u8));
+        if let Some(t) = t.map(|t| t.add_millis(-offset_ms)) {
+            if t.since(now) <= BC_AHEAD_MS {
+                return Some(t);
+            }
+        }
+        (year, month) = if month == 1 {
+            (year - 1, 12)
+        } else {
+            (year, month - 1)
+        };
+    }
+    None
 }
 
 fn hemisphere(v: f64, h: &str, pos: &str, neg: &str) -> Option<f64> {
@@ -534,27 +677,20 @@ impl H02Session {
     }
 
     fn emit(&mut self, msg: Message<'_>, len: usize, out: &mut Vec<Output>) {
-        let (id, kind) = match msg {
-            Message::Location {
-                id,
+        let fix = |position, status: Option<u32>, buffered| {
+            EventKind::Position(Fix {
                 position,
-                status,
-            } => (
-                id,
-                EventKind::Position(Fix {
-                    position,
-                    alarms: status.map(status_alarms).unwrap_or_default(),
-                    buffered: false,
-                    props: Default::default(),
-                }),
-            ),
-            Message::Heartbeat { id, status, .. } => (
-                id,
-                EventKind::Heartbeat {
-                    alarms: status.map(status_alarms).unwrap_or_default(),
-                },
-            ),
+                alarms: status.map(status_alarms).unwrap_or_default(),
+                buffered,
+                props: Default::default(),
+            })
         };
+        let heartbeat = |status: Option<u32>| EventKind::Heartbeat {
+            alarms: status.map(status_alarms).unwrap_or_default(),
+        };
+        let (Message::Location { id, .. }
+        | Message::Heartbeat { id, .. }
+        | Message::Batch { id, .. }) = &msg;
         // An empty id (some firmware leaves it out) is the device this connection speaks for.
         let device_id = if id.is_empty() {
             match self
@@ -571,11 +707,28 @@ impl H02Session {
         } else {
             self.device(id)
         };
-        out.push(Output::Event(Event {
-            device_id,
-            protocol: Protocol::H02,
-            kind,
-        }));
+        let mut push = |kind| {
+            out.push(Output::Event(Event {
+                device_id: device_id.clone(),
+                protocol: Protocol::H02,
+                kind,
+            }))
+        };
+        match msg {
+            Message::Location {
+                position, status, ..
+            } => push(fix(position, status, false)),
+            Message::Heartbeat { status, .. } => push(heartbeat(status)),
+            // An empty batch still proves the device alive.
+            Message::Batch { points, .. } if points.is_empty() => push(heartbeat(None)),
+            // Recorded while out of coverage: history, not news; the live rules skip buffered
+            // fixes.
+            Message::Batch { points, .. } => {
+                for (p, s) in points {
+                    push(fix(p, s, true));
+                }
+            }
+        }
     }
 
     /// A `V4` is also the answer to the command in flight (after its own event, which named the
@@ -852,11 +1005,12 @@ mod tests {
         let (out, buf) = feed(b"*HQ,4106012345,V1,1030");
         assert!(out.is_empty());
         assert_eq!(buf.len(), 22);
-        let long = vec![b'1'; 5000];
+        let max = SessionConfig::default().max_frame;
+        let long = vec![b'1'; max + 1000];
         let mut data = b"*HQ,".to_vec();
         data.extend_from_slice(&long);
         let (out, buf) = feed(&data);
-        assert!(buf.len() < 4096);
+        assert!(buf.len() < max);
         assert!(matches!(out[0], Output::Rejected(_)));
     }
 
@@ -865,5 +1019,113 @@ mod tests {
         let (out, buf) = feed(format!("${D6}").as_bytes());
         assert!(buf.is_empty());
         assert_eq!(events(&out).len(), 1);
+    }
+
+    /// The example of the vendor's V1.0.5 document, §4 "Blind Spots Uploading (BC)", with its
+    /// stray space, received on 2024-06-04.
+    const BC: &str = "*HQ,353505910449999,BC,052825,138,A,2239.4210,N,11400.8825,E,0.00,348,03182512,FFFFFFFF,1CC,0,25FC,F48;A,2239.4210,N,11400.8825,E,0.00,348, 03182612,FFFFFFFF,1CC,0,25FC,F48#";
+
+    fn feed_at(bytes: &[u8], now: &str, utc_offset_s: Option<i32>) -> Vec<Output> {
+        let now = Timestamp::parse_rfc3339(now).expect("time");
+        let cfg = SessionConfig {
+            clock: std::sync::Arc::new(move || now),
+            utc_offset_s,
+            ..SessionConfig::default()
+        };
+        let mut s = H02Session::new(cfg);
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        s.feed(&mut buf, &mut out).expect("h02 never fails");
+        assert!(buf.is_empty());
+        out
+    }
+
+    fn times(out: &[Output]) -> Vec<String> {
+        events(out)
+            .iter()
+            .filter_map(|e| e.position().map(|p| p.time.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn bc_batch_is_buffered_positions_without_a_reply() {
+        let out = feed_at(BC.as_bytes(), "2024-06-04T08:00:00Z", None);
+        assert!(out.iter().all(|o| matches!(o, Output::Event(_))), "{out:?}");
+        let ev = events(&out);
+        assert_eq!(ev.len(), 2);
+        for e in &ev {
+            assert_eq!(e.device_id.as_str(), "353505910449999");
+            let EventKind::Position(fix) = &e.kind else {
+                panic!("{e:?}");
+            };
+            assert!(fix.buffered);
+            let p = &fix.position;
+            assert!((p.lat - 22.657_017).abs() < 1e-6, "{}", p.lat);
+            assert!((p.lon - 114.014_708).abs() < 1e-6, "{}", p.lon);
+            assert_eq!((p.valid, p.course, p.speed_kmh), (true, 348, 0.0));
+            assert!(e.alarms().active.is_empty());
+        }
+        assert_eq!(
+            times(&out),
+            ["2024-06-03T18:25:12Z", "2024-06-03T18:26:12Z"]
+        );
+    }
+
+    #[test]
+    fn bc_times_fall_in_the_latest_month_they_can() {
+        let one = |when: &str| {
+            format!(
+                "*HQ,4106012345,BC,120000,60,V,2232.5858,S,11403.4719,W,1.00,90,{when},FFFFFFFE#"
+            )
+        };
+        // Received on the 2nd: the 30th is last month's; the 2nd itself this month's.
+        let out = feed_at(one("30235959").as_bytes(), "2024-03-02T00:10:00Z", None);
+        assert_eq!(times(&out), ["2024-01-30T23:59:59Z"], "no 30 February");
+        let out = feed_at(one("02000500").as_bytes(), "2024-03-02T00:10:00Z", None);
+        assert_eq!(times(&out), ["2024-03-02T00:05:00Z"]);
+        // A 31st received on 1 May: April has none, so March.
+        let out = feed_at(one("31120000").as_bytes(), "2024-05-01T00:00:00Z", None);
+        assert_eq!(times(&out), ["2024-03-31T12:00:00Z"]);
+        // Over the new year.
+        let out = feed_at(one("28080000").as_bytes(), "2025-01-03T00:00:00Z", None);
+        assert_eq!(times(&out), ["2024-12-28T08:00:00Z"]);
+        // A device on local time (+08:00): its 1st, 07:00 is 31 May 23:00 UTC, received in June.
+        let out = feed_at(
+            one("01070000").as_bytes(),
+            "2024-06-01T01:00:00Z",
+            Some(8 * 3600),
+        );
+        assert_eq!(times(&out), ["2024-05-31T23:00:00Z"]);
+        let ev = events(&out);
+        let p = ev[0].position().expect("position");
+        assert!(!p.valid && p.lat < 0.0 && p.lon < 0.0);
+        assert_eq!(ev[0].alarms().active, Alarms::TOW);
+    }
+
+    #[test]
+    fn bad_bc_batches_are_rejected_whole() {
+        let good = "A,2239.4210,N,11400.8825,E,0.00,348,03182512,FFFFFFFF";
+        let at = "2024-06-04T08:00:00Z";
+        for bad in [
+            format!("*HQ,4106012345,BC,052825,138,{good};X,2239.4210,N,11400.8825,E,0,0,03182512#"),
+            format!("*HQ,4106012345,BC,052825,138,{good};A,2239.4210,N,11400.8825,E,0,0,3318251#"),
+            format!("*HQ,4106012345,BC,052825,138,{good};A,2239.4210,N,11400.8825,E,0,0#"),
+            format!("*HQ,4106012345,BC,052825,138,{good};A,9239.4210,N,11400.8825,E,0,0,03182512#"),
+            format!("*HQ,4106012345,BC,052825,138,{good},GGGGGGGG#"),
+            format!("*HQ,4106012345,BC,05:28,138,{good}#"),
+            format!("*HQ,4106012345,BC,052825,{}#", vec![good; 101].join(";")),
+        ] {
+            let out = feed_at(bad.as_bytes(), at, None);
+            assert!(events(&out).is_empty(), "{bad} accepted");
+            assert!(matches!(out[..], [Output::Rejected(_)]), "{out:?}");
+        }
+        // Without a clock a batch cannot be dated.
+        let line = format!("*HQ,4106012345,BC,052825,138,{good}#");
+        assert_eq!(parse_text(line.as_bytes(), None), Err(H02Error::BadTime));
+        // An empty batch is a sign of life; 100 points (about 6 KB) fit the default frame.
+        let out = feed_at(b"*HQ,4106012345,BC,052825,0,#", at, None);
+        assert!(matches!(events(&out)[0].kind, EventKind::Heartbeat { .. }));
+        let full = format!("*HQ,4106012345,BC,052825,0,{}#", vec![good; 100].join(";"));
+        assert_eq!(feed_at(full.as_bytes(), at, None).len(), 100);
     }
 }

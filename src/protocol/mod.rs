@@ -70,11 +70,15 @@ pub struct SessionConfig {
     pub bind_terminal: TerminalBinding,
 }
 
+/// The default `ingest.max_frame`: room for the largest message a device sends whole, an H02
+/// `BC` batch of 100 points (about 7 KB).
+pub const DEFAULT_MAX_FRAME: usize = 8192;
+
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             utc_offset_s: None,
-            max_frame: 4096,
+            max_frame: DEFAULT_MAX_FRAME,
             admit: Arc::new(|_| true),
             auth_key: Arc::from(&b"lienwatch"[..]),
             default_device_id: None,
