@@ -15,6 +15,8 @@
 //! tiers: the first page, and a deep page with the tier and loan filters (`queue/*`).
 //!
 //! Run: `cargo bench --bench rules` (medians: `target/criterion/<group>/<bench>/new/estimates.json`).
+//! `ONLY=with_zones/long_stay_only,queue` runs only those parts or cases, set-up and CPU loops
+//! included (criterion's own filter skips only its timed loops), e.g. under `perf`.
 
 use criterion::Criterion;
 use lienwatch::engine::risk::RiskQueue;
@@ -437,6 +439,9 @@ fn bench_zones(c: &mut Criterion, w: &mut World) {
                    evs: &[(usize, Event)],
                    (fence, zone, stay): (bool, bool, bool),
                    keep: bool| {
+        if !wanted(&format!("with_zones/{name}")) {
+            return;
+        }
         let mut visits: Vec<Vec<zones::ZoneVisit>> = vec![Vec::new(); evs.len()];
         let mut i = 0usize;
         let mut out = Vec::new();
@@ -723,6 +728,17 @@ fn bench_queue(c: &mut Criterion) {
     g.finish();
 }
 
+/// Whether `ONLY` (comma-separated words) asks for the part or case `name` (`with_zones` or
+/// `with_zones/fence_only/no_zone`): a word within the name, or a case of the part; all when
+/// unset.
+fn wanted(name: &str) -> bool {
+    std::env::var("ONLY").map_or(true, |only| {
+        only.split(',')
+            .map(str::trim)
+            .any(|w| name.contains(w) || w.starts_with(&format!("{name}/")))
+    })
+}
+
 fn main() {
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -735,11 +751,21 @@ fn main() {
         "registry: {:.1} MiB for {VEHICLES} vehicles with compiled fences",
         (live() - before) as f64 / (1024.0 * 1024.0)
     );
-    bench_positions(&mut c, &mut w);
-    bench_locate(&mut c, &w);
-    bench_zones(&mut c, &mut w);
+    if wanted("on_event") {
+        bench_positions(&mut c, &mut w);
+    }
+    if wanted("fence") {
+        bench_locate(&mut c, &w);
+    }
+    if wanted("with_zones") {
+        bench_zones(&mut c, &mut w);
+    }
     drop(w);
-    bench_queue(&mut c);
-    bench_tracker(&mut c);
+    if wanted("queue") {
+        bench_queue(&mut c);
+    }
+    if wanted("tracker") {
+        bench_tracker(&mut c);
+    }
     c.final_summary();
 }

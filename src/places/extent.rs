@@ -93,6 +93,54 @@ impl Extent {
     }
 }
 
+/// What a stay keeps of the area its fixes cover. The places computation needs the octagon (a
+/// place's radius); the live `long_stay` rule only needs to know whether a fix is at the spot,
+/// and keeping eight numbers it never reads would cost each vehicle's state a cache line.
+pub trait Cover:
+    Copy + Default + PartialEq + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned
+{
+    fn add(&mut self, x: f64, y: f64);
+    /// The octagon, or an empty one if none is kept.
+    fn extent(&self) -> Extent;
+}
+
+impl Cover for Extent {
+    #[inline]
+    fn add(&mut self, x: f64, y: f64) {
+        Extent::add(self, x, y)
+    }
+
+    fn extent(&self) -> Extent {
+        *self
+    }
+}
+
+/// No cover kept. Stored as an empty [`Extent`], so that a tracker's stored form is the same
+/// with or without one (states written before either read back).
+#[derive(Clone, Copy, Default, PartialEq, Debug)]
+pub struct NoCover;
+
+impl Cover for NoCover {
+    #[inline]
+    fn add(&mut self, _: f64, _: f64) {}
+
+    fn extent(&self) -> Extent {
+        Extent::default()
+    }
+}
+
+impl serde::Serialize for NoCover {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Extent::default().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NoCover {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Extent::deserialize(d).map(|_| NoCover)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

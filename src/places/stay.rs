@@ -15,7 +15,7 @@
 //!   tracker reports rarely and a moving one often, so an unweighted mean would be pulled towards
 //!   the approach and departure fixes of a short stay.
 
-use super::extent::{dlon, Extent, M_PER_DEG};
+use super::extent::{dlon, Cover, Extent, M_PER_DEG};
 use super::Fix;
 use crate::time::Timestamp;
 use geo::{Distance, Haversine, Point};
@@ -105,7 +105,8 @@ impl Pt {
 
 /// A spot being watched: maybe a stay, maybe a car passing by.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-struct Candidate {
+#[serde(bound = "")]
+struct Candidate<C: Cover> {
     /// The first fix: origin of the offsets below and of the extent's frame.
     lat0: f64,
     lon0: f64,
@@ -121,15 +122,15 @@ struct Candidate {
     w_dlat: f64,
     w_dlon: f64,
     fixes: u32,
-    extent: Extent,
+    extent: C,
 }
 
 /// The newest fix weighs this much (seconds) until the next one says how long it stood.
 const LAST_WEIGHT_S: f64 = 1.0;
 
-impl Candidate {
-    fn start(p: Pt) -> Candidate {
-        let mut extent = Extent::default();
+impl<C: Cover> Candidate<C> {
+    fn start(p: Pt) -> Candidate<C> {
+        let mut extent = C::default();
         extent.add(0.0, 0.0);
         Candidate {
             lat0: p.lat,
@@ -195,7 +196,7 @@ impl Candidate {
             until,
             open,
             fixes: self.fixes,
-            extent: self.extent.moved_origin(b * self.mx, a * M_PER_DEG),
+            extent: self.extent.extent().moved_origin(b * self.mx, a * M_PER_DEG),
         }
     }
 }
@@ -207,19 +208,21 @@ fn wrap_lon(lon: f64) -> f64 {
 /// Follows one vehicle's valid fixes, in fix-time order, and says where it is staying.
 ///
 /// Constant size (no allocation): one per vehicle is cheap to keep for the `long_stay` rule,
-/// which persists it (serde) so that a stay in progress survives a restart.
+/// which persists it (serde) so that a stay in progress survives a restart, and keeps no
+/// [`Cover`] (`StayTracker<NoCover>`): its stays' `extent` is empty.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StayTracker {
+#[serde(bound = "")]
+pub struct StayTracker<C: Cover = Extent> {
     radius_m: f64,
     stay_min_ms: i64,
-    cand: Option<Candidate>,
+    cand: Option<Candidate<C>>,
     /// Fixes away from the spot, held back until they prove to be a jump or a departure.
     away: [Option<Pt>; MAX_OUTLIERS],
     newest: Option<Timestamp>,
 }
 
-impl StayTracker {
-    pub fn new(stay_radius_m: f64, stay_min: Duration) -> StayTracker {
+impl<C: Cover> StayTracker<C> {
+    pub fn new(stay_radius_m: f64, stay_min: Duration) -> StayTracker<C> {
         StayTracker {
             radius_m: stay_radius_m,
             // At least 1 ms: a single fix is never a stay, which keeps `push` to one stay a call.
@@ -352,7 +355,7 @@ impl StayTracker {
         ended
     }
 
-    fn closed(&self, c: Candidate) -> Option<Stay> {
+    fn closed(&self, c: Candidate<C>) -> Option<Stay> {
         (c.last_time.since(c.since) >= self.stay_min_ms).then(|| c.into_stay(c.last_time, false))
     }
 }

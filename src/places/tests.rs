@@ -565,9 +565,42 @@ fn a_cell_or_wifi_report_is_an_lbs_fix() {
 /// The `long_stay` rule keeps one tracker per vehicle: it must stay small and never allocate.
 #[test]
 fn a_tracker_is_small() {
+    use crate::places::extent::NoCover;
     assert!(
         std::mem::size_of::<StayTracker>() <= 320,
         "{}",
         std::mem::size_of::<StayTracker>()
     );
+    // Without the octagon: a cache line less.
+    let slim = std::mem::size_of::<StayTracker<NoCover>>();
+    assert!(slim + 64 <= std::mem::size_of::<StayTracker>(), "{slim}");
+}
+
+/// A tracker without the octagon stores the same bytes as one with it, so that `long_stay`
+/// states written before it read back, and the same stay comes out.
+#[test]
+fn a_tracker_without_cover_reads_and_writes_the_same_form() {
+    use crate::places::extent::NoCover;
+    let mut full: StayTracker = StayTracker::new(150.0, std::time::Duration::from_secs(600));
+    let mut slim: StayTracker<NoCover> =
+        StayTracker::new(150.0, std::time::Duration::from_secs(600));
+    for k in 0..20i64 {
+        let f = Fix {
+            time: Timestamp(1_795_305_600_000 + k * 60_000),
+            lat: 22.543096 + (k % 3) as f64 * 1e-5,
+            lon: 114.057865,
+            valid: true,
+            lbs: false,
+        };
+        full.push(&f);
+        slim.push(&f);
+    }
+    let stored = postcard::to_allocvec(&full).expect("encode");
+    let read: StayTracker<NoCover> = postcard::from_bytes(&stored).expect("decode");
+    assert_eq!(read.spot(), full.spot());
+    assert_eq!(read, slim);
+    let back: StayTracker = postcard::from_bytes(&postcard::to_allocvec(&slim).expect("encode"))
+        .expect("decode");
+    assert_eq!(back.spot(), full.spot());
+    assert_eq!(stored.len(), postcard::to_allocvec(&slim).expect("encode").len());
 }

@@ -18,6 +18,7 @@
 
 use super::{AlertDraft, RuleConfig};
 use crate::alert::AlertType;
+use crate::places::extent::NoCover;
 use crate::places::{Fix, Place, StayTracker};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,8 @@ pub struct Threshold {
 /// What the rule remembers about one vehicle; persisted with the alert it raises.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct LongStayState {
-    tracker: StayTracker,
+    /// Without the covering octagon, which only places read.
+    tracker: StayTracker<NoCover>,
     /// The newest fix fed arrived live.
     live: bool,
     episode: Option<Episode>,
