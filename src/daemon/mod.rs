@@ -1,10 +1,12 @@
 //! `lienwatch run`: opens the store, starts the engine, the listeners, the admin API and the
 //! delivery workers, and shuts them down in order. Each part has its file: `listeners`,
 //! `delivery` (webhook workers), `reload` (SIGHUP), `retention` (alerts), `history_upkeep`,
-//! `secrets`.
+//! `device_log_upkeep`, `secrets`. The two upkeeps are public so that benchmarks run what the
+//! daemon runs.
 
 mod delivery;
-mod history_upkeep;
+pub mod device_log_upkeep;
+pub mod history_upkeep;
 mod listeners;
 mod reload;
 mod retention;
@@ -72,6 +74,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         .map_err(|e| storage_err(e.to_string()))?;
     let ecfg = EngineConfig::from_config(&cfg, webhooks.clone());
     let history = store.history().clone();
+    let device_log = store.device_log().clone();
     let engine = Engine::open(store, outbox.clone(), ecfg, Timestamp::now())
         .map_err(|e| storage_err(e.to_string()))?;
     let (handle, engine_thread) = engine::spawn(engine, crate::time::wall_clock())
@@ -142,6 +145,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         shutdown.clone(),
     );
     history_upkeep::spawn(history, cfg.storage.history_retention, shutdown.clone());
+    device_log_upkeep::spawn(device_log, shutdown.clone());
     crate::service::spawn_watchdog(handle.clone(), shutdown.clone());
     crate::service::notify_ready();
     crate::service::notify_status("running");

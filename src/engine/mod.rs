@@ -145,8 +145,7 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Engine, StoreError> {
         let mut devices = FastMap::default();
-        for rec in store.all_devices() {
-            let rec = rec?;
+        for rec in store.all_devices()? {
             devices.insert(rec.device_id.clone(), rec);
         }
         let mut vehicles = BTreeMap::new();
@@ -468,11 +467,11 @@ impl Engine {
     /// written to the outbox when raised, so they land in this same flush, before the states
     /// that remember them.
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        for id in self.dirty.drain() {
-            if let Some(rec) = self.devices.get(&id) {
-                self.store.put_device(rec)?;
-            }
-        }
+        // One write for every changed record (`store::DeviceLog`).
+        let devices = &self.devices;
+        self.store
+            .put_devices(self.dirty.iter().filter_map(|id| devices.get(id)))?;
+        self.dirty.clear();
         for id in self.dirty_states.drain() {
             let bytes = self.states.get(&id).map(DeviceRuleState::to_bytes);
             self.store.put_rule_state(&id, bytes.as_deref())?;

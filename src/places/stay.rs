@@ -196,7 +196,10 @@ impl<C: Cover> Candidate<C> {
             until,
             open,
             fixes: self.fixes,
-            extent: self.extent.extent().moved_origin(b * self.mx, a * M_PER_DEG),
+            extent: self
+                .extent
+                .extent()
+                .moved_origin(b * self.mx, a * M_PER_DEG),
         }
     }
 }
@@ -221,8 +224,16 @@ pub struct StayTracker<C: Cover = Extent> {
     newest: Option<Timestamp>,
 }
 
+impl StayTracker {
+    /// A tracker that keeps each stay's covering octagon, as places need.
+    pub fn new(stay_radius_m: f64, stay_min: Duration) -> StayTracker {
+        StayTracker::with_cover(stay_radius_m, stay_min)
+    }
+}
+
 impl<C: Cover> StayTracker<C> {
-    pub fn new(stay_radius_m: f64, stay_min: Duration) -> StayTracker<C> {
+    /// A tracker that keeps what `C` keeps of each stay's area.
+    pub fn with_cover(stay_radius_m: f64, stay_min: Duration) -> StayTracker<C> {
         StayTracker {
             radius_m: stay_radius_m,
             // At least 1 ms: a single fix is never a stay, which keeps `push` to one stay a call.

@@ -583,7 +583,7 @@ fn a_tracker_without_cover_reads_and_writes_the_same_form() {
     use crate::places::extent::NoCover;
     let mut full: StayTracker = StayTracker::new(150.0, std::time::Duration::from_secs(600));
     let mut slim: StayTracker<NoCover> =
-        StayTracker::new(150.0, std::time::Duration::from_secs(600));
+        StayTracker::with_cover(150.0, std::time::Duration::from_secs(600));
     for k in 0..20i64 {
         let f = Fix {
             time: Timestamp(1_795_305_600_000 + k * 60_000),
@@ -599,8 +599,11 @@ fn a_tracker_without_cover_reads_and_writes_the_same_form() {
     let read: StayTracker<NoCover> = postcard::from_bytes(&stored).expect("decode");
     assert_eq!(read.spot(), full.spot());
     assert_eq!(read, slim);
-    let back: StayTracker = postcard::from_bytes(&postcard::to_allocvec(&slim).expect("encode"))
-        .expect("decode");
+    let back: StayTracker =
+        postcard::from_bytes(&postcard::to_allocvec(&slim).expect("encode")).expect("decode");
     assert_eq!(back.spot(), full.spot());
-    assert_eq!(stored.len(), postcard::to_allocvec(&slim).expect("encode").len());
+    assert_eq!(
+        stored.len(),
+        postcard::to_allocvec(&slim).expect("encode").len()
+    );
 }

@@ -144,7 +144,7 @@ impl<K: PartialEq + Clone> Unsaved<K> {
 impl LongStayState {
     pub fn new(cfg: &RuleConfig) -> LongStayState {
         LongStayState {
-            tracker: StayTracker::new(cfg.stay_radius_m, cfg.stay_min),
+            tracker: StayTracker::with_cover(cfg.stay_radius_m, cfg.stay_min),
             live: false,
             episode: None,
             armed: None,

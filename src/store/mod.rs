@@ -4,6 +4,10 @@
 //! readers (the admin API) read the trees directly, since sled is safe to share between threads.
 //! Values are postcard-encoded; keys are the raw id bytes.
 
+mod device_log;
+
+pub use device_log::DeviceLog;
+
 use crate::downlink::CommandRecord;
 use crate::event::{Cell, DeviceId, Position, Protocol, Timestamp, WifiAp};
 use serde::{Deserialize, Serialize};
@@ -237,7 +241,8 @@ impl DeviceRecord {
 /// The open database. Its trees are private: every layout lives here, behind typed methods, so
 /// that a change of key or value format is a change of this file only.
 ///
-/// - `devices`: device id -> [`DeviceRecord`] (postcard)
+/// - `devices`: device id -> [`DeviceRecord`] (postcard), and `devices_log`: the records each
+///   commit changed, one entry a commit, until they are folded into `devices` ([`DeviceLog`])
 /// - `vehicles`: vehicle id -> the vehicle's API body (JSON text; see `crate::registry`)
 /// - `rules`: device id -> the rule state of a registered device (postcard)
 /// - `meta`: keys and counters (`alerts_raised`, `jt808_auth_key`)
@@ -255,7 +260,7 @@ impl DeviceRecord {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    devices: sled::Tree,
+    devices: DeviceLog,
     vehicles: sled::Tree,
     rules: sled::Tree,
     meta: sled::Tree,
@@ -301,7 +306,7 @@ impl Store {
         temporary: Option<tempfile::TempDir>,
     ) -> Result<Store, StoreError> {
         Ok(Store {
-            devices: db.open_tree("devices")?,
+            devices: DeviceLog::open(&db, &db.open_tree("devices")?)?,
             vehicles: db.open_tree("vehicles")?,
             rules: db.open_tree("rules")?,
             meta: db.open_tree("meta")?,
@@ -339,34 +344,25 @@ impl Store {
     }
 
     pub fn get_device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        match self.devices.get(id.as_bytes())? {
-            None => Ok(None),
-            Some(v) => decode_device(&v).map(Some),
-        }
+        self.devices.get(id)
     }
 
-    pub fn put_device(&self, rec: &DeviceRecord) -> Result<(), StoreError> {
-        let key = rec.device_id.as_str().as_bytes();
-        // Encoded on the stack: sled copies the value anyway, so a heap buffer would be garbage
-        // at once. Records are ~80 bytes; an unusually long id takes the heap path.
-        let mut buf = [0u8; 256];
-        if let Ok(bytes) = postcard::to_slice(rec, &mut buf) {
-            self.devices.insert(key, &*bytes)?;
-            return Ok(());
-        }
-        let bytes = postcard::to_allocvec(rec).map_err(|e| StoreError::Corrupt {
-            tree: "devices",
-            msg: e.to_string(),
-        })?;
-        self.devices.insert(key, bytes)?;
-        Ok(())
+    /// The records one commit changed, as one write (see [`DeviceLog`]).
+    pub fn put_devices<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a DeviceRecord>,
+    ) -> Result<(), StoreError> {
+        self.devices.append(records)
     }
 
-    pub fn all_devices(&self) -> impl Iterator<Item = Result<DeviceRecord, StoreError>> + '_ {
-        self.devices.iter().map(|r| {
-            let (_, v) = r?;
-            decode_device(&v)
-        })
+    /// Every device's newest record, in id order.
+    pub fn all_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.devices.all()
+    }
+
+    /// The device log, for its background fold.
+    pub fn device_log(&self) -> &DeviceLog {
+        &self.devices
     }
 
     /// Every stored vehicle as `(id, body)`; the registry parses the body.
@@ -631,7 +627,7 @@ mod tests {
             Timestamp::from_secs(5),
         );
         r.offer_position(&pos(100, true), Timestamp::from_secs(101));
-        s.put_device(&r).unwrap();
+        s.put_devices([&r]).unwrap();
         let back = s.get_device("868120145233604").unwrap().unwrap();
         assert_eq!(back.position, r.position);
         assert_eq!(back.first_seen, r.first_seen);

@@ -1,0 +1,28 @@
+//! Device log upkeep: every second, the last-known records the engine logged one entry per
+//! commit are filed under their devices' keys (`store::DeviceLog::fold`), on the blocking pool
+//! beside the engine, so that the log stays short and a restart reads little of it.
+
+use crate::store::DeviceLog;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const FOLD_EVERY: Duration = Duration::from_secs(1);
+/// Entries per pass: a busy second's commits, so that one pass keeps up.
+const SLICE: usize = 4096;
+
+pub fn spawn(log: DeviceLog, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(FOLD_EVERY) => {}
+            }
+            let l = log.clone();
+            match tokio::task::spawn_blocking(move || l.fold(SLICE)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "device log fold failed"),
+                Err(_) => break,
+            }
+        }
+    });
+}
