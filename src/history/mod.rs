@@ -171,23 +171,27 @@ impl History {
     /// Files logged fixes under their own keys in the recent tree, then removes their log
     /// entries (at most `max_entries` of them). A crash in between files them again: same
     /// keys, kept once.
+    ///
+    /// One insert at a time, not one `sled::Batch`: sled applies a batch under a lock that
+    /// stops every other writer, the engine's commit included, and a busy second's entries hold
+    /// thousands of fixes. Atomicity is not needed: the entry goes only after its fixes are in.
     pub fn drain_log(&self, max_entries: usize) -> Result<u64, StoreError> {
         let mut filed = 0;
+        let mut key = Vec::with_capacity(48);
+        let mut value = Vec::with_capacity(24);
         for kv in self.log.iter().take(max_entries) {
             let (k, v) = kv?;
-            let mut batch = sled::Batch::default();
             each_logged(&v, |id, fix| {
-                let mut key = Vec::with_capacity(1 + id.len() + 8);
+                key.clear();
                 key.push(id.len() as u8);
                 key.extend_from_slice(id);
-                let key = keys::with(&key, fix.pos.time.millis());
-                let mut value = Vec::with_capacity(24);
+                value.clear();
                 codec::encode(std::slice::from_ref(&fix), &mut value);
-                batch.insert(key, value);
+                self.recent
+                    .insert(keys::with(&key, fix.pos.time.millis()), &value[..])?;
                 filed += 1;
                 Ok(())
             })?;
-            self.recent.apply_batch(batch)?;
             self.log.remove(k)?;
         }
         Ok(filed)
