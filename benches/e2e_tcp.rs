@@ -380,14 +380,15 @@ async fn run_lienwatch(devices: u32, secs: u64, history: bool, registered: bool)
         .expect("outbox");
     // The background passes the daemon runs beside the engine, so that their cost is counted.
     let upkeep = CancellationToken::new();
-    lienwatch::daemon::history_upkeep::spawn(
+    let [drain, passes] = lienwatch::daemon::history_upkeep::spawn(
         store.history().clone(),
         defaults
             .history_retention
             .unwrap_or(Duration::from_secs(30 * 86_400)),
         upkeep.clone(),
     );
-    lienwatch::daemon::device_log_upkeep::spawn(store.device_log().clone(), upkeep.clone());
+    let fold =
+        lienwatch::daemon::device_log_upkeep::spawn(store.device_log().clone(), upkeep.clone());
     let mut engine = Engine::open(store, outbox, ecfg, Timestamp::now()).expect("engine");
     if registered {
         register_all(&mut engine, devices);
@@ -436,6 +437,10 @@ async fn run_lienwatch(devices: u32, secs: u64, history: bool, registered: bool)
         assert_eq!(state["geofence"], "inside", "rules did not run: {state}");
     }
     handle.shutdown().await;
+    // The passes end before the database's folder goes.
     upkeep.cancel();
+    for t in [drain, passes, fold] {
+        let _ = t.await;
+    }
     (lw, commits)
 }

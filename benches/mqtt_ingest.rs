@@ -6,7 +6,10 @@
 //! - **bare**: rumqttc v5 clients that PUBACK every message as soon as it arrives (the ceiling:
 //!   broker, socket and MQTT codec only);
 //! - **lienwatch**: the real MQTT source (`ingest::mqtt`) with decode, engine, sled on disk and
-//!   group commit; each PUBACK only after the flush that covers it.
+//!   group commit; each PUBACK only after the flush that covers it. The daemon's background passes
+//!   (history log drain, device log fold) run beside it. The commit window is 0 (`COMMIT_WINDOW_US`
+//!   sets another; the daemon's default is 2 ms), so that with a window of 1 each message waits
+//!   for one flush, not for the window as well.
 //!
 //! Two modes (`MODE`):
 //! - `queued` (default): the messages are queued while the subscriber is offline, then it
@@ -24,7 +27,8 @@
 //!
 //! `cargo bench --bench mqtt_ingest` (env: `MESSAGES` default 20000, `DEVICES` 2000, `INFLIGHT`
 //! 4096 (the receive maximum), `SESSIONS` 1, `BROKER_INFLIGHT` 0 (mosquitto's
-//! `max_inflight_messages`, 0 = no cap), `MODE` queued | live, `PUBLISHERS` 4, `ROUNDS` 3).
+//! `max_inflight_messages`, 0 = no cap), `MODE` queued | live, `PUBLISHERS` 4, `ROUNDS` 3,
+//! `COMMIT_WINDOW_US` 0).
 
 #[path = "../tests/common/mosquitto.rs"]
 mod mosquitto;
@@ -313,9 +317,23 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> f64 {
     .expect("mqtt config");
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 64).expect("store");
+    let defaults = EngineConfig::from_config(&Default::default(), Vec::new());
+    let upkeep = CancellationToken::new();
+    let [drain, passes] = lienwatch::daemon::history_upkeep::spawn(
+        store.history().clone(),
+        defaults
+            .history_retention
+            .unwrap_or(Duration::from_secs(30 * 86_400)),
+        upkeep.clone(),
+    );
+    let fold =
+        lienwatch::daemon::device_log_upkeep::spawn(store.device_log().clone(), upkeep.clone());
     let ecfg = EngineConfig {
-        commit_window: Duration::ZERO,
-        ..EngineConfig::from_config(&Default::default(), Vec::new())
+        commit_window: std::env::var("COMMIT_WINDOW_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::ZERO, Duration::from_micros),
+        ..defaults
     };
     let outbox = store
         .open_outbox(&[], Arc::new(Timestamp::now))
@@ -369,6 +387,11 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> f64 {
     stop.cancel();
     let _ = task.await;
     handle.shutdown().await;
+    // The passes end before the database's folder goes.
+    upkeep.cancel();
+    for t in [drain, passes, fold] {
+        let _ = t.await;
+    }
     s.n as f64 / secs
 }
 

@@ -10,7 +10,9 @@ const FOLD_EVERY: Duration = Duration::from_secs(1);
 /// Entries per pass: a busy second's commits, so that one pass keeps up.
 const SLICE: usize = 4096;
 
-pub fn spawn(log: DeviceLog, shutdown: CancellationToken) {
+/// Starts the pass; it ends at `shutdown`, after the fold under way (await the handle before
+/// removing the store's folder).
+pub fn spawn(log: DeviceLog, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -24,5 +26,5 @@ pub fn spawn(log: DeviceLog, shutdown: CancellationToken) {
                 Err(_) => break,
             }
         }
-    });
+    })
 }

@@ -19,10 +19,16 @@ const SLICE: usize = 200_000;
 /// track query, so it must stay short.
 const DRAIN_EVERY: Duration = Duration::from_millis(250);
 
-pub fn spawn(history: History, retention: Duration, shutdown: CancellationToken) {
+/// Starts both passes; they end at `shutdown`, after the pass under way (await the handles
+/// before removing the store's folder).
+pub fn spawn(
+    history: History,
+    retention: Duration,
+    shutdown: CancellationToken,
+) -> [tokio::task::JoinHandle<()>; 2] {
     let h = history.clone();
     let sd = shutdown.clone();
-    tokio::spawn(async move {
+    let drain = tokio::spawn(async move {
         loop {
             let hh = h.clone();
             match tokio::task::spawn_blocking(move || hh.drain_log(10_000)).await {
@@ -39,7 +45,7 @@ pub fn spawn(history: History, retention: Duration, shutdown: CancellationToken)
     // A pass every few minutes: sealing keeps the recent tree small; with a short retention
     // (tests, trials) pruning must keep up with it.
     let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
-    tokio::spawn(async move {
+    let passes = tokio::spawn(async move {
         loop {
             let h = history.clone();
             let pass = tokio::task::spawn_blocking(move || upkeep(&h, retention));
@@ -58,6 +64,7 @@ pub fn spawn(history: History, retention: Duration, shutdown: CancellationToken)
             }
         }
     });
+    [drain, passes]
 }
 
 fn upkeep(h: &History, retention: Duration) -> Result<(u64, u64), crate::store::StoreError> {

@@ -144,8 +144,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         cfg.storage.alert_retention,
         shutdown.clone(),
     );
-    history_upkeep::spawn(history, cfg.storage.history_retention, shutdown.clone());
-    device_log_upkeep::spawn(device_log, shutdown.clone());
+    let [drain, passes] =
+        history_upkeep::spawn(history, cfg.storage.history_retention, shutdown.clone());
+    let fold = device_log_upkeep::spawn(device_log, shutdown.clone());
     crate::service::spawn_watchdog(handle.clone(), shutdown.clone());
     crate::service::notify_ready();
     crate::service::notify_status("running");
@@ -184,6 +185,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let _ = admin.await;
     handle.shutdown().await;
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    // The short passes finish the one under way before the store closes; a sealing pass (which
+    // may be long) is left to end with the runtime, as it can stop anywhere.
+    drop(passes);
+    for t in [drain, fold] {
+        let _ = t.await;
+    }
     // Delivery stops last: alerts raised during the drain are on disk and resume after restart.
     delivery.stop().await;
     tracing::info!("lienwatch stopped");
