@@ -54,7 +54,17 @@ impl Daemon {
     /// Writes the config without starting the daemon (for tests that control its environment).
     pub fn configure(protocols: &[&str], extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        // Every port stays bound until all are chosen: released one at a time, the same port
+        // could come back twice (the admin API and a listener on one port).
+        let mut held_tcp = Vec::new();
+        let mut held_udp = Vec::new();
+        let mut tcp_port = || {
+            let l = TcpListener::bind("127.0.0.1:0").expect("free port");
+            let port = l.local_addr().expect("port").port();
+            held_tcp.push(l);
+            port
+        };
+        let admin: SocketAddr = format!("127.0.0.1:{}", tcp_port()).parse().expect("addr");
         let mut toml = format!(
             "[storage]\npath = {:?}\n\n[admin]\nbind = \"{admin}\"\ntoken = \"{TOKEN}\"\n\n[log]\nlevel = \"info\"\n\n",
             dir.path().join("data")
@@ -65,9 +75,12 @@ impl Daemon {
             let (spec, offset) = p.split_once('@').map_or((*p, None), |(a, b)| (a, Some(b)));
             let (proto, transport) = spec.split_once('/').unwrap_or((spec, "tcp"));
             let port = if transport == "udp" {
-                free_udp_port()
+                let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("free udp port");
+                let port = sock.local_addr().expect("port").port();
+                held_udp.push(sock);
+                port
             } else {
-                free_port()
+                tcp_port()
             };
             toml.push_str(&format!(
                 "[[listener]]\nprotocol = \"{proto}\"\nbind = \"127.0.0.1:{port}\"\ntransport = \"{transport}\"\n"
@@ -81,6 +94,7 @@ impl Daemon {
         toml.push_str(extra);
         let config = dir.path().join("lienwatch.toml");
         std::fs::write(&config, toml).expect("write config");
+        drop((held_tcp, held_udp));
         Daemon {
             dir,
             config,
