@@ -380,15 +380,13 @@ async fn run_lienwatch(devices: u32, secs: u64, history: bool, registered: bool)
         .expect("outbox");
     // The background passes the daemon runs beside the engine, so that their cost is counted.
     let upkeep = CancellationToken::new();
-    let [drain, passes] = lienwatch::daemon::history_upkeep::spawn(
-        store.history().clone(),
+    let passes = lienwatch::daemon::upkeep::spawn(
+        &store,
         defaults
             .history_retention
             .unwrap_or(Duration::from_secs(30 * 86_400)),
         upkeep.clone(),
     );
-    let fold =
-        lienwatch::daemon::device_log_upkeep::spawn(store.device_log().clone(), upkeep.clone());
     let mut engine = Engine::open(store, outbox, ecfg, Timestamp::now()).expect("engine");
     if registered {
         register_all(&mut engine, devices);
@@ -439,8 +437,6 @@ async fn run_lienwatch(devices: u32, secs: u64, history: bool, registered: bool)
     handle.shutdown().await;
     // The passes end before the database's folder goes.
     upkeep.cancel();
-    for t in [drain, passes, fold] {
-        let _ = t.await;
-    }
+    passes.all_stopped().await;
     (lw, commits)
 }

@@ -319,15 +319,13 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> f64 {
     let store = Store::open(dir.path(), 64).expect("store");
     let defaults = EngineConfig::from_config(&Default::default(), Vec::new());
     let upkeep = CancellationToken::new();
-    let [drain, passes] = lienwatch::daemon::history_upkeep::spawn(
-        store.history().clone(),
+    let passes = lienwatch::daemon::upkeep::spawn(
+        &store,
         defaults
             .history_retention
             .unwrap_or(Duration::from_secs(30 * 86_400)),
         upkeep.clone(),
     );
-    let fold =
-        lienwatch::daemon::device_log_upkeep::spawn(store.device_log().clone(), upkeep.clone());
     let ecfg = EngineConfig {
         commit_window: std::env::var("COMMIT_WINDOW_US")
             .ok()
@@ -389,9 +387,7 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> f64 {
     handle.shutdown().await;
     // The passes end before the database's folder goes.
     upkeep.cancel();
-    for t in [drain, passes, fold] {
-        let _ = t.await;
-    }
+    passes.all_stopped().await;
     s.n as f64 / secs
 }
 

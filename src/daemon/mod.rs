@@ -1,8 +1,8 @@
 //! `lienwatch run`: opens the store, starts the engine, the listeners, the admin API and the
 //! delivery workers, and shuts them down in order. Each part has its file: `listeners`,
 //! `delivery` (webhook workers), `reload` (SIGHUP), `retention` (alerts), `history_upkeep`,
-//! `device_log_upkeep`, `secrets`. The two upkeeps are public so that benchmarks run what the
-//! daemon runs.
+//! `device_log_upkeep` (both started through `upkeep`, public so that benchmarks run what the
+//! daemon runs), `secrets`.
 
 mod delivery;
 pub mod device_log_upkeep;
@@ -11,6 +11,7 @@ mod listeners;
 mod reload;
 mod retention;
 pub mod secrets;
+pub mod upkeep;
 
 use crate::config::Config;
 use crate::engine::{self, Engine, EngineConfig};
@@ -74,7 +75,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         .map_err(|e| storage_err(e.to_string()))?;
     let ecfg = EngineConfig::from_config(&cfg, webhooks.clone());
     let history = store.history().clone();
-    let device_log = store.device_log().clone();
+    // Its trees, for the background passes started once the daemon is up.
+    let upkeep_store = store.clone();
     let engine = Engine::open(store, outbox.clone(), ecfg, Timestamp::now())
         .map_err(|e| storage_err(e.to_string()))?;
     let (handle, engine_thread) = engine::spawn(engine, crate::time::wall_clock())
@@ -144,9 +146,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         cfg.storage.alert_retention,
         shutdown.clone(),
     );
-    let [drain, passes] =
-        history_upkeep::spawn(history, cfg.storage.history_retention, shutdown.clone());
-    let fold = device_log_upkeep::spawn(device_log, shutdown.clone());
+    let passes = upkeep::spawn(
+        &upkeep_store,
+        cfg.storage.history_retention,
+        shutdown.clone(),
+    );
     crate::service::spawn_watchdog(handle.clone(), shutdown.clone());
     crate::service::notify_ready();
     crate::service::notify_status("running");
@@ -185,12 +189,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let _ = admin.await;
     handle.shutdown().await;
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
-    // The short passes finish the one under way before the store closes; a sealing pass (which
-    // may be long) is left to end with the runtime, as it can stop anywhere.
-    drop(passes);
-    for t in [drain, fold] {
-        let _ = t.await;
-    }
+    // The short passes finish the one under way before the store closes.
+    passes.stopped().await;
     // Delivery stops last: alerts raised during the drain are on disk and resume after restart.
     delivery.stop().await;
     tracing::info!("lienwatch stopped");

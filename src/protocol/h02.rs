@@ -212,15 +212,27 @@ fn parse_vp1(f: &[&str]) -> Option<Position> {
     let knots = decimal(speed.trim())?;
     let course = decimal(course).filter(|c| *c <= 360.0)?;
     let time = date_time(date, "000000", None)?;
-    Some(Position {
+    Some(position(
         time,
         lat,
         lon,
-        valid: true,
+        true,
+        knots,
+        course.round() as u16 % 360,
+    ))
+}
+
+/// A fix as H02 reports one: speed in knots, no altitude, satellites, cell or Wi-Fi.
+fn position(time: Timestamp, lat: f64, lon: f64, valid: bool, knots: f64, course: u16) -> Position {
+    Position {
+        time,
+        lat,
+        lon,
+        valid,
         speed_kmh: knots * KNOT_KMH,
-        course: course.round() as u16 % 360,
+        course,
         ..Position::default()
-    })
+    }
 }
 
 /// Most points a `BC` batch carries (the vendor's V1.0.5 document: "no more than 100 points").
@@ -310,15 +322,7 @@ fn bc_point(
     }
     let time = bc_time(when, utc_offset_s, now).ok_or(H02Error::BadPoint("time"))?;
     Ok((
-        Position {
-            time,
-            lat,
-            lon,
-            valid,
-            speed_kmh: knots * KNOT_KMH,
-            course: course.round() as u16 % 360,
-            ..Position::default()
-        },
+        position(time, lat, lon, valid, knots, course.round() as u16 % 360),
         status,
     ))
 }
@@ -506,18 +510,7 @@ fn parse_v1(
         date_time(date, time, utc_offset_s).ok_or(H02Error::BadTime)?
     };
     Ok((
-        Position {
-            time,
-            lat,
-            lon,
-            valid,
-            speed_kmh: knots * KNOT_KMH,
-            course: course.round() as u16,
-            satellites: None,
-            altitude_m: None,
-            cell: None,
-            wifi: None,
-        },
+        position(time, lat, lon, valid, knots, course.round() as u16),
         status,
     ))
 }
@@ -633,19 +626,15 @@ fn parse_binary_at(
     if course > 360 {
         return Err(H02Error::BadField("course"));
     }
-    let position = Position {
+    let fix = position(
         time,
         lat,
         lon,
-        valid: flags & 0b0010 != 0,
-        speed_kmh: (speed_course / 1000) as f64 * KNOT_KMH,
+        flags & 0b0010 != 0,
+        (speed_course / 1000) as f64,
         course,
-        satellites: None,
-        altitude_m: None,
-        cell: None,
-        wifi: None,
-    };
-    Ok((DeviceId::new(&id), position, status))
+    );
+    Ok((DeviceId::new(&id), fix, status))
 }
 
 fn reject(out: &mut Vec<Output>, reason: &'static str, bytes: usize) {
