@@ -16,6 +16,24 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, postcard::Err
     }
 }
 
+/// Appends the postcard bytes of `value` to `out` (encoded on the stack: `out` grows by at most
+/// one reservation, never byte by byte). Returns the appended range.
+pub fn append<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<std::ops::Range<usize>, postcard::Error> {
+    let start = out.len();
+    let mut buf = [0u8; 512];
+    match postcard::to_slice(value, &mut buf) {
+        Ok(bytes) => out.extend_from_slice(bytes),
+        Err(postcard::Error::SerializeBufferFull) => {
+            out.extend_from_slice(&postcard::to_allocvec(value)?)
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(start..out.len())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -29,5 +47,11 @@ mod tests {
         let bytes = super::to_vec(&large).unwrap();
         assert!(bytes.len() > 512);
         assert_eq!(bytes, postcard::to_allocvec(&large).unwrap());
+        let mut out = vec![9u8];
+        let r = super::append(&small, &mut out).unwrap();
+        let r2 = super::append(&large, &mut out).unwrap();
+        assert_eq!(out[r], postcard::to_allocvec(&small).unwrap()[..]);
+        assert_eq!(out[r2], postcard::to_allocvec(&large).unwrap()[..]);
+        assert_eq!(out[0], 9);
     }
 }

@@ -19,6 +19,7 @@ pub mod fixture;
 pub mod history;
 pub mod ingest;
 pub mod places;
+pub mod prefetch;
 pub mod protocol;
 pub mod registry;
 pub mod replay;

@@ -58,6 +58,13 @@ impl LongStays {
         self.due.next_deadline()
     }
 
+    /// Asks for the vehicle's stay state (`crate::prefetch`).
+    pub(super) fn prefetch(&self, vid: &str) {
+        if let Some(st) = self.states.get(vid) {
+            crate::prefetch::object(st);
+        }
+    }
+
     /// Checks are waiting to be handed out.
     pub(super) fn has_checks(&self) -> bool {
         !self.checks.is_empty()
@@ -71,10 +78,8 @@ impl LongStays {
     }
 
     pub(super) fn flush(&mut self, store: &Store) -> Result<(), StoreError> {
-        for (id, bytes) in self.unsaved.take() {
-            store.put_stay_state(&id, bytes.as_deref())?;
-        }
-        Ok(())
+        self.unsaved
+            .write_all(|id, bytes| store.put_stay_state(id, bytes))
     }
 }
 

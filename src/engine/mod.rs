@@ -39,6 +39,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use view::{DeviceStateView, VehicleDeviceView, VehicleSummary, VehicleView};
 
+/// Events of a batch whose objects are asked for in one step ([`Engine::ingest`]): enough to
+/// overlap their cache misses, few enough that what was asked for is still in cache when used.
+pub const PREFETCH_CHUNK: usize = 16;
+
 /// What the engine was told at construction.
 #[derive(Clone)]
 pub struct EngineConfig {
@@ -293,66 +297,122 @@ impl Engine {
 
     /// Applies a batch of events received at `received_at`: last-known positions first, then the
     /// rules. Nothing is durable until `flush`.
+    ///
+    /// The batch goes by chunks of [`PREFETCH_CHUNK`]: before a chunk is applied, the objects
+    /// of the next one are asked for, and what this one's objects point to (`crate::prefetch`).
     pub fn ingest(&mut self, events: &[Event], received_at: Timestamp) {
         let max_future = self.cfg.max_future.as_millis().min(i64::MAX as u128) as i64;
         let oldest_kept = self
             .cfg
             .history_retention
             .map(|r| received_at.add_millis(-(r.as_millis().min(i64::MAX as u128 / 2) as i64)));
-        for ev in events {
-            self.stats.events += 1;
-            self.commands.on_event(&self.store, ev, received_at);
-            let rec = self.devices.entry(ev.device_id.clone()).or_insert_with(|| {
-                DeviceRecord::new(ev.device_id.clone(), ev.protocol, received_at)
-            });
-            rec.protocol = ev.protocol;
-            if received_at > rec.last_seen {
-                rec.last_seen = received_at;
-            }
-            let mut suspect = None;
-            let before = rec.position.filter(|p| p.valid).map(|p| (p.lat, p.lon));
-            if let EventKind::Position(fix) = &ev.kind {
-                if fix.position.time.since(received_at) > max_future {
-                    // A clock a year ahead (GPS week rollover, or a spoofer) would win "newest
-                    // fix" forever and freeze the car: the fix is counted and kept out of the
-                    // last-known position and the rules; the device still counts as alive.
-                    metrics::counter!("lienwatch_fixes_suspect_total", "reason" => "future")
-                        .increment(1);
-                    suspect = Some(Event {
-                        device_id: ev.device_id.clone(),
-                        protocol: ev.protocol,
-                        kind: EventKind::Heartbeat { alarms: fix.alarms },
-                    });
-                } else if rec.offer_position(&fix.position, received_at) {
-                    self.stats.positions_stored += 1;
-                }
-                // Every fix goes to the history, valid or not, live or late, suspect or not
-                // (CONTRACT.md "Position history"), unless it is already past the retention.
-                if oldest_kept.is_some_and(|t| fix.position.time >= t) {
-                    let h = crate::history::HistoryFix {
-                        pos: crate::store::StoredPosition::new(&fix.position, received_at),
-                        suspect_future: suspect.is_some(),
-                    };
-                    self.history
-                        .stage(&mut self.history_staged, &ev.device_id, &h);
-                    self.stats.history_fixes += 1;
-                }
-            }
-            self.dirty.insert(ev.device_id.clone());
-
-            let Some(vid) = self.vehicle_id_of(&ev.device_id) else {
-                continue;
-            };
-            let Some(vehicle) = self.vehicles.get(&*vid) else {
-                continue;
-            };
-            let ctx = VehicleContext::new(vehicle, &ev.device_id);
-            let st = self.states.entry(ev.device_id.clone()).or_default();
-            let ev = suspect.as_ref().unwrap_or(ev);
-            let mut out = self.rules.on_event(ctx, st, ev, received_at);
-            self.vehicle_rules_on_event(&vid, ev, before, &mut out, received_at);
-            self.apply_outcome(&vid, &ev.device_id, out, received_at);
+        let mut chunks = events.chunks(PREFETCH_CHUNK).peekable();
+        if let Some(first) = chunks.peek() {
+            first.iter().for_each(|ev| self.prefetch_objects(ev));
         }
+        while let Some(chunk) = chunks.next() {
+            chunk.iter().for_each(|ev| self.prefetch_targets(ev));
+            if let Some(next) = chunks.peek() {
+                next.iter().for_each(|ev| self.prefetch_objects(ev));
+            }
+            for ev in chunk {
+                self.ingest_one(ev, received_at, max_future, oldest_kept);
+            }
+        }
+    }
+
+    /// Asks for the objects an event's rules start from: its device's record and rule state,
+    /// its vehicle, the vehicle's rule states.
+    fn prefetch_objects(&self, ev: &Event) {
+        if let Some(r) = self.devices.get(&ev.device_id) {
+            crate::prefetch::object(r);
+        }
+        if let Some(st) = self.states.get(&ev.device_id) {
+            crate::prefetch::object(st);
+        }
+        if let Some(vid) = self.vehicle_id_of(&ev.device_id) {
+            if let Some(v) = self.vehicles.get(&*vid) {
+                crate::prefetch::object(v);
+            }
+            self.vrules.prefetch(&vid);
+        }
+    }
+
+    /// Asks for what those objects point to (asked for one chunk earlier, they are at hand by
+    /// now): the vehicle's devices and fence, and the zones' grid cell of the fix.
+    fn prefetch_targets(&self, ev: &Event) {
+        let Some(vid) = self.vehicle_id_of(&ev.device_id) else {
+            return;
+        };
+        if let Some(v) = self.vehicles.get(&*vid) {
+            v.prefetch_rule_data();
+        }
+        if let Some(p) = ev.position() {
+            self.vrules.zones.prefetch(p.lon, p.lat);
+        }
+    }
+
+    /// One event of [`Engine::ingest`].
+    fn ingest_one(
+        &mut self,
+        ev: &Event,
+        received_at: Timestamp,
+        max_future: i64,
+        oldest_kept: Option<Timestamp>,
+    ) {
+        self.stats.events += 1;
+        self.commands.on_event(&self.store, ev, received_at);
+        let rec = self
+            .devices
+            .entry(ev.device_id.clone())
+            .or_insert_with(|| DeviceRecord::new(ev.device_id.clone(), ev.protocol, received_at));
+        rec.protocol = ev.protocol;
+        if received_at > rec.last_seen {
+            rec.last_seen = received_at;
+        }
+        let mut suspect = None;
+        let before = rec.position.filter(|p| p.valid).map(|p| (p.lat, p.lon));
+        if let EventKind::Position(fix) = &ev.kind {
+            if fix.position.time.since(received_at) > max_future {
+                // A clock a year ahead (GPS week rollover, or a spoofer) would win "newest
+                // fix" forever and freeze the car: the fix is counted and kept out of the
+                // last-known position and the rules; the device still counts as alive.
+                metrics::counter!("lienwatch_fixes_suspect_total", "reason" => "future")
+                    .increment(1);
+                suspect = Some(Event {
+                    device_id: ev.device_id.clone(),
+                    protocol: ev.protocol,
+                    kind: EventKind::Heartbeat { alarms: fix.alarms },
+                });
+            } else if rec.offer_position(&fix.position, received_at) {
+                self.stats.positions_stored += 1;
+            }
+            // Every fix goes to the history, valid or not, live or late, suspect or not
+            // (CONTRACT.md "Position history"), unless it is already past the retention.
+            if oldest_kept.is_some_and(|t| fix.position.time >= t) {
+                let h = crate::history::HistoryFix {
+                    pos: crate::store::StoredPosition::new(&fix.position, received_at),
+                    suspect_future: suspect.is_some(),
+                };
+                self.history
+                    .stage(&mut self.history_staged, &ev.device_id, &h);
+                self.stats.history_fixes += 1;
+            }
+        }
+        self.dirty.insert(ev.device_id.clone());
+
+        let Some(vid) = self.vehicle_id_of(&ev.device_id) else {
+            return;
+        };
+        let Some(vehicle) = self.vehicles.get(&*vid) else {
+            return;
+        };
+        let ctx = VehicleContext::new(vehicle, &ev.device_id);
+        let st = self.states.entry(ev.device_id.clone()).or_default();
+        let ev = suspect.as_ref().unwrap_or(ev);
+        let mut out = self.rules.on_event(ctx, st, ev, received_at);
+        self.vehicle_rules_on_event(&vid, ev, before, &mut out, received_at);
+        self.apply_outcome(&vid, &ev.device_id, out, received_at);
     }
 
     /// Cheap per event: the id is shared, not copied.

@@ -31,6 +31,14 @@ pub(super) struct VehicleRules {
 }
 
 impl VehicleRules {
+    /// Asks for the vehicle's rule states (`crate::prefetch`).
+    pub(super) fn prefetch(&self, vid: &str) {
+        if let Some(st) = self.states.get(vid) {
+            crate::prefetch::object(st);
+        }
+        self.long_stay.prefetch(vid);
+    }
+
     /// The zones and the vehicle rule states of the vehicles in `known`.
     pub(super) fn load(
         store: &Store,

@@ -241,6 +241,11 @@ impl Geofence {
     pub fn tag(&self) -> u64 {
         self.index.tag
     }
+
+    /// Asks the cache for the compiled fence, before a fix is tested against it.
+    pub fn prefetch(&self) {
+        crate::prefetch::object(&*self.index);
+    }
 }
 
 /// FNV-1a: stable across builds and Rust versions, unlike `DefaultHasher`, because the tag is

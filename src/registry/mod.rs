@@ -170,6 +170,15 @@ impl From<Vehicle> for VehicleBody {
 }
 
 impl Vehicle {
+    /// Asks the cache for what the rules read of the vehicle beyond its own fields: its devices
+    /// and its compiled fence (`crate::prefetch`).
+    pub fn prefetch_rule_data(&self) {
+        crate::prefetch::object(&self.devices[..]);
+        if let Some(f) = &self.geofence {
+            f.prefetch();
+        }
+    }
+
     /// Parses and validates a `PUT /v1/vehicles/{id}` body. Nothing is stored on error.
     pub fn from_json(id: &str, body: &[u8]) -> Result<Vehicle, RegistryError> {
         if !Self::is_valid_id(id) {

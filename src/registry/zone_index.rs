@@ -2,7 +2,9 @@
 //! (about a kilometre) lists the zones whose bounding box touches each cell, so the usual fix
 //! (in no zone) costs one hash probe and no pointer chase; the rare zone whose box spans more
 //! than [`MAX_CELLS`] cells (a district, a circle near a pole) goes to an R-tree instead. Each
-//! candidate's compiled [`FenceIndex`](super::FenceIndex) then decides.
+//! candidate's compiled [`FenceIndex`](super::FenceIndex) then decides. A bitmap of the cells
+//! in use (8 to 16 bits a cell, under a megabyte for a nationwide list) answers "no zone here"
+//! for most fixes without touching the hash table, which does not stay in cache.
 
 use super::Zone;
 use crate::fast_hash::FastMap;
@@ -25,7 +27,18 @@ pub struct ZoneSet {
     free: Vec<u32>,
     by_id: FastMap<Arc<str>, u32>,
     grid: FastMap<u64, Vec<u32>>,
+    /// One bit per hash of a cell key, set for every cell in `grid` (a removed cell's bit stays
+    /// set until the next resize: it only costs a probe).
+    occupied: Vec<u64>,
     big: RTree<Entry>,
+}
+
+/// The bit of `key` in a bitmap of `words` 64-bit words (a power of two).
+fn bit(key: u64, words: usize) -> (usize, u64) {
+    let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let bits = words * 64;
+    let i = (h >> (64 - bits.trailing_zeros())) as usize;
+    (i / 64, 1 << (i % 64))
 }
 
 fn entry(z: &Zone, slot: u32) -> Entry {
@@ -78,6 +91,7 @@ impl ZoneSet {
             Some(cells) => {
                 for k in cells {
                     self.grid.entry(k).or_default().push(slot);
+                    self.mark(k);
                 }
             }
             None => match bulk {
@@ -85,6 +99,34 @@ impl ZoneSet {
                 None => self.big.insert(entry(z, slot)),
             },
         }
+    }
+
+    /// Sets the bit of a cell in use, first doubling the bitmap while it has under 8 bits a cell.
+    fn mark(&mut self, k: u64) {
+        if self.occupied.len() * 64 < self.grid.len() * 8 {
+            let mut words = self.occupied.len().max(16);
+            while words * 64 < self.grid.len() * 16 {
+                words *= 2;
+            }
+            self.occupied = vec![0; words];
+            for &k in self.grid.keys() {
+                let (w, b) = bit(k, words);
+                self.occupied[w] |= b;
+            }
+        }
+        if !self.occupied.is_empty() {
+            let (w, b) = bit(k, self.occupied.len());
+            self.occupied[w] |= b;
+        }
+    }
+
+    /// The grid's list for `k`, if the cell may be in use.
+    fn cell(&self, k: u64) -> Option<&Vec<u32>> {
+        let (w, b) = bit(k, self.occupied.len().max(1));
+        if self.occupied.get(w).is_none_or(|x| x & b == 0) {
+            return None;
+        }
+        self.grid.get(&k)
     }
 
     fn unplace(&mut self, z: &Zone, slot: u32) {
@@ -107,6 +149,7 @@ impl ZoneSet {
 
     fn rebuild_index(&mut self) {
         self.grid.clear();
+        self.occupied.clear();
         let mut big = Vec::new();
         let zones: Vec<(u32, Arc<Zone>)> = self
             .slots
@@ -203,7 +246,7 @@ impl ZoneSet {
                 }
             }
         };
-        if let Some(slots) = self.grid.get(&key(cell_of(lon), cell_of(lat))) {
+        if let Some(slots) = self.cell(key(cell_of(lon), cell_of(lat))) {
             for &s in slots {
                 check(s);
             }
@@ -211,6 +254,18 @@ impl ZoneSet {
         if self.big.size() > 0 {
             for e in self.big.locate_all_at_point(&[lon, lat]) {
                 check(e.data);
+            }
+        }
+    }
+
+    /// Asks the cache for what [`ZoneSet::containing`] will read for `(lon, lat)`: the grid
+    /// cell, and its zones' compiled shapes (`crate::prefetch`).
+    pub fn prefetch(&self, lon: f64, lat: f64) {
+        if let Some(slots) = self.cell(key(cell_of(lon), cell_of(lat))) {
+            for &s in slots.iter().take(4) {
+                if let Some(Some(z)) = self.slots.get(s as usize) {
+                    z.geometry.prefetch();
+                }
             }
         }
     }
@@ -282,6 +337,74 @@ mod tests {
         assert_eq!(ids(&s, -73.99, 0.001), ["w"]);
         assert_eq!(ids(&s, -73.995, -0.01), ["w"]);
         assert_eq!(s.list(Some("garage")).len(), 0);
+    }
+
+    #[test]
+    fn the_cell_bitmap_never_hides_a_zone_as_it_grows_and_after_a_rebuild() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let zones: Vec<(f64, f64)> = (0..3000)
+            .map(|_| (113.0 + rng.f64() * 2.0, 22.0 + rng.f64() * 2.0))
+            .collect();
+        let brute = |all: &[Arc<Zone>], lon: f64, lat: f64| {
+            let mut v: Vec<String> = all
+                .iter()
+                .filter(|z| z.geometry.index().contains(lon, lat))
+                .map(|z| z.id.to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        let mut s = ZoneSet::new();
+        // One by one: the bitmap is resized many times on the way.
+        for (i, &(lon, lat)) in zones.iter().enumerate() {
+            s.upsert(circle(&format!("z{i}"), lon, lat, 300.0));
+        }
+        let words = s.occupied.len();
+        assert!(
+            words * 64 >= s.grid.len() * 8,
+            "{words} words for {} cells",
+            s.grid.len()
+        );
+        // Points near zone centres and anywhere.
+        let probes: Vec<(f64, f64)> = (0..2000)
+            .map(|k| match k % 2 {
+                0 => {
+                    let (lon, lat) = zones[rng.usize(..zones.len())];
+                    (
+                        lon + (rng.f64() - 0.5) * 0.004,
+                        lat + (rng.f64() - 0.5) * 0.004,
+                    )
+                }
+                _ => (113.0 + rng.f64() * 2.0, 22.0 + rng.f64() * 2.0),
+            })
+            .collect();
+        let mut hits = 0;
+        let all = s.list(None);
+        for &(lon, lat) in &probes {
+            let want = brute(&all, lon, lat);
+            hits += want.len();
+            assert_eq!(ids(&s, lon, lat), want);
+        }
+        assert!(hits > 400, "{hits}");
+        // Removals leave stale bits, never missing ones; a bulk load rebuilds the bitmap.
+        for i in (0..3000).step_by(3) {
+            s.remove(&format!("z{i}"));
+        }
+        let again: Vec<Zone> = (3000..6000)
+            .map(|i| {
+                circle(
+                    &format!("z{i}"),
+                    113.0 + rng.f64() * 2.0,
+                    22.0 + rng.f64() * 2.0,
+                    300.0,
+                )
+            })
+            .collect();
+        s.upsert_many(again);
+        let all = s.list(None);
+        for &(lon, lat) in &probes {
+            assert_eq!(ids(&s, lon, lat), brute(&all, lon, lat));
+        }
     }
 
     #[test]

@@ -98,23 +98,35 @@ pub const REWRITE_AFTER_MS: i64 = 10 * 60 * 1000;
 /// time it is written their states have left the cache; encoding a state while the fix that
 /// changed it has it at hand saves those misses. A state changed again before the write replaces
 /// its own entry (the state remembers where it is), so each vehicle is written once per commit.
+/// The bytes share one buffer, kept from commit to commit: no allocation per state.
 pub struct Unsaved<K> {
-    /// Key and bytes (`None`: delete).
-    items: Vec<(K, Option<Vec<u8>>)>,
+    /// Key and where its bytes lie in `bytes` (`None`: delete).
+    items: Vec<(K, Option<(u32, u32)>)>,
+    bytes: Vec<u8>,
 }
 
 impl<K> Default for Unsaved<K> {
     fn default() -> Self {
-        Unsaved { items: Vec::new() }
+        Unsaved {
+            items: Vec::new(),
+            bytes: Vec::new(),
+        }
     }
 }
 
 impl<K: PartialEq + Clone> Unsaved<K> {
     /// Encodes `state` as it is now, for `key`.
     pub fn put(&mut self, key: &K, state: &mut LongStayState) {
-        let bytes = state.to_bytes();
+        let Ok(range) = crate::encode::append(&*state, &mut self.bytes) else {
+            return;
+        };
+        let (Ok(start), Ok(end)) = (u32::try_from(range.start), u32::try_from(range.end)) else {
+            // Over 4 GiB waiting in one commit: keep the list exact rather than wrap.
+            self.bytes.truncate(range.start);
+            return;
+        };
         state.saved = Some(state.snapshot());
-        self.set(key, Some(bytes), &mut state.slot);
+        self.set(key, Some((start, end)), &mut state.slot);
     }
 
     /// The state of `key` is gone: delete it at the next write.
@@ -122,8 +134,9 @@ impl<K: PartialEq + Clone> Unsaved<K> {
         self.set(key, None, &mut None);
     }
 
-    fn set(&mut self, key: &K, bytes: Option<Vec<u8>>, slot: &mut Option<u32>) {
+    fn set(&mut self, key: &K, bytes: Option<(u32, u32)>, slot: &mut Option<u32>) {
         // The slot may be from a list taken since: it counts only if it still holds this key.
+        // A replaced entry's old bytes stay in the buffer unread until the write.
         if let Some(item) = slot
             .and_then(|i| self.items.get_mut(i as usize))
             .filter(|(k, _)| k == key)
@@ -135,9 +148,20 @@ impl<K: PartialEq + Clone> Unsaved<K> {
         self.items.push((key.clone(), bytes));
     }
 
-    /// Everything to write, in the order first changed; the list starts empty again.
-    pub fn take(&mut self) -> Vec<(K, Option<Vec<u8>>)> {
-        std::mem::take(&mut self.items)
+    /// Hands everything to write to `write` (bytes, or `None`: delete), in the order first
+    /// changed, stopping at its first error; the list starts empty again either way.
+    pub fn write_all<E>(
+        &mut self,
+        mut write: impl FnMut(&K, Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let bytes = &self.bytes;
+        let r = self.items.iter().try_for_each(|(k, range)| {
+            // Every range was appended to this buffer since it was last cleared.
+            write(k, range.map(|(a, b)| &bytes[a as usize..b as usize]))
+        });
+        self.items.clear();
+        self.bytes.clear();
+        r
     }
 }
 
@@ -320,6 +344,16 @@ mod tests {
     use std::time::Duration;
 
     const T0: i64 = 1_795_305_600_000;
+
+    /// What a write would receive, as owned pairs.
+    fn take<K: PartialEq + Clone>(u: &mut Unsaved<K>) -> Vec<(K, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        let _ = u.write_all(|k, b| {
+            out.push((k.clone(), b.map(<[u8]>::to_vec)));
+            Ok::<(), ()>(())
+        });
+        out
+    }
     const MIN: i64 = 60_000;
     const H: i64 = 60 * MIN;
     const HOME: (f64, f64) = (22.543096, 114.057865);
@@ -382,7 +416,7 @@ mod tests {
         }
         assert_eq!(w, vec![T0 + 29 * MIN]);
         // A restart reads what was written: the new spot, arrived at its first fix.
-        let stored = u.take().pop().and_then(|(_, b)| b).unwrap();
+        let stored = take(&mut u).pop().and_then(|(_, b)| b).unwrap();
         let back = LongStayState::from_bytes(&stored).unwrap();
         assert_eq!(back.deadline(&c), Some(Timestamp(T0 + 27 * MIN + 72 * H)));
         assert!(back.needs_save());
@@ -398,7 +432,7 @@ mod tests {
         u.put(&"B", &mut b);
         live(&mut a, T0 + MIN, LOT);
         u.put(&"A", &mut a);
-        let first = u.take();
+        let first = take(&mut u);
         assert_eq!(first.len(), 2);
         assert_eq!(first[0], ("A", Some(a.to_bytes())));
         assert_eq!(first[1], ("B", Some(b.to_bytes())));
@@ -406,7 +440,7 @@ mod tests {
         u.put(&"B", &mut b);
         u.put(&"A", &mut a);
         u.delete(&"B");
-        let second = u.take();
+        let second = take(&mut u);
         assert_eq!(
             second,
             vec![
@@ -415,7 +449,7 @@ mod tests {
                 ("B", None)
             ]
         );
-        assert!(u.take().is_empty());
+        assert!(take(&mut u).is_empty());
     }
 
     #[test]
