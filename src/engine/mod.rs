@@ -308,47 +308,48 @@ impl Engine {
             .map(|r| received_at.add_millis(-(r.as_millis().min(i64::MAX as u128 / 2) as i64)));
         let mut chunks = events.chunks(PREFETCH_CHUNK).peekable();
         if let Some(first) = chunks.peek() {
-            first.iter().for_each(|ev| self.prefetch_objects(ev));
+            self.prefetch(&[], first);
         }
         while let Some(chunk) = chunks.next() {
-            chunk.iter().for_each(|ev| self.prefetch_targets(ev));
-            if let Some(next) = chunks.peek() {
-                next.iter().for_each(|ev| self.prefetch_objects(ev));
-            }
+            self.prefetch(chunk, chunks.peek().copied().unwrap_or_default());
             for ev in chunk {
                 self.ingest_one(ev, received_at, max_future, oldest_kept);
             }
         }
     }
 
-    /// Asks for the objects an event's rules start from: its device's record and rule state,
-    /// its vehicle, the vehicle's rule states.
-    fn prefetch_objects(&self, ev: &Event) {
-        if let Some(r) = self.devices.get(&ev.device_id) {
-            crate::prefetch::object(r);
-        }
-        if let Some(st) = self.states.get(&ev.device_id) {
-            crate::prefetch::object(st);
-        }
-        if let Some(vid) = self.vehicle_id_of(&ev.device_id) {
-            if let Some(v) = self.vehicles.get(&*vid) {
-                crate::prefetch::object(v);
-            }
-            self.vrules.prefetch(&vid);
-        }
-    }
-
-    /// Asks for what those objects point to (asked for one chunk earlier, they are at hand by
-    /// now): the vehicle's devices and fence, and the zones' grid cell of the fix.
-    fn prefetch_targets(&self, ev: &Event) {
-        let Some(vid) = self.vehicle_id_of(&ev.device_id) else {
+    /// Asks for what the rules of `now` will read through the objects asked for one chunk
+    /// earlier (at hand by then): each vehicle's devices and fence, the zone grid's cell of the
+    /// fix. And for the objects of `next`: the device's record and rule state, its vehicle and
+    /// the vehicle's rule states.
+    fn prefetch(&self, now: &[Event], next: &[Event]) {
+        let Ok(reg) = self.registered.read() else {
             return;
         };
-        if let Some(v) = self.vehicles.get(&*vid) {
-            v.prefetch_rule_data();
+        for ev in now {
+            if let Some(v) = reg
+                .get(&ev.device_id)
+                .and_then(|vid| self.vehicles.get(&**vid))
+            {
+                v.prefetch_rule_data();
+            }
+            if let Some(p) = ev.position() {
+                self.vrules.zones.prefetch(p.lon, p.lat);
+            }
         }
-        if let Some(p) = ev.position() {
-            self.vrules.zones.prefetch(p.lon, p.lat);
+        for ev in next {
+            if let Some(r) = self.devices.get(&ev.device_id) {
+                crate::prefetch::object(r);
+            }
+            if let Some(st) = self.states.get(&ev.device_id) {
+                crate::prefetch::object(st);
+            }
+            if let Some(vid) = reg.get(&ev.device_id) {
+                if let Some(v) = self.vehicles.get(&**vid) {
+                    crate::prefetch::object(v);
+                }
+                self.vrules.prefetch(vid);
+            }
         }
     }
 
