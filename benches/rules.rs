@@ -462,7 +462,11 @@ fn bench_zones(c: &mut Criterion, w: &mut World) {
                     }
                 }
                 for k in i + PREFETCH_CHUNK..i + 2 * PREFETCH_CHUNK {
-                    let v = evs[k % n].0;
+                    let (v, ev) = &evs[k % n];
+                    let v = *v;
+                    if let (true, Some(p)) = (zone, ev.position()) {
+                        set.prefetch_bitmap(p.lon, p.lat);
+                    }
                     if fence {
                         prefetch::object(&vehicles[v]);
                         prefetch::object(&states[v]);

@@ -321,7 +321,7 @@ impl Engine {
     /// Asks for what the rules of `now` will read through the objects asked for one chunk
     /// earlier (at hand by then): each vehicle's devices and fence, the zone grid's cell of the
     /// fix. And for the objects of `next`: the device's record and rule state, its vehicle and
-    /// the vehicle's rule states.
+    /// the vehicle's rule states, the zone grid's bitmap word.
     fn prefetch(&self, now: &[Event], next: &[Event]) {
         let Ok(reg) = self.registered.read() else {
             return;
@@ -343,6 +343,9 @@ impl Engine {
             }
             if let Some(st) = self.states.get(&ev.device_id) {
                 crate::prefetch::object(st);
+            }
+            if let Some(p) = ev.position() {
+                self.vrules.zones.prefetch_bitmap(p.lon, p.lat);
             }
             if let Some(vid) = reg.get(&ev.device_id) {
                 if let Some(v) = self.vehicles.get(&**vid) {

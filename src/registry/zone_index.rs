@@ -258,6 +258,15 @@ impl ZoneSet {
         }
     }
 
+    /// Asks the cache for the bitmap word of `(lon, lat)`'s cell: the step before
+    /// [`ZoneSet::prefetch`], which reads it.
+    pub fn prefetch_bitmap(&self, lon: f64, lat: f64) {
+        let (w, _) = bit(key(cell_of(lon), cell_of(lat)), self.occupied.len().max(1));
+        if let Some(word) = self.occupied.get(w) {
+            crate::prefetch::object(word);
+        }
+    }
+
     /// Asks the cache for what [`ZoneSet::containing`] will read for `(lon, lat)`: the grid
     /// cell, and its zones' compiled shapes (`crate::prefetch`).
     pub fn prefetch(&self, lon: f64, lat: f64) {
