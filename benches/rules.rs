@@ -10,7 +10,9 @@
 //! (d) with 100,000 risk zones (70,000 circles, 30,000 ten-vertex polygons, spread like a
 //! nationwide list) on top of the 100,000 fenced vehicles: the per-position cost of the fence
 //! rule plus the zone rule (`with_zones/*`), and with the `long_stay` rule's tracker and deadline
-//! as well (`+long_stay`), the separation ring, and the heap bytes per zone; (e) the collections
+//! as well (`+long_stay`), the separation ring, and the heap bytes per zone. These go by chunks
+//! of `PREFETCH_CHUNK` positions with the engine's prefetch steps, as `Engine::ingest` runs a
+//! batch (the engine's own map lookups are measured with the ingest path, `e2e_tcp`); (e) the collections
 //! queue (`GET /v1/vehicles`, the engine's `RiskQueue` command) over 100,000 vehicles of mixed
 //! tiers: the first page, and a deep page with the tier and loan filters (`queue/*`).
 //!
