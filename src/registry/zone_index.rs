@@ -4,7 +4,9 @@
 //! than [`MAX_CELLS`] cells (a district, a circle near a pole) goes to an R-tree instead. Each
 //! candidate's compiled [`FenceIndex`](super::FenceIndex) then decides. A bitmap of the cells
 //! in use (8 to 16 bits a cell, under a megabyte for a nationwide list) answers "no zone here"
-//! for most fixes without touching the hash table, which does not stay in cache.
+//! for most fixes without touching the hash table, which does not stay in cache; each cell
+//! keeps its zones' boxes beside their slots, so a fix in a cell but in none of the boxes
+//! reads no zone.
 
 use super::Zone;
 use crate::fast_hash::FastMap;
@@ -26,11 +28,55 @@ pub struct ZoneSet {
     slots: Vec<Option<Arc<Zone>>>,
     free: Vec<u32>,
     by_id: FastMap<Arc<str>, u32>,
-    grid: FastMap<u64, Vec<u32>>,
+    grid: FastMap<u64, Vec<Cand>>,
     /// One bit per hash of a cell key, set for every cell in `grid` (a removed cell's bit stays
     /// set until the next resize: it only costs a probe).
     occupied: Vec<u64>,
     big: RTree<Entry>,
+}
+
+/// A zone filed under a cell: its slot and its box, so that a fix outside the box is turned
+/// away without reading the zone (most fixes in a cell are outside all of its zones' boxes).
+#[derive(Clone, Copy)]
+struct Cand {
+    slot: u32,
+    /// `[min_lon, min_lat, max_lon, max_lat]`, rounded outwards to `f32`: never smaller.
+    bbox: [f32; 4],
+}
+
+impl Cand {
+    fn new(z: &Zone, slot: u32) -> Cand {
+        let [x0, y0, x1, y1] = z.geometry.index().bbox();
+        Cand {
+            slot,
+            bbox: [down(x0), down(y0), up(x1), up(y1)],
+        }
+    }
+
+    fn may_hold(&self, lon: f64, lat: f64) -> bool {
+        let [x0, y0, x1, y1] = self.bbox.map(f64::from);
+        lon >= x0 && lon <= x1 && lat >= y0 && lat <= y1
+    }
+}
+
+/// The largest `f32` not above `v`.
+fn down(v: f64) -> f32 {
+    let f = v as f32;
+    if f64::from(f) > v {
+        f.next_down()
+    } else {
+        f
+    }
+}
+
+/// The smallest `f32` not below `v`.
+fn up(v: f64) -> f32 {
+    let f = v as f32;
+    if f64::from(f) < v {
+        f.next_up()
+    } else {
+        f
+    }
 }
 
 /// The bit of `key` in a bitmap of `words` 64-bit words (a power of two).
@@ -90,7 +136,7 @@ impl ZoneSet {
         match cells(z) {
             Some(cells) => {
                 for k in cells {
-                    self.grid.entry(k).or_default().push(slot);
+                    self.grid.entry(k).or_default().push(Cand::new(z, slot));
                     self.mark(k);
                 }
             }
@@ -121,7 +167,7 @@ impl ZoneSet {
     }
 
     /// The grid's list for `k`, if the cell may be in use.
-    fn cell(&self, k: u64) -> Option<&Vec<u32>> {
+    fn cell(&self, k: u64) -> Option<&Vec<Cand>> {
         let (w, b) = bit(k, self.occupied.len().max(1));
         if self.occupied.get(w).is_none_or(|x| x & b == 0) {
             return None;
@@ -134,7 +180,7 @@ impl ZoneSet {
             Some(cells) => {
                 for k in cells {
                     if let Some(v) = self.grid.get_mut(&k) {
-                        v.retain(|s| *s != slot);
+                        v.retain(|c| c.slot != slot);
                         if v.is_empty() {
                             self.grid.remove(&k);
                         }
@@ -246,9 +292,9 @@ impl ZoneSet {
                 }
             }
         };
-        if let Some(slots) = self.cell(key(cell_of(lon), cell_of(lat))) {
-            for &s in slots {
-                check(s);
+        if let Some(cands) = self.cell(key(cell_of(lon), cell_of(lat))) {
+            for c in cands.iter().filter(|c| c.may_hold(lon, lat)) {
+                check(c.slot);
             }
         }
         if self.big.size() > 0 {
@@ -268,11 +314,11 @@ impl ZoneSet {
     }
 
     /// Asks the cache for what [`ZoneSet::containing`] will read for `(lon, lat)`: the grid
-    /// cell, and its zones' compiled shapes (`crate::prefetch`).
+    /// cell, and the compiled shapes of its zones whose box holds the fix (`crate::prefetch`).
     pub fn prefetch(&self, lon: f64, lat: f64) {
-        if let Some(slots) = self.cell(key(cell_of(lon), cell_of(lat))) {
-            for &s in slots.iter().take(4) {
-                if let Some(Some(z)) = self.slots.get(s as usize) {
+        if let Some(cands) = self.cell(key(cell_of(lon), cell_of(lat))) {
+            for c in cands.iter().filter(|c| c.may_hold(lon, lat)).take(4) {
+                if let Some(Some(z)) = self.slots.get(c.slot as usize) {
                     z.geometry.prefetch();
                 }
             }
@@ -413,6 +459,20 @@ mod tests {
         let all = s.list(None);
         for &(lon, lat) in &probes {
             assert_eq!(ids(&s, lon, lat), brute(&all, lon, lat));
+        }
+    }
+
+    #[test]
+    fn cell_boxes_round_outwards() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        for _ in 0..100_000 {
+            let v = (rng.f64() - 0.5) * 360.0;
+            assert!(f64::from(down(v)) <= v && f64::from(up(v)) >= v, "{v}");
+            // Never more than one f32 step away.
+            assert!(f64::from(up(v)) - f64::from(down(v)) <= 2.0 * 1.6e-5, "{v}");
+        }
+        for v in [0.0, -0.0, 180.0, -180.0, 90.0, 1e-40] {
+            assert!(f64::from(down(v)) <= v && f64::from(up(v)) >= v, "{v}");
         }
     }
 
