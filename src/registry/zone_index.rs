@@ -206,6 +206,10 @@ impl ZoneSet {
         for (slot, z) in zones {
             self.place(&z, slot, Some(&mut big));
         }
+        // Most cells hold one or two zones: no room kept for more.
+        for v in self.grid.values_mut() {
+            v.shrink_to_fit();
+        }
         self.big = RTree::bulk_load(big);
     }
 
