@@ -380,13 +380,11 @@ async fn run_lienwatch(devices: u32, secs: u64, history: bool, registered: bool)
         .expect("outbox");
     // The background passes the daemon runs beside the engine, so that their cost is counted.
     let upkeep = CancellationToken::new();
-    let passes = lienwatch::daemon::upkeep::spawn(
-        &store,
-        defaults
-            .history_retention
-            .unwrap_or(Duration::from_secs(30 * 86_400)),
-        upkeep.clone(),
-    );
+    // With the daemon's default retention.
+    let retention = lienwatch::config::Config::default()
+        .storage
+        .history_retention;
+    let passes = lienwatch::daemon::upkeep::spawn(&store, retention, upkeep.clone());
     let mut engine = Engine::open(store, outbox, ecfg, Timestamp::now()).expect("engine");
     if registered {
         register_all(&mut engine, devices);

@@ -319,13 +319,11 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> f64 {
     let store = Store::open(dir.path(), 64).expect("store");
     let defaults = EngineConfig::from_config(&Default::default(), Vec::new());
     let upkeep = CancellationToken::new();
-    let passes = lienwatch::daemon::upkeep::spawn(
-        &store,
-        defaults
-            .history_retention
-            .unwrap_or(Duration::from_secs(30 * 86_400)),
-        upkeep.clone(),
-    );
+    // With the daemon's default retention.
+    let retention = lienwatch::config::Config::default()
+        .storage
+        .history_retention;
+    let passes = lienwatch::daemon::upkeep::spawn(&store, retention, upkeep.clone());
     let ecfg = EngineConfig {
         commit_window: std::env::var("COMMIT_WINDOW_US")
             .ok()

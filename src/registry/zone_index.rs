@@ -175,6 +175,15 @@ impl ZoneSet {
         self.grid.get(&k)
     }
 
+    /// The slots of the grid's zones whose box holds `(lon, lat)` (the R-tree's not included).
+    fn candidates(&self, lon: f64, lat: f64) -> impl Iterator<Item = u32> + '_ {
+        self.cell(key(cell_of(lon), cell_of(lat)))
+            .into_iter()
+            .flatten()
+            .filter(move |c| c.may_hold(lon, lat))
+            .map(|c| c.slot)
+    }
+
     fn unplace(&mut self, z: &Zone, slot: u32) {
         match cells(z) {
             Some(cells) => {
@@ -296,10 +305,8 @@ impl ZoneSet {
                 }
             }
         };
-        if let Some(cands) = self.cell(key(cell_of(lon), cell_of(lat))) {
-            for c in cands.iter().filter(|c| c.may_hold(lon, lat)) {
-                check(c.slot);
-            }
+        for slot in self.candidates(lon, lat) {
+            check(slot);
         }
         if self.big.size() > 0 {
             for e in self.big.locate_all_at_point(&[lon, lat]) {
@@ -320,11 +327,9 @@ impl ZoneSet {
     /// Asks the cache for what [`ZoneSet::containing`] will read for `(lon, lat)`: the grid
     /// cell, and the compiled shapes of its zones whose box holds the fix (`crate::prefetch`).
     pub fn prefetch(&self, lon: f64, lat: f64) {
-        if let Some(cands) = self.cell(key(cell_of(lon), cell_of(lat))) {
-            for c in cands.iter().filter(|c| c.may_hold(lon, lat)).take(4) {
-                if let Some(Some(z)) = self.slots.get(c.slot as usize) {
-                    z.geometry.prefetch();
-                }
+        for slot in self.candidates(lon, lat).take(4) {
+            if let Some(Some(z)) = self.slots.get(slot as usize) {
+                z.geometry.prefetch();
             }
         }
     }

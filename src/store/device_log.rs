@@ -86,20 +86,13 @@ impl DeviceLog {
         records: impl IntoIterator<Item = &'a DeviceRecord>,
     ) -> Result<(), StoreError> {
         let mut buf = Vec::new();
-        let mut scratch = [0u8; 256];
         for rec in records {
-            // Records are ~80 bytes; an unusually long id takes the heap path.
-            let heap;
-            let bytes = match postcard::to_slice(rec, &mut scratch) {
-                Ok(b) => &*b,
-                Err(_) => {
-                    heap = postcard::to_allocvec(rec).map_err(corrupt)?;
-                    &heap[..]
-                }
-            };
-            let len = u16::try_from(bytes.len()).map_err(|_| corrupt("record over 64 KiB"))?;
-            buf.extend_from_slice(&len.to_be_bytes());
-            buf.extend_from_slice(bytes);
+            // The length goes first: a placeholder, set once the record is encoded after it.
+            let at = buf.len();
+            buf.extend_from_slice(&[0, 0]);
+            let r = crate::encode::append(rec, &mut buf).map_err(corrupt)?;
+            let len = u16::try_from(r.len()).map_err(|_| corrupt("record over 64 KiB"))?;
+            buf[at..at + 2].copy_from_slice(&len.to_be_bytes());
         }
         if buf.is_empty() {
             return Ok(());

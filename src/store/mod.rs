@@ -123,6 +123,15 @@ fn string_keyed(
     })
 }
 
+/// Writes `value` under `key`, or removes the key (`None`): a state that went away.
+fn put_or_remove(tree: &sled::Tree, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
+    match value {
+        Some(v) => tree.insert(key.as_bytes(), v)?,
+        None => tree.remove(key.as_bytes())?,
+    };
+    Ok(())
+}
+
 /// The device id a key of the `rules` or `registrations` tree names.
 fn device_key(k: &[u8]) -> DeviceId {
     DeviceId::new(&String::from_utf8_lossy(k))
@@ -313,7 +322,6 @@ impl Store {
             registrations: db.open_tree("registrations")?,
             risk: db.open_tree("risk")?,
             history: crate::history::History::open(&db, blocks_dir, temporary)?,
-
             commands: db.open_tree("commands")?,
             zones: db.open_tree("zones")?,
             vehicle_rules: db.open_tree("vehicle_rules")?,
@@ -392,14 +400,9 @@ impl Store {
 
     /// Writes (`Some`) or deletes (`None`) a device's rule state.
     pub fn put_rule_state(&self, id: &DeviceId, state: Option<&[u8]>) -> Result<(), StoreError> {
-        match state {
-            Some(b) => self.rules.insert(id.as_str().as_bytes(), b)?,
-            None => self.rules.remove(id.as_str().as_bytes())?,
-        };
-        Ok(())
+        put_or_remove(&self.rules, id.as_str(), state)
     }
 
-    /// Every JT/T 808 registration binding.
     /// Every vehicle's risk state as `(vehicle id, bytes)`.
     pub fn all_risk(&self) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
         string_keyed(&self.risk)
@@ -407,13 +410,10 @@ impl Store {
 
     /// Writes a vehicle's risk state, or removes it (`None`).
     pub fn put_risk(&self, vehicle_id: &str, state: Option<&[u8]>) -> Result<(), StoreError> {
-        match state {
-            Some(b) => self.risk.insert(vehicle_id.as_bytes(), b)?,
-            None => self.risk.remove(vehicle_id.as_bytes())?,
-        };
-        Ok(())
+        put_or_remove(&self.risk, vehicle_id, state)
     }
 
+    /// Every JT/T 808 registration binding.
     pub fn all_registrations(
         &self,
     ) -> impl Iterator<Item = Result<(DeviceId, Box<str>), StoreError>> + '_ {
@@ -464,11 +464,7 @@ impl Store {
 
     /// Writes (`Some`) or deletes (`None`) a vehicle's rule state.
     pub fn put_vehicle_rule_state(&self, id: &str, state: Option<&[u8]>) -> Result<(), StoreError> {
-        match state {
-            Some(b) => self.vehicle_rules.insert(id.as_bytes(), b)?,
-            None => self.vehicle_rules.remove(id.as_bytes())?,
-        };
-        Ok(())
+        put_or_remove(&self.vehicle_rules, id, state)
     }
 
     /// Every stored `long_stay` rule state as `(vehicle id, encoded state)`.
@@ -480,11 +476,7 @@ impl Store {
 
     /// Writes (`Some`) or deletes (`None`) a vehicle's `long_stay` rule state.
     pub fn put_stay_state(&self, id: &str, state: Option<&[u8]>) -> Result<(), StoreError> {
-        match state {
-            Some(b) => self.stays.insert(id.as_bytes(), b)?,
-            None => self.stays.remove(id.as_bytes())?,
-        };
-        Ok(())
+        put_or_remove(&self.stays, id, state)
     }
 
     /// How many alerts were ever raised: part of each alert's id, so it must survive restarts.
