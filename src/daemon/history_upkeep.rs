@@ -1,4 +1,4 @@
-//! History upkeep: logged fixes are filed under their own keys every quarter second, recent
+//! History upkeep: logged fixes are filed by device every quarter second, recent
 //! fixes are sealed into the compact day files once their six-hour bucket has been over for an
 //! hour (at start, then every few minutes), and fixes past `storage.history_retention` are
 //! pruned. Both run on
@@ -19,6 +19,9 @@ const SLICE: usize = 200_000;
 /// track query, so it must stay short.
 const DRAIN_EVERY: Duration = Duration::from_millis(250);
 
+/// Fixes a drain pass holds in memory at most (a few MB), whole log entries at a time.
+const DRAIN_SLICE: usize = 50_000;
+
 /// Starts both passes; they end at `shutdown`, after the pass under way (await the handles
 /// before removing the store's folder).
 pub fn spawn(
@@ -31,7 +34,7 @@ pub fn spawn(
     let drain = tokio::spawn(async move {
         loop {
             let hh = h.clone();
-            match tokio::task::spawn_blocking(move || hh.drain_log(10_000)).await {
+            match tokio::task::spawn_blocking(move || drain(&hh)).await {
                 Ok(Err(e)) => tracing::warn!(error = %e, "history log drain failed"),
                 Err(_) => break,
                 Ok(Ok(_)) => {}
@@ -67,10 +70,16 @@ pub fn spawn(
     [drain, passes]
 }
 
+/// Files everything logged so far, a slice at a time.
+fn drain(h: &History) -> Result<(), crate::store::StoreError> {
+    while h.drain_log(DRAIN_SLICE)? as usize >= DRAIN_SLICE {}
+    Ok(())
+}
+
 fn upkeep(h: &History, retention: Duration) -> Result<(u64, u64), crate::store::StoreError> {
     let now = Timestamp::now();
     // What the last run logged but never filed (a kill) is sealed in this pass, not the next.
-    while h.drain_log(10_000)? > 0 {}
+    drain(h)?;
     let mut sealed = 0;
     loop {
         let s = h.compact(now.add_millis(-(SEAL_AFTER.as_millis() as i64)), SLICE)?;

@@ -2,7 +2,9 @@
 //! device's keys are contiguous and never a prefix of another's), then a big-endian time, so a
 //! device's track is one range scan in time order.
 //!
-//! - recent: `[len][device id][fix time ms]`: one key per fix, written by the engine's commit;
+//! - recent: `[len][device id][first fix time ms][pass]`: a run of one device's fixes within one
+//!   bucket, filed by one drain pass (`pass` tells runs with the same first fix apart); the
+//!   first layout, `[len][device id][fix time ms]` with one fix, is still read;
 //! - blocks of the first layout (`history` tree): `[len][device id][bucket]`, read and moved;
 //! - the index of sealed blocks: `[bucket][len][device id]`, bucket first (see [`by_bucket`]).
 
@@ -78,14 +80,21 @@ pub fn past(prefix: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Splits a key into its device prefix and its time or bucket suffix.
+/// A recent run's key: the device, the run's first fix time, then the pass that filed it.
+pub fn run(prefix: &[u8], first_ms: i64, pass: u64) -> Vec<u8> {
+    let mut k = with(prefix, first_ms);
+    k.extend_from_slice(&pass.to_be_bytes());
+    k
+}
+
+/// Splits a key into its device prefix and its time or bucket suffix (a run key's pass aside).
 pub fn split(key: &[u8]) -> Option<(&[u8], i64)> {
     let len = *key.first()? as usize;
-    if key.len() != 1 + len + 8 {
+    if key.len() != 1 + len + 8 && key.len() != 1 + len + 16 {
         return None;
     }
     let (prefix, suffix) = key.split_at(1 + len);
-    Some((prefix, from_ordered(suffix)?))
+    Some((prefix, from_ordered(&suffix[..8])?))
 }
 
 #[cfg(test)]
@@ -110,5 +119,10 @@ mod tests {
         assert!(bucket_floor(-3).as_slice() <= i.as_slice());
         assert!(i.as_slice() < bucket_floor(-2).as_slice());
         assert_eq!(split_by_bucket(&i[..i.len() - 1]), None);
+        // Runs sort among the first layout's keys by their first fix, and split the same way.
+        let r = run(&p, 0, u64::MAX);
+        assert!(b < r && r < with(&p, 1) && r < past(&p));
+        assert_eq!(split(&r), Some((&p[..], 0)));
+        assert_eq!(split(&r[..r.len() - 1]), None);
     }
 }

@@ -6,8 +6,10 @@
 //!   commit, so an acknowledged fix is in the history after any crash at the cost of one sled
 //!   write per commit, not one per fix (the engine thread is what bounds the acknowledgement
 //!   rate);
-//! - **recent** (sled): a background pass ([`History::drain_log`]) files each logged fix under
-//!   its own key, so a late batch or a re-sent fix lands in its time order (same key: kept once);
+//! - **recent** (sled): a background pass ([`History::drain_log`]) files the logged fixes by
+//!   device and six-hour bucket, one key per device and bucket a pass (a run), so that a late
+//!   batch lands in its time order and a busy fleet costs a write per device a pass, not one per
+//!   fix; readers return a fix time present in two runs once;
 //! - **blocks** ([`segments`], day files beside sled): a background pass ([`History::compact`])
 //!   moves every fix of a sealed six-hour bucket into one delta-encoded block ([`codec`]),
 //!   ~13 bytes a fix, and [`History::prune`] drops whole day files past the retention.
@@ -81,9 +83,11 @@ impl Staged {
     }
 }
 
-/// Calls `f` with each `(device id, fix)` of a log entry.
+/// Calls `f` with each `(device id, fix)` of a log entry, or only of device `only`: the others'
+/// fixes are skipped undecoded, since a track query reads the whole log.
 fn each_logged(
     entry: &[u8],
+    only: Option<&[u8]>,
     mut f: impl FnMut(&[u8], HistoryFix) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut rest = entry;
@@ -99,10 +103,13 @@ fn each_logged(
             return Err(corrupt("log entry truncated"));
         }
         let (block, tail) = tail.split_at(blen);
+        rest = tail;
+        if only.is_some_and(|o| o != id) {
+            continue;
+        }
         for fix in codec::decode(block).map_err(corrupt)? {
             f(id, fix)?;
         }
-        rest = tail;
     }
     Ok(())
 }
@@ -168,30 +175,67 @@ impl History {
         Ok(())
     }
 
-    /// Files logged fixes under their own keys in the recent tree, then removes their log
-    /// entries (at most `max_entries` of them). A crash in between files them again: same
-    /// keys, kept once.
+    /// Files the fixes of the oldest log entries (whole entries, until at least `max_fixes`)
+    /// as runs: one recent key per device and bucket, keyed by its first fix and by this pass
+    /// (the first entry's key), then removes those entries. A crash in between files them again:
+    /// under the same keys if the pass starts at the same entry (it then covers those entries
+    /// and perhaps more, so the run it overwrites is a subset), else under new ones, and readers
+    /// and sealing return each fix time once.
     ///
     /// One insert at a time, not one `sled::Batch`: sled applies a batch under a lock that
-    /// stops every other writer, the engine's commit included, and a busy second's entries hold
-    /// thousands of fixes. Atomicity is not needed: the entry goes only after its fixes are in.
-    pub fn drain_log(&self, max_entries: usize) -> Result<u64, StoreError> {
-        let mut filed = 0;
-        let mut key = Vec::with_capacity(48);
-        let mut value = Vec::with_capacity(24);
-        for kv in self.log.iter().take(max_entries) {
+    /// stops every other writer, the engine's commit included. Atomicity is not needed: the
+    /// entries go only after their runs are in.
+    pub fn drain_log(&self, max_fixes: usize) -> Result<u64, StoreError> {
+        let mut filed = 0u64;
+        let mut runs: crate::fast_hash::FastMap<Vec<u8>, Vec<(i64, Vec<HistoryFix>)>> =
+            Default::default();
+        let mut entries = Vec::new();
+        for kv in self.log.iter() {
+            if filed as usize >= max_fixes {
+                break;
+            }
             let (k, v) = kv?;
-            each_logged(&v, |id, fix| {
-                key.clear();
-                key.push(id.len() as u8);
-                key.extend_from_slice(id);
-                value.clear();
-                codec::encode(std::slice::from_ref(&fix), &mut value);
-                self.recent
-                    .insert(keys::with(&key, fix.pos.time.millis()), &value[..])?;
+            each_logged(&v, None, |id, fix| {
+                let bucket = keys::bucket_of(fix.pos.time);
+                let buckets = match runs.get_mut(id) {
+                    Some(b) => b,
+                    None => runs.entry(id.to_vec()).or_default(),
+                };
+                match buckets.iter_mut().find(|(b, _)| *b == bucket) {
+                    Some((_, fixes)) => fixes.push(fix),
+                    None => buckets.push((bucket, vec![fix])),
+                }
                 filed += 1;
                 Ok(())
             })?;
+            entries.push(k);
+        }
+        let Some(pass) = entries.first() else {
+            return Ok(0);
+        };
+        let pass = pass
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt("log key"))?;
+        let mut prefix = Vec::with_capacity(48);
+        let mut value = Vec::with_capacity(256);
+        for (id, buckets) in runs {
+            prefix.clear();
+            prefix.push(id.len() as u8);
+            prefix.extend_from_slice(&id);
+            for (_, mut fixes) in buckets {
+                // Stable: of two copies of a fix time, the one logged first stays.
+                fixes.sort_by_key(|f| f.pos.time);
+                fixes.dedup_by_key(|f| f.pos.time);
+                value.clear();
+                codec::encode(&fixes, &mut value);
+                let first = fixes.first().map_or(0, |f| f.pos.time.millis());
+                self.recent
+                    .insert(keys::run(&prefix, first, pass), &value[..])?;
+            }
+        }
+        for k in entries {
             self.log.remove(k)?;
         }
         Ok(filed)
@@ -219,20 +263,24 @@ impl History {
         let mut recent = Vec::new();
         for kv in self.log.iter() {
             let (_, v) = kv?;
-            each_logged(&v, |id, fix| {
-                if id == &prefix[1..] && fix.pos.time >= from && fix.pos.time < to {
+            each_logged(&v, Some(&prefix[1..]), |_, fix| {
+                if fix.pos.time >= from && fix.pos.time < to {
                     recent.push(fix);
                 }
                 Ok(())
             })?;
         }
+        // A run keyed before `from` may hold later fixes of its bucket, never of the next one.
+        let runs_from = keys::bucket_start(keys::bucket_of(from)).millis();
         for kv in self
             .recent
-            .range(keys::with(&prefix, from.millis())..keys::with(&prefix, to.millis()))
+            .range(keys::with(&prefix, runs_from)..keys::with(&prefix, to.millis()))
         {
             let (_, v) = kv?;
             codec::decode_each(&v, |fix| {
-                recent.push(fix);
+                if fix.pos.time >= from && fix.pos.time < to {
+                    recent.push(fix);
+                }
                 ControlFlow::Continue(())
             })
             .map_err(corrupt)?;
@@ -356,12 +404,12 @@ impl History {
                 .as_ref()
                 .is_some_and(|(p, b)| p.as_slice() != prefix || *b != bucket)
             {
+                if let Some((p, b)) = group_key.take() {
+                    stats.fixes += self.seal(&p, b, std::mem::take(&mut group), &mut pending)?;
+                    stats.blocks += 1;
+                }
                 if stats.fixes as usize >= max_fixes {
                     break;
-                }
-                if let Some((p, b)) = group_key.take() {
-                    self.seal(&p, b, std::mem::take(&mut group), &mut pending)?;
-                    stats.blocks += 1;
                 }
                 if pending.fixes >= COMMIT_EVERY {
                     self.commit(std::mem::take(&mut pending))?;
@@ -372,14 +420,13 @@ impl History {
             }
             codec::decode_each(&v, |fix| {
                 group.push(fix);
-                stats.fixes += 1;
                 ControlFlow::Continue(())
             })
             .map_err(corrupt)?;
             pending.recent.remove(k);
         }
         if let Some((p, b)) = group_key {
-            self.seal(&p, b, group, &mut pending)?;
+            stats.fixes += self.seal(&p, b, group, &mut pending)?;
             stats.blocks += 1;
         }
         self.commit(pending)?;
@@ -410,14 +457,18 @@ impl History {
         Ok(stats)
     }
 
-    /// Merges `fixes` into their bucket's block and appends the result to the day files.
+    /// Merges `fixes` into their bucket's block and appends the result to the day files;
+    /// returns how many fix times `fixes` held (runs filed twice after a crash repeat some).
     fn seal(
         &self,
         prefix: &[u8],
         bucket: i64,
         mut fixes: Vec<HistoryFix>,
         pending: &mut Pending,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
+        fixes.sort_by_key(|f| f.pos.time);
+        fixes.dedup_by_key(|f| f.pos.time);
+        let moved = fixes.len() as u64;
         if let Some(old) = self.blocks.get(prefix, bucket)? {
             let mut merged = codec::decode(&old).map_err(corrupt)?;
             merged.append(&mut fixes);
@@ -431,7 +482,7 @@ impl History {
         let loc = self.blocks.append(prefix, bucket, &value)?;
         pending.fixes += fixes.len();
         pending.index.push((prefix.to_vec(), bucket, loc));
-        Ok(())
+        Ok(moved)
     }
 
     /// Makes a slice of sealed blocks durable and visible, then forgets their earlier copies.
@@ -469,26 +520,23 @@ impl History {
                     continue;
                 };
                 let prefix = prefix.to_vec();
-                let end = if is_blocks {
-                    keys::with(&prefix, keys::bucket_of(cutoff))
-                } else {
-                    keys::with(&prefix, cutoff.millis())
-                };
-                let mut batch = sled::Batch::default();
-                let mut n = 0;
-                for kv in tree.range(k.to_vec()..end) {
-                    let (old, _) = kv?;
-                    batch.remove(old);
-                    n += 1;
-                    if stats.fixes + stats.blocks + n >= max_keys as u64 {
-                        break;
-                    }
-                }
-                tree.apply_batch(batch)?;
                 if is_blocks {
+                    let end = keys::with(&prefix, keys::bucket_of(cutoff));
+                    let mut batch = sled::Batch::default();
+                    let mut n = 0;
+                    for kv in tree.range(k.to_vec()..end) {
+                        let (old, _) = kv?;
+                        batch.remove(old);
+                        n += 1;
+                        if stats.fixes + stats.blocks + n >= max_keys as u64 {
+                            break;
+                        }
+                    }
+                    tree.apply_batch(batch)?;
                     stats.blocks += n;
                 } else {
-                    stats.fixes += n;
+                    let budget = (max_keys as u64).saturating_sub(stats.fixes + stats.blocks);
+                    stats.fixes += self.prune_runs(&k, &prefix, cutoff, budget)?;
                 }
                 if stats.fixes + stats.blocks >= max_keys as u64 {
                     return Ok(stats);
@@ -497,6 +545,58 @@ impl History {
             }
         }
         Ok(stats)
+    }
+
+    /// Drops a device's recent fixes older than `cutoff`, from key `first` on: a run wholly
+    /// older goes, a run that straddles the cutoff is rewritten with its newer fixes only (if
+    /// no drain pass rewrote it meanwhile: then the next prune takes it). Returns the fixes
+    /// dropped, stopping once `budget` is spent.
+    fn prune_runs(
+        &self,
+        first: &[u8],
+        prefix: &[u8],
+        cutoff: Timestamp,
+        budget: u64,
+    ) -> Result<u64, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut dropped = 0;
+        let mut kept = Vec::new();
+        for kv in self
+            .recent
+            .range(first.to_vec()..keys::with(prefix, cutoff.millis()))
+        {
+            let (k, v) = kv?;
+            kept.clear();
+            let mut old = 0;
+            codec::decode_each(&v, |fix| {
+                if fix.pos.time < cutoff {
+                    old += 1;
+                } else {
+                    kept.push(fix);
+                }
+                ControlFlow::Continue(())
+            })
+            .map_err(corrupt)?;
+            if kept.is_empty() {
+                batch.remove(k);
+            } else if old > 0 {
+                let mut value = Vec::with_capacity(kept.len() * 14 + 8);
+                codec::encode(&kept, &mut value);
+                if self
+                    .recent
+                    .compare_and_swap(&k, Some(&v), Some(value))?
+                    .is_err()
+                {
+                    continue;
+                }
+            }
+            dropped += old;
+            if dropped >= budget {
+                break;
+            }
+        }
+        self.recent.apply_batch(batch)?;
+        Ok(dropped)
     }
 
     /// Bytes of fixes kept (keys and values; blocks with their index entries), before the
@@ -585,6 +685,50 @@ mod tests {
         assert_eq!(times(&h, "5", 0, 100), vec![10, 20, 30]);
         assert_eq!(times(&h, "6", 0, 100), vec![15]);
         assert_eq!(h.drain_log(10).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_drain_pass_files_one_run_per_device_and_bucket() {
+        let h = history();
+        let bucket = keys::BUCKET_MS / 1000;
+        for batch in [[5, 7, 9], [6, bucket + 1, 8]] {
+            let mut b = Staged::default();
+            for t in batch {
+                h.stage(&mut b, &DeviceId::new("5"), &fix(t));
+                h.stage(&mut b, &DeviceId::new("6"), &fix(t));
+            }
+            h.apply(b).unwrap();
+        }
+        assert_eq!(h.drain_log(usize::MAX).unwrap(), 12);
+        // Two devices, two buckets each: four keys, each a run in time order.
+        assert_eq!(h.recent.len(), 4);
+        assert_eq!(
+            times(&h, "5", 0, 2 * bucket),
+            vec![5, 6, 7, 8, 9, bucket + 1]
+        );
+        // A range that starts inside a run reads the run's later fixes only.
+        assert_eq!(times(&h, "6", 7, bucket + 2), vec![7, 8, 9, bucket + 1]);
+        // A pass of at most one fix still takes a whole log entry.
+        let mut b = Staged::default();
+        for t in [3, 4] {
+            h.stage(&mut b, &DeviceId::new("5"), &fix(t));
+        }
+        h.apply(b).unwrap();
+        assert_eq!(h.drain_log(1).unwrap(), 2);
+        assert_eq!(times(&h, "5", 0, 10), vec![3, 4, 5, 6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn prune_rewrites_a_run_that_straddles_the_cutoff() {
+        let h = history();
+        write(&h, "1", &[10, 20, 30]);
+        let s = h.prune(Timestamp::from_secs(25), 1_000).unwrap();
+        assert_eq!(s.fixes, 2);
+        assert_eq!(times(&h, "1", 0, 100), vec![30]);
+        assert_eq!(h.recent.len(), 1);
+        assert_eq!(h.prune(Timestamp::from_secs(25), 1_000).unwrap().fixes, 0);
+        assert_eq!(h.prune(Timestamp::from_secs(31), 1_000).unwrap().fixes, 1);
+        assert!(h.recent.is_empty());
     }
 
     fn times(h: &History, dev: &str, from: i64, to: i64) -> Vec<i64> {
