@@ -68,6 +68,9 @@ pub struct History {
     legacy: sled::Tree,
     /// The next log entry's key (only the engine appends).
     next_entry: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Numbers drain passes: sled's ids never repeat, across restarts too (log keys start again
+    /// at 0 once the log is empty, and a run keyed by one could overwrite an older run).
+    db: sled::Db,
 }
 
 /// The fixes of one commit, encoded as a log entry: `[len][device id][block length][block]`
@@ -145,6 +148,7 @@ impl History {
             blocks: Arc::new(Segments::open(blocks_dir, temporary)?),
             legacy: db.open_tree("history")?,
             next_entry: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next)),
+            db: db.clone(),
         })
     }
 
@@ -177,10 +181,8 @@ impl History {
 
     /// Files the fixes of the oldest log entries (whole entries, until at least `max_fixes`)
     /// as runs: one recent key per device and bucket, keyed by its first fix and by this pass
-    /// (the first entry's key), then removes those entries. A crash in between files them again:
-    /// under the same keys if the pass starts at the same entry (it then covers those entries
-    /// and perhaps more, so the run it overwrites is a subset), else under new ones, and readers
-    /// and sealing return each fix time once.
+    /// (a number no pass had before), then removes those entries. A crash in between files them
+    /// again under new keys; readers and sealing return each fix time once.
     ///
     /// One insert at a time, not one `sled::Batch`: sled applies a batch under a lock that
     /// stops every other writer, the engine's commit included. Atomicity is not needed: the
@@ -210,14 +212,10 @@ impl History {
             })?;
             entries.push(k);
         }
-        let Some(pass) = entries.first() else {
+        if entries.is_empty() {
             return Ok(0);
-        };
-        let pass = pass
-            .as_ref()
-            .try_into()
-            .map(u64::from_be_bytes)
-            .map_err(|_| corrupt("log key"))?;
+        }
+        let pass = self.db.generate_id()?;
         let mut prefix = Vec::with_capacity(48);
         let mut value = Vec::with_capacity(256);
         for (id, buckets) in runs {
@@ -716,6 +714,20 @@ mod tests {
         h.apply(b).unwrap();
         assert_eq!(h.drain_log(1).unwrap(), 2);
         assert_eq!(times(&h, "5", 0, 10), vec![3, 4, 5, 6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn a_run_filed_after_a_restart_never_replaces_an_earlier_one() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&db, dir.path().join("h"), None).unwrap();
+        write(&h, "1", &[10, 20, 30]);
+        drop(h);
+        // Reopened with the log empty: its keys start at 0 again. The device re-sends 10.
+        let again = History::open(&db, dir.path().join("h"), None).unwrap();
+        write(&again, "1", &[10]);
+        assert_eq!(times(&again, "1", 0, 100), vec![10, 20, 30]);
+        assert_eq!(again.recent.len(), 2);
     }
 
     #[test]
