@@ -147,7 +147,7 @@ fn describe() {
     );
     describe_counter!(
         "lienwatch_history_pruned_total",
-        "history keys (recent fixes and sealed blocks) removed past storage.history_retention"
+        "recent fixes and sealed blocks removed past storage.history_retention"
     );
     describe_counter!(
         "lienwatch_history_sealed_total",
