@@ -57,6 +57,14 @@ fn put_ivar(out: &mut Vec<u8>, v: i64) {
     put_uvar(out, zigzag(v));
 }
 
+/// The block of `fixes` (in time order) in a buffer of its own, sized for the usual ~13 bytes
+/// a fix.
+pub fn to_vec(fixes: &[HistoryFix]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(fixes.len() * 14 + 8);
+    encode(fixes, &mut out);
+    out
+}
+
 /// Appends `fixes` (in time order) to `out` as one block.
 pub fn encode(fixes: &[HistoryFix], out: &mut Vec<u8>) {
     out.push(VERSION);

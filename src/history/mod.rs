@@ -117,6 +117,27 @@ fn each_logged(
     Ok(())
 }
 
+/// Calls `f` with the first key and the device prefix of each device in `tree`, in key order,
+/// until it breaks; keys this module does not write are passed over.
+fn each_device(
+    tree: &sled::Tree,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StoreError>,
+) -> Result<(), StoreError> {
+    let mut start: Vec<u8> = Vec::new();
+    while let Some(kv) = tree.range(start.clone()..).next() {
+        let (k, _) = kv?;
+        let Some((prefix, _)) = keys::split(&k) else {
+            start = keys::past(&k);
+            continue;
+        };
+        if f(&k, prefix)?.is_break() {
+            break;
+        }
+        start = keys::past(prefix);
+    }
+    Ok(())
+}
+
 fn corrupt(msg: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         tree: "history",
@@ -475,9 +496,7 @@ impl History {
         // Stable: a fix already in the block stays ahead of a re-sent copy of itself.
         fixes.sort_by_key(|f| f.pos.time);
         fixes.dedup_by_key(|f| f.pos.time);
-        let mut value = Vec::with_capacity(fixes.len() * 14 + 8);
-        codec::encode(&fixes, &mut value);
-        let loc = self.blocks.append(prefix, bucket, &value)?;
+        let loc = self.blocks.append(prefix, bucket, &codec::to_vec(&fixes))?;
         pending.fixes += fixes.len();
         pending.index.push((prefix.to_vec(), bucket, loc));
         Ok(moved)
@@ -506,49 +525,54 @@ impl History {
         if entries >= max_keys as u64 {
             return Ok(stats);
         }
-        for (tree, is_blocks) in [(&self.legacy, true), (&self.recent, false)] {
-            let mut start: Vec<u8> = Vec::new();
-            loop {
-                let Some(kv) = tree.range(start.clone()..).next() else {
-                    break;
-                };
-                let (k, _) = kv?;
-                let Some((prefix, _)) = keys::split(&k) else {
-                    start = keys::past(&k);
-                    continue;
-                };
-                let prefix = prefix.to_vec();
-                if is_blocks {
-                    let end = keys::with(&prefix, keys::bucket_of(cutoff));
-                    let mut batch = sled::Batch::default();
-                    let mut n = 0;
-                    for kv in tree.range(k.to_vec()..end) {
-                        let (old, _) = kv?;
-                        batch.remove(old);
-                        n += 1;
-                        if stats.fixes + stats.blocks + n >= max_keys as u64 {
-                            break;
-                        }
-                    }
-                    tree.apply_batch(batch)?;
-                    stats.blocks += n;
-                } else {
-                    let budget = (max_keys as u64).saturating_sub(stats.fixes + stats.blocks);
-                    stats.fixes += self.prune_runs(&k, &prefix, cutoff, budget)?;
-                }
-                if stats.fixes + stats.blocks >= max_keys as u64 {
-                    return Ok(stats);
-                }
-                start = keys::past(&prefix);
+        // Blocks of the first layout go by whole buckets too; recent runs to the fix.
+        each_device(&self.legacy, |first, prefix| {
+            let budget = (max_keys as u64).saturating_sub(stats.fixes + stats.blocks);
+            if budget == 0 {
+                return Ok(ControlFlow::Break(()));
             }
-        }
+            stats.blocks += self.prune_legacy(first, prefix, cutoff, budget)?;
+            Ok(ControlFlow::Continue(()))
+        })?;
+        each_device(&self.recent, |first, prefix| {
+            let budget = (max_keys as u64).saturating_sub(stats.fixes + stats.blocks);
+            if budget == 0 {
+                return Ok(ControlFlow::Break(()));
+            }
+            stats.fixes += self.prune_runs(first, prefix, cutoff, budget)?;
+            Ok(ControlFlow::Continue(()))
+        })?;
         Ok(stats)
     }
 
+    /// Drops a device's blocks of the first layout whose bucket ended before `cutoff`'s, from
+    /// key `first` on, at most `budget` of them; returns how many went.
+    fn prune_legacy(
+        &self,
+        first: &[u8],
+        prefix: &[u8],
+        cutoff: Timestamp,
+        budget: u64,
+    ) -> Result<u64, StoreError> {
+        let end = keys::with(prefix, keys::bucket_of(cutoff));
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.legacy.range(first.to_vec()..end) {
+            let (old, _) = kv?;
+            batch.remove(old);
+            n += 1;
+            if n >= budget {
+                break;
+            }
+        }
+        self.legacy.apply_batch(batch)?;
+        Ok(n)
+    }
+
     /// Drops a device's recent fixes older than `cutoff`, from key `first` on: a run wholly
-    /// older goes, a run that straddles the cutoff is rewritten with its newer fixes only (if
-    /// no drain pass rewrote it meanwhile: then the next prune takes it). Returns the fixes
-    /// dropped, stopping once `budget` is spent.
+    /// older goes, a run that straddles the cutoff is rewritten with its newer fixes only (by
+    /// compare-and-swap: a run that changed since it was read is left for the next prune).
+    /// Returns the fixes dropped, stopping once `budget` is spent.
     fn prune_runs(
         &self,
         first: &[u8],
@@ -577,16 +601,13 @@ impl History {
             .map_err(corrupt)?;
             if kept.is_empty() {
                 batch.remove(k);
-            } else if old > 0 {
-                let mut value = Vec::with_capacity(kept.len() * 14 + 8);
-                codec::encode(&kept, &mut value);
-                if self
+            } else if old > 0
+                && self
                     .recent
-                    .compare_and_swap(&k, Some(&v), Some(value))?
+                    .compare_and_swap(&k, Some(&v), Some(codec::to_vec(&kept)))?
                     .is_err()
-                {
-                    continue;
-                }
+            {
+                continue;
             }
             dropped += old;
             if dropped >= budget {
