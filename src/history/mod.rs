@@ -526,22 +526,20 @@ impl History {
             return Ok(stats);
         }
         // Blocks of the first layout go by whole buckets too; recent runs to the fix.
-        each_device(&self.legacy, |first, prefix| {
-            let budget = (max_keys as u64).saturating_sub(stats.fixes + stats.blocks);
-            if budget == 0 {
-                return Ok(ControlFlow::Break(()));
-            }
-            stats.blocks += self.prune_legacy(first, prefix, cutoff, budget)?;
-            Ok(ControlFlow::Continue(()))
-        })?;
-        each_device(&self.recent, |first, prefix| {
-            let budget = (max_keys as u64).saturating_sub(stats.fixes + stats.blocks);
-            if budget == 0 {
-                return Ok(ControlFlow::Break(()));
-            }
-            stats.fixes += self.prune_runs(first, prefix, cutoff, budget)?;
-            Ok(ControlFlow::Continue(()))
-        })?;
+        for (tree, legacy) in [(&self.legacy, true), (&self.recent, false)] {
+            each_device(tree, |first, prefix| {
+                let budget = (max_keys as u64).saturating_sub(stats.fixes + stats.blocks);
+                if budget == 0 {
+                    return Ok(ControlFlow::Break(()));
+                }
+                if legacy {
+                    stats.blocks += self.prune_legacy(first, prefix, cutoff, budget)?;
+                } else {
+                    stats.fixes += self.prune_runs(first, prefix, cutoff, budget)?;
+                }
+                Ok(ControlFlow::Continue(()))
+            })?;
+        }
         Ok(stats)
     }
 
