@@ -244,7 +244,7 @@ mod tests {
             s.put_devices([&rec("1001", 40)]).expect("put");
             s.flush().expect("flush");
         }
-        let s = Store::open(dir.path(), 8).expect("reopen");
+        let s = crate::store::reopen(|| Store::open(dir.path(), 8));
         assert_eq!(
             last_seen(&s),
             [("1001".into(), 40), ("1002".into(), 30), (long.clone(), 5)]

@@ -586,6 +586,26 @@ impl Store {
     }
 }
 
+/// Opens a database a test has just dropped in this process. sled lets go of its lock only
+/// when its last I/O thread has finished with the files, which can be a moment after the drop
+/// returns; a restarted daemon is a new process and never waits for this.
+#[cfg(test)]
+pub(crate) fn reopen<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(v) => return v,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -428,7 +428,7 @@ mod tests {
             ob.insert(&alert("a2"), &[0, 1]).unwrap();
             db.flush().unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::store::reopen(|| sled::open(dir.path()));
         // Reordered config: names, not positions, identify webhooks.
         let ob = Outbox::open(&db, &["hook1".to_string(), "hook0".to_string()]).unwrap();
         assert_eq!(ob.pending_alerts(), 2);
