@@ -450,11 +450,18 @@ fn bench_zones(c: &mut Criterion, w: &mut World) {
         let mut out = Vec::new();
         let mut one = || {
             i = (i + 1) % evs.len();
-            // As the engine runs a batch: at each chunk's start, its vehicles' objects (asked for
-            // one chunk ago) are read for what they point to, and the next chunk's are asked for.
+            // As the engine runs a batch (`Engine::prefetch`): at each chunk's start, what the
+            // fences of its vehicles point to is asked for, what the next chunk's objects point
+            // to, and the objects of the chunk after that.
             if i.is_multiple_of(PREFETCH_CHUNK) {
                 let n = evs.len();
                 for k in i..i + PREFETCH_CHUNK {
+                    let (v, _) = &evs[k % n];
+                    if let (true, Some(f)) = (fence, &vehicles[*v].geofence) {
+                        f.prefetch_shape();
+                    }
+                }
+                for k in i + PREFETCH_CHUNK..i + 2 * PREFETCH_CHUNK {
                     let (v, ev) = &evs[k % n];
                     if fence {
                         vehicles[*v].prefetch_rule_data();
@@ -463,7 +470,7 @@ fn bench_zones(c: &mut Criterion, w: &mut World) {
                         set.prefetch(p.lon, p.lat);
                     }
                 }
-                for k in i + PREFETCH_CHUNK..i + 2 * PREFETCH_CHUNK {
+                for k in i + 2 * PREFETCH_CHUNK..i + 3 * PREFETCH_CHUNK {
                     let (v, ev) = &evs[k % n];
                     let v = *v;
                     if let (true, Some(p)) = (zone, ev.position()) {

@@ -299,45 +299,54 @@ impl Engine {
     /// rules. Nothing is durable until `flush`.
     ///
     /// The batch goes by chunks of [`PREFETCH_CHUNK`]: before a chunk is applied, the objects
-    /// of the next one are asked for, and what this one's objects point to (`crate::prefetch`).
+    /// of the chunks after it are asked for, a step at a time (`crate::prefetch`).
     pub fn ingest(&mut self, events: &[Event], received_at: Timestamp) {
         let max_future = self.cfg.max_future.as_millis().min(i64::MAX as u128) as i64;
         let oldest_kept = self
             .cfg
             .history_retention
             .map(|r| received_at.add_millis(-(r.as_millis().min(i64::MAX as u128 / 2) as i64)));
-        let mut chunks = events.chunks(PREFETCH_CHUNK).peekable();
-        if let Some(first) = chunks.peek() {
-            self.prefetch(&[], first);
-        }
-        while let Some(chunk) = chunks.next() {
-            self.prefetch(chunk, chunks.peek().copied().unwrap_or_default());
-            for ev in chunk {
+        let chunk = |k: usize| {
+            let rest = events.get(k * PREFETCH_CHUNK..).unwrap_or_default();
+            &rest[..rest.len().min(PREFETCH_CHUNK)]
+        };
+        self.prefetch(&[], &[], chunk(0));
+        self.prefetch(&[], chunk(0), chunk(1));
+        for k in 0..events.len().div_ceil(PREFETCH_CHUNK) {
+            self.prefetch(chunk(k), chunk(k + 1), chunk(k + 2));
+            for ev in chunk(k) {
                 self.ingest_one(ev, received_at, max_future, oldest_kept);
             }
         }
     }
 
-    /// Asks for what the rules of `now` will read through the objects asked for one chunk
-    /// earlier (at hand by then): each vehicle's devices and fence, the zone grid's cell of the
-    /// fix. And for the objects of `next`: the device's record and rule state, its vehicle and
-    /// the vehicle's rule states, the zone grid's bitmap word.
-    fn prefetch(&self, now: &[Event], next: &[Event]) {
+    /// A three-step pipeline, one chunk apart, each step reading only what the step before asked
+    /// for: for `after`, the objects found by key (the device's record and rule state, its
+    /// vehicle and the vehicle's rule states, the zone grid's bitmap word); for `next`, what
+    /// those point to (the vehicle's devices and compiled fence, the zone grid's cell of the
+    /// fix); for `now`, what the fence points to (a small polygon's rings).
+    fn prefetch(&self, now: &[Event], next: &[Event], after: &[Event]) {
         let Ok(reg) = self.registered.read() else {
             return;
         };
-        for ev in now {
-            if let Some(v) = reg
-                .get(&ev.device_id)
+        let vehicle = |ev: &Event| {
+            reg.get(&ev.device_id)
                 .and_then(|vid| self.vehicles.get(&**vid))
-            {
+        };
+        for ev in now {
+            if let Some(f) = vehicle(ev).and_then(|v| v.geofence.as_ref()) {
+                f.prefetch_shape();
+            }
+        }
+        for ev in next {
+            if let Some(v) = vehicle(ev) {
                 v.prefetch_rule_data();
             }
             if let Some(p) = ev.position() {
                 self.vrules.zones.prefetch(p.lon, p.lat);
             }
         }
-        for ev in next {
+        for ev in after {
             if let Some(r) = self.devices.get(&ev.device_id) {
                 crate::prefetch::object(r);
             }

@@ -246,6 +246,12 @@ impl Geofence {
     pub fn prefetch(&self) {
         crate::prefetch::object(&*self.index);
     }
+
+    /// Asks the cache for what the compiled fence points to (a small polygon's rings), one step
+    /// after [`Geofence::prefetch`] brought the fence itself.
+    pub fn prefetch_shape(&self) {
+        self.index.prefetch_shape();
+    }
 }
 
 /// FNV-1a: stable across builds and Rust versions, unlike `DefaultHasher`, because the tag is

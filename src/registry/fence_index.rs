@@ -2,7 +2,7 @@
 //! whatever the fence size.
 
 use geo::indexed::IntervalTreeMultiPolygon;
-use geo::{Contains, Coord, Distance, Haversine, MultiPolygon, Point};
+use geo::{Contains, Coord, Distance, GeoNum, Haversine, Kernel, MultiPolygon, Orientation, Point};
 use rstar::{PointDistance, RTree, RTreeObject, AABB};
 
 /// Where a position stands relative to a fence.
@@ -44,6 +44,14 @@ impl FenceIndex {
                 Haversine.distance(*center, Point::new(lon, lat)) <= *radius_m
             }
             Shape::Area(a) => a.contains(lon, lat),
+        }
+    }
+
+    /// Asks the cache for what [`FenceIndex::contains`] reads beyond this object (a small
+    /// polygon's rings), once this object itself is at hand.
+    pub fn prefetch_shape(&self) {
+        if let Shape::Area(a) = &self.shape {
+            a.prefetch_rings();
         }
     }
 
@@ -141,11 +149,60 @@ impl PointDistance for Seg {
     }
 }
 
-/// Polygon fence: an interval tree answers containment in O(log n + k), an R-tree of boundary
-/// segments gives the nearest boundary point in O(log n), and the metres are Haversine from the
-/// fix to that point (accurate whatever the fence size; the scaled plane only picks the segment).
+/// A fence of at most this many coordinates (all rings together) is tested ring by ring rather
+/// than through an interval tree: 512 bytes, which [`crate::prefetch::object`] asks for whole.
+pub const FLAT_RINGS_MAX: usize = 32;
+
+/// How a polygon fence answers "inside?".
+enum Containment {
+    /// Every ring's coordinates, closed, one after the other with a NaN coordinate between
+    /// rings: a small fence is one allocation that the engine asks for ahead of the fix
+    /// (`FenceIndex::prefetch_shape`), where a tree is a pointer chase per level.
+    Flat(Box<[Coord<f64>]>),
+    Tree(IntervalTreeMultiPolygon<f64>),
+}
+
+/// The winding number over every segment of every ring, with the rules the interval tree
+/// applies to the segments it finds (an upward edge counts its start, a downward edge its end,
+/// horizontal edges none, a point on any edge is on the boundary, orientation by geo's robust
+/// kernel). The tree only skips segments that cannot count, so both answer alike; the tests
+/// check that, boundary points included.
+fn flat_contains(coords: &[Coord<f64>], p: Coord<f64>) -> bool {
+    let on_edge = |a: Coord<f64>, b: Coord<f64>| p.x >= a.x.min(b.x) && p.x <= a.x.max(b.x);
+    let mut winding = 0i32;
+    for w in coords.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        // The NaN between rings ends one ring and starts the next: no segment joins them.
+        if a.x.is_nan() || b.x.is_nan() {
+            continue;
+        }
+        if a.y <= p.y {
+            if b.y >= p.y {
+                let o = <f64 as GeoNum>::Ker::orient2d(a, b, p);
+                if o == Orientation::CounterClockwise && b.y != p.y {
+                    winding += 1;
+                } else if o == Orientation::Collinear && on_edge(a, b) {
+                    return false;
+                }
+            }
+        } else if b.y <= p.y {
+            let o = <f64 as GeoNum>::Ker::orient2d(a, b, p);
+            if o == Orientation::Clockwise {
+                winding -= 1;
+            } else if o == Orientation::Collinear && on_edge(a, b) {
+                return false;
+            }
+        }
+    }
+    winding != 0
+}
+
+/// Polygon fence: containment by winding number, over the rings themselves for a small fence
+/// and through an interval tree (O(log n + k)) for a large one; an R-tree of boundary segments
+/// gives the nearest boundary point in O(log n), and the metres are Haversine from the fix to
+/// that point (accurate whatever the fence size; the scaled plane only picks the segment).
 pub(super) struct AreaIndex {
-    contains: IntervalTreeMultiPolygon<f64>,
+    contains: Containment,
     bbox: [f64; 4],
     kx: f64,
     segments: RTree<Seg>,
@@ -177,8 +234,33 @@ impl AreaIndex {
                 }
             }
         }
+        let rings = || {
+            mp.0.iter()
+                .flat_map(|p| std::iter::once(p.exterior()).chain(p.interiors()))
+        };
+        // Each ring and the NaN before it, but the first.
+        let coords = rings()
+            .map(|r| r.0.len() + 1)
+            .sum::<usize>()
+            .saturating_sub(1);
+        let contains = if coords <= FLAT_RINGS_MAX {
+            let nan = Coord {
+                x: f64::NAN,
+                y: f64::NAN,
+            };
+            let mut flat = Vec::with_capacity(coords);
+            for r in rings() {
+                if !flat.is_empty() {
+                    flat.push(nan);
+                }
+                flat.extend_from_slice(&r.0);
+            }
+            Containment::Flat(flat.into_boxed_slice())
+        } else {
+            Containment::Tree(IntervalTreeMultiPolygon::new(&mp))
+        };
         AreaIndex {
-            contains: IntervalTreeMultiPolygon::new(&mp),
+            contains,
             bbox,
             kx,
             segments: RTree::bulk_load(segs),
@@ -191,7 +273,17 @@ impl AreaIndex {
             && lat > self.bbox[1]
             && lon < self.bbox[2]
             && lat < self.bbox[3]
-            && self.contains.contains(&Coord { x: lon, y: lat })
+            && match &self.contains {
+                Containment::Flat(rings) => flat_contains(rings, Coord { x: lon, y: lat }),
+                Containment::Tree(t) => t.contains(&Coord { x: lon, y: lat }),
+            }
+    }
+
+    /// Asks the cache for a small fence's rings (a tree is left alone: its nodes are many).
+    pub(super) fn prefetch_rings(&self) {
+        if let Containment::Flat(rings) = &self.contains {
+            crate::prefetch::object(&rings[..]);
+        }
     }
 
     fn distance_m(&self, lon: f64, lat: f64) -> f64 {
@@ -225,5 +317,106 @@ impl AreaIndex {
             best = best.min(Haversine.distance(fix, Point::new(c[0] / self.kx, c[1])));
         }
         best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use geo::{LineString, Polygon};
+    use proptest::prelude::*;
+
+    /// Rings on a half-unit grid, so that vertices and edge midpoints (points on the boundary)
+    /// are exact; closed, but not necessarily simple: the two answers must agree on any rings.
+    fn ring() -> impl Strategy<Value = Vec<Coord<f64>>> {
+        prop::collection::vec((-8i32..=8, -8i32..=8), 3..=9).prop_map(|pts| {
+            let mut r: Vec<Coord<f64>> = pts
+                .into_iter()
+                .map(|(x, y)| Coord {
+                    x: f64::from(x) / 2.0,
+                    y: f64::from(y) / 2.0,
+                })
+                .collect();
+            r.push(r[0]);
+            r
+        })
+    }
+
+    fn multipolygon() -> impl Strategy<Value = MultiPolygon<f64>> {
+        prop::collection::vec((ring(), prop::collection::vec(ring(), 0..=1)), 1..=2).prop_map(
+            |polys| {
+                MultiPolygon(
+                    polys
+                        .into_iter()
+                        .map(|(ext, holes)| {
+                            Polygon::new(
+                                LineString::new(ext),
+                                holes.into_iter().map(LineString::new).collect(),
+                            )
+                        })
+                        .collect(),
+                )
+            },
+        )
+    }
+
+    proptest! {
+        /// The flat test answers as the interval tree did, at grid points, at every vertex and
+        /// at every edge's midpoint and quarter points.
+        #[test]
+        fn flat_rings_answer_as_the_interval_tree(mp in multipolygon(), grid in prop::collection::vec((-10i32..=10, -10i32..=10), 20)) {
+            let area = AreaIndex::new(mp.clone());
+            prop_assume!(matches!(area.contains, Containment::Flat(_)));
+            let tree = IntervalTreeMultiPolygon::new(&mp);
+            let mut points: Vec<Coord<f64>> = grid
+                .into_iter()
+                .map(|(x, y)| Coord { x: f64::from(x) / 4.0, y: f64::from(y) / 4.0 })
+                .collect();
+            for p in &mp.0 {
+                for r in std::iter::once(p.exterior()).chain(p.interiors()) {
+                    for l in r.lines() {
+                        points.push(l.start);
+                        for t in [0.25, 0.5, 0.75] {
+                            points.push(l.start + (l.end - l.start) * t);
+                        }
+                    }
+                }
+            }
+            for p in points {
+                let inside_box = p.x > area.bbox[0]
+                    && p.y > area.bbox[1]
+                    && p.x < area.bbox[2]
+                    && p.y < area.bbox[3];
+                prop_assert_eq!(
+                    area.contains(p.x, p.y),
+                    inside_box && tree.contains(&p),
+                    "at {:?}", p
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn small_fences_are_flat_and_large_ones_a_tree() {
+        let ring = |n: usize| {
+            let mut r: Vec<Coord<f64>> = (0..n)
+                .map(|i| {
+                    let a = i as f64 / n as f64 * std::f64::consts::TAU;
+                    Coord {
+                        x: a.cos(),
+                        y: a.sin(),
+                    }
+                })
+                .collect();
+            r.push(r[0]);
+            MultiPolygon(vec![Polygon::new(LineString::new(r), vec![])])
+        };
+        // 31 vertices and the closing one: 32 coordinates, the most kept flat.
+        for (n, flat) in [(31, true), (32, false)] {
+            let a = AreaIndex::new(ring(n));
+            assert_eq!(matches!(a.contains, Containment::Flat(_)), flat, "{n}");
+            assert!(a.contains(0.0, 0.0));
+            assert!(!a.contains(0.999_9, 0.999_9));
+        }
     }
 }
