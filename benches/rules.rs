@@ -460,8 +460,9 @@ fn bench_zones(c: &mut Criterion, w: &mut World) {
                 let n = evs.len();
                 for k in i..i + PREFETCH_CHUNK {
                     let (v, _) = &evs[k % n];
-                    if let (true, Some(f)) = (fence, &vehicles[*v].geofence) {
-                        f.prefetch_shape();
+                    match &vehicles[*v].geofence {
+                        Some(f) if fence && f.has_flat_rings() => f.prefetch_shape(),
+                        _ => {}
                     }
                 }
                 for k in i + PREFETCH_CHUNK..i + 2 * PREFETCH_CHUNK {

@@ -310,10 +310,10 @@ impl Engine {
             let rest = events.get(k * PREFETCH_CHUNK..).unwrap_or_default();
             &rest[..rest.len().min(PREFETCH_CHUNK)]
         };
-        self.prefetch(&[], &[], chunk(0));
-        self.prefetch(&[], chunk(0), chunk(1));
+        self.prefetch(&[], 0, &[], chunk(0));
+        let mut shapes = self.prefetch(&[], 0, chunk(0), chunk(1));
         for k in 0..events.len().div_ceil(PREFETCH_CHUNK) {
-            self.prefetch(chunk(k), chunk(k + 1), chunk(k + 2));
+            shapes = self.prefetch(chunk(k), shapes, chunk(k + 1), chunk(k + 2));
             for ev in chunk(k) {
                 self.ingest_one(ev, received_at, max_future, oldest_kept);
             }
@@ -324,23 +324,32 @@ impl Engine {
     /// for: for `after`, the objects found by key (the device's record and rule state, its
     /// vehicle and the vehicle's rule states, the zone grid's bitmap word); for `next`, what
     /// those point to (the vehicle's devices and compiled fence, the zone grid's cell of the
-    /// fix); for `now`, what the fence points to (a small polygon's rings).
-    fn prefetch(&self, now: &[Event], next: &[Event], after: &[Event]) {
+    /// fix); for `now`, what the fence points to (a small polygon's rings), for the events whose
+    /// bit is set in `shapes`. Returns those bits for `next`.
+    fn prefetch(&self, now: &[Event], shapes: u64, next: &[Event], after: &[Event]) -> u64 {
+        const _: () = assert!(PREFETCH_CHUNK <= u64::BITS as usize);
         let Ok(reg) = self.registered.read() else {
-            return;
+            return 0;
         };
         let vehicle = |ev: &Event| {
             reg.get(&ev.device_id)
                 .and_then(|vid| self.vehicles.get(&**vid))
         };
-        for ev in now {
+        for (i, ev) in now.iter().enumerate() {
+            if shapes & (1 << i) == 0 {
+                continue;
+            }
             if let Some(f) = vehicle(ev).and_then(|v| v.geofence.as_ref()) {
                 f.prefetch_shape();
             }
         }
-        for ev in next {
+        let mut next_shapes = 0;
+        for (i, ev) in next.iter().enumerate() {
             if let Some(v) = vehicle(ev) {
                 v.prefetch_rule_data();
+                if v.geofence.as_ref().is_some_and(|f| f.has_flat_rings()) {
+                    next_shapes |= 1 << i;
+                }
             }
             if let Some(p) = ev.position() {
                 self.vrules.zones.prefetch(p.lon, p.lat);
@@ -363,6 +372,7 @@ impl Engine {
                 self.vrules.prefetch(vid);
             }
         }
+        next_shapes
     }
 
     /// One event of [`Engine::ingest`].

@@ -116,6 +116,10 @@ fn check_lon_lat(lon: f64, lat: f64) -> Result<(), CoordProblem> {
 #[derive(Clone)]
 pub struct Geofence {
     index: Arc<FenceIndex>,
+    /// The compiled fence keeps rings apart from itself ([`Geofence::prefetch_shape`]): known
+    /// here, beside the vehicle's other fields, so that the engine's prefetch need not look the
+    /// vehicle up again for a fence that has none.
+    flat_rings: bool,
 }
 
 impl PartialEq for Geofence {
@@ -209,12 +213,14 @@ impl Geofence {
         let raw = serde_json::value::RawValue::from_string(text.clone())
             .map_err(|e| GeofenceError::Malformed(e.to_string()))?;
         let tag = fnv1a(text.as_bytes());
+        let index = Arc::new(FenceIndex {
+            shape,
+            tag,
+            source: raw,
+        });
         Ok(Geofence {
-            index: Arc::new(FenceIndex {
-                shape,
-                tag,
-                source: raw,
-            }),
+            flat_rings: index.has_flat_rings(),
+            index,
         })
     }
 
@@ -251,6 +257,12 @@ impl Geofence {
     /// after [`Geofence::prefetch`] brought the fence itself.
     pub fn prefetch_shape(&self) {
         self.index.prefetch_shape();
+    }
+
+    /// Whether [`Geofence::prefetch_shape`] has anything to ask for; read without touching the
+    /// compiled fence.
+    pub fn has_flat_rings(&self) -> bool {
+        self.flat_rings
     }
 }
 

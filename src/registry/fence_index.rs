@@ -55,6 +55,11 @@ impl FenceIndex {
         }
     }
 
+    /// Whether [`FenceIndex::prefetch_shape`] has anything to ask for.
+    pub fn has_flat_rings(&self) -> bool {
+        matches!(&self.shape, Shape::Area(a) if matches!(a.contains, Containment::Flat(_)))
+    }
+
     /// Inside, or how far outside. With `measure == false` an outside point is not measured,
     /// which is all the rules need once a device is already known to be outside.
     pub fn locate(&self, lon: f64, lat: f64, measure: bool) -> Placement {
