@@ -1,7 +1,7 @@
 //! End-to-end load: acknowledged GT06 positions per second over loopback TCP.
 //!
 //! N simulated devices (default 2,000) each log in, then send a 0x12 location and wait for its
-//! reply before sending the next, for a fixed time. The same clients run twice in one process:
+//! reply before sending the next, for a fixed time. The same clients run, in one process,
 //! against a bare tokio TCP reader that frames GT06 by length and answers each frame at once
 //! (the baseline: sockets and framing only), and against lienwatch's real ingestion path (session,
 //! engine, sled on disk, group commit; replies only after the flush), with the background passes
@@ -10,8 +10,13 @@
 //! latency (p50, p99: from writing a location to reading its whole reply), since a higher rate
 //! bought with a worse tail would not be a win.
 //!
-//! `cargo bench --bench e2e_tcp` (env: `DEVICES`, `SECONDS`, `COMMIT_WINDOW_US`, and `ONLY` =
-//! `bare` or `lienwatch` to run one side, e.g. under `perf stat`).
+//! The baseline and lienwatch (history on) take turns for `ROUNDS` rounds (default 3), and the
+//! ratio is reported per round and as their median; then one run each with history off and
+//! with every device on a vehicle says what the history and the rules cost.
+//!
+//! `cargo bench --bench e2e_tcp` (env: `DEVICES`, `SECONDS`, `ROUNDS`, `COMMIT_WINDOW_US`, and
+//! `ONLY` = `bare` or `lienwatch` to run one side, e.g. under `perf stat`, or `ratio` for the
+//! rounds alone).
 
 use bytes::{Buf, BytesMut};
 use lienwatch::config::{Listener, Transport};
@@ -254,6 +259,24 @@ async fn commits(handle: &lienwatch::engine::EngineHandle) -> u64 {
         .unwrap_or(0)
 }
 
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn list(xs: &[f64]) -> String {
+    xs.iter()
+        .map(|x| format!("{x:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn main() {
     // `cargo test --benches` runs this with `--test`-style args; only measure under `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {
@@ -273,52 +296,81 @@ fn main() {
         .build()
         .expect("runtime");
     let only = std::env::var("ONLY").unwrap_or_default();
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     rt.block_on(async move {
-        // Baseline.
-        let mut bare_rate = f64::NAN;
-        let mut bare_cpu = f64::NAN;
-        if only != "lienwatch" {
-            let stop = CancellationToken::new();
-            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let addr = l.local_addr().expect("addr");
-            tokio::spawn(bare_server(l, stop.clone()));
-            let bare = run_clients(connect_all(addr, devices).await, secs).await;
-            stop.cancel();
-            bare_rate = bare.rate();
-            bare_cpu = bare.cpu_us_per_ack();
-            bare.report("bare tokio reader", devices);
+        // The baseline and lienwatch (history on, as the daemon runs) take turns, round after
+        // round, and each round's ratio compares two runs a few seconds apart: on a shared
+        // machine whose speed drifts by 2x over minutes, one baseline for the whole bench would
+        // measure the drift as much as lienwatch.
+        let mut ratios = Vec::new();
+        let mut cpu_ratios = Vec::new();
+        let mut on_runs = Vec::new();
+        for round in 1..=rounds {
+            let mut bare = None;
+            if only != "lienwatch" {
+                let stop = CancellationToken::new();
+                let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let addr = l.local_addr().expect("addr");
+                tokio::spawn(bare_server(l, stop.clone()));
+                let run = run_clients(connect_all(addr, devices).await, secs).await;
+                stop.cancel();
+                run.report(&format!("round {round}: bare tokio reader"), devices);
+                bare = Some(run);
+            }
+            if only == "bare" {
+                continue;
+            }
+            // lienwatch: real session, engine, sled on disk, group commit, position history,
+            // on a fresh database.
+            let (on, on_commits) = run_lienwatch(devices, secs, true, false).await;
+            on.report(&format!("round {round}: lienwatch (durable, history on)"), devices);
+            println!(
+                "round {round}: group commits: {on_commits} ({:.0} acknowledged positions per flush)",
+                on.acks as f64 / on_commits.max(1) as f64
+            );
+            if let Some(bare) = bare {
+                ratios.push(on.rate() / bare.rate());
+                cpu_ratios.push(bare.cpu_us_per_ack() / on.cpu_us_per_ack());
+            }
+            on_runs.push(on);
         }
-        if only == "bare" {
+        if !ratios.is_empty() {
+            println!(
+                "ratio lienwatch / bare by round = {}; median {:.2}",
+                list(&ratios),
+                median(&ratios)
+            );
+            println!(
+                "CPU per ack, bare / lienwatch by round = {}; median {:.2} (the rate ratio a \
+                 CPU-bound run would show)",
+                list(&cpu_ratios),
+                median(&cpu_ratios)
+            );
+        }
+        if only == "bare" || only == "ratio" {
             return;
         }
-
-        // lienwatch: real session, engine, sled on disk, group commit; without and with the
-        // position history, each on a fresh database.
+        // What the history and the rules cost: one run each, against the history-on round
+        // measured last (the nearest in time).
+        let Some(on) = on_runs.last() else { return };
         let (off, off_commits) = run_lienwatch(devices, secs, false, false).await;
         off.report("lienwatch (durable, history off)", devices);
-        let (on, on_commits) = run_lienwatch(devices, secs, true, false).await;
-        on.report("lienwatch (durable, history on)", devices);
         // Every device on a vehicle: fence, overdue loan, zones, long_stay, risk all run.
         let (reg, reg_commits) = run_lienwatch(devices, secs, true, true).await;
         reg.report(
             "lienwatch (durable, history on, every device on a vehicle)",
             devices,
         );
-        for (name, run, commits) in [
-            ("history off", &off, off_commits),
-            ("history on", &on, on_commits),
-            ("on vehicles", &reg, reg_commits),
-        ] {
+        for (name, run, commits) in [("history off", &off, off_commits), ("on vehicles", &reg, reg_commits)] {
             println!(
                 "{name}: group commits: {commits} ({:.0} acknowledged positions per flush)",
                 run.acks as f64 / commits.max(1) as f64
             );
         }
-        println!("ratio lienwatch / bare = {:.2}", on.rate() / bare_rate);
-        println!(
-            "CPU per ack, bare / lienwatch = {:.2} (the rate ratio a CPU-bound run would show)",
-            bare_cpu / on.cpu_us_per_ack()
-        );
         println!(
             "history on / off: rate {:.2}, CPU per ack {:.2} (cost of history: {:.0}%)",
             on.rate() / off.rate(),
