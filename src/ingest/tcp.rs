@@ -106,7 +106,10 @@ async fn connection(
     let codec = SessionCodec::new(cfg.protocol.session(scfg), max_frame);
     let mut framed = FramedRead::with_capacity(rd, codec, 2048);
     // One cancellation waiter and one idle timer for the connection's whole life: made anew per
-    // message, each would lock the token's shared waiter list and the timer wheel twice.
+    // message, each would lock the token's shared waiter list and the timer wheel twice. The
+    // waiter is on a child token of the connection's own: every poll of a token's waiter locks
+    // the token, and the listener's token is shared by every connection on both workers.
+    let shutdown = shutdown.child_token();
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     let mut last_input = Instant::now();

@@ -108,6 +108,11 @@ impl Session {
         // Whether this session counts in `lienwatch_mqtt_connected` (connected sessions).
         let mut connected = false;
         let mut last: Option<(AsyncClient, Connection)> = None;
+        // One waiter for the session's life, on a token of its own: each poll of a token's
+        // waiter locks the token, and the daemon's is shared by every session and listener.
+        let shutdown = shutdown.child_token();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         'conn: while !shutdown.is_cancelled() {
             conn += 1;
             let dropped = ledger.connected(conn);
@@ -127,7 +132,7 @@ impl Session {
                 }
                 tokio::select! {
                     biased;
-                    _ = shutdown.cancelled() => {
+                    _ = &mut cancelled => {
                         last = Some((client, c));
                         break 'conn;
                     }
@@ -185,7 +190,7 @@ impl Session {
                 }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = &mut cancelled => break,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
