@@ -49,14 +49,14 @@ impl FenceIndex {
 
     /// Asks the cache for what [`FenceIndex::contains`] reads beyond this object (a small
     /// polygon's rings), once this object itself is at hand.
-    pub fn prefetch_shape(&self) {
+    pub(super) fn prefetch_shape(&self) {
         if let Shape::Area(a) = &self.shape {
             a.prefetch_rings();
         }
     }
 
     /// Whether [`FenceIndex::prefetch_shape`] has anything to ask for.
-    pub fn has_flat_rings(&self) -> bool {
+    pub(super) fn has_flat_rings(&self) -> bool {
         matches!(&self.shape, Shape::Area(a) if matches!(a.contains, Containment::Flat(_)))
     }
 
@@ -156,7 +156,7 @@ impl PointDistance for Seg {
 
 /// A fence of at most this many coordinates (all rings together) is tested ring by ring rather
 /// than through an interval tree: 512 bytes, which [`crate::prefetch::object`] asks for whole.
-pub const FLAT_RINGS_MAX: usize = 32;
+const FLAT_RINGS_MAX: usize = 32;
 
 /// How a polygon fence answers "inside?".
 enum Containment {
