@@ -297,24 +297,36 @@ impl Engine {
 
     /// Applies a batch of events received at `received_at`: last-known positions first, then the
     /// rules. Nothing is durable until `flush`.
-    ///
-    /// The batch goes by chunks of [`PREFETCH_CHUNK`]: before a chunk is applied, the objects
-    /// of the chunks after it are asked for, a step at a time (`crate::prefetch`).
     pub fn ingest(&mut self, events: &[Event], received_at: Timestamp) {
+        self.ingest_arrivals(&[(events, received_at)]);
+    }
+
+    /// Applies the batches of a group commit, each with the time it arrived, in their order.
+    ///
+    /// The events go by chunks of [`PREFETCH_CHUNK`] across batches (a device's read is most
+    /// often one event, so a pipeline per batch would ask for each object just before its use):
+    /// before a chunk is applied, the objects of the chunks after it are asked for, a step at a
+    /// time (`crate::prefetch`).
+    pub fn ingest_arrivals(&mut self, arrivals: &[(&[Event], Timestamp)]) {
         let max_future = self.cfg.max_future.as_millis().min(i64::MAX as u128) as i64;
-        let oldest_kept = self
+        let retention_ms = self
             .cfg
             .history_retention
-            .map(|r| received_at.add_millis(-(r.as_millis().min(i64::MAX as u128 / 2) as i64)));
+            .map(|r| r.as_millis().min(i64::MAX as u128 / 2) as i64);
+        let items: Vec<(&Event, Timestamp)> = arrivals
+            .iter()
+            .flat_map(|&(events, at)| events.iter().map(move |ev| (ev, at)))
+            .collect();
         let chunk = |k: usize| {
-            let rest = events.get(k * PREFETCH_CHUNK..).unwrap_or_default();
+            let rest = items.get(k * PREFETCH_CHUNK..).unwrap_or_default();
             &rest[..rest.len().min(PREFETCH_CHUNK)]
         };
         self.prefetch(&[], 0, &[], chunk(0));
         let mut shapes = self.prefetch(&[], 0, chunk(0), chunk(1));
-        for k in 0..events.len().div_ceil(PREFETCH_CHUNK) {
+        for k in 0..items.len().div_ceil(PREFETCH_CHUNK) {
             shapes = self.prefetch(chunk(k), shapes, chunk(k + 1), chunk(k + 2));
-            for ev in chunk(k) {
+            for &(ev, received_at) in chunk(k) {
+                let oldest_kept = retention_ms.map(|ms| received_at.add_millis(-ms));
                 self.ingest_one(ev, received_at, max_future, oldest_kept);
             }
         }
@@ -326,7 +338,13 @@ impl Engine {
     /// those point to (the vehicle's devices and compiled fence, the zone grid's cell of the
     /// fix); for `now`, what the fence points to (a small polygon's rings), for the events whose
     /// bit is set in `shapes`. Returns those bits for `next`.
-    fn prefetch(&self, now: &[Event], shapes: u64, next: &[Event], after: &[Event]) -> u64 {
+    fn prefetch(
+        &self,
+        now: &[(&Event, Timestamp)],
+        shapes: u64,
+        next: &[(&Event, Timestamp)],
+        after: &[(&Event, Timestamp)],
+    ) -> u64 {
         const _: () = assert!(PREFETCH_CHUNK <= u64::BITS as usize);
         let Ok(reg) = self.registered.read() else {
             return 0;
@@ -335,7 +353,7 @@ impl Engine {
             reg.get(&ev.device_id)
                 .and_then(|vid| self.vehicles.get(&**vid))
         };
-        for (i, ev) in now.iter().enumerate() {
+        for (i, (ev, _)) in now.iter().enumerate() {
             if shapes & (1 << i) == 0 {
                 continue;
             }
@@ -344,7 +362,7 @@ impl Engine {
             }
         }
         let mut next_shapes = 0;
-        for (i, ev) in next.iter().enumerate() {
+        for (i, (ev, _)) in next.iter().enumerate() {
             if let Some(v) = vehicle(ev) {
                 v.prefetch_rule_data();
                 if v.geofence.as_ref().is_some_and(|f| f.has_flat_rings()) {
@@ -355,7 +373,7 @@ impl Engine {
                 self.vrules.zones.prefetch(p.lon, p.lat);
             }
         }
-        for ev in after {
+        for (ev, _) in after {
             if let Some(r) = self.devices.get(&ev.device_id) {
                 crate::prefetch::object(r);
             }

@@ -162,6 +162,17 @@ fn places_worker(
 
 const MAX_BATCH: usize = 4096;
 
+/// Applies the batches gathered so far in one pass (`Engine::ingest_arrivals`) and lets them go.
+fn ingest(engine: &mut Engine, arrivals: &mut Vec<(Vec<Event>, Timestamp)>) {
+    if arrivals.is_empty() {
+        return;
+    }
+    let views: Vec<(&[Event], Timestamp)> =
+        arrivals.iter().map(|(e, t)| (e.as_slice(), *t)).collect();
+    engine.ingest_arrivals(&views);
+    arrivals.clear();
+}
+
 fn run(
     mut engine: Engine,
     rx: flume::Receiver<Msg>,
@@ -169,6 +180,7 @@ fn run(
     checks: flume::Sender<super::long_stay::LongStayCheck>,
 ) {
     let mut batch: Vec<Msg> = Vec::with_capacity(256);
+    let mut arrivals: Vec<(Vec<Event>, Timestamp)> = Vec::with_capacity(256);
     let commit_window = engine.cfg.commit_window;
     loop {
         // Sleep until a message arrives or a deadline falls due.
@@ -213,13 +225,18 @@ fn run(
                     received_at,
                     done,
                 } => {
-                    engine.ingest(&events, received_at);
+                    arrivals.push((events, received_at));
                     ingest_done.push(done);
                 }
-                Msg::Command(job) => completions.push(job(&mut engine, now)),
+                Msg::Command(job) => {
+                    // Commands see every batch that arrived before them.
+                    ingest(&mut engine, &mut arrivals);
+                    completions.push(job(&mut engine, now));
+                }
                 Msg::Shutdown(done) => shutdown = Some(done),
             }
         }
+        ingest(&mut engine, &mut arrivals);
         // Counted once per commit, not per event: every metric update is a registry lookup.
         metrics::counter!("lienwatch_positions_stored_total")
             .increment(engine.stats.positions_stored - stored_before);
