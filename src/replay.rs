@@ -6,7 +6,7 @@
 //! fixture expects (replies, decoded events, API statuses, alerts) and what lienwatch produced.
 
 use crate::config::Config;
-use crate::downlink::{Dispatch, LinkGuard, Links};
+use crate::downlink::{LinkGuard, Links, Mailbox};
 use crate::engine::commands::{
     CommandRefused, CommandSent, CreateCommand, GetCommand, ListDeviceCommands,
 };
@@ -207,19 +207,16 @@ pub fn run_fixture(
 struct Conn {
     session: Box<dyn protocol::Session>,
     buf: BytesMut,
-    tx: tokio::sync::mpsc::UnboundedSender<Dispatch>,
-    rx: tokio::sync::mpsc::UnboundedReceiver<Dispatch>,
+    mailbox: Arc<Mailbox>,
     link: Option<LinkGuard>,
 }
 
 impl Conn {
     fn new(session: Box<dyn protocol::Session>) -> Self {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Conn {
             session,
             buf: BytesMut::new(),
-            tx,
-            rx,
+            mailbox: Mailbox::new(),
             link: None,
         }
     }
@@ -228,7 +225,7 @@ impl Conn {
     fn link(&mut self, links: &Arc<Links>) {
         if let Some(id) = self.session.commands_to() {
             if self.link.as_ref().map(LinkGuard::device) != Some(id) {
-                self.link = Some(links.register(id.clone(), self.tx.clone()));
+                self.link = Some(links.register(id.clone(), self.mailbox.clone()));
             }
         }
     }
@@ -236,7 +233,7 @@ impl Conn {
     /// Encodes the commands handed to this connection, as `ingest::tcp` does; their bytes.
     fn send_commands(&mut self, engine: &mut Engine, t: Timestamp) -> Vec<u8> {
         let mut sent = Vec::new();
-        while let Ok(d) = self.rx.try_recv() {
+        for d in self.mailbox.take() {
             if self.session.commands_to() != Some(&d.device_id) {
                 continue;
             }

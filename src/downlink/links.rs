@@ -2,12 +2,12 @@
 //! device (before the batch that says so is committed, so the engine sees the link when it
 //! applies the login); the newest connection of a device wins; dropping the guard unregisters.
 
+use super::Mailbox;
 use crate::event::DeviceId;
 use crate::protocol::downlink::Downlink;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc::UnboundedSender;
 
 /// A command handed to a connection to encode and write.
 #[derive(Clone, Debug)]
@@ -19,7 +19,7 @@ pub struct Dispatch {
 
 struct Link {
     generation: u64,
-    tx: UnboundedSender<Dispatch>,
+    mailbox: Arc<Mailbox>,
 }
 
 #[derive(Default)]
@@ -29,15 +29,18 @@ pub struct Links {
 }
 
 impl Links {
-    /// Makes `tx` the way to `device` until the guard is dropped or a newer connection registers.
-    pub fn register(
-        self: &Arc<Self>,
-        device: DeviceId,
-        tx: UnboundedSender<Dispatch>,
-    ) -> LinkGuard {
+    /// Makes `mailbox` the way to `device` until the guard is dropped or a newer connection
+    /// registers.
+    pub fn register(self: &Arc<Self>, device: DeviceId, mailbox: Arc<Mailbox>) -> LinkGuard {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         if let Ok(mut m) = self.map.lock() {
-            m.insert(device.clone(), Link { generation, tx });
+            m.insert(
+                device.clone(),
+                Link {
+                    generation,
+                    mailbox,
+                },
+            );
         }
         LinkGuard {
             links: self.clone(),
@@ -46,10 +49,10 @@ impl Links {
         }
     }
 
-    /// The device's connection: its generation and sender.
-    pub fn get(&self, device: &DeviceId) -> Option<(u64, UnboundedSender<Dispatch>)> {
+    /// The device's connection: its generation and mailbox.
+    pub fn get(&self, device: &DeviceId) -> Option<(u64, Arc<Mailbox>)> {
         let m = self.map.lock().ok()?;
-        m.get(device).map(|l| (l.generation, l.tx.clone()))
+        m.get(device).map(|l| (l.generation, l.mailbox.clone()))
     }
 }
 

@@ -5,7 +5,8 @@
 //! - [`record`]: the stored command and its states;
 //! - [`queue`]: the engine's side, per-device queues and the state machine;
 //! - [`deadlines`]: expiry times, popped in order (no scan);
-//! - [`links`]: which connection speaks for which device, so the engine can hand it a command.
+//! - [`links`]: which connection speaks for which device, so the engine can hand it a command;
+//! - [`mailbox`]: where a connection finds the commands handed to it.
 //!
 //! The bytes come from each protocol module's pure encoders, called by the connection on its
 //! own session (serials and header forms are per connection); the connection writes them between
@@ -13,9 +14,11 @@
 
 pub mod deadlines;
 pub mod links;
+pub mod mailbox;
 pub mod queue;
 pub mod record;
 
 pub use links::{Dispatch, LinkGuard, Links};
+pub use mailbox::Mailbox;
 pub use queue::Commands;
 pub use record::{CommandRecord, CommandState};

@@ -6,7 +6,7 @@
 //! limit bound what any peer can cost; one bad connection only ever closes itself.
 
 use crate::config::Listener;
-use crate::downlink::{Dispatch, LinkGuard};
+use crate::downlink::{Dispatch, LinkGuard, Mailbox};
 use crate::engine::commands::{CommandRefused, CommandSent};
 use crate::engine::EngineHandle;
 use crate::event::Timestamp;
@@ -15,7 +15,8 @@ use crate::protocol::downlink::EncodeError;
 use crate::protocol::{Session, SessionConfig};
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -36,9 +37,13 @@ pub async fn serve(
 ) {
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
     let proto = cfg.protocol.name();
+    let open = Arc::new(Open::default());
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                open.close_all();
+                break;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -62,12 +67,22 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let scfg = session_cfg.clone();
         let engine = engine.clone();
-        let sd = shutdown.clone();
         let lcfg = cfg.clone();
+        // Registered before the task starts, so that a shutdown from now on reaches it.
+        let entry = open.insert();
         tracker.spawn(async move {
             metrics::gauge!("lienwatch_connections", "protocol" => proto).increment(1.0);
             metrics::counter!("lienwatch_connections_total", "protocol" => proto).increment(1);
-            let r = connection(stream, &peer.to_string(), &lcfg, scfg, &engine, &sd).await;
+            let r = connection(
+                stream,
+                &peer.to_string(),
+                &lcfg,
+                scfg,
+                &engine,
+                &entry.mailbox,
+            )
+            .await;
+            drop(entry);
             if let Err(e) = r {
                 if crate::ingest::log_budget() {
                     tracing::debug!(protocol = proto, %peer, error = %e, "connection closed");
@@ -77,6 +92,50 @@ pub async fn serve(
             drop(permit);
             metrics::gauge!("lienwatch_connections", "protocol" => proto).decrement(1.0);
         });
+    }
+}
+
+/// The listener's open connections, by their mailboxes: a shutdown closes each one.
+#[derive(Default)]
+struct Open {
+    boxes: Mutex<HashMap<u64, Arc<Mailbox>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Open {
+    fn insert(self: &Arc<Self>) -> OpenEntry {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mailbox = Mailbox::new();
+        if let Ok(mut m) = self.boxes.lock() {
+            m.insert(id, mailbox.clone());
+        }
+        OpenEntry {
+            open: self.clone(),
+            id,
+            mailbox,
+        }
+    }
+
+    fn close_all(&self) {
+        if let Ok(m) = self.boxes.lock() {
+            m.values().for_each(|b| b.close());
+        }
+    }
+}
+
+/// A connection's place in [`Open`]; dropping it closes the mailbox and gives the place up.
+struct OpenEntry {
+    open: Arc<Open>,
+    id: u64,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Drop for OpenEntry {
+    fn drop(&mut self) {
+        self.mailbox.close();
+        if let Ok(mut m) = self.open.boxes.lock() {
+            m.remove(&self.id);
+        }
     }
 }
 
@@ -98,34 +157,34 @@ async fn connection(
     cfg: &Listener,
     scfg: SessionConfig,
     engine: &EngineHandle,
-    shutdown: &CancellationToken,
+    mailbox: &Arc<Mailbox>,
 ) -> Result<(), ConnError> {
     let proto = cfg.protocol.name();
     let max_frame = scfg.max_frame;
     let (rd, mut wr) = stream.into_split();
     let codec = SessionCodec::new(cfg.protocol.session(scfg), max_frame);
     let mut framed = FramedRead::with_capacity(rd, codec, 2048);
-    // One cancellation waiter and one idle timer for the connection's whole life: made anew per
-    // message, each would lock the token's shared waiter list and the timer wheel twice. The
-    // waiter is on a child token of the connection's own: every poll of a token's waiter locks
-    // the token, and the listener's token is shared by every connection on both workers.
-    let shutdown = shutdown.child_token();
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
+    // One idle timer for the connection's whole life: made anew per message, it would lock the
+    // timer wheel twice. The shutdown and the commands for the device come through one mailbox
+    // (`crate::downlink::Mailbox`), one flag word to look at on each wake.
     let mut last_input = Instant::now();
     let idle = tokio::time::sleep(cfg.idle_timeout);
     tokio::pin!(idle);
     let mut replies = BytesMut::new();
-    // Commands for this connection's device arrive here once it has registered (below).
-    let (commands_tx, mut commands) = tokio::sync::mpsc::unbounded_channel();
+    // Commands for this connection's device arrive in the mailbox once it has registered (below).
     let mut link: Option<LinkGuard> = None;
     loop {
         let next = tokio::select! {
             biased;
-            _ = &mut cancelled => break,
-            Some(d) = commands.recv() => {
+            () = mailbox.ready() => {
+                if mailbox.is_closed() {
+                    break;
+                }
                 // Between batches: never ahead of a reply that waits for its commit.
-                send_command(framed.decoder_mut().session_mut(), d, &mut wr, cfg, engine).await?;
+                for d in mailbox.take() {
+                    send_command(framed.decoder_mut().session_mut(), d, &mut wr, cfg, engine)
+                        .await?;
+                }
                 continue;
             }
             r = framed.next() => r,
@@ -157,11 +216,7 @@ async fn connection(
         // Registered before the commit of the login, so the engine sees the link when it applies it.
         if let Some(id) = framed.decoder().session().commands_to() {
             if !id.as_str().is_empty() && link.as_ref().map(LinkGuard::device) != Some(id) {
-                link = Some(
-                    engine
-                        .command_links
-                        .register(id.clone(), commands_tx.clone()),
-                );
+                link = Some(engine.command_links.register(id.clone(), mailbox.clone()));
             }
         }
         if !split.events.is_empty() {
