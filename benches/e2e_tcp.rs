@@ -1,8 +1,8 @@
 //! End-to-end load: acknowledged GT06 positions per second over loopback TCP.
 //!
 //! N simulated devices (default 2,000) each log in, then send a 0x12 location and wait for its
-//! reply before sending the next, for a fixed time. The same clients run, in one process,
-//! against a bare tokio TCP reader that frames GT06 by length and answers each frame at once
+//! reply before sending the next. The same clients run, in one process, against a bare tokio
+//! TCP reader that frames GT06 by length and answers each frame at once
 //! (the baseline: sockets and framing only), and against lienwatch's real ingestion path (session,
 //! engine, sled on disk, group commit; replies only after the flush), with the background passes
 //! the daemon runs beside it (history log drain, device log fold). The figure that matters is
@@ -10,13 +10,15 @@
 //! latency (p50, p99: from writing a location to reading its whole reply), since a higher rate
 //! bought with a worse tail would not be a win.
 //!
-//! The baseline and lienwatch (history on) take turns for `ROUNDS` rounds (default 3), and the
-//! ratio is reported per round and as their median; then one run each with history off and
-//! with every device on a vehicle says what the history and the rules cost.
+//! Both sides stay up with their devices connected and take turns in `ROUNDS` pairs of slices
+//! of `SECONDS` each (default 8 of 4 s): the ratio is over all slices, with each pair's ratio
+//! beside it. Slices a few seconds apart see the same phase of a shared machine, whose speed
+//! drifts by 2x over minutes. Then one slice each with history off and with every device on a
+//! vehicle says what the history and the rules cost.
 //!
 //! `cargo bench --bench e2e_tcp` (env: `DEVICES`, `SECONDS`, `ROUNDS`, `COMMIT_WINDOW_US`, and
 //! `ONLY` = `bare` or `lienwatch` to run one side, e.g. under `perf stat`, or `ratio` for the
-//! rounds alone).
+//! paired slices alone).
 
 use bytes::{Buf, BytesMut};
 use lienwatch::config::{Listener, Transport};
@@ -123,6 +125,7 @@ async fn bare_server(listener: TcpListener, stop: CancellationToken) {
 }
 
 /// What one side achieved: acks, the measured time, and every reply's latency in microseconds.
+#[derive(Default)]
 struct Run {
     acks: u64,
     secs: f64,
@@ -132,6 +135,15 @@ struct Run {
 }
 
 impl Run {
+    /// Adds another slice of the same side.
+    fn absorb(&mut self, other: &Run) {
+        self.acks += other.acks;
+        self.secs += other.secs;
+        self.cpu_secs += other.cpu_secs;
+        self.latencies_us.extend_from_slice(&other.latencies_us);
+        self.latencies_us.sort_unstable();
+    }
+
     fn rate(&self) -> f64 {
         self.acks as f64 / self.secs
     }
@@ -202,25 +214,37 @@ async fn connect_all(addr: SocketAddr, devices: u32) -> Vec<TcpStream> {
     conns
 }
 
-async fn run_clients(conns: Vec<TcpStream>, secs: u64) -> Run {
+/// A side's devices, connected and logged in once, each with the serial of its next location.
+type Fleet = Vec<(TcpStream, u16)>;
+
+async fn connect_fleet(addr: SocketAddr, devices: u32) -> Fleet {
+    connect_all(addr, devices)
+        .await
+        .into_iter()
+        .map(|s| (s, 2))
+        .collect()
+}
+
+/// Lets every device of `fleet` send and wait for its reply for `secs`, then takes the
+/// connections back (each finishes the location it has in flight) for the next slice.
+async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
     let acked = Arc::new(AtomicU64::new(0));
     let go = Arc::new(AtomicBool::new(true));
     let mut tasks = Vec::new();
     let start = Instant::now();
     let cpu_start = process_cpu_secs();
-    for mut s in conns {
+    for (mut s, mut serial) in fleet.drain(..) {
         let (acked, go) = (acked.clone(), go.clone());
         tasks.push(tokio::spawn(async move {
-            let mut serial: u16 = 2;
             let mut r = [0u8; 10];
             let mut lat = Vec::with_capacity(4096);
             while go.load(Ordering::Relaxed) {
                 let sent = Instant::now();
                 if s.write_all(&location(serial)).await.is_err() {
-                    break;
+                    return (None, lat);
                 }
                 if s.read_exact(&mut r).await.is_err() {
-                    break;
+                    return (None, lat);
                 }
                 if go.load(Ordering::Relaxed) {
                     acked.fetch_add(1, Ordering::Relaxed);
@@ -228,18 +252,19 @@ async fn run_clients(conns: Vec<TcpStream>, secs: u64) -> Run {
                 }
                 serial = serial.wrapping_add(1);
             }
-            lat
+            (Some((s, serial)), lat)
         }));
     }
-    tokio::time::sleep(Duration::from_secs(secs)).await;
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     go.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_secs = process_cpu_secs() - cpu_start;
     let n = acked.load(Ordering::Relaxed);
     let mut latencies_us = Vec::with_capacity(n as usize);
     for t in tasks {
-        if let Ok(Ok(l)) = tokio::time::timeout(Duration::from_secs(5), t).await {
+        if let Ok(Ok((conn, l))) = tokio::time::timeout(Duration::from_secs(5), t).await {
             latencies_us.extend(l);
+            fleet.extend(conn);
         }
     }
     latencies_us.sort_unstable();
@@ -287,10 +312,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let secs: u64 = std::env::var("SECONDS")
+    let secs: f64 = std::env::var("SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(4.0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -299,73 +324,82 @@ fn main() {
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(8)
         .max(1);
     rt.block_on(async move {
-        // The baseline and lienwatch (history on, as the daemon runs) take turns, round after
-        // round, and each round's ratio compares two runs a few seconds apart: on a shared
-        // machine whose speed drifts by 2x over minutes, one baseline for the whole bench would
-        // measure the drift as much as lienwatch.
+        // Both sides stay up with their devices connected, and take turns in slices of a few
+        // seconds: on a shared machine whose speed drifts by 2x over minutes, sides measured
+        // far apart would measure the drift as much as lienwatch. The ratio is over all slices.
+        let mut bare = (only != "lienwatch").then_some(Bare::start(devices).await);
+        let mut lw = if only != "bare" {
+            Some(Lienwatch::start(devices, true, false).await)
+        } else {
+            None
+        };
+        let (mut bare_all, mut on) = (Run::default(), Run::default());
+        let mut on_commits = 0;
         let mut ratios = Vec::new();
-        let mut cpu_ratios = Vec::new();
-        let mut on_runs = Vec::new();
         for round in 1..=rounds {
-            let mut bare = None;
-            if only != "lienwatch" {
-                let stop = CancellationToken::new();
-                let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                let addr = l.local_addr().expect("addr");
-                tokio::spawn(bare_server(l, stop.clone()));
-                let run = run_clients(connect_all(addr, devices).await, secs).await;
-                stop.cancel();
-                run.report(&format!("round {round}: bare tokio reader"), devices);
-                bare = Some(run);
+            let mut b = None;
+            if let Some(side) = bare.as_mut() {
+                let run = run_slice(&mut side.fleet, secs).await;
+                run.report(&format!("slice {round}: bare tokio reader"), devices);
+                bare_all.absorb(&run);
+                b = Some(run);
             }
-            if only == "bare" {
-                continue;
+            if let Some(side) = lw.as_mut() {
+                let (run, commits) = side.slice(secs).await;
+                run.report(
+                    &format!("slice {round}: lienwatch (durable, history on)"),
+                    devices,
+                );
+                on.absorb(&run);
+                on_commits += commits;
+                if let Some(b) = b {
+                    ratios.push(run.rate() / b.rate());
+                }
             }
-            // lienwatch: real session, engine, sled on disk, group commit, position history,
-            // on a fresh database.
-            let (on, on_commits) = run_lienwatch(devices, secs, true, false).await;
-            on.report(&format!("round {round}: lienwatch (durable, history on)"), devices);
+        }
+        if let Some(side) = bare.take() {
+            side.stop.cancel();
+            bare_all.report("bare tokio reader, all slices", devices);
+        }
+        if let Some(side) = lw.take() {
+            side.stop().await;
+            on.report("lienwatch (durable, history on), all slices", devices);
             println!(
-                "round {round}: group commits: {on_commits} ({:.0} acknowledged positions per flush)",
+                "group commits: {on_commits} ({:.0} acknowledged positions per flush)",
                 on.acks as f64 / on_commits.max(1) as f64
             );
-            if let Some(bare) = bare {
-                ratios.push(on.rate() / bare.rate());
-                cpu_ratios.push(bare.cpu_us_per_ack() / on.cpu_us_per_ack());
-            }
-            on_runs.push(on);
         }
         if !ratios.is_empty() {
             println!(
-                "ratio lienwatch / bare by round = {}; median {:.2}",
+                "ratio lienwatch / bare = {:.2} over all slices; by slice {} (median {:.2})",
+                on.rate() / bare_all.rate(),
                 list(&ratios),
                 median(&ratios)
             );
             println!(
-                "CPU per ack, bare / lienwatch by round = {}; median {:.2} (the rate ratio a \
-                 CPU-bound run would show)",
-                list(&cpu_ratios),
-                median(&cpu_ratios)
+                "CPU per ack, bare / lienwatch = {:.2} (the rate ratio a CPU-bound run would show)",
+                bare_all.cpu_us_per_ack() / on.cpu_us_per_ack(),
             );
         }
         if only == "bare" || only == "ratio" {
             return;
         }
-        // What the history and the rules cost: one run each, against the history-on round
-        // measured last (the nearest in time).
-        let Some(on) = on_runs.last() else { return };
-        let (off, off_commits) = run_lienwatch(devices, secs, false, false).await;
+        // What the history and the rules cost: one slice each, against all history-on slices.
+        let (off, off_commits) = lienwatch_once(devices, secs * 2.0, false, false).await;
         off.report("lienwatch (durable, history off)", devices);
         // Every device on a vehicle: fence, overdue loan, zones, long_stay, risk all run.
-        let (reg, reg_commits) = run_lienwatch(devices, secs, true, true).await;
+        let (reg, reg_commits) = lienwatch_once(devices, secs * 2.0, true, true).await;
         reg.report(
             "lienwatch (durable, history on, every device on a vehicle)",
             devices,
         );
-        for (name, run, commits) in [("history off", &off, off_commits), ("on vehicles", &reg, reg_commits)] {
+        for (name, run, commits) in [
+            ("history off", &off, off_commits),
+            ("on vehicles", &reg, reg_commits),
+        ] {
             println!(
                 "{name}: group commits: {commits} ({:.0} acknowledged positions per flush)",
                 run.acks as f64 / commits.max(1) as f64
@@ -411,86 +445,141 @@ fn register_all(engine: &mut Engine, devices: u32) {
     }
 }
 
-/// One measured window against lienwatch's real ingestion path; returns it and its commits.
-async fn run_lienwatch(devices: u32, secs: u64, history: bool, registered: bool) -> (Run, u64) {
-    // lienwatch: real session, engine, sled on disk, group commit.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), 64).expect("store");
-    let defaults = EngineConfig::from_config(&Default::default(), Vec::new());
-    let ecfg = EngineConfig {
-        // The daemon's default unless COMMIT_WINDOW_US says otherwise.
-        commit_window: std::env::var("COMMIT_WINDOW_US")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_micros)
-            .unwrap_or(defaults.commit_window),
-        history_retention: if history {
-            defaults.history_retention
-        } else {
-            None
-        },
-        ..defaults
-    };
-    let outbox = store
-        .open_outbox(&[], Arc::new(Timestamp::now))
-        .expect("outbox");
-    // The background passes the daemon runs beside the engine, so that their cost is counted.
-    let upkeep = CancellationToken::new();
-    // With the daemon's default retention.
-    let retention = lienwatch::config::Config::default()
-        .storage
-        .history_retention;
-    let passes = lienwatch::daemon::upkeep::spawn(&store, retention, upkeep.clone());
-    let mut engine = Engine::open(store, outbox, ecfg, Timestamp::now()).expect("engine");
-    if registered {
-        register_all(&mut engine, devices);
+/// lienwatch's real ingestion path (session, engine, sled on disk, group commit) on a fresh
+/// database, with its devices connected, measured in slices.
+struct Lienwatch {
+    handle: lienwatch::engine::EngineHandle,
+    store: Store,
+    retention: Duration,
+    stop: CancellationToken,
+    fleet: Fleet,
+    registered: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl Lienwatch {
+    async fn start(devices: u32, history: bool, registered: bool) -> Self {
+        // lienwatch: real session, engine, sled on disk, group commit.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 64).expect("store");
+        let defaults = EngineConfig::from_config(&Default::default(), Vec::new());
+        let ecfg = EngineConfig {
+            // The daemon's default unless COMMIT_WINDOW_US says otherwise.
+            commit_window: std::env::var("COMMIT_WINDOW_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_micros)
+                .unwrap_or(defaults.commit_window),
+            history_retention: if history {
+                defaults.history_retention
+            } else {
+                None
+            },
+            ..defaults
+        };
+        let outbox = store
+            .open_outbox(&[], Arc::new(Timestamp::now))
+            .expect("outbox");
+        // With the daemon's default retention.
+        let retention = lienwatch::config::Config::default()
+            .storage
+            .history_retention;
+        let mut engine =
+            Engine::open(store.clone(), outbox, ecfg, Timestamp::now()).expect("engine");
+        if registered {
+            register_all(&mut engine, devices);
+        }
+        let (handle, _thread) =
+            lienwatch::engine::spawn(engine, Arc::new(Timestamp::now)).expect("engine thread");
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let cfg = Listener {
+            protocol: WireProtocol::Gt06,
+            bind: addr,
+            transport: Transport::Tcp,
+            utc_offset_s: None,
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 20_000,
+            gt06_locate: None,
+        };
+        let scfg = SessionConfig {
+            admit: handle.admission.clone(),
+            ..SessionConfig::default()
+        };
+        let stop = CancellationToken::new();
+        tokio::spawn(lienwatch::ingest::tcp::serve(
+            l,
+            cfg,
+            scfg,
+            handle.clone(),
+            stop.clone(),
+            TaskTracker::new(),
+        ));
+        let fleet = connect_fleet(addr, devices).await;
+        Lienwatch {
+            handle,
+            store,
+            retention,
+            stop,
+            fleet,
+            registered,
+            _dir: dir,
+        }
     }
-    let (handle, _thread) =
-        lienwatch::engine::spawn(engine, Arc::new(Timestamp::now)).expect("engine thread");
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let cfg = Listener {
-        protocol: WireProtocol::Gt06,
-        bind: addr,
-        transport: Transport::Tcp,
-        utc_offset_s: None,
-        idle_timeout: Duration::from_secs(60),
-        max_connections: 20_000,
-        gt06_locate: None,
-    };
-    let scfg = SessionConfig {
-        admit: handle.admission.clone(),
-        ..SessionConfig::default()
-    };
-    let stop = CancellationToken::new();
-    tokio::spawn(lienwatch::ingest::tcp::serve(
-        l,
-        cfg,
-        scfg,
-        handle.clone(),
-        stop.clone(),
-        TaskTracker::new(),
-    ));
-    let conns = connect_all(addr, devices).await;
-    let commits_before = commits(&handle).await;
-    let lw = run_clients(conns, secs).await;
-    stop.cancel();
-    // The logins' commits are not the measured window's.
-    let commits = commits(&handle).await - commits_before;
-    if registered {
-        // The rules did run: the first vehicle's device is placed inside its fence.
-        let v = handle
-            .run(GetVehicle {
-                id: "V-00000".into(),
-            })
-            .await
-            .expect("vehicle");
-        let state = serde_json::to_value(&v.devices[0].state).unwrap_or_default();
-        assert_eq!(state["geofence"], "inside", "rules did not run: {state}");
+
+    /// One measured slice and the group commits in it. The background passes the daemon runs
+    /// beside the engine (history log drain, device log fold) run during lienwatch's slices
+    /// only, so that their cost is counted against lienwatch and not against the baseline.
+    async fn slice(&mut self, secs: f64) -> (Run, u64) {
+        let upkeep = CancellationToken::new();
+        let passes = lienwatch::daemon::upkeep::spawn(&self.store, self.retention, upkeep.clone());
+        let before = commits(&self.handle).await;
+        let run = run_slice(&mut self.fleet, secs).await;
+        let commits = commits(&self.handle).await - before;
+        upkeep.cancel();
+        passes.all_stopped().await;
+        (run, commits)
     }
-    handle.shutdown().await;
-    // The passes end before the database's folder goes.
-    upkeep.cancel();
-    passes.all_stopped().await;
-    (lw, commits)
+
+    async fn stop(self) {
+        self.stop.cancel();
+        if self.registered {
+            // The rules did run: the first vehicle's device is placed inside its fence.
+            let v = self
+                .handle
+                .run(GetVehicle {
+                    id: "V-00000".into(),
+                })
+                .await
+                .expect("vehicle");
+            let state = serde_json::to_value(&v.devices[0].state).unwrap_or_default();
+            assert_eq!(state["geofence"], "inside", "rules did not run: {state}");
+        }
+        self.handle.shutdown().await;
+    }
+}
+
+/// The baseline's listener and devices.
+struct Bare {
+    stop: CancellationToken,
+    fleet: Fleet,
+}
+
+impl Bare {
+    async fn start(devices: u32) -> Self {
+        let stop = CancellationToken::new();
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(bare_server(l, stop.clone()));
+        let fleet = connect_fleet(addr, devices).await;
+        Bare { stop, fleet }
+    }
+}
+
+/// One side started, measured for one slice, stopped: for the runs that are not paired.
+async fn lienwatch_once(devices: u32, secs: f64, history: bool, registered: bool) -> (Run, u64) {
+    let mut lw = Lienwatch::start(devices, history, registered).await;
+    let r = lw.slice(secs).await;
+    lw.stop().await;
+    r
 }
