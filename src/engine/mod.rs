@@ -307,7 +307,7 @@ impl Engine {
     /// often one event, so a pipeline per batch would ask for each object just before its use):
     /// before a chunk is applied, the objects of the chunks after it are asked for, a step at a
     /// time (`crate::prefetch`).
-    pub fn ingest_arrivals(&mut self, arrivals: &[(&[Event], Timestamp)]) {
+    pub fn ingest_arrivals<E: AsRef<[Event]>>(&mut self, arrivals: &[(E, Timestamp)]) {
         let max_future = self.cfg.max_future.as_millis().min(i64::MAX as u128) as i64;
         let retention_ms = self
             .cfg
@@ -315,7 +315,7 @@ impl Engine {
             .map(|r| r.as_millis().min(i64::MAX as u128 / 2) as i64);
         let items: Vec<(&Event, Timestamp)> = arrivals
             .iter()
-            .flat_map(|&(events, at)| events.iter().map(move |ev| (ev, at)))
+            .flat_map(|(events, at)| events.as_ref().iter().map(move |ev| (ev, *at)))
             .collect();
         let chunk = |k: usize| {
             let rest = items.get(k * PREFETCH_CHUNK..).unwrap_or_default();

@@ -164,13 +164,10 @@ const MAX_BATCH: usize = 4096;
 
 /// Applies the batches gathered so far in one pass (`Engine::ingest_arrivals`) and lets them go.
 fn ingest(engine: &mut Engine, arrivals: &mut Vec<(Vec<Event>, Timestamp)>) {
-    if arrivals.is_empty() {
-        return;
+    if !arrivals.is_empty() {
+        engine.ingest_arrivals(arrivals);
+        arrivals.clear();
     }
-    let views: Vec<(&[Event], Timestamp)> =
-        arrivals.iter().map(|(e, t)| (e.as_slice(), *t)).collect();
-    engine.ingest_arrivals(&views);
-    arrivals.clear();
 }
 
 fn run(
