@@ -26,33 +26,36 @@ const DRAIN_EVERY: Duration = Duration::from_secs(1);
 /// Fixes a drain pass holds in memory at most (a few MB), whole log entries at a time.
 const DRAIN_SLICE: usize = 50_000;
 
-/// Starts both passes; they end at `shutdown`, after the pass under way (await the handles
-/// before removing the store's folder).
-pub fn spawn(
-    history: History,
-    retention: Duration,
-    shutdown: CancellationToken,
-) -> [tokio::task::JoinHandle<()>; 2] {
-    let h = history.clone();
-    let sd = shutdown.clone();
-    let drain = tokio::spawn(async move {
+/// Starts the drain: every [`DRAIN_EVERY`], what the engine logged is filed by device. It ends
+/// at `shutdown`, after the pass under way (await the handle before removing the store's folder).
+pub fn spawn_drain(history: History, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         loop {
-            let hh = h.clone();
-            match tokio::task::spawn_blocking(move || drain(&hh)).await {
+            let h = history.clone();
+            match tokio::task::spawn_blocking(move || drain(&h)).await {
                 Ok(Err(e)) => tracing::warn!(error = %e, "history log drain failed"),
                 Err(_) => break,
                 Ok(Ok(_)) => {}
             }
             tokio::select! {
-                _ = sd.cancelled() => break,
+                _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(DRAIN_EVERY) => {}
             }
         }
-    });
+    })
+}
+
+/// Starts sealing and pruning: at once, then every tenth of the retention (between a second
+/// and ten minutes). It ends at `shutdown`, after the pass under way.
+pub fn spawn_sealing(
+    history: History,
+    retention: Duration,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     // A pass every few minutes: sealing keeps the recent tree small; with a short retention
     // (tests, trials) pruning must keep up with it.
     let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
-    let passes = tokio::spawn(async move {
+    tokio::spawn(async move {
         loop {
             let h = history.clone();
             let pass = tokio::task::spawn_blocking(move || upkeep(&h, retention));
@@ -70,8 +73,7 @@ pub fn spawn(
                 _ = tokio::time::sleep(every) => {}
             }
         }
-    });
-    [drain, passes]
+    })
 }
 
 /// Files everything logged so far, a slice at a time.
