@@ -144,11 +144,13 @@ fn simulate(cars: usize, days: usize, seal: bool) -> Sim {
             // A group commit's worth.
             if in_batch >= 2_000 {
                 h.apply(std::mem::take(&mut batch)).expect("apply");
+                store.flush().expect("commit");
                 h.drain_log(usize::MAX).expect("drain");
                 in_batch = 0;
             }
         }
         h.apply(batch).expect("apply");
+        store.flush().expect("commit");
         h.drain_log(usize::MAX).expect("drain");
         w += window;
         if seal {
@@ -224,6 +226,7 @@ fn reads() {
             h.stage(&mut staged, &id, &fix);
         }
         h.apply(staged).expect("apply");
+        store.flush().expect("commit");
         h.drain_log(usize::MAX).expect("drain");
     }
     while h

@@ -73,6 +73,7 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
     let _ = metrics::histogram!("lienwatch_commit_seconds");
     metrics::gauge!("lienwatch_outbox_depth").set(0.0);
     metrics::gauge!("lienwatch_risk_zones").set(0.0);
+    metrics::gauge!("lienwatch_journal_records").set(0.0);
     for t in AlertType::ALL {
         metrics::counter!("lienwatch_alerts_raised_total", "type" => t.as_str()).absolute(0);
     }
@@ -173,6 +174,10 @@ fn describe() {
     describe_gauge!(
         "lienwatch_risk_zones",
         "risk zones loaded (PUT and POST /v1/zones)"
+    );
+    describe_gauge!(
+        "lienwatch_journal_records",
+        "commits in the commit journal not yet filed into the database by both passes"
     );
     describe_gauge!(
         "lienwatch_outbox_depth",

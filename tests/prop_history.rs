@@ -167,6 +167,8 @@ proptest! {
                         model.insert((d, m));
                     }
                     h.apply(staged).unwrap();
+                    // The engine's commit: sled, then the journal's record.
+                    store.flush().unwrap();
                 }
                 Step::Drain(n) => {
                     h.drain_log(*n).unwrap();

@@ -20,7 +20,9 @@ pub fn spawn(log: DeviceLog, shutdown: CancellationToken) -> tokio::task::JoinHa
                 _ = tokio::time::sleep(FOLD_EVERY) => {}
             }
             let l = log.clone();
-            match tokio::task::spawn_blocking(move || l.fold(SLICE)).await {
+            let folded = tokio::task::spawn_blocking(move || l.fold(SLICE)).await;
+            metrics::gauge!("lienwatch_journal_records").set(log.journal_records() as f64);
+            match folded {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "device log fold failed"),
                 Err(_) => break,

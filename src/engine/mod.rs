@@ -117,6 +117,8 @@ pub struct Engine {
     raised: Vec<Alert>,
     /// Alerts raised so far (persisted); part of each alert's id.
     alert_count: u64,
+    /// `alert_count` as last written: a commit that raised nothing writes nothing for it.
+    alert_count_saved: u64,
     /// Commands to devices (`crate::downlink`).
     commands: crate::downlink::Commands,
     /// Counters for benchmarks and tests.
@@ -211,6 +213,7 @@ impl Engine {
             dirty_states: FastSet::default(),
             raised: Vec::new(),
             alert_count,
+            alert_count_saved: alert_count,
             commands,
             stats: Stats::default(),
         };
@@ -591,7 +594,11 @@ impl Engine {
         for (id, terminal_id) in self.terminal_ids.take_unsaved() {
             self.store.put_registration(&id, &terminal_id)?;
         }
-        self.store.set_alerts_raised(self.alert_count)?;
+        if self.alert_count != self.alert_count_saved {
+            self.store.set_alerts_raised(self.alert_count)?;
+            self.alert_count_saved = self.alert_count;
+        }
+        // sled's trees, then the journal's record of this commit (`Store::flush`).
         self.store.flush()?;
         self.stats.commits += 1;
         Ok(())

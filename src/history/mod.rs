@@ -2,10 +2,10 @@
 //! fix-time order for `storage.history_retention`, each device and fix time once.
 //!
 //! Three stages, because the stages of a fix's life want different layouts:
-//! - **log** (sled): the engine appends every fix of a group commit as one entry of that
-//!   commit, so an acknowledged fix is in the history after any crash at the cost of one sled
-//!   write per commit, not one per fix (the engine thread is what bounds the acknowledgement
-//!   rate);
+//! - **log** (the history part of the commit journal, `store::journal`): the engine adds every
+//!   fix of a group commit to that commit's record, so an acknowledged fix is in the history
+//!   after any crash at the cost of one append per commit, not a write per fix (the engine
+//!   thread is what bounds the acknowledgement rate);
 //! - **recent** (sled): a background pass ([`History::drain_log`]) files the logged fixes by
 //!   device and six-hour bucket, one key per device and bucket a pass (a run), so that a late
 //!   batch lands in its time order and a busy fleet costs a write per device a pass, not one per
@@ -24,6 +24,8 @@ pub mod segments;
 pub mod track;
 
 use crate::event::DeviceId;
+use crate::fast_hash::FastMap;
+use crate::store::journal::{Journal, Part};
 use crate::store::{StoreError, StoredPosition};
 use crate::time::Timestamp;
 use segments::{Loc, Segments};
@@ -60,14 +62,14 @@ pub struct PassStats {
 /// The history trees. Cheap to clone; safe to read from any thread.
 #[derive(Clone)]
 pub struct History {
-    log: sled::Tree,
+    journal: Journal,
+    /// Where the drain says how far it filed (`journal.history_filed`).
+    meta: sled::Tree,
     recent: sled::Tree,
     blocks: Arc<Segments>,
     /// Blocks of the first layout, kept in sled: still read, and moved into [`Segments`] by
     /// [`History::compact`].
     legacy: sled::Tree,
-    /// The next log entry's key (only the engine appends).
-    next_entry: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Numbers drain passes: sled's ids never repeat, across restarts too (log keys start again
     /// at 0 once the log is empty, and a run keyed by one could overwrite an older run).
     db: sled::Db,
@@ -83,6 +85,33 @@ pub struct Staged {
 impl Staged {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
+    }
+}
+
+/// Logged fixes grouped by device and six-hour bucket, in the order they were logged: what a
+/// drain pass files as runs.
+#[derive(Default)]
+struct Runs {
+    by_device: FastMap<Vec<u8>, Vec<(i64, Vec<HistoryFix>)>>,
+    fixes: u64,
+}
+
+impl Runs {
+    /// Adds the fixes of one log entry.
+    fn add(&mut self, entry: &[u8]) -> Result<(), StoreError> {
+        each_logged(entry, None, |id, fix| {
+            let bucket = keys::bucket_of(fix.pos.time);
+            let buckets = match self.by_device.get_mut(id) {
+                Some(b) => b,
+                None => self.by_device.entry(id.to_vec()).or_default(),
+            };
+            match buckets.iter_mut().find(|(b, _)| *b == bucket) {
+                Some((_, fixes)) => fixes.push(fix),
+                None => buckets.push((bucket, vec![fix])),
+            }
+            self.fixes += 1;
+            Ok(())
+        })
     }
 }
 
@@ -146,31 +175,39 @@ fn corrupt(msg: impl std::fmt::Display) -> StoreError {
 }
 
 impl History {
-    /// Opens the history in `db`, with its sealed blocks in the folder `blocks_dir` (removed
-    /// with the last clone when it is `temporary`).
+    /// Where the drain says how far it filed, in the `meta` tree.
+    pub(crate) const FILED_KEY: &'static str = "journal.history_filed";
+
+    /// Opens the history in `db` over the commit `journal`, with its sealed blocks in the folder
+    /// `blocks_dir` (removed with the last clone when it is `temporary`). What a database
+    /// written before the journal left in its `history_log` tree is filed first.
     pub(crate) fn open(
         db: &sled::Db,
+        journal: Journal,
         blocks_dir: std::path::PathBuf,
         temporary: Option<tempfile::TempDir>,
     ) -> Result<History, StoreError> {
-        let log = db.open_tree("history_log")?;
-        let next = match log.last()? {
-            Some((k, _)) => k
-                .as_ref()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| corrupt("log key"))?
-                .saturating_add(1),
-            None => 0,
-        };
-        Ok(History {
-            log,
+        let h = History {
+            journal,
+            meta: db.open_tree("meta")?,
             recent: db.open_tree("history_recent")?,
             blocks: Arc::new(Segments::open(blocks_dir, temporary)?),
             legacy: db.open_tree("history")?,
-            next_entry: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(next)),
             db: db.clone(),
-        })
+        };
+        let log = db.open_tree("history_log")?;
+        if !log.is_empty() {
+            let mut runs = Runs::default();
+            for kv in log.iter() {
+                let (_, v) = kv?;
+                runs.add(&v)?;
+            }
+            h.file(runs)?;
+            db.flush()?;
+            log.clear()?;
+            db.flush()?;
+        }
+        Ok(h)
     }
 
     /// Adds a fix to the commit's log entry.
@@ -188,58 +225,55 @@ impl History {
         staged.buf[at..at + 2].copy_from_slice(&blen.to_be_bytes());
     }
 
-    /// Writes the commit's log entry (one sled write for all its fixes).
+    /// Adds the staged fixes to the commit under way (one journal record for all of a
+    /// commit's fixes). Not durable until the store's next flush (the engine's commit).
     pub fn apply(&self, staged: Staged) -> Result<(), StoreError> {
-        if staged.is_empty() {
-            return Ok(());
+        if !staged.is_empty() {
+            self.journal.stage(Part::History, &staged.buf);
         }
-        let key = self
-            .next_entry
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.log.insert(key.to_be_bytes(), staged.buf)?;
         Ok(())
     }
 
-    /// Files the fixes of the oldest log entries (whole entries, until at least `max_fixes`)
-    /// as runs: one recent key per device and bucket, keyed by its first fix and by this pass
-    /// (a number no pass had before), then removes those entries. A crash in between files them
-    /// again under new keys; readers and sealing return each fix time once.
+    /// Files the fixes of the oldest commits not filed yet (whole commits, until at least
+    /// `max_fixes`) as runs: one recent key per device and bucket, keyed by its first fix and by
+    /// this pass (a number no pass had before); then says how far it filed and flushes, and only
+    /// then lets the journal drop them. A crash in between files them again under new keys;
+    /// readers and sealing return each fix time once. Returns how many fixes it filed.
     ///
     /// One insert at a time, not one `sled::Batch`: sled applies a batch under a lock that
-    /// stops every other writer, the engine's commit included. Atomicity is not needed: the
-    /// entries go only after their runs are in.
+    /// stops every other writer, the engine's commit included.
     pub fn drain_log(&self, max_fixes: usize) -> Result<u64, StoreError> {
-        let mut filed = 0u64;
-        let mut runs: crate::fast_hash::FastMap<Vec<u8>, Vec<(i64, Vec<HistoryFix>)>> =
-            Default::default();
-        let mut entries = Vec::new();
-        for kv in self.log.iter() {
-            if filed as usize >= max_fixes {
+        let entries = self.journal.unfiled(Part::History);
+        let mut runs = Runs::default();
+        let mut last = None;
+        for e in &entries {
+            if runs.fixes as usize >= max_fixes {
                 break;
             }
-            let (k, v) = kv?;
-            each_logged(&v, None, |id, fix| {
-                let bucket = keys::bucket_of(fix.pos.time);
-                let buckets = match runs.get_mut(id) {
-                    Some(b) => b,
-                    None => runs.entry(id.to_vec()).or_default(),
-                };
-                match buckets.iter_mut().find(|(b, _)| *b == bucket) {
-                    Some((_, fixes)) => fixes.push(fix),
-                    None => buckets.push((bucket, vec![fix])),
-                }
-                filed += 1;
-                Ok(())
-            })?;
-            entries.push(k);
+            runs.add(&e.history)
+                .map_err(|err| corrupt(format!("journal record {}: {err}", e.seq)))?;
+            last = Some(e.seq);
         }
-        if entries.is_empty() {
+        let Some(last) = last else {
             return Ok(0);
+        };
+        let filed = runs.fixes;
+        self.file(runs)?;
+        self.meta.insert(Self::FILED_KEY, &last.to_be_bytes())?;
+        self.db.flush()?;
+        self.journal.filed(Part::History, last)?;
+        Ok(filed)
+    }
+
+    /// Writes each device's and bucket's fixes as one run.
+    fn file(&self, runs: Runs) -> Result<(), StoreError> {
+        if runs.fixes == 0 {
+            return Ok(());
         }
         let pass = self.db.generate_id()?;
         let mut prefix = Vec::with_capacity(48);
         let mut value = Vec::with_capacity(256);
-        for (id, buckets) in runs {
+        for (id, buckets) in runs.by_device {
             prefix.clear();
             prefix.push(id.len() as u8);
             prefix.extend_from_slice(&id);
@@ -254,10 +288,7 @@ impl History {
                     .insert(keys::run(&prefix, first, pass), &value[..])?;
             }
         }
-        for k in entries {
-            self.log.remove(k)?;
-        }
-        Ok(filed)
+        Ok(())
     }
 
     /// Calls `f` for each of the device's fixes with `from <= time < to`, oldest first, until
@@ -280,9 +311,10 @@ impl History {
         // The log holds the last moments of every device, the recent tree the unsealed
         // buckets and late arrivals: both are read whole for this device.
         let mut recent = Vec::new();
-        for kv in self.log.iter() {
-            let (_, v) = kv?;
-            each_logged(&v, Some(&prefix[1..]), |_, fix| {
+        let staged = self.journal.staged(Part::History);
+        let logged = self.journal.unfiled(Part::History);
+        for entry in logged.iter().map(|e| &e.history[..]).chain([&staged[..]]) {
+            each_logged(entry, Some(&prefix[1..]), |_, fix| {
                 if fix.pos.time >= from && fix.pos.time < to {
                     recent.push(fix);
                 }
@@ -676,7 +708,23 @@ mod tests {
     fn history() -> History {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        History::open(&db, dir.path().to_path_buf(), Some(dir)).unwrap()
+        let journal = Journal::temporary().unwrap();
+        History::open(&db, journal, dir.path().to_path_buf(), Some(dir)).unwrap()
+    }
+
+    /// The history in `db`, its journal and blocks in `dir`, as a restart opens them.
+    fn open_at(db: &sled::Db, dir: &std::path::Path) -> History {
+        let meta = db.open_tree("meta").unwrap();
+        let filed = crate::store::journal::filed_through(&meta, History::FILED_KEY).unwrap();
+        // Only the history part is written here: the devices part stands where it does.
+        let journal = Journal::open(&dir.join("journal"), [filed, filed]).unwrap();
+        History::open(db, journal, dir.join("h"), None).unwrap()
+    }
+
+    /// One group commit of `b`.
+    fn commit(h: &History, b: Staged) {
+        h.apply(b).unwrap();
+        h.journal.commit().unwrap();
     }
 
     fn write(h: &History, dev: &str, times: &[i64]) {
@@ -684,7 +732,7 @@ mod tests {
         for &t in times {
             h.stage(&mut b, &DeviceId::new(dev), &fix(t));
         }
-        h.apply(b).unwrap();
+        commit(h, b);
         h.drain_log(usize::MAX).unwrap();
     }
 
@@ -696,7 +744,7 @@ mod tests {
             h.stage(&mut b, &DeviceId::new("5"), &fix(t));
         }
         h.stage(&mut b, &DeviceId::new("6"), &fix(15));
-        h.apply(b).unwrap();
+        commit(&h, b);
         assert_eq!(times(&h, "5", 0, 100), vec![10, 20, 30]);
         assert_eq!(h.drain_log(10).unwrap(), 4);
         assert_eq!(times(&h, "5", 0, 100), vec![10, 20, 30]);
@@ -714,7 +762,7 @@ mod tests {
                 h.stage(&mut b, &DeviceId::new("5"), &fix(t));
                 h.stage(&mut b, &DeviceId::new("6"), &fix(t));
             }
-            h.apply(b).unwrap();
+            commit(&h, b);
         }
         assert_eq!(h.drain_log(usize::MAX).unwrap(), 12);
         // Two devices, two buckets each: four keys, each a run in time order.
@@ -730,7 +778,7 @@ mod tests {
         for t in [3, 4] {
             h.stage(&mut b, &DeviceId::new("5"), &fix(t));
         }
-        h.apply(b).unwrap();
+        commit(&h, b);
         assert_eq!(h.drain_log(1).unwrap(), 2);
         assert_eq!(times(&h, "5", 0, 10), vec![3, 4, 5, 6, 7, 8, 9]);
     }
@@ -739,11 +787,11 @@ mod tests {
     fn a_run_filed_after_a_restart_never_replaces_an_earlier_one() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let h = History::open(&db, dir.path().join("h"), None).unwrap();
+        let h = open_at(&db, dir.path());
         write(&h, "1", &[10, 20, 30]);
         drop(h);
-        // Reopened with the log empty: its keys start at 0 again. The device re-sends 10.
-        let again = History::open(&db, dir.path().join("h"), None).unwrap();
+        // Reopened with the log empty. The device re-sends 10.
+        let again = open_at(&db, dir.path());
         write(&again, "1", &[10]);
         assert_eq!(times(&again, "1", 0, 100), vec![10, 20, 30]);
         assert_eq!(again.recent.len(), 2);
@@ -861,7 +909,7 @@ mod tests {
     fn blocks_of_the_first_layout_are_read_and_moved_into_the_day_files() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let h = History::open(&db, dir.path().join("h"), None).unwrap();
+        let h = open_at(&db, dir.path());
         // As the first layout sealed them: the block as a sled value of the `history` tree.
         let p = keys::device_prefix("3").unwrap();
         let mut block = Vec::new();

@@ -1,33 +1,39 @@
-//! The last-known records of one group commit as one write: the `devices_log` tree.
+//! The last-known records of one group commit as one write: the devices part of the commit
+//! journal ([`super::journal`]), filed into the `devices` tree in the background.
 //!
 //! Why: the engine thread holds every device's acknowledgement until its commit is on disk, so
 //! what it writes per commit bounds the acknowledgement rate. One sled insert per changed device
-//! (hundreds a commit) was most of that; one entry per commit, holding every changed record, is
-//! a single insert. A background pass ([`DeviceLog::fold`]) files the newest record of each
-//! device under its own key in `devices` and removes the entries it filed, so the log stays
-//! short; a device reporting several times between passes is filed once.
+//! (hundreds a commit) was most of that; one journal part per commit, holding every changed
+//! record, is a single append. A background pass ([`DeviceLog::fold`]) files the newest record of
+//! each device under its own key in `devices`; a device reporting several times between passes
+//! is filed once.
 //!
-//! Layout: key = entry number (u64 BE, increasing); value = `[u16 BE length][record]` per
-//! record, each a `DeviceRecord` in the layout of `devices`. Reading every device back is
-//! `devices` overlaid with the entries in order ([`DeviceLog::all`]).
+//! Layout of a part: `[u16 BE length][record]` per record, each a `DeviceRecord` in the layout
+//! of `devices`. Reading every device back is `devices` overlaid with the parts not filed yet,
+//! in order ([`DeviceLog::all`]).
 //!
-//! Crashes: an entry is written before the commit's flush, so an acknowledged record is in the
-//! log or in `devices`. A fold flushes what it filed before removing the entries, so a kill
-//! between the two leaves entries whose records are filed already: filed again next time.
+//! Crashes: a commit's part is synced before its replies. A fold writes how far it filed
+//! (`meta` key `journal.devices_filed`) with what it filed and flushes before the journal may
+//! drop those records, so a kill in between files them again, never loses them.
+//!
+//! Databases written before the journal kept these parts in the `devices_log` tree, one entry
+//! per commit: opening files what is left there first ([`DeviceLog::open`]).
 
+use super::journal::{Journal, Part};
 use super::{decode_device, DeviceRecord, StoreError};
 use crate::fast_hash::FastMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-/// The log and the tree it is folded into. Cheap to clone; the engine appends, one background
-/// pass folds.
+/// Where the fold says how far it filed, in the `meta` tree.
+pub(super) const FILED_KEY: &str = "journal.devices_filed";
+
+/// The journal's devices part and the tree it is folded into. Cheap to clone; the engine
+/// appends, one background pass folds.
 #[derive(Clone)]
 pub struct DeviceLog {
     db: sled::Db,
-    log: sled::Tree,
     devices: sled::Tree,
-    next: Arc<AtomicU64>,
+    meta: sled::Tree,
+    journal: Journal,
 }
 
 fn corrupt(msg: impl std::fmt::Display) -> StoreError {
@@ -37,10 +43,10 @@ fn corrupt(msg: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// Calls `f` with the id and encoded record of each record of an entry.
-fn each_record(
-    entry: &[u8],
-    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+/// Calls `f` with the id and encoded record of each record of a part.
+fn each_record<'a>(
+    entry: &'a [u8],
+    mut f: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut rest = entry;
     while let Some((len, tail)) = rest.split_first_chunk::<2>() {
@@ -65,22 +71,41 @@ fn each_record(
 }
 
 impl DeviceLog {
-    pub(super) fn open(db: &sled::Db, devices: &sled::Tree) -> Result<DeviceLog, StoreError> {
-        let log = db.open_tree("devices_log")?;
-        let next = match log.last()? {
-            Some((k, _)) => entry_number(&k)? + 1,
-            None => 0,
-        };
+    /// Opens the log over `journal`, first filing into `devices` what a database written before
+    /// the journal left in its `devices_log` tree.
+    pub(super) fn open(
+        db: &sled::Db,
+        devices: &sled::Tree,
+        meta: &sled::Tree,
+        journal: Journal,
+    ) -> Result<DeviceLog, StoreError> {
+        let legacy = db.open_tree("devices_log")?;
+        if !legacy.is_empty() {
+            let mut newest: FastMap<Vec<u8>, Vec<u8>> = FastMap::default();
+            for kv in legacy.iter() {
+                let (_, v) = kv?;
+                each_record(&v, |id, rec| {
+                    newest.insert(id.to_vec(), rec.to_vec());
+                    Ok(())
+                })?;
+            }
+            for (id, rec) in newest {
+                devices.insert(id, rec)?;
+            }
+            db.flush()?;
+            legacy.clear()?;
+            db.flush()?;
+        }
         Ok(DeviceLog {
             db: db.clone(),
-            log,
             devices: devices.clone(),
-            next: Arc::new(AtomicU64::new(next)),
+            meta: meta.clone(),
+            journal,
         })
     }
 
-    /// Appends one entry holding `records` (nothing if there are none). Not durable until the
-    /// database's next flush (the engine's commit).
+    /// Adds `records` to the commit under way. Not durable until the store's next flush (the
+    /// engine's commit).
     pub fn append<'a>(
         &self,
         records: impl IntoIterator<Item = &'a DeviceRecord>,
@@ -94,56 +119,76 @@ impl DeviceLog {
             let len = u16::try_from(r.len()).map_err(|_| corrupt("record over 64 KiB"))?;
             buf[at..at + 2].copy_from_slice(&len.to_be_bytes());
         }
-        if buf.is_empty() {
-            return Ok(());
+        if !buf.is_empty() {
+            self.journal.stage(Part::Devices, &buf);
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        self.log.insert(n.to_be_bytes(), buf)?;
         Ok(())
     }
 
-    /// Files the newest record of each device of the oldest `max` entries into `devices`, then
-    /// removes those entries. Returns how many entries it folded.
+    /// Files the newest record of each device of the oldest `max` commits into `devices`, and
+    /// lets the journal drop them. Returns how many commits it folded.
     pub fn fold(&self, max: usize) -> Result<usize, StoreError> {
-        let mut newest: FastMap<Vec<u8>, Vec<u8>> = FastMap::default();
-        let mut keys = Vec::new();
-        for kv in self.log.iter().take(max) {
-            let (k, v) = kv?;
-            each_record(&v, |id, rec| {
-                newest.insert(id.to_vec(), rec.to_vec());
-                Ok(())
-            })?;
-            keys.push(k);
-        }
-        if keys.is_empty() {
+        let entries = self.journal.unfiled(Part::Devices);
+        let entries = &entries[..entries.len().min(max)];
+        let Some(last) = entries.last().map(|e| e.seq) else {
             return Ok(0);
+        };
+        let mut newest: FastMap<&[u8], &[u8]> = FastMap::default();
+        for e in entries {
+            each_record(&e.devices, |id, rec| {
+                newest.insert(id, rec);
+                Ok(())
+            })
+            .map_err(|err| corrupt(format!("journal record {}: {err}", e.seq)))?;
         }
         for (id, rec) in newest {
             self.devices.insert(id, rec)?;
         }
-        // Filed before the entries go: a kill in between files them again, never loses them.
+        self.meta.insert(FILED_KEY, &last.to_be_bytes())?;
+        // Filed, and said so, before the journal lets them go: a kill in between files them
+        // again, never loses them.
         self.db.flush()?;
-        for k in &keys {
-            self.log.remove(k)?;
-        }
-        Ok(keys.len())
+        self.journal.filed(Part::Devices, last)?;
+        Ok(entries.len())
     }
 
-    /// Entries not folded yet.
+    /// Commits not folded yet.
     pub fn pending(&self) -> usize {
-        self.log.len()
+        self.journal.unfiled(Part::Devices).len()
     }
 
-    /// Every device's newest record: `devices` overlaid with the log, in entry order.
+    /// Commits the journal holds: not filed by this fold or by the history's drain.
+    pub fn journal_records(&self) -> usize {
+        self.journal.len()
+    }
+
+    /// The parts not filed yet, oldest first, what the commit under way staged last. Taken
+    /// before `devices` is read: a fold in between leaves in `devices` records these hold too.
+    /// `all` runs before the fold starts (the engine's open); `get` may see an older record of a
+    /// device in a part than the one a concurrent fold has just filed, never a missing one.
+    fn unfiled(&self) -> Vec<Vec<u8>> {
+        let staged = self.journal.staged(Part::Devices);
+        let mut parts: Vec<Vec<u8>> = self
+            .journal
+            .unfiled(Part::Devices)
+            .iter()
+            .map(|e| e.devices.clone())
+            .collect();
+        parts.push(staged);
+        parts
+    }
+
+    /// Every device's newest record: `devices` overlaid with the parts not filed yet, in
+    /// commit order.
     pub fn all(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        let parts = self.unfiled();
         let mut all: FastMap<Vec<u8>, DeviceRecord> = FastMap::default();
         for kv in self.devices.iter() {
             let (k, v) = kv?;
             all.insert(k.to_vec(), decode_device(&v)?);
         }
-        for kv in self.log.iter() {
-            let (_, v) = kv?;
-            each_record(&v, |id, rec| {
+        for part in &parts {
+            each_record(part, |id, rec| {
                 all.insert(id.to_vec(), decode_device(rec)?);
                 Ok(())
             })?;
@@ -155,22 +200,25 @@ impl DeviceLog {
 
     /// One device's newest record.
     pub fn get(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        for kv in self.log.iter().rev() {
-            let (_, v) = kv?;
-            let mut found = None;
-            each_record(&v, |rid, rec| {
+        let parts = self.unfiled();
+        let mut found = None;
+        for part in parts.iter().rev() {
+            each_record(part, |rid, rec| {
                 if rid == id.as_bytes() {
-                    found = Some(decode_device(rec)?);
+                    found = Some(rec.to_vec());
                 }
                 Ok(())
             })?;
             if found.is_some() {
-                return Ok(found);
+                break;
             }
         }
-        match self.devices.get(id.as_bytes())? {
-            None => Ok(None),
-            Some(v) => decode_device(&v).map(Some),
+        match found {
+            Some(rec) => decode_device(&rec).map(Some),
+            None => match self.devices.get(id.as_bytes())? {
+                None => Ok(None),
+                Some(v) => decode_device(&v).map(Some),
+            },
         }
     }
 }
@@ -187,13 +235,9 @@ fn varint(b: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-fn entry_number(k: &[u8]) -> Result<u64, StoreError> {
-    let b: [u8; 8] = k.try_into().map_err(|_| corrupt("bad entry key"))?;
-    Ok(u64::from_be_bytes(b))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::Part;
     use crate::event::{DeviceId, Protocol, Timestamp};
     use crate::store::{DeviceRecord, Store, StoredPosition};
 
@@ -229,22 +273,39 @@ mod tests {
         let long = "9".repeat(32);
         {
             let s = Store::open(dir.path(), 8).expect("open");
+            // Two group commits, and one that changed no record.
             s.put_devices([&rec("1001", 10), &rec("1002", 10)])
                 .expect("put");
+            s.flush().expect("commit");
             s.put_devices([&rec("1001", 20)]).expect("put");
+            s.flush().expect("commit");
             s.put_devices(std::iter::empty()).expect("nothing");
+            s.flush().expect("commit");
             assert_eq!(s.device_log().pending(), 2);
             assert_eq!(last_seen(&s), [("1001".into(), 20), ("1002".into(), 10)]);
             assert_eq!(s.device_log().fold(1).expect("fold"), 1);
             assert_eq!(last_seen(&s), [("1001".into(), 20), ("1002".into(), 10)]);
             s.put_devices([&rec("1002", 30), &rec(&long, 5)])
                 .expect("put");
+            s.flush().expect("commit");
             assert_eq!(s.device_log().fold(100).expect("fold"), 2);
             assert_eq!(s.device_log().pending(), 0);
+            // Staged, not committed yet: read, but only durable once flushed.
             s.put_devices([&rec("1001", 40)]).expect("put");
+            assert_eq!(
+                s.get_device("1001")
+                    .expect("get")
+                    .map(|r| r.last_seen.secs()),
+                Some(40)
+            );
             s.flush().expect("flush");
         }
         let s = crate::store::reopen(|| Store::open(dir.path(), 8));
+        assert_eq!(
+            s.device_log().pending(),
+            1,
+            "the last commit was never folded"
+        );
         assert_eq!(
             last_seen(&s),
             [("1001".into(), 40), ("1002".into(), 30), (long.clone(), 5)]
@@ -258,24 +319,52 @@ mod tests {
             Some(5)
         );
         assert!(s.get_device("1003").expect("get").is_none());
-        // New entries go after the ones left from before.
+        // New commits go after the ones left from before.
         s.put_devices([&rec("1001", 50)]).expect("put");
+        s.flush().expect("commit");
         assert_eq!(
             s.get_device("1001")
                 .expect("get")
                 .map(|r| r.last_seen.secs()),
             Some(50)
         );
+        assert_eq!(s.device_log().fold(100).expect("fold"), 2);
+        assert_eq!(last_seen(&s)[0], ("1001".into(), 50));
     }
 
     #[test]
-    fn a_damaged_entry_is_an_error_not_a_panic() {
-        let s = Store::temporary().expect("store");
-        let log = s.device_log();
+    fn what_a_database_before_the_journal_logged_is_filed_at_open() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let s = Store::open(dir.path(), 8).expect("open");
+            s.put_devices([&rec("1001", 10)]).expect("put");
+            s.flush().expect("commit");
+            s.device_log().fold(10).expect("fold");
+            // As the layout before the journal left them: entries in the `devices_log` tree.
+            let mut entry = Vec::new();
+            for r in [rec("1001", 20), rec("1002", 5)] {
+                let enc = postcard::to_allocvec(&r).expect("encode");
+                entry.extend_from_slice(&(enc.len() as u16).to_be_bytes());
+                entry.extend_from_slice(&enc);
+            }
+            let log = s.db.open_tree("devices_log").expect("tree");
+            log.insert(0u64.to_be_bytes(), entry).expect("insert");
+            s.db.flush().expect("flush");
+        }
+        let s = crate::store::reopen(|| Store::open(dir.path(), 8));
+        assert_eq!(last_seen(&s), [("1001".into(), 20), ("1002".into(), 5)]);
+        assert!(s.db.open_tree("devices_log").expect("tree").is_empty());
+        assert_eq!(s.device_log().pending(), 0);
+    }
+
+    #[test]
+    fn a_damaged_part_is_an_error_not_a_panic() {
         for bad in [&[0u8][..], &[0, 9, 1], &[0, 1, 0x80], &[0, 2, 5, b'1']] {
-            log.log.insert(u64::MAX.to_be_bytes(), bad).expect("insert");
+            let s = Store::temporary().expect("store");
+            s.journal.stage(Part::Devices, bad);
+            s.flush().expect("commit");
             assert!(s.all_devices().is_err(), "{bad:?}");
-            assert!(log.fold(10).is_err(), "{bad:?}");
+            assert!(s.device_log().fold(10).is_err(), "{bad:?}");
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Values are postcard-encoded; keys are the raw id bytes.
 
 mod device_log;
+pub mod journal;
 
 pub use device_log::DeviceLog;
 
@@ -250,15 +251,16 @@ impl DeviceRecord {
 /// The open database. Its trees are private: every layout lives here, behind typed methods, so
 /// that a change of key or value format is a change of this file only.
 ///
-/// - `devices`: device id -> [`DeviceRecord`] (postcard), and `devices_log`: the records each
-///   commit changed, one entry a commit, until they are folded into `devices` ([`DeviceLog`])
+/// - `devices`: device id -> [`DeviceRecord`] (postcard); the records each commit changed wait
+///   in the commit journal until they are folded into it ([`DeviceLog`])
 /// - `vehicles`: vehicle id -> the vehicle's API body (JSON text; see `crate::registry`)
 /// - `rules`: device id -> the rule state of a registered device (postcard)
-/// - `meta`: keys and counters (`alerts_raised`, `jt808_auth_key`)
+/// - `meta`: keys and counters (`alerts_raised`, `jt808_auth_key`, and how far the journal's
+///   parts were filed: `journal.devices_filed`, `journal.history_filed`)
 /// - `registrations`: JT/T 808 terminal number -> the terminal id it registered with (UTF-8)
 /// - `risk`: vehicle id -> its risk reasons ([`crate::risk::RiskState`], postcard)
-/// - `history_log`, `history_recent` (and `history`, the first layout's blocks): every fix
-///   kept, with the sealed blocks in day files and their index in the `history` folder beside
+/// - `history_recent` (and `history`, the first layout's blocks): every fix kept, after the
+///   commit journal, with the sealed blocks in day files and their index in the `history` folder beside
 ///   the database (`crate::history`, which owns their layout)
 /// - `commands`: `c` + id (u64 BE) -> [`CommandRecord`] (postcard); `d` + device id + `0` + id ->
 ///   nothing (a device's commands in order); `o` + id -> nothing while the command is open
@@ -266,6 +268,9 @@ impl DeviceRecord {
 /// - `vehicle_rules`: vehicle id -> the vehicle-wide rule state (postcard; `crate::rules::VehicleRuleState`)
 /// - `stays`: vehicle id -> the `long_stay` rule's state (postcard; `crate::rules::long_stay`)
 /// - the outbox's own tree (`crate::alert::outbox`), opened through [`Store::open_outbox`]
+/// - beside the database, the `journal` folder ([`journal`]): each commit's new device records
+///   and fixes, one synced append a commit, until the background passes file them here
+///   (`devices_log` and `history_log`, their trees before the journal, are filed at open)
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -276,6 +281,8 @@ pub struct Store {
     registrations: sled::Tree,
     risk: sled::Tree,
     history: crate::history::History,
+    /// What each commit adds to the last-known records and the history (`journal`).
+    journal: journal::Journal,
     commands: sled::Tree,
     zones: sled::Tree,
     vehicle_rules: sled::Tree,
@@ -293,7 +300,17 @@ impl Store {
             // flush only bounds what a crash of an idle daemon could lose of API-less writes.
             .flush_every_ms(Some(1000))
             .open()?;
-        Self::from_db(db, path.join("history"), None)
+        let meta = db.open_tree("meta")?;
+        let journal = journal::Journal::open(&path.join("journal"), Self::filed(&meta)?)?;
+        Self::from_db(db, journal, path.join("history"), None)
+    }
+
+    /// How far the journal's parts were filed into sled (devices, history).
+    fn filed(meta: &sled::Tree) -> Result<[u64; 2], StoreError> {
+        Ok([
+            journal::filed_through(meta, device_log::FILED_KEY)?,
+            journal::filed_through(meta, crate::history::History::FILED_KEY)?,
+        ])
     }
 
     /// A throwaway database for `replay` and tests.
@@ -306,22 +323,30 @@ impl Store {
                 tree: "history segments",
                 msg: format!("temporary folder: {e}"),
             })?;
-        Self::from_db(db, dir.path().to_path_buf(), Some(dir))
+        Self::from_db(
+            db,
+            journal::Journal::temporary()?,
+            dir.path().to_path_buf(),
+            Some(dir),
+        )
     }
 
     fn from_db(
         db: sled::Db,
+        journal: journal::Journal,
         blocks_dir: std::path::PathBuf,
         temporary: Option<tempfile::TempDir>,
     ) -> Result<Store, StoreError> {
+        let meta = db.open_tree("meta")?;
         Ok(Store {
-            devices: DeviceLog::open(&db, &db.open_tree("devices")?)?,
+            devices: DeviceLog::open(&db, &db.open_tree("devices")?, &meta, journal.clone())?,
             vehicles: db.open_tree("vehicles")?,
             rules: db.open_tree("rules")?,
-            meta: db.open_tree("meta")?,
+            meta,
             registrations: db.open_tree("registrations")?,
             risk: db.open_tree("risk")?,
-            history: crate::history::History::open(&db, blocks_dir, temporary)?,
+            history: crate::history::History::open(&db, journal.clone(), blocks_dir, temporary)?,
+            journal,
             commands: db.open_tree("commands")?,
             zones: db.open_tree("zones")?,
             vehicle_rules: db.open_tree("vehicle_rules")?,
@@ -581,8 +606,14 @@ impl Store {
         }
     }
 
+    /// Makes every write so far durable: sled's trees, then the commit journal's record of
+    /// what the commit under way staged. In that order, so that a kill in between keeps a
+    /// commit's alerts and rule states and loses only positions never acknowledged, which the
+    /// device sends again (a rule never sees a state older than the positions it remembers).
     pub fn flush(&self) -> Result<usize, StoreError> {
-        Ok(self.db.flush()?)
+        let n = self.db.flush()?;
+        self.journal.commit()?;
+        Ok(n)
     }
 }
 

@@ -1,0 +1,551 @@
+//! The commit journal: what each group commit adds to the last-known records and to the
+//! position history, as one record appended to a plain file and synced, beside sled.
+//!
+//! Why not a sled tree: those two parts are most of a commit's bytes (hundreds of records and
+//! fixes), and written once, read once by a background pass, then dropped. In a sled tree each
+//! entry was written as a page delta, rewritten with its leaf every few inserts (a leaf of 16
+//! entries of tens of KB is rewritten as a blob file), and removed again the same way: about
+//! 560 bytes written per position for about 150 bytes of data. Here each byte is written once.
+//!
+//! Layout: files `journal/<first sequence number, 20 digits>.log`, each a run of records
+//! `[payload length u32 LE][crc32 of the rest u32 LE][sequence u64 LE][devices length u32 LE]
+//! [devices part][history part]`. Sequence numbers increase by one, across files.
+//!
+//! Two consumers file the records into sled ([`Part::Devices`]: the device log fold;
+//! [`Part::History`]: the history drain). Each writes how far it filed into sled with what it
+//! filed, flushes, and then says so here ([`Journal::filed`]); a file goes once both have filed
+//! all its records. Until then records stay in memory too, so that readers and the passes never
+//! read the file back: the passes run every second, so that is a few seconds of commits.
+//!
+//! Crashes: a commit's record is synced before its replies go out. A kill in the middle of an
+//! append leaves a torn last record, which opening drops (its commit was never acknowledged).
+
+use super::StoreError;
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// A file is closed and a new one started past this size, so that filed commits free their
+/// space within seconds.
+const FILE_BYTES: u64 = 16 << 20;
+
+/// The two parts of a commit's record, each filed by its own background pass.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Part {
+    Devices = 0,
+    History = 1,
+}
+
+/// One commit's record.
+#[derive(Debug, PartialEq)]
+pub struct Entry {
+    pub seq: u64,
+    /// `store::DeviceLog`'s entry layout.
+    pub devices: Vec<u8>,
+    /// `history`'s log entry layout.
+    pub history: Vec<u8>,
+}
+
+struct Writer {
+    file: File,
+    len: u64,
+    /// The first sequence number of each file, oldest first; the last is the one written.
+    files: VecDeque<u64>,
+    next: u64,
+    buf: Vec<u8>,
+    /// What the commit under way added to each part, written by [`Journal::commit`].
+    staged: [Vec<u8>; 2],
+}
+
+/// The journal. Cheap to clone; the engine appends, the passes read and file.
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    writer: Mutex<Writer>,
+    /// Records not filed by both parts yet, oldest first.
+    entries: RwLock<VecDeque<Arc<Entry>>>,
+    /// How far each part has filed (durably, in sled).
+    filed: [AtomicU64; 2],
+    _temporary: Option<tempfile::TempDir>,
+}
+
+fn io_err(what: &str, e: std::io::Error) -> StoreError {
+    StoreError::Corrupt {
+        tree: "journal",
+        msg: format!("{what}: {e}"),
+    }
+}
+
+fn corrupt(msg: String) -> StoreError {
+    StoreError::Corrupt {
+        tree: "journal",
+        msg,
+    }
+}
+
+fn file_name(first: u64) -> String {
+    format!("{first:020}.log")
+}
+
+/// Syncs the folder, so that a file created or removed in it stays so after a crash.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("sync journal folder", e))
+}
+
+const CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
+
+fn checksum(rest: &[u8]) -> u32 {
+    CRC.checksum(rest)
+}
+
+/// Parses the records of one file: the entries and the length of its valid prefix (a torn
+/// last record ends it).
+fn parse(bytes: &[u8]) -> (Vec<Entry>, usize) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(head) = bytes.get(at..at + 8) {
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let Some(rest) = bytes.get(at + 8..at + 8 + len).filter(|r| r.len() >= 12) else {
+            break;
+        };
+        if checksum(rest) != crc {
+            break;
+        }
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&rest[..8]);
+        let dlen = u32::from_le_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize;
+        let Some((devices, history)) = rest[12..].split_at_checked(dlen) else {
+            break;
+        };
+        out.push(Entry {
+            seq: u64::from_le_bytes(seq),
+            devices: devices.to_vec(),
+            history: history.to_vec(),
+        });
+        at += 8 + len;
+    }
+    (out, at)
+}
+
+/// How far a part was filed, from its key in the `meta` tree (0: nothing yet).
+pub(crate) fn filed_through(meta: &sled::Tree, key: &str) -> Result<u64, StoreError> {
+    match meta.get(key)? {
+        Some(v) => v
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt(format!("{key}: not a u64"))),
+        None => Ok(0),
+    }
+}
+
+impl Journal {
+    /// Opens the journal in `dir` (created if missing), where the parts have filed every record
+    /// up to `filed` (devices, history). Records both have filed are dropped, with their files.
+    pub fn open(dir: &Path, filed: [u64; 2]) -> Result<Journal, StoreError> {
+        Self::open_in(dir.to_path_buf(), filed, None)
+    }
+
+    /// A journal in a folder removed with it (`replay`, tests).
+    pub fn temporary() -> Result<Journal, StoreError> {
+        let t = tempfile::Builder::new()
+            .prefix("lienwatch-journal")
+            .tempdir()
+            .map_err(|e| io_err("temporary folder", e))?;
+        Self::open_in(t.path().to_path_buf(), [0, 0], Some(t))
+    }
+
+    fn open_in(
+        dir: PathBuf,
+        filed: [u64; 2],
+        temporary: Option<tempfile::TempDir>,
+    ) -> Result<Journal, StoreError> {
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("create journal folder", e))?;
+        let mut firsts: Vec<u64> = Vec::new();
+        for de in std::fs::read_dir(&dir).map_err(|e| io_err("read journal folder", e))? {
+            let de = de.map_err(|e| io_err("read journal folder", e))?;
+            let name = de.file_name();
+            let Some(first) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            firsts.push(first);
+        }
+        firsts.sort_unstable();
+        let floor = filed[0].min(filed[1]);
+        let mut entries = VecDeque::new();
+        let mut prev: Option<u64> = None;
+        let mut files = VecDeque::new();
+        let mut tail_len = 0;
+        for (i, &first) in firsts.iter().enumerate() {
+            let path = dir.join(file_name(first));
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| io_err("read journal file", e))?;
+            let (recs, valid) = parse(&bytes);
+            let is_last = i + 1 == firsts.len();
+            if valid < bytes.len() {
+                if !is_last {
+                    return Err(corrupt(format!(
+                        "{}: a damaged record before the last file",
+                        file_name(first)
+                    )));
+                }
+                // A torn append: that commit was never acknowledged.
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(valid as u64).and_then(|_| f.sync_all()))
+                    .map_err(|e| io_err("truncate torn journal record", e))?;
+            }
+            for r in recs {
+                if prev.is_some_and(|p| r.seq != p + 1) {
+                    return Err(corrupt(format!(
+                        "{}: record {} out of sequence",
+                        file_name(first),
+                        r.seq
+                    )));
+                }
+                prev = Some(r.seq);
+                if r.seq > floor {
+                    entries.push_back(Arc::new(r));
+                }
+            }
+            files.push_back(first);
+            if is_last {
+                tail_len = valid as u64;
+            }
+        }
+        let last = prev.unwrap_or(0).max(filed[0]).max(filed[1]);
+        let next = last + 1;
+        // Appends go to a new file: a file's name says where it starts.
+        let first = next;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(file_name(first)))
+            .map_err(|e| io_err("create journal file", e))?;
+        if files.back() != Some(&first) {
+            files.push_back(first);
+            tail_len = 0;
+        }
+        sync_dir(&dir)?;
+        let journal = Journal {
+            inner: Arc::new(Inner {
+                dir,
+                writer: Mutex::new(Writer {
+                    file,
+                    len: tail_len,
+                    files,
+                    next,
+                    buf: Vec::new(),
+                    staged: [Vec::new(), Vec::new()],
+                }),
+                entries: RwLock::new(entries),
+                filed: [AtomicU64::new(filed[0]), AtomicU64::new(filed[1])],
+                _temporary: temporary,
+            }),
+        };
+        journal.release()?;
+        Ok(journal)
+    }
+
+    /// Adds `bytes` to `part` of the commit under way (a part is a run of items, so two stagings
+    /// read as one). Not durable until [`Journal::commit`].
+    pub fn stage(&self, part: Part, bytes: &[u8]) {
+        if let Ok(mut w) = self.inner.writer.lock() {
+            w.staged[part as usize].extend_from_slice(bytes);
+        }
+    }
+
+    /// What is staged for `part` and not committed yet. Readers take it before
+    /// [`Journal::unfiled`]: a commit in between then shows its parts twice, never not at all.
+    pub fn staged(&self, part: Part) -> Vec<u8> {
+        self.inner
+            .writer
+            .lock()
+            .map(|w| w.staged[part as usize].clone())
+            .unwrap_or_default()
+    }
+
+    /// Writes what was staged as one record and syncs it; nothing if nothing was staged. The
+    /// engine's commit calls this once per group commit, after sled's flush.
+    pub fn commit(&self) -> Result<(), StoreError> {
+        let mut w = self
+            .inner
+            .writer
+            .lock()
+            .map_err(|_| corrupt("writer poisoned".into()))?;
+        if w.staged.iter().all(|p| p.is_empty()) {
+            return Ok(());
+        }
+        let [devices, history] = std::mem::take(&mut w.staged);
+        let dlen = u32::try_from(devices.len()).map_err(|_| corrupt("part over 4 GiB".into()))?;
+        let len = u32::try_from(12 + devices.len() + history.len())
+            .map_err(|_| corrupt("record over 4 GiB".into()))?;
+        let seq = w.next;
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&[0; 4]);
+        buf.extend_from_slice(&seq.to_le_bytes());
+        buf.extend_from_slice(&dlen.to_le_bytes());
+        buf.extend_from_slice(&devices);
+        buf.extend_from_slice(&history);
+        let crc = checksum(&buf[8..]);
+        buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        let written = w
+            .file
+            .write_all(&buf)
+            .and_then(|_| w.file.sync_data())
+            .map_err(|e| io_err("append to journal", e));
+        if let Err(e) = written {
+            // What part of the record reached the file is cut off at the next open, and no
+            // later record may follow it in this file. The parts stay staged for the next try.
+            let _ = w.file.set_len(w.len);
+            w.staged = [devices, history];
+            w.buf = buf;
+            return Err(e);
+        }
+        w.len += buf.len() as u64;
+        w.next = seq + 1;
+        w.buf = buf;
+        if w.len >= FILE_BYTES {
+            let next = w.next;
+            w.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.inner.dir.join(file_name(next)))
+                .map_err(|e| io_err("create journal file", e))?;
+            w.len = 0;
+            w.files.push_back(next);
+            sync_dir(&self.inner.dir)?;
+        }
+        // Held while the writer is: a reader that found the staged parts gone finds the record.
+        self.inner
+            .entries
+            .write()
+            .map_err(|_| corrupt("entries poisoned".into()))?
+            .push_back(Arc::new(Entry {
+                seq,
+                devices,
+                history,
+            }));
+        drop(w);
+        Ok(())
+    }
+
+    /// The records `part` has not filed yet, oldest first.
+    pub fn unfiled(&self, part: Part) -> Vec<Arc<Entry>> {
+        let after = self.inner.filed[part as usize].load(Ordering::Acquire);
+        match self.inner.entries.read() {
+            Ok(e) => e.iter().filter(|e| e.seq > after).cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// How far `part` has filed.
+    pub fn filed_through(&self, part: Part) -> u64 {
+        self.inner.filed[part as usize].load(Ordering::Acquire)
+    }
+
+    /// `part` has filed every record up to `seq`, durably: what both parts filed is dropped.
+    pub fn filed(&self, part: Part, seq: u64) -> Result<(), StoreError> {
+        self.inner.filed[part as usize].fetch_max(seq, Ordering::AcqRel);
+        self.release()
+    }
+
+    fn release(&self) -> Result<(), StoreError> {
+        let floor = self
+            .filed_through(Part::Devices)
+            .min(self.filed_through(Part::History));
+        if let Ok(mut e) = self.inner.entries.write() {
+            while e.front().is_some_and(|e| e.seq <= floor) {
+                e.pop_front();
+            }
+        }
+        let mut w = self
+            .inner
+            .writer
+            .lock()
+            .map_err(|_| corrupt("writer poisoned".into()))?;
+        let mut removed = false;
+        // A file whose successor starts at or below floor + 1 holds only filed records; the
+        // file being written is never removed.
+        while w.files.len() > 1 && w.files[1] <= floor + 1 {
+            if let Some(first) = w.files.pop_front() {
+                std::fs::remove_file(self.inner.dir.join(file_name(first)))
+                    .or_else(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => Ok(()),
+                        _ => Err(e),
+                    })
+                    .map_err(|e| io_err("remove filed journal file", e))?;
+                removed = true;
+            }
+        }
+        drop(w);
+        if removed {
+            sync_dir(&self.inner.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Records held (not filed by both parts).
+    pub fn len(&self) -> usize {
+        self.inner.entries.read().map_or(0, |e| e.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The journal's files and their total size in bytes.
+    pub fn disk_bytes(&self) -> (usize, u64) {
+        let files = match self.inner.writer.lock() {
+            Ok(w) => w.files.iter().copied().collect::<Vec<_>>(),
+            Err(_) => return (0, 0),
+        };
+        let bytes = files
+            .iter()
+            .filter_map(|f| std::fs::metadata(self.inner.dir.join(file_name(*f))).ok())
+            .map(|m| m.len())
+            .sum();
+        (files.len(), bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Journal {
+        fn append(&self, devices: Vec<u8>, history: Vec<u8>) -> Result<(), StoreError> {
+            self.stage(Part::Devices, &devices);
+            self.stage(Part::History, &history);
+            self.commit()
+        }
+    }
+
+    fn seqs(j: &Journal, part: Part) -> Vec<u64> {
+        j.unfiled(part).iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn records_come_back_after_a_reopen_until_both_parts_filed_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let j = Journal::open(dir.path(), [0, 0]).expect("open");
+        j.append(b"d1".to_vec(), b"h1".to_vec()).expect("append");
+        j.append(Vec::new(), Vec::new()).expect("empty");
+        j.append(b"d2".to_vec(), Vec::new()).expect("append");
+        j.append(Vec::new(), b"h3".to_vec()).expect("append");
+        assert_eq!(seqs(&j, Part::Devices), [1, 2, 3]);
+        j.filed(Part::Devices, 2).expect("filed");
+        assert_eq!(seqs(&j, Part::Devices), [3]);
+        assert_eq!(
+            seqs(&j, Part::History),
+            [1, 2, 3],
+            "history has filed nothing"
+        );
+        drop(j);
+
+        let j = Journal::open(dir.path(), [2, 1]).expect("reopen");
+        assert_eq!(seqs(&j, Part::Devices), [3]);
+        assert_eq!(seqs(&j, Part::History), [2, 3]);
+        let e = j.unfiled(Part::History);
+        assert_eq!(
+            (&e[0].devices[..], &e[0].history[..]),
+            (&b"d2"[..], &b""[..])
+        );
+        assert_eq!(&e[1].history[..], b"h3");
+        // New records continue the numbering.
+        j.append(b"d4".to_vec(), Vec::new()).expect("append");
+        assert_eq!(seqs(&j, Part::Devices), [3, 4]);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped_and_appends_go_on() {
+        let dir = tempfile::tempdir().expect("dir");
+        let j = Journal::open(dir.path(), [0, 0]).expect("open");
+        j.append(b"d1".to_vec(), b"h1".to_vec()).expect("append");
+        j.append(b"d2".to_vec(), b"h2".to_vec()).expect("append");
+        drop(j);
+        // A kill in the middle of the second append: cut the file a few bytes short.
+        let path = dir.path().join(file_name(1));
+        let len = std::fs::metadata(&path).expect("meta").len();
+        let f = OpenOptions::new().write(true).open(&path).expect("file");
+        f.set_len(len - 3).expect("cut");
+        drop(f);
+
+        let j = Journal::open(dir.path(), [0, 0]).expect("reopen");
+        assert_eq!(seqs(&j, Part::Devices), [1]);
+        j.append(b"d2'".to_vec(), Vec::new()).expect("append");
+        drop(j);
+        let j = Journal::open(dir.path(), [0, 0]).expect("reopen");
+        let e = j.unfiled(Part::Devices);
+        assert_eq!(e.len(), 2);
+        assert_eq!((e[1].seq, &e[1].devices[..]), (2, &b"d2'"[..]));
+    }
+
+    #[test]
+    fn a_file_goes_once_both_parts_filed_all_its_records() {
+        let dir = tempfile::tempdir().expect("dir");
+        let j = Journal::open(dir.path(), [0, 0]).expect("open");
+        let big = vec![7u8; (FILE_BYTES / 3) as usize];
+        for _ in 0..4 {
+            j.append(big.clone(), Vec::new()).expect("append");
+        }
+        // Records 1..=3 filled the first file; 4 is in the second, 5 will start the third.
+        assert_eq!(j.disk_bytes().0, 2);
+        j.filed(Part::Devices, 4).expect("filed");
+        assert_eq!(j.disk_bytes().0, 2, "history has not filed them");
+        j.filed(Part::History, 3).expect("filed");
+        assert_eq!(j.disk_bytes().0, 1);
+        assert_eq!(j.len(), 1);
+        drop(j);
+        let j = Journal::open(dir.path(), [4, 3]).expect("reopen");
+        assert_eq!(seqs(&j, Part::History), [4]);
+        assert!(seqs(&j, Part::Devices).is_empty());
+    }
+
+    #[test]
+    fn damage_before_the_last_file_is_an_error() {
+        let dir = tempfile::tempdir().expect("dir");
+        let j = Journal::open(dir.path(), [0, 0]).expect("open");
+        j.append(b"d1".to_vec(), Vec::new()).expect("append");
+        drop(j);
+        let j = Journal::open(dir.path(), [0, 0]).expect("reopen");
+        j.append(b"d2".to_vec(), Vec::new()).expect("append");
+        drop(j);
+        let path = dir.path().join(file_name(1));
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, bytes).expect("write");
+        assert!(Journal::open(dir.path(), [0, 0]).is_err());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for n in 0..200usize {
+            let bytes: Vec<u8> = (0..n).map(|i| (i * 37 + n) as u8).collect();
+            let (e, valid) = parse(&bytes);
+            assert!(valid <= bytes.len());
+            // A record is at least its length, checksum, sequence number and part length.
+            assert!(e.len() <= n / 20 + 1);
+        }
+    }
+}
