@@ -13,8 +13,9 @@
 //!
 //! Two consumers file the records into sled ([`Part::Devices`]: the device log fold;
 //! [`Part::History`]: the history drain). Each writes how far it filed into sled with what it
-//! filed, flushes, and then says so here ([`Journal::filed`]); a file goes once both have filed
-//! all its records. Until then records stay in memory too, so that readers and the passes never
+//! filed, flushes, and then says so here ([`Journal::filed`]); a record goes once the parts it
+//! holds are filed (a commit that changed no device record needs no fold), a file once all its
+//! records have gone. Until then records stay in memory too, so that readers and the passes never
 //! read the file back: the passes run every second, so that is a few seconds of commits.
 //!
 //! Crashes: a commit's record is synced before its replies go out. A kill in the middle of an
@@ -49,11 +50,44 @@ pub struct Entry {
     pub history: Vec<u8>,
 }
 
+/// One file of the journal: where it starts, and its last record holding each part (0: none).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct FileSpan {
+    first: u64,
+    last: [u64; 2],
+}
+
+impl FileSpan {
+    fn note(&mut self, e: &Entry) {
+        for (part, bytes) in [(Part::Devices, &e.devices), (Part::History, &e.history)] {
+            if !bytes.is_empty() {
+                self.last[part as usize] = e.seq;
+            }
+        }
+    }
+}
+
+impl Entry {
+    fn part(&self, part: Part) -> &[u8] {
+        match part {
+            Part::Devices => &self.devices,
+            Part::History => &self.history,
+        }
+    }
+
+    /// Every part it holds is filed.
+    fn filed(&self, filed: [u64; 2]) -> bool {
+        [Part::Devices, Part::History]
+            .iter()
+            .all(|&p| self.part(p).is_empty() || self.seq <= filed[p as usize])
+    }
+}
+
 struct Writer {
     file: File,
     len: u64,
-    /// The first sequence number of each file, oldest first; the last is the one written.
-    files: VecDeque<u64>,
+    /// The journal's files, oldest first; the last is the one written.
+    files: VecDeque<FileSpan>,
     next: u64,
     buf: Vec<u8>,
     /// What the commit under way added to each part, written by [`Journal::commit`].
@@ -185,7 +219,6 @@ impl Journal {
             firsts.push(first);
         }
         firsts.sort_unstable();
-        let floor = filed[0].min(filed[1]);
         let mut entries = VecDeque::new();
         let mut prev: Option<u64> = None;
         let mut files = VecDeque::new();
@@ -212,6 +245,10 @@ impl Journal {
                     .and_then(|f| f.set_len(valid as u64).and_then(|_| f.sync_all()))
                     .map_err(|e| io_err("truncate torn journal record", e))?;
             }
+            let mut span = FileSpan {
+                first,
+                last: [0, 0],
+            };
             for r in recs {
                 if prev.is_some_and(|p| r.seq != p + 1) {
                     return Err(corrupt(format!(
@@ -221,11 +258,12 @@ impl Journal {
                     )));
                 }
                 prev = Some(r.seq);
-                if r.seq > floor {
+                span.note(&r);
+                if !r.filed(filed) {
                     entries.push_back(Arc::new(r));
                 }
             }
-            files.push_back(first);
+            files.push_back(span);
             if is_last {
                 tail_len = valid as u64;
             }
@@ -239,8 +277,11 @@ impl Journal {
             .append(true)
             .open(dir.join(file_name(first)))
             .map_err(|e| io_err("create journal file", e))?;
-        if files.back() != Some(&first) {
-            files.push_back(first);
+        if files.back().map(|f| f.first) != Some(first) {
+            files.push_back(FileSpan {
+                first,
+                last: [0, 0],
+            });
             tail_len = 0;
         }
         sync_dir(&dir)?;
@@ -324,6 +365,14 @@ impl Journal {
         w.len += buf.len() as u64;
         w.next = seq + 1;
         w.buf = buf;
+        let entry = Arc::new(Entry {
+            seq,
+            devices,
+            history,
+        });
+        if let Some(f) = w.files.back_mut() {
+            f.note(&entry);
+        }
         if w.len >= FILE_BYTES {
             let next = w.next;
             w.file = OpenOptions::new()
@@ -332,7 +381,10 @@ impl Journal {
                 .open(self.inner.dir.join(file_name(next)))
                 .map_err(|e| io_err("create journal file", e))?;
             w.len = 0;
-            w.files.push_back(next);
+            w.files.push_back(FileSpan {
+                first: next,
+                last: [0, 0],
+            });
             sync_dir(&self.inner.dir)?;
         }
         // Held while the writer is: a reader that found the staged parts gone finds the record.
@@ -340,20 +392,20 @@ impl Journal {
             .entries
             .write()
             .map_err(|_| corrupt("entries poisoned".into()))?
-            .push_back(Arc::new(Entry {
-                seq,
-                devices,
-                history,
-            }));
+            .push_back(entry);
         drop(w);
         Ok(())
     }
 
-    /// The records `part` has not filed yet, oldest first.
+    /// The records holding `part` it has not filed yet, oldest first.
     pub fn unfiled(&self, part: Part) -> Vec<Arc<Entry>> {
         let after = self.inner.filed[part as usize].load(Ordering::Acquire);
         match self.inner.entries.read() {
-            Ok(e) => e.iter().filter(|e| e.seq > after).cloned().collect(),
+            Ok(e) => e
+                .iter()
+                .filter(|e| e.seq > after && !e.part(part).is_empty())
+                .cloned()
+                .collect(),
             Err(_) => Vec::new(),
         }
     }
@@ -363,18 +415,21 @@ impl Journal {
         self.inner.filed[part as usize].load(Ordering::Acquire)
     }
 
-    /// `part` has filed every record up to `seq`, durably: what both parts filed is dropped.
+    /// `part` has filed every record up to `seq`, durably: records whose parts are all filed
+    /// are dropped, with the files that held only such records.
     pub fn filed(&self, part: Part, seq: u64) -> Result<(), StoreError> {
         self.inner.filed[part as usize].fetch_max(seq, Ordering::AcqRel);
         self.release()
     }
 
     fn release(&self) -> Result<(), StoreError> {
-        let floor = self
-            .filed_through(Part::Devices)
-            .min(self.filed_through(Part::History));
+        let filed = [
+            self.filed_through(Part::Devices),
+            self.filed_through(Part::History),
+        ];
         if let Ok(mut e) = self.inner.entries.write() {
-            while e.front().is_some_and(|e| e.seq <= floor) {
+            // Front first: a record filed behind one that is not waits for it (a few seconds).
+            while e.front().is_some_and(|e| e.filed(filed)) {
                 e.pop_front();
             }
         }
@@ -384,11 +439,11 @@ impl Journal {
             .lock()
             .map_err(|_| corrupt("writer poisoned".into()))?;
         let mut removed = false;
-        // A file whose successor starts at or below floor + 1 holds only filed records; the
-        // file being written is never removed.
-        while w.files.len() > 1 && w.files[1] <= floor + 1 {
-            if let Some(first) = w.files.pop_front() {
-                std::fs::remove_file(self.inner.dir.join(file_name(first)))
+        // The file being written is never removed.
+        while w.files.len() > 1 && w.files[0].last[0] <= filed[0] && w.files[0].last[1] <= filed[1]
+        {
+            if let Some(f) = w.files.pop_front() {
+                std::fs::remove_file(self.inner.dir.join(file_name(f.first)))
                     .or_else(|e| match e.kind() {
                         std::io::ErrorKind::NotFound => Ok(()),
                         _ => Err(e),
@@ -416,7 +471,7 @@ impl Journal {
     /// The journal's files and their total size in bytes.
     pub fn disk_bytes(&self) -> (usize, u64) {
         let files = match self.inner.writer.lock() {
-            Ok(w) => w.files.iter().copied().collect::<Vec<_>>(),
+            Ok(w) => w.files.iter().map(|f| f.first).collect::<Vec<_>>(),
             Err(_) => return (0, 0),
         };
         let bytes = files
@@ -445,35 +500,33 @@ mod tests {
     }
 
     #[test]
-    fn records_come_back_after_a_reopen_until_both_parts_filed_them() {
+    fn records_come_back_after_a_reopen_until_the_parts_they_hold_are_filed() {
         let dir = tempfile::tempdir().expect("dir");
         let j = Journal::open(dir.path(), [0, 0]).expect("open");
         j.append(b"d1".to_vec(), b"h1".to_vec()).expect("append");
         j.append(Vec::new(), Vec::new()).expect("empty");
         j.append(b"d2".to_vec(), Vec::new()).expect("append");
         j.append(Vec::new(), b"h3".to_vec()).expect("append");
-        assert_eq!(seqs(&j, Part::Devices), [1, 2, 3]);
+        assert_eq!(seqs(&j, Part::Devices), [1, 2]);
+        assert_eq!(seqs(&j, Part::History), [1, 3]);
         j.filed(Part::Devices, 2).expect("filed");
-        assert_eq!(seqs(&j, Part::Devices), [3]);
-        assert_eq!(
-            seqs(&j, Part::History),
-            [1, 2, 3],
-            "history has filed nothing"
-        );
+        assert!(seqs(&j, Part::Devices).is_empty());
+        assert_eq!(seqs(&j, Part::History), [1, 3], "history has filed nothing");
+        assert_eq!(j.len(), 3, "1 waits for history, and 2 behind it");
         drop(j);
 
         let j = Journal::open(dir.path(), [2, 1]).expect("reopen");
-        assert_eq!(seqs(&j, Part::Devices), [3]);
-        assert_eq!(seqs(&j, Part::History), [2, 3]);
+        assert!(seqs(&j, Part::Devices).is_empty());
+        assert_eq!(seqs(&j, Part::History), [3]);
+        assert_eq!(j.len(), 1, "2 held no fixes: it waits for nothing");
         let e = j.unfiled(Part::History);
         assert_eq!(
             (&e[0].devices[..], &e[0].history[..]),
-            (&b"d2"[..], &b""[..])
+            (&b""[..], &b"h3"[..])
         );
-        assert_eq!(&e[1].history[..], b"h3");
         // New records continue the numbering.
         j.append(b"d4".to_vec(), Vec::new()).expect("append");
-        assert_eq!(seqs(&j, Part::Devices), [3, 4]);
+        assert_eq!(seqs(&j, Part::Devices), [4]);
     }
 
     #[test]
@@ -506,7 +559,7 @@ mod tests {
         let j = Journal::open(dir.path(), [0, 0]).expect("open");
         let big = vec![7u8; (FILE_BYTES / 3) as usize];
         for _ in 0..4 {
-            j.append(big.clone(), Vec::new()).expect("append");
+            j.append(big.clone(), b"h".to_vec()).expect("append");
         }
         // Records 1..=3 filled the first file; 4 is in the second, 5 will start the third.
         assert_eq!(j.disk_bytes().0, 2);
@@ -519,6 +572,21 @@ mod tests {
         let j = Journal::open(dir.path(), [4, 3]).expect("reopen");
         assert_eq!(seqs(&j, Part::History), [4]);
         assert!(seqs(&j, Part::Devices).is_empty());
+    }
+
+    #[test]
+    fn a_file_of_fixes_alone_goes_once_the_history_filed_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let j = Journal::open(dir.path(), [0, 0]).expect("open");
+        let big = vec![7u8; (FILE_BYTES / 3) as usize];
+        for _ in 0..4 {
+            j.append(Vec::new(), big.clone()).expect("append");
+        }
+        assert_eq!(j.disk_bytes().0, 2);
+        // No fold ever ran: these records held no device record for it to file.
+        j.filed(Part::History, 3).expect("filed");
+        assert_eq!(j.disk_bytes().0, 1);
+        assert_eq!(j.len(), 1);
     }
 
     #[test]
