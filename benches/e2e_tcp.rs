@@ -9,7 +9,8 @@
 //! every second, during lienwatch's slices; sealing at start). The figure that matters is
 //! the ratio, since absolute numbers depend on the machine. Each side also reports its reply
 //! latency (p50, p99: from writing a location to reading its whole reply), since a higher rate
-//! bought with a worse tail would not be a win.
+//! bought with a worse tail would not be a win, and the bytes written per ack to files and to
+//! the disk (Linux's `/proc/self/io`; the kernel's writeback of a slice may land in the next).
 //!
 //! Both sides stay up with their devices connected and take turns in `ROUNDS` pairs of slices
 //! of `SECONDS` each (default 8 of 4 s): the ratio is over all slices, with each pair's ratio
@@ -133,6 +134,39 @@ struct Run {
     latencies_us: Vec<u32>,
     /// CPU time of the whole process (clients included) over the measured window.
     cpu_secs: f64,
+    /// Bytes the process wrote to files (sockets aside) and to the disk in the window.
+    written: Written,
+}
+
+/// `wchar` (bytes passed to `write` and `pwrite` on files; socket sends are not counted) and
+/// `write_bytes` (what reached the block layer) from `/proc/self/io`, on Linux.
+#[derive(Default, Clone, Copy)]
+struct Written {
+    file: u64,
+    disk: u64,
+}
+
+impl Written {
+    fn now() -> Written {
+        let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Written {
+            file: field("wchar:"),
+            disk: field("write_bytes:"),
+        }
+    }
+
+    fn since(self, start: Written) -> Written {
+        Written {
+            file: self.file.saturating_sub(start.file),
+            disk: self.disk.saturating_sub(start.disk),
+        }
+    }
 }
 
 impl Run {
@@ -141,6 +175,8 @@ impl Run {
         self.acks += other.acks;
         self.secs += other.secs;
         self.cpu_secs += other.cpu_secs;
+        self.written.file += other.written.file;
+        self.written.disk += other.written.disk;
         self.latencies_us.extend_from_slice(&other.latencies_us);
         self.latencies_us.sort_unstable();
     }
@@ -164,14 +200,17 @@ impl Run {
     }
 
     fn report(&self, name: &str, devices: u32) {
+        let per_ack = |b: u64| b as f64 / self.acks.max(1) as f64;
         println!(
-            "{name:<20}: {:>9} acks in {:.1}s = {:>10.0} acks/s ({devices} devices); reply p50 {:.2} ms, p99 {:.2} ms; {:.1} us CPU/ack",
+            "{name:<20}: {:>9} acks in {:.1}s = {:>10.0} acks/s ({devices} devices); reply p50 {:.2} ms, p99 {:.2} ms; {:.1} us CPU/ack; written per ack {:.0} B to files, {:.0} B to disk",
             self.acks,
             self.secs,
             self.rate(),
             self.quantile_ms(0.50),
             self.quantile_ms(0.99),
             self.cpu_us_per_ack(),
+            per_ack(self.written.file),
+            per_ack(self.written.disk),
         );
     }
 }
@@ -234,6 +273,7 @@ async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
     let mut tasks = Vec::new();
     let start = Instant::now();
     let cpu_start = process_cpu_secs();
+    let written_start = Written::now();
     for (mut s, mut serial) in fleet.drain(..) {
         let (acked, go) = (acked.clone(), go.clone());
         tasks.push(tokio::spawn(async move {
@@ -260,6 +300,7 @@ async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
     go.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_secs = process_cpu_secs() - cpu_start;
+    let written = Written::now().since(written_start);
     let n = acked.load(Ordering::Relaxed);
     let mut latencies_us = Vec::with_capacity(n as usize);
     for t in tasks {
@@ -274,6 +315,7 @@ async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
         secs: elapsed,
         latencies_us,
         cpu_secs,
+        written,
     }
 }
 
