@@ -607,9 +607,10 @@ impl Store {
     }
 
     /// Makes every write so far durable: sled's trees, then the commit journal's record of
-    /// what the commit under way staged. In that order, so that a kill in between keeps a
-    /// commit's alerts and rule states and loses only positions never acknowledged, which the
-    /// device sends again (a rule never sees a state older than the positions it remembers).
+    /// what the commit under way staged. In that order, so that a kill in between keeps the
+    /// commit's alerts and rule states and loses only its positions, never acknowledged, which
+    /// the device sends again. The other order could keep a position and lose the alert it
+    /// raised: the device's resend would then look old to the engine.
     pub fn flush(&self) -> Result<usize, StoreError> {
         let n = self.db.flush()?;
         self.journal.commit()?;
