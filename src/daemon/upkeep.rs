@@ -22,11 +22,9 @@ pub struct Upkeep {
 
 /// Starts every pass over `store`'s trees: what the daemon runs.
 pub fn spawn(store: &Store, history_retention: Duration, shutdown: CancellationToken) -> Upkeep {
-    let following = spawn_following(store, shutdown.clone());
-    Upkeep {
-        sealing: spawn_sealing(store, history_retention, shutdown).sealing,
-        ..following
-    }
+    let mut all = spawn_following(store, shutdown.clone());
+    all.sealing = spawn_sealing(store, history_retention, shutdown).sealing;
+    all
 }
 
 /// Starts the passes that file what ingestion logged (history drain, device log fold).

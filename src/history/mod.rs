@@ -229,7 +229,7 @@ impl History {
     /// commit's fixes). Not durable until the store's next flush (the engine's commit).
     pub fn apply(&self, staged: Staged) -> Result<(), StoreError> {
         if !staged.is_empty() {
-            self.journal.stage(Part::History, &staged.buf);
+            self.journal.stage(Part::History, staged.buf);
         }
         Ok(())
     }

@@ -120,7 +120,7 @@ impl DeviceLog {
             buf[at..at + 2].copy_from_slice(&len.to_be_bytes());
         }
         if !buf.is_empty() {
-            self.journal.stage(Part::Devices, &buf);
+            self.journal.stage(Part::Devices, buf);
         }
         Ok(())
     }
@@ -162,32 +162,28 @@ impl DeviceLog {
         self.journal.len()
     }
 
-    /// The parts not filed yet, oldest first, what the commit under way staged last. Taken
-    /// before `devices` is read: a fold in between leaves in `devices` records these hold too.
-    /// `all` runs before the fold starts (the engine's open); `get` may see an older record of a
-    /// device in a part than the one a concurrent fold has just filed, never a missing one.
-    fn unfiled(&self) -> Vec<Vec<u8>> {
+    /// The parts not filed yet. Taken before `devices` is read: a fold in between leaves in
+    /// `devices` records these hold too. `all` runs before the fold starts (the engine's open);
+    /// `get` may see an older record of a device in a part than the one a concurrent fold has
+    /// just filed, never a missing one.
+    fn unfiled(&self) -> Unfiled {
         let staged = self.journal.staged(Part::Devices);
-        let mut parts: Vec<Vec<u8>> = self
-            .journal
-            .unfiled(Part::Devices)
-            .iter()
-            .map(|e| e.devices.clone())
-            .collect();
-        parts.push(staged);
-        parts
+        Unfiled {
+            committed: self.journal.unfiled(Part::Devices),
+            staged,
+        }
     }
 
     /// Every device's newest record: `devices` overlaid with the parts not filed yet, in
     /// commit order.
     pub fn all(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        let parts = self.unfiled();
+        let unfiled = self.unfiled();
         let mut all: FastMap<Vec<u8>, DeviceRecord> = FastMap::default();
         for kv in self.devices.iter() {
             let (k, v) = kv?;
             all.insert(k.to_vec(), decode_device(&v)?);
         }
-        for part in &parts {
+        for part in unfiled.parts() {
             each_record(part, |id, rec| {
                 all.insert(id.to_vec(), decode_device(rec)?);
                 Ok(())
@@ -200,12 +196,12 @@ impl DeviceLog {
 
     /// One device's newest record.
     pub fn get(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        let parts = self.unfiled();
+        let unfiled = self.unfiled();
         let mut found = None;
-        for part in parts.iter().rev() {
+        for part in unfiled.parts().rev() {
             each_record(part, |rid, rec| {
                 if rid == id.as_bytes() {
-                    found = Some(rec.to_vec());
+                    found = Some(rec);
                 }
                 Ok(())
             })?;
@@ -214,12 +210,28 @@ impl DeviceLog {
             }
         }
         match found {
-            Some(rec) => decode_device(&rec).map(Some),
+            Some(rec) => decode_device(rec).map(Some),
             None => match self.devices.get(id.as_bytes())? {
                 None => Ok(None),
                 Some(v) => decode_device(&v).map(Some),
             },
         }
+    }
+}
+
+/// The devices parts not filed yet: the committed records, oldest first, then what the commit
+/// under way staged.
+struct Unfiled {
+    committed: Vec<std::sync::Arc<super::journal::Entry>>,
+    staged: Vec<u8>,
+}
+
+impl Unfiled {
+    fn parts(&self) -> impl DoubleEndedIterator<Item = &[u8]> {
+        self.committed
+            .iter()
+            .map(|e| &e.devices[..])
+            .chain(std::iter::once(&self.staged[..]))
     }
 }
 
@@ -361,7 +373,7 @@ mod tests {
     fn a_damaged_part_is_an_error_not_a_panic() {
         for bad in [&[0u8][..], &[0, 9, 1], &[0, 1, 0x80], &[0, 2, 5, b'1']] {
             let s = Store::temporary().expect("store");
-            s.journal.stage(Part::Devices, bad);
+            s.journal.stage(Part::Devices, bad.to_vec());
             s.flush().expect("commit");
             assert!(s.all_devices().is_err(), "{bad:?}");
             assert!(s.device_log().fold(10).is_err(), "{bad:?}");

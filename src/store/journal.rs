@@ -314,9 +314,15 @@ impl Journal {
 
     /// Adds `bytes` to `part` of the commit under way (a part is a run of items, so two stagings
     /// read as one). Not durable until [`Journal::commit`].
-    pub fn stage(&self, part: Part, bytes: &[u8]) {
+    pub fn stage(&self, part: Part, bytes: Vec<u8>) {
         if let Ok(mut w) = self.inner.writer.lock() {
-            w.staged[part as usize].extend_from_slice(bytes);
+            let staged = &mut w.staged[part as usize];
+            // Most commits stage each part once: taken as it is, not copied.
+            if staged.is_empty() {
+                *staged = bytes;
+            } else {
+                staged.extend_from_slice(&bytes);
+            }
         }
     }
 
@@ -406,7 +412,7 @@ impl Journal {
 
     /// The records holding `part` it has not filed yet, oldest first.
     pub fn unfiled(&self, part: Part) -> Vec<Arc<Entry>> {
-        let after = self.inner.filed[part as usize].load(Ordering::Acquire);
+        let after = self.filed_at(part);
         match self.inner.entries.read() {
             Ok(e) => e
                 .iter()
@@ -418,7 +424,7 @@ impl Journal {
     }
 
     /// How far `part` has filed.
-    pub fn filed_through(&self, part: Part) -> u64 {
+    fn filed_at(&self, part: Part) -> u64 {
         self.inner.filed[part as usize].load(Ordering::Acquire)
     }
 
@@ -430,10 +436,7 @@ impl Journal {
     }
 
     fn release(&self) -> Result<(), StoreError> {
-        let filed = [
-            self.filed_through(Part::Devices),
-            self.filed_through(Part::History),
-        ];
+        let filed = [self.filed_at(Part::Devices), self.filed_at(Part::History)];
         if let Ok(mut e) = self.inner.entries.write() {
             // Front first: a record filed behind one that is not waits for it (a few seconds).
             while e.front().is_some_and(|e| e.filed(filed)) {
@@ -496,8 +499,8 @@ mod tests {
 
     impl Journal {
         fn append(&self, devices: Vec<u8>, history: Vec<u8>) -> Result<(), StoreError> {
-            self.stage(Part::Devices, &devices);
-            self.stage(Part::History, &history);
+            self.stage(Part::Devices, devices);
+            self.stage(Part::History, history);
             self.commit()
         }
     }
