@@ -8,6 +8,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `N` distinct loopback ports that were free a moment ago: all are held until all are picked,
+/// where one pick after another can be handed the same port twice.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("bound port").port())
+}
+
 pub struct Mosquitto {
     pub port: u16,
     pub dir: tempfile::TempDir,
@@ -24,11 +33,14 @@ impl Mosquitto {
 
     /// Starts a broker with extra config lines appended.
     pub fn start_with(extra: &str) -> Mosquitto {
+        let [port] = free_ports();
+        Self::start_on(port, extra)
+    }
+
+    /// Starts a broker on `port` with extra config lines appended; for a config that names
+    /// other ports, all taken from one [`free_ports`] call so that none is picked twice.
+    pub fn start_on(port: u16, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
         let conf = dir.path().join("mosquitto.conf");
         let text = format!(
             "listener {port} 127.0.0.1\n\

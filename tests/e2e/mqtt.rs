@@ -2,7 +2,7 @@
 //! the persistent session, SIGKILL in the middle of a QoS 1 stream, a broker restart, and
 //! malformed payloads. Every wait is bounded.
 
-use crate::common::mosquitto::Mosquitto;
+use crate::common::mosquitto::{free_ports, Mosquitto};
 use crate::common::tls::make_certs;
 use crate::common::wait::try_for;
 use crate::common::*;
@@ -506,14 +506,17 @@ fn mqtts_with_a_private_ca_is_ingested_and_a_wrong_ca_is_refused() {
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = make_certs(certs.path(), "good");
     let (other_ca, _, _) = make_certs(certs.path(), "other");
-    let tls_port = free_port();
+    let [port, tls_port] = free_ports();
     // A second listener with TLS; the tests publish on the plain one.
-    let broker = Mosquitto::start_with(&format!(
+    let broker = Mosquitto::start_on(
+        port,
+        &format!(
         "max_inflight_messages 0\nlistener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
-        ca.display(),
-        cert.display(),
-        key.display()
-    ));
+            ca.display(),
+            cert.display(),
+            key.display()
+        ),
+    );
     let tls = |ca: &std::path::Path, id: &str| {
         format!(
             "[mqtt]\nurl = \"mqtts://127.0.0.1:{tls_port}\"\nclient_id = \"{id}\"\nca_file = {:?}\n\n\
