@@ -4,7 +4,6 @@
 //! waits for the commit that covers them, and only then sends the replies (or MQTT acks) that
 //! acknowledge them.
 
-pub mod codec;
 pub mod mqtt;
 pub mod tcp;
 pub mod udp;
@@ -12,26 +11,40 @@ pub mod udp;
 use crate::protocol::{Output, Rejection};
 use bytes::Bytes;
 
-/// A session's output split into what goes to the engine and what goes back to the device.
-#[derive(Default)]
-pub struct Split {
-    pub events: Vec<crate::event::Event>,
-    pub replies: Vec<Bytes>,
+/// Sorts a session's outputs into the events for the engine and the replies for the device,
+/// counting and (rate-limited) logging rejections. A source keeps one for its life, so that the
+/// decoded counter is looked up in the registry once, not for every batch.
+pub struct Sorter {
+    protocol: &'static str,
+    decoded: metrics::Counter,
 }
 
-/// Splits outputs, counting and (rate-limited) logging rejections.
-pub fn split(protocol: &'static str, outs: Vec<Output>, peer: &str) -> Split {
-    let mut s = Split::default();
-    for o in outs {
-        match o {
-            Output::Event(e) => s.events.push(e),
-            Output::Reply(b) => s.replies.push(b),
-            Output::Rejected(r) => rejected(protocol, r, peer),
+impl Sorter {
+    pub fn new(protocol: &'static str) -> Self {
+        Sorter {
+            protocol,
+            decoded: metrics::counter!("lienwatch_frames_decoded_total", "protocol" => protocol),
         }
     }
-    metrics::counter!("lienwatch_frames_decoded_total", "protocol" => protocol)
-        .increment(s.events.len() as u64);
-    s
+
+    /// Drains `outs`, appending its events to `events` and its replies to `replies`, in order.
+    pub fn sort(
+        &self,
+        outs: &mut Vec<Output>,
+        events: &mut Vec<crate::event::Event>,
+        replies: &mut Vec<Bytes>,
+        peer: &dyn std::fmt::Display,
+    ) {
+        let before = events.len();
+        for o in outs.drain(..) {
+            match o {
+                Output::Event(e) => events.push(e),
+                Output::Reply(b) => replies.push(b),
+                Output::Rejected(r) => rejected(self.protocol, r, &peer.to_string()),
+            }
+        }
+        self.decoded.increment((events.len() - before) as u64);
+    }
 }
 
 /// Counts a rejection and logs it, at most a few times a second across the process, so that a

@@ -9,20 +9,18 @@ use crate::config::Listener;
 use crate::downlink::{Dispatch, LinkGuard, Mailbox};
 use crate::engine::commands::{CommandRefused, CommandSent};
 use crate::engine::EngineHandle;
-use crate::event::Timestamp;
-use crate::ingest::codec::{CodecError, SessionCodec};
+use crate::event::{Event, Timestamp};
+use crate::ingest::Sorter;
 use crate::protocol::downlink::EncodeError;
-use crate::protocol::{Session, SessionConfig};
-use bytes::BytesMut;
-use futures_util::StreamExt;
+use crate::protocol::{Output, Rejection, Session, SessionConfig};
+use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -146,10 +144,11 @@ enum ConnError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Codec(#[from] CodecError),
-    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
+
+/// Room asked of the read buffer before each read: a whole GT06 or JT/T 808 frame, most often.
+const READ_ROOM: usize = 2048;
 
 async fn connection(
     stream: TcpStream,
@@ -160,21 +159,30 @@ async fn connection(
     mailbox: &Arc<Mailbox>,
 ) -> Result<(), ConnError> {
     let proto = cfg.protocol.name();
-    let max_frame = scfg.max_frame;
-    let (rd, mut wr) = stream.into_split();
-    let codec = SessionCodec::new(cfg.protocol.session(scfg), max_frame);
-    let mut framed = FramedRead::with_capacity(rd, codec, 2048);
+    // Bounds the read buffer even if a session misbehaves: beyond this, the buffer is dropped.
+    let hard_limit = scfg.max_frame.saturating_mul(2).max(1024);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut session = cfg.protocol.session(scfg);
+    let sorter = Sorter::new(proto);
+    // The connection's buffers live as long as it does: each batch reuses them, and the
+    // engine hands the events' vector back with the commit's outcome.
+    let mut input = BytesMut::with_capacity(READ_ROOM);
+    let mut outs: Vec<Output> = Vec::new();
+    let mut events: Vec<Event> = Vec::new();
+    let mut replies: Vec<Bytes> = Vec::new();
+    let mut joined = BytesMut::new();
     // One idle timer for the connection's whole life: made anew per message, it would lock the
     // timer wheel twice. The shutdown and the commands for the device come through one mailbox
     // (`crate::downlink::Mailbox`), one flag word to look at on each wake.
     let mut last_input = Instant::now();
     let idle = tokio::time::sleep(cfg.idle_timeout);
     tokio::pin!(idle);
-    let mut replies = BytesMut::new();
     // Commands for this connection's device arrive in the mailbox once it has registered (below).
     let mut link: Option<LinkGuard> = None;
     loop {
-        let next = tokio::select! {
+        // `reserve` takes back the room of what was consumed before it allocates.
+        input.reserve(READ_ROOM);
+        let read = tokio::select! {
             biased;
             () = mailbox.ready() => {
                 if mailbox.is_closed() {
@@ -182,12 +190,11 @@ async fn connection(
                 }
                 // Between batches: never ahead of a reply that waits for its commit.
                 for d in mailbox.take() {
-                    send_command(framed.decoder_mut().session_mut(), d, &mut wr, cfg, engine)
-                        .await?;
+                    send_command(session.as_mut(), d, &mut wr, cfg, engine).await?;
                 }
                 continue;
             }
-            r = framed.next() => r,
+            r = rd.read_buf(&mut input) => r?,
             _ = &mut idle => {
                 // The timer is moved only when it fires: until then input just notes the time.
                 let due = last_input + cfg.idle_timeout;
@@ -200,42 +207,60 @@ async fn connection(
                 return Err(ConnError::Idle);
             }
         };
-        let outs = match next {
-            None => break,
-            Some(Err(CodecError::Io(e))) => return Err(e.into()),
-            Some(Err(CodecError::Session(e))) => {
-                metrics::counter!("lienwatch_sessions_ended_total", "protocol" => proto, "reason" => session_reason(&e)).increment(1);
-                if crate::ingest::log_budget() {
-                    tracing::info!(protocol = proto, peer, error = %e, "session ended by protocol");
-                }
-                break;
-            }
-            Some(Ok(outs)) => outs,
-        };
-        let split = crate::ingest::split(proto, outs, peer);
+        let closed = read == 0;
+        // Every complete frame in the buffer; what a session error ends is answered first, so
+        // that owed replies (a Teltonika refusal `00`) still reach the device.
+        let ended = session.feed(&mut input, &mut outs).err();
+        if closed && ended.is_none() {
+            session.finish(&mut input, &mut outs);
+        }
+        if input.len() > hard_limit {
+            outs.push(Output::Rejected(Rejection::new(
+                "buffer over limit",
+                input.len(),
+            )));
+            input.clear();
+        }
+        // Input counts against the idle timeout once it makes something: a frame, a reply, a
+        // rejection. Bytes trickled into a frame that never completes do not keep a peer open.
+        let produced = !outs.is_empty();
+        sorter.sort(&mut outs, &mut events, &mut replies, &peer);
         // Registered before the commit of the login, so the engine sees the link when it applies it.
-        if let Some(id) = framed.decoder().session().commands_to() {
+        if let Some(id) = session.commands_to() {
             if !id.as_str().is_empty() && link.as_ref().map(LinkGuard::device) != Some(id) {
                 link = Some(engine.command_links.register(id.clone(), mailbox.clone()));
             }
         }
-        if !split.events.is_empty() {
+        if !events.is_empty() {
             // Replies wait for the commit: if it fails, the device gets nothing and resends.
-            engine.commit(split.events, Timestamp::now()).await?;
+            engine.commit(&mut events, Timestamp::now()).await?;
         }
         // One write per batch, however many frames it answers.
-        match split.replies.as_slice() {
+        match replies.as_slice() {
             [] => {}
             [one] => wr.write_all(one).await?,
             many => {
-                replies.clear();
+                joined.clear();
                 for r in many {
-                    replies.extend_from_slice(r);
+                    joined.extend_from_slice(r);
                 }
-                wr.write_all(&replies).await?;
+                wr.write_all(&joined).await?;
             }
         }
-        last_input = Instant::now();
+        replies.clear();
+        if let Some(e) = ended {
+            metrics::counter!("lienwatch_sessions_ended_total", "protocol" => proto, "reason" => session_reason(&e)).increment(1);
+            if crate::ingest::log_budget() {
+                tracing::info!(protocol = proto, peer, error = %e, "session ended by protocol");
+            }
+            break;
+        }
+        if closed {
+            break;
+        }
+        if produced {
+            last_input = Instant::now();
+        }
     }
     let _ = wr.shutdown().await;
     Ok(())

@@ -22,6 +22,7 @@ pub async fn serve(
     // Commits run concurrently (one task per datagram, bounded) so that one slow flush does not
     // stall the socket; the bound keeps a flood from growing memory.
     let inflight = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.min(4096)));
+    let sorter = Arc::new(crate::ingest::Sorter::new(proto));
     let mut buf = vec![0u8; 65_536];
     loop {
         let (n, peer) = tokio::select! {
@@ -40,11 +41,12 @@ pub async fn serve(
             break;
         };
         let datagram = BytesMut::from(&buf[..n]);
-        let (scfg, engine, socket, wp) = (
+        let (scfg, engine, socket, wp, sorter) = (
             session_cfg.clone(),
             engine.clone(),
             socket.clone(),
             cfg.protocol,
+            sorter.clone(),
         );
         tokio::spawn(async move {
             let mut session = wp.session(scfg);
@@ -52,13 +54,12 @@ pub async fn serve(
             let mut out = Vec::new();
             let _ = session.feed(&mut d, &mut out);
             session.finish(&mut d, &mut out);
-            let split = crate::ingest::split(proto, out, &peer.to_string());
-            if !split.events.is_empty()
-                && engine.commit(split.events, Timestamp::now()).await.is_err()
-            {
+            let (mut events, mut replies) = (Vec::new(), Vec::new());
+            sorter.sort(&mut out, &mut events, &mut replies, &peer);
+            if !events.is_empty() && engine.commit(&mut events, Timestamp::now()).await.is_err() {
                 return;
             }
-            for r in split.replies {
+            for r in replies {
                 let _ = socket.send_to(&r, peer).await;
             }
             drop(permit);

@@ -22,6 +22,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, each at the index of its discriminant (`outcome as usize`).
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Stored,
+        Outcome::Ignored,
+        Outcome::Malformed,
+        Outcome::Refused,
+        Outcome::Unrouted,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Stored => "stored",
@@ -154,6 +163,13 @@ enum DecodeError {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn every_outcome_sits_at_its_own_index() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i, "{}", o.as_str());
+        }
+    }
 
     #[test]
     fn decode_publish_outcomes() {

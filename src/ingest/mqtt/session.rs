@@ -49,27 +49,42 @@ struct Open {
 
 /// PUBACKs released by the ledger and not yet taken by the request channel (a broker that
 /// sends more than the window can fill it); they go out in order.
-#[derive(Default)]
-struct Acks(VecDeque<(Publish, Outcome)>);
+struct Acks {
+    queue: VecDeque<(Publish, Outcome)>,
+    /// `lienwatch_mqtt_messages_total` by outcome, in [`Outcome::ALL`]'s order: looked up once
+    /// per session rather than in the registry for every message.
+    counted: [metrics::Counter; Outcome::ALL.len()],
+}
+
+impl Default for Acks {
+    fn default() -> Self {
+        Acks {
+            queue: VecDeque::new(),
+            counted: Outcome::ALL.map(
+                |o| metrics::counter!("lienwatch_mqtt_messages_total", "outcome" => o.as_str()),
+            ),
+        }
+    }
+}
 
 impl Acks {
     fn send(&mut self, client: &AsyncClient) {
-        while let Some((p, outcome)) = self.0.front() {
+        while let Some((p, outcome)) = self.queue.front() {
             // The loop is alive while this runs, so an error means the channel is full.
             if client.try_ack(p).is_err() {
                 return;
             }
-            metrics::counter!("lienwatch_mqtt_messages_total", "outcome" => outcome.as_str())
-                .increment(1);
-            self.0.pop_front();
+            self.counted[*outcome as usize].increment(1);
+            self.queue.pop_front();
         }
     }
 
     /// The connection ended: these are redelivered instead.
     fn drop_all(&mut self) {
-        if !self.0.is_empty() {
-            metrics::counter!("lienwatch_mqtt_acks_dropped_total").increment(self.0.len() as u64);
-            self.0.clear();
+        if !self.queue.is_empty() {
+            metrics::counter!("lienwatch_mqtt_acks_dropped_total")
+                .increment(self.queue.len() as u64);
+            self.queue.clear();
         }
     }
 }
@@ -199,7 +214,7 @@ impl Session {
         if let Some((client, mut c)) = last {
             let drained = async {
                 let mut alive = true;
-                while alive && (!commits.is_empty() || !acks.0.is_empty()) {
+                while alive && (!commits.is_empty() || !acks.queue.is_empty()) {
                     acks.send(&client);
                     tokio::select! {
                         biased;
@@ -264,7 +279,7 @@ impl Session {
             let r = if events.is_empty() {
                 Ok(())
             } else {
-                engine.commit(events, received_at).await
+                engine.commit(&mut events, received_at).await
             };
             (commit, messages, r)
         }));
@@ -286,7 +301,7 @@ fn finished(
         tracing::error!(error = %e, messages, "commit failed; mqtt messages not acknowledged, reconnecting for redelivery");
     }
     let verdict = ledger.finished(commit, result.is_ok());
-    acks.0.extend(verdict.ack);
+    acks.queue.extend(verdict.ack);
     verdict.reconnect
 }
 
