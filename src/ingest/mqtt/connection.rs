@@ -11,13 +11,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-type Polling = Pin<Box<dyn Future<Output = (EventLoop, Result<Event, ConnectionError>)> + Send>>;
+type Polling =
+    Pin<Box<dyn Future<Output = (Box<EventLoop>, Result<Event, ConnectionError>)> + Send>>;
 
 /// The event loop of one connection. [`Connection::next`] may be dropped unfinished (it sits in
 /// a `select!` beside commits) without losing anything: the poll in progress is kept and
 /// resumed, so a request rumqttc took from its channel is never dropped half-written.
+///
+/// The loop lives in a box of its own: each event moves it into a poll and back out, and a
+/// pointer moves where the whole loop (its options, state and buffers) would be copied twice.
 pub(super) struct Connection {
-    idle: Option<EventLoop>,
+    idle: Option<Box<EventLoop>>,
     polling: Option<Polling>,
 }
 
@@ -27,7 +31,7 @@ impl Connection {
         (
             client,
             Connection {
-                idle: Some(el),
+                idle: Some(Box::new(el)),
                 polling: None,
             },
         )
