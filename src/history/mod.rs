@@ -175,9 +175,6 @@ fn corrupt(msg: impl std::fmt::Display) -> StoreError {
 }
 
 impl History {
-    /// Where the drain says how far it filed, in the `meta` tree.
-    pub(crate) const FILED_KEY: &'static str = "journal.history_filed";
-
     /// Opens the history in `db` over the commit `journal`, with its sealed blocks in the folder
     /// `blocks_dir` (removed with the last clone when it is `temporary`). What a database
     /// written before the journal left in its `history_log` tree is filed first.
@@ -259,9 +256,8 @@ impl History {
         };
         let filed = runs.fixes;
         self.file(runs)?;
-        self.meta.insert(Self::FILED_KEY, &last.to_be_bytes())?;
-        self.db.flush()?;
-        self.journal.filed(Part::History, last)?;
+        self.journal
+            .filed_into(Part::History, last, &self.db, &self.meta)?;
         Ok(filed)
     }
 
@@ -715,7 +711,7 @@ mod tests {
     /// The history in `db`, its journal and blocks in `dir`, as a restart opens them.
     fn open_at(db: &sled::Db, dir: &std::path::Path) -> History {
         let meta = db.open_tree("meta").unwrap();
-        let filed = crate::store::journal::filed_through(&meta, History::FILED_KEY).unwrap();
+        let [_, filed] = crate::store::journal::filed_through(&meta).unwrap();
         // Only the history part is written here: the devices part stands where it does.
         let journal = Journal::open(&dir.join("journal"), [filed, filed]).unwrap();
         History::open(db, journal, dir.join("h"), None).unwrap()

@@ -23,9 +23,6 @@ use super::journal::{Journal, Part};
 use super::{decode_device, DeviceRecord, StoreError};
 use crate::fast_hash::FastMap;
 
-/// Where the fold says how far it filed, in the `meta` tree.
-pub(super) const FILED_KEY: &str = "journal.devices_filed";
-
 /// The journal's devices part and the tree it is folded into. Cheap to clone; the engine
 /// appends, one background pass folds.
 #[derive(Clone)]
@@ -144,11 +141,8 @@ impl DeviceLog {
         for (id, rec) in newest {
             self.devices.insert(id, rec)?;
         }
-        self.meta.insert(FILED_KEY, &last.to_be_bytes())?;
-        // Filed, and said so, before the journal lets them go: a kill in between files them
-        // again, never loses them.
-        self.db.flush()?;
-        self.journal.filed(Part::Devices, last)?;
+        self.journal
+            .filed_into(Part::Devices, last, &self.db, &self.meta)?;
         Ok(entries.len())
     }
 

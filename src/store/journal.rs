@@ -40,6 +40,18 @@ pub enum Part {
     History = 1,
 }
 
+impl Part {
+    pub const ALL: [Part; 2] = [Part::Devices, Part::History];
+
+    /// Where the part's pass says how far it filed, in the `meta` tree.
+    fn filed_key(self) -> &'static str {
+        match self {
+            Part::Devices => "journal.devices_filed",
+            Part::History => "journal.history_filed",
+        }
+    }
+}
+
 /// One commit's record.
 #[derive(Debug, PartialEq)]
 pub struct Entry {
@@ -59,8 +71,8 @@ struct FileSpan {
 
 impl FileSpan {
     fn note(&mut self, e: &Entry) {
-        for (part, bytes) in [(Part::Devices, &e.devices), (Part::History, &e.history)] {
-            if !bytes.is_empty() {
+        for part in Part::ALL {
+            if !e.part(part).is_empty() {
                 self.last[part as usize] = e.seq;
             }
         }
@@ -77,7 +89,7 @@ impl Entry {
 
     /// Every part it holds is filed.
     fn filed(&self, filed: [u64; 2]) -> bool {
-        [Part::Devices, Part::History]
+        Part::ALL
             .iter()
             .all(|&p| self.part(p).is_empty() || self.seq <= filed[p as usize])
     }
@@ -171,16 +183,20 @@ fn parse(bytes: &[u8]) -> (Vec<Entry>, usize) {
     (out, at)
 }
 
-/// How far a part was filed, from its key in the `meta` tree (0: nothing yet).
-pub(crate) fn filed_through(meta: &sled::Tree, key: &str) -> Result<u64, StoreError> {
-    match meta.get(key)? {
-        Some(v) => v
-            .as_ref()
-            .try_into()
-            .map(u64::from_be_bytes)
-            .map_err(|_| corrupt(format!("{key}: not a u64"))),
-        None => Ok(0),
+/// How far each part was filed (devices, history), from the `meta` tree (0: nothing yet).
+pub(crate) fn filed_through(meta: &sled::Tree) -> Result<[u64; 2], StoreError> {
+    let mut filed = [0; 2];
+    for part in Part::ALL {
+        let key = part.filed_key();
+        if let Some(v) = meta.get(key)? {
+            filed[part as usize] = v
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| corrupt(format!("{key}: not a u64")))?;
+        }
     }
+    Ok(filed)
 }
 
 impl Journal {
@@ -428,9 +444,24 @@ impl Journal {
         self.inner.filed[part as usize].load(Ordering::Acquire)
     }
 
+    /// `part`'s pass has filed every record up to `seq` into `db`: says so in `meta` and
+    /// flushes, and only then lets the journal drop what no part still needs. A kill before the
+    /// flush files those records again, never loses them.
+    pub fn filed_into(
+        &self,
+        part: Part,
+        seq: u64,
+        db: &sled::Db,
+        meta: &sled::Tree,
+    ) -> Result<(), StoreError> {
+        meta.insert(part.filed_key(), &seq.to_be_bytes())?;
+        db.flush()?;
+        self.filed(part, seq)
+    }
+
     /// `part` has filed every record up to `seq`, durably: records whose parts are all filed
     /// are dropped, with the files that held only such records.
-    pub fn filed(&self, part: Part, seq: u64) -> Result<(), StoreError> {
+    fn filed(&self, part: Part, seq: u64) -> Result<(), StoreError> {
         self.inner.filed[part as usize].fetch_max(seq, Ordering::AcqRel);
         self.release()
     }

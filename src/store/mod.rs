@@ -301,16 +301,9 @@ impl Store {
             .flush_every_ms(Some(1000))
             .open()?;
         let meta = db.open_tree("meta")?;
-        let journal = journal::Journal::open(&path.join("journal"), Self::filed(&meta)?)?;
+        let journal =
+            journal::Journal::open(&path.join("journal"), journal::filed_through(&meta)?)?;
         Self::from_db(db, journal, path.join("history"), None)
-    }
-
-    /// How far the journal's parts were filed into sled (devices, history).
-    fn filed(meta: &sled::Tree) -> Result<[u64; 2], StoreError> {
-        Ok([
-            journal::filed_through(meta, device_log::FILED_KEY)?,
-            journal::filed_through(meta, crate::history::History::FILED_KEY)?,
-        ])
     }
 
     /// A throwaway database for `replay` and tests.
