@@ -9,7 +9,15 @@
 //!
 //! Layout: files `journal/<first sequence number, 20 digits>.log`, each a run of records
 //! `[payload length u32 LE][crc32 of the rest u32 LE][sequence u64 LE][devices length u32 LE]
-//! [devices part][history part]`. Sequence numbers increase by one, across files.
+//! [devices part][history part]`. Sequence numbers increase by one, across files. Each append
+//! writes eight zero bytes after its record (an empty header: where the records end), which the
+//! next append overwrites; a file is cut to its records when the next one starts.
+//!
+//! Files are reused: a filed file becomes a spare (`<first>.spare`, at most [`SPARES`]) and the
+//! next file is a spare renamed. Overwriting blocks a file already has, a synced append writes
+//! only its data; growing a file, it also writes the inode (the new size), which made half the
+//! cost of each commit's sync. A reused file holds older records past what is written; they
+//! read as the end of the file, since their sequence numbers are not the next ones.
 //!
 //! Two consumers file the records into sled ([`Part::Devices`]: the device log fold;
 //! [`Part::History`]: the history drain). Each writes how far it filed into sled with what it
@@ -24,7 +32,8 @@
 use super::StoreError;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,6 +41,13 @@ use std::sync::{Arc, Mutex, RwLock};
 /// A file is closed and a new one started past this size, so that filed commits free their
 /// space within seconds.
 const FILE_BYTES: u64 = 16 << 20;
+
+/// Filed files kept for reuse. One is enough in a steady state (the passes file a second's worth
+/// of commits, a file holds more); two cover a pass that runs late.
+const SPARES: usize = 2;
+
+/// Written after each record: an empty header, where the records end.
+const END: [u8; 8] = [0; 8];
 
 /// The two parts of a commit's record, each filed by its own background pass.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -97,7 +113,10 @@ impl Entry {
 
 struct Writer {
     file: File,
+    /// Where the records of `file` end (the next append's offset).
     len: u64,
+    /// Filed files kept for reuse, by the names they had.
+    spares: Vec<u64>,
     /// The journal's files, oldest first; the last is the one written.
     files: VecDeque<FileSpan>,
     next: u64,
@@ -140,6 +159,10 @@ fn file_name(first: u64) -> String {
     format!("{first:020}.log")
 }
 
+fn spare_name(first: u64) -> String {
+    format!("{first:020}.spare")
+}
+
 /// Syncs the folder, so that a file created or removed in it stays so after a crash.
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
@@ -153,34 +176,64 @@ fn checksum(rest: &[u8]) -> u32 {
     CRC.checksum(rest)
 }
 
-/// Parses the records of one file: the entries and the length of its valid prefix (a torn
-/// last record ends it).
-fn parse(bytes: &[u8]) -> (Vec<Entry>, usize) {
+/// The whole record at the start of `bytes`, if there is one, and its length.
+fn record(bytes: &[u8]) -> Option<(Entry, usize)> {
+    let head = bytes.get(..8)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let rest = bytes.get(8..8 + len).filter(|r| r.len() >= 12)?;
+    if checksum(rest) != crc {
+        return None;
+    }
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&rest[..8]);
+    let dlen = u32::from_le_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize;
+    let (devices, history) = rest[12..].split_at_checked(dlen)?;
+    let entry = Entry {
+        seq: u64::from_le_bytes(seq),
+        devices: devices.to_vec(),
+        history: history.to_vec(),
+    };
+    Some((entry, 8 + len))
+}
+
+/// Parses the records of the file that starts at sequence number `first`: the entries and the
+/// length of its valid prefix. The end mark, a torn record, or a record out of sequence (an
+/// older one, in a reused file) ends it.
+fn parse(bytes: &[u8], first: u64) -> (Vec<Entry>, usize) {
     let mut out = Vec::new();
     let mut at = 0;
-    while let Some(head) = bytes.get(at..at + 8) {
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        let Some(rest) = bytes.get(at + 8..at + 8 + len).filter(|r| r.len() >= 12) else {
-            break;
-        };
-        if checksum(rest) != crc {
+    while let Some((entry, len)) = bytes.get(at..).and_then(record) {
+        if entry.seq != first + out.len() as u64 {
             break;
         }
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&rest[..8]);
-        let dlen = u32::from_le_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize;
-        let Some((devices, history)) = rest[12..].split_at_checked(dlen) else {
-            break;
-        };
-        out.push(Entry {
-            seq: u64::from_le_bytes(seq),
-            devices: devices.to_vec(),
-            history: history.to_vec(),
-        });
-        at += 8 + len;
+        out.push(entry);
+        at += len;
     }
     (out, at)
+}
+
+/// What follows a file's records: nothing, the end mark or an older record of a reused file
+/// (a clean end), or anything else (a write cut short, or damage).
+fn ends_cleanly(after: &[u8]) -> bool {
+    after.is_empty() || after.starts_with(&END) || record(after).is_some()
+}
+
+/// Opens the file that starts at `first` for appends from its start: a spare renamed, if there
+/// is one, else a new file. The caller syncs the folder.
+fn start_file(dir: &Path, first: u64, spares: &mut Vec<u64>) -> Result<File, StoreError> {
+    let path = dir.join(file_name(first));
+    if let Some(old) = spares.pop() {
+        if let Err(e) = std::fs::rename(dir.join(spare_name(old)), &path) {
+            tracing::warn!(error = %e, spare = %spare_name(old), "commit journal: a spare file could not be reused");
+        }
+    }
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io_err("create journal file", e))
 }
 
 /// How far each part was filed (devices, history), from the `meta` tree (0: nothing yet).
@@ -222,19 +275,29 @@ impl Journal {
     ) -> Result<Journal, StoreError> {
         std::fs::create_dir_all(&dir).map_err(|e| io_err("create journal folder", e))?;
         let mut firsts: Vec<u64> = Vec::new();
+        let mut spares: Vec<u64> = Vec::new();
         for de in std::fs::read_dir(&dir).map_err(|e| io_err("read journal folder", e))? {
             let de = de.map_err(|e| io_err("read journal folder", e))?;
             let name = de.file_name();
-            let Some(first) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".log"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
+            let Some(name) = name.to_str() else {
                 continue;
             };
-            firsts.push(first);
+            let number = |suffix| {
+                name.strip_suffix(suffix)
+                    .and_then(|n| n.parse::<u64>().ok())
+            };
+            if let Some(first) = number(".log") {
+                firsts.push(first);
+            } else if let Some(first) = number(".spare") {
+                spares.push(first);
+            }
         }
         firsts.sort_unstable();
+        spares.sort_unstable();
+        for extra in spares.split_off(spares.len().min(SPARES)) {
+            std::fs::remove_file(dir.join(spare_name(extra)))
+                .map_err(|e| io_err("remove spare journal file", e))?;
+        }
         let mut entries = VecDeque::new();
         let mut prev: Option<u64> = None;
         let mut files = VecDeque::new();
@@ -245,23 +308,29 @@ impl Journal {
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(|e| io_err("read journal file", e))?;
-            let (recs, valid) = parse(&bytes);
+            let (recs, valid) = parse(&bytes, first);
             let is_last = i + 1 == firsts.len();
             if valid < bytes.len() {
+                // A file is cut to its records when the next one starts.
                 if !is_last {
                     return Err(corrupt(format!(
                         "{}: a damaged record before the last file",
                         file_name(first)
                     )));
                 }
-                // A torn append: that commit was never acknowledged. (Damage inside the last
-                // file reads the same way and loses what follows it: said in the log.)
-                tracing::warn!(
-                    file = %file_name(first),
-                    kept = valid,
-                    dropped = bytes.len() - valid,
-                    "commit journal: bytes after the last whole record dropped (a write cut short)"
-                );
+                // The file written last goes on with its end mark, or the older records of a
+                // reused file; anything else is an append cut short, whose commit was never
+                // acknowledged. (Damage inside the last file reads the same way and loses what
+                // follows it: said in the log.) Cut, so that only the file written is ever longer
+                // than its records.
+                if !ends_cleanly(&bytes[valid..]) {
+                    tracing::warn!(
+                        file = %file_name(first),
+                        kept = valid,
+                        dropped = bytes.len() - valid,
+                        "commit journal: bytes after the last whole record dropped (a write cut short)"
+                    );
+                }
                 OpenOptions::new()
                     .write(true)
                     .open(&path)
@@ -295,11 +364,15 @@ impl Journal {
         let next = last + 1;
         // Appends go to a new file: a file's name says where it starts.
         let first = next;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(file_name(first)))
-            .map_err(|e| io_err("create journal file", e))?;
+        // The last file, if it holds no record (cut to nothing above), or a new one.
+        let file = if files.back().map(|f| f.first) == Some(first) {
+            OpenOptions::new()
+                .write(true)
+                .open(dir.join(file_name(first)))
+                .map_err(|e| io_err("open journal file", e))?
+        } else {
+            start_file(&dir, first, &mut spares)?
+        };
         if files.back().map(|f| f.first) != Some(first) {
             files.push_back(FileSpan {
                 first,
@@ -314,6 +387,7 @@ impl Journal {
                 writer: Mutex::new(Writer {
                     file,
                     len: tail_len,
+                    spares,
                     files,
                     next,
                     buf: Vec::new(),
@@ -378,9 +452,11 @@ impl Journal {
         buf.extend_from_slice(&history);
         let crc = checksum(&buf[8..]);
         buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        let record_len = buf.len() as u64;
+        buf.extend_from_slice(&END);
         let written = w
             .file
-            .write_all(&buf)
+            .write_all_at(&buf, w.len)
             .and_then(|_| w.file.sync_data())
             .map_err(|e| io_err("append to journal", e));
         if let Err(e) = written {
@@ -391,7 +467,7 @@ impl Journal {
             w.buf = buf;
             return Err(e);
         }
-        w.len += buf.len() as u64;
+        w.len += record_len;
         w.next = seq + 1;
         w.buf = buf;
         let entry = Arc::new(Entry {
@@ -403,12 +479,16 @@ impl Journal {
             f.note(&entry);
         }
         if w.len >= FILE_BYTES {
+            // Cut to its records (the end mark, a reused file's older ones), durably before a
+            // record follows in the next file: only the file written may be longer.
+            let len = w.len;
+            w.file
+                .set_len(len)
+                .and_then(|_| w.file.sync_data())
+                .map_err(|e| io_err("cut journal file", e))?;
             let next = w.next;
-            w.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.inner.dir.join(file_name(next)))
-                .map_err(|e| io_err("create journal file", e))?;
+            let Writer { file, spares, .. } = &mut *w;
+            *file = start_file(&self.inner.dir, next, spares)?;
             w.len = 0;
             w.files.push_back(FileSpan {
                 first: next,
@@ -484,12 +564,18 @@ impl Journal {
         while w.files.len() > 1 && w.files[0].last[0] <= filed[0] && w.files[0].last[1] <= filed[1]
         {
             if let Some(f) = w.files.pop_front() {
-                std::fs::remove_file(self.inner.dir.join(file_name(f.first)))
-                    .or_else(|e| match e.kind() {
-                        std::io::ErrorKind::NotFound => Ok(()),
-                        _ => Err(e),
-                    })
-                    .map_err(|e| io_err("remove filed journal file", e))?;
+                let path = self.inner.dir.join(file_name(f.first));
+                let gone = if w.spares.len() < SPARES {
+                    std::fs::rename(&path, self.inner.dir.join(spare_name(f.first)))
+                        .map(|()| w.spares.push(f.first))
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                gone.or_else(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => Ok(()),
+                    _ => Err(e),
+                })
+                .map_err(|e| io_err("release filed journal file", e))?;
                 removed = true;
             }
         }
@@ -577,11 +663,12 @@ mod tests {
         j.append(b"d1".to_vec(), b"h1".to_vec()).expect("append");
         j.append(b"d2".to_vec(), b"h2".to_vec()).expect("append");
         drop(j);
-        // A kill in the middle of the second append: cut the file a few bytes short.
+        // A kill in the middle of the second append: cut the file a few bytes into the second
+        // record (before its end mark).
         let path = dir.path().join(file_name(1));
         let len = std::fs::metadata(&path).expect("meta").len();
         let f = OpenOptions::new().write(true).open(&path).expect("file");
-        f.set_len(len - 3).expect("cut");
+        f.set_len(len - END.len() as u64 - 3).expect("cut");
         drop(f);
 
         let j = Journal::open(dir.path(), [0, 0]).expect("reopen");
@@ -613,6 +700,74 @@ mod tests {
         let j = Journal::open(dir.path(), [4, 3]).expect("reopen");
         assert_eq!(seqs(&j, Part::History), [4]);
         assert!(seqs(&j, Part::Devices).is_empty());
+    }
+
+    fn spares(dir: &Path) -> Vec<std::fs::Metadata> {
+        std::fs::read_dir(dir)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".spare"))
+            .map(|e| e.metadata().expect("meta"))
+            .collect()
+    }
+
+    #[test]
+    fn a_filed_file_is_reused_and_its_older_records_read_as_its_end() {
+        let dir = tempfile::tempdir().expect("dir");
+        let j = Journal::open(dir.path(), [0, 0]).expect("open");
+        let big = vec![7u8; (FILE_BYTES / 3) as usize];
+        // 1..=3 fill the first file, and 4 is to start the second.
+        for _ in 0..3 {
+            j.append(big.clone(), Vec::new()).expect("append");
+        }
+        j.filed(Part::Devices, 3).expect("filed");
+        let kept = spares(dir.path());
+        assert_eq!(kept.len(), 1, "the first file is kept as a spare");
+        assert!(kept[0].len() >= FILE_BYTES);
+        // 4..=6 fill the second file; the third (7) is the spare, renamed.
+        for _ in 0..3 {
+            j.append(big.clone(), Vec::new()).expect("append");
+        }
+        assert!(spares(dir.path()).is_empty());
+        let third = dir.path().join(file_name(7));
+        assert!(std::fs::metadata(&third).expect("meta").len() >= FILE_BYTES);
+        j.append(b"d7".to_vec(), b"h7".to_vec()).expect("append");
+        drop(j);
+        // Records 1..=3 are still in the third file, past 7: they read as its end.
+        let j = Journal::open(dir.path(), [3, 0]).expect("reopen");
+        assert_eq!(seqs(&j, Part::Devices), [4, 5, 6, 7]);
+        assert_eq!(seqs(&j, Part::History), [7]);
+        assert_eq!(
+            std::fs::metadata(&third).expect("meta").len(),
+            (8 + 12 + 4) as u64,
+            "cut to its record at open: only the file written is longer"
+        );
+        j.append(b"d8".to_vec(), Vec::new()).expect("append");
+        drop(j);
+        let j = Journal::open(dir.path(), [3, 0]).expect("reopen");
+        assert_eq!(seqs(&j, Part::Devices), [4, 5, 6, 7, 8]);
+    }
+
+    #[test]
+    fn a_reused_file_not_written_yet_opens_as_an_empty_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let j = Journal::open(dir.path(), [0, 0]).expect("open");
+        let big = vec![7u8; (FILE_BYTES / 3) as usize];
+        for _ in 0..3 {
+            j.append(big.clone(), Vec::new()).expect("append");
+        }
+        j.filed(Part::Devices, 3).expect("filed");
+        for _ in 0..3 {
+            j.append(big.clone(), Vec::new()).expect("append");
+        }
+        // A kill now: the file that starts at 7 is the spare renamed, holding records 1..=3.
+        drop(j);
+        let j = Journal::open(dir.path(), [3, 0]).expect("reopen");
+        assert_eq!(seqs(&j, Part::Devices), [4, 5, 6]);
+        j.append(b"d7".to_vec(), Vec::new()).expect("append");
+        drop(j);
+        let j = Journal::open(dir.path(), [3, 0]).expect("reopen");
+        assert_eq!(seqs(&j, Part::Devices), [4, 5, 6, 7]);
     }
 
     #[test]
@@ -706,7 +861,7 @@ mod tests {
     fn garbage_never_panics() {
         for n in 0..200usize {
             let bytes: Vec<u8> = (0..n).map(|i| (i * 37 + n) as u8).collect();
-            let (e, valid) = parse(&bytes);
+            let (e, valid) = parse(&bytes, (n % 3) as u64);
             assert!(valid <= bytes.len());
             // A record is at least its length, checksum, sequence number and part length.
             assert!(e.len() <= n / 20 + 1);
