@@ -711,26 +711,31 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_filed_file_is_reused_and_its_older_records_read_as_its_end() {
-        let dir = tempfile::tempdir().expect("dir");
-        let j = Journal::open(dir.path(), [0, 0]).expect("open");
+    /// Records 1..=3 fill the first file, which is filed and kept as a spare; 4..=6 fill the
+    /// second; the third, which starts at 7, is the spare renamed, not written yet.
+    fn with_a_reused_file(dir: &Path) -> Journal {
+        let j = Journal::open(dir, [0, 0]).expect("open");
         let big = vec![7u8; (FILE_BYTES / 3) as usize];
-        // 1..=3 fill the first file, and 4 is to start the second.
         for _ in 0..3 {
             j.append(big.clone(), Vec::new()).expect("append");
         }
         j.filed(Part::Devices, 3).expect("filed");
-        let kept = spares(dir.path());
+        let kept = spares(dir);
         assert_eq!(kept.len(), 1, "the first file is kept as a spare");
         assert!(kept[0].len() >= FILE_BYTES);
-        // 4..=6 fill the second file; the third (7) is the spare, renamed.
         for _ in 0..3 {
             j.append(big.clone(), Vec::new()).expect("append");
         }
-        assert!(spares(dir.path()).is_empty());
-        let third = dir.path().join(file_name(7));
-        assert!(std::fs::metadata(&third).expect("meta").len() >= FILE_BYTES);
+        assert!(spares(dir).is_empty());
+        let third = std::fs::metadata(dir.join(file_name(7))).expect("meta");
+        assert!(third.len() >= FILE_BYTES);
+        j
+    }
+
+    #[test]
+    fn a_filed_file_is_reused_and_its_older_records_read_as_its_end() {
+        let dir = tempfile::tempdir().expect("dir");
+        let j = with_a_reused_file(dir.path());
         j.append(b"d7".to_vec(), b"h7".to_vec()).expect("append");
         drop(j);
         // Records 1..=3 are still in the third file, past 7: they read as its end.
@@ -738,7 +743,9 @@ mod tests {
         assert_eq!(seqs(&j, Part::Devices), [4, 5, 6, 7]);
         assert_eq!(seqs(&j, Part::History), [7]);
         assert_eq!(
-            std::fs::metadata(&third).expect("meta").len(),
+            std::fs::metadata(dir.path().join(file_name(7)))
+                .expect("meta")
+                .len(),
             (8 + 12 + 4) as u64,
             "cut to its record at open: only the file written is longer"
         );
@@ -751,17 +758,8 @@ mod tests {
     #[test]
     fn a_reused_file_not_written_yet_opens_as_an_empty_file() {
         let dir = tempfile::tempdir().expect("dir");
-        let j = Journal::open(dir.path(), [0, 0]).expect("open");
-        let big = vec![7u8; (FILE_BYTES / 3) as usize];
-        for _ in 0..3 {
-            j.append(big.clone(), Vec::new()).expect("append");
-        }
-        j.filed(Part::Devices, 3).expect("filed");
-        for _ in 0..3 {
-            j.append(big.clone(), Vec::new()).expect("append");
-        }
-        // A kill now: the file that starts at 7 is the spare renamed, holding records 1..=3.
-        drop(j);
+        // A kill right after the next file started: it holds records 1..=3 only.
+        drop(with_a_reused_file(dir.path()));
         let j = Journal::open(dir.path(), [3, 0]).expect("reopen");
         assert_eq!(seqs(&j, Part::Devices), [4, 5, 6]);
         j.append(b"d7".to_vec(), Vec::new()).expect("append");
