@@ -11,6 +11,10 @@
 //! latency (p50, p99: from writing a location to reading its whole reply), since a higher rate
 //! bought with a worse tail would not be a win, and the bytes written per ack to files and to
 //! the disk (Linux's `/proc/self/io`; the kernel's writeback of a slice may land in the next).
+//! It also prints the TCP segments sent per ack (Linux's `/proc/net/snmp`, the whole host, both
+//! ends of the loopback): 2 is a location and its reply, each carrying the other side's ACK;
+//! above 2 are ACKs sent on their own, which a reply later than the peer's delayed-ACK timeout
+//! (40 ms) brings about, and which both ends pay for.
 //!
 //! Both sides stay up with their devices connected and take turns in `ROUNDS` pairs of slices
 //! of `SECONDS` each (default 8 of 4 s): the ratio is over all slices, with each pair's ratio
@@ -136,6 +140,23 @@ struct Run {
     cpu_secs: f64,
     /// Bytes the process wrote to files (sockets aside) and to the disk in the window.
     written: Written,
+    /// TCP segments the host sent in the window.
+    segments: u64,
+}
+
+/// TCP segments this host has sent (`OutSegs` in `/proc/net/snmp`; 0 where there is none).
+fn tcp_segments_sent() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "OutSegs")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `wchar` (bytes passed to `write` and `pwrite` on files; socket sends are not counted) and
@@ -177,6 +198,7 @@ impl Run {
         self.cpu_secs += other.cpu_secs;
         self.written.file += other.written.file;
         self.written.disk += other.written.disk;
+        self.segments += other.segments;
         self.latencies_us.extend_from_slice(&other.latencies_us);
         self.latencies_us.sort_unstable();
     }
@@ -202,13 +224,14 @@ impl Run {
     fn report(&self, name: &str, devices: u32) {
         let per_ack = |b: u64| b as f64 / self.acks.max(1) as f64;
         println!(
-            "{name:<20}: {:>9} acks in {:.1}s = {:>10.0} acks/s ({devices} devices); reply p50 {:.2} ms, p99 {:.2} ms; {:.1} us CPU/ack; written per ack {:.0} B to files, {:.0} B to disk",
+            "{name:<20}: {:>9} acks in {:.1}s = {:>10.0} acks/s ({devices} devices); reply p50 {:.2} ms, p99 {:.2} ms; {:.1} us CPU/ack; {:.2} TCP segments per ack; written per ack {:.0} B to files, {:.0} B to disk",
             self.acks,
             self.secs,
             self.rate(),
             self.quantile_ms(0.50),
             self.quantile_ms(0.99),
             self.cpu_us_per_ack(),
+            per_ack(self.segments),
             per_ack(self.written.file),
             per_ack(self.written.disk),
         );
@@ -274,6 +297,7 @@ async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
     let start = Instant::now();
     let cpu_start = process_cpu_secs();
     let written_start = Written::now();
+    let segments_start = tcp_segments_sent();
     for (mut s, mut serial) in fleet.drain(..) {
         let (acked, go) = (acked.clone(), go.clone());
         tasks.push(tokio::spawn(async move {
@@ -301,6 +325,7 @@ async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_secs = process_cpu_secs() - cpu_start;
     let written = Written::now().since(written_start);
+    let segments = tcp_segments_sent().saturating_sub(segments_start);
     let n = acked.load(Ordering::Relaxed);
     let mut latencies_us = Vec::with_capacity(n as usize);
     for t in tasks {
@@ -316,6 +341,7 @@ async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
         latencies_us,
         cpu_secs,
         written,
+        segments,
     }
 }
 
