@@ -670,6 +670,9 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&path).expect("file");
         f.set_len(len - END.len() as u64 - 3).expect("cut");
         drop(f);
+        let bytes = std::fs::read(&path).expect("read");
+        let (_, valid) = parse(&bytes, 1);
+        assert!(!ends_cleanly(&bytes[valid..]), "a write cut short is told");
 
         let j = Journal::open(dir.path(), [0, 0]).expect("reopen");
         assert_eq!(seqs(&j, Part::Devices), [1]);
@@ -738,7 +741,12 @@ mod tests {
         let j = with_a_reused_file(dir.path());
         j.append(b"d7".to_vec(), b"h7".to_vec()).expect("append");
         drop(j);
-        // Records 1..=3 are still in the third file, past 7: they read as its end.
+        // Records 1..=3 are still in the third file, past 7 and its end mark: they read as its
+        // end, a clean one (no warning of a write cut short).
+        let bytes = std::fs::read(dir.path().join(file_name(7))).expect("read");
+        let (recs, valid) = parse(&bytes, 7);
+        assert_eq!(recs.len(), 1);
+        assert!(ends_cleanly(&bytes[valid..]));
         let j = Journal::open(dir.path(), [3, 0]).expect("reopen");
         assert_eq!(seqs(&j, Part::Devices), [4, 5, 6, 7]);
         assert_eq!(seqs(&j, Part::History), [7]);
@@ -758,8 +766,12 @@ mod tests {
     #[test]
     fn a_reused_file_not_written_yet_opens_as_an_empty_file() {
         let dir = tempfile::tempdir().expect("dir");
-        // A kill right after the next file started: it holds records 1..=3 only.
+        // A kill right after the next file started: it holds records 1..=3 only, which end it
+        // cleanly (no warning of a write cut short).
         drop(with_a_reused_file(dir.path()));
+        let bytes = std::fs::read(dir.path().join(file_name(7))).expect("read");
+        assert_eq!(parse(&bytes, 7).1, 0);
+        assert!(ends_cleanly(&bytes));
         let j = Journal::open(dir.path(), [3, 0]).expect("reopen");
         assert_eq!(seqs(&j, Part::Devices), [4, 5, 6]);
         j.append(b"d7".to_vec(), Vec::new()).expect("append");
