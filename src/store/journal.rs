@@ -371,15 +371,13 @@ impl Journal {
                 .open(dir.join(file_name(first)))
                 .map_err(|e| io_err("open journal file", e))?
         } else {
-            start_file(&dir, first, &mut spares)?
-        };
-        if files.back().map(|f| f.first) != Some(first) {
             files.push_back(FileSpan {
                 first,
                 last: [0, 0],
             });
             tail_len = 0;
-        }
+            start_file(&dir, first, &mut spares)?
+        };
         sync_dir(&dir)?;
         let journal = Journal {
             inner: Arc::new(Inner {
