@@ -17,7 +17,9 @@
 //! next file is a spare renamed. Overwriting blocks a file already has, a synced append writes
 //! only its data; growing a file, it also writes the inode (the new size), which made half the
 //! cost of each commit's sync. A reused file holds older records past what is written; they
-//! read as the end of the file, since their sequence numbers are not the next ones.
+//! read as the end of the file, since their sequence numbers are not the next ones. A new file
+//! gets the same: an append that would grow it writes a megabyte of zeros past its record
+//! ([`AHEAD`]), which the next appends overwrite.
 //!
 //! Two consumers file the records into sled ([`Part::Devices`]: the device log fold;
 //! [`Part::History`]: the history drain). Each writes how far it filed into sled with what it
@@ -48,6 +50,12 @@ const SPARES: usize = 2;
 
 /// Written after each record: an empty header, where the records end.
 const END: [u8; 8] = [0; 8];
+
+/// Zeros written ahead of the records when an append would grow the file. A sync that grows a
+/// file also writes its inode (the new size), which made half the cost of each commit's sync:
+/// this way one commit in a megabyte's worth pays it, and the others overwrite blocks the file
+/// has, as in a reused file. Zeros read as the end mark.
+const AHEAD: u64 = 1 << 20;
 
 /// The two parts of a commit's record, each filed by its own background pass.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -115,6 +123,8 @@ struct Writer {
     file: File,
     /// Where the records of `file` end (the next append's offset).
     len: u64,
+    /// How long `file` is: past `len`, zeros or a reused file's older records.
+    size: u64,
     /// Filed files kept for reuse, by the names they had.
     spares: Vec<u64>,
     /// The journal's files, oldest first; the last is the one written.
@@ -379,12 +389,17 @@ impl Journal {
             start_file(&dir, first, &mut spares)?
         };
         sync_dir(&dir)?;
+        let size = file
+            .metadata()
+            .map_err(|e| io_err("open journal file", e))?
+            .len();
         let journal = Journal {
             inner: Arc::new(Inner {
                 dir,
                 writer: Mutex::new(Writer {
                     file,
                     len: tail_len,
+                    size,
                     spares,
                     files,
                     next,
@@ -452,15 +467,23 @@ impl Journal {
         buf[4..8].copy_from_slice(&crc.to_le_bytes());
         let record_len = buf.len() as u64;
         buf.extend_from_slice(&END);
+        let end = w.len + buf.len() as u64;
+        if end > w.size {
+            // Up to where the file is cut for the next one: past that, it grows only once.
+            let ahead = AHEAD.min(FILE_BYTES.saturating_sub(end)) as usize;
+            buf.resize(buf.len() + ahead, 0);
+        }
         let written = w
             .file
             .write_all_at(&buf, w.len)
             .and_then(|_| w.file.sync_data())
             .map_err(|e| io_err("append to journal", e));
+        w.size = w.size.max(w.len + buf.len() as u64);
         if let Err(e) = written {
             // What part of the record reached the file is cut off at the next open, and no
             // later record may follow it in this file. The parts stay staged for the next try.
             let _ = w.file.set_len(w.len);
+            w.size = w.len;
             w.staged = [devices, history];
             w.buf = buf;
             return Err(e);
@@ -487,6 +510,10 @@ impl Journal {
             let next = w.next;
             let Writer { file, spares, .. } = &mut *w;
             *file = start_file(&self.inner.dir, next, spares)?;
+            w.size = file
+                .metadata()
+                .map_err(|e| io_err("create journal file", e))?
+                .len();
             w.len = 0;
             w.files.push_back(FileSpan {
                 first: next,
@@ -664,9 +691,9 @@ mod tests {
         // A kill in the middle of the second append: cut the file a few bytes into the second
         // record (before its end mark).
         let path = dir.path().join(file_name(1));
-        let len = std::fs::metadata(&path).expect("meta").len();
+        let (_, len) = parse(&std::fs::read(&path).expect("read"), 1);
         let f = OpenOptions::new().write(true).open(&path).expect("file");
-        f.set_len(len - END.len() as u64 - 3).expect("cut");
+        f.set_len(len as u64 - 3).expect("cut");
         drop(f);
         let bytes = std::fs::read(&path).expect("read");
         let (_, valid) = parse(&bytes, 1);
@@ -680,6 +707,33 @@ mod tests {
         let e = j.unfiled(Part::Devices);
         assert_eq!(e.len(), 2);
         assert_eq!((e[1].seq, &e[1].devices[..]), (2, &b"d2'"[..]));
+    }
+
+    #[test]
+    fn appends_overwrite_zeros_written_ahead_a_megabyte_at_a_time() {
+        let dir = tempfile::tempdir().expect("dir");
+        let j = Journal::open(dir.path(), [0, 0]).expect("open");
+        let path = dir.path().join(file_name(1));
+        let size = || std::fs::metadata(&path).expect("meta").len();
+        j.append(b"d1".to_vec(), b"h1".to_vec()).expect("append");
+        let first = size();
+        assert!(first > AHEAD, "zeros ahead of the first record: {first}");
+        for i in 0..100u8 {
+            j.append(vec![i; 100], Vec::new()).expect("append");
+        }
+        assert_eq!(
+            size(),
+            first,
+            "appends within the zeros do not grow the file"
+        );
+        // One that does not fit grows it, with zeros ahead again.
+        j.append(vec![1; AHEAD as usize], Vec::new())
+            .expect("append");
+        assert!(size() > first + AHEAD, "grown: {}", size());
+        drop(j);
+        let j = Journal::open(dir.path(), [0, 0]).expect("reopen");
+        assert_eq!(j.len(), 102);
+        assert_eq!(seqs(&j, Part::Devices).last(), Some(&102));
     }
 
     #[test]
@@ -838,12 +892,17 @@ mod tests {
             drop(j);
             let path = dir.path().join(file_name(1));
             let mut bytes = std::fs::read(&path).expect("read");
-            if !bytes.is_empty() {
-                bytes.truncate(cut.index(bytes.len() + 1));
+            // The records and a little of the zeros written ahead of them: a cut past that
+            // keeps the whole file.
+            let span = (parse(&bytes, 1).1 + 2 * END.len()).min(bytes.len());
+            let at = cut.index(span + 1);
+            if at < span {
+                bytes.truncate(at);
             }
             if let Some((at, x)) = flip {
-                if !bytes.is_empty() {
-                    let i = at.index(bytes.len());
+                let within = span.min(bytes.len());
+                if within > 0 {
+                    let i = at.index(within);
                     bytes[i] ^= x.max(1);
                 }
             }
