@@ -57,6 +57,9 @@ const END: [u8; 8] = [0; 8];
 /// has, as in a reused file. Zeros read as the end mark.
 const AHEAD: u64 = 1 << 20;
 
+/// What is written ahead (zero-initialised, so it costs no bytes in the binary).
+static ZEROS: [u8; AHEAD as usize] = [0; AHEAD as usize];
+
 /// The two parts of a commit's record, each filed by its own background pass.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Part {
@@ -468,17 +471,19 @@ impl Journal {
         let record_len = buf.len() as u64;
         buf.extend_from_slice(&END);
         let end = w.len + buf.len() as u64;
-        if end > w.size {
-            // Up to where the file is cut for the next one: past that, it grows only once.
-            let ahead = AHEAD.min(FILE_BYTES.saturating_sub(end)) as usize;
-            buf.resize(buf.len() + ahead, 0);
-        }
+        // Up to where the file is cut for the next one: past that, it grows only once.
+        let ahead = if end > w.size {
+            AHEAD.min(FILE_BYTES.saturating_sub(end)) as usize
+        } else {
+            0
+        };
         let written = w
             .file
             .write_all_at(&buf, w.len)
+            .and_then(|_| w.file.write_all_at(&ZEROS[..ahead], end))
             .and_then(|_| w.file.sync_data())
             .map_err(|e| io_err("append to journal", e));
-        w.size = w.size.max(w.len + buf.len() as u64);
+        w.size = w.size.max(end + ahead as u64);
         if let Err(e) = written {
             // What part of the record reached the file is cut off at the next open, and no
             // later record may follow it in this file. The parts stay staged for the next try.
