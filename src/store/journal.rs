@@ -233,20 +233,25 @@ fn ends_cleanly(after: &[u8]) -> bool {
 }
 
 /// Opens the file that starts at `first` for appends from its start: a spare renamed, if there
-/// is one, else a new file. The caller syncs the folder.
-fn start_file(dir: &Path, first: u64, spares: &mut Vec<u64>) -> Result<File, StoreError> {
+/// is one, else a new file. Returns it with its length. The caller syncs the folder.
+fn start_file(dir: &Path, first: u64, spares: &mut Vec<u64>) -> Result<(File, u64), StoreError> {
     let path = dir.join(file_name(first));
     if let Some(old) = spares.pop() {
         if let Err(e) = std::fs::rename(dir.join(spare_name(old)), &path) {
             tracing::warn!(error = %e, spare = %spare_name(old), "commit journal: a spare file could not be reused");
         }
     }
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| io_err("create journal file", e))
+        .map_err(|e| io_err("create journal file", e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| io_err("create journal file", e))?
+        .len();
+    Ok((file, size))
 }
 
 /// How far each part was filed (devices, history), from the `meta` tree (0: nothing yet).
@@ -377,12 +382,14 @@ impl Journal {
         let next = last + 1;
         // Appends go to a new file: a file's name says where it starts.
         let first = next;
-        // The last file, if it holds no record (cut to nothing above), or a new one.
-        let file = if files.back().map(|f| f.first) == Some(first) {
-            OpenOptions::new()
+        // The last file, if it holds no record (cut to nothing above, so its length is
+        // `tail_len`), or a new one.
+        let (file, size) = if files.back().map(|f| f.first) == Some(first) {
+            let file = OpenOptions::new()
                 .write(true)
                 .open(dir.join(file_name(first)))
-                .map_err(|e| io_err("open journal file", e))?
+                .map_err(|e| io_err("open journal file", e))?;
+            (file, tail_len)
         } else {
             files.push_back(FileSpan {
                 first,
@@ -392,10 +399,6 @@ impl Journal {
             start_file(&dir, first, &mut spares)?
         };
         sync_dir(&dir)?;
-        let size = file
-            .metadata()
-            .map_err(|e| io_err("open journal file", e))?
-            .len();
         let journal = Journal {
             inner: Arc::new(Inner {
                 dir,
@@ -483,7 +486,6 @@ impl Journal {
             .and_then(|_| w.file.write_all_at(&ZEROS[..ahead], end))
             .and_then(|_| w.file.sync_data())
             .map_err(|e| io_err("append to journal", e));
-        w.size = w.size.max(end + ahead as u64);
         if let Err(e) = written {
             // What part of the record reached the file is cut off at the next open, and no
             // later record may follow it in this file. The parts stay staged for the next try.
@@ -493,6 +495,7 @@ impl Journal {
             w.buf = buf;
             return Err(e);
         }
+        w.size = w.size.max(end + ahead as u64);
         w.len += record_len;
         w.next = seq + 1;
         w.buf = buf;
@@ -513,12 +516,7 @@ impl Journal {
                 .and_then(|_| w.file.sync_data())
                 .map_err(|e| io_err("cut journal file", e))?;
             let next = w.next;
-            let Writer { file, spares, .. } = &mut *w;
-            *file = start_file(&self.inner.dir, next, spares)?;
-            w.size = file
-                .metadata()
-                .map_err(|e| io_err("create journal file", e))?
-                .len();
+            (w.file, w.size) = start_file(&self.inner.dir, next, &mut w.spares)?;
             w.len = 0;
             w.files.push_back(FileSpan {
                 first: next,
