@@ -108,3 +108,12 @@ async fn parse_blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(ApiError::from)
 }
+
+/// The status of a PUT that creates or replaces (CONTRACT.md): 201 when it created.
+fn put_status(created: bool) -> axum::http::StatusCode {
+    if created {
+        axum::http::StatusCode::CREATED
+    } else {
+        axum::http::StatusCode::OK
+    }
+}

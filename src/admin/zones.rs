@@ -2,7 +2,7 @@
 //! GeoJSON list at once (CONTRACT.md "Risk zones").
 
 use super::error::{ApiError, ErrorBody};
-use super::{parse_blocking, AdminState};
+use super::{parse_blocking, put_status, AdminState};
 use crate::engine::view::Deleted;
 use crate::engine::zones::{
     DeleteZone, GetZone, ImportZones, Imported, ListZones, PutZone, ZoneList, ZoneView,
@@ -85,12 +85,7 @@ pub async fn put(
 ) -> Result<(StatusCode, Json<ZoneView>), ApiError> {
     let cmd = parse_blocking(move || PutZone::from_json(&id, &body)).await?;
     let out = st.engine.run(cmd).await?;
-    let status = if out.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(out.view)))
+    Ok((put_status(out.created), Json(out.view)))
 }
 
 /// Removes a zone; visits in progress end with the device's next fix.
