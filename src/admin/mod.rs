@@ -24,7 +24,7 @@ pub use openapi::openapi;
 
 use crate::engine::{EngineError, EngineHandle};
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -110,10 +110,10 @@ async fn parse_blocking<T: Send + 'static>(
 }
 
 /// The status of a PUT that creates or replaces (CONTRACT.md): 201 when it created.
-fn put_status(created: bool) -> axum::http::StatusCode {
+fn put_status(created: bool) -> StatusCode {
     if created {
-        axum::http::StatusCode::CREATED
+        StatusCode::CREATED
     } else {
-        axum::http::StatusCode::OK
+        StatusCode::OK
     }
 }
