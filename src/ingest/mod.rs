@@ -5,6 +5,7 @@
 //! acknowledge them.
 
 pub mod mqtt;
+pub mod shard;
 pub mod tcp;
 pub mod udp;
 

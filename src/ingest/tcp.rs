@@ -1,4 +1,5 @@
-//! TCP listeners: one task per connection, each with its own protocol session.
+//! TCP listeners: a future per connection, each with its own protocol session, run by the
+//! listener's shards (`super::shard`), which commit what their connections decoded together.
 //!
 //! A connection reads, decodes, commits the events, then writes the replies, in that order; it
 //! never has more than one batch in flight, so a device that waits for its reply is answered as
@@ -9,7 +10,8 @@ use crate::config::Listener;
 use crate::downlink::{Dispatch, LinkGuard, Mailbox};
 use crate::engine::commands::{CommandRefused, CommandSent};
 use crate::engine::EngineHandle;
-use crate::event::{Event, Timestamp};
+use crate::event::Event;
+use crate::ingest::shard::{Gather, Shards};
 use crate::ingest::Sorter;
 use crate::protocol::downlink::EncodeError;
 use crate::protocol::{Output, Rejection, Session, SessionConfig};
@@ -36,6 +38,7 @@ pub async fn serve(
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
     let proto = cfg.protocol.name();
     let open = Arc::new(Open::default());
+    let mut shards = Shards::start(&engine, &tracker);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => {
@@ -66,9 +69,9 @@ pub async fn serve(
         let scfg = session_cfg.clone();
         let engine = engine.clone();
         let lcfg = cfg.clone();
-        // Registered before the task starts, so that a shutdown from now on reaches it.
+        // Registered before the connection starts, so that a shutdown from now on reaches it.
         let entry = open.insert();
-        tracker.spawn(async move {
+        shards.place(move |gather| async move {
             metrics::gauge!("lienwatch_connections", "protocol" => proto).increment(1.0);
             metrics::counter!("lienwatch_connections_total", "protocol" => proto).increment(1);
             let r = connection(
@@ -77,6 +80,7 @@ pub async fn serve(
                 &lcfg,
                 scfg,
                 &engine,
+                &gather,
                 &entry.mailbox,
             )
             .await;
@@ -156,6 +160,7 @@ async fn connection(
     cfg: &Listener,
     scfg: SessionConfig,
     engine: &EngineHandle,
+    gather: &Gather,
     mailbox: &Arc<Mailbox>,
 ) -> Result<(), ConnError> {
     let proto = cfg.protocol.name();
@@ -233,7 +238,7 @@ async fn connection(
         }
         if !events.is_empty() {
             // Replies wait for the commit: if it fails, the device gets nothing and resends.
-            engine.commit(&mut events, Timestamp::now()).await?;
+            gather.commit(&mut events).await?;
         }
         // One write per batch, however many frames it answers.
         match replies.as_slice() {
