@@ -24,7 +24,7 @@ pub mod view;
 pub mod zones;
 
 pub use command::{Command, EngineError};
-pub use thread::{spawn, CommitTicket, EngineHandle};
+pub use thread::{spawn, EngineHandle};
 
 use crate::alert::outbox::Outbox;
 use crate::alert::{Alert, AlertType};

@@ -50,27 +50,18 @@ impl EngineHandle {
         events: &mut Vec<Event>,
         received_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let (result, emptied) = self.begin_commit(std::mem::take(events), received_at).await;
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send_async(Msg::Ingest {
+                events: std::mem::take(events),
+                received_at,
+                done,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let (result, emptied) = rx.await.map_err(|_| StoreError::Closed)?;
         *events = emptied;
         result
-    }
-
-    /// Hands the events to the engine and returns at once: the ticket resolves once they are on
-    /// disk, with the vector emptied. A caller that gathers for many connections (the TCP
-    /// shards, `crate::ingest::shard`) keeps several in flight; they resolve in the order begun.
-    pub fn begin_commit(&self, events: Vec<Event>, received_at: Timestamp) -> CommitTicket {
-        let (done, rx) = oneshot::channel();
-        let msg = Msg::Ingest {
-            events,
-            received_at,
-            done,
-        };
-        // Queued at once where there is room; a full queue is waited on when the ticket is.
-        let send = match self.tx.try_send(msg) {
-            Ok(()) | Err(flume::TrySendError::Disconnected(_)) => None,
-            Err(flume::TrySendError::Full(msg)) => Some(self.tx.clone().into_send_async(msg)),
-        };
-        CommitTicket { send, rx }
     }
 
     /// Applies a command on the engine thread; its answer comes back once its writes are on disk.
@@ -121,48 +112,6 @@ impl EngineHandle {
             .ok()?
             .get(device)
             .map(|v| v.to_string())
-    }
-}
-
-/// A commit begun with [`EngineHandle::begin_commit`]: first its place in the engine's queue
-/// (bounded, so a slow disk holds the sender back), then the commit's outcome.
-pub struct CommitTicket {
-    send: Option<flume::r#async::SendFut<'static, Msg>>,
-    rx: oneshot::Receiver<(Result<(), StoreError>, Vec<Event>)>,
-}
-
-impl CommitTicket {
-    /// Drives the ticket's place in the engine's queue only, leaving its answer to be taken by
-    /// polling the ticket itself: `Ready` once the batch is queued (or the engine is gone).
-    pub fn poll_queued(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        use std::task::Poll;
-        let Some(send) = self.send.as_mut() else {
-            return Poll::Ready(());
-        };
-        match std::future::Future::poll(std::pin::Pin::new(send), cx) {
-            Poll::Pending => Poll::Pending,
-            // A failed send drops the answer channel's sender: the ticket then says `Closed`.
-            Poll::Ready(_) => {
-                self.send = None;
-                Poll::Ready(())
-            }
-        }
-    }
-}
-
-impl std::future::Future for CommitTicket {
-    type Output = (Result<(), StoreError>, Vec<Event>);
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        if self.poll_queued(cx).is_pending() {
-            return std::task::Poll::Pending;
-        }
-        std::pin::Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or_else(|_| (Err(StoreError::Closed), Vec::new())))
     }
 }
 
@@ -349,5 +298,46 @@ fn run(
     // Last flush on the way out: anything applied is made durable.
     if let Err(e) = engine.flush() {
         tracing::error!(error = %e, "final flush failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::event::{EventKind, Protocol};
+    use crate::store::Store;
+    use std::sync::Arc;
+
+    /// Batches sent right after a shutdown land while the thread makes its final flush: each
+    /// is refused, none left waiting for an answer that would never come.
+    #[tokio::test]
+    async fn a_commit_after_shutdown_is_refused_not_left_waiting() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = Store::open(dir.path(), 8).expect("store");
+            let outbox = store
+                .open_outbox(&[], Arc::new(Timestamp::now))
+                .expect("outbox");
+            let cfg = EngineConfig::from_config(&Default::default(), Vec::new());
+            let engine = Engine::open(store, outbox, cfg, Timestamp::now()).expect("engine");
+            let (handle, thread) = spawn(engine, Arc::new(Timestamp::now)).expect("thread");
+            handle.shutdown().await;
+            let mut events = vec![Event {
+                device_id: DeviceId::new("868120000000001"),
+                protocol: Protocol::Gt06,
+                kind: EventKind::Login,
+            }];
+            let answer = tokio::time::timeout(
+                Duration::from_secs(10),
+                handle.commit(&mut events, Timestamp::now()),
+            )
+            .await;
+            assert!(
+                matches!(answer, Ok(Err(StoreError::Closed))),
+                "round {round}: {answer:?}"
+            );
+            let _ = thread.join();
+        }
     }
 }

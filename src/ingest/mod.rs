@@ -5,7 +5,6 @@
 //! acknowledge them.
 
 pub mod mqtt;
-pub mod shard;
 pub mod tcp;
 pub mod udp;
 

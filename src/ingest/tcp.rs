@@ -1,5 +1,4 @@
-//! TCP listeners: a future per connection, each with its own protocol session, run by the
-//! listener's shards (`super::shard`), which commit what their connections decoded together.
+//! TCP listeners: one task per connection, each with its own protocol session.
 //!
 //! A connection reads, decodes, commits the events, then writes the replies, in that order; it
 //! never has more than one batch in flight, so a device that waits for its reply is answered as
@@ -10,8 +9,7 @@ use crate::config::Listener;
 use crate::downlink::{Dispatch, LinkGuard, Mailbox};
 use crate::engine::commands::{CommandRefused, CommandSent};
 use crate::engine::EngineHandle;
-use crate::event::Event;
-use crate::ingest::shard::{Gather, Shards};
+use crate::event::{Event, Timestamp};
 use crate::ingest::Sorter;
 use crate::protocol::downlink::EncodeError;
 use crate::protocol::{Output, Rejection, Session, SessionConfig};
@@ -38,7 +36,6 @@ pub async fn serve(
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
     let proto = cfg.protocol.name();
     let open = Arc::new(Open::default());
-    let mut shards = Shards::start(&engine, &tracker);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => {
@@ -69,9 +66,9 @@ pub async fn serve(
         let scfg = session_cfg.clone();
         let engine = engine.clone();
         let lcfg = cfg.clone();
-        // Registered before the connection starts, so that a shutdown from now on reaches it.
+        // Registered before the task starts, so that a shutdown from now on reaches it.
         let entry = open.insert();
-        shards.place(move |gather| async move {
+        tracker.spawn(async move {
             metrics::gauge!("lienwatch_connections", "protocol" => proto).increment(1.0);
             metrics::counter!("lienwatch_connections_total", "protocol" => proto).increment(1);
             let r = connection(
@@ -80,7 +77,6 @@ pub async fn serve(
                 &lcfg,
                 scfg,
                 &engine,
-                &gather,
                 &entry.mailbox,
             )
             .await;
@@ -160,7 +156,6 @@ async fn connection(
     cfg: &Listener,
     scfg: SessionConfig,
     engine: &EngineHandle,
-    gather: &Gather,
     mailbox: &Arc<Mailbox>,
 ) -> Result<(), ConnError> {
     let proto = cfg.protocol.name();
@@ -238,7 +233,7 @@ async fn connection(
         }
         if !events.is_empty() {
             // Replies wait for the commit: if it fails, the device gets nothing and resends.
-            gather.commit(&mut events).await?;
+            engine.commit(&mut events, Timestamp::now()).await?;
         }
         // One write per batch, however many frames it answers.
         match replies.as_slice() {
