@@ -314,8 +314,7 @@ mod tests {
     #[tokio::test]
     async fn a_commit_after_shutdown_is_refused_not_left_waiting() {
         for round in 0..20 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let store = Store::open(dir.path(), 8).expect("store");
+            let store = Store::temporary().expect("store");
             let outbox = store
                 .open_outbox(&[], Arc::new(Timestamp::now))
                 .expect("outbox");
