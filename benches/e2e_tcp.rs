@@ -18,7 +18,10 @@
 //! It also prints the TCP segments sent per ack (Linux's `/proc/net/snmp`, the whole host, both
 //! ends of the loopback): 2 is a location and its reply, each carrying the other side's ACK;
 //! above 2 are ACKs sent on their own, which a reply later than the peer's delayed-ACK timeout
-//! (40 ms) brings about, and which both ends pay for.
+//! (40 ms) brings about, and which both ends pay for. The CPU per ack comes whole and by
+//! thread: the runtime's workers (both sides' connections and the clients), the engine thread,
+//! sled's threads and the rest (Linux's per-thread `schedstat`), so that a change on one of them
+//! shows without a profiler.
 //!
 //! Both sides stay up with their devices connected and take turns in `ROUNDS` pairs of slices
 //! of `SECONDS` each (default 8 of 4 s): the ratio is over all slices, with each pair's ratio
@@ -142,6 +145,8 @@ struct Run {
     latencies_us: Vec<u32>,
     /// CPU time of the whole process (clients included) over the measured window.
     cpu_secs: f64,
+    /// The same, by kind of thread.
+    threads: ThreadCpu,
     /// Bytes the process wrote to files (sockets aside) and to the disk in the window.
     written: Written,
     /// TCP segments the host sent in the window.
@@ -223,6 +228,7 @@ impl Run {
         self.acks += other.acks;
         self.secs += other.secs;
         self.cpu_secs += other.cpu_secs;
+        self.threads = self.threads.plus(other.threads);
         self.written.file += other.written.file;
         self.written.disk += other.written.disk;
         self.segments += other.segments;
@@ -250,18 +256,83 @@ impl Run {
 
     fn report(&self, name: &str, devices: u32) {
         let per_ack = |b: u64| b as f64 / self.acks.max(1) as f64;
+        let us = |secs: f64| secs * 1e6 / self.acks.max(1) as f64;
+        let t = self.threads;
         println!(
-            "{name:<20}: {:>9} acks in {:.1}s = {:>10.0} acks/s ({devices} devices); reply p50 {:.2} ms, p99 {:.2} ms; {:.1} us CPU/ack; {:.2} TCP segments per ack; written per ack {:.0} B to files, {:.0} B to disk",
+            "{name:<20}: {:>9} acks in {:.1}s = {:>10.0} acks/s ({devices} devices); reply p50 {:.2} ms, p99 {:.2} ms; {:.1} us CPU/ack (runtime workers {:.1}, engine {:.1}, sled {:.1}, other {:.1}); {:.2} TCP segments per ack; written per ack {:.0} B to files, {:.0} B to disk",
             self.acks,
             self.secs,
             self.rate(),
             self.quantile_ms(0.50),
             self.quantile_ms(0.99),
             self.cpu_us_per_ack(),
+            us(t.workers),
+            us(t.engine),
+            us(t.sled),
+            us(t.other),
             per_ack(self.segments),
             per_ack(self.written.file),
             per_ack(self.written.disk),
         );
+    }
+}
+
+/// CPU time of this process's threads so far, in seconds, by what they run: the tokio runtime's
+/// workers (both sides' connections and the clients), the engine thread, sled's I/O and flusher
+/// threads, and the rest. From each thread's `schedstat` (Linux, nanoseconds); zeros elsewhere.
+/// A thread that ends within a slice takes its time with it, and none of these do.
+#[derive(Default, Clone, Copy)]
+struct ThreadCpu {
+    workers: f64,
+    engine: f64,
+    sled: f64,
+    other: f64,
+}
+
+impl ThreadCpu {
+    fn now() -> ThreadCpu {
+        let mut t = ThreadCpu::default();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return t;
+        };
+        for task in tasks.flatten() {
+            let dir = task.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let secs = std::fs::read_to_string(dir.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+                .map_or(0.0, |ns| ns / 1e9);
+            let comm = comm.trim();
+            let kind = if comm.starts_with("tokio-r") {
+                &mut t.workers
+            } else if comm.starts_with("lienwatch-engin") {
+                &mut t.engine
+            } else if comm.starts_with("sled") || comm.starts_with("log") {
+                &mut t.sled
+            } else {
+                &mut t.other
+            };
+            *kind += secs;
+        }
+        t
+    }
+
+    fn plus(self, o: ThreadCpu) -> ThreadCpu {
+        ThreadCpu {
+            workers: self.workers + o.workers,
+            engine: self.engine + o.engine,
+            sled: self.sled + o.sled,
+            other: self.other + o.other,
+        }
+    }
+
+    fn since(self, start: ThreadCpu) -> ThreadCpu {
+        ThreadCpu {
+            workers: self.workers - start.workers,
+            engine: self.engine - start.engine,
+            sled: self.sled - start.sled,
+            other: self.other - start.other,
+        }
     }
 }
 
@@ -323,6 +394,7 @@ async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
     let mut tasks = Vec::new();
     let start = Instant::now();
     let cpu_start = process_cpu_secs();
+    let threads_start = ThreadCpu::now();
     let written_start = Written::now();
     let segments_start = tcp_segments_sent();
     for (mut s, mut serial) in fleet.drain(..) {
@@ -351,6 +423,7 @@ async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
     go.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_secs = process_cpu_secs() - cpu_start;
+    let threads = ThreadCpu::now().since(threads_start);
     let written = Written::now().since(written_start);
     let segments = tcp_segments_sent().saturating_sub(segments_start);
     let n = acked.load(Ordering::Relaxed);
@@ -367,6 +440,7 @@ async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
         secs: elapsed,
         latencies_us,
         cpu_secs,
+        threads,
         written,
         segments,
     }
