@@ -21,7 +21,8 @@
 //! (40 ms) brings about, and which both ends pay for. The CPU per ack comes whole and by
 //! thread: the runtime's workers (both sides' connections and the clients), the engine thread,
 //! sled's threads and the rest (Linux's per-thread `schedstat`), so that a change on one of them
-//! shows without a profiler.
+//! shows without a profiler. Beside the latency it prints the share of the acks that went to
+//! the busiest tenth of the devices, which says whether a side favours some devices.
 //!
 //! Both sides stay up with their devices connected and take turns in `ROUNDS` pairs of slices
 //! of `SECONDS` each (default 8 of 4 s): the ratio is over all slices, with each pair's ratio
@@ -143,6 +144,9 @@ struct Run {
     acks: u64,
     secs: f64,
     latencies_us: Vec<u32>,
+    /// The share of the acks that went to the busiest tenth of the devices: 0.1 when every
+    /// device is served alike.
+    busiest_tenth: f64,
     /// CPU time of the whole process (clients included) over the measured window.
     cpu_secs: f64,
     /// The same, by kind of thread.
@@ -225,6 +229,9 @@ fn device_bytes_written() -> u64 {
 impl Run {
     /// Adds another slice of the same side.
     fn absorb(&mut self, other: &Run) {
+        let weight = |r: &Run| r.busiest_tenth * r.acks as f64;
+        self.busiest_tenth =
+            (weight(self) + weight(other)) / (self.acks + other.acks).max(1) as f64;
         self.acks += other.acks;
         self.secs += other.secs;
         self.cpu_secs += other.cpu_secs;
@@ -259,12 +266,13 @@ impl Run {
         let us = |secs: f64| secs * 1e6 / self.acks.max(1) as f64;
         let t = self.threads;
         println!(
-            "{name:<20}: {:>9} acks in {:.1}s = {:>10.0} acks/s ({devices} devices); reply p50 {:.2} ms, p99 {:.2} ms; {:.1} us CPU/ack (runtime workers {:.1}, engine {:.1}, sled {:.1}, other {:.1}); {:.2} TCP segments per ack; written per ack {:.0} B to files, {:.0} B to disk",
+            "{name:<20}: {:>9} acks in {:.1}s = {:>10.0} acks/s ({devices} devices); reply p50 {:.2} ms, p99 {:.2} ms, busiest tenth of the devices {:.0}% of the acks; {:.1} us CPU/ack (runtime workers {:.1}, engine {:.1}, sled {:.1}, other {:.1}); {:.2} TCP segments per ack; written per ack {:.0} B to files, {:.0} B to disk",
             self.acks,
             self.secs,
             self.rate(),
             self.quantile_ms(0.50),
             self.quantile_ms(0.99),
+            self.busiest_tenth * 100.0,
             self.cpu_us_per_ack(),
             us(t.workers),
             us(t.engine),
@@ -428,17 +436,22 @@ async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
     let segments = tcp_segments_sent().saturating_sub(segments_start);
     let n = acked.load(Ordering::Relaxed);
     let mut latencies_us = Vec::with_capacity(n as usize);
+    let mut per_device = Vec::with_capacity(tasks.len());
     for t in tasks {
         if let Ok(Ok((conn, l))) = tokio::time::timeout(Duration::from_secs(5), t).await {
+            per_device.push(l.len() as u64);
             latencies_us.extend(l);
             fleet.extend(conn);
         }
     }
     latencies_us.sort_unstable();
+    per_device.sort_unstable_by(|a, b| b.cmp(a));
+    let busiest: u64 = per_device.iter().take(per_device.len().div_ceil(10)).sum();
     Run {
         acks: n,
         secs: elapsed,
         latencies_us,
+        busiest_tenth: busiest as f64 / per_device.iter().sum::<u64>().max(1) as f64,
         cpu_secs,
         threads,
         written,
