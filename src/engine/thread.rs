@@ -291,7 +291,9 @@ fn run(
     }
     // What was queued behind the shutdown is refused at once, and the queue closed, so that a
     // sender learns the engine is gone instead of waiting: the senders hold the queue, so what
-    // stays in it would never be answered.
+    // stays in it would never be answered. flume cannot close and drain in one step: a send that
+    // lands between these two lines waits until its task is dropped, as the daemon's are when
+    // its runtime ends after this thread is joined.
     let refused: Vec<Msg> = rx.drain().collect();
     drop(rx);
     drop(refused);
