@@ -144,9 +144,10 @@ struct Run {
     acks: u64,
     secs: f64,
     latencies_us: Vec<u32>,
-    /// The share of the acks that went to the busiest tenth of the devices: 0.1 when every
-    /// device is served alike.
-    busiest_tenth: f64,
+    /// The acks of the busiest tenth of the devices, and of all the devices whose task came
+    /// back: their ratio is 0.1 when every device is served alike.
+    busiest_tenth_acks: u64,
+    counted_acks: u64,
     /// CPU time of the whole process (clients included) over the measured window.
     cpu_secs: f64,
     /// The same, by kind of thread.
@@ -229,10 +230,9 @@ fn device_bytes_written() -> u64 {
 impl Run {
     /// Adds another slice of the same side.
     fn absorb(&mut self, other: &Run) {
-        let weight = |r: &Run| r.busiest_tenth * r.acks as f64;
-        self.busiest_tenth =
-            (weight(self) + weight(other)) / (self.acks + other.acks).max(1) as f64;
         self.acks += other.acks;
+        self.busiest_tenth_acks += other.busiest_tenth_acks;
+        self.counted_acks += other.counted_acks;
         self.secs += other.secs;
         self.cpu_secs += other.cpu_secs;
         self.threads = self.threads.plus(other.threads);
@@ -272,7 +272,7 @@ impl Run {
             self.rate(),
             self.quantile_ms(0.50),
             self.quantile_ms(0.99),
-            self.busiest_tenth * 100.0,
+            self.busiest_tenth_acks as f64 * 100.0 / self.counted_acks.max(1) as f64,
             self.cpu_us_per_ack(),
             us(t.workers),
             us(t.engine),
@@ -325,22 +325,21 @@ impl ThreadCpu {
         t
     }
 
-    fn plus(self, o: ThreadCpu) -> ThreadCpu {
+    fn zip(self, o: ThreadCpu, f: impl Fn(f64, f64) -> f64) -> ThreadCpu {
         ThreadCpu {
-            workers: self.workers + o.workers,
-            engine: self.engine + o.engine,
-            sled: self.sled + o.sled,
-            other: self.other + o.other,
+            workers: f(self.workers, o.workers),
+            engine: f(self.engine, o.engine),
+            sled: f(self.sled, o.sled),
+            other: f(self.other, o.other),
         }
     }
 
+    fn plus(self, o: ThreadCpu) -> ThreadCpu {
+        self.zip(o, |a, b| a + b)
+    }
+
     fn since(self, start: ThreadCpu) -> ThreadCpu {
-        ThreadCpu {
-            workers: self.workers - start.workers,
-            engine: self.engine - start.engine,
-            sled: self.sled - start.sled,
-            other: self.other - start.other,
-        }
+        self.zip(start, |a, b| a - b)
     }
 }
 
@@ -446,12 +445,12 @@ async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
     }
     latencies_us.sort_unstable();
     per_device.sort_unstable_by(|a, b| b.cmp(a));
-    let busiest: u64 = per_device.iter().take(per_device.len().div_ceil(10)).sum();
     Run {
         acks: n,
         secs: elapsed,
         latencies_us,
-        busiest_tenth: busiest as f64 / per_device.iter().sum::<u64>().max(1) as f64,
+        busiest_tenth_acks: per_device.iter().take(per_device.len().div_ceil(10)).sum(),
+        counted_acks: per_device.iter().sum(),
         cpu_secs,
         threads,
         written,

@@ -296,6 +296,8 @@ fn run(
     // its runtime ends after this thread is joined.
     let refused: Vec<Msg> = rx.drain().collect();
     drop(rx);
+    // Refused only now, with the queue closed: a sender woken by its refusal that tries again
+    // is turned away at once.
     drop(refused);
     // Last flush on the way out: anything applied is made durable.
     if let Err(e) = engine.flush() {
