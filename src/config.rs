@@ -712,9 +712,10 @@ impl Config {
     }
 }
 
-/// Each session is a connection and two tasks; beyond this, a capped window is better raised
-/// at the broker.
-const MAX_MQTT_SESSIONS: u16 = 64;
+/// Each session is a connection and two tasks. A broker that holds each session to a window of
+/// 1 needs a few hundred for commits of a useful size (256 in `benches/mqtt_ingest.rs`); beyond
+/// this, the window is better raised at the broker.
+const MAX_MQTT_SESSIONS: u16 = 1024;
 
 fn validate_mqtt(m: &MqttConfig, file: &str) -> Result<(), ConfigError> {
     let bad = |k: &str, msg: String| Config::invalid(file, format!("mqtt.{k}"), msg);

@@ -432,6 +432,56 @@ fn going_from_one_session_to_several_keeps_what_was_queued() {
     }
 }
 
+/// A broker that holds each session to a window of 1 (a receive maximum of 1) is met with a few
+/// hundred sessions of one shared group, the setting the README gives for it: every session
+/// connects, and every message is stored, whichever session the broker hands it to.
+#[test]
+fn a_window_of_one_over_hundreds_of_sessions_takes_every_message() {
+    const SESSIONS: u16 = 256;
+    let broker = Mosquitto::start();
+    let config =
+        mqtt_toml_sessions(&broker, SESSIONS).replace("max_inflight = 32", "max_inflight = 1");
+    let d = Daemon::start(&["gt06"], &config);
+    wait_subscribed(&d, &broker);
+    wait_sessions(&d, SESSIONS);
+    publish_now(
+        broker.port,
+        (0..600u32)
+            .map(|i| {
+                (
+                    topic(&format!("74{:03}", i % 300)),
+                    position(400 + i, 5.0, 6.0),
+                )
+            })
+            .collect(),
+    );
+    // Each device's second message is its newest, whichever session committed first.
+    for i in 0..300u32 {
+        let dev = format!("74{i:03}");
+        wait_for(
+            Duration::from_secs(30),
+            &format!("{dev} at its newest"),
+            || (stored_time(&d, &dev)? == time_of(700 + i)).then_some(()),
+        );
+    }
+    assert_eq!(
+        d.metric("lienwatch_mqtt_connected", &[]),
+        f64::from(SESSIONS)
+    );
+    // A session costs kilobytes, not the megabytes of rumqttc's default outbound window.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).expect("status");
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    eprintln!("{SESSIONS} sessions: daemon RSS {} MiB", rss_kib / 1024);
+    assert!(
+        rss_kib < 512 * 1024,
+        "RSS {rss_kib} KiB over {SESSIONS} sessions"
+    );
+}
+
 #[test]
 fn broker_restart_is_survived() {
     let mut broker = Mosquitto::start();
