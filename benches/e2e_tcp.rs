@@ -34,6 +34,9 @@
 //! `ONLY` = `bare` or `lienwatch` to run one side, e.g. under `perf stat`, or `ratio` for the
 //! paired slices alone).
 
+#[path = "common/proc_cpu.rs"]
+mod proc_cpu;
+
 use bytes::{Buf, BytesMut};
 use lienwatch::config::{Listener, Transport};
 use lienwatch::engine::vehicles::{GetVehicle, PutVehicle};
@@ -343,24 +346,6 @@ impl ThreadCpu {
     }
 }
 
-/// User plus system CPU time of this process so far, in seconds (Linux; NaN elsewhere).
-fn process_cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let Some(rest) = stat.rsplit(')').next() else {
-        return f64::NAN;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
-    match (ticks(11), ticks(12)) {
-        // The kernel reports in USER_HZ, 100 on every Linux architecture that matters here.
-        (Some(u), Some(s)) => (u + s) / 100.0,
-        _ => f64::NAN,
-    }
-}
-
 /// Connects and logs in every device, so that the measured window holds only locations.
 async fn connect_all(addr: SocketAddr, devices: u32) -> Vec<TcpStream> {
     let mut conns = Vec::new();
@@ -400,7 +385,7 @@ async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
     let go = Arc::new(AtomicBool::new(true));
     let mut tasks = Vec::new();
     let start = Instant::now();
-    let cpu_start = process_cpu_secs();
+    let cpu_start = proc_cpu::cpu_secs("self");
     let threads_start = ThreadCpu::now();
     let written_start = Written::now();
     let segments_start = tcp_segments_sent();
@@ -429,7 +414,7 @@ async fn run_slice(fleet: &mut Fleet, secs: f64) -> Run {
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     go.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_secs = process_cpu_secs() - cpu_start;
+    let cpu_secs = proc_cpu::cpu_secs("self") - cpu_start;
     let threads = ThreadCpu::now().since(threads_start);
     let written = Written::now().since(written_start);
     let segments = tcp_segments_sent().saturating_sub(segments_start);

@@ -7,9 +7,8 @@
 //!   broker, socket and MQTT codec only);
 //! - **lienwatch**: the real MQTT source (`ingest::mqtt`) with decode, engine, sled on disk and
 //!   group commit; each PUBACK only after the flush that covers it. The daemon's background passes
-//!   (history log drain, device log fold) run beside it. The commit window is 0 (`COMMIT_WINDOW_US`
-//!   sets another; the daemon's default is 2 ms), so that with a window of 1 each message waits
-//!   for one flush, not for the window as well.
+//!   (history log drain, device log fold) run beside it, and the commit window is the daemon's
+//!   default (`COMMIT_WINDOW_US` sets another).
 //!
 //! Two modes (`MODE`):
 //! - `queued` (default): the messages are queued while the subscriber is offline, then it
@@ -19,19 +18,22 @@
 //! - `live`: the subscriber is connected and the publishers start with the clock; mosquitto then
 //!   holds each session to min(receive maximum, `max_inflight_messages`).
 //!
-//! Each run prints the most messages a bare session had unacknowledged at once: the window the
-//! broker really used.
+//! Each run prints the most messages a bare session had unacknowledged at once (the window the
+//! broker really used), and each side's CPU per message: this process's (the publishers and that
+//! side's subscriber) and the broker's.
 //!
 //! Bare and lienwatch alternate for `ROUNDS` rounds; each round's ratio is printed, then their
 //! median.
 //!
 //! `cargo bench --bench mqtt_ingest` (env: `MESSAGES` default 20000, `DEVICES` 2000, `INFLIGHT`
-//! 4096 (the receive maximum), `SESSIONS` 1, `BROKER_INFLIGHT` 0 (mosquitto's
-//! `max_inflight_messages`, 0 = no cap), `MODE` queued | live, `PUBLISHERS` 4, `ROUNDS` 3,
-//! `COMMIT_WINDOW_US` 0).
+//! 4096 (the receive maximum), `SESSIONS` 1 (up to 1024, the cap on `mqtt.sessions`),
+//! `BROKER_INFLIGHT` 0 (mosquitto's `max_inflight_messages`, 0 = no cap), `MODE` queued | live,
+//! `PUBLISHERS` 4, `ROUNDS` 3, `COMMIT_WINDOW_US` the daemon's default).
 
 #[path = "../tests/common/mosquitto.rs"]
 mod mosquitto;
+#[path = "common/proc_cpu.rs"]
+mod proc_cpu;
 
 use lienwatch::config::MqttConfig;
 use lienwatch::engine::{Engine, EngineConfig};
@@ -69,6 +71,56 @@ struct Setup {
     sessions: u16,
     publishers: u64,
     live: bool,
+    /// The broker's process, whose CPU each side's figure includes.
+    broker_pid: u32,
+}
+
+/// What one side's measured window cost: wall time, and CPU seconds of this process (the
+/// publishers and the side's subscriber) and of the broker.
+#[derive(Clone, Copy)]
+struct Cost {
+    secs: f64,
+    own_cpu: f64,
+    broker_cpu: f64,
+}
+
+/// The clock and the two CPU counters at the start of a measured window.
+struct Meter {
+    start: Instant,
+    own: f64,
+    broker: f64,
+    broker_pid: u32,
+}
+
+impl Meter {
+    fn start(s: Setup) -> Meter {
+        Meter {
+            start: Instant::now(),
+            own: proc_cpu::cpu_secs("self"),
+            broker: proc_cpu::cpu_secs(&s.broker_pid.to_string()),
+            broker_pid: s.broker_pid,
+        }
+    }
+
+    fn stop(&self) -> Cost {
+        Cost {
+            secs: self.start.elapsed().as_secs_f64(),
+            own_cpu: proc_cpu::cpu_secs("self") - self.own,
+            broker_cpu: proc_cpu::cpu_secs(&self.broker_pid.to_string()) - self.broker,
+        }
+    }
+}
+
+impl Cost {
+    fn rate(&self, n: u64) -> f64 {
+        n as f64 / self.secs
+    }
+
+    /// CPU microseconds per message: this process's, the broker's.
+    fn per_message_us(&self, n: u64) -> (f64, f64) {
+        let per = |cpu: f64| cpu * 1e6 / n as f64;
+        (per(self.own_cpu), per(self.broker_cpu))
+    }
 }
 
 fn payload(n: u64) -> Vec<u8> {
@@ -143,7 +195,9 @@ fn bare_options(s: Setup, index: u16) -> rumqttc::v5::MqttOptions {
         .set_receive_maximum(Some(s.inflight))
         .set_max_packet_size(Some(256 * 1024))
         .set_keep_alive(Duration::from_secs(30))
-        .set_manual_acks(true);
+        .set_manual_acks(true)
+        // As lienwatch's sessions (`ingest::mqtt`): a subscriber's slots for outbound publishes.
+        .set_outgoing_inflight_upper_limit(16);
     o
 }
 
@@ -217,9 +271,9 @@ async fn bare_drain(
     max_outstanding
 }
 
-/// The baseline: `sessions` bare subscribers drain `n` messages. Returns messages/s and the
+/// The baseline: `sessions` bare subscribers drain `n` messages. Returns what that cost and the
 /// most messages one session had unacknowledged at once.
-async fn bare(s: Setup) -> (f64, u64) {
+async fn bare(s: Setup) -> (Cost, u64) {
     let mut conns = Vec::new();
     for i in 0..s.sessions {
         conns.push(bare_connect(s, i).await);
@@ -238,7 +292,7 @@ async fn bare(s: Setup) -> (f64, u64) {
     }
     let acked = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
-    let start = Instant::now();
+    let meter = Meter::start(s);
     let drains: Vec<_> = conns
         .into_iter()
         .map(|(c, el)| tokio::spawn(bare_drain(c, el, acked.clone(), stop.clone())))
@@ -249,7 +303,7 @@ async fn bare(s: Setup) -> (f64, u64) {
     while acked.load(Ordering::Relaxed) < s.n {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let secs = start.elapsed().as_secs_f64();
+    let cost = meter.stop();
     stop.cancel();
     let mut max_outstanding = 0;
     for d in drains {
@@ -258,7 +312,7 @@ async fn bare(s: Setup) -> (f64, u64) {
     if let Some(p) = publisher {
         p.await.expect("publisher");
     }
-    (s.n as f64 / secs, max_outstanding)
+    (cost, max_outstanding)
 }
 
 /// Counts lienwatch's acknowledged messages (`lienwatch_mqtt_messages_total{outcome="stored"}`
@@ -312,7 +366,7 @@ impl metrics::Recorder for AckCount {
 }
 
 /// lienwatch's MQTT source, in process, draining the same number of messages.
-async fn lienwatch(s: Setup, acked: &AtomicU64) -> f64 {
+async fn lienwatch(s: Setup, acked: &AtomicU64) -> Cost {
     let cfg: MqttConfig = toml::from_str(&format!(
         "url = \"mqtt://127.0.0.1:{}\"\nclient_id = \"bench-lienwatch-{}\"\nmax_inflight = {}\nsessions = {}\n\
          [[subscription]]\ntopic = \"lw{}/{{device_id}}/position\"\nformat = \"json\"\n",
@@ -332,7 +386,7 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> f64 {
         commit_window: std::env::var("COMMIT_WINDOW_US")
             .ok()
             .and_then(|v| v.parse().ok())
-            .map_or(Duration::ZERO, Duration::from_micros),
+            .map_or(defaults.commit_window, Duration::from_micros),
         ..defaults
     };
     let outbox = store
@@ -375,12 +429,12 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> f64 {
         (task, stop)
     };
     let base = acked.load(Ordering::Relaxed);
-    let start = Instant::now();
+    let meter = Meter::start(s);
     let publisher = s.live.then(|| tokio::spawn(publish(s, lw.clone(), s.n)));
     while acked.load(Ordering::Relaxed) < base + s.n {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let secs = start.elapsed().as_secs_f64();
+    let cost = meter.stop();
     if let Some(p) = publisher {
         p.await.expect("publisher");
     }
@@ -390,7 +444,7 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> f64 {
     // The passes end before the database's folder goes.
     upkeep.cancel();
     passes.all_stopped().await;
-    s.n as f64 / secs
+    cost
 }
 
 fn main() {
@@ -418,9 +472,10 @@ fn main() {
         n: env("MESSAGES", 20_000),
         devices: env("DEVICES", 2_000).max(1),
         inflight: env("INFLIGHT", 4096).clamp(1, u16::MAX as u64) as u16,
-        sessions: env("SESSIONS", 1).clamp(1, 64) as u16,
+        sessions: env("SESSIONS", 1).clamp(1, 1024) as u16,
         publishers: env("PUBLISHERS", 4).max(1),
         live,
+        broker_pid: broker.pid().expect("mosquitto runs"),
     };
     println!(
         "{} msgs, {} mode, receive maximum {}, broker max_inflight_messages {broker_inflight}, {} session(s), {rounds} rounds",
@@ -438,11 +493,15 @@ fn main() {
         let mut ratios = Vec::new();
         for round in 0..rounds {
             let s = Setup { round, ..s };
-            let (bare_rate, outstanding) = bare(s).await;
-            let lw_rate = lienwatch(s, &acked).await;
+            let (bare_cost, outstanding) = bare(s).await;
+            let lw_cost = lienwatch(s, &acked).await;
+            let (bare_rate, lw_rate) = (bare_cost.rate(s.n), lw_cost.rate(s.n));
             let ratio = lw_rate / bare_rate;
+            let (bare_own, bare_broker) = bare_cost.per_message_us(s.n);
+            let (lw_own, lw_broker) = lw_cost.per_message_us(s.n);
             println!(
-                "round {round}: bare {bare_rate:>7.0} msgs/s (at most {outstanding} unacknowledged on one session), lienwatch {lw_rate:>7.0} msgs/s, ratio {ratio:.2}"
+                "round {round}: bare {bare_rate:>7.0} msgs/s (at most {outstanding} unacknowledged on one session), lienwatch {lw_rate:>7.0} msgs/s, ratio {ratio:.2}; \
+                 CPU per message, bench process + broker: bare {bare_own:.1} + {bare_broker:.1} us, lienwatch {lw_own:.1} + {lw_broker:.1} us"
             );
             ratios.push(ratio);
         }

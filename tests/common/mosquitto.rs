@@ -68,6 +68,11 @@ impl Mosquitto {
         m
     }
 
+    /// The broker's process id while it runs: the benches read its CPU time.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
