@@ -20,6 +20,9 @@
 //! `ONLY=with_zones/long_stay_only,queue` runs only those parts or cases, set-up and CPU loops
 //! included (criterion's own filter skips only its timed loops), e.g. under `perf`.
 
+#[path = "common/proc_cpu.rs"]
+mod proc_cpu;
+
 use criterion::Criterion;
 use lienwatch::engine::risk::RiskQueue;
 use lienwatch::engine::vehicles::PutVehicle;
@@ -323,23 +326,6 @@ fn bench_locate(c: &mut Criterion, w: &World) {
     g.finish();
 }
 
-/// User plus system CPU time of this process so far, in seconds (Linux; NaN elsewhere).
-fn process_cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let Some(rest) = stat.rsplit(')').next() else {
-        return f64::NAN;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(u), Some(s)) => (u + s) / 100.0,
-        _ => f64::NAN,
-    }
-}
-
 const ZONES: usize = 100_000;
 const ZONE_CIRCLES: usize = 70_000;
 
@@ -536,11 +522,11 @@ fn bench_zones(c: &mut Criterion, w: &mut World) {
         // CPU time over a million positions: on a machine shared with other jobs the wall clock
         // (criterion's figure) also counts the time this process waits for a core.
         let n = 1_000_000;
-        let t0 = process_cpu_secs();
+        let t0 = proc_cpu::cpu_secs("self");
         for _ in 0..n {
             one();
         }
-        let cpu_ns = (process_cpu_secs() - t0) / n as f64 * 1e9;
+        let cpu_ns = (proc_cpu::cpu_secs("self") - t0) / n as f64 * 1e9;
         println!("{name}: {cpu_ns:.0} ns CPU per position (mean of {n})");
         g.bench_function(name, |b| b.iter(&mut one));
     };
@@ -747,13 +733,13 @@ fn bench_queue(c: &mut Criterion) {
         ("first page", None, None, None),
         ("deep filtered page", filter.0, filter.1, after.clone()),
     ] {
-        let t0 = process_cpu_secs();
+        let t0 = proc_cpu::cpu_secs("self");
         for _ in 0..20 {
             black_box(page(&mut e, tier, status, cursor.clone()));
         }
         println!(
             "queue: {name}: {:.1} ms CPU per page (mean of 20)",
-            (process_cpu_secs() - t0) / 20.0 * 1e3
+            (proc_cpu::cpu_secs("self") - t0) / 20.0 * 1e3
         );
     }
     let mut g = c.benchmark_group("queue");
