@@ -79,7 +79,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let upkeep_store = store.clone();
     let engine = Engine::open(store, outbox.clone(), ecfg, Timestamp::now())
         .map_err(|e| storage_err(e.to_string()))?;
-    let (handle, engine_thread) = engine::spawn(engine, crate::time::wall_clock())
+    let (handle, _) = engine::spawn(engine, crate::time::wall_clock())
         .map_err(|e| DaemonError::Other(format!("cannot start the engine thread: {e}")))?;
 
     let shutdown = CancellationToken::new();
@@ -187,8 +187,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         let _ = m.await;
     }
     let _ = admin.await;
+    // Answered once the engine's last flush is done; its thread ends with the last handle.
     handle.shutdown().await;
-    let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     // The short passes finish the one under way before the store closes.
     passes.stopped().await;
     // Delivery stops last: alerts raised during the drain are on disk and resume after restart.

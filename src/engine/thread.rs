@@ -97,7 +97,9 @@ impl EngineHandle {
         let _ = self.tx.send_async(Msg::Command(job)).await;
     }
 
-    /// Flushes and stops the engine thread.
+    /// Stops the engine: answered once its last flush is done and its store let go. From then
+    /// on every commit and command is refused (`StoreError::Closed`, `EngineError::Stopped`);
+    /// the thread itself ends when the last handle is dropped.
     pub async fn shutdown(&self) {
         let (done, rx) = oneshot::channel();
         if self.tx.send_async(Msg::Shutdown(done)).await.is_ok() {
@@ -115,7 +117,8 @@ impl EngineHandle {
     }
 }
 
-/// Starts the engine thread.
+/// Starts the engine thread. After [`EngineHandle::shutdown`] it refuses what it is sent, and
+/// it ends once the last handle is dropped.
 pub fn spawn(
     engine: Engine,
     clock: Clock,
@@ -193,6 +196,7 @@ fn run(
     let mut batch: Vec<Msg> = Vec::with_capacity(256);
     let mut arrivals: Vec<(Vec<Event>, Timestamp)> = Vec::with_capacity(256);
     let commit_window = engine.cfg.commit_window;
+    let mut stopping = None;
     loop {
         // Sleep until a message arrives or a deadline falls due.
         let first = match engine.next_wakeup() {
@@ -285,23 +289,26 @@ fn run(
             c(result.as_ref().map(|_| ()));
         }
         if let Some(done) = shutdown {
-            let _ = done.send(());
+            stopping = Some(done);
             break;
         }
     }
-    // What was queued behind the shutdown is refused at once, and the queue closed, so that a
-    // sender learns the engine is gone instead of waiting: the senders hold the queue, so what
-    // stays in it would never be answered. flume cannot close and drain in one step: a send that
-    // lands between these two lines waits until its task is dropped, as the daemon's are when
-    // its runtime ends after this thread is joined.
-    let refused: Vec<Msg> = rx.drain().collect();
-    drop(rx);
-    // Refused only now, with the queue closed: a sender woken by its refusal that tries again
-    // is turned away at once.
-    drop(refused);
-    // Last flush on the way out: anything applied is made durable.
+    // Last flush on the way out: anything applied is made durable, and the engine's store and
+    // the places worker are let go before the shutdown is answered.
     if let Err(e) = engine.flush() {
         tracing::error!(error = %e, "final flush failed");
+    }
+    drop(engine);
+    drop(checks);
+    if let Some(done) = stopping {
+        let _ = done.send(());
+    }
+    // The queue stays open until the last handle is gone, and whatever reaches it from now on
+    // is refused at once, so that its sender learns the engine is gone instead of waiting.
+    // Closing the queue here instead would strand a message sent between a last drain and the
+    // close (flume cannot do both in one step), and its sender would wait forever.
+    for refused in rx.iter() {
+        drop(refused);
     }
 }
 
@@ -340,7 +347,14 @@ mod tests {
                 matches!(answer, Ok(Err(StoreError::Closed))),
                 "round {round}: {answer:?}"
             );
-            let _ = thread.join();
+            // The thread ends with the last handle.
+            drop(handle);
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            let joined = tokio::time::timeout(Duration::from_secs(10), joined).await;
+            assert!(
+                matches!(joined, Ok(Ok(Ok(())))),
+                "round {round}: {joined:?}"
+            );
         }
     }
 }
