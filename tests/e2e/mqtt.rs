@@ -469,12 +469,8 @@ fn a_window_of_one_over_hundreds_of_sessions_takes_every_message() {
         f64::from(SESSIONS)
     );
     // A session costs kilobytes, not the megabytes of rumqttc's default outbound window.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).expect("status");
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
+    let rss_kib = rss_kib(d.pid());
+    assert!(rss_kib > 0, "VmRSS of the daemon unreadable");
     eprintln!("{SESSIONS} sessions: daemon RSS {} MiB", rss_kib / 1024);
     assert!(
         rss_kib < 512 * 1024,
