@@ -1236,7 +1236,7 @@ impl Gt06Session {
                 out.push(reject("login IMEI not BCD"));
                 return Ok(());
             };
-            if !(self.cfg.admit)(&id) {
+            if !self.cfg.admits(&id) {
                 self.device = None;
                 return Err(SessionError::Refused(id.to_string()));
             }

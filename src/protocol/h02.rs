@@ -654,18 +654,29 @@ impl H02Session {
     }
 
     /// Stamps an event with a (possibly new) device id, reusing the cached one when unchanged.
-    fn device(&mut self, id: &str) -> DeviceId {
+    /// H02 has no login: a new id is put to the admission policy (`[ingest] accept_unknown`)
+    /// when it first appears, and a refused one ends the session.
+    fn device(&mut self, id: &str) -> Result<DeviceId, SessionError> {
         match &self.device {
-            Some(d) if d.as_str() == id => d.clone(),
+            Some(d) if d.as_str() == id => Ok(d.clone()),
             _ => {
                 let d = DeviceId::new(id);
+                if !self.cfg.admits(&d) {
+                    self.device = None;
+                    return Err(SessionError::Refused(d.to_string()));
+                }
                 self.device = Some(d.clone());
-                d
+                Ok(d)
             }
         }
     }
 
-    fn emit(&mut self, msg: Message<'_>, len: usize, out: &mut Vec<Output>) {
+    fn emit(
+        &mut self,
+        msg: Message<'_>,
+        len: usize,
+        out: &mut Vec<Output>,
+    ) -> Result<(), SessionError> {
         let fix = |position, status: Option<u32>, buffered| {
             EventKind::Position(Fix {
                 position,
@@ -690,11 +701,11 @@ impl H02Session {
                 Some(d) => d,
                 None => {
                     reject(out, "H02 message without an id before any id", len);
-                    return;
+                    return Ok(());
                 }
             }
         } else {
-            self.device(id)
+            self.device(id)?
         };
         let mut push = |kind| {
             out.push(Output::Event(Event {
@@ -718,6 +729,7 @@ impl H02Session {
                 }
             }
         }
+        Ok(())
     }
 
     /// A `V4` is also the answer to the command in flight (after its own event, which named the
@@ -739,7 +751,7 @@ impl H02Session {
     }
 
     /// Handles a text message at the front of `buf`. Returns `false` when it needs more bytes.
-    fn text(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) -> bool {
+    fn text(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) -> Result<bool, SessionError> {
         let max = self.cfg.max_frame.max(2);
         let stop = buf
             .iter()
@@ -756,7 +768,7 @@ impl H02Session {
                     .map(|l| parse_text_at(l, self.cfg.utc_offset_s, Some(now)));
                 match parsed {
                     Some(Ok(msg)) => {
-                        self.emit(msg, len, out);
+                        self.emit(msg, len, out)?;
                         self.command_answer(buf.get(..len).unwrap_or(&[]), out);
                     }
                     Some(Err(e)) => reject(out, e.reason(), len),
@@ -772,9 +784,9 @@ impl H02Session {
                 reject(out, "H02 text message over limit", max);
                 buf.advance(max);
             }
-            None => return false,
+            None => return Ok(false),
         }
-        true
+        Ok(true)
     }
 
     /// Handles a binary frame at the front of `buf`. Returns `false` when it needs more bytes.
@@ -782,7 +794,7 @@ impl H02Session {
     /// The short form (10-digit id) and the long form (15-digit IMEI) share the marker; neither
     /// has a length or checksum. The long form is taken when its time and date are valid BCD where
     /// the short form's are not (an IMEI's digits fall where the short form has its clock).
-    fn binary(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) -> bool {
+    fn binary(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) -> Result<bool, SessionError> {
         let avail = buf.len().min(BINARY_LONG_LEN);
         let head = buf.get(..avail).unwrap_or(&[]);
         let short_ok = binary_prefix_ok(head.get(..avail.min(BINARY_LEN)).unwrap_or(&[]));
@@ -790,16 +802,16 @@ impl H02Session {
         if !short_ok && !long_ok {
             reject(out, "H02 stray '$'", 1);
             buf.advance(1);
-            return true;
+            return Ok(true);
         }
         // Undecided until the clock fields of both readings (up to byte 15) are in.
         if short_ok && long_ok && avail < 1 + 8 + 6 {
-            return false;
+            return Ok(false);
         }
         let long = long_ok && !(short_ok && clock_ok(head.get(6..12)));
         let parsed = if long {
             let Some(frame) = buf.first_chunk::<BINARY_LONG_LEN>() else {
-                return false;
+                return Ok(false);
             };
             (
                 parse_binary_long(frame, self.cfg.utc_offset_s),
@@ -807,13 +819,13 @@ impl H02Session {
             )
         } else {
             let Some(frame) = buf.first_chunk::<BINARY_LEN>() else {
-                return false;
+                return Ok(false);
             };
             (parse_binary(frame, self.cfg.utc_offset_s), BINARY_LEN)
         };
         match parsed {
             (Ok((id, position, status)), len) => {
-                self.device = Some(id.clone());
+                let id = self.device(id.as_str())?;
                 out.push(Output::Event(Event {
                     device_id: id,
                     protocol: Protocol::H02,
@@ -832,7 +844,7 @@ impl H02Session {
                 buf.advance(1);
             }
         }
-        true
+        Ok(true)
     }
 }
 
@@ -864,7 +876,7 @@ impl Session for H02Session {
 
     fn feed(&mut self, buf: &mut BytesMut, out: &mut Vec<Output>) -> Result<(), SessionError> {
         loop {
-            let progressed = match buf.first() {
+            let step = match buf.first() {
                 None => return Ok(()),
                 Some(b'*') => self.text(buf, out),
                 Some(b'$') => self.binary(buf, out),
@@ -881,11 +893,17 @@ impl Session for H02Session {
                         reject(out, "H02 garbage between messages", skip);
                     }
                     buf.advance(skip);
-                    true
+                    Ok(true)
                 }
             };
-            if !progressed {
-                return Ok(());
+            match step {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                // A refused device: nothing more of this input is read.
+                Err(e) => {
+                    buf.clear();
+                    return Err(e);
+                }
             }
         }
     }
@@ -926,6 +944,41 @@ mod tests {
         let mut out = Vec::new();
         s.feed(&mut buf, &mut out).expect("h02 never fails");
         (out, buf)
+    }
+
+    #[test]
+    fn a_new_id_is_put_to_the_admission_policy() {
+        let admit: crate::protocol::Admission =
+            std::sync::Arc::new(|id: &DeviceId| id.as_str() == "4106012345");
+        let mut s = H02Session::new(SessionConfig {
+            admit: admit.clone(),
+            ..SessionConfig::default()
+        });
+        let mut out = Vec::new();
+        let mut buf = BytesMut::from(format!("{D6}\r\n").as_bytes());
+        s.feed(&mut buf, &mut out)
+            .expect("a registered id is admitted");
+        assert_eq!(events(&out).len(), 1, "{out:?}");
+        // The binary vector carries 4106011660, which the policy refuses: the session ends
+        // with nothing of it, and none of the input is left to read.
+        out.clear();
+        let mut buf = BytesMut::from(&parse_hex(BIN).expect("hex")[..]);
+        let e = s.feed(&mut buf, &mut out).expect_err("refused");
+        assert!(
+            matches!(&e, SessionError::Refused(id) if id == "4106011660"),
+            "{e:?}"
+        );
+        assert!(events(&out).is_empty() && buf.is_empty(), "{out:?}");
+        // A sessionless decoder (MQTT raw payloads, `decode`) leaves the policy to its caller.
+        let mut s = H02Session::new(SessionConfig {
+            admit,
+            sessionless: true,
+            ..SessionConfig::default()
+        });
+        let mut buf = BytesMut::from(&parse_hex(BIN).expect("hex")[..]);
+        s.feed(&mut buf, &mut out)
+            .expect("sessionless refuses nothing");
+        assert_eq!(events(&out).len(), 1);
     }
 
     #[test]

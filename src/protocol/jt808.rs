@@ -787,7 +787,7 @@ impl Jt808Session {
             }
         }
         let id = DeviceId::from_bcd(raw).or_else(|| packed_imei(raw))?;
-        let admitted = (self.cfg.admit)(&id);
+        let admitted = self.cfg.admits(&id);
         let mut buf = [0u8; 10];
         let len = raw.len().min(10);
         buf[..len].copy_from_slice(&raw[..len]);

@@ -74,6 +74,14 @@ pub struct SessionConfig {
 /// `BC` batch of 100 points (about 7 KB).
 pub const DEFAULT_MAX_FRAME: usize = 8192;
 
+impl SessionConfig {
+    /// Whether `id` may keep its session (`[ingest] accept_unknown`). A sessionless decoder
+    /// refuses nothing: where its events go (MQTT) applies the policy to them.
+    pub fn admits(&self, id: &DeviceId) -> bool {
+        self.sessionless || (self.admit)(id)
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {

@@ -828,7 +828,7 @@ impl TeltonikaSession {
                 let id = DeviceId::new(imei);
                 buf.advance(HANDSHAKE_LEN);
                 self.device = Some(id.clone());
-                if (self.cfg.admit)(&id) {
+                if self.cfg.admits(&id) {
                     self.state = TcpState::Open;
                     out.push(Output::Event(Event {
                         device_id: id,
@@ -1095,7 +1095,7 @@ impl Session for TeltonikaUdpSession {
             Some(dev) if dev.as_str() == d.imei => dev.clone(),
             _ => {
                 let id = DeviceId::new(d.imei);
-                if !(self.cfg.admit)(&id) {
+                if !self.cfg.admits(&id) {
                     reject(out, "device refused", n);
                     buf.clear();
                     return Err(SessionError::Refused(id.to_string()));

@@ -103,3 +103,43 @@ fn stored(d: &Daemon, id: &str) -> (u16, serde_json::Value) {
         },
     )
 }
+
+/// H02 has no login: with `accept_unknown = false` an unregistered id is refused when it first
+/// appears (the connection is closed and the refusal counted), and nothing of it is stored.
+#[test]
+fn h02_unknown_device_is_refused_when_accept_unknown_is_false() {
+    let d = Daemon::start(&["h02"], "[ingest]\naccept_unknown = false\n");
+    let (s, v) = d.api(
+        "PUT",
+        "/v1/vehicles/V-H02",
+        Some(
+            &serde_json::json!({
+                "loan": {"id": "L-H02", "status": "current"},
+                "devices": [{"id": "4106012345", "kind": "wired"}]
+            })
+            .to_string(),
+        ),
+    );
+    assert_eq!(s, 201, "{v}");
+    let mut stranger = d.connect("h02");
+    stranger.send(
+        b"*HQ,4106019999,V1,103015,A,2232.5858,N,11403.4719,E,033.64,090,200524,FFF7FBFF#\r\n",
+    );
+    assert!(
+        stranger.closed_by_server(Duration::from_secs(3)),
+        "refused: closed"
+    );
+    assert!(
+        d.metric("lienwatch_devices_refused_total", &[]) >= 1.0,
+        "the refusal is counted"
+    );
+    let mut known = d.connect("h02");
+    known.send(
+        b"*HQ,4106012345,V1,103015,A,2232.5858,N,11403.4719,E,033.64,090,200524,FFF7FBFF#\r\n",
+    );
+    let (s, _) = stored(&d, "4106012345");
+    assert_eq!(s, 200);
+    // Asked after the registered device's fix is stored: the stranger's came first and is not.
+    let (s, _) = d.api("GET", "/v1/devices/4106019999", None);
+    assert_eq!(s, 404, "a refused device is not stored");
+}
