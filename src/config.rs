@@ -582,9 +582,24 @@ impl Config {
         if let Some(m) = &self.mqtt {
             validate_mqtt(m, file)?;
         }
+        // The name keys each webhook's deliveries in the outbox, so two may not share one; an
+        // unnamed webhook is named by its URL without credentials or query.
+        let mut names: Vec<String> = Vec::with_capacity(self.webhooks.len());
         for (i, w) in self.webhooks.iter().enumerate() {
-            w.resolve()
+            let resolved = w
+                .resolve()
                 .map_err(|m| Self::invalid(file, format!("webhook[{i}]"), m.to_string()))?;
+            if let Some(j) = names.iter().position(|n| *n == resolved.name) {
+                return Err(Self::invalid(
+                    file,
+                    format!("webhook[{i}].name"),
+                    format!(
+                        "\"{}\" is also webhook[{j}]'s name; give each webhook a name of its own",
+                        resolved.name
+                    ),
+                ));
+            }
+            names.push(resolved.name);
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(Self::invalid(
@@ -839,6 +854,25 @@ mod tests {
         assert_eq!(c.storage.history_retention.as_secs(), 180 * 86_400);
         let c = Config::parse("[risk.points]\nsilent_overdue = 50\n", "lw.toml").unwrap();
         assert_eq!(c.risk.resolved.of(crate::risk::Reason::SilentOverdue), 50);
+    }
+
+    #[test]
+    fn two_webhooks_may_not_share_a_name() {
+        // Unnamed, they are named by the URL without its query: the same name twice.
+        let twice = "[[webhook]]\nurl = \"http://127.0.0.1:9/hook?a=1\"\nsecret = \"s\"\n\
+                     [[webhook]]\nurl = \"http://127.0.0.1:9/hook?a=2\"\nsecret = \"s\"\n";
+        let m = Config::parse(twice, "lw.toml").unwrap_err().to_string();
+        assert!(
+            m.contains("lw.toml") && m.contains("webhook[1].name") && m.contains("webhook[0]"),
+            "{m}"
+        );
+        let named = "[[webhook]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/a\"\nsecret = \"s\"\n\
+                     [[webhook]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/b\"\nsecret = \"s\"\n";
+        let m = Config::parse(named, "lw.toml").unwrap_err().to_string();
+        assert!(m.contains("webhook[1].name") && m.contains("crm"), "{m}");
+        let apart = twice.replacen("[[webhook]]\n", "[[webhook]]\nname = \"first\"\n", 1);
+        let c = Config::parse(&apart, "lw.toml").unwrap();
+        assert_eq!(c.webhooks.len(), 2);
     }
 
     #[test]
