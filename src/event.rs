@@ -28,25 +28,34 @@ impl DeviceId {
     }
 
     /// Builds an id from BCD bytes (two digits a byte), dropping leading zeros as CONTRACT.md asks
-    /// for GT06 IMEIs and JT/T 808 terminal numbers. `None` if a nibble is not a decimal digit.
+    /// for JT/T 808 terminal numbers. `None` if a nibble is not a decimal digit.
     pub fn from_bcd(bytes: &[u8]) -> Option<Self> {
-        let mut s = String::with_capacity(bytes.len() * 2);
-        for &b in bytes {
-            let (hi, lo) = (b >> 4, b & 0x0f);
-            if hi > 9 || lo > 9 {
+        let digits = bcd_digits(bytes)?;
+        let s = digits.trim_start_matches('0');
+        Some(DeviceId::new(if s.is_empty() { "0" } else { s }))
+    }
+
+    /// A GT06 login's IMEI: 8 BCD bytes, the 16-digit form of a 15-digit IMEI, whose leading 0
+    /// nibble is dropped (CONTRACT.md "Names"), and only that one: an IMEI may itself begin
+    /// with 0 (reporting body 01). `None` if a nibble is not a decimal digit.
+    pub fn from_imei_bcd(bytes: &[u8; 8]) -> Option<Self> {
+        let digits = bcd_digits(bytes)?;
+        Some(DeviceId::new(digits.strip_prefix('0').unwrap_or(&digits)))
+    }
+}
+
+/// The decimal digits of BCD bytes, two a byte; `None` if a nibble is not a digit.
+fn bcd_digits(bytes: &[u8]) -> Option<String> {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        for d in [b >> 4, b & 0x0f] {
+            if d > 9 {
                 return None;
             }
-            for d in [hi, lo] {
-                if !(s.is_empty() && d == 0) {
-                    s.push((b'0' + d) as char);
-                }
-            }
+            s.push((b'0' + d) as char);
         }
-        if s.is_empty() {
-            s.push('0');
-        }
-        Some(DeviceId::new(&s))
     }
+    Some(s)
 }
 
 /// Lets maps keyed by `DeviceId` be queried with a `&str` (hashes agree: the derive hashes the str).
@@ -626,6 +635,17 @@ mod tests {
         let id = DeviceId::from_bcd(&[0x01, 0x39, 0x12, 0x34, 0x56, 0x78]).unwrap();
         assert_eq!(id.as_str(), "13912345678");
         assert!(DeviceId::from_bcd(&[0x1a]).is_none());
+        assert_eq!(DeviceId::from_bcd(&[0x00, 0x00]).unwrap().as_str(), "0");
+    }
+
+    #[test]
+    fn gt06_imeis_drop_one_leading_nibble_only() {
+        let id = DeviceId::from_imei_bcd(&[0x08, 0x68, 0x12, 0x01, 0x45, 0x23, 0x36, 0x04]);
+        assert_eq!(id.unwrap().as_str(), "868120145233604");
+        // An IMEI of reporting body 01 keeps its own leading 0: 15 digits.
+        let id = DeviceId::from_imei_bcd(&[0x00, 0x13, 0x45, 0x67, 0x89, 0x01, 0x23, 0x45]);
+        assert_eq!(id.unwrap().as_str(), "013456789012345");
+        assert!(DeviceId::from_imei_bcd(&[0x0A, 0, 0, 0, 0, 0, 0, 0]).is_none());
     }
 
     #[test]

@@ -362,7 +362,7 @@ impl Gps {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Login<'a> {
     /// 8 bytes of BCD, leading 0 nibble included.
-    pub imei_bcd: &'a [u8],
+    pub imei_bcd: &'a [u8; 8],
     pub type_code: Option<u16>,
     /// Device clock offset east of UTC in seconds, from the timezone/language word.
     pub utc_offset_s: Option<i32>,
@@ -499,7 +499,7 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
     let c = p.content;
     Ok(match p.proto {
         PROTO_LOGIN => {
-            let imei_bcd = c.get(..8).ok_or(DecodeError::Truncated)?;
+            let imei_bcd = c.first_chunk::<8>().ok_or(DecodeError::Truncated)?;
             if imei_bcd.iter().any(|&b| b >> 4 > 9 || b & 0x0F > 9) {
                 return Err(DecodeError::BadImei);
             }
@@ -1232,7 +1232,7 @@ impl Gt06Session {
             }
         };
         if let Message::Login(login) = msg {
-            let Some(id) = DeviceId::from_bcd(login.imei_bcd) else {
+            let Some(id) = DeviceId::from_imei_bcd(login.imei_bcd) else {
                 out.push(reject("login IMEI not BCD"));
                 return Ok(());
             };
@@ -1733,6 +1733,19 @@ mod tests {
         let (out, err) = decode_all(&mut s, &hex(LOGIN));
         assert_eq!(err, Some(SessionError::Refused("868120145233604".into())));
         assert!(replies(&out).is_empty() && events(&out).is_empty());
+    }
+
+    #[test]
+    fn a_login_imei_of_reporting_body_01_keeps_its_own_leading_zero() {
+        let mut f = vec![0x78, 0x78, 0x0D, PROTO_LOGIN];
+        f.extend_from_slice(&[0x00, 0x13, 0x45, 0x67, 0x89, 0x01, 0x23, 0x45, 0x00, 0x01]);
+        let crc = crc16_x25(&f[2..]);
+        f.extend_from_slice(&crc.to_be_bytes());
+        f.extend_from_slice(&[0x0D, 0x0A]);
+        let mut s = session();
+        let (out, err) = decode_all(&mut s, &f);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(events(&out)[0].device_id.as_str(), "013456789012345");
     }
 
     #[test]
