@@ -62,10 +62,13 @@ impl Command for SetLoan {
                 v.loan.status = self.body.status;
                 v.loan.days_past_due = self.body.days_past_due;
             }
-            e.for_each_device(vid, now, |rules, ctx, st, now| {
-                rules.on_loan_change(ctx, st, now)
+            e.risk_in_one_step(vid, true, now, |e| {
+                e.for_each_device(vid, now, |rules, ctx, st, now| {
+                    rules.on_loan_change(ctx, st, now)
+                });
+                e.risk_on_loan(vid, false, now);
+                e.risk_reconcile(vid, now);
             });
-            e.risk_on_loan(vid, false, now);
             e.vehicle_rules_sync(vid);
         }
         Ok(LoanUpdated {

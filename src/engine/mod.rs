@@ -108,6 +108,9 @@ pub struct Engine {
     /// Each vehicle's risk reasons, and those changed since the last flush.
     risk: FastMap<String, crate::risk::RiskState>,
     dirty_risk: FastSet<String>,
+    /// Set while one command moves several of a vehicle's reasons (`risk_in_one_step`): the
+    /// tier's change is then raised once, at the end.
+    tier_alerts_held: bool,
     /// The collections queue's dense rows (`queue_rows`), written with every risk change.
     queue: queue_rows::QueueRows,
     /// Every accepted fix since the last flush, staged for the history (same commit).
@@ -179,12 +182,23 @@ impl Engine {
             let (id, terminal_id) = kv?;
             bound.insert(id, terminal_id);
         }
-        let mut risk = FastMap::default();
+        let mut risk: FastMap<String, crate::risk::RiskState> = FastMap::default();
         for kv in store.all_risk() {
             let (id, bytes) = kv?;
             let st = crate::risk::RiskState::from_bytes(&bytes).map_err(|e| corrupt("risk", e))?;
             if vehicles.contains_key(&id) {
                 risk.insert(id, st);
+            }
+        }
+        // The overdue band follows each loan from the start, also where the stored reasons lag
+        // it (a database written before the risk score): written with the first commit.
+        let mut dirty_risk = FastSet::default();
+        for (id, v) in &vehicles {
+            if crate::risk::Reason::overdue(&v.loan).is_none() && !risk.contains_key(id) {
+                continue;
+            }
+            if risk.entry(id.clone()).or_default().set_loan(&v.loan, now) {
+                dirty_risk.insert(id.clone());
             }
         }
         let alert_count = store.alerts_raised()?;
@@ -193,7 +207,8 @@ impl Engine {
         let rules = Rules::new(cfg.rules.clone(), now);
         let mut e = Engine {
             risk,
-            dirty_risk: FastSet::default(),
+            dirty_risk,
+            tier_alerts_held: false,
             queue: queue_rows::QueueRows::default(),
             history: store.history().clone(),
             history_staged: crate::history::Staged::default(),

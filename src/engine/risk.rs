@@ -36,6 +36,19 @@ impl Engine {
         st.expire(now);
         f(st);
         self.risk_changed(vehicle_id, now);
+        if !self.tier_alerts_held {
+            self.raise_if_tier_rose(vehicle_id, device, before, now);
+        }
+    }
+
+    /// `risk_tier_changed` when the vehicle's tier is now above `before`'s.
+    fn raise_if_tier_rose(
+        &mut self,
+        vehicle_id: &str,
+        device: &DeviceId,
+        before: RiskView,
+        now: Timestamp,
+    ) {
         let Some(after) = self.risk_of(vehicle_id, now) else {
             return;
         };
@@ -47,6 +60,66 @@ impl Engine {
                 "reasons": after.reasons,
             });
             self.raise(vehicle_id, device, AlertType::RiskTierChanged, details, now);
+        }
+    }
+
+    /// Runs a command's changes to one vehicle, which may move several of its reasons (a loan
+    /// turning overdue while its device is silent: the band and `silent_overdue`), and raises
+    /// at most one `risk_tier_changed`, from the tier before to the tier after. A vehicle just
+    /// created had no tier to go up from (`raise` false).
+    pub(super) fn risk_in_one_step(
+        &mut self,
+        vehicle_id: &str,
+        raise: bool,
+        now: Timestamp,
+        f: impl FnOnce(&mut Engine),
+    ) {
+        let before = self.risk_of(vehicle_id, now);
+        let held = std::mem::replace(&mut self.tier_alerts_held, true);
+        f(self);
+        self.tier_alerts_held = held;
+        if held || !raise {
+            return;
+        }
+        let device = self
+            .vehicles
+            .get(vehicle_id)
+            .and_then(|v| v.devices.first())
+            .map_or_else(|| DeviceId::new(""), |d| d.id.clone());
+        if let Some(before) = before {
+            self.raise_if_tier_rose(vehicle_id, &device, before, now);
+        }
+    }
+
+    /// Ends the episode reasons that no device of the vehicle holds any more: a fence removed
+    /// or replaced restarts every placement without a `geofence_return`, and a silent device
+    /// taken off the vehicle sends no `reappeared` to it.
+    pub(super) fn risk_reconcile(&mut self, vehicle_id: &str, now: Timestamp) {
+        let Some(v) = self.vehicles.get(vehicle_id) else {
+            return;
+        };
+        let any = |test: &dyn Fn(&crate::rules::DeviceRuleState) -> bool| {
+            v.devices
+                .iter()
+                .any(|d| self.states.get(&d.id).is_some_and(test))
+        };
+        let outside = any(&|st| st.placement == crate::rules::FencePlacement::Outside);
+        let silent = any(&|st| st.silent_alerted);
+        let Some(st) = self.risk.get(vehicle_id) else {
+            return;
+        };
+        let end_outside = !outside && st.holds(Reason::OutsideGeofence);
+        let end_silent = !silent && st.holds(Reason::SilentOverdue);
+        if end_outside || end_silent {
+            // Reasons only end here: the tier cannot rise, so no device is named.
+            self.update_risk(vehicle_id, &DeviceId::new(""), now, |s| {
+                if end_outside {
+                    s.close(Reason::OutsideGeofence);
+                }
+                if end_silent {
+                    s.close(Reason::SilentOverdue);
+                }
+            });
         }
     }
 
@@ -149,13 +222,15 @@ impl Engine {
         let loan = v.loan.clone();
         if created {
             let st = self.risk.entry(vehicle_id.to_string()).or_default();
-            st.set_loan(&loan, now);
+            let _ = st.set_loan(&loan, now);
             self.risk_changed(vehicle_id, now);
             return;
         }
         let device = v.devices.first().map(|d| d.id.clone());
         let device = device.unwrap_or_else(|| DeviceId::new(""));
-        self.update_risk(vehicle_id, &device, now, |s| s.set_loan(&loan, now));
+        self.update_risk(vehicle_id, &device, now, |s| {
+            let _ = s.set_loan(&loan, now);
+        });
     }
 
     /// Whether another device of the vehicle is in a state (a vehicle-level reason ends only
@@ -434,6 +509,116 @@ mod tests {
         }
         let want: Vec<String> = all.vehicles.iter().map(|v| v.vehicle_id.clone()).collect();
         assert_eq!(walked, want);
+    }
+
+    fn engine_at(store: crate::store::Store, t0: Timestamp) -> Engine {
+        let outbox = store
+            .open_outbox(&[], std::sync::Arc::new(move || t0))
+            .unwrap();
+        let cfg = super::super::EngineConfig {
+            history_retention: None,
+            ..super::super::EngineConfig::from_config(&Default::default(), Vec::new())
+        };
+        Engine::open(store, outbox, cfg, t0).unwrap()
+    }
+
+    fn put(e: &mut Engine, body: serde_json::Value, now: Timestamp) {
+        use crate::engine::vehicles::PutVehicle;
+        PutVehicle::from_json("V-1", body.to_string().as_bytes())
+            .and_then(|c| c.apply(e, now))
+            .unwrap();
+    }
+
+    fn reasons(e: &Engine, now: Timestamp) -> Vec<&'static str> {
+        let r = e.risk_of("V-1", now).unwrap();
+        let mut codes: Vec<_> = r.reasons.iter().map(|r| r.code).collect();
+        codes.sort_unstable();
+        codes
+    }
+
+    /// A loan turning overdue while its device is silent moves two reasons (the band and
+    /// `silent_overdue`): the tier's rise is one alert, from where it was to where it ends.
+    #[test]
+    fn one_loan_change_raises_one_tier_alert() {
+        use crate::engine::loans::SetLoan;
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        let current = serde_json::json!({"id": "L", "status": "current"});
+        put(
+            &mut e,
+            serde_json::json!({"loan": current, "devices": [{"id": "868120145233604"}]}),
+            t0,
+        );
+        let later = t0.add_millis(3 * 86_400_000);
+        e.tick(later);
+        let _ = e.take_alerts();
+        SetLoan::from_json("L", br#"{"status": "overdue", "days_past_due": 10}"#)
+            .and_then(|c| c.apply(&mut e, later))
+            .unwrap();
+        let alerts = e.take_alerts();
+        let tiers: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.kind == AlertType::RiskTierChanged)
+            .map(|a| (a.details["from"].clone(), a.details["to"].clone()))
+            .collect();
+        assert_eq!(
+            tiers,
+            [(serde_json::json!("none"), serde_json::json!("medium"))],
+            "{alerts:?}"
+        );
+        assert!(alerts.iter().any(|a| a.kind == AlertType::SilentOverdue));
+        assert_eq!(reasons(&e, later), ["overdue_1_30", "silent_overdue"]);
+    }
+
+    /// A fence taken away from a car outside it ends `outside_geofence` (no `geofence_return`
+    /// will), and a vehicle whose stored reasons lag its overdue loan gets its band at start.
+    #[test]
+    fn reasons_follow_the_registry_and_the_loan_from_the_start() {
+        use crate::event::{Event, EventKind, Fix, Position, Protocol};
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        let loan = serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40});
+        let fence = serde_json::json!({"type": "Circle", "center": [114.0, 22.5], "radius_m": 500});
+        let device = serde_json::json!([{"id": "868120145233604"}]);
+        put(
+            &mut e,
+            serde_json::json!({"loan": loan, "devices": device, "geofence": fence}),
+            t0,
+        );
+        let far = Event {
+            device_id: DeviceId::new("868120145233604"),
+            protocol: Protocol::Gt06,
+            kind: EventKind::Position(Fix {
+                position: Position {
+                    time: t0.add_millis(60_000),
+                    lat: 22.6,
+                    lon: 114.2,
+                    valid: true,
+                    satellites: Some(9),
+                    ..Default::default()
+                },
+                alarms: crate::event::AlarmReport::NONE,
+                buffered: false,
+                props: Default::default(),
+            }),
+        };
+        let t1 = t0.add_millis(61_000);
+        e.ingest(&[far], t1);
+        assert_eq!(reasons(&e, t1), ["outside_geofence", "overdue_31_90"]);
+        put(
+            &mut e,
+            serde_json::json!({"loan": loan, "devices": device}),
+            t1,
+        );
+        assert_eq!(reasons(&e, t1), ["overdue_31_90"]);
+        // The stored reasons lost (as in a database from before the risk score): the band is
+        // back as soon as the engine opens.
+        e.flush().unwrap();
+        let store = e.store.clone();
+        drop(e);
+        store.put_risk("V-1", None).unwrap();
+        let e = engine_at(store, t1);
+        assert_eq!(reasons(&e, t1), ["overdue_31_90"]);
     }
 
     #[test]

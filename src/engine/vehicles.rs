@@ -67,9 +67,12 @@ impl Command for PutVehicle {
                 reg.insert(d.clone(), shared.clone());
             }
         }
-        e.risk_on_loan(&id, created, now);
-        e.for_each_device(&id, now, |rules, ctx, st, now| {
-            rules.on_registered(ctx, st, now)
+        e.risk_in_one_step(&id, !created, now, |e| {
+            e.risk_on_loan(&id, created, now);
+            e.for_each_device(&id, now, |rules, ctx, st, now| {
+                rules.on_registered(ctx, st, now)
+            });
+            e.risk_reconcile(&id, now);
         });
         e.vehicle_rules_sync(&id);
         let view = e.vehicle_view(&id, now).ok_or_else(|| not_found(&id))?;

@@ -240,7 +240,9 @@ impl RiskState {
     }
 
     /// The loan's overdue band replaces any other band (and none for a loan not overdue).
-    pub fn set_loan(&mut self, loan: &Loan, now: Timestamp) {
+    /// Returns whether that changed anything.
+    pub fn set_loan(&mut self, loan: &Loan, now: Timestamp) -> bool {
+        let before = self.held.clone();
         let band = Reason::overdue(loan);
         for r in [
             Reason::Overdue1To30,
@@ -254,6 +256,7 @@ impl RiskState {
         if let Some(b) = band {
             self.open(b, now);
         }
+        self.held != before
     }
 
     /// Drops reasons whose time has passed (so the stored state stays small).
