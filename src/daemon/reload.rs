@@ -46,6 +46,9 @@ pub async fn reload(
     if !same(&current.console, &next.console) {
         restart_needed.push("[console]");
     }
+    if !same(&current.risk.resolved, &next.risk.resolved) {
+        restart_needed.push("[risk.points]");
+    }
     if !same(&current.log.format, &next.log.format) {
         restart_needed.push("log.format");
     }

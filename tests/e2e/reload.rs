@@ -79,3 +79,25 @@ fn sighup_applies_new_webhook_settings_and_refuses_a_bad_file() {
     );
     assert!(d.log().contains("reload refused"), "{}", d.log());
 }
+
+/// `[risk.points]` is read at start only: a reload that changes it says so in the journal
+/// rather than leaving the old points in force without a word.
+#[test]
+fn a_reload_names_changed_risk_points_as_needing_a_restart() {
+    let d = Daemon::start(&["gt06"], "");
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        format!("{cfg}\n[risk.points]\nsilent_overdue = 50\n"),
+    )
+    .unwrap();
+    signal(d.pid(), "HUP");
+    d.wait_metric("lienwatch_config_reloads_total", &[("result", "ok")], |v| {
+        v >= 1.0
+    });
+    wait_for(Duration::from_secs(5), "the restart warning", || {
+        let log = d.log();
+        (log.contains("take effect only after a restart") && log.contains("[risk.points]"))
+            .then_some(())
+    });
+}
