@@ -5,7 +5,7 @@ use super::command::{Command, EngineError};
 use super::Engine;
 use crate::downlink::CommandRecord;
 use crate::event::{AnswerKey, DeviceId};
-use crate::protocol::downlink::{carries, text_ok, Downlink, MAX_TEXT};
+use crate::protocol::downlink::{carries, text_limit, text_ok, Downlink, MAX_TEXT};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -209,6 +209,15 @@ impl Command for CreateCommand {
                 protocol,
                 self.command.kind()
             )));
+        }
+        if let Downlink::Raw(text) = &self.command {
+            let limit = text_limit(protocol);
+            if text.len() > limit {
+                return Err(EngineError::Unsupported(format!(
+                    "a {protocol} command's text holds at most {limit} bytes, not {}",
+                    text.len()
+                )));
+            }
         }
         let rec = e.commands.create(
             &e.store,

@@ -43,6 +43,15 @@ pub fn carries(protocol: Protocol, cmd: &Downlink) -> bool {
     )
 }
 
+/// The longest `raw` text a protocol's frame holds, where that is less than [`MAX_TEXT`]: a
+/// GT06 0x80 frame counts its whole length in one byte.
+pub fn text_limit(protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::Gt06 => super::gt06_command::MAX_COMMAND_TEXT,
+        _ => MAX_TEXT,
+    }
+}
+
 /// Whether text may go to a device: printable ASCII, 1 to [`MAX_TEXT`] bytes.
 pub fn text_ok(text: &str) -> bool {
     (1..=MAX_TEXT).contains(&text.len()) && text.bytes().all(|b| (0x20..0x7F).contains(&b))

@@ -186,6 +186,12 @@ mod gt06 {
         let long = "A".repeat(300);
         let (s, _) = post(&d, IMEI, &format!(r#"{{"type": "raw", "text": "{long}"}}"#));
         assert_eq!(s, 400);
+        // Within the API's 256 bytes but past what a GT06 0x80 frame holds (245): refused now,
+        // not accepted and failed later.
+        let long = "A".repeat(250);
+        let (s, v) = post(&d, IMEI, &format!(r#"{{"type": "raw", "text": "{long}"}}"#));
+        assert_eq!(s, 422, "{v}");
+        assert!(v["error"].as_str().unwrap_or("").contains("245"), "{v}");
         let (s, _) = post(&d, IMEI, r#"{"type": "locate", "expires": "soon"}"#);
         assert_eq!(s, 400);
         let (s, _) = post(&d, "4242", r#"{"type": "locate"}"#);
