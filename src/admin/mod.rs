@@ -74,22 +74,70 @@ pub fn router(state: AdminState) -> Router {
         .merge(service::router())
         .merge(console::router(&state.console))
         .merge(v1)
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .fallback(no_such_endpoint)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }
 
 async fn auth(State(st): State<AdminState>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
+    if authorized(&st, &req) {
+        next.run(req).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+fn authorized(st: &AdminState, req: &Request) -> bool {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(t) if constant_time_eq(t.as_bytes(), st.token.as_bytes()) => next.run(req).await,
-        _ => ApiError::unauthorized().into_response(),
+        .map(str::trim)
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), st.token.as_bytes()))
+}
+
+/// Every `/v1/...` request needs the token, also one for a path that does not exist: without it
+/// the answer is 401, so that the API's shape is not told to whoever asks.
+async fn no_such_endpoint(State(st): State<AdminState>, req: Request) -> ApiError {
+    if req.uri().path().starts_with("/v1/") && !authorized(&st, &req) {
+        return ApiError::unauthorized();
     }
+    ApiError::not_found("no such endpoint")
+}
+
+/// axum's own refusals (a method the path does not take, a body over [`MAX_BODY`], a path or
+/// query it cannot read) come as text or with no body: every 4xx leaves as `{"error": ...}`
+/// (CONTRACT.md "Admin HTTP API"), counted as the API's own are.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !status.is_client_error() || json {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_lowercase()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, message).into_response();
+    for (k, v) in &parts.headers {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().append(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -114,3 +114,34 @@ fn vehicles_are_listed_in_pages_with_a_cursor() {
     let (s, _) = http(d.admin, "GET", "/v1/vehicles", None, None).expect("http");
     assert_eq!(s, 401, "the list needs the token");
 }
+
+/// Every `/v1/...` request needs the token, even for a path that does not exist, and every
+/// refusal is `{"error": ...}`: also those axum makes itself (a method the path does not take,
+/// a query it cannot read).
+#[test]
+fn refusals_are_json_and_unknown_v1_paths_need_the_token() {
+    let d = Daemon::start(&["gt06"], "");
+    let (s, body) = http(d.admin, "GET", "/v1/no-such-thing", None, None).unwrap();
+    assert_eq!(s, 401, "{body}");
+    let json = |body: &str| -> serde_json::Value {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+    };
+    assert!(json(&body)["error"].is_string(), "{body}");
+    let (s, v) = d.api("GET", "/v1/no-such-thing", None);
+    assert_eq!(s, 404, "{v}");
+    assert!(v["error"].is_string(), "{v}");
+    for (method, path) in [("DELETE", "/v1/alerts"), ("GET", "/v1/alerts?limit=many")] {
+        let (s, body) = http(d.admin, method, path, None, Some(TOKEN)).unwrap();
+        assert!((400..500).contains(&s), "{method} {path}: {s} {body}");
+        let v = json(&body);
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{method} {path}: {body}"
+        );
+    }
+    // A refusal made by axum is counted with the API's own.
+    assert!(
+        d.metric("lienwatch_admin_rejected_total", &[("status", "405")]) >= 1.0,
+        "405 counted"
+    );
+}
