@@ -367,6 +367,7 @@ pub fn run_chunks(
             }
             Output::Reply(b) => so.reply.extend_from_slice(&b),
             Output::Rejected(_) => so.rejected += 1,
+            Output::Message(_) => {}
         }
     }
     so

@@ -404,6 +404,7 @@ pub fn decode_bytes(
         match o {
             Output::Event(e) => lines.push(e.to_json().to_string()),
             Output::Reply(_) => {}
+            Output::Message(kind) => lines.push(serde_json::json!({ "type": kind }).to_string()),
             Output::Rejected(r) => rejected.push(format!("{} ({} bytes)", r.reason, r.bytes)),
         }
     }

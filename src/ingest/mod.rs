@@ -40,6 +40,7 @@ impl Sorter {
             match o {
                 Output::Event(e) => events.push(e),
                 Output::Reply(b) => replies.push(b),
+                Output::Message(_) => {}
                 Output::Rejected(r) => rejected(self.protocol, r, &peer.to_string()),
             }
         }

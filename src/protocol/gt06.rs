@@ -1351,6 +1351,7 @@ impl Gt06Session {
                 reply_for(pkt)
             }
             Message::TimeRequest => {
+                out.push(Output::Message("time_request"));
                 let now = (self.cfg.clock)();
                 out.push(Output::Reply(Bytes::copy_from_slice(&time_reply(
                     now, pkt.serial,
@@ -1358,7 +1359,10 @@ impl Gt06Session {
                 None
             }
             // Information transfer is not acknowledged (§A.5); nothing in it feeds the rules yet.
-            Message::Info { .. } => None,
+            Message::Info { .. } => {
+                out.push(Output::Message("info"));
+                None
+            }
             Message::Unsupported(kind) => {
                 out.push(Output::Rejected(Rejection::unsupported(
                     "gt06",
@@ -1636,16 +1640,21 @@ mod tests {
         let (out, err) = decode_all(&mut s, &stream);
         assert!(err.is_none());
         assert_eq!(s.device_id().unwrap().as_str(), "868120145233604");
-        // login, location, heartbeat, alarm: event then reply each; time request: reply only.
+        // login, location, heartbeat, alarm: event then reply each; time request: no event, a
+        // reply; information transfer: no event, no reply.
         let kinds: Vec<&str> = out
             .iter()
             .map(|o| match o {
                 Output::Event(_) => "E",
                 Output::Reply(_) => "R",
                 Output::Rejected(_) => "X",
+                Output::Message(_) => "M",
             })
             .collect();
-        assert_eq!(kinds, ["E", "R", "E", "R", "E", "R", "E", "R", "R"]);
+        assert_eq!(
+            kinds,
+            ["E", "R", "E", "R", "E", "R", "E", "R", "M", "R", "M"]
+        );
         let r = replies(&out);
         assert_eq!(r[0], hex("78 78 05 01 00 01 D9 DC 0D 0A"));
         assert_eq!(r[2], hex("78 78 05 13 00 05 AF D5 0D 0A"));

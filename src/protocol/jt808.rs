@@ -906,11 +906,14 @@ impl Jt808Session {
                 self.reply(h, msg::REGISTER_RESPONSE, &reply, out);
             }
             msg::AUTH => {
+                // Sessionless (`decode`, MQTT raw payloads) there is no key the code was given
+                // under, nor a connection to hold: the message reads as the login it is.
                 let want = auth_code(&self.cfg.auth_key, id);
-                let ok = auth_candidates(body, h.version.is_some())
-                    .into_iter()
-                    .flatten()
-                    .any(|c| ct_eq(c, want.as_bytes()));
+                let ok = self.cfg.sessionless
+                    || auth_candidates(body, h.version.is_some())
+                        .into_iter()
+                        .flatten()
+                        .any(|c| ct_eq(c, want.as_bytes()));
                 if ok {
                     self.authenticated = Some(id.clone());
                     out.push(self.event(id, EventKind::Login));

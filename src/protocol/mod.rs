@@ -197,6 +197,10 @@ pub enum Output {
     Reply(Bytes),
     /// Input skipped (garbage before a start marker, bad checksum, frame before login, ...).
     Rejected(Rejection),
+    /// A sound message that makes no event (a GT06 time request, an information transfer),
+    /// named for `decode`, which prints every message it reads; sources have nothing to do with
+    /// it beyond its reply.
+    Message(&'static str),
 }
 
 /// The events in a session's output, in order.

@@ -111,3 +111,42 @@ fn decode_rejects_bad_input_without_panicking() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A sound message that makes no event still prints, with its own type, and exits 0: a GT06
+/// time request (protocols.md A.6 #7), and a JT/T 808 authentication, read as the login it is
+/// whatever key its code was made with (`decode` has no session to check it against).
+#[test]
+fn decode_prints_messages_that_make_no_event() {
+    let decode = |protocol: &str, hex: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lienwatch"))
+            .args(["decode", "--protocol", protocol, hex])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines
+    };
+    let lines = decode("gt06", "78 78 05 8A 00 08 61 57 0D 0A");
+    assert_eq!(lines, [serde_json::json!({"type": "time_request"})]);
+    // 0x0102 from terminal 013912345678, serial 1, auth code "0123456789".
+    let auth = lienwatch::protocol::jt808::encode_frame(
+        0x0102,
+        None,
+        &[0x01, 0x39, 0x12, 0x34, 0x56, 0x78],
+        1,
+        b"0123456789",
+    );
+    let lines = decode("jt808", &lienwatch::protocol::to_hex(&auth));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["type"], "login");
+    assert_eq!(lines[0]["device_id"], "13912345678");
+}

@@ -124,7 +124,7 @@ fn decode_raw(
         match o {
             Output::Event(e) if DeviceId::is_valid(e.device_id.as_str()) => events.push(e),
             Output::Event(_) => rejected += 1,
-            Output::Reply(_) => {}
+            Output::Reply(_) | Output::Message(_) => {}
             Output::Rejected(r) => {
                 rejected += 1;
                 crate::ingest::rejected(w.name(), r, topic);
