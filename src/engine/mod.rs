@@ -17,6 +17,8 @@ pub mod places;
 mod queue_rows;
 pub mod registrations;
 pub mod risk;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod thread;
 mod vehicle_rules;
 pub mod vehicles;

@@ -235,7 +235,7 @@ impl Engine {
 
     /// Whether another device of the vehicle is in a state (a vehicle-level reason ends only
     /// when none of its devices still holds it).
-    fn other_devices(
+    pub(super) fn other_devices(
         &self,
         vehicle_id: &str,
         device: &DeviceId,
@@ -441,22 +441,15 @@ impl Command for RiskQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::testing::{engine_at, live_fix, put_vehicle};
 
     /// Pages of 7 (so the second pass cuts inside groups of equal score and equal last_seen)
     /// follow each other without gap or repeat, in the order of one page holding them all.
     #[test]
     fn small_pages_walk_the_whole_queue_in_order() {
-        use crate::engine::vehicles::PutVehicle;
         use crate::event::{AlarmReport, Alarms, Event, EventKind, Protocol};
-        use std::sync::Arc;
         let t0 = Timestamp::from_secs(1_795_305_600);
-        let store = crate::store::Store::temporary().unwrap();
-        let outbox = store.open_outbox(&[], Arc::new(move || t0)).unwrap();
-        let cfg = super::super::EngineConfig {
-            history_retention: None,
-            ..super::super::EngineConfig::from_config(&Default::default(), Vec::new())
-        };
-        let mut e = Engine::open(store, outbox, cfg, t0).unwrap();
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
         for i in 0..50u32 {
             let loan = match i % 3 {
                 0 => serde_json::json!({"id": "L", "status": "current"}),
@@ -464,9 +457,7 @@ mod tests {
                 _ => serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 100}),
             };
             let body = serde_json::json!({"loan": loan, "devices": [{"id": format!("86{i:013}")}]});
-            PutVehicle::from_json(&format!("V-{i:02}"), body.to_string().as_bytes())
-                .and_then(|c| c.apply(&mut e, t0))
-                .unwrap();
+            put_vehicle(&mut e, &format!("V-{i:02}"), body, t0);
         }
         // Some never heard from; the others in three batches (equal last_seen within each).
         for i in 0..40u32 {
@@ -511,22 +502,8 @@ mod tests {
         assert_eq!(walked, want);
     }
 
-    fn engine_at(store: crate::store::Store, t0: Timestamp) -> Engine {
-        let outbox = store
-            .open_outbox(&[], std::sync::Arc::new(move || t0))
-            .unwrap();
-        let cfg = super::super::EngineConfig {
-            history_retention: None,
-            ..super::super::EngineConfig::from_config(&Default::default(), Vec::new())
-        };
-        Engine::open(store, outbox, cfg, t0).unwrap()
-    }
-
     fn put(e: &mut Engine, body: serde_json::Value, now: Timestamp) {
-        use crate::engine::vehicles::PutVehicle;
-        PutVehicle::from_json("V-1", body.to_string().as_bytes())
-            .and_then(|c| c.apply(e, now))
-            .unwrap();
+        put_vehicle(e, "V-1", body, now);
     }
 
     fn reasons(e: &Engine, now: Timestamp) -> Vec<&'static str> {
@@ -574,7 +551,6 @@ mod tests {
     /// will), and a vehicle whose stored reasons lag its overdue loan gets its band at start.
     #[test]
     fn reasons_follow_the_registry_and_the_loan_from_the_start() {
-        use crate::event::{Event, EventKind, Fix, Position, Protocol};
         let t0 = Timestamp::from_secs(1_795_305_600);
         let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
         let loan = serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40});
@@ -585,23 +561,7 @@ mod tests {
             serde_json::json!({"loan": loan, "devices": device, "geofence": fence}),
             t0,
         );
-        let far = Event {
-            device_id: DeviceId::new("868120145233604"),
-            protocol: Protocol::Gt06,
-            kind: EventKind::Position(Fix {
-                position: Position {
-                    time: t0.add_millis(60_000),
-                    lat: 22.6,
-                    lon: 114.2,
-                    valid: true,
-                    satellites: Some(9),
-                    ..Default::default()
-                },
-                alarms: crate::event::AlarmReport::NONE,
-                buffered: false,
-                props: Default::default(),
-            }),
-        };
+        let far = live_fix("868120145233604", t0.add_millis(60_000), 22.6, 114.2);
         let t1 = t0.add_millis(61_000);
         e.ingest(&[far], t1);
         assert_eq!(reasons(&e, t1), ["outside_geofence", "overdue_31_90"]);

@@ -137,6 +137,21 @@ impl Engine {
         out: &mut Outcome,
         received_at: Timestamp,
     ) {
+        // The car is outside its fence while any of its devices is (CONTRACT.md "Rules": one
+        // alert per excursion of the vehicle): a second tracker following the first out, or
+        // coming back before it, says nothing new. A tracker left behind inside does not end
+        // the excursion of the one that left with the car.
+        if out
+            .alerts
+            .iter()
+            .any(|a| matches!(a.kind, AlertType::GeofenceExit | AlertType::GeofenceReturn))
+            && self.other_devices(vid, &ev.device_id, |st| {
+                st.placement == crate::rules::FencePlacement::Outside
+            })
+        {
+            out.alerts
+                .retain(|a| !matches!(a.kind, AlertType::GeofenceExit | AlertType::GeofenceReturn));
+        }
         let Some(vehicle) = self.vehicles.get(&**vid) else {
             return;
         };
@@ -336,5 +351,71 @@ impl Engine {
             alerted,
         );
         r.silent.set(key, due);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::alert::AlertType;
+    use crate::engine::testing::{engine_at, live_fix, put_vehicle};
+    use crate::time::Timestamp;
+
+    const WIRED: &str = "868120145233604";
+    const WIRELESS: &str = "868120145233612";
+
+    /// Two trackers on one fenced car: the car's excursion is one `geofence_exit` and one
+    /// `geofence_return`, however its trackers follow each other out and back; a tracker left
+    /// inside (removed and dropped at home) does not end the excursion of the other.
+    #[test]
+    fn a_car_with_two_trackers_leaves_and_returns_once() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        put_vehicle(
+            &mut e,
+            "V-1",
+            serde_json::json!({
+                "loan": {"id": "L", "status": "current"},
+                "devices": [{"id": WIRED, "kind": "wired"}, {"id": WIRELESS, "kind": "wireless"}],
+                "geofence": {"type": "Circle", "center": [114.0, 22.5], "radius_m": 2000}
+            }),
+            t0,
+        );
+        let mut minute = 0;
+        let mut fix = |e: &mut crate::engine::Engine, device: &str, lat: f64| {
+            minute += 1;
+            let t = t0.add_millis(minute * 60_000);
+            e.ingest(&[live_fix(device, t, lat, 114.0)], t);
+            e.take_alerts()
+                .into_iter()
+                .filter(|a| matches!(a.kind, AlertType::GeofenceExit | AlertType::GeofenceReturn))
+                .map(|a| (a.kind, a.device_id.as_str().to_string()))
+                .collect::<Vec<_>>()
+        };
+        let (home, away) = (22.5, 22.6);
+        assert!(fix(&mut e, WIRED, home).is_empty());
+        assert!(fix(&mut e, WIRELESS, home).is_empty());
+        assert_eq!(
+            fix(&mut e, WIRED, away),
+            [(AlertType::GeofenceExit, WIRED.to_string())]
+        );
+        assert!(fix(&mut e, WIRELESS, away).is_empty(), "the same excursion");
+        assert!(
+            fix(&mut e, WIRED, home).is_empty(),
+            "the wireless unit is still out"
+        );
+        assert_eq!(
+            fix(&mut e, WIRELESS, home),
+            [(AlertType::GeofenceReturn, WIRELESS.to_string())]
+        );
+        // The wired unit cut out and left at home while the car leaves with the other.
+        assert_eq!(
+            fix(&mut e, WIRELESS, away),
+            [(AlertType::GeofenceExit, WIRELESS.to_string())]
+        );
+        assert!(
+            fix(&mut e, WIRED, home).is_empty(),
+            "still out with the car"
+        );
+        assert!(fix(&mut e, WIRELESS, away).is_empty());
     }
 }

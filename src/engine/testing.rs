@@ -1,0 +1,48 @@
+//! What the engine's unit tests share: an engine on a temporary store, a vehicle put through
+//! its command, and a live fix.
+
+use super::command::Command;
+use super::vehicles::PutVehicle;
+use super::{Engine, EngineConfig};
+use crate::event::{AlarmReport, DeviceId, Event, EventKind, Fix, Position, Protocol};
+use crate::store::Store;
+use crate::time::Timestamp;
+use std::sync::Arc;
+
+/// An engine at `t0` on `store`, with the default config and no history retention.
+pub(crate) fn engine_at(store: Store, t0: Timestamp) -> Engine {
+    let outbox = store.open_outbox(&[], Arc::new(move || t0)).unwrap();
+    let cfg = EngineConfig {
+        history_retention: None,
+        ..EngineConfig::from_config(&Default::default(), Vec::new())
+    };
+    Engine::open(store, outbox, cfg, t0).unwrap()
+}
+
+/// `PUT /v1/vehicles/{id}` with `body`.
+pub(crate) fn put_vehicle(e: &mut Engine, id: &str, body: serde_json::Value, now: Timestamp) {
+    PutVehicle::from_json(id, body.to_string().as_bytes())
+        .and_then(|c| c.apply(e, now))
+        .unwrap();
+}
+
+/// A valid live GT06 fix of `device` at `t`.
+pub(crate) fn live_fix(device: &str, t: Timestamp, lat: f64, lon: f64) -> Event {
+    Event {
+        device_id: DeviceId::new(device),
+        protocol: Protocol::Gt06,
+        kind: EventKind::Position(Fix {
+            position: Position {
+                time: t,
+                lat,
+                lon,
+                valid: true,
+                satellites: Some(9),
+                ..Default::default()
+            },
+            alarms: AlarmReport::NONE,
+            buffered: false,
+            props: Default::default(),
+        }),
+    }
+}
