@@ -206,6 +206,8 @@ impl Engine {
             if !fresh.is_empty() {
                 st.device_mut(&ev.device_id).visits = fresh;
             }
+            out.alerts
+                .retain(|a| !st.zone_visit_told(vehicle, &ev.device_id, a));
             if let Some(rf) = separation::ring_fix(fix).filter(|_| vehicle.devices.len() > 1) {
                 st.device_mut(&ev.device_id).recent.push(rf);
                 changed = true;
@@ -279,6 +281,9 @@ impl Engine {
                 }
                 r.dwell
                     .set(&id, zones::deadline(cfg, &r.zones, &mem.visits));
+                if let (Some(st), Some(v)) = (r.states.get(&*vid), self.vehicles.get(&*vid)) {
+                    drafts.retain(|d| !st.zone_visit_told(v, &id, d));
+                }
                 for d in drafts {
                     self.raise(&vid, &id, d.kind, d.details, now);
                 }
@@ -417,5 +422,52 @@ mod tests {
             "still out with the car"
         );
         assert!(fix(&mut e, WIRELESS, away).is_empty());
+    }
+
+    /// Two trackers on one car at a pawn shop: one `risk_zone_enter` and one `risk_zone_dwell`
+    /// for the car's visit; a new visit once both have left.
+    #[test]
+    fn a_car_with_two_trackers_visits_a_zone_once() {
+        use crate::engine::command::Command;
+        use crate::engine::zones::PutZone;
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        put_vehicle(
+            &mut e,
+            "V-1",
+            serde_json::json!({
+                "loan": {"id": "L", "status": "overdue", "days_past_due": 40},
+                "devices": [{"id": WIRED, "kind": "wired"}, {"id": WIRELESS, "kind": "wireless"}]
+            }),
+            t0,
+        );
+        let zone = br#"{"name": "Pawn", "kind": "pawn_shop", "dwell_after": "1h",
+            "geometry": {"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}"#;
+        PutZone::from_json("Z-1", zone)
+            .and_then(|c| c.apply(&mut e, t0))
+            .unwrap();
+        let kinds = |e: &mut crate::engine::Engine| {
+            e.take_alerts()
+                .into_iter()
+                .filter(|a| matches!(a.kind, AlertType::RiskZoneEnter | AlertType::RiskZoneDwell))
+                .map(|a| a.kind)
+                .collect::<Vec<_>>()
+        };
+        let at = |m: i64| t0.add_millis(m * 60_000);
+        let (shop, home) = (22.6, 22.5);
+        e.ingest(&[live_fix(WIRED, at(1), shop, 114.0)], at(1));
+        assert_eq!(kinds(&mut e), [AlertType::RiskZoneEnter]);
+        e.ingest(&[live_fix(WIRELESS, at(2), shop, 114.0)], at(2));
+        assert!(kinds(&mut e).is_empty(), "the same visit");
+        e.tick(at(90));
+        assert_eq!(kinds(&mut e), [AlertType::RiskZoneDwell], "one dwell");
+        e.ingest(&[live_fix(WIRED, at(91), home, 114.0)], at(91));
+        e.ingest(&[live_fix(WIRED, at(92), shop, 114.0)], at(92));
+        assert!(kinds(&mut e).is_empty(), "the wireless unit never left");
+        for (m, d) in [(93, WIRED), (94, WIRELESS)] {
+            e.ingest(&[live_fix(d, at(m), home, 114.0)], at(m));
+        }
+        e.ingest(&[live_fix(WIRELESS, at(95), shop, 114.0)], at(95));
+        assert_eq!(kinds(&mut e), [AlertType::RiskZoneEnter], "a new visit");
     }
 }

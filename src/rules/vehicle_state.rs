@@ -26,6 +26,33 @@ pub struct VehicleRuleState {
 }
 
 impl VehicleRuleState {
+    /// Whether another of the vehicle's devices has already told what this zone alert would: a
+    /// visit is the car's (CONTRACT.md "Alerts added": once per episode), so while another
+    /// tracker is in the zone an entry says nothing new, nor a dwell once another has dwelt.
+    pub fn zone_visit_told(
+        &self,
+        vehicle: &Vehicle,
+        device: &DeviceId,
+        draft: &super::AlertDraft,
+    ) -> bool {
+        let dwell = match draft.kind {
+            crate::alert::AlertType::RiskZoneEnter => false,
+            crate::alert::AlertType::RiskZoneDwell => true,
+            _ => return false,
+        };
+        let Some(zone) = draft.details.get("zone_id").and_then(|z| z.as_str()) else {
+            return false;
+        };
+        self.devices
+            .iter()
+            .filter(|d| d.id != *device && vehicle.device(&d.id).is_some())
+            .any(|d| {
+                d.visits
+                    .iter()
+                    .any(|v| v.zone_id == zone && (v.dwell_alerted || !dwell))
+            })
+    }
+
     /// The device's part, created empty if new.
     pub fn device_mut(&mut self, id: &DeviceId) -> &mut DeviceMemory {
         let i = match self.devices.iter().position(|d| &d.id == id) {
