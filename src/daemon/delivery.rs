@@ -11,30 +11,51 @@ pub struct Delivery {
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Each webhook with the HTTP client it goes through: what can fail (a private CA that does
+/// not parse) fails here, before any worker stops or starts, so that a reload either replaces
+/// the whole set of workers or leaves the running one alone.
+pub struct Prepared(Vec<(Webhook, reqwest::Client)>);
+
 impl Delivery {
-    /// Starts a worker per webhook; each retries its pending alerts at once.
-    pub fn start(
-        outbox: &Outbox,
+    /// Builds every webhook's HTTP client.
+    pub fn prepare(
         webhooks: Vec<Webhook>,
         client: &reqwest::Client,
-    ) -> Result<Delivery, DaemonError> {
+    ) -> Result<Prepared, DaemonError> {
+        webhooks
+            .into_iter()
+            .map(|w| match w.client(client) {
+                Ok(c) => Ok((w, c)),
+                Err(e) => Err(DaemonError::Other(format!(
+                    "webhook {}: HTTP client: {e}",
+                    w.name
+                ))),
+            })
+            .collect::<Result<_, _>>()
+            .map(Prepared)
+    }
+
+    /// Starts a worker per webhook; each retries its pending alerts at once. All or none: a
+    /// worker that cannot start stops those started before it.
+    pub fn start(outbox: &Outbox, prepared: Prepared) -> Result<Delivery, DaemonError> {
         let stop = CancellationToken::new();
         let mut workers = Vec::new();
-        for (i, w) in webhooks.into_iter().enumerate() {
+        for (i, (w, client)) in prepared.0.into_iter().enumerate() {
             let name = w.name.clone();
-            let client = w
-                .client(client)
-                .map_err(|e| DaemonError::Other(format!("webhook {name}: HTTP client: {e}")))?;
-            let jh = crate::alert::webhook::spawn(
+            match crate::alert::webhook::spawn(
                 outbox.clone(),
                 i,
                 w,
                 client,
                 stop.clone(),
                 Default::default(),
-            )
-            .map_err(|e| DaemonError::Other(format!("webhook {name}: {e}")))?;
-            workers.push(jh);
+            ) {
+                Ok(jh) => workers.push(jh),
+                Err(e) => {
+                    stop.cancel();
+                    return Err(DaemonError::Other(format!("webhook {name}: {e}")));
+                }
+            }
         }
         Ok(Delivery { stop, workers })
     }

@@ -89,7 +89,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let client = crate::alert::webhook::client_builder()
         .build()
         .map_err(|e| DaemonError::Other(format!("webhook HTTP client: {e}")))?;
-    let mut delivery = Delivery::start(&outbox, webhooks, &client)?;
+    let mut delivery = Delivery::start(&outbox, Delivery::prepare(webhooks, &client)?)?;
 
     let shared = listeners::Shared {
         engine: handle.clone(),

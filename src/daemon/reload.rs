@@ -54,6 +54,13 @@ pub async fn reload(
     }
     let names: Vec<String> = webhooks.iter().map(|w| w.name.clone()).collect();
     let same_names = names.as_slice() == outbox.webhook_names();
+    // Everything that can fail is done before anything changes: a refused reload leaves the
+    // running configuration, its workers included, as it was.
+    let prepared = if same_names {
+        Some(Delivery::prepare(webhooks.clone(), client)?)
+    } else {
+        None
+    };
 
     if let Some(set) = &opts.log_reload {
         if current.log.level != next.log.level {
@@ -75,9 +82,9 @@ pub async fn reload(
         .await
         .map_err(|e| DaemonError::Other(e.to_string()))?;
     tracing::info!("rule thresholds reloaded");
-    if same_names {
+    if let Some(prepared) = prepared {
         delivery.stop().await;
-        *delivery = Delivery::start(outbox, webhooks, client)?;
+        *delivery = Delivery::start(outbox, prepared)?;
         tracing::info!(webhooks = names.len(), "webhook settings reloaded");
     } else {
         restart_needed.push("adding, removing or renaming [[webhook]]s");
