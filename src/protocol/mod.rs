@@ -360,12 +360,15 @@ pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
             rest = r;
             continue;
         }
-        let c = rest.as_bytes()[0];
-        rest = &rest[1..];
+        // By character, not byte: a BOM or a pasted non-breaking space is an error, not a
+        // slice through the middle of a character.
+        let mut chars = rest.chars();
+        let Some(c) = chars.next() else { break };
+        rest = chars.as_str();
         match c {
-            b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => digits.push(c),
-            b' ' | b'\t' | b'\n' | b'\r' | b':' | b'-' | b',' => {}
-            _ => return Err(format!("{:?} is not a hex digit", c as char)),
+            '0'..='9' | 'a'..='f' | 'A'..='F' => digits.push(c as u8),
+            ' ' | '\t' | '\n' | '\r' | ':' | '-' | ',' => {}
+            _ => return Err(format!("{c:?} is not a hex digit")),
         }
     }
     if digits.len() % 2 != 0 {
@@ -403,6 +406,9 @@ mod tests {
         assert_eq!(to_hex(&b), "78 78 0D 01 08 68");
         assert!(parse_hex("7").is_err());
         assert!(parse_hex("zz").is_err());
+        // Not ASCII: an error, never a slice through a character.
+        assert!(parse_hex("\u{feff}78 78").is_err());
+        assert!(parse_hex("78\u{a0}78").is_err());
     }
 
     #[test]
