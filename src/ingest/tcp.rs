@@ -190,7 +190,7 @@ async fn connection(
                 }
                 // Between batches: never ahead of a reply that waits for its commit.
                 for d in mailbox.take() {
-                    send_command(session.as_mut(), d, &mut wr, cfg, engine).await?;
+                    send_command(session.as_mut(), d, &mut wr, cfg, proto, engine).await?;
                 }
                 continue;
             }
@@ -238,13 +238,13 @@ async fn connection(
         // One write per batch, however many frames it answers.
         match replies.as_slice() {
             [] => {}
-            [one] => wr.write_all(one).await?,
+            [one] => write(&mut wr, one, cfg.idle_timeout, proto).await?,
             many => {
                 joined.clear();
                 for r in many {
                     joined.extend_from_slice(r);
                 }
-                wr.write_all(&joined).await?;
+                write(&mut wr, &joined, cfg.idle_timeout, proto).await?;
             }
         }
         replies.clear();
@@ -274,15 +274,15 @@ async fn send_command(
     d: Dispatch,
     wr: &mut OwnedWriteHalf,
     cfg: &Listener,
+    proto: &'static str,
     engine: &EngineHandle,
 ) -> Result<(), ConnError> {
     if session.commands_to() != Some(&d.device_id) {
         return Ok(());
     }
-    let proto = cfg.protocol.name();
     match session.encode_command(d.id, &cfg.localise(d.command)) {
         Ok(enc) => {
-            wr.write_all(&enc.bytes).await?;
+            write(wr, &enc.bytes, cfg.idle_timeout, proto).await?;
             tracing::info!(protocol = proto, device = %d.device_id, command = d.id, hex = %crate::protocol::to_hex(&enc.bytes), "command sent");
             engine
                 .notify(CommandSent {
@@ -304,9 +304,74 @@ async fn send_command(
     Ok(())
 }
 
+/// Writes `bytes` whole. A peer that stops reading fills the socket's buffers and would hold
+/// its connection (and its slot under `max_connections`) for good, out of the idle timer's
+/// reach: a write that waits longer than `idle_timeout` closes the connection as idle. The
+/// socket nearly always takes a reply at once, with no timer made.
+async fn write(
+    wr: &mut OwnedWriteHalf,
+    bytes: &[u8],
+    limit: std::time::Duration,
+    proto: &'static str,
+) -> Result<(), ConnError> {
+    let n = match wr.try_write(bytes) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(rest) = bytes.get(n..).filter(|r| !r.is_empty()) else {
+        return Ok(());
+    };
+    match tokio::time::timeout(limit, wr.write_all(rest)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => {
+            metrics::counter!("lienwatch_connections_idle_closed_total", "protocol" => proto)
+                .increment(1);
+            Err(ConnError::Idle)
+        }
+    }
+}
+
 fn session_reason(e: &crate::protocol::SessionError) -> &'static str {
     match e {
         crate::protocol::SessionError::Refused(_) => "refused",
         crate::protocol::SessionError::Fatal(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that never reads: the write gives up after its limit instead of holding the
+    /// connection for good, and a peer that reads gets everything.
+    #[tokio::test]
+    async fn a_write_to_a_peer_that_never_reads_gives_up() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (peer, accepted) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (_peer, (conn, _)) = (peer.unwrap(), accepted.unwrap());
+        let (_rd, mut wr) = conn.into_split();
+        // Far more than loopback's buffers on both sides hold.
+        let big = vec![0u8; 64 << 20];
+        let r = write(&mut wr, &big, std::time::Duration::from_millis(300), "gt06").await;
+        assert!(matches!(r, Err(ConnError::Idle)), "{r:?}");
+
+        let (peer, accepted) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (mut peer, (conn, _)) = (peer.unwrap(), accepted.unwrap());
+        let (_rd, mut wr) = conn.into_split();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut got)
+                .await
+                .map(|_| got.len())
+        });
+        let data = vec![7u8; 8 << 20];
+        write(&mut wr, &data, std::time::Duration::from_secs(10), "gt06")
+            .await
+            .unwrap();
+        drop(wr);
+        drop(_rd);
+        assert_eq!(reader.await.unwrap().unwrap(), data.len());
     }
 }
