@@ -645,6 +645,10 @@ struct Partial {
     bytes: usize,
 }
 
+/// What a stored package costs beyond its bytes (its index and its vector), counted against the
+/// budget so that empty packages cannot pile up without limit.
+const PART_OVERHEAD: usize = std::mem::size_of::<(u16, Vec<u8>)>();
+
 /// Subpackage reassembly (§B.5 "Subpackaging"), bounded in messages and in bytes.
 struct Reassembler {
     partials: VecDeque<Partial>,
@@ -683,17 +687,18 @@ impl Reassembler {
             }
         };
         let p = self.partials.get_mut(pos)?;
+        let cost = data.len() + PART_OVERHEAD;
         match p.parts.binary_search_by_key(&index, |(i, _)| *i) {
             Ok(j) => {
                 // A resent package (its ack was lost): keep the newest copy.
                 let old = std::mem::replace(&mut p.parts[j].1, data.to_vec());
-                p.bytes -= old.len();
-                self.bytes -= old.len();
+                p.bytes -= old.len() + PART_OVERHEAD;
+                self.bytes -= old.len() + PART_OVERHEAD;
             }
             Err(j) => p.parts.insert(j, (index, data.to_vec())),
         }
-        p.bytes += data.len();
-        self.bytes += data.len();
+        p.bytes += cost;
+        self.bytes += cost;
         if p.parts.len() == usize::from(key.total) {
             let done = self.partials.remove(pos)?;
             self.bytes -= done.bytes;
@@ -832,7 +837,12 @@ impl Jt808Session {
                     Some("jt808: frame for another terminal than the authenticated one")
                 }
                 Some(_) => None,
-                None if matches!(h.msg_id, msg::REGISTER | msg::AUTH | msg::HEARTBEAT) => None,
+                // Unpackaged: before authentication nothing may hold reassembly memory.
+                None if h.package.is_none_or(|p| p.total <= 1)
+                    && matches!(h.msg_id, msg::REGISTER | msg::AUTH | msg::HEARTBEAT) =>
+                {
+                    None
+                }
                 None => Some("jt808: message before authentication"),
             };
             if let Some(reason) = refusal {
@@ -929,7 +939,10 @@ impl Jt808Session {
                     self.ack(h, result::OK, out);
                 }
                 Err(e) => {
+                    // Unreadable (a clock of zeros), but the device is talking: a sign of life,
+                    // so that it does not look silent.
                     out.push(reject(e.as_str(), body.len()));
+                    out.push(self.heartbeat(id));
                     self.ack(h, result::MESSAGE_ERROR, out);
                 }
             },
@@ -956,7 +969,16 @@ impl Jt808Session {
                     Some((_, Err(e))) => out.push(reject(e.as_str(), body.len())),
                     None => out.push(reject(BodyError::Truncated.as_str(), body.len())),
                 }
-                self.ack(h, result::OK, out);
+                let read = matches!(out.last(), Some(Output::Event(_)));
+                if !read {
+                    out.push(self.heartbeat(id));
+                }
+                let code = if read {
+                    result::OK
+                } else {
+                    result::MESSAGE_ERROR
+                };
+                self.ack(h, code, out);
             }
             msg::BATCH => self.batch(h, body, id, out),
             msg::BATCH_2 => self.batch_2(h, body, id, out),
@@ -966,7 +988,10 @@ impl Jt808Session {
                         fix.buffered = h.msg_id == msg::VENDOR_BLIND;
                         out.push(self.event(id, EventKind::Position(fix)));
                     }
-                    Err(e) => out.push(reject(e.as_str(), body.len())),
+                    Err(e) => {
+                        out.push(reject(e.as_str(), body.len()));
+                        out.push(self.heartbeat(id));
+                    }
                 }
                 if h.attrs & 0x8000 != 0 {
                     let mut reply = [0u8; 3];
@@ -1526,8 +1551,12 @@ mod tests {
         let (out, _) = run(&mut s, &encode_frame(0x0200, None, &term, 9, &body));
         assert!(fixes(&out).is_empty());
         assert!(matches!(&out[0], Output::Rejected(r) if r.reason == BodyError::BadTime.as_str()));
+        // Still a sign of life: a device with a broken clock must not look silent.
+        assert!(
+            matches!(&out[1], Output::Event(e) if matches!(e.kind, EventKind::Heartbeat { .. }))
+        );
         assert_eq!(
-            out[1],
+            out[2],
             Output::Reply(encode_frame(0x8001, None, &term, 1, &[0, 9, 2, 0, 2]))
         );
         body[22] = 0x2A;
@@ -1631,8 +1660,13 @@ mod tests {
 
     /// A 0x0704 package with a `len`-byte body of filler.
     fn package(serial: u16, total: u16, index: u16, len: u16) -> Vec<u8> {
+        package_of(0x0704, serial, total, index, len)
+    }
+
+    /// A package of message `msg_id` with a `len`-byte body of filler.
+    fn package_of(msg_id: u16, serial: u16, total: u16, index: u16, len: u16) -> Vec<u8> {
         let mut raw = Vec::new();
-        raw.extend_from_slice(&0x0704u16.to_be_bytes());
+        raw.extend_from_slice(&msg_id.to_be_bytes());
         raw.extend_from_slice(&(0x2000u16 | len).to_be_bytes());
         raw.extend_from_slice(&hex("01 39 12 34 56 78"));
         raw.extend_from_slice(&serial.to_be_bytes());
@@ -1669,7 +1703,7 @@ mod tests {
         assert_eq!(replies(&out).len(), 20);
 
         // One message of many packages: the byte bound drops it.
-        let mut s = Jt808Session::new(cfg);
+        let mut s = Jt808Session::new(cfg.clone());
         let mut out = Vec::new();
         for i in 1..=60u16 {
             let mut buf = BytesMut::from(&package(i - 1, 1000, i, 100)[..]);
@@ -1678,5 +1712,32 @@ mod tests {
         }
         assert!(dropped(&out) >= 2);
         assert!(fixes(&out).is_empty());
+
+        // Empty packages cost their bookkeeping: they cannot pile up past the budget either.
+        let mut s = Jt808Session::new(cfg.clone());
+        let mut out = Vec::new();
+        for i in 1..=5000u16 {
+            let mut buf = BytesMut::from(&package(i - 1, 65_535, i, 0)[..]);
+            s.feed(&mut buf, &mut out).unwrap();
+        }
+        let parts: usize = s.reassembly.partials.iter().map(|p| p.parts.len()).sum();
+        assert!(parts * PART_OVERHEAD <= 128 * REASSEMBLY_FRAMES, "{parts}");
+        assert!(dropped(&out) >= 1);
+
+        // Before authentication nothing is reassembled, a heartbeat's packages included.
+        let mut s = Jt808Session::new(SessionConfig {
+            require_auth: true,
+            ..cfg
+        });
+        let mut out = Vec::new();
+        let mut buf = BytesMut::from(&package_of(0x0002, 0, 3, 1, 0)[..]);
+        s.feed(&mut buf, &mut out).unwrap();
+        assert!(s.reassembly.partials.is_empty());
+        assert!(
+            out.iter().any(
+                |o| matches!(o, Output::Rejected(r) if r.reason.contains("before authentication"))
+            ),
+            "{out:?}"
+        );
     }
 }
