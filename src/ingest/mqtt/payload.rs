@@ -111,6 +111,24 @@ fn decode_raw(
         Some(d) => return Err(DecodeError::BadDeviceId(d.chars().take(40).collect())),
         None => None,
     };
+    // protocols.md §E.2: an FMx may publish its AVL data bare (codec id first), without the
+    // TCP preamble, length and CRC the session reads.
+    if let (WireProtocol::Teltonika, Some(dev)) = (w, &default_device_id) {
+        if payload.first_chunk::<4>() != Some(&[0, 0, 0, 0]) {
+            let avl = crate::protocol::teltonika::decode_avl_payload(payload, scfg.max_frame)
+                .map_err(|e| DecodeError::Avl(e.to_string()))?;
+            let events: Vec<Event> = avl
+                .records()
+                .map(|r| crate::protocol::teltonika::record_event(dev, &r, scfg.utc_offset_s))
+                .collect();
+            metrics::counter!("lienwatch_frames_decoded_total", "protocol" => w.name())
+                .increment(events.len() as u64);
+            return Ok(json::Decoded {
+                events,
+                unknown_alarms: Vec::new(),
+            });
+        }
+    }
     let cfg = SessionConfig {
         default_device_id,
         sessionless: true,
@@ -157,6 +175,8 @@ enum DecodeError {
     Session(crate::protocol::SessionError),
     #[error("no frame in the payload decoded to an event with a device id")]
     NothingDecoded,
+    #[error("bare Teltonika AVL data: {0}")]
+    Avl(String),
 }
 
 #[cfg(test)]
@@ -169,6 +189,29 @@ mod tests {
         for (i, o) in Outcome::ALL.iter().enumerate() {
             assert_eq!(*o as usize, i, "{}", o.as_str());
         }
+    }
+
+    /// protocols.md §E.2: Teltonika AVL data over MQTT with or without its TCP envelope.
+    #[test]
+    fn teltonika_avl_with_or_without_its_tcp_envelope() {
+        use crate::protocol::{parse_hex, WireProtocol};
+        let routes = vec![Route::new(
+            "fmb/{device_id}/data",
+            Format::Raw(WireProtocol::Teltonika),
+        )];
+        let scfg = SessionConfig::default();
+        // protocols.md C.5 #3: Codec 8, one record, 2024-05-20 10:30:15 UTC.
+        let whole = parse_hex("00 00 00 00 00 00 00 34 08 01 00 00 01 8F 95 8D 46 D8 01 43 FB D9 5A 0D 6F CD B0 00 23 00 5A 09 00 3E FC 07 04 EF 01 F0 01 15 04 FC 01 02 42 00 00 43 0F 6E 01 10 00 BC 61 4E 00 01 00 00 93 00").unwrap();
+        let bare = &whole[8..whole.len() - 4];
+        for payload in [&whole[..], bare] {
+            let (ev, o) = decode_publish(&routes, &scfg, b"fmb/356307042441013/data", payload);
+            assert_eq!((ev.len(), o), (1, Outcome::Stored));
+            assert_eq!(ev[0].device_id.as_str(), "356307042441013");
+            let p = ev[0].position().expect("a fix");
+            assert_eq!(p.time.to_string(), "2024-05-20T10:30:15Z");
+        }
+        let (_, o) = decode_publish(&routes, &scfg, b"fmb/356307042441013/data", &bare[..10]);
+        assert_eq!(o, Outcome::Malformed);
     }
 
     #[test]
