@@ -156,7 +156,10 @@ impl Session {
                             break None;
                         }
                     }
-                    r = c.next() => match r {
+                    // A full batch waiting for a commit to finish: nothing more is read until
+                    // one does. The broker's window bounds QoS 1, but nothing bounds QoS 0
+                    // (delivered on a QoS 1 subscription when published so) but this.
+                    r = c.next(), if open.msgs.len() < self.plan.max_batch => match r {
                         Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                             open.newest = Timestamp::now();
                             open.msgs.push(p);
