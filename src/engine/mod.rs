@@ -617,6 +617,8 @@ impl Engine {
         }
         // sled's trees, then the journal's record of this commit (`Store::flush`).
         self.store.flush()?;
+        // The alerts of this commit are on disk: the webhook workers may send them.
+        self.outbox.mark_durable();
         self.stats.commits += 1;
         Ok(())
     }

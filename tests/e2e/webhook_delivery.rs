@@ -159,6 +159,7 @@ async fn delivers_signed_alert() {
     let seq = ob.insert(&a, &[0]).unwrap();
     db.flush_async().await.unwrap();
     let t0 = Instant::now();
+    ob.mark_durable();
     ob.notify();
     wait_for(Duration::from_secs(1), "delivery within 1 s", || {
         !rx.all().is_empty()
@@ -212,6 +213,7 @@ async fn retries_errors_and_timeouts_with_the_same_id() {
     let seq = ob
         .insert(&alert("alert-b", AlertType::Tamper), &[0])
         .unwrap();
+    ob.mark_durable();
     ob.notify();
     wait_for(Duration::from_secs(10), "delivered after retries", || {
         state_of(&ob, seq).0 == State::Delivered
@@ -251,6 +253,7 @@ async fn retries_refused_connection_until_receiver_is_up() {
     let seq = ob
         .insert(&alert("alert-c", AlertType::PowerCut), &[0])
         .unwrap();
+    ob.mark_durable();
     ob.notify();
     wait_for(Duration::from_secs(10), "two refused attempts", || {
         state_of(&ob, seq).1 >= 2
@@ -298,6 +301,7 @@ async fn type_filter_is_respected() {
                 .unwrap(),
         );
     }
+    ob.mark_durable();
     ob.notify();
     wait_for(Duration::from_secs(5), "all delivered", || {
         seqs.iter().all(|&s| state_of(&ob, s).0 == State::Delivered)
@@ -342,6 +346,7 @@ async fn pending_alert_survives_restart() {
             .insert(&alert("alert-d", AlertType::SilentOverdue), &[0])
             .unwrap();
         db.flush_async().await.unwrap();
+        ob.mark_durable();
         ob.notify();
         wait_for(Duration::from_secs(5), "first failed attempt", || {
             state_of(&ob, seq).1 == 1
@@ -399,6 +404,7 @@ async fn max_age_marks_failed() {
     let seq = ob
         .insert(&alert("alert-e", AlertType::GeofenceExit), &[0])
         .unwrap();
+    ob.mark_durable();
     ob.notify();
     wait_for(Duration::from_secs(5), "first attempt", || {
         state_of(&ob, seq).1 >= 1
@@ -408,6 +414,7 @@ async fn max_age_marks_failed() {
 
     // Two days on: still retried, still pending.
     offset.store(2 * 86_400_000, Ordering::SeqCst);
+    ob.mark_durable();
     ob.notify();
     wait_for(Duration::from_secs(5), "second attempt", || {
         state_of(&ob, seq).1 >= 2
@@ -417,6 +424,7 @@ async fn max_age_marks_failed() {
 
     // Past three days: the next failure is final.
     offset.store(3 * 86_400_000 + 1000, Ordering::SeqCst);
+    ob.mark_durable();
     ob.notify();
     wait_for(Duration::from_secs(5), "failed", || {
         state_of(&ob, seq).0 == State::Failed
@@ -433,6 +441,7 @@ async fn max_age_marks_failed() {
     let later = ob
         .insert(&alert("alert-e-later", AlertType::GeofenceExit), &[0])
         .unwrap();
+    ob.mark_durable();
     ob.notify();
     wait_for(Duration::from_secs(5), "the later alert's attempt", || {
         state_of(&ob, later).1 >= 1
@@ -568,9 +577,11 @@ async fn dead_receiver_is_bounded_and_isolated() {
         ob.insert(&alert(&format!("g{i:03}"), AlertType::Tamper), &[0, 1])
             .unwrap();
         if i % 10 == 9 {
+            ob.mark_durable();
             ob.notify();
         }
     }
+    ob.mark_durable();
     ob.notify();
     wait_for(Duration::from_secs(10), "good webhook delivers all", || {
         ob.pending_deliveries(1).unwrap() == 0
@@ -616,6 +627,7 @@ async fn redirect_is_a_failure() {
     let seq = ob
         .insert(&alert("alert-r", AlertType::Tamper), &[0])
         .unwrap();
+    ob.mark_durable();
     ob.notify();
     wait_for(Duration::from_secs(5), "a failed attempt", || {
         state_of(&ob, seq).1 >= 1

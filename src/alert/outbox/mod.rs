@@ -161,6 +161,10 @@ struct Inner {
     /// the same alert's overall state). Held only for in-memory work and one batch write.
     counters: Mutex<Counters>,
     next_seq: Mutex<u64>,
+    /// Alerts below this sequence number are on disk: the engine's flush moves it
+    /// ([`Outbox::mark_durable`]). Workers send nothing above it, so that a crash before the
+    /// commit cannot leave a receiver holding an alert the daemon then raises again anew.
+    durable: std::sync::atomic::AtomicU64,
 }
 
 /// Handle to the outbox. Cheap to clone; all clones share state.
@@ -250,6 +254,8 @@ impl Outbox {
                 clock,
                 counters: Mutex::new(counters),
                 next_seq: Mutex::new(next_seq),
+                // What sled holds at open is on disk.
+                durable: std::sync::atomic::AtomicU64::new(next_seq),
             }),
         };
         outbox.publish_gauges(&outbox.lock());
@@ -365,6 +371,10 @@ mod tests {
         assert_eq!((v2.state, v2.attempts), (State::Delivered, 0));
 
         let busy = HashSet::new();
+        // Nothing goes out before the commit that holds it is on disk.
+        let (jobs, _) = ob.due(0, ob.now(), &busy, 10).unwrap();
+        assert!(jobs.is_empty());
+        ob.mark_durable();
         let (jobs, _) = ob.due(0, ob.now(), &busy, 10).unwrap();
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].alert_id, "a1");
@@ -453,6 +463,7 @@ mod tests {
         for i in 0..10 {
             ob.insert(&alert(&format!("a{i}")), &[0]).unwrap();
         }
+        ob.mark_durable();
         let boot = ob.now();
         let busy: HashSet<u64> = [3].into_iter().collect();
         let mut cursor = None;

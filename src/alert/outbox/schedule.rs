@@ -49,6 +49,26 @@ impl Outbox {
         }))
     }
 
+    /// Every alert inserted so far is on disk: called after the flush that covers them.
+    pub fn mark_durable(&self) {
+        let next = *self
+            .inner
+            .next_seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.inner
+            .durable
+            .fetch_max(next, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether alert `seq` is on disk, and so may be sent.
+    fn is_durable(&self, seq: u64) -> bool {
+        seq < self
+            .inner
+            .durable
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Up to `max` pending deliveries for `webhook` that are due at `now`, oldest due first,
     /// skipping `busy` ones (in flight). Also returns the next due time after those, so the worker
     /// knows how long it may sleep. Reads at most `max + busy.len() + 1` schedule entries.
@@ -69,7 +89,7 @@ impl Outbox {
                 next = Some(Timestamp::from_millis(due as i64));
                 break;
             }
-            if busy.contains(&seq) {
+            if busy.contains(&seq) || !self.is_durable(seq) {
                 continue;
             }
             if jobs.len() >= max {
@@ -127,7 +147,8 @@ impl Outbox {
             }
             last = k.to_vec();
             let (_, seq) = parse_queue_key(&k).ok_or_else(|| corrupt("queue key", "length"))?;
-            if busy.contains(&seq) {
+            // Not yet on disk: `due` sends it once it is.
+            if busy.contains(&seq) || !self.is_durable(seq) {
                 continue;
             }
             if let Some(rec) = self.load_delivery(wid, seq)? {
