@@ -368,22 +368,35 @@ mod tests {
     const WIRED: &str = "868120145233604";
     const WIRELESS: &str = "868120145233612";
 
+    /// An engine at `t0` with one vehicle, V-1, on `loan` with a wired and a wireless tracker,
+    /// and `geofence` if given.
+    fn two_tracker_car(
+        t0: Timestamp,
+        loan: serde_json::Value,
+        geofence: Option<serde_json::Value>,
+    ) -> crate::engine::Engine {
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        let mut body = serde_json::json!({
+            "loan": loan,
+            "devices": [{"id": WIRED, "kind": "wired"}, {"id": WIRELESS, "kind": "wireless"}],
+        });
+        if let Some(g) = geofence {
+            body["geofence"] = g;
+        }
+        put_vehicle(&mut e, "V-1", body, t0);
+        e
+    }
+
     /// Two trackers on one fenced car: the car's excursion is one `geofence_exit` and one
     /// `geofence_return`, however its trackers follow each other out and back; a tracker left
     /// inside (removed and dropped at home) does not end the excursion of the other.
     #[test]
     fn a_car_with_two_trackers_leaves_and_returns_once() {
         let t0 = Timestamp::from_secs(1_795_305_600);
-        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
-        put_vehicle(
-            &mut e,
-            "V-1",
-            serde_json::json!({
-                "loan": {"id": "L", "status": "current"},
-                "devices": [{"id": WIRED, "kind": "wired"}, {"id": WIRELESS, "kind": "wireless"}],
-                "geofence": {"type": "Circle", "center": [114.0, 22.5], "radius_m": 2000}
-            }),
+        let mut e = two_tracker_car(
             t0,
+            serde_json::json!({"id": "L", "status": "current"}),
+            Some(serde_json::json!({"type": "Circle", "center": [114.0, 22.5], "radius_m": 2000})),
         );
         let mut minute = 0;
         let mut fix = |e: &mut crate::engine::Engine, device: &str, lat: f64| {
@@ -431,15 +444,10 @@ mod tests {
         use crate::engine::command::Command;
         use crate::engine::zones::PutZone;
         let t0 = Timestamp::from_secs(1_795_305_600);
-        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
-        put_vehicle(
-            &mut e,
-            "V-1",
-            serde_json::json!({
-                "loan": {"id": "L", "status": "overdue", "days_past_due": 40},
-                "devices": [{"id": WIRED, "kind": "wired"}, {"id": WIRELESS, "kind": "wireless"}]
-            }),
+        let mut e = two_tracker_car(
             t0,
+            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
+            None,
         );
         let zone = br#"{"name": "Pawn", "kind": "pawn_shop", "dwell_after": "1h",
             "geometry": {"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}"#;
