@@ -33,7 +33,10 @@ use crate::alert::{Alert, AlertType};
 use crate::event::{DeviceId, Event, EventKind};
 use crate::fast_hash::{FastMap, FastSet};
 use crate::registry::Vehicle;
-use crate::rules::{DeviceRuleState, Outcome, Rules, SilenceTracker, VehicleContext};
+use crate::rules::{
+    DeadlineQueue, DeviceRuleState, HeldReappearance, Outcome, Rules, SilenceTracker,
+    VehicleContext,
+};
 use crate::store::{DeviceRecord, Store, StoreError};
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, HashMap};
@@ -100,6 +103,11 @@ pub struct Engine {
     terminal_ids: Arc<registrations::TerminalIds>,
     /// Silence deadlines: O(log n) per update, no scans.
     tracker: SilenceTracker,
+    /// Silent devices that logged in: their `reappeared` waits for the next message, which
+    /// brings the position (`rules::REAPPEAR_HOLD`). In memory only: after a restart the
+    /// device's next message raises it, without the time of the login.
+    held: FastMap<DeviceId, HeldReappearance>,
+    held_due: DeadlineQueue<DeviceId>,
     /// Risk zones and the vehicle-wide rules' state and deadlines (`vehicle_rules`).
     vrules: vehicle_rules::VehicleRules,
     /// When this engine started (the `startup_grace` reference).
@@ -224,6 +232,8 @@ impl Engine {
             registered: Arc::new(RwLock::new(map)),
             terminal_ids: Arc::new(registrations::TerminalIds::new(bound)),
             tracker: SilenceTracker::new(),
+            held: FastMap::default(),
+            held_due: DeadlineQueue::new(),
             vrules,
             started_at: now,
             dirty: FastSet::default(),
@@ -472,6 +482,7 @@ impl Engine {
         let st = self.states.entry(ev.device_id.clone()).or_default();
         let ev = suspect.as_ref().unwrap_or(ev);
         let mut out = self.rules.on_event(ctx, st, ev, received_at);
+        self.hold_or_release(&ev.device_id, &mut out);
         self.vehicle_rules_on_event(&vid, ev, before, &mut out, received_at);
         self.apply_outcome(&vid, &ev.device_id, out, received_at);
     }
@@ -532,9 +543,51 @@ impl Engine {
         self.risk_on_alert(vehicle_id, device, kind, &details, now);
     }
 
+    /// A login of a silent device holds its `reappeared`; the next message releases it, with
+    /// what the hold remembered of the silence (the login moved `last_seen`).
+    fn hold_or_release(&mut self, device: &DeviceId, out: &mut Outcome) {
+        if let Some(h) = out.held.take() {
+            // A second login while held: the first one is when it spoke again.
+            let h = *self.held.entry(device.clone()).or_insert(h);
+            self.held_due.set(device.clone(), Some(h.due()));
+            return;
+        }
+        let Some(h) = self.held.remove(device) else {
+            return;
+        };
+        self.held_due.set(device.clone(), None);
+        if let Some(a) = out
+            .alerts
+            .iter_mut()
+            .find(|a| a.kind == crate::alert::AlertType::Reappeared)
+        {
+            a.details = h.draft().details;
+        }
+    }
+
     /// Time-driven work up to `now`: silence deadlines that fell due.
     pub fn tick(&mut self, now: Timestamp) {
         self.commands.expire_due(&self.store, now);
+        while self.held_due.next_deadline().is_some_and(|t| t <= now) {
+            for id in self.held_due.pop_due(now) {
+                let Some(h) = self.held.remove(&id) else {
+                    continue;
+                };
+                let Some(vid) = self.vehicle_id_of(&id) else {
+                    continue;
+                };
+                let Some(ctx) = self
+                    .vehicles
+                    .get(&*vid)
+                    .and_then(|v| VehicleContext::new(v, &id))
+                else {
+                    continue;
+                };
+                let st = self.states.entry(id.clone()).or_default();
+                let out = self.rules.on_hold_expired(ctx, st, h);
+                self.apply_outcome(&vid, &id, out, now);
+            }
+        }
         while self.tracker.next_deadline().is_some_and(|t| t <= now) {
             for id in self.tracker.pop_due(now) {
                 let Some(vid) = self.vehicle_id_of(&id) else {
@@ -556,6 +609,7 @@ impl Engine {
     pub fn next_wakeup(&self) -> Option<Timestamp> {
         [
             self.tracker.next_deadline(),
+            self.held_due.next_deadline(),
             self.commands.next_deadline(),
             self.vrules.next_deadline(),
             // Places checks waiting for the worker: go round at once.

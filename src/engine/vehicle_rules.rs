@@ -478,4 +478,69 @@ mod tests {
         e.ingest(&[live_fix(WIRELESS, at(95), shop, 114.0)], at(95));
         assert_eq!(kinds(&mut e), [AlertType::RiskZoneEnter], "a new visit");
     }
+
+    /// A tracker back from a silence on a new connection: its login holds `reappeared` until
+    /// the fix that follows, which gives `distance_m`; a login alone raises it after the hold.
+    #[test]
+    fn a_reconnecting_tracker_reappears_with_its_distance() {
+        use crate::event::{Event, EventKind, Protocol};
+        let login = || Event {
+            device_id: crate::event::DeviceId::new(WIRED),
+            protocol: Protocol::Gt06,
+            kind: EventKind::Login,
+        };
+        let reappeared = |e: &mut crate::engine::Engine| {
+            e.take_alerts()
+                .into_iter()
+                .filter(|a| a.kind == AlertType::Reappeared)
+                .map(|a| a.details)
+                .collect::<Vec<_>>()
+        };
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = two_tracker_car(
+            t0,
+            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
+            None,
+        );
+        let seen = t0.add_millis(60_000);
+        e.ingest(&[live_fix(WIRED, seen, 22.5, 114.0)], seen);
+        let silent = t0.add_millis(3 * 86_400_000);
+        e.tick(silent);
+        assert!(e
+            .take_alerts()
+            .iter()
+            .any(|a| a.kind == AlertType::SilentOverdue && a.device_id.as_str() == WIRED));
+
+        let back = silent.add_millis(3_600_000);
+        e.ingest(&[login()], back);
+        assert!(reappeared(&mut e).is_empty(), "held for the fix");
+        let fix_at = back.add_millis(1_000);
+        e.ingest(&[live_fix(WIRED, fix_at, 22.6, 114.0)], fix_at);
+        let r = reappeared(&mut e);
+        assert_eq!(r.len(), 1, "{r:?}");
+        let d = r[0]["distance_m"].as_f64().expect("distance_m");
+        assert!((d - 11_119.5).abs() < 50.0, "{d}");
+        assert_eq!(r[0]["silent_s"], serde_json::json!(back.since(seen) / 1000));
+        assert_eq!(r[0]["last_seen"], serde_json::json!(seen));
+        // Nothing more when the hold would have run out.
+        e.tick(fix_at.add_millis(60_000));
+        assert!(reappeared(&mut e).is_empty());
+
+        // Silent again, then a login and nothing else: raised when the hold runs out.
+        let silent = fix_at.add_millis(3 * 86_400_000);
+        e.tick(silent);
+        let _ = e.take_alerts();
+        let back = silent.add_millis(60_000);
+        e.ingest(&[login()], back);
+        e.tick(back.add_millis(1_000));
+        assert!(reappeared(&mut e).is_empty());
+        e.tick(back.add(crate::rules::REAPPEAR_HOLD));
+        let r = reappeared(&mut e);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].get("distance_m").is_none(), "{r:?}");
+        assert_eq!(
+            r[0]["silent_s"],
+            serde_json::json!(back.since(fix_at) / 1000)
+        );
+    }
 }

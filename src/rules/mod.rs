@@ -255,6 +255,55 @@ pub struct Outcome {
     pub silence_deadline: Option<Timestamp>,
     /// The state changed and must be persisted (with the alerts, in one commit).
     pub changed: bool,
+    /// A silent device logged in: its `reappeared` waits for what it says next.
+    pub held: Option<HeldReappearance>,
+}
+
+/// How long a silent device's `reappeared` waits after its login for the message that follows
+/// it. A tracker back from a long silence opens a new connection, and its login (GT06 0x01,
+/// JT/T 808 authentication, Teltonika IMEI) carries no position; its first fix follows within a
+/// second or two, and with it `details.distance_m`, how far the car moved while silent.
+pub const REAPPEAR_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A `reappeared` held after a login: what it will say, and until when it waits.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct HeldReappearance {
+    /// Where the silence counted from, before the login moved `last_seen`.
+    pub silent_since: Option<Timestamp>,
+    /// `last_seen` before the login.
+    pub last_seen: Option<Timestamp>,
+    /// When the login came: the device spoke again then.
+    pub at: Timestamp,
+}
+
+impl HeldReappearance {
+    /// Raised without a distance at this time if nothing else came.
+    pub fn due(&self) -> Timestamp {
+        self.at.add(REAPPEAR_HOLD)
+    }
+
+    /// The held alert, raised now.
+    pub fn draft(&self) -> AlertDraft {
+        reappeared_draft(self.silent_since, self.at, self.last_seen)
+    }
+}
+
+/// `reappeared`: `silent_s` is the Part 2 name; `distance_m` is added by the engine, which
+/// knows where the device went silent.
+pub fn reappeared_draft(
+    silent_since: Option<Timestamp>,
+    now: Timestamp,
+    last_seen: Option<Timestamp>,
+) -> AlertDraft {
+    let silent_for = silent_since.map(|b| now.since(b).max(0) / 1000);
+    AlertDraft {
+        kind: AlertType::Reappeared,
+        details: json!({
+            "silent_for_s": silent_for,
+            "silent_s": silent_for,
+            "last_seen": last_seen,
+        }),
+    }
 }
 
 /// The registry facts the rules need about one device.
@@ -341,20 +390,24 @@ impl Rules {
             };
         };
         let mut alerts = Vec::new();
+        let mut held = None;
         if state.silent_alerted {
-            state.silent_alerted = false;
-            if !ctx.closed() {
-                let silent_for = previous_base.map(|b| received_at.since(b).max(0) / 1000);
-                alerts.push(AlertDraft {
-                    kind: AlertType::Reappeared,
-                    // `silent_s` is the Part 2 name; `distance_m` is added by the engine, which
-                    // knows where the device went silent.
-                    details: json!({
-                        "silent_for_s": silent_for,
-                        "silent_s": silent_for,
-                        "last_seen": before.last_seen,
-                    }),
+            if ctx.closed() {
+                state.silent_alerted = false;
+            } else if matches!(event.kind, EventKind::Login) {
+                // Still silent until it says more (see [`REAPPEAR_HOLD`]).
+                held = Some(HeldReappearance {
+                    silent_since: previous_base,
+                    last_seen: before.last_seen,
+                    at: received_at,
                 });
+            } else {
+                state.silent_alerted = false;
+                alerts.push(reappeared_draft(
+                    previous_base,
+                    received_at,
+                    before.last_seen,
+                ));
             }
         }
         if !ctx.closed() {
@@ -376,6 +429,32 @@ impl Rules {
             alerts,
             silence_deadline: silence::deadline(&self.cfg, self.grace_end, &ctx, state),
             changed: *state != before,
+            held,
+        }
+    }
+
+    /// A held `reappeared` whose wait ran out: the login alone ends the silence, without a
+    /// distance. Nothing if something else ended it meanwhile.
+    pub fn on_hold_expired(
+        &self,
+        ctx: VehicleContext<'_>,
+        state: &mut DeviceRuleState,
+        held: HeldReappearance,
+    ) -> Outcome {
+        if !state.silent_alerted {
+            return Outcome::default();
+        }
+        state.silent_alerted = false;
+        let alerts = if ctx.closed() {
+            Vec::new()
+        } else {
+            vec![held.draft()]
+        };
+        Outcome {
+            alerts,
+            silence_deadline: silence::deadline(&self.cfg, self.grace_end, &ctx, state),
+            changed: true,
+            held: None,
         }
     }
 
@@ -463,6 +542,7 @@ impl Rules {
                     }],
                     silence_deadline: None,
                     changed: true,
+                    held: None,
                 }
             }
             d => Outcome {
