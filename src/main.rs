@@ -139,7 +139,13 @@ fn run(config: Option<PathBuf>) -> ExitCode {
         config_path: path.clone(),
         log_reload,
     };
-    match rt.block_on(lienwatch::daemon::run(cfg, opts)) {
+    let result = rt.block_on(lienwatch::daemon::run(cfg, opts));
+    // Everything acknowledged is on disk by now (the engine's last flush). A background pass
+    // still running on a blocking thread (history sealing can take a minute on a large fleet)
+    // is left to end with the process, as a crash would end it, rather than holding the stop
+    // past systemd's TimeoutStopSec.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "lienwatch failed");

@@ -18,22 +18,24 @@ pub fn notify_status(s: &str) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(s)]);
 }
 
-/// Pings the watchdog at half its interval, but only after the engine thread (the part that
-/// would stall: it owns the store) has answered a round trip. If the engine hangs, the pings
-/// stop and systemd restarts the service.
+/// Pings the watchdog every quarter of its interval, but only after the engine thread (the part
+/// that would stall: it owns the store) has answered a round trip within half the interval. If
+/// the engine hangs, the pings stop and systemd restarts the service. A ping is at most three
+/// quarters of the interval after the last: an engine that answers within half of it, a long
+/// sync say, is never killed for it, and a hung one is warned of before systemd acts.
 pub fn spawn_watchdog(engine: EngineHandle, shutdown: CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
-    let period = interval / 2;
+    let (pause, answer_within) = (interval / 4, interval / 2);
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(period) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
             let probe = engine.run(crate::engine::control::Ping);
-            match tokio::time::timeout(period.max(Duration::from_millis(100)), probe).await {
+            match tokio::time::timeout(answer_within.max(Duration::from_millis(100)), probe).await {
                 Ok(Ok(())) => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
