@@ -143,6 +143,10 @@ say ""
 say "Next steps:"
 if [ "$staged" = 1 ]; then
   say "  - staged into $destdir; on the target host, create the user: systemd-sysusers"
+  say "  - the staged files keep this user's ownership: on the target host,"
+  say "    chown root:lienwatch /etc/lienwatch/* (the service reads them as group lienwatch)"
+  say "  - the staged admin.token and webhook.secret are one host's secrets: a package for"
+  say "    several hosts must leave them out (install.sh on each host makes its own)"
 fi
 say "  - edit /etc/lienwatch/lienwatch.toml: listeners, [[webhook]] url, rules"
 say "  - give your collection system /etc/lienwatch/webhook.secret (webhook signatures) and"
