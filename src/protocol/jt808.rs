@@ -725,6 +725,9 @@ pub struct Jt808Session {
     terminal: Option<Terminal>,
     /// The terminal that authenticated on this connection (`require_auth`).
     authenticated: Option<DeviceId>,
+    /// The authenticated terminal's number as it sends it, for commands: the cached `terminal`
+    /// follows every frame, a refused one from another number included.
+    authenticated_raw: Option<([u8; 10], usize)>,
     /// Serial of the last reply sent; see the module docs for the rule.
     serial: u16,
     /// Header version of the last accepted frame, mirrored in commands (2019 when `Some`).
@@ -744,6 +747,7 @@ impl Jt808Session {
             cfg,
             terminal: None,
             authenticated: None,
+            authenticated_raw: None,
             serial: 0,
             version: None,
             scratch: Vec::new(),
@@ -926,6 +930,7 @@ impl Jt808Session {
                         .any(|c| ct_eq(c, want.as_bytes()));
                 if ok {
                     self.authenticated = Some(id.clone());
+                    self.authenticated_raw = self.terminal.as_ref().map(|t| (t.raw, t.len));
                     out.push(self.event(id, EventKind::Login));
                     self.ack(h, result::OK, out);
                 } else {
@@ -1202,16 +1207,22 @@ impl Session for Jt808Session {
     /// Only to a terminal that authenticated on this connection (when authentication is
     /// enforced), in its header version and with its number as it sends it.
     fn encode_command(&mut self, _id: u64, cmd: &Downlink) -> Result<Encoded, EncodeError> {
-        let Some(t) = &self.terminal else {
-            return Err(EncodeError::NotReady);
-        };
-        if self.cfg.sessionless
-            || !t.admitted
-            || (self.cfg.require_auth && self.authenticated.as_ref() != Some(&t.id))
-        {
+        if self.cfg.sessionless {
             return Err(EncodeError::NotReady);
         }
-        let terminal = t.raw.get(..t.len).unwrap_or(&[]);
+        let (raw, len) = if self.cfg.require_auth {
+            // The terminal that authenticated, whatever number the last frame carried.
+            match (&self.authenticated, self.authenticated_raw) {
+                (Some(_), Some(r)) => r,
+                _ => return Err(EncodeError::NotReady),
+            }
+        } else {
+            match &self.terminal {
+                Some(t) if t.admitted => (t.raw, t.len),
+                _ => return Err(EncodeError::NotReady),
+            }
+        };
+        let terminal = raw.get(..len).unwrap_or(&[]);
         let serial = self.serial.wrapping_add(1);
         let (bytes, msg_id) = match cmd {
             Downlink::Locate => (
@@ -1395,6 +1406,34 @@ mod tests {
             replies(&out),
             vec!["7E 80 01 00 05 01 39 12 34 56 78 00 02 00 03 00 02 00 B7 7E"]
         );
+    }
+
+    /// A refused frame from another number does not take the commands of the terminal that
+    /// authenticated on the connection: they still go to it, with its number.
+    #[test]
+    fn commands_go_to_the_authenticated_terminal_after_a_foreign_frame() {
+        use crate::protocol::{events, Session};
+        let mut s = Jt808Session::new(SessionConfig {
+            require_auth: true,
+            ..SessionConfig::default()
+        });
+        let ours = hex("01 39 12 34 56 78");
+        let code = auth_code(b"lienwatch", &DeviceId::new("13912345678"));
+        let (out, _) = run(
+            &mut s,
+            &encode_frame(0x0102, None, &ours, 1, code.as_bytes()),
+        );
+        assert!(
+            events(&out).iter().any(|e| e.kind == EventKind::Login),
+            "{out:?}"
+        );
+        let theirs = hex("01 39 99 99 99 99");
+        let (out, _) = run(&mut s, &encode_frame(0x0002, None, &theirs, 2, &[]));
+        assert!(events(&out).is_empty(), "{out:?}");
+        let enc = s
+            .encode_command(1, &Downlink::Locate)
+            .expect("sent to the authenticated one");
+        assert_eq!(enc.bytes.get(5..11), Some(&ours[..]), "{:02X?}", enc.bytes);
     }
 
     #[test]
