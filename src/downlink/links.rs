@@ -15,6 +15,10 @@ pub struct Dispatch {
     pub id: u64,
     pub device_id: DeviceId,
     pub command: Downlink,
+    /// Past this, the connection does not write it: a connection slow to take its mail (a
+    /// write to a slow reader) would otherwise send a command already expired, right ahead of
+    /// the next one.
+    pub expires_at: crate::time::Timestamp,
 }
 
 struct Link {

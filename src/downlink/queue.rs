@@ -227,6 +227,7 @@ impl Commands {
                 id: head,
                 device_id: device.clone(),
                 command: rec.command.clone(),
+                expires_at: rec.expires_at,
             };
             if mailbox.send(d) {
                 self.handed.insert(head, generation);

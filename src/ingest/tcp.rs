@@ -277,7 +277,7 @@ async fn send_command(
     proto: &'static str,
     engine: &EngineHandle,
 ) -> Result<(), ConnError> {
-    if session.commands_to() != Some(&d.device_id) {
+    if session.commands_to() != Some(&d.device_id) || Timestamp::now() >= d.expires_at {
         return Ok(());
     }
     match session.encode_command(d.id, &cfg.localise(d.command)) {
@@ -373,5 +373,67 @@ mod tests {
         drop(wr);
         drop(_rd);
         assert_eq!(reader.await.unwrap().unwrap(), data.len());
+    }
+
+    /// A command whose time ran out while it waited in the mailbox is not written.
+    #[tokio::test]
+    async fn an_expired_command_is_not_written() {
+        use crate::downlink::Dispatch;
+        use crate::event::DeviceId;
+        use crate::protocol::downlink::Downlink;
+        let t0 = Timestamp::now();
+        let engine =
+            crate::engine::testing::engine_at(crate::store::Store::temporary().unwrap(), t0);
+        let (engine, _thread) =
+            crate::engine::spawn(engine, std::sync::Arc::new(Timestamp::now)).unwrap();
+        let cfg = crate::config::Config::load(None).unwrap().listeners[0].clone();
+        let id = DeviceId::new("868120145233604");
+        let mut session = cfg.protocol.session(SessionConfig {
+            default_device_id: Some(id.clone()),
+            ..SessionConfig::default()
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (peer, accepted) =
+            tokio::join!(TcpStream::connect(l.local_addr().unwrap()), l.accept());
+        let (mut peer, (conn, _)) = (peer.unwrap(), accepted.unwrap());
+        let (_rd, mut wr) = conn.into_split();
+        let command = |expires_at| Dispatch {
+            id: 7,
+            device_id: id.clone(),
+            command: Downlink::Locate,
+            expires_at,
+        };
+        let proto = cfg.protocol.name();
+        send_command(
+            session.as_mut(),
+            command(t0.add_millis(-1)),
+            &mut wr,
+            &cfg,
+            proto,
+            &engine,
+        )
+        .await
+        .unwrap();
+        let live = t0.add_millis(3_600_000);
+        send_command(
+            session.as_mut(),
+            command(live),
+            &mut wr,
+            &cfg,
+            proto,
+            &engine,
+        )
+        .await
+        .unwrap();
+        drop(wr);
+        drop(_rd);
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut got)
+            .await
+            .unwrap();
+        // One 0x80 frame: the live command's, whose server flag is its id.
+        assert_eq!(got.get(3), Some(&0x80), "{got:02X?}");
+        assert_eq!(got.len(), usize::from(got[2]) + 5, "one frame: {got:02X?}");
+        assert_eq!(got.get(5..9), Some(&7u32.to_be_bytes()[..]), "{got:02X?}");
     }
 }
