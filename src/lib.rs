@@ -18,6 +18,7 @@ pub mod fast_hash;
 pub mod fixture;
 pub mod history;
 pub mod ingest;
+pub mod log_priority;
 pub mod places;
 pub mod prefetch;
 pub mod protocol;

@@ -208,11 +208,20 @@ fn init_logging(level: &str, format: &str) -> Option<lienwatch::daemon::LogReloa
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    // Under journald each line carries its syslog priority, so `journalctl -p warning` works.
+    use lienwatch::log_priority::SyslogPriority;
     let output: Box<dyn Layer<Registry> + Send + Sync> = match (format, under_journald) {
-        ("json", _) => fmt::layer().json().with_writer(std::io::stderr).boxed(),
+        ("json", true) => fmt::layer()
+            .json()
+            .event_format(SyslogPriority(fmt::format().json()))
+            .with_writer(std::io::stderr)
+            .boxed(),
+        ("json", false) => fmt::layer().json().with_writer(std::io::stderr).boxed(),
         (_, true) => fmt::layer()
             .with_ansi(false)
-            .without_time()
+            .event_format(SyslogPriority(
+                fmt::format().with_ansi(false).without_time(),
+            ))
             .with_writer(std::io::stderr)
             .boxed(),
         _ => fmt::layer()
