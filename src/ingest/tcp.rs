@@ -404,27 +404,13 @@ mod tests {
             expires_at,
         };
         let proto = cfg.protocol.name();
-        send_command(
-            session.as_mut(),
-            command(t0.add_millis(-1)),
-            &mut wr,
-            &cfg,
-            proto,
-            &engine,
-        )
-        .await
-        .unwrap();
-        let live = t0.add_millis(3_600_000);
-        send_command(
-            session.as_mut(),
-            command(live),
-            &mut wr,
-            &cfg,
-            proto,
-            &engine,
-        )
-        .await
-        .unwrap();
+        // Expired a millisecond ago, then an hour to go.
+        for expires_at in [t0.add_millis(-1), t0.add_millis(3_600_000)] {
+            let d = command(expires_at);
+            send_command(session.as_mut(), d, &mut wr, &cfg, proto, &engine)
+                .await
+                .unwrap();
+        }
         drop(wr);
         drop(_rd);
         let mut got = Vec::new();
