@@ -552,6 +552,10 @@ impl Engine {
             self.held_due.set(device.clone(), Some(h.due()));
             return;
         }
+        // Nearly always empty: no hashing on the ingest path then.
+        if self.held.is_empty() {
+            return;
+        }
         let Some(h) = self.held.remove(device) else {
             return;
         };
