@@ -1,6 +1,8 @@
 //! Which connection speaks for which device. A connection registers when its session knows the
 //! device (before the batch that says so is committed, so the engine sees the link when it
-//! applies the login); the newest connection of a device wins; dropping the guard unregisters.
+//! applies the login); the newest connection of a device wins; dropping the guard unregisters,
+//! and the newest of the device's other live connections (a cloned IMEI, a terminal pointed
+//! twice at one host) speaks for it again.
 
 use super::Mailbox;
 use crate::event::DeviceId;
@@ -28,7 +30,8 @@ struct Link {
 
 #[derive(Default)]
 pub struct Links {
-    map: Mutex<HashMap<DeviceId, Link>>,
+    /// Each device's live connections, the newest last: the one commands go to.
+    map: Mutex<HashMap<DeviceId, Vec<Link>>>,
     generations: AtomicU64,
 }
 
@@ -38,13 +41,10 @@ impl Links {
     pub fn register(self: &Arc<Self>, device: DeviceId, mailbox: Arc<Mailbox>) -> LinkGuard {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         if let Ok(mut m) = self.map.lock() {
-            m.insert(
-                device.clone(),
-                Link {
-                    generation,
-                    mailbox,
-                },
-            );
+            m.entry(device.clone()).or_default().push(Link {
+                generation,
+                mailbox,
+            });
         }
         LinkGuard {
             links: self.clone(),
@@ -56,7 +56,9 @@ impl Links {
     /// The device's connection: its generation and mailbox.
     pub fn get(&self, device: &DeviceId) -> Option<(u64, Arc<Mailbox>)> {
         let m = self.map.lock().ok()?;
-        m.get(device).map(|l| (l.generation, l.mailbox.clone()))
+        m.get(device)
+            .and_then(|ls| ls.last())
+            .map(|l| (l.generation, l.mailbox.clone()))
     }
 }
 
@@ -76,11 +78,37 @@ impl LinkGuard {
 impl Drop for LinkGuard {
     fn drop(&mut self) {
         if let Ok(mut m) = self.links.map.lock() {
-            if m.get(&self.device)
-                .is_some_and(|l| l.generation == self.generation)
-            {
-                m.remove(&self.device);
+            if let Some(ls) = m.get_mut(&self.device) {
+                ls.retain(|l| l.generation != self.generation);
+                if ls.is_empty() {
+                    m.remove(&self.device);
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two live connections for one device: the newest speaks for it; when it ends, the other
+    /// does again; when both end, none.
+    #[test]
+    fn the_newest_live_connection_speaks_for_the_device() {
+        let links = Arc::new(Links::default());
+        let id = DeviceId::new("868120145233604");
+        let (a, b) = (Mailbox::new(), Mailbox::new());
+        let older = links.register(id.clone(), a.clone());
+        let newer = links.register(id.clone(), b.clone());
+        let now = |links: &Links| links.get(&id).map(|(_, m)| m);
+        assert!(now(&links).is_some_and(|m| Arc::ptr_eq(&m, &b)));
+        drop(newer);
+        assert!(now(&links).is_some_and(|m| Arc::ptr_eq(&m, &a)));
+        let newer = links.register(id.clone(), b.clone());
+        drop(older);
+        assert!(now(&links).is_some_and(|m| Arc::ptr_eq(&m, &b)));
+        drop(newer);
+        assert!(now(&links).is_none());
     }
 }
