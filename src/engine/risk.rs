@@ -81,11 +81,7 @@ impl Engine {
         if held || !raise {
             return;
         }
-        let device = self
-            .vehicles
-            .get(vehicle_id)
-            .and_then(|v| v.devices.first())
-            .map_or_else(|| DeviceId::new(""), |d| d.id.clone());
+        let device = self.first_device(vehicle_id);
         if let Some(before) = before {
             self.raise_if_tier_rose(vehicle_id, &device, before, now);
         }
@@ -95,16 +91,10 @@ impl Engine {
     /// or replaced restarts every placement without a `geofence_return`, and a silent device
     /// taken off the vehicle sends no `reappeared` to it.
     pub(super) fn risk_reconcile(&mut self, vehicle_id: &str, now: Timestamp) {
-        let Some(v) = self.vehicles.get(vehicle_id) else {
-            return;
-        };
-        let any = |test: &dyn Fn(&crate::rules::DeviceRuleState) -> bool| {
-            v.devices
-                .iter()
-                .any(|d| self.states.get(&d.id).is_some_and(test))
-        };
-        let outside = any(&|st| st.placement == crate::rules::FencePlacement::Outside);
-        let silent = any(&|st| st.silent_alerted);
+        let outside = self.devices_where(vehicle_id, None, |st| {
+            st.placement == crate::rules::FencePlacement::Outside
+        });
+        let silent = self.devices_where(vehicle_id, None, |st| st.silent_alerted);
         let Some(st) = self.risk.get(vehicle_id) else {
             return;
         };
@@ -226,8 +216,7 @@ impl Engine {
             self.risk_changed(vehicle_id, now);
             return;
         }
-        let device = v.devices.first().map(|d| d.id.clone());
-        let device = device.unwrap_or_else(|| DeviceId::new(""));
+        let device = self.first_device(vehicle_id);
         self.update_risk(vehicle_id, &device, now, |s| {
             let _ = s.set_loan(&loan, now);
         });
@@ -241,12 +230,30 @@ impl Engine {
         device: &DeviceId,
         test: impl Fn(&crate::rules::DeviceRuleState) -> bool,
     ) -> bool {
+        self.devices_where(vehicle_id, Some(device), test)
+    }
+
+    /// Whether a device of the vehicle, `except` one, is in a state.
+    fn devices_where(
+        &self,
+        vehicle_id: &str,
+        except: Option<&DeviceId>,
+        test: impl Fn(&crate::rules::DeviceRuleState) -> bool,
+    ) -> bool {
         self.vehicles.get(vehicle_id).is_some_and(|v| {
             v.devices
                 .iter()
-                .filter(|d| d.id != *device)
+                .filter(|d| Some(&d.id) != except)
                 .any(|d| self.states.get(&d.id).is_some_and(&test))
         })
+    }
+
+    /// The device a vehicle-wide risk alert names: the vehicle's first.
+    fn first_device(&self, vehicle_id: &str) -> DeviceId {
+        self.vehicles
+            .get(vehicle_id)
+            .and_then(|v| v.devices.first())
+            .map_or_else(|| DeviceId::new(""), |d| d.id.clone())
     }
 }
 
