@@ -470,9 +470,25 @@ pub enum AnswerKey {
     ServerFlag(u32),
     /// JT/T 808: the platform serial and message id the answer names.
     Reply { serial: u16, msg_id: u16 },
-    /// Teltonika Codec 12, H02: no correlation on the wire; the answer is to the command in
-    /// flight (one at a time per device).
+    /// Teltonika Codec 12 (and an H02 word too long for [`AnswerKey::word`]): no correlation on
+    /// the wire; the answer is to the command in flight (one at a time per device).
     InOrder,
+    /// H02: the command word (`S20`, `D1`, ...) that the device's `V4` echoes (protocols.md
+    /// §D), uppercased and packed big-endian into 8 bytes.
+    Word(u64),
+}
+
+impl AnswerKey {
+    /// The key of an H02 command word: [`AnswerKey::Word`] for 1 to 8 printable characters,
+    /// [`AnswerKey::InOrder`] otherwise.
+    pub fn word(w: &str) -> AnswerKey {
+        if w.is_empty() || w.len() > 8 || !w.bytes().all(|b| b.is_ascii_graphic()) {
+            return AnswerKey::InOrder;
+        }
+        let mut packed = [0u8; 8];
+        packed[..w.len()].copy_from_slice(w.to_ascii_uppercase().as_bytes());
+        AnswerKey::Word(u64::from_be_bytes(packed))
+    }
 }
 
 /// A device's answer to a command: the text it sent back and, for a position query answered
@@ -583,6 +599,11 @@ impl Event {
                         v["reply_id"] = json!(format!("0x{msg_id:04X}"));
                     }
                     AnswerKey::InOrder => {}
+                    AnswerKey::Word(w) => {
+                        let word = w.to_be_bytes();
+                        let word = word.iter().take_while(|&&b| b != 0).map(|&b| b as char);
+                        v["command_word"] = json!(word.collect::<String>());
+                    }
                 }
                 if let Some(t) = &a.text {
                     v["text"] = json!(t);

@@ -247,6 +247,13 @@ proptest! {
         let got = answers(&feed(&mut s, v4.as_bytes(), step));
         prop_assert_eq!(got.len(), 1);
         prop_assert_eq!(got[0].text.clone(), Some(v4[1..v4.len() - 1].to_string()));
+        // The V4 echoes the command word, which is what ties it to the command.
+        prop_assert_eq!(got[0].key, enc.key);
+        let other = format!("*HQ,4106012345,V4,X{text}#");
+        let got = answers(&feed(&mut s, other.as_bytes(), step));
+        if enc.key != AnswerKey::InOrder {
+            prop_assert_ne!(got[0].key, enc.key);
+        }
     }
 
     /// The answer decoders never panic, and only well-formed answers come out.

@@ -25,8 +25,19 @@ pub struct Commands {
     next_id: u64,
     /// Devices whose queue head may need handing to their connection.
     due: HashSet<DeviceId>,
+    /// In-order commands (`AnswerKey::InOrder`) written more than once: each send may be answered.
+    resent: HashSet<u64>,
+    /// Devices that may still send an answer to an in-order command that has ended, and until when
+    /// their next command waits, so that the stray answer finds nothing in flight to close.
+    quiet: HashMap<DeviceId, Timestamp>,
     links: Arc<Links>,
 }
+
+/// How long an in-order device's next command waits after one ended that may still be answered:
+/// one that expired unanswered while in flight, or one written twice (a login in between). A
+/// Codec 12 or H02 answer comes in seconds; without the wait, a late one would close the next
+/// command with the earlier one's answer.
+pub const STRAY_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `lienwatch_commands_total{protocol, outcome}`.
 fn count(protocol: Protocol, outcome: &'static str) {
@@ -44,6 +55,8 @@ impl Commands {
             deadlines: Deadlines::default(),
             next_id: store.last_command_id()?.map_or(1, |n| n + 1),
             due: HashSet::new(),
+            resent: HashSet::new(),
+            quiet: HashMap::new(),
             links: Arc::new(Links::default()),
         };
         let mut open: Vec<CommandRecord> = store.open_commands().collect::<Result<_, _>>()?;
@@ -140,7 +153,7 @@ impl Commands {
         } else {
             CommandState::Failed
         };
-        self.finish(store, head, state, |r| {
+        self.finish_at(store, head, state, now, |r| {
             r.answered_at = Some(now);
             r.answer = a.text.clone();
             r.position = a.position.map(|p| StoredPosition::new(&p, now));
@@ -152,6 +165,9 @@ impl Commands {
         let Some(rec) = self.open.get_mut(&id) else {
             return;
         };
+        if rec.state == CommandState::Sent && key == AnswerKey::InOrder {
+            self.resent.insert(id);
+        }
         rec.state = CommandState::Sent;
         rec.sent_at = Some(now);
         rec.key = Some(key);
@@ -162,34 +178,57 @@ impl Commands {
     }
 
     /// The connection cannot express the command: it fails, and the next one is due.
-    pub fn refused(&mut self, store: &Store, id: u64, reason: &str) {
-        self.finish(store, id, CommandState::Failed, |r| {
+    pub fn refused(&mut self, store: &Store, id: u64, reason: &str, now: Timestamp) {
+        self.finish_at(store, id, CommandState::Failed, now, |r| {
             r.error = Some(reason.to_string());
         });
     }
 
-    /// Expires every open command whose time has come.
+    /// Expires every open command whose time has come, and ends the waits that are over.
     pub fn expire_due(&mut self, store: &Store, now: Timestamp) {
         while let Some(id) = self.deadlines.pop_due(now) {
-            self.finish(store, id, CommandState::Expired, |_| {});
+            self.finish_at(store, id, CommandState::Expired, now, |_| {});
+        }
+        if !self.quiet.is_empty() {
+            let due = &mut self.due;
+            self.quiet.retain(|device, until| {
+                let waiting = *until > now;
+                if !waiting {
+                    due.insert(device.clone());
+                }
+                waiting
+            });
         }
     }
 
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.deadlines.next()
+        let quiet = self.quiet.values().min().copied();
+        match (self.deadlines.next(), quiet) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Moves an open command to a final state; the device's next command becomes due.
-    fn finish(
+    /// Moves an open command to a final state; the device's next command becomes due, at once
+    /// or after [`STRAY_ANSWER_WAIT`].
+    fn finish_at(
         &mut self,
         store: &Store,
         id: u64,
         state: CommandState,
+        now: Timestamp,
         fill: impl FnOnce(&mut CommandRecord),
     ) {
         let Some(mut rec) = self.open.remove(&id) else {
             return;
         };
+        let unanswered_in_flight = state == CommandState::Expired
+            && rec.state == CommandState::Sent
+            && rec.key == Some(AnswerKey::InOrder);
+        if self.resent.remove(&id) || unanswered_in_flight {
+            self.quiet
+                .insert(rec.device_id.clone(), now.add(STRAY_ANSWER_WAIT));
+        }
         rec.state = state;
         fill(&mut rec);
         self.deadlines.clear(id);
@@ -211,6 +250,9 @@ impl Commands {
     /// connection already has it.
     pub fn dispatch(&mut self) {
         for device in self.due.drain() {
+            if self.quiet.contains_key(&device) {
+                continue;
+            }
             let Some(&head) = self.queues.get(&device).and_then(|q| q.front()) else {
                 continue;
             };
@@ -341,5 +383,89 @@ mod tests {
             .create(&store, dev, Protocol::Gt06, Downlink::Locate, t(200), t(60))
             .unwrap();
         assert_eq!(more.id, b.id + 1, "ids never repeat");
+    }
+
+    /// A late in-order answer (Teltonika, H02 without a word) must not close the command sent
+    /// after the one it answers.
+    #[test]
+    fn an_in_order_answer_after_an_expiry_or_a_resend_finds_nothing_to_close() {
+        let store = Store::temporary().unwrap();
+        let t = Timestamp::from_secs;
+        let dev = DeviceId::new("1");
+        let mut c = Commands::load(&store).unwrap();
+        let mailbox = crate::downlink::Mailbox::new();
+        let _guard = c.links().register(dev.clone(), mailbox.clone());
+        let ids =
+            |m: &crate::downlink::Mailbox| -> Vec<u64> { m.take().iter().map(|d| d.id).collect() };
+        let create = |c: &mut Commands, expires: i64, now: i64| {
+            c.create(
+                &store,
+                dev.clone(),
+                Protocol::Teltonika,
+                Downlink::Locate,
+                t(expires),
+                t(now),
+            )
+            .unwrap()
+            .id
+        };
+        let (a, b, z) = (
+            create(&mut c, 10, 0),
+            create(&mut c, 1000, 0),
+            create(&mut c, 1000, 0),
+        );
+        c.dispatch();
+        assert_eq!(ids(&mailbox), vec![a]);
+        c.sent(&store, a, AnswerKey::InOrder, t(1));
+        // `a` expires in flight, unanswered: `b` waits.
+        c.expire_due(&store, t(10));
+        c.dispatch();
+        assert!(
+            ids(&mailbox).is_empty(),
+            "the next command waits for a stray answer"
+        );
+        let wait_ends = t(10).add(STRAY_ANSWER_WAIT);
+        assert_eq!(c.next_deadline(), Some(wait_ends));
+        // `a`'s late answer closes nothing.
+        c.on_event(&store, &answer(AnswerKey::InOrder, true), t(20));
+        let state = |c: &Commands, id| c.get(&store, id).unwrap().unwrap().state;
+        assert_eq!(state(&c, b), CommandState::Queued);
+        c.expire_due(&store, wait_ends);
+        c.dispatch();
+        assert_eq!(ids(&mailbox), vec![b], "then it goes");
+        c.sent(&store, b, AnswerKey::InOrder, wait_ends);
+        // A login on the same connection: `b` is written again, and each write may be answered.
+        c.on_event(
+            &store,
+            &Event {
+                kind: EventKind::Login,
+                ..answer(AnswerKey::InOrder, true)
+            },
+            t(80),
+        );
+        c.dispatch();
+        assert_eq!(ids(&mailbox), vec![b]);
+        c.sent(&store, b, AnswerKey::InOrder, t(80));
+        c.on_event(&store, &answer(AnswerKey::InOrder, true), t(81));
+        assert_eq!(state(&c, b), CommandState::Answered);
+        c.dispatch();
+        assert!(
+            ids(&mailbox).is_empty(),
+            "the second write's answer may still come"
+        );
+        c.on_event(&store, &answer(AnswerKey::InOrder, true), t(82));
+        c.expire_due(&store, t(81).add(STRAY_ANSWER_WAIT));
+        c.dispatch();
+        assert_eq!(ids(&mailbox), vec![z]);
+        assert_eq!(
+            state(&c, z),
+            CommandState::Queued,
+            "the stray answer closed nothing"
+        );
+        // An answered command written once leaves no wait.
+        c.sent(&store, z, AnswerKey::InOrder, t(200));
+        c.on_event(&store, &answer(AnswerKey::InOrder, true), t(201));
+        assert_eq!(state(&c, z), CommandState::Answered);
+        assert_eq!(c.next_deadline(), None);
     }
 }

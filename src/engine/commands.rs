@@ -315,8 +315,8 @@ pub struct CommandRefused {
 impl Command for CommandRefused {
     type Output = ();
 
-    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<(), EngineError> {
-        e.commands.refused(&e.store, self.id, &self.reason);
+    fn apply(self, e: &mut Engine, now: Timestamp) -> Result<(), EngineError> {
+        e.commands.refused(&e.store, self.id, &self.reason, now);
         Ok(())
     }
 }

@@ -31,8 +31,7 @@ use super::downlink::{Downlink, EncodeError, Encoded};
 use super::{Output, Rejection, Session, SessionConfig, SessionError};
 use crate::event::Timestamp;
 use crate::event::{
-    AlarmReport, Alarms, AnswerKey, CommandAnswer, DeviceId, Event, EventKind, Fix, Position,
-    Protocol,
+    AlarmReport, Alarms, CommandAnswer, DeviceId, Event, EventKind, Fix, Position, Protocol,
 };
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -732,17 +731,18 @@ impl H02Session {
         Ok(())
     }
 
-    /// A `V4` is also the answer to the command in flight (after its own event, which named the
-    /// device).
+    /// A `V4` is also the answer to the command in flight with the word it echoes (after its own
+    /// event, which named the device).
     fn command_answer(&self, line: &[u8], out: &mut Vec<Output>) {
-        let (Some(text), Some(device_id)) = (super::h02_command::answer(line), &self.device) else {
+        let (Some((text, key)), Some(device_id)) = (super::h02_command::answer(line), &self.device)
+        else {
             return;
         };
         out.push(Output::Event(Event {
             device_id: device_id.clone(),
             protocol: Protocol::H02,
             kind: EventKind::CommandAnswer(CommandAnswer {
-                key: AnswerKey::InOrder,
+                key,
                 ok: true,
                 text: Some(text),
                 position: None,
@@ -919,7 +919,7 @@ impl Session for H02Session {
         match cmd {
             Downlink::Raw(text) => Ok(Encoded {
                 bytes: Bytes::from(super::h02_command::encode(id.as_str(), text)),
-                key: AnswerKey::InOrder,
+                key: super::h02_command::key(text),
             }),
             _ => Err(EncodeError::Unsupported(
                 "H02 command words are per model: send them as raw",
