@@ -213,8 +213,12 @@ impl Engine {
                         self.cfg.history_retention.unwrap_or_default(),
                     ));
                 }
-                if let Some(d) = st.arm(cfg) {
-                    ls.due.set(vid.clone(), Some(d));
+                match st.arm(cfg) {
+                    Some(d) if d > now => ls.due.set(vid.clone(), Some(d)),
+                    // Due and still nothing to raise: armed again, it would fall due at this
+                    // same `now` for ever. The vehicle's next fix arms it anew.
+                    Some(_) => st.disarm(),
+                    None => {}
                 }
             }
         }
@@ -234,6 +238,7 @@ impl Engine {
         ls.checks.clear();
         for (vid, st) in ls.states.iter_mut() {
             st.disarm();
+            st.reconfigure(cfg);
             let Some(v) = self.vehicles.get(&**vid) else {
                 continue;
             };

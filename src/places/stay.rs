@@ -244,6 +244,13 @@ impl<C: Cover> StayTracker<C> {
         }
     }
 
+    /// Takes a new radius and `stay_min` (a reloaded config) for what comes next: a tracker kept
+    /// across a change would otherwise judge stays by the old rule.
+    pub fn set_rule(&mut self, stay_radius_m: f64, stay_min: Duration) {
+        self.radius_m = stay_radius_m;
+        self.stay_min_ms = stay_min.as_millis().clamp(1, i64::MAX as u128) as i64;
+    }
+
     /// Feeds one fix. Invalid and LBS fixes, and fixes older than one already fed, are ignored.
     /// Returns the stay this fix ended, if one did (the vehicle has left).
     pub fn push(&mut self, fix: &Fix) -> Option<Stay> {

@@ -177,6 +177,12 @@ impl LongStayState {
         }
     }
 
+    /// Follows the config's stay rule (at start and on reload): the tracker is stored with the
+    /// rule it was made under.
+    pub fn reconfigure(&mut self, cfg: &RuleConfig) {
+        self.tracker.set_rule(cfg.stay_radius_m, cfg.stay_min);
+    }
+
     fn snapshot(&self) -> Saved {
         Saved {
             since: self.tracker.spot().map(|s| s.since),
@@ -267,7 +273,8 @@ impl LongStayState {
             return None;
         }
         let cur = self.tracker.current(now)?;
-        if cur.duration < cfg.long_stay_after {
+        // In whole milliseconds, as the deadline is: a threshold of "72h 1ns" is due at 72h.
+        if cur.duration.as_millis() < cfg.long_stay_after.as_millis() {
             return None;
         }
         self.episode = Some(Episode::Pending { since: cur.since });
@@ -495,6 +502,46 @@ mod tests {
         );
         // A new spot: a new deadline from its arrival.
         assert_eq!(s.deadline(&c), Some(Timestamp(T0 + 153 * H)));
+    }
+
+    /// A state kept across a reload (or stored before a restart) follows the new stay rule, and
+    /// a threshold finer than the clock's millisecond is due at its deadline: either mismatch
+    /// left a deadline that fell due and raised nothing, re-armed at the same instant for ever.
+    #[test]
+    fn the_threshold_is_reached_at_its_deadline_under_the_rule_in_force() {
+        let old = RuleConfig {
+            stay_min: Duration::from_secs(3600),
+            long_stay_after: Duration::from_secs(3 * 3600),
+            ..RuleConfig::default()
+        };
+        let new = RuleConfig {
+            stay_min: Duration::from_secs(600),
+            long_stay_after: Duration::from_secs(1800),
+            ..RuleConfig::default()
+        };
+        let mut s = LongStayState::new(&old);
+        live(&mut s, T0, LOT);
+        live(&mut s, T0 + MIN, LOT);
+        let mut s = LongStayState::from_bytes(&s.to_bytes()).unwrap();
+        let due = s.deadline(&new).unwrap();
+        assert_eq!(due, Timestamp(T0 + 30 * MIN));
+        assert_eq!(
+            s.clone().on_due(&new, due),
+            None,
+            "judged by the old stay_min"
+        );
+        s.reconfigure(&new);
+        assert_eq!(s.on_due(&new, due).map(|th| th.since), Some(Timestamp(T0)));
+
+        let fine = RuleConfig {
+            long_stay_after: Duration::from_secs(72 * 3600) + Duration::from_nanos(1),
+            ..RuleConfig::default()
+        };
+        let mut s = LongStayState::new(&fine);
+        live(&mut s, T0, LOT);
+        let due = s.deadline(&fine).unwrap();
+        assert_eq!(due, Timestamp(T0 + 72 * H));
+        assert!(s.on_due(&fine, due).is_some());
     }
 
     #[test]
