@@ -29,7 +29,7 @@ use std::sync::Arc;
 #[derive(Default)]
 pub(super) struct LongStays {
     /// Only vehicles that have sent a valid fix have one.
-    states: FastMap<Arc<str>, LongStayState>,
+    pub(super) states: FastMap<Arc<str>, LongStayState>,
     /// Vehicle id -> when its current stay reaches `long_stay_after`.
     due: DeadlineQueue<Arc<str>>,
     /// States changed since the last flush, encoded as they changed.

@@ -88,19 +88,28 @@ impl Engine {
     }
 
     /// Ends the episode reasons that no device of the vehicle holds any more: a fence removed
-    /// or replaced restarts every placement without a `geofence_return`, and a silent device
-    /// taken off the vehicle sends no `reappeared` to it.
+    /// or replaced restarts every placement without a `geofence_return`, a silent device taken
+    /// off the vehicle sends no `reappeared` to it, and a loan closed and opened again has
+    /// forgotten its long stay.
     pub(super) fn risk_reconcile(&mut self, vehicle_id: &str, now: Timestamp) {
         let outside = self.devices_where(vehicle_id, None, |st| {
             st.placement == crate::rules::FencePlacement::Outside
         });
         let silent = self.devices_where(vehicle_id, None, |st| st.silent_alerted);
+        // A closed loan forgets its long stay (`long_stay_sync`), episode and all.
+        let unusual = self
+            .vrules
+            .long_stay
+            .states
+            .get(vehicle_id)
+            .is_some_and(|s| s.unusual_open());
         let Some(st) = self.risk.get(vehicle_id) else {
             return;
         };
         let end_outside = !outside && st.holds(Reason::OutsideGeofence);
         let end_silent = !silent && st.holds(Reason::SilentOverdue);
-        if end_outside || end_silent {
+        let end_unusual = !unusual && st.holds(Reason::LongStayUnusual);
+        if end_outside || end_silent || end_unusual {
             // Reasons only end here: the tier cannot rise, so no device is named.
             self.update_risk(vehicle_id, &DeviceId::new(""), now, |s| {
                 if end_outside {
@@ -108,6 +117,9 @@ impl Engine {
                 }
                 if end_silent {
                     s.close(Reason::SilentOverdue);
+                }
+                if end_unusual {
+                    s.close(Reason::LongStayUnusual);
                 }
             });
         }
@@ -292,7 +304,7 @@ impl Key {
         let last_seen: i64 = it.next()?.parse().ok()?;
         let id = String::from_utf8(hex::decode(it.next()?).ok()?).ok()?;
         Some(Key {
-            neg_score: -score,
+            neg_score: score.checked_neg()?,
             last_seen,
             id,
         })
@@ -596,6 +608,9 @@ mod tests {
             id: "V-1.x".into(),
         };
         assert_eq!(Key::parse(&k.cursor()), Some(k));
+        // A score whose negation overflows is no cursor (a 400, not a panic).
+        assert_eq!(Key::parse(&format!("{}.0.00", i64::MIN)), None);
+        assert!(RiskQueue::parse(None, None, None, Some(format!("{}.0.00", i64::MIN))).is_err());
         assert!(RiskQueue::parse(Some("high,urgent"), None, None, None).is_err());
         assert!(RiskQueue::parse(None, Some("late"), None, None).is_err());
         assert!(RiskQueue::parse(None, None, None, Some("zzz".into())).is_err());

@@ -307,6 +307,12 @@ impl LongStayState {
     }
 
     /// The open episode's places check, if it is still awaited (after a restart).
+    /// An episode at a spot outside the vehicle's usual places raised its alert and is still
+    /// open: what the `long_stay_unusual` risk reason lasts for.
+    pub fn unusual_open(&self) -> bool {
+        matches!(self.episode, Some(Episode::Alerted { usual: false, .. }))
+    }
+
     pub fn pending(&self) -> Option<Threshold> {
         let Some(Episode::Pending { since }) = self.episode else {
             return None;

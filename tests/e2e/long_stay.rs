@@ -205,4 +205,22 @@ fn long_stay_at_home_is_usual_at_a_strange_lot_unusual_and_holds_a_risk_reason_u
     u2.drive(LOT, HOME);
     assert!(risk_codes(&d).is_empty(), "{:?}", risk_codes(&d));
     assert_eq!(long_stays(&rx).len(), 2, "one per episode");
+
+    // Back at the lot for another unusual stay; then the loan is closed and opened again. The
+    // closed loan forgot the episode, so the reason goes with it instead of holding for good.
+    u2.drive(HOME, LOT);
+    u2.live(LOT);
+    u2.live(LOT);
+    rx.wait_for(
+        Duration::from_secs(15),
+        "a second long_stay at the lot",
+        |a| a.iter().filter(|r| r.json()["type"] == "long_stay").count() == 3,
+    );
+    assert_eq!(risk_codes(&d), ["long_stay_unusual"]);
+    for status in ["closed", "overdue"] {
+        let body = json!({"status": status, "days_past_due": 40}).to_string();
+        let (s, v) = d.api("PUT", "/v1/loans/L-LS", Some(&body));
+        assert_eq!(s, 200, "{v}");
+    }
+    assert_eq!(risk_codes(&d), ["overdue_31_90"]);
 }
