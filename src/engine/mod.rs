@@ -481,7 +481,11 @@ impl Engine {
         let ctx = VehicleContext::new(vehicle, &ev.device_id);
         let st = self.states.entry(ev.device_id.clone()).or_default();
         let ev = suspect.as_ref().unwrap_or(ev);
-        let mut out = self.rules.on_event(ctx, st, ev, received_at);
+        // Nearly always empty: no hashing on the ingest path then.
+        let awaiting_fix = !self.held.is_empty() && self.held.contains_key(&ev.device_id);
+        let mut out = self
+            .rules
+            .on_event_awaiting(ctx, st, ev, received_at, awaiting_fix);
         self.hold_or_release(&ev.device_id, &mut out);
         self.vehicle_rules_on_event(&vid, ev, before, &mut out, received_at);
         self.apply_outcome(&vid, &ev.device_id, out, received_at);
@@ -543,8 +547,9 @@ impl Engine {
         self.risk_on_alert(vehicle_id, device, kind, &details, now);
     }
 
-    /// A login of a silent device holds its `reappeared`; the next message releases it, with
-    /// what the hold remembered of the silence (the login moved `last_seen`).
+    /// A login of a silent device holds its `reappeared`; the next usable position releases it
+    /// (or the hold's end), with what the hold remembered of the silence (the login moved
+    /// `last_seen`).
     fn hold_or_release(&mut self, device: &DeviceId, out: &mut Outcome) {
         if let Some(h) = out.held.take() {
             // A second login while held: the first one is when it spoke again.

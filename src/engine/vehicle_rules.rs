@@ -514,6 +514,15 @@ mod tests {
         let back = silent.add_millis(3_600_000);
         e.ingest(&[login()], back);
         assert!(reappeared(&mut e).is_empty(), "held for the fix");
+        // A status packet between the login and the fix: still held.
+        let status = Event {
+            kind: EventKind::Heartbeat {
+                alarms: Default::default(),
+            },
+            ..login()
+        };
+        e.ingest(&[status], back.add_millis(500));
+        assert!(reappeared(&mut e).is_empty(), "still held for the fix");
         let fix_at = back.add_millis(1_000);
         e.ingest(&[live_fix(WIRED, fix_at, 22.6, 114.0)], fix_at);
         let r = reappeared(&mut e);

@@ -380,6 +380,20 @@ impl Rules {
         event: &Event,
         received_at: Timestamp,
     ) -> Outcome {
+        self.on_event_awaiting(ctx, state, event, received_at, false)
+    }
+
+    /// [`Rules::on_event`] while the device's `reappeared` is held (`awaiting_fix`): until the
+    /// hold runs out, only a usable position releases it. A GT06 unit sends a status packet
+    /// between its login and its first fix, and a released alert would carry no `distance_m`.
+    pub fn on_event_awaiting(
+        &self,
+        ctx: Option<VehicleContext<'_>>,
+        state: &mut DeviceRuleState,
+        event: &Event,
+        received_at: Timestamp,
+        awaiting_fix: bool,
+    ) -> Outcome {
         let before = state.clone();
         let previous_base = silence::silence_base(state);
         state.last_seen = Some(state.last_seen.map_or(received_at, |t| t.max(received_at)));
@@ -394,7 +408,10 @@ impl Rules {
         if state.silent_alerted {
             if ctx.closed() {
                 state.silent_alerted = false;
-            } else if matches!(event.kind, EventKind::Login) {
+            } else if matches!(event.kind, EventKind::Login)
+                || (awaiting_fix
+                    && !matches!(&event.kind, EventKind::Position(f) if f.position.is_usable()))
+            {
                 // Still silent until it says more (see [`REAPPEAR_HOLD`]).
                 held = Some(HeldReappearance {
                     silent_since: previous_base,
