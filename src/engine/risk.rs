@@ -92,10 +92,12 @@ impl Engine {
     /// off the vehicle sends no `reappeared` to it, and a loan closed and opened again has
     /// forgotten its long stay.
     pub(super) fn risk_reconcile(&mut self, vehicle_id: &str, now: Timestamp) {
-        let outside = self.devices_where(vehicle_id, None, |st| {
+        let cfg = self.rules.config();
+        let outside = self.devices_where(vehicle_id, None, |d, st| {
             st.placement == crate::rules::FencePlacement::Outside
+                && crate::rules::silence::heard_lately(cfg, d, st, now)
         });
-        let silent = self.devices_where(vehicle_id, None, |st| st.silent_alerted);
+        let silent = self.devices_where(vehicle_id, None, |_, st| st.silent_alerted);
         // A closed loan forgets its long stay (`long_stay_sync`), episode and all.
         let unusual = self
             .vrules
@@ -148,9 +150,11 @@ impl Engine {
         now: Timestamp,
     ) {
         let separation = self.cfg.rules.separation_m;
-        let others_silent = self.other_devices(vehicle_id, device, |st| st.silent_alerted);
-        let others_outside = self.other_devices(vehicle_id, device, |st| {
+        let cfg = self.rules.config();
+        let others_silent = self.other_devices(vehicle_id, device, |_, st| st.silent_alerted);
+        let others_outside = self.other_devices(vehicle_id, device, |d, st| {
             st.placement == crate::rules::FencePlacement::Outside
+                && crate::rules::silence::heard_lately(cfg, d, st, now)
         });
         let change: Box<dyn FnOnce(&mut RiskState)> = match kind {
             AlertType::PowerCut | AlertType::Tamper => {
@@ -240,7 +244,7 @@ impl Engine {
         &self,
         vehicle_id: &str,
         device: &DeviceId,
-        test: impl Fn(&crate::rules::DeviceRuleState) -> bool,
+        test: impl Fn(&crate::registry::DeviceBinding, &crate::rules::DeviceRuleState) -> bool,
     ) -> bool {
         self.devices_where(vehicle_id, Some(device), test)
     }
@@ -250,13 +254,13 @@ impl Engine {
         &self,
         vehicle_id: &str,
         except: Option<&DeviceId>,
-        test: impl Fn(&crate::rules::DeviceRuleState) -> bool,
+        test: impl Fn(&crate::registry::DeviceBinding, &crate::rules::DeviceRuleState) -> bool,
     ) -> bool {
         self.vehicles.get(vehicle_id).is_some_and(|v| {
             v.devices
                 .iter()
                 .filter(|d| Some(&d.id) != except)
-                .any(|d| self.states.get(&d.id).is_some_and(&test))
+                .any(|d| self.states.get(&d.id).is_some_and(|st| test(d, st)))
         })
     }
 

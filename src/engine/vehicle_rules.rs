@@ -93,6 +93,20 @@ impl VehicleRules {
     }
 }
 
+/// Whether a device of `vehicle` was heard from within its silence threshold at `now`.
+fn speaks(
+    cfg: &crate::rules::RuleConfig,
+    vehicle: &crate::registry::Vehicle,
+    states: &crate::fast_hash::FastMap<DeviceId, crate::rules::DeviceRuleState>,
+    d: &DeviceId,
+    now: Timestamp,
+) -> bool {
+    match (vehicle.device(d), states.get(d)) {
+        (Some(b), Some(st)) => crate::rules::silence::heard_lately(cfg, b, st, now),
+        _ => false,
+    }
+}
+
 fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     use geo::{Distance, Haversine, Point};
     Haversine.distance(Point::new(a.1, a.0), Point::new(b.1, b.0))
@@ -140,13 +154,16 @@ impl Engine {
         // The car is outside its fence while any of its devices is (CONTRACT.md "Rules": one
         // alert per excursion of the vehicle): a second tracker following the first out, or
         // coming back before it, says nothing new. A tracker left behind inside does not end
-        // the excursion of the one that left with the car.
+        // the excursion of the one that left with the car. One silent past its threshold out
+        // there (dead, or thrown away) no longer speaks for the car.
+        let cfg = self.rules.config();
         if out
             .alerts
             .iter()
             .any(|a| matches!(a.kind, AlertType::GeofenceExit | AlertType::GeofenceReturn))
-            && self.other_devices(vid, &ev.device_id, |st| {
+            && self.other_devices(vid, &ev.device_id, |d, st| {
                 st.placement == crate::rules::FencePlacement::Outside
+                    && crate::rules::silence::heard_lately(cfg, d, st, received_at)
             })
         {
             out.alerts
@@ -206,8 +223,10 @@ impl Engine {
             if !fresh.is_empty() {
                 st.device_mut(&ev.device_id).visits = fresh;
             }
+            let states = &self.states;
+            let live = |d: &DeviceId| speaks(cfg, vehicle, states, d, received_at);
             out.alerts
-                .retain(|a| !st.zone_visit_told(vehicle, &ev.device_id, a));
+                .retain(|a| !st.zone_visit_told(vehicle, &ev.device_id, a, live));
             if let Some(rf) = separation::ring_fix(fix).filter(|_| vehicle.devices.len() > 1) {
                 st.device_mut(&ev.device_id).recent.push(rf);
                 changed = true;
@@ -282,7 +301,9 @@ impl Engine {
                 r.dwell
                     .set(&id, zones::deadline(cfg, &r.zones, &mem.visits));
                 if let (Some(st), Some(v)) = (r.states.get(&*vid), self.vehicles.get(&*vid)) {
-                    drafts.retain(|d| !st.zone_visit_told(v, &id, d));
+                    let states = &self.states;
+                    let live = |d: &DeviceId| speaks(cfg, v, states, d, now);
+                    drafts.retain(|d| !st.zone_visit_told(v, &id, d, live));
                 }
                 for d in drafts {
                     self.raise(&vid, &id, d.kind, d.details, now);
@@ -437,6 +458,56 @@ mod tests {
         assert!(fix(&mut e, WIRELESS, away).is_empty());
     }
 
+    /// A tracker that died (or was thrown away) outside the fence speaks for the car only until
+    /// its silence threshold: after it, the other tracker's return and next exit are the car's.
+    #[test]
+    fn a_tracker_dead_outside_stops_holding_the_excursion_after_its_silence_threshold() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = two_tracker_car(
+            t0,
+            serde_json::json!({"id": "L", "status": "current"}),
+            Some(serde_json::json!({"type": "Circle", "center": [114.0, 22.5], "radius_m": 2000})),
+        );
+        let fix = |e: &mut crate::engine::Engine, device: &str, minutes: i64, lat: f64| {
+            let t = t0.add_millis(minutes * 60_000);
+            e.ingest(&[live_fix(device, t, lat, 114.0)], t);
+            e.take_alerts()
+                .into_iter()
+                .filter(|a| matches!(a.kind, AlertType::GeofenceExit | AlertType::GeofenceReturn))
+                .map(|a| a.kind)
+                .collect::<Vec<_>>()
+        };
+        let (home, away, h) = (22.5, 22.6, 60);
+        assert!(fix(&mut e, WIRED, 1, home).is_empty());
+        assert!(fix(&mut e, WIRELESS, 2, home).is_empty());
+        assert_eq!(fix(&mut e, WIRED, 3, away), [AlertType::GeofenceExit]);
+        // The wireless unit's last word: outside. Its silence threshold is 48 h.
+        assert!(fix(&mut e, WIRELESS, 4, away).is_empty());
+        assert!(
+            fix(&mut e, WIRED, 5, home).is_empty(),
+            "heard from 1 minute ago"
+        );
+        assert!(fix(&mut e, WIRED, 47 * h, away).is_empty());
+        assert_eq!(
+            fix(&mut e, WIRED, 49 * h, home),
+            [AlertType::GeofenceReturn],
+            "silent 49 h: no longer the car"
+        );
+        assert_eq!(fix(&mut e, WIRED, 50 * h, away), [AlertType::GeofenceExit]);
+        let reasons = e.risk_of("V-1", t0.add_millis(50 * h * 60_000)).unwrap();
+        assert!(reasons.reasons.iter().any(|r| r.code == "outside_geofence"));
+        assert_eq!(
+            fix(&mut e, WIRED, 51 * h, home),
+            [AlertType::GeofenceReturn]
+        );
+        let reasons = e.risk_of("V-1", t0.add_millis(51 * h * 60_000)).unwrap();
+        assert!(
+            !reasons.reasons.iter().any(|r| r.code == "outside_geofence"),
+            "{:?}",
+            reasons.reasons
+        );
+    }
+
     /// Two trackers on one car at a pawn shop: one `risk_zone_enter` and one `risk_zone_dwell`
     /// for the car's visit; a new visit once both have left.
     #[test]
@@ -477,6 +548,14 @@ mod tests {
         }
         e.ingest(&[live_fix(WIRELESS, at(95), shop, 114.0)], at(95));
         assert_eq!(kinds(&mut e), [AlertType::RiskZoneEnter], "a new visit");
+        // The wireless unit dies in the shop. While it may just be asleep (its threshold is
+        // 48 h), its visit is the car's; after that, the other tracker's visit is a new one.
+        e.ingest(&[live_fix(WIRED, at(600), shop, 114.0)], at(600));
+        assert!(kinds(&mut e).is_empty(), "the wireless unit was heard 8 h ago");
+        e.ingest(&[live_fix(WIRED, at(660), home, 114.0)], at(660));
+        let late = 95 + 49 * 60;
+        e.ingest(&[live_fix(WIRED, at(late), shop, 114.0)], at(late));
+        assert_eq!(kinds(&mut e), [AlertType::RiskZoneEnter], "silent 49 h");
     }
 
     /// A tracker back from a silence on a new connection: its login holds `reappeared` until

@@ -14,17 +14,35 @@
 use super::{DeviceRuleState, RuleConfig, VehicleContext};
 use crate::event::{DeviceId, Timestamp};
 use crate::fast_hash::FastMap;
-use crate::registry::{DeviceKind, LoanStatus};
+use crate::registry::{DeviceBinding, DeviceKind, LoanStatus};
 use std::collections::BTreeSet;
 use std::hash::Hash;
 use std::time::Duration;
 
 /// The silence threshold that applies to a device.
 pub fn silence_after(cfg: &RuleConfig, ctx: &VehicleContext<'_>) -> Duration {
-    ctx.device.silence_after.unwrap_or(match ctx.device.kind {
+    threshold(cfg, ctx.device)
+}
+
+/// The silence threshold of a device binding: its own, else its kind's default.
+pub fn threshold(cfg: &RuleConfig, device: &DeviceBinding) -> Duration {
+    device.silence_after.unwrap_or(match device.kind {
         DeviceKind::Wired => cfg.silence_after,
         DeviceKind::Wireless => cfg.silence_after_wireless,
     })
+}
+
+/// Heard from within its silence threshold at `now`. What a tracker last said of the car (outside
+/// its fence, in a zone) speaks for the car only while the tracker still speaks: one that died or
+/// was thrown away there must not hold the car's excursion open for good.
+pub fn heard_lately(
+    cfg: &RuleConfig,
+    device: &DeviceBinding,
+    state: &DeviceRuleState,
+    now: Timestamp,
+) -> bool {
+    let limit = threshold(cfg, device).as_millis().min(i64::MAX as u128) as i64;
+    state.last_seen.is_some_and(|t| now.since(t) < limit)
 }
 
 /// When the silence clock started: the later of the last event and the registration.

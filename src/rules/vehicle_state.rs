@@ -29,11 +29,14 @@ impl VehicleRuleState {
     /// Whether another of the vehicle's devices has already told what this zone alert would: a
     /// visit is the car's (CONTRACT.md "Alerts added": once per episode), so while another
     /// tracker is in the zone an entry says nothing new, nor a dwell once another has dwelt.
+    /// Only trackers that still speak count (`speaks`): one that died in the zone must not
+    /// silence the car's later visits.
     pub fn zone_visit_told(
         &self,
         vehicle: &Vehicle,
         device: &DeviceId,
         draft: &super::AlertDraft,
+        speaks: impl Fn(&DeviceId) -> bool,
     ) -> bool {
         let dwell = match draft.kind {
             crate::alert::AlertType::RiskZoneEnter => false,
@@ -45,7 +48,7 @@ impl VehicleRuleState {
         };
         self.devices
             .iter()
-            .filter(|d| d.id != *device && vehicle.device(&d.id).is_some())
+            .filter(|d| d.id != *device && vehicle.device(&d.id).is_some() && speaks(&d.id))
             .any(|d| {
                 d.visits
                     .iter()
