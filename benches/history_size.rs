@@ -267,6 +267,7 @@ fn reads() {
         .expect("params"),
         timezone: "Asia/Shanghai".into(),
         retention: Duration::from_secs(180 * 86_400),
+        last_heard: Default::default(),
     };
     let mut times = Vec::new();
     let mut places = 0;

@@ -302,6 +302,8 @@ fn check(
             },
             timezone: "UTC".into(),
             retention,
+            // The stay being judged is live (a fix came within minutes): it counts up to now.
+            last_heard: Default::default(),
         },
     }
 }

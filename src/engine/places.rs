@@ -24,6 +24,9 @@ pub struct PlacesJob {
     pub params: crate::places::Params,
     pub timezone: String,
     pub retention: std::time::Duration,
+    /// When each device was last heard from: its last stay counts up to then, not through a
+    /// silence after it. A device not in it counts up to the query's `now`.
+    pub last_heard: std::collections::HashMap<DeviceId, Timestamp>,
 }
 
 impl PlacesInputs {
@@ -65,6 +68,11 @@ impl Command for PlacesInputs {
             params,
             timezone: rules.timezone.clone(),
             retention: e.history_retention(),
+            last_heard: v
+                .devices
+                .iter()
+                .filter_map(|d| Some((d.id.clone(), e.devices.get(&d.id)?.last_seen)))
+                .collect(),
         })
     }
 }

@@ -779,6 +779,55 @@ mod tests {
         assert_eq!(times(&h, "5", 0, 10), vec![3, 4, 5, 6, 7, 8, 9]);
     }
 
+    /// A tracker cut while driving: its last fix is no stay, however long the silence after it;
+    /// a device's last stay counts up to when it was last heard from.
+    #[test]
+    fn places_count_a_devices_last_stay_up_to_its_last_word() {
+        let h = history();
+        let dev = DeviceId::new("1");
+        let mut b = Staged::default();
+        // An hour parked (a fix a minute), then 10 minutes driving north (1.1 km a minute),
+        // then nothing.
+        for t in (0..=3600).step_by(60) {
+            let mut f = fix(t);
+            f.pos.lat = 22.5;
+            h.stage(&mut b, &dev, &f);
+        }
+        for i in 1..=10 {
+            let mut f = fix(3600 + i * 60);
+            f.pos.lat = 22.5 + i as f64 * 0.01;
+            h.stage(&mut b, &dev, &f);
+        }
+        commit(&h, b);
+        let now = Timestamp::from_secs(10 * 86_400);
+        let mut job = crate::engine::places::PlacesJob {
+            vehicle_id: "V".into(),
+            days: 30,
+            devices: vec![dev.clone()],
+            params: crate::places::Params::from_rules(
+                200.0,
+                std::time::Duration::from_secs(1200),
+                "UTC",
+            )
+            .unwrap(),
+            timezone: "UTC".into(),
+            retention: std::time::Duration::from_secs(180 * 86_400),
+            last_heard: [(dev.clone(), Timestamp::from_secs(4201))].into(),
+        };
+        let r = places::run(&h, &job, now).unwrap();
+        assert_eq!(r.places.places.len(), 1, "{:?}", r.places);
+        assert!((r.places.places[0].lat - 22.5).abs() < 1e-4);
+        assert!((r.places.places[0].dwell_hours - 1.0).abs() < 0.05);
+        let last = r.places.last_stop.unwrap();
+        assert_eq!(last.since, Timestamp::from_secs(0));
+        // Without its last word, the fix on the road would have "stayed" there for 10 days.
+        job.last_heard.clear();
+        let r = places::run(&h, &job, now).unwrap();
+        assert_eq!(r.places.places.len(), 2);
+        assert!((r.places.places[0].lat - 22.6).abs() < 1e-4);
+        assert!(r.places.places[0].dwell_hours > 200.0);
+    }
+
     #[test]
     fn a_run_filed_after_a_restart_never_replaces_an_earlier_one() {
         let db = sled::Config::new().temporary(true).open().unwrap();

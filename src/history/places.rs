@@ -1,5 +1,7 @@
-//! Places from the history (CONTRACT.md "Places"): every device of the vehicle, merged in
-//! fix-time order, over the last `days`.
+//! Places from the history (CONTRACT.md "Places"): each device of the vehicle over the last
+//! `days`, its fixes streamed from the store into a stay pass of its own, then the stays of all
+//! of them made the car's ([`crate::places::vehicle_places`]). Memory holds stays, never a
+//! month of fixes.
 
 use super::History;
 use crate::engine::places::PlacesJob;
@@ -9,36 +11,37 @@ use crate::time::Timestamp;
 use std::ops::ControlFlow;
 
 /// Runs a places query at `now`. Invalid, LBS and suspect fixes are dropped while reading (they
-/// never count), so a month of a parked car's heartbeat noise costs nothing to hold.
+/// never count).
 pub fn run(history: &History, job: &PlacesJob, now: Timestamp) -> Result<PlacesReport, StoreError> {
     let span = job
         .retention
         .min(std::time::Duration::from_secs(job.days as u64 * 86_400));
     let from = now.add_millis(-(span.as_millis().min(i64::MAX as u128 / 2) as i64));
-    let mut fixes: Vec<Fix> = Vec::new();
+    let mut all = Vec::new();
     for d in &job.devices {
+        let mut tracker = job.params.tracker();
         history.for_each(d.as_str(), from, now.add_millis(1), |h| {
             let p = &h.pos;
             if p.valid && !h.suspect_future && p.cell.is_none() && p.wifi.is_none() {
-                fixes.push(Fix {
+                all.extend(tracker.push(&Fix {
                     time: p.time,
                     lat: p.lat,
                     lon: p.lon,
                     valid: true,
                     lbs: false,
-                });
+                }));
             }
             ControlFlow::Continue(())
         })?;
-    }
-    if job.devices.len() > 1 {
-        // Each device's fixes are in order already: a stable sort of runs is cheap.
-        fixes.sort_by_key(|f| f.time);
+        // A device's last stay counts up to its last word, not through a silence after it (a
+        // tracker cut while driving has not "stayed" on the motorway since).
+        let until = job.last_heard.get(d).map_or(now, |&t| t.min(now));
+        tracker.finish(until, |s| all.push(s));
     }
     Ok(PlacesReport {
         vehicle_id: job.vehicle_id.clone(),
         timezone: job.timezone.clone(),
         days: job.days,
-        places: crate::places::places(fixes, now, &job.params),
+        places: crate::places::vehicle_places(all, &job.params),
     })
 }

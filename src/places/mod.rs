@@ -142,5 +142,67 @@ pub fn places(fixes: impl IntoIterator<Item = Fix>, now: Timestamp, params: &Par
     summary::summarise(&stays(fixes, now, params), params)
 }
 
+/// Places and the last stop from the stays of each of a vehicle's devices, found apart (each
+/// device's fixes through a [`StayTracker`] of its own, or [`stays`]).
+///
+/// One stream of all the devices' fixes would do while they ride together, but two trackers
+/// apart (one removed and dropped somewhere, CONTRACT.md's device separation) would take turns
+/// moving one spot, and neither would ever stay long enough to be a stay. Stays at one spot at
+/// overlapping times are then made one stay of the car ([`merge_stays`]), so that a car parked
+/// at home with two trackers stays there once.
+pub fn vehicle_places(stays: Vec<Stay>, params: &Params) -> Places {
+    summary::summarise(&merge_stays(stays, params.stay_radius_m), params)
+}
+
+/// Stays of several devices as the car's: two at overlapping times with centres within
+/// `radius_m` become one, with the union of their times, the time-weighted centre and both
+/// extents. The result is in `since` order, as [`stays`] gives it.
+pub fn merge_stays(mut all: Vec<Stay>, radius_m: f64) -> Vec<Stay> {
+    use geo::{Distance, Haversine, Point};
+    all.sort_by_key(|s| (s.since, s.until));
+    let mut out: Vec<Stay> = Vec::with_capacity(all.len());
+    // Indices into `out` of the stays that may still overlap what comes (sorted by `since`, a
+    // stay that ended before the next one began never will).
+    let mut live: Vec<usize> = Vec::new();
+    for s in all {
+        live.retain(|&i| out[i].until >= s.since);
+        let here = Point::new(s.lon, s.lat);
+        let same = live.iter().copied().find(|&i| {
+            Haversine.distance(Point::new(out[i].lon, out[i].lat), here) <= radius_m
+        });
+        match same {
+            Some(i) => out[i] = joined(&out[i], &s),
+            None => {
+                live.push(out.len());
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// One stay from two at one spot at overlapping times.
+fn joined(a: &Stay, b: &Stay) -> Stay {
+    use extent::{dlon, M_PER_DEG};
+    let (wa, wb) = (a.duration_ms().max(1) as f64, b.duration_ms().max(1) as f64);
+    let mx = M_PER_DEG * a.lat.to_radians().cos();
+    // `b`'s centre and the joint one, in metres east and north of `a`'s.
+    let (bx, by) = (dlon(b.lon, a.lon) * mx, (b.lat - a.lat) * M_PER_DEG);
+    let (cx, cy) = (bx * wb / (wa + wb), by * wb / (wa + wb));
+    let until = a.until.max(b.until);
+    Stay {
+        lat: a.lat + cy / M_PER_DEG,
+        lon: dlon(a.lon + if mx > 0.0 { cx / mx } else { 0.0 }, 0.0),
+        since: a.since.min(b.since),
+        until,
+        open: (a.open && a.until == until) || (b.open && b.until == until),
+        fixes: a.fixes.saturating_add(b.fixes),
+        extent: a
+            .extent
+            .moved_origin(cx, cy)
+            .merge(b.extent.moved_origin(cx - bx, cy - by)),
+    }
+}
+
 #[cfg(test)]
 mod tests;

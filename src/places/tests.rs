@@ -351,6 +351,49 @@ fn fixes_at_the_same_time_give_one_result_whatever_their_order() {
     assert_eq!(stays(ab, at(100), &params()), stays(ba, at(100), &params()));
 }
 
+/// Each device's stays are found apart, then the car's: two trackers apart (one dropped at a
+/// lot) each make their place, where one stream of both would switch spots at every fix and
+/// find none; two trackers together make one stay, not twice the dwell.
+#[test]
+fn two_trackers_apart_each_keep_their_place_and_together_stay_once() {
+    let lot = HOME.offset(3000.0, 0.0);
+    let p = params();
+    // 10 hours, a fix every 5 minutes from each, 2.5 minutes apart.
+    let wired = parked(HOME, 0, 600, 5);
+    let dropped: Vec<Fix> = parked(lot, 0, 600, 5)
+        .into_iter()
+        .map(|f| Fix {
+            time: f.time.add_millis(150_000),
+            ..f
+        })
+        .collect();
+    let mut merged = cat(vec![wired.clone(), dropped.clone()]);
+    merged.sort_by_key(|f| f.time);
+    assert!(
+        places(merged, at(605), &p).places.is_empty(),
+        "one stream switches spots at every fix"
+    );
+    let mut apart = stays(wired.clone(), at(605), &p);
+    apart.extend(stays(dropped, at(605), &p));
+    let got = vehicle_places(apart, &p);
+    assert_eq!(got.places.len(), 2, "{got:?}");
+    assert!(got.places.iter().all(|pl| pl.dwell_hours >= 10.0));
+
+    // Together at home, the second tracker 40 m off and reporting in between: one stay of the
+    // car, 10 hours, its centre between the two.
+    let near: Vec<Fix> = parked(HOME.offset(40.0, 0.0), 2, 602, 5);
+    let mut both = stays(wired, at(605), &p);
+    both.extend(stays(near, at(605), &p));
+    let car = merge_stays(both, p.stay_radius_m);
+    assert_eq!(car.len(), 1, "{car:?}");
+    assert_eq!((car[0].since, car[0].until), (at(0), at(605)));
+    assert!(car[0].open);
+    assert!(dist((car[0].lat, car[0].lon), HOME.offset(20.0, 0.0)) < 10.0);
+    let got = vehicle_places(car, &p);
+    assert_eq!(got.places.len(), 1);
+    assert!((got.places[0].dwell_hours - 10.1).abs() < 0.1, "{got:?}");
+}
+
 #[test]
 fn older_fixes_than_one_already_seen_are_ignored() {
     let mut fixes = parked(HOME, 0, 60, 10);
