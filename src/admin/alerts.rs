@@ -17,6 +17,8 @@ pub struct AlertQuery {
     limit: Option<usize>,
     /// The `seq` of the last alert of the previous page.
     before: Option<u64>,
+    /// Only this vehicle's alerts.
+    vehicle_id: Option<String>,
 }
 
 /// A page of alerts.
@@ -37,7 +39,7 @@ pub async fn list(
     q: Result<Query<AlertQuery>, QueryRejection>,
 ) -> Result<Json<AlertPage>, ApiError> {
     let Query(q) =
-        q.map_err(|_| ApiError::bad_request("query parameters: state, limit, before"))?;
+        q.map_err(|_| ApiError::bad_request("query parameters: state, limit, before, vehicle_id"))?;
     let state =
         match q.state.as_deref() {
             None => None,
@@ -50,9 +52,12 @@ pub async fn list(
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
     let outbox = st.outbox.clone();
-    let alerts = tokio::task::spawn_blocking(move || outbox.list(state, limit, q.before))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let alerts = tokio::task::spawn_blocking(move || match &q.vehicle_id {
+        Some(v) => outbox.list_for_vehicle(v, state, limit, q.before),
+        None => outbox.list(state, limit, q.before),
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(AlertPage { alerts }))
 }

@@ -551,7 +551,10 @@ mod tests {
         // The wireless unit dies in the shop. While it may just be asleep (its threshold is
         // 48 h), its visit is the car's; after that, the other tracker's visit is a new one.
         e.ingest(&[live_fix(WIRED, at(600), shop, 114.0)], at(600));
-        assert!(kinds(&mut e).is_empty(), "the wireless unit was heard 8 h ago");
+        assert!(
+            kinds(&mut e).is_empty(),
+            "the wireless unit was heard 8 h ago"
+        );
         e.ingest(&[live_fix(WIRED, at(660), home, 114.0)], at(660));
         let late = 95 + 49 * 60;
         e.ingest(&[live_fix(WIRED, at(late), shop, 114.0)], at(late));

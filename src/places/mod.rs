@@ -167,9 +167,10 @@ pub fn merge_stays(mut all: Vec<Stay>, radius_m: f64) -> Vec<Stay> {
     for s in all {
         live.retain(|&i| out[i].until >= s.since);
         let here = Point::new(s.lon, s.lat);
-        let same = live.iter().copied().find(|&i| {
-            Haversine.distance(Point::new(out[i].lon, out[i].lat), here) <= radius_m
-        });
+        let same = live
+            .iter()
+            .copied()
+            .find(|&i| Haversine.distance(Point::new(out[i].lon, out[i].lat), here) <= radius_m);
         match same {
             Some(i) => out[i] = joined(&out[i], &s),
             None => {

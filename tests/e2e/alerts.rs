@@ -156,6 +156,13 @@ fn geofence_exit_and_return_are_delivered_signed_and_invalid_fixes_never_count()
     assert_eq!(list[0]["type"], "geofence_return");
     assert_eq!(list[0]["state"], "delivered");
     assert_eq!(list[1]["attempts"], 1);
+    // One vehicle's alerts, as its console page asks for them.
+    let (s, v) = d.api("GET", "/v1/alerts?vehicle_id=V-1&limit=1", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["alerts"][0]["type"], "geofence_return", "{v}");
+    assert_eq!(v["alerts"].as_array().unwrap().len(), 1, "{v}");
+    let (_, v) = d.api("GET", "/v1/alerts?vehicle_id=V-2", None);
+    assert_eq!(v["alerts"], serde_json::json!([]), "{v}");
 
     // GET /v1/vehicles shows the device with its last-known position.
     let (s, v) = d.api("GET", "/v1/vehicles/V-1", None);

@@ -10,9 +10,12 @@ pub(super) const T_DELIVERY: u8 = b'd';
 pub(super) const T_QUEUE: u8 = b'q';
 pub(super) const T_STATE: u8 = b's';
 pub(super) const T_WEBHOOK: u8 = b'w';
+pub(super) const T_VEHICLE: u8 = b'v';
 pub(super) const K_PENDING: &[u8] = b"mpending";
 pub(super) const K_WEBHOOK_PENDING: &[u8] = b"mw";
 pub(super) const K_NEXT_WID: &[u8] = b"mnextwid";
+/// Set once every alert has its `v` key (alerts written before the index get theirs at open).
+pub(super) const K_VEHICLE_INDEXED: &[u8] = b"mvindexed";
 
 pub(super) fn be_u64(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
@@ -31,6 +34,33 @@ pub(super) fn alert_key(seq: u64) -> [u8; 9] {
     let mut k = [T_ALERT; 9];
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// `v` len(u32) vehicle: the prefix of one vehicle's alerts (the length keeps "V-1" apart from
+/// "V-10").
+pub(super) fn vehicle_prefix(vehicle: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + vehicle.len() + 8);
+    k.push(T_VEHICLE);
+    k.extend_from_slice(&(vehicle.len() as u32).to_be_bytes());
+    k.extend_from_slice(vehicle.as_bytes());
+    k
+}
+
+pub(super) fn vehicle_key(vehicle: &str, seq: u64) -> Vec<u8> {
+    let mut k = vehicle_prefix(vehicle);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The vehicle an alert's stored body names.
+pub(super) fn vehicle_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Of {
+        vehicle_id: String,
+    }
+    serde_json::from_slice::<Of>(body)
+        .ok()
+        .map(|o| o.vehicle_id)
 }
 
 pub(super) fn delivery_key(wid: u32, seq: u64) -> [u8; 13] {

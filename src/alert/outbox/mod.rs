@@ -20,6 +20,7 @@
 //! | `d` wid seq | [`DeliveryRecord`] for one (alert, webhook) |
 //! | `q` wid due seq | empty: the schedule of pending deliveries, ordered by next attempt time |
 //! | `s` state seq | empty: the overall state of each alert, for filtered listing |
+//! | `v` len vehicle seq | empty: each vehicle's alerts, for its own listing |
 //! | `w` name | wid (u32): stable webhook ids, so that reordering the config is harmless |
 //! | `m` ... | counters (pending alerts, pending deliveries per webhook) |
 //!
@@ -238,6 +239,7 @@ impl Outbox {
                 }
             }
         }
+        index_vehicles(&tree)?;
         let counters = Counters {
             pending_alerts: read_u64(&tree, K_PENDING)?,
             pending_by_webhook: wids
@@ -313,6 +315,36 @@ impl Outbox {
             None => Ok(None),
         }
     }
+}
+
+/// Gives every alert written before the vehicle index its `v` key, once.
+fn index_vehicles(tree: &sled::Tree) -> Result<()> {
+    if tree.get(K_VEHICLE_INDEXED)?.is_some() {
+        return Ok(());
+    }
+    let mut b = sled::Batch::default();
+    let mut n = 0usize;
+    for kv in tree.scan_prefix([T_ALERT]) {
+        let (k, v) = kv?;
+        let (Some(seq), Ok(rec)) = (be_u64(&k[1..]), postcard::from_bytes::<AlertRecord>(&v))
+        else {
+            continue;
+        };
+        let Some(vehicle) = vehicle_of(&rec.body) else {
+            continue;
+        };
+        b.insert(vehicle_key(&vehicle, seq), &[]);
+        n += 1;
+        if n.is_multiple_of(10_000) {
+            tree.apply_batch(std::mem::take(&mut b))?;
+        }
+    }
+    b.insert(K_VEHICLE_INDEXED, &[]);
+    tree.apply_batch(b)?;
+    if n > 0 {
+        tracing::info!(alerts = n, "outbox: alerts indexed by vehicle");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -453,6 +485,48 @@ mod tests {
             Outbox::open(&db, &["x".to_string(), "x".to_string()]),
             Err(OutboxError::DuplicateWebhook(_))
         ));
+    }
+
+    /// `GET /v1/alerts?vehicle_id=`: one vehicle's alerts without reading the others', paged
+    /// and filtered like the whole list; alerts from before the index get it at open; pruned
+    /// alerts leave no key behind.
+    #[test]
+    fn one_vehicles_alerts_are_listed_from_their_own_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let ob = Outbox::open(&db, &names(1)).unwrap();
+        let of = |v: &str| Alert {
+            vehicle_id: v.into(),
+            ..alert(&format!("a-{v}"))
+        };
+        let s1 = ob.insert(&of("V-1"), &[0]).unwrap();
+        ob.insert(&of("V-10"), &[0]).unwrap();
+        let s3 = ob.insert(&of("V-1"), &[]).unwrap();
+        ob.insert(&of("V-2"), &[]).unwrap();
+        let seqs = |views: Vec<AlertView>| views.iter().map(|v| v.seq).collect::<Vec<_>>();
+        let list = |v: &str, state, limit, before| ob.list_for_vehicle(v, state, limit, before);
+        assert_eq!(seqs(list("V-1", None, 10, None).unwrap()), [s3, s1]);
+        assert_eq!(seqs(list("V-1", None, 1, Some(s3)).unwrap()), [s1]);
+        assert_eq!(seqs(list("V-1", Some(State::Pending), 10, None).unwrap()), [s1]);
+        assert_eq!(list("V-10", None, 10, None).unwrap().len(), 1);
+        assert!(list("V-3", None, 10, None).unwrap().is_empty());
+
+        // An outbox written before the index: every key gone, and the mark.
+        for kv in ob.inner.tree.scan_prefix([T_VEHICLE]) {
+            ob.inner.tree.remove(kv.unwrap().0).unwrap();
+        }
+        ob.inner.tree.remove(K_VEHICLE_INDEXED).unwrap();
+        drop(ob);
+        let ob = Outbox::open(&db, &names(1)).unwrap();
+        let got = ob.list_for_vehicle("V-1", None, 10, None).unwrap();
+        assert_eq!(seqs(got), [s3, s1]);
+
+        // Pruning the delivered ones takes their keys too.
+        let pruned = ob.prune(Timestamp::from_millis(i64::MAX), 100).unwrap();
+        assert_eq!(pruned, 2);
+        assert_eq!(ob.inner.tree.scan_prefix([T_VEHICLE]).count(), 2);
+        let got = ob.list_for_vehicle("V-1", None, 10, None).unwrap();
+        assert_eq!(seqs(got), [s1]);
     }
 
     #[test]

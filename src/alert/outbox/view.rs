@@ -65,6 +65,35 @@ impl Outbox {
         Ok(out)
     }
 
+    /// One vehicle's alerts, newest first, as [`Outbox::list`] pages them. Reads that vehicle's
+    /// alerts only (all of them in the worst case, when `state` matches none).
+    pub fn list_for_vehicle(
+        &self,
+        vehicle: &str,
+        state: Option<State>,
+        limit: usize,
+        before: Option<u64>,
+    ) -> Result<Vec<AlertView>> {
+        let end = before.unwrap_or(u64::MAX);
+        let range = vehicle_key(vehicle, 0)..vehicle_key(vehicle, end);
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for kv in self.inner.tree.range(range).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = kv?;
+            let seq = be_u64(&k[k.len().saturating_sub(8)..])
+                .ok_or_else(|| corrupt("vehicle key", "short key"))?;
+            if let Some(view) = self
+                .view(seq)?
+                .filter(|v| state.is_none_or(|s| v.state == s))
+            {
+                out.push(view);
+            }
+        }
+        Ok(out)
+    }
+
     /// One alert with its delivery state.
     pub fn view(&self, seq: u64) -> Result<Option<AlertView>> {
         let Some(rec) = self.load_alert(seq)? else {

@@ -46,6 +46,7 @@ impl Outbox {
         let seq = *next_seq;
         let mut b = sled::Batch::default();
         b.insert(&alert_key(seq), rec_bytes);
+        b.insert(vehicle_key(&alert.vehicle_id, seq), &[]);
         for (&i, &wid) in idx.iter().zip(&rec.targets) {
             b.insert(&delivery_key(wid, seq), del_bytes.clone());
             b.insert(&queue_key(wid, now, seq), &[]);
@@ -184,6 +185,9 @@ impl Outbox {
                 }
                 b.remove(k);
                 b.remove(&alert_key(seq));
+                if let Some(vehicle) = vehicle_of(&rec.body) {
+                    b.remove(vehicle_key(&vehicle, seq));
+                }
                 for &wid in &rec.targets {
                     b.remove(&delivery_key(wid, seq));
                 }
