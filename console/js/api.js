@@ -92,11 +92,20 @@ export async function maybe(path, opts) {
 let features;
 
 /// Which endpoints this server has, from its own OpenAPI description (no token needed): the
-/// console is newer or older than the daemon it talks to, and shows what exists.
+/// console is newer or older than the daemon it talks to, and shows what exists. Kept once read;
+/// a failed read (the daemon restarting) is asked again at the next page, not kept for the tab's
+/// life.
 export function capabilities() {
   if (!features) {
     features = fetch('/v1/openapi.json', { cache: 'no-store', credentials: 'omit' })
       .then((r) => (r.ok ? r.json() : null))
+      .then((doc) => {
+        if (!doc) features = null;
+        return doc;
+      }, (e) => {
+        features = null;
+        throw e;
+      })
       .then((doc) => {
         const ops = new Map();
         for (const [p, item] of Object.entries((doc && doc.paths) || {})) {

@@ -14,8 +14,9 @@ import { zonesPage } from './zones.js';
 const POLL_MS = 5000;
 
 // Diagnostics: script errors and Content-Security-Policy violations are shown in the status line
-// (a blocked tile host is visible to the operator) and kept for the end-to-end test.
-const diag = { errors: [], csp: [] };
+// (a blocked tile host is visible to the operator) and kept, with the count of page refreshes,
+// for the end-to-end test.
+const diag = { errors: [], csp: [], polls: 0 };
 window.lienwatch = diag;
 window.addEventListener('error', (e) => problem(diag.errors, String(e.message)));
 window.addEventListener('unhandledrejection', (e) => problem(diag.errors, String(e.reason)));
@@ -107,6 +108,7 @@ async function poll(gen) {
   if (!document.hidden) {
     try {
       await page.refresh();
+      diag.polls += 1;
       if (gen === generation) {
         setStatus(t('status.updated', { time: new Date().toLocaleTimeString(locale()) }), false);
       }

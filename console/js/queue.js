@@ -1,6 +1,7 @@
-// The collections queue: vehicles by risk, highest first, with tier and loan-status filters.
-// A server without risk scores still gets a useful order: overdue first, most days past due
-// first, then the longest silent.
+// The collections queue: vehicles by risk, highest first, with tier and loan-status filters,
+// a page of 100 at a time (the server's `next` cursor leads to the following page, however deep
+// the fleet). A server without risk scores still gets a useful order: overdue first, most days
+// past due first, then the longest silent.
 
 import { api, enc } from './api.js';
 import { fill, h } from './dom.js';
@@ -13,8 +14,21 @@ const PAGE = 100;
 export function queuePage(caps) {
   const serverRisk = caps.param('GET', '/v1/vehicles', 'tier');
   const serverLoan = caps.param('GET', '/v1/vehicles', 'loan_status');
-  const state = { tiers: new Set(), loan: '', limit: serverRisk ? PAGE : 1000 };
-  let table, note, more, tierBox;
+  // `cursors[i]` is the `after` of page i (null for the first); the poll refreshes the page shown.
+  const state = { tiers: new Set(), loan: '', cursors: [null], limit: serverRisk ? PAGE : 1000 };
+  let table, note, prev, next, pageNo, tierBox;
+  let nextCursor = null;
+  let asked = 0; // answers to older questions (a filter changed since) are dropped
+
+  function firstPage() {
+    state.cursors = [null];
+  }
+
+  // At once on a click; a failure shows at the next poll, which asks again.
+  let page;
+  function reload() {
+    page.refresh().catch(() => {});
+  }
 
   function row(v) {
     const risk = v.risk || null;
@@ -50,21 +64,24 @@ export function queuePage(caps) {
       .map(([, v]) => v);
   }
 
-  return {
+  page = {
     mount(el) {
-      const loanSelect = h('select', { id: 'filter-loan', onchange: (e) => { state.loan = e.target.value; this.refresh(); } },
+      const loanSelect = h('select', { id: 'filter-loan', onchange: (e) => { state.loan = e.target.value; firstPage(); reload(); } },
         h('option', { value: '' }, t('queue.all')),
         LOANS.map((l) => h('option', { value: l }, t(`loan.${l}`))));
       loanSelect.value = state.loan;
       tierBox = h('span', { class: 'tiers', id: 'filter-tier' }, t('queue.filter.tier'), ' ',
         TIERS.map((tier) => h('label', null,
           h('input', { type: 'checkbox', value: tier, checked: state.tiers.has(tier),
-            onchange: (e) => { if (e.target.checked) state.tiers.add(tier); else state.tiers.delete(tier); this.refresh(); } }),
+            onchange: (e) => { if (e.target.checked) state.tiers.add(tier); else state.tiers.delete(tier); firstPage(); reload(); } }),
           t(`tier.${tier}`))));
       note = h('p', { class: 'muted', id: 'queue-note', hidden: true }, t('queue.no_risk'));
       table = h('tbody', { id: 'queue-rows' });
-      more = h('button', { type: 'button', id: 'queue-more', hidden: true,
-        onclick: () => { state.limit = Math.min(state.limit + PAGE, 1000); this.refresh(); } }, t('queue.more'));
+      prev = h('button', { type: 'button', id: 'queue-prev', hidden: true,
+        onclick: () => { if (state.cursors.length > 1) state.cursors.pop(); reload(); } }, t('queue.prev'));
+      next = h('button', { type: 'button', id: 'queue-next', hidden: true,
+        onclick: () => { if (nextCursor) state.cursors.push(nextCursor); reload(); } }, t('queue.next'));
+      pageNo = h('span', { class: 'muted', id: 'queue-page' });
       fill(el, h('section', { class: 'queue' },
         h('h1', null, t('queue.title')),
         h('div', { class: 'filters' }, tierBox, h('label', null, t('queue.filter.loan'), ' ', loanSelect)),
@@ -74,14 +91,19 @@ export function queuePage(caps) {
             ['queue.tier', 'queue.score', 'queue.reasons', 'queue.vehicle', 'queue.plate', 'queue.loan', 'queue.dpd', 'queue.last_seen']
               .map((k, i) => h('th', { class: i < 3 ? 'risk-col' : null }, t(k))))),
           table),
-        more));
+        h('div', { class: 'pager' }, prev, ' ', pageNo, ' ', next)));
     },
 
     async refresh() {
       const q = [`limit=${state.limit}`];
       if (serverRisk && state.tiers.size) q.push(`tier=${[...state.tiers].join(',')}`);
       if (serverLoan && state.loan) q.push(`loan_status=${enc(state.loan)}`);
+      const after = serverRisk ? state.cursors[state.cursors.length - 1] : null;
+      if (after) q.push(`after=${enc(after)}`);
+      asked += 1;
+      const mine = asked;
       const data = await api(`/v1/vehicles?${q.join('&')}`);
+      if (mine !== asked) return;
       let list = data.vehicles || [];
       const anyRisk = list.some((v) => v.risk);
       if (!serverLoan && state.loan) list = list.filter((v) => v.loan && v.loan.status === state.loan);
@@ -90,11 +112,15 @@ export function queuePage(caps) {
       tierBox.hidden = !serverRisk && !anyRisk;
       note.hidden = serverRisk || anyRisk;
       document.getElementById('queue').classList.toggle('no-risk', !serverRisk && !anyRisk);
-      more.hidden = !(serverRisk && data.next && state.limit < 1000);
+      nextCursor = serverRisk ? data.next || null : null;
+      next.hidden = !nextCursor;
+      prev.hidden = state.cursors.length < 2;
+      pageNo.textContent = prev.hidden && next.hidden ? '' : t('queue.page', { n: state.cursors.length });
       if (list.length === 0) fill(table, h('tr', null, h('td', { colspan: 8, class: 'muted' }, t('queue.empty'))));
       else fill(table, list.map(row));
     },
 
     destroy() {},
   };
+  return page;
 }

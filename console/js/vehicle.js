@@ -9,7 +9,9 @@ import { ago, code, t, when } from './i18n.js';
 import { distanceM, fixMarker, fit, geometryCentre, geometryLayer, hasCoords, makeMap, placeLayer, trackLayer } from './map.js';
 
 const NEAR_KM = 10;
-const SLOW_EVERY = 12; // places and zones change slowly: every 12th refresh (a minute)
+const SLOW_EVERY = 12; // places change slowly: every 12th refresh (a minute)
+const ZONES_EVERY_MS = 10 * 60 * 1000; // the whole zone list: tens of thousands of zones
+const TRACK_LIMIT = 100000; // the API's most per request: a day at one fix a second fits
 const FINAL = new Set(['answered', 'failed', 'expired']);
 
 function today() {
@@ -26,6 +28,11 @@ export function vehiclePage(id, caps) {
     commands: caps.has('POST', '/v1/devices/{}/commands') && caps.has('GET', '/v1/commands/{}'),
   };
   const commands = new Map(); // device id -> the last locate command
+  const track = new Map(); // device id -> the chosen day's positions so far
+  let trackDay = null;
+  let zoneList = null; // the server's zones, fetched at most every ZONES_EVERY_MS
+  let zonesAt = 0;
+  let recovered = false; // the devices' last locate commands were read back
   let map, fixes, tracks, places, zones, fence, cmdFixes;
   let els = {};
   let vehicle = null;
@@ -74,6 +81,7 @@ export function vehiclePage(id, caps) {
     if (c.unsupported) return t('locate.unsupported');
     if (c.error) return c.error;
     const parts = [t(`locate.${c.state}`)];
+    if (c.lookError) parts.push(` (${t('locate.look_failed', { msg: c.lookError })})`);
     if (c.answer) parts.push(`: ${c.answer}`);
     if (c.answered_at) parts.push(` (${when(c.answered_at)})`);
     return parts.join('');
@@ -109,17 +117,28 @@ export function vehiclePage(id, caps) {
     }
   }
 
-  async function loadTrack() {
+  /// The chosen day's track: read whole when the day changes (and on slow ticks, for late
+  /// uploads), and for today only what came since the last fix on the other polls.
+  async function loadTrack(slow) {
     if (!can.track || !vehicle) return;
+    if (trackDay !== day) {
+      track.clear();
+      trackDay = day;
+    }
+    const asked = day;
     const from = new Date(`${day}T00:00:00`);
     const to = new Date(from.getTime());
     to.setDate(to.getDate() + 1);
-    const range = `from=${enc(from.toISOString())}&to=${enc(to.toISOString())}`;
-    const layers = [];
-    let n = 0;
+    const live = day === today();
+    let truncated = false;
     let anyEndpoint = false;
-    for (const [i, d] of (vehicle.devices || []).entries()) {
+    for (const d of vehicle.devices || []) {
       // One request per device, in turn: a vehicle has one to three.
+      const have = track.get(d.id);
+      if (have && !live && !slow) continue;
+      const last = have && !slow && have.length ? have[have.length - 1] : null;
+      const since = last ? new Date(Date.parse(last.time) + 1) : from;
+      const range = `from=${enc(since.toISOString())}&to=${enc(to.toISOString())}&limit=${TRACK_LIMIT}`;
       let data;
       try {
         data = await api(`/v1/devices/${enc(d.id)}/track?${range}`);
@@ -131,14 +150,22 @@ export function vehiclePage(id, caps) {
         }
         throw e;
       }
-      const ps = ((data && data.positions) || []).filter(hasCoords);
-      n += ps.length;
-      if (ps.length) layers.push(trackLayer(ps, i));
+      // The day was changed while this answer was on its way: it belongs to the old one.
+      if (!alive || trackDay !== asked) return;
+      const got = (data && data.positions) || [];
+      if (got.length >= TRACK_LIMIT) truncated = true;
+      track.set(d.id, last ? have.concat(got) : got);
     }
     if (!alive) return;
     tracks.clearLayers();
-    for (const l of layers) tracks.addLayer(l);
-    els.trackInfo.textContent = n ? t('vehicle.track_points', { n }) : t('vehicle.track_none');
+    let n = 0;
+    for (const [i, d] of (vehicle.devices || []).entries()) {
+      const ps = (track.get(d.id) || []).filter(hasCoords);
+      n += ps.length;
+      if (ps.length) tracks.addLayer(trackLayer(ps, i));
+    }
+    els.trackInfo.textContent = (n ? t('vehicle.track_points', { n }) : t('vehicle.track_none'))
+      + (truncated ? ` ${t('vehicle.track_truncated', { n: TRACK_LIMIT })}` : '');
     if (!can.track) els.track.hidden = true;
     else if (anyEndpoint) els.track.hidden = false;
   }
@@ -168,17 +195,21 @@ export function vehiclePage(id, caps) {
 
   async function loadZones() {
     if (!can.zones || !vehicle) return;
-    const data = await maybe('/v1/zones');
-    if (!alive) return;
-    zones.clearLayers();
-    if (!data) {
-      els.zones.hidden = true;
-      return;
+    if (!zoneList || Date.now() - zonesAt >= ZONES_EVERY_MS) {
+      const data = await maybe('/v1/zones');
+      if (!alive) return;
+      if (!data) {
+        els.zones.hidden = true;
+        return;
+      }
+      zoneList = data.zones || [];
+      zonesAt = Date.now();
     }
+    zones.clearLayers();
     els.zones.hidden = false;
     const spots = (vehicle.devices || []).map((d) => d.position).filter(hasCoords);
     const near = [];
-    for (const z of data.zones || []) {
+    for (const z of zoneList) {
       const c = geometryCentre(z.geometry);
       if (!c) continue;
       const dist = Math.min(...spots.map((s) => Math.max(0, distanceM(s, c) - c.r)));
@@ -213,14 +244,32 @@ export function vehiclePage(id, caps) {
       commands.set(dev, c);
     } catch (e) {
       if (e instanceof Missing && e.status === 405) can.commands = false;
-      if (e instanceof Missing || (e instanceof ApiError && e.status === 422)) commands.set(dev, { unsupported: true });
+      if (e instanceof Missing && e.status === 404) commands.set(dev, { error: t('locate.never_seen') });
+      else if (e instanceof Missing || (e instanceof ApiError && e.status === 422)) commands.set(dev, { unsupported: true });
       else commands.set(dev, { error: e.message });
     }
     renderDevices();
     followCommands();
   }
 
-  /// While a command is on its way, its state is polled every second.
+  /// Each device's newest locate command, from the server: the page may be new (a reload, a
+  /// language switch, back from another page) while one is on its way, or has its answer.
+  async function recoverCommands() {
+    if (recovered || !can.commands || !vehicle) return;
+    recovered = true;
+    for (const d of vehicle.devices || []) {
+      if (commands.has(d.id)) continue;
+      const data = await maybe(`/v1/devices/${enc(d.id)}/commands`);
+      if (!alive) return;
+      const last = ((data && data.commands) || []).find((c) => c.type === 'locate');
+      if (last && !commands.has(d.id)) commands.set(d.id, last);
+    }
+    renderDevices();
+    drawFixes(vehicle);
+  }
+
+  /// While a command is on its way, its state is polled every second; a failed look says so
+  /// and the next one tries again.
   function followCommands() {
     if (cmdTimer || !alive) return;
     const pending = [...commands.entries()].filter(([, c]) => c.id && !FINAL.has(c.state));
@@ -228,8 +277,13 @@ export function vehiclePage(id, caps) {
     cmdTimer = setTimeout(async () => {
       cmdTimer = null;
       for (const [dev, c] of pending) {
-        const next = await maybe(`/v1/commands/${enc(c.id)}`).catch(() => null);
-        if (next && alive) commands.set(dev, next);
+        try {
+          const next = await maybe(`/v1/commands/${enc(c.id)}`);
+          if (next && alive) commands.set(dev, next);
+          else if (alive) commands.set(dev, { error: t('locate.gone') });
+        } catch (e) {
+          if (alive) commands.set(dev, { ...c, lookError: e.message });
+        }
       }
       if (!alive) return;
       renderDevices();
@@ -249,7 +303,7 @@ export function vehiclePage(id, caps) {
       els.map = h('div', { class: 'map', id: 'vehicle-map' });
       els.devices = h('div', { id: 'devices' });
       els.dayInput = h('input', { type: 'date', id: 'track-day', value: day, max: today(),
-        onchange: (e) => { day = e.target.value || today(); loadTrack().then(() => fit(map, [tracks, fixes])).catch(() => {}); } });
+        onchange: (e) => { day = e.target.value || today(); loadTrack(true).then(() => fit(map, [tracks, fixes])).catch(() => {}); } });
       els.trackInfo = h('span', { class: 'muted', id: 'track-info' });
       els.track = section('vehicle.track', 'panel-track', h('label', null, t('vehicle.track_day'), ' ', els.dayInput), ' ', els.trackInfo);
       els.track.hidden = !can.track;
@@ -294,8 +348,9 @@ export function vehiclePage(id, caps) {
       const slow = ticks % SLOW_EVERY === 0;
       ticks += 1;
       await Promise.all([
-        loadTrack(),
+        loadTrack(slow),
         loadAlerts(),
+        recoverCommands(),
         slow ? loadPlaces() : null,
         slow ? loadZones() : null,
       ]);

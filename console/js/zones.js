@@ -1,22 +1,30 @@
-// Every risk zone on one map, with a list.
+// Every risk zone on one map, with a list. A lender keeps tens of thousands of zones and they
+// change seldom: the list is fetched when the page opens, every few minutes after, and when the
+// officer asks (the Reload button), not at every poll of the page.
 
 import { maybe } from './api.js';
 import { fill, h } from './dom.js';
 import { code, t } from './i18n.js';
 import { fit, geometryLayer, makeMap } from './map.js';
 
+const RELOAD_MS = 5 * 60 * 1000;
+
 export function zonesPage(caps) {
-  let map, layer, list, note, canvas;
+  let map, layer, list, note, canvas, reloadButton;
   let fitted = false;
   let alive = true;
+  let loadedAt = null;
 
   return {
     mount(el) {
       note = h('p', { class: 'muted', id: 'zones-note', hidden: true }, t('zones.unavailable'));
       list = h('tbody', { id: 'zone-rows' });
       const mapEl = h('div', { class: 'map', id: 'zones-map' });
+      reloadButton = h('button', { type: 'button', id: 'zones-reload',
+        onclick: () => { loadedAt = null; this.refresh().catch(() => {}); } }, t('zones.reload'));
       fill(el, h('section', { class: 'zones' },
         h('h1', null, t('zones.title')),
+        h('div', { class: 'filters pager' }, reloadButton),
         note,
         mapEl,
         h('table', { class: 'grid' },
@@ -27,8 +35,10 @@ export function zonesPage(caps) {
     },
 
     async refresh() {
+      if (loadedAt !== null && Date.now() - loadedAt < RELOAD_MS) return;
       const data = caps.has('GET', '/v1/zones') ? await maybe('/v1/zones') : null;
       if (!alive) return;
+      loadedAt = Date.now();
       if (!data) {
         note.hidden = false;
         return;

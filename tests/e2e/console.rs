@@ -656,6 +656,62 @@ async fn browse(
     }
     let href = js(c, "return location.href").await;
     assert!(!href.as_str().unwrap_or("").contains(TOKEN), "{href}");
+    // Every request is counted below, however many the walk makes.
+    js(
+        c,
+        "performance.setResourceTimingBufferSize(100000); return true",
+    )
+    .await;
+
+    // A fleet deeper than a page: 120 more vehicles, a page of 100 at a time.
+    for i in 0..120 {
+        let body = format!(
+            r#"{{"loan": {{"id": "L-Z{i}", "status": "current"}},
+                "devices": [{{"id": "86000000000{i:04}", "kind": "wired"}}]}}"#
+        );
+        let (s, v) = d.api("PUT", &format!("/v1/vehicles/Z-{i:03}"), Some(&body));
+        assert_eq!(s, 201, "{v}");
+    }
+    wait_js(
+        c,
+        "return document.querySelectorAll('tr.vehicle-row').length === 100 \
+         && !document.getElementById('queue-next').hidden \
+         && document.getElementById('queue-prev').hidden",
+        long,
+        "the first page of 122 vehicles",
+    )
+    .await;
+    c.find(Locator::Css("#queue-next"))
+        .await
+        .map_err(step("next page"))?
+        .click()
+        .await
+        .map_err(step("open the next page"))?;
+    wait_js(
+        c,
+        "return document.querySelectorAll('tr.vehicle-row').length === 22 \
+         && document.getElementById('queue-page').textContent === 'Page 2' \
+         && document.getElementById('queue-next').hidden \
+         && !document.getElementById('queue-prev').hidden \
+         && !document.querySelector(\"tr.vehicle-row[data-vehicle-id='B-OVERDUE']\")",
+        long,
+        "the second page: the last 22",
+    )
+    .await;
+    c.find(Locator::Css("#queue-prev"))
+        .await
+        .map_err(step("previous page"))?
+        .click()
+        .await
+        .map_err(step("back to the first page"))?;
+    wait_js(
+        c,
+        "return document.querySelectorAll('tr.vehicle-row').length === 100 \
+         && document.querySelector('tr.vehicle-row').dataset.vehicleId === 'B-OVERDUE'",
+        long,
+        "the first page again",
+    )
+    .await;
 
     // The vehicle page: both devices on the map, the GNSS fix and the cell fix drawn apart.
     c.find(Locator::Css("tr.vehicle-row[data-vehicle-id='B-OVERDUE']"))
@@ -834,6 +890,65 @@ async fn browse(
         .select_by_value("en")
         .await
         .map_err(step("choose en"))?;
+    if has_commands {
+        // The page was built anew: the locate answer is read back from the server.
+        wait_js(
+            c,
+            &format!(
+                "const s = document.querySelector(\".command-state[data-device='{WIRED}']\"); \
+                 return s && s.dataset.state === 'answered' && s.textContent.includes('Lat:N22')"
+            ),
+            long,
+            "the locate answer read back after the page was rebuilt",
+        )
+        .await;
+    }
+
+    // The zones page: the list is read once, not at every poll, and again when asked.
+    if has_zones {
+        let zone_reads = "return performance.getEntriesByType('resource') \
+            .filter(e => new URL(e.name).pathname === '/v1/zones').length";
+        let before = js(c, zone_reads).await.as_i64().unwrap_or(0);
+        c.find(Locator::Css("#nav-zones"))
+            .await
+            .map_err(step("zones link"))?
+            .click()
+            .await
+            .map_err(step("open zones"))?;
+        wait_js(
+            c,
+            "return document.querySelectorAll('#zone-rows tr').length === 1 \
+             && document.querySelectorAll('#zones-map path.lw-zone').length === 1",
+            long,
+            "the zone listed and drawn",
+        )
+        .await;
+        let polls = js(c, "return window.lienwatch.polls")
+            .await
+            .as_i64()
+            .unwrap_or(0);
+        wait_js(
+            c,
+            &format!("return window.lienwatch.polls >= {}", polls + 2),
+            long,
+            "two more polls of the zones page",
+        )
+        .await;
+        assert_eq!(js(c, zone_reads).await.as_i64(), Some(before + 1));
+        c.find(Locator::Css("#zones-reload"))
+            .await
+            .map_err(step("reload zones"))?
+            .click()
+            .await
+            .map_err(step("press reload"))?;
+        wait_js(
+            c,
+            &format!("{zone_reads} === {}", before + 2),
+            long,
+            "the zones read again on request",
+        )
+        .await;
+    }
 
     // The alerts list is reachable.
     c.find(Locator::Css("#nav-alerts"))

@@ -507,7 +507,10 @@ mod tests {
         let list = |v: &str, state, limit, before| ob.list_for_vehicle(v, state, limit, before);
         assert_eq!(seqs(list("V-1", None, 10, None).unwrap()), [s3, s1]);
         assert_eq!(seqs(list("V-1", None, 1, Some(s3)).unwrap()), [s1]);
-        assert_eq!(seqs(list("V-1", Some(State::Pending), 10, None).unwrap()), [s1]);
+        assert_eq!(
+            seqs(list("V-1", Some(State::Pending), 10, None).unwrap()),
+            [s1]
+        );
         assert_eq!(list("V-10", None, 10, None).unwrap().len(), 1);
         assert!(list("V-3", None, 10, None).unwrap().is_empty());
 
