@@ -451,8 +451,12 @@ impl Fix {
 /// What a device said, normalised.
 #[derive(Clone, PartialEq, Debug)]
 pub enum EventKind {
-    /// The device identified itself (GT06 login, JT/T 808 register/auth, Teltonika IMEI).
+    /// The device identified itself (GT06 login, JT/T 808 authentication, Teltonika IMEI).
     Login,
+    /// A JT/T 808 registration (0x0100): the device identified itself, but its session is not
+    /// ready for commands until it authenticates, maybe on another connection than the one
+    /// holding its commands. Everything else takes it as a [`EventKind::Login`].
+    Registered,
     /// A sign of life without a fix; may carry alarm state (GT06 0x13 terminal info).
     Heartbeat { alarms: AlarmReport },
     /// A fix (valid or not).
@@ -521,7 +525,9 @@ impl Event {
         match &self.kind {
             EventKind::Position(f) => f.alarms,
             EventKind::Heartbeat { alarms } | EventKind::Alarm { alarms } => *alarms,
-            EventKind::Login | EventKind::CommandAnswer(_) => AlarmReport::NONE,
+            EventKind::Login | EventKind::Registered | EventKind::CommandAnswer(_) => {
+                AlarmReport::NONE
+            }
         }
     }
 
@@ -576,6 +582,9 @@ impl Event {
                 v
             }
             EventKind::Login => json!({"type": "login", "device_id": self.device_id.as_str()}),
+            EventKind::Registered => {
+                json!({"type": "login", "device_id": self.device_id.as_str(), "registration": true})
+            }
             EventKind::Heartbeat { alarms } => json!({
                 "type": "heartbeat",
                 "device_id": self.device_id.as_str(),

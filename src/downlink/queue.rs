@@ -119,7 +119,9 @@ impl Commands {
     }
 
     /// An event from a device: a login makes its command go out again on this connection, an
-    /// answer closes the command in flight, and any sign of life makes its head due.
+    /// answer closes the command in flight, and any sign of life makes its head due. A JT/T 808
+    /// registration is no login here: it may come on a second connection while the first,
+    /// authenticated one holds the command, which would get it twice.
     pub fn on_event(&mut self, store: &Store, ev: &Event, received_at: Timestamp) {
         let Some(&head) = self.queues.get(&ev.device_id).and_then(|q| q.front()) else {
             return;
@@ -467,5 +469,51 @@ mod tests {
         c.on_event(&store, &answer(AnswerKey::InOrder, true), t(201));
         assert_eq!(state(&c, z), CommandState::Answered);
         assert_eq!(c.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_registration_sends_nothing_again_where_a_login_does() {
+        let store = Store::temporary().unwrap();
+        let t = Timestamp::from_secs;
+        let dev = DeviceId::new("1");
+        let mut c = Commands::load(&store).unwrap();
+        let mailbox = crate::downlink::Mailbox::new();
+        let _guard = c.links().register(dev.clone(), mailbox.clone());
+        let ids =
+            |m: &crate::downlink::Mailbox| -> Vec<u64> { m.take().iter().map(|d| d.id).collect() };
+        let a = c
+            .create(
+                &store,
+                dev.clone(),
+                Protocol::Jt808,
+                Downlink::Locate,
+                t(100),
+                t(0),
+            )
+            .unwrap();
+        c.dispatch();
+        assert_eq!(ids(&mailbox), vec![a.id]);
+        c.sent(
+            &store,
+            a.id,
+            AnswerKey::Reply {
+                serial: 1,
+                msg_id: 0x8201,
+            },
+            t(1),
+        );
+        let event = |kind| Event {
+            kind,
+            ..answer(AnswerKey::InOrder, true)
+        };
+        c.on_event(&store, &event(EventKind::Registered), t(2));
+        c.dispatch();
+        assert!(
+            ids(&mailbox).is_empty(),
+            "a registration is no new session here"
+        );
+        c.on_event(&store, &event(EventKind::Login), t(3));
+        c.dispatch();
+        assert_eq!(ids(&mailbox), vec![a.id], "an authentication is");
     }
 }

@@ -911,7 +911,7 @@ impl Jt808Session {
                     self.reply(h, msg::REGISTER_RESPONSE, &reply, out);
                     return;
                 }
-                out.push(self.event(id, EventKind::Login));
+                out.push(self.event(id, EventKind::Registered));
                 let code = auth_code(&self.cfg.auth_key, id);
                 let mut reply = Vec::with_capacity(3 + code.len());
                 reply.extend_from_slice(&h.serial.to_be_bytes());

@@ -408,7 +408,7 @@ impl Rules {
         if state.silent_alerted {
             if ctx.closed() {
                 state.silent_alerted = false;
-            } else if matches!(event.kind, EventKind::Login)
+            } else if matches!(event.kind, EventKind::Login | EventKind::Registered)
                 || (awaiting_fix
                     && !matches!(&event.kind, EventKind::Position(f) if f.position.is_usable()))
             {
@@ -436,7 +436,10 @@ impl Rules {
                         geofence::apply(&self.cfg, fence, state, fix, &mut alerts);
                     }
                 }
-                EventKind::Position(_) | EventKind::Login | EventKind::CommandAnswer(_) => {}
+                EventKind::Position(_)
+                | EventKind::Login
+                | EventKind::Registered
+                | EventKind::CommandAnswer(_) => {}
                 EventKind::Heartbeat { alarms } | EventKind::Alarm { alarms } => {
                     alarm::apply(state, *alarms, &mut alerts);
                 }
