@@ -137,6 +137,13 @@ impl Alarms {
         (Alarms::IMMOBILISED, "immobilised"),
     ];
 
+    /// Every condition this code has a name for.
+    pub fn every() -> Alarms {
+        Alarms::NAMES
+            .iter()
+            .fold(Alarms::NONE, |acc, (a, _)| acc.union(*a))
+    }
+
     pub const fn contains(self, other: Alarms) -> bool {
         self.0 & other.0 == other.0 && other.0 != 0
     }
@@ -209,6 +216,14 @@ impl AlarmReport {
         AlarmReport {
             active: a,
             known: a,
+        }
+    }
+
+    /// A full report: these conditions are on, every other one this code knows is off.
+    pub fn complete(a: Alarms) -> Self {
+        AlarmReport {
+            active: a,
+            known: Alarms::every(),
         }
     }
 
