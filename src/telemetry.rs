@@ -67,6 +67,7 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
     metrics::counter!("lienwatch_history_fixes_total").absolute(0);
     metrics::counter!("lienwatch_history_pruned_total").absolute(0);
     metrics::counter!("lienwatch_history_sealed_total").absolute(0);
+    metrics::counter!("lienwatch_history_upkeep_errors_total").absolute(0);
     metrics::counter!("lienwatch_fixes_suspect_total", "reason" => "future").absolute(0);
     metrics::counter!("lienwatch_devices_refused_total").absolute(0);
     metrics::counter!("lienwatch_commit_failures_total").absolute(0);
@@ -153,6 +154,10 @@ fn describe() {
     describe_counter!(
         "lienwatch_history_sealed_total",
         "fixes sealed into the compact day files of the history (a re-sealed bucket counts again)"
+    );
+    describe_counter!(
+        "lienwatch_history_upkeep_errors_total",
+        "history sealing or pruning passes that failed (each step is tried at every pass)"
     );
     describe_counter!(
         "lienwatch_fixes_suspect_total",

@@ -65,7 +65,8 @@ pub fn spawn_sealing(
                         tracing::debug!(sealed, pruned, "history upkeep");
                     }
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "history upkeep failed"),
+                // Already counted and logged step by step.
+                Ok(Err(_)) => {}
                 Err(_) => break,
             }
             tokio::select! {
@@ -82,8 +83,33 @@ fn drain(h: &History) -> Result<(), crate::store::StoreError> {
     Ok(())
 }
 
+/// Seals, then prunes. Pruning runs whatever sealing did: it is what frees space on a full disk
+/// (where sealing fails first), and one bucket that cannot be sealed must not keep every day file
+/// past retention. An error of either counts in `lienwatch_history_upkeep_errors_total`.
 fn upkeep(h: &History, retention: Duration) -> Result<(u64, u64), crate::store::StoreError> {
     let now = Timestamp::now();
+    let cutoff = now.add_millis(-(retention.as_millis().min(i64::MAX as u128 / 2) as i64));
+    both(|| seal(h, now), || prune(h, cutoff))
+}
+
+/// Runs `seal`, then `prune` whatever `seal` gave; the first error, once both have run.
+fn both<E: std::fmt::Display>(
+    seal: impl FnOnce() -> Result<u64, E>,
+    prune: impl FnOnce() -> Result<u64, E>,
+) -> Result<(u64, u64), E> {
+    let sealing = seal();
+    let pruning = prune();
+    for e in [sealing.as_ref().err(), pruning.as_ref().err()]
+        .into_iter()
+        .flatten()
+    {
+        metrics::counter!("lienwatch_history_upkeep_errors_total").increment(1);
+        tracing::warn!(error = %e, "history upkeep step failed");
+    }
+    Ok((sealing?, pruning?))
+}
+
+fn seal(h: &History, now: Timestamp) -> Result<u64, crate::store::StoreError> {
     // What the last run logged but never filed (a kill) is sealed in this pass, not the next.
     drain(h)?;
     let mut sealed = 0;
@@ -95,7 +121,10 @@ fn upkeep(h: &History, retention: Duration) -> Result<(u64, u64), crate::store::
             break;
         }
     }
-    let cutoff = now.add_millis(-(retention.as_millis().min(i64::MAX as u128 / 2) as i64));
+    Ok(sealed)
+}
+
+fn prune(h: &History, cutoff: Timestamp) -> Result<u64, crate::store::StoreError> {
     let mut pruned = 0;
     loop {
         let s = h.prune(cutoff, SLICE)?;
@@ -106,5 +135,25 @@ fn upkeep(h: &History, retention: Duration) -> Result<(u64, u64), crate::store::
             break;
         }
     }
-    Ok((sealed, pruned))
+    Ok(pruned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_runs_when_sealing_fails() {
+        let mut pruned = false;
+        let r = both(
+            || Err::<u64, _>("no space left on device"),
+            || {
+                pruned = true;
+                Ok(7)
+            },
+        );
+        assert!(pruned, "pruning is what frees the space");
+        assert_eq!(r, Err("no space left on device"));
+        assert_eq!(both(|| Ok::<_, &str>(1), || Ok(2)), Ok((1, 2)));
+    }
 }

@@ -177,8 +177,9 @@ pub fn decode_each(
             dt.checked_mul(1000).ok_or(CodecError::Range)?
         };
         t = t.wrapping_add(dt);
-        lat += r.ivar()?;
-        lon += r.ivar()?;
+        // Stored data is checked, not trusted: a corrupt delta is an error, not a panic.
+        lat = lat.checked_add(r.ivar()?).ok_or(CodecError::Range)?;
+        lon = lon.checked_add(r.ivar()?).ok_or(CodecError::Range)?;
         let speed = r.uvar()? as f64 / 10.0;
         let course: u16 = r.small()?;
         let satellites = if flags & SATELLITES != 0 {
@@ -323,5 +324,17 @@ mod tests {
         assert!(
             decode(&[VERSION, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err()
         );
+        // Two latitude deltas of i64::MAX: the sum overflows (a panic in a checked build).
+        let mut buf = vec![VERSION];
+        put_uvar(&mut buf, 2);
+        for _ in 0..2 {
+            buf.push(0);
+            put_ivar(&mut buf, 1);
+            put_ivar(&mut buf, i64::MAX);
+            put_ivar(&mut buf, 0);
+            put_uvar(&mut buf, 0);
+            put_uvar(&mut buf, 0);
+        }
+        assert_eq!(decode(&buf), Err(CodecError::Range));
     }
 }

@@ -213,6 +213,11 @@ impl Segments {
         let loc = Loc::from_bytes(value).ok_or_else(|| corrupt("index entry"))?;
         let path = self.path(day_of(bucket));
         let file = File::open(&path).map_err(|e| io("open", &path, e))?;
+        // A corrupt entry must not size the buffer: the record lies within its file.
+        let size = file.metadata().map_err(|e| io("stat", &path, e))?.len();
+        if loc.offset.saturating_add(loc.len as u64) > size {
+            return Err(corrupt(format!("index entry past the end of {}", path.display())));
+        }
         let mut rec = vec![0; loc.len as usize];
         file.read_exact_at(&mut rec, loc.offset)
             .map_err(|e| io("read", &path, e))?;
@@ -256,7 +261,9 @@ impl Segments {
         if removed >= max_keys as u64 {
             return Ok((removed, 0));
         }
-        // Every index entry before `first_kept` is gone: the files may go.
+        // Every index entry before `first_kept` is gone, on disk before any file goes: a kill
+        // between the two must not leave entries pointing at deleted files.
+        self.index.flush()?;
         let last_day = day_of(first_kept) - 1;
         let mut files = 0;
         let rd = std::fs::read_dir(&self.dir).map_err(|e| io("list", &self.dir, e))?;
@@ -361,6 +368,16 @@ mod tests {
         bytes[13] ^= 0x40;
         std::fs::write(&file, bytes).unwrap();
         assert!(s.get(&keys::device_prefix("1").unwrap(), 8).is_err());
+        // An entry whose length runs past its file (4 GiB here) is corruption, read as an error
+        // without a buffer of that size.
+        let p = keys::device_prefix("1").unwrap();
+        let huge = Loc {
+            offset: 0,
+            len: u32::MAX,
+        };
+        s.index(&[(p.clone(), 9, huge)]).unwrap();
+        let err = s.get(&p, 9).unwrap_err().to_string();
+        assert!(err.contains("past the end"), "{err}");
     }
 
     #[test]

@@ -349,11 +349,17 @@ mod tests {
         assert_eq!(f.position.speed_kmh, 0.0);
         assert_eq!(f.position.course, 0);
         assert!(f.alarms.active.is_empty());
-        assert!(f.alarms.known.is_empty(), "no `alarms`: nothing said about them");
+        assert!(
+            f.alarms.known.is_empty(),
+            "no `alarms`: nothing said about them"
+        );
         // An empty list: every condition is off (power restored, a tamper switch closed).
         let p = br#"{"time": "2026-11-22T08:15:30Z", "lat": 1, "lon": 2, "alarms": []}"#;
         let d = decode_json(p, Some("13912345678")).unwrap();
-        assert_eq!(fix(&d.events[0]).alarms, AlarmReport::complete(Alarms::NONE));
+        assert_eq!(
+            fix(&d.events[0]).alarms,
+            AlarmReport::complete(Alarms::NONE)
+        );
         assert!(fix(&d.events[0]).alarms.known.contains(Alarms::POWER_CUT));
         // The payload may repeat the topic's id.
         let p =
