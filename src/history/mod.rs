@@ -73,6 +73,9 @@ pub struct History {
     /// Numbers drain passes: sled's ids never repeat, across restarts too (log keys start again
     /// at 0 once the log is empty, and a run keyed by one could overwrite an older run).
     db: sled::Db,
+    /// One drain at a time: the drain task and a sealing pass both drain, and two at once would
+    /// file the same records twice and could write their marks out of order.
+    draining: Arc<std::sync::Mutex<()>>,
 }
 
 /// The fixes of one commit, encoded as a log entry: `[len][device id][block length][block]`
@@ -191,6 +194,7 @@ impl History {
             blocks: Arc::new(Segments::open(blocks_dir, temporary)?),
             legacy: db.open_tree("history")?,
             db: db.clone(),
+            draining: Arc::default(),
         };
         let log = db.open_tree("history_log")?;
         if !log.is_empty() {
@@ -240,6 +244,7 @@ impl History {
     /// One insert at a time, not one `sled::Batch`: sled applies a batch under a lock that
     /// stops every other writer, the engine's commit included.
     pub fn drain_log(&self, max_fixes: usize) -> Result<u64, StoreError> {
+        let _one = self.draining.lock().unwrap_or_else(|p| p.into_inner());
         let entries = self.journal.unfiled(Part::History);
         let mut runs = Runs::default();
         let mut last = None;
@@ -826,6 +831,37 @@ mod tests {
         assert_eq!(r.places.places.len(), 2);
         assert!((r.places.places[0].lat - 22.6).abs() < 1e-4);
         assert!(r.places.places[0].dwell_hours > 200.0);
+    }
+
+    /// The drain task and a sealing pass drain at once: each record is filed once.
+    #[test]
+    fn two_drains_at_once_file_each_record_once() {
+        let h = history();
+        for c in 0..200 {
+            let mut b = Staged::default();
+            for i in 0..10 {
+                h.stage(&mut b, &DeviceId::new(&format!("{i}")), &fix(c));
+            }
+            commit(&h, b);
+        }
+        let filed: u64 = std::thread::scope(|s| {
+            let passes: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut n = 0;
+                        loop {
+                            let got = h.drain_log(10).unwrap();
+                            if got == 0 {
+                                return n;
+                            }
+                            n += got;
+                        }
+                    })
+                })
+                .collect();
+            passes.into_iter().map(|p| p.join().unwrap()).sum()
+        });
+        assert_eq!(filed, 2000);
     }
 
     #[test]

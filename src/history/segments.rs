@@ -216,7 +216,10 @@ impl Segments {
         // A corrupt entry must not size the buffer: the record lies within its file.
         let size = file.metadata().map_err(|e| io("stat", &path, e))?.len();
         if loc.offset.saturating_add(loc.len as u64) > size {
-            return Err(corrupt(format!("index entry past the end of {}", path.display())));
+            return Err(corrupt(format!(
+                "index entry past the end of {}",
+                path.display()
+            )));
         }
         let mut rec = vec![0; loc.len as usize];
         file.read_exact_at(&mut rec, loc.offset)
