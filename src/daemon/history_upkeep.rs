@@ -13,6 +13,10 @@ use tokio_util::sync::CancellationToken;
 /// A bucket stays open this long after it ends, so that the usual late fixes (a tracker's
 /// store-and-forward after a tunnel) join it before it is sealed.
 const SEAL_AFTER: Duration = Duration::from_secs(3600);
+/// Buckets starting this far ahead of the clock only get fixes from trackers whose clocks run
+/// ahead (suspect, kept in the history): sealed at every pass too, so that their runs do not
+/// pile up until real time reaches them.
+const FUTURE_SEALED_FROM: Duration = Duration::from_secs(86_400);
 const SLICE: usize = 200_000;
 
 /// How often logged fixes are filed under their own keys. The log is read whole by every track
@@ -114,7 +118,11 @@ fn seal(h: &History, now: Timestamp) -> Result<u64, crate::store::StoreError> {
     drain(h)?;
     let mut sealed = 0;
     loop {
-        let s = h.compact(now.add_millis(-(SEAL_AFTER.as_millis() as i64)), SLICE)?;
+        let s = h.compact_window(
+            now.add_millis(-(SEAL_AFTER.as_millis() as i64)),
+            now.add(FUTURE_SEALED_FROM),
+            SLICE,
+        )?;
         sealed += s.fixes;
         metrics::counter!("lienwatch_history_sealed_total").increment(s.fixes);
         if (s.fixes as usize) < SLICE {

@@ -428,6 +428,19 @@ impl History {
         sealed_before: Timestamp,
         max_fixes: usize,
     ) -> Result<PassStats, StoreError> {
+        self.compact_window(sealed_before, Timestamp::from_millis(i64::MAX), max_fixes)
+    }
+
+    /// [`History::compact`], and also the buckets from `future_from` on: a tracker whose clock
+    /// runs months ahead files a run into such a bucket at every drain pass, and with no bucket
+    /// to seal until real time gets there, its keys would pile up for months. Those buckets are
+    /// sealed (and sealed again with what comes later) like any late bucket.
+    pub fn compact_window(
+        &self,
+        sealed_before: Timestamp,
+        future_from: Timestamp,
+        max_fixes: usize,
+    ) -> Result<PassStats, StoreError> {
         let mut pending = Pending::default();
         let mut stats = self.migrate_legacy(max_fixes, &mut pending)?;
         // Visible before any bucket is sealed again: a seal merges with the indexed block.
@@ -436,6 +449,7 @@ impl History {
             return Ok(stats);
         }
         let sealed = keys::bucket_of(sealed_before);
+        let future = keys::bucket_of(future_from).max(sealed);
         let mut group: Vec<HistoryFix> = Vec::new();
         let mut group_key: Option<(Vec<u8>, i64)> = None;
         let mut iter = self.recent.iter();
@@ -447,9 +461,11 @@ impl History {
                 continue;
             };
             let bucket = keys::bucket_of(Timestamp::from_millis(t));
-            if bucket >= sealed {
-                // The rest of this device's keys are newer still: skip to the next device.
-                iter = self.recent.range(keys::past(prefix)..);
+            if bucket >= sealed && bucket < future {
+                // This device's current buckets: on to its future ones, if any (then the next
+                // device).
+                let from = keys::bucket_start(future).millis();
+                iter = self.recent.range(keys::with(prefix, from)..);
                 continue;
             }
             if group_key
@@ -831,6 +847,35 @@ mod tests {
         assert_eq!(r.places.places.len(), 2);
         assert!((r.places.places[0].lat - 22.6).abs() < 1e-4);
         assert!(r.places.places[0].dwell_hours > 200.0);
+    }
+
+    /// A tracker whose clock runs a year ahead: each drain pass files a run into a bucket a
+    /// year away. Sealing takes those buckets too (again with what comes later), so its keys
+    /// do not pile up until real time gets there; current buckets stay open.
+    #[test]
+    fn buckets_far_in_the_future_are_sealed_at_every_pass() {
+        let h = history();
+        let now = 1_000 * 86_400;
+        let year = 365 * 86_400;
+        for pass in 0..5 {
+            write(&h, "ahead", &[now + year + pass * 10]);
+            write(&h, "right", &[now + pass * 10]);
+        }
+        assert_eq!(h.recent.len(), 10, "a run per pass and device");
+        let at = |s: i64| Timestamp::from_secs(s);
+        let s = h
+            .compact_window(at(now - 3600), at(now + 86_400), 1_000)
+            .unwrap();
+        assert_eq!(s.fixes, 5);
+        assert_eq!(h.recent.len(), 5, "the current bucket stays open");
+        assert_eq!(times(&h, "ahead", now + year, now + year + 100).len(), 5);
+        // Later passes merge into the sealed block.
+        write(&h, "ahead", &[now + year + 60]);
+        h.compact_window(at(now - 3600), at(now + 86_400), 1_000)
+            .unwrap();
+        assert_eq!(times(&h, "ahead", now + year, now + year + 100).len(), 6);
+        assert_eq!(times(&h, "right", now, now + 100).len(), 5);
+        assert_eq!(h.recent.len(), 5);
     }
 
     /// The drain task and a sealing pass drain at once: each record is filed once.
