@@ -410,8 +410,15 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> Cost {
     // Creates the sessions; probes prove subscriptions are live (one per session, roughly:
     // a shared group hands them round).
     let stop = CancellationToken::new();
-    let task = lienwatch::ingest::mqtt::spawn(&cfg, scfg.clone(), handle.clone(), stop.clone())
-        .expect("mqtt source");
+    let task = lienwatch::ingest::mqtt::spawn(
+        &cfg,
+        scfg.clone(),
+        handle.clone(),
+        stop.clone(),
+        None,
+        |_| {},
+    )
+    .expect("mqtt source");
     let before = acked.load(Ordering::Relaxed);
     while acked.load(Ordering::Relaxed) < before + 2 * s.sessions as u64 {
         publish(probe, lw.clone(), 1).await;
@@ -424,8 +431,15 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> Cost {
         let _ = task.await;
         publish(s, lw.clone(), s.n).await;
         let stop = CancellationToken::new();
-        let task = lienwatch::ingest::mqtt::spawn(&cfg, scfg.clone(), handle.clone(), stop.clone())
-            .expect("mqtt source");
+        let task = lienwatch::ingest::mqtt::spawn(
+            &cfg,
+            scfg.clone(),
+            handle.clone(),
+            stop.clone(),
+            None,
+            |_| {},
+        )
+        .expect("mqtt source");
         (task, stop)
     };
     let base = acked.load(Ordering::Relaxed);

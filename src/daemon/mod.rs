@@ -75,7 +75,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         .map_err(|e| storage_err(e.to_string()))?;
     let ecfg = EngineConfig::from_config(&cfg, webhooks.clone());
     let history = store.history().clone();
-    // Its trees, for the background passes started once the daemon is up.
+    // Its trees, for the background passes started once the daemon is up (and its meta).
     let upkeep_store = store.clone();
     let engine = Engine::open(store, outbox.clone(), ecfg, Timestamp::now())
         .map_err(|e| storage_err(e.to_string()))?;
@@ -109,8 +109,24 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
                 auth_key: auth_key.clone(),
                 ..crate::protocol::SessionConfig::default()
             };
-            let task = crate::ingest::mqtt::spawn(m, scfg, handle.clone(), shutdown.clone())
-                .map_err(|e| DaemonError::Other(e.to_string()))?;
+            let before = upkeep_store
+                .mqtt_sessions()
+                .map_err(|e| storage_err(e.to_string()))?;
+            let keep = upkeep_store.clone();
+            let remember = move |n| {
+                if let Err(e) = keep.set_mqtt_sessions(n) {
+                    tracing::warn!(error = %e, "cannot record mqtt.sessions; a lowered count is checked again at the next start");
+                }
+            };
+            let task = crate::ingest::mqtt::spawn(
+                m,
+                scfg,
+                handle.clone(),
+                shutdown.clone(),
+                before,
+                remember,
+            )
+            .map_err(|e| DaemonError::Other(e.to_string()))?;
             Some(task)
         }
         None => None,

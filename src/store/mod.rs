@@ -290,6 +290,7 @@ pub struct Store {
 }
 
 const ALERTS_RAISED: &str = "alerts_raised";
+const MQTT_SESSIONS: &str = "mqtt_sessions";
 
 impl Store {
     pub fn open(path: &Path, cache_mb: u64) -> Result<Store, StoreError> {
@@ -509,6 +510,23 @@ impl Store {
 
     pub fn set_alerts_raised(&self, n: u64) -> Result<(), StoreError> {
         self.meta.insert(ALERTS_RAISED, &n.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// How many MQTT sessions (`mqtt.sessions`) the broker may still hold for lienwatch: the
+    /// ones above a lowered count are drained and deleted at the next start (`ingest::mqtt`).
+    pub fn mqtt_sessions(&self) -> Result<Option<u16>, StoreError> {
+        Ok(self
+            .meta
+            .get(MQTT_SESSIONS)?
+            .and_then(|v| <[u8; 2]>::try_from(v.as_ref()).ok())
+            .map(u16::from_be_bytes))
+    }
+
+    /// Records the MQTT session count, on disk at once.
+    pub fn set_mqtt_sessions(&self, n: u16) -> Result<(), StoreError> {
+        self.meta.insert(MQTT_SESSIONS, &n.to_be_bytes())?;
+        self.meta.flush()?;
         Ok(())
     }
 

@@ -432,6 +432,65 @@ fn going_from_one_session_to_several_keeps_what_was_queued() {
     }
 }
 
+/// Fewer sessions than before: the broker still holds the ones above the new count, with their
+/// share of what was published while lienwatch was away, and keeps them in the share group
+/// (mosquitto shares among offline members too). They are drained into the store, then deleted,
+/// so that neither what they held nor a share of what comes later is lost.
+#[test]
+fn going_from_three_sessions_to_two_drains_and_deletes_the_third() {
+    let broker = Mosquitto::start();
+    let mut d = Daemon::start(&["gt06"], &mqtt_toml_sessions(&broker, 3));
+    wait_subscribed(&d, &broker);
+    wait_sessions(&d, 3);
+    assert_eq!(d.terminate(), Some(0), "{}", d.log());
+
+    // Queued in the group while lienwatch is away, a share for each of the three sessions.
+    publish_now(
+        broker.port,
+        (0..60u32)
+            .map(|i| (topic(&format!("75{i:02}")), position(500 + i, 1.0, 2.0)))
+            .collect(),
+    );
+    let config = std::fs::read_to_string(&d.config).expect("config");
+    std::fs::write(
+        &d.config,
+        config.replace("sessions = 3\n", "sessions = 2\n"),
+    )
+    .expect("rewrite config");
+    d.spawn();
+    for i in 0..60u32 {
+        let dev = format!("75{i:02}");
+        let t = wait_for(Duration::from_secs(30), &format!("queued {dev}"), || {
+            stored_time(&d, &dev)
+        });
+        assert_eq!(t, time_of(500 + i), "{dev}");
+    }
+    wait_for(Duration::from_secs(30), "the third session deleted", || {
+        d.log().contains("drained and deleted").then_some(())
+    });
+    wait_sessions(&d, 2);
+    // The group is two now: nothing new goes to a session nobody reads.
+    publish_now(
+        broker.port,
+        (0..60u32)
+            .map(|i| (topic(&format!("76{i:02}")), position(600 + i, 1.0, 2.0)))
+            .collect(),
+    );
+    for i in 0..60u32 {
+        let dev = format!("76{i:02}");
+        let t = wait_for(Duration::from_secs(30), &format!("new {dev}"), || {
+            stored_time(&d, &dev)
+        });
+        assert_eq!(t, time_of(600 + i), "{dev}");
+    }
+    // A restart has nothing left to retire (the log is appended to across restarts).
+    assert_eq!(d.terminate(), Some(0), "{}", d.log());
+    let told = d.log().matches("draining and deleting").count();
+    d.spawn();
+    wait_sessions(&d, 2);
+    assert_eq!(d.log().matches("draining and deleting").count(), told);
+}
+
 /// A broker that holds each session to a window of 1 (a receive maximum of 1) is met with a few
 /// hundred sessions of one shared group, the setting the README gives for it: every session
 /// connects, and every message is stored, whichever session the broker hands it to.

@@ -90,9 +90,16 @@ impl Subscriptions {
             return;
         }
         // A fresh client per connection: its channel is empty, so `try_` cannot find it full.
-        match client.try_subscribe_many(self.filters.clone()) {
-            Ok(()) => self.done = true,
-            Err(e) => tracing::error!(client_id, error = %e, "mqtt subscribe could not be queued"),
+        // A retiring session subscribes to nothing.
+        if self.filters.is_empty() {
+            self.done = true;
+        } else {
+            match client.try_subscribe_many(self.filters.clone()) {
+                Ok(()) => self.done = true,
+                Err(e) => {
+                    tracing::error!(client_id, error = %e, "mqtt subscribe could not be queued")
+                }
+            }
         }
         if ack.session_present {
             for f in &self.stale {

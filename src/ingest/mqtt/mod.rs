@@ -55,11 +55,18 @@ pub enum MqttError {
 /// Starts the MQTT source. Returns once the configuration is checked; connecting (and
 /// reconnecting, with backoff) happens in the background until `shutdown`, after which each
 /// session acks what was committed, disconnects and ends; the handle ends after the last.
+///
+/// `before` is the session count of the last run (`Store::mqtt_sessions`). Sessions above a
+/// lowered count are retired (drained, then deleted at the broker, see `Session::retiring`);
+/// `remember` records the new count once none is left (at once when there is nothing to
+/// retire), so that a retirement cut short by a stop is done again at the next start.
 pub fn spawn(
     cfg: &MqttConfig,
     scfg: SessionConfig,
     engine: EngineHandle,
     shutdown: CancellationToken,
+    before: Option<u16>,
+    remember: impl FnOnce(u16) + Send + 'static,
 ) -> Result<JoinHandle<()>, MqttError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let plan = options::plan(cfg)?;
@@ -70,20 +77,39 @@ pub fn spawn(
         subscriptions = plan.routes.len(),
         "mqtt source starting"
     );
-    let sessions: Vec<JoinHandle<()>> = (0..plan.layout.sessions)
-        .map(|index| {
-            let session = session::Session {
-                plan: plan.clone(),
-                index,
-                scfg: scfg.clone(),
-                engine: engine.clone(),
-            };
-            tokio::spawn(session.run(shutdown.clone()))
-        })
-        .collect();
+    let now = plan.layout.sessions;
+    let retired = now..before.unwrap_or(now).max(now);
+    if !retired.is_empty() {
+        tracing::info!(
+            sessions = ?retired,
+            "mqtt sessions above mqtt.sessions: draining and deleting them"
+        );
+    }
+    let start = |index: u16, retiring: bool| {
+        let session = session::Session {
+            plan: plan.clone(),
+            index,
+            scfg: scfg.clone(),
+            engine: engine.clone(),
+            retiring,
+        };
+        tokio::spawn(session.run(shutdown.clone()))
+    };
+    let sessions: Vec<JoinHandle<bool>> = (0..now).map(|i| start(i, false)).collect();
+    let retiring: Vec<JoinHandle<bool>> = retired.map(|i| start(i, true)).collect();
+    let retirement = tokio::spawn(async move {
+        let mut all = true;
+        for r in retiring {
+            all &= r.await.unwrap_or(false);
+        }
+        if all && before != Some(now) {
+            remember(now);
+        }
+    });
     Ok(tokio::spawn(async move {
         for s in sessions {
             let _ = s.await;
         }
+        let _ = retirement.await;
     }))
 }

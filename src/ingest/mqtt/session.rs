@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 const PIPELINED_COMMITS: usize = 4;
 /// How long shutdown waits for in-flight commits to be acked before disconnecting anyway.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(4);
+/// A retiring session is drained once the broker has sent nothing for this long.
+const RETIRE_QUIET: Duration = Duration::from_secs(3);
 
 type Commit = Pin<Box<dyn Future<Output = (CommitId, usize, Result<(), StoreError>)> + Send>>;
 
@@ -39,6 +41,11 @@ pub(super) struct Session {
     pub index: u16,
     pub scfg: SessionConfig,
     pub engine: EngineHandle,
+    /// A session above a lowered `mqtt.sessions`: it leaves the share group, takes in what the
+    /// broker queued for it (committed and acked like any message), and once the broker is quiet
+    /// has the broker delete it. Left alone, the broker would go on queueing its share of every
+    /// message (mosquitto shares among offline members too) for as long as it keeps the session.
+    pub retiring: bool,
 }
 
 /// Messages received and not yet handed to a commit.
@@ -90,29 +97,50 @@ impl Acks {
 }
 
 impl Session {
-    /// Runs until `shutdown`; then acks what was committed, disconnects and returns.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Runs until `shutdown`; then acks what was committed, disconnects and returns. A retiring
+    /// session also returns once it is drained and deleted: true then.
+    pub async fn run(self, shutdown: CancellationToken) -> bool {
         let opts = self.plan.session(self.index);
         let client_id = opts.client_id();
-        let mut subs = Subscriptions {
-            filters: self
-                .plan
-                .routes
-                .iter()
-                .map(|r| {
-                    let mut f = Filter::new(self.plan.layout.filter(&r.filter), QoS::AtLeastOnce);
-                    f.retain_forward_rule = RetainForwardRule::OnNewSubscribe;
-                    f
-                })
-                .collect(),
-            stale: self
-                .plan
-                .routes
-                .iter()
-                .map(|r| self.plan.layout.other_filter(&r.filter))
-                .collect(),
-            done: false,
+        let mut subs = if self.retiring {
+            Subscriptions {
+                filters: Vec::new(),
+                stale: self
+                    .plan
+                    .routes
+                    .iter()
+                    .flat_map(|r| {
+                        [
+                            self.plan.layout.filter(&r.filter),
+                            self.plan.layout.other_filter(&r.filter),
+                        ]
+                    })
+                    .collect(),
+                done: false,
+            }
+        } else {
+            Subscriptions {
+                filters: self
+                    .plan
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        let mut f =
+                            Filter::new(self.plan.layout.filter(&r.filter), QoS::AtLeastOnce);
+                        f.retain_forward_rule = RetainForwardRule::OnNewSubscribe;
+                        f
+                    })
+                    .collect(),
+                stale: self
+                    .plan
+                    .routes
+                    .iter()
+                    .map(|r| self.plan.layout.other_filter(&r.filter))
+                    .collect(),
+                done: false,
+            }
         };
+        let mut drained = false;
         let mut ledger: AckLedger<(Publish, Outcome)> = AckLedger::new();
         // Commits outlive their connection: one that finishes later acks nothing (the ledger
         // has forgotten it), but its data is stored all the same.
@@ -140,14 +168,28 @@ impl Session {
                 msgs: Vec::new(),
                 newest: Timestamp::now(),
             };
+            // Retiring: when the broker has been quiet long enough to call the session drained.
+            let quiet = tokio::time::sleep(RETIRE_QUIET);
+            tokio::pin!(quiet);
+            let mut heard = false;
             let failed = loop {
                 acks.send(&client);
                 if open.msgs.len() >= self.plan.max_batch && commits.len() < PIPELINED_COMMITS {
                     self.submit(&mut open, conn, &mut ledger, &mut commits);
                 }
+                let idle = self.retiring
+                    && heard
+                    && open.msgs.is_empty()
+                    && commits.is_empty()
+                    && acks.queue.is_empty();
                 tokio::select! {
                     biased;
                     _ = &mut cancelled => {
+                        last = Some((client, c));
+                        break 'conn;
+                    }
+                    () = &mut quiet, if idle => {
+                        drained = true;
                         last = Some((client, c));
                         break 'conn;
                     }
@@ -163,8 +205,11 @@ impl Session {
                         Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                             open.newest = Timestamp::now();
                             open.msgs.push(p);
+                            quiet.as_mut().reset(tokio::time::Instant::now() + RETIRE_QUIET);
                         }
                         Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
+                            heard = true;
+                            quiet.as_mut().reset(tokio::time::Instant::now() + RETIRE_QUIET);
                             backoff.reset();
                             if !std::mem::replace(&mut connected, true) {
                                 metrics::gauge!("lienwatch_mqtt_connected").increment(1.0);
@@ -252,7 +297,21 @@ impl Session {
             .await;
         }
         disconnected(&mut connected);
+        if drained && !shutdown.is_cancelled() {
+            let forgotten = tokio::select! {
+                r = forget(opts) => r,
+                _ = &mut cancelled => false,
+            };
+            if forgotten {
+                tracing::info!(
+                    client_id,
+                    "mqtt session above mqtt.sessions drained and deleted"
+                );
+                return true;
+            }
+        }
         tracing::info!(client_id, "mqtt session stopped");
+        false
     }
 
     /// Decodes the open messages and hands them to the engine as one commit.
@@ -287,6 +346,30 @@ impl Session {
             (commit, messages, r)
         }));
     }
+}
+
+/// Has the broker delete a drained session: a clean start discards what it held, and an expiry
+/// of 0 ends it at the disconnect (MQTT 5 §3.1.2.4, §3.1.2.11.2).
+async fn forget(mut opts: rumqttc::v5::MqttOptions) -> bool {
+    opts.set_clean_start(true).set_session_expiry_interval(None);
+    let (client, mut c) = Connection::new(opts, 16);
+    let done = async {
+        loop {
+            match c.next().await {
+                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    if client.try_disconnect().is_err() {
+                        return false;
+                    }
+                }
+                Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    };
+    tokio::time::timeout(SHUTDOWN_DRAIN, done)
+        .await
+        .unwrap_or(false)
 }
 
 /// Books a finished commit; queues the acks it releases. True when the connection must be
