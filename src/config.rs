@@ -791,14 +791,70 @@ fn validate_mqtt(m: &MqttConfig, file: &str) -> Result<(), ConfigError> {
                 ),
             ));
         }
-        if s.topic.is_empty() || s.topic.contains('#') && !s.topic.ends_with('#') {
+        let key = format!("subscription[{i}].topic");
+        if let Err(why) = topic_problem(&s.topic) {
+            return Err(bad(&key, format!("{:?}: {why}", s.topic)));
+        }
+        // The broker sends a message that matches two subscriptions under both, and lienwatch
+        // would read both copies by the first: another format must not overlap.
+        if let Some((j, _)) = m.subscriptions[..i].iter().enumerate().find(|(_, o)| {
+            o.format != s.format && filters_overlap(&as_filter(&o.topic), &as_filter(&s.topic))
+        }) {
             return Err(bad(
-                &format!("subscription[{i}].topic"),
-                format!("{:?} is not a valid topic filter", s.topic),
+                &key,
+                format!(
+                    "{:?} overlaps subscription[{j}].topic {:?}, which has another format: a topic \
+                     can only have one",
+                    s.topic, m.subscriptions[j].topic
+                ),
             ));
         }
     }
     Ok(())
+}
+
+/// Why a configured subscription topic cannot be used, if it cannot.
+fn topic_problem(topic: &str) -> Result<(), &'static str> {
+    if topic.is_empty() {
+        return Err("empty");
+    }
+    if topic.starts_with("$share/") {
+        return Err("lienwatch makes its shared subscription itself: set mqtt.sessions instead");
+    }
+    let levels: Vec<&str> = topic.split('/').collect();
+    for (i, l) in levels.iter().enumerate() {
+        if l.contains('#') && (*l != "#" || i + 1 != levels.len()) {
+            return Err("`#` must be a whole level, and the last");
+        }
+        if l.contains('+') && *l != "+" {
+            return Err("`+` must be a whole level");
+        }
+        if l.contains("{device_id}") && *l != "{device_id}" {
+            return Err("`{device_id}` must be a whole level");
+        }
+    }
+    if levels.iter().filter(|l| **l == "{device_id}").count() > 1 {
+        return Err("`{device_id}` may appear once");
+    }
+    Ok(())
+}
+
+/// The filter a subscription topic subscribes with.
+fn as_filter(topic: &str) -> String {
+    topic.replace("{device_id}", "+")
+}
+
+/// Whether some topic matches both filters (`+` one level, `#` the rest).
+fn filters_overlap(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('/'), b.split('/'));
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == y || x == "+" || y == "+" => {}
+            _ => return false,
+        }
+    }
 }
 
 /// Reads a secret file: trimmed, non-empty.
@@ -1010,5 +1066,36 @@ types = ["geofence_exit", "silent_overdue"]
         let ls = &c.listeners;
         assert_eq!(ls[1].protocol, WireProtocol::TeltonikaUdp);
         assert_eq!(c.webhooks.len(), 1);
+    }
+
+    #[test]
+    fn mqtt_topics_name_what_is_wrong() {
+        let with = |subs: &str| {
+            let text =
+                format!("[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\nclient_id = \"lw\"\n{subs}");
+            Config::parse(&text, "x").map(|_| ()).map_err(|e| e.to_string())
+        };
+        let sub = |topic: &str, format: &str| {
+            format!("[[mqtt.subscription]]\ntopic = \"{topic}\"\nformat = \"{format}\"\n")
+        };
+        assert_eq!(with(&sub("trackers/{device_id}/position", "json")), Ok(()));
+        for (topic, why) in [
+            ("$share/g/trackers/{device_id}", "mqtt.sessions"),
+            ("trackers/dev{device_id}", "whole level"),
+            ("trackers/a+/x", "whole level"),
+            ("trackers/#/x", "the last"),
+            ("{device_id}/{device_id}", "once"),
+        ] {
+            let e = with(&sub(topic, "json")).unwrap_err();
+            assert!(e.contains("mqtt.subscription[0].topic") && e.contains(why), "{topic}: {e}");
+        }
+        // Overlapping filters: fine with one format, refused with two.
+        let two = |a: &str, fa: &str, b: &str, fb: &str| with(&(sub(a, fa) + &sub(b, fb)));
+        assert!(two("fleet/#", "json", "fleet/{device_id}/raw", "json").is_ok());
+        let e = two("fleet/#", "json", "fleet/{device_id}/raw", "gt06").unwrap_err();
+        assert!(e.contains("subscription[1].topic") && e.contains("overlaps"), "{e}");
+        assert!(two("fleet/+/json", "json", "fleet/+/raw", "gt06").is_ok());
+        assert!(two("a/#", "json", "a", "gt06").is_err(), "a/# matches a");
+        assert!(two("a/+", "json", "a", "gt06").is_ok());
     }
 }

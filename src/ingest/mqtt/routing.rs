@@ -50,6 +50,12 @@ impl Route {
                 }
             })
             .collect();
+        // OwnTracks publishes to `<base>/<user>/<device>`, and the base is the app's setting:
+        // without a `{device_id}`, the device is the filter's last `+` level (the third level
+        // of the topic only when the filter has none, as in `owntracks/#`).
+        if format == Format::OwnTracks && device_level.is_none() {
+            device_level = levels.iter().rposition(|l| *l == "+");
+        }
         Route {
             filter: levels.join("/"),
             device_level,
@@ -166,6 +172,8 @@ mod tests {
         assert_eq!(r.matches("trackers/123/position"), Some(Some("123")));
         assert_eq!(r.matches("trackers/123/status"), None);
         assert_eq!(r.matches("trackers/123/position/x"), None);
+        let r = Route::new("tenant/owntracks/+/+", Format::OwnTracks);
+        assert_eq!(r.matches("tenant/owntracks/1001/5"), Some(Some("5")));
         let r = Route::new("owntracks/#", Format::OwnTracks);
         assert_eq!(r.device_level, None);
         assert_eq!(r.matches("owntracks/alice/42"), Some(None));
