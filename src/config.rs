@@ -1073,7 +1073,9 @@ types = ["geofence_exit", "silent_overdue"]
         let with = |subs: &str| {
             let text =
                 format!("[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\nclient_id = \"lw\"\n{subs}");
-            Config::parse(&text, "x").map(|_| ()).map_err(|e| e.to_string())
+            Config::parse(&text, "x")
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
         let sub = |topic: &str, format: &str| {
             format!("[[mqtt.subscription]]\ntopic = \"{topic}\"\nformat = \"{format}\"\n")
@@ -1087,13 +1089,19 @@ types = ["geofence_exit", "silent_overdue"]
             ("{device_id}/{device_id}", "once"),
         ] {
             let e = with(&sub(topic, "json")).unwrap_err();
-            assert!(e.contains("mqtt.subscription[0].topic") && e.contains(why), "{topic}: {e}");
+            assert!(
+                e.contains("mqtt.subscription[0].topic") && e.contains(why),
+                "{topic}: {e}"
+            );
         }
         // Overlapping filters: fine with one format, refused with two.
         let two = |a: &str, fa: &str, b: &str, fb: &str| with(&(sub(a, fa) + &sub(b, fb)));
         assert!(two("fleet/#", "json", "fleet/{device_id}/raw", "json").is_ok());
         let e = two("fleet/#", "json", "fleet/{device_id}/raw", "gt06").unwrap_err();
-        assert!(e.contains("subscription[1].topic") && e.contains("overlaps"), "{e}");
+        assert!(
+            e.contains("subscription[1].topic") && e.contains("overlaps"),
+            "{e}"
+        );
         assert!(two("fleet/+/json", "json", "fleet/+/raw", "gt06").is_ok());
         assert!(two("a/#", "json", "a", "gt06").is_err(), "a/# matches a");
         assert!(two("a/+", "json", "a", "gt06").is_ok());

@@ -22,6 +22,10 @@ use serde::Deserialize;
 /// positioning) is stored but marked not valid, so geofence rules do not act on it.
 pub const OWNTRACKS_MAX_VALID_ACCURACY_M: f64 = 500.0;
 
+/// Fix times a payload may carry, in Unix seconds: the years 2000 to 3000. A device clock at
+/// the epoch (or garbage) is not a fix time.
+const FIX_SECS: std::ops::RangeInclusive<i64> = 946_684_800..=32_503_680_000;
+
 /// Why a payload was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
@@ -144,7 +148,11 @@ fn canonical(
         (Some(p), None) => checked_id(&p)?,
         (None, None) => return Err(PayloadError::NoDeviceId),
     };
-    let time = Timestamp::parse_rfc3339(&c.time).ok_or(PayloadError::BadTime(c.time))?;
+    let time =
+        Timestamp::parse_rfc3339(&c.time).ok_or_else(|| PayloadError::BadTime(c.time.clone()))?;
+    if !FIX_SECS.contains(&time.secs()) {
+        return Err(PayloadError::BadTime(c.time));
+    }
     // `alarms` lists the conditions on now, and so says every other one is off (a power cut
     // listed, then a message without it, is power restored, and the next cut alerts again).
     // A message without the key says nothing about them.
@@ -245,8 +253,8 @@ pub fn decode_owntracks(
         ))
     };
     let tst = m.tst.ok_or_else(|| missing("tst"))?;
-    // A phone clock at 0 (or a garbage value) is not a fix time; bound to years 2000..3000.
-    if !(946_684_800..=32_503_680_000).contains(&tst) {
+    // A phone clock at 0 (or a garbage value) is not a fix time.
+    if !FIX_SECS.contains(&tst) {
         return Err(PayloadError::OutOfRange {
             field: "tst",
             value: tst as f64,
@@ -335,6 +343,17 @@ mod tests {
         assert!(f.alarms.active.contains(Alarms::POWER_CUT));
         assert!(f.alarms.active.contains(Alarms::TAMPER));
         assert!(d.unknown_alarms.is_empty());
+    }
+
+    #[test]
+    fn canonical_times_before_2000_are_refused() {
+        let p = br#"{"device_id": "1", "time": "1970-01-01T00:00:00Z", "lat": 1, "lon": 2}"#;
+        assert!(matches!(
+            decode_json(p, None),
+            Err(PayloadError::BadTime(_))
+        ));
+        let p = br#"{"device_id": "1", "time": "2000-01-01T00:00:00Z", "lat": 1, "lon": 2}"#;
+        assert!(decode_json(p, None).is_ok());
     }
 
     #[test]

@@ -739,7 +739,12 @@ fn imei_str(b: &[u8]) -> Option<&str> {
 /// `valid: false`, so it only counts as a sign of life (§C.3). `utc_offset_s` undoes a device
 /// clock set to local time.
 pub fn record_event(device: &DeviceId, rec: &Record<'_>, utc_offset_s: Option<i32>) -> Event {
-    if !rec.located {
+    // Codec 8/8E/16 carry coordinates as raw integers, and over UDP or bare MQTT payloads no CRC
+    // vouches for them: a latitude of 214.7° is no place. The record still counts (its acks and
+    // IO), as a sign of life.
+    let on_earth =
+        rec.lat_e7.unsigned_abs() <= 900_000_000 && rec.lon_e7.unsigned_abs() <= 1_800_000_000;
+    if !rec.located || !on_earth {
         // A Codec 7 record of IO values only: a sign of life, not a position at 0/0.
         return Event {
             device_id: device.clone(),
@@ -1321,5 +1326,20 @@ mod tests {
         let e = record_event(&id, &rec, Some(3600));
         let p = e.position().expect("position");
         assert_eq!(p.time.to_string(), "2024-05-20T09:30:15Z");
+    }
+
+    /// No CRC over UDP or a bare MQTT payload: a latitude of 214.7° is no position, but the
+    /// record is still a sign of life.
+    #[test]
+    fn coordinates_off_the_earth_are_no_position() {
+        let f = hex(OWN_UNPLUG);
+        let mut bare = f[8..f.len() - 4].to_vec();
+        bare[15..19].copy_from_slice(&0x7FFF_FFFFi32.to_be_bytes());
+        let avl = decode_avl_payload(&bare, 4096).expect("bare");
+        let rec = avl.records().next().expect("record");
+        assert_eq!(rec.lat_e7, i32::MAX);
+        let e = record_event(&DeviceId::new("1"), &rec, None);
+        assert!(e.position().is_none(), "{e:?}");
+        assert!(matches!(e.kind, EventKind::Heartbeat { .. }));
     }
 }
