@@ -130,7 +130,7 @@ fn decode_raw(
         }
     }
     let cfg = SessionConfig {
-        default_device_id,
+        default_device_id: default_device_id.clone(),
         sessionless: true,
         ..scfg.clone()
     };
@@ -147,6 +147,16 @@ fn decode_raw(
                 rejected += 1;
                 crate::ingest::rejected(w.name(), r, topic);
             }
+        }
+    }
+    // The topic names the device (and a broker ACL may allow a device its own topic only): a
+    // frame for another device is refused whole, as a JSON payload naming another one is.
+    if let Some(t) = &default_device_id {
+        if let Some(e) = events.iter().find(|e| &e.device_id != t) {
+            return Err(DecodeError::Payload(PayloadError::DeviceMismatch {
+                payload: e.device_id.to_string(),
+                topic: t.to_string(),
+            }));
         }
     }
     metrics::counter!("lienwatch_frames_decoded_total", "protocol" => w.name())
@@ -212,6 +222,21 @@ mod tests {
         }
         let (_, o) = decode_publish(&routes, &scfg, b"fmb/356307042441013/data", &bare[..10]);
         assert_eq!(o, Outcome::Malformed);
+    }
+
+    /// A frame naming another device than its topic is refused whole: a broker ACL that lets a
+    /// device publish to its own topic only is then the gate CONTRACT.md says it is.
+    #[test]
+    fn a_raw_frame_for_another_device_than_its_topic_is_refused() {
+        use crate::protocol::{parse_hex, WireProtocol};
+        let routes = vec![Route::new("gt/{device_id}", Format::Raw(WireProtocol::Gt06))];
+        let scfg = SessionConfig::default();
+        // protocols.md A.6: a GT06 login of IMEI 123456789012345.
+        let login = parse_hex("78 78 0D 01 01 23 45 67 89 01 23 45 00 01 8C DD 0D 0A").unwrap();
+        let (ev, o) = decode_publish(&routes, &scfg, b"gt/123456789012345", &login);
+        assert_eq!((ev.len(), o), (1, Outcome::Stored));
+        let (ev, o) = decode_publish(&routes, &scfg, b"gt/999999999999999", &login);
+        assert_eq!((ev.len(), o), (0, Outcome::Malformed));
     }
 
     #[test]
