@@ -268,6 +268,7 @@ fn reads() {
         timezone: "Asia/Shanghai".into(),
         retention: Duration::from_secs(180 * 86_400),
         last_heard: Default::default(),
+        bound_since: Default::default(),
     };
     let mut times = Vec::new();
     let mut places = 0;

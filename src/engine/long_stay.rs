@@ -209,6 +209,7 @@ impl Engine {
                         &vid,
                         th,
                         v.devices.iter().map(|d| d.id.clone()).collect(),
+                        &self.bound_since,
                         cfg,
                         self.cfg.history_retention.unwrap_or_default(),
                     ));
@@ -250,7 +251,8 @@ impl Engine {
             }
             if let Some(th) = st.pending() {
                 let devices = v.devices.iter().map(|d| d.id.clone()).collect();
-                ls.checks.push(check(vid, th, devices, cfg, retention));
+                ls.checks
+                    .push(check(vid, th, devices, &self.bound_since, cfg, retention));
             }
         }
     }
@@ -284,9 +286,12 @@ fn check(
     vid: &str,
     threshold: Threshold,
     devices: Vec<DeviceId>,
+    bound: &crate::fast_hash::FastMap<DeviceId, crate::time::Timestamp>,
     cfg: &crate::rules::RuleConfig,
     retention: std::time::Duration,
 ) -> LongStayCheck {
+    // A reused tracker's places on the car it was on before are not this car's usual ones.
+    let bound_since = super::places::bound_since(bound, &devices);
     LongStayCheck {
         vehicle_id: vid.to_string(),
         threshold,
@@ -304,6 +309,7 @@ fn check(
             retention,
             // The stay being judged is live (a fix came within minutes): it counts up to now.
             last_heard: Default::default(),
+            bound_since,
         },
     }
 }

@@ -99,6 +99,9 @@ pub struct Engine {
     vehicles: BTreeMap<String, Vehicle>,
     states: FastMap<DeviceId, DeviceRuleState>,
     registered: Registered,
+    /// When each device was bound to its vehicle (`Store::put_bound`); devices bound before this
+    /// was kept have none.
+    bound_since: FastMap<DeviceId, Timestamp>,
     /// JT/T 808 terminal numbers bound to their registration's terminal id.
     terminal_ids: Arc<registrations::TerminalIds>,
     /// Silence deadlines: O(log n) per update, no scans.
@@ -187,6 +190,16 @@ impl Engine {
                 states.insert(id, st);
             }
         }
+        let mut bound_since = FastMap::default();
+        for kv in store.all_bound() {
+            let (id, vehicle, since) = kv?;
+            if map.get(&id).is_some_and(|v| **v == *vehicle) {
+                bound_since.insert(id, since);
+            } else {
+                // Left over from a binding a crash cut short: nothing reads it.
+                store.put_bound(&id, None)?;
+            }
+        }
         let mut bound = HashMap::new();
         for kv in store.all_registrations() {
             let (id, terminal_id) = kv?;
@@ -230,6 +243,7 @@ impl Engine {
             vehicles,
             states,
             registered: Arc::new(RwLock::new(map)),
+            bound_since,
             terminal_ids: Arc::new(registrations::TerminalIds::new(bound)),
             tracker: SilenceTracker::new(),
             held: FastMap::default(),
@@ -688,6 +702,11 @@ impl Engine {
 
     /// Stops watching a device: its rule state goes, its deadline goes, logins see it unknown.
     fn unregister(&mut self, d: &DeviceId) {
+        if self.bound_since.remove(d).is_some() {
+            if let Err(e) = self.store.put_bound(d, None) {
+                tracing::error!(error = %e, device = %d, "cannot forget a binding time");
+            }
+        }
         if let Some(mut st) = self.states.remove(d) {
             let _ = self.rules.on_unregistered(&mut st);
         }

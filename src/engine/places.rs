@@ -27,6 +27,9 @@ pub struct PlacesJob {
     /// When each device was last heard from: its last stay counts up to then, not through a
     /// silence after it. A device not in it counts up to the query's `now`.
     pub last_heard: std::collections::HashMap<DeviceId, Timestamp>,
+    /// When each device was bound to this vehicle: the fixes it sent before then are another
+    /// car's (a reused tracker). A device not in it (bound before this was kept) counts whole.
+    pub bound_since: std::collections::HashMap<DeviceId, Timestamp>,
 }
 
 impl PlacesInputs {
@@ -73,6 +76,80 @@ impl Command for PlacesInputs {
                 .iter()
                 .filter_map(|d| Some((d.id.clone(), e.devices.get(&d.id)?.last_seen)))
                 .collect(),
+            bound_since: bound_since(&e.bound_since, v.devices.iter().map(|d| &d.id)),
         })
+    }
+}
+
+/// When each of `devices` was bound to its vehicle, for those with a known time.
+pub(super) fn bound_since<'d>(
+    bound: &crate::fast_hash::FastMap<DeviceId, Timestamp>,
+    devices: impl IntoIterator<Item = &'d DeviceId>,
+) -> std::collections::HashMap<DeviceId, Timestamp> {
+    devices
+        .into_iter()
+        .filter_map(|d| Some((d.clone(), *bound.get(d)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::testing::{live_fix, put_vehicle};
+    use crate::engine::vehicles::DeleteVehicle;
+    use crate::engine::EngineConfig;
+    use crate::store::Store;
+    use std::sync::Arc;
+
+    /// A tracker taken off one car and put on another: the second car's places start at its
+    /// binding, or a team would be sent to the first borrower's home. Kept across a restart.
+    #[test]
+    fn a_reused_tracker_brings_no_places_of_its_earlier_car() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let at = |min: i64| t0.add_millis(min * 60_000);
+        let store = Store::temporary().unwrap();
+        let open = |store: Store| {
+            let outbox = store.open_outbox(&[], Arc::new(move || t0)).unwrap();
+            let cfg = EngineConfig {
+                history_retention: Some(std::time::Duration::from_secs(180 * 86_400)),
+                ..EngineConfig::from_config(&Default::default(), Vec::new())
+            };
+            Engine::open(store, outbox, cfg, t0).unwrap()
+        };
+        let mut e = open(store.clone());
+        let body = serde_json::json!({"loan": {"id": "L", "status": "current"},
+            "devices": [{"id": "123456789012345", "kind": "wired"}]});
+        put_vehicle(&mut e, "V-1", body.clone(), t0);
+        let (first_home, second_home) = ((22.5, 114.0), (22.7, 114.2));
+        let stay = |e: &mut Engine, from: i64, (lat, lon): (f64, f64)| {
+            for m in (from..from + 120).step_by(10) {
+                e.ingest(&[live_fix("123456789012345", at(m), lat, lon)], at(m));
+            }
+            e.flush().unwrap();
+        };
+        stay(&mut e, 0, first_home);
+        DeleteVehicle { id: "V-1".into() }
+            .apply(&mut e, at(200))
+            .unwrap();
+        put_vehicle(&mut e, "V-2", body, at(200));
+        stay(&mut e, 300, second_home);
+        let places = |e: &mut Engine| {
+            let job = PlacesInputs {
+                vehicle_id: "V-2".into(),
+                days: 30,
+            }
+            .apply(e, at(500))
+            .unwrap();
+            let r = crate::history::places::run(e.store.history(), &job, at(500)).unwrap();
+            r.places
+                .places
+                .iter()
+                .map(|p| ((p.lat * 10.0).round() / 10.0, (p.lon * 10.0).round() / 10.0))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(places(&mut e), [second_home]);
+        drop(e);
+        let mut e = open(store);
+        assert_eq!(places(&mut e), [second_home], "after a restart");
     }
 }

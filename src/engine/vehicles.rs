@@ -61,6 +61,14 @@ impl Command for PutVehicle {
                 e.unregister(&d.id);
             }
         }
+        // A device new to this vehicle: its places count from now (a reused tracker's history
+        // is the car it was on before).
+        for d in &kept {
+            if e.vehicle_id_of(d).is_none() {
+                e.store.put_bound(d, Some((&id, now)))?;
+                e.bound_since.insert(d.clone(), now);
+            }
+        }
         if let Ok(mut reg) = e.registered.write() {
             let shared: Arc<str> = Arc::from(id.as_str());
             for d in &kept {

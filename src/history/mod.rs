@@ -834,6 +834,7 @@ mod tests {
             timezone: "UTC".into(),
             retention: std::time::Duration::from_secs(180 * 86_400),
             last_heard: [(dev.clone(), Timestamp::from_secs(4201))].into(),
+            bound_since: Default::default(),
         };
         let r = places::run(&h, &job, now).unwrap();
         assert_eq!(r.places.places.len(), 1, "{:?}", r.places);

@@ -20,9 +20,13 @@ pub fn run(history: &History, job: &PlacesJob, now: Timestamp) -> Result<PlacesR
     let mut all = Vec::new();
     for d in &job.devices {
         let mut tracker = job.params.tracker();
+        // What it sent before it was bound to this vehicle is another car's (a reused tracker);
+        // by arrival, so that a backlog uploaded after the binding still counts.
+        let bound = job.bound_since.get(d).copied();
         history.for_each(d.as_str(), from, now.add_millis(1), |h| {
             let p = &h.pos;
-            if p.valid && !h.suspect_future && p.cell.is_none() && p.wifi.is_none() {
+            let ours = bound.is_none_or(|b| p.received_at >= b);
+            if ours && p.valid && !h.suspect_future && p.cell.is_none() && p.wifi.is_none() {
                 all.extend(tracker.push(&Fix {
                     time: p.time,
                     lat: p.lat,

@@ -267,6 +267,8 @@ impl DeviceRecord {
 /// - `zones`: risk zone id -> the zone's API body (JSON text; see `crate::registry::Zone`)
 /// - `vehicle_rules`: vehicle id -> the vehicle-wide rule state (postcard; `crate::rules::VehicleRuleState`)
 /// - `stays`: vehicle id -> the `long_stay` rule's state (postcard; `crate::rules::long_stay`)
+/// - `bound`: device id -> when it was bound to its vehicle (ms, i64 BE) and the vehicle's id:
+///   a vehicle's places read a reused tracker's history from then on only
 /// - the outbox's own tree (`crate::alert::outbox`), opened through [`Store::open_outbox`]
 /// - beside the database, the `journal` folder ([`journal`]): each commit's new device records
 ///   and fixes, one synced append a commit, until the background passes file them here
@@ -287,6 +289,7 @@ pub struct Store {
     zones: sled::Tree,
     vehicle_rules: sled::Tree,
     stays: sled::Tree,
+    bound: sled::Tree,
 }
 
 const ALERTS_RAISED: &str = "alerts_raised";
@@ -345,6 +348,7 @@ impl Store {
             zones: db.open_tree("zones")?,
             vehicle_rules: db.open_tree("vehicle_rules")?,
             stays: db.open_tree("stays")?,
+            bound: db.open_tree("bound")?,
             db,
         })
     }
@@ -440,6 +444,39 @@ impl Store {
             let (k, v) = r?;
             Ok((device_key(&k), String::from_utf8_lossy(&v).into()))
         })
+    }
+
+    /// Every device's binding time as `(device, vehicle, since)`.
+    pub fn all_bound(
+        &self,
+    ) -> impl Iterator<Item = Result<(DeviceId, String, Timestamp), StoreError>> + '_ {
+        self.bound.iter().filter_map(|r| {
+            let (k, v) = match r {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let (since, vehicle) = v.split_first_chunk::<8>()?;
+            let since = Timestamp::from_millis(i64::from_be_bytes(*since));
+            Some(Ok((
+                device_key(&k),
+                String::from_utf8_lossy(vehicle).into_owned(),
+                since,
+            )))
+        })
+    }
+
+    /// Records when `device` was bound to `vehicle`; `None` forgets it (unbound).
+    pub fn put_bound(
+        &self,
+        device: &DeviceId,
+        bound: Option<(&str, Timestamp)>,
+    ) -> Result<(), StoreError> {
+        let value = bound.map(|(vehicle, since)| {
+            let mut v = since.millis().to_be_bytes().to_vec();
+            v.extend_from_slice(vehicle.as_bytes());
+            v
+        });
+        put_or_remove(&self.bound, device.as_str(), value.as_deref())
     }
 
     pub fn put_registration(&self, id: &DeviceId, terminal_id: &str) -> Result<(), StoreError> {

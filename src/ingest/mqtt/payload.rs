@@ -229,7 +229,10 @@ mod tests {
     #[test]
     fn a_raw_frame_for_another_device_than_its_topic_is_refused() {
         use crate::protocol::{parse_hex, WireProtocol};
-        let routes = vec![Route::new("gt/{device_id}", Format::Raw(WireProtocol::Gt06))];
+        let routes = vec![Route::new(
+            "gt/{device_id}",
+            Format::Raw(WireProtocol::Gt06),
+        )];
         let scfg = SessionConfig::default();
         // protocols.md A.6: a GT06 login of IMEI 123456789012345.
         let login = parse_hex("78 78 0D 01 01 23 45 67 89 01 23 45 00 01 8C DD 0D 0A").unwrap();
