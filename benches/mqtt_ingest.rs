@@ -409,27 +409,7 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> Cost {
 
     // Creates the sessions; probes prove subscriptions are live (one per session, roughly:
     // a shared group hands them round).
-    let stop = CancellationToken::new();
-    let task = lienwatch::ingest::mqtt::spawn(
-        &cfg,
-        scfg.clone(),
-        handle.clone(),
-        stop.clone(),
-        None,
-        |_| {},
-    )
-    .expect("mqtt source");
-    let before = acked.load(Ordering::Relaxed);
-    while acked.load(Ordering::Relaxed) < before + 2 * s.sessions as u64 {
-        publish(probe, lw.clone(), 1).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (task, stop) = if s.live {
-        (task, stop)
-    } else {
-        stop.cancel();
-        let _ = task.await;
-        publish(s, lw.clone(), s.n).await;
+    let start = || {
         let stop = CancellationToken::new();
         let task = lienwatch::ingest::mqtt::spawn(
             &cfg,
@@ -441,6 +421,20 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> Cost {
         )
         .expect("mqtt source");
         (task, stop)
+    };
+    let (task, stop) = start();
+    let before = acked.load(Ordering::Relaxed);
+    while acked.load(Ordering::Relaxed) < before + 2 * s.sessions as u64 {
+        publish(probe, lw.clone(), 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (task, stop) = if s.live {
+        (task, stop)
+    } else {
+        stop.cancel();
+        let _ = task.await;
+        publish(s, lw.clone(), s.n).await;
+        start()
     };
     let base = acked.load(Ordering::Relaxed);
     let meter = Meter::start(s);

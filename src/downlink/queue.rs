@@ -305,6 +305,25 @@ mod tests {
         }
     }
 
+    /// The ids handed to a connection's mailbox since the last look.
+    fn ids(m: &crate::downlink::Mailbox) -> Vec<u64> {
+        m.take().iter().map(|d| d.id).collect()
+    }
+
+    /// Commands on a fresh store, with device "1" connected: its mailbox and link.
+    fn connected() -> (
+        Store,
+        Commands,
+        Arc<crate::downlink::Mailbox>,
+        crate::downlink::links::LinkGuard,
+    ) {
+        let store = Store::temporary().unwrap();
+        let c = Commands::load(&store).unwrap();
+        let mailbox = crate::downlink::Mailbox::new();
+        let guard = c.links().register(DeviceId::new("1"), mailbox.clone());
+        (store, c, mailbox, guard)
+    }
+
     #[test]
     fn one_at_a_time_in_order_answered_by_key_expired_on_time_kept_across_reopen() {
         let store = Store::temporary().unwrap();
@@ -312,8 +331,6 @@ mod tests {
         let dev = DeviceId::new("1");
         let mut c = Commands::load(&store).unwrap();
         let mailbox = crate::downlink::Mailbox::new();
-        let ids =
-            |m: &crate::downlink::Mailbox| -> Vec<u64> { m.take().iter().map(|d| d.id).collect() };
         let a = c
             .create(
                 &store,
@@ -391,14 +408,9 @@ mod tests {
     /// after the one it answers.
     #[test]
     fn an_in_order_answer_after_an_expiry_or_a_resend_finds_nothing_to_close() {
-        let store = Store::temporary().unwrap();
+        let (store, mut c, mailbox, _guard) = connected();
         let t = Timestamp::from_secs;
         let dev = DeviceId::new("1");
-        let mut c = Commands::load(&store).unwrap();
-        let mailbox = crate::downlink::Mailbox::new();
-        let _guard = c.links().register(dev.clone(), mailbox.clone());
-        let ids =
-            |m: &crate::downlink::Mailbox| -> Vec<u64> { m.take().iter().map(|d| d.id).collect() };
         let create = |c: &mut Commands, expires: i64, now: i64| {
             c.create(
                 &store,
@@ -473,14 +485,9 @@ mod tests {
 
     #[test]
     fn a_registration_sends_nothing_again_where_a_login_does() {
-        let store = Store::temporary().unwrap();
+        let (store, mut c, mailbox, _guard) = connected();
         let t = Timestamp::from_secs;
         let dev = DeviceId::new("1");
-        let mut c = Commands::load(&store).unwrap();
-        let mailbox = crate::downlink::Mailbox::new();
-        let _guard = c.links().register(dev.clone(), mailbox.clone());
-        let ids =
-            |m: &crate::downlink::Mailbox| -> Vec<u64> { m.take().iter().map(|d| d.id).collect() };
         let a = c
             .create(
                 &store,
