@@ -193,11 +193,10 @@ impl Engine {
         let mut bound_since = FastMap::default();
         for kv in store.all_bound() {
             let (id, vehicle, since) = kv?;
+            // A device off its vehicle keeps its record: bound to that vehicle again (deleted and
+            // put back), it keeps its time.
             if map.get(&id).is_some_and(|v| **v == *vehicle) {
                 bound_since.insert(id, since);
-            } else {
-                // Left over from a binding a crash cut short: nothing reads it.
-                store.put_bound(&id, None)?;
             }
         }
         let mut bound = HashMap::new();
@@ -702,11 +701,7 @@ impl Engine {
 
     /// Stops watching a device: its rule state goes, its deadline goes, logins see it unknown.
     fn unregister(&mut self, d: &DeviceId) {
-        if self.bound_since.remove(d).is_some() {
-            if let Err(e) = self.store.put_bound(d, None) {
-                tracing::error!(error = %e, device = %d, "cannot forget a binding time");
-            }
-        }
+        self.bound_since.remove(d);
         if let Some(mut st) = self.states.remove(d) {
             let _ = self.rules.on_unregistered(&mut st);
         }

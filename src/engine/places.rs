@@ -151,5 +151,17 @@ mod tests {
         drop(e);
         let mut e = open(store);
         assert_eq!(places(&mut e), [second_home], "after a restart");
+        // V-2 deleted and put back with its tracker: the same car, its places kept.
+        DeleteVehicle { id: "V-2".into() }
+            .apply(&mut e, at(450))
+            .unwrap();
+        put_vehicle(
+            &mut e,
+            "V-2",
+            serde_json::json!({"loan": {"id": "L", "status": "current"},
+                "devices": [{"id": "123456789012345", "kind": "wired"}]}),
+            at(460),
+        );
+        assert_eq!(places(&mut e), [second_home], "put back");
     }
 }

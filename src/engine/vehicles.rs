@@ -62,11 +62,18 @@ impl Command for PutVehicle {
             }
         }
         // A device new to this vehicle: its places count from now (a reused tracker's history
-        // is the car it was on before).
+        // is the car it was on before), unless it was on this same vehicle last (deleted and
+        // put back).
         for d in &kept {
             if e.vehicle_id_of(d).is_none() {
-                e.store.put_bound(d, Some((&id, now)))?;
-                e.bound_since.insert(d.clone(), now);
+                let since = match e.store.bound(d)? {
+                    Some((last, since)) if last == id => since,
+                    _ => {
+                        e.store.put_bound(d, Some((&id, now)))?;
+                        now
+                    }
+                };
+                e.bound_since.insert(d.clone(), since);
             }
         }
         if let Ok(mut reg) = e.registered.write() {

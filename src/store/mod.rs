@@ -267,8 +267,8 @@ impl DeviceRecord {
 /// - `zones`: risk zone id -> the zone's API body (JSON text; see `crate::registry::Zone`)
 /// - `vehicle_rules`: vehicle id -> the vehicle-wide rule state (postcard; `crate::rules::VehicleRuleState`)
 /// - `stays`: vehicle id -> the `long_stay` rule's state (postcard; `crate::rules::long_stay`)
-/// - `bound`: device id -> when it was bound to its vehicle (ms, i64 BE) and the vehicle's id:
-///   a vehicle's places read a reused tracker's history from then on only
+/// - `bound`: device id -> when it was bound to the vehicle it was last on (ms, i64 BE) and that
+///   vehicle's id: a vehicle's places read a reused tracker's history from then on only
 /// - the outbox's own tree (`crate::alert::outbox`), opened through [`Store::open_outbox`]
 /// - beside the database, the `journal` folder ([`journal`]): each commit's new device records
 ///   and fixes, one synced append a commit, until the background passes file them here
@@ -465,7 +465,18 @@ impl Store {
         })
     }
 
-    /// Records when `device` was bound to `vehicle`; `None` forgets it (unbound).
+    /// The vehicle `device` was last bound to, and since when.
+    pub fn bound(&self, device: &DeviceId) -> Result<Option<(String, Timestamp)>, StoreError> {
+        Ok(self.bound.get(device.as_str().as_bytes())?.and_then(|v| {
+            let (since, vehicle) = v.split_first_chunk::<8>()?;
+            Some((
+                String::from_utf8_lossy(vehicle).into_owned(),
+                Timestamp::from_millis(i64::from_be_bytes(*since)),
+            ))
+        }))
+    }
+
+    /// Records when `device` was bound to `vehicle`; `None` forgets it.
     pub fn put_bound(
         &self,
         device: &DeviceId,
