@@ -137,13 +137,6 @@ impl Alarms {
         (Alarms::IMMOBILISED, "immobilised"),
     ];
 
-    /// Every condition this code has a name for.
-    pub fn every() -> Alarms {
-        Alarms::NAMES
-            .iter()
-            .fold(Alarms::NONE, |acc, (a, _)| acc.union(*a))
-    }
-
     pub const fn contains(self, other: Alarms) -> bool {
         self.0 & other.0 == other.0 && other.0 != 0
     }
@@ -199,16 +192,22 @@ impl fmt::Debug for Alarms {
 /// the condition ended), GT06 sends one alarm code per alarm packet (silent about the others).
 /// `known` says which conditions this frame reports at all; `active` which of those are on. Rules
 /// raise an alert on the edge from off to on, so a condition repeated in every frame alerts once.
+/// MQTT JSON reports alarms as events instead (`events`): each listed one happened, and says
+/// nothing about whether it goes on.
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct AlarmReport {
     pub active: Alarms,
     pub known: Alarms,
+    /// Conditions that occurred, each an event of its own: they raise their alert every time and
+    /// latch no state (protocols.md E.4: "treat `alarms` as edge events").
+    pub events: Alarms,
 }
 
 impl AlarmReport {
     pub const NONE: AlarmReport = AlarmReport {
         active: Alarms::NONE,
         known: Alarms::NONE,
+        events: Alarms::NONE,
     };
 
     /// An edge-style report: these conditions are on, nothing is said about the others.
@@ -216,14 +215,16 @@ impl AlarmReport {
         AlarmReport {
             active: a,
             known: a,
+            events: Alarms::NONE,
         }
     }
 
-    /// A full report: these conditions are on, every other one this code knows is off.
-    pub fn complete(a: Alarms) -> Self {
+    /// These conditions occurred, as events: nothing is said about their state.
+    pub fn occurred(a: Alarms) -> Self {
         AlarmReport {
             active: a,
-            known: Alarms::every(),
+            known: Alarms::NONE,
+            events: a,
         }
     }
 

@@ -153,22 +153,16 @@ fn canonical(
     if !FIX_SECS.contains(&time.secs()) {
         return Err(PayloadError::BadTime(c.time));
     }
-    // `alarms` lists the conditions on now, and so says every other one is off (a power cut
-    // listed, then a message without it, is power restored, and the next cut alerts again).
-    // A message without the key says nothing about them.
-    let alarms = match c.alarms {
-        None => AlarmReport::NONE,
-        Some(names) => {
-            let mut on = Alarms::NONE;
-            for name in names {
-                match Alarms::from_name(&name) {
-                    Some(a) => on.insert(a),
-                    None => out.unknown_alarms.push(name),
-                }
-            }
-            AlarmReport::complete(on)
+    // Edge events (protocols.md E.4): each listed alarm happened, and alerts; the next one listed
+    // alerts again, and nothing is said about when a condition ends.
+    let mut listed = Alarms::NONE;
+    for name in c.alarms.unwrap_or_default() {
+        match Alarms::from_name(&name) {
+            Some(a) => listed.insert(a),
+            None => out.unknown_alarms.push(name),
         }
-    };
+    }
+    let alarms = AlarmReport::occurred(listed);
     let position = Position {
         time,
         lat: in_range("lat", c.lat, -90.0, 90.0)?,
@@ -368,18 +362,11 @@ mod tests {
         assert_eq!(f.position.speed_kmh, 0.0);
         assert_eq!(f.position.course, 0);
         assert!(f.alarms.active.is_empty());
-        assert!(
-            f.alarms.known.is_empty(),
-            "no `alarms`: nothing said about them"
-        );
-        // An empty list: every condition is off (power restored, a tamper switch closed).
-        let p = br#"{"time": "2026-11-22T08:15:30Z", "lat": 1, "lon": 2, "alarms": []}"#;
-        let d = decode_json(p, Some("13912345678")).unwrap();
         assert_eq!(
-            fix(&d.events[0]).alarms,
-            AlarmReport::complete(Alarms::NONE)
+            f.alarms,
+            AlarmReport::NONE,
+            "no alarm: nothing said about any"
         );
-        assert!(fix(&d.events[0]).alarms.known.contains(Alarms::POWER_CUT));
         // The payload may repeat the topic's id.
         let p =
             br#"{"device_id": 13912345678, "time": "2026-11-22T08:15:30Z", "lat": 1, "lon": 2}"#;

@@ -19,6 +19,14 @@ const WATCHED: [(Alarms, AlertType); 2] = [
 /// Applies one live report to the state, pushing the alerts it raises.
 pub(crate) fn apply(state: &mut DeviceRuleState, report: AlarmReport, out: &mut Vec<AlertDraft>) {
     for (cond, kind) in WATCHED {
+        // An event alerts each time it is reported, and leaves the state as it was.
+        if report.events.contains(cond) {
+            out.push(AlertDraft {
+                kind,
+                details: json!({}),
+            });
+            continue;
+        }
         if !report.known.contains(cond) {
             continue;
         }

@@ -914,6 +914,23 @@ mod tests {
         );
     }
 
+    /// MQTT JSON alarms are events (protocols.md E.4): each one listed alerts, the next one too,
+    /// and nothing ends a condition (no `power_restored`).
+    #[test]
+    fn alarm_events_alert_each_time_and_latch_nothing() {
+        let mut s = Sim::new(vehicle("current", None), "333");
+        let cut = AlarmReport::occurred(Alarms::POWER_CUT);
+        let fix = |s: &Sim, report| with_fix(live(IN.0, IN.1, s.now), |f| f.alarms = report);
+        assert_eq!(s.send(fix(&s, cut)), vec![PowerCut]);
+        assert_eq!(s.send(fix(&s, AlarmReport::NONE)), vec![]);
+        assert_eq!(
+            s.send(fix(&s, cut)),
+            vec![PowerCut],
+            "the next cut alerts again"
+        );
+        assert!(!s.state.alarms_alerted.contains(Alarms::POWER_CUT));
+    }
+
     #[test]
     fn tamper_edges() {
         let mut s = Sim::new(vehicle("overdue", None), "222");
