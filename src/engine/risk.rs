@@ -94,8 +94,7 @@ impl Engine {
     pub(super) fn risk_reconcile(&mut self, vehicle_id: &str, now: Timestamp) {
         let cfg = self.rules.config();
         let outside = self.devices_where(vehicle_id, None, |d, st| {
-            st.placement == crate::rules::FencePlacement::Outside
-                && crate::rules::silence::heard_lately(cfg, d, st, now)
+            crate::rules::geofence::holds_car_outside(cfg, d, st, now)
         });
         let silent = self.devices_where(vehicle_id, None, |_, st| st.silent_alerted);
         // A closed loan forgets its long stay (`long_stay_sync`), episode and all.
@@ -153,8 +152,7 @@ impl Engine {
         let cfg = self.rules.config();
         let others_silent = self.other_devices(vehicle_id, device, |_, st| st.silent_alerted);
         let others_outside = self.other_devices(vehicle_id, device, |d, st| {
-            st.placement == crate::rules::FencePlacement::Outside
-                && crate::rules::silence::heard_lately(cfg, d, st, now)
+            crate::rules::geofence::holds_car_outside(cfg, d, st, now)
         });
         let change: Box<dyn FnOnce(&mut RiskState)> = match kind {
             AlertType::PowerCut | AlertType::Tamper => {

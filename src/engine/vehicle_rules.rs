@@ -162,8 +162,7 @@ impl Engine {
             .iter()
             .any(|a| matches!(a.kind, AlertType::GeofenceExit | AlertType::GeofenceReturn))
             && self.other_devices(vid, &ev.device_id, |d, st| {
-                st.placement == crate::rules::FencePlacement::Outside
-                    && crate::rules::silence::heard_lately(cfg, d, st, received_at)
+                crate::rules::geofence::holds_car_outside(cfg, d, st, received_at)
             })
         {
             out.alerts

@@ -234,20 +234,22 @@ impl StayTracker {
 impl<C: Cover> StayTracker<C> {
     /// A tracker that keeps what `C` keeps of each stay's area.
     pub fn with_cover(stay_radius_m: f64, stay_min: Duration) -> StayTracker<C> {
-        StayTracker {
-            radius_m: stay_radius_m,
-            // At least 1 ms: a single fix is never a stay, which keeps `push` to one stay a call.
-            stay_min_ms: stay_min.as_millis().clamp(1, i64::MAX as u128) as i64,
+        let mut t = StayTracker {
+            radius_m: 0.0,
+            stay_min_ms: 1,
             cand: None,
             away: [None; MAX_OUTLIERS],
             newest: None,
-        }
+        };
+        t.set_rule(stay_radius_m, stay_min);
+        t
     }
 
     /// Takes a new radius and `stay_min` (a reloaded config) for what comes next: a tracker kept
     /// across a change would otherwise judge stays by the old rule.
     pub fn set_rule(&mut self, stay_radius_m: f64, stay_min: Duration) {
         self.radius_m = stay_radius_m;
+        // At least 1 ms: a single fix is never a stay, which keeps `push` to one stay a call.
         self.stay_min_ms = stay_min.as_millis().clamp(1, i64::MAX as u128) as i64;
     }
 

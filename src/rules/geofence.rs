@@ -23,8 +23,22 @@
 use super::{AlertDraft, DeviceRuleState, FencePlacement, RuleConfig};
 use crate::alert::AlertType;
 use crate::event::Fix;
-use crate::registry::{Geofence, Placement};
+use crate::registry::{DeviceBinding, Geofence, Placement};
+use crate::time::Timestamp;
 use serde_json::json;
+
+/// Whether this device puts its car outside the fence at `now`: its last valid fix was outside,
+/// and it still speaks (heard within its silence threshold). One dead or thrown away out there
+/// no longer holds the car's excursion.
+pub fn holds_car_outside(
+    cfg: &RuleConfig,
+    device: &DeviceBinding,
+    state: &DeviceRuleState,
+    now: Timestamp,
+) -> bool {
+    state.placement == FencePlacement::Outside
+        && super::silence::heard_lately(cfg, device, state, now)
+}
 
 /// Resets the placement when the fence it was decided against is gone or replaced.
 pub(crate) fn sync_fence(fence: Option<&Geofence>, state: &mut DeviceRuleState) {
