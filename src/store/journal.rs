@@ -136,6 +136,9 @@ struct Writer {
     buf: Vec<u8>,
     /// What the commit under way added to each part, written by [`Journal::commit`].
     staged: [Vec<u8>; 2],
+    /// Moves to the next file that fail before they start (tests of a disk that refuses).
+    #[cfg(test)]
+    fail_rolls: u32,
 }
 
 /// The journal. Cheap to clone; the engine appends, the passes read and file.
@@ -411,6 +414,8 @@ impl Journal {
                     next,
                     buf: Vec::new(),
                     staged: [Vec::new(), Vec::new()],
+                    #[cfg(test)]
+                    fail_rolls: 0,
                 }),
                 entries: RwLock::new(entries),
                 filed: [AtomicU64::new(filed[0]), AtomicU64::new(filed[1])],
@@ -455,6 +460,11 @@ impl Journal {
             .map_err(|_| corrupt("writer poisoned".into()))?;
         if w.staged.iter().all(|p| p.is_empty()) {
             return Ok(());
+        }
+        if w.len >= FILE_BYTES {
+            // The last commit filled the file, and moving to the next one failed then: nothing
+            // is written past a full file, so this commit fails too, its parts staged for the next.
+            self.roll(&mut w)?;
         }
         let [devices, history] = std::mem::take(&mut w.staged);
         let dlen = u32::try_from(devices.len()).map_err(|_| corrupt("part over 4 GiB".into()))?;
@@ -507,30 +517,52 @@ impl Journal {
         if let Some(f) = w.files.back_mut() {
             f.note(&entry);
         }
-        if w.len >= FILE_BYTES {
-            // Cut to its records (the end mark, a reused file's older ones), durably before a
-            // record follows in the next file: only the file written may be longer.
-            let len = w.len;
-            w.file
-                .set_len(len)
-                .and_then(|_| w.file.sync_data())
-                .map_err(|e| io_err("cut journal file", e))?;
-            let next = w.next;
-            (w.file, w.size) = start_file(&self.inner.dir, next, &mut w.spares)?;
-            w.len = 0;
-            w.files.push_back(FileSpan {
-                first: next,
-                last: [0, 0],
-            });
-            sync_dir(&self.inner.dir)?;
-        }
         // Held while the writer is: a reader that found the staged parts gone finds the record.
+        // Pushed before the move to the next file: the record is on disk whatever that does.
         self.inner
             .entries
             .write()
             .map_err(|_| corrupt("entries poisoned".into()))?
             .push_back(entry);
+        if w.len >= FILE_BYTES {
+            if let Err(e) = self.roll(&mut w) {
+                // This commit is durable and answered as such; the next one tries again first.
+                tracing::warn!(error = %e, "commit journal: the next file could not be started");
+            }
+        }
         drop(w);
+        Ok(())
+    }
+
+    /// Ends the full file and starts the next. Its first step cuts the full file to its records
+    /// (the end mark, a reused file's older ones), durably before a record follows in the next
+    /// file: only the file written may be longer. The writer takes the new file only once it
+    /// is in the folder durably, so a failure at any step leaves it on the full file, which no
+    /// record follows until a later try succeeds.
+    fn roll(&self, w: &mut Writer) -> Result<(), StoreError> {
+        let len = w.len;
+        w.file
+            .set_len(len)
+            .and_then(|_| w.file.sync_data())
+            .map_err(|e| io_err("cut journal file", e))?;
+        w.size = len;
+        let next = w.next;
+        let (file, size) = start_file(&self.inner.dir, next, &mut w.spares)?;
+        #[cfg(test)]
+        if w.fail_rolls > 0 {
+            w.fail_rolls -= 1;
+            return Err(io_err(
+                "sync journal folder",
+                std::io::Error::other("injected"),
+            ));
+        }
+        sync_dir(&self.inner.dir)?;
+        (w.file, w.size) = (file, size);
+        w.len = 0;
+        w.files.push_back(FileSpan {
+            first: next,
+            last: [0, 0],
+        });
         Ok(())
     }
 
@@ -833,6 +865,34 @@ mod tests {
         drop(j);
         let j = Journal::open(dir.path(), [3, 0]).expect("reopen");
         assert_eq!(seqs(&j, Part::Devices), [4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn a_commit_that_fills_its_file_holds_when_the_next_file_cannot_start() {
+        let dir = tempfile::tempdir().expect("dir");
+        let j = Journal::open(dir.path(), [0, 0]).expect("open");
+        let big = vec![7u8; (FILE_BYTES / 3) as usize];
+        let fail_rolls = |n| j.inner.writer.lock().expect("writer").fail_rolls = n;
+        j.append(big.clone(), Vec::new()).expect("append");
+        j.append(big.clone(), Vec::new()).expect("append");
+        // The third fills the first file; the folder will not take the next.
+        fail_rolls(1);
+        j.append(big.clone(), b"h3".to_vec())
+            .expect("on disk: the commit holds");
+        assert_eq!(seqs(&j, Part::History), [3], "readable before any restart");
+        // The next commit tries again first, and fails before it writes anything.
+        fail_rolls(1);
+        j.stage(Part::Devices, b"d4".to_vec());
+        assert!(j.commit().is_err());
+        assert_eq!(j.staged(Part::Devices), b"d4", "kept for the next try");
+        j.commit().expect("the next file starts");
+        assert_eq!(seqs(&j, Part::Devices), [1, 2, 3, 4]);
+        assert_eq!(j.disk_bytes().0, 2);
+        drop(j);
+        let j = Journal::open(dir.path(), [0, 0]).expect("reopen");
+        assert_eq!(seqs(&j, Part::Devices), [1, 2, 3, 4]);
+        assert_eq!(seqs(&j, Part::History), [3]);
+        j.append(b"d5".to_vec(), Vec::new()).expect("append");
     }
 
     #[test]
