@@ -950,18 +950,86 @@ async fn browse(
         .await;
     }
 
-    // The alerts list is reachable.
+    // The alerts list, deeper than a page: 120 loans fall overdue, each raising its car's tier.
+    for i in 0..120 {
+        let (s, v) = d.api(
+            "PUT",
+            &format!("/v1/loans/L-Z{i}"),
+            Some(r#"{"status": "overdue", "days_past_due": 95}"#),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    let (_, all) = d.api("GET", "/v1/alerts?limit=1000", None);
+    let total = all["alerts"].as_array().map_or(0, Vec::len);
+    assert!(total >= 120, "every tier raised is an alert: {total}");
     c.find(Locator::Css("#nav-alerts"))
         .await
         .map_err(step("alerts link"))?
         .click()
         .await
         .map_err(step("open alerts"))?;
+    let rows_seq = "[...document.querySelectorAll('#alert-rows tr.alert-row')].map(r => Number(r.dataset.seq))";
     wait_js(
         c,
-        "return document.querySelectorAll('#alert-rows tr').length >= 1",
+        "return document.querySelectorAll('#alert-rows tr.alert-row').length === 100 \
+         && !document.getElementById('alerts-next').hidden \
+         && document.getElementById('alerts-prev').hidden",
         long,
-        "the alerts list",
+        "the newest 100 alerts",
+    )
+    .await;
+    let first = js(c, &format!("return {rows_seq}")).await;
+    c.find(Locator::Css("#alerts-next"))
+        .await
+        .map_err(step("older alerts"))?
+        .click()
+        .await
+        .map_err(step("open older alerts"))?;
+    wait_js(
+        c,
+        &format!(
+            "return document.querySelectorAll('#alert-rows tr.alert-row').length === {} \
+             && document.getElementById('alerts-page').textContent === 'Page 2' \
+             && !document.getElementById('alerts-prev').hidden",
+            (total - 100).min(100)
+        ),
+        long,
+        "the next older alerts",
+    )
+    .await;
+    let second = js(c, &format!("return {rows_seq}")).await;
+    let seqs = |v: &serde_json::Value| -> Vec<u64> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+            .unwrap_or_default()
+    };
+    let (first, second) = (seqs(&first), seqs(&second));
+    let mut both: Vec<u64> = first.iter().chain(&second).copied().collect();
+    let listed: Vec<u64> = all["alerts"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["seq"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        both,
+        listed[..both.len()],
+        "two pages, newest first, none twice or missed"
+    );
+    both.dedup();
+    assert_eq!(both.len(), first.len() + second.len());
+    c.find(Locator::Css("#alerts-prev"))
+        .await
+        .map_err(step("newer alerts"))?
+        .click()
+        .await
+        .map_err(step("back to the newest alerts"))?;
+    wait_js(
+        c,
+        &format!(
+            "return {rows_seq}[0] === {} && document.getElementById('alerts-prev').hidden",
+            first[0]
+        ),
+        long,
+        "the newest alerts again",
     )
     .await;
 
