@@ -464,18 +464,35 @@ pub enum ConfigError {
     },
 }
 
-/// Where the config comes from (CONTRACT.md "Command line").
-pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
+/// Two binds that cannot both be held: the same port, on the same address or where either
+/// is a wildcard (`[::]` takes IPv4 too on a dual-stack host).
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Where the config comes from (CONTRACT.md "Command line"). The system file counts as absent
+/// only when it is not there: one that cannot be looked at is an error, not a reason to start
+/// on the built-in defaults (every tracker port open, a fresh store).
+pub fn resolve_path(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
     if let Some(p) = explicit {
-        return Some(p.to_path_buf());
+        return Ok(Some(p.to_path_buf()));
     }
     if let Ok(p) = std::env::var("LIENWATCH_CONFIG") {
         if !p.is_empty() {
-            return Some(PathBuf::from(p));
+            return Ok(Some(PathBuf::from(p)));
         }
     }
-    let sys = Path::new(SYSTEM_CONFIG);
-    sys.exists().then(|| sys.to_path_buf())
+    resolve_system(Path::new(SYSTEM_CONFIG))
+}
+
+fn resolve_system(sys: &Path) -> Result<Option<PathBuf>, ConfigError> {
+    match sys.try_exists() {
+        Ok(there) => Ok(there.then(|| sys.to_path_buf())),
+        Err(e) => Err(ConfigError::Read {
+            file: sys.display().to_string(),
+            msg: e.to_string(),
+        }),
+    }
 }
 
 impl Config {
@@ -515,14 +532,55 @@ impl Config {
     /// Checks what serde cannot (protocol names, files that must be readable) and resolves the
     /// listeners, once.
     fn resolve(&mut self, file: &str) -> Result<(), ConfigError> {
+        // Checked before the listeners that inherit them, so that the error names the key the
+        // operator wrote.
+        if self.ingest.max_connections == 0 {
+            return Err(Self::invalid(
+                file,
+                "ingest.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.ingest.idle_timeout < Duration::from_secs(1) {
+            return Err(Self::invalid(
+                file,
+                "ingest.idle_timeout",
+                "must be at least 1s",
+            ));
+        }
+        if let Some(k) = &self.ingest.jt808_auth_key {
+            // Authentication codes derive from it: a short key lets anyone compute them.
+            if k.chars().count() < 16 {
+                return Err(Self::invalid(
+                    file,
+                    "ingest.jt808_auth_key",
+                    "must be at least 16 characters (leave it out for a random one)",
+                ));
+            }
+        }
         let listeners = self.resolve_listeners(file)?;
-        let mut seen = std::collections::HashSet::new();
         for (i, l) in listeners.iter().enumerate() {
-            if !seen.insert((l.bind, l.transport)) {
+            if let Some(j) = listeners[..i]
+                .iter()
+                .position(|o| o.transport == l.transport && same_port(o.bind, l.bind))
+            {
                 return Err(Self::invalid(
                     file,
                     format!("listener[{i}].bind"),
-                    format!("{} is used by another listener", l.bind),
+                    format!(
+                        "{} takes the port of listener[{j}] ({})",
+                        l.bind, listeners[j].bind
+                    ),
+                ));
+            }
+            if l.transport == Transport::Tcp && same_port(l.bind, self.admin.bind) {
+                return Err(Self::invalid(
+                    file,
+                    "admin.bind",
+                    format!(
+                        "{} takes the port of listener[{i}] ({})",
+                        self.admin.bind, l.bind
+                    ),
                 ));
             }
         }
@@ -688,6 +746,13 @@ impl Config {
                 .transpose()
                 .map_err(|m| Self::invalid(file, key("utc_offset"), m))?;
             let max_connections = l.max_connections.unwrap_or(self.ingest.max_connections);
+            if l.idle_timeout.is_some_and(|t| t < Duration::from_secs(1)) {
+                return Err(Self::invalid(
+                    file,
+                    key("idle_timeout"),
+                    "must be at least 1s",
+                ));
+            }
             if max_connections == 0 {
                 return Err(Self::invalid(
                     file,
@@ -769,11 +834,40 @@ fn validate_mqtt(m: &MqttConfig, file: &str) -> Result<(), ConfigError> {
             format!("must be between 1 and {MAX_MQTT_SESSIONS}"),
         ));
     }
+    if m.password.is_some() && m.password_file.is_some() {
+        return Err(bad(
+            "password",
+            "set either password or password_file, not both".into(),
+        ));
+    }
+    if m.username.is_none() {
+        // MQTT sends a password only with a user name (MQTT 5 §3.1.2.9 allows it, but brokers
+        // authenticate the pair): one set alone would be dropped without a word.
+        for (set, k) in [
+            (m.password.is_some(), "password"),
+            (m.password_file.is_some(), "password_file"),
+        ] {
+            if set {
+                return Err(bad(k, "needs mqtt.username".into()));
+            }
+        }
+    }
     if let Some(p) = &m.password_file {
         read_secret(p).map_err(|e| bad("password_file", e))?;
     }
     if let Some(p) = &m.ca_file {
+        if !m.url.starts_with("mqtts://") {
+            return Err(bad(
+                "ca_file",
+                "only an mqtts:// url uses a CA; this one is plain mqtt://".into(),
+            ));
+        }
         std::fs::read(p).map_err(|e| bad("ca_file", format!("{}: {e}", p.display())))?;
+    }
+    if m.max_packet_size < 1024 {
+        // 0 is a protocol error at the broker (MQTT 5 §3.1.2.11.4); below a kilobyte no
+        // position message fits.
+        return Err(bad("max_packet_size", "must be at least 1024 bytes".into()));
     }
     if m.subscriptions.is_empty() {
         return Err(bad(
@@ -962,6 +1056,130 @@ mod tests {
         assert_eq!(c.rules.risk_zone_dwell_after, Duration::from_secs(1800));
         let e = Config::parse("[admin]\nbind = \"x\"\n", "lw.toml").unwrap_err();
         assert!(e.to_string().contains("admin.bind"), "{e}");
+    }
+
+    #[test]
+    fn settings_that_would_break_every_connection_name_the_key_written() {
+        for (toml, key) in [
+            ("[ingest]\nmax_connections = 0\n", "ingest.max_connections"),
+            ("[ingest]\nidle_timeout = \"0s\"\n", "ingest.idle_timeout"),
+            (
+                "[ingest]\nmax_connections = 0\n[[listener]]\nprotocol = \"gt06\"\nbind = \"127.0.0.1:5023\"\n",
+                "ingest.max_connections",
+            ),
+            (
+                "[[listener]]\nprotocol = \"gt06\"\nbind = \"127.0.0.1:5023\"\nidle_timeout = \"0s\"\n",
+                "listener[0].idle_timeout",
+            ),
+            ("[ingest]\njt808_auth_key = \"\"\n", "ingest.jt808_auth_key"),
+            ("[ingest]\njt808_auth_key = \"short\"\n", "ingest.jt808_auth_key"),
+        ] {
+            let m = Config::parse(toml, "lw.toml").unwrap_err().to_string();
+            assert!(m.contains(key), "{toml}: {m}");
+        }
+        let c = Config::parse(
+            "[ingest]\njt808_auth_key = \"0123456789abcdef\"\nidle_timeout = \"1s\"\n",
+            "lw.toml",
+        )
+        .unwrap();
+        assert_eq!(c.listeners[0].idle_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn binds_that_cannot_both_be_held_are_refused() {
+        let two = |a: &str, b: &str| {
+            format!(
+                "[[listener]]\nprotocol = \"gt06\"\nbind = \"{a}\"\n\
+                 [[listener]]\nprotocol = \"h02\"\nbind = \"{b}\"\n"
+            )
+        };
+        for (a, b) in [
+            ("0.0.0.0:5023", "127.0.0.1:5023"),
+            ("127.0.0.1:5023", "0.0.0.0:5023"),
+            ("[::]:5023", "0.0.0.0:5023"),
+            ("127.0.0.1:5023", "127.0.0.1:5023"),
+        ] {
+            let m = Config::parse(&two(a, b), "lw.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                m.contains("listener[1].bind") && m.contains("listener[0]"),
+                "{a} {b}: {m}"
+            );
+        }
+        Config::parse(&two("127.0.0.1:5023", "127.0.0.2:5023"), "lw.toml").expect("two hosts");
+        Config::parse(&two("0.0.0.0:5023", "0.0.0.0:5013"), "lw.toml").expect("two ports");
+        // The same port over UDP is another socket.
+        let udp = "[[listener]]\nprotocol = \"h02\"\nbind = \"0.0.0.0:5013\"\n\
+                   [[listener]]\nprotocol = \"h02\"\ntransport = \"udp\"\nbind = \"0.0.0.0:5013\"\n";
+        Config::parse(udp, "lw.toml").expect("tcp and udp");
+        let m = Config::parse("[admin]\nbind = \"127.0.0.1:5023\"\n", "lw.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("admin.bind") && m.contains("listener[0]"), "{m}");
+    }
+
+    #[test]
+    fn mqtt_credentials_tls_and_packet_size_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("pw");
+        std::fs::write(&secret, "broker-password\n").unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let mqtt = |url: &str, extra: &str| {
+            format!(
+                "[mqtt]\nurl = \"{url}\"\nclient_id = \"lw\"\n{extra}\n\
+                 [[mqtt.subscription]]\ntopic = \"t/+\"\nformat = \"json\"\n"
+            )
+        };
+        let file = format!("password_file = {:?}", secret.display().to_string());
+        let ca_line = format!("ca_file = {:?}", ca.display().to_string());
+        for (url, extra, key) in [
+            (
+                "mqtt://127.0.0.1:1883",
+                "password = \"pw\"",
+                "mqtt.password",
+            ),
+            ("mqtt://127.0.0.1:1883", file.as_str(), "mqtt.password_file"),
+            (
+                "mqtt://127.0.0.1:1883",
+                &format!("username = \"u\"\npassword = \"pw\"\n{file}"),
+                "mqtt.password",
+            ),
+            ("mqtt://127.0.0.1:1883", ca_line.as_str(), "mqtt.ca_file"),
+            (
+                "mqtt://127.0.0.1:1883",
+                "max_packet_size = 0",
+                "mqtt.max_packet_size",
+            ),
+        ] {
+            let m = Config::parse(&mqtt(url, extra), "lw.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(m.contains(key), "{extra}: {m}");
+        }
+        Config::parse(
+            &mqtt(
+                "mqtts://127.0.0.1:8883",
+                &format!("username = \"u\"\n{file}\n{ca_line}"),
+            ),
+            "lw.toml",
+        )
+        .expect("a user, its password file and a CA for mqtts://");
+    }
+
+    #[test]
+    fn a_system_config_that_cannot_be_looked_at_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(resolve_system(&dir.path().join("none.toml")).unwrap(), None);
+        let there = dir.path().join("lienwatch.toml");
+        std::fs::write(&there, "").unwrap();
+        assert_eq!(resolve_system(&there).unwrap(), Some(there.clone()));
+        // A path through a file: the lookup itself fails (as EACCES does for a user the
+        // folder shuts out), and that is not "no config".
+        let through = there.join("lienwatch.toml");
+        let e = resolve_system(&through).unwrap_err().to_string();
+        assert!(e.contains("cannot read"), "{e}");
     }
 
     #[test]

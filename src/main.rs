@@ -61,7 +61,13 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Run { config } => run(config),
         Cmd::CheckConfig { config } => {
-            let path = config::resolve_path(config.as_deref());
+            let path = match config::resolve_path(config.as_deref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("lienwatch: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             match Config::load(path.as_deref()) {
                 Ok(_) => {
                     match &path {
@@ -112,7 +118,13 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Option<PathBuf>) -> ExitCode {
-    let path = config::resolve_path(config.as_deref());
+    let path = match config::resolve_path(config.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("lienwatch: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cfg = match Config::load(path.as_deref()) {
         Ok(c) => c,
         Err(e) => {
