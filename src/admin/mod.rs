@@ -15,9 +15,12 @@ mod loans;
 mod openapi;
 mod places;
 mod service;
+mod token;
 mod track;
 mod vehicles;
 mod zones;
+
+pub use token::AdminToken;
 
 pub use error::{status_of, ApiError};
 pub use openapi::openapi;
@@ -28,7 +31,6 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -39,7 +41,7 @@ pub const MAX_BODY: usize = 16 << 20;
 #[derive(Clone)]
 pub struct AdminState {
     pub engine: EngineHandle,
-    pub token: Arc<str>,
+    pub token: AdminToken,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub outbox: crate::alert::outbox::Outbox,
     /// Read directly (off the engine thread): a month of fixes is read without stalling ingest.
@@ -94,7 +96,7 @@ fn authorized(st: &AdminState, req: &Request) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), st.token.as_bytes()))
+        .is_some_and(|t| st.token.matches(t))
 }
 
 /// Every `/v1/...` request needs the token, also one for a path that does not exist: without it
@@ -138,13 +140,6 @@ async fn json_errors(res: Response) -> Response {
         }
     }
     out
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Parses a request body off the async runtime: a large fence's validation takes real CPU.

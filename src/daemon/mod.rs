@@ -68,6 +68,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let store = Store::open(&path, cfg.storage.cache_mb).map_err(|e| storage_err(e.to_string()))?;
     let auth_key = secrets::jt808_auth_key(&cfg, &store).map_err(storage_err)?;
     let token = secrets::admin_token(&cfg).map_err(storage_err)?;
+    let admin_token = crate::admin::AdminToken::new(&token);
+    let mut held = reload::Held {
+        admin_token: admin_token.clone(),
+        mqtt_password: reload::mqtt_password(&cfg).map_err(DaemonError::Other)?,
+    };
 
     let names: Vec<String> = webhooks.iter().map(|w| w.name.clone()).collect();
     let outbox = store
@@ -141,7 +146,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         })?;
     let state = crate::admin::AdminState {
         engine: handle.clone(),
-        token: Arc::from(token.as_str()),
+        token: admin_token.clone(),
         metrics,
         outbox: outbox.clone(),
         history: history.clone(),
@@ -176,7 +181,17 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let mut current = cfg;
     while crate::service::Signals::next(&mut signals).await == crate::service::Signal::Reload {
         crate::service::notify_reloading();
-        match reload::reload(&current, &opts, &handle, &outbox, &client, &mut delivery).await {
+        match reload::reload(
+            &current,
+            &mut held,
+            &opts,
+            &handle,
+            &outbox,
+            &client,
+            &mut delivery,
+        )
+        .await
+        {
             Ok(next) => {
                 current = next;
                 metrics::counter!("lienwatch_config_reloads_total", "result" => "ok").increment(1);

@@ -5,12 +5,37 @@ use super::{DaemonError, RunOptions};
 use crate::config::Config;
 use crate::engine::control::Reconfigure;
 
+/// What the running daemon took from secrets at start (or the last reload). A reload compares
+/// what the config says now with these, not with the file names: a file's name stays the same
+/// when the secret in it is rotated.
+pub struct Held {
+    pub admin_token: crate::admin::AdminToken,
+    pub mqtt_password: Option<String>,
+}
+
+/// The MQTT password `cfg` names, inline or from its file.
+pub fn mqtt_password(cfg: &Config) -> Result<Option<String>, String> {
+    match &cfg.mqtt {
+        Some(m) => match (&m.password, &m.password_file) {
+            (Some(p), _) => Ok(Some(p.clone())),
+            (None, Some(f)) => crate::config::read_secret(f)
+                .map(Some)
+                .map_err(|e| format!("mqtt.password_file: {e}")),
+            (None, None) => Ok(None),
+        },
+        None => Ok(None),
+    }
+}
+
 /// SIGHUP: re-reads the config file and applies what can change without a restart — the log
-/// level, the `[rules]` thresholds and the settings of the existing `[[webhook]]`s (url, secret,
-/// filter, timeouts). Everything else is logged as needing a restart. An invalid file changes
-/// nothing.
+/// level, the `[rules]` thresholds, the admin token and the settings of the existing
+/// `[[webhook]]`s (url, secret, filter, timeouts). Everything else is logged as needing a
+/// restart, at this reload and every later one until the restart. An invalid file changes
+/// nothing. Returns the configuration now in force: the sections that wait for a restart stay
+/// as they were.
 pub async fn reload(
     current: &Config,
+    held: &mut Held,
     opts: &RunOptions,
     engine: &crate::engine::EngineHandle,
     outbox: &crate::alert::outbox::Outbox,
@@ -40,8 +65,16 @@ pub async fn reload(
     if !same(&current.mqtt, &next.mqtt) {
         restart_needed.push("[mqtt]");
     }
-    if !same(&current.admin, &next.admin) {
-        restart_needed.push("[admin]");
+    if current.admin.bind != next.admin.bind {
+        restart_needed.push("admin.bind");
+    }
+    // A generated token is kept in the running store, whatever `storage.path` now says.
+    let mut probe = next.clone();
+    probe.storage.path = current.storage.path.clone();
+    let token = super::secrets::admin_token(&probe).map_err(DaemonError::Other)?;
+    let mqtt_password = mqtt_password(&next).map_err(DaemonError::Other)?;
+    if mqtt_password != held.mqtt_password {
+        restart_needed.push("the MQTT password");
     }
     if !same(&current.console, &next.console) {
         restart_needed.push("[console]");
@@ -82,9 +115,19 @@ pub async fn reload(
         .await
         .map_err(|e| DaemonError::Other(e.to_string()))?;
     tracing::info!("rule thresholds reloaded");
+    if !held.admin_token.matches(&token) {
+        held.admin_token.replace(&token);
+        tracing::info!("admin token replaced");
+    }
+    let mut in_force = current.clone();
+    in_force.rules = next.rules.clone();
+    in_force.log.level = next.log.level.clone();
+    in_force.admin.token = next.admin.token.clone();
+    in_force.admin.token_file = next.admin.token_file.clone();
     if let Some(prepared) = prepared {
         delivery.stop().await;
         *delivery = Delivery::start(outbox, prepared)?;
+        in_force.webhooks = next.webhooks.clone();
         tracing::info!(webhooks = names.len(), "webhook settings reloaded");
     } else {
         restart_needed.push("adding, removing or renaming [[webhook]]s");
@@ -95,5 +138,5 @@ pub async fn reload(
             "changed settings that take effect only after a restart"
         );
     }
-    Ok(next)
+    Ok(in_force)
 }

@@ -101,3 +101,71 @@ fn a_reload_names_changed_risk_points_as_needing_a_restart() {
             .then_some(())
     });
 }
+
+/// A token leaked: the operator writes a new one to `token_file` and reloads. The old token
+/// stops working at once, the new one works, and no tracker connection is dropped.
+#[test]
+fn a_reload_replaces_the_admin_token_from_its_file() {
+    let mut d = Daemon::configure(&["gt06"], "");
+    let file = d.dir.path().join("admin.token");
+    std::fs::write(&file, "first-token-0123456789\n").unwrap();
+    let cfg = std::fs::read_to_string(&d.config).unwrap().replace(
+        &format!("token = \"{TOKEN}\""),
+        &format!("token_file = {:?}", file.display().to_string()),
+    );
+    std::fs::write(&d.config, cfg).unwrap();
+    d.spawn();
+    let get = |token: &str| {
+        http(d.admin, "GET", "/v1/alerts", None, Some(token))
+            .expect("admin API")
+            .0
+    };
+    assert_eq!(get("first-token-0123456789"), 200);
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
+
+    std::fs::write(&file, "second-token-9876543210\n").unwrap();
+    signal(d.pid(), "HUP");
+    d.wait_metric("lienwatch_config_reloads_total", &[("result", "ok")], |v| {
+        v >= 1.0
+    });
+    assert_eq!(
+        get("first-token-0123456789"),
+        401,
+        "the leaked token is revoked"
+    );
+    assert_eq!(get("second-token-9876543210"), 200);
+    dev.exchange_bytes(
+        &gt06_location(2, (24, 5, 20, 10, 0, 0), 22.5, 114.05),
+        &gt06_ack(0x12, 2),
+    );
+    assert!(
+        !d.log().contains("take effect only after a restart"),
+        "{}",
+        d.log()
+    );
+}
+
+/// A change that needs a restart is named at every reload until the restart, not only at the
+/// first: a second reload must not take the waiting change for one in force.
+#[test]
+fn a_change_waiting_for_a_restart_is_named_at_every_reload() {
+    let d = Daemon::start(&["gt06"], "");
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{cfg}\n[ingest]\nmax_frame = 4096\n")).unwrap();
+    let warnings = || {
+        d.log()
+            .lines()
+            .filter(|l| l.contains("take effect only after a restart") && l.contains("[ingest]"))
+            .count()
+    };
+    for n in 1..=2 {
+        signal(d.pid(), "HUP");
+        d.wait_metric("lienwatch_config_reloads_total", &[("result", "ok")], |v| {
+            v >= n as f64
+        });
+        wait_for(Duration::from_secs(5), "the restart warning", || {
+            (warnings() >= n).then_some(())
+        });
+    }
+}
