@@ -52,6 +52,9 @@ pub struct RunOptions {
 }
 
 pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
+    // First: a SIGHUP while the store opens (which can take a while) would otherwise end the
+    // process, as an unhandled SIGHUP does; now it waits for the loop below.
+    let mut signals = crate::service::Signals::new();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -65,6 +68,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         msg,
     };
     std::fs::create_dir_all(&path).map_err(|e| storage_err(e.to_string()))?;
+    tracing::info!(path = %path.display(), "opening the store");
     let store = Store::open(&path, cfg.storage.cache_mb).map_err(|e| storage_err(e.to_string()))?;
     let auth_key = secrets::jt808_auth_key(&cfg, &store).map_err(storage_err)?;
     let token = secrets::admin_token(&cfg).map_err(storage_err)?;
@@ -177,7 +181,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     crate::service::notify_status("running");
     tracing::info!("lienwatch running");
 
-    let mut signals = crate::service::Signals::new();
     let mut current = cfg;
     while crate::service::Signals::next(&mut signals).await == crate::service::Signal::Reload {
         crate::service::notify_reloading();

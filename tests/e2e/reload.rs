@@ -169,3 +169,21 @@ fn a_change_waiting_for_a_restart_is_named_at_every_reload() {
         });
     }
 }
+
+/// `systemctl reload` while the store is still opening (it can take a while on a large
+/// database): the reload waits for the daemon to be ready instead of ending it, as an unhandled
+/// SIGHUP would.
+#[test]
+fn a_sighup_during_start_up_does_not_end_the_daemon() {
+    let mut d = Daemon::configure(&["gt06"], "");
+    d.spawn_with_env(&[]);
+    wait_for(Duration::from_secs(20), "the store opening", || {
+        d.log().contains("opening the store").then_some(())
+    });
+    signal(d.pid(), "HUP");
+    d.wait_healthy();
+    d.wait_metric("lienwatch_config_reloads_total", &[("result", "ok")], |v| {
+        v >= 1.0
+    });
+    assert!(d.running());
+}
