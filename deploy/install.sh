@@ -54,7 +54,20 @@ mkd() { [ -d "$1" ] || install -d -m 0755 "$1"; }
 # 1. The binary.
 if [ -z "$bin" ]; then
   say "building lienwatch (release)"
-  (cd "$src" && cargo build --release --locked)
+  if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+    # Under sudo: build as the user who ran it, with their toolchain (sudo's PATH leaves out
+    # ~/.cargo/bin) and without leaving a root-owned target/ in their checkout.
+    home="$(getent passwd "$SUDO_USER" | cut -d: -f6)"
+    su "$SUDO_USER" -s /bin/sh -c "cd '$src' && PATH='$home/.cargo/bin':\"\$PATH\" cargo build --release --locked" || {
+      echo "install.sh: the build failed; build as $SUDO_USER with 'cargo build --release', then run deploy/install.sh --bin target/release/lienwatch" >&2
+      exit 1
+    }
+  elif command -v cargo >/dev/null 2>&1; then
+    (cd "$src" && cargo build --release --locked)
+  else
+    echo "install.sh: cargo not found; build with 'cargo build --release', then run deploy/install.sh --bin target/release/lienwatch" >&2
+    exit 1
+  fi
   bin="$src/target/release/lienwatch"
 fi
 [ -x "$bin" ] || { echo "install.sh: $bin is not an executable" >&2; exit 1; }
