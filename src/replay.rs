@@ -53,6 +53,17 @@ pub fn run_files(
     out: &mut dyn Write,
 ) -> Result<Report, ReplayError> {
     let files = fixture::find(paths);
+    if files.is_empty() {
+        // A gate pointed at the wrong folder must not pass on nothing.
+        return Err(ReplayError::Setup(format!(
+            "no fixture (*.toml) found in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     let mut report = Report::default();
     for f in files {
         let fx = fixture::load(&f)?;
@@ -101,6 +112,16 @@ pub fn run_fixture(
     let mut engine =
         Engine::open(store, outbox, ecfg, now()).map_err(|e| ReplayError::Setup(e.to_string()))?;
     let mut scfg = fixture::session_config(fx).map_err(ReplayError::Setup)?;
+    // As a connection to the config's listener of this protocol: its frame limit, key, device
+    // clock offset and GT06 locate text, as the daemon would use them.
+    let listener = cfg.listeners.iter().find(|l| l.protocol == wire).cloned();
+    scfg.max_frame = cfg.ingest.max_frame;
+    if let Some(k) = &cfg.ingest.jt808_auth_key {
+        scfg.auth_key = Arc::from(k.as_bytes());
+    }
+    if fx.utc_offset.is_none() {
+        scfg.utc_offset_s = listener.as_ref().and_then(|l| l.utc_offset_s);
+    }
     scfg.admit = engine.admission();
     scfg.bind_terminal = engine.terminal_binding();
     let c2 = clock.clone();
@@ -167,7 +188,7 @@ pub fn run_fixture(
         // As after a daemon's commit: due commands go to their connections.
         engine.dispatch_commands();
         for (&k, conn) in conns.iter_mut() {
-            let sent = conn.send_commands(&mut engine, t);
+            let sent = conn.send_commands(&mut engine, listener.as_ref(), t);
             if k == step.connection {
                 fixture::check_downlink(
                     n,
@@ -231,13 +252,22 @@ impl Conn {
     }
 
     /// Encodes the commands handed to this connection, as `ingest::tcp` does; their bytes.
-    fn send_commands(&mut self, engine: &mut Engine, t: Timestamp) -> Vec<u8> {
+    fn send_commands(
+        &mut self,
+        engine: &mut Engine,
+        listener: Option<&crate::config::Listener>,
+        t: Timestamp,
+    ) -> Vec<u8> {
         let mut sent = Vec::new();
         for d in self.mailbox.take() {
             if self.session.commands_to() != Some(&d.device_id) {
                 continue;
             }
-            let _ = match self.session.encode_command(d.id, &d.command) {
+            let command = match listener {
+                Some(l) => l.localise(d.command),
+                None => d.command,
+            };
+            let _ = match self.session.encode_command(d.id, &command) {
                 Ok(enc) => {
                     sent.extend_from_slice(&enc.bytes);
                     engine.execute(
