@@ -550,11 +550,11 @@ impl Config {
         }
         if let Some(k) = &self.ingest.jt808_auth_key {
             // Authentication codes derive from it: a short key lets anyone compute them.
-            if k.chars().count() < 16 {
+            if k.trim().chars().count() < 8 {
                 return Err(Self::invalid(
                     file,
                     "ingest.jt808_auth_key",
-                    "must be at least 16 characters (leave it out for a random one)",
+                    "must be at least 8 characters (leave it out for a random one)",
                 ));
             }
         }
@@ -1072,7 +1072,7 @@ mod tests {
                 "listener[0].idle_timeout",
             ),
             ("[ingest]\njt808_auth_key = \"\"\n", "ingest.jt808_auth_key"),
-            ("[ingest]\njt808_auth_key = \"short\"\n", "ingest.jt808_auth_key"),
+            ("[ingest]\njt808_auth_key = \"  short \"\n", "ingest.jt808_auth_key"),
         ] {
             let m = Config::parse(toml, "lw.toml").unwrap_err().to_string();
             assert!(m.contains(key), "{toml}: {m}");
