@@ -10,6 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PlacesParams {
     /// Days of history to look at (default 30, at most 366).

@@ -110,6 +110,8 @@ fn fixes_come_back_in_time_order_filtered_in_json_and_geojson() {
         ("?limit=100001", "limit"),
         ("?format=kml", "format"),
         (&format!("?from={}&to={}", q(to), q(from)), "before"),
+        // A misspelt parameter is not the default range in disguise.
+        ("?start=2026-11-01T00:00:00Z", "start"),
     ] {
         let (s, v) = d.api("GET", &format!("/v1/devices/{IMEI}/track{query}"), None);
         assert_eq!(s, 400, "{query}: {v}");

@@ -138,5 +138,8 @@ fn fourteen_days_give_the_night_spot_the_work_spot_and_the_last_stop() {
 
     // Bad requests.
     assert_eq!(d.api("GET", "/v1/vehicles/V-9/places?days=0", None).0, 400);
+    let (s, v) = d.api("GET", "/v1/vehicles/V-9/places?day=7", None);
+    assert_eq!(s, 400, "a misspelt parameter is refused: {v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("day"), "{v}");
     assert_eq!(d.api("GET", "/v1/vehicles/nope/places", None).0, 404);
 }
