@@ -633,4 +633,58 @@ mod tests {
             serde_json::json!(back.since(fix_at) / 1000)
         );
     }
+
+    /// A restart while `reappeared` is held (the hold is in memory): the device's next message
+    /// raises it, and the silence it reports still counts from before the login.
+    #[test]
+    fn a_reappearance_held_across_a_restart_keeps_the_length_of_the_silence() {
+        use crate::event::{Event, EventKind, Protocol};
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = crate::store::Store::temporary().unwrap();
+        let mut e = engine_at(store.clone(), t0);
+        put_vehicle(
+            &mut e,
+            "V-1",
+            serde_json::json!({
+                "loan": {"id": "L", "status": "overdue", "days_past_due": 40},
+                "devices": [{"id": WIRED, "kind": "wired"}],
+            }),
+            t0,
+        );
+        let seen = t0.add_millis(60_000);
+        e.ingest(&[live_fix(WIRED, seen, 22.5, 114.0)], seen);
+        let silent = t0.add_millis(3 * 86_400_000);
+        e.tick(silent);
+        let _ = e.take_alerts();
+        let back = silent.add_millis(3_600_000);
+        let event = |kind| Event {
+            device_id: crate::event::DeviceId::new(WIRED),
+            protocol: Protocol::Gt06,
+            kind,
+        };
+        e.ingest(&[event(EventKind::Login)], back);
+        e.flush().unwrap();
+        drop(e);
+
+        let mut e = engine_at(store, back.add_millis(1_000));
+        let next = back.add_millis(2_000);
+        e.ingest(
+            &[event(EventKind::Heartbeat {
+                alarms: Default::default(),
+            })],
+            next,
+        );
+        let r: Vec<_> = e
+            .take_alerts()
+            .into_iter()
+            .filter(|a| a.kind == AlertType::Reappeared)
+            .map(|a| a.details)
+            .collect();
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            r[0]["silent_s"],
+            serde_json::json!(next.since(seen) / 1000),
+            "the silence counts from the last fix, not from the login"
+        );
+    }
 }
