@@ -14,6 +14,9 @@ pub(super) const T_VEHICLE: u8 = b'v';
 pub(super) const K_PENDING: &[u8] = b"mpending";
 pub(super) const K_WEBHOOK_PENDING: &[u8] = b"mw";
 pub(super) const K_NEXT_WID: &[u8] = b"mnextwid";
+/// One past the highest `seq` pruning removed: `seq` is the API's paging cursor, so a new alert
+/// never takes a number an earlier one had, even when pruning emptied the outbox.
+pub(super) const K_SEQ_FLOOR: &[u8] = b"mseqfloor";
 /// Set once every alert has its `v` key (alerts written before the index get theirs at open).
 pub(super) const K_VEHICLE_INDEXED: &[u8] = b"mvindexed";
 

@@ -22,7 +22,7 @@
 //! | `s` state seq | empty: the overall state of each alert, for filtered listing |
 //! | `v` len vehicle seq | empty: each vehicle's alerts, for its own listing |
 //! | `w` name | wid (u32): stable webhook ids, so that reordering the config is harmless |
-//! | `m` ... | counters (pending alerts, pending deliveries per webhook) |
+//! | `m` ... | counters (pending alerts, pending deliveries per webhook), next webhook id, `seq` floor |
 //!
 //! `wid` is a persistent id for a webhook name; the public API speaks of webhook *indexes* (the
 //! order of the names given to [`Outbox::open`]), which the outbox maps to wids.
@@ -222,7 +222,8 @@ impl Outbox {
                 be_u64(&k[1..]).ok_or_else(|| corrupt("alert key", "short key"))? + 1
             }
             None => 1,
-        };
+        }
+        .max(read_u64(&tree, K_SEQ_FLOOR)?);
         // Deliveries to a webhook that left the config stay pending until it comes back under
         // the same name; say so instead of letting the backlog hide.
         for kv in tree.scan_prefix([T_WEBHOOK]) {
@@ -530,6 +531,21 @@ mod tests {
         assert_eq!(ob.inner.tree.scan_prefix([T_VEHICLE]).count(), 2);
         let got = ob.list_for_vehicle("V-1", None, 10, None).unwrap();
         assert_eq!(seqs(got), [s1]);
+    }
+
+    /// `seq` is the paging cursor: an outbox that pruning emptied does not give the next alert
+    /// a number an earlier one had, after a restart either.
+    #[test]
+    fn numbers_are_not_reused_after_pruning_empties_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let ob = Outbox::open(&db, &names(1)).unwrap();
+        ob.insert(&alert("a1"), &[]).unwrap();
+        let last = ob.insert(&alert("a2"), &[]).unwrap();
+        assert_eq!(ob.prune(Timestamp::from_millis(i64::MAX), 100).unwrap(), 2);
+        drop(ob);
+        let ob = Outbox::open(&db, &names(1)).unwrap();
+        assert!(ob.insert(&alert("a3"), &[]).unwrap() > last);
     }
 
     #[test]

@@ -166,6 +166,7 @@ impl Outbox {
         // Serialised with the workers' record_attempt, which moves alerts between states.
         let _c = self.lock();
         let mut pruned = 0;
+        let mut floor = read_u64(&self.inner.tree, K_SEQ_FLOOR)?;
         for state in [State::Delivered, State::Failed] {
             let mut b = sled::Batch::default();
             for kv in self.inner.tree.scan_prefix(&state_key(state, 0)[..2]) {
@@ -191,8 +192,11 @@ impl Outbox {
                 for &wid in &rec.targets {
                     b.remove(&delivery_key(wid, seq));
                 }
+                floor = floor.max(seq + 1);
                 pruned += 1;
             }
+            // In the same batch as the removals: no kill can leave a number free for reuse.
+            b.insert(K_SEQ_FLOOR, &floor.to_be_bytes());
             self.inner.tree.apply_batch(b)?;
         }
         Ok(pruned)
