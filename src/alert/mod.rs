@@ -76,6 +76,30 @@ impl fmt::Display for AlertType {
     }
 }
 
+/// A position in an alert, the same as the API shows it (CONTRACT.md "Positions"): the fix,
+/// its coordinates rounded to 6 decimals, and when lienwatch received it (absent only in alerts
+/// stored before it was added).
+#[derive(Clone, Copy, PartialEq, Debug, Serialize, Deserialize)]
+pub struct AlertPosition {
+    #[serde(flatten)]
+    pub fix: Position,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<Timestamp>,
+}
+
+impl AlertPosition {
+    pub fn new(fix: Position, received_at: Timestamp) -> AlertPosition {
+        AlertPosition {
+            fix: Position {
+                lat: crate::event::round6(fix.lat),
+                lon: crate::event::round6(fix.lon),
+                ..fix
+            },
+            received_at: Some(received_at),
+        }
+    }
+}
+
 /// The alert object: the same in the webhook body, `GET /v1/alerts` and `replay` output.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct Alert {
@@ -89,7 +113,7 @@ pub struct Alert {
     pub plate: Option<String>,
     pub loan: Loan,
     /// Last-known position of the device when the alert was raised (none if it never had a fix).
-    pub position: Option<Position>,
+    pub position: Option<AlertPosition>,
     pub detected_at: Timestamp,
     pub details: serde_json::Value,
 }

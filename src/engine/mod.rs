@@ -545,7 +545,8 @@ impl Engine {
             position: self
                 .devices
                 .get(device)
-                .and_then(|r| r.position.map(|p| p.position())),
+                .and_then(|r| r.position)
+                .map(|p| crate::alert::AlertPosition::new(p.position(), p.received_at)),
             detected_at: now,
             details,
         };

@@ -407,6 +407,37 @@ mod tests {
         e
     }
 
+    /// An alert's `position` is the device's last-known position as the API shows it: rounded
+    /// coordinates and `received_at` (CONTRACT.md "Positions").
+    #[test]
+    fn an_alerts_position_is_the_apis_position() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = two_tracker_car(
+            t0,
+            serde_json::json!({"id": "L", "status": "current"}),
+            Some(serde_json::json!({"type": "Circle", "center": [114.0, 22.5], "radius_m": 2000})),
+        );
+        let t = t0.add_millis(60_000);
+        let received = t.add_millis(1_234);
+        e.ingest(
+            &[live_fix(WIRED, t, 22.643_095_999_999_998, 114.0)],
+            received,
+        );
+        let alerts = e.take_alerts();
+        let exit = alerts
+            .iter()
+            .find(|a| a.kind == AlertType::GeofenceExit)
+            .expect("geofence_exit");
+        let shown = serde_json::to_value(exit).unwrap();
+        let api = e.devices[&crate::event::DeviceId::new(WIRED)].to_json(Some("V-1"));
+        assert_eq!(shown["position"], api["position"]);
+        assert_eq!(shown["position"]["lat"], serde_json::json!(22.643096));
+        assert_eq!(
+            shown["position"]["received_at"],
+            serde_json::json!(received)
+        );
+    }
+
     /// Two trackers on one fenced car: the car's excursion is one `geofence_exit` and one
     /// `geofence_return`, however its trackers follow each other out and back; a tracker left
     /// inside (removed and dropped at home) does not end the excursion of the other.

@@ -5,7 +5,7 @@ use crate::common::receiver::{Receiver, Reply, Request};
 use crate::common::wait_for_async as wait_for;
 use lienwatch::alert::outbox::{Clock, Outbox, State};
 use lienwatch::alert::webhook::{self, Webhook, WebhookConfig, WorkerOptions};
-use lienwatch::alert::{Alert, AlertType};
+use lienwatch::alert::{Alert, AlertPosition, AlertType};
 use lienwatch::event::{DeviceId, Position, Timestamp};
 use lienwatch::registry::{Loan, LoanStatus};
 use std::collections::HashSet;
@@ -67,13 +67,16 @@ fn alert(id: &str, kind: AlertType) -> Alert {
             status: LoanStatus::Overdue,
             days_past_due: Some(37),
         },
-        position: Some(Position {
-            time: Timestamp::from_secs(1_795_000_000),
-            lat: 22.543096,
-            lon: 114.057865,
-            valid: true,
-            ..Position::default()
-        }),
+        position: Some(AlertPosition::new(
+            Position {
+                time: Timestamp::from_secs(1_795_000_000),
+                lat: 22.543096,
+                lon: 114.057865,
+                valid: true,
+                ..Position::default()
+            },
+            Timestamp::from_secs(1_795_000_001),
+        )),
         detected_at: Timestamp::from_secs(1_795_000_001),
         details: serde_json::json!({"distance_outside_m": 1830.5}),
     }
