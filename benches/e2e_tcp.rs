@@ -727,7 +727,7 @@ impl Lienwatch {
         }
         // Before the folder goes with `_dir`.
         self.sealing.all_stopped().await;
-        self.handle.shutdown().await;
+        let _ = self.handle.shutdown().await;
     }
 }
 

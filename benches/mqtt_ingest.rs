@@ -448,7 +448,7 @@ async fn lienwatch(s: Setup, acked: &AtomicU64) -> Cost {
     }
     stop.cancel();
     let _ = task.await;
-    handle.shutdown().await;
+    let _ = handle.shutdown().await;
     // The passes end before the database's folder goes.
     upkeep.cancel();
     passes.all_stopped().await;

@@ -222,11 +222,16 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     }
     let _ = admin.await;
     // Answered once the engine's last flush is done; its thread ends with the last handle.
-    handle.shutdown().await;
+    let last_flush = handle.shutdown().await;
     // The short passes finish the one under way before the store closes.
     passes.stopped().await;
     // Delivery stops last: alerts raised during the drain are on disk and resume after restart.
     delivery.stop().await;
+    // What was applied after the last commit is not on disk: a failure, not a clean stop.
+    last_flush.map_err(|e| DaemonError::Storage {
+        path: path.display().to_string(),
+        msg: format!("final flush failed: {e}"),
+    })?;
     tracing::info!("lienwatch stopped");
     Ok(())
 }

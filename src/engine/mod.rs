@@ -131,6 +131,9 @@ pub struct Engine {
     history_staged: crate::history::Staged,
     /// Alerts raised since `take_alerts` was last called.
     raised: Vec<Alert>,
+    /// Alerts the outbox refused (a store error), with their webhooks: the next commit writes
+    /// them first and fails if it cannot, since it carries the rule state that raised them.
+    unqueued: Vec<(Alert, Vec<usize>)>,
     /// Alerts raised so far (persisted); part of each alert's id.
     alert_count: u64,
     /// `alert_count` as last written: a commit that raised nothing writes nothing for it.
@@ -252,6 +255,7 @@ impl Engine {
             dirty: FastSet::default(),
             dirty_states: FastSet::default(),
             raised: Vec::new(),
+            unqueued: Vec::new(),
             alert_count,
             alert_count_saved: alert_count,
             commands,
@@ -552,7 +556,8 @@ impl Engine {
         };
         let targets = crate::alert::webhook::targets(&self.cfg.webhooks, kind);
         if let Err(e) = self.outbox.insert(&alert, &targets) {
-            tracing::error!(error = %e, alert = %alert.id, "cannot queue alert");
+            tracing::error!(error = %e, alert = %alert.id, "cannot queue alert; the commit tries again");
+            self.unqueued.push((alert.clone(), targets));
         }
         metrics::counter!("lienwatch_alerts_raised_total", "type" => kind.as_str()).increment(1);
         tracing::info!(alert = %alert.id, r#type = kind.as_str(), vehicle = vehicle_id, device = %device, "alert raised");
@@ -664,26 +669,38 @@ impl Engine {
     /// Writes every changed record and flushes: the commit that replies wait for. Alerts were
     /// written to the outbox when raised, so they land in this same flush, before the states
     /// that remember them.
+    ///
+    /// A write that fails leaves what it had not written marked, so that the next commit
+    /// writes it again.
     pub fn flush(&mut self) -> Result<(), StoreError> {
+        // Alerts first: the rule state that raised them must not reach the disk without them.
+        while let Some((alert, targets)) = self.unqueued.first() {
+            self.outbox
+                .insert(alert, targets)
+                .map_err(|e| StoreError::Outbox(e.to_string()))?;
+            self.unqueued.remove(0);
+        }
         // One write for every changed record (`store::DeviceLog`).
         let devices = &self.devices;
         self.store
             .put_devices(self.dirty.iter().filter_map(|id| devices.get(id)))?;
         self.dirty.clear();
-        for id in self.dirty_states.drain() {
-            let bytes = self.states.get(&id).map(DeviceRuleState::to_bytes);
-            self.store.put_rule_state(&id, bytes.as_deref())?;
+        for id in &self.dirty_states {
+            let bytes = self.states.get(id).map(DeviceRuleState::to_bytes);
+            self.store.put_rule_state(id, bytes.as_deref())?;
         }
+        self.dirty_states.clear();
         self.history
             .apply(std::mem::take(&mut self.history_staged))?;
-        for id in self.dirty_risk.drain() {
+        for id in &self.dirty_risk {
             let bytes = self
                 .risk
-                .get(&id)
+                .get(id)
                 .filter(|s| !s.is_empty())
                 .map(crate::risk::RiskState::to_bytes);
-            self.store.put_risk(&id, bytes.as_deref())?;
+            self.store.put_risk(id, bytes.as_deref())?;
         }
+        self.dirty_risk.clear();
         self.vrules.flush(&self.store)?;
         for (id, terminal_id) in self.terminal_ids.take_unsaved() {
             self.store.put_registration(&id, &terminal_id)?;

@@ -26,7 +26,7 @@ enum Msg {
     },
     Command(Job),
     /// Flush and stop.
-    Shutdown(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<Result<(), String>>),
 }
 
 /// The async side of the engine. Cheap to clone.
@@ -97,14 +97,16 @@ impl EngineHandle {
         let _ = self.tx.send_async(Msg::Command(job)).await;
     }
 
-    /// Stops the engine: answered once its last flush is done and its store let go. From then
-    /// on every commit and command is refused (`StoreError::Closed`, `EngineError::Stopped`);
-    /// the thread itself ends when the last handle is dropped.
-    pub async fn shutdown(&self) {
+    /// Stops the engine: answered once its last flush is done and its store let go, with that
+    /// flush's failure if it failed (what was applied since the last commit is then not on
+    /// disk). From then on every commit and command is refused (`StoreError::Closed`,
+    /// `EngineError::Stopped`); the thread itself ends when the last handle is dropped.
+    pub async fn shutdown(&self) -> Result<(), String> {
         let (done, rx) = oneshot::channel();
         if self.tx.send_async(Msg::Shutdown(done)).await.is_ok() {
-            let _ = rx.await;
+            return rx.await.unwrap_or(Ok(()));
         }
+        Ok(())
     }
 
     /// The vehicle a device is bound to, if any (read without a round trip).
@@ -295,13 +297,14 @@ fn run(
     }
     // Last flush on the way out: anything applied is made durable, and the engine's store and
     // the places worker are let go before the shutdown is answered.
-    if let Err(e) = engine.flush() {
+    let last = engine.flush().map_err(|e| e.to_string());
+    if let Err(e) = &last {
         tracing::error!(error = %e, "final flush failed");
     }
     drop(engine);
     drop(checks);
     if let Some(done) = stopping {
-        let _ = done.send(());
+        let _ = done.send(last);
     }
     // The queue stays open until the last handle is gone, and whatever reaches it from now on
     // is refused at once, so that its sender learns the engine is gone instead of waiting.
@@ -332,7 +335,7 @@ mod tests {
             let cfg = EngineConfig::from_config(&Default::default(), Vec::new());
             let engine = Engine::open(store, outbox, cfg, Timestamp::now()).expect("engine");
             let (handle, thread) = spawn(engine, Arc::new(Timestamp::now)).expect("thread");
-            handle.shutdown().await;
+            handle.shutdown().await.expect("last flush");
             let mut events = vec![Event {
                 device_id: DeviceId::new("868120000000001"),
                 protocol: Protocol::Gt06,

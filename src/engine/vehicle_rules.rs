@@ -407,6 +407,41 @@ mod tests {
         e
     }
 
+    /// The outbox refuses an alert (a store error): the commit that carries the rule state
+    /// which raised it fails, and the next one writes the alert first, so that the state is
+    /// never on disk without its alert.
+    #[test]
+    fn an_alert_the_outbox_refused_is_written_by_the_next_commit() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = two_tracker_car(
+            t0,
+            serde_json::json!({"id": "L", "status": "current"}),
+            Some(serde_json::json!({"type": "Circle", "center": [114.0, 22.5], "radius_m": 2000})),
+        );
+        e.flush().unwrap();
+        e.outbox.fail_inserts(u32::MAX);
+        let t = t0.add_millis(60_000);
+        e.ingest(&[live_fix(WIRED, t, 22.6, 114.0)], t);
+        let raised = e.take_alerts();
+        assert!(raised.iter().any(|a| a.kind == AlertType::GeofenceExit));
+        let listed = |e: &crate::engine::Engine| {
+            e.outbox
+                .list(None, 10, None)
+                .unwrap()
+                .into_iter()
+                .filter(|v| v.alert.kind == AlertType::GeofenceExit)
+                .count()
+        };
+        assert_eq!(listed(&e), 0);
+        assert!(e.flush().is_err(), "the commit of its rule state fails");
+        e.outbox.fail_inserts(0);
+        e.flush().expect("the store takes it now");
+        assert_eq!(listed(&e), 1);
+        // Once, not again at the commit after.
+        e.flush().unwrap();
+        assert_eq!(listed(&e), 1);
+    }
+
     /// An alert's `position` is the device's last-known position as the API shows it: rounded
     /// coordinates and `received_at` (CONTRACT.md "Positions").
     #[test]

@@ -22,6 +22,8 @@ pub enum StoreError {
     Corrupt { tree: &'static str, msg: String },
     #[error("store: the engine is not running")]
     Closed,
+    #[error("store: alert outbox: {0}")]
+    Outbox(String),
 }
 
 /// A position as stored: the fix plus when lienwatch received it. A plain layout of its own,

@@ -166,6 +166,9 @@ struct Inner {
     /// ([`Outbox::mark_durable`]). Workers send nothing above it, so that a crash before the
     /// commit cannot leave a receiver holding an alert the daemon then raises again anew.
     durable: std::sync::atomic::AtomicU64,
+    /// Inserts that fail before they write (tests of a store that refuses).
+    #[cfg(test)]
+    fail_inserts: std::sync::atomic::AtomicU32,
 }
 
 /// Handle to the outbox. Cheap to clone; all clones share state.
@@ -259,10 +262,20 @@ impl Outbox {
                 next_seq: Mutex::new(next_seq),
                 // What sled holds at open is on disk.
                 durable: std::sync::atomic::AtomicU64::new(next_seq),
+                #[cfg(test)]
+                fail_inserts: std::sync::atomic::AtomicU32::new(0),
             }),
         };
         outbox.publish_gauges(&outbox.lock());
         Ok(outbox)
+    }
+
+    /// The next `n` inserts fail before they write anything.
+    #[cfg(test)]
+    pub(crate) fn fail_inserts(&self, n: u32) {
+        self.inner
+            .fail_inserts
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, Counters> {

@@ -12,6 +12,21 @@ impl Outbox {
     /// state change that raised it; then call [`Outbox::notify`]. With no target the alert is
     /// stored as `delivered` with 0 attempts (nothing to deliver, but visible in the API).
     pub fn insert(&self, alert: &Alert, targets: &[usize]) -> Result<u64> {
+        #[cfg(test)]
+        if self
+            .inner
+            .fail_inserts
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err(OutboxError::Sled(sled::Error::Io(std::io::Error::other(
+                "injected",
+            ))));
+        }
         let mut idx: Vec<usize> = targets.to_vec();
         idx.sort_unstable();
         idx.dedup();
