@@ -423,7 +423,8 @@ pub struct AlarmPacket {
     /// counts, the position does not.
     pub gps: Option<Gps>,
     pub status: Status,
-    pub alarm_code: u8,
+    /// `None` where the layout has no alarm code (VXT01).
+    pub alarm_code: Option<u8>,
     /// 0x27 fence number (0xFF = none).
     pub fence: Option<u8>,
     /// The serving cell of an LBS alarm (0xA5), which has no GPS block.
@@ -576,12 +577,12 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
                 Err(DecodeError::BadTime) => None,
                 Err(e) => return Err(e),
             };
-            // The LBS length byte counts itself (9 for 2G: 1 + MCC 2 + MNC 1 + LAC 2 + cell 3).
-            let lbs_len = c.get(18).copied().ok_or(DecodeError::Truncated)?.max(1) as usize;
-            let at = 18 + lbs_len;
-            let Some(&[terminal_info, voltage, gsm, alarm_code]) = c.get(at..at + 4) else {
+            let layout = AlarmLayout::of(p.proto, p.extended, c.len());
+            let at = layout.status_at(c)?;
+            let Some(&[terminal_info, voltage, gsm, alarm_byte]) = c.get(at..at + 4) else {
                 return Err(DecodeError::Truncated);
             };
+            let alarm_code = (layout != AlarmLayout::Vxt01).then_some(alarm_byte);
             Message::Alarm(AlarmPacket {
                 gps,
                 status: Status {
@@ -631,6 +632,44 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
         }
         other => Message::Unsupported(other),
     })
+}
+
+/// How an alarm packet lays out the block between the GPS block and the status block. Clones
+/// reuse 0x16 with other layouts, told apart by LEN (§A.7).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum AlarmLayout {
+    /// An LBS length byte, then MCC 2, MNC 1, LAC 2, cell 3 (§A.5; 4G: a longer cell block).
+    Standard,
+    /// SeeWorld 0x16, LEN 0x26: the length byte, then a 4-byte cell id (§A.7).
+    SeeWorld,
+    /// VXT01 0x16, LEN 0x24: no length byte before the 8-byte LBS block; the byte in the alarm
+    /// position is a vendor extension, not an alarm code.
+    Vxt01,
+}
+
+impl AlarmLayout {
+    fn of(proto: u8, extended: bool, content_len: usize) -> Self {
+        match (proto, extended, content_len + 5) {
+            (PROTO_ALARM, false, 0x26) => AlarmLayout::SeeWorld,
+            (PROTO_ALARM, false, 0x24) => AlarmLayout::Vxt01,
+            _ => AlarmLayout::Standard,
+        }
+    }
+
+    /// Offset of the terminal-info byte in the content. The standard length byte counts itself
+    /// (9 for 2G, §A.5), but many units send 8, counting the block only: below 9 it is read as
+    /// 9, since the block is there either way. Longer values (4G cells) skip the extra bytes;
+    /// 0 means no LBS block at all.
+    fn status_at(self, c: &[u8]) -> Result<usize, DecodeError> {
+        Ok(match self {
+            AlarmLayout::Vxt01 => 18 + 8,
+            AlarmLayout::SeeWorld => 19 + 9,
+            AlarmLayout::Standard => match c.get(18).copied().ok_or(DecodeError::Truncated)? {
+                0 => 19,
+                len => 18 + usize::from(len.max(9)),
+            },
+        })
+    }
 }
 
 /// Content length of an SL4X 0x34 (LEN 0x37): an LBS report, not an X1 location.
@@ -729,7 +768,7 @@ fn cell_alarm(c: &[u8], at: usize, cell: Option<Cell>) -> Result<Message<'_>, De
             voltage_level: Some(voltage),
             gsm_level: Some(gsm),
         },
-        alarm_code,
+        alarm_code: Some(alarm_code),
         fence: None,
         cell,
     }))
@@ -1323,7 +1362,7 @@ impl Gt06Session {
                 reply_for(pkt)
             }
             Message::Alarm(a) => {
-                let alarms = alarm_report(a.status.terminal_info, Some(a.alarm_code));
+                let alarms = alarm_report(a.status.terminal_info, a.alarm_code);
                 let kind = match a.gps {
                     Some(gps) => EventKind::Position(Fix {
                         position: gps.position(self.offset_for(pkt.proto)),
@@ -1878,6 +1917,51 @@ mod tests {
             crc16_x25(&r[2..r.len() - 4]).to_be_bytes(),
             [r[r.len() - 4], r[r.len() - 3]]
         );
+    }
+
+    /// The events of `frames` sent after a login, the login's left out.
+    fn after_login(frames: &[&str]) -> Vec<Event> {
+        let mut s = session();
+        let mut stream = hex(LOGIN);
+        for f in frames {
+            stream.extend(hex(f));
+        }
+        let (out, err) = decode_all(&mut s, &stream);
+        assert!(err.is_none(), "{err:?}");
+        events(&out).into_iter().skip(1).cloned().collect()
+    }
+
+    /// The status block sits after the LBS block whatever the LBS length byte says below 9, and
+    /// where the (proto, LEN) layouts of §A.7 put it. Frames from Traccar's test suite (LBS
+    /// length 8; SeeWorld; VXT01) and §A.6 #5 rebuilt with length 8, CRCs checked.
+    #[test]
+    fn alarm_status_block_follows_the_layout() {
+        let alarms = |f: &str| after_login(&[f])[0].alarms();
+        // 0x26 with length 8: terminal info 0x06 (external power on), alarm 0x0C. Read one byte
+        // early, the GSM level 0x03 passed for the alarm code (vibration).
+        let r = alarms(
+            "78782526160913063918c002780fab0c44750f00040008027f14084c0038420600030c020007398e0d0a",
+        );
+        assert!(!r.active.contains(Alarms::VIBRATION), "{r:?}");
+        assert!(r.known.contains(Alarms::POWER_CUT) && !r.active.contains(Alarms::POWER_CUT));
+        // §A.6 #5 with length 8 and alarm 0x00: no power cut.
+        let r = alarms(
+            "787825161805140a1e0fc9026b2a250c3cb15d00145a0801cc00247c0f2a314604020002000757c60d0a",
+        );
+        assert!(r.active.is_empty(), "{r:?}");
+        // SeeWorld 0x16 (LEN 0x26, 4-byte cell id): terminal info 0x00, tamper 0x13.
+        let r = alarms("78782616170A080C0E24C0027C58AD0C2B8B0100454E0901CC0025030328E7A0005D4B13021EC373170D0A");
+        assert_eq!(r.active, Alarms::TAMPER);
+        // VXT01 0x16 (LEN 0x24, no length byte): terminal info 0x62 says SOS; the byte in the
+        // alarm position (0x04) is a vendor extension, not an alarm code.
+        let r = alarms(
+            "7878241617070a150e24ca01fba0040780e177005c0001720253360027db6204e40400004bf1e90d0a",
+        );
+        assert_eq!(r.active, Alarms::SOS);
+        // Length 9 (§A.6 #5) and a 4G block of 16 keep their offsets.
+        assert!(alarms(POWER_CUT).active.contains(Alarms::POWER_CUT));
+        let r = alarms("78782da41a0509160203cf05be31f80c306530001c0010012ed000007ef40000000006428b074205041302ff0009389c0d0a");
+        assert!(r.active.contains(Alarms::TAMPER), "{r:?}");
     }
 
     #[test]
