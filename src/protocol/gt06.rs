@@ -1033,20 +1033,25 @@ pub fn alarm_code_flags(code: u8) -> Alarms {
 
 /// Alarm conditions from the terminal-info byte plus, for alarm packets, the alarm code.
 ///
-/// Edge-style for the alarm conditions (GT06 says nothing about those it does not raise), but
-/// two bits are states: bit 2 (external power connected) clears POWER_CUT unless this very frame
-/// says power cut, and bit 7 is the immobiliser relay (§A.5 terminal information).
+/// The alarm code names one alarm that occurred (§A.5): an event, reported each time it comes
+/// and latching nothing, since no GT06 message ends a tamper or an SOS. The terminal-info byte
+/// is state: bits 5..3 say which condition holds, bit 2 (external power connected) clears
+/// POWER_CUT unless this very frame says power cut, and bit 7 is the immobiliser relay (§A.5
+/// terminal information, §F.3).
 pub fn alarm_report(terminal_info: u8, alarm_code: Option<u8>) -> AlarmReport {
-    let mut raised = alarm_code.map(alarm_code_flags).unwrap_or(Alarms::NONE);
-    raised.insert(match (terminal_info >> 3) & 0x07 {
+    let occurred = alarm_code.map(alarm_code_flags).unwrap_or(Alarms::NONE);
+    let state = match (terminal_info >> 3) & 0x07 {
         0b001 => Alarms::VIBRATION,
         0b010 => Alarms::POWER_CUT,
         0b011 => Alarms::LOW_BATTERY,
         0b100 => Alarms::SOS,
         _ => Alarms::NONE,
-    });
-    let mut r = AlarmReport::raised(raised);
-    if terminal_info & 0x04 != 0 && !raised.contains(Alarms::POWER_CUT) {
+    };
+    let mut r = AlarmReport::raised(state);
+    r.events = occurred;
+    r.active.insert(occurred);
+    let cut = state.union(occurred).contains(Alarms::POWER_CUT);
+    if terminal_info & 0x04 != 0 && !cut {
         r = r.with(Alarms::POWER_CUT, false);
     }
     r.with(Alarms::IMMOBILISED, terminal_info & 0x80 != 0)
@@ -1962,6 +1967,22 @@ mod tests {
         assert!(alarms(POWER_CUT).active.contains(Alarms::POWER_CUT));
         let r = alarms("78782da41a0509160203cf05be31f80c306530001c0010012ed000007ef40000000006428b074205041302ff0009389c0d0a");
         assert!(r.active.contains(Alarms::TAMPER), "{r:?}");
+    }
+
+    /// Alarm codes are events (§A.5): the tamper code occurred, no tamper state is claimed (no
+    /// GT06 message would ever end it). Terminal info 0x50 still gives the power-cut state.
+    #[test]
+    fn alarm_codes_are_events_not_states() {
+        let r = after_login(&[TAMPER])[0].alarms();
+        assert!(r.events.contains(Alarms::TAMPER), "{r:?}");
+        assert!(!r.known.contains(Alarms::TAMPER), "{r:?}");
+        assert!(r.known.contains(Alarms::POWER_CUT) && r.active.contains(Alarms::POWER_CUT));
+        let r = alarm_report(0x46, Some(0x02));
+        assert!(r.events.contains(Alarms::POWER_CUT) && r.active.contains(Alarms::POWER_CUT));
+        assert!(
+            !r.known.contains(Alarms::POWER_CUT),
+            "a cut code is not cleared by bit 2"
+        );
     }
 
     #[test]

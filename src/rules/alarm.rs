@@ -2,8 +2,8 @@
 //!
 //! Raised on the edge from off to on only, once per change of state, however many frames repeat
 //! the condition. A report that says the condition is off (`known && !active`) clears it, so a
-//! later cut alerts again. A frame that says nothing about a condition (GT06 sends one alarm code
-//! per packet) leaves it as it was.
+//! later cut alerts again. A frame that says nothing about a condition leaves it as it was.
+//! Events (GT06 alarm codes, MQTT JSON alarms) alert each time they come and latch nothing.
 
 use super::{AlertDraft, DeviceRuleState};
 use crate::alert::AlertType;
@@ -19,12 +19,17 @@ const WATCHED: [(Alarms, AlertType); 2] = [
 /// Applies one live report to the state, pushing the alerts it raises.
 pub(crate) fn apply(state: &mut DeviceRuleState, report: AlarmReport, out: &mut Vec<AlertDraft>) {
     for (cond, kind) in WATCHED {
-        // An event alerts each time it is reported, and leaves the state as it was.
+        // An event alerts each time it is reported. A state the same frame gives for the
+        // condition (a GT06 power cut in the terminal-info bits beside the alarm code) is
+        // recorded as alerted, so that the next frame repeating it does not alert a second time.
         if report.events.contains(cond) {
             out.push(AlertDraft {
                 kind,
                 details: json!({}),
             });
+            if report.known.contains(cond) {
+                state.alarms_alerted.insert(cond);
+            }
             continue;
         }
         if !report.known.contains(cond) {

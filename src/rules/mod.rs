@@ -936,6 +936,32 @@ mod tests {
         assert!(!s.state.alarms_alerted.contains(Alarms::POWER_CUT));
     }
 
+    /// GT06 alarm codes are events (protocols.md §A.5): each tamper code alerts, the next one
+    /// too; a power cut given both as a code and as terminal-info state alerts once, and the
+    /// state's end restores it.
+    #[test]
+    fn gt06_alarm_codes_alert_each_time_power_cut_state_once() {
+        use crate::protocol::gt06::alarm_report;
+        let mut s = Sim::new(vehicle("current", None), "111");
+        let tamper = alarm_report(0x46, Some(0x13));
+        assert_eq!(s.send(alarm(tamper)), vec![Tamper]);
+        assert_eq!(
+            s.send(alarm(tamper)),
+            vec![Tamper],
+            "the next tamper alerts"
+        );
+        let heartbeat = |ti| EventKind::Heartbeat {
+            alarms: alarm_report(ti, None),
+        };
+        assert_eq!(
+            s.send(alarm(alarm_report(0x50, Some(0x02)))),
+            vec![PowerCut]
+        );
+        assert_eq!(s.send(heartbeat(0x50)), vec![], "the cut state repeated");
+        assert_eq!(s.send(heartbeat(0x46)), vec![PowerRestored]);
+        assert_eq!(s.send(alarm(tamper)), vec![Tamper]);
+    }
+
     #[test]
     fn tamper_edges() {
         let mut s = Sim::new(vehicle("overdue", None), "222");
