@@ -520,9 +520,11 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
             };
             let c = c.get(at..).ok_or(DecodeError::Truncated)?;
             let gps = Gps::parse(c)?;
-            // 0x22: flags follow the 8-byte LBS block; 0xA0: the 4G LBS block (MNC is 2 bytes
-            // when MCC bit 15 is set, LAC 4, cell 8).
+            // 0x22: flags follow the 8-byte LBS block, 9 bytes in SeeWorld's LEN 0x2F with its
+            // 4-byte cell id (§A.7); 0xA0: the 4G LBS block (MNC is 2 bytes when MCC bit 15 is
+            // set, LAC 4, cell 8).
             let flags_at = match p.proto {
+                PROTO_LOCATION_UTC if !p.extended && c.len() == SEEWORLD_0X22_CONTENT => Some(27),
                 PROTO_LOCATION_UTC => Some(26),
                 PROTO_LOCATION_4G => be16(c, 18).map(|mcc| {
                     let mnc = if mcc & 0x8000 != 0 { 2 } else { 1 };
@@ -671,6 +673,10 @@ impl AlarmLayout {
         })
     }
 }
+
+/// Content length of a SeeWorld 0x22 (LEN 0x2F): a 4-byte cell id, then the flags and
+/// odometer, travel time, temperature and humidity (§A.7).
+const SEEWORLD_0X22_CONTENT: usize = 0x2F - 5;
 
 /// Content length of an SL4X 0x34 (LEN 0x37): an LBS report, not an X1 location.
 const SL4X_LBS_CONTENT: usize = 0x37 - 5;
@@ -1967,6 +1973,19 @@ mod tests {
         assert!(alarms(POWER_CUT).active.contains(Alarms::POWER_CUT));
         let r = alarms("78782da41a0509160203cf05be31f80c306530001c0010012ed000007ef40000000006428b074205041302ff0009389c0d0a");
         assert!(r.active.contains(Alarms::TAMPER), "{r:?}");
+    }
+
+    /// SeeWorld 0x22 (LEN 0x2F): the 4-byte cell id puts ACC, upload mode and re-upload one
+    /// byte later. A frame from Traccar's test suite with the upload-mode byte set to 0x01 (CRC
+    /// recomputed): a live fix, not a buffered one.
+    #[test]
+    fn seeworld_location_flags_follow_the_4_byte_cell_id() {
+        let ev = after_login(&["78782f221709130f3a32cc02c55f2a089f9afc005c2101360481fe066d9b03000100000025d4000000000020002d0360c7c70d0a"]);
+        let EventKind::Position(fix) = &ev[0].kind else {
+            panic!("position expected: {ev:?}")
+        };
+        assert!(!fix.buffered);
+        assert!(fix.position.valid);
     }
 
     /// Alarm codes are events (§A.5): the tamper code occurred, no tamper state is claimed (no
