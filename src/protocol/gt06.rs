@@ -436,7 +436,11 @@ pub struct AlarmPacket {
 pub enum Message<'a> {
     Login(Login<'a>),
     Location(Location),
-    Status(Status),
+    /// 0x13 heartbeat: terminal info, voltage, GSM level, then the alarm byte (§A.5).
+    Status {
+        status: Status,
+        alarm_code: Option<u8>,
+    },
     Alarm(AlarmPacket),
     TimeRequest,
     /// 0x94: sub-type and data (§A.5). Not acknowledged.
@@ -567,11 +571,14 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
         }
         PROTO_STATUS => {
             let &terminal_info = c.first().ok_or(DecodeError::Truncated)?;
-            Message::Status(Status {
-                terminal_info,
-                voltage_level: c.get(1).copied(),
-                gsm_level: c.get(2).copied(),
-            })
+            Message::Status {
+                status: Status {
+                    terminal_info,
+                    voltage_level: c.get(1).copied(),
+                    gsm_level: c.get(2).copied(),
+                },
+                alarm_code: c.get(3).copied(),
+            }
         }
         PROTO_ALARM | PROTO_ALARM_UTC | PROTO_ALARM_FENCES | PROTO_ALARM_4G => {
             let gps = match Gps::parse(c) {
@@ -1037,7 +1044,7 @@ pub fn alarm_code_flags(code: u8) -> Alarms {
     }
 }
 
-/// Alarm conditions from the terminal-info byte plus, for alarm packets, the alarm code.
+/// Alarm conditions from the terminal-info byte plus the alarm code of alarm and status packets.
 ///
 /// The alarm code names one alarm that occurred (§A.5): an event, reported each time it comes
 /// and latching nothing, since no GT06 message ends a tamper or an SOS. The terminal-info byte
@@ -1367,8 +1374,8 @@ impl Gt06Session {
                 out.push(self.event(&id, EventKind::Position(Fix::live(position))));
                 address_reply(&position, phone, language, pkt.serial).map(Bytes::from)
             }
-            Message::Status(st) => {
-                let alarms = alarm_report(st.terminal_info, None);
+            Message::Status { status, alarm_code } => {
+                let alarms = alarm_report(status.terminal_info, alarm_code);
                 out.push(self.event(&id, EventKind::Heartbeat { alarms }));
                 reply_for(pkt)
             }
@@ -1986,6 +1993,20 @@ mod tests {
         };
         assert!(!fix.buffered);
         assert!(fix.position.valid);
+    }
+
+    /// A heartbeat's alarm byte (§A.5: terminal info, voltage, GSM, alarm, language) is read, as
+    /// an event: 0x13 is tamper.
+    #[test]
+    fn heartbeat_alarm_byte_is_an_event() {
+        let ev = after_login(&["78780a1340040413020009b0d00d0a", HEARTBEAT]);
+        let EventKind::Heartbeat { alarms } = ev[0].kind else {
+            panic!("heartbeat expected: {ev:?}")
+        };
+        assert!(alarms.events.contains(Alarms::TAMPER), "{alarms:?}");
+        assert_eq!(alarms.active.names(), ["tamper"]);
+        // Alarm 0x00: nothing occurred.
+        assert!(ev[1].alarms().events.is_empty() && ev[1].alarms().active.is_empty());
     }
 
     /// Alarm codes are events (§A.5): the tamper code occurred, no tamper state is claimed (no
