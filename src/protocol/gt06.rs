@@ -77,6 +77,8 @@ const MIN_LEN: usize = 5;
 pub const PROTO_LOGIN: u8 = 0x01;
 pub const PROTO_LOCATION: u8 = 0x12;
 pub const PROTO_STATUS: u8 = 0x13;
+/// Heartbeat of the GK310 (§A.4): a status byte and battery, answered like 0x13.
+pub const PROTO_HEARTBEAT_GK310: u8 = 0x23;
 pub const PROTO_ALARM: u8 = 0x16;
 pub const PROTO_LOCATION_UTC: u8 = 0x22;
 pub const PROTO_ALARM_UTC: u8 = 0x26;
@@ -442,6 +444,8 @@ pub enum Message<'a> {
         alarm_code: Option<u8>,
     },
     Alarm(AlarmPacket),
+    /// 0x23: a sign of life that expects the short reply (§A.4).
+    Heartbeat,
     TimeRequest,
     /// 0x94: sub-type and data (§A.5). Not acknowledged.
     Info {
@@ -608,6 +612,7 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
                 cell: None,
             })
         }
+        PROTO_HEARTBEAT_GK310 if !p.extended => Message::Heartbeat,
         PROTO_TIME_REQUEST => Message::TimeRequest,
         PROTO_ADDRESS_REQUEST if !p.extended => {
             let gps = Gps::parse(c)?;
@@ -1420,7 +1425,25 @@ impl Gt06Session {
                 out.push(Output::Message("info"));
                 None
             }
+            Message::Heartbeat => {
+                out.push(self.event(
+                    &id,
+                    EventKind::Heartbeat {
+                        alarms: AlarmReport::NONE,
+                    },
+                ));
+                reply_for(pkt)
+            }
+            // A checked frame from a logged-in device proves it alive even when its type is not
+            // read. protocols.md names no reply for such types, so none is sent; the rejection
+            // still logs the type for the operator.
             Message::Unsupported(kind) => {
+                out.push(self.event(
+                    &id,
+                    EventKind::Heartbeat {
+                        alarms: AlarmReport::NONE,
+                    },
+                ));
                 out.push(Output::Rejected(Rejection::unsupported(
                     "gt06",
                     &format!("0x{kind:02X}"),
@@ -2007,6 +2030,43 @@ mod tests {
         assert_eq!(alarms.active.names(), ["tamper"]);
         // Alarm 0x00: nothing occurred.
         assert!(ev[1].alarms().events.is_empty() && ev[1].alarms().active.is_empty());
+    }
+
+    /// 0x23, the GK310 heartbeat (§A.4), is a sign of life and gets the short reply. The frame
+    /// is from Traccar's test suite.
+    #[test]
+    fn gk310_heartbeat_is_answered() {
+        let mut s = session();
+        let stream: Vec<u8> = [LOGIN, "78780B23C00122040001000818720D0A"]
+            .iter()
+            .flat_map(|f| hex(f))
+            .collect();
+        let (out, _) = decode_all(&mut s, &stream);
+        let ev = events(&out);
+        assert!(matches!(ev[1].kind, EventKind::Heartbeat { .. }), "{out:?}");
+        assert_eq!(replies(&out)[1], hex("78 78 05 23 00 08 F2 9E 0D 0A"));
+    }
+
+    /// A checked frame of a type lienwatch does not read (Jimi 4G status 0x36, GK310 / GL21L
+    /// 0xA3; frames from Traccar's test suite) still proves the device alive. protocols.md names
+    /// no reply for these, so none is sent, and the type is still reported as not decoded.
+    #[test]
+    fn undecoded_types_are_a_sign_of_life() {
+        for f in [
+            "787817360005040002003201010018020192006a015f0324aeaf0d0a",
+            "78780ca346000106640c01123d5f5e0d0a",
+            "78782ca3110b10081336f000000000000000000004003901cc0000009191000000000906170304050400010003e0940d0a",
+        ] {
+            let mut s = session();
+            let mut stream = hex(LOGIN);
+            stream.extend(hex(f));
+            let (out, _) = decode_all(&mut s, &stream);
+            let ev = events(&out);
+            assert_eq!(ev.len(), 2, "{f}: {out:?}");
+            assert!(matches!(ev[1].kind, EventKind::Heartbeat { .. }), "{f}");
+            assert_eq!(replies(&out).len(), 1, "{f}: only the login is answered");
+            assert!(out.iter().any(|o| matches!(o, Output::Rejected(r) if r.reason.contains("unsupported"))));
+        }
     }
 
     /// Alarm codes are events (§A.5): the tamper code occurred, no tamper state is claimed (no
