@@ -421,8 +421,8 @@ pub struct Status {
 /// Alarms 0x16, 0x26, 0x27, 0xA4.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct AlarmPacket {
-    /// `None` when the GPS block carries an impossible date (no fix time yet): the alarm still
-    /// counts, the position does not.
+    /// `None` when the GPS block carries an impossible date (no fix time yet) or coordinates off
+    /// the globe: the alarm still counts, the position does not.
     pub gps: Option<Gps>,
     pub status: Status,
     /// `None` where the layout has no alarm code (VXT01).
@@ -587,7 +587,7 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
         PROTO_ALARM | PROTO_ALARM_UTC | PROTO_ALARM_FENCES | PROTO_ALARM_4G => {
             let gps = match Gps::parse(c) {
                 Ok(g) => Some(g),
-                Err(DecodeError::BadTime) => None,
+                Err(DecodeError::BadTime | DecodeError::BadCoordinates) => None,
                 Err(e) => return Err(e),
             };
             let layout = AlarmLayout::of(p.proto, p.extended, c.len());
@@ -1277,6 +1277,30 @@ impl Gt06Session {
         })
     }
 
+    /// A checked frame whose fix cannot be used (a zero date before the first fix, coordinates
+    /// off the globe): the fix is dropped, but the device is talking, so it is a heartbeat, and
+    /// the usual reply goes out so that the device does not send the frame again and again
+    /// (§A.3). Before a login it is dropped like any frame (§A.7).
+    fn unusable_fix(&self, pkt: &Packet<'_>, e: DecodeError, n: usize, out: &mut Vec<Output>) {
+        let Some(id) = self.device.clone() else {
+            out.push(Output::Rejected(Rejection::new("frame before login", n)));
+            return;
+        };
+        out.push(Output::Rejected(Rejection::new(e.reason(), n)));
+        out.push(self.event(
+            &id,
+            EventKind::Heartbeat {
+                alarms: AlarmReport::NONE,
+            },
+        ));
+        // An address request is answered with the fix's address, which there is none of.
+        if pkt.proto != PROTO_ADDRESS_REQUEST {
+            if let Some(r) = reply_for(pkt) {
+                out.push(Output::Reply(r));
+            }
+        }
+    }
+
     /// Handles one checked frame of `n` bytes.
     fn handle(
         &mut self,
@@ -1288,6 +1312,10 @@ impl Gt06Session {
         let reject = |reason| Output::Rejected(Rejection::new(reason, n));
         let msg = match decode_packet(pkt) {
             Ok(m) => m,
+            Err(e @ (DecodeError::BadTime | DecodeError::BadCoordinates)) => {
+                self.unusable_fix(pkt, e, n, out);
+                return Ok(());
+            }
             Err(e) => {
                 out.push(reject(e.reason()));
                 return Ok(());
@@ -2067,6 +2095,57 @@ mod tests {
             assert_eq!(replies(&out).len(), 1, "{f}: only the login is answered");
             assert!(out.iter().any(|o| matches!(o, Output::Rejected(r) if r.reason.contains("unsupported"))));
         }
+    }
+
+    /// `frame` with bytes `at..` of the whole frame replaced and the CRC recomputed.
+    fn patched(frame: &str, at: usize, bytes: &[u8]) -> Vec<u8> {
+        let mut f = hex(frame);
+        f[at..at + bytes.len()].copy_from_slice(bytes);
+        let crc_at = f.len() - 4;
+        let crc = crc16_x25(&f[2..crc_at]);
+        f[crc_at..crc_at + 2].copy_from_slice(&crc.to_be_bytes());
+        f
+    }
+
+    /// A location or alarm whose fix cannot be used (a zero date, coordinates off the globe)
+    /// still proves the device alive and gets its usual reply, so that it is not sent forever.
+    #[test]
+    fn unusable_fixes_are_a_sign_of_life_and_answered() {
+        let zero_date = [0u8; 6];
+        let off_globe = 91u32 * 1_800_000;
+        for (frame, patch, ack_of) in [
+            (patched(LOC12, 4, &zero_date), "0x12 zero date", (0x12, 3)),
+            (patched(LOC22, 4, &zero_date), "0x22 zero date", (0x22, 4)),
+            (
+                patched(LOC12, 11, &off_globe.to_be_bytes()),
+                "0x12 latitude 91",
+                (0x12, 3),
+            ),
+            (
+                patched(POWER_CUT, 11, &off_globe.to_be_bytes()),
+                "0x16 latitude 91",
+                (0x16, 6),
+            ),
+        ] {
+            let mut s = session();
+            let mut stream = hex(LOGIN);
+            stream.extend(&frame);
+            let (out, _) = decode_all(&mut s, &stream);
+            let ev = events(&out);
+            assert_eq!(ev.len(), 2, "{patch}: {out:?}");
+            assert!(ev[1].position().is_none(), "{patch}: no fix");
+            assert_eq!(
+                replies(&out).get(1),
+                Some(&ack(ack_of.0, ack_of.1).to_vec()),
+                "{patch}"
+            );
+        }
+        // The alarm keeps its code without a position.
+        let mut s = session();
+        let mut stream = hex(LOGIN);
+        stream.extend(patched(POWER_CUT, 11, &off_globe.to_be_bytes()));
+        let (out, _) = decode_all(&mut s, &stream);
+        assert!(events(&out)[1].alarms().active.contains(Alarms::POWER_CUT));
     }
 
     /// Alarm codes are events (§A.5): the tamper code occurred, no tamper state is claimed (no
