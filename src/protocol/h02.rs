@@ -12,7 +12,9 @@
 //!
 //! Messages understood:
 //! - `V1` location: a position, valid for `A` (or `B`, a BeiDou fix), invalid for `V`, empty or a
-//!   coding-scheme digit; coordinates with or without leading zeros, dotless, or `-dd-mm.mmmm`;
+//!   coding-scheme digit; coordinates with or without leading zeros, dotless, or `-dd-mm.mmmm`.
+//!   An invalid V1 whose fields do not make a fix (empty or zeroed) is a heartbeat with its
+//!   status word;
 //! - the other V-messages that carry the same fix fields after their own prefix or before their
 //!   own suffix (V2, V4 command answers, V5, V6, V8, V19, VI1) and `VP1` (validity first, date
 //!   only): positions;
@@ -165,7 +167,15 @@ pub fn parse_text_at(
         status,
     };
     if command == "V1" {
-        return parse_v1(&rest, utc_offset_s, now).map(located);
+        return match parse_v1(&rest, utc_offset_s, now) {
+            Ok(fix) => Ok(located(fix)),
+            Err(_) if no_fix(&rest) => Ok(Message::Heartbeat {
+                id,
+                command,
+                status: v1_status(&rest),
+            }),
+            Err(e) => Err(e),
+        };
     }
     if command == "BC" {
         let now = now.ok_or(H02Error::BadTime)?;
@@ -195,6 +205,20 @@ pub fn parse_text_at(
         command,
         status,
     })
+}
+
+/// Whether a V1's validity field says it has no fix (`V`, empty or a coding-scheme digit,
+/// §D.2). Such reports come with empty or zeroed fields (`,V,,N,,E,`, hemisphere `0`) that do not
+/// parse as a fix, but they are the device speaking.
+fn no_fix(f: &[&str]) -> bool {
+    f.get(1)
+        .is_some_and(|v| *v == "V" || v.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The status word of a V1 that has no usable fix: the first 8-hex-digit field after the
+/// course (§D.2, §D.3).
+fn v1_status(f: &[&str]) -> Option<u32> {
+    f.get(8..)?.iter().find_map(|s| parse_status(s))
 }
 
 /// `VP1,A,lat,N|S,lon,E|W,speed,course,ddmmyy`: the fix of some IMEI-numbered models, dated but
@@ -1040,6 +1064,32 @@ mod tests {
             assert!(buf.is_empty());
             assert!(events(&out).is_empty(), "{bad} accepted");
         }
+    }
+
+    /// A V1 without a fix whose fields are empty or zeroed (frames from Traccar's test suite) is
+    /// still the device speaking: a heartbeat carrying its status word's alarms. A V1 that claims
+    /// a fix must still parse whole.
+    #[test]
+    fn invalid_v1_without_fields_is_a_heartbeat_with_its_status() {
+        let (out, _) = feed(b"*HQ,353505510948929,V1,,V,,N,,E,0.00,0,,FFFFF7FF,f0,a,11a0,c0c6#");
+        let ev = events(&out);
+        assert_eq!(ev.len(), 1, "{out:?}");
+        let EventKind::Heartbeat { alarms } = ev[0].kind else {
+            panic!("heartbeat expected: {out:?}")
+        };
+        assert!(alarms.known.contains(Alarms::POWER_CUT) && alarms.active.is_empty());
+        let (out, _) = feed(b"*HQ,353588020068342,V1,000000,V,0.0000,0,0.0000,0,0.00,0.00,000000,ffffffff,000106,000002,000203,004c87,16#");
+        let ev = events(&out);
+        assert!(
+            matches!(ev[..], [e] if matches!(e.kind, EventKind::Heartbeat { .. })),
+            "{out:?}"
+        );
+        // The status word's alarms ride along: bit 19 clear is a power cut.
+        let (out, _) = feed(b"*HQ,4106012345,V1,,V,,N,,E,0.00,0,,FFF7FFFF#");
+        assert!(events(&out)[0].alarms().active.contains(Alarms::POWER_CUT));
+        // A fix claimed with a broken coordinate is still rejected.
+        let (out, _) = feed(b"*HQ,4106012345,V1,103015,A,,N,,E,0.00,0,200524,FFFFFBFF#");
+        assert!(events(&out).is_empty(), "{out:?}");
     }
 
     #[test]
