@@ -415,6 +415,16 @@ pub fn alarm_report(alarm: u32, status: u32) -> AlarmReport {
         .with(Alarms::IMMOBILISED, bit(status, 10) || bit(status, 11))
 }
 
+/// The alarm and status words at the head of a 0x0200 body whose fix cannot be read (§B.5):
+/// they stand on their own, so a power cut in a report with a clock of zeros still counts.
+fn head_alarms(body: &[u8]) -> AlarmReport {
+    let mut r = Reader(body);
+    match (r.u32(), r.u32()) {
+        (Some(alarm), Some(status)) => alarm_report(alarm, status),
+        _ => AlarmReport::NONE,
+    }
+}
+
 /// Decodes a 0x0200 body (also the items of 0x0704 and 0x0201's tail): the 28-byte basic block,
 /// then additional items until the body ends (`jt808_items`). Unknown items are skipped; a
 /// truncated item list ends the walk without failing the fix (the basic block is complete).
@@ -945,9 +955,10 @@ impl Jt808Session {
                 }
                 Err(e) => {
                     // Unreadable (a clock of zeros), but the device is talking: a sign of life,
-                    // so that it does not look silent.
+                    // so that it does not look silent, with the alarms its words still give.
                     out.push(reject(e.as_str(), body.len()));
-                    out.push(self.heartbeat(id));
+                    let alarms = head_alarms(body);
+                    out.push(self.event(id, EventKind::Heartbeat { alarms }));
                     self.ack(h, result::MESSAGE_ERROR, out);
                 }
             },
@@ -976,7 +987,10 @@ impl Jt808Session {
                 }
                 let read = matches!(out.last(), Some(Output::Event(_)));
                 if !read {
-                    out.push(self.heartbeat(id));
+                    let alarms = location_answer(body)
+                        .map(|(_, b)| head_alarms(b))
+                        .unwrap_or_default();
+                    out.push(self.event(id, EventKind::Heartbeat { alarms }));
                 }
                 let code = if read {
                     result::OK
@@ -1600,6 +1614,31 @@ mod tests {
         );
         body[22] = 0x2A;
         assert_eq!(parse_location(&body, 0), Err(BodyError::BadTime));
+    }
+
+    /// A 0x0200 with a clock of zeros loses its fix, not the alarms of its alarm and status
+    /// words: the heartbeat carries them (here bit 8, main power cut).
+    #[test]
+    fn bad_time_heartbeat_keeps_the_alarm_words() {
+        let term = hex("01 39 12 34 56 78");
+        let mut body = hex(B6_4)[14..14 + 0x28].to_vec();
+        body[..4].copy_from_slice(&(1u32 << 8).to_be_bytes());
+        body[22..28].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let (out, _) = run(&mut s, &encode_frame(0x0200, None, &term, 9, &body));
+        let alarms = match &out[1] {
+            Output::Event(Event {
+                kind: EventKind::Heartbeat { alarms },
+                ..
+            }) => *alarms,
+            other => panic!("heartbeat expected: {other:?}"),
+        };
+        assert!(alarms.active.contains(Alarms::POWER_CUT), "{alarms:?}");
+        assert!(alarms.known.contains(Alarms::TAMPER) && !alarms.active.contains(Alarms::TAMPER));
+        assert_eq!(
+            out[2],
+            Output::Reply(encode_frame(0x8001, None, &term, 1, &[0, 9, 2, 0, 2]))
+        );
     }
 
     #[test]
