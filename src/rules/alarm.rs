@@ -21,12 +21,18 @@ pub(crate) fn apply(state: &mut DeviceRuleState, report: AlarmReport, out: &mut 
     for (cond, kind) in WATCHED {
         // An event alerts each time it is reported. A state the same frame gives for the
         // condition (a GT06 power cut in the terminal-info bits beside the alarm code) is
-        // recorded as alerted, so that the next frame repeating it does not alert a second time.
+        // recorded as alerted, so that the next frame repeating it does not alert a second time;
+        // and an event for a cut that state already told of, still on, is that same cut.
         if report.events.contains(cond) {
-            out.push(AlertDraft {
-                kind,
-                details: json!({}),
-            });
+            let told = report.known.contains(cond)
+                && report.active.contains(cond)
+                && state.alarms_alerted.contains(cond);
+            if !told {
+                out.push(AlertDraft {
+                    kind,
+                    details: json!({}),
+                });
+            }
             if report.known.contains(cond) {
                 state.alarms_alerted.insert(cond);
             }

@@ -958,8 +958,16 @@ mod tests {
             vec![PowerCut]
         );
         assert_eq!(s.send(heartbeat(0x50)), vec![], "the cut state repeated");
+        assert_eq!(
+            s.send(alarm(alarm_report(0x50, Some(0x02)))),
+            vec![],
+            "the code again while the state says the same cut goes on"
+        );
         assert_eq!(s.send(heartbeat(0x46)), vec![PowerRestored]);
         assert_eq!(s.send(alarm(tamper)), vec![Tamper]);
+        // A cut the heartbeat told of first: its alarm packet is that same cut.
+        assert_eq!(s.send(heartbeat(0x50)), vec![PowerCut]);
+        assert_eq!(s.send(alarm(alarm_report(0x50, Some(0x02)))), vec![]);
     }
 
     #[test]
