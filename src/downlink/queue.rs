@@ -2,9 +2,11 @@
 //! creation order, expiry deadlines, and which devices have a command due at their connection.
 //!
 //! Every change is written through to the store at once; the engine's next flush makes it
-//! durable, in the same group commit as the events that caused it. Only the head of a device's
-//! queue is ever handed to a connection; it is handed again to a new connection (or after a
-//! login on the same one) until it is answered, fails or expires.
+//! durable, in the same group commit as the events that caused it. Where answers name their
+//! command (GT06's server flag, JT/T 808's reply serial), the first [`MAX_IN_FLIGHT`] of a
+//! device's queue go out together, so that one the device leaves unanswered holds back none of
+//! the others; elsewhere (Teltonika, H02) only the head does. A command is handed again to a new
+//! connection (or after a login on the same one) until it is answered, fails or expires.
 
 use super::deadlines::Deadlines;
 use super::links::{Dispatch, Links};
@@ -38,6 +40,14 @@ pub struct Commands {
 /// Codec 12 or H02 answer comes in seconds; without the wait, a late one would close the next
 /// command with the earlier one's answer.
 pub const STRAY_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Commands of one device in flight at once where answers name their command.
+pub const MAX_IN_FLIGHT: usize = 8;
+
+/// Whether a protocol's answers name the command they answer, so that several can be in flight.
+fn answers_name_their_command(p: Protocol) -> bool {
+    matches!(p, Protocol::Gt06 | Protocol::Jt808)
+}
 
 /// `lienwatch_commands_total{protocol, outcome}`.
 fn count(protocol: Protocol, outcome: &'static str) {
@@ -123,39 +133,47 @@ impl Commands {
     /// registration is no login here: it may come on a second connection while the first,
     /// authenticated one holds the command, which would get it twice.
     pub fn on_event(&mut self, store: &Store, ev: &Event, received_at: Timestamp) {
-        let Some(&head) = self.queues.get(&ev.device_id).and_then(|q| q.front()) else {
+        let Some(q) = self.queues.get(&ev.device_id) else {
             return;
         };
         match &ev.kind {
             EventKind::Login => {
-                self.handed.remove(&head);
+                for id in q {
+                    self.handed.remove(id);
+                }
             }
-            EventKind::CommandAnswer(a) => self.on_answer(store, head, a, received_at),
+            EventKind::CommandAnswer(a) => {
+                // The oldest in flight with the answer's key (an in-order device has only its
+                // head in flight).
+                let answered = q.iter().copied().find(|id| {
+                    self.open.get(id).is_some_and(|rec| {
+                        rec.state == CommandState::Sent
+                            && match (rec.key, a.key) {
+                                (Some(AnswerKey::InOrder), AnswerKey::InOrder) => true,
+                                (Some(k), got) => k == got,
+                                (None, _) => false,
+                            }
+                    })
+                });
+                match answered {
+                    Some(id) => self.on_answer(store, id, a, received_at),
+                    None => {
+                        tracing::debug!(device = %ev.device_id, key = ?a.key, "answer to no command in flight")
+                    }
+                }
+            }
             _ => {}
         }
         self.due.insert(ev.device_id.clone());
     }
 
-    fn on_answer(&mut self, store: &Store, head: u64, a: &CommandAnswer, now: Timestamp) {
-        let Some(rec) = self.open.get(&head) else {
-            return;
-        };
-        let matches = rec.state == CommandState::Sent
-            && match (rec.key, a.key) {
-                (Some(AnswerKey::InOrder), AnswerKey::InOrder) => true,
-                (Some(k), got) => k == got,
-                (None, _) => false,
-            };
-        if !matches {
-            tracing::debug!(device = %rec.device_id, key = ?a.key, "answer to no command in flight");
-            return;
-        }
+    fn on_answer(&mut self, store: &Store, id: u64, a: &CommandAnswer, now: Timestamp) {
         let state = if a.ok {
             CommandState::Answered
         } else {
             CommandState::Failed
         };
-        self.finish_at(store, head, state, now, |r| {
+        self.finish_at(store, id, state, now, |r| {
             r.answered_at = Some(now);
             r.answer = a.text.clone();
             r.position = a.position.map(|p| StoredPosition::new(&p, now));
@@ -248,33 +266,41 @@ impl Commands {
         self.due.insert(rec.device_id);
     }
 
-    /// After a commit: hands each due device's head command to its connection, unless that
-    /// connection already has it.
+    /// After a commit: hands each due device's head command (its first [`MAX_IN_FLIGHT`] where
+    /// answers name their command) to its connection, unless that connection already has it.
     pub fn dispatch(&mut self) {
         for device in self.due.drain() {
             if self.quiet.contains_key(&device) {
                 continue;
             }
-            let Some(&head) = self.queues.get(&device).and_then(|q| q.front()) else {
-                continue;
-            };
-            let Some(rec) = self.open.get(&head) else {
+            let Some(q) = self.queues.get(&device) else {
                 continue;
             };
             let Some((generation, mailbox)) = self.links.get(&device) else {
                 continue;
             };
-            if self.handed.get(&head) == Some(&generation) {
-                continue;
-            }
-            let d = Dispatch {
-                id: head,
-                device_id: device.clone(),
-                command: rec.command.clone(),
-                expires_at: rec.expires_at,
-            };
-            if mailbox.send(d) {
-                self.handed.insert(head, generation);
+            let together = q
+                .front()
+                .and_then(|h| self.open.get(h))
+                .is_some_and(|r| answers_name_their_command(r.protocol));
+            let n = if together { MAX_IN_FLIGHT } else { 1 };
+            for &id in q.iter().take(n) {
+                let Some(rec) = self.open.get(&id) else {
+                    continue;
+                };
+                if self.handed.get(&id) == Some(&generation) {
+                    continue;
+                }
+                let d = Dispatch {
+                    id,
+                    device_id: device.clone(),
+                    command: rec.command.clone(),
+                    expires_at: rec.expires_at,
+                };
+                if !mailbox.send(d) {
+                    break;
+                }
+                self.handed.insert(id, generation);
             }
         }
     }
@@ -325,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn one_at_a_time_in_order_answered_by_key_expired_on_time_kept_across_reopen() {
+    fn handed_in_order_answered_by_key_expired_on_time_kept_across_reopen() {
         let store = Store::temporary().unwrap();
         let t = Timestamp::from_secs;
         let dev = DeviceId::new("1");
@@ -356,7 +382,11 @@ mod tests {
         let guard = c.links().register(dev.clone(), mailbox.clone());
         c.on_event(&store, &answer(AnswerKey::InOrder, true), t(2));
         c.dispatch();
-        assert_eq!(ids(&mailbox), vec![a.id], "the head only");
+        assert_eq!(
+            ids(&mailbox),
+            vec![a.id, b.id],
+            "both, in order: GT06 answers name their command"
+        );
         // Not handed twice to the same connection.
         c.on_event(&store, &answer(AnswerKey::InOrder, true), t(3));
         c.dispatch();
@@ -375,7 +405,7 @@ mod tests {
             (CommandState::Answered, Some("done"))
         );
         c.dispatch();
-        assert_eq!(ids(&mailbox), vec![b.id], "then the next");
+        assert!(ids(&mailbox).is_empty(), "the next was out already");
         // Reopened (a restart): the open one is still there, and expires on time.
         drop(guard);
         let mut c = Commands::load(&store).unwrap();
@@ -402,6 +432,61 @@ mod tests {
             .create(&store, dev, Protocol::Gt06, Downlink::Locate, t(200), t(60))
             .unwrap();
         assert_eq!(more.id, b.id + 1, "ids never repeat");
+    }
+
+    /// Where answers name their command, one the device leaves unanswered holds back none of
+    /// the others, up to [`MAX_IN_FLIGHT`]; an in-order device gets one at a time.
+    #[test]
+    fn keyed_commands_go_out_together_in_order_ones_one_at_a_time() {
+        let t = Timestamp::from_secs;
+        for (protocol, together) in [
+            (Protocol::Gt06, true),
+            (Protocol::Jt808, true),
+            (Protocol::Teltonika, false),
+            (Protocol::H02, false),
+        ] {
+            let (store, mut c, mailbox, _guard) = connected();
+            let dev = DeviceId::new("1");
+            let made: Vec<u64> = (0..MAX_IN_FLIGHT as i64 + 2)
+                .map(|i| {
+                    c.create(
+                        &store,
+                        dev.clone(),
+                        protocol,
+                        Downlink::Locate,
+                        t(1000),
+                        t(i),
+                    )
+                    .unwrap()
+                    .id
+                })
+                .collect();
+            c.dispatch();
+            let want = if together { MAX_IN_FLIGHT } else { 1 };
+            assert_eq!(ids(&mailbox), made[..want], "{protocol:?}");
+            for (i, &id) in made[..want].iter().enumerate() {
+                let key = if together {
+                    AnswerKey::ServerFlag(i as u32)
+                } else {
+                    AnswerKey::InOrder
+                };
+                c.sent(&store, id, key, t(20));
+            }
+            if together {
+                // The second answered while the first never is: the next in line goes out.
+                c.on_event(&store, &answer(AnswerKey::ServerFlag(1), true), t(21));
+                c.dispatch();
+                assert_eq!(ids(&mailbox), [made[want]], "{protocol:?}");
+                assert_eq!(
+                    c.get(&store, made[0]).unwrap().unwrap().state,
+                    CommandState::Sent
+                );
+            } else {
+                c.on_event(&store, &answer(AnswerKey::InOrder, true), t(21));
+                c.dispatch();
+                assert_eq!(ids(&mailbox), [made[1]], "{protocol:?}");
+            }
+        }
     }
 
     /// A late in-order answer (Teltonika, H02 without a word) must not close the command sent
