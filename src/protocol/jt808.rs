@@ -55,8 +55,13 @@ pub mod msg {
     /// Platform answer to the vendor reports, when attribute bit 15 asks for one.
     pub const VENDOR_RESPONSE: u16 = 0x4401;
     pub const PLATFORM_RESPONSE: u16 = 0x8001;
+    /// Request to send subpackages again (§B.5 "Subpackaging").
+    pub const RESEND_PACKAGES: u16 = 0x8003;
     pub const REGISTER_RESPONSE: u16 = 0x8100;
 }
+
+/// Most package ids one 0x8003 asks for: its count is a BYTE in 2013 headers (§B.5).
+const MAX_RESEND_IDS: usize = 255;
 
 /// Result codes of 0x8001 (§B.4).
 pub mod result {
@@ -674,6 +679,26 @@ impl Reassembler {
         }
     }
 
+    /// The package indices of `key`'s message not received yet, lowest first, at most `max`.
+    fn missing(&self, key: &PartialKey, max: usize) -> Vec<u16> {
+        let Some(p) = self.partials.iter().find(|p| p.key == *key) else {
+            return Vec::new();
+        };
+        let mut have = p.parts.iter().map(|(i, _)| *i).peekable();
+        let mut out = Vec::new();
+        for i in 1..=key.total {
+            if have.peek() == Some(&i) {
+                have.next();
+            } else {
+                out.push(i);
+                if out.len() == max {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     /// Stores one package; returns the whole body once the last missing package arrives.
     fn add(
         &mut self,
@@ -880,6 +905,26 @@ impl Jt808Session {
                 };
                 match self.reassembly.add(key, p.index, frame.body, out) {
                     Some(body) => self.dispatch(&h, &body, &id, out),
+                    // The last package, and some before it are missing: acknowledged on a
+                    // connection that ended (or before a restart), they were never stored. Ask
+                    // for them again (§B.5, 0x8003) instead of acknowledging a message that
+                    // cannot be whole.
+                    None if p.index == p.total => {
+                        let missing = self.reassembly.missing(&key, MAX_RESEND_IDS);
+                        let mut body = Vec::with_capacity(4 + 2 * missing.len());
+                        body.extend_from_slice(&key.first_serial.to_be_bytes());
+                        // At most 255: fits the BYTE of 2013 and the WORD of 2019.
+                        let n = missing.len() as u16;
+                        if h.version.is_some() {
+                            body.extend_from_slice(&n.to_be_bytes());
+                        } else {
+                            body.push(n as u8);
+                        }
+                        for i in missing {
+                            body.extend_from_slice(&i.to_be_bytes());
+                        }
+                        self.reply(&h, msg::RESEND_PACKAGES, &body, out);
+                    }
                     None => self.ack(&h, result::OK, out),
                 }
             }
@@ -1733,6 +1778,42 @@ mod tests {
                 to_hex(&encode_frame(0x8001, None, &term, 1, &[0, 0x10, 7, 4, 0])),
                 to_hex(&encode_frame(0x8001, None, &term, 2, &[0, 0x11, 7, 4, 0])),
             ]
+        );
+    }
+
+    /// The last package of a message whose first one was lost (acknowledged, then a restart):
+    /// 0x8003 asks for it by the first package's serial, and the message completes when it
+    /// comes again.
+    #[test]
+    fn a_last_package_without_the_ones_before_asks_for_them_again() {
+        let p1 = hex("7E 07 04 20 25 01 39 12 34 56 78 00 10 00 02 00 01 00 02 01 00 22 00 00 00 00 00 0C 00 02 01 57 FA F8 06 CC 62 89 00 23 00 00 00 00 24 05 20 03 00 00 01 04 00 01 5A 7E");
+        let p2 = hex("7E 07 04 20 26 01 39 12 34 56 78 00 11 00 02 00 02 E2 40 00 22 00 00 00 00 00 0C 00 02 01 57 FA FC 06 CC 62 8E 00 23 00 00 00 00 24 05 20 09 00 00 01 04 00 01 E2 40 51 7E");
+        let term = hex("01 39 12 34 56 78");
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let (o, _) = run(&mut s, &p2);
+        // First serial 0x0010, one id (BYTE count in a 2013 header), package 1.
+        assert_eq!(
+            replies(&o),
+            vec![to_hex(&encode_frame(
+                0x8003,
+                None,
+                &term,
+                1,
+                &[0, 0x10, 1, 0, 1]
+            ))]
+        );
+        assert!(fixes(&o).is_empty());
+        let (o, _) = run(&mut s, &p1);
+        assert_eq!(fixes(&o).len(), 2, "whole again");
+        assert_eq!(
+            replies(&o),
+            vec![to_hex(&encode_frame(
+                0x8001,
+                None,
+                &term,
+                2,
+                &[0, 0x10, 7, 4, 0]
+            ))]
         );
     }
 
