@@ -1,6 +1,7 @@
 // English and Simplified Chinese. The browser's language decides at first; the officer's choice
 // is remembered in this browser (it is not a secret).
 
+import { inZone } from './zone.js';
 const STRINGS = {
   en: {
     'lang': 'Language',
@@ -310,5 +311,5 @@ export function when(iso) {
   if (!iso) return t('never');
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return String(iso);
-  return d.toLocaleString(locale(), { dateStyle: 'short', timeStyle: 'medium' });
+  return d.toLocaleString(locale(), inZone({ dateStyle: 'short', timeStyle: 'medium' }));
 }

@@ -5,6 +5,7 @@ import { capabilities, clearToken, onUnauthorized, token, Unauthorized } from '.
 import { fill, h } from './dom.js';
 import { lang, locale, onLangChange, setLang, t, translateStatic } from './i18n.js';
 import { configure } from './map.js';
+import { setZone } from './zone.js';
 import { signinPage } from './signin.js';
 import { queuePage } from './queue.js';
 import { vehiclePage } from './vehicle.js';
@@ -137,6 +138,7 @@ async function start() {
   try {
     const c = await fetch('/console/config.json', { cache: 'no-store' }).then((r) => r.json());
     configure(c);
+    if (c.timezone) setZone(c.timezone);
   } catch (e) {
     problem(diag.errors, `config: ${e.message}`);
   }

@@ -7,6 +7,7 @@ import { api, enc, maybe, Missing, ApiError } from './api.js';
 import { fill, h } from './dom.js';
 import { ago, code, t, when } from './i18n.js';
 import { distanceM, fixMarker, fit, geometryCentre, geometryLayer, hasCoords, makeMap, placeLayer, trackLayer } from './map.js';
+import { nextDay, startOf, today, zoneName } from './zone.js';
 
 const NEAR_KM = 10;
 const SLOW_EVERY = 12; // places change slowly: every 12th refresh (a minute)
@@ -14,11 +15,6 @@ const ZONES_EVERY_MS = 10 * 60 * 1000; // the whole zone list: tens of thousands
 const TRACK_LIMIT = 100000; // the API's most per request: a day at one fix a second fits
 const FINAL = new Set(['answered', 'failed', 'expired']);
 
-function today() {
-  const d = new Date();
-  const p = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`;
-}
 
 export function vehiclePage(id, caps) {
   const can = {
@@ -126,9 +122,9 @@ export function vehiclePage(id, caps) {
       trackDay = day;
     }
     const asked = day;
-    const from = new Date(`${day}T00:00:00`);
-    const to = new Date(from.getTime());
-    to.setDate(to.getDate() + 1);
+    // The day in the lender's zone, as places count nights.
+    const from = startOf(day);
+    const to = startOf(nextDay(day));
     const live = day === today();
     let truncated = false;
     let anyEndpoint = false;
@@ -305,7 +301,7 @@ export function vehiclePage(id, caps) {
       els.dayInput = h('input', { type: 'date', id: 'track-day', value: day, max: today(),
         onchange: (e) => { day = e.target.value || today(); loadTrack(true).then(() => fit(map, [tracks, fixes])).catch(() => {}); } });
       els.trackInfo = h('span', { class: 'muted', id: 'track-info' });
-      els.track = section('vehicle.track', 'panel-track', h('label', null, t('vehicle.track_day'), ' ', els.dayInput), ' ', els.trackInfo);
+      els.track = section('vehicle.track', 'panel-track', h('label', null, t('vehicle.track_day'), ' ', els.dayInput, ' ', h('span', { class: 'muted', id: 'track-zone' }, zoneName())), ' ', els.trackInfo);
       els.track.hidden = !can.track;
       els.placeList = h('ul', { id: 'places' });
       els.places = section('vehicle.places', 'panel-places', els.placeList);

@@ -52,6 +52,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/vehicle.js", JS),
     asset!("js/alerts.js", JS),
     asset!("js/zones.js", JS),
+    asset!("js/zone.js", JS),
     asset!("vendor/leaflet/leaflet.js", JS),
     asset!("vendor/leaflet/leaflet.css", CSS),
     asset!("vendor/leaflet/LICENSE", TEXT),
@@ -70,10 +71,10 @@ struct Prepared {
 }
 
 /// The routes of the console; no token is needed for them (they hold no data).
-pub fn router<S: Clone + Send + Sync + 'static>(cfg: &ConsoleConfig) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(cfg: &ConsoleConfig, timezone: &str) -> Router<S> {
     let p = Arc::new(Prepared {
         csp: csp(cfg),
-        config: config_json(cfg),
+        config: config_json(cfg, timezone),
         etags: ASSETS.iter().map(|a| etag(a.body)).collect(),
     });
     let (index, file, conf) = (p.clone(), p.clone(), p);
@@ -124,9 +125,11 @@ fn csp(cfg: &ConsoleConfig) -> HeaderValue {
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"))
 }
 
-/// What the page needs to know of the config: the map background only, never a secret.
-fn config_json(cfg: &ConsoleConfig) -> Vec<u8> {
+/// What the page needs to know of the config: the map background and the zone its times and
+/// days are in (`rules.timezone`, as for places), never a secret.
+fn config_json(cfg: &ConsoleConfig, timezone: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
+        "timezone": timezone,
         "tile_url": cfg.tile_url,
         "tile_crs": match cfg.tile_crs {
             TileCrs::Wgs84 => "wgs84",
@@ -280,8 +283,10 @@ mod tests {
             .to_str()
             .unwrap()
             .contains("img-src 'self' data:;"));
-        let j: serde_json::Value = serde_json::from_slice(&config_json(&none)).unwrap();
+        let j: serde_json::Value =
+            serde_json::from_slice(&config_json(&none, "Asia/Shanghai")).unwrap();
         assert_eq!(j["tile_url"], "");
         assert_eq!(j["tile_crs"], "wgs84");
+        assert_eq!(j["timezone"], "Asia/Shanghai");
     }
 }

@@ -49,6 +49,8 @@ pub struct AdminState {
     pub history_retention: std::time::Duration,
     /// The console's map settings (`[console]`).
     pub console: crate::config::ConsoleConfig,
+    /// `rules.timezone`: the console shows times and days in it.
+    pub timezone: String,
 }
 
 /// Every `/v1` route with its OpenAPI operation, bearer-protected.
@@ -74,7 +76,7 @@ pub fn router(state: AdminState) -> Router {
         .split_for_parts();
     Router::new()
         .merge(service::router())
-        .merge(console::router(&state.console))
+        .merge(console::router(&state.console, &state.timezone))
         .merge(v1)
         .fallback(no_such_endpoint)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

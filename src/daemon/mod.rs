@@ -156,6 +156,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         history: history.clone(),
         history_retention: cfg.storage.history_retention,
         console: cfg.console.clone(),
+        timezone: cfg.rules.timezone.clone(),
     };
     let app = crate::admin::router(state);
     let sd = shutdown.clone();

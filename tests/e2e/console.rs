@@ -476,7 +476,31 @@ fn console_in_headless_chromium() {
     let Some(driver) = Driver::start() else {
         return;
     };
-    let d = Daemon::start(&["gt06"], "[console]\ntile_url = \"\"\n");
+    // The lender's zone (`rules.timezone`, in which the console shows times and days) is one
+    // where it is about noon now: "today" holds the last hour's fixes whatever the hour of the
+    // run, and it is not the browser's zone.
+    let now_s = lienwatch::time::Timestamp::now().secs();
+    let utc_hour = now_s.rem_euclid(86_400) / 3600;
+    let offset_h = match (12 - utc_hour).rem_euclid(24) {
+        h if h > 14 => h - 24,
+        h => h,
+    };
+    let zone = match offset_h {
+        0 => "Etc/GMT".to_string(),
+        h if h > 0 => format!("Etc/GMT-{h}"),
+        h => format!("Etc/GMT+{}", -h),
+    };
+    let local = now_s + offset_h * 3600;
+    let midnight =
+        lienwatch::time::Timestamp::from_secs(local - local.rem_euclid(86_400) - offset_h * 3600);
+    let day_starts = midnight
+        .to_string()
+        .replace('Z', ".000Z")
+        .replace(':', "%3A");
+    let d = Daemon::start(
+        &["gt06"],
+        &format!("[rules]\ntimezone = \"{zone}\"\n\n[console]\ntile_url = \"\"\n"),
+    );
     let fence = r#"{"type": "Circle", "center": [114.05, 22.54], "radius_m": 20000}"#;
     // Ids in an order the plain list would get wrong: the current loan sorts first by id.
     let (s, v) = d.api(
@@ -548,7 +572,17 @@ fn console_in_headless_chromium() {
         .unwrap();
     let result = rt.block_on(async {
         let c = driver.client().await;
-        let outcome = browse(&c, &d, &mut wireless, has_track, has_commands, has_zones).await;
+        let day = (zone.as_str(), day_starts.as_str());
+        let outcome = browse(
+            &c,
+            &d,
+            &mut wireless,
+            day,
+            has_track,
+            has_commands,
+            has_zones,
+        )
+        .await;
         // The session ends (and chromium with it) whatever happened; the driver's drop ends
         // anything left behind.
         let _ = c.close().await;
@@ -567,6 +601,7 @@ async fn browse(
     c: &Client,
     d: &Daemon,
     wireless: &mut Device,
+    (zone, day_starts): (&str, &str),
     has_track: bool,
     has_commands: bool,
     has_zones: bool,
@@ -767,6 +802,24 @@ async fn browse(
             "today's track",
         )
         .await;
+        // Today is the lender's day: from its midnight, and named.
+        assert_eq!(
+            js(
+                c,
+                "return document.getElementById('track-zone').textContent"
+            )
+            .await,
+            json!(zone)
+        );
+        let asked = js(
+            c,
+            &format!(
+                "return performance.getEntriesByType('resource').map(e => e.name) \
+                   .some(n => n.includes('/track?') && n.includes('from={day_starts}'))"
+            ),
+        )
+        .await;
+        assert_eq!(asked, json!(true), "the track of the day from {day_starts}");
     } else {
         assert_eq!(
             js(c, "return document.getElementById('panel-track').hidden").await,
