@@ -573,7 +573,15 @@ fn bench_zones(c: &mut Criterion, w: &mut World) {
             k += 1;
             let f = separation::RingFix::new(T0 + k * 30_000 + 5000, 22.6, 114.0);
             mine.push(f);
-            separation::compare(&cfg, &a, f, &mine, &[(&b, &theirs)], &mut sep, &mut out);
+            separation::compare(
+                &cfg,
+                &a,
+                f,
+                &mine,
+                &[(&b, &theirs, lienwatch::registry::DeviceKind::Wireless)],
+                &mut sep,
+                &mut out,
+            );
             black_box(sep.len())
         })
     });

@@ -7,7 +7,7 @@ use super::Engine;
 use crate::alert::AlertType;
 use crate::event::{DeviceId, Event, EventKind, Timestamp};
 use crate::fast_hash::{FastMap, FastSet};
-use crate::registry::{LoanStatus, Zone, ZoneSet};
+use crate::registry::{DeviceKind, LoanStatus, Zone, ZoneSet};
 use crate::rules::{
     all_silent, separation, zones, DeadlineQueue, Outcome, SilenceTracker, VehicleRuleState,
 };
@@ -230,12 +230,14 @@ impl Engine {
                 st.device_mut(&ev.device_id).recent.push(rf);
                 changed = true;
                 if let Some(i) = st.devices.iter().position(|d| d.id == ev.device_id) {
-                    let others: Vec<(&DeviceId, &separation::FixRing)> = st
+                    let others: Vec<(&DeviceId, &separation::FixRing, DeviceKind)> = st
                         .devices
                         .iter()
                         .enumerate()
-                        .filter(|(j, d)| *j != i && vehicle.device(&d.id).is_some())
-                        .map(|(_, d)| (&d.id, &d.recent))
+                        .filter(|(j, _)| *j != i)
+                        .filter_map(|(_, d)| {
+                            vehicle.device(&d.id).map(|b| (&d.id, &d.recent, b.kind))
+                        })
                         .collect();
                     separation::compare(
                         cfg,

@@ -1,16 +1,21 @@
 //! `device_separation`: two devices of one vehicle far apart (子母分离; CONTRACT.md "Alerts added").
 //!
 //! Each device keeps a short ring of its recent valid fixes ([`FixRing`]). A new valid fix of
-//! device A is compared with device B's fix nearest to it in time, at most 2 h apart, and only
-//! if A's own fix nearest to that one is the new fix: the two fixes are each other's nearest.
-//! So a wireless unit's once-a-day fix meets the wired unit's fix of its moment, and a wired fix
-//! an hour later (the car has driven off) is not compared with the wireless unit's stale one.
+//! device A is compared with device B's fix nearest to it in time, at most 2 h apart, as the
+//! contract says; so a wireless unit's once-a-day fix meets the wired unit's fix of its moment.
+//! One case more: when B is a wireless unit (it sleeps between rare fixes by design) and A has a
+//! fix of its own nearer in time to B's, B's fix already met A's fix of its moment, and A's new
+//! one is not held against it: a wired fix an hour later, the car driven off, is no separation
+//! from the wireless unit's morning fix at home. A wired B gets no such allowance: a wired unit
+//! that stops reporting while the other moves off is the unit cut and left behind (domain.md,
+//! signal 12, "one moves while the other does not").
 //! More than `separation_m` apart opens an episode for the pair (one alert); back within it ends
 //! the episode.
 
 use super::{AlertDraft, RuleConfig};
 use crate::alert::AlertType;
 use crate::event::{DeviceId, Fix};
+use crate::registry::DeviceKind;
 use geo::{Distance, Haversine, Point};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -100,20 +105,21 @@ pub fn compare(
     device: &DeviceId,
     new: RingFix,
     mine: &FixRing,
-    others: &[(&DeviceId, &FixRing)],
+    others: &[(&DeviceId, &FixRing, DeviceKind)],
     separated: &mut Vec<(DeviceId, DeviceId)>,
     out: &mut Vec<AlertDraft>,
 ) -> bool {
     let mut changed = false;
-    for (other, ring) in others {
+    for (other, ring, kind) in others {
         let Some(theirs) = ring.nearest(new.t) else {
             continue;
         };
-        // Each other's nearest: a fix of ours strictly closer in time speaks for that moment.
+        // A wireless unit's fix that one of ours strictly closer in time already met.
         let gap = (new.t - theirs.t).abs();
-        if mine
-            .nearest(theirs.t)
-            .is_some_and(|m| (m.t - theirs.t).abs() < gap)
+        if *kind == DeviceKind::Wireless
+            && mine
+                .nearest(theirs.t)
+                .is_some_and(|m| (m.t - theirs.t).abs() < gap)
         {
             continue;
         }
@@ -211,7 +217,7 @@ mod tests {
             &wireless,
             f,
             &s,
-            &[(&wired, &w)],
+            &[(&wired, &w, DeviceKind::Wired)],
             &mut sep,
             &mut out
         ));
@@ -227,7 +233,7 @@ mod tests {
             &wired,
             g,
             &w,
-            &[(&wireless, &s)],
+            &[(&wireless, &s, DeviceKind::Wireless)],
             &mut sep,
             &mut out
         ));
@@ -239,11 +245,51 @@ mod tests {
             &wireless,
             h,
             &s,
-            &[(&wired, &w)],
+            &[(&wired, &w, DeviceKind::Wired)],
             &mut sep,
             &mut out
         ));
         assert!(sep.is_empty());
         assert_eq!(out.len(), 1);
+    }
+
+    /// The wired unit cut and left behind: its last fix at home, then nothing, while the
+    /// wireless unit, which last reported beside it, moves off with the car. Its new fix is
+    /// compared with the wired unit's nearest in time, a wired unit's silence being no excuse;
+    /// and the episode ends when it is back within reach of that fix.
+    #[test]
+    fn a_wired_unit_left_behind_is_separated_from_the_wireless_one_moving_off() {
+        let cfg = RuleConfig::default();
+        let (wired, wireless) = (DeviceId::new("1"), DeviceId::new("2"));
+        let mut w = FixRing::default();
+        let mut s = FixRing::default();
+        let mut sep = vec![];
+        let mut out = vec![];
+        w.push(at(T - 300, 22.40));
+        s.push(at(T - 240, 22.40));
+        let moved = at(T, 22.45);
+        s.push(moved);
+        assert!(compare(
+            &cfg,
+            &wireless,
+            moved,
+            &s,
+            &[(&wired, &w, DeviceKind::Wired)],
+            &mut sep,
+            &mut out
+        ));
+        assert_eq!(out.len(), 1, "5.5 km from where the wired unit stayed");
+        let back = at(T + 2, 22.40);
+        s.push(back);
+        assert!(compare(
+            &cfg,
+            &wireless,
+            back,
+            &s,
+            &[(&wired, &w, DeviceKind::Wired)],
+            &mut sep,
+            &mut out
+        ));
+        assert!(sep.is_empty(), "back within reach: the episode ends");
     }
 }
