@@ -107,8 +107,8 @@ pub struct Engine {
     /// Silence deadlines: O(log n) per update, no scans.
     tracker: SilenceTracker,
     /// Silent devices that logged in: their `reappeared` waits for the next message, which
-    /// brings the position (`rules::REAPPEAR_HOLD`). In memory only: after a restart the
-    /// device's next message raises it, without the time of the login.
+    /// brings the position (`rules::REAPPEAR_HOLD`). Kept in the store too, so that a restart
+    /// during the hold raises it with the silence it ended.
     held: FastMap<DeviceId, HeldReappearance>,
     held_due: DeadlineQueue<DeviceId>,
     /// Risk zones and the vehicle-wide rules' state and deadlines (`vehicle_rules`).
@@ -202,6 +202,17 @@ impl Engine {
                 bound_since.insert(id, since);
             }
         }
+        // Reappearances held when the daemon stopped: raised when their hold ends (at once if
+        // it has), with the silence they ended.
+        let mut held = FastMap::default();
+        let mut held_due = DeadlineQueue::new();
+        for kv in store.all_held() {
+            let (id, h) = kv?;
+            if map.contains_key(&id) {
+                held_due.set(id.clone(), Some(h.due()));
+                held.insert(id, h);
+            }
+        }
         let mut bound = HashMap::new();
         for kv in store.all_registrations() {
             let (id, terminal_id) = kv?;
@@ -248,8 +259,8 @@ impl Engine {
             bound_since,
             terminal_ids: Arc::new(registrations::TerminalIds::new(bound)),
             tracker: SilenceTracker::new(),
-            held: FastMap::default(),
-            held_due: DeadlineQueue::new(),
+            held,
+            held_due,
             vrules,
             started_at: now,
             dirty: FastSet::default(),
@@ -572,6 +583,9 @@ impl Engine {
     fn hold_or_release(&mut self, device: &DeviceId, out: &mut Outcome) {
         if let Some(h) = out.held.take() {
             // A second login while held: the first one is when it spoke again.
+            if !self.held.contains_key(device) {
+                self.keep_held(device, Some(&h));
+            }
             let h = *self.held.entry(device.clone()).or_insert(h);
             self.held_due.set(device.clone(), Some(h.due()));
             return;
@@ -583,6 +597,7 @@ impl Engine {
         let Some(h) = self.held.remove(device) else {
             return;
         };
+        self.keep_held(device, None);
         self.held_due.set(device.clone(), None);
         if let Some(a) = out
             .alerts
@@ -590,6 +605,13 @@ impl Engine {
             .find(|a| a.kind == crate::alert::AlertType::Reappeared)
         {
             a.details = h.draft().details;
+        }
+    }
+
+    /// Writes a hold through to the store (durable with the commit that carries its cause).
+    fn keep_held(&mut self, device: &DeviceId, held: Option<&HeldReappearance>) {
+        if let Err(e) = self.store.put_held(device, held) {
+            tracing::error!(error = %e, device = %device, "cannot store a held reappearance");
         }
     }
 
@@ -601,6 +623,7 @@ impl Engine {
                 let Some(h) = self.held.remove(&id) else {
                     continue;
                 };
+                self.keep_held(&id, None);
                 let Some(vid) = self.vehicle_id_of(&id) else {
                     continue;
                 };
@@ -720,6 +743,10 @@ impl Engine {
     /// Stops watching a device: its rule state goes, its deadline goes, logins see it unknown.
     fn unregister(&mut self, d: &DeviceId) {
         self.bound_since.remove(d);
+        if self.held.remove(d).is_some() {
+            self.held_due.set(d.clone(), None);
+            self.keep_held(d, None);
+        }
         if let Some(mut st) = self.states.remove(d) {
             let _ = self.rules.on_unregistered(&mut st);
         }

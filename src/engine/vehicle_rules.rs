@@ -702,8 +702,49 @@ mod tests {
         );
     }
 
-    /// A restart while `reappeared` is held (the hold is in memory): the device's next message
-    /// raises it, and the silence it reports still counts from before the login.
+    /// A silent device of an overdue car logs in (its `reappeared` held for the fix): that ends
+    /// the car's `all_silent` episode, and raises no second one.
+    #[test]
+    fn a_login_ends_all_silent_without_raising_it_again() {
+        use crate::event::{Event, EventKind, Protocol};
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = two_tracker_car(
+            t0,
+            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 100}),
+            None,
+        );
+        let seen = t0.add_millis(60_000);
+        e.ingest(
+            &[
+                live_fix(WIRED, seen, 22.5, 114.0),
+                live_fix(WIRELESS, seen, 22.5, 114.0),
+            ],
+            seen,
+        );
+        let silent = t0.add_millis(10 * 86_400_000);
+        e.tick(silent);
+        let count = |e: &mut crate::engine::Engine| {
+            e.take_alerts()
+                .iter()
+                .filter(|a| a.kind == AlertType::AllSilent)
+                .count()
+        };
+        assert_eq!(count(&mut e), 1);
+        let back = silent.add_millis(60_000);
+        let login = Event {
+            device_id: crate::event::DeviceId::new(WIRED),
+            protocol: Protocol::Gt06,
+            kind: EventKind::Login,
+        };
+        e.ingest(&[login], back);
+        e.tick(back.add_millis(500));
+        e.tick(back.add(crate::rules::REAPPEAR_HOLD));
+        assert_eq!(count(&mut e), 0, "the login ended the episode");
+    }
+
+    /// A restart while `reappeared` is held: the hold is kept in the store, so the alert comes
+    /// when it ends, with the silence the login ended; and the vehicle's `all_silent` episode,
+    /// which the login ended, is not raised again.
     #[test]
     fn a_reappearance_held_across_a_restart_keeps_the_length_of_the_silence() {
         use crate::event::{Event, EventKind, Protocol};
@@ -735,13 +776,14 @@ mod tests {
         drop(e);
 
         let mut e = engine_at(store, back.add_millis(1_000));
-        let next = back.add_millis(2_000);
         e.ingest(
             &[event(EventKind::Heartbeat {
                 alarms: Default::default(),
             })],
-            next,
+            back.add_millis(2_000),
         );
+        assert!(e.take_alerts().is_empty(), "still held for a fix");
+        e.tick(back.add(crate::rules::REAPPEAR_HOLD));
         let r: Vec<_> = e
             .take_alerts()
             .into_iter()
@@ -751,8 +793,8 @@ mod tests {
         assert_eq!(r.len(), 1, "{r:?}");
         assert_eq!(
             r[0]["silent_s"],
-            serde_json::json!(next.since(seen) / 1000),
-            "the silence counts from the last fix, not from the login"
+            serde_json::json!(back.since(seen) / 1000),
+            "the silence the login ended, not the seconds since it"
         );
     }
 }

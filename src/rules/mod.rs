@@ -412,15 +412,12 @@ impl Rules {
                 || (awaiting_fix
                     && !matches!(&event.kind, EventKind::Position(f) if f.position.is_usable()))
             {
-                // Still silent until it says more (see [`REAPPEAR_HOLD`]). The hold lives in
-                // memory only, so the stored state keeps the silence's `last_seen` until the
-                // release: after a restart, the next message still measures the whole silence.
+                // Still silent until it says more (see [`REAPPEAR_HOLD`]).
                 held = Some(HeldReappearance {
                     silent_since: previous_base,
                     last_seen: before.last_seen,
                     at: received_at,
                 });
-                state.last_seen = before.last_seen;
             } else {
                 state.silent_alerted = false;
                 alerts.push(reappeared_draft(
@@ -468,8 +465,6 @@ impl Rules {
             return Outcome::default();
         }
         state.silent_alerted = false;
-        // The login ended the silence: the clock counts from it.
-        state.last_seen = Some(state.last_seen.map_or(held.at, |t| t.max(held.at)));
         let alerts = if ctx.closed() {
             Vec::new()
         } else {

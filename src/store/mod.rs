@@ -271,6 +271,9 @@ impl DeviceRecord {
 /// - `stays`: vehicle id -> the `long_stay` rule's state (postcard; `crate::rules::long_stay`)
 /// - `bound`: device id -> when it was bound to the vehicle it was last on (ms, i64 BE) and that
 ///   vehicle's id: a vehicle's places read a reused tracker's history from then on only
+/// - `held`: device id -> its `reappeared` held after a login (`crate::rules::HeldReappearance`:
+///   silent since, last seen, the login; ms, i64 BE, `i64::MIN` for none), so that a restart
+///   during the hold still reports the silence it ended
 /// - the outbox's own tree (`crate::alert::outbox`), opened through [`Store::open_outbox`]
 /// - beside the database, the `journal` folder ([`journal`]): each commit's new device records
 ///   and fixes, one synced append a commit, until the background passes file them here
@@ -292,6 +295,7 @@ pub struct Store {
     vehicle_rules: sled::Tree,
     stays: sled::Tree,
     bound: sled::Tree,
+    held: sled::Tree,
 }
 
 const ALERTS_RAISED: &str = "alerts_raised";
@@ -351,6 +355,7 @@ impl Store {
             vehicle_rules: db.open_tree("vehicle_rules")?,
             stays: db.open_tree("stays")?,
             bound: db.open_tree("bound")?,
+            held: db.open_tree("held")?,
             db,
         })
     }
@@ -490,6 +495,46 @@ impl Store {
             v
         });
         put_or_remove(&self.bound, device.as_str(), value.as_deref())
+    }
+
+    /// Every device's held `reappeared`.
+    pub fn all_held(
+        &self,
+    ) -> impl Iterator<Item = Result<(DeviceId, crate::rules::HeldReappearance), StoreError>> + '_
+    {
+        self.held.iter().filter_map(|r| {
+            let (k, v) = match r {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let field = |i: usize| {
+                let b: [u8; 8] = v.get(i * 8..i * 8 + 8)?.try_into().ok()?;
+                Some(i64::from_be_bytes(b))
+            };
+            let opt = |ms: i64| (ms != i64::MIN).then(|| Timestamp::from_millis(ms));
+            let held = crate::rules::HeldReappearance {
+                silent_since: opt(field(0)?),
+                last_seen: opt(field(1)?),
+                at: Timestamp::from_millis(field(2)?),
+            };
+            Some(Ok((device_key(&k), held)))
+        })
+    }
+
+    /// Keeps `device`'s held `reappeared`; `None` forgets it.
+    pub fn put_held(
+        &self,
+        device: &DeviceId,
+        held: Option<&crate::rules::HeldReappearance>,
+    ) -> Result<(), StoreError> {
+        let value = held.map(|h| {
+            let ms = |t: Option<Timestamp>| t.map_or(i64::MIN, Timestamp::millis);
+            [ms(h.silent_since), ms(h.last_seen), h.at.millis()]
+                .iter()
+                .flat_map(|m| m.to_be_bytes())
+                .collect::<Vec<u8>>()
+        });
+        put_or_remove(&self.held, device.as_str(), value.as_deref())
     }
 
     pub fn put_registration(&self, id: &DeviceId, terminal_id: &str) -> Result<(), StoreError> {
