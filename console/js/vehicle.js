@@ -96,7 +96,11 @@ export function vehiclePage(id, caps) {
       h('div', null, p
         ? [h('span', { class: p.valid ? 'fix-valid' : 'fix-invalid' }, p.valid ? t('vehicle.fix_valid') : t('vehicle.fix_invalid')),
           ' · ', h('span', { title: p.time }, t('vehicle.fix_age', { age: ago(p.time) })),
-          hasCoords(p) ? null : [' · ', h('span', { class: 'muted' }, cellText(p))]]
+          hasCoords(p) ? null : [' · ', h('span', { class: 'muted' }, cellText(p))],
+          d.last_valid_position
+            ? [' · ', h('span', { class: 'fix-valid last-valid', title: d.last_valid_position.time },
+              t('vehicle.last_valid', { age: ago(d.last_valid_position.time) }))]
+            : null]
         : h('span', { class: 'muted' }, t('vehicle.no_position')),
         ' · ', h('span', { class: 'muted', title: d.last_seen || '' }, t('vehicle.seen', { age: ago(d.last_seen) }))),
       button || c ? h('div', { class: 'device-command' }, button,
@@ -106,7 +110,12 @@ export function vehiclePage(id, caps) {
 
   function drawFixes(v) {
     fixes.clearLayers();
-    for (const d of v.devices || []) if (hasCoords(d.position)) fixes.addLayer(fixMarker(d.position, fixLabel(d)));
+    for (const d of v.devices || []) {
+      if (hasCoords(d.position)) fixes.addLayer(fixMarker(d.position, fixLabel(d)));
+      // The last-known position has no fix: where the device last really saw the car, too.
+      const lv = d.last_valid_position;
+      if (hasCoords(lv)) fixes.addLayer(fixMarker(lv, `${d.id} · ${t('vehicle.last_valid', { age: ago(lv.time) })}`));
+    }
     cmdFixes.clearLayers();
     for (const [dev, c] of commands) {
       if (hasCoords(c.position)) cmdFixes.addLayer(fixMarker(c.position, `${dev} · ${t('locate.answered')} · ${ago(c.position.time)}`, false));
@@ -203,7 +212,7 @@ export function vehiclePage(id, caps) {
     }
     zones.clearLayers();
     els.zones.hidden = false;
-    const spots = (vehicle.devices || []).map((d) => d.position).filter(hasCoords);
+    const spots = (vehicle.devices || []).flatMap((d) => [d.position, d.last_valid_position]).filter(hasCoords);
     const near = [];
     for (const z of zoneList) {
       const c = geometryCentre(z.geometry);

@@ -470,7 +470,7 @@ impl Engine {
             rec.last_seen = received_at;
         }
         let mut suspect = None;
-        let before = rec.position.filter(|p| p.valid).map(|p| (p.lat, p.lon));
+        let before = rec.last_valid.map(|p| (p.lat, p.lon));
         if let EventKind::Position(fix) = &ev.kind {
             if fix.position.time.since(received_at) > max_future {
                 // A clock a year ahead (GPS week rollover, or a spoofer) would win "newest
@@ -772,6 +772,7 @@ impl Engine {
                     last_seen: rec.map(|r| r.last_seen),
                     protocol: rec.map(|r| r.protocol),
                     position: rec.and_then(|r| r.position.as_ref()).map(|p| p.to_json()),
+                    last_valid_position: rec.and_then(DeviceRecord::last_valid_json),
                     state: DeviceStateView {
                         geofence: st.map(|s| s.placement),
                         silent: st.map(|s| s.silent_alerted).unwrap_or(false),
@@ -808,6 +809,7 @@ impl Engine {
             position: newest
                 .and_then(|r| r.position.as_ref())
                 .map(|p| p.to_json()),
+            last_valid_position: newest.and_then(|r| r.last_valid_json()),
         }
     }
 }

@@ -44,6 +44,11 @@ pub struct DeviceView {
     /// The last-known position: the newest fix by device time.
     #[schema(value_type = Option<PositionDoc>)]
     pub position: Option<serde_json::Value>,
+    /// The newest valid fix, when the last-known position is a newer one without a fix (LBS,
+    /// no fix): where the car was last really seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<PositionDoc>)]
+    pub last_valid_position: Option<serde_json::Value>,
 }
 
 /// What the rules currently hold about a registered device.
@@ -77,6 +82,11 @@ pub struct VehicleDeviceView {
     pub protocol: Option<Protocol>,
     #[schema(value_type = Option<PositionDoc>)]
     pub position: Option<serde_json::Value>,
+    /// The newest valid fix, when the last-known position is a newer one without a fix (LBS,
+    /// no fix): where the car was last really seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<PositionDoc>)]
+    pub last_valid_position: Option<serde_json::Value>,
     pub state: DeviceStateView,
 }
 
@@ -112,6 +122,11 @@ pub struct VehicleSummary {
     /// The last-known position of the device heard from most recently.
     #[schema(value_type = Option<PositionDoc>)]
     pub position: Option<serde_json::Value>,
+    /// The newest valid fix, when the last-known position is a newer one without a fix (LBS,
+    /// no fix): where the car was last really seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<PositionDoc>)]
+    pub last_valid_position: Option<serde_json::Value>,
 }
 
 /// A page of the vehicle list.

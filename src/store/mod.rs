@@ -71,9 +71,9 @@ struct StoredPositionV1 {
     received_at: Timestamp,
 }
 
-impl From<DeviceRecordV1> for DeviceRecord {
+impl From<DeviceRecordV1> for DeviceRecordV2 {
     fn from(r: DeviceRecordV1) -> Self {
-        DeviceRecord {
+        DeviceRecordV2 {
             device_id: r.device_id,
             protocol: r.protocol,
             first_seen: r.first_seen,
@@ -140,13 +140,18 @@ fn device_key(k: &[u8]) -> DeviceId {
     DeviceId::new(&String::from_utf8_lossy(k))
 }
 
-/// A device record in the current layout, or in the one before `cell`/`wifi` (which ends where
-/// the current one continues, so it fails to decode as the current one).
+/// A device record in the current layout, or in one before it (`last_valid`, then `cell`/`wifi`,
+/// were added at the end, so an older record fails to decode as a newer layout).
 fn decode_device(v: &[u8]) -> Result<DeviceRecord, StoreError> {
     match postcard::from_bytes::<DeviceRecord>(v) {
         Ok(r) => Ok(r),
-        Err(e) => postcard::from_bytes::<DeviceRecordV1>(v)
+        Err(e) => postcard::from_bytes::<DeviceRecordV2>(v)
             .map(DeviceRecord::from)
+            .or_else(|_| {
+                postcard::from_bytes::<DeviceRecordV1>(v)
+                    .map(DeviceRecordV2::from)
+                    .map(DeviceRecord::from)
+            })
             .map_err(|_| StoreError::Corrupt {
                 tree: "devices",
                 msg: e.to_string(),
@@ -204,8 +209,40 @@ pub struct DeviceRecord {
     pub first_seen: Timestamp,
     /// Receive time of the last message of any kind (the "silent" rule's clock, protocols.md F.2).
     pub last_seen: Timestamp,
-    /// Last-known position: the newest fix by device time (CONTRACT.md "Positions").
+    /// Last-known position: the newest fix by device time, valid or not (CONTRACT.md
+    /// "Positions").
     pub position: Option<StoredPosition>,
+    /// The newest usable fix (valid, with coordinates), where the car was last really seen:
+    /// what a map draws, and where a silence began, when `position` has no fix. Last, so that
+    /// records written before it read as the shorter layout (see [`decode_device`]).
+    pub last_valid: Option<StoredPosition>,
+}
+
+/// The record layout before `last_valid` was kept.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct DeviceRecordV2 {
+    device_id: DeviceId,
+    protocol: Protocol,
+    first_seen: Timestamp,
+    last_seen: Timestamp,
+    position: Option<StoredPosition>,
+}
+
+impl From<DeviceRecordV2> for DeviceRecord {
+    fn from(r: DeviceRecordV2) -> Self {
+        // That layout kept a valid fix over a newer one without a fix: its position is the
+        // newest usable fix whenever there was one.
+        let last_valid = r.position.filter(|p| p.position().is_usable());
+        DeviceRecord {
+            device_id: r.device_id,
+            protocol: r.protocol,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            position: r.position,
+            last_valid,
+        }
+    }
 }
 
 impl DeviceRecord {
@@ -216,25 +253,28 @@ impl DeviceRecord {
             first_seen: now,
             last_seen: now,
             position: None,
+            last_valid: None,
         }
     }
 
-    /// Applies a fix: the newest device time wins; a late older fix, or a fix without a valid
-    /// position while a valid one is kept, only counts as a sign of life. Returns whether the
-    /// stored position changed.
+    /// Applies a fix: the newest device time wins, valid or not; a late older fix only counts
+    /// as a sign of life. A usable fix also becomes `last_valid` if it is the newest of those.
+    /// Returns whether the last-known position changed.
     pub fn offer_position(&mut self, p: &Position, received_at: Timestamp) -> bool {
-        let replace = match &self.position {
-            None => true,
-            Some(old) => match (old.valid, p.valid) {
-                (true, false) => false,
-                (false, true) => true,
-                _ => p.time >= old.time,
-            },
-        };
+        if p.is_usable() && self.last_valid.is_none_or(|old| p.time >= old.time) {
+            self.last_valid = Some(StoredPosition::new(p, received_at));
+        }
+        let replace = self.position.is_none_or(|old| p.time >= old.time);
         if replace {
             self.position = Some(StoredPosition::new(p, received_at));
         }
         replace
+    }
+
+    /// `last_valid` as the API shows it, when the last-known position is not that fix.
+    pub fn last_valid_json(&self) -> Option<serde_json::Value> {
+        let v = self.last_valid?;
+        (self.position != Some(v)).then(|| v.to_json())
     }
 
     /// The API view (`GET /v1/devices/{id}`).
@@ -758,14 +798,61 @@ mod tests {
         }
     }
 
+    /// CONTRACT.md "Positions": the newest fix by time is the last-known position, valid or
+    /// not; the newest valid one is kept beside it.
     #[test]
     fn newest_fix_wins_and_late_fixes_do_not_replace() {
         let mut r = DeviceRecord::new(DeviceId::new("1"), Protocol::Gt06, Timestamp::from_secs(0));
         assert!(r.offer_position(&pos(100, true), Timestamp::from_secs(101)));
         assert!(!r.offer_position(&pos(50, true), Timestamp::from_secs(102)));
-        assert!(!r.offer_position(&pos(200, false), Timestamp::from_secs(203)));
+        assert_eq!(r.last_valid_json(), None, "the same fix: not shown twice");
+        assert!(r.offer_position(&pos(200, false), Timestamp::from_secs(203)));
+        assert_eq!(r.position.unwrap().time, Timestamp::from_secs(200));
+        assert_eq!(r.last_valid.unwrap().time, Timestamp::from_secs(100));
+        assert_eq!(
+            r.last_valid_json().unwrap()["time"],
+            serde_json::json!(Timestamp::from_secs(100))
+        );
+        // A late valid fix: older than the last-known position, which it leaves; newer than the
+        // valid one kept, which it becomes.
+        assert!(!r.offer_position(&pos(150, true), Timestamp::from_secs(204)));
+        assert_eq!(r.last_valid.unwrap().time, Timestamp::from_secs(150));
         assert!(r.offer_position(&pos(300, true), Timestamp::from_secs(301)));
         assert_eq!(r.position.unwrap().time, Timestamp::from_secs(300));
+        assert_eq!(r.last_valid_json(), None);
+    }
+
+    #[test]
+    fn records_of_the_layout_before_last_valid_still_read() {
+        let old = postcard::to_allocvec(&DeviceRecordV2 {
+            device_id: DeviceId::new("868120145233604"),
+            protocol: Protocol::Gt06,
+            first_seen: Timestamp::from_secs(1),
+            last_seen: Timestamp::from_secs(2),
+            position: Some(StoredPosition::new(
+                &pos(100, true),
+                Timestamp::from_secs(101),
+            )),
+        })
+        .unwrap();
+        let r = decode_device(&old).unwrap();
+        assert_eq!(r.position.unwrap().time, Timestamp::from_secs(100));
+        assert_eq!(
+            r.last_valid, r.position,
+            "that layout's position was its newest valid fix"
+        );
+        let none = postcard::to_allocvec(&DeviceRecordV2 {
+            device_id: DeviceId::new("1"),
+            protocol: Protocol::Gt06,
+            first_seen: Timestamp::from_secs(1),
+            last_seen: Timestamp::from_secs(2),
+            position: Some(StoredPosition::new(
+                &pos(100, false),
+                Timestamp::from_secs(101),
+            )),
+        })
+        .unwrap();
+        assert_eq!(decode_device(&none).unwrap().last_valid, None);
     }
 
     #[test]
