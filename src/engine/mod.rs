@@ -470,7 +470,7 @@ impl Engine {
             rec.last_seen = received_at;
         }
         let mut suspect = None;
-        let before = rec.last_valid.map(|p| (p.lat, p.lon));
+        let before = rec.last_valid().map(|p| (p.lat, p.lon));
         if let EventKind::Position(fix) = &ev.kind {
             if fix.position.time.since(received_at) > max_future {
                 // A clock a year ahead (GPS week rollover, or a spoofer) would win "newest

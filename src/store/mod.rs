@@ -212,10 +212,12 @@ pub struct DeviceRecord {
     /// Last-known position: the newest fix by device time, valid or not (CONTRACT.md
     /// "Positions").
     pub position: Option<StoredPosition>,
-    /// The newest usable fix (valid, with coordinates), where the car was last really seen:
-    /// what a map draws, and where a silence began, when `position` has no fix. Last, so that
-    /// records written before it read as the shorter layout (see [`decode_device`]).
-    pub last_valid: Option<StoredPosition>,
+    /// The newest usable fix (valid, with coordinates), where the car was last really seen,
+    /// when it is not `position` (an LBS report or a fix without position came after it): what
+    /// a map draws beside it, and where a silence began. `None` when `position` is that fix,
+    /// so that the common record costs one byte more. Last, so that records written before it
+    /// read as the shorter layout (see [`decode_device`]).
+    last_valid: Option<StoredPosition>,
 }
 
 /// The record layout before `last_valid` was kept.
@@ -232,15 +234,14 @@ struct DeviceRecordV2 {
 impl From<DeviceRecordV2> for DeviceRecord {
     fn from(r: DeviceRecordV2) -> Self {
         // That layout kept a valid fix over a newer one without a fix: its position is the
-        // newest usable fix whenever there was one.
-        let last_valid = r.position.filter(|p| p.position().is_usable());
+        // newest usable fix whenever there was one, as `last_valid: None` says.
         DeviceRecord {
             device_id: r.device_id,
             protocol: r.protocol,
             first_seen: r.first_seen,
             last_seen: r.last_seen,
             position: r.position,
-            last_valid,
+            last_valid: None,
         }
     }
 }
@@ -261,20 +262,29 @@ impl DeviceRecord {
     /// as a sign of life. A usable fix also becomes `last_valid` if it is the newest of those.
     /// Returns whether the last-known position changed.
     pub fn offer_position(&mut self, p: &Position, received_at: Timestamp) -> bool {
-        if p.is_usable() && self.last_valid.is_none_or(|old| p.time >= old.time) {
-            self.last_valid = Some(StoredPosition::new(p, received_at));
-        }
+        let stored = StoredPosition::new(p, received_at);
+        let valid = match self.last_valid() {
+            Some(old) if !p.is_usable() || p.time < old.time => Some(old),
+            _ if p.is_usable() => Some(stored),
+            _ => None,
+        };
         let replace = self.position.is_none_or(|old| p.time >= old.time);
         if replace {
-            self.position = Some(StoredPosition::new(p, received_at));
+            self.position = Some(stored);
         }
+        self.last_valid = valid.filter(|v| self.position != Some(*v));
         replace
     }
 
-    /// `last_valid` as the API shows it, when the last-known position is not that fix.
+    /// The newest usable fix: where the car was last really seen.
+    pub fn last_valid(&self) -> Option<StoredPosition> {
+        self.last_valid
+            .or(self.position.filter(|p| p.position().is_usable()))
+    }
+
+    /// The newest usable fix as the API shows it, when the last-known position is not that fix.
     pub fn last_valid_json(&self) -> Option<serde_json::Value> {
-        let v = self.last_valid?;
-        (self.position != Some(v)).then(|| v.to_json())
+        self.last_valid.map(|v| v.to_json())
     }
 
     /// The API view (`GET /v1/devices/{id}`).
@@ -808,7 +818,7 @@ mod tests {
         assert_eq!(r.last_valid_json(), None, "the same fix: not shown twice");
         assert!(r.offer_position(&pos(200, false), Timestamp::from_secs(203)));
         assert_eq!(r.position.unwrap().time, Timestamp::from_secs(200));
-        assert_eq!(r.last_valid.unwrap().time, Timestamp::from_secs(100));
+        assert_eq!(r.last_valid().unwrap().time, Timestamp::from_secs(100));
         assert_eq!(
             r.last_valid_json().unwrap()["time"],
             serde_json::json!(Timestamp::from_secs(100))
@@ -816,7 +826,7 @@ mod tests {
         // A late valid fix: older than the last-known position, which it leaves; newer than the
         // valid one kept, which it becomes.
         assert!(!r.offer_position(&pos(150, true), Timestamp::from_secs(204)));
-        assert_eq!(r.last_valid.unwrap().time, Timestamp::from_secs(150));
+        assert_eq!(r.last_valid().unwrap().time, Timestamp::from_secs(150));
         assert!(r.offer_position(&pos(300, true), Timestamp::from_secs(301)));
         assert_eq!(r.position.unwrap().time, Timestamp::from_secs(300));
         assert_eq!(r.last_valid_json(), None);
@@ -838,9 +848,11 @@ mod tests {
         let r = decode_device(&old).unwrap();
         assert_eq!(r.position.unwrap().time, Timestamp::from_secs(100));
         assert_eq!(
-            r.last_valid, r.position,
+            r.last_valid(),
+            r.position,
             "that layout's position was its newest valid fix"
         );
+        assert_eq!(r.last_valid_json(), None);
         let none = postcard::to_allocvec(&DeviceRecordV2 {
             device_id: DeviceId::new("1"),
             protocol: Protocol::Gt06,
@@ -852,7 +864,7 @@ mod tests {
             )),
         })
         .unwrap();
-        assert_eq!(decode_device(&none).unwrap().last_valid, None);
+        assert_eq!(decode_device(&none).unwrap().last_valid(), None);
     }
 
     #[test]
