@@ -76,8 +76,8 @@ pub fn deadline(
 /// exactly one entry in `order`, at `queued <= deadline`.
 struct Queue<K> {
     /// Key -> (deadline, where it is queued in `order`).
-    at: FastMap<K, (u32, u32)>,
-    order: BTreeSet<(u32, K)>,
+    at: FastMap<K, (u64, u64)>,
+    order: BTreeSet<(u64, K)>,
 }
 
 impl<K: Ord + Hash + Clone> Queue<K> {
@@ -88,8 +88,8 @@ impl<K: Ord + Hash + Clone> Queue<K> {
         }
     }
 
-    fn set(&mut self, k: K, secs: Option<u32>) {
-        match (secs, self.at.get_mut(&k)) {
+    fn set(&mut self, k: K, ms: Option<u64>) {
+        match (ms, self.at.get_mut(&k)) {
             (Some(s), Some((deadline, queued))) => {
                 if s >= *queued {
                     *deadline = s;
@@ -114,26 +114,26 @@ impl<K: Ord + Hash + Clone> Queue<K> {
         }
     }
 
-    fn get(&self, k: &K) -> Option<u32> {
+    fn get(&self, k: &K) -> Option<u64> {
         self.at.get(k).map(|(d, _)| *d)
     }
 
     /// The earliest queued entry: never later than the earliest deadline, so sleeping until it
     /// never misses one (it may wake early once per stale entry).
-    fn first(&self) -> Option<u32> {
+    fn first(&self) -> Option<u64> {
         self.order.first().map(|(s, _)| *s)
     }
 
-    fn pop_due(&mut self, now_secs: u32, out: &mut Vec<K>) {
+    fn pop_due(&mut self, now_ms: u64, out: &mut Vec<K>) {
         while let Some((s, _)) = self.order.first() {
-            if *s > now_secs {
+            if *s > now_ms {
                 break;
             }
             let Some((_, k)) = self.order.pop_first() else {
                 break;
             };
             match self.at.get_mut(&k) {
-                Some((deadline, _)) if *deadline <= now_secs => {
+                Some((deadline, _)) if *deadline <= now_ms => {
                     self.at.remove(&k);
                     out.push(k);
                 }
@@ -152,7 +152,8 @@ impl<K: Ord + Hash + Clone> Queue<K> {
 ///
 /// Device ids that are plain numbers (IMEIs, phone numbers: nearly all of them) are kept as
 /// `u64`, so an entry costs a few dozen bytes and no string; other ids fall back to a second
-/// queue keyed by [`DeviceId`]. Deadlines are whole seconds since the epoch, rounded up.
+/// queue keyed by [`DeviceId`]. Deadlines are milliseconds since the epoch: an alert on the
+/// clock is raised at its moment, not up to a second after it (CONTRACT.md: within 1 s).
 pub struct SilenceTracker {
     numeric: Queue<u64>,
     other: Queue<DeviceId>,
@@ -180,13 +181,12 @@ fn key(id: &DeviceId) -> Key {
     Key::Other
 }
 
-fn to_secs(t: Timestamp) -> u32 {
-    let ms = t.millis().max(0);
-    (ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)).min(i64::from(u32::MAX)) as u32
+fn to_ms(t: Timestamp) -> u64 {
+    t.millis().max(0) as u64
 }
 
-fn now_secs(t: Timestamp) -> u32 {
-    t.secs().clamp(0, i64::from(u32::MAX)) as u32
+fn from_ms(ms: u64) -> Timestamp {
+    Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 impl SilenceTracker {
@@ -200,20 +200,20 @@ impl SilenceTracker {
     /// Sets (or with `None` clears) the device's deadline: O(1) when it moves later (a device
     /// speaking), O(log n) otherwise.
     pub fn set(&mut self, id: &DeviceId, deadline: Option<Timestamp>) {
-        let secs = deadline.map(to_secs);
+        let ms = deadline.map(to_ms);
         match key(id) {
-            Key::Num(n) => self.numeric.set(n, secs),
-            Key::Other => self.other.set(id.clone(), secs),
+            Key::Num(n) => self.numeric.set(n, ms),
+            Key::Other => self.other.set(id.clone(), ms),
         }
     }
 
-    /// The device's pending deadline (rounded up to the second).
+    /// The device's pending deadline.
     pub fn deadline(&self, id: &DeviceId) -> Option<Timestamp> {
         let s = match key(id) {
             Key::Num(n) => self.numeric.get(&n),
             Key::Other => self.other.get(id),
         }?;
-        Some(Timestamp::from_secs(i64::from(s)))
+        Some(from_ms(s))
     }
 
     /// How long the engine may sleep: never later than the earliest pending deadline (it can be
@@ -223,13 +223,13 @@ impl SilenceTracker {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b)?,
         };
-        Some(Timestamp::from_secs(i64::from(s)))
+        Some(from_ms(s))
     }
 
     /// Removes and returns every device whose deadline is at or before `now`, earliest first
     /// within each key kind. Call [`super::Rules::on_silence_due`] for each.
     pub fn pop_due(&mut self, now: Timestamp) -> Vec<DeviceId> {
-        let now = now_secs(now);
+        let now = to_ms(now);
         let mut nums = Vec::new();
         self.numeric.pop_due(now, &mut nums);
         let mut out: Vec<DeviceId> = nums
@@ -265,24 +265,24 @@ impl<K: Ord + Hash + Clone> DeadlineQueue<K> {
         DeadlineQueue(Queue::new())
     }
 
-    /// Sets (or with `None` clears) the key's deadline, rounded up to the second.
+    /// Sets (or with `None` clears) the key's deadline.
     pub fn set(&mut self, k: K, deadline: Option<Timestamp>) {
-        self.0.set(k, deadline.map(to_secs));
+        self.0.set(k, deadline.map(to_ms));
     }
 
     pub fn deadline(&self, k: &K) -> Option<Timestamp> {
-        self.0.get(k).map(|s| Timestamp::from_secs(i64::from(s)))
+        self.0.get(k).map(from_ms)
     }
 
     /// Never later than the earliest pending deadline.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.0.first().map(|s| Timestamp::from_secs(i64::from(s)))
+        self.0.first().map(from_ms)
     }
 
     /// Removes and returns every key whose deadline is at or before `now`.
     pub fn pop_due(&mut self, now: Timestamp) -> Vec<K> {
         let mut out = Vec::new();
-        self.0.pop_due(now_secs(now), &mut out);
+        self.0.pop_due(to_ms(now), &mut out);
         out
     }
 }
@@ -338,13 +338,15 @@ mod tests {
         assert!(t.pop_due(Timestamp::from_secs(10_000)).is_empty());
     }
 
+    /// Due at the millisecond, neither early nor up to a second late.
     #[test]
-    fn deadlines_round_up_never_early() {
+    fn deadlines_fall_due_at_their_millisecond() {
         let mut t = SilenceTracker::new();
         t.set(&id("1"), Some(Timestamp::from_millis(1_500)));
-        assert_eq!(t.deadline(&id("1")), Some(Timestamp::from_secs(2)));
-        assert!(t.pop_due(Timestamp::from_millis(1_999)).is_empty());
-        assert_eq!(t.pop_due(Timestamp::from_millis(2_000)), vec![id("1")]);
+        assert_eq!(t.deadline(&id("1")), Some(Timestamp::from_millis(1_500)));
+        assert_eq!(t.next_deadline(), Some(Timestamp::from_millis(1_500)));
+        assert!(t.pop_due(Timestamp::from_millis(1_499)).is_empty());
+        assert_eq!(t.pop_due(Timestamp::from_millis(1_500)), vec![id("1")]);
         // Far past and far future clamp instead of wrapping.
         t.set(&id("2"), Some(Timestamp::from_millis(-5_000)));
         t.set(&id("3"), Some(Timestamp::from_millis(i64::MAX)));
