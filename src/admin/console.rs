@@ -66,15 +66,24 @@ static ASSETS: &[Asset] = &[
 /// What every answer of the console carries, prepared once.
 struct Prepared {
     csp: HeaderValue,
-    config: Vec<u8>,
+    console: ConsoleConfig,
+    /// `rules.timezone`, which a reload may change.
+    timezone: ConsoleZone,
     etags: Vec<HeaderValue>,
 }
 
+/// The zone the console shows times and days in: `rules.timezone`, shared with the reload.
+pub type ConsoleZone = Arc<std::sync::RwLock<String>>;
+
 /// The routes of the console; no token is needed for them (they hold no data).
-pub fn router<S: Clone + Send + Sync + 'static>(cfg: &ConsoleConfig, timezone: &str) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(
+    cfg: &ConsoleConfig,
+    timezone: ConsoleZone,
+) -> Router<S> {
     let p = Arc::new(Prepared {
         csp: csp(cfg),
-        config: config_json(cfg, timezone),
+        console: cfg.clone(),
+        timezone,
         etags: ASSETS.iter().map(|a| etag(a.body)).collect(),
     });
     let (index, file, conf) = (p.clone(), p.clone(), p);
@@ -95,7 +104,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(cfg: &ConsoleConfig, timezone: &
                         (header::CONTENT_TYPE, "application/json"),
                         (header::CACHE_CONTROL, "no-store"),
                     ],
-                    conf.config.clone(),
+                    config_json(
+                        &conf.console,
+                        &conf.timezone.read().map(|z| z.clone()).unwrap_or_default(),
+                    ),
                 )
                     .into_response();
                 secure(&mut r, &conf.csp);

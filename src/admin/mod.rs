@@ -20,6 +20,7 @@ mod track;
 mod vehicles;
 mod zones;
 
+pub use console::ConsoleZone;
 pub use token::AdminToken;
 
 pub use error::{status_of, ApiError};
@@ -50,7 +51,7 @@ pub struct AdminState {
     /// The console's map settings (`[console]`).
     pub console: crate::config::ConsoleConfig,
     /// `rules.timezone`: the console shows times and days in it.
-    pub timezone: String,
+    pub timezone: console::ConsoleZone,
 }
 
 /// Every `/v1` route with its OpenAPI operation, bearer-protected.
@@ -76,7 +77,7 @@ pub fn router(state: AdminState) -> Router {
         .split_for_parts();
     Router::new()
         .merge(service::router())
-        .merge(console::router(&state.console, &state.timezone))
+        .merge(console::router(&state.console, state.timezone.clone()))
         .merge(v1)
         .fallback(no_such_endpoint)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -73,8 +73,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let auth_key = secrets::jt808_auth_key(&cfg, &store).map_err(storage_err)?;
     let token = secrets::admin_token(&cfg).map_err(storage_err)?;
     let admin_token = crate::admin::AdminToken::new(&token);
+    let console_zone: crate::admin::ConsoleZone =
+        Arc::new(std::sync::RwLock::new(cfg.rules.timezone.clone()));
     let mut held = reload::Held {
         admin_token: admin_token.clone(),
+        console_zone: console_zone.clone(),
         mqtt_password: reload::mqtt_password(&cfg).map_err(DaemonError::Other)?,
     };
 
@@ -156,7 +159,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         history: history.clone(),
         history_retention: cfg.storage.history_retention,
         console: cfg.console.clone(),
-        timezone: cfg.rules.timezone.clone(),
+        timezone: console_zone,
     };
     let app = crate::admin::router(state);
     let sd = shutdown.clone();

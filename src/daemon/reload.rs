@@ -10,6 +10,8 @@ use crate::engine::control::Reconfigure;
 /// when the secret in it is rotated.
 pub struct Held {
     pub admin_token: crate::admin::AdminToken,
+    /// The zone the console shows times in: `rules.timezone`, applied with the rules.
+    pub console_zone: crate::admin::ConsoleZone,
     pub mqtt_password: Option<String>,
 }
 
@@ -115,6 +117,9 @@ pub async fn reload(
         .await
         .map_err(|e| DaemonError::Other(e.to_string()))?;
     tracing::info!("rule thresholds reloaded");
+    if let Ok(mut z) = held.console_zone.write() {
+        z.clone_from(&next.rules.timezone);
+    }
     if !held.admin_token.matches(&token) {
         held.admin_token.replace(&token);
         tracing::info!("admin token replaced");

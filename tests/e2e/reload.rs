@@ -187,3 +187,26 @@ fn a_sighup_during_start_up_does_not_end_the_daemon() {
     });
     assert!(d.running());
 }
+
+/// `rules.timezone` is reloaded with the rules, and the console shows times in it from then on.
+#[test]
+fn a_reload_moves_the_consoles_time_zone_with_the_rules() {
+    let d = Daemon::start(&["gt06"], "");
+    let zone = || {
+        let (s, body) = http(d.admin, "GET", "/console/config.json", None, None).expect("console");
+        assert_eq!(s, 200);
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")["timezone"].clone()
+    };
+    assert_eq!(zone(), "UTC");
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        format!("{cfg}\n[rules]\ntimezone = \"Asia/Shanghai\"\n"),
+    )
+    .unwrap();
+    signal(d.pid(), "HUP");
+    d.wait_metric("lienwatch_config_reloads_total", &[("result", "ok")], |v| {
+        v >= 1.0
+    });
+    assert_eq!(zone(), "Asia/Shanghai");
+}
