@@ -670,9 +670,9 @@ mod tests {
             },
             ..login()
         };
-        e.ingest(&[status], back.add_millis(500));
+        e.ingest(&[status], back.add_millis(300));
         assert!(reappeared(&mut e).is_empty(), "still held for the fix");
-        let fix_at = back.add_millis(1_000);
+        let fix_at = back.add_millis(600);
         e.ingest(&[live_fix(WIRED, fix_at, 22.6, 114.0)], fix_at);
         let r = reappeared(&mut e);
         assert_eq!(r.len(), 1, "{r:?}");
@@ -690,7 +690,7 @@ mod tests {
         let _ = e.take_alerts();
         let back = silent.add_millis(60_000);
         e.ingest(&[login()], back);
-        e.tick(back.add_millis(1_000));
+        e.tick(back.add_millis(700));
         assert!(reappeared(&mut e).is_empty());
         e.tick(back.add(crate::rules::REAPPEAR_HOLD));
         let r = reappeared(&mut e);
@@ -737,7 +737,7 @@ mod tests {
             kind: EventKind::Login,
         };
         e.ingest(&[login], back);
-        e.tick(back.add_millis(500));
+        e.tick(back.add_millis(300));
         e.tick(back.add(crate::rules::REAPPEAR_HOLD));
         assert_eq!(count(&mut e), 0, "the login ended the episode");
     }
@@ -775,12 +775,12 @@ mod tests {
         e.flush().unwrap();
         drop(e);
 
-        let mut e = engine_at(store, back.add_millis(1_000));
+        let mut e = engine_at(store, back.add_millis(300));
         e.ingest(
             &[event(EventKind::Heartbeat {
                 alarms: Default::default(),
             })],
-            back.add_millis(2_000),
+            back.add_millis(500),
         );
         assert!(e.take_alerts().is_empty(), "still held for a fix");
         e.tick(back.add(crate::rules::REAPPEAR_HOLD));

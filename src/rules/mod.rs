@@ -261,9 +261,10 @@ pub struct Outcome {
 
 /// How long a silent device's `reappeared` waits after its login for the message that follows
 /// it. A tracker back from a long silence opens a new connection, and its login (GT06 0x01,
-/// JT/T 808 authentication, Teltonika IMEI) carries no position; its first fix follows within a
-/// second or two, and with it `details.distance_m`, how far the car moved while silent.
-pub const REAPPEAR_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+/// JT/T 808 authentication, Teltonika IMEI) carries no position; a fix sent right after it
+/// brings `details.distance_m`, how far the car moved while silent. Short enough that the alert
+/// still comes within 1 s of the login (CONTRACT.md "Webhook delivery") when nothing follows.
+pub const REAPPEAR_HOLD: std::time::Duration = std::time::Duration::from_millis(800);
 
 /// A `reappeared` held after a login: what it will say, and until when it waits.
 #[derive(Clone, Copy, PartialEq, Debug)]
