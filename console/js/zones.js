@@ -2,7 +2,7 @@
 // change seldom: the list is fetched when the page opens, every few minutes after, and when the
 // officer asks (the Reload button), not at every poll of the page.
 
-import { maybe } from './api.js';
+import { api, maybe } from './api.js';
 import { fill, h } from './dom.js';
 import { code, t } from './i18n.js';
 import { fit, geometryLayer, makeMap } from './map.js';
@@ -35,7 +35,12 @@ export function zonesPage(caps) {
     },
 
     async refresh() {
-      if (loadedAt !== null && Date.now() - loadedAt < RELOAD_MS) return;
+      if (loadedAt !== null && Date.now() - loadedAt < RELOAD_MS) {
+        // The list is not read again yet; the smallest authenticated read tells the page at the
+        // next poll, as on every other page, that its token was revoked.
+        await api('/v1/alerts?limit=1');
+        return;
+      }
       const data = caps.has('GET', '/v1/zones') ? await maybe('/v1/zones') : null;
       if (!alive) return;
       loadedAt = Date.now();

@@ -980,6 +980,9 @@ async fn browse(
             .await
             .as_i64()
             .unwrap_or(0);
+        let token_checks = "return performance.getEntriesByType('resource') \
+            .filter(e => new URL(e.name).pathname === '/v1/alerts').length";
+        let checks_before = js(c, token_checks).await.as_i64().unwrap_or(0);
         wait_js(
             c,
             &format!("return window.lienwatch.polls >= {}", polls + 2),
@@ -988,6 +991,11 @@ async fn browse(
         )
         .await;
         assert_eq!(js(c, zone_reads).await.as_i64(), Some(before + 1));
+        // Each poll still asks something with the token, so a revoked one is noticed.
+        assert!(
+            js(c, token_checks).await.as_i64().unwrap_or(0) > checks_before,
+            "the zones page's polls check the token"
+        );
         c.find(Locator::Css("#zones-reload"))
             .await
             .map_err(step("reload zones"))?
