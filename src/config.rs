@@ -246,6 +246,17 @@ pub struct MqttConfig {
     pub subscriptions: Vec<MqttSubscription>,
 }
 
+impl MqttConfig {
+    /// The broker password: inline, or what `password_file` holds now.
+    pub fn password(&self) -> Result<Option<String>, String> {
+        match (&self.password, &self.password_file) {
+            (Some(p), _) => Ok(Some(p.clone())),
+            (None, Some(f)) => read_secret(f).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 fn default_keep_alive() -> Duration {
     Duration::from_secs(30)
 }

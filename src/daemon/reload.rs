@@ -18,13 +18,7 @@ pub struct Held {
 /// The MQTT password `cfg` names, inline or from its file.
 pub fn mqtt_password(cfg: &Config) -> Result<Option<String>, String> {
     match &cfg.mqtt {
-        Some(m) => match (&m.password, &m.password_file) {
-            (Some(p), _) => Ok(Some(p.clone())),
-            (None, Some(f)) => crate::config::read_secret(f)
-                .map(Some)
-                .map_err(|e| format!("mqtt.password_file: {e}")),
-            (None, None) => Ok(None),
-        },
+        Some(m) => m.password().map_err(|e| format!("mqtt.password_file: {e}")),
         None => Ok(None),
     }
 }

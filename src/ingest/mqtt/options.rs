@@ -79,11 +79,10 @@ pub(super) fn plan(cfg: &MqttConfig) -> Result<Plan, MqttError> {
         .set_manual_acks(true)
         .set_outgoing_inflight_upper_limit(outgoing_window(routes.len()));
     if let Some(user) = &cfg.username {
-        let password = match (&cfg.password, &cfg.password_file) {
-            (Some(p), _) => p.clone(),
-            (None, Some(f)) => crate::config::read_secret(f).map_err(MqttError::Password)?,
-            (None, None) => String::new(),
-        };
+        let password = cfg
+            .password()
+            .map_err(MqttError::Password)?
+            .unwrap_or_default();
         opts.set_credentials(user.clone(), password);
     }
     if tls {
