@@ -594,11 +594,9 @@ impl Engine {
         if self.held.is_empty() {
             return;
         }
-        let Some(h) = self.held.remove(device) else {
+        let Some(h) = self.end_hold(device) else {
             return;
         };
-        self.keep_held(device, None);
-        self.held_due.set(device.clone(), None);
         if let Some(a) = out
             .alerts
             .iter_mut()
@@ -606,6 +604,14 @@ impl Engine {
         {
             a.details = h.draft().details;
         }
+    }
+
+    /// Ends the device's hold, if it has one: in memory, in the deadline queue and in the store.
+    fn end_hold(&mut self, device: &DeviceId) -> Option<HeldReappearance> {
+        let h = self.held.remove(device)?;
+        self.held_due.set(device.clone(), None);
+        self.keep_held(device, None);
+        Some(h)
     }
 
     /// Writes a hold through to the store (durable with the commit that carries its cause).
@@ -620,10 +626,9 @@ impl Engine {
         self.commands.expire_due(&self.store, now);
         while self.held_due.next_deadline().is_some_and(|t| t <= now) {
             for id in self.held_due.pop_due(now) {
-                let Some(h) = self.held.remove(&id) else {
+                let Some(h) = self.end_hold(&id) else {
                     continue;
                 };
-                self.keep_held(&id, None);
                 let Some(vid) = self.vehicle_id_of(&id) else {
                     continue;
                 };
@@ -697,12 +702,12 @@ impl Engine {
     /// writes it again.
     pub fn flush(&mut self) -> Result<(), StoreError> {
         // Alerts first: the rule state that raised them must not reach the disk without them.
-        while let Some((alert, targets)) = self.unqueued.first() {
-            self.outbox
-                .insert(alert, targets)
-                .map_err(|e| StoreError::Outbox(e.to_string()))?;
-            self.unqueued.remove(0);
-        }
+        let mut written = 0;
+        let queued = self.unqueued.iter().try_for_each(|(alert, targets)| {
+            self.outbox.insert(alert, targets).map(|_| written += 1)
+        });
+        self.unqueued.drain(..written);
+        queued.map_err(|e| StoreError::Outbox(e.to_string()))?;
         // One write for every changed record (`store::DeviceLog`).
         let devices = &self.devices;
         self.store
@@ -743,10 +748,7 @@ impl Engine {
     /// Stops watching a device: its rule state goes, its deadline goes, logins see it unknown.
     fn unregister(&mut self, d: &DeviceId) {
         self.bound_since.remove(d);
-        if self.held.remove(d).is_some() {
-            self.held_due.set(d.clone(), None);
-            self.keep_held(d, None);
-        }
+        self.end_hold(d);
         if let Some(mut st) = self.states.remove(d) {
             let _ = self.rules.on_unregistered(&mut st);
         }
