@@ -3,11 +3,13 @@
 //! Raised on the edge from off to on only, once per change of state, however many frames repeat
 //! the condition. A report that says the condition is off (`known && !active`) clears it, so a
 //! later cut alerts again. A frame that says nothing about a condition leaves it as it was.
-//! Events (GT06 alarm codes, MQTT JSON alarms) alert each time they come and latch nothing.
+//! Events (GT06 alarm codes, MQTT JSON alarms) alert each time they come and latch nothing,
+//! except that the same event in a fix of the same device time is the same frame sent again
+//! (its acknowledgement was lost) and alerts once.
 
 use super::{AlertDraft, DeviceRuleState};
 use crate::alert::AlertType;
-use crate::event::{AlarmReport, Alarms};
+use crate::event::{AlarmReport, Alarms, Timestamp};
 use serde_json::json;
 
 /// The conditions this rule watches and the alert each raises.
@@ -16,8 +18,18 @@ const WATCHED: [(Alarms, AlertType); 2] = [
     (Alarms::TAMPER, AlertType::Tamper),
 ];
 
-/// Applies one live report to the state, pushing the alerts it raises.
-pub(crate) fn apply(state: &mut DeviceRuleState, report: AlarmReport, out: &mut Vec<AlertDraft>) {
+/// Applies one live report to the state, pushing the alerts it raises. `fix_time` is the device
+/// time of the fix that carried the report, when it came in one.
+pub(crate) fn apply(
+    state: &mut DeviceRuleState,
+    report: AlarmReport,
+    fix_time: Option<Timestamp>,
+    out: &mut Vec<AlertDraft>,
+) {
+    if fix_time.is_some() && !report.events.is_empty() && state.alarm_events_at != fix_time {
+        state.alarm_events_at = fix_time;
+        state.alarm_events = Alarms::NONE;
+    }
     for (cond, kind) in WATCHED {
         // An event alerts each time it is reported. A state the same frame gives for the
         // condition (a GT06 power cut in the terminal-info bits beside the alarm code) is
@@ -27,11 +39,15 @@ pub(crate) fn apply(state: &mut DeviceRuleState, report: AlarmReport, out: &mut 
             let told = report.known.contains(cond)
                 && report.active.contains(cond)
                 && state.alarms_alerted.contains(cond);
-            if !told {
+            let resent = fix_time.is_some() && state.alarm_events.contains(cond);
+            if !told && !resent {
                 out.push(AlertDraft {
                     kind,
                     details: json!({}),
                 });
+            }
+            if fix_time.is_some() {
+                state.alarm_events.insert(cond);
             }
             if report.known.contains(cond) {
                 state.alarms_alerted.insert(cond);

@@ -204,6 +204,45 @@ pub struct DeviceRuleState {
     /// When the device was bound to its current vehicle; silence counts from here if later.
     #[serde(with = "opt_millis")]
     pub registered_at: Option<Timestamp>,
+    /// Device time of the newest fix whose alarm events alerted, and which events those were:
+    /// the same frame sent again after its acknowledgement was lost is the same alarm
+    /// (protocols.md C.6: de-duplicate on device, timestamp and event). Last, so that states
+    /// written before it read as the shorter layout (see [`DeviceRuleState::from_bytes`]).
+    #[serde(with = "opt_millis")]
+    pub alarm_events_at: Option<Timestamp>,
+    pub alarm_events: Alarms,
+}
+
+/// The state's layout before `alarm_events_at` was kept.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct DeviceRuleStateV1 {
+    placement: FencePlacement,
+    fence_tag: u64,
+    #[serde(with = "opt_millis")]
+    fence_fix_time: Option<Timestamp>,
+    silent_alerted: bool,
+    alarms_alerted: Alarms,
+    #[serde(with = "opt_millis")]
+    last_seen: Option<Timestamp>,
+    #[serde(with = "opt_millis")]
+    registered_at: Option<Timestamp>,
+}
+
+impl From<DeviceRuleStateV1> for DeviceRuleState {
+    fn from(s: DeviceRuleStateV1) -> Self {
+        DeviceRuleState {
+            placement: s.placement,
+            fence_tag: s.fence_tag,
+            fence_fix_time: s.fence_fix_time,
+            silent_alerted: s.silent_alerted,
+            alarms_alerted: s.alarms_alerted,
+            last_seen: s.last_seen,
+            registered_at: s.registered_at,
+            alarm_events_at: None,
+            alarm_events: Alarms::NONE,
+        }
+    }
 }
 
 /// Why stored rule state could not be read back.
@@ -217,8 +256,15 @@ impl DeviceRuleState {
         crate::encode::to_vec(self).unwrap_or_default()
     }
 
+    /// Reads the current layout, or the one before it (fields were added at the end, so an
+    /// older state fails to decode as the newer layout and is read as the older one).
     pub fn from_bytes(b: &[u8]) -> Result<Self, StateDecodeError> {
-        Ok(postcard::from_bytes(b)?)
+        match postcard::from_bytes(b) {
+            Ok(s) => Ok(s),
+            Err(e) => postcard::from_bytes::<DeviceRuleStateV1>(b)
+                .map(DeviceRuleState::from)
+                .map_err(|_| StateDecodeError(e)),
+        }
     }
 }
 
@@ -432,7 +478,7 @@ impl Rules {
             geofence::sync_fence(ctx.vehicle.geofence.as_ref(), state);
             match &event.kind {
                 EventKind::Position(fix) if !fix.buffered => {
-                    alarm::apply(state, fix.alarms, &mut alerts);
+                    alarm::apply(state, fix.alarms, Some(fix.position.time), &mut alerts);
                     if let Some(fence) = &ctx.vehicle.geofence {
                         geofence::apply(&self.cfg, fence, state, fix, &mut alerts);
                     }
@@ -442,7 +488,7 @@ impl Rules {
                 | EventKind::Registered
                 | EventKind::CommandAnswer(_) => {}
                 EventKind::Heartbeat { alarms } | EventKind::Alarm { alarms } => {
-                    alarm::apply(state, *alarms, &mut alerts);
+                    alarm::apply(state, *alarms, None, &mut alerts);
                 }
             }
         }
@@ -921,15 +967,46 @@ mod tests {
     fn alarm_events_alert_each_time_and_latch_nothing() {
         let mut s = Sim::new(vehicle("current", None), "333");
         let cut = AlarmReport::occurred(Alarms::POWER_CUT);
-        let fix = |s: &Sim, report| with_fix(live(IN.0, IN.1, s.now), |f| f.alarms = report);
-        assert_eq!(s.send(fix(&s, cut)), vec![PowerCut]);
-        assert_eq!(s.send(fix(&s, AlarmReport::NONE)), vec![]);
-        assert_eq!(
-            s.send(fix(&s, cut)),
-            vec![PowerCut],
-            "the next cut alerts again"
-        );
+        let fix = |s: &mut Sim, report| {
+            s.now += M;
+            with_fix(live(IN.0, IN.1, s.now), |f| f.alarms = report)
+        };
+        let k = fix(&mut s, cut);
+        assert_eq!(s.send(k), vec![PowerCut]);
+        let k = fix(&mut s, AlarmReport::NONE);
+        assert_eq!(s.send(k), vec![]);
+        let k = fix(&mut s, cut);
+        assert_eq!(s.send(k), vec![PowerCut], "the next cut alerts again");
         assert!(!s.state.alarms_alerted.contains(Alarms::POWER_CUT));
+    }
+
+    /// A device whose acknowledgement was lost sends the same frame again: the same events at
+    /// the same device time are that one alarm (protocols.md C.6), also after a restart; the
+    /// same event at a later time is a new one.
+    #[test]
+    fn an_alarm_frame_sent_again_alerts_once() {
+        use crate::protocol::gt06::alarm_report;
+        let mut s = Sim::new(vehicle("current", None), "111");
+        let at = |t: i64, report| with_fix(live(IN.0, IN.1, t), |f| f.alarms = report);
+        let tamper = alarm_report(0x46, Some(0x13));
+        let t1 = s.now;
+        assert_eq!(s.send(at(t1, tamper)), vec![Tamper]);
+        s.now += 30_000;
+        assert_eq!(s.send(at(t1, tamper)), vec![], "the same frame again");
+        s.restart(s.now + 60_000);
+        assert_eq!(s.send(at(t1, tamper)), vec![], "again after a restart");
+        // An unrelated fix between does not make the resent frame new.
+        assert_eq!(s.send(at(t1 + M, AlarmReport::NONE)), vec![]);
+        assert_eq!(s.send(at(t1, tamper)), vec![]);
+        // Two events in one frame: each is told once; one of them later alerts again.
+        let both = AlarmReport::occurred(Alarms::TAMPER.union(Alarms::POWER_CUT));
+        let t2 = t1 + 2 * M;
+        assert_eq!(s.send(at(t2, both)), vec![PowerCut, Tamper]);
+        assert_eq!(s.send(at(t2, both)), vec![]);
+        assert_eq!(s.send(at(t2 + 1000, tamper)), vec![Tamper]);
+        // Without a device time (an alarm with no fix) nothing tells a resend apart.
+        assert_eq!(s.send(alarm(tamper)), vec![Tamper]);
+        assert_eq!(s.send(alarm(tamper)), vec![Tamper]);
     }
 
     /// GT06 alarm codes are events (protocols.md §A.5): each tamper code alerts, the next one
@@ -1195,11 +1272,35 @@ mod tests {
             alarms_alerted: Alarms::POWER_CUT.union(Alarms::TAMPER),
             last_seen: Some(Timestamp(T0 + 1)),
             registered_at: Some(Timestamp(T0 - 1)),
+            alarm_events_at: Some(Timestamp(T0 - 2)),
+            alarm_events: Alarms::TAMPER,
         };
         let b = st.to_bytes();
-        assert!(b.len() <= 48, "{} bytes", b.len());
+        assert!(b.len() <= 56, "{} bytes", b.len());
         assert_eq!(DeviceRuleState::from_bytes(&b).unwrap(), st);
         assert!(DeviceRuleState::from_bytes(&b[..3]).is_err());
+        // A state without any alarm event costs two bytes more than the layout before.
+        let plain = DeviceRuleState {
+            alarm_events_at: None,
+            alarm_events: Alarms::NONE,
+            ..st.clone()
+        };
+        let old = DeviceRuleStateV1 {
+            placement: plain.placement,
+            fence_tag: plain.fence_tag,
+            fence_fix_time: plain.fence_fix_time,
+            silent_alerted: plain.silent_alerted,
+            alarms_alerted: plain.alarms_alerted,
+            last_seen: plain.last_seen,
+            registered_at: plain.registered_at,
+        };
+        let old = crate::encode::to_vec(&old).unwrap();
+        assert_eq!(plain.to_bytes().len(), old.len() + 2);
+        assert_eq!(
+            DeviceRuleState::from_bytes(&old).unwrap(),
+            plain,
+            "a state written before the alarm events were kept still reads"
+        );
         let j = serde_json::to_value(&st).unwrap();
         assert_eq!(j["placement"], json!("outside"));
     }
