@@ -1,7 +1,12 @@
 // The console's only way to the data: the `/v1` API with the admin token, which lives in this
 // tab's sessionStorage only (never in a URL, a cookie or a log line).
 
+import { t } from './i18n.js';
+
 const KEY = 'lienwatch.token';
+/// How long a request may take before the page gives it up (a zone list of tens of thousands
+/// of zones reads in a few seconds).
+const TIMEOUT_MS = 30000;
 
 export function token() {
   return sessionStorage.getItem(KEY);
@@ -45,38 +50,56 @@ export function onUnauthorized(f) {
 }
 
 export async function api(path, opts = {}) {
-  const t = token();
-  if (!t) {
+  const tok = token();
+  if (!tok) {
     unauthorized();
     throw new Unauthorized();
   }
-  const headers = { Authorization: `Bearer ${t}`, Accept: 'application/json' };
+  const headers = { Authorization: `Bearer ${tok}`, Accept: 'application/json' };
   let body;
   if (opts.body !== undefined) {
     headers['Content-Type'] = 'application/json';
     body = JSON.stringify(opts.body);
   }
-  const r = await fetch(path, {
-    method: opts.method || 'GET',
-    headers,
-    body,
-    cache: 'no-store',
-    credentials: 'omit',
-    referrerPolicy: 'no-referrer',
-  });
-  if (r.status === 401) {
-    unauthorized();
-    throw new Unauthorized();
-  }
-  if (r.status === 404 || r.status === 405) throw new Missing(r.status);
-  let data = null;
+  // A daemon that never answers must not leave the page waiting with stale data shown as fresh:
+  // the request is given up, and the page says so and asks again at its next poll.
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), TIMEOUT_MS);
   try {
-    data = await r.json();
-  } catch {
-    data = null;
+    const r = await fetch(path, {
+      method: opts.method || 'GET',
+      headers,
+      body,
+      cache: 'no-store',
+      credentials: 'omit',
+      referrerPolicy: 'no-referrer',
+      signal: abort.signal,
+    });
+    if (r.status === 401) {
+      unauthorized();
+      throw new Unauthorized();
+    }
+    if (r.status === 404 || r.status === 405) throw new Missing(r.status);
+    let data = null;
+    try {
+      data = await r.json();
+    } catch (e) {
+      if (abort.signal.aborted) throw e;
+      data = null;
+    }
+    if (!r.ok) throw new ApiError(r.status, (data && data.error) || `HTTP ${r.status}`);
+    return data;
+  } catch (e) {
+    if (abort.signal.aborted) throw new ApiError(0, t('api.timeout', { s: TIMEOUT_MS / 1000 }));
+    // A token the browser cannot put in a header (not ISO-8859-1) is no token of this daemon.
+    if (e instanceof TypeError && /ISO-8859-1/i.test(e.message)) {
+      unauthorized();
+      throw new Unauthorized();
+    }
+    throw e;
+  } finally {
+    clearTimeout(timer);
   }
-  if (!r.ok) throw new ApiError(r.status, (data && data.error) || `HTTP ${r.status}`);
-  return data;
 }
 
 /// The same, with `null` for a missing object or endpoint.

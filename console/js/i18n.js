@@ -62,6 +62,7 @@ const STRINGS = {
     'vehicle.track_points': '{n} fixes',
     'vehicle.track_none': 'No fixes that day.',
     'vehicle.track_truncated': '(the first {n} of the day only)',
+    'vehicle.track_suspect': '({n} dated in the future, not drawn)',
     'vehicle.places': 'Places',
     'vehicle.place_night': 'Night',
     'vehicle.place_day': 'Day',
@@ -101,10 +102,12 @@ const STRINGS = {
     'zones.name': 'Name',
     'zones.kind': 'Kind',
     'zones.none': 'No risk zones.',
+    'zones.range': '{from} to {to} of {n}',
     'zones.reload': 'Reload',
     'zones.unavailable': 'Risk zones are not available on this server.',
     'status.updated': 'Updated {time}',
     'status.error': 'Could not refresh: {msg}',
+    'api.timeout': 'no answer within {s} s',
     'never': 'never',
     'loading': 'Loading…',
   },
@@ -167,6 +170,7 @@ const STRINGS = {
     'vehicle.track_points': '{n} 个定位点',
     'vehicle.track_none': '当天没有定位。',
     'vehicle.track_truncated': '（仅显示当天前 {n} 个）',
+    'vehicle.track_suspect': '（{n} 个时间在未来，未绘制）',
     'vehicle.places': '常驻地点',
     'vehicle.place_night': '夜间',
     'vehicle.place_day': '白天',
@@ -206,10 +210,12 @@ const STRINGS = {
     'zones.name': '名称',
     'zones.kind': '类型',
     'zones.none': '没有风险区域。',
+    'zones.range': '第 {from} 至 {to} 个，共 {n} 个',
     'zones.reload': '刷新',
     'zones.unavailable': '本服务器未提供风险区域。',
     'status.updated': '更新于 {time}',
     'status.error': '刷新失败：{msg}',
+    'api.timeout': '{s} 秒内无应答',
     'never': '从未',
     'loading': '加载中…',
   },
@@ -286,7 +292,8 @@ export function t(key, vars) {
 
 /// An API code in the officer's language, or the code itself.
 export function code(c) {
-  return CODES[current][c] ?? c;
+  // Own names only: a zone kind such as `constructor` is free text, not a property to look up.
+  return Object.hasOwn(CODES[current], c) ? CODES[current][c] : c;
 }
 
 /// Fills every `data-i18n` element of the static page.

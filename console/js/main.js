@@ -5,7 +5,7 @@ import { capabilities, clearToken, onUnauthorized, token, Unauthorized } from '.
 import { fill, h } from './dom.js';
 import { lang, locale, onLangChange, setLang, t, translateStatic } from './i18n.js';
 import { configure } from './map.js';
-import { setZone } from './zone.js';
+import { inZone, setZone, zoneName } from './zone.js';
 import { signinPage } from './signin.js';
 import { queuePage } from './queue.js';
 import { vehiclePage } from './vehicle.js';
@@ -13,6 +13,7 @@ import { alertsPage } from './alerts.js';
 import { zonesPage } from './zones.js';
 
 const POLL_MS = 5000;
+const CONFIG_EVERY = 12; // polls between reads of the settings (a minute)
 
 // Diagnostics: script errors and Content-Security-Policy violations are shown in the status line
 // (a blocked tile host is visible to the operator) and kept, with the count of page refreshes,
@@ -69,6 +70,16 @@ onUnauthorized(() => {
   if (!page || !page.isSignin) signIn(t('signin.expired'));
 });
 
+/// The part of a route after its name, as written; a malformed escape (`%` alone) is taken as
+/// it stands rather than failing the navigation.
+function routeArg(arg) {
+  try {
+    return decodeURIComponent(arg || '');
+  } catch {
+    return arg || '';
+  }
+}
+
 async function route() {
   stop();
   if (!token()) {
@@ -86,7 +97,7 @@ async function route() {
   for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.id === `nav-${name}`);
   switch (name) {
     case 'vehicle':
-      page = vehiclePage(decodeURIComponent(arg || ''), caps);
+      page = vehiclePage(routeArg(arg), caps);
       break;
     case 'alerts':
       page = alertsPage(caps);
@@ -111,7 +122,13 @@ async function poll(gen) {
       await page.refresh();
       diag.polls += 1;
       if (gen === generation) {
-        setStatus(t('status.updated', { time: new Date().toLocaleTimeString(locale()) }), false);
+        setStatus(t('status.updated', { time: new Date().toLocaleTimeString(locale(), inZone({})) }), false);
+      }
+      // A reload may have changed `rules.timezone`: read the settings again now and then, and
+      // draw the page anew in the new zone.
+      if (diag.polls % CONFIG_EVERY === 0 && gen === generation && (await readConfig().catch(() => false)) && gen === generation) {
+        route();
+        return;
       }
     } catch (e) {
       if (e instanceof Unauthorized) return;
@@ -132,13 +149,20 @@ onLangChange(() => {
   else if (token()) route();
 });
 
+/// Reads the console's settings (tiles, `rules.timezone`); true when the zone changed.
+async function readConfig() {
+  const c = await fetch('/console/config.json', { cache: 'no-store' }).then((r) => r.json());
+  configure(c);
+  const before = zoneName();
+  if (c.timezone) setZone(c.timezone);
+  return zoneName() !== before;
+}
+
 async function start() {
   langSelect.value = lang();
   translateStatic(document);
   try {
-    const c = await fetch('/console/config.json', { cache: 'no-store' }).then((r) => r.json());
-    configure(c);
-    if (c.timezone) setZone(c.timezone);
+    await readConfig();
   } catch (e) {
     problem(diag.errors, `config: ${e.message}`);
   }

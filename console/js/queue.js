@@ -11,11 +11,15 @@ const TIERS = ['high', 'medium', 'low', 'none'];
 const LOANS = ['overdue', 'current', 'closed'];
 const PAGE = 100;
 
+// The filters and the page outlive the page object: an officer works the queue car by car, and
+// coming back from a vehicle finds the queue as it was left. `cursors[i]` is the `after` of page
+// i (null for the first); the poll refreshes the page shown.
+const state = { tiers: new Set(), loan: '', cursors: [null], limit: PAGE };
+
 export function queuePage(caps) {
   const serverRisk = caps.param('GET', '/v1/vehicles', 'tier');
   const serverLoan = caps.param('GET', '/v1/vehicles', 'loan_status');
-  // `cursors[i]` is the `after` of page i (null for the first); the poll refreshes the page shown.
-  const state = { tiers: new Set(), loan: '', cursors: [null], limit: serverRisk ? PAGE : 1000 };
+  state.limit = serverRisk ? PAGE : 1000;
   let table, note, prev, next, pageNo, tierBox;
   let nextCursor = null;
   let asked = 0; // answers to older questions (a filter changed since) are dropped

@@ -25,11 +25,13 @@ export function vehiclePage(id, caps) {
   };
   const commands = new Map(); // device id -> the last locate command
   const track = new Map(); // device id -> the chosen day's positions so far
+  const suspect = new Map(); // device id -> the chosen day's suspect fixes, not drawn
   let trackDay = null;
   let zoneList = null; // the server's zones, fetched at most every ZONES_EVERY_MS
   let zonesAt = 0;
   let recovered = false; // the devices' last locate commands were read back
   let map, fixes, tracks, places, zones, fence, cmdFixes;
+  let fenceDrawn = null; // the geofence `fence` draws, as JSON: a changed one is drawn anew
   let els = {};
   let vehicle = null;
   let fitted = false;
@@ -128,6 +130,7 @@ export function vehiclePage(id, caps) {
     if (!can.track || !vehicle) return;
     if (trackDay !== day) {
       track.clear();
+      suspect.clear();
       trackDay = day;
     }
     const asked = day;
@@ -157,8 +160,12 @@ export function vehiclePage(id, caps) {
       }
       // The day was changed while this answer was on its way: it belongs to the old one.
       if (!alive || trackDay !== asked) return;
-      const got = (data && data.positions) || [];
-      if (got.length >= TRACK_LIMIT) truncated = true;
+      const all = (data && data.positions) || [];
+      if (all.length >= TRACK_LIMIT) truncated = true;
+      // A fix the server marks suspect (dated in the future) is no place the car went, and as
+      // the newest fix it would make every later read start after it.
+      const got = all.filter((p) => !p.suspect);
+      suspect.set(d.id, (last ? suspect.get(d.id) || 0 : 0) + (all.length - got.length));
       track.set(d.id, last ? have.concat(got) : got);
     }
     if (!alive) return;
@@ -169,7 +176,9 @@ export function vehiclePage(id, caps) {
       n += ps.length;
       if (ps.length) tracks.addLayer(trackLayer(ps, i));
     }
+    const odd = [...suspect.values()].reduce((a, b) => a + b, 0);
     els.trackInfo.textContent = (n ? t('vehicle.track_points', { n }) : t('vehicle.track_none'))
+      + (odd ? ` ${t('vehicle.track_suspect', { n: odd })}` : '')
       + (truncated ? ` ${t('vehicle.track_truncated', { n: TRACK_LIMIT })}` : '');
     if (!can.track) els.track.hidden = true;
     else if (anyEndpoint) els.track.hidden = false;
@@ -297,6 +306,34 @@ export function vehiclePage(id, caps) {
     }, 1000);
   }
 
+  /// Draws the vehicle's geofence, again when it changed, and removes it when it is gone.
+  function drawFence(geofence) {
+    const json = geofence ? JSON.stringify(geofence) : null;
+    if (json === fenceDrawn) return;
+    if (fence) fence.remove();
+    fence = null;
+    fenceDrawn = json;
+    if (!geofence) return;
+    fence = geometryLayer(geofence, { color: '#2e7d32', weight: 2, dashArray: '6 4', fill: false, className: 'lw-geofence' });
+    if (fence) fence.addTo(map).bindTooltip(t('vehicle.geofence'));
+  }
+
+  /// The vehicle is not there: its page keeps nothing of what it showed.
+  function forget() {
+    vehicle = null;
+    els.body.hidden = true;
+    for (const layer of [fixes, tracks, places, zones, cmdFixes]) layer.clearLayers();
+    drawFence(null);
+    track.clear();
+    suspect.clear();
+    trackDay = null;
+    commands.clear();
+    recovered = false;
+    fitted = false;
+    fill(els.devices);
+    fill(els.alertList);
+  }
+
   function renderDevices() {
     if (!vehicle) return;
     fill(els.devices, (vehicle.devices || []).map(deviceRow));
@@ -319,14 +356,14 @@ export function vehiclePage(id, caps) {
       els.zones = section('vehicle.zones', 'panel-zones', els.zoneList);
       els.zones.hidden = true;
       els.alertList = h('ul', { id: 'vehicle-alerts' });
-      fill(el, h('div', { class: 'vehicle', id: 'vehicle', dataset: { vehicleId: id } },
-        els.head,
-        h('div', { class: 'vbody' },
-          els.map,
-          h('aside', null,
-            section('vehicle.devices', 'panel-devices', els.devices),
-            els.track, els.places, els.zones,
-            section('vehicle.alerts', 'panel-alerts', els.alertList)))));
+      // Hidden until the vehicle is read: an unknown id shows its message alone.
+      els.body = h('div', { class: 'vbody', id: 'vehicle-body', hidden: true },
+        els.map,
+        h('aside', null,
+          section('vehicle.devices', 'panel-devices', els.devices),
+          els.track, els.places, els.zones,
+          section('vehicle.alerts', 'panel-alerts', els.alertList)));
+      fill(el, h('div', { class: 'vehicle', id: 'vehicle', dataset: { vehicleId: id } }, els.head, els.body));
       map = makeMap(els.map);
       zones = L.featureGroup().addTo(map);
       places = L.featureGroup().addTo(map);
@@ -339,20 +376,24 @@ export function vehiclePage(id, caps) {
       const v = await maybe(`/v1/vehicles/${enc(id)}`);
       if (!alive) return;
       if (!v) {
+        // Deleted while open (or never there): nothing of it stays on screen, least of all a
+        // "locate now" for its trackers. If it is put back, the next poll draws it anew.
         fill(els.head, h('a', { href: '#/queue', class: 'back' }, t('vehicle.back')), h('p', { class: 'error' }, t('vehicle.not_found')));
+        forget();
         return;
       }
+      const back = !vehicle;
       vehicle = v;
+      els.body.hidden = false;
       fill(els.head, head(v));
       renderDevices();
       drawFixes(v);
-      if (!fence && v.geofence) {
-        fence = geometryLayer(v.geofence, { color: '#2e7d32', weight: 2, dashArray: '6 4', fill: false, className: 'lw-geofence' });
-        if (fence) fence.addTo(map).bindTooltip(t('vehicle.geofence'));
-      }
-      const slow = ticks % SLOW_EVERY === 0;
+      drawFence(v.geofence);
+      const slow = back || ticks % SLOW_EVERY === 0;
       ticks += 1;
-      await Promise.all([
+      // Each panel on its own: one that fails (its error is shown) does not keep the others, or
+      // the map's view of the car, from being drawn.
+      const done = await Promise.allSettled([
         loadTrack(slow),
         loadAlerts(),
         recoverCommands(),
@@ -363,6 +404,8 @@ export function vehiclePage(id, caps) {
       map.invalidateSize();
       if (!fitted) fitted = fit(map, [fixes, tracks, places]);
       followCommands();
+      const failed = done.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
     },
 
     destroy() {

@@ -748,6 +748,69 @@ async fn browse(
     )
     .await;
 
+    // The queue keeps its filter across the pages of the console: an officer works the
+    // overdue cars one by one and comes back to the same list. A malformed vehicle address on
+    // the way shows that no such vehicle is there, and nothing of another one.
+    js(
+        c,
+        "const s = document.getElementById('filter-loan'); s.value = 'overdue'; \
+         s.dispatchEvent(new Event('change')); return true",
+    )
+    .await;
+    wait_js(
+        c,
+        "const rows = [...document.querySelectorAll('tr.vehicle-row')]; \
+         return rows.length === 1 && rows[0].dataset.vehicleId === 'B-OVERDUE'",
+        long,
+        "the overdue cars only",
+    )
+    .await;
+    js(c, "location.hash = '#/vehicle/100%'; return true").await;
+    wait_js(
+        c,
+        "const head = document.getElementById('vehicle-head'); \
+         return head && head.querySelector('p.error') \
+           && document.getElementById('vehicle-body').hidden \
+           && document.querySelectorAll('button.locate').length === 0",
+        long,
+        "a malformed vehicle address: no such vehicle",
+    )
+    .await;
+    assert_eq!(js(c, "return window.lienwatch.errors").await, json!([]));
+    js(c, "history.back(); return true").await;
+    wait_js(
+        c,
+        "const rows = [...document.querySelectorAll('tr.vehicle-row')]; \
+         return document.getElementById('filter-loan').value === 'overdue' \
+           && rows.length === 1 && rows[0].dataset.vehicleId === 'B-OVERDUE'",
+        long,
+        "back on the queue, still filtered",
+    )
+    .await;
+    js(
+        c,
+        "const s = document.getElementById('filter-loan'); s.value = ''; \
+         s.dispatchEvent(new Event('change')); return true",
+    )
+    .await;
+    wait_js(
+        c,
+        "return document.querySelectorAll('tr.vehicle-row').length === 100",
+        long,
+        "the whole queue again",
+    )
+    .await;
+    // A zone kind is free text: one that is also a property name of every object is shown
+    // as written.
+    assert_eq!(
+        js(
+            c,
+            "return import('/console/js/i18n.js').then(m => [m.code('constructor'), m.code('pawnshop')])"
+        )
+        .await,
+        json!(["constructor", "Pawnshop"])
+    );
+
     // The vehicle page: both devices on the map, the GNSS fix and the cell fix drawn apart.
     c.find(Locator::Css("tr.vehicle-row[data-vehicle-id='B-OVERDUE']"))
         .await
@@ -862,6 +925,45 @@ async fn browse(
         "the new fix drawn by the page's own refresh",
     )
     .await;
+
+    // A fix dated hours ahead is kept as suspect: it is not drawn on the track, and the fix
+    // after it still comes in at the next refresh.
+    if has_track {
+        let count = "return Number((document.getElementById('track-info').textContent \
+            .match(/\\d+/) || [0])[0])";
+        // Two refreshes after the last fix, the track holds it.
+        let polls = js(c, "return window.lienwatch.polls")
+            .await
+            .as_i64()
+            .unwrap_or(0);
+        wait_js(
+            c,
+            &format!("return window.lienwatch.polls >= {}", polls + 2),
+            long,
+            "two more refreshes of the vehicle page",
+        )
+        .await;
+        let before = js(c, count).await.as_i64().unwrap_or(0);
+        wireless.exchange_bytes(
+            &gt06_location(4, civil_ago(-3 * 3600), 23.5, 114.5),
+            &gt06_ack(0x12, 4),
+        );
+        wireless.exchange_bytes(
+            &gt06_location(5, civil_ago(1), 22.547, 114.059),
+            &gt06_ack(0x12, 5),
+        );
+        wait_js(
+            c,
+            &format!(
+                "const info = document.getElementById('track-info').textContent; \
+                 return info.startsWith('{} ') && info.includes('1 dated in the future')",
+                before + 1
+            ),
+            long,
+            "the fix after a future one on the track, the future one not drawn",
+        )
+        .await;
+    }
 
     // Locate now: the command's state until the tracker's answer.
     if has_commands {
@@ -1105,6 +1207,29 @@ async fn browse(
     no_error_shown(c).await;
     assert_eq!(js(c, "return window.lienwatch.csp").await, json!([]));
     assert_eq!(js(c, "return window.lienwatch.errors").await, json!([]));
+
+    // A vehicle deleted while its page is open: nothing of it stays, least of all its trackers'
+    // "locate now".
+    js(c, "location.hash = '#/vehicle/Z-000'; return true").await;
+    wait_js(
+        c,
+        "return !document.getElementById('vehicle-body').hidden \
+          && document.querySelectorAll('#devices .device').length === 1",
+        long,
+        "a vehicle page",
+    )
+    .await;
+    let (s, v) = d.api("DELETE", "/v1/vehicles/Z-000", None);
+    assert!(s == 200 || s == 204, "{s} {v}");
+    wait_js(
+        c,
+        "return document.getElementById('vehicle-body').hidden \
+          && document.querySelectorAll('#devices .device, button.locate').length === 0 \
+          && document.querySelector('#vehicle-head p.error')",
+        long,
+        "the deleted vehicle's page emptied",
+    )
+    .await;
 
     // A token that stops working: back to sign-in with a message, the data gone.
     js(
