@@ -15,6 +15,13 @@ const ZONES_EVERY_MS = 10 * 60 * 1000; // the whole zone list: tens of thousands
 const TRACK_LIMIT = 100000; // the API's most per request: a day at one fix a second fits
 const FINAL = new Set(['answered', 'failed', 'expired']);
 
+// The server's zones, fetched at most every ZONES_EVERY_MS while a page is open, and shared by
+// the vehicle pages an officer opens one after another within ZONES_SHARED_MS (tens of
+// thousands of zones are megabytes).
+const ZONES_SHARED_MS = 60 * 1000;
+let zoneList = null;
+let zonesAt = 0;
+
 
 export function vehiclePage(id, caps) {
   const can = {
@@ -27,9 +34,8 @@ export function vehiclePage(id, caps) {
   const track = new Map(); // device id -> the chosen day's positions so far
   const suspect = new Map(); // device id -> the chosen day's suspect fixes, not drawn
   let trackDay = null;
-  let zoneList = null; // the server's zones, fetched at most every ZONES_EVERY_MS
-  let zonesAt = 0;
   let recovered = false; // the devices' last locate commands were read back
+  let zonesSeen = false; // this page has drawn the zone list once
   let map, fixes, tracks, places, zones, fence, cmdFixes;
   let fenceDrawn = null; // the geofence `fence` draws, as JSON: a changed one is drawn anew
   let els = {};
@@ -209,7 +215,8 @@ export function vehiclePage(id, caps) {
 
   async function loadZones() {
     if (!can.zones || !vehicle) return;
-    if (!zoneList || Date.now() - zonesAt >= ZONES_EVERY_MS) {
+    const maxAge = zonesSeen ? ZONES_EVERY_MS : ZONES_SHARED_MS;
+    if (!zoneList || Date.now() - zonesAt >= maxAge) {
       const data = await maybe('/v1/zones');
       if (!alive) return;
       if (!data) {
@@ -219,6 +226,7 @@ export function vehiclePage(id, caps) {
       zoneList = data.zones || [];
       zonesAt = Date.now();
     }
+    zonesSeen = true;
     zones.clearLayers();
     els.zones.hidden = false;
     const spots = (vehicle.devices || []).flatMap((d) => [d.position, d.last_valid_position]).filter(hasCoords);
