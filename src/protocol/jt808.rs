@@ -855,6 +855,17 @@ impl Jt808Session {
             out.push(reject("jt808: terminal number is not BCD", wire_len));
             return Ok(());
         };
+        // A frame for another terminal on a connection that authenticated is that frame's
+        // fault, refused alone, whether or not its number is one the admission policy knows:
+        // the authenticated terminal keeps its session.
+        if self.cfg.require_auth && self.authenticated.as_ref().is_some_and(|a| *a != id) {
+            out.push(reject(
+                "jt808: frame for another terminal than the authenticated one",
+                wire_len,
+            ));
+            self.ack(&h, result::FAILURE, out);
+            return Ok(());
+        }
         if !admitted {
             match h.msg_id {
                 msg::REGISTER => {
@@ -872,9 +883,6 @@ impl Jt808Session {
             // CONTRACT.md "Trust at the edges": anyone who knows a terminal number could
             // otherwise move a car on the map.
             let refusal = match &self.authenticated {
-                Some(a) if *a != id => {
-                    Some("jt808: frame for another terminal than the authenticated one")
-                }
                 Some(_) => None,
                 // Unpackaged: before authentication nothing may hold reassembly memory.
                 None if h.package.is_none_or(|p| p.total <= 1)
@@ -1093,7 +1101,12 @@ impl Jt808Session {
                 None => out.push(self.heartbeat(id)),
             },
             msg::HEARTBEAT | msg::LOGOUT => {
-                out.push(self.heartbeat(id));
+                // Answered before authentication too (CONTRACT.md "Trust at the edges"), but only
+                // an authenticated terminal's heartbeat is its sign of life: anyone who knows a
+                // terminal number could otherwise keep a silent car from alerting.
+                if !self.cfg.require_auth || self.authenticated.is_some() {
+                    out.push(self.heartbeat(id));
+                }
                 self.ack(h, result::OK, out);
             }
             _ => {
@@ -1493,6 +1506,87 @@ mod tests {
             .encode_command(1, &Downlink::Locate)
             .expect("sent to the authenticated one");
         assert_eq!(enc.bytes.get(5..11), Some(&ours[..]), "{:02X?}", enc.bytes);
+    }
+
+    /// With unknown devices refused, a frame from an unknown number on a connection another
+    /// terminal authenticated on is refused alone (0x8001 result 1); the session goes on.
+    #[test]
+    fn an_unknown_number_on_an_authenticated_connection_is_refused_alone() {
+        use crate::protocol::events;
+        let mut s = Jt808Session::new(SessionConfig {
+            require_auth: true,
+            admit: Arc::new(|id: &DeviceId| id.as_str() == "13912345678"),
+            ..SessionConfig::default()
+        });
+        let ours = hex("01 39 12 34 56 78");
+        let code = auth_code(b"lienwatch", &DeviceId::new("13912345678"));
+        let (_, err) = run(
+            &mut s,
+            &encode_frame(0x0102, None, &ours, 1, code.as_bytes()),
+        );
+        assert_eq!(err, None);
+        let unknown = hex("01 39 99 99 99 99");
+        let (out, err) = run(&mut s, &encode_frame(0x0200, None, &unknown, 2, &[]));
+        assert_eq!(err, None, "the session ends: {out:?}");
+        assert!(events(&out).is_empty(), "{out:?}");
+        assert!(
+            out.iter().any(|o| matches!(o, Output::Rejected(r)
+                if r.reason.contains("another terminal"))),
+            "{out:?}"
+        );
+        assert_eq!(
+            out.last(),
+            Some(&Output::Reply(encode_frame(
+                0x8001,
+                None,
+                &unknown,
+                2,
+                &[0, 2, 0x02, 0x00, 1]
+            )))
+        );
+        let (out, err) = run(&mut s, &encode_frame(0x0002, None, &ours, 3, &[]));
+        assert_eq!(err, None);
+        assert_eq!(
+            events(&out).len(),
+            1,
+            "the terminal's own heartbeat: {out:?}"
+        );
+    }
+
+    /// A heartbeat before authentication is answered but is no sign of life: whoever knows a
+    /// terminal number must not keep a silent car from alerting.
+    #[test]
+    fn a_heartbeat_before_authentication_is_answered_and_no_sign_of_life() {
+        use crate::protocol::events;
+        let mut s = Jt808Session::new(SessionConfig {
+            require_auth: true,
+            ..SessionConfig::default()
+        });
+        let term = hex("01 39 12 34 56 78");
+        let (out, err) = run(&mut s, &encode_frame(0x0002, None, &term, 1, &[]));
+        assert_eq!(err, None);
+        assert!(events(&out).is_empty(), "{out:?}");
+        assert_eq!(
+            out.last(),
+            Some(&Output::Reply(encode_frame(
+                0x8001,
+                None,
+                &term,
+                1,
+                &[0, 1, 0x00, 0x02, 0]
+            )))
+        );
+        let code = auth_code(b"lienwatch", &DeviceId::new("13912345678"));
+        run(
+            &mut s,
+            &encode_frame(0x0102, None, &term, 2, code.as_bytes()),
+        );
+        let (out, _) = run(&mut s, &encode_frame(0x0002, None, &term, 3, &[]));
+        assert_eq!(events(&out).len(), 1, "after authentication: {out:?}");
+        // Sessionless (MQTT raw payloads, `decode`) a heartbeat is one, as before.
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let (out, _) = run(&mut s, &encode_frame(0x0002, None, &term, 1, &[]));
+        assert_eq!(events(&out).len(), 1, "{out:?}");
     }
 
     #[test]
