@@ -274,6 +274,7 @@ impl Conn {
                         CommandSent {
                             id: d.id,
                             key: enc.key,
+                            at: t,
                         },
                         t,
                     )

@@ -295,13 +295,16 @@ impl Command for ListDeviceCommands {
 pub struct CommandSent {
     pub id: u64,
     pub key: AnswerKey,
+    /// When the connection wrote it. The engine may take this notice after the device's answer
+    /// was read (and stamped), so its own clock would make the answer come before the command.
+    pub at: Timestamp,
 }
 
 impl Command for CommandSent {
     type Output = ();
 
-    fn apply(self, e: &mut Engine, now: Timestamp) -> Result<(), EngineError> {
-        e.commands.sent(&e.store, self.id, self.key, now);
+    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<(), EngineError> {
+        e.commands.sent(&e.store, self.id, self.key, self.at);
         Ok(())
     }
 }

@@ -283,11 +283,13 @@ async fn send_command(
     match session.encode_command(d.id, &cfg.localise(d.command)) {
         Ok(enc) => {
             write(wr, &enc.bytes, cfg.idle_timeout, proto).await?;
+            let at = Timestamp::now();
             tracing::info!(protocol = proto, device = %d.device_id, command = d.id, hex = %crate::protocol::to_hex(&enc.bytes), "command sent");
             engine
                 .notify(CommandSent {
                     id: d.id,
                     key: enc.key,
+                    at,
                 })
                 .await;
         }

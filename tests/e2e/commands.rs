@@ -396,10 +396,15 @@ mod jt808 {
         let mut want_body = 10u16.to_be_bytes().to_vec();
         want_body.extend_from_slice(&1800u32.to_be_bytes());
         assert_eq!(got, frame(0x8202, v2019, number, 5, &want_body));
-        wait_state(&d, &id, "sent");
+        // Answered at once, as a terminal does: the command was still sent before its answer.
         t.send(0x0001, &[0x00, 0x05, 0x82, 0x02, 0x00]);
         let v = wait_state(&d, &id, "answered");
         assert_eq!(v["answer"], "success");
+        let stamp = |k: &str| {
+            lienwatch::time::Timestamp::parse_rfc3339(v[k].as_str().unwrap_or_default())
+                .unwrap_or_else(|| panic!("{k}: {v}"))
+        };
+        assert!(stamp("sent_at") <= stamp("answered_at"), "{v}");
         assert_eq!(
             (v["interval_s"].as_u64(), v["duration_s"].as_u64()),
             (Some(10), Some(1800))
