@@ -552,6 +552,15 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        // Every reply waits up to one window for its commit: a device gives up on an ack in
+        // seconds, and a window of minutes would hold every connection that long.
+        if self.storage.commit_window > Duration::from_secs(1) {
+            return Err(Self::invalid(
+                file,
+                "storage.commit_window",
+                "must be at most 1s (every device reply waits up to this long)",
+            ));
+        }
         if self.ingest.idle_timeout < Duration::from_secs(1) {
             return Err(Self::invalid(
                 file,
@@ -1074,6 +1083,7 @@ mod tests {
         for (toml, key) in [
             ("[ingest]\nmax_connections = 0\n", "ingest.max_connections"),
             ("[ingest]\nidle_timeout = \"0s\"\n", "ingest.idle_timeout"),
+            ("[storage]\ncommit_window = \"1h\"\n", "storage.commit_window"),
             (
                 "[ingest]\nmax_connections = 0\n[[listener]]\nprotocol = \"gt06\"\nbind = \"127.0.0.1:5023\"\n",
                 "ingest.max_connections",

@@ -69,6 +69,24 @@ fn a_fix_from_the_future_is_acknowledged_but_good_fixes_win_and_no_rule_sees_it(
     assert_eq!(a.len(), 1, "{a:?}");
     assert_eq!(a[0]["type"], "geofence_exit");
     assert_eq!(a[0]["position"]["time"], t2.to_string());
+
+    // A tamper alarm (0x26, code 0x13) on a fix dated a year ahead: the fix stays out, the
+    // alarm is still the tracker's, raised with the last trusted position.
+    let (y, mo, dd, h, mi, se) = gt06_civil(future.add(Duration::from_secs(60)));
+    let mut c = vec![y, mo, dd, h, mi, se, 0xC9];
+    c.extend_from_slice(&((23.0f64 * 1_800_000.0).round() as u32).to_be_bytes());
+    c.extend_from_slice(&((114.0f64 * 1_800_000.0).round() as u32).to_be_bytes());
+    c.extend_from_slice(&[
+        0x00, 0x14, 0x5A, 0x09, 0x01, 0xCC, 0x00, 0x24, 0x7C, 0x0F, 0x2A, 0x31,
+    ]);
+    c.extend_from_slice(&[0x46, 0x04, 0x03, 0x13, 0x02]);
+    dev.exchange_bytes(&gt06_frame(0x26, &c, 5), &gt06_ack(0x26, 5));
+    let a = alerts(&d);
+    let tamper: Vec<_> = a.iter().filter(|x| x["type"] == "tamper").collect();
+    assert_eq!(tamper.len(), 1, "{a:?}");
+    assert_eq!(tamper[0]["position"]["time"], t2.to_string());
+    let (_, dv) = d.api("GET", &format!("/v1/devices/{IMEI}"), None);
+    assert_eq!(dv["position"]["time"], t2.to_string(), "{dv}");
 }
 
 /// A square ring of about `n` vertices around Guangdong, as GeoJSON text. Positions carry an
