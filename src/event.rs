@@ -88,7 +88,7 @@ impl<'de> Deserialize<'de> for DeviceId {
         let s = String::deserialize(d)?;
         if !DeviceId::is_valid(&s) {
             return Err(serde::de::Error::custom(format!(
-                "device id {s:?} is not a string of decimal digits"
+                "device id {s:?} is not a string of 1 to 32 decimal digits"
             )));
         }
         Ok(DeviceId::new(&s))

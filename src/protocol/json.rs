@@ -35,7 +35,7 @@ pub enum PayloadError {
     NotAnObject,
     #[error("no device id: the payload has none and the topic does not carry one")]
     NoDeviceId,
-    #[error("device id {0:?} is not a string of decimal digits")]
+    #[error("device id {0:?} is not a string of 1 to 32 decimal digits")]
     BadDeviceId(String),
     #[error("device id {payload:?} in the payload differs from {topic:?} in the topic")]
     DeviceMismatch { payload: String, topic: String },

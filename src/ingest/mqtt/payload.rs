@@ -179,7 +179,7 @@ fn decode_raw(
 enum DecodeError {
     #[error(transparent)]
     Payload(#[from] PayloadError),
-    #[error("device id {0:?} in the topic is not a string of decimal digits")]
+    #[error("device id {0:?} in the topic is not a string of 1 to 32 decimal digits")]
     BadDeviceId(String),
     #[error("{0}")]
     Session(crate::protocol::SessionError),
