@@ -279,9 +279,8 @@ impl History {
             prefix.push(id.len() as u8);
             prefix.extend_from_slice(&id);
             for (_, mut fixes) in buckets {
-                // Stable: of two copies of a fix time, the one logged first stays.
-                fixes.sort_by_key(|f| f.pos.time);
-                fixes.dedup_by_key(|f| f.pos.time);
+                // Of two copies of a fix time, the one logged first stays (see `sort_dedup`).
+                sort_dedup(&mut fixes);
                 value.clear();
                 codec::encode(&fixes, &mut value);
                 let first = fixes.first().map_or(0, |f| f.pos.time.millis());
@@ -354,14 +353,24 @@ impl History {
         }
         recent.sort_by_key(|f| f.pos.time);
         let mut recent = recent.into_iter().peekable();
-        let mut last: Option<Timestamp> = None;
+        // The merge yields fixes in time order, copies of one time next to each other: each
+        // is held until the next time comes, so that the copy kept is the one `keep_later`
+        // picks, as when the copies are sealed together.
+        let mut last: Option<HistoryFix> = None;
         let mut stopped = false;
-        let mut emit = |fix: HistoryFix, last: &mut Option<Timestamp>| -> ControlFlow<()> {
-            if last.is_some_and(|t| fix.pos.time <= t) {
-                return ControlFlow::Continue(());
+        let mut emit = |fix: HistoryFix, last: &mut Option<HistoryFix>| -> ControlFlow<()> {
+            match last {
+                Some(held) if fix.pos.time <= held.pos.time => {
+                    if fix.pos.time == held.pos.time && keep_later(held, &fix) {
+                        *held = fix;
+                    }
+                    ControlFlow::Continue(())
+                }
+                _ => match last.replace(fix) {
+                    Some(done) => f(done),
+                    None => ControlFlow::Continue(()),
+                },
             }
-            *last = Some(fix.pos.time);
-            f(fix)
         };
         let (first, last_bucket) = (keys::bucket_of(from), keys::bucket_of(to.add_millis(-1)));
         self.blocks.range(&prefix, first, last_bucket, |v| {
@@ -388,8 +397,14 @@ impl History {
         if !stopped {
             for r in recent {
                 if emit(r, &mut last).is_break() {
+                    stopped = true;
                     break;
                 }
+            }
+        }
+        if !stopped {
+            if let Some(held) = last {
+                let _ = f(held);
             }
         }
         Ok(())
@@ -534,17 +549,15 @@ impl History {
         mut fixes: Vec<HistoryFix>,
         pending: &mut Pending,
     ) -> Result<u64, StoreError> {
-        fixes.sort_by_key(|f| f.pos.time);
-        fixes.dedup_by_key(|f| f.pos.time);
+        sort_dedup(&mut fixes);
         let moved = fixes.len() as u64;
         if let Some(old) = self.blocks.get(prefix, bucket)? {
             let mut merged = codec::decode(&old).map_err(corrupt)?;
             merged.append(&mut fixes);
             fixes = merged;
         }
-        // Stable: a fix already in the block stays ahead of a re-sent copy of itself.
-        fixes.sort_by_key(|f| f.pos.time);
-        fixes.dedup_by_key(|f| f.pos.time);
+        // A fix already in the block stays ahead of a re-sent copy of itself.
+        sort_dedup(&mut fixes);
         let loc = self.blocks.append(prefix, bucket, &codec::to_vec(&fixes))?;
         pending.fixes += fixes.len();
         pending.index.push((prefix.to_vec(), bucket, loc));
@@ -698,6 +711,28 @@ struct Pending {
 /// Fixes sealed between two syncs of the day files: an fsync per few thousand blocks, and a
 /// bounded batch of removals in memory.
 const COMMIT_EVERY: usize = 50_000;
+
+/// Of two copies of one fix time, whether the later one is kept instead of the first: only
+/// when the first was suspect and the later is not (a fix first seen dated in the future, sent
+/// again once its time had come, is the trusted fix the device record holds).
+fn keep_later(kept: &HistoryFix, later: &HistoryFix) -> bool {
+    kept.suspect_future && !later.suspect_future
+}
+
+/// Sorts fixes by time and keeps one copy of each time: the first, unless [`keep_later`].
+fn sort_dedup(fixes: &mut Vec<HistoryFix>) {
+    // Stable, so that "first" is the order the copies came in.
+    fixes.sort_by_key(|f| f.pos.time);
+    fixes.dedup_by(|later, kept| {
+        if later.pos.time != kept.pos.time {
+            return false;
+        }
+        if keep_later(kept, later) {
+            std::mem::swap(kept, later);
+        }
+        true
+    });
+}
 
 #[cfg(test)]
 mod tests {
@@ -985,6 +1020,64 @@ mod tests {
             )
             .unwrap()
             .len(),
+            2
+        );
+    }
+
+    /// A fix first seen dated in the future (suspect) and sent again once its time had come is
+    /// kept once, as the trusted copy, at every stage: in the log, filed, and sealed into a block
+    /// that held the suspect copy. A suspect copy after a trusted one changes nothing.
+    #[test]
+    fn a_trusted_copy_of_a_suspect_fix_is_the_one_kept() {
+        let h = history();
+        let day = 86_400;
+        let suspect = |t| HistoryFix {
+            suspect_future: true,
+            ..fix(t)
+        };
+        let stage = |h: &History, f: HistoryFix| {
+            let mut b = Staged::default();
+            h.stage(&mut b, &DeviceId::new("3"), &f);
+            commit(h, b);
+        };
+        let flags = |h: &History| -> Vec<(i64, bool)> {
+            h.track(
+                "3",
+                Timestamp::from_secs(0),
+                Timestamp::from_secs(3 * day),
+                100,
+            )
+            .unwrap()
+            .iter()
+            .map(|f| (f.pos.time.secs(), f.suspect_future))
+            .collect()
+        };
+        // Both copies in the log, then filed.
+        stage(&h, suspect(10));
+        stage(&h, fix(10));
+        stage(&h, fix(20));
+        stage(&h, suspect(20));
+        assert_eq!(flags(&h), vec![(10, false), (20, false)]);
+        h.drain_log(usize::MAX).unwrap();
+        assert_eq!(flags(&h), vec![(10, false), (20, false)]);
+        // The suspect copy sealed into a block; the trusted one arrives after.
+        stage(&h, suspect(30));
+        h.drain_log(usize::MAX).unwrap();
+        h.compact(Timestamp::from_secs(day + 6 * 3600), 1_000_000)
+            .unwrap();
+        assert_eq!(flags(&h), vec![(10, false), (20, false), (30, true)]);
+        stage(&h, fix(30));
+        assert_eq!(flags(&h), vec![(10, false), (20, false), (30, false)]);
+        h.drain_log(usize::MAX).unwrap();
+        assert_eq!(flags(&h), vec![(10, false), (20, false), (30, false)]);
+        h.compact(Timestamp::from_secs(day + 6 * 3600), 1_000_000)
+            .unwrap();
+        assert_eq!(flags(&h), vec![(10, false), (20, false), (30, false)]);
+        // The track's limit still counts whole fixes.
+        assert_eq!(
+            h.track("3", Timestamp::from_secs(0), Timestamp::from_secs(day), 2)
+                .unwrap()
+                .len(),
             2
         );
     }
