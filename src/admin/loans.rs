@@ -1,7 +1,7 @@
 //! `/v1/loans/{id}`: the lender's system reports a loan's status.
 
 use super::error::{ApiError, ErrorBody};
-use super::{parse_blocking, AdminState};
+use super::{off_runtime, AdminState};
 use crate::engine::loans::{LoanBody, SetLoan};
 use crate::engine::view::LoanUpdated;
 use axum::extract::{Path, State};
@@ -19,6 +19,6 @@ pub async fn put(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<LoanUpdated>, ApiError> {
-    let cmd = parse_blocking(move || SetLoan::from_json(&id, &body)).await?;
+    let cmd = off_runtime(move || SetLoan::from_json(&id, &body)).await?;
     Ok(Json(st.engine.run(cmd).await?))
 }

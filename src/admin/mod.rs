@@ -18,7 +18,7 @@ mod service;
 mod token;
 mod track;
 mod vehicles;
-mod zones;
+pub(crate) mod zones;
 
 pub use console::ConsoleZone;
 pub use token::AdminToken;
@@ -52,6 +52,8 @@ pub struct AdminState {
     pub console: crate::config::ConsoleConfig,
     /// `rules.timezone`: the console shows times and days in it.
     pub timezone: console::ConsoleZone,
+    /// Zone changes, one at a time; a bulk import's store write off the engine thread.
+    pub zones: zones::ZoneWrites,
 }
 
 /// Every `/v1` route with its OpenAPI operation, bearer-protected.
@@ -145,8 +147,9 @@ async fn json_errors(res: Response) -> Response {
     out
 }
 
-/// Parses a request body off the async runtime: a large fence's validation takes real CPU.
-async fn parse_blocking<T: Send + 'static>(
+/// Runs a request's heavy work off the async runtime: a large fence's validation takes real CPU,
+/// a zone import's store write real I/O.
+async fn off_runtime<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)

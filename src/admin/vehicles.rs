@@ -1,7 +1,7 @@
 //! `/v1/vehicles`: the registry's vehicles and the list the collections desk pages through.
 
 use super::error::{ApiError, ErrorBody};
-use super::{parse_blocking, put_status, AdminState};
+use super::{off_runtime, put_status, AdminState};
 use crate::engine::risk::RiskQueue;
 use crate::engine::vehicles::{DeleteVehicle, GetVehicle, PutVehicle};
 use crate::engine::view::{Deleted, VehiclePage, VehicleView};
@@ -70,7 +70,7 @@ pub async fn put(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<VehicleView>), ApiError> {
-    let cmd = parse_blocking(move || PutVehicle::from_json(&id, &body)).await?;
+    let cmd = off_runtime(move || PutVehicle::from_json(&id, &body)).await?;
     let out = st.engine.run(cmd).await?;
     Ok((put_status(out.created), Json(out.view)))
 }

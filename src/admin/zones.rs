@@ -2,7 +2,7 @@
 //! GeoJSON list at once (CONTRACT.md "Risk zones").
 
 use super::error::{ApiError, ErrorBody};
-use super::{parse_blocking, put_status, AdminState};
+use super::{off_runtime, put_status, AdminState};
 use crate::engine::view::Deleted;
 use crate::engine::zones::{
     DeleteZone, GetZone, ImportZones, Imported, ListZones, PutZone, ZoneList, ZoneView,
@@ -11,6 +11,24 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+
+/// Zone changes one at a time: a bulk import writes its zones to the store off the engine
+/// thread (`ImportZones::write_ahead`) before the engine indexes them, and no other change of
+/// a zone may land between the two.
+#[derive(Clone)]
+pub struct ZoneWrites {
+    writer: crate::store::ZoneWriter,
+    turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl ZoneWrites {
+    pub fn new(writer: crate::store::ZoneWriter) -> Self {
+        ZoneWrites {
+            writer,
+            turn: Default::default(),
+        }
+    }
+}
 
 /// The largest bulk import: a nationwide list of 100,000 zones in compact GeoJSON. The other
 /// routes keep `MAX_BODY`.
@@ -54,7 +72,14 @@ pub async fn import(
             format!("a zone list is limited to {} MiB", MAX_IMPORT >> 20),
         )
     })?;
-    let cmd = parse_blocking(move || ImportZones::from_json(&body)).await?;
+    let cmd = off_runtime(move || ImportZones::from_json(&body)).await?;
+    let _turn = st.zones.turn.lock().await;
+    let writer = st.zones.writer.clone();
+    let cmd = off_runtime(move || {
+        let mut cmd = cmd;
+        cmd.write_ahead(&writer).map(|()| cmd)
+    })
+    .await?;
     Ok(Json(st.engine.run(cmd).await?))
 }
 
@@ -83,7 +108,8 @@ pub async fn put(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<ZoneView>), ApiError> {
-    let cmd = parse_blocking(move || PutZone::from_json(&id, &body)).await?;
+    let cmd = off_runtime(move || PutZone::from_json(&id, &body)).await?;
+    let _turn = st.zones.turn.lock().await;
     let out = st.engine.run(cmd).await?;
     Ok((put_status(out.created), Json(out.view)))
 }
@@ -97,5 +123,6 @@ pub async fn delete(
     State(st): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
+    let _turn = st.zones.turn.lock().await;
     Ok(Json(st.engine.run(DeleteZone { id }).await?))
 }

@@ -89,6 +89,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let history = store.history().clone();
     // Its trees, for the background passes started once the daemon is up (and its meta).
     let upkeep_store = store.clone();
+    let zone_writer = store.zone_writer();
     let engine = Engine::open(store, outbox.clone(), ecfg, Timestamp::now())
         .map_err(|e| storage_err(e.to_string()))?;
     let (handle, _) = engine::spawn(engine, crate::time::wall_clock())
@@ -160,6 +161,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         history_retention: cfg.storage.history_retention,
         console: cfg.console.clone(),
         timezone: console_zone,
+        zones: crate::admin::zones::ZoneWrites::new(zone_writer),
     };
     let app = crate::admin::router(state);
     let sd = shutdown.clone();

@@ -8,9 +8,9 @@ use super::command::{Command, EngineError};
 use super::view::Deleted;
 use super::Engine;
 use crate::registry::{zones_from_feature_collection, Zone};
+use crate::store::ZoneWriter;
 use crate::time::Timestamp;
 use serde::Serialize;
-use std::sync::Arc;
 use std::time::Duration;
 use utoipa::ToSchema;
 
@@ -156,6 +156,8 @@ impl Command for ListZones {
 pub struct ImportZones {
     zones: Vec<Zone>,
     stored: Vec<String>,
+    /// Already on disk ([`ImportZones::write_ahead`]): the engine's turn only indexes them.
+    written: bool,
 }
 
 impl ImportZones {
@@ -163,7 +165,26 @@ impl ImportZones {
         let zones =
             zones_from_feature_collection(body).map_err(|e| EngineError::Invalid(e.to_string()))?;
         let stored = zones.iter().map(Zone::stored_json).collect();
-        Ok(ImportZones { zones, stored })
+        Ok(ImportZones {
+            zones,
+            stored,
+            written: false,
+        })
+    }
+
+    /// Writes the zones to the store on the calling thread, durably, before the engine takes
+    /// the command (see [`ZoneWriter`]). The caller holds zone changes back meanwhile. A crash
+    /// between the two loses nothing: the zones load from the store at the next start.
+    pub fn write_ahead(&mut self, w: &ZoneWriter) -> Result<(), EngineError> {
+        w.put_durably(
+            self.zones
+                .iter()
+                .zip(&self.stored)
+                .map(|(z, b)| (&*z.id, b.as_bytes())),
+        )?;
+        self.written = true;
+        self.stored = Vec::new();
+        Ok(())
     }
 }
 
@@ -171,12 +192,14 @@ impl Command for ImportZones {
     type Output = Imported;
 
     fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<Imported, EngineError> {
-        let ids: Vec<Arc<str>> = self.zones.iter().map(|z| z.id.clone()).collect();
-        e.store.put_zones(
-            ids.iter()
-                .zip(&self.stored)
-                .map(|(id, b)| (&**id, Some(b.as_bytes()))),
-        )?;
+        if !self.written {
+            e.store.put_zones(
+                self.zones
+                    .iter()
+                    .zip(&self.stored)
+                    .map(|(z, b)| (&*z.id, Some(b.as_bytes()))),
+            )?;
+        }
         let upserted = self.zones.len();
         let created = e.vrules.zones.upsert_many(self.zones);
         zone_count(e);

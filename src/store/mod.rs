@@ -619,6 +619,14 @@ impl Store {
         Ok(())
     }
 
+    /// A writer of zones for a thread other than the engine's (see [`ZoneWriter`]).
+    pub fn zone_writer(&self) -> ZoneWriter {
+        ZoneWriter {
+            db: self.db.clone(),
+            zones: self.zones.clone(),
+        }
+    }
+
     /// Every stored vehicle-wide rule state as `(vehicle id, encoded state)`.
     pub fn all_vehicle_rule_states(
         &self,
@@ -771,6 +779,40 @@ impl Store {
         let n = self.db.flush()?;
         self.journal.commit()?;
         Ok(n)
+    }
+}
+
+/// Writes a bulk zone import from outside the engine thread, a slice at a time. Tens of
+/// thousands of zones are a second of sled's work and megabytes of its one log: written in the
+/// engine's turn, or in one batch that every commit's flush then waited behind, they held every
+/// device's acknowledgement (CONTRACT.md "Admin requests never stall ingestion"). Its caller
+/// keeps zone changes one at a time, so the engine's own zone writes never cross it.
+#[derive(Clone)]
+pub struct ZoneWriter {
+    db: sled::Db,
+    zones: sled::Tree,
+}
+
+/// Zones per slice: about 150 KB of sled's log, a few milliseconds of its flush.
+const ZONE_SLICE: usize = 500;
+
+impl ZoneWriter {
+    /// Writes the zones and returns once they are all on disk. A crash part-way leaves the
+    /// slices written before it: the import is an upsert, so sending it again completes it.
+    pub fn put_durably<'a>(
+        &self,
+        zones: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<(), StoreError> {
+        let mut zones = zones.into_iter().peekable();
+        while zones.peek().is_some() {
+            let mut batch = sled::Batch::default();
+            for (id, body) in zones.by_ref().take(ZONE_SLICE) {
+                batch.insert(id.as_bytes(), body);
+            }
+            self.zones.apply_batch(batch)?;
+            self.db.flush()?;
+        }
+        Ok(())
     }
 }
 
