@@ -323,3 +323,50 @@ impl Command for CommandRefused {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::testing::engine_at;
+    use crate::event::{CommandAnswer, Event, EventKind, Position, Protocol};
+
+    /// A locate answer whose fix is dated beyond `ingest.max_future` closes its command with
+    /// the answer's text, without the fix; one of the present keeps its fix.
+    #[test]
+    fn an_answer_dated_in_the_future_keeps_its_text_not_its_position() {
+        let t0 = Timestamp::from_secs(1_700_000_000);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        let dev = "868120145233604";
+        let ev = |kind| Event {
+            device_id: DeviceId::new(dev),
+            protocol: Protocol::Gt06,
+            kind,
+        };
+        e.ingest(&[ev(EventKind::Login)], t0);
+        for (hours_ahead, flag) in [(24, 7), (0, 8)] {
+            let v = CreateCommand::parse(dev, br#"{"type": "locate"}"#)
+                .and_then(|c| c.apply(&mut e, t0))
+                .unwrap();
+            let id = CommandRecord::parse_api_id(&v.id).unwrap();
+            let key = AnswerKey::ServerFlag(flag);
+            CommandSent { id, key, at: t0 }.apply(&mut e, t0).unwrap();
+            let answer = CommandAnswer {
+                key,
+                ok: true,
+                text: Some("Lat:N22.500000,Lon:E114.000000".into()),
+                position: Some(Position {
+                    time: t0.add_millis(hours_ahead * 3_600_000),
+                    lat: 22.5,
+                    lon: 114.0,
+                    valid: true,
+                    ..Default::default()
+                }),
+            };
+            e.ingest(&[ev(EventKind::CommandAnswer(answer))], t0.add_millis(1000));
+            let v = GetCommand { id }.apply(&mut e, t0).unwrap();
+            assert_eq!(v.state, "answered", "{v:?}");
+            assert_eq!(v.answer.as_deref(), Some("Lat:N22.500000,Lon:E114.000000"));
+            assert_eq!(v.position.is_some(), hours_ahead == 0, "{v:?}");
+        }
+    }
+}

@@ -460,7 +460,22 @@ impl Engine {
         oldest_kept: Option<Timestamp>,
     ) {
         self.stats.events += 1;
-        self.commands.on_event(&self.store, ev, received_at);
+        match &ev.kind {
+            // An answer's fix dated in the future is no more where the car is than any other
+            // such fix (CONTRACT.md "Trust at the edges"): the command keeps the answer, not the
+            // position. The fix itself, if the device also reported it, is kept as suspect.
+            EventKind::CommandAnswer(a)
+                if a.position
+                    .is_some_and(|p| p.time.since(received_at) > max_future) =>
+            {
+                let mut trusted = ev.clone();
+                if let EventKind::CommandAnswer(a) = &mut trusted.kind {
+                    a.position = None;
+                }
+                self.commands.on_event(&self.store, &trusted, received_at);
+            }
+            _ => self.commands.on_event(&self.store, ev, received_at),
+        }
         let rec = self
             .devices
             .entry(ev.device_id.clone())
