@@ -32,8 +32,11 @@ pub struct TrackQuery {
 
 fn time_param(name: &str, v: Option<&str>) -> Result<Option<Timestamp>, EngineError> {
     v.map(|s| {
-        Timestamp::parse_rfc3339(s)
-            .ok_or_else(|| EngineError::Invalid(format!("{name}: not an RFC 3339 time: {s:?}")))
+        Timestamp::parse_rfc3339(s).ok_or_else(|| {
+            EngineError::Invalid(format!(
+                "{name}: not an RFC 3339 time up to 9999-12-30: {s:?}"
+            ))
+        })
     })
     .transpose()
 }
