@@ -259,6 +259,10 @@ mod tests {
         };
         assert!(bad(Some("yesterday"), None, None, None).contains("from"));
         assert!(bad(None, Some("2026-13-01T00:00:00Z"), None, None).contains("to"));
+        assert!(bad(None, Some("9999-12-31T23:59:59Z"), None, None).contains("up to 9999-12-30"));
+        assert!(
+            TrackQuery::parse("12345", None, Some("9999-12-30T00:00:00Z"), None, None, NOW).is_ok()
+        );
         assert!(bad(
             Some("2026-11-02T00:00:00Z"),
             Some("2026-11-01T00:00:00Z"),
