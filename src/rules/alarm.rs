@@ -4,8 +4,8 @@
 //! the condition. A report that says the condition is off (`known && !active`) clears it, so a
 //! later cut alerts again. A frame that says nothing about a condition leaves it as it was.
 //! Events (GT06 alarm codes, MQTT JSON alarms) alert each time they come and latch nothing,
-//! except that the same event in a fix of the same device time is the same frame sent again
-//! (its acknowledgement was lost) and alerts once.
+//! except that an event in a valid fix no newer than the last one that alerted for it is a frame
+//! sent again (its acknowledgement was lost) and alerts once.
 
 use super::{AlertDraft, DeviceRuleState};
 use crate::alert::AlertType;
@@ -18,18 +18,24 @@ const WATCHED: [(Alarms, AlertType); 2] = [
     (Alarms::TAMPER, AlertType::Tamper),
 ];
 
+/// Where the state keeps the device time of the newest event that alerted for `cond`.
+fn event_at(state: &mut DeviceRuleState, cond: Alarms) -> &mut Option<Timestamp> {
+    if cond == Alarms::POWER_CUT {
+        &mut state.power_cut_event_at
+    } else {
+        &mut state.tamper_event_at
+    }
+}
+
 /// Applies one live report to the state, pushing the alerts it raises. `fix_time` is the device
-/// time of the fix that carried the report, when it came in one.
+/// time of the valid fix that carried the report, when it came in one: a valid fix's clock is
+/// the satellites', so an event no newer than the last one that alerted is a resend.
 pub(crate) fn apply(
     state: &mut DeviceRuleState,
     report: AlarmReport,
     fix_time: Option<Timestamp>,
     out: &mut Vec<AlertDraft>,
 ) {
-    if fix_time.is_some() && !report.events.is_empty() && state.alarm_events_at != fix_time {
-        state.alarm_events_at = fix_time;
-        state.alarm_events = Alarms::NONE;
-    }
     for (cond, kind) in WATCHED {
         // An event alerts each time it is reported. A state the same frame gives for the
         // condition (a GT06 power cut in the terminal-info bits beside the alarm code) is
@@ -39,15 +45,16 @@ pub(crate) fn apply(
             let told = report.known.contains(cond)
                 && report.active.contains(cond)
                 && state.alarms_alerted.contains(cond);
-            let resent = fix_time.is_some() && state.alarm_events.contains(cond);
+            let last = event_at(state, cond);
+            let resent = matches!((fix_time, *last), (Some(t), Some(l)) if t <= l);
             if !told && !resent {
                 out.push(AlertDraft {
                     kind,
                     details: json!({}),
                 });
             }
-            if fix_time.is_some() {
-                state.alarm_events.insert(cond);
+            if fix_time > *last {
+                *last = fix_time;
             }
             if report.known.contains(cond) {
                 state.alarms_alerted.insert(cond);

@@ -204,13 +204,15 @@ pub struct DeviceRuleState {
     /// When the device was bound to its current vehicle; silence counts from here if later.
     #[serde(with = "opt_millis")]
     pub registered_at: Option<Timestamp>,
-    /// Device time of the newest fix whose alarm events alerted, and which events those were:
-    /// the same frame sent again after its acknowledgement was lost is the same alarm
-    /// (protocols.md C.6: de-duplicate on device, timestamp and event). Last, so that states
-    /// written before it read as the shorter layout (see [`DeviceRuleState::from_bytes`]).
+    /// Device time of the newest valid fix that carried a `power_cut` event, and of the newest
+    /// that carried a `tamper` event: a frame sent again after its acknowledgement was lost,
+    /// alone or among others, is the same alarm (protocols.md C.6: de-duplicate on device, timestamp and
+    /// event). Last, so that states written before them read as the shorter layout (see
+    /// [`DeviceRuleState::from_bytes`]).
     #[serde(with = "opt_millis")]
-    pub alarm_events_at: Option<Timestamp>,
-    pub alarm_events: Alarms,
+    pub power_cut_event_at: Option<Timestamp>,
+    #[serde(with = "opt_millis")]
+    pub tamper_event_at: Option<Timestamp>,
 }
 
 /// The state's layout before `alarm_events_at` was kept.
@@ -239,8 +241,8 @@ impl From<DeviceRuleStateV1> for DeviceRuleState {
             alarms_alerted: s.alarms_alerted,
             last_seen: s.last_seen,
             registered_at: s.registered_at,
-            alarm_events_at: None,
-            alarm_events: Alarms::NONE,
+            power_cut_event_at: None,
+            tamper_event_at: None,
         }
     }
 }
@@ -478,7 +480,10 @@ impl Rules {
             geofence::sync_fence(ctx.vehicle.geofence.as_ref(), state);
             match &event.kind {
                 EventKind::Position(fix) if !fix.buffered => {
-                    alarm::apply(state, fix.alarms, Some(fix.position.time), &mut alerts);
+                    // Only a valid fix's clock tells a resend: a device without a fix may
+                    // repeat an old time in every frame.
+                    let time = fix.position.valid.then_some(fix.position.time);
+                    alarm::apply(state, fix.alarms, time, &mut alerts);
                     if let Some(fence) = &ctx.vehicle.geofence {
                         geofence::apply(&self.cfg, fence, state, fix, &mut alerts);
                     }
@@ -1004,9 +1009,25 @@ mod tests {
         assert_eq!(s.send(at(t2, both)), vec![PowerCut, Tamper]);
         assert_eq!(s.send(at(t2, both)), vec![]);
         assert_eq!(s.send(at(t2 + 1000, tamper)), vec![Tamper]);
-        // Without a device time (an alarm with no fix) nothing tells a resend apart.
+        // Frames whose acks were lost, sent again in turn: each is the alarm it was.
+        let cut = AlarmReport::occurred(Alarms::POWER_CUT);
+        let (t3, t4) = (t2 + 2 * M, t2 + 3 * M);
+        assert_eq!(s.send(at(t3, tamper)), vec![Tamper]);
+        assert_eq!(s.send(at(t4, cut)), vec![PowerCut]);
+        assert_eq!(s.send(at(t3, tamper)), vec![]);
+        assert_eq!(s.send(at(t4, cut)), vec![]);
+        // Without a valid fix's time (an alarm with no fix, or a fix without position that
+        // may repeat an old time) nothing tells a resend apart: each alerts.
         assert_eq!(s.send(alarm(tamper)), vec![Tamper]);
         assert_eq!(s.send(alarm(tamper)), vec![Tamper]);
+        let stale = |t: i64| {
+            with_fix(live(IN.0, IN.1, t), |f| {
+                f.alarms = tamper;
+                f.position.valid = false;
+            })
+        };
+        assert_eq!(s.send(stale(t1)), vec![Tamper]);
+        assert_eq!(s.send(stale(t1)), vec![Tamper]);
     }
 
     /// GT06 alarm codes are events (protocols.md §A.5): each tamper code alerts, the next one
@@ -1272,8 +1293,8 @@ mod tests {
             alarms_alerted: Alarms::POWER_CUT.union(Alarms::TAMPER),
             last_seen: Some(Timestamp(T0 + 1)),
             registered_at: Some(Timestamp(T0 - 1)),
-            alarm_events_at: Some(Timestamp(T0 - 2)),
-            alarm_events: Alarms::TAMPER,
+            power_cut_event_at: None,
+            tamper_event_at: Some(Timestamp(T0 - 2)),
         };
         let b = st.to_bytes();
         assert!(b.len() <= 56, "{} bytes", b.len());
@@ -1281,8 +1302,8 @@ mod tests {
         assert!(DeviceRuleState::from_bytes(&b[..3]).is_err());
         // A state without any alarm event costs two bytes more than the layout before.
         let plain = DeviceRuleState {
-            alarm_events_at: None,
-            alarm_events: Alarms::NONE,
+            power_cut_event_at: None,
+            tamper_event_at: None,
             ..st.clone()
         };
         let old = DeviceRuleStateV1 {
