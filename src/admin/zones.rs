@@ -28,6 +28,23 @@ impl ZoneWrites {
             turn: Default::default(),
         }
     }
+
+    /// Runs a zone change in its turn, in a task of its own that goes to its end even if the
+    /// request goes away (a client's timeout must not leave an import written but not indexed,
+    /// nor let the next change in before this one reached the engine).
+    async fn in_turn<T: Send + 'static>(
+        &self,
+        change: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let turn = self.turn.clone().lock_owned().await;
+        tokio::spawn(async move {
+            let out = change.await;
+            drop(turn);
+            out
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+    }
 }
 
 /// The largest bulk import: a nationwide list of 100,000 zones in compact GeoJSON. The other
@@ -56,7 +73,8 @@ pub async fn list(
 
 /// Upserts every feature of a GeoJSON FeatureCollection as a zone (id from the feature's `id`
 /// or `properties.id`; `name`, `kind`, `dwell_after`, and `radius_m` for a Point, from
-/// `properties`), or none of them: 400 names the first bad feature.
+/// `properties`), or, if one is invalid, none of them: 400 names the first bad feature. A
+/// storage failure part-way puts in force the zones written before it, and says how many.
 #[utoipa::path(post, path = "/v1/zones", tag = "zones",
     request_body(content = Object, description = "a GeoJSON FeatureCollection of zones"),
     security(("bearer" = [])),
@@ -73,14 +91,30 @@ pub async fn import(
         )
     })?;
     let cmd = off_runtime(move || ImportZones::from_json(&body)).await?;
-    let _turn = st.zones.turn.lock().await;
-    let writer = st.zones.writer.clone();
-    let cmd = off_runtime(move || {
-        let mut cmd = cmd;
-        cmd.write_ahead(&writer).map(|()| cmd)
-    })
-    .await?;
-    Ok(Json(st.engine.run(cmd).await?))
+    let all = cmd.zone_count();
+    let (engine, writer) = (st.engine.clone(), st.zones.writer.clone());
+    let imported = st
+        .zones
+        .in_turn(async move {
+            let (cmd, wrote) = off_runtime(move || {
+                let mut cmd = cmd;
+                let wrote = cmd.write_ahead(&writer);
+                Ok((cmd, wrote))
+            })
+            .await?;
+            // What reached the disk is put in force, all of it or the part before a failure.
+            let written = cmd.zone_count();
+            let indexed = engine.run(cmd).await;
+            match wrote {
+                Ok(()) => Ok(indexed?),
+                Err(e) => Err(ApiError::internal(format!(
+                    "{e}: {written} of the {all} zones were written and are in force; send the \
+                     list again"
+                ))),
+            }
+        })
+        .await?;
+    Ok(Json(imported))
 }
 
 /// One zone.
@@ -109,8 +143,11 @@ pub async fn put(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<ZoneView>), ApiError> {
     let cmd = off_runtime(move || PutZone::from_json(&id, &body)).await?;
-    let _turn = st.zones.turn.lock().await;
-    let out = st.engine.run(cmd).await?;
+    let engine = st.engine.clone();
+    let out = st
+        .zones
+        .in_turn(async move { Ok(engine.run(cmd).await?) })
+        .await?;
     Ok((put_status(out.created), Json(out.view)))
 }
 
@@ -123,6 +160,10 @@ pub async fn delete(
     State(st): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
-    let _turn = st.zones.turn.lock().await;
-    Ok(Json(st.engine.run(DeleteZone { id }).await?))
+    let engine = st.engine.clone();
+    let deleted = st
+        .zones
+        .in_turn(async move { Ok(engine.run(DeleteZone { id }).await?) })
+        .await?;
+    Ok(Json(deleted))
 }

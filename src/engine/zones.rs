@@ -151,8 +151,9 @@ impl Command for ListZones {
     }
 }
 
-/// `POST /v1/zones`: a GeoJSON FeatureCollection upserted whole (one atomic store batch), or
-/// refused whole with the bad feature named.
+/// `POST /v1/zones`: a GeoJSON FeatureCollection validated whole, refused whole with the bad
+/// feature named, else upserted: in one store batch in the engine's turn, or beforehand in
+/// slices off the engine thread ([`ImportZones::write_ahead`]), which the engine then indexes.
 pub struct ImportZones {
     zones: Vec<Zone>,
     stored: Vec<String>,
@@ -173,18 +174,29 @@ impl ImportZones {
     }
 
     /// Writes the zones to the store on the calling thread, durably, before the engine takes
-    /// the command (see [`ZoneWriter`]). The caller holds zone changes back meanwhile. A crash
-    /// between the two loses nothing: the zones load from the store at the next start.
+    /// the command (see [`ZoneWriter`]). The caller holds zone changes back meanwhile, and
+    /// hands the command to the engine whatever this returns: on a failure part-way it keeps
+    /// only the zones that reached the disk, so that the engine indexes exactly what the store
+    /// holds. A crash between the two loses nothing: the zones load from the store at the next
+    /// start.
     pub fn write_ahead(&mut self, w: &ZoneWriter) -> Result<(), EngineError> {
-        w.put_durably(
+        let mut written = 0;
+        let result = w.put_durably(
             self.zones
                 .iter()
                 .zip(&self.stored)
                 .map(|(z, b)| (&*z.id, b.as_bytes())),
-        )?;
+            &mut written,
+        );
         self.written = true;
         self.stored = Vec::new();
-        Ok(())
+        self.zones.truncate(written);
+        Ok(result?)
+    }
+
+    /// How many zones the command holds (after [`ImportZones::write_ahead`], those written).
+    pub fn zone_count(&self) -> usize {
+        self.zones.len()
     }
 }
 

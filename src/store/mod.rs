@@ -797,20 +797,25 @@ pub struct ZoneWriter {
 const ZONE_SLICE: usize = 500;
 
 impl ZoneWriter {
-    /// Writes the zones and returns once they are all on disk. A crash part-way leaves the
-    /// slices written before it: the import is an upsert, so sending it again completes it.
+    /// Writes the zones and returns once they are all on disk, counting in `written` those
+    /// that are (a prefix of `zones`). A failure or a crash part-way leaves the slices written
+    /// before it: the import is an upsert, so sending it again completes it.
     pub fn put_durably<'a>(
         &self,
         zones: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        written: &mut usize,
     ) -> Result<(), StoreError> {
         let mut zones = zones.into_iter().peekable();
         while zones.peek().is_some() {
             let mut batch = sled::Batch::default();
+            let mut n = 0;
             for (id, body) in zones.by_ref().take(ZONE_SLICE) {
                 batch.insert(id.as_bytes(), body);
+                n += 1;
             }
             self.zones.apply_batch(batch)?;
             self.db.flush()?;
+            *written += n;
         }
         Ok(())
     }
