@@ -49,9 +49,27 @@ export function onUnauthorized(f) {
   unauthorized = f;
 }
 
+/// Runs `work` with a signal that gives it up after `TIMEOUT_MS`: a daemon that never answers
+/// must not leave the page waiting with stale data shown as fresh. The page says so and asks
+/// again at its next poll.
+export async function withTimeout(work) {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), TIMEOUT_MS);
+  try {
+    return await work(abort.signal);
+  } catch (e) {
+    if (abort.signal.aborted) throw new ApiError(0, t('api.timeout', { s: TIMEOUT_MS / 1000 }));
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export async function api(path, opts = {}) {
   const tok = token();
-  if (!tok) {
+  // A header carries printable ASCII only: any other token is no token of this daemon (and
+  // would make every browser's fetch throw, each in its own words).
+  if (!tok || /[^\x20-\x7e]/.test(tok)) {
     unauthorized();
     throw new Unauthorized();
   }
@@ -61,11 +79,7 @@ export async function api(path, opts = {}) {
     headers['Content-Type'] = 'application/json';
     body = JSON.stringify(opts.body);
   }
-  // A daemon that never answers must not leave the page waiting with stale data shown as fresh:
-  // the request is given up, and the page says so and asks again at its next poll.
-  const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(), TIMEOUT_MS);
-  try {
+  return withTimeout(async (signal) => {
     const r = await fetch(path, {
       method: opts.method || 'GET',
       headers,
@@ -73,7 +87,7 @@ export async function api(path, opts = {}) {
       cache: 'no-store',
       credentials: 'omit',
       referrerPolicy: 'no-referrer',
-      signal: abort.signal,
+      signal,
     });
     if (r.status === 401) {
       unauthorized();
@@ -84,22 +98,12 @@ export async function api(path, opts = {}) {
     try {
       data = await r.json();
     } catch (e) {
-      if (abort.signal.aborted) throw e;
+      if (signal.aborted) throw e;
       data = null;
     }
     if (!r.ok) throw new ApiError(r.status, (data && data.error) || `HTTP ${r.status}`);
     return data;
-  } catch (e) {
-    if (abort.signal.aborted) throw new ApiError(0, t('api.timeout', { s: TIMEOUT_MS / 1000 }));
-    // A token the browser cannot put in a header (not ISO-8859-1) is no token of this daemon.
-    if (e instanceof TypeError && /ISO-8859-1/i.test(e.message)) {
-      unauthorized();
-      throw new Unauthorized();
-    }
-    throw e;
-  } finally {
-    clearTimeout(timer);
-  }
+  });
 }
 
 /// The same, with `null` for a missing object or endpoint.

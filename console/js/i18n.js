@@ -293,7 +293,7 @@ export function t(key, vars) {
 /// An API code in the officer's language, or the code itself.
 export function code(c) {
   // Own names only: a zone kind such as `constructor` is free text, not a property to look up.
-  return Object.hasOwn(CODES[current], c) ? CODES[current][c] : c;
+  return Object.prototype.hasOwnProperty.call(CODES[current], c) ? CODES[current][c] : c;
 }
 
 /// Fills every `data-i18n` element of the static page.

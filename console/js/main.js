@@ -1,7 +1,7 @@
 // The console's shell: sign-in gate, hash routes (#/queue, #/vehicle/ID, #/alerts, #/zones),
 // the language switch, and the polling that keeps the open page fresh without a reload.
 
-import { capabilities, clearToken, onUnauthorized, token, Unauthorized } from './api.js';
+import { capabilities, clearToken, onUnauthorized, token, Unauthorized, withTimeout } from './api.js';
 import { fill, h } from './dom.js';
 import { lang, locale, onLangChange, setLang, t, translateStatic } from './i18n.js';
 import { configure } from './map.js';
@@ -151,7 +151,8 @@ onLangChange(() => {
 
 /// Reads the console's settings (tiles, `rules.timezone`); true when the zone changed.
 async function readConfig() {
-  const c = await fetch('/console/config.json', { cache: 'no-store' }).then((r) => r.json());
+  const c = await withTimeout((signal) =>
+    fetch('/console/config.json', { cache: 'no-store', signal }).then((r) => r.json()));
   configure(c);
   const before = zoneName();
   if (c.timezone) setZone(c.timezone);

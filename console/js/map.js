@@ -43,10 +43,16 @@ export function hasCoords(p) {
 
 /// A device's last position (its label shown always, or on hover): a filled dot for a GNSS fix, a dashed ring (with a rough area)
 /// for an LBS or otherwise invalid fix.
-export function fixMarker(p, label, permanent = true) {
+// Sides for the labels of one map's markers in turn: a car's trackers side by side would
+// otherwise write their labels over each other.
+const SIDES = [['right', [10, 0]], ['left', [-10, 0]], ['top', [0, -10]], ['bottom', [0, 10]]];
+
+/// A fix's marker with its label; `slot` picks the label's side (see `SIDES`).
+export function fixMarker(p, label, permanent = true, slot = 0) {
   const at = ll(p.lat, p.lon);
   const tip = h('span', null, label);
-  const tipOpts = { permanent, direction: 'right', offset: [10, 0] };
+  const [direction, offset] = SIDES[slot % SIDES.length];
+  const tipOpts = { permanent, direction, offset };
   if (p.valid) {
     return L.circleMarker(at, {
       radius: 9, weight: 2, color: '#0b4f8a', fillColor: '#1f7ae0', fillOpacity: 0.9,

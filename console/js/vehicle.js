@@ -32,7 +32,7 @@ export function vehiclePage(id, caps) {
   };
   const commands = new Map(); // device id -> the last locate command
   const track = new Map(); // device id -> the chosen day's positions so far
-  const suspect = new Map(); // device id -> the chosen day's suspect fixes, not drawn
+  const suspect = new Map(); // device id -> the times of the chosen day's suspect fixes, not drawn
   let trackDay = null;
   let recovered = false; // the devices' last locate commands were read back
   let zonesSeen = false; // this page has drawn the zone list once
@@ -118,11 +118,12 @@ export function vehiclePage(id, caps) {
 
   function drawFixes(v) {
     fixes.clearLayers();
+    let slot = 0;
     for (const d of v.devices || []) {
-      if (hasCoords(d.position)) fixes.addLayer(fixMarker(d.position, fixLabel(d)));
+      if (hasCoords(d.position)) fixes.addLayer(fixMarker(d.position, fixLabel(d), true, slot++));
       // The last-known position has no fix: where the device last really saw the car, too.
       const lv = d.last_valid_position;
-      if (hasCoords(lv)) fixes.addLayer(fixMarker(lv, `${d.id} · ${t('vehicle.last_valid', { age: ago(lv.time) })}`));
+      if (hasCoords(lv)) fixes.addLayer(fixMarker(lv, `${d.id} · ${t('vehicle.last_valid', { age: ago(lv.time) })}`, true, slot++));
     }
     cmdFixes.clearLayers();
     for (const [dev, c] of commands) {
@@ -171,7 +172,10 @@ export function vehiclePage(id, caps) {
       // A fix the server marks suspect (dated in the future) is no place the car went, and as
       // the newest fix it would make every later read start after it.
       const got = all.filter((p) => !p.suspect);
-      suspect.set(d.id, (last ? suspect.get(d.id) || 0 : 0) + (all.length - got.length));
+      // A suspect fix lies after the last trusted one, so each read since it brings it again.
+      const odd = (last && suspect.get(d.id)) || new Set();
+      for (const p of all) if (p.suspect) odd.add(p.time);
+      suspect.set(d.id, odd);
       track.set(d.id, last ? have.concat(got) : got);
     }
     if (!alive) return;
@@ -182,7 +186,7 @@ export function vehiclePage(id, caps) {
       n += ps.length;
       if (ps.length) tracks.addLayer(trackLayer(ps, i));
     }
-    const odd = [...suspect.values()].reduce((a, b) => a + b, 0);
+    const odd = [...suspect.values()].reduce((n, times) => n + times.size, 0);
     els.trackInfo.textContent = (n ? t('vehicle.track_points', { n }) : t('vehicle.track_none'))
       + (odd ? ` ${t('vehicle.track_suspect', { n: odd })}` : '')
       + (truncated ? ` ${t('vehicle.track_truncated', { n: TRACK_LIMIT })}` : '');
@@ -329,6 +333,8 @@ export function vehiclePage(id, caps) {
   /// The vehicle is not there: its page keeps nothing of what it showed.
   function forget() {
     vehicle = null;
+    if (cmdTimer) clearTimeout(cmdTimer);
+    cmdTimer = null;
     els.body.hidden = true;
     for (const layer of [fixes, tracks, places, zones, cmdFixes]) layer.clearLayers();
     drawFence(null);

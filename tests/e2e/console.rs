@@ -925,6 +925,16 @@ async fn browse(
         "the new fix drawn by the page's own refresh",
     )
     .await;
+    // The two trackers' labels are on different sides of their markers, not over each other.
+    assert_eq!(
+        js(
+            c,
+            "return ['right', 'left'].every(s => \
+               document.querySelectorAll(`#vehicle-map .leaflet-tooltip-${s}`).length > 0)"
+        )
+        .await,
+        json!(true)
+    );
 
     // A fix dated hours ahead is kept as suspect: it is not drawn on the track, and the fix
     // after it still comes in at the next refresh.
@@ -963,6 +973,29 @@ async fn browse(
             "the fix after a future one on the track, the future one not drawn",
         )
         .await;
+        // Every read since the last trusted fix brings the future one again: it is counted once.
+        let polls = js(c, "return window.lienwatch.polls")
+            .await
+            .as_i64()
+            .unwrap_or(0);
+        wait_js(
+            c,
+            &format!("return window.lienwatch.polls >= {}", polls + 2),
+            long,
+            "two more refreshes with the future fix",
+        )
+        .await;
+        let info = js(
+            c,
+            "return document.getElementById('track-info').textContent",
+        )
+        .await;
+        assert!(
+            info.as_str()
+                .unwrap_or("")
+                .contains("(1 dated in the future"),
+            "{info}"
+        );
     }
 
     // Locate now: the command's state until the tracker's answer.
