@@ -7,7 +7,7 @@ import { lang, locale, onLangChange, setLang, t, translateStatic } from './i18n.
 import { configure } from './map.js';
 import { inZone, setZone, zoneName } from './zone.js';
 import { signinPage } from './signin.js';
-import { queuePage } from './queue.js';
+import { queuePage, resetQueue } from './queue.js';
 import { vehiclePage } from './vehicle.js';
 import { alertsPage } from './alerts.js';
 import { zonesPage } from './zones.js';
@@ -138,7 +138,10 @@ async function poll(gen) {
   if (gen === generation) timer = setTimeout(() => poll(gen), POLL_MS);
 }
 
-signout.addEventListener('click', () => signIn(null));
+signout.addEventListener('click', () => {
+  resetQueue();
+  signIn(null);
+});
 window.addEventListener('hashchange', () => {
   if (token()) route();
 });

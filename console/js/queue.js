@@ -16,6 +16,13 @@ const PAGE = 100;
 // i (null for the first); the poll refreshes the page shown.
 const state = { tiers: new Set(), loan: '', cursors: [null], limit: PAGE };
 
+/// Signing out forgets the filters and the page: the next officer starts from the whole queue.
+export function resetQueue() {
+  state.tiers = new Set();
+  state.loan = '';
+  state.cursors = [null];
+}
+
 export function queuePage(caps) {
   const serverRisk = caps.param('GET', '/v1/vehicles', 'tier');
   const serverLoan = caps.param('GET', '/v1/vehicles', 'loan_status');

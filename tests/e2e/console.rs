@@ -787,17 +787,30 @@ async fn browse(
         "back on the queue, still filtered",
     )
     .await;
-    js(
-        c,
-        "const s = document.getElementById('filter-loan'); s.value = ''; \
-         s.dispatchEvent(new Event('change')); return true",
-    )
-    .await;
+    // Signing out forgets them: the next officer starts from the whole queue.
+    c.find(Locator::Css("#signout"))
+        .await
+        .map_err(step("sign out"))?
+        .click()
+        .await
+        .map_err(step("click sign out"))?;
+    let input = c
+        .find(Locator::Css("#token"))
+        .await
+        .map_err(step("token again"))?;
+    input.send_keys(TOKEN).await.map_err(step("type again"))?;
+    c.find(Locator::Css("#signin-submit"))
+        .await
+        .map_err(step("submit again"))?
+        .click()
+        .await
+        .map_err(step("click again"))?;
     wait_js(
         c,
-        "return document.querySelectorAll('tr.vehicle-row').length === 100",
+        "return document.getElementById('filter-loan').value === '' \
+          && document.querySelectorAll('tr.vehicle-row').length === 100",
         long,
-        "the whole queue again",
+        "the whole queue again after signing in again",
     )
     .await;
     // A zone kind is free text: one that is also a property name of every object is shown
