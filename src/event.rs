@@ -651,6 +651,17 @@ pub fn round6(x: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// An id refused for its length or its characters says what an id may be.
+    #[test]
+    fn a_refused_device_id_names_what_an_id_may_be() {
+        let read = |s: &str| serde_json::from_value::<DeviceId>(serde_json::json!(s));
+        assert_eq!(read(&"1".repeat(32)).unwrap().as_str(), "1".repeat(32));
+        for bad in ["1".repeat(33), "12a".into(), String::new()] {
+            let e = read(&bad).unwrap_err().to_string();
+            assert!(e.contains("1 to 32 decimal digits"), "{bad:?}: {e}");
+        }
+    }
+
     #[test]
     fn civil_time_matches_known_instants() {
         let t = Timestamp::from_civil(2024, 5, 20, 10, 30, 15).unwrap();
