@@ -1254,6 +1254,34 @@ async fn browse(
     assert_eq!(js(c, "return window.lienwatch.csp").await, json!([]));
     assert_eq!(js(c, "return window.lienwatch.errors").await, json!([]));
 
+    // A daemon that takes the request and never answers: the page gives up after 30 s and
+    // says so (instead of showing stale data as fresh), then recovers by itself.
+    js(
+        c,
+        "window.realFetch = window.fetch; \
+         window.fetch = (u, o) => new Promise((_, fail) => o && o.signal && \
+           o.signal.addEventListener('abort', () => fail(new DOMException('aborted', 'AbortError')))); \
+         return true",
+    )
+    .await;
+    wait_js(
+        c,
+        "const s = document.getElementById('status'); \
+         return s.className === 'error' && s.textContent.includes('no answer within 30 s')",
+        Duration::from_secs(60),
+        "the status line saying the daemon did not answer",
+    )
+    .await;
+    js(c, "window.fetch = window.realFetch; return true").await;
+    wait_js(
+        c,
+        "const s = document.getElementById('status'); \
+         return s.className === '' && s.textContent.startsWith('Updated')",
+        long,
+        "the page refreshed again",
+    )
+    .await;
+
     // A vehicle deleted while its page is open: nothing of it stays, least of all its trackers'
     // "locate now".
     js(c, "location.hash = '#/vehicle/Z-000'; return true").await;
