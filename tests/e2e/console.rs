@@ -447,6 +447,21 @@ async fn js(c: &Client, script: &str) -> Value {
         .unwrap_or_else(|e| panic!("{script}: {e}"))
 }
 
+/// Waits until the open page has refreshed itself twice more: what came before is shown.
+async fn two_more_polls(c: &Client, what: &str) {
+    let polls = js(c, "return window.lienwatch.polls")
+        .await
+        .as_i64()
+        .unwrap_or(0);
+    wait_js(
+        c,
+        &format!("return window.lienwatch.polls >= {}", polls + 2),
+        Duration::from_secs(30),
+        what,
+    )
+    .await;
+}
+
 fn has_op(api: &Value, path: &str, method: &str) -> bool {
     api["paths"].as_object().is_some_and(|ps| {
         ps.iter().any(|(p, item)| {
@@ -955,17 +970,7 @@ async fn browse(
         let count = "return Number((document.getElementById('track-info').textContent \
             .match(/\\d+/) || [0])[0])";
         // Two refreshes after the last fix, the track holds it.
-        let polls = js(c, "return window.lienwatch.polls")
-            .await
-            .as_i64()
-            .unwrap_or(0);
-        wait_js(
-            c,
-            &format!("return window.lienwatch.polls >= {}", polls + 2),
-            long,
-            "two more refreshes of the vehicle page",
-        )
-        .await;
+        two_more_polls(c, "two more refreshes of the vehicle page").await;
         let before = js(c, count).await.as_i64().unwrap_or(0);
         wireless.exchange_bytes(
             &gt06_location(4, civil_ago(-3 * 3600), 23.5, 114.5),
@@ -987,17 +992,7 @@ async fn browse(
         )
         .await;
         // Every read since the last trusted fix brings the future one again: it is counted once.
-        let polls = js(c, "return window.lienwatch.polls")
-            .await
-            .as_i64()
-            .unwrap_or(0);
-        wait_js(
-            c,
-            &format!("return window.lienwatch.polls >= {}", polls + 2),
-            long,
-            "two more refreshes with the future fix",
-        )
-        .await;
+        two_more_polls(c, "two more refreshes with the future fix").await;
         let info = js(
             c,
             "return document.getElementById('track-info').textContent",
@@ -1124,20 +1119,10 @@ async fn browse(
             "the zone listed and drawn",
         )
         .await;
-        let polls = js(c, "return window.lienwatch.polls")
-            .await
-            .as_i64()
-            .unwrap_or(0);
         let token_checks = "return performance.getEntriesByType('resource') \
             .filter(e => new URL(e.name).pathname === '/v1/alerts').length";
         let checks_before = js(c, token_checks).await.as_i64().unwrap_or(0);
-        wait_js(
-            c,
-            &format!("return window.lienwatch.polls >= {}", polls + 2),
-            long,
-            "two more polls of the zones page",
-        )
-        .await;
+        two_more_polls(c, "two more polls of the zones page").await;
         assert_eq!(js(c, zone_reads).await.as_i64(), Some(before + 1));
         // Each poll still asks something with the token, so a revoked one is noticed.
         assert!(
