@@ -460,14 +460,13 @@ impl Engine {
         oldest_kept: Option<Timestamp>,
     ) {
         self.stats.events += 1;
+        // Dated beyond `ingest.max_future` (CONTRACT.md "Trust at the edges").
+        let from_the_future = |p: &crate::event::Position| p.time.since(received_at) > max_future;
         match &ev.kind {
             // An answer's fix dated in the future is no more where the car is than any other
             // such fix (CONTRACT.md "Trust at the edges"): the command keeps the answer, not the
             // position. The fix itself, if the device also reported it, is kept as suspect.
-            EventKind::CommandAnswer(a)
-                if a.position
-                    .is_some_and(|p| p.time.since(received_at) > max_future) =>
-            {
+            EventKind::CommandAnswer(a) if a.position.as_ref().is_some_and(from_the_future) => {
                 let mut trusted = ev.clone();
                 if let EventKind::CommandAnswer(a) = &mut trusted.kind {
                     a.position = None;
@@ -487,7 +486,7 @@ impl Engine {
         let mut suspect = None;
         let before = rec.last_valid().map(|p| (p.lat, p.lon));
         if let EventKind::Position(fix) = &ev.kind {
-            if fix.position.time.since(received_at) > max_future {
+            if from_the_future(&fix.position) {
                 // A clock a year ahead (GPS week rollover, or a spoofer) would win "newest
                 // fix" forever and freeze the car: the fix is counted and kept out of the
                 // last-known position and the rules; the device still counts as alive.

@@ -447,6 +447,27 @@ async fn js(c: &Client, script: &str) -> Value {
         .unwrap_or_else(|e| panic!("{script}: {e}"))
 }
 
+/// Types `token` into the sign-in form, once it is shown, and submits it.
+async fn sign_in(c: &Client, token: &str) -> Result<(), String> {
+    let failed =
+        |what: &'static str| move |e: fantoccini::error::CmdError| format!("sign-in, {what}: {e}");
+    c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css("#token"))
+        .await
+        .map_err(failed("the form"))?
+        .send_keys(token)
+        .await
+        .map_err(failed("typing the token"))?;
+    c.find(Locator::Css("#signin-submit"))
+        .await
+        .map_err(failed("the button"))?
+        .click()
+        .await
+        .map_err(failed("clicking"))?;
+    Ok(())
+}
+
 /// Waits until the open page has refreshed itself twice more: what came before is shown.
 async fn two_more_polls(c: &Client, what: &str) {
     let polls = js(c, "return window.lienwatch.polls")
@@ -633,22 +654,7 @@ async fn browse(
     c.goto(&format!("{base}/")).await.map_err(step("open /"))?;
 
     // A wrong token gets nothing: the refusal, and no queue.
-    let input = c
-        .wait()
-        .at_most(long)
-        .for_element(Locator::Css("#token"))
-        .await
-        .map_err(step("sign-in form"))?;
-    input
-        .send_keys("wrong-token-0000000000")
-        .await
-        .map_err(step("type"))?;
-    c.find(Locator::Css("#signin-submit"))
-        .await
-        .map_err(step("submit"))?
-        .click()
-        .await
-        .map_err(step("click"))?;
+    sign_in(c, "wrong-token-0000000000").await?;
     wait_js(
         c,
         "return document.getElementById('signin-message').textContent.includes('refused')",
@@ -670,17 +676,7 @@ async fn browse(
     );
 
     // The right token: the queue, the overdue car first.
-    let input = c
-        .find(Locator::Css("#token"))
-        .await
-        .map_err(step("token"))?;
-    input.send_keys(TOKEN).await.map_err(step("type"))?;
-    c.find(Locator::Css("#signin-submit"))
-        .await
-        .map_err(step("submit"))?
-        .click()
-        .await
-        .map_err(step("click"))?;
+    sign_in(c, TOKEN).await?;
     wait_js(
         c,
         "return document.querySelectorAll('tr.vehicle-row').length === 2",
@@ -809,17 +805,7 @@ async fn browse(
         .click()
         .await
         .map_err(step("click sign out"))?;
-    let input = c
-        .find(Locator::Css("#token"))
-        .await
-        .map_err(step("token again"))?;
-    input.send_keys(TOKEN).await.map_err(step("type again"))?;
-    c.find(Locator::Css("#signin-submit"))
-        .await
-        .map_err(step("submit again"))?
-        .click()
-        .await
-        .map_err(step("click again"))?;
+    sign_in(c, TOKEN).await?;
     wait_js(
         c,
         "return document.getElementById('filter-loan').value === '' \
