@@ -91,9 +91,33 @@ fn drain(h: &History) -> Result<(), crate::store::StoreError> {
 /// (where sealing fails first), and one bucket that cannot be sealed must not keep every day file
 /// past retention. An error of either counts in `lienwatch_history_upkeep_errors_total`.
 fn upkeep(h: &History, retention: Duration) -> Result<(u64, u64), crate::store::StoreError> {
-    let now = Timestamp::now();
-    let cutoff = now.add_millis(-(retention.as_millis().min(i64::MAX as u128 / 2) as i64));
-    both(|| seal(h, now), || prune(h, cutoff))
+    upkeep_at(h, retention, Timestamp::now())
+}
+
+/// [`upkeep`] at `now`. The cutoff is taken after sealing, which files what was logged, so
+/// that it counts the newest fixes (`History::prune_cutoff`).
+fn upkeep_at(
+    h: &History,
+    retention: Duration,
+    now: Timestamp,
+) -> Result<(u64, u64), crate::store::StoreError> {
+    both(
+        || seal(h, now),
+        || {
+            let cutoff = h.prune_cutoff(now, retention)?;
+            if let Some(newest) = h.newest_fix()? {
+                if now > newest.add(crate::history::CLOCK_AHEAD_OF_FIXES) {
+                    tracing::warn!(
+                        newest_fix = %newest,
+                        ahead_s = (now.millis() - newest.millis()) / 1000,
+                        "the host clock is more than a day ahead of the newest fix: pruning \
+                         counts the retention from a day after that fix (is the host clock right?)"
+                    );
+                }
+            }
+            prune(h, cutoff)
+        },
+    )
 }
 
 /// Runs `seal`, then `prune` whatever `seal` gave; the first error, once both have run.
@@ -149,6 +173,58 @@ fn prune(h: &History, cutoff: Timestamp) -> Result<u64, crate::store::StoreError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pass takes its cutoff after sealing has filed what the engine logged: a fix logged
+    /// just before a pass with the host clock a year forward counts, and the history stays.
+    /// As the fixes move on, what is past the retention goes.
+    #[test]
+    fn a_pass_with_the_host_clock_set_forward_keeps_the_history() {
+        let store = crate::store::Store::temporary().unwrap();
+        let h = store.history();
+        let day = 86_400;
+        let fix = |t: i64| crate::history::HistoryFix {
+            pos: crate::store::StoredPosition {
+                time: Timestamp::from_secs(t),
+                lat: 22.5,
+                lon: 114.0,
+                valid: true,
+                speed_kmh: 0.0,
+                course: 0,
+                satellites: Some(8),
+                altitude_m: None,
+                received_at: Timestamp::from_secs(t),
+                cell: None,
+                wifi: None,
+            },
+            suspect_future: false,
+        };
+        let mut staged = crate::history::Staged::default();
+        let dev = crate::event::DeviceId::new("1");
+        h.stage(&mut staged, &dev, &fix(1_000 * day));
+        h.stage(&mut staged, &dev, &fix(1_100 * day));
+        h.apply(staged).unwrap();
+        store.flush().unwrap();
+        let all = |h: &History| {
+            h.track(
+                "1",
+                Timestamp::from_secs(0),
+                Timestamp::from_secs(2_000 * day),
+                100,
+            )
+            .unwrap()
+            .len()
+        };
+        let retention = Duration::from_secs(180 * day as u64);
+        upkeep_at(h, retention, Timestamp::from_secs(1_465 * day)).unwrap();
+        assert_eq!(all(h), 2, "a year forward: nothing pruned");
+        // Time goes on and fixes with it: the fixes now past 180 days go.
+        let mut staged = crate::history::Staged::default();
+        h.stage(&mut staged, &dev, &fix(1_290 * day));
+        h.apply(staged).unwrap();
+        store.flush().unwrap();
+        upkeep_at(h, retention, Timestamp::from_secs(1_290 * day)).unwrap();
+        assert_eq!(all(h), 1, "the fixes of days 1,000 and 1,100 go");
+    }
 
     #[test]
     fn pruning_runs_when_sealing_fails() {

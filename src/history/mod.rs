@@ -97,6 +97,8 @@ impl Staged {
 struct Runs {
     by_device: FastMap<Vec<u8>, Vec<(i64, Vec<HistoryFix>)>>,
     fixes: u64,
+    /// The newest fix time among the trusted fixes (not `suspect_future`), in milliseconds.
+    newest_trusted: Option<i64>,
 }
 
 impl Runs {
@@ -108,6 +110,10 @@ impl Runs {
                 Some(b) => b,
                 None => self.by_device.entry(id.to_vec()).or_default(),
             };
+            if !fix.suspect_future {
+                let t = fix.pos.time.millis();
+                self.newest_trusted = Some(self.newest_trusted.map_or(t, |n| n.max(t)));
+            }
             match buckets.iter_mut().find(|(b, _)| *b == bucket) {
                 Some((_, fixes)) => fixes.push(fix),
                 None => buckets.push((bucket, vec![fix])),
@@ -169,6 +175,16 @@ fn each_device(
     }
     Ok(())
 }
+
+/// How far the host clock may run ahead of the newest fix before pruning stops following it.
+/// A fleet whose every tracker sends no fix for a day is rare (parked cars send heartbeats,
+/// wireless units a fix a day, domain.md): then its fixes past the retention stay on disk,
+/// hidden from reads, until fixes come again; a host clock set forward costs at most a day
+/// of history.
+pub const CLOCK_AHEAD_OF_FIXES: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// The `meta` key of [`History::newest_fix`].
+const NEWEST_FIX: &[u8] = b"history_newest_fix";
 
 fn corrupt(msg: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
@@ -266,10 +282,16 @@ impl History {
         Ok(filed)
     }
 
-    /// Writes each device's and bucket's fixes as one run.
+    /// Writes each device's and bucket's fixes as one run, and moves the newest trusted fix
+    /// time forward (durable with the caller's flush, like the runs).
     fn file(&self, runs: Runs) -> Result<(), StoreError> {
         if runs.fixes == 0 {
             return Ok(());
+        }
+        if let Some(t) = runs.newest_trusted {
+            if self.newest_fix()?.is_none_or(|n| n.millis() < t) {
+                self.meta.insert(NEWEST_FIX, &t.to_be_bytes())?;
+            }
         }
         let pass = self.db.generate_id()?;
         let mut prefix = Vec::with_capacity(48);
@@ -574,6 +596,32 @@ impl History {
         self.recent.apply_batch(pending.recent)?;
         self.legacy.apply_batch(pending.legacy)?;
         Ok(())
+    }
+
+    /// The newest fix time the history has filed, of the fixes not dated beyond
+    /// `ingest.max_future`: the devices' clock, which a host clock set wrong does not move.
+    pub fn newest_fix(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.meta.get(NEWEST_FIX)?.and_then(|v| {
+            let b: [u8; 8] = v.as_ref().try_into().ok()?;
+            Some(Timestamp::from_millis(i64::from_be_bytes(b)))
+        }))
+    }
+
+    /// What pruning at `now` removes fixes before: `retention` back from `now`, but from no
+    /// later than a day after the newest filed fix ([`CLOCK_AHEAD_OF_FIXES`]). A host clock set
+    /// a year forward would otherwise delete the whole history at the next pass; the devices'
+    /// own clocks say how much time has really passed. The track hides fixes past the
+    /// retention by the host clock (`track`), so a clock set back right brings them back.
+    pub fn prune_cutoff(
+        &self,
+        now: Timestamp,
+        retention: std::time::Duration,
+    ) -> Result<Timestamp, StoreError> {
+        let reference = match self.newest_fix()? {
+            Some(newest) => now.min(newest.add(CLOCK_AHEAD_OF_FIXES)),
+            None => now,
+        };
+        Ok(reference.add_millis(-(retention.as_millis().min(i64::MAX as u128 / 2) as i64)))
     }
 
     /// Removes every fix older than `cutoff`: whole blocks (index entries, then whole day
@@ -1104,6 +1152,67 @@ mod tests {
         assert_eq!((s.blocks, s.fixes), (3, 1));
         assert_eq!(times(&h, "1", 0, 4 * day), vec![3 * day]);
         assert_eq!(times(&h, "2", 0, 4 * day), vec![3 * day + 1]);
+    }
+
+    /// A host clock set a year forward must not prune the history: the cutoff counts back from
+    /// a day after the newest filed fix when that is earlier. A fix dated in the future
+    /// (suspect) does not move it, and it outlives a restart.
+    #[test]
+    fn a_host_clock_set_forward_does_not_prune_the_history() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let day = 86_400;
+        let retention = std::time::Duration::from_secs(30 * day as u64);
+        {
+            let h = open_at(&db, dir.path());
+            assert_eq!(h.newest_fix().unwrap(), None);
+            assert_eq!(
+                h.prune_cutoff(Timestamp::from_secs(100 * day), retention)
+                    .unwrap(),
+                Timestamp::from_secs(70 * day),
+                "no fix yet: the host clock"
+            );
+            write(&h, "1", &[10 * day, 40 * day]);
+            write(&h, "2", &[39 * day]);
+            let mut b = Staged::default();
+            let mut ahead = fix(400 * day);
+            ahead.suspect_future = true;
+            h.stage(&mut b, &DeviceId::new("3"), &ahead);
+            commit(&h, b);
+            h.drain_log(usize::MAX).unwrap();
+            assert_eq!(
+                h.newest_fix().unwrap(),
+                Some(Timestamp::from_secs(40 * day))
+            );
+        }
+        let h = open_at(&db, dir.path());
+        assert_eq!(
+            h.newest_fix().unwrap(),
+            Some(Timestamp::from_secs(40 * day))
+        );
+        // The host clock a year on: the cutoff is 30 days before a day after the newest fix.
+        let cutoff = h
+            .prune_cutoff(Timestamp::from_secs(405 * day), retention)
+            .unwrap();
+        assert_eq!(cutoff, Timestamp::from_secs(11 * day));
+        h.prune(cutoff, 1_000_000).unwrap();
+        assert_eq!(times(&h, "1", 0, 41 * day), vec![40 * day]);
+        assert_eq!(times(&h, "2", 0, 41 * day), vec![39 * day]);
+        // A host clock within a day of the newest fix counts from itself, as before.
+        for now in [38 * day, 40 * day + 3600] {
+            assert_eq!(
+                h.prune_cutoff(Timestamp::from_secs(now), retention)
+                    .unwrap(),
+                Timestamp::from_secs(now - 30 * day)
+            );
+        }
+        // Newer fixes move the reference on, and an older one does not move it back.
+        write(&h, "1", &[50 * day]);
+        write(&h, "2", &[45 * day]);
+        assert_eq!(
+            h.newest_fix().unwrap(),
+            Some(Timestamp::from_secs(50 * day))
+        );
     }
 
     #[test]
