@@ -608,7 +608,7 @@ fn console_in_headless_chromium() {
         .unwrap();
     let result = rt.block_on(async {
         let c = driver.client().await;
-        let day = (zone.as_str(), day_starts.as_str());
+        let day = (zone.as_str(), day_starts.as_str(), offset_h);
         let outcome = browse(
             &c,
             &d,
@@ -637,7 +637,7 @@ async fn browse(
     c: &Client,
     d: &Daemon,
     wireless: &mut Device,
-    (zone, day_starts): (&str, &str),
+    (zone, day_starts, offset_h): (&str, &str, i64),
     has_track: bool,
     has_commands: bool,
     has_zones: bool,
@@ -1244,14 +1244,38 @@ async fn browse(
     )
     .await;
     js(c, "window.fetch = window.realFetch; return true").await;
-    wait_js(
+    let status = wait_js(
         c,
         "const s = document.getElementById('status'); \
-         return s.className === '' && s.textContent.startsWith('Updated')",
+         return s.className === '' && s.textContent.startsWith('Updated') && s.textContent",
         long,
         "the page refreshed again",
     )
     .await;
+    // Its time is the lender's (`rules.timezone`, hours away from the browser's), as every
+    // other time on the page.
+    let shown = status.as_str().unwrap_or_default();
+    let minutes = shown
+        .split(|ch: char| !ch.is_ascii_digit() && ch != ':')
+        .find_map(|w| {
+            let mut p = w.split(':');
+            let (h, m) = (
+                p.next()?.parse::<i64>().ok()?,
+                p.next()?.parse::<i64>().ok()?,
+            );
+            Some(h * 60 + m)
+        })
+        .ok_or_else(|| format!("no time in the status line: {shown:?}"))?;
+    let local_now =
+        (lienwatch::time::Timestamp::now().secs() + offset_h * 3600).rem_euclid(86_400) / 60;
+    let apart = (minutes - local_now).rem_euclid(1440);
+    if apart.min(1440 - apart) > 2 {
+        return Err(format!(
+            "the status line's time is not in {zone}: {shown:?}, now there is {:02}:{:02}",
+            local_now / 60,
+            local_now % 60
+        ));
+    }
 
     // A vehicle deleted while its page is open: nothing of it stays, least of all its trackers'
     // "locate now".
