@@ -174,6 +174,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
 
     retention::spawn(
         outbox.clone(),
+        history.clone(),
         cfg.storage.alert_retention,
         shutdown.clone(),
     );

@@ -1,40 +1,30 @@
 //! Alert retention: delivered and failed alerts older than `storage.alert_retention` go.
 
+use crate::alert::outbox::Outbox;
+use crate::history::History;
 use crate::time::Timestamp;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Prunes finished alerts older than the retention, at start and then hourly, in slices so that
-/// a large backlog never holds the outbox for long.
-pub fn spawn(
-    outbox: crate::alert::outbox::Outbox,
-    retention: Duration,
-    shutdown: CancellationToken,
-) {
-    const SLICE: usize = 5_000;
+/// Alerts a slice removes at most, so that a large backlog never holds the outbox for long.
+const SLICE: usize = 5_000;
+
+/// Prunes finished alerts older than the retention, at start and then hourly, in slices.
+pub fn spawn(outbox: Outbox, history: History, retention: Duration, shutdown: CancellationToken) {
     tokio::spawn(async move {
         loop {
-            let cutoff =
-                Timestamp::now().add_millis(-(retention.as_millis().min(i64::MAX as u128) as i64));
-            let mut total = 0;
-            loop {
-                let ob = outbox.clone();
-                match tokio::task::spawn_blocking(move || ob.prune(cutoff, SLICE)).await {
-                    Ok(Ok(n)) => {
-                        total += n;
-                        if n < SLICE {
-                            break;
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "pruning old alerts failed");
-                        break;
-                    }
-                    Err(_) => break,
+            let (ob, h) = (outbox.clone(), history.clone());
+            match tokio::task::spawn_blocking(move || {
+                prune_pass(&ob, &h, retention, Timestamp::now())
+            })
+            .await
+            {
+                Ok(Ok(0)) => {}
+                Ok(Ok(total)) => {
+                    tracing::info!(pruned = total, "old delivered and failed alerts removed")
                 }
-            }
-            if total > 0 {
-                tracing::info!(pruned = total, "old delivered and failed alerts removed");
+                Ok(Err(e)) => tracing::warn!(error = %e, "pruning old alerts failed"),
+                Err(_) => break,
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -42,4 +32,107 @@ pub fn spawn(
             }
         }
     });
+}
+
+/// One pass at `now`, slice after slice. The retention counts back from the history's clock
+/// reference (`History::clock_reference`), not from the host clock alone: a host clock set a
+/// year forward must not delete every finished alert at once.
+fn prune_pass(
+    outbox: &Outbox,
+    history: &History,
+    retention: Duration,
+    now: Timestamp,
+) -> Result<usize, String> {
+    let reference = history.clock_reference(now).map_err(|e| e.to_string())?;
+    let cutoff = reference.add_millis(-(retention.as_millis().min(i64::MAX as u128 / 2) as i64));
+    let mut total = 0;
+    loop {
+        let n = outbox.prune(cutoff, SLICE).map_err(|e| e.to_string())?;
+        total += n;
+        if n < SLICE {
+            return Ok(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Alert, AlertType};
+    use crate::event::DeviceId;
+    use crate::history::{HistoryFix, Staged};
+    use crate::registry::{Loan, LoanStatus};
+    use crate::store::{Store, StoredPosition};
+    use std::sync::Arc;
+
+    const DAY: i64 = 86_400;
+
+    fn log_fix(store: &Store, t: i64) {
+        let mut staged = Staged::default();
+        let fix = HistoryFix {
+            pos: StoredPosition {
+                time: Timestamp::from_secs(t),
+                lat: 22.5,
+                lon: 114.0,
+                valid: true,
+                speed_kmh: 0.0,
+                course: 0,
+                satellites: Some(8),
+                altitude_m: None,
+                received_at: Timestamp::from_secs(t),
+                cell: None,
+                wifi: None,
+            },
+            suspect_future: false,
+        };
+        store
+            .history()
+            .stage(&mut staged, &DeviceId::new("1"), &fix);
+        store.history().apply(staged).unwrap();
+        store.flush().unwrap();
+        store.history().drain_log(usize::MAX).unwrap();
+    }
+
+    /// A delivered alert outlives a pass with the host clock a year forward, and goes once the
+    /// fleet's fixes say its retention is over.
+    #[test]
+    fn a_host_clock_set_forward_does_not_prune_finished_alerts() {
+        let store = Store::temporary().unwrap();
+        let outbox = store
+            .open_outbox(&[], Arc::new(|| Timestamp::from_secs(1_000 * DAY)))
+            .unwrap();
+        let alert = Alert {
+            id: "a1".into(),
+            kind: AlertType::GeofenceExit,
+            vehicle_id: "V-1".into(),
+            device_id: DeviceId::new("1"),
+            vin: None,
+            plate: None,
+            loan: Loan {
+                id: "L-1".into(),
+                status: LoanStatus::Overdue,
+                days_past_due: Some(37),
+            },
+            position: None,
+            detected_at: Timestamp::from_secs(1_000 * DAY),
+            details: serde_json::json!({}),
+        };
+        // No webhook: delivered at once, so the retention applies to it.
+        let seq = outbox.insert(&alert, &[]).unwrap();
+        store.flush().unwrap();
+        log_fix(&store, 1_000 * DAY);
+        let retention = Duration::from_secs(90 * DAY as u64);
+        let h = store.history();
+        assert_eq!(
+            prune_pass(&outbox, h, retention, Timestamp::from_secs(1_400 * DAY)),
+            Ok(0)
+        );
+        assert!(outbox.view(seq).unwrap().is_some());
+        log_fix(&store, 1_095 * DAY);
+        assert_eq!(
+            prune_pass(&outbox, h, retention, Timestamp::from_secs(1_095 * DAY)),
+            Ok(1)
+        );
+        assert!(outbox.view(seq).unwrap().is_none());
+    }
 }

@@ -607,21 +607,28 @@ impl History {
         }))
     }
 
-    /// What pruning at `now` removes fixes before: `retention` back from `now`, but from no
-    /// later than a day after the newest filed fix ([`CLOCK_AHEAD_OF_FIXES`]). A host clock set
-    /// a year forward would otherwise delete the whole history at the next pass; the devices'
-    /// own clocks say how much time has really passed. The track hides fixes past the
-    /// retention by the host clock (`track`), so a clock set back right brings them back.
+    /// The time retentions count back from at `now`: `now`, but no later than a day after the
+    /// newest filed fix ([`CLOCK_AHEAD_OF_FIXES`]). A host clock set a year forward would
+    /// otherwise delete the whole history, and every finished alert, at the next pass; the
+    /// devices' own clocks say how much time has really passed.
+    pub fn clock_reference(&self, now: Timestamp) -> Result<Timestamp, StoreError> {
+        Ok(match self.newest_fix()? {
+            Some(newest) => now.min(newest.add(CLOCK_AHEAD_OF_FIXES)),
+            None => now,
+        })
+    }
+
+    /// What pruning at `now` removes fixes before: `retention` back from
+    /// [`History::clock_reference`]. The track hides fixes past the retention by the host
+    /// clock (`track`), so a clock set back right brings them back.
     pub fn prune_cutoff(
         &self,
         now: Timestamp,
         retention: std::time::Duration,
     ) -> Result<Timestamp, StoreError> {
-        let reference = match self.newest_fix()? {
-            Some(newest) => now.min(newest.add(CLOCK_AHEAD_OF_FIXES)),
-            None => now,
-        };
-        Ok(reference.add_millis(-(retention.as_millis().min(i64::MAX as u128 / 2) as i64)))
+        Ok(self
+            .clock_reference(now)?
+            .add_millis(-(retention.as_millis().min(i64::MAX as u128 / 2) as i64)))
     }
 
     /// Removes every fix older than `cutoff`: whole blocks (index entries, then whole day
