@@ -327,3 +327,82 @@ fn sealed_fixes_read_back_after_kills_and_a_late_fix_joins_its_sealed_bucket() {
     assert_eq!(times(&ps), want(&mut (0..24)));
     assert_eq!(ps[7]["lat"], serde_json::json!(22.507));
 }
+
+/// libfaketime, to run the daemon with its clock set wrong. Missing, a local run skips the
+/// test with a message; under CI (`CI=true`, and .ci/run installs it) it fails.
+fn libfaketime() -> Option<std::path::PathBuf> {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+        .chain([std::path::PathBuf::from(
+            "/usr/lib/faketime/libfaketime.so.1",
+        )])
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "libfaketime is not installed, and CI=true: the clock test cannot run"
+        );
+        eprintln!("SKIPPED: libfaketime is not installed (apt-get install faketime)");
+    }
+    found
+}
+
+/// A host clock set a year forward prunes none of the history: the retention counts from a day
+/// after the newest fix, and the daemon says the clock looks wrong. With the clock right again,
+/// the track has every fix.
+#[test]
+fn a_host_clock_set_a_year_forward_prunes_no_history() {
+    let Some(faketime) = libfaketime() else {
+        return;
+    };
+    let mut d = Daemon::configure(&["gt06"], "");
+    let toml = std::fs::read_to_string(&d.config).unwrap();
+    let toml = toml.replacen("[storage]\n", "[storage]\nhistory_retention = \"30d\"\n", 1);
+    std::fs::write(&d.config, toml).unwrap();
+    d.spawn();
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
+    let now = now_s();
+    let sent: Vec<Timestamp> = [20i64, 10, 0]
+        .iter()
+        .map(|days| now.add_millis(-days * 86_400_000))
+        .collect();
+    for (i, t) in sent.iter().enumerate() {
+        let serial = 2 + i as u16;
+        dev.exchange_bytes(
+            &gt06_location(serial, gt06_civil(*t), 22.5, 114.0),
+            &gt06_ack(0x12, serial),
+        );
+    }
+    drop(dev);
+    let all = |d: &Daemon| times(&track(d, IMEI, "?from=2000-01-01T00%3A00%3A00Z"));
+    let want: Vec<String> = sent.iter().map(|t| t.to_string()).collect();
+    assert_eq!(all(&d), want);
+    assert_eq!(d.terminate(), Some(0));
+
+    let lib = faketime.to_string_lossy().to_string();
+    d.spawn_with_env(&[
+        ("LD_PRELOAD", &lib),
+        ("FAKETIME", "+400d"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]);
+    d.wait_healthy();
+    // The upkeep pass at start seals, then prunes; a stop waits for the pass under way.
+    let log = d.log_reader();
+    wait_for(Duration::from_secs(30), "the clock warning", || {
+        log()
+            .contains("the host clock is more than a day ahead of the newest fix")
+            .then_some(())
+    });
+    assert!(
+        all(&d).is_empty(),
+        "past the retention by the host clock, hidden"
+    );
+    assert_eq!(d.terminate(), Some(0));
+
+    d.spawn();
+    assert_eq!(all(&d), want, "every fix is still there");
+}
