@@ -173,6 +173,7 @@ fn prune(h: &History, cutoff: Timestamp) -> Result<u64, crate::store::StoreError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::testing::log_fixes;
 
     /// The pass takes its cutoff after sealing has filed what the engine logged: a fix logged
     /// just before a pass with the host clock a year forward counts, and the history stays.
@@ -182,28 +183,7 @@ mod tests {
         let store = crate::store::Store::temporary().unwrap();
         let h = store.history();
         let day = 86_400;
-        let fix = |t: i64| crate::history::HistoryFix {
-            pos: crate::store::StoredPosition {
-                time: Timestamp::from_secs(t),
-                lat: 22.5,
-                lon: 114.0,
-                valid: true,
-                speed_kmh: 0.0,
-                course: 0,
-                satellites: Some(8),
-                altitude_m: None,
-                received_at: Timestamp::from_secs(t),
-                cell: None,
-                wifi: None,
-            },
-            suspect_future: false,
-        };
-        let mut staged = crate::history::Staged::default();
-        let dev = crate::event::DeviceId::new("1");
-        h.stage(&mut staged, &dev, &fix(1_000 * day));
-        h.stage(&mut staged, &dev, &fix(1_100 * day));
-        h.apply(staged).unwrap();
-        store.flush().unwrap();
+        log_fixes(&store, "1", &[1_000 * day, 1_100 * day]);
         let all = |h: &History| {
             h.track(
                 "1",
@@ -218,10 +198,7 @@ mod tests {
         upkeep_at(h, retention, Timestamp::from_secs(1_465 * day)).unwrap();
         assert_eq!(all(h), 2, "a year forward: nothing pruned");
         // Time goes on and fixes with it: the fixes now past 180 days go.
-        let mut staged = crate::history::Staged::default();
-        h.stage(&mut staged, &dev, &fix(1_290 * day));
-        h.apply(staged).unwrap();
-        store.flush().unwrap();
+        log_fixes(&store, "1", &[1_290 * day]);
         upkeep_at(h, retention, Timestamp::from_secs(1_290 * day)).unwrap();
         assert_eq!(all(h), 1, "the fixes of days 1,000 and 1,100 go");
     }

@@ -58,38 +58,16 @@ fn prune_pass(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{Alert, AlertType};
-    use crate::event::DeviceId;
-    use crate::history::{HistoryFix, Staged};
-    use crate::registry::{Loan, LoanStatus};
-    use crate::store::{Store, StoredPosition};
+    use crate::alert::outbox::testing::alert;
+    use crate::history::testing::log_fixes;
+    use crate::store::Store;
     use std::sync::Arc;
 
     const DAY: i64 = 86_400;
 
+    /// Logs a fix at `t` and files it, as the drain does.
     fn log_fix(store: &Store, t: i64) {
-        let mut staged = Staged::default();
-        let fix = HistoryFix {
-            pos: StoredPosition {
-                time: Timestamp::from_secs(t),
-                lat: 22.5,
-                lon: 114.0,
-                valid: true,
-                speed_kmh: 0.0,
-                course: 0,
-                satellites: Some(8),
-                altitude_m: None,
-                received_at: Timestamp::from_secs(t),
-                cell: None,
-                wifi: None,
-            },
-            suspect_future: false,
-        };
-        store
-            .history()
-            .stage(&mut staged, &DeviceId::new("1"), &fix);
-        store.history().apply(staged).unwrap();
-        store.flush().unwrap();
+        log_fixes(store, "1", &[t]);
         store.history().drain_log(usize::MAX).unwrap();
     }
 
@@ -101,24 +79,8 @@ mod tests {
         let outbox = store
             .open_outbox(&[], Arc::new(|| Timestamp::from_secs(1_000 * DAY)))
             .unwrap();
-        let alert = Alert {
-            id: "a1".into(),
-            kind: AlertType::GeofenceExit,
-            vehicle_id: "V-1".into(),
-            device_id: DeviceId::new("1"),
-            vin: None,
-            plate: None,
-            loan: Loan {
-                id: "L-1".into(),
-                status: LoanStatus::Overdue,
-                days_past_due: Some(37),
-            },
-            position: None,
-            detected_at: Timestamp::from_secs(1_000 * DAY),
-            details: serde_json::json!({}),
-        };
         // No webhook: delivered at once, so the retention applies to it.
-        let seq = outbox.insert(&alert, &[]).unwrap();
+        let seq = outbox.insert(&alert("a1"), &[]).unwrap();
         store.flush().unwrap();
         log_fix(&store, 1_000 * DAY);
         let retention = Duration::from_secs(90 * DAY as u64);

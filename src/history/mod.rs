@@ -789,11 +789,13 @@ fn sort_dedup(fixes: &mut Vec<HistoryFix>) {
     });
 }
 
+/// What tests of other modules share: a fix, and fixes logged as the engine's commit logs them.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
-    fn fix(t: i64) -> HistoryFix {
+    /// A valid fix at `t` seconds, a little further north each second.
+    pub(crate) fn fix(t: i64) -> HistoryFix {
         HistoryFix {
             pos: StoredPosition {
                 time: Timestamp::from_secs(t),
@@ -811,6 +813,25 @@ mod tests {
             suspect_future: false,
         }
     }
+
+    /// Logs fixes of `device` at `times` (seconds) and makes them durable, as a commit does;
+    /// the drain has not filed them yet.
+    pub(crate) fn log_fixes(store: &crate::store::Store, device: &str, times: &[i64]) {
+        let mut staged = Staged::default();
+        for &t in times {
+            store
+                .history()
+                .stage(&mut staged, &DeviceId::new(device), &fix(t));
+        }
+        store.history().apply(staged).unwrap();
+        store.flush().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::fix;
+    use super::*;
 
     fn history() -> History {
         let db = sled::Config::new().temporary(true).open().unwrap();

@@ -361,14 +361,15 @@ fn index_vehicles(tree: &sled::Tree) -> Result<()> {
     Ok(())
 }
 
+/// What tests of other modules share: an alert to put in the outbox.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::event::DeviceId;
     use crate::registry::{Loan, LoanStatus};
-    use std::sync::atomic::{AtomicI64, Ordering};
 
-    fn alert(id: &str) -> Alert {
+    /// A geofence exit of vehicle V-1, an overdue loan, raised at a fixed time.
+    pub(crate) fn alert(id: &str) -> Alert {
         Alert {
             id: id.to_string(),
             kind: super::super::AlertType::GeofenceExit,
@@ -386,6 +387,13 @@ mod tests {
             details: serde_json::json!({"distance_outside_m": 1830.5}),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::alert;
+    use super::*;
+    use std::sync::atomic::{AtomicI64, Ordering};
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("hook{i}")).collect()
