@@ -68,6 +68,7 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
     metrics::counter!("lienwatch_history_pruned_total").absolute(0);
     metrics::counter!("lienwatch_history_sealed_total").absolute(0);
     metrics::counter!("lienwatch_history_upkeep_errors_total").absolute(0);
+    metrics::counter!("lienwatch_clock_steps_total").absolute(0);
     metrics::counter!("lienwatch_fixes_suspect_total", "reason" => "future").absolute(0);
     metrics::counter!("lienwatch_devices_refused_total").absolute(0);
     metrics::counter!("lienwatch_commit_failures_total").absolute(0);
@@ -158,6 +159,10 @@ fn describe() {
     describe_counter!(
         "lienwatch_history_upkeep_errors_total",
         "history sealing or pruning passes that failed (each step is tried at every pass)"
+    );
+    describe_counter!(
+        "lienwatch_clock_steps_total",
+        "steps of the host clock against the monotonic clock (set, corrected, or the host resumed)"
     );
     describe_counter!(
         "lienwatch_fixes_suspect_total",

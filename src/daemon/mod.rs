@@ -4,6 +4,7 @@
 //! `device_log_upkeep` (both started through `upkeep`, public so that benchmarks run what the
 //! daemon runs), `secrets`.
 
+mod clock_watch;
 mod delivery;
 pub mod device_log_upkeep;
 pub mod history_upkeep;
@@ -183,6 +184,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         cfg.storage.history_retention,
         shutdown.clone(),
     );
+    clock_watch::spawn(shutdown.clone());
     crate::service::spawn_watchdog(handle.clone(), shutdown.clone());
     crate::service::notify_ready();
     crate::service::notify_status("running");

@@ -2,6 +2,7 @@
 //! directory and listeners on free loopback ports, driven over real sockets.
 #![allow(dead_code)]
 
+pub mod faketime;
 pub mod jt808;
 pub mod metrics;
 pub mod mosquitto;

@@ -328,34 +328,12 @@ fn sealed_fixes_read_back_after_kills_and_a_late_fix_joins_its_sealed_bucket() {
     assert_eq!(ps[7]["lat"], serde_json::json!(22.507));
 }
 
-/// libfaketime, to run the daemon with its clock set wrong. Missing, a local run skips the
-/// test with a message; under CI (`CI=true`, and .ci/run installs it) it fails.
-fn libfaketime() -> Option<std::path::PathBuf> {
-    let found = std::fs::read_dir("/usr/lib")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
-        .chain([std::path::PathBuf::from(
-            "/usr/lib/faketime/libfaketime.so.1",
-        )])
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "libfaketime is not installed, and CI=true: the clock test cannot run"
-        );
-        eprintln!("SKIPPED: libfaketime is not installed (apt-get install faketime)");
-    }
-    found
-}
-
 /// A host clock set a year forward prunes none of the history: the retention counts from a day
 /// after the newest fix, and the daemon says the clock looks wrong. With the clock right again,
 /// the track has every fix.
 #[test]
 fn a_host_clock_set_a_year_forward_prunes_no_history() {
-    let Some(faketime) = libfaketime() else {
+    let Some(faketime) = crate::common::faketime::library() else {
         return;
     };
     let mut d = Daemon::configure(&["gt06"], "");

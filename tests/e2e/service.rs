@@ -272,3 +272,36 @@ fn metrics_move_with_traffic() {
         "connections gauge after both closed:\n{after}"
     );
 }
+
+/// A step of the host clock while the daemon runs (libfaketime's offset moved from none to
+/// 400 days, the monotonic clock left alone) is counted and logged with its size: what an
+/// operator needs to explain the silence alerts and `received_at` times that follow it.
+#[test]
+fn a_step_of_the_host_clock_is_counted_and_logged() {
+    let Some(lib) = crate::common::faketime::library() else {
+        return;
+    };
+    let mut d = Daemon::configure(&["gt06"], "");
+    let offset = d.dir.path().join("faketime-offset");
+    std::fs::write(&offset, "+0d\n").unwrap();
+    let (lib, file) = (lib.to_string_lossy(), offset.to_string_lossy());
+    d.spawn_with_env(&[
+        ("LD_PRELOAD", &lib),
+        ("FAKETIME_TIMESTAMP_FILE", &file),
+        ("FAKETIME_CACHE_DURATION", "1"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]);
+    d.wait_healthy();
+    assert_eq!(d.metric("lienwatch_clock_steps_total", &[]), 0.0);
+    std::fs::write(&offset, "+400d\n").unwrap();
+    wait_for(Duration::from_secs(30), "the step to be counted", || {
+        (d.metric("lienwatch_clock_steps_total", &[]) == 1.0).then_some(())
+    });
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("the host clock stepped"))
+        .unwrap_or_else(|| panic!("no warning in the log:\n{log}"));
+    assert!(line.contains("step_s=3456000"), "400 days: {line}");
+    assert_eq!(d.terminate(), Some(0));
+}
