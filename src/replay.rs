@@ -175,6 +175,9 @@ pub fn run_fixture(
                 ingest_outputs(&mut engine, o, t);
             }
         }
+        // As the daemon's commit does after applying what arrived: deadlines the step's input
+        // made due at once (a word from a vehicle whose `long_stay` threshold passed unheard).
+        engine.tick(t);
         if let Err(e) = engine.flush() {
             problems.push(format!("step {n}: store: {e}"));
         }

@@ -39,7 +39,8 @@ proptest! {
                 continue;
             };
             let due = due.max(f.time.add_millis(3000));
-            let th = st.on_due(&cfg, due);
+            // A heartbeat at the deadline: the vehicle is heard from there.
+            let th = st.on_due(&cfg, due, due);
             prop_assert!(th.is_some(), "a due deadline opens the episode");
             let th = th.expect("checked");
             prop_assert_eq!(st.deadline(&cfg), None);

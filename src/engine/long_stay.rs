@@ -150,22 +150,30 @@ impl Command for LongStayPlaces {
 }
 
 impl Engine {
-    /// A fix of one of the vehicle's devices (not closed: the caller checks). Ends the episode
-    /// when the vehicle left, and with it the `long_stay_unusual` reason.
+    /// An event of one of the vehicle's devices (not closed: the caller checks). A valid fix
+    /// feeds the stay, and ends the episode when the vehicle left, and with it the
+    /// `long_stay_unusual` reason. Any other word (a heartbeat, a fix without GNSS) is news that
+    /// the stay goes on: a threshold that fell due while the vehicle was not heard from is armed
+    /// again, due at once.
     pub(super) fn long_stay_on_event(
         &mut self,
         vid: &Arc<str>,
         ev: &crate::event::Event,
         received_at: Timestamp,
     ) {
-        let EventKind::Position(fix) = &ev.kind else {
-            return;
-        };
-        if !fix.position.valid {
-            return;
-        }
         let cfg = self.rules.config();
         let ls = &mut self.vrules.long_stay;
+        let fix = match &ev.kind {
+            EventKind::Position(fix) if fix.position.valid => fix,
+            _ => {
+                if let Some(st) = ls.states.get_mut(vid) {
+                    if let Some(d) = st.arm(cfg) {
+                        ls.due.set(vid.clone(), Some(d));
+                    }
+                }
+                return;
+            }
+        };
         let st = ls
             .states
             .entry(vid.clone())
@@ -198,12 +206,19 @@ impl Engine {
                 let Some(v) = self.vehicles.get(&*vid) else {
                     continue;
                 };
+                // The stay counts up to the vehicle's last word (`rules::long_stay`).
+                let heard = v
+                    .devices
+                    .iter()
+                    .filter_map(|d| self.devices.get(&d.id).map(|r| r.last_seen))
+                    .max()
+                    .unwrap_or(Timestamp::from_millis(i64::MIN));
                 let ls = &mut self.vrules.long_stay;
                 let Some(st) = ls.states.get_mut(&vid) else {
                     continue;
                 };
                 st.disarm();
-                if let Some(th) = st.on_due(cfg, now) {
+                if let Some(th) = st.on_due(cfg, now, heard) {
                     ls.unsaved.put(&vid, st);
                     ls.checks.push(check(
                         &vid,
@@ -217,7 +232,7 @@ impl Engine {
                 match st.arm(cfg) {
                     Some(d) if d > now => ls.due.set(vid.clone(), Some(d)),
                     // Due and still nothing to raise: armed again, it would fall due at this
-                    // same `now` for ever. The vehicle's next fix arms it anew.
+                    // same `now` for ever. The vehicle's next word arms it anew.
                     Some(_) => st.disarm(),
                     None => {}
                 }

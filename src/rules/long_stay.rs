@@ -6,8 +6,11 @@
 //! rule of places itself, so "a stay" means the same in both), whether its newest fix came in
 //! live, and the open episode. Pure: time comes in.
 //!
-//! - The threshold is a deadline on the clock (`since + long_stay_after`), as silence is: a parked
-//!   tracker that only sends heartbeats, or sleeps, still reaches it.
+//! - The stay counts up to the vehicle's last word, as places count a device's last stay: the
+//!   threshold is a deadline on the clock (`since + long_stay_after`), reached once one of the
+//!   vehicle's devices is heard from at or after it. A parked tracker that only sends heartbeats
+//!   reaches it at its first heartbeat past the deadline, a sleeping one at its next wake-up; a
+//!   car not heard from since is not known to have stayed (it is silent, which silence tells).
 //! - Only a stay whose newest fix arrived live (within [`LIVE_WITHIN_MS`] of its fix time) counts
 //!   up to the clock: a device uploading last week's buffered fixes builds stays it has long left,
 //!   and raises nothing until a live fix shows the vehicle still there.
@@ -267,9 +270,17 @@ impl LongStayState {
         self.armed = None;
     }
 
-    /// The deadline fell due: the episode opens (pending) and the places check it needs.
-    pub fn on_due(&mut self, cfg: &RuleConfig, now: Timestamp) -> Option<Threshold> {
-        if self.deadline(cfg)? > now {
+    /// The deadline fell due, and the vehicle was last heard from at `heard`: if that is at or
+    /// after the deadline, the episode opens (pending) and the places check it needs. Otherwise
+    /// nothing: the caller arms the deadline again at the vehicle's next word.
+    pub fn on_due(
+        &mut self,
+        cfg: &RuleConfig,
+        now: Timestamp,
+        heard: Timestamp,
+    ) -> Option<Threshold> {
+        let due = self.deadline(cfg)?;
+        if due > now || due > heard {
             return None;
         }
         let cur = self.tracker.current(now)?;
@@ -466,7 +477,7 @@ mod tests {
     }
 
     #[test]
-    fn a_parked_car_reaches_the_threshold_on_the_clock_once_per_episode() {
+    fn a_parked_car_heard_from_reaches_the_threshold_once_per_episode() {
         let c = cfg();
         let mut s = LongStayState::new(&c);
         assert_eq!(s.deadline(&c), None);
@@ -475,13 +486,31 @@ mod tests {
         // No fix after this one: the deadline is on the clock.
         let due = s.deadline(&c).unwrap();
         assert_eq!(due, Timestamp(T0 + 72 * H));
-        assert_eq!(s.on_due(&c, Timestamp(T0 + 72 * H - 1000)), None);
-        let th = s.on_due(&c, due).unwrap();
+        // Not heard from since the last fix, the car is not known to have stayed: nothing.
+        let quiet = s.clone().on_due(&c, due, Timestamp(T0 + 10 * MIN));
+        assert_eq!(quiet, None);
+        // Heard from a second before the deadline: not yet either; a heartbeat at it: due.
+        assert_eq!(
+            s.clone().on_due(&c, due, Timestamp(T0 + 72 * H - 1000)),
+            None
+        );
+        assert_eq!(
+            s.on_due(
+                &c,
+                Timestamp(T0 + 72 * H - 1000),
+                Timestamp(T0 + 72 * H - 1000)
+            ),
+            None
+        );
+        let th = s.on_due(&c, due, due).unwrap();
         assert_eq!(th.since, Timestamp(T0));
         assert!((th.lat - LOT.0).abs() < 1e-6);
         // Pending: no second deadline, no second threshold.
         assert_eq!(s.deadline(&c), None);
-        assert_eq!(s.on_due(&c, Timestamp(T0 + 100 * H)), None);
+        assert_eq!(
+            s.on_due(&c, Timestamp(T0 + 100 * H), Timestamp(T0 + 100 * H)),
+            None
+        );
         // A stale answer (another episode) raises nothing; the right one raises once.
         assert_eq!(s.resolve(Timestamp(T0 - 1), false, due), None);
         let a = s
@@ -532,12 +561,15 @@ mod tests {
         let due = s.deadline(&new).unwrap();
         assert_eq!(due, Timestamp(T0 + 30 * MIN));
         assert_eq!(
-            s.clone().on_due(&new, due),
+            s.clone().on_due(&new, due, due),
             None,
             "judged by the old stay_min"
         );
         s.reconfigure(&new);
-        assert_eq!(s.on_due(&new, due).map(|th| th.since), Some(Timestamp(T0)));
+        assert_eq!(
+            s.on_due(&new, due, due).map(|th| th.since),
+            Some(Timestamp(T0))
+        );
 
         let fine = RuleConfig {
             long_stay_after: Duration::from_secs(72 * 3600) + Duration::from_nanos(1),
@@ -547,7 +579,7 @@ mod tests {
         live(&mut s, T0, LOT);
         let due = s.deadline(&fine).unwrap();
         assert_eq!(due, Timestamp(T0 + 72 * H));
-        assert!(s.on_due(&fine, due).is_some());
+        assert!(s.on_due(&fine, due, due).is_some());
     }
 
     #[test]
@@ -556,7 +588,9 @@ mod tests {
         let mut s = LongStayState::new(&c);
         live(&mut s, T0, LOT);
         live(&mut s, T0 + H, LOT);
-        let th = s.on_due(&c, Timestamp(T0 + 73 * H)).unwrap();
+        let th = s
+            .on_due(&c, Timestamp(T0 + 73 * H), Timestamp(T0 + 73 * H))
+            .unwrap();
         s.resolve(th.since, true, Timestamp(T0 + 73 * H));
         // One GPS jump 10 km off, then back: the episode stays open.
         assert_eq!(live(&mut s, T0 + 74 * H, HOME), None);
@@ -588,11 +622,11 @@ mod tests {
             s.on_fix(&fix(T0 + i * H, LOT), Timestamp(now));
         }
         assert_eq!(s.deadline(&c), None);
-        assert_eq!(s.on_due(&c, Timestamp(now)), None);
+        assert_eq!(s.on_due(&c, Timestamp(now), Timestamp(now)), None);
         // Then a live fix at the same spot: the stay since the first fix is long past due.
         live(&mut s, now - 5000, LOT);
         assert_eq!(s.deadline(&c), Some(Timestamp(T0 + 72 * H)));
-        let th = s.on_due(&c, Timestamp(now)).unwrap();
+        let th = s.on_due(&c, Timestamp(now), Timestamp(now)).unwrap();
         assert_eq!(th.since, Timestamp(T0));
         assert_eq!(s.pending(), Some(th));
     }
