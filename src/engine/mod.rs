@@ -129,6 +129,11 @@ pub struct Engine {
     /// Every accepted fix since the last flush, staged for the history (same commit).
     history: crate::history::History,
     history_staged: crate::history::Staged,
+    /// The newest fix time among the trusted fixes seen (at start: the history's and the devices'
+    /// newest). A fix is too old for the history when it is past the retention counted from
+    /// `history::clock_reference`: with a host clock set a year forward, the fixes the trackers
+    /// date right are kept, not dropped as a year old.
+    newest_fix: Option<Timestamp>,
     /// Alerts raised since `take_alerts` was last called.
     raised: Vec<Alert>,
     /// Alerts the outbox refused (a store error), with their webhooks: the next commit writes
@@ -237,6 +242,11 @@ impl Engine {
                 dirty_risk.insert(id.clone());
             }
         }
+        let newest_fix = devices
+            .values()
+            .filter_map(|r| r.position.map(|p| p.time))
+            .chain(store.history().newest_fix()?)
+            .max();
         let alert_count = store.alerts_raised()?;
         let commands = crate::downlink::Commands::load(&store)?;
         let vrules = vehicle_rules::VehicleRules::load(&store, |id| vehicles.contains_key(id))?;
@@ -248,6 +258,7 @@ impl Engine {
             queue: queue_rows::QueueRows::default(),
             history: store.history().clone(),
             history_staged: crate::history::Staged::default(),
+            newest_fix,
             store,
             outbox,
             rules,
@@ -384,8 +395,7 @@ impl Engine {
         for k in 0..items.len().div_ceil(PREFETCH_CHUNK) {
             shapes = self.prefetch(chunk(k), shapes, chunk(k + 1), chunk(k + 2));
             for &(ev, received_at) in chunk(k) {
-                let oldest_kept = retention_ms.map(|ms| received_at.add_millis(-ms));
-                self.ingest_one(ev, received_at, max_future, oldest_kept);
+                self.ingest_one(ev, received_at, max_future, retention_ms);
             }
         }
     }
@@ -457,7 +467,7 @@ impl Engine {
         ev: &Event,
         received_at: Timestamp,
         max_future: i64,
-        oldest_kept: Option<Timestamp>,
+        retention_ms: Option<i64>,
     ) {
         self.stats.events += 1;
         // Dated beyond `ingest.max_future` (CONTRACT.md "Trust at the edges").
@@ -497,11 +507,19 @@ impl Engine {
                     protocol: ev.protocol,
                     kind: EventKind::Heartbeat { alarms: fix.alarms },
                 });
-            } else if rec.offer_position(&fix.position, received_at) {
-                self.stats.positions_stored += 1;
+            } else {
+                if rec.offer_position(&fix.position, received_at) {
+                    self.stats.positions_stored += 1;
+                }
+                if self.newest_fix.is_none_or(|t| fix.position.time > t) {
+                    self.newest_fix = Some(fix.position.time);
+                }
             }
             // Every fix goes to the history, valid or not, live or late, suspect or not
             // (CONTRACT.md "Position history"), unless it is already past the retention.
+            let oldest_kept = retention_ms.map(|ms| {
+                crate::history::clock_reference(received_at, self.newest_fix).add_millis(-ms)
+            });
             if oldest_kept.is_some_and(|t| fix.position.time >= t) {
                 let h = crate::history::HistoryFix {
                     pos: crate::store::StoredPosition::new(&fix.position, received_at),
@@ -844,4 +862,48 @@ fn alert_id(vehicle: &str, device: &DeviceId, kind: AlertType, at: Timestamp, n:
     h.update(n.to_be_bytes());
     let d = h.finalize();
     format!("lw_{}", hex::encode(&d[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{engine_with_history, live_fix};
+    use super::*;
+
+    /// With the host clock set a year forward, the fixes trackers date right are newer than
+    /// the newest fix known and go to the history; a fix older than the retention before that
+    /// fix does not. Before, every fix looked a year old on arrival and was dropped.
+    #[test]
+    fn fixes_dated_right_are_kept_while_the_host_clock_is_a_year_ahead() {
+        let day = 86_400_000;
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = Store::temporary().unwrap();
+        let mut e = engine_with_history(store.clone(), t0, Duration::from_secs(3 * 86_400));
+        e.ingest(&[live_fix("1", t0, 22.5, 114.0)], t0.add_millis(2_000));
+        e.flush().unwrap();
+        drop(e);
+        // Restarted with the host clock a year on: the newest fix comes from the store.
+        let ahead = t0.add_millis(367 * day);
+        let mut e = engine_with_history(store, ahead, Duration::from_secs(3 * 86_400));
+        e.ingest(
+            &[
+                live_fix("1", t0.add_millis(60_000), 22.5, 114.0),
+                live_fix("1", t0.add_millis(-5 * day), 22.5, 114.0),
+            ],
+            ahead,
+        );
+        e.ingest(&[live_fix("2", t0.add_millis(120_000), 22.6, 114.1)], ahead);
+        e.flush().unwrap();
+        let times = |id: &str| -> Vec<Timestamp> {
+            let mut v = Vec::new();
+            e.history()
+                .for_each(id, Timestamp::from_millis(0), ahead, |f| {
+                    v.push(f.pos.time);
+                    std::ops::ControlFlow::Continue(())
+                })
+                .unwrap();
+            v
+        };
+        assert_eq!(times("1"), [t0, t0.add_millis(60_000)]);
+        assert_eq!(times("2"), [t0.add_millis(120_000)]);
+    }
 }

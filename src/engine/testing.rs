@@ -19,6 +19,20 @@ pub(crate) fn engine_at(store: Store, t0: Timestamp) -> Engine {
     Engine::open(store, outbox, cfg, t0).unwrap()
 }
 
+/// An engine at `t0` on `store` that keeps history for `retention`.
+pub(crate) fn engine_with_history(
+    store: Store,
+    t0: Timestamp,
+    retention: std::time::Duration,
+) -> Engine {
+    let outbox = store.open_outbox(&[], Arc::new(move || t0)).unwrap();
+    let cfg = EngineConfig {
+        history_retention: Some(retention),
+        ..EngineConfig::from_config(&Default::default(), Vec::new())
+    };
+    Engine::open(store, outbox, cfg, t0).unwrap()
+}
+
 /// `PUT /v1/vehicles/{id}` with `body`.
 pub(crate) fn put_vehicle(e: &mut Engine, id: &str, body: serde_json::Value, now: Timestamp) {
     PutVehicle::from_json(id, body.to_string().as_bytes())

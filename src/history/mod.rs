@@ -183,6 +183,15 @@ fn each_device(
 /// of history.
 pub const CLOCK_AHEAD_OF_FIXES: std::time::Duration = std::time::Duration::from_secs(86_400);
 
+/// The time retentions count back from at `now`, given the newest trusted fix: `now`, but no
+/// later than [`CLOCK_AHEAD_OF_FIXES`] after that fix ([`History::clock_reference`]).
+pub fn clock_reference(now: Timestamp, newest_fix: Option<Timestamp>) -> Timestamp {
+    match newest_fix {
+        Some(newest) => now.min(newest.add(CLOCK_AHEAD_OF_FIXES)),
+        None => now,
+    }
+}
+
 /// The `meta` key of [`History::newest_fix`].
 const NEWEST_FIX: &[u8] = b"history_newest_fix";
 
@@ -612,10 +621,7 @@ impl History {
     /// otherwise delete the whole history, and every finished alert, at the next pass; the
     /// devices' own clocks say how much time has really passed.
     pub fn clock_reference(&self, now: Timestamp) -> Result<Timestamp, StoreError> {
-        Ok(match self.newest_fix()? {
-            Some(newest) => now.min(newest.add(CLOCK_AHEAD_OF_FIXES)),
-            None => now,
-        })
+        Ok(clock_reference(now, self.newest_fix()?))
     }
 
     /// What pruning at `now` removes fixes before: `retention` back from

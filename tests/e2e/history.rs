@@ -329,8 +329,8 @@ fn sealed_fixes_read_back_after_kills_and_a_late_fix_joins_its_sealed_bucket() {
 }
 
 /// A host clock set a year forward prunes none of the history: the retention counts from a day
-/// after the newest fix, and the daemon says the clock looks wrong. With the clock right again,
-/// the track has every fix.
+/// after the newest fix, and the daemon says the clock looks wrong; fixes the trackers date right
+/// meanwhile are kept. With the clock right again, the track has every fix.
 #[test]
 fn a_host_clock_set_a_year_forward_prunes_no_history() {
     let Some(faketime) = crate::common::faketime::library() else {
@@ -379,8 +379,20 @@ fn a_host_clock_set_a_year_forward_prunes_no_history() {
         all(&d).is_empty(),
         "past the retention by the host clock, hidden"
     );
+    // A fix the tracker dates right, while the host clock is wrong: kept, not dropped as a
+    // year old.
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
+    let meanwhile = now_s().max(now.add_millis(1000));
+    dev.exchange_bytes(
+        &gt06_location(9, gt06_civil(meanwhile), 22.5, 114.0),
+        &gt06_ack(0x12, 9),
+    );
+    drop(dev);
     assert_eq!(d.terminate(), Some(0));
 
     d.spawn();
+    let mut want = want;
+    want.push(meanwhile.to_string());
     assert_eq!(all(&d), want, "every fix is still there");
 }
