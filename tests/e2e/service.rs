@@ -275,13 +275,19 @@ fn metrics_move_with_traffic() {
 
 /// A step of the host clock while the daemon runs (libfaketime's offset moved from none to
 /// 400 days, the monotonic clock left alone) is counted and logged with its size: what an
-/// operator needs to explain the silence alerts and `received_at` times that follow it.
+/// operator needs to explain the silence alerts and `received_at` times that follow it. What
+/// fell due with the step (here an overdue car's silence) is raised within seconds, not at the
+/// engine's next minute.
 #[test]
 fn a_step_of_the_host_clock_is_counted_and_logged() {
     let Some(lib) = crate::common::faketime::library() else {
         return;
     };
-    let mut d = Daemon::configure(&["gt06"], "");
+    let mut d = Daemon::configure(
+        &["gt06"],
+        "[rules]
+silence_after = \"1h\"\nstartup_grace = \"0s\"\n",
+    );
     let offset = d.dir.path().join("faketime-offset");
     std::fs::write(&offset, "+0d\n").unwrap();
     let (lib, file) = (lib.to_string_lossy(), offset.to_string_lossy());
@@ -292,8 +298,28 @@ fn a_step_of_the_host_clock_is_counted_and_logged() {
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
     ]);
     d.wait_healthy();
+    let imei = "868120145233604";
+    let body = format!(
+        r#"{{"loan": {{"id": "L-1", "status": "overdue"}}, "devices": [{{"id": "{imei}"}}]}}"#
+    );
+    assert_eq!(d.api("PUT", "/v1/vehicles/V-1", Some(&body)).0, 201);
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login(imei, 1), &gt06_ack(0x01, 1));
+    drop(dev);
     assert_eq!(d.metric("lienwatch_clock_steps_total", &[]), 0.0);
+    let silent = || {
+        d.metric(
+            "lienwatch_alerts_raised_total",
+            &[("type", "silent_overdue")],
+        )
+    };
+    assert_eq!(silent(), 0.0);
     std::fs::write(&offset, "+400d\n").unwrap();
+    // The new offset is read within a second, and the alert is raised within a second of that
+    // (the engine slept up to a minute before).
+    wait_for(Duration::from_secs(10), "the silence that fell due", || {
+        (silent() == 1.0).then_some(())
+    });
     wait_for(Duration::from_secs(30), "the step to be counted", || {
         (d.metric("lienwatch_clock_steps_total", &[]) == 1.0).then_some(())
     });
