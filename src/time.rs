@@ -75,6 +75,12 @@ impl Timestamp {
         self.add_millis(d.as_millis().min(i64::MAX as u128) as i64)
     }
 
+    /// `d` before this time (a retention counted back from now), saturating.
+    #[allow(clippy::should_implement_trait)]
+    pub fn sub(self, d: std::time::Duration) -> Self {
+        self.add_millis(-(d.as_millis().min(i64::MAX as u128) as i64))
+    }
+
     /// Milliseconds from `earlier` to `self` (negative if `earlier` is later).
     pub fn since(self, earlier: Timestamp) -> i64 {
         self.0.saturating_sub(earlier.0)

@@ -5,7 +5,7 @@
 //! the blocking pool in slices, beside the engine (which only ever adds recent keys), so they
 //! never stall ingestion.
 
-use crate::history::History;
+use crate::history::{clock_reference, History, CLOCK_AHEAD_OF_FIXES};
 use crate::time::Timestamp;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -95,7 +95,7 @@ fn upkeep(h: &History, retention: Duration) -> Result<(u64, u64), crate::store::
 }
 
 /// [`upkeep`] at `now`. The cutoff is taken after sealing, which files what was logged, so
-/// that it counts the newest fixes (`History::prune_cutoff`).
+/// that it counts the newest fixes (`history::clock_reference`).
 fn upkeep_at(
     h: &History,
     retention: Duration,
@@ -104,18 +104,16 @@ fn upkeep_at(
     both(
         || seal(h, now),
         || {
-            let cutoff = h.prune_cutoff(now, retention)?;
-            if let Some(newest) = h.newest_fix()? {
-                if now > newest.add(crate::history::CLOCK_AHEAD_OF_FIXES) {
-                    tracing::warn!(
-                        newest_fix = %newest,
-                        ahead_s = (now.millis() - newest.millis()) / 1000,
-                        "the host clock is more than a day ahead of the newest fix: pruning \
-                         counts the retention from a day after that fix (is the host clock right?)"
-                    );
-                }
+            let newest = h.newest_fix()?;
+            if let Some(newest) = newest.filter(|n| now > n.add(CLOCK_AHEAD_OF_FIXES)) {
+                tracing::warn!(
+                    newest_fix = %newest,
+                    ahead_s = now.since(newest) / 1000,
+                    "the host clock is more than a day ahead of the newest fix: pruning \
+                     counts the retention from a day after that fix (is the host clock right?)"
+                );
             }
-            prune(h, cutoff)
+            prune(h, clock_reference(now, newest).sub(retention))
         },
     )
 }

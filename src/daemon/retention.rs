@@ -44,7 +44,7 @@ fn prune_pass(
     now: Timestamp,
 ) -> Result<usize, String> {
     let reference = history.clock_reference(now).map_err(|e| e.to_string())?;
-    let cutoff = reference.add_millis(-(retention.as_millis().min(i64::MAX as u128 / 2) as i64));
+    let cutoff = reference.sub(retention);
     let mut total = 0;
     loop {
         let n = outbox.prune(cutoff, SLICE).map_err(|e| e.to_string())?;

@@ -619,22 +619,10 @@ impl History {
     /// The time retentions count back from at `now`: `now`, but no later than a day after the
     /// newest filed fix ([`CLOCK_AHEAD_OF_FIXES`]). A host clock set a year forward would
     /// otherwise delete the whole history, and every finished alert, at the next pass; the
-    /// devices' own clocks say how much time has really passed.
+    /// devices' own clocks say how much time has really passed. The track hides fixes past the
+    /// retention by the host clock (`track`), so a clock set back right brings them back.
     pub fn clock_reference(&self, now: Timestamp) -> Result<Timestamp, StoreError> {
         Ok(clock_reference(now, self.newest_fix()?))
-    }
-
-    /// What pruning at `now` removes fixes before: `retention` back from
-    /// [`History::clock_reference`]. The track hides fixes past the retention by the host
-    /// clock (`track`), so a clock set back right brings them back.
-    pub fn prune_cutoff(
-        &self,
-        now: Timestamp,
-        retention: std::time::Duration,
-    ) -> Result<Timestamp, StoreError> {
-        Ok(self
-            .clock_reference(now)?
-            .add_millis(-(retention.as_millis().min(i64::MAX as u128 / 2) as i64)))
     }
 
     /// Removes every fix older than `cutoff`: whole blocks (index entries, then whole day
@@ -1201,8 +1189,9 @@ mod tests {
             let h = open_at(&db, dir.path());
             assert_eq!(h.newest_fix().unwrap(), None);
             assert_eq!(
-                h.prune_cutoff(Timestamp::from_secs(100 * day), retention)
-                    .unwrap(),
+                h.clock_reference(Timestamp::from_secs(100 * day))
+                    .unwrap()
+                    .sub(retention),
                 Timestamp::from_secs(70 * day),
                 "no fix yet: the host clock"
             );
@@ -1226,8 +1215,9 @@ mod tests {
         );
         // The host clock a year on: the cutoff is 30 days before a day after the newest fix.
         let cutoff = h
-            .prune_cutoff(Timestamp::from_secs(405 * day), retention)
-            .unwrap();
+            .clock_reference(Timestamp::from_secs(405 * day))
+            .unwrap()
+            .sub(retention);
         assert_eq!(cutoff, Timestamp::from_secs(11 * day));
         h.prune(cutoff, 1_000_000).unwrap();
         assert_eq!(times(&h, "1", 0, 41 * day), vec![40 * day]);
@@ -1235,8 +1225,9 @@ mod tests {
         // A host clock within a day of the newest fix counts from itself, as before.
         for now in [38 * day, 40 * day + 3600] {
             assert_eq!(
-                h.prune_cutoff(Timestamp::from_secs(now), retention)
-                    .unwrap(),
+                h.clock_reference(Timestamp::from_secs(now))
+                    .unwrap()
+                    .sub(retention),
                 Timestamp::from_secs(now - 30 * day)
             );
         }

@@ -16,7 +16,7 @@ pub fn run(history: &History, job: &PlacesJob, now: Timestamp) -> Result<PlacesR
     let span = job
         .retention
         .min(std::time::Duration::from_secs(job.days as u64 * 86_400));
-    let from = now.add_millis(-(span.as_millis().min(i64::MAX as u128 / 2) as i64));
+    let from = now.sub(span);
     let mut all = Vec::new();
     for d in &job.devices {
         let mut tracker = job.params.tracker();

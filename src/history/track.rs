@@ -99,7 +99,7 @@ pub fn read(
     retention: std::time::Duration,
     now: Timestamp,
 ) -> Result<Vec<HistoryFix>, crate::store::StoreError> {
-    let floor = now.add_millis(-(retention.as_millis().min(i64::MAX as u128 / 2) as i64));
+    let floor = now.sub(retention);
     let from = q.from.max(floor);
     if from >= q.to {
         return Ok(Vec::new());
