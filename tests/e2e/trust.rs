@@ -128,16 +128,22 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// How many times a stall is measured before it counts as the daemon's: a shared machine can
+/// pause a whole process now and then (the same second showed in two daemons at once), while
+/// heavy work on the ack path stalls every attempt.
+const ATTEMPTS: usize = 3;
+
 /// Times a device's acks before and while an admin request runs (on a thread of its own);
-/// asserts the request's status and that no ack waited much longer than before. Returns the
-/// request's answer.
+/// asserts the request's status (`statuses[i]` for attempt `i`: a repeated PUT replaces) and
+/// that no ack waited much longer than before, in one of up to [`ATTEMPTS`] runs of the same
+/// request. Returns the last request's answer.
 fn acks_do_not_wait_for(
     d: &Daemon,
     what: &str,
     method: &'static str,
     path: &'static str,
     body: String,
-    status: u16,
+    statuses: [u16; ATTEMPTS],
 ) -> String {
     let mut dev = d.connect("gt06");
     dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
@@ -149,42 +155,59 @@ fn acks_do_not_wait_for(
             &gt06_location(serial, t, 22.5, 114.0),
             &gt06_ack(0x12, serial),
         );
-        serial += 1;
+        serial = serial.wrapping_add(1);
         started.elapsed()
     };
-    let mut before: Vec<Duration> = (0..100).map(|_| ack(&mut dev)).collect();
-
-    let admin = d.admin;
-    let call = std::thread::spawn(move || {
+    let mut stalls = Vec::new();
+    for status in statuses {
+        let mut before: Vec<Duration> = (0..100).map(|_| ack(&mut dev)).collect();
+        let admin = d.admin;
+        let body = body.clone();
+        let call = std::thread::spawn(move || {
+            let started = Instant::now();
+            let r = http(admin, method, path, Some(&body), Some(TOKEN));
+            (r, started.elapsed())
+        });
+        let mut during = Vec::new();
+        let mut slow = Vec::new();
         let started = Instant::now();
-        let r = http(admin, method, path, Some(&body), Some(TOKEN));
-        (r, started.elapsed())
-    });
-    let mut during = Vec::new();
-    while !call.is_finished() {
-        during.push(ack(&mut dev));
+        while !call.is_finished() {
+            let at = started.elapsed();
+            let took = ack(&mut dev);
+            if took > Duration::from_millis(100) {
+                slow.push((at, took));
+            }
+            during.push(took);
+        }
+        let (r, took) = call.join().unwrap();
+        let (got, text) = r.expect("answered");
+        assert_eq!(got, status, "{}", &text[..text.len().min(300)]);
+        let (b50, b99) = (percentile(&mut before, 0.5), percentile(&mut before, 0.99));
+        let worst = during.iter().max().copied().unwrap_or_default();
+        let d99 = if during.is_empty() {
+            Duration::ZERO
+        } else {
+            percentile(&mut during, 0.99)
+        };
+        println!(
+            "ack latency: before p50 {b50:?} p99 {b99:?}; during {what} ({took:?}, {} acks) p99 {d99:?}, worst {worst:?}",
+            during.len()
+        );
+        // The contract's budget is 50 ms added; asserted loosely here, as a shared CI machine's
+        // scheduler adds noise of its own.
+        if worst < b99 + Duration::from_millis(500) {
+            return text;
+        }
+        // Where the time went: the daemon's slowest group commit says whether its own
+        // commits (apply and flush) were slow or the wait was elsewhere.
+        let slowest_commit = d.metric("lienwatch_commit_seconds", &[("quantile", "1")]);
+        println!(
+            "an ack waited {worst:?} (p99 before {b99:?}); acks over 100 ms (offset, wait): {slow:?}; \
+             slowest commit {slowest_commit:.3} s"
+        );
+        stalls.push(worst);
     }
-    let (r, took) = call.join().unwrap();
-    let (got, text) = r.expect("answered");
-    assert_eq!(got, status, "{}", &text[..text.len().min(300)]);
-    let (b50, b99) = (percentile(&mut before, 0.5), percentile(&mut before, 0.99));
-    let worst = during.iter().max().copied().unwrap_or_default();
-    let d99 = if during.is_empty() {
-        Duration::ZERO
-    } else {
-        percentile(&mut during, 0.99)
-    };
-    println!(
-        "ack latency: before p50 {b50:?} p99 {b99:?}; during {what} ({took:?}, {} acks) p99 {d99:?}, worst {worst:?}",
-        during.len()
-    );
-    // The contract's budget is 50 ms added; asserted loosely here, as a shared CI machine's
-    // scheduler adds noise of its own.
-    assert!(
-        worst < b99 + Duration::from_millis(500),
-        "an ack waited {worst:?} during {what} (p99 before: {b99:?})"
-    );
-    text
+    panic!("an ack waited {stalls:?} during {what}, in each of {ATTEMPTS} attempts");
 }
 
 #[test]
@@ -198,7 +221,7 @@ fn a_12_mb_fence_put_does_not_stall_device_acks() {
         "PUT",
         "/v1/vehicles/V-BIG",
         body,
-        201,
+        [201, 200, 200],
     );
 }
 
@@ -219,7 +242,14 @@ fn a_bulk_zone_import_does_not_stall_device_acks() {
         })
         .collect();
     let body = json!({"type": "FeatureCollection", "features": features}).to_string();
-    let text = acks_do_not_wait_for(&d, "a 30,000-zone import", "POST", "/v1/zones", body, 200);
+    let text = acks_do_not_wait_for(
+        &d,
+        "a 30,000-zone import",
+        "POST",
+        "/v1/zones",
+        body,
+        [200; ATTEMPTS],
+    );
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["upserted"], n);
     // The zones are there, through the engine, and from the store after a kill -9 right
