@@ -154,6 +154,9 @@ struct Inner {
     entries: RwLock<VecDeque<Arc<Entry>>>,
     /// How far each part has filed (durably, in sled).
     filed: [AtomicU64; 2],
+    /// sled's blob files, synced with each pass's flush before records go (`blob_sync`): a
+    /// run of fixes filed into a large page must be on disk before the journal drops it.
+    blobs: std::sync::OnceLock<Arc<super::blob_sync::BlobSync>>,
     _temporary: Option<tempfile::TempDir>,
 }
 
@@ -419,6 +422,7 @@ impl Journal {
                 }),
                 entries: RwLock::new(entries),
                 filed: [AtomicU64::new(filed[0]), AtomicU64::new(filed[1])],
+                blobs: std::sync::OnceLock::new(),
                 _temporary: temporary,
             }),
         };
@@ -596,7 +600,15 @@ impl Journal {
     ) -> Result<(), StoreError> {
         meta.insert(part.filed_key(), &seq.to_be_bytes())?;
         db.flush()?;
+        if let Some(b) = self.inner.blobs.get() {
+            b.sync_new()?;
+        }
         self.filed(part, seq)
+    }
+
+    /// The blob files of the database the passes file into, to sync before records go.
+    pub(super) fn sync_blobs_of(&self, blobs: Arc<super::blob_sync::BlobSync>) {
+        let _ = self.inner.blobs.set(blobs);
     }
 
     /// `part` has filed every record up to `seq`, durably: records whose parts are all filed

@@ -4,6 +4,7 @@
 //! readers (the admin API) read the trees directly, since sled is safe to share between threads.
 //! Values are postcard-encoded; keys are the raw id bytes.
 
+mod blob_sync;
 mod device_log;
 pub mod journal;
 
@@ -346,6 +347,9 @@ pub struct Store {
     stays: sled::Tree,
     bound: sled::Tree,
     held: sled::Tree,
+    /// Syncs the files sled keeps large pages in, which its flush does not (`blob_sync`); none
+    /// for a temporary store.
+    blobs: Option<std::sync::Arc<blob_sync::BlobSync>>,
 }
 
 const ALERTS_RAISED: &str = "alerts_raised";
@@ -363,7 +367,11 @@ impl Store {
         let meta = db.open_tree("meta")?;
         let journal =
             journal::Journal::open(&path.join("journal"), journal::filed_through(&meta)?)?;
-        Self::from_db(db, journal, path.join("history"), None)
+        let blobs = std::sync::Arc::new(blob_sync::BlobSync::new(path));
+        journal.sync_blobs_of(blobs.clone());
+        let mut store = Self::from_db(db, journal, path.join("history"), None)?;
+        store.blobs = Some(blobs);
+        Ok(store)
     }
 
     /// A throwaway database for `replay` and tests.
@@ -407,6 +415,7 @@ impl Store {
             bound: db.open_tree("bound")?,
             held: db.open_tree("held")?,
             db,
+            blobs: None,
         })
     }
 
@@ -624,6 +633,7 @@ impl Store {
         ZoneWriter {
             db: self.db.clone(),
             zones: self.zones.clone(),
+            blobs: self.blobs.clone(),
         }
     }
 
@@ -777,6 +787,7 @@ impl Store {
     /// raised: the device's resend would then look old to the engine.
     pub fn flush(&self) -> Result<usize, StoreError> {
         let n = self.db.flush()?;
+        sync_blobs(&self.blobs)?;
         self.journal.commit()?;
         Ok(n)
     }
@@ -791,6 +802,15 @@ impl Store {
 pub struct ZoneWriter {
     db: sled::Db,
     zones: sled::Tree,
+    blobs: Option<std::sync::Arc<blob_sync::BlobSync>>,
+}
+
+/// After sled's flush: its blob files too (`blob_sync`).
+fn sync_blobs(blobs: &Option<std::sync::Arc<blob_sync::BlobSync>>) -> Result<(), StoreError> {
+    match blobs {
+        Some(b) => b.sync_new().map(|_| ()),
+        None => Ok(()),
+    }
 }
 
 /// Zones per slice: about 150 KB of sled's log, a few milliseconds of its flush.
@@ -815,6 +835,7 @@ impl ZoneWriter {
             }
             self.zones.apply_batch(batch)?;
             self.db.flush()?;
+            sync_blobs(&self.blobs)?;
             *written += n;
         }
         Ok(())

@@ -114,12 +114,26 @@ impl Daemon {
     /// Starts `lienwatch run` with exactly these service-manager variables (inherited ones are
     /// removed, so a test never talks to a real service manager), without waiting.
     pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
+        self.spawn_under(&[], env);
+    }
+
+    /// As [`Daemon::spawn_with_env`], run by `wrapper` (a program and its arguments, given the
+    /// daemon's command line after them), which is then the child this harness holds.
+    pub fn spawn_under(&mut self, wrapper: &[&str], env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lienwatch"));
+        let bin = env!("CARGO_BIN_EXE_lienwatch");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config)
