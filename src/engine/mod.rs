@@ -322,6 +322,11 @@ impl Engine {
         self.registered.clone()
     }
 
+    /// What syncs the store's blob files before an admin write is answered (`engine::thread`).
+    pub fn blobs(&self) -> Option<std::sync::Arc<crate::store::BlobSync>> {
+        self.store.blobs()
+    }
+
     /// The position history (read-only here: `replay` answers track queries from it).
     pub fn history(&self) -> &crate::history::History {
         &self.history

@@ -173,6 +173,93 @@ fn places_worker(
 
 const MAX_BATCH: usize = 4096;
 
+/// Answers commands once sled's blob files are synced too (`store::blob_sync`), on a thread of
+/// its own: a command that wrote a large fence waits for its file's sync, the devices whose
+/// replies the same commit covers do not (their records are never in a blob file).
+struct BlobSyncer {
+    tx: Option<flume::Sender<Vec<Completion>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    blobs: Option<std::sync::Arc<crate::store::BlobSync>>,
+}
+
+impl BlobSyncer {
+    fn start(blobs: Option<std::sync::Arc<crate::store::BlobSync>>) -> BlobSyncer {
+        let mut syncer = BlobSyncer {
+            tx: None,
+            thread: None,
+            blobs,
+        };
+        if let Some(b) = syncer.blobs.clone() {
+            let (tx, rx) = flume::unbounded::<Vec<Completion>>();
+            let spawned = std::thread::Builder::new()
+                .name("lienwatch-blobs".into())
+                .spawn(move || {
+                    while let Ok(first) = rx.recv() {
+                        // Whatever waits by now shares one sync.
+                        let waiting: Vec<_> = std::iter::once(first).chain(rx.try_iter()).collect();
+                        let synced = b.sync_new().map(|_| ());
+                        if let Err(e) = &synced {
+                            tracing::error!(error = %e, "syncing the store's blob files failed; the admin writes waiting for it are not acknowledged");
+                            metrics::counter!("lienwatch_commit_failures_total").increment(1);
+                        }
+                        for c in waiting.into_iter().flatten() {
+                            c(synced.as_ref().map(|_| ()));
+                        }
+                    }
+                });
+            match spawned {
+                Ok(jh) => {
+                    syncer.tx = Some(tx);
+                    syncer.thread = Some(jh);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no blob sync thread; commands sync on the engine thread")
+                }
+            }
+        }
+        syncer
+    }
+
+    /// Answers `completions` after a commit that succeeded (`flushed`), or at once with its error.
+    fn complete(&self, completions: Vec<Completion>, flushed: Result<(), &StoreError>) {
+        if completions.is_empty() {
+            return;
+        }
+        let completions = match (flushed, &self.tx) {
+            (Err(e), _) => {
+                for c in completions {
+                    c(Err(e));
+                }
+                return;
+            }
+            (Ok(()), Some(tx)) => match tx.send(completions) {
+                Ok(()) => return,
+                Err(flume::SendError(back)) => back,
+            },
+            (Ok(()), None) => completions,
+        };
+        let synced = self.sync_here();
+        for c in completions {
+            c(synced.as_ref().map(|_| ()));
+        }
+    }
+
+    /// Syncs on the calling thread (no syncer thread, or the last flush).
+    fn sync_here(&self) -> Result<(), StoreError> {
+        self.blobs
+            .as_ref()
+            .map_or(Ok(()), |b| b.sync_new().map(|_| ()))
+    }
+
+    /// Answers what waits, and stops the thread.
+    fn stop(&mut self) {
+        self.tx = None;
+        if let Some(jh) = self.thread.take() {
+            let _ = jh.join();
+        }
+    }
+}
+
 /// The longest the engine sleeps before it reads the host clock again (CONTRACT.md: an alert is
 /// raised within 1 s of its event).
 const MAX_WAIT_MS: u64 = 1_000;
@@ -202,6 +289,7 @@ fn run(
     let mut batch: Vec<Msg> = Vec::with_capacity(256);
     let mut arrivals: Vec<(Vec<Event>, Timestamp)> = Vec::with_capacity(256);
     let commit_window = engine.cfg.commit_window;
+    let mut syncer = BlobSyncer::start(engine.blobs());
     let mut stopping = None;
     loop {
         // Sleep until a message arrives or a deadline falls due.
@@ -294,9 +382,7 @@ fn run(
             };
             let _ = d.send((outcome, events));
         }
-        for c in completions {
-            c(result.as_ref().map(|_| ()));
-        }
+        syncer.complete(completions, result.as_ref().map(|_| ()));
         if let Some(done) = shutdown {
             stopping = Some(done);
             break;
@@ -304,7 +390,11 @@ fn run(
     }
     // Last flush on the way out: anything applied is made durable, and the engine's store and
     // the places worker are let go before the shutdown is answered.
-    let last = engine.flush().map_err(|e| e.to_string());
+    let last = engine
+        .flush()
+        .and_then(|()| syncer.sync_here())
+        .map_err(|e| e.to_string());
+    syncer.stop();
     if let Err(e) = &last {
         tracing::error!(error = %e, "final flush failed");
     }

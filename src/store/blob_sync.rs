@@ -7,6 +7,10 @@
 //! answered 201 is gone. A kill -9 loses nothing either way (the page cache survives it), so
 //! only a power cut shows this.
 //!
+//! Who: the engine's blob thread before it answers a command (`engine::thread`: device replies
+//! do not wait, as no record they cover is that large), the zone import's writer, and each
+//! background pass before the journal drops what it filed.
+//!
 //! How: after sled's flush, every blob file not yet synced is synced, then the folder (for the
 //! new names). A blob file is written once, in one call, by the thread that wrote the page, so
 //! a file whose last write is a second old is complete: synced then, it is never synced again.

@@ -5,6 +5,7 @@
 //! Values are postcard-encoded; keys are the raw id bytes.
 
 mod blob_sync;
+pub use blob_sync::BlobSync;
 mod device_log;
 pub mod journal;
 
@@ -785,11 +786,21 @@ impl Store {
     /// commit's alerts and rule states and loses only its positions, never acknowledged, which
     /// the device sends again. The other order could keep a position and lose the alert it
     /// raised: the device's resend would then look old to the engine.
+    ///
+    /// sled's blob files are not synced here: no record a device's acknowledgement covers is
+    /// large enough to be kept in one (rule states, alerts and the like are far below a 128 KiB
+    /// page of 17 records; device records and fixes go to the journal). What can be, a large
+    /// fence or zone, is an admin write, whose answer waits for [`Store::blobs`] to sync them
+    /// off the engine thread, so that a 12 MB fence's sync never holds device replies.
     pub fn flush(&self) -> Result<usize, StoreError> {
         let n = self.db.flush()?;
-        sync_blobs(&self.blobs)?;
         self.journal.commit()?;
         Ok(n)
+    }
+
+    /// What syncs sled's blob files (`blob_sync`); none for a temporary store.
+    pub fn blobs(&self) -> Option<std::sync::Arc<BlobSync>> {
+        self.blobs.clone()
     }
 }
 
