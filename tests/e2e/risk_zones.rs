@@ -355,3 +355,70 @@ fn check_config_names_bad_part_two_rule_keys() {
     assert_eq!(code, Some(2));
     assert!(err.contains("risk.points.long_stay_unusual"), "{err}");
 }
+
+/// Sends a request's head and the first `sent` bytes of its body; the connection closes, with
+/// the answer unread, when the returned stream is dropped.
+fn send_part(d: &Daemon, method: &str, path: &str, body: &str, sent: usize) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(d.admin).expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n",
+        d.admin,
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("head");
+    s.write_all(&body.as_bytes()[..sent]).expect("body");
+    s
+}
+
+/// A client gone mid-request: a zone PUT cut short changes nothing; an import abandoned while
+/// its zones are being written goes to its end (`admin::zones`: a zone change, once started,
+/// is not dropped with its request), and all of it is in force in the engine and on disk, after
+/// a kill -9 too, never a part written but not indexed.
+#[test]
+fn a_client_that_hangs_up_mid_request_leaves_zones_whole() {
+    let mut d = Daemon::start(&["gt06"], "");
+    let body = pawnshop("45m");
+    drop(send_part(
+        &d,
+        "PUT",
+        "/v1/zones/Z-HALF",
+        &body,
+        body.len() / 2,
+    ));
+    let (s, v) = d.api("PUT", "/v1/zones/Z-KEEP", Some(&body));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(d.api("GET", "/v1/zones/Z-HALF", None).0, 404);
+
+    // sled's log grows as the import's slices are written: hang up once a few megabytes of
+    // its 30,000 zones are in, well before the end.
+    let log = d.dir.path().join("data").join("db");
+    let size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    let n = 30_000;
+    let features: Vec<serde_json::Value> = (0..n).map(square_feature).collect();
+    let fc = json!({"type": "FeatureCollection", "features": features}).to_string();
+    let client = send_part(&d, "POST", "/v1/zones", &fc, fc.len());
+    wait_for(
+        Duration::from_secs(60),
+        "the import's first slices on disk",
+        || (size() > before + (2 << 20)).then_some(()),
+    );
+    drop(client);
+    let all = |d: &Daemon| {
+        let (s, v) = d.api("GET", "/v1/zones", None);
+        assert_eq!(s, 200, "{v}");
+        v["zones"].as_array().map(Vec::len).unwrap_or(0)
+    };
+    // Z-KEEP and every zone of the import.
+    wait_for(
+        Duration::from_secs(60),
+        "the abandoned import in force",
+        || (all(&d) == n + 1).then_some(()),
+    );
+    d.kill9();
+    d.spawn();
+    assert_eq!(all(&d), n + 1);
+    assert_eq!(d.api("GET", "/v1/zones/Z-HALF", None).0, 404);
+}
