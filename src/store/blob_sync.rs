@@ -11,13 +11,14 @@
 //! do not wait, as no record they cover is that large), the zone import's writer, and each
 //! background pass before the journal drops what it filed.
 //!
-//! How: after sled's flush, every blob file not yet synced is synced, then the folder (for the
-//! new names). A blob is written once, by the thread that wrote its page, as `[crc32][kind]
-//! [page]` (sled's `blob_io`), and never changed: one whose checksum holds is complete, and once
-//! synced it is never synced again. One that does not hold yet may still be being written by
-//! another thread, and is synced again at each call until it does. The folder's modification
-//! time, once a second old with every file in it synced, lets a call with no new blob skip the
-//! folder with one `stat`.
+//! How: after sled's flush, every blob file not yet done is checked, synced, and then the
+//! folder (for the new names). A blob is written once, by the thread that wrote its page, as
+//! `[crc32][kind][page]` (sled's `blob_io`), and never changed: one whose checksum holds is
+//! complete, so synced after that check it is durable whole and never synced again. One whose
+//! checksum does not hold yet may still be being written by another thread: it is synced at
+//! each call until it holds. A name counts as done only once the folder's sync has succeeded.
+//! The folder is listed at every call: it holds one file per large page, and the calls come
+//! per command, per background pass and per import slice, never per device reply.
 
 use super::StoreError;
 use std::collections::HashSet;
@@ -26,11 +27,6 @@ use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
-
-/// How old the folder's last change must be before its time is trusted to show the next one:
-/// file times move in coarse ticks (a few milliseconds).
-const SETTLED: Duration = Duration::from_secs(1);
 
 /// sled's blob checksum: CRC-32 (IEEE, as `crc32fast`) of the kind byte and the page, stored
 /// little-endian in the first four bytes.
@@ -43,10 +39,8 @@ pub struct BlobSync {
 
 #[derive(Default)]
 struct State {
-    /// Blob files synced once complete.
+    /// Blob files synced once complete, with the folder synced after them.
     synced: HashSet<OsString>,
-    /// The folder's modification time when it last held nothing to sync, and was settled.
-    quiet: Option<SystemTime>,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
@@ -68,10 +62,6 @@ fn complete(file: &mut File) -> std::io::Result<bool> {
     })
 }
 
-fn settled(t: SystemTime, now: SystemTime) -> bool {
-    now.duration_since(t).is_ok_and(|age| age >= SETTLED)
-}
-
 impl BlobSync {
     /// For the sled database in `db_dir`.
     pub fn new(db_dir: &Path) -> BlobSync {
@@ -81,24 +71,20 @@ impl BlobSync {
         }
     }
 
-    /// Syncs the blob files written since the last call (and any still settling); call after
-    /// sled's flush, before answering for what it flushed. Returns how many files it synced.
+    /// Syncs the blob files written since the last call (and any still being written); call
+    /// after sled's flush, before answering for what it flushed. Returns how many files it
+    /// synced.
     pub fn sync_new(&self) -> Result<usize, StoreError> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let dir_time = match std::fs::metadata(&self.dir).and_then(|m| m.modified()) {
-            Ok(t) => t,
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
             // sled makes the folder when it opens; nothing to sync without it.
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(io("stat", &self.dir, e)),
+            Err(e) => return Err(io("list", &self.dir, e)),
         };
-        if st.quiet == Some(dir_time) {
-            return Ok(0);
-        }
-        let now = SystemTime::now();
         let mut present = HashSet::new();
+        let mut done = Vec::new();
         let mut synced = 0;
-        let mut settling = false;
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| io("list", &self.dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| io("list", &self.dir, e))?;
             let name = entry.file_name();
@@ -110,13 +96,12 @@ impl BlobSync {
                     Err(e) if e.kind() == ErrorKind::NotFound => continue,
                     Err(e) => return Err(io("open", &path, e)),
                 };
+                // Checked before the sync: complete then is complete in what the sync wrote.
+                let whole = complete(&mut file).map_err(|e| io("read", &path, e))?;
                 file.sync_all().map_err(|e| io("sync", &path, e))?;
                 synced += 1;
-                // Read after the sync: complete now means complete in what was synced.
-                if complete(&mut file).map_err(|e| io("read", &path, e))? {
-                    st.synced.insert(name.clone());
-                } else {
-                    settling = true;
+                if whole {
+                    done.push(name.clone());
                 }
             }
             present.insert(name);
@@ -127,7 +112,7 @@ impl BlobSync {
                 .map_err(|e| io("sync", &self.dir, e))?;
         }
         st.synced.retain(|n| present.contains(n));
-        st.quiet = (!settling && settled(dir_time, now)).then_some(dir_time);
+        st.synced.extend(done);
         Ok(synced)
     }
 }
@@ -145,14 +130,8 @@ mod tests {
         out
     }
 
-    fn backdate(path: &Path, by: Duration) {
-        File::open(path)
-            .and_then(|f| f.set_modified(SystemTime::now() - by))
-            .expect("set time");
-    }
-
     #[test]
-    fn complete_blobs_are_synced_once_partial_ones_until_complete_and_a_quiet_folder_is_a_stat() {
+    fn complete_blobs_are_synced_once_and_partial_ones_until_complete() {
         let tmp = tempfile::tempdir().unwrap();
         let s = BlobSync::new(tmp.path());
         // No folder yet: nothing to do.
@@ -169,11 +148,7 @@ mod tests {
         std::fs::write(dir.join("200"), &whole).unwrap();
         assert_eq!(s.sync_new().unwrap(), 1);
         assert_eq!(s.sync_new().unwrap(), 0);
-        // Everything synced and the folder's time settled: it is not listed again.
-        backdate(&dir, Duration::from_secs(5));
-        assert_eq!(s.sync_new().unwrap(), 0);
-        assert!(s.state.lock().unwrap().quiet.is_some());
-        // A new blob moves the folder's time and is found.
+        // A new blob is found.
         std::fs::write(dir.join("300"), blob(b"newer")).unwrap();
         assert_eq!(s.sync_new().unwrap(), 1);
         // A removed blob is forgotten.
