@@ -13,6 +13,11 @@ pub trait Command: Send + 'static {
     /// What the command answers once its writes are on disk.
     type Output: Send + 'static;
 
+    /// Whether the answer waits for sled's blob files to be synced too (`store::blob_sync`):
+    /// anything that may write does. A read or a ping does not, so that it is answered, and the
+    /// watchdog fed, even while that sync fails.
+    const WRITES: bool = true;
+
     /// Validates against the engine's state and applies. A command that fails changes nothing.
     fn apply(self, engine: &mut Engine, now: Timestamp) -> Result<Self::Output, EngineError>;
 }

@@ -246,6 +246,7 @@ impl GetCommand {
 
 impl Command for GetCommand {
     type Output = CommandView;
+    const WRITES: bool = false;
 
     fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<CommandView, EngineError> {
         e.commands
@@ -276,6 +277,7 @@ impl ListDeviceCommands {
 
 impl Command for ListDeviceCommands {
     type Output = CommandList;
+    const WRITES: bool = false;
 
     fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<CommandList, EngineError> {
         if !e.devices.contains_key(&self.device) {

@@ -12,6 +12,7 @@ pub struct Ping;
 
 impl Command for Ping {
     type Output = ();
+    const WRITES: bool = false;
 
     fn apply(self, _e: &mut Engine, _now: Timestamp) -> Result<(), EngineError> {
         Ok(())
@@ -38,6 +39,7 @@ pub struct GetStats;
 
 impl Command for GetStats {
     type Output = super::Stats;
+    const WRITES: bool = false;
 
     fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<super::Stats, EngineError> {
         Ok(e.stats)

@@ -26,6 +26,7 @@ impl GetDevice {
 
 impl Command for GetDevice {
     type Output = DeviceView;
+    const WRITES: bool = false;
 
     fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<DeviceView, EngineError> {
         let rec = e

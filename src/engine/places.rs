@@ -54,6 +54,7 @@ impl PlacesInputs {
 
 impl Command for PlacesInputs {
     type Output = PlacesJob;
+    const WRITES: bool = false;
 
     fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<PlacesJob, EngineError> {
         let v = e

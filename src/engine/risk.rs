@@ -363,6 +363,7 @@ impl RiskQueue {
 
 impl Command for RiskQueue {
     type Output = VehiclePage;
+    const WRITES: bool = false;
 
     /// Scored at `now`, so a reason that expired a second ago no longer counts. Scans the dense
     /// rows (`queue_rows`), allocates nothing per vehicle, and works in two passes: first every

@@ -15,7 +15,23 @@ use tokio::sync::oneshot;
 /// Called after the commit that covers a command: sends its answer, or the store's error.
 type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 /// A command bound to its answer channel, type-erased for the queue.
-type Job = Box<dyn FnOnce(&mut Engine, Timestamp) -> Completion + Send>;
+type Job = Box<dyn FnOnce(&mut Engine, Timestamp) -> Answer + Send>;
+
+/// A command's completion, and whether it waits for sled's blob files (`Command::WRITES`).
+struct Answer {
+    complete: Completion,
+    after_blobs: bool,
+}
+
+impl Answer {
+    /// For what answers nobody (a notification, a places check's result).
+    fn none() -> Answer {
+        Answer {
+            complete: Box::new(|_| {}),
+            after_blobs: false,
+        }
+    }
+}
 
 enum Msg {
     Ingest {
@@ -69,14 +85,17 @@ impl EngineHandle {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |engine, now| {
             let result = cmd.apply(engine, now);
-            Box::new(move |flushed: Result<(), &StoreError>| {
-                let answer = match (result, flushed) {
-                    (Ok(v), Ok(())) => Ok(v),
-                    (Ok(_), Err(e)) => Err(EngineError::Store(e.to_string())),
-                    (Err(e), _) => Err(e),
-                };
-                let _ = tx.send(answer);
-            })
+            Answer {
+                complete: Box::new(move |flushed: Result<(), &StoreError>| {
+                    let answer = match (result, flushed) {
+                        (Ok(v), Ok(())) => Ok(v),
+                        (Ok(_), Err(e)) => Err(EngineError::Store(e.to_string())),
+                        (Err(e), _) => Err(e),
+                    };
+                    let _ = tx.send(answer);
+                }),
+                after_blobs: C::WRITES,
+            }
         });
         self.tx
             .send_async(Msg::Command(job))
@@ -92,7 +111,7 @@ impl EngineHandle {
             if let Err(e) = cmd.apply(engine, now) {
                 tracing::debug!(error = %e, "notification not applied");
             }
-            Box::new(|_| {})
+            Answer::none()
         });
         let _ = self.tx.send_async(Msg::Command(job)).await;
     }
@@ -163,7 +182,7 @@ fn places_worker(
             if let Err(e) = answer.apply(engine, now) {
                 tracing::warn!(error = %e, "long_stay answer not applied");
             }
-            Box::new(|_| {})
+            Answer::none()
         });
         if tx.send(Msg::Command(job)).is_err() {
             return;
@@ -220,26 +239,28 @@ impl BlobSyncer {
         syncer
     }
 
-    /// Answers `completions` after a commit that succeeded (`flushed`), or at once with its error.
-    fn complete(&self, completions: Vec<Completion>, flushed: Result<(), &StoreError>) {
-        if completions.is_empty() {
+    /// Answers a commit's commands: at once with its error if it failed, else reads at once and
+    /// writes once the blob files are synced.
+    fn complete(&self, answers: Vec<Answer>, flushed: Result<(), &StoreError>) {
+        let mut writes = Vec::new();
+        for a in answers {
+            match flushed {
+                Ok(()) if a.after_blobs => writes.push(a.complete),
+                _ => (a.complete)(flushed),
+            }
+        }
+        if writes.is_empty() {
             return;
         }
-        let completions = match (flushed, &self.tx) {
-            (Err(e), _) => {
-                for c in completions {
-                    c(Err(e));
-                }
-                return;
-            }
-            (Ok(()), Some(tx)) => match tx.send(completions) {
+        let writes = match &self.tx {
+            Some(tx) => match tx.send(writes) {
                 Ok(()) => return,
                 Err(flume::SendError(back)) => back,
             },
-            (Ok(()), None) => completions,
+            None => writes,
         };
         let synced = self.sync_here();
-        for c in completions {
+        for c in writes {
             c(synced.as_ref().map(|_| ()));
         }
     }
@@ -255,7 +276,11 @@ impl BlobSyncer {
     fn stop(&mut self) {
         self.tx = None;
         if let Some(jh) = self.thread.take() {
-            let _ = jh.join();
+            if jh.join().is_err() {
+                tracing::error!(
+                    "the blob sync thread panicked; the commands it held were not answered"
+                );
+            }
         }
     }
 }

@@ -102,6 +102,7 @@ pub struct GetVehicle {
 
 impl Command for GetVehicle {
     type Output = VehicleView;
+    const WRITES: bool = false;
 
     fn apply(self, e: &mut Engine, now: Timestamp) -> Result<VehicleView, EngineError> {
         e.vehicle_view(&self.id, now)

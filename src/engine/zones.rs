@@ -106,6 +106,7 @@ pub struct GetZone {
 
 impl Command for GetZone {
     type Output = ZoneView;
+    const WRITES: bool = false;
 
     fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<ZoneView, EngineError> {
         e.vrules
@@ -142,6 +143,7 @@ pub struct ListZones {
 
 impl Command for ListZones {
     type Output = ZoneList;
+    const WRITES: bool = false;
 
     fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<ZoneList, EngineError> {
         let zones = e.vrules.zones.list(self.kind.as_deref());
