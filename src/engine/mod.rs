@@ -182,7 +182,7 @@ impl Engine {
         let mut map = FastMap::default();
         for kv in store.all_vehicles() {
             let (id, body) = kv?;
-            let vehicle = Vehicle::from_json(&id, &body)
+            let vehicle = Vehicle::from_stored(&id, &body)
                 .map_err(|e| corrupt("vehicles", format!("{id}: {e}")))?;
             let shared: Arc<str> = Arc::from(id.as_str());
             for d in &vehicle.devices {

@@ -47,7 +47,7 @@ impl VehicleRules {
         let mut zs = Vec::new();
         for kv in store.all_zones() {
             let (id, body) = kv?;
-            let z = Zone::from_json(&id, &body).map_err(|e| super::corrupt("zones", e))?;
+            let z = Zone::from_stored(&id, &body).map_err(|e| super::corrupt("zones", e))?;
             zs.push(z);
         }
         let mut states = FastMap::default();

@@ -72,6 +72,30 @@ pub enum RegistryError {
     ZeroSilenceAfter(usize),
     #[error("geofence: {0}")]
     Geofence(#[from] GeofenceError),
+    #[error("{field}: at most {max} characters")]
+    TooLong { field: String, max: usize },
+    #[error("devices: at most {MAX_DEVICES} devices on a vehicle")]
+    TooManyDevices,
+}
+
+/// Longest `vin`, `plate` and loan id (device ids are 1 to 32 digits). Every alert carries
+/// them, and a device's reply waits only for what sled keeps inline: a page of records this
+/// small never reaches the 128 KiB that sled writes to a file of its own (`store::blob_sync`).
+/// A VIN has 17 characters.
+pub const MAX_FIELD: usize = 128;
+/// Most devices on one vehicle: its rule state keeps recent fixes per device and a state per
+/// pair, so this bounds its size (for the same reason). A car carries one to three.
+pub const MAX_DEVICES: usize = 16;
+
+/// `field` is at most [`MAX_FIELD`] characters.
+fn check_len(field: &str, value: &str) -> Result<(), RegistryError> {
+    if value.chars().count() > MAX_FIELD {
+        return Err(RegistryError::TooLong {
+            field: field.to_string(),
+            max: MAX_FIELD,
+        });
+    }
+    Ok(())
 }
 
 /// One device bound to a vehicle.
@@ -181,6 +205,12 @@ impl Vehicle {
 
     /// Parses and validates a `PUT /v1/vehicles/{id}` body. Nothing is stored on error.
     pub fn from_json(id: &str, body: &[u8]) -> Result<Vehicle, RegistryError> {
+        Self::from_stored(id, body)?.within_limits()
+    }
+
+    /// A vehicle as stored (the same body as the API's), without the API's limits: one kept
+    /// before a limit still loads.
+    pub fn from_stored(id: &str, body: &[u8]) -> Result<Vehicle, RegistryError> {
         if !Self::is_valid_id(id) {
             return Err(RegistryError::BadVehicleId);
         }
@@ -189,6 +219,17 @@ impl Vehicle {
         let mut v = raw.validate()?;
         v.id = id.to_owned();
         Ok(v)
+    }
+
+    /// [`MAX_FIELD`] and [`MAX_DEVICES`], checked on what the API takes.
+    fn within_limits(self) -> Result<Vehicle, RegistryError> {
+        if self.devices.len() > MAX_DEVICES {
+            return Err(RegistryError::TooManyDevices);
+        }
+        check_len("vin", self.vin.as_deref().unwrap_or_default())?;
+        check_len("plate", self.plate.as_deref().unwrap_or_default())?;
+        check_len("loan.id", &self.loan.id)?;
+        Ok(self)
     }
 
     /// The body as stored: the same shape as the API body, with the geofence copied as text
@@ -629,5 +670,41 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&stored).unwrap(),
             v.to_json()
         );
+    }
+
+    /// The API's limits keep every alert record small (`store::blob_sync`); a vehicle stored
+    /// before them still loads.
+    #[test]
+    fn long_fields_and_too_many_devices_are_refused_by_the_api_but_load_from_the_store() {
+        let long = "X".repeat(MAX_FIELD + 1);
+        let with = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut b: serde_json::Value = serde_json::from_slice(&body(json!(null))).unwrap();
+            b.as_object_mut().unwrap().remove("geofence");
+            f(&mut b);
+            serde_json::to_vec(&b).unwrap()
+        };
+        for (field, b) in [
+            ("vin", with(&|b| b["vin"] = json!(long))),
+            ("plate", with(&|b| b["plate"] = json!(long))),
+            ("loan.id", with(&|b| b["loan"]["id"] = json!(long))),
+        ] {
+            let e = Vehicle::from_json("V-1", &b).unwrap_err().to_string();
+            assert_eq!(e, format!("{field}: at most {MAX_FIELD} characters"));
+            assert!(Vehicle::from_stored("V-1", &b).is_ok(), "{field}");
+        }
+        // Exactly at the limit is fine, counted in characters, not bytes.
+        let ok = with(&|b| b["plate"] = json!("粤".repeat(MAX_FIELD)));
+        assert!(Vehicle::from_json("V-1", &ok).is_ok());
+        let many = with(&|b| {
+            b["devices"] = json!((0..=MAX_DEVICES)
+                .map(|i| json!({"id": format!("86000000000{i:04}")}))
+                .collect::<Vec<_>>())
+        });
+        let e = Vehicle::from_json("V-1", &many).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("devices: at most {MAX_DEVICES} devices on a vehicle")
+        );
+        assert!(Vehicle::from_stored("V-1", &many).is_ok());
     }
 }

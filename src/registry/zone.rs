@@ -37,7 +37,12 @@ pub enum ZoneError {
     NoFeatureId,
     #[error("zone id {0:?} appears more than once")]
     DuplicateId(String),
+    #[error("{field}: at most {max} characters")]
+    TooLong { field: &'static str, max: usize },
 }
+
+/// Longest zone name and kind: every zone alert carries them (see `registry::MAX_FIELD`).
+pub const MAX_ZONE_TEXT: usize = 256;
 
 /// One risk zone, validated, its geometry compiled.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,7 +86,27 @@ struct Stored<'a> {
 
 impl Zone {
     /// Parses and validates a `PUT /v1/zones/{id}` body.
+    /// A zone as the API takes it: [`Zone::from_stored`], within the API's limits.
     pub fn from_json(id: &str, body: &[u8]) -> Result<Zone, ZoneError> {
+        Self::from_stored(id, body)?.within_limits()
+    }
+
+    /// The name and kind are at most [`MAX_ZONE_TEXT`] characters. Checked on what the API
+    /// takes, not on what is stored: a zone kept before the limit still loads.
+    fn within_limits(self) -> Result<Zone, ZoneError> {
+        for (field, text) in [("name", &*self.name), ("kind", &*self.kind)] {
+            if text.chars().count() > MAX_ZONE_TEXT {
+                return Err(ZoneError::TooLong {
+                    field,
+                    max: MAX_ZONE_TEXT,
+                });
+            }
+        }
+        Ok(self)
+    }
+
+    /// A zone as stored (the same body as the API's).
+    pub fn from_stored(id: &str, body: &[u8]) -> Result<Zone, ZoneError> {
         let b: ZoneBody =
             serde_json::from_slice(body).map_err(|e| ZoneError::Body(e.to_string()))?;
         if b.id.as_deref().is_some_and(|given| given != id) {
@@ -213,7 +238,8 @@ impl Feature {
             prop_str(&props, "kind")?,
             geometry,
             dwell_after,
-        )
+        )?
+        .within_limits()
     }
 }
 
@@ -334,5 +360,31 @@ mod tests {
             e.to_string().contains("features[0]: the feature has no id"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_long_name_or_kind_is_refused_by_the_api_but_loads_from_the_store() {
+        let long = "典".repeat(MAX_ZONE_TEXT + 1);
+        for (field, body) in [
+            (
+                "name",
+                json!({"name": long, "kind": "pawnshop", "geometry": {"type": "Circle", "center": [114.0, 22.5], "radius_m": 100}}),
+            ),
+            (
+                "kind",
+                json!({"kind": long, "geometry": {"type": "Circle", "center": [114.0, 22.5], "radius_m": 100}}),
+            ),
+        ] {
+            let b = serde_json::to_vec(&body).unwrap();
+            let e = Zone::from_json("Z-1", &b).unwrap_err().to_string();
+            assert_eq!(e, format!("{field}: at most {MAX_ZONE_TEXT} characters"));
+            assert!(Zone::from_stored("Z-1", &b).is_ok(), "{field}");
+        }
+        let fc = json!({"type": "FeatureCollection", "features": [{"type": "Feature", "id": "Z-2",
+            "properties": {"name": long, "kind": "pawnshop", "radius_m": 50},
+            "geometry": {"type": "Point", "coordinates": [114.0, 22.5]}}]});
+        let fc = serde_json::to_vec(&fc).unwrap();
+        let e = zones_from_feature_collection(&fc).unwrap_err().to_string();
+        assert!(e.contains("at most 256 characters"), "{e}");
     }
 }

@@ -789,7 +789,8 @@ impl Store {
     ///
     /// sled's blob files are not synced here: no record a device's acknowledgement covers is
     /// large enough to be kept in one (rule states, alerts and the like are far below a 128 KiB
-    /// page of 17 records; device records and fixes go to the journal). What can be, a large
+    /// page of 17 records, which the API's limits on the fields alerts carry and on devices per
+    /// vehicle keep so, `registry::MAX_FIELD`; device records and fixes go to the journal). What can be, a large
     /// fence or zone, is an admin write, whose answer waits for [`Store::blobs`] to sync them
     /// off the engine thread, so that a 12 MB fence's sync never holds device replies.
     pub fn flush(&self) -> Result<usize, StoreError> {
