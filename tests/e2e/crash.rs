@@ -118,13 +118,18 @@ fn strace() -> bool {
     found
 }
 
-/// Kills the traced daemon when the test ends, however it ends: killing strace alone would
-/// leave its tracee running.
-struct KillOnDrop(u32);
+/// Kills the traced daemon (strace's child) when the test ends, however it ends: killing strace
+/// alone would leave its tracee running.
+struct KillTracee(u32);
 
-impl Drop for KillOnDrop {
+impl Drop for KillTracee {
     fn drop(&mut self) {
-        signal(self.0, "KILL");
+        let tracer = self.0;
+        let children = std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children"))
+            .unwrap_or_default();
+        for pid in children.split_whitespace().filter_map(|p| p.parse().ok()) {
+            signal(pid, "KILL");
+        }
     }
 }
 
@@ -148,20 +153,13 @@ fn a_large_fence_is_synced_to_disk_before_its_put_is_answered() {
             "-qq",
             "-y",
             "-e",
-            "trace=openat,fsync,fdatasync",
+            "trace=openat,write,fsync,fdatasync",
             "-o",
             &trace_arg,
         ],
         &[],
     );
-    let tracer = d.pid();
-    let children = wait_for(Duration::from_secs(10), "the traced daemon", || {
-        std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children"))
-            .ok()
-            .filter(|s| !s.trim().is_empty())
-    });
-    let daemon: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
-    let _kill = KillOnDrop(daemon);
+    let _kill = KillTracee(d.pid());
     d.wait_healthy();
 
     let n = 8_000;
@@ -180,26 +178,37 @@ fn a_large_fence_is_synced_to_disk_before_its_put_is_answered() {
     assert_eq!(s, 201, "{v}");
 
     let text = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
     let blobs = format!("{}/", d.dir.path().join("data").join("blobs").display());
-    // sled creates a blob with O_CREAT|O_EXCL; strace -y shows the path an fsync'd fd is.
-    let created: Vec<&str> = text
-        .lines()
+    // The path of the fd a call names (strace -y: `fsync(27</…/blobs/123>)`).
+    let fd_path = |l: &str| -> Option<String> {
+        let (_, rest) = l.split_once('<')?;
+        Some(rest.split_once('>')?.0.to_string())
+    };
+    let last = |call: &str, path: &str| {
+        lines
+            .iter()
+            .rposition(|l| l.contains(call) && fd_path(l).as_deref() == Some(path))
+    };
+    // sled creates a blob with O_CREAT|O_EXCL.
+    let created: Vec<&str> = lines
+        .iter()
         .filter(|l| l.contains("openat(") && l.contains("O_CREAT"))
         .filter_map(|l| l.split('"').nth(1))
         .filter(|p| p.starts_with(&blobs))
         .collect();
-    let synced: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("fsync(") || l.contains("fdatasync("))
-        .filter_map(|l| l.split_once('<').and_then(|(_, r)| r.split_once('>')))
-        .map(|(path, _)| path)
-        .collect();
     assert!(!created.is_empty(), "no blob file was written:\n{text}");
     for blob in &created {
-        assert!(synced.contains(blob), "{blob} was never synced:\n{text}");
+        let written = last(" write(", blob).or_else(|| last("write(", blob));
+        let synced = last("fsync(", blob).or_else(|| last("fdatasync(", blob));
+        assert!(written.is_some(), "no write to {blob}:\n{text}");
+        assert!(
+            synced > written,
+            "{blob}: last write at line {written:?}, last sync at {synced:?}"
+        );
     }
     assert!(
-        synced.contains(&blobs.trim_end_matches('/')),
+        last("fsync(", blobs.trim_end_matches('/')).is_some(),
         "the blobs folder was never synced"
     );
 }

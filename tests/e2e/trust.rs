@@ -128,15 +128,15 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-/// How many times a stall is measured before it counts as the daemon's: a shared machine can
-/// pause a whole process now and then (the same second showed in two daemons at once), while
-/// heavy work on the ack path stalls every attempt.
+/// Runs of the same request, of which all but one must keep every ack within budget: a shared
+/// machine can hold a whole process now and then (the same second showed in two daemons at
+/// once), while heavy work on the ack path stalls most runs.
 const ATTEMPTS: usize = 3;
 
 /// Times a device's acks before and while an admin request runs (on a thread of its own);
 /// asserts the request's status (`statuses[i]` for attempt `i`: a repeated PUT replaces) and
-/// that no ack waited much longer than before, in one of up to [`ATTEMPTS`] runs of the same
-/// request. Returns the last request's answer.
+/// that no ack waited much longer than before, in all but one of [`ATTEMPTS`] runs of the
+/// same request (stopping once that is decided). Returns the last request's answer.
 fn acks_do_not_wait_for(
     d: &Daemon,
     what: &str,
@@ -159,6 +159,8 @@ fn acks_do_not_wait_for(
         started.elapsed()
     };
     let mut stalls = Vec::new();
+    let mut clean = 0;
+    let mut last = String::new();
     for status in statuses {
         let mut before: Vec<Duration> = (0..100).map(|_| ack(&mut dev)).collect();
         let admin = d.admin;
@@ -196,7 +198,12 @@ fn acks_do_not_wait_for(
         // The contract's budget is 50 ms added; asserted loosely here, as a shared CI machine's
         // scheduler adds noise of its own.
         if worst < b99 + Duration::from_millis(500) {
-            return text;
+            clean += 1;
+            last = text;
+            if clean == ATTEMPTS - 1 {
+                return last;
+            }
+            continue;
         }
         // Where the time went: the daemon's slowest group commit says whether its own
         // commits (apply and flush) were slow or the wait was elsewhere.
@@ -206,8 +213,14 @@ fn acks_do_not_wait_for(
              slowest commit {slowest_commit:.3} s"
         );
         stalls.push(worst);
+        last = text;
+        assert!(
+            stalls.len() < 2,
+            "an ack waited {stalls:?} during {what}, in {} of the runs",
+            stalls.len()
+        );
     }
-    panic!("an ack waited {stalls:?} during {what}, in each of {ATTEMPTS} attempts");
+    last
 }
 
 #[test]
