@@ -7,9 +7,10 @@
 //! answered 201 is gone. A kill -9 loses nothing either way (the page cache survives it), so
 //! only a power cut shows this.
 //!
-//! Who: the engine's blob thread before it answers a command (`engine::thread`: device replies
-//! do not wait, as no record they cover is that large), the zone import's writer, and each
-//! background pass before the journal drops what it filed.
+//! Who: the engine's blob thread before it answers a command that writes (`engine::thread`;
+//! device replies do not wait, as the API's limits keep every record they cover far smaller,
+//! `registry::MAX_FIELD`), the zone import's writer, and each background pass before the
+//! journal drops what it filed.
 //!
 //! How: after sled's flush, every blob file not yet done is checked, synced, and then the
 //! folder (for the new names). A blob is written once, by the thread that wrote its page, as
