@@ -133,7 +133,7 @@ pub async fn get(
 /// `dwell_after`; 201 when it is new.
 #[utoipa::path(put, path = "/v1/zones/{id}", tag = "zones",
     params(("id" = String, Path, description = "the lender's zone id")),
-    request_body(content = Object, description = "name, kind, geometry (GeoJSON Polygon, MultiPolygon or Circle), optional dwell_after"),
+    request_body(content = Object, description = "name, kind, geometry (GeoJSON Polygon, MultiPolygon or Circle), optional dwell_after; name and kind at most 256 characters"),
     security(("bearer" = [])),
     responses((status = 200, body = ZoneView), (status = 201, body = ZoneView),
         (status = 400, body = ErrorBody)))]

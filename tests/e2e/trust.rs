@@ -303,6 +303,23 @@ fn invalid_geometry_is_refused_naming_the_fault_counted_and_changes_nothing() {
         assert_eq!(s, 400, "{v}");
         assert!(v["error"].as_str().unwrap_or("").contains(fault), "{v}");
     }
+    // Over the limits that keep every alert record small (README, PUT /v1/vehicles).
+    let long_plate = json!({"plate": "粤".repeat(129), "loan": {"id": "L-1", "status": "current"},
+        "devices": [{"id": IMEI}]});
+    let (s, v) = d.api("PUT", "/v1/vehicles/V-1", Some(&long_plate.to_string()));
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("plate: at most 128 characters"))
+    );
+    let seventeen: Vec<_> = (0..17)
+        .map(|i| json!({"id": format!("86812014523{i:04}")}))
+        .collect();
+    let many = json!({"loan": {"id": "L-1", "status": "current"}, "devices": seventeen});
+    let (s, v) = d.api("PUT", "/v1/vehicles/V-1", Some(&many.to_string()));
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("devices: at most 16 devices on a vehicle"))
+    );
     assert_eq!(
         d.api("GET", "/v1/vehicles/V-1", None).0,
         404,
@@ -310,7 +327,7 @@ fn invalid_geometry_is_refused_naming_the_fault_counted_and_changes_nothing() {
     );
     assert_eq!(
         d.metric("lienwatch_admin_rejected_total", &[("status", "400")]),
-        3.0
+        5.0
     );
 }
 
