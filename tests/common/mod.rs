@@ -462,6 +462,14 @@ impl Device {
     }
 }
 
+/// A turn for a test that writes megabytes (a bulk zone import, a 12 MB fence): such tests run
+/// one at a time, so that a test timing one daemon's acks measures that daemon, not another
+/// test's writes on the same disk. Held until the returned guard is dropped.
+pub fn heavy_io_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Resident memory of a process in KiB (Linux).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -255,6 +255,7 @@ fn square_feature(i: usize) -> serde_json::Value {
 
 #[test]
 fn zone_api_bulk_import_all_or_nothing_kind_filter_and_404s() {
+    let _turn = heavy_io_turn();
     let d = Daemon::start(&["gt06"], "");
     let features: Vec<serde_json::Value> = (0..20_000).map(square_feature).collect();
     let fc = json!({"type": "FeatureCollection", "features": features});
@@ -378,6 +379,7 @@ fn send_part(d: &Daemon, method: &str, path: &str, body: &str, sent: usize) -> s
 /// a kill -9 too, never a part written but not indexed.
 #[test]
 fn a_client_that_hangs_up_mid_request_leaves_zones_whole() {
+    let _turn = heavy_io_turn();
     let mut d = Daemon::start(&["gt06"], "");
     let body = pawnshop("45m");
     drop(send_part(

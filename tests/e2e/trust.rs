@@ -225,6 +225,7 @@ fn acks_do_not_wait_for(
 
 #[test]
 fn a_12_mb_fence_put_does_not_stall_device_acks() {
+    let _turn = heavy_io_turn();
     let d = Daemon::start(&["gt06"], "");
     let body = big_fence(300_000);
     assert!(body.len() > 12_000_000, "{} bytes", body.len());
@@ -242,6 +243,7 @@ fn a_12_mb_fence_put_does_not_stall_device_acks() {
 /// flush) happens off the engine thread, so the devices' acks do not wait for it.
 #[test]
 fn a_bulk_zone_import_does_not_stall_device_acks() {
+    let _turn = heavy_io_turn();
     let mut d = Daemon::start(&["gt06"], "");
     let n = 30_000;
     let features: Vec<_> = (0..n)
