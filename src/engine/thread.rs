@@ -267,9 +267,7 @@ impl BlobSyncer {
 
     /// Syncs on the calling thread (no syncer thread, or the last flush).
     fn sync_here(&self) -> Result<(), StoreError> {
-        self.blobs
-            .as_ref()
-            .map_or(Ok(()), |b| b.sync_new().map(|_| ()))
+        crate::store::BlobSync::sync_if_any(self.blobs.as_deref())
     }
 
     /// Answers what waits, and stops the thread.

@@ -23,7 +23,7 @@ use crate::store::StoreError;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 const MAGIC: u8 = 0xB1;
@@ -70,13 +70,6 @@ fn day_of(bucket: i64) -> i64 {
     bucket.div_euclid(BUCKETS_PER_DAY)
 }
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Corrupt {
-        tree: "history segments",
-        msg: format!("{what} {}: {e}", path.display()),
-    }
-}
-
 fn corrupt(msg: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         tree: "history segments",
@@ -89,7 +82,7 @@ impl Segments {
         dir: PathBuf,
         temporary: Option<tempfile::TempDir>,
     ) -> Result<Segments, StoreError> {
-        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io_at("create", &dir, e))?;
         let db = sled::Config::new()
             .path(dir.join("index"))
             .cache_capacity(16 << 20)
@@ -131,12 +124,15 @@ impl Segments {
                     .append(true)
                     .read(true)
                     .open(&path)
-                    .map_err(|e| io("open", &path, e))?,
+                    .map_err(|e| StoreError::io_at("open", &path, e))?,
             ),
         };
         // Append after whatever is there, a torn record of a crash included.
-        let offset = file.metadata().map_err(|e| io("stat", &path, e))?.len();
-        std::io::Write::write_all(file, &rec).map_err(|e| io("write", &path, e))?;
+        let offset = file
+            .metadata()
+            .map_err(|e| StoreError::io_at("stat", &path, e))?
+            .len();
+        std::io::Write::write_all(file, &rec).map_err(|e| StoreError::io_at("write", &path, e))?;
         Ok(Loc {
             offset,
             len: rec.len() as u32,
@@ -147,12 +143,13 @@ impl Segments {
     pub fn sync(&self) -> Result<(), StoreError> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         for (day, f) in open.drain() {
-            f.sync_data().map_err(|e| io("sync", &self.path(day), e))?;
+            f.sync_data()
+                .map_err(|e| StoreError::io_at("sync", &self.path(day), e))?;
         }
         // A new file's directory entry must be durable too.
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| io("sync", &self.dir, e))
+            .map_err(|e| StoreError::io_at("sync", &self.dir, e))
     }
 
     /// Points the index at synced records (`(device prefix, bucket, where)`), in one sled
@@ -212,9 +209,12 @@ impl Segments {
     fn read(&self, prefix: &[u8], bucket: i64, value: &[u8]) -> Result<Vec<u8>, StoreError> {
         let loc = Loc::from_bytes(value).ok_or_else(|| corrupt("index entry"))?;
         let path = self.path(day_of(bucket));
-        let file = File::open(&path).map_err(|e| io("open", &path, e))?;
+        let file = File::open(&path).map_err(|e| StoreError::io_at("open", &path, e))?;
         // A corrupt entry must not size the buffer: the record lies within its file.
-        let size = file.metadata().map_err(|e| io("stat", &path, e))?.len();
+        let size = file
+            .metadata()
+            .map_err(|e| StoreError::io_at("stat", &path, e))?
+            .len();
         if loc.offset.saturating_add(loc.len as u64) > size {
             return Err(corrupt(format!(
                 "index entry past the end of {}",
@@ -223,7 +223,7 @@ impl Segments {
         }
         let mut rec = vec![0; loc.len as usize];
         file.read_exact_at(&mut rec, loc.offset)
-            .map_err(|e| io("read", &path, e))?;
+            .map_err(|e| StoreError::io_at("read", &path, e))?;
         let head = 1 + prefix.len() + 8 + 4;
         if rec.len() < head + 4 {
             return Err(corrupt(format!("short record in {}", path.display())));
@@ -269,7 +269,8 @@ impl Segments {
         self.index.flush()?;
         let last_day = day_of(first_kept) - 1;
         let mut files = 0;
-        let rd = std::fs::read_dir(&self.dir).map_err(|e| io("list", &self.dir, e))?;
+        let rd =
+            std::fs::read_dir(&self.dir).map_err(|e| StoreError::io_at("list", &self.dir, e))?;
         for e in rd.flatten() {
             let name = e.file_name();
             let Some(day) = name
@@ -282,7 +283,8 @@ impl Segments {
             if day <= last_day {
                 let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
                 open.remove(&day);
-                std::fs::remove_file(e.path()).map_err(|err| io("remove", &e.path(), err))?;
+                std::fs::remove_file(e.path())
+                    .map_err(|err| StoreError::io_at("remove", &e.path(), err))?;
                 files += 1;
             }
         }

@@ -44,13 +44,6 @@ struct State {
     synced: HashSet<OsString>,
 }
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Corrupt {
-        tree: "blobs",
-        msg: format!("{what} {}: {e}", path.display()),
-    }
-}
-
 /// Whether a blob file holds all it was written with (its checksum matches its content), and
 /// its length.
 fn complete(file: &mut File) -> std::io::Result<(bool, u64)> {
@@ -108,6 +101,12 @@ impl BlobSync {
         }
     }
 
+    /// [`BlobSync::sync_new`] where the store has blob files to sync (an on-disk store), else
+    /// nothing: for callers that hold a store of either kind.
+    pub fn sync_if_any(blobs: Option<&BlobSync>) -> Result<(), StoreError> {
+        blobs.map_or(Ok(()), |b| b.sync_new().map(|_| ()))
+    }
+
     /// Syncs the blob files written since the last call (and any still being written); call
     /// after sled's flush, before answering for what it flushed. Returns how many files it
     /// synced.
@@ -117,13 +116,13 @@ impl BlobSync {
             Ok(e) => e,
             // sled makes the folder when it opens; nothing to sync without it.
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(io("list", &self.dir, e)),
+            Err(e) => return Err(StoreError::io_at("list", &self.dir, e)),
         };
         let mut present = HashSet::new();
         let mut done = Vec::new();
         let mut synced = 0;
         for entry in entries {
-            let entry = entry.map_err(|e| io("list", &self.dir, e))?;
+            let entry = entry.map_err(|e| StoreError::io_at("list", &self.dir, e))?;
             let name = entry.file_name();
             if !st.synced.contains(&name) {
                 let path = entry.path();
@@ -131,12 +130,14 @@ impl BlobSync {
                 let mut file = match File::open(&path) {
                     Ok(f) => f,
                     Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io("open", &path, e)),
+                    Err(e) => return Err(StoreError::io_at("open", &path, e)),
                 };
                 // Checked before the sync: complete then is complete in what the sync wrote.
-                let (whole, len) = complete(&mut file).map_err(|e| io("read", &path, e))?;
-                write_out(&file, len).map_err(|e| io("write out", &path, e))?;
-                file.sync_all().map_err(|e| io("sync", &path, e))?;
+                let (whole, len) =
+                    complete(&mut file).map_err(|e| StoreError::io_at("read", &path, e))?;
+                write_out(&file, len).map_err(|e| StoreError::io_at("write out", &path, e))?;
+                file.sync_all()
+                    .map_err(|e| StoreError::io_at("sync", &path, e))?;
                 synced += 1;
                 if whole {
                     done.push(name.clone());
@@ -147,7 +148,7 @@ impl BlobSync {
         if synced > 0 {
             File::open(&self.dir)
                 .and_then(|d| d.sync_all())
-                .map_err(|e| io("sync", &self.dir, e))?;
+                .map_err(|e| StoreError::io_at("sync", &self.dir, e))?;
         }
         st.synced.retain(|n| present.contains(n));
         st.synced.extend(done);
@@ -195,6 +196,27 @@ mod tests {
         let names = s.state.lock().unwrap().synced.clone();
         assert!(!names.contains(&OsString::from("100")), "{names:?}");
         assert!(names.contains(&OsString::from("300")), "{names:?}");
+    }
+
+    /// A folder that cannot be listed is an I/O error naming it, not a corrupt record.
+    #[test]
+    fn an_unreadable_blobs_folder_is_an_io_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("blobs"),
+            b"a file where the folder should be",
+        )
+        .unwrap();
+        let s = BlobSync::new(tmp.path());
+        let e = s.sync_new().unwrap_err();
+        assert!(matches!(e, StoreError::Io { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("store: list ") && msg.contains("blobs"),
+            "{msg}"
+        );
+        assert!(BlobSync::sync_if_any(None).is_ok());
+        assert!(BlobSync::sync_if_any(Some(&s)).is_err());
     }
 
     /// sled's own blob files are recognised as complete: synced once, then left alone.

@@ -161,10 +161,7 @@ struct Inner {
 }
 
 fn io_err(what: &str, e: std::io::Error) -> StoreError {
-    StoreError::Corrupt {
-        tree: "journal",
-        msg: format!("{what}: {e}"),
-    }
+    StoreError::io(format_args!("journal: {what}"), e)
 }
 
 fn corrupt(msg: String) -> StoreError {

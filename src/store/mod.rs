@@ -22,10 +22,32 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("store: corrupt record in {tree}: {msg}")]
     Corrupt { tree: &'static str, msg: String },
+    /// A file of lienwatch's own next to sled's (the journal, history segments) or one of sled's
+    /// blob files could not be read, written or synced: the disk, not the data, failed.
+    #[error("store: {what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("store: the engine is not running")]
     Closed,
     #[error("store: alert outbox: {0}")]
     Outbox(String),
+}
+
+impl StoreError {
+    /// An I/O failure on the file or folder `what` names (with its path, where there is one).
+    pub fn io(what: impl std::fmt::Display, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            what: what.to_string(),
+            source,
+        }
+    }
+
+    /// An I/O failure of `what` on the file or folder at `path`.
+    pub fn io_at(what: &str, path: &std::path::Path, source: std::io::Error) -> StoreError {
+        StoreError::io(format_args!("{what} {}", path.display()), source)
+    }
 }
 
 /// A position as stored: the fix plus when lienwatch received it. A plain layout of its own,
@@ -381,10 +403,7 @@ impl Store {
         let dir = tempfile::Builder::new()
             .prefix("lienwatch-history")
             .tempdir()
-            .map_err(|e| StoreError::Corrupt {
-                tree: "history segments",
-                msg: format!("temporary folder: {e}"),
-            })?;
+            .map_err(|e| StoreError::io("temporary history folder", e))?;
         Self::from_db(
             db,
             journal::Journal::temporary()?,
@@ -817,14 +836,6 @@ pub struct ZoneWriter {
     blobs: Option<std::sync::Arc<blob_sync::BlobSync>>,
 }
 
-/// After sled's flush: its blob files too (`blob_sync`).
-fn sync_blobs(blobs: &Option<std::sync::Arc<blob_sync::BlobSync>>) -> Result<(), StoreError> {
-    match blobs {
-        Some(b) => b.sync_new().map(|_| ()),
-        None => Ok(()),
-    }
-}
-
 /// Zones per slice: about 150 KB of sled's log, a few milliseconds of its flush.
 const ZONE_SLICE: usize = 500;
 
@@ -847,7 +858,7 @@ impl ZoneWriter {
             }
             self.zones.apply_batch(batch)?;
             self.db.flush()?;
-            sync_blobs(&self.blobs)?;
+            BlobSync::sync_if_any(self.blobs.as_deref())?;
             *written += n;
         }
         Ok(())
