@@ -192,11 +192,19 @@ fn places_worker(
 
 const MAX_BATCH: usize = 4096;
 
+/// A commit's answers queued for the blob thread, and whether they wait for its sync (writes
+/// of a commit that made it to disk) or only for the answers queued before them (a failed
+/// commit's, which carry their own error).
+struct Waiting {
+    answers: Vec<Completion>,
+    sync: bool,
+}
+
 /// Answers commands once sled's blob files are synced too (`store::blob_sync`), on a thread of
 /// its own: a command that wrote a large fence waits for its file's sync, the devices whose
 /// replies the same commit covers do not (their records are never in a blob file).
 struct BlobSyncer {
-    tx: Option<flume::Sender<Vec<Completion>>>,
+    tx: Option<flume::Sender<Waiting>>,
     thread: Option<std::thread::JoinHandle<()>>,
     blobs: Option<std::sync::Arc<crate::store::BlobSync>>,
 }
@@ -209,19 +217,23 @@ impl BlobSyncer {
             blobs,
         };
         if let Some(b) = syncer.blobs.clone() {
-            let (tx, rx) = flume::unbounded::<Vec<Completion>>();
+            let (tx, rx) = flume::unbounded::<Waiting>();
             let spawned = std::thread::Builder::new()
                 .name("lienwatch-blobs".into())
                 .spawn(move || {
                     while let Ok(first) = rx.recv() {
                         // Whatever waits by now shares one sync.
                         let waiting: Vec<_> = std::iter::once(first).chain(rx.try_iter()).collect();
-                        let synced = b.sync_new().map(|_| ());
+                        let synced = if waiting.iter().any(|w| w.sync) {
+                            b.sync_new().map(|_| ())
+                        } else {
+                            Ok(())
+                        };
                         if let Err(e) = &synced {
                             tracing::error!(error = %e, "syncing the store's blob files failed; the admin writes waiting for it are not acknowledged");
                             metrics::counter!("lienwatch_commit_failures_total").increment(1);
                         }
-                        for c in waiting.into_iter().flatten() {
+                        for c in waiting.into_iter().flat_map(|w| w.answers) {
                             c(synced.as_ref().map(|_| ()));
                         }
                     }
@@ -239,28 +251,38 @@ impl BlobSyncer {
         syncer
     }
 
-    /// Answers a commit's commands: at once with its error if it failed, else reads at once and
-    /// writes once the blob files are synced.
-    fn complete(&self, answers: Vec<Answer>, flushed: Result<(), &StoreError>) {
-        let mut writes = Vec::new();
+    /// Answers a commit's commands: reads at once and writes once the blob files are synced;
+    /// if the commit failed, each with its error, but behind the writes of earlier commits still
+    /// waiting for their sync, so that no client hears of a later failure before an earlier
+    /// success.
+    fn complete(&self, answers: Vec<Answer>, flushed: Result<(), std::sync::Arc<StoreError>>) {
+        let mut waiting = Vec::new();
         for a in answers {
-            match flushed {
-                Ok(()) if a.after_blobs => writes.push(a.complete),
-                _ => (a.complete)(flushed),
+            match &flushed {
+                Ok(()) if a.after_blobs => waiting.push(a.complete),
+                Ok(()) => (a.complete)(Ok(())),
+                Err(e) => {
+                    let (e, c) = (e.clone(), a.complete);
+                    waiting.push(Box::new(move |_| c(Err(&e))));
+                }
             }
         }
-        if writes.is_empty() {
+        if waiting.is_empty() {
             return;
         }
-        let writes = match &self.tx {
-            Some(tx) => match tx.send(writes) {
+        let sync = flushed.is_ok();
+        let waiting = match &self.tx {
+            Some(tx) => match tx.send(Waiting {
+                answers: waiting,
+                sync,
+            }) {
                 Ok(()) => return,
-                Err(flume::SendError(back)) => back,
+                Err(flume::SendError(back)) => back.answers,
             },
-            None => writes,
+            None => waiting,
         };
-        let synced = self.sync_here();
-        for c in writes {
+        let synced = if sync { self.sync_here() } else { Ok(()) };
+        for c in waiting {
             c(synced.as_ref().map(|_| ()));
         }
     }
@@ -405,7 +427,7 @@ fn run(
             };
             let _ = d.send((outcome, events));
         }
-        syncer.complete(completions, result.as_ref().map(|_| ()));
+        syncer.complete(completions, result.map_err(std::sync::Arc::new));
         if let Some(done) = shutdown {
             stopping = Some(done);
             break;
@@ -442,6 +464,42 @@ mod tests {
     use crate::event::{EventKind, Protocol};
     use crate::store::Store;
     use std::sync::Arc;
+
+    /// A commit that failed is answered behind the writes of an earlier commit that still wait
+    /// for the blob sync (here, an 8 MB file to write out): its client never hears of the later
+    /// failure first.
+    #[test]
+    fn a_failed_commit_is_answered_after_earlier_writes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(tmp.path().join("blobs")).expect("blobs");
+        std::fs::write(tmp.path().join("blobs").join("7"), vec![1u8; 8 << 20]).expect("blob");
+        let mut syncer = BlobSyncer::start(Some(Arc::new(crate::store::BlobSync::new(tmp.path()))));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answer = |name: &'static str, after_blobs: bool| {
+            let order = order.clone();
+            Answer {
+                complete: Box::new(move |r: Result<(), &StoreError>| {
+                    order.lock().expect("order").push((name, r.is_ok()))
+                }),
+                after_blobs,
+            }
+        };
+        syncer.complete(vec![answer("write", true), answer("read", false)], Ok(()));
+        syncer.complete(
+            vec![answer("failed write", true), answer("failed read", false)],
+            Err(Arc::new(StoreError::Closed)),
+        );
+        syncer.stop();
+        assert_eq!(
+            *order.lock().expect("order"),
+            [
+                ("read", true),
+                ("write", true),
+                ("failed write", false),
+                ("failed read", false)
+            ]
+        );
+    }
 
     /// Batches sent right after a shutdown land while the thread makes its final flush: each
     /// is refused, none left waiting for an answer that would never come.
