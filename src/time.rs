@@ -17,6 +17,47 @@ pub fn wall_clock() -> Clock {
     Arc::new(Timestamp::now)
 }
 
+/// Tells a step of the host clock (NTP correcting a wrong clock, a `date -s`, a host resumed
+/// from suspend) from its run, by reading it against the monotonic clock. Only the daemon's
+/// engine watches: a virtual clock jumps on purpose.
+#[derive(Debug)]
+pub struct StepWatch {
+    last: (Timestamp, std::time::Instant),
+}
+
+impl StepWatch {
+    /// What counts as a step: far more than any slew (NTP slews a clock by at most half a
+    /// millisecond a second) or a reading's lateness, and less than anything that would move a
+    /// rule.
+    pub const STEP_MS: i64 = 2_000;
+
+    pub fn new(now: Timestamp) -> StepWatch {
+        StepWatch {
+            last: (now, std::time::Instant::now()),
+        }
+    }
+
+    /// Reads the host clock at `now`: how far it moved beyond (or, negative, short of) the
+    /// monotonic clock since the last reading, in milliseconds, when that is a step.
+    pub fn observe(&mut self, now: Timestamp) -> Option<i64> {
+        let at = (now, std::time::Instant::now());
+        let step = Self::step(self.last, at);
+        self.last = at;
+        step
+    }
+
+    fn step(
+        before: (Timestamp, std::time::Instant),
+        after: (Timestamp, std::time::Instant),
+    ) -> Option<i64> {
+        let wall = after.0.millis().saturating_sub(before.0.millis());
+        let mono = i64::try_from(after.1.saturating_duration_since(before.1).as_millis())
+            .unwrap_or(i64::MAX);
+        let d = wall.saturating_sub(mono);
+        (d.abs() >= Self::STEP_MS).then_some(d)
+    }
+}
+
 /// A UTC instant in milliseconds since the Unix epoch. Serialises as RFC 3339.
 ///
 /// Kept as a plain integer so that decoders build it with arithmetic only (no calendar library on
@@ -209,6 +250,36 @@ pub fn parse_utc_offset(s: &str) -> Result<i32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_either_way_is_told_from_a_slew() {
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let w0 = Timestamp::from_secs(1_800_000_000);
+        let after = |wall_ms: i64, mono_ms: u64| {
+            (w0.add_millis(wall_ms), t0 + Duration::from_millis(mono_ms))
+        };
+        let step = |a| StepWatch::step((w0, t0), a);
+        assert_eq!(step(after(5_000, 5_000)), None);
+        // NTP's fastest slew over 5 s, and a reading a second late: no step.
+        assert_eq!(step(after(5_003, 5_000)), None);
+        assert_eq!(step(after(6_000, 6_000)), None);
+        assert_eq!(
+            step(after(400 * 86_400_000 + 5_000, 5_000)),
+            Some(400 * 86_400_000)
+        );
+        assert_eq!(step(after(-3_600_000 + 5_000, 5_000)), Some(-3_600_000));
+        assert_eq!(step(after(7_500, 5_000)), Some(2_500));
+        // A watch reads against its own last reading.
+        let mut w = StepWatch::new(Timestamp::now());
+        assert_eq!(w.observe(Timestamp::now()), None);
+        assert_eq!(
+            w.observe(Timestamp::now().add_millis(60_000))
+                .map(|ms| ms / 1000),
+            Some(60)
+        );
+        assert_eq!(w.observe(Timestamp::now().add_millis(60_000)), None);
+    }
 
     #[test]
     fn civil_round_trips() {

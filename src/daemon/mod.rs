@@ -4,7 +4,6 @@
 //! `device_log_upkeep` (both started through `upkeep`, public so that benchmarks run what the
 //! daemon runs), `secrets`.
 
-mod clock_watch;
 mod delivery;
 pub mod device_log_upkeep;
 pub mod history_upkeep;
@@ -93,7 +92,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let zone_writer = store.zone_writer();
     let engine = Engine::open(store, outbox.clone(), ecfg, Timestamp::now())
         .map_err(|e| storage_err(e.to_string()))?;
-    let (handle, _) = engine::spawn(engine, crate::time::wall_clock())
+    let (handle, _) = engine::spawn_on_host_clock(engine)
         .map_err(|e| DaemonError::Other(format!("cannot start the engine thread: {e}")))?;
 
     let shutdown = CancellationToken::new();
@@ -184,7 +183,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         cfg.storage.history_retention,
         shutdown.clone(),
     );
-    clock_watch::spawn(shutdown.clone());
     crate::service::spawn_watchdog(handle.clone(), shutdown.clone());
     crate::service::notify_ready();
     crate::service::notify_status("running");

@@ -26,7 +26,7 @@ pub mod view;
 pub mod zones;
 
 pub use command::{Command, EngineError};
-pub use thread::{spawn, EngineHandle};
+pub use thread::{spawn, spawn_on_host_clock, EngineHandle};
 
 use crate::alert::outbox::Outbox;
 use crate::alert::{Alert, AlertType};
@@ -113,7 +113,7 @@ pub struct Engine {
     held_due: DeadlineQueue<DeviceId>,
     /// Risk zones and the vehicle-wide rules' state and deadlines (`vehicle_rules`).
     vrules: vehicle_rules::VehicleRules,
-    /// When this engine started (the `startup_grace` reference).
+    /// When this engine started, or the host clock last stepped (the `startup_grace` reference).
     started_at: Timestamp,
     /// Records and rule states changed since the last flush.
     dirty: FastSet<DeviceId>,
@@ -353,6 +353,36 @@ impl Engine {
             }
             ok
         })
+    }
+
+    /// The host clock stepped by `step_ms` (negative: back) and now reads `now`
+    /// (`time::StepWatch`). The step is time nobody watched: as after the daemon's own downtime
+    /// (CONTRACT.md, `startup_grace`), silence deadlines it carried past fire no earlier than a
+    /// grace from now, so that an NTP correction at boot does not raise a silence alert for every
+    /// overdue car. A step back leaves times in rule states ahead of the clock; each is brought
+    /// back to `now`, or a tracker that then went silent would alert only once the clock caught up
+    /// with it.
+    pub fn clock_stepped(&mut self, now: Timestamp, step_ms: i64) {
+        if step_ms < 0 {
+            for (id, st) in self.states.iter_mut() {
+                let mut moved = false;
+                for t in [&mut st.last_seen, &mut st.registered_at]
+                    .into_iter()
+                    .flatten()
+                {
+                    if *t > now {
+                        *t = now;
+                        moved = true;
+                    }
+                }
+                if moved {
+                    self.dirty_states.insert(id.clone());
+                }
+            }
+        }
+        self.started_at = now;
+        self.rules = Rules::new(self.cfg.rules.clone(), now);
+        self.rebuild_deadlines();
     }
 
     /// SIGHUP: new rule thresholds and (when the set of webhooks is unchanged) their settings.
@@ -873,6 +903,95 @@ fn alert_id(vehicle: &str, device: &DeviceId, kind: AlertType, at: Timestamp, n:
 mod tests {
     use super::testing::{engine_with_history, live_fix};
     use super::*;
+
+    /// A forward step of the host clock (an NTP correction at boot) carries an overdue car's
+    /// silence deadline past: as after the daemon's downtime, no alert before the startup grace
+    /// has passed from the step, and none for a tracker heard within it. One that stays silent
+    /// alerts when the grace ends.
+    #[test]
+    fn a_forward_step_of_the_clock_gets_the_startup_grace() {
+        let minute = 60_000;
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        for heard_in_grace in [false, true] {
+            let mut e = super::testing::engine_at(Store::temporary().unwrap(), t0);
+            super::testing::put_vehicle(
+                &mut e,
+                "V-1",
+                serde_json::json!({"loan": {"id": "L", "status": "overdue"},
+                    "devices": [{"id": "111", "kind": "wired"}]}),
+                t0,
+            );
+            let seen = t0.add_millis(20 * minute);
+            e.ingest(&[live_fix("111", seen, 22.5, 114.0)], seen);
+            let step = 400 * 24 * 60 * minute;
+            let t1 = seen.add_millis(step + minute);
+            e.clock_stepped(t1, step);
+            e.tick(t1);
+            let silent = |e: &mut Engine| {
+                e.take_alerts()
+                    .iter()
+                    .filter(|a| a.kind == AlertType::SilentOverdue)
+                    .count()
+            };
+            assert_eq!(silent(&mut e), 0, "the step alone alerts nothing");
+            if heard_in_grace {
+                let back = t1.add_millis(2 * minute);
+                e.ingest(&[live_fix("111", back, 22.5, 114.0)], back);
+            }
+            e.tick(t1.add_millis(9 * minute));
+            assert_eq!(silent(&mut e), 0, "within the grace");
+            e.tick(t1.add_millis(10 * minute + 1));
+            assert_eq!(
+                silent(&mut e),
+                usize::from(!heard_in_grace),
+                "after the grace, heard in it: {heard_in_grace}"
+            );
+        }
+    }
+
+    /// A step back (a clock set a year ahead by mistake, then corrected) leaves the time a tracker
+    /// was last heard a year ahead of the clock. It counts from the step instead, so that a tracker
+    /// that went silent before the correction alerts after its threshold, not a year later.
+    #[test]
+    fn a_step_back_of_the_clock_counts_silence_from_the_step() {
+        let hour = 3_600_000;
+        let ahead = Timestamp::from_secs(1_826_841_600);
+        // The same engine, then one restarted on the store after the step.
+        for restart in [false, true] {
+            let store = Store::temporary().unwrap();
+            let mut e = super::testing::engine_at(store.clone(), ahead);
+            super::testing::put_vehicle(
+                &mut e,
+                "V-1",
+                serde_json::json!({"loan": {"id": "L", "status": "overdue"},
+                    "devices": [{"id": "111", "kind": "wired"}]}),
+                ahead,
+            );
+            let seen = ahead.add_millis(hour);
+            e.ingest(&[live_fix("111", seen, 22.5, 114.0)], seen);
+            e.flush().unwrap();
+            let step = -365 * 24 * hour;
+            let t1 = seen.add_millis(step);
+            e.clock_stepped(t1, step);
+            e.flush().unwrap();
+            if restart {
+                drop(e);
+                e = crate::store::reopen(|| {
+                    Ok::<_, std::convert::Infallible>(super::testing::engine_at(store.clone(), t1))
+                });
+            }
+            let silent = |e: &mut Engine| {
+                e.take_alerts()
+                    .iter()
+                    .filter(|a| a.kind == AlertType::SilentOverdue)
+                    .count()
+            };
+            e.tick(t1.add_millis(6 * hour - 1));
+            assert_eq!(silent(&mut e), 0, "restart: {restart}");
+            e.tick(t1.add_millis(6 * hour));
+            assert_eq!(silent(&mut e), 1, "restart: {restart}");
+        }
+    }
 
     /// With the host clock set a year forward, the fixes trackers date right are newer than
     /// the newest fix known and go to the history; a fix older than the retention before that

@@ -8,7 +8,7 @@ use super::command::{Command, EngineError};
 use super::Engine;
 use crate::event::{DeviceId, Event};
 use crate::store::StoreError;
-use crate::time::{Clock, Timestamp};
+use crate::time::{Clock, StepWatch, Timestamp};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -138,11 +138,29 @@ impl EngineHandle {
     }
 }
 
-/// Starts the engine thread. After [`EngineHandle::shutdown`] it refuses what it is sent, and
-/// it ends once the last handle is dropped.
+/// Starts the engine thread on `clock`. After [`EngineHandle::shutdown`] it refuses what it is
+/// sent, and it ends once the last handle is dropped.
 pub fn spawn(
     engine: Engine,
     clock: Clock,
+) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
+    spawn_watching(engine, clock, None)
+}
+
+/// The daemon's engine thread: on the host clock, watching it for steps
+/// ([`Engine::clock_stepped`]), each logged with its size and counted in
+/// `lienwatch_clock_steps_total` once the engine has taken it in.
+pub fn spawn_on_host_clock(
+    engine: Engine,
+) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
+    let watch = StepWatch::new(Timestamp::now());
+    spawn_watching(engine, crate::time::wall_clock(), Some(watch))
+}
+
+fn spawn_watching(
+    engine: Engine,
+    clock: Clock,
+    steps: Option<StepWatch>,
 ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
     // Bounded: when the disk cannot keep up, connection tasks wait instead of growing memory.
     let (tx, rx) = flume::bounded(8192);
@@ -163,7 +181,7 @@ pub fn spawn(
         .spawn(move || places_worker(check_rx, history, answers))?;
     let jh = std::thread::Builder::new()
         .name("lienwatch-engine".into())
-        .spawn(move || run(engine, rx, clock, checks))?;
+        .spawn(move || run(engine, rx, clock, checks, steps))?;
     Ok((handle, jh))
 }
 
@@ -330,30 +348,46 @@ fn run(
     rx: flume::Receiver<Msg>,
     clock: Clock,
     checks: flume::Sender<super::long_stay::LongStayCheck>,
+    mut steps: Option<StepWatch>,
 ) {
     let mut batch: Vec<Msg> = Vec::with_capacity(256);
     let mut arrivals: Vec<(Vec<Event>, Timestamp)> = Vec::with_capacity(256);
     let commit_window = engine.cfg.commit_window;
     let mut syncer = BlobSyncer::start(engine.blobs());
     let mut stopping = None;
+    // A step of the host clock seen and not yet taken in by a commit, in milliseconds.
+    let mut stepped: Option<i64> = None;
+    let watching = steps.is_some();
+    let mut watch = |now: Timestamp, stepped: &mut Option<i64>| {
+        if let Some(ms) = steps.as_mut().and_then(|w| w.observe(now)) {
+            *stepped = Some(stepped.unwrap_or(0).saturating_add(ms));
+        }
+    };
     loop {
-        // Sleep until a message arrives or a deadline falls due.
-        let first = match engine.next_wakeup() {
-            Some(t) => {
-                // A second at most: the wait runs on the monotonic clock, the deadlines on the
-                // host clock, and a step of the host clock must not hold what fell due with it.
-                let wait = t.since(clock()).max(0) as u64;
-                match rx.recv_timeout(Duration::from_millis(wait.min(MAX_WAIT_MS))) {
-                    Ok(c) => Some(c),
-                    Err(flume::RecvTimeoutError::Timeout) if clock() < t => continue,
-                    Err(flume::RecvTimeoutError::Timeout) => None,
-                    Err(flume::RecvTimeoutError::Disconnected) => break,
+        // Sleep until a message arrives or a deadline falls due; when watching the host clock,
+        // a second at most, so that a step is taken in within one.
+        let wakeup = engine.next_wakeup();
+        let first = if wakeup.is_some() || watching {
+            // A second at most: the wait runs on the monotonic clock, the deadlines on the
+            // host clock, and a step of the host clock must not hold what fell due with it.
+            let wait = wakeup.map_or(MAX_WAIT_MS, |t| t.since(clock()).max(0) as u64);
+            match rx.recv_timeout(Duration::from_millis(wait.min(MAX_WAIT_MS))) {
+                Ok(c) => Some(c),
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    let now = clock();
+                    watch(now, &mut stepped);
+                    if stepped.is_none() && wakeup.is_none_or(|t| now < t) {
+                        continue;
+                    }
+                    None
                 }
+                Err(flume::RecvTimeoutError::Disconnected) => break,
             }
-            None => match rx.recv() {
+        } else {
+            match rx.recv() {
                 Ok(c) => Some(c),
                 Err(_) => break,
-            },
+            }
         };
         batch.extend(first);
         if !commit_window.is_zero() && !batch.is_empty() && rx.len() < MAX_BATCH {
@@ -370,6 +404,11 @@ fn run(
 
         let started = Instant::now();
         let now = clock();
+        watch(now, &mut stepped);
+        let step = stepped.take();
+        if let Some(ms) = step {
+            engine.clock_stepped(now, ms);
+        }
         let mut ingest_done = Vec::new();
         let mut emptied = Vec::new();
         let mut completions = Vec::new();
@@ -405,6 +444,17 @@ fn run(
         // The daemon reads alerts from the outbox; the in-memory list is for replay.
         engine.take_alerts();
         metrics::histogram!("lienwatch_commit_seconds").record(started.elapsed().as_secs_f64());
+        if let Some(ms) = step {
+            // After the commit, so that the count tells an observer the step is taken in.
+            metrics::counter!("lienwatch_clock_steps_total").increment(1);
+            tracing::warn!(
+                step_s = ms as f64 / 1000.0,
+                host_clock = %now,
+                "the host clock stepped (set, corrected, or the host resumed): times and \
+                 retention follow it from now on; silence counts again from now, with the \
+                 startup grace"
+            );
+        }
         match &result {
             Ok(()) => {
                 engine.outbox.notify();

@@ -273,21 +273,12 @@ fn metrics_move_with_traffic() {
     );
 }
 
-/// A step of the host clock while the daemon runs (libfaketime's offset moved from none to
-/// 400 days, the monotonic clock left alone) is counted and logged with its size: what an
-/// operator needs to explain the silence alerts and `received_at` times that follow it. What
-/// fell due with the step (here an overdue car's silence) is raised within seconds, not at the
-/// engine's next minute.
-#[test]
-fn a_step_of_the_host_clock_is_counted_and_logged() {
-    let Some(lib) = crate::common::faketime::library() else {
-        return;
-    };
-    let mut d = Daemon::configure(
-        &["gt06"],
-        "[rules]
-silence_after = \"1h\"\nstartup_grace = \"0s\"\n",
-    );
+/// A daemon whose host clock a test can step (libfaketime's offset, read within a second; the
+/// monotonic clock left alone), with an overdue car whose tracker logged in once: the offset
+/// file to write, and the count of `silent_overdue` alerts.
+fn daemon_with_a_clock_to_step(rules: &str) -> Option<(Daemon, std::path::PathBuf)> {
+    let lib = crate::common::faketime::library()?;
+    let mut d = Daemon::configure(&["gt06"], &format!("[rules]\n{rules}"));
     let offset = d.dir.path().join("faketime-offset");
     std::fs::write(&offset, "+0d\n").unwrap();
     let (lib, file) = (lib.to_string_lossy(), offset.to_string_lossy());
@@ -307,18 +298,33 @@ silence_after = \"1h\"\nstartup_grace = \"0s\"\n",
     dev.exchange_bytes(&gt06_login(imei, 1), &gt06_ack(0x01, 1));
     drop(dev);
     assert_eq!(d.metric("lienwatch_clock_steps_total", &[]), 0.0);
-    let silent = || {
-        d.metric(
-            "lienwatch_alerts_raised_total",
-            &[("type", "silent_overdue")],
-        )
+    assert_eq!(silent_alerts(&d), 0.0);
+    Some((d, offset))
+}
+
+fn silent_alerts(d: &Daemon) -> f64 {
+    d.metric(
+        "lienwatch_alerts_raised_total",
+        &[("type", "silent_overdue")],
+    )
+}
+
+/// A step of the host clock while the daemon runs (libfaketime's offset moved from none to
+/// 400 days) is counted and logged with its size: what an operator needs to explain the
+/// `received_at` times that follow it. With no startup grace, what fell due with the step (here
+/// an overdue car's silence) is raised within seconds, not at the engine's next minute.
+#[test]
+fn a_step_of_the_host_clock_is_counted_and_logged() {
+    let Some((mut d, offset)) =
+        daemon_with_a_clock_to_step("silence_after = \"1h\"\nstartup_grace = \"0s\"\n")
+    else {
+        return;
     };
-    assert_eq!(silent(), 0.0);
     std::fs::write(&offset, "+400d\n").unwrap();
     // The new offset is read within a second, and the alert is raised within a second of that
     // (the engine slept up to a minute before).
     wait_for(Duration::from_secs(10), "the silence that fell due", || {
-        (silent() == 1.0).then_some(())
+        (silent_alerts(&d) == 1.0).then_some(())
     });
     wait_for(Duration::from_secs(30), "the step to be counted", || {
         (d.metric("lienwatch_clock_steps_total", &[]) == 1.0).then_some(())
@@ -329,5 +335,30 @@ silence_after = \"1h\"\nstartup_grace = \"0s\"\n",
         .find(|l| l.contains("the host clock stepped"))
         .unwrap_or_else(|| panic!("no warning in the log:\n{log}"));
     assert!(line.contains("step_s=3456000"), "400 days: {line}");
+    assert_eq!(d.terminate(), Some(0));
+}
+
+/// A forward step (an NTP correction at boot on a board without a real-time clock) is time the
+/// daemon did not watch, as its own downtime is (CONTRACT.md, `startup_grace`): the silence it
+/// carries past raises nothing when the step is taken in, and a tracker that stays silent
+/// alerts once the grace after the step has passed.
+#[test]
+fn a_step_of_the_host_clock_holds_silence_alerts_for_the_grace() {
+    let Some((mut d, offset)) =
+        daemon_with_a_clock_to_step("silence_after = \"1h\"\nstartup_grace = \"4s\"\n")
+    else {
+        return;
+    };
+    std::fs::write(&offset, "+400d\n").unwrap();
+    // Counted once the engine has taken the step in and committed the tick after it.
+    wait_for(Duration::from_secs(30), "the step to be counted", || {
+        (d.metric("lienwatch_clock_steps_total", &[]) == 1.0).then_some(())
+    });
+    assert_eq!(silent_alerts(&d), 0.0, "raised at the step");
+    wait_for(
+        Duration::from_secs(30),
+        "the silence after the grace",
+        || (silent_alerts(&d) == 1.0).then_some(()),
+    );
     assert_eq!(d.terminate(), Some(0));
 }
