@@ -32,7 +32,8 @@
 //!
 //! `cargo bench --bench e2e_tcp` (env: `DEVICES`, `SECONDS`, `ROUNDS`, `COMMIT_WINDOW_US`, and
 //! `ONLY` = `bare` or `lienwatch` to run one side, e.g. under `perf stat`, or `ratio` for the
-//! paired slices alone).
+//! paired slices alone; `REGISTERED=1` puts every device on a vehicle for the paired slices too,
+//! as a lender's fleet is).
 
 #[path = "common/proc_cpu.rs"]
 mod proc_cpu;
@@ -498,8 +499,9 @@ fn main() {
         // seconds: on a shared machine whose speed drifts by 2x over minutes, sides measured
         // far apart would measure the drift as much as lienwatch. The ratio is over all slices.
         let mut bare = (only != "lienwatch").then_some(Bare::start(devices).await);
+        let registered = std::env::var("REGISTERED").is_ok_and(|v| v == "1");
         let mut lw = if only != "bare" {
-            Some(Lienwatch::start(devices, true, false).await)
+            Some(Lienwatch::start(devices, true, registered).await)
         } else {
             None
         };

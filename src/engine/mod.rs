@@ -198,6 +198,12 @@ impl Engine {
                 states.insert(id, st);
             }
         }
+        // The times a commit leaves to the device's record (`differs_beyond_progress`).
+        for (id, st) in states.iter_mut() {
+            if let Some(rec) = devices.get(id) {
+                st.catch_up(rec.last_seen, rec.last_valid().map(|p| p.time));
+            }
+        }
         let mut bound_since = FastMap::default();
         for kv in store.all_bound() {
             let (id, vehicle, since) = kv?;
@@ -364,6 +370,13 @@ impl Engine {
     /// with it.
     pub fn clock_stepped(&mut self, now: Timestamp, step_ms: i64) {
         if step_ms < 0 {
+            // The device records too: a restart takes `last_seen` from them (`catch_up`).
+            for (id, rec) in self.devices.iter_mut() {
+                if rec.last_seen > now {
+                    rec.last_seen = now;
+                    self.dirty.insert(id.clone());
+                }
+            }
             for (id, st) in self.states.iter_mut() {
                 let mut moved = false;
                 for t in [&mut st.last_seen, &mut st.registered_at]
@@ -991,6 +1004,77 @@ mod tests {
             e.tick(t1.add_millis(6 * hour));
             assert_eq!(silent(&mut e), 1, "restart: {restart}");
         }
+    }
+
+    /// A registered device's fixes and heartbeats move only the times its record holds too:
+    /// its rule state is not written for them, and a restart takes them from the record. Its
+    /// silence then counts from its last message, not from the last state written, and an
+    /// older fix sent after the restart is still too old for the geofence.
+    #[test]
+    fn the_times_every_event_moves_come_back_from_the_device_record() {
+        let minute = 60_000;
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = Store::temporary().unwrap();
+        let mut e = super::testing::engine_at(store.clone(), t0);
+        super::testing::put_vehicle(
+            &mut e,
+            "V-1",
+            serde_json::json!({"loan": {"id": "L", "status": "overdue"},
+                "devices": [{"id": "111", "kind": "wired"}],
+                "geofence": {"type": "Circle", "center": [114.0, 22.5], "radius_m": 1000}}),
+            t0,
+        );
+        let id = crate::event::DeviceId::new("111");
+        let stored = |store: &Store| {
+            store
+                .all_rule_states()
+                .map(|kv| kv.unwrap())
+                .find(|(d, _)| *d == id)
+                .map(|(_, b)| DeviceRuleState::from_bytes(&b).unwrap())
+                .unwrap()
+        };
+        let first = t0.add_millis(minute);
+        e.ingest(&[live_fix("111", first, 22.5, 114.0)], first);
+        e.flush().unwrap();
+        assert_eq!(stored(&store).last_seen, Some(first));
+        // An hour of fixes inside the fence: the state written with the first stays as it was.
+        let mut last = first;
+        for m in 2..=60 {
+            last = t0.add_millis(m * minute);
+            e.ingest(&[live_fix("111", last, 22.5, 114.0)], last);
+            e.flush().unwrap();
+        }
+        assert_eq!(stored(&store).last_seen, Some(first), "not written per fix");
+        assert_eq!(stored(&store).fence_fix_time, Some(first));
+        drop(e);
+        let restart = last.add_millis(minute);
+        let reopen = || {
+            crate::store::reopen(|| {
+                Ok::<_, std::convert::Infallible>(super::testing::engine_at(store.clone(), restart))
+            })
+        };
+        let kinds = |e: &mut Engine| {
+            e.take_alerts()
+                .into_iter()
+                .map(|a| a.kind)
+                .filter(|k| *k != AlertType::RiskTierChanged)
+                .collect::<Vec<_>>()
+        };
+        // Silence counts from the last fix (6 h by default), not the first.
+        let mut e = reopen();
+        e.tick(last.add_millis(6 * 60 * minute - 1));
+        assert_eq!(kinds(&mut e), []);
+        e.tick(last.add_millis(6 * 60 * minute));
+        assert_eq!(kinds(&mut e), [AlertType::SilentOverdue]);
+        drop(e);
+        // A fix from before the newest, outside the fence: too old for the geofence.
+        let mut e = reopen();
+        let late = restart.add_millis(1000);
+        e.ingest(
+            &[live_fix("111", last.add_millis(-minute), 23.5, 115.0)],
+            late,
+        );
+        assert_eq!(kinds(&mut e), [], "an older fix moved the geofence");
     }
 
     /// With the host clock set a year forward, the fixes trackers date right are newer than

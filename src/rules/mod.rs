@@ -184,7 +184,9 @@ pub enum FencePlacement {
 
 /// Everything the rules remember about one device; what survives restarts.
 ///
-/// Small and flat on purpose: persisted after every change. Timestamps are stored as epoch
+/// Small and flat on purpose: persisted after every change beyond the two times every event
+/// moves, which the device's record keeps ([`DeviceRuleState::differs_beyond_progress`]).
+/// Timestamps are stored as epoch
 /// milliseconds (not RFC 3339 strings) to keep the postcard encoding at a few dozen bytes.
 #[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
 pub struct DeviceRuleState {
@@ -253,6 +255,35 @@ impl From<DeviceRuleStateV1> for DeviceRuleState {
 pub struct StateDecodeError(#[from] postcard::Error);
 
 impl DeviceRuleState {
+    /// Whether it differs from `before` in more than the two times every event moves
+    /// (`last_seen`, and `fence_fix_time` for a device with a fence). Those two are not written
+    /// on their own: the device's record, which the same commit writes for every event
+    /// (`store::DeviceRecord`), holds them too, and [`DeviceRuleState::catch_up`] takes them
+    /// from it at start. A registered device's steady stream of fixes then writes nothing to
+    /// sled, so its commits sync the journal alone.
+    pub fn differs_beyond_progress(&self, before: &DeviceRuleState) -> bool {
+        let progress = |s: &DeviceRuleState| DeviceRuleState {
+            last_seen: None,
+            fence_fix_time: None,
+            ..s.clone()
+        };
+        self.last_seen.is_none() != before.last_seen.is_none()
+            || self.fence_fix_time.is_none() != before.fence_fix_time.is_none()
+            || progress(self) != progress(before)
+    }
+
+    /// At start: the times a commit left to the device's record (see
+    /// [`DeviceRuleState::differs_beyond_progress`]), `last_seen` (its last message of any
+    /// kind) and `newest_fix` (the fix time of its newest usable fix).
+    pub fn catch_up(&mut self, last_seen: Timestamp, newest_fix: Option<Timestamp>) {
+        if let Some(t) = self.last_seen.as_mut() {
+            *t = (*t).max(last_seen);
+        }
+        if let (Some(t), Some(newest)) = (self.fence_fix_time.as_mut(), newest_fix) {
+            *t = (*t).max(newest);
+        }
+    }
+
     /// Compact binary form for the store (postcard; about 20 to 40 bytes).
     pub fn to_bytes(&self) -> Vec<u8> {
         crate::encode::to_vec(self).unwrap_or_default()
@@ -500,7 +531,7 @@ impl Rules {
         Outcome {
             alerts,
             silence_deadline: silence::deadline(&self.cfg, self.grace_end, &ctx, state),
-            changed: *state != before,
+            changed: state.differs_beyond_progress(&before),
             held,
         }
     }
