@@ -212,3 +212,57 @@ fn a_large_fence_is_synced_to_disk_before_its_put_is_answered() {
         "the blobs folder was never synced"
     );
 }
+
+/// Silence counts from a device's last message after a kill -9, not from the last time its rule
+/// state was written. A fix moves only the times the device's record keeps (written by the
+/// commit the fix's acknowledgement waits for), and the daemon takes them from the record at
+/// start. The alert tells which it counted from in `details.last_seen`; no timing is asserted.
+#[test]
+fn silence_after_a_kill_counts_from_the_last_acknowledged_message() {
+    let mut d = Daemon::start(
+        &["gt06"],
+        "[rules]\nsilence_after = \"5s\"\nstartup_grace = \"0s\"\n",
+    );
+    let id = imei(77);
+    let body = format!(
+        r#"{{"loan": {{"id": "L-77", "status": "overdue"}}, "devices": [{{"id": "{id}"}}]}}"#
+    );
+    assert_eq!(d.api("PUT", "/v1/vehicles/V-77", Some(&body)).0, 201);
+    let last_seen = |d: &Daemon| {
+        let (s, v) = d.api("GET", &format!("/v1/devices/{id}"), None);
+        assert_eq!(s, 200, "{v}");
+        v["last_seen"].as_str().unwrap_or_default().to_string()
+    };
+    let mut dev = d.connect("gt06");
+    // The login writes the rule state (its first `last_seen`); the fixes after it do not.
+    dev.exchange_bytes(&gt06_login(&id, 1), &gt06_ack(0x01, 1));
+    let at_login = last_seen(&d);
+    let mut latest = at_login.clone();
+    let mut serial = 2u16;
+    while latest == at_login {
+        dev.exchange_bytes(
+            &gt06_location(serial, stamp(serial as u32), 22.5, 114.0),
+            &gt06_ack(0x12, serial),
+        );
+        serial += 1;
+        latest = last_seen(&d);
+    }
+    d.kill9();
+    drop(dev);
+    d.spawn();
+    let silent = wait_for(
+        Duration::from_secs(30),
+        "the silence after the restart",
+        || {
+            let (_, v) = d.api("GET", "/v1/alerts?vehicle_id=V-77", None);
+            v["alerts"]
+                .as_array()
+                .and_then(|a| a.iter().find(|a| a["type"] == "silent_overdue").cloned())
+        },
+    );
+    assert_eq!(
+        silent["details"]["last_seen"], latest,
+        "counted from the login at {at_login}: {silent}"
+    );
+    assert_eq!(d.terminate(), Some(0));
+}
