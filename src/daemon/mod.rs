@@ -90,9 +90,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     // Its trees, for the background passes started once the daemon is up (and its meta).
     let upkeep_store = store.clone();
     let zone_writer = store.zone_writer();
-    let engine = Engine::open(store, outbox.clone(), ecfg, Timestamp::now())
+    let opened_at = Timestamp::now();
+    let steps = crate::time::StepWatch::new(opened_at);
+    let engine = Engine::open(store, outbox.clone(), ecfg, opened_at)
         .map_err(|e| storage_err(e.to_string()))?;
-    let (handle, _) = engine::spawn_on_host_clock(engine)
+    let (handle, _) = engine::spawn_on_host_clock(engine, steps)
         .map_err(|e| DaemonError::Other(format!("cannot start the engine thread: {e}")))?;
 
     let shutdown = CancellationToken::new();

@@ -44,6 +44,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use view::{DeviceStateView, VehicleDeviceView, VehicleSummary, VehicleView};
 
+/// How far the host clock must step forward to count as time nobody watched
+/// ([`Engine::clock_stepped`]): a smaller step brings a silence alert forward by no more than
+/// itself, and a clock stepped by a few seconds again and again (a paused virtual machine)
+/// must not hold silence alerts back for good.
+pub const GRACE_AFTER_STEP_MS: i64 = 60_000;
+
 /// Events of a batch whose objects are asked for in one step ([`Engine::ingest`]): enough to
 /// overlap their cache misses, few enough that what was asked for is still in cache when used.
 pub const PREFETCH_CHUNK: usize = 16;
@@ -293,6 +299,9 @@ impl Engine {
             e.queue
                 .set(id, Some(v), e.risk.get(id), &e.cfg.risk_points, now);
         }
+        // A clock set back while the daemon was stopped, or a kill between a step back's sled
+        // writes and its journal record.
+        e.bring_back_to(now);
         e.rebuild_deadlines();
         Ok(e)
     }
@@ -362,40 +371,51 @@ impl Engine {
     }
 
     /// The host clock stepped by `step_ms` (negative: back) and now reads `now`
-    /// (`time::StepWatch`). The step is time nobody watched: as after the daemon's own downtime
-    /// (CONTRACT.md, `startup_grace`), silence deadlines it carried past fire no earlier than a
-    /// grace from now, so that an NTP correction at boot does not raise a silence alert for every
-    /// overdue car. A step back leaves times in rule states ahead of the clock; each is brought
-    /// back to `now`, or a tracker that then went silent would alert only once the clock caught up
-    /// with it.
+    /// (`time::StepWatch`). A step forward of more than [`GRACE_AFTER_STEP_MS`] is time nobody
+    /// watched: as after the daemon's own downtime (CONTRACT.md, `startup_grace`), no silence
+    /// alert falls due within the grace after it, so that an NTP correction at boot does not raise
+    /// a silence alert for every overdue car. A step back leaves times ahead of the clock; each is
+    /// brought back to `now` ([`Engine::bring_back_to`]), or a tracker that then went silent would
+    /// alert only once the clock caught up with it, and the grace ends no later than it would
+    /// have from a start at `now`.
     pub fn clock_stepped(&mut self, now: Timestamp, step_ms: i64) {
         if step_ms < 0 {
-            // The device records too: a restart takes `last_seen` from them (`catch_up`).
-            for (id, rec) in self.devices.iter_mut() {
-                if rec.last_seen > now {
-                    rec.last_seen = now;
-                    self.dirty.insert(id.clone());
-                }
-            }
-            for (id, st) in self.states.iter_mut() {
-                let mut moved = false;
-                for t in [&mut st.last_seen, &mut st.registered_at]
-                    .into_iter()
-                    .flatten()
-                {
-                    if *t > now {
-                        *t = now;
-                        moved = true;
-                    }
-                }
-                if moved {
-                    self.dirty_states.insert(id.clone());
-                }
+            self.bring_back_to(now);
+            self.started_at = self.started_at.min(now);
+        } else if step_ms > GRACE_AFTER_STEP_MS {
+            self.started_at = self.started_at.max(now);
+        } else {
+            return;
+        }
+        self.rules = Rules::new(self.cfg.rules.clone(), self.started_at);
+        self.rebuild_deadlines();
+    }
+
+    /// Brings the times a device was last heard (its record's and its rule state's) and bound
+    /// that lie ahead of `now` back to it, to be written with the next commit: only a clock set
+    /// back, while running or while stopped, leaves such times.
+    fn bring_back_to(&mut self, now: Timestamp) {
+        for (id, rec) in self.devices.iter_mut() {
+            if rec.last_seen > now {
+                rec.last_seen = now;
+                self.dirty.insert(id.clone());
             }
         }
-        self.started_at = now;
-        self.rules = Rules::new(self.cfg.rules.clone(), now);
-        self.rebuild_deadlines();
+        for (id, st) in self.states.iter_mut() {
+            let mut moved = false;
+            for t in [&mut st.last_seen, &mut st.registered_at]
+                .into_iter()
+                .flatten()
+            {
+                if *t > now {
+                    *t = now;
+                    moved = true;
+                }
+            }
+            if moved {
+                self.dirty_states.insert(id.clone());
+            }
+        }
     }
 
     /// SIGHUP: new rule thresholds and (when the set of webhooks is unchanged) their settings.
@@ -1004,6 +1024,74 @@ mod tests {
             e.tick(t1.add_millis(6 * hour));
             assert_eq!(silent(&mut e), 1, "restart: {restart}");
         }
+    }
+
+    /// A clock set back while the daemon was stopped (or a kill between a step back's writes):
+    /// at start, times ahead of the clock count from the start, the record's too, which
+    /// `catch_up` would otherwise raise the rule state's back to.
+    #[test]
+    fn a_start_with_the_clock_set_back_counts_silence_from_the_start() {
+        let hour = 3_600_000;
+        let ahead = Timestamp::from_secs(1_826_841_600);
+        let store = Store::temporary().unwrap();
+        let mut e = super::testing::engine_at(store.clone(), ahead);
+        super::testing::put_vehicle(
+            &mut e,
+            "V-1",
+            serde_json::json!({"loan": {"id": "L", "status": "overdue"},
+                "devices": [{"id": "111", "kind": "wired"}]}),
+            ahead,
+        );
+        let seen = ahead.add_millis(hour);
+        e.ingest(&[live_fix("111", seen, 22.5, 114.0)], seen);
+        e.flush().unwrap();
+        drop(e);
+        let start = seen.add_millis(-365 * 24 * hour);
+        let mut e = crate::store::reopen(|| {
+            Ok::<_, std::convert::Infallible>(super::testing::engine_at(store.clone(), start))
+        });
+        let silent = |e: &mut Engine| {
+            e.take_alerts()
+                .iter()
+                .filter(|a| a.kind == AlertType::SilentOverdue)
+                .count()
+        };
+        e.tick(start.add_millis(6 * hour - 1));
+        assert_eq!(silent(&mut e), 0);
+        e.tick(start.add_millis(6 * hour));
+        assert_eq!(silent(&mut e), 1);
+    }
+
+    /// Steps forward of a minute or less (a virtual machine paused for seconds, again and
+    /// again) bring a silence alert forward by no more than themselves, and must not hold it
+    /// back for good: they leave the grace alone.
+    #[test]
+    fn small_steps_forward_do_not_hold_silence_back() {
+        let minute = 60_000;
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = super::testing::engine_at(Store::temporary().unwrap(), t0);
+        super::testing::put_vehicle(
+            &mut e,
+            "V-1",
+            serde_json::json!({"loan": {"id": "L", "status": "overdue"},
+                "devices": [{"id": "111", "kind": "wired"}]}),
+            t0,
+        );
+        let seen = t0.add_millis(20 * minute);
+        e.ingest(&[live_fix("111", seen, 22.5, 114.0)], seen);
+        // A 30 s step every five minutes for six hours.
+        let mut now = seen;
+        while now < seen.add_millis(6 * 60 * minute) {
+            now = now.add_millis(5 * minute);
+            e.clock_stepped(now, 30_000);
+            e.tick(now);
+        }
+        let silent = e
+            .take_alerts()
+            .iter()
+            .filter(|a| a.kind == AlertType::SilentOverdue)
+            .count();
+        assert_eq!(silent, 1);
     }
 
     /// A registered device's fixes and heartbeats move only the times its record holds too:

@@ -150,10 +150,12 @@ pub fn spawn(
 /// The daemon's engine thread: on the host clock, watching it for steps
 /// ([`Engine::clock_stepped`]), each logged with its size and counted in
 /// `lienwatch_clock_steps_total` once the engine has taken it in.
+/// `watch` is made with the clock reading the engine was opened at, so that a step while it
+/// opened (seconds, with a large registry) is seen too.
 pub fn spawn_on_host_clock(
     engine: Engine,
+    watch: StepWatch,
 ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
-    let watch = StepWatch::new(Timestamp::now());
     spawn_watching(engine, crate::time::wall_clock(), Some(watch))
 }
 
@@ -422,6 +424,13 @@ fn run(
                     received_at,
                     done,
                 } => {
+                    // Dated before a step back of the host clock (read before it, taken in
+                    // after it): what follows the step must not be dated ahead of it.
+                    let received_at = if watching {
+                        received_at.min(now)
+                    } else {
+                        received_at
+                    };
                     arrivals.push((events, received_at));
                     ingest_done.push(done);
                 }
@@ -445,14 +454,15 @@ fn run(
         engine.take_alerts();
         metrics::histogram!("lienwatch_commit_seconds").record(started.elapsed().as_secs_f64());
         if let Some(ms) = step {
-            // After the commit, so that the count tells an observer the step is taken in.
+            // After the commit that applied it (whether or not its flush held), so that the
+            // count tells an observer the engine has taken the step in.
             metrics::counter!("lienwatch_clock_steps_total").increment(1);
             tracing::warn!(
                 step_s = ms as f64 / 1000.0,
                 host_clock = %now,
                 "the host clock stepped (set, corrected, or the host resumed): times and \
-                 retention follow it from now on; silence counts again from now, with the \
-                 startup grace"
+                 retention follow it from now on; after a step forward of over a minute, no \
+                 silence alert falls due before the startup grace has passed"
             );
         }
         match &result {
@@ -514,6 +524,41 @@ mod tests {
     use crate::event::{EventKind, Protocol};
     use crate::store::Store;
     use std::sync::Arc;
+
+    /// A batch dated just before a step back of the host clock, taken in after it: the device
+    /// is not left heard "a year from now", which would hold its silence alert that long.
+    #[tokio::test]
+    async fn a_batch_dated_before_a_step_back_is_dated_at_the_step() {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        let year = 365 * 86_400_000;
+        let ahead = Timestamp::from_secs(1_826_841_600);
+        let host = Arc::new(AtomicI64::new(ahead.millis()));
+        let read = host.clone();
+        let clock: Clock = Arc::new(move || Timestamp(read.load(Ordering::Relaxed)));
+        let store = Store::temporary().expect("store");
+        let outbox = store.open_outbox(&[], clock.clone()).expect("outbox");
+        let cfg = EngineConfig::from_config(&Default::default(), Vec::new());
+        let engine = Engine::open(store, outbox, cfg, ahead).expect("engine");
+        let (handle, _thread) =
+            spawn_watching(engine, clock, Some(StepWatch::new(ahead))).expect("thread");
+        host.store(ahead.millis() - year, Ordering::Relaxed);
+        let device = DeviceId::new("868120000000001");
+        let mut events = vec![Event {
+            device_id: device.clone(),
+            protocol: Protocol::Gt06,
+            kind: EventKind::Login,
+        }];
+        handle
+            .commit(&mut events, ahead.add_millis(1_000))
+            .await
+            .expect("commit");
+        let view = handle
+            .run(crate::engine::devices::GetDevice { id: device })
+            .await
+            .expect("device");
+        assert_eq!(view.last_seen, ahead.add_millis(-year));
+        handle.shutdown().await.expect("last flush");
+    }
 
     /// A commit that failed is answered behind the writes of an earlier commit that still wait
     /// for the blob sync (here, an 8 MB file to write out): its client never hears of the later

@@ -255,12 +255,12 @@ impl From<DeviceRuleStateV1> for DeviceRuleState {
 pub struct StateDecodeError(#[from] postcard::Error);
 
 impl DeviceRuleState {
-    /// Whether it differs from `before` in more than the two times every event moves
-    /// (`last_seen`, and `fence_fix_time` for a device with a fence). Those two are not written
-    /// on their own: the device's record, which the same commit writes for every event
-    /// (`store::DeviceRecord`), holds them too, and [`DeviceRuleState::catch_up`] takes them
-    /// from it at start. A registered device's steady stream of fixes then writes nothing to
-    /// sled, so its commits sync the journal alone.
+    /// Whether it differs from `before` in more than the two times a device's stream moves
+    /// (`last_seen` at every event, `fence_fix_time` at every live usable fix of a device with a
+    /// fence). Those two are not written on their own: the device's record, which the same commit
+    /// writes for every event (`store::DeviceRecord`), holds them too, and
+    /// [`DeviceRuleState::catch_up`] takes them from it at start. A registered device's steady
+    /// stream of fixes then no longer writes its rule state to sled at every commit.
     pub fn differs_beyond_progress(&self, before: &DeviceRuleState) -> bool {
         let progress = |s: &DeviceRuleState| DeviceRuleState {
             last_seen: None,
@@ -274,7 +274,9 @@ impl DeviceRuleState {
 
     /// At start: the times a commit left to the device's record (see
     /// [`DeviceRuleState::differs_beyond_progress`]), `last_seen` (its last message of any
-    /// kind) and `newest_fix` (the fix time of its newest usable fix).
+    /// kind) and `newest_fix` (the fix time of its newest usable fix). That fix may be one the
+    /// geofence did not use (buffered): the geofence then ignores live fixes older than it, which
+    /// say less about where the car is than it does.
     pub fn catch_up(&mut self, last_seen: Timestamp, newest_fix: Option<Timestamp>) {
         if let Some(t) = self.last_seen.as_mut() {
             *t = (*t).max(last_seen);
