@@ -946,26 +946,14 @@ mod tests {
         let minute = 60_000;
         let t0 = Timestamp::from_secs(1_795_305_600);
         for heard_in_grace in [false, true] {
-            let mut e = super::testing::engine_at(Store::temporary().unwrap(), t0);
-            super::testing::put_vehicle(
-                &mut e,
-                "V-1",
-                serde_json::json!({"loan": {"id": "L", "status": "overdue"},
-                    "devices": [{"id": "111", "kind": "wired"}]}),
-                t0,
-            );
+            let mut e = super::testing::overdue_car_at(Store::temporary().unwrap(), t0);
             let seen = t0.add_millis(20 * minute);
             e.ingest(&[live_fix("111", seen, 22.5, 114.0)], seen);
             let step = 400 * 24 * 60 * minute;
             let t1 = seen.add_millis(step + minute);
             e.clock_stepped(t1, step);
             e.tick(t1);
-            let silent = |e: &mut Engine| {
-                e.take_alerts()
-                    .iter()
-                    .filter(|a| a.kind == AlertType::SilentOverdue)
-                    .count()
-            };
+            let silent = |e: &mut Engine| super::testing::take_count(e, AlertType::SilentOverdue);
             assert_eq!(silent(&mut e), 0, "the step alone alerts nothing");
             if heard_in_grace {
                 let back = t1.add_millis(2 * minute);
@@ -992,14 +980,7 @@ mod tests {
         // The same engine, then one restarted on the store after the step.
         for restart in [false, true] {
             let store = Store::temporary().unwrap();
-            let mut e = super::testing::engine_at(store.clone(), ahead);
-            super::testing::put_vehicle(
-                &mut e,
-                "V-1",
-                serde_json::json!({"loan": {"id": "L", "status": "overdue"},
-                    "devices": [{"id": "111", "kind": "wired"}]}),
-                ahead,
-            );
+            let mut e = super::testing::overdue_car_at(store.clone(), ahead);
             let seen = ahead.add_millis(hour);
             e.ingest(&[live_fix("111", seen, 22.5, 114.0)], seen);
             e.flush().unwrap();
@@ -1013,12 +994,7 @@ mod tests {
                     Ok::<_, std::convert::Infallible>(super::testing::engine_at(store.clone(), t1))
                 });
             }
-            let silent = |e: &mut Engine| {
-                e.take_alerts()
-                    .iter()
-                    .filter(|a| a.kind == AlertType::SilentOverdue)
-                    .count()
-            };
+            let silent = |e: &mut Engine| super::testing::take_count(e, AlertType::SilentOverdue);
             e.tick(t1.add_millis(6 * hour - 1));
             assert_eq!(silent(&mut e), 0, "restart: {restart}");
             e.tick(t1.add_millis(6 * hour));
@@ -1034,14 +1010,7 @@ mod tests {
         let hour = 3_600_000;
         let ahead = Timestamp::from_secs(1_826_841_600);
         let store = Store::temporary().unwrap();
-        let mut e = super::testing::engine_at(store.clone(), ahead);
-        super::testing::put_vehicle(
-            &mut e,
-            "V-1",
-            serde_json::json!({"loan": {"id": "L", "status": "overdue"},
-                "devices": [{"id": "111", "kind": "wired"}]}),
-            ahead,
-        );
+        let mut e = super::testing::overdue_car_at(store.clone(), ahead);
         let seen = ahead.add_millis(hour);
         e.ingest(&[live_fix("111", seen, 22.5, 114.0)], seen);
         e.flush().unwrap();
@@ -1050,12 +1019,7 @@ mod tests {
         let mut e = crate::store::reopen(|| {
             Ok::<_, std::convert::Infallible>(super::testing::engine_at(store.clone(), start))
         });
-        let silent = |e: &mut Engine| {
-            e.take_alerts()
-                .iter()
-                .filter(|a| a.kind == AlertType::SilentOverdue)
-                .count()
-        };
+        let silent = |e: &mut Engine| super::testing::take_count(e, AlertType::SilentOverdue);
         e.tick(start.add_millis(6 * hour - 1));
         assert_eq!(silent(&mut e), 0);
         e.tick(start.add_millis(6 * hour));
@@ -1069,14 +1033,7 @@ mod tests {
     fn small_steps_forward_do_not_hold_silence_back() {
         let minute = 60_000;
         let t0 = Timestamp::from_secs(1_795_305_600);
-        let mut e = super::testing::engine_at(Store::temporary().unwrap(), t0);
-        super::testing::put_vehicle(
-            &mut e,
-            "V-1",
-            serde_json::json!({"loan": {"id": "L", "status": "overdue"},
-                "devices": [{"id": "111", "kind": "wired"}]}),
-            t0,
-        );
+        let mut e = super::testing::overdue_car_at(Store::temporary().unwrap(), t0);
         let seen = t0.add_millis(20 * minute);
         e.ingest(&[live_fix("111", seen, 22.5, 114.0)], seen);
         // A 30 s step every five minutes for six hours.
@@ -1086,11 +1043,7 @@ mod tests {
             e.clock_stepped(now, 30_000);
             e.tick(now);
         }
-        let silent = e
-            .take_alerts()
-            .iter()
-            .filter(|a| a.kind == AlertType::SilentOverdue)
-            .count();
+        let silent = super::testing::take_count(&mut e, AlertType::SilentOverdue);
         assert_eq!(silent, 1);
     }
 

@@ -60,3 +60,22 @@ pub(crate) fn live_fix(device: &str, t: Timestamp, lat: f64, lon: f64) -> Event 
         }),
     }
 }
+
+/// An engine at `t0` on `store` with vehicle `V-1` on an overdue loan and one wired device,
+/// `111` (the default 6 h silence threshold).
+pub(crate) fn overdue_car_at(store: Store, t0: Timestamp) -> Engine {
+    let mut e = engine_at(store, t0);
+    put_vehicle(
+        &mut e,
+        "V-1",
+        serde_json::json!({"loan": {"id": "L", "status": "overdue"},
+            "devices": [{"id": "111", "kind": "wired"}]}),
+        t0,
+    );
+    e
+}
+
+/// The alerts of `kind` raised since the last call.
+pub(crate) fn take_count(e: &mut Engine, kind: crate::alert::AlertType) -> usize {
+    e.take_alerts().iter().filter(|a| a.kind == kind).count()
+}
