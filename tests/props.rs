@@ -1,5 +1,5 @@
-//! Property and fixture tests of the protocol sessions, of places and of the long_stay rule, in
-//! one binary. The files
+//! Property and fixture tests of the protocol sessions, of places, of the long_stay rule and of
+//! what a device's rule state leaves to its record, in one binary. The files
 //! stay where they are, so proptest finds each one's `.proptest-regressions` beside it as before.
 
 #[path = "fixtures_protocol.rs"]
@@ -18,6 +18,8 @@ mod prop_jt808;
 mod prop_long_stay;
 #[path = "prop_places.rs"]
 mod prop_places;
+#[path = "prop_rule_state.rs"]
+mod prop_rule_state;
 #[path = "prop_teltonika.rs"]
 mod prop_teltonika;
 
