@@ -990,9 +990,7 @@ mod tests {
             e.flush().unwrap();
             if restart {
                 drop(e);
-                e = crate::store::reopen(|| {
-                    Ok::<_, std::convert::Infallible>(super::testing::engine_at(store.clone(), t1))
-                });
+                e = super::testing::reopen_at(&store, t1);
             }
             let silent = |e: &mut Engine| super::testing::take_count(e, AlertType::SilentOverdue);
             e.tick(t1.add_millis(6 * hour - 1));
@@ -1016,9 +1014,7 @@ mod tests {
         e.flush().unwrap();
         drop(e);
         let start = seen.add_millis(-365 * 24 * hour);
-        let mut e = crate::store::reopen(|| {
-            Ok::<_, std::convert::Infallible>(super::testing::engine_at(store.clone(), start))
-        });
+        let mut e = super::testing::reopen_at(&store, start);
         let silent = |e: &mut Engine| super::testing::take_count(e, AlertType::SilentOverdue);
         e.tick(start.add_millis(6 * hour - 1));
         assert_eq!(silent(&mut e), 0);
@@ -1089,11 +1085,7 @@ mod tests {
         assert_eq!(stored(&store).fence_fix_time, Some(first));
         drop(e);
         let restart = last.add_millis(minute);
-        let reopen = || {
-            crate::store::reopen(|| {
-                Ok::<_, std::convert::Infallible>(super::testing::engine_at(store.clone(), restart))
-            })
-        };
+        let reopen = || super::testing::reopen_at(&store, restart);
         let kinds = |e: &mut Engine| {
             e.take_alerts()
                 .into_iter()

@@ -19,6 +19,11 @@ pub(crate) fn engine_at(store: Store, t0: Timestamp) -> Engine {
     Engine::open(store, outbox, cfg, t0).unwrap()
 }
 
+/// [`engine_at`] on a store a test has just dropped its engine on (`store::reopen`).
+pub(crate) fn reopen_at(store: &Store, t: Timestamp) -> Engine {
+    crate::store::reopen(|| Ok::<_, std::convert::Infallible>(engine_at(store.clone(), t)))
+}
+
 /// An engine at `t0` on `store` that keeps history for `retention`.
 pub(crate) fn engine_with_history(
     store: Store,

@@ -261,15 +261,15 @@ impl DeviceRuleState {
     /// writes for every event (`store::DeviceRecord`), holds them too, and
     /// [`DeviceRuleState::catch_up`] takes them from it at start. A registered device's steady
     /// stream of fixes then no longer writes its rule state to sled at every commit.
-    pub fn differs_beyond_progress(&self, before: &DeviceRuleState) -> bool {
-        let progress = |s: &DeviceRuleState| DeviceRuleState {
-            last_seen: None,
-            fence_fix_time: None,
-            ..s.clone()
-        };
-        self.last_seen.is_none() != before.last_seen.is_none()
-            || self.fence_fix_time.is_none() != before.fence_fix_time.is_none()
-            || progress(self) != progress(before)
+    pub fn differs_beyond_progress(&self, mut before: DeviceRuleState) -> bool {
+        // Each time counts only where it appeared or went, not where it moved.
+        if before.last_seen.is_some() && self.last_seen.is_some() {
+            before.last_seen = self.last_seen;
+        }
+        if before.fence_fix_time.is_some() && self.fence_fix_time.is_some() {
+            before.fence_fix_time = self.fence_fix_time;
+        }
+        *self != before
     }
 
     /// At start: the times a commit left to the device's record (see
@@ -533,7 +533,7 @@ impl Rules {
         Outcome {
             alerts,
             silence_deadline: silence::deadline(&self.cfg, self.grace_end, &ctx, state),
-            changed: state.differs_beyond_progress(&before),
+            changed: state.differs_beyond_progress(before),
             held,
         }
     }
