@@ -377,24 +377,25 @@ impl Engine {
     /// a silence alert for every overdue car. A step back leaves times ahead of the clock; each is
     /// brought back to `now` ([`Engine::bring_back_to`]), or a tracker that then went silent would
     /// alert only once the clock caught up with it, and the grace ends no later than it would
-    /// have from a start at `now`.
+    /// have from a start at `now`. Zone visits in progress move with the step, so that a dwell
+    /// is the time the daemon watched (`VehicleRules::move_visit_starts`).
     pub fn clock_stepped(&mut self, now: Timestamp, step_ms: i64) {
+        self.vrules.move_visit_starts(step_ms, now);
         if step_ms < 0 {
             self.bring_back_to(now);
             self.started_at = self.started_at.min(now);
         } else if step_ms > GRACE_AFTER_STEP_MS {
             self.started_at = self.started_at.max(now);
-        } else {
-            return;
         }
         self.rules = Rules::new(self.cfg.rules.clone(), self.started_at);
         self.rebuild_deadlines();
     }
 
-    /// Brings the times a device was last heard (its record's and its rule state's) and bound
-    /// that lie ahead of `now` back to it, to be written with the next commit: only a clock set
-    /// back, while running or while stopped, leaves such times.
+    /// Brings the times a device was last heard (its record's and its rule state's) and bound,
+    /// and the starts of zone visits, that lie ahead of `now` back to it, to be written with the
+    /// next commit: only a clock set back, while running or while stopped, leaves such times.
     fn bring_back_to(&mut self, now: Timestamp) {
+        self.vrules.move_visit_starts(0, now);
         for (id, rec) in self.devices.iter_mut() {
             if rec.last_seen > now {
                 rec.last_seen = now;
@@ -1020,6 +1021,74 @@ mod tests {
         assert_eq!(silent(&mut e), 0);
         e.tick(start.add_millis(6 * hour));
         assert_eq!(silent(&mut e), 1);
+    }
+
+    /// A car at a pawn shop (a zone with a 1 h dwell) while the host clock steps: its dwell is
+    /// the time the daemon watched. A step forward of a day raises no dwell alert at once, and
+    /// a step back of a year (in the same engine, or after a restart) holds none back by the
+    /// year: each alerts when the visit has been watched for an hour, and says so.
+    #[test]
+    fn a_zone_dwell_is_the_time_the_daemon_watched_across_clock_steps() {
+        let (minute, day) = (60_000, 24 * 3_600_000);
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        for (step, restart) in [(day, false), (-365 * day, false), (-365 * day, true)] {
+            let store = Store::temporary().unwrap();
+            let (mut e, entered) = at_the_pawn_shop(store.clone(), t0);
+            let t1 = entered.add_millis(10 * minute + step);
+            e.clock_stepped(t1, step);
+            e.flush().unwrap();
+            if restart {
+                drop(e);
+                e = super::testing::reopen_at(&store, t1);
+            }
+            let case = format!("step {step} ms, restart: {restart}");
+            e.tick(t1.add_millis(50 * minute - 1));
+            assert_eq!(dwells(&mut e), Vec::<i64>::new(), "{case}");
+            e.tick(t1.add_millis(50 * minute));
+            assert_eq!(dwells(&mut e), [3600], "{case}");
+        }
+    }
+
+    /// The clock set back by a year while the daemon was stopped: a visit that began before it
+    /// counts from the start, not from a year ahead.
+    #[test]
+    fn a_start_with_the_clock_set_back_counts_a_zone_visit_from_the_start() {
+        let t0 = Timestamp::from_secs(1_826_841_600);
+        let store = Store::temporary().unwrap();
+        let (mut e, entered) = at_the_pawn_shop(store.clone(), t0);
+        e.flush().unwrap();
+        drop(e);
+        let start = entered.add_millis(-365 * 24 * 3_600_000);
+        let mut e = super::testing::reopen_at(&store, start);
+        e.tick(start.add_millis(3_600_000 - 1));
+        assert_eq!(dwells(&mut e), Vec::<i64>::new());
+        e.tick(start.add_millis(3_600_000));
+        assert_eq!(dwells(&mut e), [3600]);
+    }
+
+    /// An overdue car that entered a pawn shop zone (dwell 1 h) a minute after `t0`, and when.
+    fn at_the_pawn_shop(store: Store, t0: Timestamp) -> (Engine, Timestamp) {
+        use super::command::Command;
+        let mut e = super::testing::overdue_car_at(store, t0);
+        let zone = br#"{"name": "Pawn", "kind": "pawn_shop", "dwell_after": "1h",
+            "geometry": {"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}"#;
+        super::zones::PutZone::from_json("Z-1", zone)
+            .and_then(|c| c.apply(&mut e, t0))
+            .unwrap();
+        let entered = t0.add_millis(60_000);
+        e.ingest(&[live_fix("111", entered, 22.6, 114.0)], entered);
+        let entries = super::testing::take_count(&mut e, AlertType::RiskZoneEnter);
+        assert_eq!(entries, 1);
+        (e, entered)
+    }
+
+    /// The `dwell_s` of each `risk_zone_dwell` raised since the last call.
+    fn dwells(e: &mut Engine) -> Vec<i64> {
+        e.take_alerts()
+            .iter()
+            .filter(|a| a.kind == AlertType::RiskZoneDwell)
+            .filter_map(|a| a.details["dwell_s"].as_i64())
+            .collect()
     }
 
     /// Steps forward of a minute or less (a virtual machine paused for seconds, again and

@@ -79,6 +79,32 @@ impl VehicleRules {
         .min()
     }
 
+    /// Moves the start of every visit whose dwell has not yet alerted by `step_ms`, a step of the
+    /// host clock, so that a dwell is the time the daemon watched: a clock corrected forward by
+    /// hours raises no `risk_zone_dwell` at once, and one corrected back holds none back by the
+    /// correction. A start still ahead of `now` (a start of the daemon with the clock set back,
+    /// where the step is not known) is brought back to it.
+    pub(super) fn move_visit_starts(&mut self, step_ms: i64, now: Timestamp) {
+        for (vid, st) in self.states.iter_mut() {
+            let mut moved = false;
+            let open = st
+                .devices
+                .iter_mut()
+                .flat_map(|d| d.visits.iter_mut())
+                .filter(|v| !v.dwell_alerted);
+            for v in open {
+                let since = v.since.add_millis(step_ms).min(now);
+                if since != v.since {
+                    v.since = since;
+                    moved = true;
+                }
+            }
+            if moved {
+                self.dirty.insert(vid.clone());
+            }
+        }
+    }
+
     /// Writes the changed states (an empty one is deleted).
     pub(super) fn flush(&mut self, store: &Store) -> Result<(), StoreError> {
         for id in self.dirty.drain() {

@@ -23,7 +23,8 @@ use serde_json::json;
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct ZoneVisit {
     pub zone_id: String,
-    /// When the visit started (the clock at the entering fix).
+    /// When the visit started (the clock at the entering fix), moved with each step of the host
+    /// clock since, so that the dwell is the time the daemon watched.
     pub since: Timestamp,
     /// Fix time of the newest fix this visit has used.
     pub fix_time: Timestamp,
