@@ -221,6 +221,32 @@ impl Commands {
         }
     }
 
+    /// A step of the host clock by `step_ms` (0 at a start): each open command's times move
+    /// with it, so that it stays open for the life it was given, as the daemon watched it. A
+    /// day's correction forward expired every open command at once; a year's correction back
+    /// left each open, a raw relay command too, for a year. Times still ahead of `now` (a start
+    /// with the clock set back, where the step is not known) are brought back to it; so are the
+    /// stray-answer waits.
+    pub fn clock_stepped(&mut self, store: &Store, step_ms: i64, now: Timestamp) {
+        for rec in self.open.values_mut() {
+            let by = step_ms.min(now.since(rec.created_at));
+            if by == 0 {
+                continue;
+            }
+            rec.created_at = rec.created_at.add_millis(by);
+            rec.expires_at = rec.expires_at.add_millis(by);
+            rec.sent_at = rec.sent_at.map(|t| t.add_millis(by).min(now));
+            self.deadlines.set(rec.id, rec.expires_at);
+            if let Err(e) = store.put_command(rec) {
+                tracing::error!(error = %e, command = %rec.api_id(), "cannot store a command's times after a clock step");
+            }
+        }
+        let longest = now.add(STRAY_ANSWER_WAIT);
+        for until in self.quiet.values_mut() {
+            *until = until.add_millis(step_ms).min(longest);
+        }
+    }
+
     pub fn next_deadline(&self) -> Option<Timestamp> {
         let quiet = self.quiet.values().min().copied();
         match (self.deadlines.next(), quiet) {
@@ -348,6 +374,52 @@ mod tests {
         let mailbox = crate::downlink::Mailbox::new();
         let guard = c.links().register(DeviceId::new("1"), mailbox.clone());
         (store, c, mailbox, guard)
+    }
+
+    /// A step of the host clock moves an open command's times with it: a day forward does not
+    /// expire it at once, and a year back does not keep a raw command open for a year. A start
+    /// with the clock set back (the step unknown) counts its life from the start.
+    #[test]
+    fn open_commands_live_their_time_across_clock_steps() {
+        let (hour, day) = (3_600_000, 24 * 3_600_000);
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = Store::temporary().unwrap();
+        let mut c = Commands::load(&store).unwrap();
+        let state = |c: &Commands, id| c.get(&store, id).unwrap().unwrap().state;
+        for step in [day, -365 * day] {
+            let raw = Downlink::Raw("RELAY,1#".into());
+            let dev = DeviceId::new("1");
+            let rec = (c.create(&store, dev, Protocol::Gt06, raw, t0.add_millis(day), t0)).unwrap();
+            let t1 = t0.add_millis(hour + step);
+            c.clock_stepped(&store, step, t1);
+            c.expire_due(&store, t1);
+            c.expire_due(&store, t1.add_millis(23 * hour - 1));
+            assert_eq!(state(&c, rec.id), CommandState::Queued, "step {step}");
+            let shown = c.get(&store, rec.id).unwrap().unwrap();
+            assert_eq!(shown.created_at, t1.add_millis(-hour), "step {step}");
+            c.expire_due(&store, t1.add_millis(23 * hour));
+            assert_eq!(state(&c, rec.id), CommandState::Expired, "step {step}");
+        }
+        // Created with the clock a year ahead, then a start with it right.
+        let ahead = t0.add_millis(365 * day);
+        let dev = DeviceId::new("2");
+        let rec = c
+            .create(
+                &store,
+                dev,
+                Protocol::Gt06,
+                Downlink::Locate,
+                ahead.add_millis(day),
+                ahead,
+            )
+            .unwrap();
+        drop(c);
+        let mut c = Commands::load(&store).unwrap();
+        c.clock_stepped(&store, 0, t0);
+        c.expire_due(&store, t0.add_millis(day - 1));
+        assert_eq!(state(&c, rec.id), CommandState::Queued);
+        c.expire_due(&store, t0.add_millis(day));
+        assert_eq!(state(&c, rec.id), CommandState::Expired);
     }
 
     #[test]

@@ -332,6 +332,33 @@ mod tests {
     use crate::engine::testing::engine_at;
     use crate::event::{CommandAnswer, Event, EventKind, Position, Protocol};
 
+    /// The engine moves open commands with a step of the host clock: after a year's correction
+    /// back, a command expires a day after it was made, as the daemon watched it.
+    #[test]
+    fn a_step_back_of_the_clock_leaves_a_command_its_day() {
+        let (hour, year) = (3_600_000, 365 * 24 * 3_600_000);
+        let ahead = Timestamp::from_secs(1_826_841_600);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), ahead);
+        let dev = "868120145233604";
+        let login = Event {
+            device_id: DeviceId::new(dev),
+            protocol: Protocol::Gt06,
+            kind: EventKind::Login,
+        };
+        e.ingest(&[login], ahead);
+        let v = CreateCommand::parse(dev, br#"{"type": "raw", "text": "RELAY,1#"}"#)
+            .and_then(|c| c.apply(&mut e, ahead))
+            .unwrap();
+        let id = CommandRecord::parse_api_id(&v.id).unwrap();
+        let t1 = ahead.add_millis(hour - year);
+        e.clock_stepped(t1, -year);
+        let state = |e: &mut Engine| GetCommand { id }.apply(e, t1).unwrap().state;
+        e.tick(t1.add_millis(23 * hour - 1));
+        assert_eq!(state(&mut e), "queued");
+        e.tick(t1.add_millis(23 * hour));
+        assert_eq!(state(&mut e), "expired");
+    }
+
     /// A locate answer whose fix is dated beyond `ingest.max_future` closes its command with
     /// the answer's text, without the fix; one of the present keeps its fix.
     #[test]

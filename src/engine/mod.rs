@@ -377,10 +377,18 @@ impl Engine {
     /// a silence alert for every overdue car. A step back leaves times ahead of the clock; each is
     /// brought back to `now` ([`Engine::bring_back_to`]), or a tracker that then went silent would
     /// alert only once the clock caught up with it, and the grace ends no later than it would
-    /// have from a start at `now`. Zone visits in progress move with the step, so that a dwell
-    /// is the time the daemon watched (`VehicleRules::move_visit_starts`).
+    /// have from a start at `now`. Zone visits in progress, open commands and held reappearances
+    /// move with the step, so that a dwell, a command's life and a hold are the time the daemon
+    /// watched (`VehicleRules::move_visit_starts`, `Commands::clock_stepped`).
     pub fn clock_stepped(&mut self, now: Timestamp, step_ms: i64) {
         self.vrules.move_visit_starts(step_ms, now);
+        self.commands.clock_stepped(&self.store, step_ms, now);
+        // A held `reappeared` waits out its hold as watched (a step back clamps its login time
+        // below, which restarts the hold).
+        for (id, h) in &self.held {
+            self.held_due
+                .set(id.clone(), Some(h.due().add_millis(step_ms)));
+        }
         if step_ms < 0 {
             self.bring_back_to(now);
             self.started_at = self.started_at.min(now);
@@ -392,10 +400,24 @@ impl Engine {
     }
 
     /// Brings the times a device was last heard (its record's and its rule state's) and bound,
-    /// and the starts of zone visits, that lie ahead of `now` back to it, to be written with the
-    /// next commit: only a clock set back, while running or while stopped, leaves such times.
+    /// the starts of zone visits, open commands' times and held logins that lie ahead of `now`
+    /// back to it, to be written with the next commit: only a clock set back, while running or
+    /// while stopped, leaves such times.
     fn bring_back_to(&mut self, now: Timestamp) {
         self.vrules.move_visit_starts(0, now);
+        self.commands.clock_stepped(&self.store, 0, now);
+        let ahead: Vec<DeviceId> = (self.held.iter())
+            .filter(|(_, h)| h.at > now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ahead {
+            if let Some(h) = self.held.get_mut(&id) {
+                h.at = now;
+                let h = *h;
+                self.held_due.set(id.clone(), Some(h.due()));
+                self.keep_held(&id, Some(&h));
+            }
+        }
         for (id, rec) in self.devices.iter_mut() {
             if rec.last_seen > now {
                 rec.last_seen = now;
@@ -1064,6 +1086,46 @@ mod tests {
         assert_eq!(dwells(&mut e), Vec::<i64>::new());
         e.tick(start.add_millis(3_600_000));
         assert_eq!(dwells(&mut e), [3600]);
+    }
+
+    /// A tracker back from a silence logs in, and its `reappeared` is held for the fix that
+    /// follows; then the clock is set back a year (while running, or while stopped). The hold
+    /// still ends after its time, not a year later.
+    #[test]
+    fn a_held_reappearance_ends_after_its_hold_across_a_step_back() {
+        let hour = 3_600_000;
+        let t0 = Timestamp::from_secs(1_826_841_600);
+        for restart in [false, true] {
+            let store = Store::temporary().unwrap();
+            let mut e = super::testing::overdue_car_at(store.clone(), t0);
+            let seen = t0.add_millis(hour);
+            e.ingest(&[live_fix("111", seen, 22.5, 114.0)], seen);
+            let silent_at = seen.add_millis(6 * hour);
+            e.tick(silent_at);
+            assert_eq!(
+                super::testing::take_count(&mut e, AlertType::SilentOverdue),
+                1
+            );
+            let login = Event {
+                device_id: DeviceId::new("111"),
+                protocol: crate::event::Protocol::Gt06,
+                kind: EventKind::Login,
+            };
+            let back = silent_at.add_millis(hour);
+            e.ingest(&[login], back);
+            e.flush().unwrap();
+            let reappeared = |e: &mut Engine| super::testing::take_count(e, AlertType::Reappeared);
+            assert_eq!(reappeared(&mut e), 0, "held for its fix");
+            let t1 = back.add_millis(-365 * 24 * hour);
+            if restart {
+                drop(e);
+                e = super::testing::reopen_at(&store, t1);
+            } else {
+                e.clock_stepped(t1, -365 * 24 * hour);
+            }
+            e.tick(t1.add_millis(crate::rules::REAPPEAR_HOLD.as_millis() as i64));
+            assert_eq!(reappeared(&mut e), 1, "restart: {restart}");
+        }
     }
 
     /// An overdue car that entered a pawn shop zone (dwell 1 h) a minute after `t0`, and when.
