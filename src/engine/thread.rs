@@ -460,9 +460,10 @@ fn run(
             tracing::warn!(
                 step_s = ms as f64 / 1000.0,
                 host_clock = %now,
-                "the host clock stepped (set, corrected, or the host resumed): times and \
-                 retention follow it from now on; after a step forward of over a minute, no \
-                 silence alert falls due before the startup grace has passed"
+                "the host clock stepped (set, corrected, or the host resumed): zone dwells \
+                 and open commands keep the time watched, other times and retention follow \
+                 the clock from now on; after a step forward of over a minute, no silence \
+                 alert falls due before the startup grace has passed"
             );
         }
         match &result {

@@ -171,6 +171,10 @@ fn corrupt(msg: String) -> StoreError {
     }
 }
 
+fn poisoned(what: &'static str) -> StoreError {
+    StoreError::Poisoned { what }
+}
+
 fn file_name(first: u64) -> String {
     format!("{first:020}.log")
 }
@@ -458,7 +462,7 @@ impl Journal {
             .inner
             .writer
             .lock()
-            .map_err(|_| corrupt("writer poisoned".into()))?;
+            .map_err(|_| poisoned("the journal's writer"))?;
         if w.staged.iter().all(|p| p.is_empty()) {
             return Ok(());
         }
@@ -523,7 +527,7 @@ impl Journal {
         self.inner
             .entries
             .write()
-            .map_err(|_| corrupt("entries poisoned".into()))?
+            .map_err(|_| poisoned("the journal's index"))?
             .push_back(entry);
         if w.len >= FILE_BYTES {
             if let Err(e) = self.roll(&mut w) {
@@ -627,7 +631,7 @@ impl Journal {
             .inner
             .writer
             .lock()
-            .map_err(|_| corrupt("writer poisoned".into()))?;
+            .map_err(|_| poisoned("the journal's writer"))?;
         let mut removed = false;
         // The file being written is never removed.
         while w.files.len() > 1 && w.files[0].last[0] <= filed[0] && w.files[0].last[1] <= filed[1]
@@ -874,6 +878,24 @@ mod tests {
         drop(j);
         let j = Journal::open(dir.path(), [3, 0]).expect("reopen");
         assert_eq!(seqs(&j, Part::Devices), [4, 5, 6, 7]);
+    }
+
+    /// A thread that panicked while writing leaves the journal refusing commits, and says why:
+    /// neither the data nor the disk is at fault.
+    #[test]
+    fn a_panic_while_writing_is_reported_as_such() {
+        let j = Journal::temporary().expect("journal");
+        let writer = j.inner.clone();
+        let panicked = std::thread::spawn(move || {
+            let _w = writer.writer.lock().expect("writer");
+            panic!("a writer dies holding the lock");
+        })
+        .join();
+        assert!(panicked.is_err());
+        j.stage(Part::Devices, b"d1".to_vec());
+        let e = j.commit().expect_err("refused");
+        assert!(matches!(e, StoreError::Poisoned { .. }), "{e:?}");
+        assert!(e.to_string().contains("panic"), "{e}");
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub enum StoreError {
         what: String,
         source: std::io::Error,
     },
+    /// A lock of the store's own was left by a thread that panicked while holding it: what it
+    /// guards may be half-written, so nothing more goes through it. Neither the data nor the
+    /// disk is at fault; the daemon needs a restart, which recovers from what is on disk.
+    #[error("store: {what} is unusable after a panic in another thread; restart the daemon")]
+    Poisoned { what: &'static str },
     #[error("store: the engine is not running")]
     Closed,
     #[error("store: alert outbox: {0}")]
