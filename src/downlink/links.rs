@@ -19,8 +19,10 @@ pub struct Dispatch {
     pub command: Downlink,
     /// Past this, the connection does not write it: a connection slow to take its mail (a
     /// write to a slow reader) would otherwise send a command already expired, right ahead of
-    /// the next one.
-    pub expires_at: crate::time::Timestamp,
+    /// the next one. On the monotonic clock, so that a step of the host clock while it waits
+    /// moves it no more than the engine moves the command's expiry
+    /// (`Commands::clock_stepped`).
+    pub deadline: std::time::Instant,
 }
 
 struct Link {

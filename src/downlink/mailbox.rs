@@ -91,7 +91,7 @@ mod tests {
             id,
             device_id: DeviceId::new("1"),
             command: Downlink::Locate,
-            expires_at: crate::time::Timestamp::from_millis(i64::MAX),
+            deadline: std::time::Instant::now() + std::time::Duration::from_secs(3600),
         }
     }
 

@@ -230,12 +230,13 @@ impl Commands {
     pub fn clock_stepped(&mut self, store: &Store, step_ms: i64, now: Timestamp) {
         for rec in self.open.values_mut() {
             let by = step_ms.min(now.since(rec.created_at));
-            if by == 0 {
+            let sent_at = rec.sent_at.map(|t| t.add_millis(by).min(now));
+            if by == 0 && sent_at == rec.sent_at {
                 continue;
             }
             rec.created_at = rec.created_at.add_millis(by);
             rec.expires_at = rec.expires_at.add_millis(by);
-            rec.sent_at = rec.sent_at.map(|t| t.add_millis(by).min(now));
+            rec.sent_at = sent_at;
             self.deadlines.set(rec.id, rec.expires_at);
             if let Err(e) = store.put_command(rec) {
                 tracing::error!(error = %e, command = %rec.api_id(), "cannot store a command's times after a clock step");
@@ -294,7 +295,9 @@ impl Commands {
 
     /// After a commit: hands each due device's head command (its first [`MAX_IN_FLIGHT`] where
     /// answers name their command) to its connection, unless that connection already has it.
-    pub fn dispatch(&mut self) {
+    /// `now` is the engine's clock, which dates the commands' expiry.
+    pub fn dispatch(&mut self, now: Timestamp) {
+        let handed_at = std::time::Instant::now();
         for device in self.due.drain() {
             if self.quiet.contains_key(&device) {
                 continue;
@@ -317,11 +320,14 @@ impl Commands {
                 if self.handed.get(&id) == Some(&generation) {
                     continue;
                 }
+                let life = rec.expires_at.since(now).max(0).unsigned_abs();
                 let d = Dispatch {
                     id,
                     device_id: device.clone(),
                     command: rec.command.clone(),
-                    expires_at: rec.expires_at,
+                    // Past the monotonic clock's range only for lives of centuries.
+                    deadline: (handed_at.checked_add(std::time::Duration::from_millis(life)))
+                        .unwrap_or(handed_at + std::time::Duration::from_secs(1 << 32)),
                 };
                 if !mailbox.send(d) {
                     break;
@@ -390,13 +396,16 @@ mod tests {
             let raw = Downlink::Raw("RELAY,1#".into());
             let dev = DeviceId::new("1");
             let rec = (c.create(&store, dev, Protocol::Gt06, raw, t0.add_millis(day), t0)).unwrap();
+            let key = AnswerKey::ServerFlag(rec.id as u32);
+            c.sent(&store, rec.id, key, t0.add_millis(hour / 2));
             let t1 = t0.add_millis(hour + step);
             c.clock_stepped(&store, step, t1);
             c.expire_due(&store, t1);
             c.expire_due(&store, t1.add_millis(23 * hour - 1));
-            assert_eq!(state(&c, rec.id), CommandState::Queued, "step {step}");
+            assert_eq!(state(&c, rec.id), CommandState::Sent, "step {step}");
             let shown = c.get(&store, rec.id).unwrap().unwrap();
             assert_eq!(shown.created_at, t1.add_millis(-hour), "step {step}");
+            assert_eq!(shown.sent_at, Some(t1.add_millis(-hour / 2)), "step {step}");
             c.expire_due(&store, t1.add_millis(23 * hour));
             assert_eq!(state(&c, rec.id), CommandState::Expired, "step {step}");
         }
@@ -413,11 +422,15 @@ mod tests {
                 ahead,
             )
             .unwrap();
+        let key = AnswerKey::ServerFlag(rec.id as u32);
+        c.sent(&store, rec.id, key, ahead.add_millis(60_000));
         drop(c);
         let mut c = Commands::load(&store).unwrap();
         c.clock_stepped(&store, 0, t0);
+        let shown = c.get(&store, rec.id).unwrap().unwrap();
+        assert_eq!((shown.created_at, shown.sent_at), (t0, Some(t0)));
         c.expire_due(&store, t0.add_millis(day - 1));
-        assert_eq!(state(&c, rec.id), CommandState::Queued);
+        assert_eq!(state(&c, rec.id), CommandState::Sent);
         c.expire_due(&store, t0.add_millis(day));
         assert_eq!(state(&c, rec.id), CommandState::Expired);
     }
@@ -450,10 +463,10 @@ mod tests {
             )
             .unwrap();
         // Offline: nothing goes out.
-        c.dispatch();
+        c.dispatch(Timestamp::from_secs(0));
         let guard = c.links().register(dev.clone(), mailbox.clone());
         c.on_event(&store, &answer(AnswerKey::InOrder, true), t(2));
-        c.dispatch();
+        c.dispatch(Timestamp::from_secs(0));
         assert_eq!(
             ids(&mailbox),
             vec![a.id, b.id],
@@ -461,7 +474,7 @@ mod tests {
         );
         // Not handed twice to the same connection.
         c.on_event(&store, &answer(AnswerKey::InOrder, true), t(3));
-        c.dispatch();
+        c.dispatch(Timestamp::from_secs(0));
         assert!(ids(&mailbox).is_empty());
         c.sent(&store, a.id, AnswerKey::ServerFlag(1), t(3));
         // An answer with another key is not its answer.
@@ -476,7 +489,7 @@ mod tests {
             (done.state, done.answer.as_deref()),
             (CommandState::Answered, Some("done"))
         );
-        c.dispatch();
+        c.dispatch(Timestamp::from_secs(0));
         assert!(ids(&mailbox).is_empty(), "the next was out already");
         // Reopened (a restart): the open one is still there, and expires on time.
         drop(guard);
@@ -533,7 +546,7 @@ mod tests {
                     .id
                 })
                 .collect();
-            c.dispatch();
+            c.dispatch(Timestamp::from_secs(0));
             let want = if together { MAX_IN_FLIGHT } else { 1 };
             assert_eq!(ids(&mailbox), made[..want], "{protocol:?}");
             for (i, &id) in made[..want].iter().enumerate() {
@@ -547,7 +560,7 @@ mod tests {
             if together {
                 // The second answered while the first never is: the next in line goes out.
                 c.on_event(&store, &answer(AnswerKey::ServerFlag(1), true), t(21));
-                c.dispatch();
+                c.dispatch(Timestamp::from_secs(0));
                 assert_eq!(ids(&mailbox), [made[want]], "{protocol:?}");
                 assert_eq!(
                     c.get(&store, made[0]).unwrap().unwrap().state,
@@ -555,7 +568,7 @@ mod tests {
                 );
             } else {
                 c.on_event(&store, &answer(AnswerKey::InOrder, true), t(21));
-                c.dispatch();
+                c.dispatch(Timestamp::from_secs(0));
                 assert_eq!(ids(&mailbox), [made[1]], "{protocol:?}");
             }
         }
@@ -585,12 +598,12 @@ mod tests {
             create(&mut c, 1000, 0),
             create(&mut c, 1000, 0),
         );
-        c.dispatch();
+        c.dispatch(Timestamp::from_secs(0));
         assert_eq!(ids(&mailbox), vec![a]);
         c.sent(&store, a, AnswerKey::InOrder, t(1));
         // `a` expires in flight, unanswered: `b` waits.
         c.expire_due(&store, t(10));
-        c.dispatch();
+        c.dispatch(Timestamp::from_secs(0));
         assert!(
             ids(&mailbox).is_empty(),
             "the next command waits for a stray answer"
@@ -602,7 +615,7 @@ mod tests {
         let state = |c: &Commands, id| c.get(&store, id).unwrap().unwrap().state;
         assert_eq!(state(&c, b), CommandState::Queued);
         c.expire_due(&store, wait_ends);
-        c.dispatch();
+        c.dispatch(Timestamp::from_secs(0));
         assert_eq!(ids(&mailbox), vec![b], "then it goes");
         c.sent(&store, b, AnswerKey::InOrder, wait_ends);
         // A login on the same connection: `b` is written again, and each write may be answered.
@@ -614,19 +627,19 @@ mod tests {
             },
             t(80),
         );
-        c.dispatch();
+        c.dispatch(Timestamp::from_secs(0));
         assert_eq!(ids(&mailbox), vec![b]);
         c.sent(&store, b, AnswerKey::InOrder, t(80));
         c.on_event(&store, &answer(AnswerKey::InOrder, true), t(81));
         assert_eq!(state(&c, b), CommandState::Answered);
-        c.dispatch();
+        c.dispatch(Timestamp::from_secs(0));
         assert!(
             ids(&mailbox).is_empty(),
             "the second write's answer may still come"
         );
         c.on_event(&store, &answer(AnswerKey::InOrder, true), t(82));
         c.expire_due(&store, t(81).add(STRAY_ANSWER_WAIT));
-        c.dispatch();
+        c.dispatch(Timestamp::from_secs(0));
         assert_eq!(ids(&mailbox), vec![z]);
         assert_eq!(
             state(&c, z),
@@ -655,7 +668,7 @@ mod tests {
                 t(0),
             )
             .unwrap();
-        c.dispatch();
+        c.dispatch(Timestamp::from_secs(0));
         assert_eq!(ids(&mailbox), vec![a.id]);
         c.sent(
             &store,
@@ -671,13 +684,13 @@ mod tests {
             ..answer(AnswerKey::InOrder, true)
         };
         c.on_event(&store, &event(EventKind::Registered), t(2));
-        c.dispatch();
+        c.dispatch(Timestamp::from_secs(0));
         assert!(
             ids(&mailbox).is_empty(),
             "a registration is no new session here"
         );
         c.on_event(&store, &event(EventKind::Login), t(3));
-        c.dispatch();
+        c.dispatch(Timestamp::from_secs(0));
         assert_eq!(ids(&mailbox), vec![a.id], "an authentication is");
     }
 }

@@ -383,12 +383,7 @@ impl Engine {
     pub fn clock_stepped(&mut self, now: Timestamp, step_ms: i64) {
         self.vrules.move_visit_starts(step_ms, now);
         self.commands.clock_stepped(&self.store, step_ms, now);
-        // A held `reappeared` waits out its hold as watched (a step back clamps its login time
-        // below, which restarts the hold).
-        for (id, h) in &self.held {
-            self.held_due
-                .set(id.clone(), Some(h.due().add_millis(step_ms)));
-        }
+        self.move_holds(step_ms, now);
         if step_ms < 0 {
             self.bring_back_to(now);
             self.started_at = self.started_at.min(now);
@@ -399,6 +394,26 @@ impl Engine {
         self.rebuild_deadlines();
     }
 
+    /// Moves each held `reappeared` by `step_ms`, its login and the silence it ended alike, so
+    /// that its hold lasts as watched and its `silent_s` stays what it was; a login still ahead
+    /// of `now` (a start with the clock set back) is brought back to it. Written with the next
+    /// commit, so that a restart finds the hold where it is now.
+    fn move_holds(&mut self, step_ms: i64, now: Timestamp) {
+        let moved: Vec<(DeviceId, HeldReappearance)> = (self.held.iter_mut())
+            .filter_map(|(id, h)| {
+                let by = step_ms.min(now.since(h.at));
+                (by != 0).then(|| {
+                    *h = h.moved(by);
+                    (id.clone(), *h)
+                })
+            })
+            .collect();
+        for (id, h) in moved {
+            self.held_due.set(id.clone(), Some(h.due()));
+            self.keep_held(&id, Some(&h));
+        }
+    }
+
     /// Brings the times a device was last heard (its record's and its rule state's) and bound,
     /// the starts of zone visits, open commands' times and held logins that lie ahead of `now`
     /// back to it, to be written with the next commit: only a clock set back, while running or
@@ -406,18 +421,7 @@ impl Engine {
     fn bring_back_to(&mut self, now: Timestamp) {
         self.vrules.move_visit_starts(0, now);
         self.commands.clock_stepped(&self.store, 0, now);
-        let ahead: Vec<DeviceId> = (self.held.iter())
-            .filter(|(_, h)| h.at > now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ahead {
-            if let Some(h) = self.held.get_mut(&id) {
-                h.at = now;
-                let h = *h;
-                self.held_due.set(id.clone(), Some(h.due()));
-                self.keep_held(&id, Some(&h));
-            }
-        }
+        self.move_holds(0, now);
         for (id, rec) in self.devices.iter_mut() {
             if rec.last_seen > now {
                 rec.last_seen = now;
@@ -803,8 +807,8 @@ impl Engine {
     }
 
     /// After a commit: commands due at connected devices go to their connections.
-    pub fn dispatch_commands(&mut self) {
-        self.commands.dispatch();
+    pub fn dispatch_commands(&mut self, now: Timestamp) {
+        self.commands.dispatch(now);
     }
 
     /// Where connections register to receive commands for their device.
@@ -1089,43 +1093,61 @@ mod tests {
     }
 
     /// A tracker back from a silence logs in, and its `reappeared` is held for the fix that
-    /// follows; then the clock is set back a year (while running, or while stopped). The hold
-    /// still ends after its time, not a year later.
+    /// follows; then the host clock steps. The hold still ends after its time, and the alert
+    /// still says how long the tracker was silent: after a step back (while running, or while
+    /// stopped) and after a step forward (with a restart after it, too).
     #[test]
-    fn a_held_reappearance_ends_after_its_hold_across_a_step_back() {
-        let hour = 3_600_000;
+    fn a_held_reappearance_keeps_its_hold_and_its_silence_across_steps() {
+        let (hour, day) = (3_600_000, 24 * 3_600_000);
+        let hold = crate::rules::REAPPEAR_HOLD.as_millis() as i64;
         let t0 = Timestamp::from_secs(1_826_841_600);
-        for restart in [false, true] {
+        // (step, whether the engine is told of it, a restart after it)
+        let cases = [
+            (-365 * day, true, false),
+            (-365 * day, false, true),
+            (day, true, false),
+            (day, true, true),
+        ];
+        for (step, told, restart) in cases {
+            let case = format!("step {step} ms, told: {told}, restart: {restart}");
             let store = Store::temporary().unwrap();
             let mut e = super::testing::overdue_car_at(store.clone(), t0);
             let seen = t0.add_millis(hour);
             e.ingest(&[live_fix("111", seen, 22.5, 114.0)], seen);
-            let silent_at = seen.add_millis(6 * hour);
-            e.tick(silent_at);
-            assert_eq!(
-                super::testing::take_count(&mut e, AlertType::SilentOverdue),
-                1
-            );
+            e.tick(seen.add_millis(6 * hour));
+            let silent = super::testing::take_count(&mut e, AlertType::SilentOverdue);
+            assert_eq!(silent, 1, "{case}");
             let login = Event {
                 device_id: DeviceId::new("111"),
                 protocol: crate::event::Protocol::Gt06,
                 kind: EventKind::Login,
             };
-            let back = silent_at.add_millis(hour);
+            let back = seen.add_millis(7 * hour);
             e.ingest(&[login], back);
+            assert!(reappeared(&mut e).is_empty(), "held for its fix: {case}");
+            let t1 = back.add_millis(step);
+            if told {
+                e.clock_stepped(t1, step);
+            }
             e.flush().unwrap();
-            let reappeared = |e: &mut Engine| super::testing::take_count(e, AlertType::Reappeared);
-            assert_eq!(reappeared(&mut e), 0, "held for its fix");
-            let t1 = back.add_millis(-365 * 24 * hour);
             if restart {
                 drop(e);
                 e = super::testing::reopen_at(&store, t1);
-            } else {
-                e.clock_stepped(t1, -365 * 24 * hour);
             }
-            e.tick(t1.add_millis(crate::rules::REAPPEAR_HOLD.as_millis() as i64));
-            assert_eq!(reappeared(&mut e), 1, "restart: {restart}");
+            e.tick(t1.add_millis(hold - 1));
+            assert!(reappeared(&mut e).is_empty(), "{case}");
+            e.tick(t1.add_millis(hold));
+            assert_eq!(reappeared(&mut e), [7 * 3600], "{case}");
         }
+    }
+
+    /// The `silent_s` of each `reappeared` raised since the last call.
+    fn reappeared(e: &mut Engine) -> Vec<i64> {
+        e.take_alerts()
+            .iter()
+            .filter(|a| a.kind == AlertType::Reappeared)
+            .filter_map(|a| a.details["silent_s"].as_i64())
+            .collect()
     }
 
     /// An overdue car that entered a pawn shop zone (dwell 1 h) a minute after `t0`, and when.

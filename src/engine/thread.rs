@@ -408,7 +408,10 @@ fn run(
         let now = clock();
         watch(now, &mut stepped);
         let step = stepped.take();
-        if let Some(ms) = step {
+        // A step back is taken in before the batch, whose arrivals are then dated no later than
+        // it (below); a step forward after the batch, so that what the batch began before the
+        // step (a zone visit, a held login) moves with it.
+        if let Some(ms) = step.filter(|&ms| ms < 0) {
             engine.clock_stepped(now, ms);
         }
         let mut ingest_done = Vec::new();
@@ -443,6 +446,9 @@ fn run(
             }
         }
         ingest(&mut engine, &mut arrivals, &mut emptied);
+        if let Some(ms) = step.filter(|&ms| ms >= 0) {
+            engine.clock_stepped(now, ms);
+        }
         // Counted once per commit, not per event: every metric update is a registry lookup.
         metrics::counter!("lienwatch_positions_stored_total")
             .increment(engine.stats.positions_stored - stored_before);
@@ -469,7 +475,7 @@ fn run(
         match &result {
             Ok(()) => {
                 engine.outbox.notify();
-                engine.dispatch_commands();
+                engine.dispatch_commands(now);
                 // Pending episodes are on disk now: their checks may go.
                 for c in engine.take_long_stay_checks() {
                     let _ = checks.send(c);
@@ -558,6 +564,45 @@ mod tests {
             .await
             .expect("device");
         assert_eq!(view.last_seen, ahead.add_millis(-year));
+        handle.shutdown().await.expect("last flush");
+    }
+
+    /// A fix read just before a step of the host clock forward and taken in after it: the zone
+    /// visit it begins moves with the step, so its dwell alert does not fall due at once.
+    #[tokio::test]
+    async fn a_visit_begun_by_a_batch_dated_before_a_step_forward_moves_with_it() {
+        use crate::engine::command::Command;
+        use crate::engine::testing::{live_fix, put_vehicle};
+        use std::sync::atomic::{AtomicI64, Ordering};
+        let day = 86_400_000;
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let host = Arc::new(AtomicI64::new(t0.millis()));
+        let read = host.clone();
+        let clock: Clock = Arc::new(move || Timestamp(read.load(Ordering::Relaxed)));
+        let store = Store::temporary().expect("store");
+        let outbox = store.open_outbox(&[], clock.clone()).expect("outbox");
+        let alerts = outbox.clone();
+        let cfg = EngineConfig::from_config(&Default::default(), Vec::new());
+        let mut engine = Engine::open(store, outbox, cfg, t0).expect("engine");
+        let car = serde_json::json!({"loan": {"id": "L", "status": "overdue"},
+            "devices": [{"id": "111", "kind": "wired"}]});
+        put_vehicle(&mut engine, "V-1", car, t0);
+        let zone = br#"{"name": "Pawn", "kind": "pawn_shop", "dwell_after": "1h",
+            "geometry": {"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}"#;
+        crate::engine::zones::PutZone::from_json("Z-1", zone)
+            .and_then(|c| c.apply(&mut engine, t0))
+            .expect("zone");
+        let (handle, _thread) =
+            spawn_watching(engine, clock, Some(StepWatch::new(t0))).expect("thread");
+        host.store(t0.millis() + day, Ordering::Relaxed);
+        let read_at = t0.add_millis(1_000);
+        let mut events = vec![live_fix("111", read_at, 22.6, 114.0)];
+        handle.commit(&mut events, read_at).await.expect("commit");
+        use crate::alert::AlertType;
+        let kinds: Vec<AlertType> = (alerts.list(None, 10, None).expect("alerts").into_iter())
+            .map(|a| a.alert.kind)
+            .collect();
+        assert_eq!(kinds, [AlertType::RiskZoneEnter]);
         handle.shutdown().await.expect("last flush");
     }
 

@@ -277,7 +277,7 @@ async fn send_command(
     proto: &'static str,
     engine: &EngineHandle,
 ) -> Result<(), ConnError> {
-    if session.commands_to() != Some(&d.device_id) || Timestamp::now() >= d.expires_at {
+    if session.commands_to() != Some(&d.device_id) || std::time::Instant::now() >= d.deadline {
         return Ok(());
     }
     match session.encode_command(d.id, &cfg.localise(d.command)) {
@@ -399,16 +399,21 @@ mod tests {
             tokio::join!(TcpStream::connect(l.local_addr().unwrap()), l.accept());
         let (mut peer, (conn, _)) = (peer.unwrap(), accepted.unwrap());
         let (_rd, mut wr) = conn.into_split();
-        let command = |expires_at| Dispatch {
+        let command = |deadline| Dispatch {
             id: 7,
             device_id: id.clone(),
             command: Downlink::Locate,
-            expires_at,
+            deadline,
         };
         let proto = cfg.protocol.name();
         // Expired a millisecond ago, then an hour to go.
-        for expires_at in [t0.add_millis(-1), t0.add_millis(3_600_000)] {
-            let d = command(expires_at);
+        let now = std::time::Instant::now();
+        let past = now.checked_sub(std::time::Duration::from_millis(1));
+        for deadline in [
+            past.unwrap_or(now),
+            now + std::time::Duration::from_secs(3600),
+        ] {
+            let d = command(deadline);
             send_command(session.as_mut(), d, &mut wr, &cfg, proto, &engine)
                 .await
                 .unwrap();

@@ -364,6 +364,15 @@ impl HeldReappearance {
         self.at.add(REAPPEAR_HOLD)
     }
 
+    /// The same hold with its times moved by `ms` (a step of the host clock).
+    pub fn moved(self, ms: i64) -> Self {
+        HeldReappearance {
+            silent_since: self.silent_since.map(|t| t.add_millis(ms)),
+            last_seen: self.last_seen.map(|t| t.add_millis(ms)),
+            at: self.at.add_millis(ms),
+        }
+    }
+
     /// The held alert, raised now.
     pub fn draft(&self) -> AlertDraft {
         reappeared_draft(self.silent_since, self.at, self.last_seen)
