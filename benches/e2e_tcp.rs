@@ -27,13 +27,14 @@
 //! Both sides stay up with their devices connected and take turns in `ROUNDS` pairs of slices
 //! of `SECONDS` each (default 8 of 4 s): the ratio is over all slices, with each pair's ratio
 //! beside it. Slices a few seconds apart see the same phase of a shared machine, whose speed
-//! drifts by 2x over minutes. Then one slice each with history off and with every device on a
-//! vehicle says what the history and the rules cost.
+//! drifts by 2x over minutes. Then one slice each with history off, with every device on a
+//! vehicle of its own, and with the devices on vehicles in pairs says what the history and the
+//! rules cost.
 //!
 //! `cargo bench --bench e2e_tcp` (env: `DEVICES`, `SECONDS`, `ROUNDS`, `COMMIT_WINDOW_US`, and
 //! `ONLY` = `bare` or `lienwatch` to run one side, e.g. under `perf stat`, or `ratio` for the
 //! paired slices alone; `REGISTERED=1` puts every device on a vehicle for the paired slices too,
-//! as a lender's fleet is).
+//! as a lender's fleet is, and `REGISTERED=2` puts them on vehicles in wired + wireless pairs).
 
 #[path = "common/proc_cpu.rs"]
 mod proc_cpu;
@@ -499,7 +500,11 @@ fn main() {
         // seconds: on a shared machine whose speed drifts by 2x over minutes, sides measured
         // far apart would measure the drift as much as lienwatch. The ratio is over all slices.
         let mut bare = (only != "lienwatch").then_some(Bare::start(devices).await);
-        let registered = std::env::var("REGISTERED").is_ok_and(|v| v == "1");
+        // 1: a vehicle per device; 2: a wired and a wireless device per vehicle.
+        let registered: u32 = std::env::var("REGISTERED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut lw = if only != "bare" {
             Some(Lienwatch::start(devices, true, registered).await)
         } else {
@@ -557,17 +562,24 @@ fn main() {
             return;
         }
         // What the history and the rules cost: one slice each, against all history-on slices.
-        let (off, off_commits) = lienwatch_once(devices, secs * 2.0, false, false).await;
+        let (off, off_commits) = lienwatch_once(devices, secs * 2.0, false, 0).await;
         off.report("lienwatch (durable, history off)", devices);
         // Every device on a vehicle: fence, overdue loan, zones, long_stay, risk all run.
-        let (reg, reg_commits) = lienwatch_once(devices, secs * 2.0, true, true).await;
+        let (reg, reg_commits) = lienwatch_once(devices, secs * 2.0, true, 1).await;
         reg.report(
             "lienwatch (durable, history on, every device on a vehicle)",
+            devices,
+        );
+        // A wired and a wireless device per vehicle: the separation rule runs too.
+        let (pairs, pairs_commits) = lienwatch_once(devices, secs * 2.0, true, 2).await;
+        pairs.report(
+            "lienwatch (durable, history on, devices on vehicles in wired + wireless pairs)",
             devices,
         );
         for (name, run, commits) in [
             ("history off", &off, off_commits),
             ("on vehicles", &reg, reg_commits),
+            ("on vehicles in pairs", &pairs, pairs_commits),
         ] {
             println!(
                 "{name}: group commits: {commits} ({:.0} acknowledged positions per flush)",
@@ -587,6 +599,11 @@ fn main() {
             reg.cpu_us_per_ack() / on.cpu_us_per_ack(),
             (1.0 - reg.rate() / on.rate()) * 100.0
         );
+        println!(
+            "in pairs / unregistered: rate {:.2}, CPU per ack {:.2}",
+            pairs.rate() / on.rate(),
+            pairs.cpu_us_per_ack() / on.cpu_us_per_ack(),
+        );
     });
 }
 
@@ -595,14 +612,23 @@ fn device_id(i: u32) -> String {
     (868_120_000_000_000u64 + i as u64).to_string()
 }
 
-/// Puts every device on a vehicle of its own, as a lender's fleet is: an overdue loan (the
-/// silence deadline moves with each fix) and a 2 km circle around where the devices report.
-fn register_all(engine: &mut Engine, devices: u32) {
+/// Puts every device on a vehicle, as a lender's fleet is: an overdue loan (the silence
+/// deadline moves with each fix) and a 2 km circle around where the devices report. One device
+/// per vehicle, or (`per_vehicle` 2) a wired and a wireless one, the usual pair (domain.md),
+/// which also runs the separation rule.
+fn register_all(engine: &mut Engine, devices: u32, per_vehicle: u32) {
     let now = Timestamp::now();
-    for i in 0..devices {
+    let per_vehicle = per_vehicle.max(1);
+    for i in 0..devices.div_ceil(per_vehicle) {
+        let kinds = ["wired", "wireless"];
+        let bound: Vec<serde_json::Value> = (0..per_vehicle)
+            .map(|k| i * per_vehicle + k)
+            .filter(|&d| d < devices)
+            .map(|d| serde_json::json!({"id": device_id(d), "kind": kinds[(d % 2) as usize]}))
+            .collect();
         let body = serde_json::json!({
             "loan": {"id": format!("L-{i}"), "status": "overdue", "days_past_due": 40},
-            "devices": [{"id": device_id(i), "kind": "wired"}],
+            "devices": bound,
             "geofence": {"type": "Circle", "center": [114.0573, 22.5432], "radius_m": 2000},
         });
         let cmd = PutVehicle::from_json(
@@ -624,12 +650,13 @@ struct Lienwatch {
     /// minutes), not with every slice.
     sealing: lienwatch::daemon::upkeep::Upkeep,
     fleet: Fleet,
-    registered: bool,
+    /// Devices per vehicle (0: none on a vehicle).
+    registered: u32,
     _dir: tempfile::TempDir,
 }
 
 impl Lienwatch {
-    async fn start(devices: u32, history: bool, registered: bool) -> Self {
+    async fn start(devices: u32, history: bool, registered: u32) -> Self {
         // lienwatch: real session, engine, sled on disk, group commit.
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), 64).expect("store");
@@ -657,8 +684,8 @@ impl Lienwatch {
             .history_retention;
         let mut engine =
             Engine::open(store.clone(), outbox, ecfg, Timestamp::now()).expect("engine");
-        if registered {
-            register_all(&mut engine, devices);
+        if registered > 0 {
+            register_all(&mut engine, devices, registered);
         }
         let (handle, _thread) =
             lienwatch::engine::spawn(engine, Arc::new(Timestamp::now)).expect("engine thread");
@@ -715,7 +742,7 @@ impl Lienwatch {
 
     async fn stop(self) {
         self.stop.cancel();
-        if self.registered {
+        if self.registered > 0 {
             // The rules did run: the first vehicle's device is placed inside its fence.
             let v = self
                 .handle
@@ -751,7 +778,7 @@ impl Bare {
 }
 
 /// One side started, measured for one slice, stopped: for the runs that are not paired.
-async fn lienwatch_once(devices: u32, secs: f64, history: bool, registered: bool) -> (Run, u64) {
+async fn lienwatch_once(devices: u32, secs: f64, history: bool, registered: u32) -> (Run, u64) {
     let mut lw = Lienwatch::start(devices, history, registered).await;
     let r = lw.slice(secs).await;
     lw.stop().await;
