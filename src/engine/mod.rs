@@ -261,7 +261,8 @@ impl Engine {
             .max();
         let alert_count = store.alerts_raised()?;
         let commands = crate::downlink::Commands::load(&store)?;
-        let vrules = vehicle_rules::VehicleRules::load(&store, |id| vehicles.contains_key(id))?;
+        let mut vrules = vehicle_rules::VehicleRules::load(&store, |id| vehicles.contains_key(id))?;
+        vrules.catch_up(&vehicles, |id| devices.get(id).and_then(|r| r.last_valid()));
         let rules = Rules::new(cfg.rules.clone(), now);
         let mut e = Engine {
             risk,

@@ -502,6 +502,7 @@ fn run(
     }
     // Last flush on the way out: anything applied is made durable, and the engine's store and
     // the places worker are let go before the shutdown is answered.
+    engine.write_all_progress();
     let last = engine
         .flush()
         .and_then(|()| syncer.sync_here())

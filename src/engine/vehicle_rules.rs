@@ -14,6 +14,15 @@ use crate::rules::{
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 
+/// How long a vehicle's state may go unwritten when only its progress moved: the separation
+/// rings' new fixes and the newest fix time of its zone visits. Those moved at every fix of a
+/// vehicle with two trackers (the usual wired + wireless pair), and writing the state each time
+/// was most of what such a fix cost the commit (about 840 bytes per fix to sled). A kill loses
+/// at most this much of a ring, whose fixes are thinned to one every few minutes anyway; each
+/// device's newest fix, and the visits' fix times, come back from its record
+/// ([`VehicleRules::catch_up`]).
+const PROGRESS_WRITE_MS: i64 = 5 * 60_000;
+
 /// Zones, vehicle rule states and their deadlines.
 #[derive(Default)]
 pub(super) struct VehicleRules {
@@ -26,6 +35,10 @@ pub(super) struct VehicleRules {
     silent: DeadlineQueue<Arc<str>>,
     /// Vehicles whose state changed since the last flush.
     dirty: FastSet<Arc<str>>,
+    /// Vehicles whose state only progressed since it was written (see [`PROGRESS_WRITE_MS`]),
+    /// with when it first did; and the same, in that order, for the tick that writes them.
+    progressed: FastMap<Arc<str>, Timestamp>,
+    progress_due: std::collections::VecDeque<(Timestamp, Arc<str>)>,
     /// `long_stay`: its own states, deadlines and places checks.
     pub(super) long_stay: super::long_stay::LongStays,
 }
@@ -105,15 +118,88 @@ impl VehicleRules {
         }
     }
 
-    /// Writes the changed states (an empty one is deleted).
+    /// At start: what a commit leaves to the device records (see [`PROGRESS_WRITE_MS`]). Each
+    /// device of a vehicle with two or more gets its newest usable fix into its ring, and each
+    /// visit's fix time is raised to that fix's; as for the geofence (`DeviceRuleState::
+    /// catch_up`), that fix may be a buffered one the visits did not use.
+    pub(super) fn catch_up(
+        &mut self,
+        vehicles: &std::collections::BTreeMap<String, crate::registry::Vehicle>,
+        newest: impl Fn(&DeviceId) -> Option<crate::store::StoredPosition>,
+    ) {
+        for (vid, v) in vehicles {
+            let ring = v.devices.len() > 1;
+            if !ring && !self.states.contains_key(vid.as_str()) {
+                continue;
+            }
+            let mut st = self.states.remove(vid.as_str()).unwrap_or_default();
+            for d in &v.devices {
+                let Some(p) = newest(&d.id) else {
+                    continue;
+                };
+                if ring {
+                    let rf = separation::RingFix::new(p.time.millis(), p.lat, p.lon);
+                    let mem = st.device_mut(&d.id);
+                    if mem.recent.0.last().is_none_or(|f| f.t < rf.t) {
+                        mem.recent.push(rf);
+                    }
+                }
+                if let Some(mem) = st.devices.iter_mut().find(|m| m.id == d.id) {
+                    for visit in &mut mem.visits {
+                        visit.fix_time = visit.fix_time.max(p.time);
+                    }
+                }
+            }
+            if !st.is_empty() {
+                self.states.insert(Arc::from(vid.as_str()), st);
+            }
+        }
+    }
+
+    /// The vehicle's state moved only in its progress at `at`: written within
+    /// [`PROGRESS_WRITE_MS`], unless something else writes it first.
+    fn progressed(&mut self, vid: &Arc<str>, at: Timestamp) {
+        if !self.progressed.contains_key(vid) {
+            self.progressed.insert(vid.clone(), at);
+            self.progress_due.push_back((at, vid.clone()));
+        }
+    }
+
+    /// Marks for the next flush the states whose progress has waited long enough by `now`.
+    fn progress_due(&mut self, now: Timestamp) {
+        while let Some((at, vid)) = self.progress_due.front() {
+            if at.add_millis(PROGRESS_WRITE_MS) > now {
+                break;
+            }
+            if self.progressed.get(vid) == Some(at) {
+                self.dirty.insert(vid.clone());
+            }
+            self.progress_due.pop_front();
+        }
+    }
+
+    /// Marks every state whose progress is unwritten for the next flush (the last one, at a
+    /// stop).
+    pub(super) fn write_all_progress(&mut self) {
+        self.dirty.extend(self.progressed.keys().cloned());
+    }
+
+    /// Writes the changed states (an empty one is deleted). A write that fails leaves the states
+    /// it did not write marked, for the next commit.
     pub(super) fn flush(&mut self, store: &Store) -> Result<(), StoreError> {
-        for id in self.dirty.drain() {
+        let ids: Vec<Arc<str>> = self.dirty.iter().cloned().collect();
+        for id in ids {
             let bytes = self
                 .states
                 .get(&id)
                 .filter(|s| !s.is_empty())
                 .map(VehicleRuleState::to_bytes);
             store.put_vehicle_rule_state(&id, bytes.as_deref())?;
+            self.dirty.remove(&id);
+            self.progressed.remove(&id);
+        }
+        if self.progressed.is_empty() {
+            self.progress_due.clear();
         }
         self.long_stay.flush(store)
     }
@@ -139,6 +225,12 @@ fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
 }
 
 impl Engine {
+    /// Before the last flush of a stop: every vehicle state whose progress is not written yet
+    /// (see [`PROGRESS_WRITE_MS`]), so that a clean stop loses none of it.
+    pub(super) fn write_all_progress(&mut self) {
+        self.vrules.write_all_progress();
+    }
+
     /// Every dwell and all-silent deadline from the persisted states (start, reconfigure).
     pub(super) fn rebuild_vehicle_deadlines(&mut self) {
         let r = &mut self.vrules;
@@ -226,7 +318,9 @@ impl Engine {
         let r = &mut self.vrules;
         let cfg = self.rules.config();
         let mut st = r.states.remove(&**vid).unwrap_or_default();
-        let mut changed = false;
+        // `changed`: written with this commit; `progressed`: only the rings and the visits' fix
+        // times moved, written within `PROGRESS_WRITE_MS`.
+        let (mut changed, mut progressed) = (false, false);
         // Any sign of life ends an all-silent episode.
         if st.all_silent {
             st.all_silent = false;
@@ -240,6 +334,7 @@ impl Engine {
                 Some(i) => &mut st.devices[i].visits,
                 None => &mut fresh,
             };
+            progressed |= !visits.is_empty();
             if zones::on_fix(cfg, &r.zones, visits, fix, received_at, &mut out.alerts) {
                 changed = true;
                 r.dwell
@@ -254,7 +349,7 @@ impl Engine {
                 .retain(|a| !st.zone_visit_told(vehicle, &ev.device_id, a, live));
             if let Some(rf) = separation::ring_fix(fix).filter(|_| vehicle.devices.len() > 1) {
                 st.device_mut(&ev.device_id).recent.push(rf);
-                changed = true;
+                progressed = true;
                 if let Some(i) = st.devices.iter().position(|d| d.id == ev.device_id) {
                     let others: Vec<(&DeviceId, &separation::FixRing, DeviceKind)> = st
                         .devices
@@ -265,7 +360,7 @@ impl Engine {
                             vehicle.device(&d.id).map(|b| (&d.id, &d.recent, b.kind))
                         })
                         .collect();
-                    separation::compare(
+                    changed |= separation::compare(
                         cfg,
                         &ev.device_id,
                         rf,
@@ -289,6 +384,8 @@ impl Engine {
         }
         if changed {
             r.dirty.insert(vid.clone());
+        } else if progressed {
+            r.progressed(vid, received_at);
         }
         let (silent_open, separated_open) = (st.all_silent, !st.separated.is_empty());
         if !st.is_empty() {
@@ -300,6 +397,7 @@ impl Engine {
     /// Dwell, all-silent and long-stay deadlines that fell due by `now`.
     pub(super) fn vehicle_rules_tick(&mut self, now: Timestamp) {
         self.long_stay_tick(now);
+        self.vrules.progress_due(now);
         while self.vrules.dwell.next_deadline().is_some_and(|t| t <= now) {
             for id in self.vrules.dwell.pop_due(now) {
                 let Some(vid) = self.vehicle_id_of(&id) else {
@@ -423,7 +521,22 @@ mod tests {
         loan: serde_json::Value,
         geofence: Option<serde_json::Value>,
     ) -> crate::engine::Engine {
-        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        two_tracker_car_on(
+            crate::store::Store::temporary().unwrap(),
+            t0,
+            loan,
+            geofence,
+        )
+    }
+
+    /// [`two_tracker_car`] on `store`.
+    fn two_tracker_car_on(
+        store: crate::store::Store,
+        t0: Timestamp,
+        loan: serde_json::Value,
+        geofence: Option<serde_json::Value>,
+    ) -> crate::engine::Engine {
+        let mut e = engine_at(store, t0);
         let mut body = serde_json::json!({
             "loan": loan,
             "devices": [{"id": WIRED, "kind": "wired"}, {"id": WIRELESS, "kind": "wireless"}],
@@ -433,6 +546,110 @@ mod tests {
         }
         put_vehicle(&mut e, "V-1", body, t0);
         e
+    }
+
+    /// V-1's stored vehicle rule state, if any.
+    fn stored(store: &crate::store::Store) -> Option<crate::rules::VehicleRuleState> {
+        store
+            .all_vehicle_rule_states()
+            .map(|kv| kv.unwrap())
+            .find(|(id, _)| id == "V-1")
+            .map(|(_, b)| crate::rules::VehicleRuleState::from_bytes(&b).unwrap())
+    }
+
+    fn overdue() -> serde_json::Value {
+        serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40})
+    }
+
+    /// A pair of trackers on a car: each fix moves a separation ring, which is written every
+    /// few minutes, not at every commit; the tick after `PROGRESS_WRITE_MS` writes it.
+    #[test]
+    fn a_pair_writes_its_rings_every_few_minutes_not_at_every_fix() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = crate::store::Store::temporary().unwrap();
+        let mut e = two_tracker_car_on(store.clone(), t0, overdue(), None);
+        let at = |s: i64| t0.add_millis(s * 1000);
+        for s in (30..=270).step_by(30) {
+            e.ingest(&[live_fix(WIRED, at(s), 22.5, 114.0)], at(s));
+            e.tick(at(s));
+            e.flush().unwrap();
+        }
+        assert_eq!(stored(&store), None, "progress alone, for 4 minutes");
+        e.tick(at(30 + 300));
+        e.flush().unwrap();
+        let st = stored(&store).expect("written 5 minutes after the first fix");
+        let ring = &st
+            .device(&crate::event::DeviceId::new(WIRED))
+            .unwrap()
+            .recent;
+        assert_eq!(ring.0.last().map(|f| f.t), Some(at(270).secs()));
+    }
+
+    /// A kill before a pair's rings were written: the start takes each tracker's newest fix
+    /// from its record, so the wireless unit's next fix far from it still raises
+    /// `device_separation`.
+    #[test]
+    fn after_a_kill_the_rings_start_from_the_records() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = crate::store::Store::temporary().unwrap();
+        let mut e = two_tracker_car_on(store.clone(), t0, overdue(), None);
+        let at = |m: i64| t0.add_millis(m * 60_000);
+        for m in 1..=4 {
+            e.ingest(&[live_fix(WIRED, at(m), 22.5, 114.0)], at(m));
+            e.flush().unwrap();
+        }
+        assert_eq!(stored(&store), None);
+        drop(e);
+        let mut e = crate::engine::testing::reopen_at(&store, at(5));
+        e.ingest(&[live_fix(WIRELESS, at(5), 22.6, 114.0)], at(5));
+        let separated = crate::engine::testing::take_count(&mut e, AlertType::DeviceSeparation);
+        assert_eq!(separated, 1);
+    }
+
+    /// A kill while a car sits in a zone, its visit's newest fix time not written since the
+    /// visit began: the start takes it from the device's record, so an older fix outside,
+    /// sent late, still does not end the visit (and a new entry alert would follow).
+    #[test]
+    fn after_a_kill_a_visit_ignores_fixes_older_than_the_record() {
+        use crate::engine::command::Command;
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = crate::store::Store::temporary().unwrap();
+        let mut e = two_tracker_car_on(store.clone(), t0, overdue(), None);
+        let zone = br#"{"name": "Pawn", "kind": "pawn_shop",
+            "geometry": {"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}"#;
+        crate::engine::zones::PutZone::from_json("Z-1", zone)
+            .and_then(|c| c.apply(&mut e, t0))
+            .unwrap();
+        let at = |m: i64| t0.add_millis(m * 60_000);
+        for m in 1..=4 {
+            e.ingest(&[live_fix(WIRED, at(m), 22.6, 114.0)], at(m));
+            e.flush().unwrap();
+        }
+        let enter = |e: &mut crate::engine::Engine| {
+            crate::engine::testing::take_count(e, AlertType::RiskZoneEnter)
+        };
+        assert_eq!(enter(&mut e), 1);
+        drop(e);
+        let mut e = crate::engine::testing::reopen_at(&store, at(5));
+        e.ingest(&[live_fix(WIRED, at(2), 22.5, 114.0)], at(5));
+        e.ingest(&[live_fix(WIRED, at(6), 22.6, 114.0)], at(6));
+        assert_eq!(enter(&mut e), 0, "the same visit");
+    }
+
+    /// A clean stop writes the rings whose progress was waiting.
+    #[tokio::test]
+    async fn a_stop_writes_the_rings_that_wait() {
+        let t0 = Timestamp::now();
+        let store = crate::store::Store::temporary().unwrap();
+        let e = two_tracker_car_on(store.clone(), t0, overdue(), None);
+        let (handle, _thread) =
+            crate::engine::spawn(e, std::sync::Arc::new(Timestamp::now)).unwrap();
+        let mut events = vec![live_fix(WIRED, t0, 22.5, 114.0)];
+        handle.commit(&mut events, t0).await.unwrap();
+        assert_eq!(stored(&store), None);
+        // Answered after the last flush.
+        handle.shutdown().await.unwrap();
+        assert!(stored(&store).is_some());
     }
 
     /// The outbox refuses an alert (a store error): the commit that carries the rule state

@@ -39,7 +39,9 @@ fn details(z: &Zone) -> serde_json::Value {
     json!({"zone_id": &*z.id, "zone_name": z.name, "zone_kind": &*z.kind})
 }
 
-/// Applies one fix to a device's visits. Returns whether the visits changed.
+/// Applies one fix to a device's visits. Returns whether a visit began or ended; the newest fix
+/// time each visit keeps moves without that (progress, which the engine writes later and takes
+/// back from the device's record after a crash: `VehicleRules::catch_up`).
 pub fn on_fix(
     cfg: &RuleConfig,
     zones: &ZoneSet,
@@ -67,7 +69,6 @@ pub fn on_fix(
     let mut changed = visits.len() != before;
     for v in visits.iter_mut() {
         v.fix_time = p.time;
-        changed = true;
     }
     zones.containing(p.lon, p.lat, |z| {
         if !visits.iter().any(|v| *v.zone_id == *z.id) {
@@ -172,8 +173,10 @@ mod tests {
         assert_eq!(out[0].details["zone_name"], "东门");
         assert_eq!(out[0].details["zone_kind"], "pawnshop");
         now += M;
-        // Still inside, then within the margin outside: the same visit.
-        send(114.0005, 22.6, now + M, &mut v, &mut out);
+        // Still inside, then within the margin outside: the same visit, whose fix time moves
+        // (progress, not reported).
+        assert!(!send(114.0005, 22.6, now + M, &mut v, &mut out));
+        assert_eq!(v[0].fix_time, Timestamp(now + M));
         send(
             114.0,
             22.6 + 230.0 / 111_195.0,
