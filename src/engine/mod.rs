@@ -262,7 +262,15 @@ impl Engine {
         let alert_count = store.alerts_raised()?;
         let commands = crate::downlink::Commands::load(&store)?;
         let mut vrules = vehicle_rules::VehicleRules::load(&store, |id| vehicles.contains_key(id))?;
-        vrules.catch_up(&vehicles, |id| devices.get(id).and_then(|r| r.last_valid()));
+        // Only what a device sent on this vehicle: a tracker moved from another car, or tried
+        // on a bench, brings no fix of that other place into this car's rings.
+        vrules.catch_up(&vehicles, |id| {
+            let p = devices.get(id).and_then(|r| r.last_valid())?;
+            let bound = bound_since
+                .get(id)
+                .is_none_or(|&since| p.received_at >= since);
+            bound.then_some(p)
+        });
         let rules = Rules::new(cfg.rules.clone(), now);
         let mut e = Engine {
             risk,
@@ -383,6 +391,8 @@ impl Engine {
     /// watched (`VehicleRules::move_visit_starts`, `Commands::clock_stepped`).
     pub fn clock_stepped(&mut self, now: Timestamp, step_ms: i64) {
         self.vrules.move_visit_starts(step_ms, now);
+        // Progress waiting to be written is dated in the clock before the step.
+        self.vrules.write_all_progress();
         self.commands.clock_stepped(&self.store, step_ms, now);
         self.move_holds(step_ms, now);
         if step_ms < 0 {

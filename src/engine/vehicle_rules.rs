@@ -82,10 +82,12 @@ impl VehicleRules {
     }
 
     pub(super) fn next_deadline(&self) -> Option<Timestamp> {
+        let progress = (self.progress_due.front()).map(|(at, _)| at.add_millis(PROGRESS_WRITE_MS));
         [
             self.dwell.next_deadline(),
             self.silent.next_deadline(),
             self.long_stay.next_deadline(),
+            progress,
         ]
         .into_iter()
         .flatten()
@@ -128,6 +130,10 @@ impl VehicleRules {
         newest: impl Fn(&DeviceId) -> Option<crate::store::StoredPosition>,
     ) {
         for (vid, v) in vehicles {
+            // The rules do not run for a closed loan.
+            if v.loan.status == LoanStatus::Closed {
+                continue;
+            }
             let ring = v.devices.len() > 1;
             if !ring && !self.states.contains_key(vid.as_str()) {
                 continue;
@@ -165,10 +171,11 @@ impl VehicleRules {
         }
     }
 
-    /// Marks for the next flush the states whose progress has waited long enough by `now`.
+    /// Marks for the next flush the states whose progress has waited long enough by `now` (or
+    /// is dated ahead of it: a step of the clock back).
     fn progress_due(&mut self, now: Timestamp) {
         while let Some((at, vid)) = self.progress_due.front() {
-            if at.add_millis(PROGRESS_WRITE_MS) > now {
+            if at.add_millis(PROGRESS_WRITE_MS) > now && *at <= now {
                 break;
             }
             if self.progressed.get(vid) == Some(at) {
@@ -634,6 +641,74 @@ mod tests {
         e.ingest(&[live_fix(WIRED, at(2), 22.5, 114.0)], at(5));
         e.ingest(&[live_fix(WIRED, at(6), 22.6, 114.0)], at(6));
         assert_eq!(enter(&mut e), 0, "the same visit");
+    }
+
+    /// What is more than progress is written at once: a separation episode that opens (before a
+    /// kill could lose it), and the deletion of a vehicle whose rings were waiting, which the
+    /// wait does not bring back.
+    #[test]
+    fn an_episode_and_a_deletion_are_written_at_once() {
+        use crate::engine::command::Command;
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = crate::store::Store::temporary().unwrap();
+        let mut e = two_tracker_car_on(store.clone(), t0, overdue(), None);
+        let at = |m: i64| t0.add_millis(m * 60_000);
+        e.ingest(&[live_fix(WIRED, at(1), 22.5, 114.0)], at(1));
+        e.ingest(&[live_fix(WIRELESS, at(2), 22.6, 114.0)], at(2));
+        e.flush().unwrap();
+        let st = stored(&store).expect("the episode is written with its alert");
+        assert_eq!(st.separated.len(), 1);
+        e.ingest(&[live_fix(WIRED, at(3), 22.5, 114.0)], at(3));
+        crate::engine::vehicles::DeleteVehicle { id: "V-1".into() }
+            .apply(&mut e, at(4))
+            .unwrap();
+        e.flush().unwrap();
+        assert_eq!(stored(&store), None);
+        e.tick(at(10));
+        e.flush().unwrap();
+        assert_eq!(
+            stored(&store),
+            None,
+            "the waiting progress went with the vehicle"
+        );
+    }
+
+    /// A step of the host clock back writes the progress that waits, dated before the step
+    /// (its wait would otherwise last the step's size).
+    #[test]
+    fn a_step_back_writes_the_progress_that_waits() {
+        let t0 = Timestamp::from_secs(1_826_841_600);
+        let store = crate::store::Store::temporary().unwrap();
+        let mut e = two_tracker_car_on(store.clone(), t0, overdue(), None);
+        let t = t0.add_millis(60_000);
+        e.ingest(&[live_fix(WIRED, t, 22.5, 114.0)], t);
+        e.flush().unwrap();
+        assert_eq!(stored(&store), None);
+        let year = 365 * 24 * 3_600_000;
+        e.clock_stepped(t.add_millis(-year), -year);
+        e.flush().unwrap();
+        assert!(stored(&store).is_some());
+    }
+
+    /// A tracker that reported elsewhere before it was bound to this car (moved from another
+    /// car, or tried on a bench): after a restart, that fix is not in the car's ring, so the
+    /// other tracker's fix at the car is no separation.
+    #[test]
+    fn a_restart_leaves_fixes_from_before_the_binding_out_of_the_rings() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = crate::store::Store::temporary().unwrap();
+        let mut e = engine_at(store.clone(), t0);
+        let at = |m: i64| t0.add_millis(m * 60_000);
+        e.ingest(&[live_fix(WIRED, at(1), 22.9, 114.0)], at(1));
+        let body = serde_json::json!({"loan": overdue(),
+            "devices": [{"id": WIRED, "kind": "wired"}, {"id": WIRELESS, "kind": "wireless"}]});
+        put_vehicle(&mut e, "V-1", body, at(2));
+        e.flush().unwrap();
+        drop(e);
+        let mut e = crate::engine::testing::reopen_at(&store, at(3));
+        e.ingest(&[live_fix(WIRELESS, at(3), 22.5, 114.0)], at(3));
+        let separated = crate::engine::testing::take_count(&mut e, AlertType::DeviceSeparation);
+        assert_eq!(separated, 0);
     }
 
     /// A clean stop writes the rings whose progress was waiting.
