@@ -262,14 +262,8 @@ impl Engine {
         let alert_count = store.alerts_raised()?;
         let commands = crate::downlink::Commands::load(&store)?;
         let mut vrules = vehicle_rules::VehicleRules::load(&store, |id| vehicles.contains_key(id))?;
-        // Only what a device sent on this vehicle: a tracker moved from another car, or tried
-        // on a bench, brings no fix of that other place into this car's rings.
         vrules.catch_up(&vehicles, |id| {
-            let p = devices.get(id).and_then(|r| r.last_valid())?;
-            let bound = bound_since
-                .get(id)
-                .is_none_or(|&since| p.received_at >= since);
-            bound.then_some(p)
+            vehicle_rules::newest_fix_since_bound(&devices, &bound_since, id)
         });
         let rules = Rules::new(cfg.rules.clone(), now);
         let mut e = Engine {
