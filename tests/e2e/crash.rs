@@ -266,3 +266,47 @@ fn silence_after_a_kill_counts_from_the_last_acknowledged_message() {
     );
     assert_eq!(d.terminate(), Some(0));
 }
+
+/// A car with a wired and a wireless tracker: the wired unit's fixes move only its separation
+/// ring, which the daemon writes every few minutes, not with the fix. After a kill -9 the ring
+/// starts from the device's record (written with the fix the acknowledgement covered), so the
+/// wireless unit's fix 11 km away is still compared with it and raises `device_separation`.
+#[test]
+fn separation_after_a_kill_compares_with_the_last_acknowledged_fix() {
+    let mut d = Daemon::start(&["gt06"], "[rules]\nstartup_grace = \"0s\"\n");
+    let (wired, wireless) = (imei(78), imei(79));
+    let body = format!(
+        r#"{{"loan": {{"id": "L-78", "status": "overdue"}},
+            "devices": [{{"id": "{wired}", "kind": "wired"}}, {{"id": "{wireless}", "kind": "wireless"}}]}}"#
+    );
+    assert_eq!(d.api("PUT", "/v1/vehicles/V-78", Some(&body)).0, 201);
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login(&wired, 1), &gt06_ack(0x01, 1));
+    for serial in 2..5u16 {
+        dev.exchange_bytes(
+            &gt06_location(serial, stamp(u32::from(serial) * 60), 22.5, 114.0),
+            &gt06_ack(0x12, serial),
+        );
+    }
+    d.kill9();
+    drop(dev);
+    d.spawn();
+    let mut other = d.connect("gt06");
+    other.exchange_bytes(&gt06_login(&wireless, 1), &gt06_ack(0x01, 1));
+    other.exchange_bytes(
+        &gt06_location(2, stamp(300), 22.6, 114.0),
+        &gt06_ack(0x12, 2),
+    );
+    let separation = wait_for(
+        Duration::from_secs(30),
+        "device_separation after the restart",
+        || {
+            let (_, v) = d.api("GET", "/v1/alerts?vehicle_id=V-78", None);
+            v["alerts"]
+                .as_array()
+                .and_then(|a| a.iter().find(|a| a["type"] == "device_separation").cloned())
+        },
+    );
+    assert_eq!(separation["details"]["time_gap_s"], 60, "{separation}");
+    assert_eq!(d.terminate(), Some(0));
+}
