@@ -189,7 +189,7 @@ pub fn run_fixture(
             }
         }
         // As after a daemon's commit: due commands go to their connections.
-        engine.dispatch_commands(t);
+        engine.dispatch_commands(t, std::time::Instant::now());
         for (&k, conn) in conns.iter_mut() {
             let sent = conn.send_commands(&mut engine, listener.as_ref(), t);
             if k == step.connection {

@@ -58,6 +58,20 @@ impl StepWatch {
     }
 }
 
+/// A time `t` read from the host clock, given the last step of it: `step_ms` taken in when the
+/// clock read `stepped_at`. A time read before the step (a batch in flight while it happened)
+/// comes back in the clock after it; one read after it is unchanged. The two lie on either side
+/// of half the step, which is at least [`StepWatch::STEP_MS`].
+pub fn across_step(t: Timestamp, stepped_at: Timestamp, step_ms: i64) -> Timestamp {
+    let half = stepped_at.add_millis(-step_ms / 2);
+    let before = if step_ms > 0 { t < half } else { t > half };
+    if before {
+        t.add_millis(step_ms)
+    } else {
+        t
+    }
+}
+
 /// A UTC instant in milliseconds since the Unix epoch. Serialises as RFC 3339.
 ///
 /// Kept as a plain integer so that decoders build it with arithmetic only (no calendar library on
@@ -279,6 +293,35 @@ mod tests {
             Some(60)
         );
         assert_eq!(w.observe(Timestamp::now().add_millis(60_000)), None);
+    }
+
+    /// A time read before a step comes back in the clock after it; one read after it stays.
+    #[test]
+    fn times_read_across_a_step_land_in_the_clock_after_it() {
+        let at = Timestamp::from_secs(1_800_000_000);
+        let day = 86_400_000;
+        // Forward a day: read a second before the step, and a second after it.
+        assert_eq!(
+            across_step(at.add_millis(-day - 1000), at, day),
+            at.add_millis(-1000)
+        );
+        assert_eq!(
+            across_step(at.add_millis(1000), at, day),
+            at.add_millis(1000)
+        );
+        // Back a year: read a second before it (a year ahead), and right after it.
+        let year = 365 * day;
+        assert_eq!(
+            across_step(at.add_millis(year - 1000), at, -year),
+            at.add_millis(-1000)
+        );
+        assert_eq!(across_step(at, at, -year), at);
+        // The smallest step: two seconds.
+        assert_eq!(across_step(at.add_millis(-2000), at, 2000), at);
+        assert_eq!(
+            across_step(at.add_millis(-500), at, 2000),
+            at.add_millis(-500)
+        );
     }
 
     #[test]

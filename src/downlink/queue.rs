@@ -295,9 +295,10 @@ impl Commands {
 
     /// After a commit: hands each due device's head command (its first [`MAX_IN_FLIGHT`] where
     /// answers name their command) to its connection, unless that connection already has it.
-    /// `now` is the engine's clock, which dates the commands' expiry.
-    pub fn dispatch(&mut self, now: Timestamp) {
-        let handed_at = std::time::Instant::now();
+    /// `now` is the engine's clock, which dates the commands' expiry, read when the monotonic
+    /// clock read `read_at`: a connection's deadline counts from then, so that it never falls
+    /// after the engine's expiry by the length of a commit.
+    pub fn dispatch(&mut self, now: Timestamp, read_at: std::time::Instant) {
         for device in self.due.drain() {
             if self.quiet.contains_key(&device) {
                 continue;
@@ -326,8 +327,8 @@ impl Commands {
                     device_id: device.clone(),
                     command: rec.command.clone(),
                     // Past the monotonic clock's range only for lives of centuries.
-                    deadline: (handed_at.checked_add(std::time::Duration::from_millis(life)))
-                        .unwrap_or(handed_at + std::time::Duration::from_secs(1 << 32)),
+                    deadline: (read_at.checked_add(std::time::Duration::from_millis(life)))
+                        .unwrap_or(read_at + std::time::Duration::from_secs(1 << 32)),
                 };
                 if !mailbox.send(d) {
                     break;
@@ -463,10 +464,10 @@ mod tests {
             )
             .unwrap();
         // Offline: nothing goes out.
-        c.dispatch(Timestamp::from_secs(0));
+        c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
         let guard = c.links().register(dev.clone(), mailbox.clone());
         c.on_event(&store, &answer(AnswerKey::InOrder, true), t(2));
-        c.dispatch(Timestamp::from_secs(0));
+        c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
         assert_eq!(
             ids(&mailbox),
             vec![a.id, b.id],
@@ -474,7 +475,7 @@ mod tests {
         );
         // Not handed twice to the same connection.
         c.on_event(&store, &answer(AnswerKey::InOrder, true), t(3));
-        c.dispatch(Timestamp::from_secs(0));
+        c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
         assert!(ids(&mailbox).is_empty());
         c.sent(&store, a.id, AnswerKey::ServerFlag(1), t(3));
         // An answer with another key is not its answer.
@@ -489,7 +490,7 @@ mod tests {
             (done.state, done.answer.as_deref()),
             (CommandState::Answered, Some("done"))
         );
-        c.dispatch(Timestamp::from_secs(0));
+        c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
         assert!(ids(&mailbox).is_empty(), "the next was out already");
         // Reopened (a restart): the open one is still there, and expires on time.
         drop(guard);
@@ -546,7 +547,7 @@ mod tests {
                     .id
                 })
                 .collect();
-            c.dispatch(Timestamp::from_secs(0));
+            c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
             let want = if together { MAX_IN_FLIGHT } else { 1 };
             assert_eq!(ids(&mailbox), made[..want], "{protocol:?}");
             for (i, &id) in made[..want].iter().enumerate() {
@@ -560,7 +561,7 @@ mod tests {
             if together {
                 // The second answered while the first never is: the next in line goes out.
                 c.on_event(&store, &answer(AnswerKey::ServerFlag(1), true), t(21));
-                c.dispatch(Timestamp::from_secs(0));
+                c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
                 assert_eq!(ids(&mailbox), [made[want]], "{protocol:?}");
                 assert_eq!(
                     c.get(&store, made[0]).unwrap().unwrap().state,
@@ -568,7 +569,7 @@ mod tests {
                 );
             } else {
                 c.on_event(&store, &answer(AnswerKey::InOrder, true), t(21));
-                c.dispatch(Timestamp::from_secs(0));
+                c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
                 assert_eq!(ids(&mailbox), [made[1]], "{protocol:?}");
             }
         }
@@ -598,12 +599,12 @@ mod tests {
             create(&mut c, 1000, 0),
             create(&mut c, 1000, 0),
         );
-        c.dispatch(Timestamp::from_secs(0));
+        c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
         assert_eq!(ids(&mailbox), vec![a]);
         c.sent(&store, a, AnswerKey::InOrder, t(1));
         // `a` expires in flight, unanswered: `b` waits.
         c.expire_due(&store, t(10));
-        c.dispatch(Timestamp::from_secs(0));
+        c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
         assert!(
             ids(&mailbox).is_empty(),
             "the next command waits for a stray answer"
@@ -615,7 +616,7 @@ mod tests {
         let state = |c: &Commands, id| c.get(&store, id).unwrap().unwrap().state;
         assert_eq!(state(&c, b), CommandState::Queued);
         c.expire_due(&store, wait_ends);
-        c.dispatch(Timestamp::from_secs(0));
+        c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
         assert_eq!(ids(&mailbox), vec![b], "then it goes");
         c.sent(&store, b, AnswerKey::InOrder, wait_ends);
         // A login on the same connection: `b` is written again, and each write may be answered.
@@ -627,19 +628,19 @@ mod tests {
             },
             t(80),
         );
-        c.dispatch(Timestamp::from_secs(0));
+        c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
         assert_eq!(ids(&mailbox), vec![b]);
         c.sent(&store, b, AnswerKey::InOrder, t(80));
         c.on_event(&store, &answer(AnswerKey::InOrder, true), t(81));
         assert_eq!(state(&c, b), CommandState::Answered);
-        c.dispatch(Timestamp::from_secs(0));
+        c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
         assert!(
             ids(&mailbox).is_empty(),
             "the second write's answer may still come"
         );
         c.on_event(&store, &answer(AnswerKey::InOrder, true), t(82));
         c.expire_due(&store, t(81).add(STRAY_ANSWER_WAIT));
-        c.dispatch(Timestamp::from_secs(0));
+        c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
         assert_eq!(ids(&mailbox), vec![z]);
         assert_eq!(
             state(&c, z),
@@ -668,7 +669,7 @@ mod tests {
                 t(0),
             )
             .unwrap();
-        c.dispatch(Timestamp::from_secs(0));
+        c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
         assert_eq!(ids(&mailbox), vec![a.id]);
         c.sent(
             &store,
@@ -684,13 +685,13 @@ mod tests {
             ..answer(AnswerKey::InOrder, true)
         };
         c.on_event(&store, &event(EventKind::Registered), t(2));
-        c.dispatch(Timestamp::from_secs(0));
+        c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
         assert!(
             ids(&mailbox).is_empty(),
             "a registration is no new session here"
         );
         c.on_event(&store, &event(EventKind::Login), t(3));
-        c.dispatch(Timestamp::from_secs(0));
+        c.dispatch(Timestamp::from_secs(0), std::time::Instant::now());
         assert_eq!(ids(&mailbox), vec![a.id], "an authentication is");
     }
 }

@@ -263,7 +263,7 @@ impl Engine {
         let commands = crate::downlink::Commands::load(&store)?;
         let mut vrules = vehicle_rules::VehicleRules::load(&store, |id| vehicles.contains_key(id))?;
         vrules.catch_up(&vehicles, |id| {
-            vehicle_rules::newest_fix_since_bound(&devices, &bound_since, id)
+            vehicle_rules::newest_fix_since_bound(&devices, &states, id)
         });
         let rules = Rules::new(cfg.rules.clone(), now);
         let mut e = Engine {
@@ -811,9 +811,10 @@ impl Engine {
         .min()
     }
 
-    /// After a commit: commands due at connected devices go to their connections.
-    pub fn dispatch_commands(&mut self, now: Timestamp) {
-        self.commands.dispatch(now);
+    /// After a commit: commands due at connected devices go to their connections. `read_at` is
+    /// when the monotonic clock read what `now` is on the host clock.
+    pub fn dispatch_commands(&mut self, now: Timestamp, read_at: std::time::Instant) {
+        self.commands.dispatch(now, read_at);
     }
 
     /// Where connections register to receive commands for their device.

@@ -357,8 +357,10 @@ fn run(
     let commit_window = engine.cfg.commit_window;
     let mut syncer = BlobSyncer::start(engine.blobs());
     let mut stopping = None;
-    // A step of the host clock seen and not yet taken in by a commit, in milliseconds.
+    // A step of the host clock seen and not yet taken in by a commit, in milliseconds; the last
+    // one taken in, with the clock's reading then.
     let mut stepped: Option<i64> = None;
+    let mut last_step: Option<(Timestamp, i64)> = None;
     let watching = steps.is_some();
     let mut watch = |now: Timestamp, stepped: &mut Option<i64>| {
         if let Some(ms) = steps.as_mut().and_then(|w| w.observe(now)) {
@@ -408,11 +410,9 @@ fn run(
         let now = clock();
         watch(now, &mut stepped);
         let step = stepped.take();
-        // A step back is taken in before the batch, whose arrivals are then dated no later than
-        // it (below); a step forward after the batch, so that what the batch began before the
-        // step (a zone visit, a held login) moves with it.
-        if let Some(ms) = step.filter(|&ms| ms < 0) {
+        if let Some(ms) = step {
             engine.clock_stepped(now, ms);
+            last_step = Some((now, ms));
         }
         let mut ingest_done = Vec::new();
         let mut emptied = Vec::new();
@@ -427,12 +427,13 @@ fn run(
                     received_at,
                     done,
                 } => {
-                    // Dated before a step back of the host clock (read before it, taken in
-                    // after it): what follows the step must not be dated ahead of it.
-                    let received_at = if watching {
-                        received_at.min(now)
-                    } else {
-                        received_at
+                    // Read before a step of the host clock and taken in after it: dated in the
+                    // clock after it, so that what it begins (a zone visit, a held login) moves
+                    // with the step as what the engine held did, and nothing is dated ahead.
+                    let received_at = match last_step {
+                        Some((at, ms)) => crate::time::across_step(received_at, at, ms).min(now),
+                        None if watching => received_at.min(now),
+                        None => received_at,
                     };
                     arrivals.push((events, received_at));
                     ingest_done.push(done);
@@ -446,9 +447,6 @@ fn run(
             }
         }
         ingest(&mut engine, &mut arrivals, &mut emptied);
-        if let Some(ms) = step.filter(|&ms| ms >= 0) {
-            engine.clock_stepped(now, ms);
-        }
         // Counted once per commit, not per event: every metric update is a registry lookup.
         metrics::counter!("lienwatch_positions_stored_total")
             .increment(engine.stats.positions_stored - stored_before);
@@ -466,16 +464,16 @@ fn run(
             tracing::warn!(
                 step_s = ms as f64 / 1000.0,
                 host_clock = %now,
-                "the host clock stepped (set, corrected, or the host resumed): zone dwells \
-                 and open commands keep the time watched, other times and retention follow \
-                 the clock from now on; after a step forward of over a minute, no silence \
-                 alert falls due before the startup grace has passed"
+                "the host clock stepped (set, corrected, or the host resumed): zone dwells, \
+                 open commands and held reappearances keep the time watched, other times and \
+                 retention follow the clock from now on; after a step forward of over a minute, \
+                 no silence alert falls due before the startup grace has passed"
             );
         }
         match &result {
             Ok(()) => {
                 engine.outbox.notify();
-                engine.dispatch_commands(now);
+                engine.dispatch_commands(now, started);
                 // Pending episodes are on disk now: their checks may go.
                 for c in engine.take_long_stay_checks() {
                     let _ = checks.send(c);

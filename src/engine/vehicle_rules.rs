@@ -23,18 +23,18 @@ use std::sync::Arc;
 /// ([`VehicleRules::catch_up`]).
 const PROGRESS_WRITE_MS: i64 = 5 * 60_000;
 
-/// The newest usable fix of `id` that it sent since it was bound to its vehicle, from its
-/// record: what [`VehicleRules::catch_up`] takes back. A tracker moved from another car, or
+/// The newest usable fix of `id` that it sent since it was bound to its vehicle this time (its
+/// rule state's `registered_at`, which each binding sets afresh), from its record: what
+/// [`VehicleRules::catch_up`] takes back. A tracker moved from another car, or off this one and
 /// tried on a bench, brings no fix of that other place into this car's rings.
 pub(super) fn newest_fix_since_bound(
     devices: &FastMap<DeviceId, crate::store::DeviceRecord>,
-    bound_since: &FastMap<DeviceId, Timestamp>,
+    states: &FastMap<DeviceId, crate::rules::DeviceRuleState>,
     id: &DeviceId,
 ) -> Option<crate::store::StoredPosition> {
     let p = devices.get(id).and_then(|r| r.last_valid())?;
-    let bound = bound_since
-        .get(id)
-        .is_none_or(|&since| p.received_at >= since);
+    let since = states.get(id).and_then(|s| s.registered_at);
+    let bound = since.is_none_or(|since| p.received_at >= since);
     bound.then_some(p)
 }
 
@@ -222,6 +222,13 @@ impl VehicleRules {
         }
         if self.progressed.is_empty() {
             self.progress_due.clear();
+        }
+        // Entries of states written since: the engine's next wake looks at the front.
+        while let Some((at, vid)) = self.progress_due.front() {
+            if self.progressed.get(vid) == Some(at) {
+                break;
+            }
+            self.progress_due.pop_front();
         }
         self.long_stay.flush(store)
     }
@@ -808,7 +815,7 @@ mod tests {
                 let known = |id: &str| e.vehicles.contains_key(id);
                 let mut back = super::VehicleRules::load(&store, known).unwrap();
                 back.catch_up(&e.vehicles, |id| {
-                    super::newest_fix_since_bound(&e.devices, &e.bound_since, id)
+                    super::newest_fix_since_bound(&e.devices, &e.states, id)
                 });
                 let memory = e.vrules.states.get("V-1").cloned().unwrap_or_default();
                 let back = back.states.get("V-1").cloned().unwrap_or_default();
@@ -831,6 +838,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A tracker taken off the car (the car put again without it), tried on a bench, and put
+    /// back: after a restart, the bench's fix is not in the car's ring (its binding to this car
+    /// is new, though the car is the one it was on before).
+    #[test]
+    fn a_restart_leaves_a_fix_from_off_the_car_out_of_the_rings() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = crate::store::Store::temporary().unwrap();
+        let mut e = two_tracker_car_on(store.clone(), t0, overdue(), None);
+        let at = |m: i64| t0.add_millis(m * 60_000);
+        e.ingest(&[live_fix(WIRED, at(1), 22.5, 114.0)], at(1));
+        let alone = serde_json::json!({"loan": overdue(),
+            "devices": [{"id": WIRELESS, "kind": "wireless"}]});
+        put_vehicle(&mut e, "V-1", alone, at(2));
+        e.ingest(&[live_fix(WIRED, at(3), 22.9, 114.0)], at(3));
+        let both = serde_json::json!({"loan": overdue(),
+            "devices": [{"id": WIRED, "kind": "wired"}, {"id": WIRELESS, "kind": "wireless"}]});
+        put_vehicle(&mut e, "V-1", both, at(4));
+        e.flush().unwrap();
+        drop(e);
+        let mut e = crate::engine::testing::reopen_at(&store, at(5));
+        e.ingest(&[live_fix(WIRELESS, at(5), 22.5, 114.0)], at(5));
+        let separated = crate::engine::testing::take_count(&mut e, AlertType::DeviceSeparation);
+        assert_eq!(separated, 0);
     }
 
     /// A clean stop writes the rings whose progress was waiting.
