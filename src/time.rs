@@ -58,6 +58,13 @@ impl StepWatch {
     }
 }
 
+/// How far a time the engine keeps moves with a step of the host clock of `step_ms` (0 at a
+/// start, where the step is not known), never past `now`: what keeps a duration counted from it
+/// the time the daemon watched, and brings a time left ahead of the clock back to it.
+pub fn step_shift(t: Timestamp, step_ms: i64, now: Timestamp) -> i64 {
+    step_ms.min(now.since(t))
+}
+
 /// A time `t` read from the host clock, given the last step of it: `step_ms` taken in when the
 /// clock read `stepped_at`. A time read before the step (a batch in flight while it happened)
 /// comes back in the clock after it; one read after it is unchanged. The two lie on either side

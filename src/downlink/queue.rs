@@ -229,7 +229,7 @@ impl Commands {
     /// stray-answer waits.
     pub fn clock_stepped(&mut self, store: &Store, step_ms: i64, now: Timestamp) {
         for rec in self.open.values_mut() {
-            let by = step_ms.min(now.since(rec.created_at));
+            let by = crate::time::step_shift(rec.created_at, step_ms, now);
             let sent_at = rec.sent_at.map(|t| t.add_millis(by).min(now));
             if by == 0 && sent_at == rec.sent_at {
                 continue;

@@ -406,7 +406,7 @@ impl Engine {
     fn move_holds(&mut self, step_ms: i64, now: Timestamp) {
         let moved: Vec<(DeviceId, HeldReappearance)> = (self.held.iter_mut())
             .filter_map(|(id, h)| {
-                let by = step_ms.min(now.since(h.at));
+                let by = crate::time::step_shift(h.at, step_ms, now);
                 (by != 0).then(|| {
                     *h = h.moved(by);
                     (id.clone(), *h)

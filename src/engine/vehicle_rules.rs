@@ -123,7 +123,9 @@ impl VehicleRules {
                 .flat_map(|d| d.visits.iter_mut())
                 .filter(|v| !v.dwell_alerted);
             for v in open {
-                let since = v.since.add_millis(step_ms).min(now);
+                let since = v
+                    .since
+                    .add_millis(crate::time::step_shift(v.since, step_ms, now));
                 if since != v.since {
                     v.since = since;
                     moved = true;
@@ -219,9 +221,6 @@ impl VehicleRules {
             store.put_vehicle_rule_state(&id, bytes.as_deref())?;
             self.dirty.remove(&id);
             self.progressed.remove(&id);
-        }
-        if self.progressed.is_empty() {
-            self.progress_due.clear();
         }
         // Entries of states written since: the engine's next wake looks at the front.
         while let Some((at, vid)) = self.progress_due.front() {
