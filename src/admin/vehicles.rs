@@ -61,7 +61,7 @@ pub async fn get(
 /// Creates or replaces a vehicle (CONTRACT.md "Vehicle body"); 201 when it is new.
 #[utoipa::path(put, path = "/v1/vehicles/{id}", tag = "vehicles",
     params(("id" = String, Path, description = "the lender's vehicle id")),
-    request_body(content = Object, description = "vin, plate, loan, devices and an optional geofence (GeoJSON Polygon, MultiPolygon or Circle); vin, plate and loan.id at most 128 characters, at most 16 devices"),
+    request_body(content = Object, description = "vin, plate, loan, devices and an optional geofence (GeoJSON Polygon, MultiPolygon or Circle); vin, plate and loan.id at most 128 characters, at most 16 devices; other vehicles that secure the same loan take its status and days_past_due"),
     security(("bearer" = [])),
     responses((status = 200, body = VehicleView), (status = 201, body = VehicleView),
         (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]

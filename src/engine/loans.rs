@@ -36,41 +36,14 @@ impl Command for SetLoan {
     type Output = LoanUpdated;
 
     fn apply(self, e: &mut Engine, now: Timestamp) -> Result<LoanUpdated, EngineError> {
-        let ids: Vec<String> = e
-            .vehicles
-            .values()
-            .filter(|v| v.loan.id == self.loan_id)
-            .map(|v| v.id.clone())
-            .collect();
+        let ids = vehicles_of_loan(e, &self.loan_id, None);
         if ids.is_empty() {
             return Err(EngineError::NotFound(format!(
                 "no vehicle has loan {:?}",
                 self.loan_id
             )));
         }
-        // Store first, for every vehicle: a store error then leaves memory as it was.
-        for vid in &ids {
-            if let Some(v) = e.vehicles.get(vid) {
-                let mut next = v.clone();
-                next.loan.status = self.body.status;
-                next.loan.days_past_due = self.body.days_past_due;
-                e.store.put_vehicle(vid, next.stored_json().as_bytes())?;
-            }
-        }
-        for vid in &ids {
-            if let Some(v) = e.vehicles.get_mut(vid) {
-                v.loan.status = self.body.status;
-                v.loan.days_past_due = self.body.days_past_due;
-            }
-            e.risk_in_one_step(vid, true, now, |e| {
-                e.for_each_device(vid, now, |rules, ctx, st, now| {
-                    rules.on_loan_change(ctx, st, now)
-                });
-                e.risk_on_loan(vid, false, now);
-                e.risk_reconcile(vid, now);
-            });
-            e.vehicle_rules_sync(vid);
-        }
+        set_on(e, &ids, self.body.status, self.body.days_past_due, now)?;
         Ok(LoanUpdated {
             loan: Loan {
                 id: self.loan_id,
@@ -79,5 +52,102 @@ impl Command for SetLoan {
             },
             vehicles: ids,
         })
+    }
+}
+
+/// The vehicles that secure `loan_id`, but `except`.
+pub(super) fn vehicles_of_loan(e: &Engine, loan_id: &str, except: Option<&str>) -> Vec<String> {
+    e.vehicles
+        .values()
+        .filter(|v| v.loan.id == loan_id && Some(v.id.as_str()) != except)
+        .map(|v| v.id.clone())
+        .collect()
+}
+
+/// Sets a loan's status on `ids` and runs what a loan change moves: the rules (an overdue loan
+/// with a silent device alerts at once) and the risk tier. A loan's status is the loan's, so a
+/// vehicle put with a loan other vehicles secure brings them along too (`PutVehicle`).
+pub(super) fn set_on(
+    e: &mut Engine,
+    ids: &[String],
+    status: LoanStatus,
+    days_past_due: Option<u32>,
+    now: Timestamp,
+) -> Result<(), EngineError> {
+    // Store first, for every vehicle: a store error then leaves memory as it was.
+    for vid in ids {
+        if let Some(v) = e.vehicles.get(vid) {
+            let mut next = v.clone();
+            next.loan.status = status;
+            next.loan.days_past_due = days_past_due;
+            e.store.put_vehicle(vid, next.stored_json().as_bytes())?;
+        }
+    }
+    for vid in ids {
+        if let Some(v) = e.vehicles.get_mut(vid) {
+            v.loan.status = status;
+            v.loan.days_past_due = days_past_due;
+        }
+        e.risk_in_one_step(vid, true, now, |e| {
+            e.for_each_device(vid, now, |rules, ctx, st, now| {
+                rules.on_loan_change(ctx, st, now)
+            });
+            e.risk_on_loan(vid, false, now);
+            e.risk_reconcile(vid, now);
+        });
+        e.vehicle_rules_sync(vid);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::testing::{engine_at, put_vehicle, reopen_at};
+    use crate::registry::LoanStatus;
+    use crate::time::Timestamp;
+    use serde_json::json;
+
+    /// A loan secured by two cars, the second put with the loan overdue: the first car's loan is
+    /// overdue too, in memory, on disk and in its risk reasons, not left `current` beside it.
+    #[test]
+    fn a_vehicle_put_with_a_shared_loan_moves_the_loan_on_every_car() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = crate::store::Store::temporary().unwrap();
+        let mut e = engine_at(store.clone(), t0);
+        let car = |loan: serde_json::Value, device: &str| json!({"loan": loan, "devices": [{"id": device}]});
+        put_vehicle(
+            &mut e,
+            "V-1",
+            car(json!({"id": "L", "status": "current"}), "111"),
+            t0,
+        );
+        put_vehicle(
+            &mut e,
+            "V-3",
+            car(json!({"id": "M", "status": "current"}), "333"),
+            t0,
+        );
+        let overdue = json!({"id": "L", "status": "overdue", "days_past_due": 40});
+        let t1 = t0.add_millis(60_000);
+        put_vehicle(&mut e, "V-2", car(overdue, "222"), t1);
+        let loan_of = |e: &crate::engine::Engine, id: &str| {
+            let v = &e.vehicles[id];
+            (v.loan.status, v.loan.days_past_due)
+        };
+        for id in ["V-1", "V-2"] {
+            assert_eq!(loan_of(&e, id), (LoanStatus::Overdue, Some(40)), "{id}");
+            let r = e.risk_of(id, t1).unwrap();
+            assert!(
+                r.reasons.iter().any(|r| r.code == "overdue_31_90"),
+                "{id}: {r:?}"
+            );
+        }
+        // Another loan is left alone.
+        assert_eq!(loan_of(&e, "V-3"), (LoanStatus::Current, None));
+        e.flush().unwrap();
+        drop(e);
+        let e = reopen_at(&store, t1);
+        assert_eq!(loan_of(&e, "V-1"), (LoanStatus::Overdue, Some(40)));
+        assert_eq!(loan_of(&e, "V-3"), (LoanStatus::Current, None));
     }
 }
