@@ -77,10 +77,13 @@ pub(super) fn set_on(
     // Store first, for every vehicle: a store error then leaves memory as it was.
     for vid in ids {
         if let Some(v) = e.vehicles.get(vid) {
-            let mut next = v.clone();
-            next.loan.status = status;
-            next.loan.days_past_due = days_past_due;
-            e.store.put_vehicle(vid, next.stored_json().as_bytes())?;
+            let loan = Loan {
+                status,
+                days_past_due,
+                ..v.loan.clone()
+            };
+            e.store
+                .put_vehicle(vid, v.stored_json_with(&loan).as_bytes())?;
         }
     }
     for vid in ids {

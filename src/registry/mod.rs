@@ -236,6 +236,12 @@ impl Vehicle {
     /// rather than re-parsed (a province-sized fence is megabytes; this runs off the engine
     /// thread for a PUT).
     pub fn stored_json(&self) -> String {
+        self.stored_json_with(&self.loan)
+    }
+
+    /// [`Vehicle::stored_json`] with another loan: what a loan change writes, without a copy of
+    /// the compiled fence.
+    pub fn stored_json_with(&self, loan: &Loan) -> String {
         #[derive(Serialize)]
         struct Stored<'a> {
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,7 +257,7 @@ impl Vehicle {
         serde_json::to_string(&Stored {
             vin: &self.vin,
             plate: &self.plate,
-            loan: &self.loan,
+            loan,
             devices: &self.devices,
             geofence: raw.as_deref(),
         })
