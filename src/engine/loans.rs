@@ -87,18 +87,19 @@ pub(super) fn set_on(
         }
     }
     for vid in ids {
+        let before = e.risk_of(vid, now);
         if let Some(v) = e.vehicles.get_mut(vid) {
             v.loan.status = status;
             v.loan.days_past_due = days_past_due;
         }
-        e.risk_in_one_step(vid, true, now, |e| {
+        e.risk_in_one_step(vid, before, now, |e| {
             e.for_each_device(vid, now, |rules, ctx, st, now| {
                 rules.on_loan_change(ctx, st, now)
             });
             e.risk_on_loan(vid, false, now);
+            e.vehicle_rules_sync(vid);
             e.risk_reconcile(vid, now);
         });
-        e.vehicle_rules_sync(vid);
     }
     Ok(())
 }

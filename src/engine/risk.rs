@@ -65,20 +65,20 @@ impl Engine {
 
     /// Runs a command's changes to one vehicle, which may move several of its reasons (a loan
     /// turning overdue while its device is silent: the band and `silent_overdue`), and raises
-    /// at most one `risk_tier_changed`, from the tier before to the tier after. A vehicle just
-    /// created had no tier to go up from (`raise` false).
+    /// at most one `risk_tier_changed`, from `before`, its risk before the command changed
+    /// anything (a loan reopened rises from `none`, not from the reasons it held when closed),
+    /// to the tier after. A vehicle just created had no tier to go up from (`before` none).
     pub(super) fn risk_in_one_step(
         &mut self,
         vehicle_id: &str,
-        raise: bool,
+        before: Option<RiskView>,
         now: Timestamp,
         f: impl FnOnce(&mut Engine),
     ) {
-        let before = self.risk_of(vehicle_id, now);
         let held = std::mem::replace(&mut self.tier_alerts_held, true);
         f(self);
         self.tier_alerts_held = held;
-        if held || !raise {
+        if held {
             return;
         }
         let device = self.first_device(vehicle_id);
@@ -87,40 +87,45 @@ impl Engine {
         }
     }
 
-    /// Ends the episode reasons that no device of the vehicle holds any more: a fence removed
-    /// or replaced restarts every placement without a `geofence_return`, a silent device taken
-    /// off the vehicle sends no `reappeared` to it, and a loan closed and opened again has
-    /// forgotten its long stay.
+    /// Ends the episode reasons that nothing holds any more after a registry or loan change
+    /// (call it after `vehicle_rules_sync`): a fence removed or replaced restarts every
+    /// placement without a `geofence_return`, a silent device taken off the vehicle sends no
+    /// `reappeared` to it, a tracker taken off ends the separations it was in, a vehicle left
+    /// with one tracker has no `all_silent`, and a closed loan forgets its long stay.
+    ///
+    /// The excursion is read from the placements alone, not from whether the device outside
+    /// still speaks: a put of the loan alone must not end what the next fix would not.
     pub(super) fn risk_reconcile(&mut self, vehicle_id: &str, now: Timestamp) {
-        let cfg = self.rules.config();
-        let outside = self.devices_where(vehicle_id, None, |d, st| {
-            crate::rules::geofence::holds_car_outside(cfg, d, st, now)
+        let outside = self.devices_where(vehicle_id, None, |_, st| {
+            st.placement == crate::rules::FencePlacement::Outside
         });
         let silent = self.devices_where(vehicle_id, None, |_, st| st.silent_alerted);
-        // A closed loan forgets its long stay (`long_stay_sync`), episode and all.
         let unusual = self
             .vrules
             .long_stay
             .states
             .get(vehicle_id)
             .is_some_and(|s| s.unusual_open());
+        let (all_silent, separated) = self.vrules.episodes_open(vehicle_id);
         let Some(st) = self.risk.get(vehicle_id) else {
             return;
         };
-        let end_outside = !outside && st.holds(Reason::OutsideGeofence);
-        let end_silent = !silent && st.holds(Reason::SilentOverdue);
-        let end_unusual = !unusual && st.holds(Reason::LongStayUnusual);
-        if end_outside || end_silent || end_unusual {
+        let ends: Vec<Reason> = [
+            (outside, Reason::OutsideGeofence),
+            (silent, Reason::SilentOverdue),
+            (unusual, Reason::LongStayUnusual),
+            (all_silent, Reason::AllSilent),
+            (separated, Reason::DeviceSeparation),
+        ]
+        .into_iter()
+        .filter(|&(held, r)| !held && st.holds(r))
+        .map(|(_, r)| r)
+        .collect();
+        if !ends.is_empty() {
             // Reasons only end here: the tier cannot rise, so no device is named.
             self.update_risk(vehicle_id, &DeviceId::new(""), now, |s| {
-                if end_outside {
-                    s.close(Reason::OutsideGeofence);
-                }
-                if end_silent {
-                    s.close(Reason::SilentOverdue);
-                }
-                if end_unusual {
-                    s.close(Reason::LongStayUnusual);
+                for r in ends {
+                    s.close(r);
                 }
             });
         }
@@ -601,6 +606,121 @@ mod tests {
         store.put_risk("V-1", None).unwrap();
         let e = engine_at(store, t1);
         assert_eq!(reasons(&e, t1), ["overdue_31_90"]);
+    }
+
+    fn set_loan(e: &mut Engine, body: &str, now: Timestamp) {
+        use crate::engine::loans::SetLoan;
+        SetLoan::from_json("L", body.as_bytes())
+            .and_then(|c| c.apply(e, now))
+            .unwrap();
+    }
+
+    /// A lone tracker outside its fence, quiet for longer than its silence threshold (a car in
+    /// an underground garage): the lender's nightly loan update does not end the excursion,
+    /// which only a fix back inside ends.
+    #[test]
+    fn a_loan_update_keeps_the_excursion_of_a_quiet_tracker_outside() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        let fence = serde_json::json!({"type": "Circle", "center": [114.0, 22.5], "radius_m": 500});
+        let loan = serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 37});
+        put(
+            &mut e,
+            serde_json::json!({"loan": loan, "devices": [{"id": "868120145233604"}], "geofence": fence}),
+            t0,
+        );
+        let t1 = t0.add_millis(60_000);
+        e.ingest(&[live_fix("868120145233604", t1, 22.6, 114.2)], t1);
+        let quiet = t1.add_millis(7 * 3_600_000);
+        e.tick(quiet);
+        set_loan(
+            &mut e,
+            r#"{"status": "overdue", "days_past_due": 38}"#,
+            quiet,
+        );
+        assert_eq!(
+            reasons(&e, quiet),
+            ["outside_geofence", "overdue_31_90", "silent_overdue"]
+        );
+        let back = quiet.add_millis(60_000);
+        e.ingest(&[live_fix("868120145233604", back, 22.5, 114.0)], back);
+        // Back from 23 km away after the silence: `reappeared_far` takes the place.
+        assert_eq!(reasons(&e, back), ["overdue_31_90", "reappeared_far"]);
+    }
+
+    /// The tracker behind a separation taken off the car ends `device_separation` at once, and
+    /// a car left with one tracker has no `all_silent`: neither waits for the other tracker's
+    /// next report, which may be days away.
+    #[test]
+    fn taking_a_tracker_off_ends_the_episodes_it_was_in() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        let loan = serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40});
+        let (wired, wireless) = ("868120145233604", "868120145233612");
+        let both = serde_json::json!({"loan": loan, "devices": [
+            {"id": wired, "kind": "wired"}, {"id": wireless, "kind": "wireless"}]});
+        put(&mut e, both.clone(), t0);
+        let at = |m: i64| t0.add_millis(m * 60_000);
+        e.ingest(&[live_fix(wired, at(1), 22.5, 114.0)], at(1));
+        e.ingest(&[live_fix(wireless, at(5), 22.6, 114.0)], at(5));
+        assert_eq!(reasons(&e, at(5)), ["device_separation", "overdue_31_90"]);
+        let alone =
+            serde_json::json!({"loan": loan, "devices": [{"id": wireless, "kind": "wireless"}]});
+        put(&mut e, alone.clone(), at(6));
+        assert_eq!(reasons(&e, at(6)), ["overdue_31_90"]);
+        // Both trackers back, then both silent: `all_silent`, until one is taken off.
+        put(&mut e, both, at(7));
+        let silent = at(7 + 3 * 24 * 60);
+        e.tick(silent);
+        assert!(
+            reasons(&e, silent).contains(&"all_silent"),
+            "{:?}",
+            reasons(&e, silent)
+        );
+        put(&mut e, alone, silent);
+        assert!(
+            !reasons(&e, silent).contains(&"all_silent"),
+            "{:?}",
+            reasons(&e, silent)
+        );
+    }
+
+    /// A closed loan is at tier `none` whatever reasons it keeps: opened again, its rise is
+    /// reported from `none`, and one reopened as `current` with reasons held rises too.
+    #[test]
+    fn a_reopened_loan_rises_from_none() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        let loan = serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 45});
+        put(
+            &mut e,
+            serde_json::json!({"loan": loan, "devices": [{"id": "868120145233604"}]}),
+            t0,
+        );
+        let t1 = t0.add_millis(60_000);
+        e.ingest(&[live_fix("868120145233604", t1, 22.5, 114.0)], t1);
+        let quiet = t1.add_millis(7 * 3_600_000);
+        e.tick(quiet);
+        assert_eq!(reasons(&e, quiet), ["overdue_31_90", "silent_overdue"]);
+        set_loan(&mut e, r#"{"status": "closed"}"#, quiet);
+        let _ = e.take_alerts();
+        let tiers = |e: &mut Engine| -> Vec<(serde_json::Value, serde_json::Value)> {
+            e.take_alerts()
+                .iter()
+                .filter(|a| a.kind == AlertType::RiskTierChanged)
+                .map(|a| (a.details["from"].clone(), a.details["to"].clone()))
+                .collect()
+        };
+        set_loan(
+            &mut e,
+            r#"{"status": "overdue", "days_past_due": 45}"#,
+            quiet,
+        );
+        let none = serde_json::json!("none");
+        assert_eq!(tiers(&mut e), [(none.clone(), serde_json::json!("medium"))]);
+        set_loan(&mut e, r#"{"status": "closed"}"#, quiet);
+        set_loan(&mut e, r#"{"status": "current"}"#, quiet);
+        assert_eq!(tiers(&mut e), [(none, serde_json::json!("low"))]);
     }
 
     #[test]

@@ -96,6 +96,13 @@ impl VehicleRules {
         })
     }
 
+    /// Whether the vehicle has an `all_silent` and a `device_separation` episode open.
+    pub(super) fn episodes_open(&self, vid: &str) -> (bool, bool) {
+        self.states
+            .get(vid)
+            .map_or((false, false), |s| (s.all_silent, !s.separated.is_empty()))
+    }
+
     pub(super) fn next_deadline(&self) -> Option<Timestamp> {
         let progress = (self.progress_due.front()).map(|(at, _)| at.add_millis(PROGRESS_WRITE_MS));
         [

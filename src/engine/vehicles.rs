@@ -65,6 +65,7 @@ impl Command for PutVehicle {
         super::loans::set_on(e, &others, loan.status, loan.days_past_due, now)?;
         e.store.put_vehicle(&id, stored.as_bytes())?;
         let kept: HashSet<DeviceId> = vehicle.devices.iter().map(|d| d.id.clone()).collect();
+        let before = e.risk_of(&id, now);
         let old = e.vehicles.insert(id.clone(), vehicle);
         let created = old.is_none();
         // Devices dropped from the vehicle stop being watched.
@@ -94,14 +95,14 @@ impl Command for PutVehicle {
                 reg.insert(d.clone(), shared.clone());
             }
         }
-        e.risk_in_one_step(&id, !created, now, |e| {
+        e.risk_in_one_step(&id, before, now, |e| {
             e.risk_on_loan(&id, created, now);
             e.for_each_device(&id, now, |rules, ctx, st, now| {
                 rules.on_registered(ctx, st, now)
             });
+            e.vehicle_rules_sync(&id);
             e.risk_reconcile(&id, now);
         });
-        e.vehicle_rules_sync(&id);
         let view = e.vehicle_view(&id, now).ok_or_else(|| not_found(&id))?;
         Ok(PutOutcome { created, view })
     }

@@ -83,7 +83,12 @@ impl VehicleRuleState {
         self.devices.retain(|d| v.device(&d.id).is_some());
         self.separated
             .retain(|(a, b)| v.device(a).is_some() && v.device(b).is_some());
-        before != (self.devices.len(), self.separated.len())
+        // `all_silent` is for two trackers or more: one left alone is the silence rule's.
+        let all_silent = self.all_silent && v.devices.len() > 1;
+        let changed =
+            before != (self.devices.len(), self.separated.len()) || all_silent != self.all_silent;
+        self.all_silent = all_silent;
+        changed
     }
 
     /// Nothing worth storing.
