@@ -613,16 +613,12 @@ impl Config {
             ));
         }
         if let Some(t) = &self.admin.token {
-            if t.trim().len() < 8 {
-                return Err(Self::invalid(
-                    file,
-                    "admin.token",
-                    "must be at least 8 characters",
-                ));
-            }
+            check_admin_token(t).map_err(|m| Self::invalid(file, "admin.token", m))?;
         }
         if let Some(p) = &self.admin.token_file {
-            read_secret(p).map_err(|m| Self::invalid(file, "admin.token_file", m))?;
+            read_secret(p)
+                .and_then(|t| check_admin_token(&t).map_err(|m| format!("{}: {m}", p.display())))
+                .map_err(|m| Self::invalid(file, "admin.token_file", m))?;
         }
         if self.storage.alert_retention < Duration::from_secs(3600) {
             return Err(Self::invalid(
@@ -686,8 +682,7 @@ impl Config {
                 "must be \"text\" or \"json\"",
             ));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| Self::invalid(file, "log.level", e.to_string()))?;
+        check_log_filter(&self.log.level).map_err(|m| Self::invalid(file, "log.level", m))?;
         tile_origin(&self.console.tile_url)
             .map_err(|m| Self::invalid(file, "console.tile_url", m))?;
         if let Some(a) = &self.console.tile_attribution {
@@ -842,8 +837,9 @@ fn validate_mqtt(m: &MqttConfig, file: &str) -> Result<(), ConfigError> {
             "must not be empty (a persistent session needs a stable id)".into(),
         ));
     }
-    if m.keep_alive < Duration::from_secs(1) {
-        return Err(bad("keep_alive", "must be at least 1s".into()));
+    // MQTT 5 §3.1.2.10 keeps it in two bytes of seconds, and rumqttc refuses less than 5 s.
+    if !(Duration::from_secs(5)..=Duration::from_secs(u16::MAX.into())).contains(&m.keep_alive) {
+        return Err(bad("keep_alive", "must be between 5s and 65535s".into()));
     }
     if m.max_inflight == 0 {
         return Err(bad("max_inflight", "must be at least 1".into()));
@@ -882,7 +878,7 @@ fn validate_mqtt(m: &MqttConfig, file: &str) -> Result<(), ConfigError> {
                 "only an mqtts:// url uses a CA; this one is plain mqtt://".into(),
             ));
         }
-        std::fs::read(p).map_err(|e| bad("ca_file", format!("{}: {e}", p.display())))?;
+        pem_certificates(p).map_err(|e| bad("ca_file", e))?;
     }
     if m.max_packet_size < 1024 {
         // 0 is a protocol error at the broker (MQTT 5 §3.1.2.11.4); below a kilobyte no
@@ -972,6 +968,44 @@ fn filters_overlap(a: &str, b: &str) -> bool {
 }
 
 /// Reads a secret file: trimmed, non-empty.
+/// The certificates of a PEM file (a CA bundle): an error unless it holds at least one, so that
+/// a DER file or a truncated one is refused by `check-config`, not at the first TLS handshake.
+pub fn pem_certificates(p: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{}: not PEM certificates: {e}", p.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: holds no certificate", p.display()));
+    }
+    Ok(certs)
+}
+
+/// The admin token, inline or from its file: long enough not to be guessed in a few tries.
+fn check_admin_token(t: &str) -> Result<(), String> {
+    if t.trim().chars().count() < 8 {
+        return Err("must be at least 8 characters".into());
+    }
+    Ok(())
+}
+
+/// A `log.level` filter. A bare word that is not a level is a target to tracing, which keeps
+/// nothing else: `"warning"` would silence every log line. So a bare word must be a level, and
+/// a target takes one (`lienwatch=debug`).
+pub fn check_log_filter(spec: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    for d in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !d.contains('=') && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(d)) {
+            return Err(format!(
+                "{d:?} is not a level: use off, error, warn, info, debug or trace, \
+                 or target=level (\"lienwatch=debug\")"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(spec)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 pub fn read_secret(p: &Path) -> Result<String, String> {
     let s = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
     let s = s.trim().to_string();
@@ -1146,7 +1180,11 @@ mod tests {
         let secret = dir.path().join("pw");
         std::fs::write(&secret, "broker-password\n").unwrap();
         let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        std::fs::write(&ca, include_str!("../tests/common/example-ca.pem")).unwrap();
+        // A truncated PEM (or a DER file) would fail only at the first TLS handshake.
+        let cut = dir.path().join("cut.pem");
+        std::fs::write(&cut, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let cut_line = format!("ca_file = {:?}", cut.display().to_string());
         let mqtt = |url: &str, extra: &str| {
             format!(
                 "[mqtt]\nurl = \"{url}\"\nclient_id = \"lw\"\n{extra}\n\
@@ -1168,6 +1206,18 @@ mod tests {
                 "mqtt.password",
             ),
             ("mqtt://127.0.0.1:1883", ca_line.as_str(), "mqtt.ca_file"),
+            ("mqtts://127.0.0.1:8883", cut_line.as_str(), "mqtt.ca_file"),
+            // rumqttc asserts 5 s or more; MQTT keeps it in 16 bits of seconds.
+            (
+                "mqtt://127.0.0.1:1883",
+                "keep_alive = \"2s\"",
+                "mqtt.keep_alive",
+            ),
+            (
+                "mqtt://127.0.0.1:1883",
+                "keep_alive = \"1d\"",
+                "mqtt.keep_alive",
+            ),
             (
                 "mqtt://127.0.0.1:1883",
                 "max_packet_size = 0",
@@ -1187,6 +1237,39 @@ mod tests {
             "lw.toml",
         )
         .expect("a user, its password file and a CA for mqtts://");
+    }
+
+    /// `"warning"` (journald's word) is a target to tracing, and would silence every line;
+    /// a token from a file is held to the inline token's length.
+    #[test]
+    fn a_log_level_that_is_no_level_and_a_short_token_file_name_the_key() {
+        for level in ["warning", "info,verbose", "lienwatch"] {
+            let m = Config::parse(&format!("[log]\nlevel = {level:?}\n"), "lw.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(m.contains("log.level") && m.contains("not a level"), "{m}");
+        }
+        for level in [
+            "warn",
+            "INFO",
+            "info,lienwatch=debug",
+            "lienwatch::ingest=trace",
+        ] {
+            Config::parse(&format!("[log]\nlevel = {level:?}\n"), "lw.toml").expect(level);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("token");
+        std::fs::write(&short, "abc\n").unwrap();
+        let m = Config::parse(
+            &format!("[admin]\ntoken_file = {:?}\n", short.display().to_string()),
+            "lw.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            m.contains("admin.token_file") && m.contains("at least 8"),
+            "{m}"
+        );
     }
 
     #[test]

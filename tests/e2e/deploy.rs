@@ -233,8 +233,8 @@ fn check_config(path: &Path) -> Output {
         .expect("run lienwatch check-config")
 }
 
-/// A real (self-signed) CA certificate: `webhook.ca_file` is parsed as PEM, not only read.
-const EXAMPLE_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBrTCCAVOgAwIBAgIUaMOe3S6f9HKt02JpHWPmQmvok9gwCgYIKoZIzj0EAwIw\nKzEpMCcGA1UEAwwgbGllbndhdGNoIGV4YW1wbGUgY29sbGVjdGlvbnMgQ0EwIBcN\nMjYxMTI5MTM0MjM2WhgPMjEyNjExMDUxMzQyMzZaMCsxKTAnBgNVBAMMIGxpZW53\nYXRjaCBleGFtcGxlIGNvbGxlY3Rpb25zIENBMFkwEwYHKoZIzj0CAQYIKoZIzj0D\nAQcDQgAEfbCTRwq08tXsXlOb1AR8hWywm0QZ7yV8XyQP5S7TAwAjF4u8xAvUeOxx\ncrw4G4bhdRagJwWcQ4Ns5YaYRFwpHqNTMFEwHQYDVR0OBBYEFA1TRJwB6NhGLNyY\nOgJ1T3AzQjGDMB8GA1UdIwQYMBaAFA1TRJwB6NhGLNyYOgJ1T3AzQjGDMA8GA1Ud\nEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhAKYpicTrP/M7XS4DUaqXWMOz\n/rkQYq8AXYbszP0Qr0pKAiA/cnGx0q3St0/DR7yWYBLJKAOm6Tozb0JmCwqMuWUn\nbw==\n-----END CERTIFICATE-----\n";
+/// A real (self-signed) CA certificate: `ca_file`s are parsed as PEM, not only read.
+const EXAMPLE_CA: &str = include_str!("../common/example-ca.pem");
 
 /// The example with its product paths moved under `root` (as if installed there), and the
 /// secret files it names created. `all` also enables every commented-out `#key = value` line.
@@ -253,7 +253,7 @@ fn example_under(root: &Path, all: bool) -> PathBuf {
         ("admin.token", "0123456789abcdef0123456789abcdef\n"),
         ("webhook.secret", "fedcba9876543210fedcba9876543210\n"),
         ("mqtt.password", "broker-password\n"),
-        ("mqtt-ca.pem", "-----BEGIN CERTIFICATE-----\n"),
+        ("mqtt-ca.pem", EXAMPLE_CA),
         ("collections-ca.pem", EXAMPLE_CA),
     ] {
         std::fs::write(etc.join(f), content).unwrap();

@@ -98,8 +98,8 @@ pub enum WebhookConfigError {
     Zero(&'static str),
     #[error("webhook.name: must not be empty")]
     EmptyName,
-    #[error("webhook.ca_file: {path}: {msg}")]
-    CaFile { path: PathBuf, msg: String },
+    #[error("webhook.ca_file: {0}")]
+    CaFile(String),
 }
 
 impl WebhookConfig {
@@ -159,17 +159,8 @@ impl WebhookConfig {
         let ca = match &self.ca_file {
             None => None,
             Some(path) => {
-                let bad = |msg: String| WebhookConfigError::CaFile {
-                    path: path.clone(),
-                    msg,
-                };
-                let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-                if certs.is_empty() {
-                    return Err(bad("holds no certificate".into()));
-                }
-                Some(certs)
+                let certs = crate::config::pem_certificates(path);
+                Some(certs.map_err(WebhookConfigError::CaFile)?)
             }
         };
         Ok(Webhook {
