@@ -38,8 +38,7 @@ pub async fn list(
     State(st): State<AdminState>,
     q: Result<Query<AlertQuery>, QueryRejection>,
 ) -> Result<Json<AlertPage>, ApiError> {
-    let Query(q) =
-        q.map_err(|_| ApiError::bad_request("query parameters: state, limit, before, vehicle_id"))?;
+    let Query(q) = q?;
     let state =
         match q.state.as_deref() {
             None => None,

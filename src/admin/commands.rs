@@ -62,7 +62,7 @@ pub async fn list(
     Path(id): Path<String>,
     q: Result<Query<CommandQuery>, QueryRejection>,
 ) -> Result<Json<CommandList>, ApiError> {
-    let Query(q) = q.map_err(|_| ApiError::bad_request("query parameters: limit"))?;
+    let Query(q) = q?;
     let cmd = ListDeviceCommands::parse(&id, q.limit)?;
     Ok(Json(st.engine.run(cmd).await?))
 }

@@ -18,6 +18,18 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// A query string that does not fit its handler's parameters: 400 with serde's words, which
+/// name the parameter (`unknown field `status``, `limit: invalid digit found in string`).
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(r: axum::extract::rejection::QueryRejection) -> Self {
+        let text = r.body_text();
+        let why = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        Self::bad_request(format!("query parameters: {why}"))
+    }
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {

@@ -99,9 +99,17 @@ fn authorized(st: &AdminState, req: &Request) -> bool {
     req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer_token)
         .is_some_and(|t| st.token.matches(t))
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme's name is matched without
+/// regard to case (RFC 7235 §2.1), as HTTP clients and proxies may write it `bearer`.
+fn bearer_token(v: &str) -> Option<&str> {
+    let (scheme, token) = v.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// Every `/v1/...` request needs the token, also one for a path that does not exist: without it
@@ -164,5 +172,18 @@ fn put_status(created: bool) -> StatusCode {
         StatusCode::CREATED
     } else {
         StatusCode::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bearer_scheme_is_matched_without_case() {
+        for h in ["Bearer abc", "bearer abc", "BEARER  abc ", " Bearer abc"] {
+            assert_eq!(super::bearer_token(h), Some("abc"), "{h:?}");
+        }
+        for h in ["Basic abc", "Bearerabc", "Bearer", "Token abc"] {
+            assert_eq!(super::bearer_token(h), None, "{h:?}");
+        }
     }
 }

@@ -98,4 +98,23 @@ mod tests {
             .security_schemes;
         assert!(schemes.contains_key("bearer"));
     }
+
+    /// Parameters the handlers take as text, to give their own 400s, are described by what
+    /// they hold: generated clients send numbers and times.
+    #[test]
+    fn text_parameters_are_described_by_what_they_hold() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let param = |path: &str, name: &str| {
+            doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned())
+                .unwrap_or_else(|| panic!("{path} {name}"))
+        };
+        let track = "/v1/devices/{id}/track";
+        assert_eq!(param(track, "limit")["schema"]["type"], "integer");
+        assert_eq!(param(track, "from")["schema"]["format"], "date-time");
+        assert_eq!(param(track, "to")["schema"]["format"], "date-time");
+        let days = param("/v1/vehicles/{id}/places", "days");
+        assert_eq!(days["schema"]["type"], "integer", "{days}");
+    }
 }

@@ -5,6 +5,7 @@ use super::AdminState;
 use crate::engine::places::PlacesInputs;
 use crate::places::PlacesReport;
 use crate::time::Timestamp;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
@@ -14,6 +15,7 @@ use serde::Deserialize;
 #[into_params(parameter_in = Query)]
 pub struct PlacesParams {
     /// Days of history to look at (default 30, at most 366).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 366)]
     days: Option<String>,
 }
 
@@ -27,8 +29,9 @@ pub struct PlacesParams {
 pub async fn get(
     State(st): State<AdminState>,
     Path(id): Path<String>,
-    Query(p): Query<PlacesParams>,
+    p: Result<Query<PlacesParams>, QueryRejection>,
 ) -> Result<Json<PlacesReport>, ApiError> {
+    let Query(p) = p?;
     let cmd = PlacesInputs::parse(&id, p.days.as_deref())?;
     let job = st.engine.run(cmd).await?;
     let history = st.history.clone();

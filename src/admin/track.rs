@@ -6,6 +6,7 @@ use super::AdminState;
 use crate::engine::devices::GetDevice;
 use crate::history::track::{self, TrackQuery};
 use crate::time::Timestamp;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -16,10 +17,14 @@ use serde::Deserialize;
 #[into_params(parameter_in = Query)]
 pub struct TrackParams {
     /// RFC 3339; default a day before `to`.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
     /// RFC 3339, exclusive; default now.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
     /// Most positions returned (default 10000, at most 100000).
+    // Taken as text, so that a bad one gets the track's own 400.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100000)]
     limit: Option<String>,
     /// `json` (default) or `geojson`.
     format: Option<String>,
@@ -43,8 +48,9 @@ pub struct TrackBody {
 pub async fn get(
     State(st): State<AdminState>,
     Path(id): Path<String>,
-    Query(p): Query<TrackParams>,
+    p: Result<Query<TrackParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(p) = p?;
     let now = Timestamp::now();
     let q = TrackQuery::parse(
         &id,

@@ -34,9 +34,7 @@ pub async fn list(
     State(st): State<AdminState>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<VehiclePage>, ApiError> {
-    let Query(q) = q.map_err(|_| {
-        ApiError::bad_request("query parameters: tier, loan_status, limit (a number), after")
-    })?;
+    let Query(q) = q?;
     let cmd = RiskQueue::parse(
         q.tier.as_deref(),
         q.loan_status.as_deref(),

@@ -67,7 +67,7 @@ pub async fn list(
     State(st): State<AdminState>,
     q: Result<Query<ZoneQuery>, QueryRejection>,
 ) -> Result<Json<ZoneList>, ApiError> {
-    let Query(q) = q.map_err(|_| ApiError::bad_request("query parameters: kind"))?;
+    let Query(q) = q?;
     Ok(Json(st.engine.run(ListZones { kind: q.kind }).await?))
 }
 

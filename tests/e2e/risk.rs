@@ -138,14 +138,19 @@ fn the_queue_follows_events_and_loan_changes_and_a_higher_tier_is_delivered() {
     assert!(ids(&high).is_empty());
     let (_, closed) = d.api("GET", "/v1/vehicles?loan_status=closed", None);
     assert_eq!(ids(&closed), ["D"]);
-    for bad in [
-        "tier=urgent",
-        "loan_status=late",
-        "after=nonsense",
-        "limit=0",
+    // Each 400 names the parameter at fault.
+    for (bad, named) in [
+        ("tier=urgent", "tier"),
+        ("loan_status=late", "loan_status"),
+        ("after=nonsense", "after"),
+        ("limit=0", "limit"),
+        ("limit=-1", "limit"),
+        ("status=overdue", "status"),
     ] {
         let (s, v) = d.api("GET", &format!("/v1/vehicles?{bad}"), None);
         assert_eq!(s, 400, "{bad}: {v}");
+        let why = v["error"].as_str().unwrap_or_default();
+        assert!(why.contains(named), "{bad}: {v}");
     }
 
     // A tier going down raises nothing: C's fix comes back inside.
