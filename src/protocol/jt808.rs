@@ -1017,11 +1017,28 @@ impl Jt808Session {
             },
             msg::LOCATION_ANSWER => {
                 // A fix like any other, and the answer to the 0x8201 whose serial it names.
-                match location_answer(body)
-                    .map(|(serial, b)| (serial, parse_location(b, self.utc_offset_s())))
-                {
-                    Some((serial, Ok(fix))) => {
-                        out.push(self.event(id, EventKind::Position(fix)));
+                let read = match location_answer(body) {
+                    Some((serial, b)) => {
+                        let fix = parse_location(b, self.utc_offset_s());
+                        if let Err(e) = &fix {
+                            out.push(reject(e.as_str(), body.len()));
+                            out.push(self.event(
+                                id,
+                                EventKind::Heartbeat {
+                                    alarms: head_alarms(b),
+                                },
+                            ));
+                        }
+                        // A terminal with no fix since it started sends a clock of zeros: it
+                        // did answer, so the locate is answered, without a position.
+                        let (text, position) = match &fix {
+                            Ok(f) => (None, Some(f.position)),
+                            Err(e) => (Some(format!("no readable position: {}", e.as_str())), None),
+                        };
+                        let read = fix.is_ok();
+                        if let Ok(fix) = fix {
+                            out.push(self.event(id, EventKind::Position(fix)));
+                        }
                         out.push(self.event(
                             id,
                             EventKind::CommandAnswer(CommandAnswer {
@@ -1030,21 +1047,18 @@ impl Jt808Session {
                                     msg_id: QUERY_LOCATION,
                                 },
                                 ok: true,
-                                text: None,
-                                position: Some(fix.position),
+                                text,
+                                position,
                             }),
                         ));
+                        read
                     }
-                    Some((_, Err(e))) => out.push(reject(e.as_str(), body.len())),
-                    None => out.push(reject(BodyError::Truncated.as_str(), body.len())),
-                }
-                let read = matches!(out.last(), Some(Output::Event(_)));
-                if !read {
-                    let alarms = location_answer(body)
-                        .map(|(_, b)| head_alarms(b))
-                        .unwrap_or_default();
-                    out.push(self.event(id, EventKind::Heartbeat { alarms }));
-                }
+                    None => {
+                        out.push(reject(BodyError::Truncated.as_str(), body.len()));
+                        out.push(self.heartbeat(id));
+                        false
+                    }
+                };
                 let code = if read {
                     result::OK
                 } else {
@@ -1086,6 +1100,11 @@ impl Jt808Session {
                 self.ack(h, result::OK, out);
             }
             msg::TERMINAL_RESPONSE => match general_response(body) {
+                // A terminal that also acknowledges a 0x8201 with a general response: only its
+                // 0x0201 carries the position the locate asked for, so a success waits for it.
+                Some(r) if r.msg_id == QUERY_LOCATION && r.result == result::OK => {
+                    out.push(self.heartbeat(id))
+                }
                 Some(r) => out.push(self.event(
                     id,
                     EventKind::CommandAnswer(CommandAnswer {
@@ -1551,6 +1570,55 @@ mod tests {
             1,
             "the terminal's own heartbeat: {out:?}"
         );
+    }
+
+    /// The answers a 0x8201 locate can get: a 0x0201 whose clock is zeros (no fix since the
+    /// terminal started) still answers it, without a position; a general response 0x0001 that
+    /// only acknowledges it waits for the 0x0201, and one that refuses it answers it as failed.
+    #[test]
+    fn locate_answers_without_a_fix_and_general_responses() {
+        use crate::protocol::events;
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let term = hex("01 39 12 34 56 78");
+        let answers = |out: &[Output]| -> Vec<CommandAnswer> {
+            events(out)
+                .into_iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::CommandAnswer(a) => Some(a.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut body = vec![0x00, 0x07];
+        body.extend_from_slice(&[0u8; 28]);
+        let (out, err) = run(&mut s, &encode_frame(0x0201, None, &term, 1, &body));
+        assert_eq!(err, None);
+        let a = answers(&out);
+        assert_eq!(a.len(), 1, "{out:?}");
+        let key = AnswerKey::Reply {
+            serial: 7,
+            msg_id: QUERY_LOCATION,
+        };
+        assert_eq!((a[0].key, a[0].ok, a[0].position), (key, true, None));
+        assert!(
+            a[0].text
+                .as_deref()
+                .is_some_and(|t| t.starts_with("no readable position")),
+            "{a:?}"
+        );
+        let general = |result: u8| {
+            let mut b = vec![0x00, 0x08];
+            b.extend_from_slice(&QUERY_LOCATION.to_be_bytes());
+            b.push(result);
+            encode_frame(0x0001, None, &term, 2, &b)
+        };
+        let (out, _) = run(&mut s, &general(0));
+        assert!(answers(&out).is_empty(), "{out:?}");
+        assert_eq!(events(&out).len(), 1, "a sign of life: {out:?}");
+        let (out, _) = run(&mut s, &general(1));
+        let a = answers(&out);
+        assert_eq!(a.len(), 1, "{out:?}");
+        assert!(!a[0].ok, "{a:?}");
     }
 
     /// A heartbeat before authentication is answered but is no sign of life: whoever knows a
