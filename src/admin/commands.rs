@@ -27,7 +27,8 @@ pub struct CommandQuery {
     request_body = CommandBody,
     security(("bearer" = [])),
     responses((status = 202, body = CommandView), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(st): State<AdminState>,
     Path(id): Path<String>,

@@ -86,6 +86,11 @@ impl Commands {
         self.links.clone()
     }
 
+    /// The device's open commands, queued or sent.
+    pub fn open_for(&self, device: &DeviceId) -> usize {
+        self.queues.get(device).map_or(0, VecDeque::len)
+    }
+
     /// Queues a command; it goes out when it reaches the head of its device's queue and the
     /// device is connected.
     pub fn create(

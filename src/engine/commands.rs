@@ -15,6 +15,8 @@ use utoipa::ToSchema;
 pub const DEFAULT_EXPIRES: Duration = Duration::from_secs(24 * 3600);
 /// The longest a command may wait.
 pub const MAX_EXPIRES: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Open commands (queued or sent) a device may have; one more is a 409.
+pub const MAX_OPEN_PER_DEVICE: usize = 32;
 
 /// The body of `POST /v1/devices/{id}/commands`.
 #[derive(Deserialize, ToSchema)]
@@ -219,6 +221,15 @@ impl Command for CreateCommand {
                 )));
             }
         }
+        // A button pressed again and again, or a script in a loop, for a tracker that is off:
+        // each would wait in memory and on disk, and go out on the next login.
+        if e.commands.open_for(&self.device) >= MAX_OPEN_PER_DEVICE {
+            return Err(EngineError::Conflict(format!(
+                "device {} has {MAX_OPEN_PER_DEVICE} open commands: wait for them to be \
+                 answered or to expire",
+                self.device
+            )));
+        }
         let rec = e.commands.create(
             &e.store,
             self.device,
@@ -333,6 +344,38 @@ mod tests {
     use super::*;
     use crate::engine::testing::engine_at;
     use crate::event::{CommandAnswer, Event, EventKind, Position, Protocol};
+
+    /// A device that is off does not collect commands without end: the 33rd open one is a
+    /// conflict, and one closed (here expired) makes room again.
+    #[test]
+    fn a_device_holds_at_most_so_many_open_commands() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        let dev = "868120145233604";
+        let login = Event {
+            device_id: DeviceId::new(dev),
+            protocol: Protocol::Gt06,
+            kind: EventKind::Login,
+        };
+        e.ingest(&[login], t0);
+        let locate = |e: &mut Engine, expires: &str, now: Timestamp| {
+            let body = format!(r#"{{"type": "locate", "expires": "{expires}"}}"#);
+            CreateCommand::parse(dev, body.as_bytes()).and_then(|c| c.apply(e, now))
+        };
+        assert!(locate(&mut e, "1h", t0).is_ok());
+        for _ in 1..MAX_OPEN_PER_DEVICE {
+            locate(&mut e, "24h", t0).unwrap();
+        }
+        let full = locate(&mut e, "24h", t0);
+        assert!(
+            matches!(full, Err(EngineError::Conflict(_))),
+            "{:?}",
+            full.err()
+        );
+        let later = t0.add_millis(3_600_000);
+        e.tick(later);
+        assert!(locate(&mut e, "24h", later).is_ok());
+    }
 
     /// The engine moves open commands with a step of the host clock: after a year's correction
     /// back, a command expires a day after it was made, as the daemon watched it.
