@@ -81,8 +81,15 @@ pub async fn reload(
     if !same(&current.log.format, &next.log.format) {
         restart_needed.push("log.format");
     }
-    let names: Vec<String> = webhooks.iter().map(|w| w.name.clone()).collect();
-    let same_names = names.as_slice() == outbox.webhook_names();
+    // Webhooks are matched by name: tables only put in another order are the same webhooks,
+    // taken in the order the outbox keeps them.
+    let mut webhooks = webhooks;
+    let kept = outbox.webhook_names();
+    let same_names =
+        webhooks.len() == kept.len() && webhooks.iter().all(|w| kept.contains(&w.name));
+    if same_names {
+        webhooks.sort_by_key(|w| kept.iter().position(|n| *n == w.name));
+    }
     // Everything that can fail is done before anything changes: a refused reload leaves the
     // running configuration, its workers included, as it was.
     let prepared = if same_names {
@@ -127,7 +134,7 @@ pub async fn reload(
         delivery.stop().await;
         *delivery = Delivery::start(outbox, prepared)?;
         in_force.webhooks = next.webhooks.clone();
-        tracing::info!(webhooks = names.len(), "webhook settings reloaded");
+        tracing::info!(webhooks = webhooks.len(), "webhook settings reloaded");
     } else {
         restart_needed.push("adding, removing or renaming [[webhook]]s");
     }

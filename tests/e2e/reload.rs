@@ -80,6 +80,50 @@ fn sighup_applies_new_webhook_settings_and_refuses_a_bad_file() {
     assert!(d.log().contains("reload refused"), "{}", d.log());
 }
 
+/// Webhooks are matched by name: tables put in another order, one of them pointed elsewhere,
+/// are reloaded, not refused as if renamed.
+#[test]
+fn a_reload_takes_webhook_tables_in_another_order() {
+    let (a, b, c) = (Receiver::start(), Receiver::start(), Receiver::start());
+    let hook = |name: &str, url: &str| {
+        format!(
+            "[[webhook]]\nname = \"{name}\"\nurl = \"{url}\"\nsecret = \"s3cret-0123456789\"\ntypes = [\"geofence_exit\"]\n"
+        )
+    };
+    let d = Daemon::start(
+        &["gt06"],
+        &format!("{}{}", hook("a", &a.url()), hook("b", &b.url())),
+    );
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    let first = cfg.find("[[webhook]]").unwrap();
+    let swapped = format!(
+        "{}{}{}",
+        &cfg[..first],
+        hook("b", &c.url()),
+        hook("a", &a.url())
+    );
+    assert!(!swapped.contains(&b.url()), "{swapped}");
+    std::fs::write(&d.config, swapped).unwrap();
+    signal(d.pid(), "HUP");
+    d.wait_metric("lienwatch_config_reloads_total", &[("result", "ok")], |v| {
+        v >= 1.0
+    });
+    let body = serde_json::json!({
+        "loan": {"id": "L-1", "status": "overdue"},
+        "devices": [{"id": IMEI}],
+        "geofence": {"type": "Circle", "center": [114.057865, 22.543096], "radius_m": 1000}
+    })
+    .to_string();
+    assert_eq!(d.api("PUT", "/v1/vehicles/V-1", Some(&body)).0, 201);
+    exit_fix(&d, 2, 22.70);
+    a.wait_for(Duration::from_secs(5), "the exit at a", |x| x.len() == 1);
+    c.wait_for(Duration::from_secs(5), "the exit at b's new url", |x| {
+        x.len() == 1
+    });
+    assert!(b.all().is_empty(), "b's old url still used");
+    assert!(!d.log().contains("only after a restart"), "{}", d.log());
+}
+
 /// `[risk.points]` is read at start only: a reload that changes it says so in the journal
 /// rather than leaving the old points in force without a word.
 #[test]
