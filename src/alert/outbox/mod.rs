@@ -395,8 +395,46 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicI64, Ordering};
 
+    const HORIZON: std::time::Duration = std::time::Duration::from_secs(600);
+
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("hook{i}")).collect()
+    }
+
+    /// A retry decided before the host clock stepped back a day is due at once, not a day
+    /// later; one decided after the step waits its backoff.
+    #[test]
+    fn a_retry_from_before_a_step_back_of_the_clock_is_due_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let day = 86_400_000;
+        let now = Arc::new(AtomicI64::new(1_800_000_000_000 + day));
+        let n2 = now.clone();
+        let ob = Outbox::open_with_clock(
+            &db,
+            &names(1),
+            Arc::new(move || Timestamp::from_millis(n2.load(Ordering::SeqCst))),
+        )
+        .unwrap();
+        let (a, b) = (
+            ob.insert(&alert("a"), &[0]).unwrap(),
+            ob.insert(&alert("b"), &[0]).unwrap(),
+        );
+        ob.mark_durable();
+        let retry = |at: Timestamp| AttemptOutcome::Retry {
+            error: "connection refused".into(),
+            next_attempt_at: at,
+        };
+        ob.record_attempt(0, a, ob.now(), &retry(ob.now().add_millis(4_000)))
+            .unwrap();
+        now.fetch_sub(day, Ordering::SeqCst);
+        ob.record_attempt(0, b, ob.now(), &retry(ob.now().add_millis(4_000)))
+            .unwrap();
+        let busy = HashSet::new();
+        let (jobs, next) = ob.due(0, ob.now(), HORIZON, &busy, 10).unwrap();
+        let ids: Vec<_> = jobs.iter().map(|j| j.alert_id.as_str()).collect();
+        assert_eq!(ids, ["a"]);
+        assert_eq!(next, Some(ob.now().add_millis(4_000)));
     }
 
     #[test]
@@ -426,10 +464,10 @@ mod tests {
 
         let busy = HashSet::new();
         // Nothing goes out before the commit that holds it is on disk.
-        let (jobs, _) = ob.due(0, ob.now(), &busy, 10).unwrap();
+        let (jobs, _) = ob.due(0, ob.now(), HORIZON, &busy, 10).unwrap();
         assert!(jobs.is_empty());
         ob.mark_durable();
-        let (jobs, _) = ob.due(0, ob.now(), &busy, 10).unwrap();
+        let (jobs, _) = ob.due(0, ob.now(), HORIZON, &busy, 10).unwrap();
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].alert_id, "a1");
         assert_eq!(
@@ -443,11 +481,11 @@ mod tests {
             next_attempt_at: later,
         };
         ob.record_attempt(0, s1, ob.now(), &retry).unwrap();
-        let (jobs, next) = ob.due(0, ob.now(), &busy, 10).unwrap();
+        let (jobs, next) = ob.due(0, ob.now(), HORIZON, &busy, 10).unwrap();
         assert!(jobs.is_empty());
         assert_eq!(next, Some(later));
         now.store(1_005_000, Ordering::SeqCst);
-        assert_eq!(ob.due(0, ob.now(), &busy, 10).unwrap().0.len(), 1);
+        assert_eq!(ob.due(0, ob.now(), HORIZON, &busy, 10).unwrap().0.len(), 1);
 
         ob.record_attempt(0, s1, ob.now(), &AttemptOutcome::Delivered)
             .unwrap();

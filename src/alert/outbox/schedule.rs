@@ -71,40 +71,59 @@ impl Outbox {
 
     /// Up to `max` pending deliveries for `webhook` that are due at `now`, oldest due first,
     /// skipping `busy` ones (in flight). Also returns the next due time after those, so the worker
-    /// knows how long it may sleep. Reads at most `max + busy.len() + 1` schedule entries.
+    /// knows how long it may sleep. Reads at most `max + busy.len() + 2` schedule entries.
+    ///
+    /// No retry is put further ahead than `horizon` (the backoff's cap) of when it was decided:
+    /// one that lies further ahead of `now` was decided before the host clock stepped back, and
+    /// is due now, not after the step's size (a day's correction would hold it a day).
     pub fn due(
         &self,
         webhook: usize,
         now: Timestamp,
+        horizon: std::time::Duration,
         busy: &HashSet<u64>,
         max: usize,
     ) -> Result<(Vec<Job>, Option<Timestamp>)> {
         let wid = self.wid(webhook)?;
         let mut jobs = Vec::new();
         let mut next = None;
-        for kv in self.inner.tree.scan_prefix(queue_prefix(wid)) {
-            let (k, _) = kv?;
-            let (due, seq) = parse_queue_key(&k).ok_or_else(|| corrupt("queue key", "length"))?;
-            if due > time_key(now) {
-                next = Some(Timestamp::from_millis(due as i64));
-                break;
-            }
-            if busy.contains(&seq) || !self.is_durable(seq) {
-                continue;
-            }
-            if jobs.len() >= max {
-                next = Some(Timestamp::from_millis(due as i64));
-                break;
-            }
-            match self.load_delivery(wid, seq)? {
-                Some(rec) if rec.state == State::Pending => {
-                    if let Some(job) = self.job(seq, rec)? {
-                        jobs.push(job);
-                    }
+        let prefix = queue_prefix(wid);
+        // Those due by now, then those past the horizon: two ranges of the schedule's order.
+        let past_horizon = queue_key(wid, now.add(horizon).add_millis(1), 0);
+        let ranges = [
+            self.inner.tree.range(prefix.to_vec()..),
+            self.inner.tree.range(past_horizon.to_vec()..),
+        ];
+        for (stepped, range) in ranges.into_iter().enumerate() {
+            for kv in range {
+                let (k, _) = kv?;
+                if !k.starts_with(&prefix) {
+                    break;
                 }
-                // Cannot happen with atomic batches; drop the entry rather than rescan it forever.
-                _ => {
-                    self.inner.tree.remove(&k)?;
+                let (due, seq) =
+                    parse_queue_key(&k).ok_or_else(|| corrupt("queue key", "length"))?;
+                if stepped == 0 && due > time_key(now) {
+                    next = Some(Timestamp::from_millis(due as i64));
+                    break;
+                }
+                if busy.contains(&seq) || !self.is_durable(seq) {
+                    continue;
+                }
+                if jobs.len() >= max {
+                    next = Some(Timestamp::from_millis(due as i64).min(now));
+                    break;
+                }
+                match self.load_delivery(wid, seq)? {
+                    Some(rec) if rec.state == State::Pending => {
+                        if let Some(job) = self.job(seq, rec)? {
+                            jobs.push(job);
+                        }
+                    }
+                    // Cannot happen with atomic batches; drop the entry rather than rescan it
+                    // forever.
+                    _ => {
+                        self.inner.tree.remove(&k)?;
+                    }
                 }
             }
         }

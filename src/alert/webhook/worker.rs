@@ -66,7 +66,11 @@ async fn run(ctx: Arc<Ctx>, notify: Arc<tokio::sync::Notify>, cancel: Cancellati
             task_seq.insert(handle.id(), seq);
         };
         if busy.len() < max {
-            match ctx.outbox.due(ctx.index, now, &busy, max - busy.len()) {
+            let horizon = ctx.opts.backoff_max;
+            match ctx
+                .outbox
+                .due(ctx.index, now, horizon, &busy, max - busy.len())
+            {
                 Ok((jobs, next)) => {
                     next_due = next;
                     for job in jobs {
