@@ -177,9 +177,11 @@ impl Outbox {
     /// and at most `max` per call, with their delivery records and index entries; returns how many
     /// went. Pending alerts are never pruned, whatever their age. Not flushed: it rides on the
     /// next commit (a crash only brings an already finished alert back for the next pass).
+    ///
+    /// The scan reads and parses without the outbox's lock, which the engine thread takes for
+    /// every alert it raises: delivered and failed are final states, so nothing else writes
+    /// what this removes. Only the batch is written under the lock, in turn with the workers'.
     pub fn prune(&self, cutoff: Timestamp, max: usize) -> Result<usize> {
-        // Serialised with the workers' record_attempt, which moves alerts between states.
-        let _c = self.lock();
         let mut pruned = 0;
         let mut floor = read_u64(&self.inner.tree, K_SEQ_FLOOR)?;
         for state in [State::Delivered, State::Failed] {
@@ -212,6 +214,7 @@ impl Outbox {
             }
             // In the same batch as the removals: no kill can leave a number free for reuse.
             b.insert(K_SEQ_FLOOR, &floor.to_be_bytes());
+            let _c = self.lock();
             self.inner.tree.apply_batch(b)?;
         }
         Ok(pruned)
