@@ -92,7 +92,7 @@ pub(super) fn set_on(
             v.loan.status = status;
             v.loan.days_past_due = days_past_due;
         }
-        e.risk_in_one_step(vid, before, now, |e| {
+        e.risk_in_one_step(vid, before, None, now, |e| {
             e.for_each_device(vid, now, |rules, ctx, st, now| {
                 rules.on_loan_change(ctx, st, now)
             });

@@ -662,8 +662,22 @@ impl Engine {
         if out.changed {
             self.dirty_states.insert(device.clone());
         }
-        for draft in out.alerts {
-            self.raise(vehicle_id, device, draft.kind, draft.details, now);
+        match out.alerts.len() {
+            0 => {}
+            1 => {
+                for draft in out.alerts {
+                    self.raise(vehicle_id, device, draft.kind, draft.details, now);
+                }
+            }
+            // One message that cuts the power and leaves the fence: its tier rise is one alert.
+            _ => {
+                let before = self.risk_of(vehicle_id, now);
+                self.risk_in_one_step(vehicle_id, before, Some(device), now, |e| {
+                    for draft in out.alerts {
+                        e.raise(vehicle_id, device, draft.kind, draft.details, now);
+                    }
+                });
+            }
         }
     }
 

@@ -63,15 +63,17 @@ impl Engine {
         }
     }
 
-    /// Runs a command's changes to one vehicle, which may move several of its reasons (a loan
+    /// Runs changes to one vehicle (a command's, or one message's alerts), which may move several of its reasons (a loan
     /// turning overdue while its device is silent: the band and `silent_overdue`), and raises
     /// at most one `risk_tier_changed`, from `before`, its risk before the command changed
     /// anything (a loan reopened rises from `none`, not from the reasons it held when closed),
     /// to the tier after. A vehicle just created had no tier to go up from (`before` none).
+    /// The alert names `device`, or for a command the vehicle's first.
     pub(super) fn risk_in_one_step(
         &mut self,
         vehicle_id: &str,
         before: Option<RiskView>,
+        device: Option<&DeviceId>,
         now: Timestamp,
         f: impl FnOnce(&mut Engine),
     ) {
@@ -81,7 +83,9 @@ impl Engine {
         if held {
             return;
         }
-        let device = self.first_device(vehicle_id);
+        let device = device
+            .cloned()
+            .unwrap_or_else(|| self.first_device(vehicle_id));
         if let Some(before) = before {
             self.raise_if_tier_rose(vehicle_id, &device, before, now);
         }
@@ -683,6 +687,50 @@ mod tests {
             "{:?}",
             reasons(&e, silent)
         );
+    }
+
+    /// One message that reports a power cut and puts the car outside its fence moves two
+    /// reasons: its tier rise is one alert, from where it was to where it ends.
+    #[test]
+    fn one_message_raises_one_tier_alert() {
+        use crate::event::{AlarmReport, Alarms, EventKind};
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        let fence = serde_json::json!({"type": "Circle", "center": [114.0, 22.5], "radius_m": 500});
+        let loan = serde_json::json!({"id": "L", "status": "current"});
+        put(
+            &mut e,
+            serde_json::json!({"loan": loan, "devices": [{"id": "868120145233604"}], "geofence": fence}),
+            t0,
+        );
+        let t1 = t0.add_millis(60_000);
+        let mut ev = live_fix("868120145233604", t1, 22.6, 114.2);
+        if let EventKind::Position(f) = &mut ev.kind {
+            f.alarms = AlarmReport::raised(Alarms::POWER_CUT);
+        }
+        e.ingest(&[ev], t1);
+        let alerts = e.take_alerts();
+        let tiers: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.kind == AlertType::RiskTierChanged)
+            .map(|a| {
+                (
+                    a.details["from"].clone(),
+                    a.details["to"].clone(),
+                    a.device_id.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            tiers,
+            [(
+                serde_json::json!("none"),
+                serde_json::json!("medium"),
+                DeviceId::new("868120145233604")
+            )],
+            "{alerts:?}"
+        );
+        assert_eq!(reasons(&e, t1), ["outside_geofence", "power_cut_or_tamper"]);
     }
 
     /// A closed loan is at tier `none` whatever reasons it keeps: opened again, its rise is

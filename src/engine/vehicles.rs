@@ -95,7 +95,7 @@ impl Command for PutVehicle {
                 reg.insert(d.clone(), shared.clone());
             }
         }
-        e.risk_in_one_step(&id, before, now, |e| {
+        e.risk_in_one_step(&id, before, None, now, |e| {
             e.risk_on_loan(&id, created, now);
             e.for_each_device(&id, now, |rules, ctx, st, now| {
                 rules.on_registered(ctx, st, now)
