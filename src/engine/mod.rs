@@ -389,6 +389,7 @@ impl Engine {
         self.vrules.write_all_progress();
         self.commands.clock_stepped(&self.store, step_ms, now);
         self.move_holds(step_ms, now);
+        self.risk_clock_stepped(step_ms, now);
         if step_ms < 0 {
             self.bring_back_to(now);
             self.started_at = self.started_at.min(now);
@@ -427,6 +428,7 @@ impl Engine {
         self.vrules.move_visit_starts(0, now);
         self.commands.clock_stepped(&self.store, 0, now);
         self.move_holds(0, now);
+        self.risk_clock_stepped(0, now);
         for (id, rec) in self.devices.iter_mut() {
             if rec.last_seen > now {
                 rec.last_seen = now;

@@ -135,6 +135,17 @@ impl Engine {
         }
     }
 
+    /// Moves the reasons' times with a step of the host clock (0 at a start with the clock set
+    /// back), written with the next commit.
+    pub(super) fn risk_clock_stepped(&mut self, step_ms: i64, now: Timestamp) {
+        let moved: Vec<String> = (self.risk.iter_mut())
+            .filter_map(|(id, st)| st.clock_stepped(step_ms, now).then(|| id.clone()))
+            .collect();
+        for id in moved {
+            self.risk_changed(&id, now);
+        }
+    }
+
     /// The vehicle's reasons, loan or existence changed: written in this commit, and its queue
     /// row follows at once.
     pub(super) fn risk_changed(&mut self, vehicle_id: &str, now: Timestamp) {
@@ -731,6 +742,38 @@ mod tests {
             "{alerts:?}"
         );
         assert_eq!(reasons(&e, t1), ["outside_geofence", "power_cut_or_tamper"]);
+    }
+
+    /// A power cut raised while the host clock was a year ahead, then the clock corrected
+    /// back: the reason holds its 7 days as watched, and its `since` is not in the future.
+    #[test]
+    fn a_step_back_of_the_clock_leaves_a_power_cut_its_seven_days() {
+        use crate::event::{AlarmReport, Alarms, Event, EventKind, Protocol};
+        let (hour, day, year) = (3_600_000, 86_400_000, 365 * 86_400_000);
+        let ahead = Timestamp::from_secs(1_826_841_600);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), ahead);
+        let loan = serde_json::json!({"id": "L", "status": "current"});
+        put(
+            &mut e,
+            serde_json::json!({"loan": loan, "devices": [{"id": "868120145233604"}]}),
+            ahead,
+        );
+        let cut = Event {
+            device_id: DeviceId::new("868120145233604"),
+            protocol: Protocol::Gt06,
+            kind: EventKind::Alarm {
+                alarms: AlarmReport::raised(Alarms::POWER_CUT),
+            },
+        };
+        e.ingest(&[cut], ahead);
+        assert_eq!(reasons(&e, ahead), ["power_cut_or_tamper"]);
+        let t1 = ahead.add_millis(hour - year);
+        e.clock_stepped(t1, -year);
+        let r = e.risk_of("V-1", t1).unwrap();
+        assert!(r.reasons.iter().all(|r| r.since <= t1), "{r:?}");
+        let end = t1.add_millis(7 * day - hour);
+        assert_eq!(reasons(&e, end.add_millis(-1)), ["power_cut_or_tamper"]);
+        assert!(reasons(&e, end).is_empty(), "{:?}", reasons(&e, end));
     }
 
     /// A closed loan is at tier `none` whatever reasons it keeps: opened again, its rise is

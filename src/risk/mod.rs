@@ -222,6 +222,23 @@ impl RiskState {
         }
     }
 
+    /// Moves each reason's `since` and `until` with a step of the host clock of `step_ms` (0
+    /// at a start), never past `now` (`time::step_shift`): a hold lasts as long as the daemon
+    /// watched it, and a year's correction back does not keep a power cut for a year. Returns
+    /// whether anything moved.
+    pub fn clock_stepped(&mut self, step_ms: i64, now: Timestamp) -> bool {
+        let mut moved = false;
+        for h in &mut self.held {
+            let by = crate::time::step_shift(h.since, step_ms, now);
+            if by != 0 {
+                h.since = h.since.add_millis(by);
+                h.until = h.until.map(|u| u.add_millis(by));
+                moved = true;
+            }
+        }
+        moved
+    }
+
     /// An episode ended.
     pub fn close(&mut self, reason: Reason) {
         self.held.retain(|h| h.reason != reason);
