@@ -148,9 +148,11 @@ impl Commands {
                 }
             }
             EventKind::CommandAnswer(a) => {
-                // The oldest in flight with the answer's key (an in-order device has only its
-                // head in flight).
-                let answered = q.iter().copied().find(|id| {
+                // The command in flight with the answer's key: an in-order device has only its
+                // head in flight; a key that names its command is the newest sent with it, as a
+                // reply serial counts round on a connection of days while an older command with
+                // the same serial may still wait for an answer that never came.
+                let matches = |id: &u64| {
                     self.open.get(id).is_some_and(|rec| {
                         rec.state == CommandState::Sent
                             && match (rec.key, a.key) {
@@ -159,7 +161,12 @@ impl Commands {
                                 (None, _) => false,
                             }
                     })
-                });
+                };
+                let answered = match a.key {
+                    AnswerKey::InOrder => q.iter().copied().find(matches),
+                    _ => (q.iter().copied().filter(matches))
+                        .max_by_key(|id| self.open.get(id).and_then(|r| r.sent_at)),
+                };
                 match answered {
                     Some(id) => self.on_answer(store, id, a, received_at),
                     None => {
@@ -274,9 +281,14 @@ impl Commands {
         let Some(mut rec) = self.open.remove(&id) else {
             return;
         };
+        // An in-order command that expires sent, or handed to its connection and maybe being
+        // written (its `sent` comes after the write): its answer may still come, and must not
+        // close the next one.
         let unanswered_in_flight = state == CommandState::Expired
-            && rec.state == CommandState::Sent
-            && rec.key == Some(AnswerKey::InOrder);
+            && match rec.state {
+                CommandState::Sent => rec.key == Some(AnswerKey::InOrder),
+                _ => self.handed.contains_key(&id) && !answers_name_their_command(rec.protocol),
+            };
         if self.resent.remove(&id) || unanswered_in_flight {
             self.quiet
                 .insert(rec.device_id.clone(), now.add(STRAY_ANSWER_WAIT));
@@ -578,6 +590,61 @@ mod tests {
                 assert_eq!(ids(&mailbox), [made[1]], "{protocol:?}");
             }
         }
+    }
+
+    /// An in-order command that expires while its connection writes it (handed, its `sent`
+    /// not yet in): the next one waits for a stray answer as after an expiry in flight.
+    #[test]
+    fn an_in_order_command_expired_while_written_holds_the_next_back() {
+        let (store, mut c, mailbox, _guard) = connected();
+        let t = Timestamp::from_secs;
+        let dev = DeviceId::new("1");
+        let mut create = |expires: i64| {
+            let p = Protocol::Teltonika;
+            let cmd = Downlink::Locate;
+            c.create(&store, dev.clone(), p, cmd, t(expires), t(0))
+                .unwrap()
+                .id
+        };
+        let (a, b) = (create(10), create(1000));
+        c.dispatch(t(0), std::time::Instant::now());
+        assert_eq!(ids(&mailbox), vec![a]);
+        c.expire_due(&store, t(10));
+        c.dispatch(t(10), std::time::Instant::now());
+        assert!(ids(&mailbox).is_empty(), "b waits for a's stray answer");
+        c.on_event(&store, &answer(AnswerKey::InOrder, true), t(11));
+        let state = |c: &Commands, id| c.get(&store, id).unwrap().unwrap().state;
+        assert_eq!(state(&c, b), CommandState::Queued);
+        c.expire_due(&store, t(10).add(STRAY_ANSWER_WAIT));
+        c.dispatch(t(70), std::time::Instant::now());
+        assert_eq!(ids(&mailbox), vec![b]);
+    }
+
+    /// A JT/T 808 reply serial counts round on a connection of days: an answer naming a serial
+    /// two open commands were sent with answers the newer, not the one left unanswered days ago.
+    #[test]
+    fn a_reply_serial_used_twice_answers_the_newer_command() {
+        let (store, mut c, _mailbox, _guard) = connected();
+        let t = Timestamp::from_secs;
+        let dev = DeviceId::new("1");
+        let mut create = || {
+            let p = Protocol::Jt808;
+            let cmd = Downlink::Locate;
+            c.create(&store, dev.clone(), p, cmd, t(30 * 86_400), t(0))
+                .unwrap()
+                .id
+        };
+        let (old, new) = (create(), create());
+        let key = AnswerKey::Reply {
+            serial: 5,
+            msg_id: 0x8201,
+        };
+        c.sent(&store, old, key, t(1));
+        c.sent(&store, new, key, t(4 * 86_400));
+        c.on_event(&store, &answer(key, true), t(4 * 86_400 + 2));
+        let state = |c: &Commands, id| c.get(&store, id).unwrap().unwrap().state;
+        assert_eq!(state(&c, new), CommandState::Answered);
+        assert_eq!(state(&c, old), CommandState::Sent);
     }
 
     /// A late in-order answer (Teltonika, H02 without a word) must not close the command sent
