@@ -10,13 +10,21 @@ use crate::event::{AreaCrossing, AreaRef, Cell, Position, Props, RouteTime, Wifi
 
 /// Reads every item of `items` into the position (satellites, serving cell, strongest Wi-Fi)
 /// and its properties. A truncated last item ends the walk.
+///
+/// The serving cell and Wi-Fi are kept only where the terminal has no GNSS fix
+/// (`Position::cell`): many loan trackers add their cell list to every report, and a valid fix
+/// that carried one would be taken for an LBS report and left out of places and `long_stay`.
 pub fn read_items(mut items: &[u8], pos: &mut Position, props: &mut Props) {
     while let [id, len, rest @ ..] = items {
         let Some((value, next)) = rest.split_at_checked(usize::from(*len)) else {
-            return;
+            break;
         };
         read_item(*id, value, pos, props);
         items = next;
+    }
+    if pos.valid {
+        pos.cell = None;
+        pos.wifi = None;
     }
 }
 
@@ -211,6 +219,23 @@ mod tests {
         assert_eq!(p.satellites, None);
         let (_, props) = read(&[0xEB, 2, 0xFF]);
         assert_eq!(props, Props::default());
+    }
+
+    /// A GNSS fix with a cell list and a Wi-Fi list is a GNSS fix: neither is kept on it.
+    #[test]
+    fn a_valid_fix_keeps_no_cell_or_wifi() {
+        let mut p = Position {
+            valid: true,
+            ..Position::default()
+        };
+        let mut props = Props::default();
+        let mut items = vec![0xE1, 12, 0x01, 0xCC, 0x00, 0x00, 0x25, 0x03, 0x00];
+        items.extend_from_slice(&[0x00, 0x00, 0x10, 0x3C, 0x20]);
+        items.extend_from_slice(&[0xEC, 7, 1, 2, 3, 4, 5, 6, 0xC0]);
+        read_items(&items, &mut p, &mut props);
+        assert_eq!((p.cell, p.wifi), (None, None));
+        let (p, _) = read(&items);
+        assert!(p.cell.is_some() && p.wifi.is_some(), "no fix: {p:?}");
     }
 
     #[test]
