@@ -257,6 +257,8 @@ pub struct Gps {
     pub speed_kmh: u8,
     /// Bit 12 fix valid, bit 11 west, bit 10 north, bits 9..0 course (§A.5).
     pub course_status: u16,
+    /// Read from a text answer (`WHERE#`), which gives no satellite count.
+    pub from_text: bool,
 }
 
 /// Degrees per raw unit (§A.5: degrees × 1 800 000).
@@ -313,11 +315,15 @@ impl Gps {
             lon_raw,
             speed_kmh,
             course_status,
+            from_text: false,
         })
     }
 
+    /// Course bit 12 and at least one satellite (§A.7): a positioned flag with no satellites is
+    /// an old fix repeated. A position from text (`WHERE#`) counts no satellites and trusts
+    /// the flag.
     pub fn valid(&self) -> bool {
-        self.course_status & 0x1000 != 0
+        self.course_status & 0x1000 != 0 && (self.satellites > 0 || self.from_text)
     }
 
     /// Bit 10 set means north; clear means south (the opposite sense of bit 11).
@@ -531,9 +537,13 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
             // 0x22: flags follow the 8-byte LBS block, 9 bytes in SeeWorld's LEN 0x2F with its
             // 4-byte cell id (§A.7); 0xA0: the 4G LBS block (MNC is 2 bytes when MCC bit 15 is
             // set, LAC 4, cell 8).
+            // An MCC with bit 15 set has a 2-byte MNC before the LAC (§A.4), in 0x22 as in 0xA0.
+            let wide_mnc = be16(c, 18).is_some_and(|mcc| mcc & 0x8000 != 0);
             let flags_at = match p.proto {
-                PROTO_LOCATION_UTC if !p.extended && c.len() == SEEWORLD_0X22_CONTENT => Some(27),
-                PROTO_LOCATION_UTC => Some(26),
+                PROTO_LOCATION_UTC if !p.extended && c.len() == SEEWORLD_0X22_CONTENT => {
+                    Some(27 + usize::from(wide_mnc))
+                }
+                PROTO_LOCATION_UTC => Some(26 + usize::from(wide_mnc)),
                 PROTO_LOCATION_4G => be16(c, 18).map(|mcc| {
                     let mnc = if mcc & 0x8000 != 0 { 2 } else { 1 };
                     18 + 2 + mnc + 4 + 8
@@ -927,6 +937,7 @@ fn decode_modular(c: &[u8]) -> Result<Message<'_>, DecodeError> {
                         lon_raw,
                         speed_kmh: speed,
                         course_status: cs,
+                        from_text: false,
                     };
                     let mut loc = Location::plain(gps, true);
                     loc.altitude_m = data.get(5..7).map(|a| i16::from_be_bytes([a[0], a[1]]));
@@ -1031,6 +1042,7 @@ pub(crate) fn where_answer(text: &str) -> Option<Gps> {
         lon_raw: (lon * 1_800_000.0).round() as u32,
         speed_kmh: speed.clamp(0.0, 255.0).round() as u8,
         course_status,
+        from_text: true,
     })
 }
 
@@ -1063,6 +1075,9 @@ pub fn alarm_report(terminal_info: u8, alarm_code: Option<u8>) -> AlarmReport {
         0b010 => Alarms::POWER_CUT,
         0b011 => Alarms::LOW_BATTERY,
         0b100 => Alarms::SOS,
+        // Removal on most variants (§A.5); VXT01, the layout without an alarm code, means
+        // overspeed by it.
+        0b111 if alarm_code.is_some() => Alarms::TAMPER,
         _ => Alarms::NONE,
     };
     let mut r = AlarmReport::raised(state);
@@ -2044,6 +2059,42 @@ mod tests {
         };
         assert!(!fix.buffered);
         assert!(fix.position.valid);
+    }
+
+    /// 0x22 with MCC bit 15 set: a 2-byte MNC puts ACC, upload mode and re-upload one byte
+    /// later (§A.4). Upload mode 0x01 is a live fix; the re-upload flag is a buffered one.
+    #[test]
+    fn location_flags_follow_a_2_byte_mnc() {
+        let fix = |f: &str| match &after_login(&[f])[0].kind {
+            EventKind::Position(fix) => *fix,
+            other => panic!("position expected: {other:?}"),
+        };
+        let live = "787823221805140a1e0fc9026b2a250c3cb15d3c145a81cc0000247c0f2a310101000004";
+        assert!(!fix(&format!("{live}2b470d0a")).buffered);
+        let again = "787823221805140a1e0fc9026b2a250c3cb15d3c145a81cc0000247c0f2a310105010004";
+        assert!(fix(&format!("{again}03770d0a")).buffered);
+    }
+
+    /// Terminal info bits 5..3 = 111 is a removal (§A.5), outside VXT01: a frame from
+    /// Traccar's test suite (terminal info 0x7C, alarm 0x00).
+    #[test]
+    fn terminal_info_111_is_a_tamper() {
+        let ev = after_login(&[
+            "7878251613020C12141AC5027951430C2A16F60014000900000000001A00007C550300020002F1E70D0A",
+        ]);
+        assert_eq!(ev[0].alarms().active, Alarms::TAMPER);
+    }
+
+    /// Course bit 12 set but no satellites: an old fix repeated, not a valid one (§A.7).
+    #[test]
+    fn a_positioned_flag_without_satellites_is_no_valid_fix() {
+        let ev = after_login(&[
+            "78781F121805140A1E0FC0026B2A250C3CB15D00145A01CC00247C0F2A31000372A50D0A",
+        ]);
+        let EventKind::Position(fix) = &ev[0].kind else {
+            panic!("position expected: {ev:?}")
+        };
+        assert!(!fix.position.valid, "{fix:?}");
     }
 
     /// A heartbeat's alarm byte (§A.5: terminal info, voltage, GSM, alarm, language) is read, as
