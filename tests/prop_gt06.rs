@@ -496,7 +496,8 @@ proptest! {
         let lon = loc.lon_raw as f64 / 1_800_000.0 * if loc.west { -1.0 } else { 1.0 };
         prop_assert!((p.lat - lat).abs() < 1e-9);
         prop_assert!((p.lon - lon).abs() < 1e-9);
-        prop_assert_eq!(p.valid, loc.valid);
+        // Positioned and at least one satellite (protocols.md A.7).
+        prop_assert_eq!(p.valid, loc.valid && loc.sats > 0);
         prop_assert_eq!(p.speed_kmh, loc.speed as f64);
         prop_assert_eq!(p.course, loc.course);
         prop_assert_eq!(p.satellites, Some(loc.sats));
@@ -554,7 +555,7 @@ proptest! {
         let lon = l.lon_raw as f64 / 1_800_000.0 * if l.west { -1.0 } else { 1.0 };
         prop_assert!((p.lat - lat).abs() < 1e-9);
         prop_assert!((p.lon - lon).abs() < 1e-9);
-        prop_assert_eq!((p.valid, p.course, p.speed_kmh), (l.valid, l.course, l.speed as f64));
+        prop_assert_eq!((p.valid, p.course, p.speed_kmh), (l.valid && l.sats > 0, l.course, l.speed as f64));
         prop_assert_eq!(replies(&out), vec![ack(0x01, 1), c.reply()]);
     }
 
