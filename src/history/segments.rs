@@ -60,6 +60,8 @@ pub struct Segments {
     dir: PathBuf,
     index: sled::Tree,
     index_db: sled::Db,
+    /// Syncs the index's log file, which sled's flush does not.
+    index_file: crate::store::sled_file::SledFile,
     /// Files appended to since the last [`Segments::sync`], by day. Only the upkeep pass writes.
     open: Mutex<HashMap<i64, File>>,
     /// A temporary store's folder, removed when the history is dropped.
@@ -89,6 +91,7 @@ impl Segments {
             .flush_every_ms(Some(1000))
             .open()?;
         Ok(Segments {
+            index_file: crate::store::sled_file::SledFile::open(&dir.join("index"))?,
             dir,
             index: db.open_tree("blocks")?,
             index_db: db,
@@ -161,7 +164,7 @@ impl Segments {
             batch.insert(keys::by_bucket(*bucket, prefix), &loc.to_bytes()[..]);
         }
         self.index.apply_batch(batch)?;
-        self.index_db.flush()?;
+        self.index_file.flush(&self.index_db)?;
         Ok(())
     }
 
@@ -266,7 +269,7 @@ impl Segments {
         }
         // Every index entry before `first_kept` is gone, on disk before any file goes: a kill
         // between the two must not leave entries pointing at deleted files.
-        self.index.flush()?;
+        self.index_file.flush(&self.index_db)?;
         let last_day = day_of(first_kept) - 1;
         let mut files = 0;
         let rd =

@@ -157,6 +157,8 @@ struct Inner {
     /// sled's blob files, synced with each pass's flush before records go (`blob_sync`): a
     /// run of fixes filed into a large page must be on disk before the journal drops it.
     blobs: std::sync::OnceLock<Arc<super::blob_sync::BlobSync>>,
+    /// The log file of the database the passes file into, synced after sled's flush.
+    sled: std::sync::OnceLock<Arc<super::sled_file::SledFile>>,
     _temporary: Option<tempfile::TempDir>,
 }
 
@@ -424,6 +426,7 @@ impl Journal {
                 entries: RwLock::new(entries),
                 filed: [AtomicU64::new(filed[0]), AtomicU64::new(filed[1])],
                 blobs: std::sync::OnceLock::new(),
+                sled: std::sync::OnceLock::new(),
                 _temporary: temporary,
             }),
         };
@@ -589,9 +592,10 @@ impl Journal {
         self.inner.filed[part as usize].load(Ordering::Acquire)
     }
 
-    /// `part`'s pass has filed every record up to `seq` into `db`: says so in `meta` and
-    /// flushes, and only then lets the journal drop what no part still needs. A kill before the
-    /// flush files those records again, never loses them.
+    /// `part`'s pass has filed every record up to `seq` into `db`: makes what it filed durable
+    /// (sled's log file and its new blob files), then says so in `meta`, durably too, and only
+    /// then lets the journal drop what no part still needs. A crash before the mark is on disk
+    /// files those records again; the mark never reaches the disk before them.
     pub fn filed_into(
         &self,
         part: Part,
@@ -599,17 +603,27 @@ impl Journal {
         db: &sled::Db,
         meta: &sled::Tree,
     ) -> Result<(), StoreError> {
-        meta.insert(part.filed_key(), &seq.to_be_bytes())?;
-        db.flush()?;
+        let flush = || match self.inner.sled.get() {
+            Some(f) => f.flush(db).map(drop),
+            None => db.flush().map(drop).map_err(StoreError::from),
+        };
+        flush()?;
         if let Some(b) = self.inner.blobs.get() {
             b.sync_new()?;
         }
+        meta.insert(part.filed_key(), &seq.to_be_bytes())?;
+        flush()?;
         self.filed(part, seq)
     }
 
     /// The blob files of the database the passes file into, to sync before records go.
     pub(super) fn sync_blobs_of(&self, blobs: Arc<super::blob_sync::BlobSync>) {
         let _ = self.inner.blobs.set(blobs);
+    }
+
+    /// The log file of the database the passes file into (`sled_file`).
+    pub(super) fn sync_sled_of(&self, file: Arc<super::sled_file::SledFile>) {
+        let _ = self.inner.sled.set(file);
     }
 
     /// `part` has filed every record up to `seq`, durably: records whose parts are all filed

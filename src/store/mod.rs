@@ -5,6 +5,7 @@
 //! Values are postcard-encoded; keys are the raw id bytes.
 
 mod blob_sync;
+pub(crate) mod sled_file;
 pub use blob_sync::BlobSync;
 mod device_log;
 pub mod journal;
@@ -378,6 +379,8 @@ pub struct Store {
     /// Syncs the files sled keeps large pages in, which its flush does not (`blob_sync`); none
     /// for a temporary store.
     blobs: Option<std::sync::Arc<blob_sync::BlobSync>>,
+    /// Syncs sled's log file, which its flush does not (`sled_file`).
+    sled_file: std::sync::Arc<sled_file::SledFile>,
 }
 
 const ALERTS_RAISED: &str = "alerts_raised";
@@ -397,8 +400,11 @@ impl Store {
             journal::Journal::open(&path.join("journal"), journal::filed_through(&meta)?)?;
         let blobs = std::sync::Arc::new(blob_sync::BlobSync::new(path));
         journal.sync_blobs_of(blobs.clone());
+        let sled_file = std::sync::Arc::new(sled_file::SledFile::open(path)?);
+        journal.sync_sled_of(sled_file.clone());
         let mut store = Self::from_db(db, journal, path.join("history"), None)?;
         store.blobs = Some(blobs);
+        store.sled_file = sled_file;
         Ok(store)
     }
 
@@ -441,6 +447,7 @@ impl Store {
             held: db.open_tree("held")?,
             db,
             blobs: None,
+            sled_file: std::sync::Arc::new(sled_file::SledFile::temporary()),
         })
     }
 
@@ -659,6 +666,7 @@ impl Store {
             db: self.db.clone(),
             zones: self.zones.clone(),
             blobs: self.blobs.clone(),
+            sled_file: self.sled_file.clone(),
         }
     }
 
@@ -714,7 +722,7 @@ impl Store {
     /// Records the MQTT session count, on disk at once.
     pub fn set_mqtt_sessions(&self, n: u16) -> Result<(), StoreError> {
         self.meta.insert(MQTT_SESSIONS, &n.to_be_bytes())?;
-        self.meta.flush()?;
+        self.sled_file.flush(&self.db)?;
         Ok(())
     }
 
@@ -730,7 +738,7 @@ impl Store {
         }
         let v = init();
         self.meta.insert(key, v.clone())?;
-        self.db.flush()?;
+        self.sled_file.flush(&self.db)?;
         Ok(v)
     }
 
@@ -818,7 +826,7 @@ impl Store {
     /// fence or zone, is an admin write, whose answer waits for [`Store::blobs`] to sync them
     /// off the engine thread, so that a 12 MB fence's sync never holds device replies.
     pub fn flush(&self) -> Result<usize, StoreError> {
-        let n = self.db.flush()?;
+        let n = self.sled_file.flush(&self.db)?;
         self.journal.commit()?;
         Ok(n)
     }
@@ -839,6 +847,7 @@ pub struct ZoneWriter {
     db: sled::Db,
     zones: sled::Tree,
     blobs: Option<std::sync::Arc<blob_sync::BlobSync>>,
+    sled_file: std::sync::Arc<sled_file::SledFile>,
 }
 
 /// Zones per slice: about 150 KB of sled's log, a few milliseconds of its flush.
@@ -862,7 +871,7 @@ impl ZoneWriter {
                 n += 1;
             }
             self.zones.apply_batch(batch)?;
-            self.db.flush()?;
+            self.sled_file.flush(&self.db)?;
             BlobSync::sync_if_any(self.blobs.as_deref())?;
             *written += n;
         }
