@@ -211,6 +211,13 @@ fn a_large_fence_is_synced_to_disk_before_its_put_is_answered() {
         last("fsync(", blobs.trim_end_matches('/')).is_some(),
         "the blobs folder was never synced"
     );
+    // sled's own flush writes its log with sync_file_range only; the daemon's flush follows it
+    // with an fdatasync of the log (sled's background thread uses fsync).
+    let log = d.dir.path().join("data").join("db").display().to_string();
+    assert!(
+        last("fdatasync(", &log).is_some(),
+        "sled's log {log} was never fdatasync'd:\n{text}"
+    );
 }
 
 /// Silence counts from a device's last message after a kill -9, not from the last time its rule
