@@ -7,7 +7,7 @@
 //! awaited beside it without ever awaiting anything that waits on the loop itself.
 
 use super::ack_ledger::{AckLedger, CommitId};
-use super::connection::{reconnect_backoff, Connection, Subscriptions};
+use super::connection::{reconnect_backoff, reconnect_delay, Connection, Subscriptions};
 use super::options::Plan;
 use super::payload::{decode_publish, Outcome};
 use crate::engine::EngineHandle;
@@ -116,7 +116,6 @@ impl Session {
                         ]
                     })
                     .collect(),
-                done: false,
             }
         } else {
             Subscriptions {
@@ -137,7 +136,6 @@ impl Session {
                     .iter()
                     .map(|r| self.plan.layout.other_filter(&r.filter))
                     .collect(),
-                done: false,
             }
         };
         let mut drained = false;
@@ -172,6 +170,7 @@ impl Session {
             let quiet = tokio::time::sleep(RETIRE_QUIET);
             tokio::pin!(quiet);
             let mut heard = false;
+            let mut up_since: Option<std::time::Instant> = None;
             let failed = loop {
                 acks.send(&client);
                 if open.msgs.len() >= self.plan.max_batch && commits.len() < PIPELINED_COMMITS {
@@ -210,7 +209,7 @@ impl Session {
                         Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
                             heard = true;
                             quiet.as_mut().reset(tokio::time::Instant::now() + RETIRE_QUIET);
-                            backoff.reset();
+                            up_since.get_or_insert_with(std::time::Instant::now);
                             if !std::mem::replace(&mut connected, true) {
                                 metrics::gauge!("lienwatch_mqtt_connected").increment(1.0);
                             }
@@ -243,7 +242,7 @@ impl Session {
             acks.drop_all();
             disconnected(&mut connected);
             metrics::counter!("lienwatch_mqtt_reconnects_total").increment(1);
-            let wait = backoff.next_delay();
+            let wait = reconnect_delay(&mut backoff, up_since.map(|t| t.elapsed()));
             match failed {
                 Some(e) => {
                     tracing::warn!(client_id, error = %e, retry_in = ?wait, "mqtt connection lost")
