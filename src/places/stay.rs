@@ -82,15 +82,17 @@ pub(crate) struct Pt {
 }
 
 impl Pt {
-    /// `None` for what the rule ignores: invalid and LBS/Wi-Fi fixes, and coordinates that are
-    /// not a place on earth (a device can send anything).
+    /// `None` for what the rule ignores: invalid and LBS/Wi-Fi fixes, coordinates that are not
+    /// a place on earth (a device can send anything), and 0/0, which devices send marked valid
+    /// before their first fix (as `Position::is_usable` and `long_stay` ignore it).
     pub fn usable(f: &Fix) -> Option<Pt> {
         let ok = f.valid
             && !f.lbs
             && f.lat.is_finite()
             && f.lon.is_finite()
             && (-90.0..=90.0).contains(&f.lat)
-            && (-180.0..=180.0).contains(&f.lon);
+            && (-180.0..=180.0).contains(&f.lon)
+            && !(f.lat.abs() < 1e-6 && f.lon.abs() < 1e-6);
         ok.then_some(Pt {
             time: f.time,
             lat: f.lat,

@@ -650,3 +650,19 @@ fn a_tracker_without_cover_reads_and_writes_the_same_form() {
         postcard::to_allocvec(&slim).expect("encode").len()
     );
 }
+
+/// A tracker that sends 0/0 marked valid for half an hour after a reboot, at home: no stay at
+/// 0/0, and the night at home stays one stay.
+#[test]
+fn zero_zero_fixes_are_no_place() {
+    let null = Spot { lat: 0.0, lon: 0.0 };
+    let fixes = cat(vec![
+        parked(HOME, 20 * 60, 23 * 60, 5),
+        (0..8).map(|i| fix(23 * 60 + 5 + 5 * i, null)).collect(),
+        parked(HOME, 23 * 60 + 45, 31 * 60, 5),
+        drive(HOME, 31 * 60, 10),
+    ]);
+    let s = stays(fixes, at(31 * 60 + 10), &params());
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!((s[0].since, s[0].until), (at(20 * 60), at(31 * 60)));
+}
