@@ -42,6 +42,8 @@ pub struct BlobSync {
 struct State {
     /// Blob files synced once complete, with the folder synced after them.
     synced: HashSet<OsString>,
+    /// A sync failed: every later call fails, until a restart.
+    sync_failed: bool,
 }
 
 /// Whether a blob file holds all it was written with (its checksum matches its content), and
@@ -112,6 +114,15 @@ impl BlobSync {
     /// synced.
     pub fn sync_new(&self) -> Result<usize, StoreError> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // Linux may mark pages it failed to write as clean: a later sync that succeeds says
+        // nothing about them (as in `sled_file`).
+        if st.sync_failed {
+            return Err(StoreError::io_at(
+                "sync",
+                &self.dir,
+                std::io::Error::other("an earlier sync of a blob file failed; restart the daemon"),
+            ));
+        }
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             // sled makes the folder when it opens; nothing to sync without it.
@@ -136,8 +147,10 @@ impl BlobSync {
                 let (whole, len) =
                     complete(&mut file).map_err(|e| StoreError::io_at("read", &path, e))?;
                 write_out(&file, len).map_err(|e| StoreError::io_at("write out", &path, e))?;
-                file.sync_all()
-                    .map_err(|e| StoreError::io_at("sync", &path, e))?;
+                if let Err(e) = file.sync_all() {
+                    st.sync_failed = true;
+                    return Err(StoreError::io_at("sync", &path, e));
+                }
                 synced += 1;
                 if whole {
                     done.push(name.clone());
@@ -146,9 +159,10 @@ impl BlobSync {
             present.insert(name);
         }
         if synced > 0 {
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| StoreError::io_at("sync", &self.dir, e))?;
+            if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
+                st.sync_failed = true;
+                return Err(StoreError::io_at("sync", &self.dir, e));
+            }
         }
         st.synced.retain(|n| present.contains(n));
         st.synced.extend(done);
