@@ -68,6 +68,10 @@ pub struct Segments {
     _temporary: Option<tempfile::TempDir>,
 }
 
+/// Empty buckets in a row after which [`Segments::range`] seeks the next bucket the index
+/// holds instead of asking for each one (four days of 6-hour buckets).
+const SKIP_AFTER_MISSES: u32 = 16;
+
 fn day_of(bucket: i64) -> i64 {
     bucket.div_euclid(BUCKETS_PER_DAY)
 }
@@ -197,13 +201,27 @@ impl Segments {
             return Ok(());
         };
         let mut bucket = from.max(oldest);
+        let mut misses = 0;
         while bucket <= to.min(newest) {
             if let Some(block) = self.get(prefix, bucket)? {
+                misses = 0;
                 if f(&block)?.is_break() {
                     break;
                 }
+            } else {
+                misses += 1;
             }
             bucket += 1;
+            // A long run of buckets no device has (a fix a broken clock dated decades ahead
+            // puts the index's newest bucket there): on to the next bucket the index holds.
+            if misses >= SKIP_AFTER_MISSES {
+                misses = 0;
+                let next = self.index.range(keys::bucket_floor(bucket)..).next();
+                match bucket_of(next.transpose()?) {
+                    Some(b) => bucket = bucket.max(b),
+                    None => break,
+                }
+            }
         }
         Ok(())
     }
@@ -336,6 +354,26 @@ mod tests {
 
     fn get(s: &Segments, dev: &str, bucket: i64) -> Option<Vec<u8>> {
         s.get(&keys::device_prefix(dev).unwrap(), bucket).unwrap()
+    }
+
+    /// A block another device has decades ahead (a broken clock) does not make a device's
+    /// range ask for every bucket up to it, and gaps in the device's own blocks lose nothing.
+    #[test]
+    fn a_range_skips_long_runs_of_empty_buckets() {
+        let (_d, s) = segs();
+        for b in [0, 1, 2, 400, 401] {
+            put(&s, "1", b, format!("b{b}").as_bytes());
+        }
+        put(&s, "2", 200, b"other");
+        put(&s, "2", 10_000_000, b"decades ahead");
+        let mut got = Vec::new();
+        let p = keys::device_prefix("1").unwrap();
+        s.range(&p, 0, i64::MAX, |b| {
+            got.push(String::from_utf8_lossy(b).into_owned());
+            Ok(std::ops::ControlFlow::Continue(()))
+        })
+        .unwrap();
+        assert_eq!(got, ["b0", "b1", "b2", "b400", "b401"]);
     }
 
     #[test]
