@@ -68,6 +68,7 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
     metrics::counter!("lienwatch_history_pruned_total").absolute(0);
     metrics::counter!("lienwatch_history_sealed_total").absolute(0);
     metrics::counter!("lienwatch_history_upkeep_errors_total").absolute(0);
+    metrics::counter!("lienwatch_history_blocks_lost_total").absolute(0);
     metrics::counter!("lienwatch_clock_steps_total").absolute(0);
     metrics::counter!("lienwatch_fixes_suspect_total", "reason" => "future").absolute(0);
     metrics::counter!("lienwatch_devices_refused_total").absolute(0);
@@ -159,6 +160,10 @@ fn describe() {
     describe_counter!(
         "lienwatch_history_upkeep_errors_total",
         "history sealing or pruning passes that failed (each step is tried at every pass)"
+    );
+    describe_counter!(
+        "lienwatch_history_blocks_lost_total",
+        "sealed history blocks that failed their check when a late fix was sealed into their bucket: their fixes are lost, the bucket is sealed again with the new ones"
     );
     describe_counter!(
         "lienwatch_clock_steps_total",

@@ -582,10 +582,25 @@ impl History {
     ) -> Result<u64, StoreError> {
         sort_dedup(&mut fixes);
         let moved = fixes.len() as u64;
-        if let Some(old) = self.blocks.get(prefix, bucket)? {
-            let mut merged = codec::decode(&old).map_err(corrupt)?;
-            merged.append(&mut fixes);
-            fixes = merged;
+        // A block that fails its check is lost whatever this pass does: sealing over it keeps
+        // the new fixes readable, and the passes going for every other device and bucket
+        // (stopping here, each pass would stop at it again).
+        let old = match self.blocks.get(prefix, bucket) {
+            Err(StoreError::Corrupt { msg, .. }) => Err(msg),
+            other => other?
+                .map(|b| codec::decode(&b).map_err(|e| e.to_string()))
+                .transpose(),
+        };
+        match old {
+            Ok(Some(mut merged)) => {
+                merged.append(&mut fixes);
+                fixes = merged;
+            }
+            Ok(None) => {}
+            Err(msg) => {
+                metrics::counter!("lienwatch_history_blocks_lost_total").increment(1);
+                tracing::error!(bucket, error = %msg, "a sealed history block failed its check: its fixes are lost, and the bucket is sealed again with the new ones");
+            }
         }
         // A fix already in the block stays ahead of a re-sent copy of itself.
         sort_dedup(&mut fixes);
@@ -1092,6 +1107,30 @@ mod tests {
             .len(),
             2
         );
+    }
+
+    /// A sealed block that fails its check loses its own fixes only: the next pass seals the
+    /// bucket again with the new ones, and every other device's fixes are sealed.
+    #[test]
+    fn a_corrupt_block_stops_no_seal() {
+        let h = history();
+        write(&h, "1", &[10]);
+        write(&h, "2", &[15]);
+        h.compact(Timestamp::from_secs(6 * 3600), 1_000_000)
+            .unwrap();
+        let p = keys::device_prefix("1").unwrap();
+        let bad = segments::Loc {
+            offset: 0,
+            len: u32::MAX,
+        };
+        h.blocks.index(&[(p, 0, bad)]).unwrap();
+        write(&h, "1", &[20]);
+        write(&h, "2", &[16]);
+        h.compact(Timestamp::from_secs(6 * 3600), 1_000_000)
+            .unwrap();
+        assert_eq!(times(&h, "1", 0, 100), vec![20]);
+        assert_eq!(times(&h, "2", 0, 100), vec![15, 16]);
+        assert!(h.recent.is_empty(), "everything sealed");
     }
 
     /// A fix first seen dated in the future (suspect) and sent again once its time had come is
