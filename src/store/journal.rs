@@ -970,6 +970,16 @@ mod tests {
         bytes[last] ^= 0xff;
         std::fs::write(&path, bytes).expect("write");
         assert!(Journal::open(dir.path(), [0, 0]).is_err());
+        // The README's way out: the damaged file and every later one moved out of the folder;
+        // the journal then opens, and goes on.
+        let aside = tempfile::tempdir().expect("aside");
+        for f in [file_name(1), file_name(2)] {
+            std::fs::rename(dir.path().join(&f), aside.path().join(&f)).expect("move");
+        }
+        let j = Journal::open(dir.path(), [0, 0]).expect("opens without them");
+        j.append(b"d3".to_vec(), Vec::new()).expect("append");
+        drop(j);
+        assert_eq!(Journal::open(dir.path(), [0, 0]).expect("reopen").len(), 1);
     }
 
     proptest::proptest! {
