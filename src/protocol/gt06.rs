@@ -636,7 +636,11 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
         }
         // MCC 2, MNC 1, LAC 2, cell 3, then the status block of the alarm packets. Longer frames
         // under this number are Space10x multi-cell lists.
-        PROTO_LBS_STATUS if !p.extended && c.len() < 0x17 - 5 => cell_alarm(c, 8, None)?,
+        // An MCC with bit 15 set has a 2-byte MNC (§A.4): the status block a byte later.
+        PROTO_LBS_STATUS if !p.extended && c.len() < 0x17 - 5 => {
+            let wide_mnc = be16(c, 0).is_some_and(|mcc| mcc & 0x8000 != 0);
+            cell_alarm(c, 8 + usize::from(wide_mnc), None)?
+        }
         // GK310 / JM-LL301 LBS alarm: the 4G cell block, then the status block of the alarm
         // packets and a language byte. No date: the server's time.
         PROTO_LBS_ALARM if !p.extended => {
@@ -1086,6 +1090,11 @@ pub fn alarm_report(terminal_info: u8, alarm_code: Option<u8>) -> AlarmReport {
     let cut = state.union(occurred).contains(Alarms::POWER_CUT);
     if terminal_info & 0x04 != 0 && !cut {
         r = r.with(Alarms::POWER_CUT, false);
+    }
+    // 111 is a level, as power is: other bits say the tracker is back in place, so that its
+    // next removal alerts again.
+    if alarm_code.is_some() && !state.union(occurred).contains(Alarms::TAMPER) {
+        r = r.with(Alarms::TAMPER, false);
     }
     r.with(Alarms::IMMOBILISED, terminal_info & 0x80 != 0)
 }
@@ -2075,6 +2084,17 @@ mod tests {
         assert!(fix(&format!("{again}03770d0a")).buffered);
     }
 
+    /// 0x19 LBS status with a 2-byte MNC (MCC bit 15, §A.4): the status block a byte later.
+    /// Read at the fixed offset, the cell id's last byte was taken for the terminal info and
+    /// the GSM level 0x02 for a power-cut code.
+    #[test]
+    fn lbs_status_follows_a_2_byte_mnc() {
+        let ev = after_login(&["7878131981cc0000247c0f2a3104040201020007c68a0d0a"]);
+        let r = ev[0].alarms();
+        assert!(r.events.contains(Alarms::SOS), "{r:?}");
+        assert!(!r.active.contains(Alarms::POWER_CUT), "{r:?}");
+    }
+
     /// Terminal info bits 5..3 = 111 is a removal (§A.5), outside VXT01: a frame from
     /// Traccar's test suite (terminal info 0x7C, alarm 0x00).
     #[test]
@@ -2199,8 +2219,8 @@ mod tests {
         assert!(events(&out)[1].alarms().active.contains(Alarms::POWER_CUT));
     }
 
-    /// Alarm codes are events (§A.5): the tamper code occurred, no tamper state is claimed (no
-    /// GT06 message would ever end it). Terminal info 0x50 still gives the power-cut state.
+    /// Alarm codes are events (§A.5): the tamper code occurred, no tamper state is claimed by it
+    /// (no GT06 message ends that event). Terminal info 0x50 still gives the power-cut state.
     #[test]
     fn alarm_codes_are_events_not_states() {
         let r = after_login(&[TAMPER])[0].alarms();
@@ -2226,5 +2246,13 @@ mod tests {
         let r = alarm_report(0x18, Some(0x09));
         assert!(r.active.contains(Alarms::LOW_BATTERY) && r.active.contains(Alarms::TOW));
         assert!(!r.known.contains(Alarms::POWER_CUT));
+        // 111 is a removal, a level: other bits end it, so that the next removal alerts again.
+        let r = alarm_report(0x38 | 0x04, Some(0x00));
+        assert!(r.active.contains(Alarms::TAMPER), "{r:?}");
+        let r = alarm_report(0x04, Some(0x00));
+        assert!(r.known.contains(Alarms::TAMPER) && !r.active.contains(Alarms::TAMPER));
+        // VXT01 (no alarm code): 111 is overspeed there, and says nothing of tamper.
+        let r = alarm_report(0x38, None);
+        assert!(!r.known.contains(Alarms::TAMPER), "{r:?}");
     }
 }
