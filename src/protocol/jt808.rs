@@ -1030,27 +1030,33 @@ impl Jt808Session {
                             ));
                         }
                         // A terminal with no fix since it started sends a clock of zeros: it
-                        // did answer, so the locate is answered, without a position.
-                        let (text, position) = match &fix {
-                            Ok(f) => (None, Some(f.position)),
-                            Err(e) => (Some(format!("no readable position: {}", e.as_str())), None),
+                        // did answer, so the locate is answered, without a position. A body
+                        // cut short answers nothing: the locate goes out again.
+                        let answer = match &fix {
+                            Ok(f) => Some((None, Some(f.position))),
+                            Err(e @ BodyError::BadTime) => {
+                                Some((Some(format!("no readable position: {}", e.as_str())), None))
+                            }
+                            Err(_) => None,
                         };
                         let read = fix.is_ok();
                         if let Ok(fix) = fix {
                             out.push(self.event(id, EventKind::Position(fix)));
                         }
-                        out.push(self.event(
-                            id,
-                            EventKind::CommandAnswer(CommandAnswer {
-                                key: AnswerKey::Reply {
-                                    serial,
-                                    msg_id: QUERY_LOCATION,
-                                },
-                                ok: true,
-                                text,
-                                position,
-                            }),
-                        ));
+                        if let Some((text, position)) = answer {
+                            out.push(self.event(
+                                id,
+                                EventKind::CommandAnswer(CommandAnswer {
+                                    key: AnswerKey::Reply {
+                                        serial,
+                                        msg_id: QUERY_LOCATION,
+                                    },
+                                    ok: true,
+                                    text,
+                                    position,
+                                }),
+                            ));
+                        }
                         read
                     }
                     None => {
@@ -1606,6 +1612,12 @@ mod tests {
                 .is_some_and(|t| t.starts_with("no readable position")),
             "{a:?}"
         );
+        // A body cut short answers nothing: the locate goes out again.
+        let (out, _) = run(
+            &mut s,
+            &encode_frame(0x0201, None, &term, 9, &[0x00, 0x07, 1, 2]),
+        );
+        assert!(answers(&out).is_empty(), "{out:?}");
         let general = |result: u8| {
             let mut b = vec![0x00, 0x08];
             b.extend_from_slice(&QUERY_LOCATION.to_be_bytes());

@@ -11,9 +11,10 @@ use crate::event::{AreaCrossing, AreaRef, Cell, Position, Props, RouteTime, Wifi
 /// Reads every item of `items` into the position (satellites, serving cell, strongest Wi-Fi)
 /// and its properties. A truncated last item ends the walk.
 ///
-/// The serving cell and Wi-Fi are kept only where the terminal has no GNSS fix
-/// (`Position::cell`): many loan trackers add their cell list to every report, and a valid fix
-/// that carried one would be taken for an LBS report and left out of places and `long_stay`.
+/// The serving cell and Wi-Fi are kept only where the terminal has no usable GNSS fix
+/// (`Position::cell`; 0/0 marked valid is none): many loan trackers add their cell list to
+/// every report, and a valid fix that carried one would be taken for an LBS report and left out
+/// of places and `long_stay`.
 pub fn read_items(mut items: &[u8], pos: &mut Position, props: &mut Props) {
     while let [id, len, rest @ ..] = items {
         let Some((value, next)) = rest.split_at_checked(usize::from(*len)) else {
@@ -22,7 +23,7 @@ pub fn read_items(mut items: &[u8], pos: &mut Position, props: &mut Props) {
         read_item(*id, value, pos, props);
         items = next;
     }
-    if pos.valid {
+    if pos.is_usable() {
         pos.cell = None;
         pos.wifi = None;
     }
@@ -224,18 +225,24 @@ mod tests {
     /// A GNSS fix with a cell list and a Wi-Fi list is a GNSS fix: neither is kept on it.
     #[test]
     fn a_valid_fix_keeps_no_cell_or_wifi() {
-        let mut p = Position {
+        let valid = |lat: f64, lon: f64| Position {
             valid: true,
+            lat,
+            lon,
             ..Position::default()
         };
-        let mut props = Props::default();
         let mut items = vec![0xE1, 12, 0x01, 0xCC, 0x00, 0x00, 0x25, 0x03, 0x00];
         items.extend_from_slice(&[0x00, 0x00, 0x10, 0x3C, 0x20]);
         items.extend_from_slice(&[0xEC, 7, 1, 2, 3, 4, 5, 6, 0xC0]);
-        read_items(&items, &mut p, &mut props);
+        let mut p = valid(22.543096, 114.057865);
+        read_items(&items, &mut p, &mut Props::default());
         assert_eq!((p.cell, p.wifi), (None, None));
         let (p, _) = read(&items);
         assert!(p.cell.is_some() && p.wifi.is_some(), "no fix: {p:?}");
+        // 0/0 marked valid is no fix either: the cell is all that places the report.
+        let mut p = valid(0.0, 0.0);
+        read_items(&items, &mut p, &mut Props::default());
+        assert!(p.cell.is_some() && p.wifi.is_some(), "0/0: {p:?}");
     }
 
     #[test]
