@@ -146,7 +146,10 @@ impl BlobSync {
                 // Checked before the sync: complete then is complete in what the sync wrote.
                 let (whole, len) =
                     complete(&mut file).map_err(|e| StoreError::io_at("read", &path, e))?;
-                write_out(&file, len).map_err(|e| StoreError::io_at("write out", &path, e))?;
+                if let Err(e) = write_out(&file, len) {
+                    st.sync_failed = true;
+                    return Err(StoreError::io_at("write out", &path, e));
+                }
                 if let Err(e) = file.sync_all() {
                     st.sync_failed = true;
                     return Err(StoreError::io_at("sync", &path, e));
