@@ -305,6 +305,12 @@ impl Engine {
         // A clock set back while the daemon was stopped, or a kill between a step back's sled
         // writes and its journal record.
         e.bring_back_to(now);
+        // Reasons a database written before their reconciliation may still hold (a separation
+        // with a tracker since taken off): ended now rather than at the vehicle's next put.
+        let ids: Vec<String> = e.vehicles.keys().cloned().collect();
+        for id in ids {
+            e.risk_reconcile(&id, now);
+        }
         e.rebuild_deadlines();
         Ok(e)
     }

@@ -776,6 +776,29 @@ mod tests {
         assert!(reasons(&e, end).is_empty(), "{:?}", reasons(&e, end));
     }
 
+    /// A database whose stored reasons hold a separation its vehicle state no longer has (a
+    /// tracker taken off by a build that left the reason): the start ends it.
+    #[test]
+    fn the_start_ends_reasons_no_episode_holds() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = crate::store::Store::temporary().unwrap();
+        let mut e = engine_at(store.clone(), t0);
+        let loan = serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40});
+        let (wired, wireless) = ("868120145233604", "868120145233612");
+        let both = serde_json::json!({"loan": loan, "devices": [
+            {"id": wired, "kind": "wired"}, {"id": wireless, "kind": "wireless"}]});
+        put(&mut e, both, t0);
+        let at = |m: i64| t0.add_millis(m * 60_000);
+        e.ingest(&[live_fix(wired, at(1), 22.5, 114.0)], at(1));
+        e.ingest(&[live_fix(wireless, at(5), 22.6, 114.0)], at(5));
+        assert_eq!(reasons(&e, at(5)), ["device_separation", "overdue_31_90"]);
+        e.flush().unwrap();
+        drop(e);
+        store.put_vehicle_rule_state("V-1", None).unwrap();
+        let e = crate::engine::testing::reopen_at(&store, at(6));
+        assert_eq!(reasons(&e, at(6)), ["overdue_31_90"]);
+    }
+
     /// A closed loan is at tier `none` whatever reasons it keeps: opened again, its rise is
     /// reported from `none`, and one reopened as `current` with reasons held rises too.
     #[test]
