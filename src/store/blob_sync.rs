@@ -103,6 +103,24 @@ impl BlobSync {
         }
     }
 
+    /// Whether a sync has failed, so that every later one fails until a restart: the
+    /// watchdog's probe fails too, for systemd to give the daemon that restart.
+    pub fn failed(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync_failed
+    }
+
+    /// As after a failed sync (the disk's failure cannot be made in a test).
+    #[cfg(test)]
+    pub(crate) fn fail_for_test(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync_failed = true;
+    }
+
     /// [`BlobSync::sync_new`] where the store has blob files to sync (an on-disk store), else
     /// nothing: for callers that hold a store of either kind.
     pub fn sync_if_any(blobs: Option<&BlobSync>) -> Result<(), StoreError> {
