@@ -36,7 +36,7 @@ impl Command for SetLoan {
     type Output = LoanUpdated;
 
     fn apply(self, e: &mut Engine, now: Timestamp) -> Result<LoanUpdated, EngineError> {
-        let ids = vehicles_of_loan(e, &self.loan_id, None);
+        let ids = vehicles_of_loan(e, &self.loan_id);
         if ids.is_empty() {
             return Err(EngineError::NotFound(format!(
                 "no vehicle has loan {:?}",
@@ -55,13 +55,26 @@ impl Command for SetLoan {
     }
 }
 
-/// The vehicles that secure `loan_id`, but `except`.
-pub(super) fn vehicles_of_loan(e: &Engine, loan_id: &str, except: Option<&str>) -> Vec<String> {
+/// The vehicles that secure `loan_id`.
+fn vehicles_of_loan(e: &Engine, loan_id: &str) -> Vec<String> {
     e.vehicles
         .values()
-        .filter(|v| v.loan.id == loan_id && Some(v.id.as_str()) != except)
+        .filter(|v| v.loan.id == loan_id)
         .map(|v| v.id.clone())
         .collect()
+}
+
+/// A loan's status is the loan's: the vehicles that secure `loan`'s id and show it otherwise
+/// take its status, as `PUT /v1/loans/{id}` would give them (`PutVehicle`, after its writes).
+pub(super) fn align(e: &mut Engine, loan: &Loan, now: Timestamp) -> Result<(), EngineError> {
+    let others: Vec<String> = (e.vehicles.values())
+        .filter(|v| {
+            v.loan.id == loan.id
+                && (v.loan.status, v.loan.days_past_due) != (loan.status, loan.days_past_due)
+        })
+        .map(|v| v.id.clone())
+        .collect();
+    set_on(e, &others, loan.status, loan.days_past_due, now)
 }
 
 /// Sets a loan's status on `ids` and runs what a loan change moves: the rules (an overdue loan

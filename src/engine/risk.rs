@@ -559,7 +559,6 @@ mod tests {
     /// `silent_overdue`): the tier's rise is one alert, from where it was to where it ends.
     #[test]
     fn one_loan_change_raises_one_tier_alert() {
-        use crate::engine::loans::SetLoan;
         let t0 = Timestamp::from_secs(1_795_305_600);
         let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
         let current = serde_json::json!({"id": "L", "status": "current"});
@@ -571,9 +570,11 @@ mod tests {
         let later = t0.add_millis(3 * 86_400_000);
         e.tick(later);
         let _ = e.take_alerts();
-        SetLoan::from_json("L", br#"{"status": "overdue", "days_past_due": 10}"#)
-            .and_then(|c| c.apply(&mut e, later))
-            .unwrap();
+        set_loan(
+            &mut e,
+            r#"{"status": "overdue", "days_past_due": 10}"#,
+            later,
+        );
         let alerts = e.take_alerts();
         let tiers: Vec<_> = alerts
             .iter()

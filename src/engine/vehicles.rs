@@ -78,18 +78,9 @@ impl Command for PutVehicle {
                 e.bound_since.insert(d.clone(), since);
             }
         }
-        // A loan's status is the loan's: the other vehicles that secure it take this put's, as
-        // `PUT /v1/loans/{id}` would give them, so that no two cars show one loan two ways.
-        // After this vehicle's own writes, so that a store error leaves the others as they were.
-        let others: Vec<String> = super::loans::vehicles_of_loan(e, &loan.id, Some(&id))
-            .into_iter()
-            .filter(|o| {
-                e.vehicles.get(o).is_some_and(|v| {
-                    (v.loan.status, v.loan.days_past_due) != (loan.status, loan.days_past_due)
-                })
-            })
-            .collect();
-        super::loans::set_on(e, &others, loan.status, loan.days_past_due, now)?;
+        // The other vehicles of its loan, after this vehicle's own writes, so that a store error
+        // leaves them as they were (this one already shows the loan as put).
+        super::loans::align(e, &loan, now)?;
         if let Ok(mut reg) = e.registered.write() {
             let shared: Arc<str> = Arc::from(id.as_str());
             for d in &kept {

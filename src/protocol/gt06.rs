@@ -1087,13 +1087,13 @@ pub fn alarm_report(terminal_info: u8, alarm_code: Option<u8>) -> AlarmReport {
     let mut r = AlarmReport::raised(state);
     r.events = occurred;
     r.active.insert(occurred);
-    let cut = state.union(occurred).contains(Alarms::POWER_CUT);
-    if terminal_info & 0x04 != 0 && !cut {
+    let said = state.union(occurred);
+    if terminal_info & 0x04 != 0 && !said.contains(Alarms::POWER_CUT) {
         r = r.with(Alarms::POWER_CUT, false);
     }
     // 111 is a level, as power is: other bits say the tracker is back in place, so that its
     // next removal alerts again.
-    if alarm_code.is_some() && !state.union(occurred).contains(Alarms::TAMPER) {
+    if alarm_code.is_some() && !said.contains(Alarms::TAMPER) {
         r = r.with(Alarms::TAMPER, false);
     }
     r.with(Alarms::IMMOBILISED, terminal_info & 0x80 != 0)

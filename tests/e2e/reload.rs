@@ -22,11 +22,8 @@ fn exit_fix(d: &Daemon, serial: u16, lat: f64) {
     );
 }
 
-#[test]
-fn sighup_applies_new_webhook_settings_and_refuses_a_bad_file() {
-    let first = Receiver::start();
-    let second = Receiver::start();
-    let d = Daemon::start(&["gt06"], &webhook(&first.url()));
+/// V-1 on an overdue loan, its tracker `IMEI`, a 1 km fence around where `exit_fix` starts.
+fn put_fenced_car(d: &Daemon) {
     let body = serde_json::json!({
         "loan": {"id": "L-1", "status": "overdue"},
         "devices": [{"id": IMEI}],
@@ -34,6 +31,14 @@ fn sighup_applies_new_webhook_settings_and_refuses_a_bad_file() {
     })
     .to_string();
     assert_eq!(d.api("PUT", "/v1/vehicles/V-1", Some(&body)).0, 201);
+}
+
+#[test]
+fn sighup_applies_new_webhook_settings_and_refuses_a_bad_file() {
+    let first = Receiver::start();
+    let second = Receiver::start();
+    let d = Daemon::start(&["gt06"], &webhook(&first.url()));
+    put_fenced_car(&d);
     exit_fix(&d, 2, 22.70);
     first.wait_for(Duration::from_secs(5), "exit at the first receiver", |a| {
         a.len() == 1
@@ -108,13 +113,7 @@ fn a_reload_takes_webhook_tables_in_another_order() {
     d.wait_metric("lienwatch_config_reloads_total", &[("result", "ok")], |v| {
         v >= 1.0
     });
-    let body = serde_json::json!({
-        "loan": {"id": "L-1", "status": "overdue"},
-        "devices": [{"id": IMEI}],
-        "geofence": {"type": "Circle", "center": [114.057865, 22.543096], "radius_m": 1000}
-    })
-    .to_string();
-    assert_eq!(d.api("PUT", "/v1/vehicles/V-1", Some(&body)).0, 201);
+    put_fenced_car(&d);
     exit_fix(&d, 2, 22.70);
     a.wait_for(Duration::from_secs(5), "the exit at a", |x| x.len() == 1);
     c.wait_for(Duration::from_secs(5), "the exit at b's new url", |x| {
