@@ -1,7 +1,8 @@
 //! Places from the history (CONTRACT.md "Places"): each device of the vehicle over the last
-//! `days`, its fixes streamed from the store into a stay pass of its own, then the stays of all
-//! of them made the car's ([`crate::places::vehicle_places`]). Memory holds stays, never a
-//! month of fixes.
+//! `days`, its fixes streamed from the store into a stay pass of its own (and a second one where
+//! another device saw the car leave, [`crate::places::device_stays`]), then the stays of all of
+//! them made the car's ([`crate::places::vehicle_places`]). Memory holds stays, never a month
+//! of fixes.
 
 use super::History;
 use crate::engine::places::PlacesJob;
@@ -17,9 +18,15 @@ pub fn run(history: &History, job: &PlacesJob, now: Timestamp) -> Result<PlacesR
         .retention
         .min(std::time::Duration::from_secs(job.days as u64 * 86_400));
     let from = now.sub(span);
-    let mut all = Vec::new();
-    for d in &job.devices {
-        let mut tracker = job.params.tracker();
+    // A device's last stay counts up to its last word, not through a silence after it (a
+    // tracker cut while driving has not "stayed" on the motorway since).
+    let until: Vec<Timestamp> = job
+        .devices
+        .iter()
+        .map(|d| job.last_heard.get(d).map_or(now, |&t| t.min(now)))
+        .collect();
+    let all = crate::places::device_stays(&until, &job.params, |i, sink| {
+        let d = &job.devices[i];
         // What it sent before it was bound to this vehicle is another car's (a reused tracker);
         // by arrival, so that a backlog uploaded after the binding still counts.
         let bound = job.bound_since.get(d).copied();
@@ -27,21 +34,17 @@ pub fn run(history: &History, job: &PlacesJob, now: Timestamp) -> Result<PlacesR
             let p = &h.pos;
             let ours = bound.is_none_or(|b| p.received_at >= b);
             if ours && p.valid && !h.suspect_future && p.cell.is_none() && p.wifi.is_none() {
-                all.extend(tracker.push(&Fix {
+                sink(&Fix {
                     time: p.time,
                     lat: p.lat,
                     lon: p.lon,
                     valid: true,
                     lbs: false,
-                }));
+                });
             }
             ControlFlow::Continue(())
-        })?;
-        // A device's last stay counts up to its last word, not through a silence after it (a
-        // tracker cut while driving has not "stayed" on the motorway since).
-        let until = job.last_heard.get(d).map_or(now, |&t| t.min(now));
-        tracker.finish(until, |s| all.push(s));
-    }
+        })
+    })?;
     Ok(PlacesReport {
         vehicle_id: job.vehicle_id.clone(),
         timezone: job.timezone.clone(),

@@ -6,11 +6,13 @@
 //! the current time. One pass over the fixes, constant memory per pass apart from the stays.
 //!
 //! - [`stay`]: the stay rule, also used live by the `long_stay` alert ([`StayTracker`]).
+//! - [`departures`]: a device's stay cut where another device of the car saw it leave.
 //! - [`cluster`], [`summary`]: stays grouped into places, measured and ordered.
 //! - [`night`]: the 21:00-07:00 local-time part of a stay.
 //! - [`synthetic`]: a deterministic synthetic life for tests and benchmarks.
 
 pub mod cluster;
+pub mod departures;
 pub mod extent;
 pub mod night;
 pub mod stay;
@@ -152,6 +154,40 @@ pub fn places(fixes: impl IntoIterator<Item = Fix>, now: Timestamp, params: &Par
 /// at home with two trackers stays there once.
 pub fn vehicle_places(stays: Vec<Stay>, params: &Params) -> Places {
     summary::summarise(&merge_stays(stays, params.stay_radius_m), params)
+}
+
+/// The stays of each of a vehicle's devices, found apart (see [`vehicle_places`]), then cut
+/// where another of them saw the car leave ([`departures`]); all of them, for
+/// [`vehicle_places`].
+///
+/// `read(i, sink)` feeds device `i`'s fixes to `sink` in fix-time order; it is called a second
+/// time for a device whose stays a cut may change, so the caller streams (a month of fixes is
+/// never held). Device `i`'s last stay counts up to `until[i]`.
+pub fn device_stays<E>(
+    until: &[Timestamp],
+    params: &Params,
+    mut read: impl FnMut(usize, &mut dyn FnMut(&Fix)) -> Result<(), E>,
+) -> Result<Vec<Stay>, E> {
+    let mut own = Vec::with_capacity(until.len());
+    for (i, &end) in until.iter().enumerate() {
+        let mut tracker = params.tracker();
+        let mut stays = Vec::new();
+        read(i, &mut |f| stays.extend(tracker.push(f)))?;
+        tracker.finish(end, |s| stays.push(s));
+        own.push(stays);
+    }
+    let evidence = departures::Departures::new(&own, params.stay_radius_m);
+    let mut all = Vec::new();
+    for (i, &end) in until.iter().enumerate() {
+        if !evidence.may_cut(i) {
+            all.extend_from_slice(&own[i]);
+            continue;
+        }
+        let mut tracker = departures::CuttingTracker::new(params.tracker(), &evidence, i);
+        read(i, &mut |f| all.extend(tracker.push(f)))?;
+        tracker.finish(end, |s| all.push(s));
+    }
+    Ok(all)
 }
 
 /// Stays of several devices as the car's: two at overlapping times with centres within

@@ -288,6 +288,13 @@ impl<C: Cover> StayTracker<C> {
         })
     }
 
+    /// Another source says the vehicle left its spot after the newest fix there (see
+    /// [`super::departures`]): the stay, if it is one, ends at that fix, and the next fix starts
+    /// a new spot.
+    pub fn leave(&mut self) -> Option<Stay> {
+        self.depart()
+    }
+
     /// The time of the newest fix fed (older ones are ignored).
     pub fn newest(&self) -> Option<Timestamp> {
         self.newest

@@ -117,6 +117,33 @@ pub struct Life {
     pub now: Timestamp,
 }
 
+/// A battery unit hidden in the same car that wakes once a day at `hour` local time and reports
+/// where the car stands then (its last valid fix, 30 m off: another antenna), as the loan
+/// trackers sold as "one report a day" do (domain.md section 3).
+pub fn daily_reports(cfg: &LifeConfig, life: &Life, hour: f64) -> Vec<Fix> {
+    let mut out = Vec::new();
+    for day in 0..cfg.days {
+        let t = cfg.start.millis() + day as i64 * 86_400_000 + (hour * 3_600_000.0) as i64;
+        let k = life.fixes.partition_point(|f| f.time.millis() <= t);
+        let Some(f) = life.fixes[..k].iter().rev().find(|f| f.valid && !f.lbs) else {
+            continue;
+        };
+        let at = Spot {
+            lat: f.lat,
+            lon: f.lon,
+        }
+        .offset(30.0, 0.0);
+        out.push(Fix {
+            time: Timestamp(t),
+            lat: at.lat,
+            lon: at.lon,
+            valid: true,
+            lbs: false,
+        });
+    }
+    out
+}
+
 /// Lives the configured days.
 pub fn life(cfg: &LifeConfig) -> Life {
     let mut g = Gen {

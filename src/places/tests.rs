@@ -1,6 +1,6 @@
 //! The stay and place rules, one test per rule, and the synthetic life end to end.
 
-use super::synthetic::{life, LifeConfig, Spot};
+use super::synthetic::{daily_reports, life, LifeConfig, Spot};
 use super::*;
 use geo::{Distance, Haversine, Point};
 
@@ -392,6 +392,94 @@ fn two_trackers_apart_each_keep_their_place_and_together_stay_once() {
     let got = vehicle_places(car, &p);
     assert_eq!(got.places.len(), 1);
     assert!((got.places[0].dwell_hours - 10.1).abs() < 0.1, "{got:?}");
+}
+
+/// The car's places from each device's fixes, as the history query finds them.
+fn car_places(devices: &[Vec<Fix>], now: Timestamp, p: &Params) -> Places {
+    let until = vec![now; devices.len()];
+    let stays = device_stays(&until, p, |i, sink| {
+        devices[i].iter().for_each(sink);
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    vehicle_places(stays, p)
+}
+
+/// A wired unit and a battery unit in the same car that reports once a day from the garage:
+/// the battery unit's fixes are all at home, one stay of the whole fortnight by its own; the
+/// wired unit saw the car leave every morning. Home stays the car's nights, one visit a night,
+/// and work its days, as with the wired unit alone.
+#[test]
+fn a_unit_reporting_once_a_day_does_not_make_home_one_visit() {
+    let p = params();
+    for seed in [42, 3] {
+        let cfg = LifeConfig::new(seed, 14);
+        let l = life(&cfg);
+        let daily = daily_reports(&cfg, &l, 6.0);
+        assert_eq!(daily.len(), 14);
+        let alone = car_places(std::slice::from_ref(&daily), l.now, &p);
+        assert_eq!(alone.places.len(), 1, "seed {seed}: {alone:?}");
+        assert_eq!(alone.places[0].visits, 1, "seed {seed}: one stay, 13 days");
+
+        let wired = car_places(std::slice::from_ref(&l.fixes), l.now, &p);
+        let both = car_places(&[l.fixes.clone(), daily], l.now, &p);
+        let home = &both.places[0];
+        assert!(
+            dist((home.lat, home.lon), l.home) < 100.0,
+            "seed {seed}: {both:?}"
+        );
+        assert_eq!(home.kind, PlaceKind::Night, "seed {seed}: {home:?}");
+        assert_eq!(home.visits, wired.places[0].visits, "seed {seed}: {home:?}");
+        assert!(
+            (home.dwell_hours - wired.places[0].dwell_hours).abs() < 2.0,
+            "seed {seed}: {home:?} against {:?}",
+            wired.places[0]
+        );
+        let work = &both.places[1];
+        assert!(
+            dist((work.lat, work.lon), l.work) < 100.0,
+            "seed {seed}: {both:?}"
+        );
+        assert_eq!((work.kind, work.visits), (PlaceKind::Day, 10));
+        assert_eq!(
+            both.last_stop.map(|s| s.since),
+            wired.last_stop.map(|s| s.since)
+        );
+    }
+}
+
+/// The wired unit taken off in the garage and tied to an e-bike that rides about: the car,
+/// with its battery unit, stays where it is hidden. The e-bike's comings and goings are not the
+/// car's, so its stay there stays whole.
+#[test]
+fn a_tracker_taken_off_and_ridden_away_does_not_cut_the_cars_stay() {
+    let p = params();
+    let cfg = LifeConfig::new(7, 10);
+    let l = life(&cfg);
+    let garage = l.home.offset(-4000.0, -3000.0);
+    // The battery unit: once a day at 06:00, always in the garage.
+    let hidden: Vec<Fix> = (0..10).map(|d| fix(d * 1440 + 360, garage)).collect();
+    // The e-bike starts from the garage at 07:00 on the first day and lives the car's life from
+    // then on, far from the garage, but for a morning back there on the sixth day (over the
+    // battery unit's 06:00 report, so that only the car's absence at the next one tells).
+    let back = (5 * 1440 + 300, 5 * 1440 + 480);
+    let mut bike = parked(garage, 0, 420, 30);
+    bike.extend(
+        l.fixes
+            .iter()
+            .copied()
+            .filter(|f| f.time > at(440) && (f.time < at(back.0 - 30) || f.time > at(back.1 + 30))),
+    );
+    bike.extend(parked(garage, back.0, back.1, 30));
+    bike.sort_by_key(|f| f.time);
+    let got = car_places(&[bike, hidden], l.now, &p);
+    let hide = got
+        .places
+        .iter()
+        .find(|q| dist((q.lat, q.lon), garage) < 100.0)
+        .unwrap_or_else(|| panic!("{got:?}"));
+    assert_eq!(hide.visits, 1, "{hide:?}");
+    assert!(hide.dwell_hours > 9.0 * 24.0, "{hide:?}");
 }
 
 #[test]

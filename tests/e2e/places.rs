@@ -1,13 +1,15 @@
 //! Places over real sockets (CONTRACT.md "Places"): fourteen days of a car's life, uploaded by a
-//! GT06 tracker, come back as its night spot, its work spot and its last stop.
+//! wired GT06 tracker and a battery one that reports once a day, come back as its night spot, its
+//! work spot and its last stop.
 
 use crate::common::*;
-use lienwatch::places::synthetic::{life, LifeConfig, Spot};
+use lienwatch::places::synthetic::{daily_reports, life, LifeConfig, Spot};
 use lienwatch::time::Timestamp;
 use std::io::{Read, Write};
 use std::time::Duration;
 
 const IMEI: &str = "868120145299001";
+const WIRELESS: &str = "868120145299002";
 const DAY_MS: i64 = 86_400_000;
 
 /// A GT06 0x12 location; `valid` is the GPS-positioned bit of the course/status word.
@@ -34,7 +36,7 @@ fn fourteen_days_give_the_night_spot_the_work_spot_and_the_last_stop() {
     let d = Daemon::start(&["gt06"], "[rules]\ntimezone = \"Asia/Shanghai\"\n");
     let vehicle = serde_json::json!({
         "loan": {"id": "L-9", "status": "overdue", "days_past_due": 12},
-        "devices": [{"id": IMEI, "kind": "wired"}]
+        "devices": [{"id": IMEI, "kind": "wired"}, {"id": WIRELESS, "kind": "wireless"}]
     });
     assert_eq!(
         d.api("PUT", "/v1/vehicles/V-9", Some(&vehicle.to_string()))
@@ -71,6 +73,18 @@ fn fourteen_days_give_the_night_spot_the_work_spot_and_the_last_stop() {
         dev.stream.read_exact(&mut acks).unwrap();
     }
 
+    // The battery unit in the same car: a fix a day at 06:00, each time in the garage at home.
+    // By itself it stayed there the whole fortnight; the wired unit saw the car leave each day.
+    let mut unit = d.connect("gt06");
+    unit.exchange_bytes(&gt06_login(WIRELESS, 1), &gt06_ack(0x01, 1));
+    for (i, f) in daily_reports(&cfg, &life, 6.0).iter().enumerate() {
+        let serial = 2 + i as u16;
+        unit.exchange_bytes(
+            &location(serial, f.time, f.lat, f.lon, true),
+            &gt06_ack(0x12, serial),
+        );
+    }
+
     let (s, v) = d.api("GET", "/v1/vehicles/V-9/places?days=30", None);
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["vehicle_id"], "V-9");
@@ -85,6 +99,12 @@ fn fourteen_days_give_the_night_spot_the_work_spot_and_the_last_stop() {
     assert!(at(&places[0], life.home) < 100.0, "{:#}", places[0]);
     assert_eq!(places[0]["kind"], "night");
     assert!(places[0]["night_hours"].as_f64().unwrap() > 100.0);
+    // A visit a night, not one of the fortnight.
+    assert!(
+        places[0]["visits"].as_u64().unwrap() >= 12,
+        "{:#}",
+        places[0]
+    );
     // The work spot second, kind day.
     assert!(at(&places[1], life.work) < 100.0, "{:#}", places[1]);
     assert_eq!(places[1]["kind"], "day");
