@@ -648,6 +648,11 @@ impl Engine {
         };
         let ctx = VehicleContext::new(vehicle, &ev.device_id);
         let st = self.states.entry(ev.device_id.clone()).or_default();
+        // The device's newest fix inside its fence before this event: what another tracker's
+        // word "outside" must be newer than to hold an exit back.
+        let inside_at = (st.placement == crate::rules::FencePlacement::Inside)
+            .then_some(st.fence_fix_time)
+            .flatten();
         let ev = suspect.as_ref().unwrap_or(ev);
         // Nearly always empty: no hashing on the ingest path then.
         let awaiting_fix = !self.held.is_empty() && self.held.contains_key(&ev.device_id);
@@ -655,7 +660,7 @@ impl Engine {
             .rules
             .on_event_awaiting(ctx, st, ev, received_at, awaiting_fix);
         self.hold_or_release(&ev.device_id, &mut out);
-        self.vehicle_rules_on_event(&vid, ev, before, &mut out, received_at);
+        self.vehicle_rules_on_event(&vid, ev, (before, inside_at), &mut out, received_at);
         self.apply_outcome(&vid, &ev.device_id, out, received_at);
     }
 

@@ -172,7 +172,7 @@ impl Engine {
         let cfg = self.rules.config();
         let others_silent = self.other_devices(vehicle_id, device, |_, st| st.silent_alerted);
         let others_outside = self.other_devices(vehicle_id, device, |d, st| {
-            crate::rules::geofence::holds_car_outside(cfg, d, st, now)
+            crate::rules::geofence::holds_car_outside(cfg, d, st, now, None)
         });
         let change: Box<dyn FnOnce(&mut RiskState)> = match kind {
             AlertType::PowerCut | AlertType::Tamper => {

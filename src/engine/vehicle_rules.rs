@@ -295,12 +295,13 @@ impl Engine {
 
     /// After the Part 1 rules saw `ev` (their alerts in `out`, not yet raised): the
     /// `reappeared` distance, then zones, separation and the all-silent clock. New alerts join
-    /// `out`, for the same device. `before` is the device's valid position before this event.
+    /// `out`, for the same device. `before`: the device's valid position before this event,
+    /// and the time of its newest fix inside its fence then.
     pub(super) fn vehicle_rules_on_event(
         &mut self,
         vid: &Arc<str>,
         ev: &Event,
-        before: Option<(f64, f64)>,
+        (before, inside_at): (Option<(f64, f64)>, Option<Timestamp>),
         out: &mut Outcome,
         received_at: Timestamp,
     ) {
@@ -308,18 +309,26 @@ impl Engine {
         // alert per excursion of the vehicle): a second tracker following the first out, or
         // coming back before it, says nothing new. A tracker left behind inside does not end
         // the excursion of the one that left with the car. One silent past its threshold out
-        // there (dead, or thrown away) no longer speaks for the car.
+        // there (dead, or thrown away) no longer speaks for the car. Nor, for an exit, does
+        // one whose word "outside" is older than this device's last fix inside: a battery unit
+        // that last woke on a trip must not swallow the exit of the car's flight a day later.
         let cfg = self.rules.config();
-        if out
-            .alerts
-            .iter()
-            .any(|a| matches!(a.kind, AlertType::GeofenceExit | AlertType::GeofenceReturn))
-            && self.other_devices(vid, &ev.device_id, |d, st| {
-                crate::rules::geofence::holds_car_outside(cfg, d, st, received_at)
-            })
-        {
-            out.alerts
-                .retain(|a| !matches!(a.kind, AlertType::GeofenceExit | AlertType::GeofenceReturn));
+        let told = |kind: AlertType| out.alerts.iter().any(|a| a.kind == kind);
+        let newer_than = if told(AlertType::GeofenceExit) {
+            Some(inside_at)
+        } else if told(AlertType::GeofenceReturn) {
+            Some(None)
+        } else {
+            None
+        };
+        if let Some(newer_than) = newer_than {
+            if self.other_devices(vid, &ev.device_id, |d, st| {
+                crate::rules::geofence::holds_car_outside(cfg, d, st, received_at, newer_than)
+            }) {
+                out.alerts.retain(|a| {
+                    !matches!(a.kind, AlertType::GeofenceExit | AlertType::GeofenceReturn)
+                });
+            }
         }
         let Some(vehicle) = self.vehicles.get(&**vid) else {
             return;
@@ -1032,7 +1041,9 @@ mod tests {
             fix(&mut e, WIRED, 5, home).is_empty(),
             "heard from 1 minute ago"
         );
-        assert!(fix(&mut e, WIRED, 47 * h, away).is_empty());
+        // The wired unit leaves again: the wireless unit's "outside" is older than the wired
+        // unit's fix at home, so this is a new excursion.
+        assert_eq!(fix(&mut e, WIRED, 47 * h, away), [AlertType::GeofenceExit]);
         assert_eq!(
             fix(&mut e, WIRED, 49 * h, home),
             [AlertType::GeofenceReturn],
@@ -1051,6 +1062,41 @@ mod tests {
             "{:?}",
             reasons.reasons
         );
+    }
+
+    /// The battery unit last woke outside, on a trip; the wired unit came home after it. When
+    /// the car leaves at night (its flight), the battery unit's old word "outside" must not
+    /// make the wired unit's exit part of that trip.
+    #[test]
+    fn a_battery_units_old_word_outside_does_not_swallow_the_cars_flight() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = two_tracker_car(
+            t0,
+            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
+            Some(serde_json::json!({"type": "Circle", "center": [114.0, 22.5], "radius_m": 2000})),
+        );
+        let fix = |e: &mut crate::engine::Engine, device: &str, minutes: i64, lat: f64| {
+            let t = t0.add_millis(minutes * 60_000);
+            e.ingest(&[live_fix(device, t, lat, 114.0)], t);
+            e.take_alerts()
+                .into_iter()
+                .filter(|a| matches!(a.kind, AlertType::GeofenceExit | AlertType::GeofenceReturn))
+                .map(|a| a.kind)
+                .collect::<Vec<_>>()
+        };
+        let (home, away, far) = (22.5, 22.6, 22.9);
+        assert!(fix(&mut e, WIRED, 1, home).is_empty());
+        assert!(fix(&mut e, WIRELESS, 2, home).is_empty());
+        assert_eq!(fix(&mut e, WIRED, 10, away), [AlertType::GeofenceExit]);
+        assert!(fix(&mut e, WIRELESS, 20, away).is_empty(), "the same trip");
+        assert!(fix(&mut e, WIRED, 30, home).is_empty());
+        assert!(fix(&mut e, WIRED, 40, home).is_empty());
+        assert_eq!(
+            fix(&mut e, WIRED, 14 * 60, far),
+            [AlertType::GeofenceExit],
+            "the flight, 14 hours later"
+        );
+        assert!(fix(&mut e, WIRED, 15 * 60, far).is_empty());
     }
 
     /// Two trackers on one car at a pawn shop: one `risk_zone_enter` and one `risk_zone_dwell`

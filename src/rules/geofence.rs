@@ -29,15 +29,18 @@ use serde_json::json;
 
 /// Whether this device puts its car outside the fence at `now`: its last valid fix was outside,
 /// and it still speaks (heard within its silence threshold). One dead or thrown away out there
-/// no longer holds the car's excursion.
+/// no longer holds the car's excursion. With `newer_than`, only a word "outside" newer than that
+/// (another tracker's last fix inside) counts.
 pub fn holds_car_outside(
     cfg: &RuleConfig,
     device: &DeviceBinding,
     state: &DeviceRuleState,
     now: Timestamp,
+    newer_than: Option<Timestamp>,
 ) -> bool {
     state.placement == FencePlacement::Outside
         && super::silence::heard_lately(cfg, device, state, now)
+        && newer_than.is_none_or(|t| state.fence_fix_time.is_some_and(|f| f > t))
 }
 
 /// Resets the placement when the fence it was decided against is gone or replaced.
