@@ -37,6 +37,9 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// The text it was read from, for [`Config::with_overrides`].
+    #[serde(skip)]
+    source: String,
 }
 
 /// `[risk]`: the points of each risk reason (CONTRACT.md "Risk tier and the collections queue").
@@ -506,6 +509,17 @@ fn resolve_system(sys: &Path) -> Result<Option<PathBuf>, ConfigError> {
     }
 }
 
+fn overlay(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 impl Config {
     /// Loads and validates; `None` means the built-in defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -529,7 +543,23 @@ impl Config {
             msg: e.to_string().trim_end().to_string(),
         })?;
         c.resolve(file)?;
+        c.source = text.to_string();
         Ok(c)
+    }
+
+    /// This configuration with the TOML `extra` laid over it key by key (a table of `extra`
+    /// merged into the same table here, anything else replacing what was there): what a replay
+    /// fixture's own `config` changes, the rest as the operator's file has it.
+    pub fn with_overrides(&self, extra: &str, file: &str) -> Result<Config, ConfigError> {
+        let table = |text: &str| {
+            text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+                file: file.to_string(),
+                msg: e.to_string().trim_end().to_string(),
+            })
+        };
+        let mut base = table(&self.source)?;
+        overlay(&mut base, table(extra)?);
+        Config::parse(&base.to_string(), file)
     }
 
     fn invalid(file: &str, key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
@@ -1033,6 +1063,37 @@ mod tests {
         let e = Config::parse("[storage]\npaht = \"x\"\n", "lw.toml").unwrap_err();
         let m = e.to_string();
         assert!(m.contains("lw.toml") && m.contains("paht"), "{m}");
+    }
+
+    #[test]
+    fn overrides_are_laid_over_the_file_key_by_key() {
+        let base = Config::parse(
+            "[ingest]\njt808_auth_key = \"a-key-of-the-operator\"\n\n[rules]\nstay_min = \"10m\"\nstay_radius_m = 150.0\n",
+            "base.toml",
+        )
+        .unwrap();
+        let c = base
+            .with_overrides("[rules]\nstay_min = \"30m\"\n", "fixture")
+            .unwrap();
+        assert_eq!(
+            c.ingest.jt808_auth_key.as_deref(),
+            Some("a-key-of-the-operator")
+        );
+        assert_eq!(c.rules.stay_min, Duration::from_secs(1800));
+        assert_eq!(c.rules.stay_radius_m, 150.0);
+        // Over the defaults, and still checked: a bad value names the key and the fixture.
+        let c = Config::default()
+            .with_overrides("[rules]\nstay_min = \"30m\"\n", "fixture")
+            .unwrap();
+        assert_eq!(c.rules.stay_min, Duration::from_secs(1800));
+        let err = base
+            .with_overrides("[rules]\nstay_radius_m = -1.0\n", "fixture x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fixture x") && err.contains("stay_radius_m"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -110,7 +110,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("lienwatch: {e}");
-                    ExitCode::from(2)
+                    ExitCode::from(e.exit_code())
                 }
             }
         }
@@ -194,19 +194,28 @@ fn decode(protocol: &str, hex: Option<String>) -> ExitCode {
     };
     match lienwatch::replay::decode_bytes(wire, &bytes) {
         Ok(lines) => {
-            for l in lines {
-                println!("{l}");
-            }
+            print_lines(&lines);
             ExitCode::SUCCESS
         }
         Err((lines, msg)) => {
-            for l in lines {
-                println!("{l}");
-            }
+            print_lines(&lines);
             eprintln!("lienwatch: {msg}");
             ExitCode::from(1)
         }
     }
+}
+
+/// One line each on standard output, stopping quietly when the reader has gone (`| head`):
+/// `println!` would panic on the broken pipe.
+fn print_lines(lines: &[String]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        if writeln!(out, "{l}").is_err() {
+            return;
+        }
+    }
+    let _ = out.flush();
 }
 
 /// Logs to stderr (journald-friendly: no colours, and no timestamps of our own under journald,

@@ -37,6 +37,20 @@ pub enum ReplayError {
     Fixture(#[from] fixture::FixtureError),
     #[error("{0}")]
     Setup(String),
+    /// The store or the engine failed under the replay: no fault of the fixture.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl ReplayError {
+    /// What the command exits with (CONTRACT.md "CLI": 1 runtime failure, 2 bad usage or
+    /// config).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ReplayError::Runtime(_) => 1,
+            ReplayError::Fixture(_) | ReplayError::Setup(_) => 2,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -65,10 +79,28 @@ pub fn run_files(
         )));
     }
     let mut report = Report::default();
+    // A fixture that cannot be read or set up is told and skipped, so that the others still
+    // run; the command then exits as for bad input.
+    let mut unreadable = 0;
     for f in files {
-        let fx = fixture::load(&f)?;
+        let fx = match fixture::load(&f) {
+            Ok(fx) => fx,
+            Err(e) => {
+                unreadable += 1;
+                eprintln!("BAD  {}: {e}", f.display());
+                continue;
+            }
+        };
         report.fixtures += 1;
-        let problems = run_fixture(cfg, &fx, out)?;
+        let problems = match run_fixture(cfg, &fx, out) {
+            Ok(p) => p,
+            Err(e @ ReplayError::Runtime(_)) => return Err(e),
+            Err(e) => {
+                unreadable += 1;
+                eprintln!("BAD  {} ({}): {e}", f.display(), fx.name);
+                continue;
+            }
+        };
         if !problems.is_empty() {
             report.failures += 1;
             eprintln!("FAIL {} ({})", f.display(), fx.name);
@@ -78,6 +110,12 @@ pub fn run_files(
         } else {
             eprintln!("ok   {} ({})", f.display(), fx.name);
         }
+    }
+    if unreadable > 0 {
+        return Err(ReplayError::Setup(format!(
+            "{unreadable} fixture(s) could not be read or set up (BAD above); {} of {} that ran failed",
+            report.failures, report.fixtures
+        )));
     }
     Ok(report)
 }
@@ -90,14 +128,15 @@ pub fn run_fixture(
 ) -> Result<Vec<String>, ReplayError> {
     let cfg = match &fx.config {
         None => base.clone(),
-        Some(extra) => Config::parse(extra, &format!("fixture {:?} config", fx.name))
+        Some(extra) => base
+            .with_overrides(extra, &format!("fixture {:?} config", fx.name))
             .map_err(|e| ReplayError::Setup(e.to_string()))?,
     };
     let wire = WireProtocol::parse(&fx.protocol)
         .ok_or_else(|| ReplayError::Setup(format!("unknown protocol {:?}", fx.protocol)))?;
     let clock = Arc::new(AtomicI64::new(fx.start.millis()));
     let now = || Timestamp::from_millis(clock.load(Ordering::Relaxed));
-    let store = Store::temporary().map_err(|e| ReplayError::Setup(e.to_string()))?;
+    let store = Store::temporary().map_err(|e| ReplayError::Runtime(e.to_string()))?;
     // Replay raises alerts but delivers none: no webhooks.
     let ecfg = EngineConfig {
         commit_window: std::time::Duration::ZERO,
@@ -108,9 +147,9 @@ pub fn run_fixture(
         Arc::new(move || Timestamp::from_millis(c1.load(Ordering::Relaxed)));
     let outbox = store
         .open_outbox(&[], engine_clock)
-        .map_err(|e| ReplayError::Setup(e.to_string()))?;
-    let mut engine =
-        Engine::open(store, outbox, ecfg, now()).map_err(|e| ReplayError::Setup(e.to_string()))?;
+        .map_err(|e| ReplayError::Runtime(e.to_string()))?;
+    let mut engine = Engine::open(store, outbox, ecfg, now())
+        .map_err(|e| ReplayError::Runtime(e.to_string()))?;
     let mut scfg = fixture::session_config(fx).map_err(ReplayError::Setup)?;
     // As a connection to the config's listener of this protocol: its frame limit, key, device
     // clock offset and GT06 locate text, as the daemon would use them.

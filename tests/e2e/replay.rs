@@ -84,6 +84,15 @@ alerts = [{ type = "silent_overdue" }]
     let out = replay(&[bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+    // A bad fixture does not stop the others: the one after it still runs and is told.
+    let out = replay(&[bad.to_str().unwrap(), f.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("BAD") && stderr.contains("bad.toml"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("step 1: reply differs"), "{stderr}");
 }
 
 /// A fixture's config is the daemon's: its GT06 listener's `gt06_locate` text goes out for
@@ -143,11 +152,26 @@ downlink = "{downlink}"
     )
     .unwrap();
     let jt_file = dir.path().join("jt808.toml");
-    std::fs::write(&jt_file, jt).unwrap();
+    std::fs::write(&jt_file, &jt).unwrap();
     let out = replay(&["--config", cfg.to_str().unwrap(), jt_file.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("reply differs"), "{stderr}");
+    // A fixture with a config of its own changes what it names, over the operator's file:
+    // the key still comes from `--config`.
+    let own = dir.path().join("jt808-own-config.toml");
+    std::fs::write(
+        &own,
+        format!("config = '''\n[rules]\nstay_min = \"30m\"\n'''\n{jt}"),
+    )
+    .unwrap();
+    let out = replay(&["--config", cfg.to_str().unwrap(), own.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("reply differs"), "{stderr}");
+    let out = replay(&[own.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
 
 /// A gate pointed at the wrong folder fails instead of passing on nothing.
