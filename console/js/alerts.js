@@ -75,7 +75,10 @@ export function alertsPage() {
         h('td', null, code(a.type)),
         h('td', null, a.vehicle_id ? h('a', { href: `#/vehicle/${enc(a.vehicle_id)}` }, a.vehicle_id, a.plate ? ` · ${a.plate}` : '') : ''),
         h('td', null, a.device_id || ''),
-        h('td', null, t(`delivery.${a.state}`)),
+        // "delivered" with no delivery means no webhook takes this type: say so, lest it read
+        // as "the collections system has it".
+        h('td', null, a.state === 'delivered' && (a.deliveries || []).length === 0
+          ? t('delivery.unsent') : t(`delivery.${a.state}`)),
         h('td', { class: 'muted' }, detail(a)))));
     },
 

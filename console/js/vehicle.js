@@ -139,6 +139,10 @@ export function vehiclePage(id, caps) {
       track.clear();
       suspect.clear();
       trackDay = day;
+      // Off the map at once: a read of the new day that fails must not leave the old day's
+      // track drawn under the new date.
+      tracks.clearLayers();
+      els.trackInfo.textContent = t('loading');
     }
     const asked = day;
     // The day in the lender's zone, as places count nights.
@@ -359,7 +363,11 @@ export function vehiclePage(id, caps) {
       els.map = h('div', { class: 'map', id: 'vehicle-map' });
       els.devices = h('div', { id: 'devices' });
       els.dayInput = h('input', { type: 'date', id: 'track-day', value: day, max: today(),
-        onchange: (e) => { day = e.target.value || today(); loadTrack(true).then(() => fit(map, [tracks, fixes])).catch(() => {}); } });
+        onchange: (e) => {
+          day = e.target.value || today();
+          loadTrack(true).then(() => fit(map, [tracks, fixes]))
+            .catch(() => { els.trackInfo.textContent = t('vehicle.track_failed'); });
+        } });
       els.trackInfo = h('span', { class: 'muted', id: 'track-info' });
       els.track = section('vehicle.track', 'panel-track', h('label', null, t('vehicle.track_day'), ' ', els.dayInput, ' ', h('span', { class: 'muted', id: 'track-zone' }, zoneName())), ' ', els.trackInfo);
       els.track.hidden = !can.track;

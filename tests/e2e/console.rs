@@ -1159,6 +1159,15 @@ async fn browse(
     )
     .await;
     let first = js(c, &format!("return {rows_seq}")).await;
+    // No webhook here: an alert went nowhere, and the list says so rather than "delivered".
+    assert_eq!(
+        js(
+            c,
+            "return document.querySelector('#alert-rows tr.alert-row td:nth-child(5)').textContent"
+        )
+        .await,
+        json!("not sent: no webhook takes this type")
+    );
     c.find(Locator::Css("#alerts-next"))
         .await
         .map_err(step("older alerts"))?
