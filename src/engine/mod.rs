@@ -602,7 +602,9 @@ impl Engine {
             rec.last_seen = received_at;
         }
         let mut suspect = None;
-        let before = rec.last_valid().map(|p| (p.lat, p.lon));
+        let last_valid = rec.last_valid();
+        let before = last_valid.map(|p| (p.lat, p.lon));
+        let newest_before = last_valid.map(|p| p.time);
         if let EventKind::Position(fix) = &ev.kind {
             if from_the_future(&fix.position) {
                 // A clock a year ahead (GPS week rollover, or a spoofer) would win "newest
@@ -648,11 +650,13 @@ impl Engine {
         };
         let ctx = VehicleContext::new(vehicle, &ev.device_id);
         let st = self.states.entry(ev.device_id.clone()).or_default();
-        // The device's newest fix inside its fence before this event: what another tracker's
-        // word "outside" must be newer than to hold an exit back.
-        let inside_at = (st.placement == crate::rules::FencePlacement::Inside)
-            .then_some(st.fence_fix_time)
-            .flatten();
+        let before = vehicle_rules::Before {
+            position: before,
+            fix_time: newest_before,
+            inside_at: (st.placement == crate::rules::FencePlacement::Inside)
+                .then_some(st.fence_fix_time)
+                .flatten(),
+        };
         let ev = suspect.as_ref().unwrap_or(ev);
         // Nearly always empty: no hashing on the ingest path then.
         let awaiting_fix = !self.held.is_empty() && self.held.contains_key(&ev.device_id);
@@ -660,7 +664,7 @@ impl Engine {
             .rules
             .on_event_awaiting(ctx, st, ev, received_at, awaiting_fix);
         self.hold_or_release(&ev.device_id, &mut out);
-        self.vehicle_rules_on_event(&vid, ev, (before, inside_at), &mut out, received_at);
+        self.vehicle_rules_on_event(&vid, ev, before, &mut out, received_at);
         self.apply_outcome(&vid, &ev.device_id, out, received_at);
     }
 

@@ -259,6 +259,17 @@ fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     Haversine.distance(Point::new(a.1, a.0), Point::new(b.1, b.0))
 }
 
+/// What the device's record and rule state said before an event, for the vehicle-wide rules.
+pub(super) struct Before {
+    /// Its newest usable position.
+    pub position: Option<(f64, f64)>,
+    /// That position's fix time.
+    pub fix_time: Option<Timestamp>,
+    /// The time of its newest fix inside its fence: what another tracker's word "outside" must
+    /// be newer than to hold an exit back.
+    pub inside_at: Option<Timestamp>,
+}
+
 impl Engine {
     /// Before the last flush of a stop: every vehicle state whose progress is not written yet
     /// (see [`PROGRESS_WRITE_MS`]), so that a clean stop loses none of it.
@@ -295,13 +306,16 @@ impl Engine {
 
     /// After the Part 1 rules saw `ev` (their alerts in `out`, not yet raised): the
     /// `reappeared` distance, then zones, separation and the all-silent clock. New alerts join
-    /// `out`, for the same device. `before`: the device's valid position before this event,
-    /// and the time of its newest fix inside its fence then.
+    /// `out`, for the same device.
     pub(super) fn vehicle_rules_on_event(
         &mut self,
         vid: &Arc<str>,
         ev: &Event,
-        (before, inside_at): (Option<(f64, f64)>, Option<Timestamp>),
+        Before {
+            position: before,
+            fix_time: newest_before,
+            inside_at,
+        }: Before,
         out: &mut Outcome,
         received_at: Timestamp,
     ) {
@@ -370,6 +384,10 @@ impl Engine {
             st.all_silent = false;
             changed = true;
         }
+        // A fix older than the device's newest (sent again after its acknowledgement was lost)
+        // says nothing new of where the car is: it must not open a visit that a newer fix
+        // ended (protocols.md C.6), as the geofence and `long_stay` ignore it too.
+        let fix = fix.filter(|f| newest_before.is_none_or(|t| f.position.time >= t));
         if let Some(fix) = fix {
             // Most devices visit nothing: no memory is made for them until they do.
             let at = st.devices.iter().position(|d| d.id == ev.device_id);
@@ -386,6 +404,22 @@ impl Engine {
             }
             if !fresh.is_empty() {
                 st.device_mut(&ev.device_id).visits = fresh;
+            }
+            if let Some(t) = newest_before {
+                for a in out
+                    .alerts
+                    .iter()
+                    .filter(|a| a.kind == AlertType::RiskZoneEnter)
+                {
+                    let Some(zone) = a.details.get("zone_id").and_then(|z| z.as_str()) else {
+                        continue;
+                    };
+                    for other in st.end_visits_seen_left(&ev.device_id, zone, t) {
+                        changed = true;
+                        let visits = st.device(&other).map_or(&[][..], |d| &d.visits[..]);
+                        r.dwell.set(&other, zones::deadline(cfg, &r.zones, visits));
+                    }
+                }
             }
             let states = &self.states;
             let live = |d: &DeviceId| speaks(cfg, vehicle, states, d, received_at);
@@ -1131,9 +1165,11 @@ mod tests {
         assert!(kinds(&mut e).is_empty(), "the same visit");
         e.tick(at(90));
         assert_eq!(kinds(&mut e), [AlertType::RiskZoneDwell], "one dwell");
+        // The wired unit saw the car away after the wireless unit's last word from the shop:
+        // back there, the car's visit is a new one.
         e.ingest(&[live_fix(WIRED, at(91), home, 114.0)], at(91));
         e.ingest(&[live_fix(WIRED, at(92), shop, 114.0)], at(92));
-        assert!(kinds(&mut e).is_empty(), "the wireless unit never left");
+        assert_eq!(kinds(&mut e), [AlertType::RiskZoneEnter], "seen away");
         for (m, d) in [(93, WIRED), (94, WIRELESS)] {
             e.ingest(&[live_fix(d, at(m), home, 114.0)], at(m));
         }
@@ -1150,6 +1186,60 @@ mod tests {
         let late = 95 + 49 * 60;
         e.ingest(&[live_fix(WIRED, at(late), shop, 114.0)], at(late));
         assert_eq!(kinds(&mut e), [AlertType::RiskZoneEnter], "silent 49 h");
+    }
+
+    /// A battery unit's fix from the car's short stop at a yard opens a visit that no later fix
+    /// of its own ends. The wired unit saw the car leave and, hours later, come back: that is a
+    /// new visit, with its enter and its dwell. A fix sent again after its acknowledgement was
+    /// lost opens nothing.
+    #[test]
+    fn a_visit_seen_ended_by_the_other_tracker_does_not_swallow_the_next() {
+        use crate::engine::command::Command;
+        use crate::engine::zones::PutZone;
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = two_tracker_car(
+            t0,
+            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
+            None,
+        );
+        let zone = br#"{"name": "Yard", "kind": "repair_yard", "dwell_after": "1h",
+            "geometry": {"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}"#;
+        PutZone::from_json("Z-1", zone)
+            .and_then(|c| c.apply(&mut e, t0))
+            .unwrap();
+        let kinds = |e: &mut crate::engine::Engine| {
+            e.take_alerts()
+                .into_iter()
+                .filter(|a| matches!(a.kind, AlertType::RiskZoneEnter | AlertType::RiskZoneDwell))
+                .map(|a| a.kind)
+                .collect::<Vec<_>>()
+        };
+        let at = |m: i64| t0.add_millis(m * 60_000);
+        let (yard, road) = (22.6, 22.5);
+        e.ingest(&[live_fix(WIRED, at(0), yard, 114.0)], at(0));
+        assert_eq!(kinds(&mut e), [AlertType::RiskZoneEnter]);
+        e.ingest(&[live_fix(WIRELESS, at(5), yard, 114.0)], at(5));
+        e.ingest(&[live_fix(WIRED, at(10), yard, 114.0)], at(10));
+        assert!(kinds(&mut e).is_empty(), "the same visit");
+        e.ingest(&[live_fix(WIRED, at(20), road, 114.0)], at(20));
+        // The battery unit's visit dwells on the clock (it may be the one on the car).
+        e.tick(at(65));
+        assert_eq!(kinds(&mut e), [AlertType::RiskZoneDwell]);
+        e.ingest(&[live_fix(WIRED, at(400), road, 114.0)], at(400));
+        e.ingest(&[live_fix(WIRED, at(480), yard, 114.0)], at(480));
+        assert_eq!(
+            kinds(&mut e),
+            [AlertType::RiskZoneEnter],
+            "back at the yard"
+        );
+        e.tick(at(541));
+        assert_eq!(kinds(&mut e), [AlertType::RiskZoneDwell], "its own dwell");
+        // The wired unit leaves; its fix at the yard from before comes again.
+        e.ingest(&[live_fix(WIRED, at(560), road, 114.0)], at(560));
+        e.ingest(&[live_fix(WIRED, at(540), yard, 114.0)], at(561));
+        assert!(kinds(&mut e).is_empty(), "a fix sent again opens nothing");
+        e.tick(at(700));
+        assert!(kinds(&mut e).is_empty());
     }
 
     /// A tracker back from a silence on a new connection: its login holds `reappeared` until

@@ -56,6 +56,28 @@ impl VehicleRuleState {
             })
     }
 
+    /// Ends the visits to `zone` of devices other than `device` whose newest fix there is older
+    /// than `t`: `device` saw the car outside the zone after them (its fix before the one that
+    /// entered), so those visits ended unseen, and a battery unit's visit from the car's last
+    /// stop there must not make its next visit, days later, look like the same one. Returns
+    /// the devices whose visits changed.
+    pub fn end_visits_seen_left(
+        &mut self,
+        device: &DeviceId,
+        zone: &str,
+        t: crate::time::Timestamp,
+    ) -> Vec<DeviceId> {
+        let mut ended = Vec::new();
+        for d in self.devices.iter_mut().filter(|d| d.id != *device) {
+            let before = d.visits.len();
+            d.visits.retain(|v| v.zone_id != zone || v.fix_time >= t);
+            if d.visits.len() != before {
+                ended.push(d.id.clone());
+            }
+        }
+        ended
+    }
+
     /// The device's part, created empty if new.
     pub fn device_mut(&mut self, id: &DeviceId) -> &mut DeviceMemory {
         let i = match self.devices.iter().position(|d| &d.id == id) {
