@@ -384,11 +384,12 @@ impl Engine {
             st.all_silent = false;
             changed = true;
         }
-        // A fix older than the device's newest (sent again after its acknowledgement was lost)
-        // says nothing new of where the car is: it must not open a visit that a newer fix
-        // ended (protocols.md C.6), as the geofence and `long_stay` ignore it too.
-        let fix = fix.filter(|f| newest_before.is_none_or(|t| f.position.time >= t));
         if let Some(fix) = fix {
+            // A fix older than the device's newest (sent again after its acknowledgement was
+            // lost) says nothing new of where the car is: it must not open a visit that a newer
+            // fix ended (protocols.md C.6), as the geofence and `long_stay` ignore it too. (It
+            // still meets the other tracker's fixes of its moment, for separation.)
+            let newer = newest_before.is_none_or(|t| fix.position.time >= t);
             // Most devices visit nothing: no memory is made for them until they do.
             let at = st.devices.iter().position(|d| d.id == ev.device_id);
             let mut fresh = Vec::new();
@@ -397,7 +398,7 @@ impl Engine {
                 None => &mut fresh,
             };
             progressed |= !visits.is_empty();
-            if zones::on_fix(cfg, &r.zones, visits, fix, received_at, &mut out.alerts) {
+            if newer && zones::on_fix(cfg, &r.zones, visits, fix, received_at, &mut out.alerts) {
                 changed = true;
                 r.dwell
                     .set(&ev.device_id, zones::deadline(cfg, &r.zones, visits));
