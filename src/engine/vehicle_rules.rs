@@ -287,8 +287,10 @@ impl Engine {
             let closed = v.loan.status == LoanStatus::Closed;
             if let Some(st) = r.states.get(vid.as_str()) {
                 for d in st.devices.iter().filter(|_| !closed) {
-                    r.dwell
-                        .set(&d.id, zones::deadline(cfg, &r.zones, &d.visits));
+                    r.dwell.set(
+                        &d.id,
+                        zones::deadline(cfg, &r.zones, &d.visits, self.rules.grace_end()),
+                    );
                 }
             }
             let alerted = r.states.get(vid.as_str()).is_some_and(|s| s.all_silent);
@@ -400,8 +402,10 @@ impl Engine {
             progressed |= !visits.is_empty();
             if newer && zones::on_fix(cfg, &r.zones, visits, fix, received_at, &mut out.alerts) {
                 changed = true;
-                r.dwell
-                    .set(&ev.device_id, zones::deadline(cfg, &r.zones, visits));
+                r.dwell.set(
+                    &ev.device_id,
+                    zones::deadline(cfg, &r.zones, visits, self.rules.grace_end()),
+                );
             }
             if !fresh.is_empty() {
                 st.device_mut(&ev.device_id).visits = fresh;
@@ -418,7 +422,10 @@ impl Engine {
                     for other in st.end_visits_seen_left(&ev.device_id, zone, t) {
                         changed = true;
                         let visits = st.device(&other).map_or(&[][..], |d| &d.visits[..]);
-                        r.dwell.set(&other, zones::deadline(cfg, &r.zones, visits));
+                        r.dwell.set(
+                            &other,
+                            zones::deadline(cfg, &r.zones, visits, self.rules.grace_end()),
+                        );
                     }
                 }
             }
@@ -502,8 +509,10 @@ impl Engine {
                 if zones::on_due(cfg, &r.zones, &mut mem.visits, now, &mut drafts) {
                     r.dirty.insert(vid.clone());
                 }
-                r.dwell
-                    .set(&id, zones::deadline(cfg, &r.zones, &mem.visits));
+                r.dwell.set(
+                    &id,
+                    zones::deadline(cfg, &r.zones, &mem.visits, self.rules.grace_end()),
+                );
                 if let (Some(st), Some(v)) = (r.states.get(&*vid), self.vehicles.get(&*vid)) {
                     let states = &self.states;
                     let live = |d: &DeviceId| speaks(cfg, v, states, d, now);
@@ -567,7 +576,7 @@ impl Engine {
             }
             for d in &st.devices {
                 let due = (!closed)
-                    .then(|| zones::deadline(cfg, &r.zones, &d.visits))
+                    .then(|| zones::deadline(cfg, &r.zones, &d.visits, self.rules.grace_end()))
                     .flatten();
                 r.dwell.set(&d.id, due);
             }
@@ -1241,6 +1250,58 @@ mod tests {
         assert!(kinds(&mut e).is_empty(), "a fix sent again opens nothing");
         e.tick(at(700));
         assert!(kinds(&mut e).is_empty());
+    }
+
+    /// A start after downtime: a visit that reached its dwell while the daemon was down waits
+    /// for the start's grace, so that a car that left meanwhile says so with its first live fix
+    /// (no dwell for it), while a car still there gets its dwell when the grace ends.
+    #[test]
+    fn a_start_after_downtime_hears_the_trackers_before_a_dwell() {
+        use crate::engine::command::Command;
+        use crate::engine::zones::PutZone;
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let at = |m: i64| t0.add_millis(m * 60_000);
+        let store = crate::store::Store::temporary().unwrap();
+        let mut e = two_tracker_car_on(
+            store.clone(),
+            t0,
+            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
+            None,
+        );
+        const STAYS: &str = "868120145299777";
+        put_vehicle(
+            &mut e,
+            "V-2",
+            serde_json::json!({"loan": {"id": "L2", "status": "overdue", "days_past_due": 40},
+                "devices": [{"id": STAYS, "kind": "wired"}]}),
+            t0,
+        );
+        let zone = br#"{"name": "Pawn", "kind": "pawnshop", "dwell_after": "1h",
+            "geometry": {"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}"#;
+        PutZone::from_json("Z-1", zone)
+            .and_then(|c| c.apply(&mut e, t0))
+            .unwrap();
+        e.ingest(&[live_fix(WIRED, at(1), 22.6, 114.0)], at(1));
+        e.ingest(&[live_fix(STAYS, at(1), 22.6, 114.0)], at(1));
+        e.flush().unwrap();
+        drop(e);
+        let dwells = |e: &mut crate::engine::Engine| {
+            e.take_alerts()
+                .into_iter()
+                .filter(|a| a.kind == AlertType::RiskZoneDwell)
+                .map(|a| a.vehicle_id.clone())
+                .collect::<Vec<_>>()
+        };
+        // Down for three hours; the first car left the shop meanwhile.
+        let mut e = crate::engine::testing::reopen_at(&store, at(180));
+        e.tick(at(180));
+        assert!(
+            dwells(&mut e).is_empty(),
+            "nothing before the trackers are heard"
+        );
+        e.ingest(&[live_fix(WIRED, at(183), 22.5, 114.0)], at(183));
+        e.tick(at(200));
+        assert_eq!(dwells(&mut e), ["V-2".to_string()]);
     }
 
     /// A tracker back from a silence on a new connection: its login holds `reappeared` until

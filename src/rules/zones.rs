@@ -88,13 +88,22 @@ pub fn on_fix(
     changed
 }
 
-/// When the earliest dwell alert of these visits is due.
-pub fn deadline(cfg: &RuleConfig, zones: &ZoneSet, visits: &[ZoneVisit]) -> Option<Timestamp> {
+/// When the earliest dwell alert of these visits is due, and not before `not_before` (the end
+/// of the start's grace): a visit that reached its dwell while the daemon was down waits for the
+/// trackers to be heard, as silence does, lest a start raise a dwell for every car that left a
+/// zone in the meantime.
+pub fn deadline(
+    cfg: &RuleConfig,
+    zones: &ZoneSet,
+    visits: &[ZoneVisit],
+    not_before: Timestamp,
+) -> Option<Timestamp> {
     visits
         .iter()
         .filter(|v| !v.dwell_alerted)
         .filter_map(|v| Some(v.since.add(dwell_after(cfg, zones.get(&v.zone_id)?))))
         .min()
+        .map(|t| t.max(not_before))
 }
 
 /// Raises `risk_zone_dwell` for every visit whose dwell time has passed. Returns whether the
@@ -185,7 +194,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.len(), 1);
-        let due = deadline(&cfg, &z, &v).unwrap();
+        let due = deadline(&cfg, &z, &v, Timestamp(0)).unwrap();
         assert_eq!(due, Timestamp(now + 2 * 3600 * 1000));
         assert!(!on_due(
             &cfg,
@@ -197,7 +206,7 @@ mod tests {
         assert!(on_due(&cfg, &z, &mut v, due, &mut out));
         assert_eq!(kinds(&out)[1], AlertType::RiskZoneDwell);
         assert_eq!(out[1].details["dwell_s"], json!(7200));
-        assert_eq!(deadline(&cfg, &z, &v), None, "once per visit");
+        assert_eq!(deadline(&cfg, &z, &v, Timestamp(0)), None, "once per visit");
         // An invalid fix far away, and an older fix far away: nothing.
         let mut lbs = fix(115.0, 23.0, now + 3 * M);
         lbs.position.valid = false;
@@ -227,7 +236,10 @@ mod tests {
             Timestamp(T0),
             &mut o2,
         );
-        assert_eq!(deadline(&cfg, &z, &w), Some(Timestamp(T0 + 30 * M)));
+        assert_eq!(
+            deadline(&cfg, &z, &w, Timestamp(0)),
+            Some(Timestamp(T0 + 30 * M))
+        );
         assert_eq!(o2[0].details["zone_id"], "Z-B");
     }
 }
