@@ -278,6 +278,31 @@ impl Engine {
     }
 
     /// Every dwell and all-silent deadline from the persisted states (start, reconfigure).
+    /// The dwell deadlines of the visits to the zones `changed` says were just replaced: a zone
+    /// whose `dwell_after` went from a day to an hour must raise the dwell of a car already in
+    /// it at the hour, not at the day's end.
+    pub(super) fn rearm_dwell(&mut self, changed: impl Fn(&str) -> bool) {
+        let r = &mut self.vrules;
+        let cfg = self.rules.config();
+        for (vid, st) in &r.states {
+            if self
+                .vehicles
+                .get(&**vid)
+                .is_none_or(|v| v.loan.status == LoanStatus::Closed)
+            {
+                continue;
+            }
+            for d in &st.devices {
+                if d.visits.iter().any(|v| changed(&v.zone_id)) {
+                    r.dwell.set(
+                        &d.id,
+                        zones::deadline(cfg, &r.zones, &d.visits, self.rules.grace_end()),
+                    );
+                }
+            }
+        }
+    }
+
     pub(super) fn rebuild_vehicle_deadlines(&mut self) {
         let r = &mut self.vrules;
         r.dwell = SilenceTracker::new();
@@ -1302,6 +1327,57 @@ mod tests {
         e.ingest(&[live_fix(WIRED, at(183), 22.5, 114.0)], at(183));
         e.tick(at(200));
         assert_eq!(dwells(&mut e), ["V-2".to_string()]);
+    }
+
+    /// A zone's `dwell_after` shortened while a car is in it: the dwell comes at the new time,
+    /// by a single put or by a bulk import.
+    #[test]
+    fn a_shorter_dwell_applies_to_a_visit_in_progress() {
+        use crate::engine::command::Command;
+        use crate::engine::zones::{ImportZones, PutZone};
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let at = |m: i64| t0.add_millis(m * 60_000);
+        let mut e = two_tracker_car(
+            t0,
+            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
+            None,
+        );
+        let zone = |dwell: &str| {
+            format!(
+                r#"{{"name": "Pawn", "kind": "pawnshop", "dwell_after": "{dwell}",
+                "geometry": {{"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}}}"#
+            )
+        };
+        PutZone::from_json("Z-1", zone("24h").as_bytes())
+            .and_then(|c| c.apply(&mut e, t0))
+            .unwrap();
+        let dwells = |e: &mut crate::engine::Engine| {
+            e.take_alerts()
+                .into_iter()
+                .filter(|a| a.kind == AlertType::RiskZoneDwell)
+                .count()
+        };
+        e.ingest(&[live_fix(WIRED, at(1), 22.6, 114.0)], at(1));
+        PutZone::from_json("Z-1", zone("1h").as_bytes())
+            .and_then(|c| c.apply(&mut e, at(30)))
+            .unwrap();
+        e.tick(at(62));
+        assert_eq!(dwells(&mut e), 1, "at the new hour, not the day's end");
+
+        // The same through an import, for the next visit.
+        e.ingest(&[live_fix(WIRED, at(70), 22.5, 114.0)], at(70));
+        PutZone::from_json("Z-1", zone("24h").as_bytes())
+            .and_then(|c| c.apply(&mut e, at(71)))
+            .unwrap();
+        e.ingest(&[live_fix(WIRED, at(80), 22.6, 114.0)], at(80));
+        let features = br#"{"type": "FeatureCollection", "features": [{"type": "Feature",
+            "id": "Z-1", "properties": {"name": "Pawn", "kind": "pawnshop", "dwell_after": "30m",
+            "radius_m": 300}, "geometry": {"type": "Point", "coordinates": [114.0, 22.6]}}]}"#;
+        ImportZones::from_json(features)
+            .and_then(|c| c.apply(&mut e, at(90)))
+            .unwrap();
+        e.tick(at(111));
+        assert_eq!(dwells(&mut e), 1, "half an hour after it came");
     }
 
     /// A tracker back from a silence on a new connection: its login holds `reappeared` until

@@ -94,6 +94,7 @@ impl Command for PutZone {
         e.store.put_zones([(&*id, Some(self.stored.as_bytes()))])?;
         let view = ZoneView::of(&self.zone);
         let created = e.vrules.zones.upsert(self.zone);
+        e.rearm_dwell(|z| *z == *id);
         zone_count(e);
         Ok(PutZoneOutcome { created, view })
     }
@@ -215,7 +216,10 @@ impl Command for ImportZones {
             )?;
         }
         let upserted = self.zones.len();
+        let ids: std::collections::HashSet<std::sync::Arc<str>> =
+            self.zones.iter().map(|z| z.id.clone()).collect();
         let created = e.vrules.zones.upsert_many(self.zones);
+        e.rearm_dwell(|z| ids.contains(z));
         zone_count(e);
         Ok(Imported { upserted, created })
     }
