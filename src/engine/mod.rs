@@ -116,6 +116,10 @@ pub struct Engine {
     /// brings the position (`rules::REAPPEAR_HOLD`). Kept in the store too, so that a restart
     /// during the hold raises it with the silence it ended.
     held: FastMap<DeviceId, HeldReappearance>,
+    /// Where each held device was last known before it went silent: `distance_m` counts from
+    /// there, not from a fix of the backlog it uploads while held. In memory only (a hold lasts
+    /// under a second; a crash within it loses the distance, not the alert).
+    held_from: FastMap<DeviceId, (f64, f64)>,
     held_due: DeadlineQueue<DeviceId>,
     /// Risk zones and the vehicle-wide rules' state and deadlines (`vehicle_rules`).
     vrules: vehicle_rules::VehicleRules,
@@ -287,6 +291,7 @@ impl Engine {
             tracker: SilenceTracker::new(),
             held,
             held_due,
+            held_from: FastMap::default(),
             vrules,
             started_at: now,
             dirty: FastSet::default(),
@@ -663,7 +668,11 @@ impl Engine {
         let mut out = self
             .rules
             .on_event_awaiting(ctx, st, ev, received_at, awaiting_fix);
-        self.hold_or_release(&ev.device_id, &mut out);
+        let silent_at = self.hold_or_release(&ev.device_id, &mut out, before.position);
+        let before = vehicle_rules::Before {
+            position: silent_at.or(before.position),
+            ..before
+        };
         self.vehicle_rules_on_event(&vid, ev, before, &mut out, received_at);
         self.apply_outcome(&vid, &ev.device_id, out, received_at);
     }
@@ -743,23 +752,32 @@ impl Engine {
     /// A login of a silent device holds its `reappeared`; the next usable position releases it
     /// (or the hold's end), with what the hold remembered of the silence (the login moved
     /// `last_seen`).
-    fn hold_or_release(&mut self, device: &DeviceId, out: &mut Outcome) {
+    /// Starts, keeps or ends the device's hold of `reappeared` as `out` says; `before` is its
+    /// newest usable position before this event. Returns where it was before the silence, when
+    /// this event ends a hold that knew it.
+    fn hold_or_release(
+        &mut self,
+        device: &DeviceId,
+        out: &mut Outcome,
+        before: Option<(f64, f64)>,
+    ) -> Option<(f64, f64)> {
         if let Some(h) = out.held.take() {
             // A second login while held: the first one is when it spoke again.
             if !self.held.contains_key(device) {
                 self.keep_held(device, Some(&h));
+                if let Some(p) = before {
+                    self.held_from.insert(device.clone(), p);
+                }
             }
             let h = *self.held.entry(device.clone()).or_insert(h);
             self.held_due.set(device.clone(), Some(h.due()));
-            return;
+            return None;
         }
         // Nearly always empty: no hashing on the ingest path then.
         if self.held.is_empty() {
-            return;
+            return None;
         }
-        let Some(h) = self.end_hold(device) else {
-            return;
-        };
+        let (h, from) = self.end_hold(device)?;
         if let Some(a) = out
             .alerts
             .iter_mut()
@@ -767,14 +785,17 @@ impl Engine {
         {
             a.details = h.draft().details;
         }
+        from
     }
 
     /// Ends the device's hold, if it has one: in memory, in the deadline queue and in the store.
-    fn end_hold(&mut self, device: &DeviceId) -> Option<HeldReappearance> {
+    /// With it, where the device was before its silence, if known.
+    fn end_hold(&mut self, device: &DeviceId) -> Option<(HeldReappearance, Option<(f64, f64)>)> {
         let h = self.held.remove(device)?;
+        let from = self.held_from.remove(device);
         self.held_due.set(device.clone(), None);
         self.keep_held(device, None);
-        Some(h)
+        Some((h, from))
     }
 
     /// Writes a hold through to the store (durable with the commit that carries its cause).
@@ -789,7 +810,7 @@ impl Engine {
         self.commands.expire_due(&self.store, now);
         while self.held_due.next_deadline().is_some_and(|t| t <= now) {
             for id in self.held_due.pop_due(now) {
-                let Some(h) = self.end_hold(&id) else {
+                let Some((h, from)) = self.end_hold(&id) else {
                     continue;
                 };
                 let Some(vid) = self.vehicle_id_of(&id) else {
@@ -803,7 +824,26 @@ impl Engine {
                     continue;
                 };
                 let st = self.states.entry(id.clone()).or_default();
-                let out = self.rules.on_hold_expired(ctx, st, h);
+                let mut out = self.rules.on_hold_expired(ctx, st, h);
+                // No live fix came within the hold, but the backlog it uploaded may have: the
+                // newest of those is where it is best known to be now.
+                let newest = self
+                    .devices
+                    .get(&id)
+                    .and_then(|r| r.last_valid())
+                    .filter(|p| p.received_at >= h.at)
+                    .map(|p| (p.lat, p.lon));
+                if let (Some(from), Some(to)) = (from, newest) {
+                    for a in out
+                        .alerts
+                        .iter_mut()
+                        .filter(|a| a.kind == AlertType::Reappeared)
+                    {
+                        a.details["distance_m"] = serde_json::json!(
+                            (vehicle_rules::distance_m(from, to) * 10.0).round() / 10.0
+                        );
+                    }
+                }
                 self.apply_outcome(&vid, &id, out, now);
             }
         }

@@ -254,7 +254,7 @@ fn speaks(
     }
 }
 
-fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+pub(super) fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     use geo::{Distance, Haversine, Point};
     Haversine.distance(Point::new(a.1, a.0), Point::new(b.1, b.0))
 }
@@ -1452,6 +1452,72 @@ mod tests {
             r[0]["silent_s"],
             serde_json::json!(back.since(fix_at) / 1000)
         );
+    }
+
+    /// A tracker back from a silence uploads what it logged meanwhile, oldest first, before
+    /// its live fix: `distance_m` is from where it went silent to where it is now (its live
+    /// fix, or the newest of the backlog when no live fix comes within the hold), not to the
+    /// first fix of the backlog, a few hundred metres from home.
+    #[test]
+    fn a_backlog_after_the_silence_does_not_shorten_the_distance() {
+        use crate::event::{Event, EventKind, Protocol};
+        let login = || Event {
+            device_id: crate::event::DeviceId::new(WIRED),
+            protocol: Protocol::Gt06,
+            kind: EventKind::Login,
+        };
+        let buffered = |t: Timestamp, lat: f64| {
+            let mut ev = live_fix(WIRED, t, lat, 114.0);
+            if let EventKind::Position(f) = &mut ev.kind {
+                f.buffered = true;
+            }
+            ev
+        };
+        let reappeared = |e: &mut crate::engine::Engine| {
+            e.take_alerts()
+                .into_iter()
+                .filter(|a| a.kind == AlertType::Reappeared)
+                .map(|a| a.details)
+                .collect::<Vec<_>>()
+        };
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = two_tracker_car(
+            t0,
+            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
+            None,
+        );
+        let seen = t0.add_millis(60_000);
+        e.ingest(&[live_fix(WIRED, seen, 22.5, 114.0)], seen);
+        let mut last = seen;
+        for round in 0..2 {
+            let silent = last.add_millis(3 * 86_400_000);
+            e.tick(silent);
+            let _ = e.take_alerts();
+            let back = silent.add_millis(3_600_000);
+            // Logged while out of coverage: 300 m from home, then 120 km away.
+            let backlog: Vec<Event> = (0..4)
+                .map(|i| buffered(silent.add_millis(i * 600_000), 22.5027 + i as f64 * 0.36))
+                .collect();
+            let mut frames = vec![login()];
+            frames.extend(backlog);
+            e.ingest(&frames, back);
+            assert!(reappeared(&mut e).is_empty(), "held for the live fix");
+            let r = if round == 0 {
+                let at = back.add_millis(400);
+                e.ingest(&[live_fix(WIRED, at, 23.6, 114.0)], at);
+                reappeared(&mut e)
+            } else {
+                e.tick(back.add(crate::rules::REAPPEAR_HOLD));
+                reappeared(&mut e)
+            };
+            assert_eq!(r.len(), 1, "{r:?}");
+            let d = r[0]["distance_m"].as_f64().expect("distance_m");
+            let want = if round == 0 { 122_314.0 } else { 120_400.0 };
+            assert!((d - want).abs() < 1_000.0, "round {round}: {d}");
+            // The next round goes silent from where this one ended.
+            last = back.add_millis(1_000);
+            e.ingest(&[live_fix(WIRED, last, 22.5, 114.0)], last);
+        }
     }
 
     /// A silent device of an overdue car logs in (its `reappeared` held for the fix): that ends

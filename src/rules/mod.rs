@@ -475,8 +475,11 @@ impl Rules {
     }
 
     /// [`Rules::on_event`] while the device's `reappeared` is held (`awaiting_fix`): until the
-    /// hold runs out, only a usable position releases it. A GT06 unit sends a status packet
+    /// hold runs out, only a usable live position releases it. A GT06 unit sends a status packet
     /// between its login and its first fix, and a released alert would carry no `distance_m`.
+    /// A buffered fix holds it too (and starts a hold): a tracker back from a silence uploads
+    /// what it logged, oldest first, and the first of those is a few hundred metres from where
+    /// it went silent, not where it is now.
     pub fn on_event_awaiting(
         &self,
         ctx: Option<VehicleContext<'_>>,
@@ -500,6 +503,7 @@ impl Rules {
             if ctx.closed() {
                 state.silent_alerted = false;
             } else if matches!(event.kind, EventKind::Login | EventKind::Registered)
+                || matches!(&event.kind, EventKind::Position(f) if f.buffered)
                 || (awaiting_fix
                     && !matches!(&event.kind, EventKind::Position(f) if f.position.is_usable()))
             {
