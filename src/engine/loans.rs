@@ -167,4 +167,59 @@ mod tests {
         assert_eq!(loan_of(&e, "V-1"), (LoanStatus::Overdue, Some(40)));
         assert_eq!(loan_of(&e, "V-3"), (LoanStatus::Current, None));
     }
+
+    /// A loan closed while its car's wire was cut and it was outside its fence, then reopened (a
+    /// payment reversed): the episodes ended with the closed loan, so the wire cut again and
+    /// the car outside again raise their alerts on the reopened one.
+    #[test]
+    fn a_reopened_loan_starts_its_episodes_afresh() {
+        use crate::alert::AlertType;
+        use crate::engine::command::Command;
+        use crate::engine::testing::live_fix;
+        use crate::event::{AlarmReport, Alarms, EventKind};
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let at = |m: i64| t0.add_millis(m * 60_000);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        const DEV: &str = "868120145233604";
+        put_vehicle(
+            &mut e,
+            "V-1",
+            json!({"loan": {"id": "L", "status": "overdue", "days_past_due": 40},
+                "devices": [{"id": DEV}],
+                "geofence": {"type": "Circle", "center": [114.0, 22.5], "radius_m": 2000}}),
+            t0,
+        );
+        let fix = |e: &mut crate::engine::Engine, m: i64, lat: f64, cut: bool| {
+            let mut ev = live_fix(DEV, at(m), lat, 114.0);
+            if let EventKind::Position(f) = &mut ev.kind {
+                f.alarms = AlarmReport::NONE.with(Alarms::POWER_CUT, cut);
+            }
+            e.ingest(&[ev], at(m));
+            let mut kinds: Vec<AlertType> = e
+                .take_alerts()
+                .into_iter()
+                .map(|a| a.kind)
+                .filter(|k| matches!(k, AlertType::PowerCut | AlertType::GeofenceExit))
+                .collect();
+            kinds.sort_by_key(|k| format!("{k:?}"));
+            kinds
+        };
+        let loan = |e: &mut crate::engine::Engine, m: i64, body: &str| {
+            super::SetLoan::from_json("L", body.as_bytes())
+                .and_then(|c| c.apply(e, at(m)))
+                .unwrap();
+        };
+        assert_eq!(
+            fix(&mut e, 1, 22.6, true),
+            [AlertType::GeofenceExit, AlertType::PowerCut]
+        );
+        loan(&mut e, 2, r#"{"status": "closed"}"#);
+        // Power back and the car home while the loan is closed: not watched.
+        assert!(fix(&mut e, 3, 22.5, false).is_empty());
+        loan(&mut e, 4, r#"{"status": "overdue", "days_past_due": 41}"#);
+        assert_eq!(
+            fix(&mut e, 5, 22.6, true),
+            [AlertType::GeofenceExit, AlertType::PowerCut]
+        );
+    }
 }

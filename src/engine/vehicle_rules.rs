@@ -599,6 +599,11 @@ impl Engine {
             if st.retain_bound(v) {
                 r.dirty.insert(key.clone());
             }
+            // A closed loan's episodes end with it (the rules do not watch it): a zone visit or
+            // an episode kept from then would swallow the alerts of the loan reopened.
+            if closed && st.end_episodes() {
+                r.dirty.insert(key.clone());
+            }
             for d in &st.devices {
                 let due = (!closed)
                     .then(|| zones::deadline(cfg, &r.zones, &d.visits, self.rules.grace_end()))

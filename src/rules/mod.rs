@@ -379,6 +379,17 @@ impl HeldReappearance {
     }
 }
 
+/// A closed loan's episodes end with it: the rules do not watch it, so a placement or an alarm
+/// kept from then would be stale when it reopens (a payment reversed), and a wire cut again, or
+/// the car outside its fence then, would raise nothing.
+fn end_if_closed(ctx: &VehicleContext<'_>, state: &mut DeviceRuleState) {
+    if ctx.closed() {
+        state.placement = FencePlacement::Unknown;
+        state.fence_fix_time = None;
+        state.alarms_alerted = Alarms::NONE;
+    }
+}
+
 /// `reappeared`: `silent_s` is the Part 2 name; `distance_m` is added by the engine, which
 /// knows where the device went silent.
 pub fn reappeared_draft(
@@ -598,7 +609,11 @@ impl Rules {
         state: &mut DeviceRuleState,
         now: Timestamp,
     ) -> Outcome {
-        self.check_silence(&ctx, state, now)
+        let before = state.clone();
+        end_if_closed(&ctx, state);
+        let mut out = self.check_silence(&ctx, state, now);
+        out.changed |= *state != before;
+        out
     }
 
     /// The device is (still) bound to `ctx.vehicle` after a `PUT`: starts its silence clock if it
@@ -614,6 +629,7 @@ impl Rules {
             state.registered_at = Some(now);
         }
         geofence::sync_fence(ctx.vehicle.geofence.as_ref(), state);
+        end_if_closed(&ctx, state);
         let mut out = self.check_silence(&ctx, state, now);
         out.changed |= *state != before;
         out

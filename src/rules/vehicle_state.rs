@@ -113,6 +113,20 @@ impl VehicleRuleState {
         changed
     }
 
+    /// Ends every visit and episode (the loan was closed); the recent fixes stay. Returns
+    /// whether anything ended.
+    pub fn end_episodes(&mut self) -> bool {
+        let open = self.all_silent
+            || !self.separated.is_empty()
+            || self.devices.iter().any(|d| !d.visits.is_empty());
+        self.all_silent = false;
+        self.separated.clear();
+        for d in &mut self.devices {
+            d.visits.clear();
+        }
+        open
+    }
+
     /// Nothing worth storing.
     pub fn is_empty(&self) -> bool {
         !self.all_silent
