@@ -38,6 +38,9 @@ pub mod msg {
     pub const TERMINAL_RESPONSE: u16 = 0x0001;
     pub const HEARTBEAT: u16 = 0x0002;
     pub const LOGOUT: u16 = 0x0003;
+    /// 2019: the terminal asks the platform's time (§B.5), answered by [`TIME_ANSWER`].
+    pub const TIME_QUERY: u16 = 0x0004;
+    pub const TIME_ANSWER: u16 = 0x8004;
     pub const REGISTER: u16 = 0x0100;
     pub const AUTH: u16 = 0x0102;
     pub const LOCATION: u16 = 0x0200;
@@ -73,6 +76,27 @@ pub mod result {
     pub const TERMINAL_REGISTERED: u8 = 3;
     /// 0x8100 result "no such terminal", used when the admission policy refuses a device.
     pub const NO_SUCH_TERMINAL: u8 = 4;
+}
+
+/// Whether [`Jt808Session`] reads messages of this id (anything else is answered "not
+/// supported").
+fn understood(msg_id: u16) -> bool {
+    matches!(
+        msg_id,
+        msg::REGISTER
+            | msg::AUTH
+            | msg::LOCATION
+            | msg::LOCATION_ANSWER
+            | msg::BATCH
+            | msg::BATCH_2
+            | msg::VENDOR_LOCATION
+            | msg::VENDOR_BLIND
+            | msg::PASSTHROUGH
+            | msg::TERMINAL_RESPONSE
+            | msg::HEARTBEAT
+            | msg::LOGOUT
+            | msg::TIME_QUERY
+    )
 }
 
 /// Most subpackaged messages reassembled at once per session; the oldest is dropped beyond this.
@@ -390,6 +414,27 @@ fn trim(s: &[u8]) -> &[u8] {
 fn bcd2(b: u8) -> Option<u8> {
     let (hi, lo) = (b >> 4, b & 0x0F);
     (hi <= 9 && lo <= 9).then_some(hi * 10 + lo)
+}
+
+/// `t` as BCD `YYMMDDhhmmss` in UTC (0x8004); years past 2099 are not representable and are
+/// clamped to 99.
+fn utc_bcd(t: Timestamp) -> [u8; 6] {
+    let ms = t.millis();
+    let days = ms.div_euclid(86_400_000);
+    let secs = ms.rem_euclid(86_400_000) / 1000;
+    let (y, mo, d) = crate::time::civil_from_days(days);
+    let bcd = |v: i64| {
+        let v = v.clamp(0, 99) as u8;
+        ((v / 10) << 4) | (v % 10)
+    };
+    [
+        bcd(y - 2000),
+        bcd(i64::from(mo)),
+        bcd(i64::from(d)),
+        bcd(secs / 3600),
+        bcd(secs % 3600 / 60),
+        bcd(secs % 60),
+    ]
 }
 
 /// BCD `YYMMDDhhmmss` in the device's zone to UTC; `None` for a non-BCD nibble or an impossible
@@ -900,7 +945,10 @@ impl Jt808Session {
         }
         self.version = h.version;
         match h.package {
-            Some(p) if p.total > 1 => {
+            // A message lienwatch does not read (a G10LS voice recording, 0x0801, comes in
+            // packages of 1000 bytes) is not held for reassembly: each package is answered
+            // "not supported" at once, as the whole would be.
+            Some(p) if p.total > 1 && understood(h.msg_id) => {
                 let mut terminal = [0u8; 10];
                 let terminal_len = h.terminal.len().min(10);
                 terminal[..terminal_len].copy_from_slice(&h.terminal[..terminal_len]);
@@ -1133,6 +1181,15 @@ impl Jt808Session {
                     out.push(self.heartbeat(id));
                 }
                 self.ack(h, result::OK, out);
+            }
+            msg::TIME_QUERY => {
+                // A terminal without a GNSS time sets its clock from the answer: UTC as BCD
+                // YYMMDDhhmmss (2019, 0x8004). Its fixes are stamped with that clock.
+                if !self.cfg.require_auth || self.authenticated.is_some() {
+                    out.push(self.heartbeat(id));
+                }
+                let body = utc_bcd((self.cfg.clock)());
+                self.reply(h, msg::TIME_ANSWER, &body, out);
             }
             _ => {
                 // Still a sign of life for the silence rule (§F.2: last packet of any kind), and
@@ -1502,6 +1559,35 @@ mod tests {
         assert_eq!(
             replies(&out),
             vec!["7E 80 01 00 05 01 39 12 34 56 78 00 02 00 03 00 02 00 B7 7E"]
+        );
+    }
+
+    /// A 2019 terminal asks the time (0x0004): the answer is 0x8004 with UTC as BCD
+    /// YYMMDDhhmmss, in its 2019 header, not "not supported".
+    #[test]
+    fn a_time_query_is_answered_with_the_time() {
+        let now = Timestamp::from_civil(2026, 12, 2, 9, 5, 7).unwrap();
+        let mut s = Jt808Session::new(SessionConfig {
+            clock: std::sync::Arc::new(move || now),
+            ..SessionConfig::default()
+        });
+        let (out, err) = run(
+            &mut s,
+            &hex("7E 00 04 40 00 01 00 00 00 00 01 39 12 34 56 78 00 05 70 7E"),
+        );
+        assert!(err.is_none(), "{err:?}");
+        let r = replies(&out);
+        assert_eq!(r.len(), 1, "{r:?}");
+        let wire = hex(&r[0]);
+        let mut raw = Vec::new();
+        unescape_into(&wire[1..wire.len() - 1], &mut raw).unwrap();
+        let f = parse_frame(&raw).unwrap();
+        assert_eq!(f.header.msg_id, 0x8004);
+        assert_eq!(f.header.version, Some(1));
+        assert_eq!(f.body, &hex("26 12 02 09 05 07")[..]);
+        assert_eq!(
+            utc_bcd(Timestamp::from_civil(2031, 1, 9, 23, 59, 59).unwrap()),
+            [0x31, 0x01, 0x09, 0x23, 0x59, 0x59]
         );
     }
 
@@ -2011,6 +2097,34 @@ mod tests {
         escape_into(&raw, &mut wire);
         wire.push(FLAG);
         wire
+    }
+
+    /// A message lienwatch does not read, in packages (a voice recording, 0x0801): nothing is
+    /// held, and each package is answered "not supported" at once, the last one too (not a
+    /// request for the others again).
+    #[test]
+    fn packages_of_an_unread_message_are_not_held() {
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let mut out = Vec::new();
+        for i in 1..=5u16 {
+            let mut buf = BytesMut::from(&package_of(0x0801, 100 + i - 1, 5, i, 1000)[..]);
+            s.feed(&mut buf, &mut out).unwrap();
+            assert!(s.reassembly.partials.is_empty());
+            assert_eq!(s.reassembly.bytes, 0);
+        }
+        let r = replies(&out);
+        assert_eq!(r.len(), 5, "{r:?}");
+        for (i, reply) in r.iter().enumerate() {
+            let wire = hex(reply);
+            let mut raw = Vec::new();
+            unescape_into(&wire[1..wire.len() - 1], &mut raw).unwrap();
+            let f = parse_frame(&raw).unwrap();
+            assert_eq!(f.header.msg_id, 0x8001);
+            let serial = 100 + i as u16;
+            let mut want = serial.to_be_bytes().to_vec();
+            want.extend_from_slice(&[0x08, 0x01, result::NOT_SUPPORTED]);
+            assert_eq!(f.body, &want[..]);
+        }
     }
 
     #[test]
