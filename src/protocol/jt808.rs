@@ -479,6 +479,20 @@ fn head_alarms(body: &[u8]) -> AlarmReport {
 /// then additional items until the body ends (`jt808_items`). Unknown items are skipped; a
 /// truncated item list ends the walk without failing the fix (the basic block is complete).
 pub fn parse_location(body: &[u8], utc_offset_s: i32) -> Result<Fix, BodyError> {
+    location(body, utc_offset_s, None)
+}
+
+/// A 0x0200 whose clock cannot be read (zeros: a terminal with no fix since it started) but that
+/// carries a cell or Wi-Fi list: those are the only place such a unit can give, in a garage or
+/// after a cold start. An invalid fix stamped `now`, or `None` without a list.
+pub fn cell_report(body: &[u8], now: Timestamp) -> Option<Fix> {
+    let fix = location(body, 0, Some(now)).ok()?;
+    (fix.position.cell.is_some() || fix.position.wifi.is_some()).then_some(fix)
+}
+
+/// [`parse_location`]; with `bad_time`, a clock that cannot be read is that time and the fix is
+/// invalid.
+fn location(body: &[u8], utc_offset_s: i32, bad_time: Option<Timestamp>) -> Result<Fix, BodyError> {
     let mut r = Reader(body);
     let alarm = r.u32().ok_or(BodyError::Truncated)?;
     let status = r.u32().ok_or(BodyError::Truncated)?;
@@ -488,7 +502,11 @@ pub fn parse_location(body: &[u8], utc_offset_s: i32) -> Result<Fix, BodyError> 
     let speed = r.u16().ok_or(BodyError::Truncated)?;
     let course = r.u16().ok_or(BodyError::Truncated)?;
     let time = r.array::<6>().ok_or(BodyError::Truncated)?;
-    let time = parse_bcd_time(time, utc_offset_s).ok_or(BodyError::BadTime)?;
+    let (time, readable) = match (parse_bcd_time(time, utc_offset_s), bad_time) {
+        (Some(t), _) => (t, true),
+        (None, Some(t)) => (t, false),
+        (None, None) => return Err(BodyError::BadTime),
+    };
     let mut lat = f64::from(lat_raw) / 1e6;
     let mut lon = f64::from(lon_raw) / 1e6;
     if status & (1 << 2) != 0 {
@@ -501,7 +519,7 @@ pub fn parse_location(body: &[u8], utc_offset_s: i32) -> Result<Fix, BodyError> 
         time,
         lat,
         lon,
-        valid: status & (1 << 1) != 0,
+        valid: readable && status & (1 << 1) != 0,
         speed_kmh: f64::from(speed) / 10.0,
         course,
         altitude_m: Some(f64::from(altitude)),
@@ -1049,7 +1067,13 @@ impl Jt808Session {
                     self.ack(h, result::FAILURE, out);
                 }
             }
-            msg::LOCATION => match parse_location(body, self.utc_offset_s()) {
+            msg::LOCATION => match parse_location(body, self.utc_offset_s()).or_else(|e| {
+                // A clock of zeros with a cell or Wi-Fi list: kept, as the only place it gives.
+                match e {
+                    BodyError::BadTime => cell_report(body, (self.cfg.clock)()).ok_or(e),
+                    e => Err(e),
+                }
+            }) {
                 Ok(fix) => {
                     out.push(self.event(id, EventKind::Position(fix)));
                     self.ack(h, result::OK, out);
@@ -1943,6 +1967,40 @@ mod tests {
         assert_eq!(
             out[2],
             Output::Reply(encode_frame(0x8001, None, &term, 1, &[0, 9, 2, 0, 2]))
+        );
+    }
+
+    /// A cold-started terminal with no fix: a clock of zeros, and a cell item (0xE1). The cell
+    /// is its only place: kept, on an invalid fix stamped with the server's time, and the report
+    /// acknowledged (result 0).
+    #[test]
+    fn a_clock_of_zeros_keeps_its_cell() {
+        let now = Timestamp::from_civil(2026, 12, 2, 9, 0, 0).unwrap();
+        let mut s = Jt808Session::new(SessionConfig {
+            clock: std::sync::Arc::new(move || now),
+            ..SessionConfig::default()
+        });
+        let (out, err) = run(
+            &mut s,
+            &hex("7E 02 00 00 2A 01 39 12 34 56 78 00 40 00 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 E1 0C 01 CC 00 00 00 25 03 00 00 10 3C 20 53 7E"),
+        );
+        assert!(err.is_none(), "{err:?}");
+        let f = fixes(&out);
+        assert_eq!(f.len(), 1, "{out:?}");
+        let p = f[0].position;
+        assert!(!p.valid);
+        assert_eq!(p.time, now);
+        let cell = p.cell.expect("the cell");
+        assert_eq!((cell.mcc, cell.mnc), (460, 0));
+        assert!(f[0].alarms.active.contains(Alarms::POWER_CUT));
+        let r = replies(&out);
+        assert_eq!(r.len(), 1);
+        let wire = hex(&r[0]);
+        let mut raw = Vec::new();
+        unescape_into(&wire[1..wire.len() - 1], &mut raw).unwrap();
+        assert_eq!(
+            parse_frame(&raw).unwrap().body,
+            &[0x00, 0x40, 0x02, 0x00, 0x00][..]
         );
     }
 
