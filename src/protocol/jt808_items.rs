@@ -93,6 +93,28 @@ fn read_item(id: u8, v: &[u8], pos: &mut Position, props: &mut Props) {
                 cid: be(&v[7..11]),
             })
         }
+        // G10LS 2G cells: count BYTE, then (MCC WORD, MNC BYTE, LAC WORD, cell id WORD,
+        // signal BYTE) per cell; the first is the serving one.
+        (0x53, n) if n >= 9 && usize::from(v[0]) * 8 == n - 1 => {
+            pos.cell = Some(Cell {
+                mcc: word(&v[1..3]),
+                mnc: u16::from(v[3]),
+                lac: u32::from(word(&v[4..6])),
+                cid: u64::from(word(&v[6..8])),
+            })
+        }
+        // G10LS 4G cells: the same with a cell id DWORD (10 bytes a cell).
+        (0x5D, n) if n >= 11 && usize::from(v[0]) * 10 == n - 1 => {
+            pos.cell = Some(Cell {
+                mcc: word(&v[1..3]),
+                mnc: u16::from(v[3]),
+                lac: u32::from(word(&v[4..6])),
+                cid: be(&v[6..10]),
+            })
+        }
+        // G10LS Wi-Fi: count BYTE, then (BSSID, signal in dBm as a signed byte) per access
+        // point.
+        (0x54, n) if n >= 8 && usize::from(v[0]) * 7 == n - 1 => pos.wifi = strongest(&v[1..]),
         // Reserved BYTE, level BYTE (%), voltage WORD (1/100 V).
         (0xE3, 4 | 6) if v[1] <= 100 => {
             props.battery_pct = Some(v[1]);
@@ -109,17 +131,19 @@ fn read_item(id: u8, v: &[u8], pos: &mut Position, props: &mut Props) {
             pos.satellites = Some(v[5]);
         }
         // Wi-Fi list: (BSSID, signal in dBm as a signed byte) per access point.
-        (0xEC | 0xF4, n) if n >= 7 && n.is_multiple_of(7) => {
-            pos.wifi = v
-                .chunks_exact(7)
-                .map(|ap| WifiAp {
-                    mac: [ap[0], ap[1], ap[2], ap[3], ap[4], ap[5]],
-                    rssi: i16::from(ap[6] as i8),
-                })
-                .max_by_key(|ap| ap.rssi);
-        }
+        (0xEC | 0xF4, n) if n >= 7 && n.is_multiple_of(7) => pos.wifi = strongest(v),
         _ => {}
     }
+}
+
+/// The strongest of a list of (BSSID, signal in dBm as a signed byte) access points.
+fn strongest(list: &[u8]) -> Option<WifiAp> {
+    list.chunks_exact(7)
+        .map(|ap| WifiAp {
+            mac: [ap[0], ap[1], ap[2], ap[3], ap[4], ap[5]],
+            rssi: i16::from(ap[6] as i8),
+        })
+        .max_by_key(|ap| ap.rssi)
 }
 
 /// Item 0xEB, two vendor forms: a cell list (MCC WORD, MNC BYTE, then LAC WORD, cell id WORD,
@@ -273,5 +297,38 @@ mod tests {
         let (p, _) = read(&[0xF4, 14, 1, 2, 3, 4, 5, 6, 0xB0, 7, 8, 9, 10, 11, 12, 0xC8]);
         let w = p.wifi.expect("wifi");
         assert_eq!((w.mac, w.rssi), ([7, 8, 9, 10, 11, 12], -56));
+    }
+
+    /// The G10LS cell and Wi-Fi lists (its manual, table 20): 0x53 2G cells, 0x5D 4G cells,
+    /// 0x54 access points, each a count and fixed-size entries; a count that does not match the
+    /// length is another vendor's item and skipped.
+    #[test]
+    fn g10ls_cell_and_wifi_lists() {
+        let (p, _) = read(&[
+            0x53, 17, 2, 0x01, 0xCC, 0x01, 0x25, 0x03, 0x10, 0x3C, 0x20, 0x01, 0xCC, 0x01, 0x25,
+            0x04, 0x10, 0x3D, 0x18,
+        ]);
+        let want = Cell {
+            mcc: 460,
+            mnc: 1,
+            lac: 0x2503,
+            cid: 0x103C,
+        };
+        assert_eq!(p.cell, Some(want));
+        let (p, _) = read(&[
+            0x5D, 11, 1, 0x01, 0xCC, 0x00, 0x25, 0x03, 0x00, 0x00, 0x10, 0x3C, 0x20,
+        ]);
+        assert_eq!(p.cell, Some(Cell { mnc: 0, ..want }));
+        let (p, _) = read(&[
+            0x54, 15, 2, 0xAA, 0xBB, 0xCC, 0xDD, 0xEE, 0xFF, 0xC4, 0x11, 0x22, 0x33, 0x44, 0x55,
+            0x66, 0xBA,
+        ]);
+        let w = p.wifi.expect("wifi");
+        assert_eq!((w.mac, w.rssi), ([0xAA, 0xBB, 0xCC, 0xDD, 0xEE, 0xFF], -60));
+        // A count that does not fit its length.
+        let (p, _) = read(&[0x53, 9, 2, 0x01, 0xCC, 0x01, 0x25, 0x03, 0x10, 0x3C, 0x20]);
+        assert_eq!(p.cell, None);
+        let (p, _) = read(&[0x54, 7, 1, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(p.wifi, None);
     }
 }
