@@ -24,6 +24,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long a new connection has to make its first event (a login, a fix) before it is closed,
+/// when the idle timeout is longer. Trackers speak as soon as they connect.
+pub const FIRST_WORD: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Accepts connections until `shutdown`; connection tasks are tracked so shutdown can wait.
 pub async fn serve(
     listener: TcpListener,
@@ -174,8 +178,13 @@ async fn connection(
     // One idle timer for the connection's whole life: made anew per message, it would lock the
     // timer wheel twice. The shutdown and the commands for the device come through one mailbox
     // (`crate::downlink::Mailbox`), one flag word to look at on each wake.
-    let mut last_input = Instant::now();
-    let idle = tokio::time::sleep(cfg.idle_timeout);
+    let opened = Instant::now();
+    let mut last_input = opened;
+    // Until the device names itself (its first event), the connection has `FIRST_WORD` at most:
+    // a real tracker speaks at once, and a peer that never does must not hold a slot of
+    // `max_connections` for the whole idle timeout.
+    let mut heard = false;
+    let idle = tokio::time::sleep(cfg.idle_timeout.min(FIRST_WORD));
     tokio::pin!(idle);
     // Commands for this connection's device arrive in the mailbox once it has registered (below).
     let mut link: Option<LinkGuard> = None;
@@ -197,7 +206,11 @@ async fn connection(
             r = rd.read_buf(&mut input) => r?,
             _ = &mut idle => {
                 // The timer is moved only when it fires: until then input just notes the time.
-                let due = last_input + cfg.idle_timeout;
+                let due = if heard {
+                    last_input + cfg.idle_timeout
+                } else {
+                    opened + cfg.idle_timeout.min(FIRST_WORD)
+                };
                 if due > Instant::now() {
                     idle.as_mut().reset(due);
                     continue;
@@ -221,10 +234,12 @@ async fn connection(
             )));
             input.clear();
         }
-        // Input counts against the idle timeout once it makes something: a frame, a reply, a
-        // rejection. Bytes trickled into a frame that never completes do not keep a peer open.
-        let produced = !outs.is_empty();
         sorter.sort(&mut outs, &mut events, &mut replies, &peer);
+        // Input counts against the idle timeout only when a device's session made an event of
+        // it. Bytes trickled into a frame that never completes, garbage (a rejection for each
+        // byte) and messages before a login (a JT/T 808 heartbeat is answered before
+        // authentication) do not keep a peer open.
+        let produced = !events.is_empty();
         // Registered before the commit of the login, so the engine sees the link when it applies it.
         if let Some(id) = session.commands_to() {
             if !id.as_str().is_empty() && link.as_ref().map(LinkGuard::device) != Some(id) {
@@ -259,6 +274,7 @@ async fn connection(
             break;
         }
         if produced {
+            heard = true;
             last_input = Instant::now();
         }
     }

@@ -72,6 +72,37 @@ fn garbage_absurd_lengths_and_idle_floods_leave_the_daemon_serving() {
         "idle connection closed by the server"
     );
 
+    // A peer that trickles garbage (each byte a rejection) never logs in: it is closed after
+    // the idle timeout all the same, and cannot hold a connection slot by trickling.
+    let mut trickle = TcpStream::connect(("127.0.0.1", gt06)).unwrap();
+    trickle
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    let opened = Instant::now();
+    let mut closed = false;
+    // Bounded: a byte every 0.4 s for at most 12 s, stopping when the server closes.
+    while !closed && opened.elapsed() < Duration::from_secs(12) {
+        if trickle.write_all(&[0x00]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut b = [0u8; 16];
+        closed = match std::io::Read::read(&mut trickle, &mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+    }
+    assert!(closed, "a trickle of garbage kept its connection open");
+    assert!(
+        opened.elapsed() < Duration::from_secs(9),
+        "closed only after {:?}",
+        opened.elapsed()
+    );
+
     // Memory stays bounded (no per-connection buffer grew with the junk).
     let rss_after = rss_kib(d.pid());
     assert!(
