@@ -35,6 +35,7 @@ export function vehiclePage(id, caps) {
   const suspect = new Map(); // device id -> the times of the chosen day's suspect fixes, not drawn
   let trackDay = null;
   let recovered = false; // the devices' last locate commands were read back
+  let recovering = false; // ... and a read of them is under way
   let zonesSeen = false; // this page has drawn the zone list once
   let map, fixes, tracks, places, zones, fence, cmdFixes;
   let fenceDrawn = null; // the geofence `fence` draws, as JSON: a changed one is drawn anew
@@ -285,14 +286,21 @@ export function vehiclePage(id, caps) {
   /// Each device's newest locate command, from the server: the page may be new (a reload, a
   /// language switch, back from another page) while one is on its way, or has its answer.
   async function recoverCommands() {
-    if (recovered || !can.commands || !vehicle) return;
-    recovered = true;
-    for (const d of vehicle.devices || []) {
-      if (commands.has(d.id)) continue;
-      const data = await maybe(`/v1/devices/${enc(d.id)}/commands`);
-      if (!alive) return;
-      const last = ((data && data.commands) || []).find((c) => c.type === 'locate');
-      if (last && !commands.has(d.id)) commands.set(d.id, last);
+    if (recovered || recovering || !can.commands || !vehicle) return;
+    // Done only once every device was read: a failed read (a blip, a restart) is tried again
+    // at the next poll, lest a locate on its way go unseen and be pressed again.
+    recovering = true;
+    try {
+      for (const d of vehicle.devices || []) {
+        if (commands.has(d.id)) continue;
+        const data = await maybe(`/v1/devices/${enc(d.id)}/commands`);
+        if (!alive) return;
+        const last = ((data && data.commands) || []).find((c) => c.type === 'locate');
+        if (last && !commands.has(d.id)) commands.set(d.id, last);
+      }
+      recovered = true;
+    } finally {
+      recovering = false;
     }
     renderDevices();
     drawFixes(vehicle);
