@@ -269,6 +269,7 @@ fn reads() {
         retention: Duration::from_secs(180 * 86_400),
         last_heard: Default::default(),
         bound_since: Default::default(),
+        newest_fix: Default::default(),
     };
     let mut times = Vec::new();
     let mut places = 0;

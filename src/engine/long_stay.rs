@@ -325,6 +325,8 @@ fn check(
             // The stay being judged is live (a fix came within minutes): it counts up to now.
             last_heard: Default::default(),
             bound_since,
+            // The places before the stay: a fix newer than the window says nothing of them.
+            newest_fix: Default::default(),
         },
     }
 }

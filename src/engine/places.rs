@@ -30,6 +30,9 @@ pub struct PlacesJob {
     /// When each device was bound to this vehicle: the fixes it sent before then are another
     /// car's (a reused tracker). A device not in it (bound before this was kept) counts whole.
     pub bound_since: std::collections::HashMap<DeviceId, Timestamp>,
+    /// Each device's newest usable fix (its record's): one older than the window is where a
+    /// car parked since before it stands, sending heartbeats only.
+    pub newest_fix: std::collections::HashMap<DeviceId, crate::store::StoredPosition>,
 }
 
 impl PlacesInputs {
@@ -78,6 +81,11 @@ impl Command for PlacesInputs {
                 .filter_map(|d| Some((d.id.clone(), e.devices.get(&d.id)?.last_seen)))
                 .collect(),
             bound_since: bound_since(&e.bound_since, v.devices.iter().map(|d| &d.id)),
+            newest_fix: v
+                .devices
+                .iter()
+                .filter_map(|d| Some((d.id.clone(), e.devices.get(&d.id)?.last_valid()?)))
+                .collect(),
         })
     }
 }

@@ -955,6 +955,7 @@ mod tests {
             retention: std::time::Duration::from_secs(180 * 86_400),
             last_heard: [(dev.clone(), Timestamp::from_secs(4201))].into(),
             bound_since: Default::default(),
+            newest_fix: Default::default(),
         };
         let r = places::run(&h, &job, now).unwrap();
         assert_eq!(r.places.places.len(), 1, "{:?}", r.places);
@@ -968,6 +969,51 @@ mod tests {
         assert_eq!(r.places.places.len(), 2);
         assert!((r.places.places[0].lat - 22.6).abs() < 1e-4);
         assert!(r.places.places[0].dwell_hours > 200.0);
+    }
+
+    /// A car parked since before the window, its tracker sending heartbeats only: no fix in
+    /// the window, yet it stands where its newest fix put it, from the window's start until it
+    /// was last heard. Without that fix, no place and no last stop.
+    #[test]
+    fn a_car_parked_since_before_the_window_is_its_last_stop() {
+        let h = history();
+        let dev = DeviceId::new("1");
+        let mut b = Staged::default();
+        let mut f = fix(3600);
+        f.pos.lat = 22.5;
+        h.stage(&mut b, &dev, &f);
+        commit(&h, b);
+        let day = 86_400;
+        let now = Timestamp::from_secs(40 * day);
+        let mut job = crate::engine::places::PlacesJob {
+            vehicle_id: "V".into(),
+            days: 30,
+            devices: vec![dev.clone()],
+            params: crate::places::Params::from_rules(
+                200.0,
+                std::time::Duration::from_secs(1200),
+                "UTC",
+            )
+            .unwrap(),
+            timezone: "UTC".into(),
+            retention: std::time::Duration::from_secs(180 * 86_400),
+            last_heard: [(dev.clone(), Timestamp::from_secs(40 * day - 60))].into(),
+            bound_since: Default::default(),
+            newest_fix: [(dev.clone(), f.pos)].into(),
+        };
+        let r = places::run(&h, &job, now).unwrap();
+        assert_eq!(r.places.places.len(), 1, "{:?}", r.places);
+        assert!((r.places.places[0].lat - 22.5).abs() < 1e-4);
+        let last = r.places.last_stop.expect("the last stop");
+        assert_eq!(last.since, Timestamp::from_secs(10 * day));
+        assert!((last.dwell_hours - 30.0 * 24.0).abs() < 0.1, "{last:?}");
+        // A fix from before the tracker was bound to this car is another car's.
+        job.bound_since = [(dev.clone(), Timestamp::from_secs(2 * day))].into();
+        assert!(places::run(&h, &job, now)
+            .unwrap()
+            .places
+            .last_stop
+            .is_none());
     }
 
     /// A tracker whose clock runs a year ahead: each drain pass files a run into a bucket a

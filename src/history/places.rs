@@ -30,6 +30,19 @@ pub fn run(history: &History, job: &PlacesJob, now: Timestamp) -> Result<PlacesR
         // What it sent before it was bound to this vehicle is another car's (a reused tracker);
         // by arrival, so that a backlog uploaded after the binding still counts.
         let bound = job.bound_since.get(d).copied();
+        // No fix in the window, and its newest before it: a car parked since before the window
+        // that sends heartbeats only stands there from the window's start (a stay is clipped to
+        // the window as one that began in it would be), not nowhere.
+        let ours = |p: &crate::store::StoredPosition| bound.is_none_or(|b| p.received_at >= b);
+        if let Some(p) = job.newest_fix.get(d).filter(|p| p.time < from && ours(p)) {
+            sink(&Fix {
+                time: from,
+                lat: p.lat,
+                lon: p.lon,
+                valid: true,
+                lbs: false,
+            });
+        }
         history.for_each(d.as_str(), from, now.add_millis(1), |h| {
             let p = &h.pos;
             let ours = bound.is_none_or(|b| p.received_at >= b);
