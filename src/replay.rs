@@ -91,7 +91,6 @@ pub fn run_files(
                 continue;
             }
         };
-        report.fixtures += 1;
         let problems = match run_fixture(cfg, &fx, out) {
             Ok(p) => p,
             Err(e @ ReplayError::Runtime(_)) => return Err(e),
@@ -101,6 +100,7 @@ pub fn run_files(
                 continue;
             }
         };
+        report.fixtures += 1;
         if !problems.is_empty() {
             report.failures += 1;
             eprintln!("FAIL {} ({})", f.display(), fx.name);

@@ -373,8 +373,10 @@ export function vehiclePage(id, caps) {
       els.dayInput = h('input', { type: 'date', id: 'track-day', value: day, max: today(),
         onchange: (e) => {
           day = e.target.value || today();
+          const asked = day;
           loadTrack(true).then(() => fit(map, [tracks, fixes]))
-            .catch(() => { els.trackInfo.textContent = t('vehicle.track_failed'); });
+            // Only for the day still chosen: a late failure of another must not overwrite it.
+            .catch(() => { if (day === asked) els.trackInfo.textContent = t('vehicle.track_failed'); });
         } });
       els.trackInfo = h('span', { class: 'muted', id: 'track-info' });
       els.track = section('vehicle.track', 'panel-track', h('label', null, t('vehicle.track_day'), ' ', els.dayInput, ' ', h('span', { class: 'muted', id: 'track-zone' }, zoneName())), ' ', els.trackInfo);

@@ -657,6 +657,7 @@ impl Engine {
         let st = self.states.entry(ev.device_id.clone()).or_default();
         let before = vehicle_rules::Before {
             position: before,
+            silent_at: None,
             fix_time: newest_before,
             inside_at: (st.placement == crate::rules::FencePlacement::Inside)
                 .then_some(st.fence_fix_time)
@@ -670,7 +671,7 @@ impl Engine {
             .on_event_awaiting(ctx, st, ev, received_at, awaiting_fix);
         let silent_at = self.hold_or_release(&ev.device_id, &mut out, before.position);
         let before = vehicle_rules::Before {
-            position: silent_at.or(before.position),
+            silent_at: silent_at.or(before.position),
             ..before
         };
         self.vehicle_rules_on_event(&vid, ev, before, &mut out, received_at);
@@ -810,7 +811,7 @@ impl Engine {
         self.commands.expire_due(&self.store, now);
         while self.held_due.next_deadline().is_some_and(|t| t <= now) {
             for id in self.held_due.pop_due(now) {
-                let Some((h, from)) = self.end_hold(&id) else {
+                let Some((h, _)) = self.end_hold(&id) else {
                     continue;
                 };
                 let Some(vid) = self.vehicle_id_of(&id) else {
@@ -824,26 +825,10 @@ impl Engine {
                     continue;
                 };
                 let st = self.states.entry(id.clone()).or_default();
-                let mut out = self.rules.on_hold_expired(ctx, st, h);
-                // No live fix came within the hold, but the backlog it uploaded may have: the
-                // newest of those is where it is best known to be now.
-                let newest = self
-                    .devices
-                    .get(&id)
-                    .and_then(|r| r.last_valid())
-                    .filter(|p| p.received_at >= h.at)
-                    .map(|p| (p.lat, p.lon));
-                if let (Some(from), Some(to)) = (from, newest) {
-                    for a in out
-                        .alerts
-                        .iter_mut()
-                        .filter(|a| a.kind == AlertType::Reappeared)
-                    {
-                        a.details["distance_m"] = serde_json::json!(
-                            (vehicle_rules::distance_m(from, to) * 10.0).round() / 10.0
-                        );
-                    }
-                }
+                // No live fix within the hold: no distance. The backlog it may be uploading
+                // comes oldest first, a frame at a time, so what came of it so far is near
+                // where it went silent, not where it is now.
+                let out = self.rules.on_hold_expired(ctx, st, h);
                 self.apply_outcome(&vid, &id, out, now);
             }
         }

@@ -800,8 +800,9 @@ mod tests {
         assert_eq!(reasons(&e, at(6)), ["overdue_31_90"]);
     }
 
-    /// A closed loan is at tier `none` whatever reasons it keeps: opened again, its rise is
-    /// reported from `none`, and one reopened as `current` with reasons held rises too.
+    /// A closed loan is at tier `none`: opened again, its rise is reported from `none`. Its
+    /// episodes ended with it: reopened as `current`, the silence it had is no reason (only an
+    /// overdue loan's silence is), and the tier stays `none`.
     #[test]
     fn a_reopened_loan_rises_from_none() {
         let t0 = Timestamp::from_secs(1_795_305_600);
@@ -832,10 +833,11 @@ mod tests {
             quiet,
         );
         let none = serde_json::json!("none");
-        assert_eq!(tiers(&mut e), [(none.clone(), serde_json::json!("medium"))]);
+        assert_eq!(tiers(&mut e), [(none, serde_json::json!("medium"))]);
         set_loan(&mut e, r#"{"status": "closed"}"#, quiet);
         set_loan(&mut e, r#"{"status": "current"}"#, quiet);
-        assert_eq!(tiers(&mut e), [(none, serde_json::json!("low"))]);
+        assert_eq!(tiers(&mut e), []);
+        assert_eq!(reasons(&e, quiet), Vec::<&str>::new());
     }
 
     #[test]

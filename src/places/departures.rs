@@ -8,8 +8,9 @@
 //!
 //! So a device's gap between two fixes at its spot is cut (the stay ends at the first, and the
 //! second starts a new spot) when another device of the vehicle was at that spot at both fixes,
-//! in two different stays of its own: it left the spot and came back in between, and the car
-//! with it. A tracker planted elsewhere (domain.md #12, one tied to an e-bike) is not at the
+//! in two different stays of its own with a trip between them (a stay elsewhere, or `stay_min`
+//! away): it left the spot and came back in between, and the car with it. A shorter break is
+//! as likely a few GPS jumps that split that device's stay, and cuts nothing. A tracker planted elsewhere (domain.md #12, one tied to an e-bike) is not at the
 //! car's spot at both fixes and cuts nothing, so the stay of the car it left stays whole.
 
 use super::stay::{Pt, Stay, StayTracker};
@@ -22,11 +23,28 @@ pub struct Departures<'a> {
     /// Per device, oldest first and not overlapping (as a [`StayTracker`] gives them).
     stays: &'a [Vec<Stay>],
     radius_m: f64,
+    /// Two stays of a device at one spot `stay_min` apart (or with a stay elsewhere between
+    /// them) are a trip: a shorter break is as likely a few GPS jumps that split one stay.
+    trip_ms: i64,
 }
 
 impl<'a> Departures<'a> {
-    pub fn new(stays: &'a [Vec<Stay>], radius_m: f64) -> Departures<'a> {
-        Departures { stays, radius_m }
+    pub fn new(
+        stays: &'a [Vec<Stay>],
+        radius_m: f64,
+        stay_min: std::time::Duration,
+    ) -> Departures<'a> {
+        Departures {
+            stays,
+            radius_m,
+            trip_ms: stay_min.as_millis().min(i64::MAX as u128) as i64,
+        }
+    }
+
+    /// Whether `own[a]` and `own[b]` (a < b), both at the spot `near` says, were a trip away
+    /// from it: a stay elsewhere between them, or a break of `stay_min` at least.
+    fn trip(&self, own: &[Stay], a: usize, b: usize, near: impl Fn(&Stay) -> bool) -> bool {
+        own[a + 1..b].iter().any(|s| !near(s)) || own[b].since.since(own[a].until) >= self.trip_ms
     }
 
     /// Whether a device other than `device` was within the radius of (`lat`, `lon`) at both
@@ -43,7 +61,9 @@ impl<'a> Departures<'a> {
         let near = |s: &Stay| Haversine.distance(Point::new(s.lon, s.lat), here) <= self.radius_m;
         self.others(device)
             .any(|own| match (covering(own, t1), covering(own, t2)) {
-                (Some(a), Some(b)) => a != b && near(&own[a]) && near(&own[b]),
+                (Some(a), Some(b)) => {
+                    a < b && near(&own[a]) && near(&own[b]) && self.trip(own, a, b, near)
+                }
                 _ => false,
             })
     }
@@ -67,7 +87,8 @@ impl<'a> Departures<'a> {
                     && own[a + 1..]
                         .iter()
                         .take_while(|s| s.since <= until)
-                        .any(near)
+                        .enumerate()
+                        .any(|(i, s)| near(s) && self.trip(own, a, a + 1 + i, near))
             })
         })
     }

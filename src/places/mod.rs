@@ -2,8 +2,8 @@
 //!
 //! After a tracker is removed, a collections team stakes out the places the car usually sleeps;
 //! this module finds them from a vehicle's position history. It is pure (no I/O, no clock): the
-//! caller reads the history of all the vehicle's devices, merges it in fix-time order and passes
-//! the current time. One pass over the fixes, constant memory per pass apart from the stays.
+//! caller streams each device's fixes in fix-time order (once, or twice for a device whose stays
+//! another device's departures may cut) and passes the current time; memory holds the stays.
 //!
 //! - [`stay`]: the stay rule, also used live by the `long_stay` alert ([`StayTracker`]).
 //! - [`departures`]: a device's stay cut where another device of the car saw it leave.
@@ -176,7 +176,7 @@ pub fn device_stays<E>(
         tracker.finish(end, |s| stays.push(s));
         own.push(stays);
     }
-    let evidence = departures::Departures::new(&own, params.stay_radius_m);
+    let evidence = departures::Departures::new(&own, params.stay_radius_m, params.stay_min);
     let mut all = Vec::new();
     for (i, &end) in until.iter().enumerate() {
         if !evidence.may_cut(i) {

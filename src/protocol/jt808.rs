@@ -486,6 +486,11 @@ pub fn parse_location(body: &[u8], utc_offset_s: i32) -> Result<Fix, BodyError> 
 /// carries a cell or Wi-Fi list: those are the only place such a unit can give, in a garage or
 /// after a cold start. An invalid fix stamped `now`, or `None` without a list.
 pub fn cell_report(body: &[u8], now: Timestamp) -> Option<Fix> {
+    // Zeros only: a clock that is garbled otherwise is a damaged report, answered "message
+    // error" so that the terminal sends it again.
+    if body.get(22..28)? != [0u8; 6] {
+        return None;
+    }
     let fix = location(body, 0, Some(now)).ok()?;
     (fix.position.cell.is_some() || fix.position.wifi.is_some()).then_some(fix)
 }
@@ -949,7 +954,10 @@ impl Jt808Session {
                 Some(_) => None,
                 // Unpackaged: before authentication nothing may hold reassembly memory.
                 None if h.package.is_none_or(|p| p.total <= 1)
-                    && matches!(h.msg_id, msg::REGISTER | msg::AUTH | msg::HEARTBEAT) =>
+                    && matches!(
+                        h.msg_id,
+                        msg::REGISTER | msg::AUTH | msg::HEARTBEAT | msg::TIME_QUERY
+                    ) =>
                 {
                     None
                 }
@@ -1591,8 +1599,11 @@ mod tests {
     #[test]
     fn a_time_query_is_answered_with_the_time() {
         let now = Timestamp::from_civil(2026, 12, 2, 9, 5, 7).unwrap();
+        // As the daemon runs it: before authentication too (a cold terminal sets its clock
+        // first).
         let mut s = Jt808Session::new(SessionConfig {
             clock: std::sync::Arc::new(move || now),
+            require_auth: true,
             ..SessionConfig::default()
         });
         let (out, err) = run(

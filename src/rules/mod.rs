@@ -382,11 +382,14 @@ impl HeldReappearance {
 /// A closed loan's episodes end with it: the rules do not watch it, so a placement or an alarm
 /// kept from then would be stale when it reopens (a payment reversed), and a wire cut again, or
 /// the car outside its fence then, would raise nothing.
+/// The silence too: a device still silent when the loan reopens is alerted again, as one that
+/// is silent when a loan turns overdue is (CONTRACT.md). The newest fix time used stays, so that
+/// an old frame sent again after the reopening does not place the car.
 fn end_if_closed(ctx: &VehicleContext<'_>, state: &mut DeviceRuleState) {
     if ctx.closed() {
         state.placement = FencePlacement::Unknown;
-        state.fence_fix_time = None;
         state.alarms_alerted = Alarms::NONE;
+        state.silent_alerted = false;
     }
 }
 

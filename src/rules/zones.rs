@@ -88,22 +88,30 @@ pub fn on_fix(
     changed
 }
 
-/// When the earliest dwell alert of these visits is due, and not before `not_before` (the end
-/// of the start's grace): a visit that reached its dwell while the daemon was down waits for the
+/// When the earliest dwell alert of these visits is due. A visit that began before the daemon
+/// started (or before a step of the clock forward) is not due before `grace_end`, the end of
+/// `startup_grace` after it: one that reached its dwell while the daemon was down waits for the
 /// trackers to be heard, as silence does, lest a start raise a dwell for every car that left a
-/// zone in the meantime.
+/// zone in the meantime. A visit that began since is watched whole and keeps its time.
 pub fn deadline(
     cfg: &RuleConfig,
     zones: &ZoneSet,
     visits: &[ZoneVisit],
-    not_before: Timestamp,
+    grace_end: Timestamp,
 ) -> Option<Timestamp> {
+    let watched_from = grace_end.sub(cfg.startup_grace);
     visits
         .iter()
         .filter(|v| !v.dwell_alerted)
-        .filter_map(|v| Some(v.since.add(dwell_after(cfg, zones.get(&v.zone_id)?))))
+        .filter_map(|v| {
+            let due = v.since.add(dwell_after(cfg, zones.get(&v.zone_id)?));
+            Some(if v.since < watched_from {
+                due.max(grace_end)
+            } else {
+                due
+            })
+        })
         .min()
-        .map(|t| t.max(not_before))
 }
 
 /// Raises `risk_zone_dwell` for every visit whose dwell time has passed. Returns whether the

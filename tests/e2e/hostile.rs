@@ -72,9 +72,12 @@ fn garbage_absurd_lengths_and_idle_floods_leave_the_daemon_serving() {
         "idle connection closed by the server"
     );
 
-    // A peer that trickles garbage (each byte a rejection) never logs in: it is closed after
-    // the idle timeout all the same, and cannot hold a connection slot by trickling.
-    let mut trickle = TcpStream::connect(("127.0.0.1", gt06)).unwrap();
+    // A peer that logs in, then trickles garbage (each byte a rejection): only a device's
+    // events count as speaking, so it is closed after the idle timeout all the same, and
+    // cannot hold a connection slot by trickling.
+    let mut dev = d.connect("gt06");
+    dev.exchange_bytes(&gt06_login("868120145233612", 1), &gt06_ack(0x01, 1));
+    let mut trickle = dev.stream;
     trickle
         .set_read_timeout(Some(Duration::from_millis(400)))
         .unwrap();
