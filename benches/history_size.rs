@@ -270,6 +270,7 @@ fn reads() {
         last_heard: Default::default(),
         bound_since: Default::default(),
         newest_fix: Default::default(),
+        fix_is_last_word: Default::default(),
     };
     let mut times = Vec::new();
     let mut places = 0;

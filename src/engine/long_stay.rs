@@ -327,6 +327,7 @@ fn check(
             bound_since,
             // The places before the stay: a fix newer than the window says nothing of them.
             newest_fix: Default::default(),
+            fix_is_last_word: Default::default(),
         },
     }
 }

@@ -54,6 +54,9 @@ pub const GRACE_AFTER_STEP_MS: i64 = 60_000;
 /// overlap their cache misses, few enough that what was asked for is still in cache when used.
 pub const PREFETCH_CHUNK: usize = 16;
 
+/// A backlog's newest fix this close to a login is where a device back from a silence is now.
+const BACKLOG_NOW_MS: i64 = 5 * 60_000;
+
 /// What the engine was told at construction.
 #[derive(Clone)]
 pub struct EngineConfig {
@@ -811,7 +814,7 @@ impl Engine {
         self.commands.expire_due(&self.store, now);
         while self.held_due.next_deadline().is_some_and(|t| t <= now) {
             for id in self.held_due.pop_due(now) {
-                let Some((h, _)) = self.end_hold(&id) else {
+                let Some((h, from)) = self.end_hold(&id) else {
                     continue;
                 };
                 let Some(vid) = self.vehicle_id_of(&id) else {
@@ -824,11 +827,29 @@ impl Engine {
                 else {
                     continue;
                 };
+                // No live fix within the hold. A backlog uploaded in it counts only when its
+                // newest fix is from the last minutes before the login (a whole JT/T 808 or H02
+                // batch, where the car is now): one sent a frame at a time, oldest first, is
+                // still near where the device went silent when the hold runs out.
+                let recent = self
+                    .devices
+                    .get(&id)
+                    .and_then(|r| r.last_valid())
+                    .filter(|p| p.received_at >= h.at && p.time >= h.at.add_millis(-BACKLOG_NOW_MS))
+                    .map(|p| (p.lat, p.lon));
                 let st = self.states.entry(id.clone()).or_default();
-                // No live fix within the hold: no distance. The backlog it may be uploading
-                // comes oldest first, a frame at a time, so what came of it so far is near
-                // where it went silent, not where it is now.
-                let out = self.rules.on_hold_expired(ctx, st, h);
+                let mut out = self.rules.on_hold_expired(ctx, st, h);
+                if let (Some(from), Some(to)) = (from, recent) {
+                    for a in out
+                        .alerts
+                        .iter_mut()
+                        .filter(|a| a.kind == AlertType::Reappeared)
+                    {
+                        a.details["distance_m"] = serde_json::json!(
+                            (vehicle_rules::distance_m(from, to) * 10.0).round() / 10.0
+                        );
+                    }
+                }
                 self.apply_outcome(&vid, &id, out, now);
             }
         }

@@ -17,6 +17,7 @@ pub struct PlacesInputs {
 }
 
 /// A places query ready to run on the history.
+#[derive(Clone)]
 pub struct PlacesJob {
     pub vehicle_id: String,
     pub days: u32,
@@ -30,9 +31,12 @@ pub struct PlacesJob {
     /// When each device was bound to this vehicle: the fixes it sent before then are another
     /// car's (a reused tracker). A device not in it (bound before this was kept) counts whole.
     pub bound_since: std::collections::HashMap<DeviceId, Timestamp>,
-    /// Each device's newest usable fix (its record's): one older than the window is where a
-    /// car parked since before it stands, sending heartbeats only.
+    /// Each device's newest usable fix (its record's): when every device's is older than the
+    /// window, where a car parked since before it stands, sending heartbeats only.
     pub newest_fix: std::collections::HashMap<DeviceId, crate::store::StoredPosition>,
+    /// The devices whose last word with a position is that fix: no LBS report or fix without
+    /// position came after it (a tracker shielded or jammed since says nothing of the spot).
+    pub fix_is_last_word: std::collections::HashSet<DeviceId>,
 }
 
 impl PlacesInputs {
@@ -85,6 +89,17 @@ impl Command for PlacesInputs {
                 .devices
                 .iter()
                 .filter_map(|d| Some((d.id.clone(), e.devices.get(&d.id)?.last_valid()?)))
+                .collect(),
+            fix_is_last_word: v
+                .devices
+                .iter()
+                .filter(|d| {
+                    e.devices
+                        .get(&d.id)
+                        .and_then(|r| r.position)
+                        .is_some_and(|p| p.position().is_usable())
+                })
+                .map(|d| d.id.clone())
                 .collect(),
         })
     }

@@ -448,12 +448,13 @@ impl Engine {
                     let Some(zone) = a.details.get("zone_id").and_then(|z| z.as_str()) else {
                         continue;
                     };
-                    // Only a previous fix clearly outside the zone says the car left it: one
-                    // inside (a backlog uploaded from the yard) says it was there all along.
+                    // Only a previous fix outside the zone says the car left it: one inside (a
+                    // backlog uploaded from the yard) says it was there all along. Any distance
+                    // out counts: the fix before a car turns in is often just by the gate.
                     let outside = r.zones.get(zone).is_some_and(|z| {
-                        matches!(
-                            z.geometry.index().locate(lon, lat, true),
-                            Placement::Outside(d) if d > cfg.geofence_margin_m
+                        !matches!(
+                            z.geometry.index().locate(lon, lat, false),
+                            Placement::Inside
                         )
                     });
                     if !outside {
@@ -1299,6 +1300,9 @@ mod tests {
         e.tick(at(65));
         assert_eq!(kinds(&mut e), [AlertType::RiskZoneDwell]);
         e.ingest(&[live_fix(WIRED, at(400), road, 114.0)], at(400));
+        // The fix before it turns in is by the gate, 30 m outside the yard's 300 m.
+        let gate = 22.6 - 330.0 / 111_195.0;
+        e.ingest(&[live_fix(WIRED, at(479), gate, 114.0)], at(479));
         e.ingest(&[live_fix(WIRED, at(480), yard, 114.0)], at(480));
         assert_eq!(
             kinds(&mut e),
@@ -1599,13 +1603,55 @@ mod tests {
                 let d = r[0]["distance_m"].as_f64().expect("distance_m");
                 assert!((d - 122_314.0).abs() < 1_000.0, "{d}");
             } else {
-                // No live fix within the hold: what came of the backlog is no measure.
+                // No live fix within the hold, and the backlog's newest fix is from 30 minutes
+                // after the silence began, hours before the login: no measure of where it is.
                 assert!(r[0].get("distance_m").is_none(), "{r:?}");
             }
             // The next round goes silent from where this one ended.
             last = back.add_millis(1_000);
             e.ingest(&[live_fix(WIRED, last, 22.5, 114.0)], last);
         }
+    }
+
+    /// A batch uploaded within the hold whose newest fix is from the minutes before the login
+    /// (a JT/T 808 0x0704 in one message): with no live fix, that newest fix gives the distance.
+    #[test]
+    fn a_batch_ending_at_the_login_gives_the_distance() {
+        use crate::event::{Event, EventKind, Protocol};
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = two_tracker_car(
+            t0,
+            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
+            None,
+        );
+        e.ingest(&[live_fix(WIRED, t0, 22.5, 114.0)], t0);
+        let silent = t0.add_millis(3 * 86_400_000);
+        e.tick(silent);
+        let _ = e.take_alerts();
+        let back = silent.add_millis(3_600_000);
+        let login = Event {
+            device_id: crate::event::DeviceId::new(WIRED),
+            protocol: Protocol::Jt808,
+            kind: EventKind::Login,
+        };
+        let mut frames = vec![login];
+        for (m, lat) in [(-50, 22.503), (-20, 22.9), (-2, 23.6)] {
+            let mut ev = live_fix(WIRED, back.add_millis(m * 60_000), lat, 114.0);
+            if let EventKind::Position(f) = &mut ev.kind {
+                f.buffered = true;
+            }
+            frames.push(ev);
+        }
+        e.ingest(&frames, back);
+        e.tick(back.add(crate::rules::REAPPEAR_HOLD));
+        let r: Vec<_> = e
+            .take_alerts()
+            .into_iter()
+            .filter(|a| a.kind == AlertType::Reappeared)
+            .collect();
+        assert_eq!(r.len(), 1);
+        let d = r[0].details["distance_m"].as_f64().expect("distance_m");
+        assert!((d - 122_314.0).abs() < 1_000.0, "{d}");
     }
 
     /// A silent device of an overdue car logs in (its `reappeared` held for the fix): that ends

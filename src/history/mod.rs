@@ -956,6 +956,7 @@ mod tests {
             last_heard: [(dev.clone(), Timestamp::from_secs(4201))].into(),
             bound_since: Default::default(),
             newest_fix: Default::default(),
+            fix_is_last_word: Default::default(),
         };
         let r = places::run(&h, &job, now).unwrap();
         assert_eq!(r.places.places.len(), 1, "{:?}", r.places);
@@ -1000,6 +1001,7 @@ mod tests {
             last_heard: [(dev.clone(), Timestamp::from_secs(40 * day - 60))].into(),
             bound_since: Default::default(),
             newest_fix: [(dev.clone(), f.pos)].into(),
+            fix_is_last_word: [dev.clone()].into(),
         };
         let r = places::run(&h, &job, now).unwrap();
         assert_eq!(r.places.places.len(), 1, "{:?}", r.places);
@@ -1007,13 +1009,32 @@ mod tests {
         let last = r.places.last_stop.expect("the last stop");
         assert_eq!(last.since, Timestamp::from_secs(10 * day));
         assert!((last.dwell_hours - 30.0 * 24.0).abs() < 0.1, "{last:?}");
+        let none = |job: &crate::engine::places::PlacesJob| {
+            places::run(&h, job, now)
+                .unwrap()
+                .places
+                .last_stop
+                .is_none()
+        };
+        // Not when an LBS report or a fix without position came after it (shielded, jammed).
+        let mut other = job.clone();
+        other.fix_is_last_word.clear();
+        assert!(none(&other));
+        // Not when another tracker of the car has a fix in the window: the car moved.
+        let mut other = job.clone();
+        let dev2 = DeviceId::new("2");
+        other.devices.push(dev2.clone());
+        let mut moved = f.pos;
+        moved.time = Timestamp::from_secs(35 * day);
+        other.newest_fix.insert(dev2, moved);
+        assert!(none(&other));
+        // Not a fix older than the history kept.
+        let mut other = job.clone();
+        other.retention = std::time::Duration::from_secs(35 * 86_400);
+        assert!(none(&other));
         // A fix from before the tracker was bound to this car is another car's.
         job.bound_since = [(dev.clone(), Timestamp::from_secs(2 * day))].into();
-        assert!(places::run(&h, &job, now)
-            .unwrap()
-            .places
-            .last_stop
-            .is_none());
+        assert!(none(&job));
     }
 
     /// A tracker whose clock runs a year ahead: each drain pass files a run into a bucket a

@@ -25,6 +25,14 @@ pub fn run(history: &History, job: &PlacesJob, now: Timestamp) -> Result<PlacesR
         .iter()
         .map(|d| job.last_heard.get(d).map_or(now, |&t| t.min(now)))
         .collect();
+    // Only when no device of the car has a fix in the window is a fix from before it where
+    // the car stands: one device's newer fixes elsewhere (the car moved, and that tracker was
+    // taken off and left behind) would otherwise put a month at a spot the car left.
+    let quiet = job
+        .devices
+        .iter()
+        .all(|d| job.newest_fix.get(d).is_none_or(|p| p.time < from));
+    let oldest = now.sub(job.retention);
     let all = crate::places::device_stays(&until, &job.params, |i, sink| {
         let d = &job.devices[i];
         // What it sent before it was bound to this vehicle is another car's (a reused tracker);
@@ -32,9 +40,14 @@ pub fn run(history: &History, job: &PlacesJob, now: Timestamp) -> Result<PlacesR
         let bound = job.bound_since.get(d).copied();
         // No fix in the window, and its newest before it: a car parked since before the window
         // that sends heartbeats only stands there from the window's start (a stay is clipped to
-        // the window as one that began in it would be), not nowhere.
+        // the window as one that began in it would be), not nowhere. Not a fix older than the
+        // history kept, nor one an LBS report or a fix without position came after.
         let ours = |p: &crate::store::StoredPosition| bound.is_none_or(|b| p.received_at >= b);
-        if let Some(p) = job.newest_fix.get(d).filter(|p| p.time < from && ours(p)) {
+        let seed = job
+            .newest_fix
+            .get(d)
+            .filter(|p| quiet && p.time >= oldest && job.fix_is_last_word.contains(d) && ours(p));
+        if let Some(p) = seed {
             sink(&Fix {
                 time: from,
                 lat: p.lat,

@@ -486,9 +486,10 @@ pub fn parse_location(body: &[u8], utc_offset_s: i32) -> Result<Fix, BodyError> 
 /// carries a cell or Wi-Fi list: those are the only place such a unit can give, in a garage or
 /// after a cold start. An invalid fix stamped `now`, or `None` without a list.
 pub fn cell_report(body: &[u8], now: Timestamp) -> Option<Fix> {
-    // Zeros only: a clock that is garbled otherwise is a damaged report, answered "message
-    // error" so that the terminal sends it again.
-    if body.get(22..28)? != [0u8; 6] {
+    // A date of zeros only (a clock reset since the start ticks its time from zero): a clock
+    // garbled otherwise is a damaged report, answered "message error" so that the terminal
+    // sends it again.
+    if body.get(22..25)? != [0u8; 3] {
         return None;
     }
     let fix = location(body, 0, Some(now)).ok()?;

@@ -175,6 +175,31 @@ mod tests {
         out.iter().map(|a| a.kind).collect()
     }
 
+    /// A visit that began before the start is not due within the start's grace; one that began
+    /// since keeps its own time, however short its dwell.
+    #[test]
+    fn only_visits_from_before_the_start_wait_for_the_grace() {
+        let (cfg, z) = (RuleConfig::default(), zones());
+        let start = T0;
+        let grace_end = Timestamp(start + cfg.startup_grace.as_millis() as i64);
+        let visit = |since: i64| ZoneVisit {
+            zone_id: "Z-B".into(),
+            since: Timestamp(since),
+            fix_time: Timestamp(since),
+            dwell_alerted: false,
+        };
+        // Z-B's dwell is 30 minutes.
+        let before = [visit(start - 40 * M)];
+        assert_eq!(deadline(&cfg, &z, &before, grace_end), Some(grace_end));
+        let since = [visit(start - 25 * M)];
+        assert_eq!(deadline(&cfg, &z, &since, grace_end), Some(grace_end));
+        let after = [visit(start + M)];
+        assert_eq!(
+            deadline(&cfg, &z, &after, grace_end),
+            Some(Timestamp(start + 31 * M))
+        );
+    }
+
     #[test]
     fn enter_dwell_once_leave_and_reenter() {
         let (cfg, z) = (RuleConfig::default(), zones());
