@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "test-token-0123456789";
 
+/// What the daemon logs once its admin API listens.
+const READY: &str = "admin API ready";
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -42,6 +45,8 @@ pub struct Daemon {
     pub admin: SocketAddr,
     pub ports: Vec<(String, u16)>,
     pub child: Option<Child>,
+    /// "admin API ready" lines in the log before the last spawn: healthy means one more.
+    ready_lines: usize,
 }
 
 impl Daemon {
@@ -102,6 +107,7 @@ impl Daemon {
             admin,
             ports,
             child: None,
+            ready_lines: 0,
         }
     }
 
@@ -148,6 +154,7 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        self.ready_lines = self.log().matches(READY).count();
         self.child = Some(cmd.spawn().expect("spawn lienwatch"));
     }
 
@@ -173,8 +180,15 @@ impl Daemon {
                     panic!("lienwatch exited early ({st}):\n{}", self.log());
                 }
             }
-            if let Ok((200, _)) = http(self.admin, "GET", "/healthz", None, None) {
-                // Listeners are bound before the admin API, so they are ready too.
+            // Ours, not another test's daemon that took the admin port freed a moment ago (this
+            // one then fails to bind it and exits): its own log says its admin API is up.
+            // Listeners are bound before the admin API, so they are ready too.
+            if self.log().matches(READY).count() > self.ready_lines
+                && matches!(
+                    http(self.admin, "GET", "/healthz", None, None),
+                    Ok((200, _))
+                )
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
