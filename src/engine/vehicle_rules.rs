@@ -682,6 +682,27 @@ mod tests {
         e
     }
 
+    /// The zone tests' pawn shop, Z-1: a 300 m circle around (114.0, 22.6), its dwell `dwell`.
+    fn put_shop(e: &mut crate::engine::Engine, dwell: &str, now: Timestamp) {
+        use crate::engine::command::Command;
+        let body = format!(
+            r#"{{"name": "Pawn", "kind": "pawnshop", "dwell_after": "{dwell}",
+            "geometry": {{"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}}}"#
+        );
+        crate::engine::zones::PutZone::from_json("Z-1", body.as_bytes())
+            .and_then(|c| c.apply(e, now))
+            .unwrap();
+    }
+
+    /// The zone alerts raised since the last look.
+    fn zone_alerts(e: &mut crate::engine::Engine) -> Vec<AlertType> {
+        e.take_alerts()
+            .into_iter()
+            .filter(|a| matches!(a.kind, AlertType::RiskZoneEnter | AlertType::RiskZoneDwell))
+            .map(|a| a.kind)
+            .collect()
+    }
+
     /// V-1's stored vehicle rule state, if any.
     fn stored(store: &crate::store::Store) -> Option<crate::rules::VehicleRuleState> {
         store
@@ -1193,26 +1214,14 @@ mod tests {
     /// for the car's visit; a new visit once both have left.
     #[test]
     fn a_car_with_two_trackers_visits_a_zone_once() {
-        use crate::engine::command::Command;
-        use crate::engine::zones::PutZone;
         let t0 = Timestamp::from_secs(1_795_305_600);
         let mut e = two_tracker_car(
             t0,
             serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
             None,
         );
-        let zone = br#"{"name": "Pawn", "kind": "pawn_shop", "dwell_after": "1h",
-            "geometry": {"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}"#;
-        PutZone::from_json("Z-1", zone)
-            .and_then(|c| c.apply(&mut e, t0))
-            .unwrap();
-        let kinds = |e: &mut crate::engine::Engine| {
-            e.take_alerts()
-                .into_iter()
-                .filter(|a| matches!(a.kind, AlertType::RiskZoneEnter | AlertType::RiskZoneDwell))
-                .map(|a| a.kind)
-                .collect::<Vec<_>>()
-        };
+        put_shop(&mut e, "1h", t0);
+        let kinds = zone_alerts;
         let at = |m: i64| t0.add_millis(m * 60_000);
         let (shop, home) = (22.6, 22.5);
         e.ingest(&[live_fix(WIRED, at(1), shop, 114.0)], at(1));
@@ -1241,9 +1250,7 @@ mod tests {
                 serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
                 None,
             );
-            PutZone::from_json("Z-1", zone)
-                .and_then(|c| c.apply(&mut e, t0))
-                .unwrap();
+            put_shop(&mut e, "1h", t0);
             e.ingest(&[live_fix(WIRED, at(94), home, 114.0)], at(94));
             e.ingest(&[live_fix(WIRELESS, at(95), shop, 114.0)], at(95));
             assert_eq!(kinds(&mut e), [AlertType::RiskZoneEnter]);
@@ -1268,26 +1275,14 @@ mod tests {
     /// lost opens nothing.
     #[test]
     fn a_visit_seen_ended_by_the_other_tracker_does_not_swallow_the_next() {
-        use crate::engine::command::Command;
-        use crate::engine::zones::PutZone;
         let t0 = Timestamp::from_secs(1_795_305_600);
         let mut e = two_tracker_car(
             t0,
             serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
             None,
         );
-        let zone = br#"{"name": "Yard", "kind": "repair_yard", "dwell_after": "1h",
-            "geometry": {"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}"#;
-        PutZone::from_json("Z-1", zone)
-            .and_then(|c| c.apply(&mut e, t0))
-            .unwrap();
-        let kinds = |e: &mut crate::engine::Engine| {
-            e.take_alerts()
-                .into_iter()
-                .filter(|a| matches!(a.kind, AlertType::RiskZoneEnter | AlertType::RiskZoneDwell))
-                .map(|a| a.kind)
-                .collect::<Vec<_>>()
-        };
+        put_shop(&mut e, "1h", t0);
+        let kinds = zone_alerts;
         let at = |m: i64| t0.add_millis(m * 60_000);
         let (yard, road) = (22.6, 22.5);
         e.ingest(&[live_fix(WIRED, at(0), yard, 114.0)], at(0));
@@ -1324,8 +1319,6 @@ mod tests {
     /// in the shop, so the battery unit's visit goes on (one enter, one dwell on time).
     #[test]
     fn a_backlog_from_inside_the_zone_does_not_end_the_other_trackers_visit() {
-        use crate::engine::command::Command;
-        use crate::engine::zones::PutZone;
         let t0 = Timestamp::from_secs(1_795_305_600);
         let at = |m: i64| t0.add_millis(m * 60_000);
         let mut e = two_tracker_car(
@@ -1333,18 +1326,8 @@ mod tests {
             serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
             None,
         );
-        let zone = br#"{"name": "Pawn", "kind": "pawnshop", "dwell_after": "1h",
-            "geometry": {"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}"#;
-        PutZone::from_json("Z-1", zone)
-            .and_then(|c| c.apply(&mut e, t0))
-            .unwrap();
-        let kinds = |e: &mut crate::engine::Engine| {
-            e.take_alerts()
-                .into_iter()
-                .filter(|a| matches!(a.kind, AlertType::RiskZoneEnter | AlertType::RiskZoneDwell))
-                .map(|a| a.kind)
-                .collect::<Vec<_>>()
-        };
+        put_shop(&mut e, "1h", t0);
+        let kinds = zone_alerts;
         e.ingest(&[live_fix(WIRED, at(-60), 22.5, 114.0)], at(-60));
         e.ingest(&[live_fix(WIRELESS, at(0), 22.6, 114.0)], at(0));
         assert_eq!(kinds(&mut e), [AlertType::RiskZoneEnter]);
@@ -1370,8 +1353,6 @@ mod tests {
     /// (no dwell for it), while a car still there gets its dwell when the grace ends.
     #[test]
     fn a_start_after_downtime_hears_the_trackers_before_a_dwell() {
-        use crate::engine::command::Command;
-        use crate::engine::zones::PutZone;
         let t0 = Timestamp::from_secs(1_795_305_600);
         let at = |m: i64| t0.add_millis(m * 60_000);
         let store = crate::store::Store::temporary().unwrap();
@@ -1389,11 +1370,7 @@ mod tests {
                 "devices": [{"id": STAYS, "kind": "wired"}]}),
             t0,
         );
-        let zone = br#"{"name": "Pawn", "kind": "pawnshop", "dwell_after": "1h",
-            "geometry": {"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}"#;
-        PutZone::from_json("Z-1", zone)
-            .and_then(|c| c.apply(&mut e, t0))
-            .unwrap();
+        put_shop(&mut e, "1h", t0);
         e.ingest(&[live_fix(WIRED, at(1), 22.6, 114.0)], at(1));
         e.ingest(&[live_fix(STAYS, at(1), 22.6, 114.0)], at(1));
         e.flush().unwrap();
@@ -1422,7 +1399,7 @@ mod tests {
     #[test]
     fn a_shorter_dwell_applies_to_a_visit_in_progress() {
         use crate::engine::command::Command;
-        use crate::engine::zones::{ImportZones, PutZone};
+        use crate::engine::zones::ImportZones;
         let t0 = Timestamp::from_secs(1_795_305_600);
         let at = |m: i64| t0.add_millis(m * 60_000);
         let mut e = two_tracker_car(
@@ -1430,15 +1407,7 @@ mod tests {
             serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
             None,
         );
-        let zone = |dwell: &str| {
-            format!(
-                r#"{{"name": "Pawn", "kind": "pawnshop", "dwell_after": "{dwell}",
-                "geometry": {{"type": "Circle", "center": [114.0, 22.6], "radius_m": 300}}}}"#
-            )
-        };
-        PutZone::from_json("Z-1", zone("24h").as_bytes())
-            .and_then(|c| c.apply(&mut e, t0))
-            .unwrap();
+        put_shop(&mut e, "24h", t0);
         let dwells = |e: &mut crate::engine::Engine| {
             e.take_alerts()
                 .into_iter()
@@ -1446,17 +1415,13 @@ mod tests {
                 .count()
         };
         e.ingest(&[live_fix(WIRED, at(1), 22.6, 114.0)], at(1));
-        PutZone::from_json("Z-1", zone("1h").as_bytes())
-            .and_then(|c| c.apply(&mut e, at(30)))
-            .unwrap();
+        put_shop(&mut e, "1h", at(30));
         e.tick(at(62));
         assert_eq!(dwells(&mut e), 1, "at the new hour, not the day's end");
 
         // The same through an import, for the next visit.
         e.ingest(&[live_fix(WIRED, at(70), 22.5, 114.0)], at(70));
-        PutZone::from_json("Z-1", zone("24h").as_bytes())
-            .and_then(|c| c.apply(&mut e, at(71)))
-            .unwrap();
+        put_shop(&mut e, "24h", at(71));
         e.ingest(&[live_fix(WIRED, at(80), 22.6, 114.0)], at(80));
         let features = br#"{"type": "FeatureCollection", "features": [{"type": "Feature",
             "id": "Z-1", "properties": {"name": "Pawn", "kind": "pawnshop", "dwell_after": "30m",
