@@ -845,9 +845,7 @@ impl Engine {
                         .iter_mut()
                         .filter(|a| a.kind == AlertType::Reappeared)
                     {
-                        a.details["distance_m"] = serde_json::json!(
-                            (vehicle_rules::distance_m(from, to) * 10.0).round() / 10.0
-                        );
+                        vehicle_rules::set_reappeared_distance(&mut a.details, from, to);
                     }
                 }
                 self.apply_outcome(&vid, &id, out, now);

@@ -254,9 +254,22 @@ fn speaks(
     }
 }
 
-pub(super) fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     use geo::{Distance, Haversine, Point};
     Haversine.distance(Point::new(a.1, a.0), Point::new(b.1, b.0))
+}
+
+/// A `reappeared` alert's `distance_m`: from where the device went silent to where it is, to
+/// 0.1 m. A 0/0 "fix" before the silence says nothing about where the device was.
+pub(super) fn set_reappeared_distance(
+    details: &mut serde_json::Value,
+    silent_at: (f64, f64),
+    now_at: (f64, f64),
+) {
+    if silent_at.0.abs() > 1e-6 || silent_at.1.abs() > 1e-6 {
+        details["distance_m"] =
+            serde_json::json!((distance_m(silent_at, now_at) * 10.0).round() / 10.0);
+    }
 }
 
 /// What the device's record and rule state said before an event, for the vehicle-wide rules.
@@ -390,11 +403,8 @@ impl Engine {
             let now_at = fix
                 .filter(|f| f.position.is_usable())
                 .map(|f| (f.position.lat, f.position.lon));
-            // A 0/0 "fix" says nothing about where the device was.
-            let before = before.filter(|b| b.0.abs() > 1e-6 || b.1.abs() > 1e-6);
             if let (Some(b), Some(n)) = (before, now_at) {
-                a.details["distance_m"] =
-                    serde_json::json!((distance_m(b, n) * 10.0).round() / 10.0);
+                set_reappeared_distance(&mut a.details, b, n);
             }
         }
         if vehicle.loan.status == LoanStatus::Closed {

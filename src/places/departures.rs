@@ -41,6 +41,12 @@ impl<'a> Departures<'a> {
         }
     }
 
+    /// Whether a stay's centre is within the radius of (`lat`, `lon`).
+    fn near(&self, lat: f64, lon: f64) -> impl Fn(&Stay) -> bool + Copy + '_ {
+        let here = Point::new(lon, lat);
+        move |s: &Stay| Haversine.distance(Point::new(s.lon, s.lat), here) <= self.radius_m
+    }
+
     /// Whether `own[a]` and `own[b]` (a < b), both at the spot `near` says, were a trip away
     /// from it: a stay elsewhere between them, or a break of `stay_min` at least.
     fn trip(&self, own: &[Stay], a: usize, b: usize, near: impl Fn(&Stay) -> bool) -> bool {
@@ -57,8 +63,7 @@ impl<'a> Departures<'a> {
         t1: Timestamp,
         t2: Timestamp,
     ) -> bool {
-        let here = Point::new(lon, lat);
-        let near = |s: &Stay| Haversine.distance(Point::new(s.lon, s.lat), here) <= self.radius_m;
+        let near = self.near(lat, lon);
         self.others(device)
             .any(|own| match (covering(own, t1), covering(own, t2)) {
                 (Some(a), Some(b)) => {
@@ -79,8 +84,7 @@ impl<'a> Departures<'a> {
         t1: Timestamp,
         until: Timestamp,
     ) -> bool {
-        let here = Point::new(lon, lat);
-        let near = |s: &Stay| Haversine.distance(Point::new(s.lon, s.lat), here) <= self.radius_m;
+        let near = self.near(lat, lon);
         self.others(device).any(|own| {
             covering(own, t1).is_some_and(|a| {
                 near(&own[a])
