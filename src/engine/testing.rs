@@ -66,6 +66,24 @@ pub(crate) fn live_fix(device: &str, t: Timestamp, lat: f64, lon: f64) -> Event 
     }
 }
 
+/// [`live_fix`] sent from the device's memory (a backlog uploaded after a silence).
+pub(crate) fn buffered_fix(device: &str, t: Timestamp, lat: f64, lon: f64) -> Event {
+    let mut ev = live_fix(device, t, lat, lon);
+    if let EventKind::Position(f) = &mut ev.kind {
+        f.buffered = true;
+    }
+    ev
+}
+
+/// A GT06 login of `device`.
+pub(crate) fn login(device: &str) -> Event {
+    Event {
+        device_id: DeviceId::new(device),
+        protocol: Protocol::Gt06,
+        kind: EventKind::Login,
+    }
+}
+
 /// An engine at `t0` on `store` with vehicle `V-1` on an overdue loan and one wired device,
 /// `111` (the default 6 h silence threshold).
 pub(crate) fn overdue_car_at(store: Store, t0: Timestamp) -> Engine {

@@ -652,7 +652,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use crate::alert::AlertType;
-    use crate::engine::testing::{engine_at, live_fix, put_vehicle};
+    use crate::engine::testing::{buffered_fix, engine_at, live_fix, login, put_vehicle};
     use crate::time::Timestamp;
 
     const WIRED: &str = "868120145233604";
@@ -702,6 +702,15 @@ mod tests {
         crate::engine::zones::PutZone::from_json("Z-1", body.as_bytes())
             .and_then(|c| c.apply(e, now))
             .unwrap();
+    }
+
+    /// The details of the `reappeared` alerts raised since the last look.
+    fn reappeared_details(e: &mut crate::engine::Engine) -> Vec<serde_json::Value> {
+        e.take_alerts()
+            .into_iter()
+            .filter(|a| a.kind == AlertType::Reappeared)
+            .map(|a| a.details)
+            .collect()
     }
 
     /// The zone alerts raised since the last look.
@@ -1343,13 +1352,7 @@ mod tests {
         assert_eq!(kinds(&mut e), [AlertType::RiskZoneEnter]);
         let backlog: Vec<_> = [20, 35, 50]
             .into_iter()
-            .map(|m| {
-                let mut ev = live_fix(WIRED, at(m), 22.6, 114.0);
-                if let crate::event::EventKind::Position(f) = &mut ev.kind {
-                    f.buffered = true;
-                }
-                ev
-            })
+            .map(|m| buffered_fix(WIRED, at(m), 22.6, 114.0))
             .collect();
         e.ingest(&backlog, at(55));
         e.ingest(&[live_fix(WIRED, at(55), 22.6, 114.0)], at(55));
@@ -1447,19 +1450,8 @@ mod tests {
     /// the fix that follows, which gives `distance_m`; a login alone raises it after the hold.
     #[test]
     fn a_reconnecting_tracker_reappears_with_its_distance() {
-        use crate::event::{Event, EventKind, Protocol};
-        let login = || Event {
-            device_id: crate::event::DeviceId::new(WIRED),
-            protocol: Protocol::Gt06,
-            kind: EventKind::Login,
-        };
-        let reappeared = |e: &mut crate::engine::Engine| {
-            e.take_alerts()
-                .into_iter()
-                .filter(|a| a.kind == AlertType::Reappeared)
-                .map(|a| a.details)
-                .collect::<Vec<_>>()
-        };
+        use crate::event::{Event, EventKind};
+        let reappeared = reappeared_details;
         let t0 = Timestamp::from_secs(1_795_305_600);
         let mut e = two_tracker_car(
             t0,
@@ -1476,14 +1468,14 @@ mod tests {
             .any(|a| a.kind == AlertType::SilentOverdue && a.device_id.as_str() == WIRED));
 
         let back = silent.add_millis(3_600_000);
-        e.ingest(&[login()], back);
+        e.ingest(&[login(WIRED)], back);
         assert!(reappeared(&mut e).is_empty(), "held for the fix");
         // A status packet between the login and the fix: still held.
         let status = Event {
             kind: EventKind::Heartbeat {
                 alarms: Default::default(),
             },
-            ..login()
+            ..login(WIRED)
         };
         e.ingest(&[status], back.add_millis(300));
         assert!(reappeared(&mut e).is_empty(), "still held for the fix");
@@ -1504,7 +1496,7 @@ mod tests {
         e.tick(silent);
         let _ = e.take_alerts();
         let back = silent.add_millis(60_000);
-        e.ingest(&[login()], back);
+        e.ingest(&[login(WIRED)], back);
         e.tick(back.add_millis(700));
         assert!(reappeared(&mut e).is_empty());
         e.tick(back.add(crate::rules::REAPPEAR_HOLD));
@@ -1523,26 +1515,9 @@ mod tests {
     /// hold, there is none.
     #[test]
     fn a_backlog_after_the_silence_does_not_shorten_the_distance() {
-        use crate::event::{Event, EventKind, Protocol};
-        let login = || Event {
-            device_id: crate::event::DeviceId::new(WIRED),
-            protocol: Protocol::Gt06,
-            kind: EventKind::Login,
-        };
-        let buffered = |t: Timestamp, lat: f64| {
-            let mut ev = live_fix(WIRED, t, lat, 114.0);
-            if let EventKind::Position(f) = &mut ev.kind {
-                f.buffered = true;
-            }
-            ev
-        };
-        let reappeared = |e: &mut crate::engine::Engine| {
-            e.take_alerts()
-                .into_iter()
-                .filter(|a| a.kind == AlertType::Reappeared)
-                .map(|a| a.details)
-                .collect::<Vec<_>>()
-        };
+        use crate::event::Event;
+        let buffered = |t: Timestamp, lat: f64| buffered_fix(WIRED, t, lat, 114.0);
+        let reappeared = reappeared_details;
         let t0 = Timestamp::from_secs(1_795_305_600);
         let mut e = two_tracker_car(
             t0,
@@ -1561,7 +1536,7 @@ mod tests {
             let backlog: Vec<Event> = (0..4)
                 .map(|i| buffered(silent.add_millis(i * 600_000), 22.5027 + i as f64 * 0.36))
                 .collect();
-            let mut frames = vec![login()];
+            let mut frames = vec![login(WIRED)];
             frames.extend(backlog);
             e.ingest(&frames, back);
             assert!(reappeared(&mut e).is_empty(), "held for the live fix");
@@ -1592,7 +1567,6 @@ mod tests {
     /// (a JT/T 808 0x0704 in one message): with no live fix, that newest fix gives the distance.
     #[test]
     fn a_batch_ending_at_the_login_gives_the_distance() {
-        use crate::event::{Event, EventKind, Protocol};
         let t0 = Timestamp::from_secs(1_795_305_600);
         let mut e = two_tracker_car(
             t0,
@@ -1604,18 +1578,9 @@ mod tests {
         e.tick(silent);
         let _ = e.take_alerts();
         let back = silent.add_millis(3_600_000);
-        let login = Event {
-            device_id: crate::event::DeviceId::new(WIRED),
-            protocol: Protocol::Jt808,
-            kind: EventKind::Login,
-        };
-        let mut frames = vec![login];
+        let mut frames = vec![login(WIRED)];
         for (m, lat) in [(-50, 22.503), (-20, 22.9), (-2, 23.6)] {
-            let mut ev = live_fix(WIRED, back.add_millis(m * 60_000), lat, 114.0);
-            if let EventKind::Position(f) = &mut ev.kind {
-                f.buffered = true;
-            }
-            frames.push(ev);
+            frames.push(buffered_fix(WIRED, back.add_millis(m * 60_000), lat, 114.0));
         }
         e.ingest(&frames, back);
         e.tick(back.add(crate::rules::REAPPEAR_HOLD));
@@ -1633,7 +1598,6 @@ mod tests {
     /// the car's `all_silent` episode, and raises no second one.
     #[test]
     fn a_login_ends_all_silent_without_raising_it_again() {
-        use crate::event::{Event, EventKind, Protocol};
         let t0 = Timestamp::from_secs(1_795_305_600);
         let mut e = two_tracker_car(
             t0,
@@ -1658,12 +1622,7 @@ mod tests {
         };
         assert_eq!(count(&mut e), 1);
         let back = silent.add_millis(60_000);
-        let login = Event {
-            device_id: crate::event::DeviceId::new(WIRED),
-            protocol: Protocol::Gt06,
-            kind: EventKind::Login,
-        };
-        e.ingest(&[login], back);
+        e.ingest(&[login(WIRED)], back);
         e.tick(back.add_millis(300));
         e.tick(back.add(crate::rules::REAPPEAR_HOLD));
         assert_eq!(count(&mut e), 0, "the login ended the episode");

@@ -920,6 +920,28 @@ mod tests {
         assert_eq!(times(&h, "5", 0, 10), vec![3, 4, 5, 6, 7, 8, 9]);
     }
 
+    /// A 30-day places query over `dev` alone, last heard at `last_heard` (200 m, 20 minutes,
+    /// UTC, 180 days of history kept).
+    fn places_job(dev: &DeviceId, last_heard: Timestamp) -> crate::engine::places::PlacesJob {
+        crate::engine::places::PlacesJob {
+            vehicle_id: "V".into(),
+            days: 30,
+            devices: vec![dev.clone()],
+            params: crate::places::Params::from_rules(
+                200.0,
+                std::time::Duration::from_secs(1200),
+                "UTC",
+            )
+            .unwrap(),
+            timezone: "UTC".into(),
+            retention: std::time::Duration::from_secs(180 * 86_400),
+            last_heard: [(dev.clone(), last_heard)].into(),
+            bound_since: Default::default(),
+            newest_fix: Default::default(),
+            fix_is_last_word: Default::default(),
+        }
+    }
+
     /// A tracker cut while driving: its last fix is no stay, however long the silence after it;
     /// a device's last stay counts up to when it was last heard from.
     #[test]
@@ -941,23 +963,7 @@ mod tests {
         }
         commit(&h, b);
         let now = Timestamp::from_secs(10 * 86_400);
-        let mut job = crate::engine::places::PlacesJob {
-            vehicle_id: "V".into(),
-            days: 30,
-            devices: vec![dev.clone()],
-            params: crate::places::Params::from_rules(
-                200.0,
-                std::time::Duration::from_secs(1200),
-                "UTC",
-            )
-            .unwrap(),
-            timezone: "UTC".into(),
-            retention: std::time::Duration::from_secs(180 * 86_400),
-            last_heard: [(dev.clone(), Timestamp::from_secs(4201))].into(),
-            bound_since: Default::default(),
-            newest_fix: Default::default(),
-            fix_is_last_word: Default::default(),
-        };
+        let mut job = places_job(&dev, Timestamp::from_secs(4201));
         let r = places::run(&h, &job, now).unwrap();
         assert_eq!(r.places.places.len(), 1, "{:?}", r.places);
         assert!((r.places.places[0].lat - 22.5).abs() < 1e-4);
@@ -986,23 +992,9 @@ mod tests {
         commit(&h, b);
         let day = 86_400;
         let now = Timestamp::from_secs(40 * day);
-        let mut job = crate::engine::places::PlacesJob {
-            vehicle_id: "V".into(),
-            days: 30,
-            devices: vec![dev.clone()],
-            params: crate::places::Params::from_rules(
-                200.0,
-                std::time::Duration::from_secs(1200),
-                "UTC",
-            )
-            .unwrap(),
-            timezone: "UTC".into(),
-            retention: std::time::Duration::from_secs(180 * 86_400),
-            last_heard: [(dev.clone(), Timestamp::from_secs(40 * day - 60))].into(),
-            bound_since: Default::default(),
-            newest_fix: [(dev.clone(), f.pos)].into(),
-            fix_is_last_word: [dev.clone()].into(),
-        };
+        let mut job = places_job(&dev, Timestamp::from_secs(40 * day - 60));
+        job.newest_fix = [(dev.clone(), f.pos)].into();
+        job.fix_is_last_word = [dev.clone()].into();
         let r = places::run(&h, &job, now).unwrap();
         assert_eq!(r.places.places.len(), 1, "{:?}", r.places);
         assert!((r.places.places[0].lat - 22.5).abs() < 1e-4);

@@ -1472,6 +1472,14 @@ mod tests {
         assert_eq!(frame.body, &[0x55, 0x02, 0x00]);
     }
 
+    /// A reply (as [`replies`] gives it) without its flags and escapes, for [`parse_frame`].
+    fn unframed(reply: &str) -> Vec<u8> {
+        let wire = hex(reply);
+        let mut raw = Vec::new();
+        unescape_into(&wire[1..wire.len() - 1], &mut raw).unwrap();
+        raw
+    }
+
     fn replies(out: &[Output]) -> Vec<String> {
         out.iter()
             .filter_map(|o| match o {
@@ -1614,9 +1622,7 @@ mod tests {
         assert!(err.is_none(), "{err:?}");
         let r = replies(&out);
         assert_eq!(r.len(), 1, "{r:?}");
-        let wire = hex(&r[0]);
-        let mut raw = Vec::new();
-        unescape_into(&wire[1..wire.len() - 1], &mut raw).unwrap();
+        let raw = unframed(&r[0]);
         let f = parse_frame(&raw).unwrap();
         assert_eq!(f.header.msg_id, 0x8004);
         assert_eq!(f.header.version, Some(1));
@@ -2007,9 +2013,7 @@ mod tests {
         assert!(f[0].alarms.active.contains(Alarms::POWER_CUT));
         let r = replies(&out);
         assert_eq!(r.len(), 1);
-        let wire = hex(&r[0]);
-        let mut raw = Vec::new();
-        unescape_into(&wire[1..wire.len() - 1], &mut raw).unwrap();
+        let raw = unframed(&r[0]);
         assert_eq!(
             parse_frame(&raw).unwrap().body,
             &[0x00, 0x40, 0x02, 0x00, 0x00][..]
@@ -2185,9 +2189,7 @@ mod tests {
         let r = replies(&out);
         assert_eq!(r.len(), 5, "{r:?}");
         for (i, reply) in r.iter().enumerate() {
-            let wire = hex(reply);
-            let mut raw = Vec::new();
-            unescape_into(&wire[1..wire.len() - 1], &mut raw).unwrap();
+            let raw = unframed(reply);
             let f = parse_frame(&raw).unwrap();
             assert_eq!(f.header.msg_id, 0x8001);
             let serial = 100 + i as u16;
