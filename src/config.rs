@@ -129,6 +129,10 @@ pub struct IngestConfig {
     /// never the last-known position, never seen by a rule (one bad clock must not freeze a car).
     #[serde(default = "default_max_future", with = "crate::duration")]
     pub max_future: Duration,
+    /// Most devices in no vehicle that logins may add while `accept_unknown` holds: ids are
+    /// the peer's to choose, and each one admitted is kept for good.
+    #[serde(default = "default_max_unknown")]
+    pub max_unknown_devices: usize,
 }
 
 impl Default for IngestConfig {
@@ -140,6 +144,7 @@ impl Default for IngestConfig {
             max_connections: default_max_conn(),
             max_frame: default_max_frame(),
             max_future: default_max_future(),
+            max_unknown_devices: default_max_unknown(),
         }
     }
 }
@@ -155,6 +160,9 @@ fn default_max_conn() -> usize {
 }
 fn default_max_frame() -> usize {
     crate::protocol::DEFAULT_MAX_FRAME
+}
+fn default_max_unknown() -> usize {
+    crate::engine::admission::DEFAULT_MAX_UNKNOWN
 }
 fn default_max_future() -> Duration {
     Duration::from_secs(600)

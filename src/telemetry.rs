@@ -76,6 +76,7 @@ pub fn register(cfg: &Config, webhooks: &[Webhook]) {
     let _ = metrics::histogram!("lienwatch_commit_seconds");
     metrics::gauge!("lienwatch_outbox_depth").set(0.0);
     metrics::gauge!("lienwatch_risk_zones").set(0.0);
+    metrics::gauge!("lienwatch_devices_unregistered").set(0.0);
     metrics::gauge!("lienwatch_journal_records").set(0.0);
     for t in AlertType::ALL {
         metrics::counter!("lienwatch_alerts_raised_total", "type" => t.as_str()).absolute(0);
@@ -175,7 +176,11 @@ fn describe() {
     );
     describe_counter!(
         "lienwatch_devices_refused_total",
-        "logins refused by accept_unknown = false"
+        "logins refused by accept_unknown = false or ingest.max_unknown_devices"
+    );
+    describe_gauge!(
+        "lienwatch_devices_unregistered",
+        "devices in no vehicle, stored or admitted (ingest.max_unknown_devices caps new ones)"
     );
     describe_histogram!(
         "lienwatch_commit_seconds",

@@ -7,6 +7,7 @@
 //! on disk (CONTRACT.md durability). `replay` drives the same `Engine` synchronously on a
 //! virtual clock.
 
+pub mod admission;
 pub mod command;
 pub mod commands;
 pub mod control;
@@ -62,6 +63,8 @@ const BACKLOG_NOW_MS: i64 = 5 * 60_000;
 pub struct EngineConfig {
     pub rules: crate::rules::RuleConfig,
     pub accept_unknown: bool,
+    /// Most devices in no vehicle admitted (`ingest.max_unknown_devices`).
+    pub max_unknown_devices: usize,
     /// Fixes dated further ahead of their arrival are suspect (`ingest.max_future`).
     pub max_future: Duration,
     pub commit_window: Duration,
@@ -82,6 +85,7 @@ impl EngineConfig {
         EngineConfig {
             rules: cfg.rules.clone(),
             accept_unknown: cfg.ingest.accept_unknown,
+            max_unknown_devices: cfg.ingest.max_unknown_devices,
             max_future: cfg.ingest.max_future,
             commit_window: cfg.storage.commit_window,
             history_retention: Some(cfg.storage.history_retention),
@@ -108,6 +112,8 @@ pub struct Engine {
     vehicles: BTreeMap<String, Vehicle>,
     states: FastMap<DeviceId, DeviceRuleState>,
     registered: Registered,
+    /// The login policy, which counts the devices in no vehicle.
+    admissions: Arc<admission::Admissions>,
     /// When each device was bound to its vehicle (`Store::put_bound`); devices bound before this
     /// was kept have none.
     bound_since: FastMap<DeviceId, Timestamp>,
@@ -273,6 +279,17 @@ impl Engine {
             vehicle_rules::newest_fix_since_bound(&devices, &states, id)
         });
         let rules = Rules::new(cfg.rules.clone(), now);
+        let registered: Registered = Arc::new(RwLock::new(map));
+        let admissions = Arc::new(admission::Admissions::new(
+            cfg.accept_unknown,
+            cfg.max_unknown_devices,
+            registered.clone(),
+        ));
+        if let Ok(reg) = registered.read() {
+            for id in devices.keys().filter(|id| !reg.contains_key(*id)) {
+                admissions.stored_unregistered(id);
+            }
+        }
         let mut e = Engine {
             risk,
             dirty_risk,
@@ -288,7 +305,8 @@ impl Engine {
             devices,
             vehicles,
             states,
-            registered: Arc::new(RwLock::new(map)),
+            registered,
+            admissions,
             bound_since,
             terminal_ids: Arc::new(registrations::TerminalIds::new(bound)),
             tracker: SilenceTracker::new(),
@@ -374,17 +392,11 @@ impl Engine {
         self.terminal_ids.binding()
     }
 
-    /// The login policy for protocol sessions (`[ingest] accept_unknown`).
+    /// The login policy for protocol sessions (`[ingest] accept_unknown`,
+    /// `ingest.max_unknown_devices`; [`admission::Admissions`]).
     pub fn admission(&self) -> crate::protocol::Admission {
-        let accept_unknown = self.cfg.accept_unknown;
-        let reg = self.registered.clone();
-        Arc::new(move |id: &DeviceId| {
-            let ok = accept_unknown || reg.read().map(|s| s.contains_key(id)).unwrap_or(false);
-            if !ok {
-                metrics::counter!("lienwatch_devices_refused_total").increment(1);
-            }
-            ok
-        })
+        let admissions = self.admissions.clone();
+        Arc::new(move |id: &DeviceId| admissions.admits(id))
     }
 
     /// The host clock stepped by `step_ms` (negative: back) and now reads `now`
@@ -601,10 +613,24 @@ impl Engine {
             }
             _ => self.commands.on_event(&self.store, ev, received_at),
         }
-        let rec = self
-            .devices
-            .entry(ev.device_id.clone())
-            .or_insert_with(|| DeviceRecord::new(ev.device_id.clone(), ev.protocol, received_at));
+        let rec = match self.devices.entry(ev.device_id.clone()) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                // A new record is rare: the registry's lock is taken only then.
+                if self
+                    .registered
+                    .read()
+                    .is_ok_and(|r| !r.contains_key(&ev.device_id))
+                {
+                    self.admissions.stored_unregistered(&ev.device_id);
+                }
+                v.insert(DeviceRecord::new(
+                    ev.device_id.clone(),
+                    ev.protocol,
+                    received_at,
+                ))
+            }
+        };
         rec.protocol = ev.protocol;
         if received_at > rec.last_seen {
             rec.last_seen = received_at;
@@ -964,6 +990,9 @@ impl Engine {
         self.tracker.set(d, None);
         if let Ok(mut reg) = self.registered.write() {
             reg.remove(d);
+        }
+        if self.devices.contains_key(d) {
+            self.admissions.stored_unregistered(d);
         }
     }
 

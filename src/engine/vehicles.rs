@@ -87,6 +87,9 @@ impl Command for PutVehicle {
                 reg.insert(d.clone(), shared.clone());
             }
         }
+        for d in &kept {
+            e.admissions.now_registered(d);
+        }
         e.risk_in_one_step(&id, before, None, now, |e| {
             e.risk_on_loan(&id, created, now);
             e.for_each_device(&id, now, |rules, ctx, st, now| {

@@ -150,3 +150,73 @@ fn the_connection_cap_refuses_extra_connections_but_keeps_serving() {
     let mut again = d.connect("gt06");
     again.exchange_bytes(&gt06_login("868120145230000", 1), &gt06_ack(0x01, 1));
 }
+
+/// Device ids are the peer's to choose, and each one admitted is stored for good: with
+/// `accept_unknown`, no more than `ingest.max_unknown_devices` devices in no vehicle are admitted.
+/// A stored one keeps its session beyond the cap, a registered one frees its place, and a
+/// restart counts the stored ones again.
+#[test]
+fn a_flood_of_new_device_ids_stops_at_the_unknown_device_limit() {
+    let mut d = Daemon::start(&["gt06", "h02"], "[ingest]\nmax_unknown_devices = 3\n");
+    let at = |id: &str, hhmmss: &str| {
+        format!("*HQ,{id},V1,{hhmmss},A,2232.5858,N,11403.4719,E,033.64,090,200524,FFF7FBFF#\r\n")
+            .into_bytes()
+    };
+    let h02 = |id: &str| at(id, "103015");
+    // An H02 stream naming a new id in each message (H02 has no login): three are stored, the
+    // fourth closes the connection, refused and counted.
+    let mut flood = d.connect("h02");
+    for i in 0..3 {
+        flood.send(&h02(&format!("410601000{i}")));
+    }
+    flood.send(&h02("4106010003"));
+    assert!(
+        flood.closed_by_server(Duration::from_secs(3)),
+        "the fourth new id is refused"
+    );
+    for i in 0..3 {
+        let (s, v) = d.api("GET", &format!("/v1/devices/410601000{i}"), None);
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, _) = d.api("GET", "/v1/devices/4106010003", None);
+    assert_eq!(s, 404, "a refused id is not stored");
+    assert!(d.metric("lienwatch_devices_refused_total", &[]) >= 1.0);
+    assert_eq!(d.metric("lienwatch_devices_unregistered", &[]), 3.0);
+    // GT06 logins too: a new IMEI gets no login reply; a stored device's id still logs in.
+    let mut stranger = d.connect("gt06");
+    stranger.send(&gt06_login("868120145239999", 1));
+    assert!(
+        stranger.closed_by_server(Duration::from_secs(3)),
+        "a new IMEI beyond the limit is refused"
+    );
+    let mut known = d.connect("h02");
+    known.send(&at("4106010001", "104500"));
+    wait_for(
+        Duration::from_secs(5),
+        "the stored device's new fix",
+        || {
+            let (_, v) = d.api("GET", "/v1/devices/4106010001", None);
+            (v["position"]["time"] == "2024-05-20T10:45:00Z").then_some(())
+        },
+    );
+    // Put on a vehicle, a stranger frees its place for the next new id.
+    let body = serde_json::json!({
+        "loan": {"id": "L-1", "status": "current"},
+        "devices": [{"id": "4106010000", "kind": "wired"}]
+    });
+    let (s, v) = d.api("PUT", "/v1/vehicles/V-1", Some(&body.to_string()));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(d.metric("lienwatch_devices_unregistered", &[]), 2.0);
+    let mut next = d.connect("gt06");
+    next.exchange_bytes(&gt06_login("868120145239999", 1), &gt06_ack(0x01, 1));
+    // After a restart the stored strangers count again: the limit still holds.
+    d.terminate();
+    d.spawn();
+    assert_eq!(d.metric("lienwatch_devices_unregistered", &[]), 3.0);
+    let mut late = d.connect("h02");
+    late.send(&h02("4106010004"));
+    assert!(
+        late.closed_by_server(Duration::from_secs(3)),
+        "still at the limit after a restart"
+    );
+}
