@@ -103,7 +103,11 @@ impl Engine {
         let outside = self.devices_where(vehicle_id, None, |_, st| {
             st.placement == crate::rules::FencePlacement::Outside
         });
-        let silent = self.devices_where(vehicle_id, None, |_, st| st.silent_alerted);
+        let silent = self
+            .vehicles
+            .get(vehicle_id)
+            .is_some_and(|v| crate::risk::Reason::overdue(&v.loan).is_some())
+            && self.devices_where(vehicle_id, None, |_, st| st.silent_alerted);
         let unusual = self
             .vrules
             .long_stay
@@ -250,9 +254,19 @@ impl Engine {
             self.risk_changed(vehicle_id, now);
             return;
         }
+        // `silent_overdue` is a silence while the loan is overdue: a loan brought current
+        // drops it (its `reappeared` still comes), and one overdue again while the device is
+        // still silent, already alerted, takes it back.
+        let silent = crate::risk::Reason::overdue(&loan).is_some()
+            && self.devices_where(vehicle_id, None, |_, st| st.silent_alerted);
         let device = self.first_device(vehicle_id);
         self.update_risk(vehicle_id, &device, now, |s| {
             let _ = s.set_loan(&loan, now);
+            if silent && !s.holds(Reason::SilentOverdue) {
+                s.open(Reason::SilentOverdue, now);
+            } else if !silent {
+                s.close(Reason::SilentOverdue);
+            }
         });
     }
 
@@ -838,6 +852,46 @@ mod tests {
         set_loan(&mut e, r#"{"status": "current"}"#, quiet);
         assert_eq!(tiers(&mut e), []);
         assert_eq!(reasons(&e, quiet), Vec::<&str>::new());
+    }
+
+    /// `silent_overdue` holds while a silence is alerted and the loan is overdue: brought
+    /// current, the car leaves the queue's silence band (its `reappeared` still comes when it
+    /// speaks); overdue again while still silent, it takes the reason back without a second
+    /// `silent_overdue`.
+    #[test]
+    fn a_silence_counts_only_while_the_loan_is_overdue() {
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        let loan = serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 45});
+        put(
+            &mut e,
+            serde_json::json!({"loan": loan, "devices": [{"id": "868120145233604"}]}),
+            t0,
+        );
+        let t1 = t0.add_millis(60_000);
+        e.ingest(&[live_fix("868120145233604", t1, 22.5, 114.0)], t1);
+        let quiet = t1.add_millis(7 * 3_600_000);
+        e.tick(quiet);
+        assert_eq!(reasons(&e, quiet), ["overdue_31_90", "silent_overdue"]);
+        let _ = e.take_alerts();
+        set_loan(&mut e, r#"{"status": "current"}"#, quiet);
+        assert_eq!(reasons(&e, quiet), Vec::<&str>::new());
+        let later = quiet.add_millis(3_600_000);
+        set_loan(
+            &mut e,
+            r#"{"status": "overdue", "days_past_due": 5}"#,
+            later,
+        );
+        assert_eq!(reasons(&e, later), ["overdue_1_30", "silent_overdue"]);
+        let kinds: Vec<AlertType> = e.take_alerts().iter().map(|a| a.kind).collect();
+        assert!(!kinds.contains(&AlertType::SilentOverdue), "{kinds:?}");
+        // Current again, then the device speaks: `reappeared`, as for any alerted silence.
+        set_loan(&mut e, r#"{"status": "current"}"#, later);
+        let back = later.add_millis(60_000);
+        e.ingest(&[live_fix("868120145233604", back, 22.5, 114.0)], back);
+        e.tick(back.add_millis(5_000));
+        let kinds: Vec<AlertType> = e.take_alerts().iter().map(|a| a.kind).collect();
+        assert!(kinds.contains(&AlertType::Reappeared), "{kinds:?}");
     }
 
     #[test]
