@@ -393,6 +393,19 @@ pub struct Location {
 }
 
 impl Location {
+    /// A location with the 3 flag bytes of a 0x22 (§A.5: ACC, upload mode, re-upload), when
+    /// the frame has them.
+    fn flagged(gps: Gps, flags: Option<&[u8]>) -> Self {
+        Location {
+            gps,
+            acc: flags.and_then(|f| f.first()).map(|&a| a != 0),
+            upload_mode: flags.and_then(|f| f.get(1)).copied(),
+            reupload: flags.and_then(|f| f.get(2)).is_some_and(|&r| r == 1),
+            utc: false,
+            altitude_m: None,
+        }
+    }
+
     /// A location with no ACC / upload flags.
     pub fn plain(gps: Gps, utc: bool) -> Self {
         Location {
@@ -550,15 +563,17 @@ pub fn decode_packet<'a>(p: &Packet<'a>) -> Result<Message<'a>, DecodeError> {
                 }),
                 _ => None,
             };
-            let flags = flags_at.and_then(|at| c.get(at..at + 3));
-            Message::Location(Location {
+            Message::Location(Location::flagged(
                 gps,
-                acc: flags.and_then(|f| f.first()).map(|&a| a != 0),
-                upload_mode: flags.and_then(|f| f.get(1)).copied(),
-                reupload: flags.and_then(|f| f.get(2)).is_some_and(|&r| r == 1),
-                utc: false,
-                altitude_m: None,
-            })
+                flags_at.and_then(|at| c.get(at..at + 3)),
+            ))
+        }
+        // GPS + LBS 0x2D and 0x37 carry the flags of a 0x22 after their LBS block, as Traccar
+        // reads them (ACC, upload mode, re-upload): a re-uploaded fix is buffered, not live.
+        0x2D | 0x37 => {
+            let gps = Gps::parse(c)?;
+            let at = 26 + usize::from(be16(c, 18).is_some_and(|mcc| mcc & 0x8000 != 0));
+            Message::Location(Location::flagged(gps, c.get(at..at + 3)))
         }
         proto if gps_first(proto, p.extended, c.len()) => {
             Message::Location(Location::plain(Gps::parse(c)?, false))
@@ -2082,6 +2097,22 @@ mod tests {
         assert!(!fix(&format!("{live}2b470d0a")).buffered);
         let again = "787823221805140a1e0fc9026b2a250c3cb15d3c145a81cc0000247c0f2a310105010004";
         assert!(fix(&format!("{again}03770d0a")).buffered);
+    }
+
+    /// 0x37 (and 0x2D) carry ACC, upload mode and re-upload after their LBS block, as a 0x22
+    /// does. Traccar's 0x37 frame has the re-upload flag set: a buffered fix, which the rules
+    /// must not take for where the car is now; the same frame with the flag cleared (CRC
+    /// recomputed) is live.
+    #[test]
+    fn gps_lbs_0x37_reads_its_re_upload_flag() {
+        let fix = |f: &str| match &after_login(&[f])[0].kind {
+            EventKind::Position(fix) => *fix,
+            other => panic!("position expected: {other:?}"),
+        };
+        let head = "7878353714080d05000ac500a886eb0b7522f000100001fe0a05ea004f1b0000";
+        let tail = "002e0400002328003b0217c0003c0401020001002c";
+        assert!(fix(&format!("{head}01{tail}468a0d0a")).buffered);
+        assert!(!fix(&format!("{head}00{tail}efd70d0a")).buffered);
     }
 
     /// 0x19 LBS status with a 2-byte MNC (MCC bit 15, §A.4): the status block a byte later.
