@@ -7,7 +7,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const FOLD_EVERY: Duration = Duration::from_secs(1);
-/// Entries per pass: a busy second's commits, so that one pass keeps up.
+/// Entries per slice: a busy second's commits. A pass folds slices until one comes back short,
+/// so that a commit rate above it (`storage.commit_window = "0ms"` on fast disks) cannot leave
+/// the journal, and the memory that mirrors it, growing for good.
 const SLICE: usize = 4096;
 
 /// Starts the pass; it ends at `shutdown`, after the fold under way (await the handle before
@@ -20,7 +22,7 @@ pub fn spawn(log: DeviceLog, shutdown: CancellationToken) -> tokio::task::JoinHa
                 _ = tokio::time::sleep(FOLD_EVERY) => {}
             }
             let l = log.clone();
-            let folded = tokio::task::spawn_blocking(move || l.fold(SLICE)).await;
+            let folded = tokio::task::spawn_blocking(move || l.fold_all(SLICE)).await;
             metrics::gauge!("lienwatch_journal_records").set(log.journal_records() as f64);
             match folded {
                 Ok(Ok(_)) => {}
