@@ -67,7 +67,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         path: path.display().to_string(),
         msg,
     };
-    std::fs::create_dir_all(&path).map_err(|e| storage_err(e.to_string()))?;
+    crate::store::create_dir_durably(&path).map_err(|e| storage_err(e.to_string()))?;
     tracing::info!(path = %path.display(), "opening the store");
     let store = Store::open(&path, cfg.storage.cache_mb).map_err(|e| storage_err(e.to_string()))?;
     let auth_key = secrets::jt808_auth_key(&cfg, &store).map_err(storage_err)?;

@@ -88,7 +88,7 @@ impl Segments {
         dir: PathBuf,
         temporary: Option<tempfile::TempDir>,
     ) -> Result<Segments, StoreError> {
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io_at("create", &dir, e))?;
+        crate::store::create_dir_durably(&dir).map_err(|e| StoreError::io_at("create", &dir, e))?;
         let db = sled::Config::new()
             .path(dir.join("index"))
             .cache_capacity(16 << 20)

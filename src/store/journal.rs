@@ -300,7 +300,7 @@ impl Journal {
         filed: [u64; 2],
         temporary: Option<tempfile::TempDir>,
     ) -> Result<Journal, StoreError> {
-        std::fs::create_dir_all(&dir).map_err(|e| io_err("create journal folder", e))?;
+        super::create_dir_durably(&dir).map_err(|e| io_err("create journal folder", e))?;
         let mut firsts: Vec<u64> = Vec::new();
         let mut spares: Vec<u64> = Vec::new();
         for de in std::fs::read_dir(&dir).map_err(|e| io_err("read journal folder", e))? {
@@ -363,6 +363,13 @@ impl Journal {
                     .open(&path)
                     .and_then(|f| f.set_len(valid as u64).and_then(|_| f.sync_all()))
                     .map_err(|e| io_err("truncate torn journal record", e))?;
+            } else if is_last && !recs.is_empty() {
+                // Its last record may be in the page cache only (a kill between the append and
+                // its sync, the append ending exactly at the record): synced before anything
+                // files it, or a power cut could take a record whose filed mark survives.
+                File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| io_err("sync journal file", e))?;
             }
             let mut span = FileSpan {
                 first,

@@ -125,6 +125,25 @@ impl From<DeviceRecordV1> for DeviceRecordV2 {
     }
 }
 
+/// Creates `dir` and its missing parents so that they stay after a power cut: each folder
+/// made is synced in its parent. A file synced in a folder whose own entry was never synced can
+/// vanish with the folder.
+pub fn create_dir_durably(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d);
+        at = d.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 fn command_key(tag: u8, id: &[u8; 8]) -> [u8; 9] {
     let mut k = [tag; 9];
     k[1..].copy_from_slice(id);

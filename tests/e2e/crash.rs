@@ -211,6 +211,16 @@ fn a_large_fence_is_synced_to_disk_before_its_put_is_answered() {
         last("fsync(", blobs.trim_end_matches('/')).is_some(),
         "the blobs folder was never synced"
     );
+    // The folders the daemon made on this fresh storage path (its journal and history folders
+    // in it, it in the test's folder) are synced in their parents, or a power cut could take
+    // a folder with the synced files in it.
+    for folder in [d.dir.path().join("data"), d.dir.path().to_path_buf()] {
+        let folder = folder.display().to_string();
+        assert!(
+            last("fsync(", &folder).is_some(),
+            "{folder} was never synced after a folder was made in it"
+        );
+    }
     // sled's own flush writes its log with sync_file_range only; the daemon's flush follows it
     // with an fdatasync of the log (sled's background thread uses fsync).
     let log = d.dir.path().join("data").join("db").display().to_string();
