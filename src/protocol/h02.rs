@@ -195,11 +195,21 @@ pub fn parse_text_at(
             }
         }
     }
-    let status = text
-        .rsplit(',')
-        .next()
-        .filter(|s| s.len() == 8)
-        .and_then(parse_status);
+    // The status word ends the message, or follows its date when fields come after it (an NBR
+    // ending `,ddmmyy,FFFFFBFF,5`, as in Traccar's frames). A cell id of 8 digits elsewhere is
+    // not it.
+    let fields: Vec<&str> = text.split(',').collect();
+    let status = fields
+        .windows(2)
+        .rev()
+        .find(|w| digits(w[0], 6).is_some() && w[1].len() == 8)
+        .and_then(|w| parse_status(w[1]))
+        .or_else(|| {
+            fields
+                .last()
+                .filter(|s| s.len() == 8)
+                .and_then(|s| parse_status(s))
+        });
     Ok(Message::Heartbeat {
         id,
         command,
@@ -1049,6 +1059,19 @@ mod tests {
             .filter(|o| matches!(o, Output::Rejected(_)))
             .count();
         assert_eq!(rejected, 2);
+    }
+
+    /// An NBR whose status word is followed by another field (Traccar's frames end
+    /// `,281216,FFFFFBFF,2#`): the word after the date is read, here a power cut (bit 19).
+    #[test]
+    fn a_status_word_before_a_last_field_is_read() {
+        let (out, _) = feed(b"*HQ,4106012345,NBR,103015,460,0,0,1,9340,3d84,30,200524,FFF7FBFF,5#");
+        let ev = events(&out);
+        assert_eq!(ev.len(), 1);
+        assert!(ev[0].alarms().active.contains(Alarms::POWER_CUT), "{ev:?}");
+        // An 8-digit cell id before the date is not the status word.
+        let (out, _) = feed(b"*HQ,4106012345,NBR,103015,460,0,0,1,9340,12345678,30,200524,5#");
+        assert!(events(&out)[0].alarms().known.is_empty());
     }
 
     #[test]
