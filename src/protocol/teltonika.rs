@@ -738,6 +738,33 @@ fn imei_str(b: &[u8]) -> Option<&str> {
 /// The normalised event for one record. A no-fix record keeps the coordinates it carries but is
 /// `valid: false`, so it only counts as a sign of life (§C.3). `utc_offset_s` undoes a device
 /// clock set to local time.
+/// The events of one AVL packet. Only its newest record is news: the others were saved before
+/// it (records the device could not send, or its last period's), and Teltonika sends them
+/// newest first by default (parameter 1010) or oldest first. Taken as live, an older record's IO
+/// would set the car's state back (a `power_restored` from before the cut) and its position
+/// would release a `reappeared` with the wrong distance; so an older position is buffered
+/// (history and last-known position, no live rule) and an older IO-only record a sign of life
+/// without its IO (domain.md §3.5). The newest record holds the current state of every IO the
+/// rules read.
+pub fn packet_events<'d>(
+    device: &'d DeviceId,
+    data: &AvlData<'d>,
+    utc_offset_s: Option<i32>,
+) -> impl Iterator<Item = Event> + 'd {
+    let newest = data.records().map(|r| r.timestamp_ms).max();
+    data.records().map(move |rec| {
+        let mut ev = record_event(device, &rec, utc_offset_s);
+        if Some(rec.timestamp_ms) < newest {
+            match &mut ev.kind {
+                EventKind::Position(fix) => fix.buffered = true,
+                EventKind::Heartbeat { alarms } => *alarms = AlarmReport::NONE,
+                _ => {}
+            }
+        }
+        ev
+    })
+}
+
 pub fn record_event(device: &DeviceId, rec: &Record<'_>, utc_offset_s: Option<i32>) -> Event {
     // Codec 8/8E/16 carry coordinates as raw integers, and over UDP or bare MQTT payloads no CRC
     // vouches for them: a latitude of 214.7° is no place. The record still counts (its acks and
@@ -923,13 +950,7 @@ impl TeltonikaSession {
             }
             Ok((avl, len)) => {
                 if let Some(dev) = &self.device {
-                    for rec in avl.records() {
-                        out.push(Output::Event(record_event(
-                            dev,
-                            &rec,
-                            self.cfg.utc_offset_s,
-                        )));
-                    }
+                    out.extend(packet_events(dev, &avl, self.cfg.utc_offset_s).map(Output::Event));
                 }
                 let ack = u32::from(avl.count()).to_be_bytes();
                 out.push(Output::Reply(Bytes::copy_from_slice(&ack)));
@@ -1109,13 +1130,7 @@ impl Session for TeltonikaUdpSession {
                 id
             }
         };
-        for rec in d.data.records() {
-            out.push(Output::Event(record_event(
-                &dev,
-                &rec,
-                self.cfg.utc_offset_s,
-            )));
-        }
+        out.extend(packet_events(&dev, &d.data, self.cfg.utc_offset_s).map(Output::Event));
         out.push(Output::Reply(Bytes::copy_from_slice(
             &d.ack(d.data.count()),
         )));
@@ -1247,6 +1262,69 @@ mod tests {
         assert_eq!(out[1], Output::Reply(Bytes::from_static(&[1])));
         assert!(matches!(&out[2], Output::Event(e) if e.device_id.as_str() == "356307042441013"));
         assert_eq!(out[3], Output::Reply(Bytes::from_static(&[0, 0, 0, 1])));
+    }
+
+    /// A Codec 8 packet of fixed records at 22.5, 114.0, each `(timestamp ms, IO 252)`.
+    fn codec8(records: &[(u64, u8)]) -> Vec<u8> {
+        let mut data = vec![CODEC_8, records.len() as u8];
+        for &(t, unplugged) in records {
+            data.extend_from_slice(&t.to_be_bytes());
+            data.push(0);
+            data.extend_from_slice(&1_140_000_000i32.to_be_bytes());
+            data.extend_from_slice(&225_000_000i32.to_be_bytes());
+            data.extend_from_slice(&[0, 0, 0, 0, 9, 0, 0]);
+            // Event IO 0, one IO in all: one 1-byte element, none wider.
+            data.extend_from_slice(&[0, 1, 1, 252, unplugged, 0, 0, 0]);
+        }
+        data.push(records.len() as u8);
+        let mut f = vec![0, 0, 0, 0];
+        f.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        f.extend_from_slice(&data);
+        f.extend_from_slice(&u32::from(crc16(&data)).to_be_bytes());
+        f
+    }
+
+    /// Records sent together, newest first (Teltonika's default) or oldest first: only the
+    /// newest is live. An older record's unplug IO would otherwise raise a `power_cut` a day
+    /// late and set the state back; it is history (buffered), the newest record's IO is the
+    /// state.
+    #[test]
+    fn only_the_newest_record_of_a_packet_is_live() {
+        let now = 1_716_200_000_000u64;
+        let day = 86_400_000u64;
+        for records in [
+            [(now, 0), (now - day, 1), (now - 2 * day, 0)],
+            [(now - 2 * day, 0), (now - day, 1), (now, 0)],
+        ] {
+            let mut s = TeltonikaSession::new(SessionConfig::default());
+            let mut buf = BytesMut::from(&hex(HANDSHAKE)[..]);
+            buf.extend_from_slice(&codec8(&records));
+            let mut out = Vec::new();
+            s.feed(&mut buf, &mut out).expect("no error");
+            let fixes: Vec<(u64, bool, bool)> = out
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Event(Event {
+                        kind: EventKind::Position(f),
+                        ..
+                    }) => Some((
+                        f.position.time.millis() as u64,
+                        f.buffered,
+                        f.alarms.active.contains(Alarms::POWER_CUT),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(fixes.len(), 3, "{out:?}");
+            for (t, buffered, cut) in fixes {
+                assert_eq!(buffered, t != now, "{records:?}");
+                assert_eq!(cut, t == now - day);
+            }
+            assert_eq!(
+                out.last(),
+                Some(&Output::Reply(Bytes::from_static(&[0, 0, 0, 3])))
+            );
+        }
     }
 
     #[test]

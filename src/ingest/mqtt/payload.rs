@@ -117,10 +117,8 @@ fn decode_raw(
         if payload.first_chunk::<4>() != Some(&[0, 0, 0, 0]) {
             let avl = crate::protocol::teltonika::decode_avl_payload(payload, scfg.max_frame)
                 .map_err(|e| DecodeError::Avl(e.to_string()))?;
-            let events: Vec<Event> = avl
-                .records()
-                .map(|r| crate::protocol::teltonika::record_event(dev, &r, scfg.utc_offset_s))
-                .collect();
+            let events: Vec<Event> =
+                crate::protocol::teltonika::packet_events(dev, &avl, scfg.utc_offset_s).collect();
             metrics::counter!("lienwatch_frames_decoded_total", "protocol" => w.name())
                 .increment(events.len() as u64);
             return Ok(json::Decoded {
