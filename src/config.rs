@@ -161,6 +161,38 @@ fn default_max_conn() -> usize {
 fn default_max_frame() -> usize {
     crate::protocol::DEFAULT_MAX_FRAME
 }
+/// A TOML error as its line, column, key and message, without the line's text: the line may
+/// hold a secret (`secret = "..."` with a bad escape), and this message goes to standard error
+/// and, at a refused reload, to the journal.
+fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim_end();
+    let Some(at) = e.span().map(|s| s.start.min(text.len())) else {
+        return msg.to_string();
+    };
+    let before = text.get(..at).unwrap_or("");
+    let line_no = before.matches('\n').count() + 1;
+    let col = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let lines: Vec<&str> = text.lines().take(line_no).collect();
+    let table = lines
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    let place = match (table, key) {
+        (Some(t), Some(k)) if !line.trim_start().starts_with('[') => format!(", at {t}.{k}"),
+        (_, Some(k)) => format!(", at {k}"),
+        (Some(t), None) => format!(", in [{t}]"),
+        (None, None) => String::new(),
+    };
+    format!("line {line_no}, column {col}{place}: {msg}")
+}
+
 fn default_max_unknown() -> usize {
     crate::engine::admission::DEFAULT_MAX_UNKNOWN
 }
@@ -548,7 +580,7 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_string(),
-            msg: e.to_string().trim_end().to_string(),
+            msg: parse_error(text, &e),
         })?;
         c.resolve(file)?;
         c.source = text.to_string();
@@ -562,7 +594,7 @@ impl Config {
         let table = |text: &str| {
             text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
                 file: file.to_string(),
-                msg: e.to_string().trim_end().to_string(),
+                msg: parse_error(text, &e),
             })
         };
         let mut base = table(&self.source)?;
@@ -1146,6 +1178,20 @@ mod tests {
         let apart = twice.replacen("[[webhook]]\n", "[[webhook]]\nname = \"first\"\n", 1);
         let c = Config::parse(&apart, "lw.toml").unwrap();
         assert_eq!(c.webhooks.len(), 2);
+    }
+
+    /// A TOML error names the line, column and key, never the line's text: it may hold a
+    /// secret.
+    #[test]
+    fn a_parse_error_names_the_key_and_not_its_value() {
+        let text = "[[webhook]]\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"s3cr3t\\q-value\"\n";
+        let e = Config::parse(text, "lw.toml").unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("webhook.secret"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+        let e = Config::parse("[rules]\nsilence_after = \"soon\"\n", "lw.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rules.silence_after"), "{e}");
     }
 
     #[test]
