@@ -607,6 +607,39 @@ mod tests {
         assert!(ob.insert(&alert("a3"), &[]).unwrap() > last);
     }
 
+    /// A delivery record that cannot be read is set aside: the deliveries behind it still go
+    /// out (the sweep and the schedule both), and listings leave its alert out instead of
+    /// failing.
+    #[test]
+    fn an_unreadable_record_does_not_stop_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let ob = Outbox::open(&db, &names(1)).unwrap();
+        let seqs: Vec<u64> = (0..3)
+            .map(|i| ob.insert(&alert(&format!("a{i}")), &[0]).unwrap())
+            .collect();
+        ob.mark_durable();
+        let wid = ob.wid(0).unwrap();
+        ob.inner
+            .tree
+            .insert(delivery_key(wid, seqs[0]), &[0xFF; 3][..])
+            .unwrap();
+        let busy = HashSet::new();
+        let (jobs, _) = ob.sweep(0, None, ob.now(), &busy, 10, 100).unwrap();
+        let ids: Vec<_> = jobs.iter().map(|j| j.alert_id.as_str()).collect();
+        assert_eq!(ids, ["a1", "a2"]);
+        let (jobs, _) = ob.due(0, ob.now(), HORIZON, &busy, 10).unwrap();
+        let ids: Vec<_> = jobs.iter().map(|j| j.alert_id.as_str()).collect();
+        assert_eq!(ids, ["a1", "a2"]);
+        let listed: Vec<String> = ob
+            .list(None, 10, None)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.alert.id)
+            .collect();
+        assert_eq!(listed, ["a2", "a1"]);
+    }
+
     #[test]
     fn sweep_visits_each_pending_once() {
         let dir = tempfile::tempdir().unwrap();

@@ -49,6 +49,16 @@ impl Outbox {
         }))
     }
 
+    /// A schedule entry whose records cannot be read (disk damage, or a record written by a
+    /// build that lays it out otherwise) is taken off the schedule and logged, so that the
+    /// deliveries behind it still go out: left there, every scan stopped at it, and its webhook
+    /// got nothing more. The alert stays listed as it was; only its retries stop.
+    fn set_aside(&self, queue_key: &[u8], e: &OutboxError) -> Result<()> {
+        tracing::error!(error = %e, "outbox: a delivery whose records cannot be read is taken off the schedule");
+        self.inner.tree.remove(queue_key)?;
+        Ok(())
+    }
+
     /// Every alert inserted so far is on disk: called after the flush that covers them.
     pub fn mark_durable(&self) {
         let next = *self
@@ -100,8 +110,10 @@ impl Outbox {
                 if !k.starts_with(&prefix) {
                     break;
                 }
-                let (due, seq) =
-                    parse_queue_key(&k).ok_or_else(|| corrupt("queue key", "length"))?;
+                let Some((due, seq)) = parse_queue_key(&k) else {
+                    self.set_aside(&k, &corrupt("queue key", "length"))?;
+                    continue;
+                };
                 if stepped == 0 && due > time_key(now) {
                     next = Some(Timestamp::from_millis(due as i64));
                     break;
@@ -113,17 +125,20 @@ impl Outbox {
                     next = Some(Timestamp::from_millis(due as i64).min(now));
                     break;
                 }
-                match self.load_delivery(wid, seq)? {
-                    Some(rec) if rec.state == State::Pending => {
-                        if let Some(job) = self.job(seq, rec)? {
-                            jobs.push(job);
-                        }
-                    }
+                let loaded = self.load_delivery(wid, seq).and_then(|rec| match rec {
+                    Some(rec) if rec.state == State::Pending => self.job(seq, rec).map(Some),
+                    _ => Ok(None),
+                });
+                match loaded {
+                    Ok(Some(Some(job))) => jobs.push(job),
+                    Ok(Some(None)) => {}
                     // Cannot happen with atomic batches; drop the entry rather than rescan it
                     // forever.
-                    _ => {
+                    Ok(None) => {
                         self.inner.tree.remove(&k)?;
                     }
+                    Err(e @ OutboxError::Corrupt { .. }) => self.set_aside(&k, &e)?,
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -165,18 +180,28 @@ impl Outbox {
                 return Ok((jobs, Some(last)));
             }
             last = k.to_vec();
-            let (_, seq) = parse_queue_key(&k).ok_or_else(|| corrupt("queue key", "length"))?;
+            let Some((_, seq)) = parse_queue_key(&k) else {
+                self.set_aside(&k, &corrupt("queue key", "length"))?;
+                continue;
+            };
             // Not yet on disk: `due` sends it once it is.
             if busy.contains(&seq) || !self.is_durable(seq) {
                 continue;
             }
-            if let Some(rec) = self.load_delivery(wid, seq)? {
-                let fresh = rec.last_attempt_at.is_none_or(|t| t < since);
-                if rec.state == State::Pending && fresh {
-                    if let Some(job) = self.job(seq, rec)? {
-                        jobs.push(job);
-                    }
+            let loaded = self.load_delivery(wid, seq).and_then(|rec| match rec {
+                Some(rec)
+                    if rec.state == State::Pending
+                        && rec.last_attempt_at.is_none_or(|t| t < since) =>
+                {
+                    self.job(seq, rec)
                 }
+                _ => Ok(None),
+            });
+            match loaded {
+                Ok(Some(job)) => jobs.push(job),
+                Ok(None) => {}
+                Err(e @ OutboxError::Corrupt { .. }) => self.set_aside(&k, &e)?,
+                Err(e) => return Err(e),
             }
         }
         Ok((jobs, None))

@@ -58,7 +58,7 @@ impl Outbox {
             let (k, _) = kv?;
             let seq = be_u64(&k[k.len().saturating_sub(8)..])
                 .ok_or_else(|| corrupt("list key", "short key"))?;
-            if let Some(view) = self.view(seq)? {
+            if let Some(view) = self.readable(seq)? {
                 out.push(view);
             }
         }
@@ -85,13 +85,25 @@ impl Outbox {
             let seq = be_u64(&k[k.len().saturating_sub(8)..])
                 .ok_or_else(|| corrupt("vehicle key", "short key"))?;
             if let Some(view) = self
-                .view(seq)?
+                .readable(seq)?
                 .filter(|v| state.is_none_or(|s| v.state == s))
             {
                 out.push(view);
             }
         }
         Ok(out)
+    }
+
+    /// [`Outbox::view`] for a listing: an alert whose records cannot be read is logged and left
+    /// out, so that one damaged record does not fail every page that holds it.
+    fn readable(&self, seq: u64) -> Result<Option<AlertView>> {
+        match self.view(seq) {
+            Err(e @ OutboxError::Corrupt { .. }) => {
+                tracing::error!(error = %e, "outbox: an alert whose records cannot be read is left out of a listing");
+                Ok(None)
+            }
+            r => r,
+        }
     }
 
     /// One alert with its delivery state.
