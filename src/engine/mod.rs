@@ -1032,23 +1032,27 @@ impl Engine {
         })
     }
 
+    /// A vehicle's row: its position is the newest fix of any of its trackers, as a device's is
+    /// its newest (CONTRACT.md), not the position of the tracker heard last: a wired unit cut
+    /// out and left powered at home sends heartbeats beside its old home fix while the battery
+    /// unit on the car reports from elsewhere.
     fn vehicle_summary(&self, v: &Vehicle, now: Timestamp) -> VehicleSummary {
-        let newest = v
-            .devices
-            .iter()
-            .filter_map(|d| self.devices.get(&d.id))
-            .max_by_key(|r| r.last_seen);
+        let records = || v.devices.iter().filter_map(|d| self.devices.get(&d.id));
+        let position = records().filter_map(|r| r.position).max_by_key(|p| p.time);
+        let last_valid = records()
+            .filter_map(|r| r.last_valid())
+            .max_by_key(|p| p.time);
         VehicleSummary {
             vehicle_id: v.id.clone(),
             vin: v.vin.clone(),
             plate: v.plate.clone(),
             loan: v.loan.clone(),
-            last_seen: newest.map(|r| r.last_seen),
+            last_seen: records().map(|r| r.last_seen).max(),
             risk: self.risk_of(&v.id, now),
-            position: newest
-                .and_then(|r| r.position.as_ref())
-                .map(|p| p.to_json()),
-            last_valid_position: newest.and_then(|r| r.last_valid_json()),
+            position: position.map(|p| p.to_json()),
+            last_valid_position: last_valid
+                .filter(|lv| position.is_some_and(|p| !p.position().is_usable() && p != *lv))
+                .map(|lv| lv.to_json()),
         }
     }
 }

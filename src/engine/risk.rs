@@ -894,6 +894,54 @@ mod tests {
         assert!(kinds.contains(&AlertType::Reappeared), "{kinds:?}");
     }
 
+    /// A queue row shows the newest fix of any of the car's trackers, not the position of the
+    /// one heard last: the wired unit cut out and left powered at home keeps sending heartbeats
+    /// beside its old home fix, the battery unit on the car reported from 200 km away. The
+    /// newest fix without a position brings the newest valid one beside it.
+    #[test]
+    fn a_queue_row_shows_the_newest_fix_of_any_tracker() {
+        use crate::event::{Event, EventKind, Protocol};
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
+        let (wired, wireless) = ("868120145233604", "868120145233605");
+        put(
+            &mut e,
+            serde_json::json!({"loan": {"id": "L", "status": "overdue", "days_past_due": 40},
+                "devices": [{"id": wired, "kind": "wired"}, {"id": wireless, "kind": "wireless"}]}),
+            t0,
+        );
+        let at = |min: i64| t0.add_millis(min * 60_000);
+        e.ingest(&[live_fix(wired, at(1), 22.5, 114.0)], at(1));
+        e.ingest(&[live_fix(wireless, at(60), 24.3, 114.0)], at(60));
+        let beat = Event {
+            device_id: DeviceId::new(wired),
+            protocol: Protocol::Gt06,
+            kind: EventKind::Heartbeat {
+                alarms: crate::event::AlarmReport::NONE,
+            },
+        };
+        e.ingest(&[beat], at(90));
+        let row = |e: &mut Engine| {
+            let page = RiskQueue::parse(None, None, Some(10), None)
+                .and_then(|q| q.apply(e, at(91)))
+                .unwrap();
+            page.vehicles.into_iter().next().unwrap()
+        };
+        let v = row(&mut e);
+        assert_eq!(v.last_seen, Some(at(90)));
+        assert_eq!(v.position.as_ref().unwrap()["lat"], 24.3);
+        assert!(v.last_valid_position.is_none());
+        // A newer report without a fix: shown, with the newest valid fix beside it.
+        let mut lbs = live_fix(wired, at(100), 0.0, 0.0);
+        if let EventKind::Position(f) = &mut lbs.kind {
+            f.position.valid = false;
+        }
+        e.ingest(&[lbs], at(100));
+        let v = row(&mut e);
+        assert_eq!(v.position.as_ref().unwrap()["valid"], false);
+        assert_eq!(v.last_valid_position.as_ref().unwrap()["lat"], 24.3);
+    }
+
     #[test]
     fn cursors_round_trip_and_bad_parameters_are_refused() {
         let k = Key {
