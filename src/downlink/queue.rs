@@ -49,6 +49,13 @@ fn answers_name_their_command(p: Protocol) -> bool {
     matches!(p, Protocol::Gt06 | Protocol::Jt808)
 }
 
+/// Whether an answer with this key could be another command's: an in-order answer names no
+/// command, and an H02 `V4` names only the command's word, which the next command may share
+/// (`S20,1`, then `S20,0`). A late or second answer with such a key must not close the next.
+fn key_is_shared(key: Option<AnswerKey>) -> bool {
+    matches!(key, Some(AnswerKey::InOrder | AnswerKey::Word(_)))
+}
+
 /// `lienwatch_commands_total{protocol, outcome}`.
 fn count(protocol: Protocol, outcome: &'static str) {
     metrics::counter!("lienwatch_commands_total", "protocol" => protocol.as_str(), "outcome" => outcome)
@@ -197,7 +204,7 @@ impl Commands {
         let Some(rec) = self.open.get_mut(&id) else {
             return;
         };
-        if rec.state == CommandState::Sent && key == AnswerKey::InOrder {
+        if rec.state == CommandState::Sent && key_is_shared(Some(key)) {
             self.resent.insert(id);
         }
         rec.state = CommandState::Sent;
@@ -281,12 +288,12 @@ impl Commands {
         let Some(mut rec) = self.open.remove(&id) else {
             return;
         };
-        // An in-order command that expires sent, or handed to its connection and maybe being
-        // written (its `sent` comes after the write): its answer may still come, and must not
-        // close the next one.
+        // An in-order or H02 word-keyed command that expires sent, or one handed to its
+        // connection and maybe being written (its `sent` comes after the write): its answer may
+        // still come, and must not close the next one.
         let unanswered_in_flight = state == CommandState::Expired
             && match rec.state {
-                CommandState::Sent => rec.key == Some(AnswerKey::InOrder),
+                CommandState::Sent => key_is_shared(rec.key),
                 _ => self.handed.contains_key(&id) && !answers_name_their_command(rec.protocol),
             };
         if self.resent.remove(&id) || unanswered_in_flight {
@@ -645,6 +652,69 @@ mod tests {
         let state = |c: &Commands, id| c.get(&store, id).unwrap().unwrap().state;
         assert_eq!(state(&c, new), CommandState::Answered);
         assert_eq!(state(&c, old), CommandState::Sent);
+    }
+
+    /// H02 answers name only the command's word. `S20,1` written twice (a reconnect) is
+    /// answered twice; the second `V4,S20` must not close `S20,0` queued behind it, and a late
+    /// answer to an `S20,1` that expired in flight must not either.
+    #[test]
+    fn a_second_answer_with_the_same_h02_word_closes_nothing_after_it() {
+        let (store, mut c, mailbox, _guard) = connected();
+        let t = Timestamp::from_secs;
+        let dev = DeviceId::new("1");
+        let raw = |c: &mut Commands, text: &str, expires: i64| {
+            c.create(
+                &store,
+                dev.clone(),
+                Protocol::H02,
+                Downlink::Raw(text.into()),
+                t(expires),
+                t(0),
+            )
+            .unwrap()
+            .id
+        };
+        let word = AnswerKey::word("S20");
+        let state = |c: &Commands, id| c.get(&store, id).unwrap().unwrap().state;
+        // Written, then written again after a reconnect.
+        let (on, off) = (raw(&mut c, "S20,1", 1000), raw(&mut c, "S20,0", 1000));
+        c.dispatch(t(0), std::time::Instant::now());
+        assert_eq!(ids(&mailbox), vec![on]);
+        c.sent(&store, on, word, t(1));
+        c.sent(&store, on, word, t(2));
+        c.on_event(&store, &answer(word, true), t(3));
+        assert_eq!(state(&c, on), CommandState::Answered);
+        c.dispatch(t(3), std::time::Instant::now());
+        assert!(
+            ids(&mailbox).is_empty(),
+            "the second write's answer may still come"
+        );
+        c.on_event(&store, &answer(word, true), t(4));
+        assert_eq!(
+            state(&c, off),
+            CommandState::Queued,
+            "the second answer closed nothing"
+        );
+        c.expire_due(&store, t(3).add(STRAY_ANSWER_WAIT));
+        c.dispatch(t(70), std::time::Instant::now());
+        assert_eq!(ids(&mailbox), vec![off]);
+        c.sent(&store, off, word, t(70));
+        c.on_event(&store, &answer(word, true), t(71));
+        assert_eq!(state(&c, off), CommandState::Answered);
+        // Expired in flight: its late answer closes nothing either.
+        let (short, next) = (raw(&mut c, "S20,1", 200), raw(&mut c, "S20,0", 1000));
+        c.dispatch(t(150), std::time::Instant::now());
+        assert_eq!(ids(&mailbox), vec![short]);
+        c.sent(&store, short, word, t(150));
+        c.expire_due(&store, t(200));
+        assert_eq!(state(&c, short), CommandState::Expired);
+        c.dispatch(t(200), std::time::Instant::now());
+        assert!(
+            ids(&mailbox).is_empty(),
+            "the next command waits for a stray answer"
+        );
+        c.on_event(&store, &answer(word, true), t(210));
+        assert_eq!(state(&c, next), CommandState::Queued);
     }
 
     /// A late in-order answer (Teltonika, H02 without a word) must not close the command sent
