@@ -238,7 +238,21 @@ fn check_decoded(out: &[Output], recs: &[Rec]) -> Result<(), TestCaseError> {
         })
         .collect();
     prop_assert_eq!(events.len(), recs.len());
-    for (e, r) in events.iter().zip(recs) {
+    // Only the packet's newest record is live (the first of its time); it carries each condition
+    // as the newest record that names it says. The others are buffered with their own IO.
+    let newest = recs.iter().map(|r| r.ts).max();
+    let live = recs.iter().position(|r| Some(r.ts) == newest);
+    let mut by_time: Vec<&Rec> = recs.iter().collect();
+    by_time.sort_by_key(|r| r.ts);
+    let (mut merged_known, mut merged_active) = (Alarms::NONE, Alarms::NONE);
+    for r in by_time {
+        let (known, active) = r.expected_alarms();
+        merged_active = merged_active
+            .difference(known)
+            .union(active.intersection(known));
+        merged_known = merged_known.union(known);
+    }
+    for (i, (e, r)) in events.iter().zip(recs).enumerate() {
         prop_assert_eq!(e.device_id.as_str(), IMEI);
         let EventKind::Position(fix) = &e.kind else {
             return Err(TestCaseError::fail("not a position"));
@@ -252,7 +266,12 @@ fn check_decoded(out: &[Output], recs: &[Rec]) -> Result<(), TestCaseError> {
         prop_assert_eq!(p.satellites, Some(r.sats));
         prop_assert_eq!(p.speed_kmh, f64::from(r.speed));
         prop_assert_eq!(p.valid, r.sats != 0);
-        let (known, active) = r.expected_alarms();
+        let (known, active) = if Some(i) == live {
+            (merged_known, merged_active)
+        } else {
+            r.expected_alarms()
+        };
+        prop_assert_eq!(fix.buffered, Some(i) != live);
         prop_assert_eq!(fix.alarms.known, known);
         prop_assert_eq!(fix.alarms.active, active);
     }

@@ -738,31 +738,72 @@ fn imei_str(b: &[u8]) -> Option<&str> {
 /// The normalised event for one record. A no-fix record keeps the coordinates it carries but is
 /// `valid: false`, so it only counts as a sign of life (§C.3). `utc_offset_s` undoes a device
 /// clock set to local time.
-/// The events of one AVL packet. Only its newest record is news: the others were saved before
-/// it (records the device could not send, or its last period's), and Teltonika sends them
-/// newest first by default (parameter 1010) or oldest first. Taken as live, an older record's IO
-/// would set the car's state back (a `power_restored` from before the cut) and its position
-/// would release a `reappeared` with the wrong distance; so an older position is buffered
-/// (history and last-known position, no live rule) and an older IO-only record a sign of life
-/// without its IO (domain.md §3.5). The newest record holds the current state of every IO the
-/// rules read.
-pub fn packet_events<'d>(
-    device: &'d DeviceId,
-    data: &AvlData<'d>,
+/// What a session has seen of a device's records, across its packets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecordWatermark {
+    /// The newest record time the session has had.
+    newest_ms: Option<u64>,
+    /// `decode`: each record as it is, with its own IO; nothing merged.
+    pub verbatim: bool,
+}
+
+/// The events of one AVL packet. Only the newest record the session has had is news: the others
+/// were saved before it (records the device could not send, or its send period's), and Teltonika
+/// sends them newest first by default (parameter 1010), a backlog over several packets, or
+/// oldest first. Taken as live, an older record's IO would set the car's state back (a
+/// `power_restored` from before the cut) and its position would release a `reappeared` with the
+/// wrong distance; so an older position is buffered (history and last-known position, no live
+/// rule) and an older IO-only record is a sign of life without its IO (domain.md §3.5).
+///
+/// The live record carries each condition as the newest record of the packet that names it
+/// says: an IO sent only in the record made at its event (an "eventual" unplug) still counts
+/// when a periodic record follows it in the packet.
+pub fn packet_events(
+    device: &DeviceId,
+    data: &AvlData<'_>,
     utc_offset_s: Option<i32>,
-) -> impl Iterator<Item = Event> + 'd {
-    let newest = data.records().map(|r| r.timestamp_ms).max();
-    data.records().map(move |rec| {
-        let mut ev = record_event(device, &rec, utc_offset_s);
-        if Some(rec.timestamp_ms) < newest {
+    seen: &mut RecordWatermark,
+) -> Vec<Event> {
+    let records: Vec<Record<'_>> = data.records().collect();
+    let mut by_time: Vec<usize> = (0..records.len()).collect();
+    by_time.sort_by_key(|&i| records[i].timestamp_ms);
+    // The first record of the packet's newest time, unless the session already had newer.
+    let live = by_time
+        .last()
+        .map(|&i| records[i].timestamp_ms)
+        .and_then(|t| records.iter().position(|r| r.timestamp_ms == t))
+        .filter(|&i| seen.newest_ms.is_none_or(|s| records[i].timestamp_ms >= s));
+    let mut merged = AlarmReport::NONE;
+    for &i in &by_time {
+        let r = records[i].alarms();
+        merged.active = merged
+            .active
+            .difference(r.known)
+            .union(r.active.intersection(r.known));
+        merged.known = merged.known.union(r.known);
+    }
+    if let Some(t) = by_time.last().map(|&i| records[i].timestamp_ms) {
+        seen.newest_ms = Some(seen.newest_ms.map_or(t, |s| s.max(t)));
+    }
+    let verbatim = seen.verbatim;
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, rec)| {
+            let mut ev = record_event(device, rec, utc_offset_s);
+            let is_live = Some(i) == live;
             match &mut ev.kind {
-                EventKind::Position(fix) => fix.buffered = true,
-                EventKind::Heartbeat { alarms } => *alarms = AlarmReport::NONE,
+                EventKind::Position(fix) if is_live && !verbatim => fix.alarms = merged,
+                EventKind::Heartbeat { alarms } if is_live && !verbatim => *alarms = merged,
+                EventKind::Position(fix) if !is_live => fix.buffered = true,
+                EventKind::Heartbeat { alarms } if !is_live && !verbatim => {
+                    *alarms = AlarmReport::NONE
+                }
                 _ => {}
             }
-        }
-        ev
-    })
+            ev
+        })
+        .collect()
 }
 
 pub fn record_event(device: &DeviceId, rec: &Record<'_>, utc_offset_s: Option<i32>) -> Event {
@@ -823,11 +864,16 @@ pub struct TeltonikaSession {
     cfg: SessionConfig,
     state: TcpState,
     device: Option<DeviceId>,
+    seen: RecordWatermark,
 }
 
 impl TeltonikaSession {
     pub fn new(cfg: SessionConfig) -> Self {
         TeltonikaSession {
+            seen: RecordWatermark {
+                verbatim: cfg.sessionless,
+                ..RecordWatermark::default()
+            },
             cfg,
             state: TcpState::Handshake,
             device: None,
@@ -950,7 +996,8 @@ impl TeltonikaSession {
             }
             Ok((avl, len)) => {
                 if let Some(dev) = &self.device {
-                    out.extend(packet_events(dev, &avl, self.cfg.utc_offset_s).map(Output::Event));
+                    let events = packet_events(dev, &avl, self.cfg.utc_offset_s, &mut self.seen);
+                    out.extend(events.into_iter().map(Output::Event));
                 }
                 let ack = u32::from(avl.count()).to_be_bytes();
                 out.push(Output::Reply(Bytes::copy_from_slice(&ack)));
@@ -1084,11 +1131,19 @@ impl Session for TeltonikaSession {
 pub struct TeltonikaUdpSession {
     cfg: SessionConfig,
     device: Option<DeviceId>,
+    seen: RecordWatermark,
 }
 
 impl TeltonikaUdpSession {
     pub fn new(cfg: SessionConfig) -> Self {
-        TeltonikaUdpSession { cfg, device: None }
+        TeltonikaUdpSession {
+            seen: RecordWatermark {
+                verbatim: cfg.sessionless,
+                ..RecordWatermark::default()
+            },
+            cfg,
+            device: None,
+        }
     }
 }
 
@@ -1130,7 +1185,8 @@ impl Session for TeltonikaUdpSession {
                 id
             }
         };
-        out.extend(packet_events(&dev, &d.data, self.cfg.utc_offset_s).map(Output::Event));
+        let events = packet_events(&dev, &d.data, self.cfg.utc_offset_s, &mut self.seen);
+        out.extend(events.into_iter().map(Output::Event));
         out.push(Output::Reply(Bytes::copy_from_slice(
             &d.ack(d.data.count()),
         )));
@@ -1264,8 +1320,9 @@ mod tests {
         assert_eq!(out[3], Output::Reply(Bytes::from_static(&[0, 0, 0, 1])));
     }
 
-    /// A Codec 8 packet of fixed records at 22.5, 114.0, each `(timestamp ms, IO 252)`.
-    fn codec8(records: &[(u64, u8)]) -> Vec<u8> {
+    /// A Codec 8 packet of fixed records at 22.5, 114.0, each `(timestamp ms, IO 252)`; a
+    /// record without IO 252 has no IO at all.
+    fn codec8(records: &[(u64, Option<u8>)]) -> Vec<u8> {
         let mut data = vec![CODEC_8, records.len() as u8];
         for &(t, unplugged) in records {
             data.extend_from_slice(&t.to_be_bytes());
@@ -1273,8 +1330,11 @@ mod tests {
             data.extend_from_slice(&1_140_000_000i32.to_be_bytes());
             data.extend_from_slice(&225_000_000i32.to_be_bytes());
             data.extend_from_slice(&[0, 0, 0, 0, 9, 0, 0]);
-            // Event IO 0, one IO in all: one 1-byte element, none wider.
-            data.extend_from_slice(&[0, 1, 1, 252, unplugged, 0, 0, 0]);
+            // Event IO 0; one 1-byte element or none, none wider.
+            match unplugged {
+                Some(v) => data.extend_from_slice(&[0, 1, 1, 252, v, 0, 0, 0]),
+                None => data.extend_from_slice(&[0, 0, 0, 0, 0, 0]),
+            }
         }
         data.push(records.len() as u8);
         let mut f = vec![0, 0, 0, 0];
@@ -1284,47 +1344,79 @@ mod tests {
         f
     }
 
-    /// Records sent together, newest first (Teltonika's default) or oldest first: only the
-    /// newest is live. An older record's unplug IO would otherwise raise a `power_cut` a day
-    /// late and set the state back; it is history (buffered), the newest record's IO is the
-    /// state.
+    /// The fixes a session makes of `packets` after the handshake: (time, buffered, power cut
+    /// reported on).
+    fn fixes_of(packets: &[Vec<u8>]) -> Vec<(u64, bool, bool)> {
+        let mut s = TeltonikaSession::new(SessionConfig::default());
+        let mut buf = BytesMut::from(&hex(HANDSHAKE)[..]);
+        let mut out = Vec::new();
+        for p in packets {
+            buf.extend_from_slice(p);
+            s.feed(&mut buf, &mut out).expect("no error");
+        }
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Event(Event {
+                    kind: EventKind::Position(f),
+                    ..
+                }) => Some((
+                    f.position.time.millis() as u64,
+                    f.buffered,
+                    f.alarms.active.contains(Alarms::POWER_CUT),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Records sent together, newest first (Teltonika's default) or oldest first, or a backlog
+    /// over several packets: only the newest the session has had is live. An older record's
+    /// unplug IO would otherwise raise a `power_cut` a day late and set the state back; it is
+    /// history (buffered).
     #[test]
-    fn only_the_newest_record_of_a_packet_is_live() {
+    fn only_the_newest_record_is_live() {
         let now = 1_716_200_000_000u64;
         let day = 86_400_000u64;
         for records in [
-            [(now, 0), (now - day, 1), (now - 2 * day, 0)],
-            [(now - 2 * day, 0), (now - day, 1), (now, 0)],
+            [
+                (now, Some(0)),
+                (now - day, Some(1)),
+                (now - 2 * day, Some(0)),
+            ],
+            [
+                (now - 2 * day, Some(0)),
+                (now - day, Some(1)),
+                (now, Some(0)),
+            ],
         ] {
-            let mut s = TeltonikaSession::new(SessionConfig::default());
-            let mut buf = BytesMut::from(&hex(HANDSHAKE)[..]);
-            buf.extend_from_slice(&codec8(&records));
-            let mut out = Vec::new();
-            s.feed(&mut buf, &mut out).expect("no error");
-            let fixes: Vec<(u64, bool, bool)> = out
-                .iter()
-                .filter_map(|o| match o {
-                    Output::Event(Event {
-                        kind: EventKind::Position(f),
-                        ..
-                    }) => Some((
-                        f.position.time.millis() as u64,
-                        f.buffered,
-                        f.alarms.active.contains(Alarms::POWER_CUT),
-                    )),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(fixes.len(), 3, "{out:?}");
-            for (t, buffered, cut) in fixes {
-                assert_eq!(buffered, t != now, "{records:?}");
-                assert_eq!(cut, t == now - day);
+            let fixes = fixes_of(&[codec8(&records)]);
+            assert_eq!(fixes.len(), 3);
+            for (t, buffered, _) in &fixes {
+                assert_eq!(*buffered, *t != now, "{records:?}");
             }
-            assert_eq!(
-                out.last(),
-                Some(&Output::Reply(Bytes::from_static(&[0, 0, 0, 3])))
-            );
+            let live = fixes.iter().find(|f| !f.1).unwrap();
+            assert!(!live.2, "the newest record says the power is on");
         }
+        // A backlog newest first over two packets: the second packet is all history.
+        let fixes = fixes_of(&[
+            codec8(&[(now, Some(1))]),
+            codec8(&[(now - day, Some(0)), (now - 2 * day, Some(0))]),
+        ]);
+        let flags: Vec<bool> = fixes.iter().map(|f| f.1).collect();
+        assert_eq!(flags, [false, true, true]);
+        assert!(fixes[0].2);
+    }
+
+    /// An IO sent only in the record made at its event (an "eventual" unplug), followed in the
+    /// packet by a periodic record without it: the live record carries it.
+    #[test]
+    fn an_eventual_io_in_an_older_record_reaches_the_live_one() {
+        let now = 1_716_200_000_000u64;
+        let fixes = fixes_of(&[codec8(&[(now, None), (now - 30_000, Some(1))])]);
+        assert_eq!(fixes, [(now, false, true), (now - 30_000, true, true)]);
+        // A newer record that says otherwise wins.
+        let fixes = fixes_of(&[codec8(&[(now, Some(0)), (now - 30_000, Some(1))])]);
+        assert_eq!(fixes[0], (now, false, false));
     }
 
     #[test]

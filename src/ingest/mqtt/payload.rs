@@ -117,8 +117,11 @@ fn decode_raw(
         if payload.first_chunk::<4>() != Some(&[0, 0, 0, 0]) {
             let avl = crate::protocol::teltonika::decode_avl_payload(payload, scfg.max_frame)
                 .map_err(|e| DecodeError::Avl(e.to_string()))?;
+            // One packet per message, no session across them: the packet's own newest record
+            // is the live one.
+            let mut seen = crate::protocol::teltonika::RecordWatermark::default();
             let events: Vec<Event> =
-                crate::protocol::teltonika::packet_events(dev, &avl, scfg.utc_offset_s).collect();
+                crate::protocol::teltonika::packet_events(dev, &avl, scfg.utc_offset_s, &mut seen);
             metrics::counter!("lienwatch_frames_decoded_total", "protocol" => w.name())
                 .increment(events.len() as u64);
             return Ok(json::Decoded {
