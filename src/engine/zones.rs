@@ -142,15 +142,27 @@ pub struct ListZones {
     pub kind: Option<String>,
 }
 
+/// The zones a [`ListZones`] found, shared with the engine: taken on the engine thread (a
+/// pointer each), sorted and turned into their views by the reader
+/// ([`ZoneSnapshot::into_list`]), off it: tens of thousands of zones are tens of megabytes of
+/// geometry, and admin requests never stall ingestion (CONTRACT.md).
+pub struct ZoneSnapshot(Vec<std::sync::Arc<Zone>>);
+
+impl ZoneSnapshot {
+    pub fn into_list(mut self) -> ZoneList {
+        self.0.sort_by(|a, b| a.id.cmp(&b.id));
+        ZoneList {
+            zones: self.0.iter().map(|z| ZoneView::of(z)).collect(),
+        }
+    }
+}
+
 impl Command for ListZones {
-    type Output = ZoneList;
+    type Output = ZoneSnapshot;
     const WRITES: bool = false;
 
-    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<ZoneList, EngineError> {
-        let zones = e.vrules.zones.list(self.kind.as_deref());
-        Ok(ZoneList {
-            zones: zones.iter().map(|z| ZoneView::of(z)).collect(),
-        })
+    fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<ZoneSnapshot, EngineError> {
+        Ok(ZoneSnapshot(e.vrules.zones.unordered(self.kind.as_deref())))
     }
 }
 

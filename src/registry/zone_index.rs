@@ -336,15 +336,20 @@ impl ZoneSet {
 
     /// Every zone, in id order, optionally of one kind.
     pub fn list(&self, kind: Option<&str>) -> Vec<Arc<Zone>> {
-        let mut v: Vec<Arc<Zone>> = self
-            .slots
+        let mut v = self.unordered(kind);
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Every zone, optionally of one kind, in no order: what the engine thread hands out, the
+    /// sort left to the reader.
+    pub fn unordered(&self, kind: Option<&str>) -> Vec<Arc<Zone>> {
+        self.slots
             .iter()
             .flatten()
             .filter(|z| kind.is_none_or(|k| &*z.kind == k))
             .cloned()
-            .collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
+            .collect()
     }
 }
 
