@@ -180,7 +180,7 @@ fn describe() {
     );
     describe_gauge!(
         "lienwatch_devices_unregistered",
-        "devices in no vehicle, stored or admitted (ingest.max_unknown_devices caps new ones)"
+        "stored devices in no vehicle (ingest.max_unknown_devices caps new ones)"
     );
     describe_histogram!(
         "lienwatch_commit_seconds",

@@ -988,11 +988,13 @@ impl Engine {
         }
         self.dirty_states.insert(d.clone());
         self.tracker.set(d, None);
-        if let Ok(mut reg) = self.registered.write() {
-            reg.remove(d);
-        }
+        // Counted among the strangers before the registry lets it go, so that a login in
+        // between never finds a stored device neither registered nor stored.
         if self.devices.contains_key(d) {
             self.admissions.stored_unregistered(d);
+        }
+        if let Ok(mut reg) = self.registered.write() {
+            reg.remove(d);
         }
     }
 

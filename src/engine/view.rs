@@ -44,8 +44,8 @@ pub struct DeviceView {
     /// The last-known position: the newest fix by device time.
     #[schema(value_type = Option<PositionDoc>)]
     pub position: Option<serde_json::Value>,
-    /// The newest valid fix of any of its devices, when `position` is a newer one without a
-    /// fix (LBS, no fix): where the car was last really seen.
+    /// The newest valid fix, when the last-known position is a newer one without a fix (LBS,
+    /// no fix): where the car was last really seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<PositionDoc>)]
     pub last_valid_position: Option<serde_json::Value>,
@@ -82,8 +82,8 @@ pub struct VehicleDeviceView {
     pub protocol: Option<Protocol>,
     #[schema(value_type = Option<PositionDoc>)]
     pub position: Option<serde_json::Value>,
-    /// The newest valid fix of any of its devices, when `position` is a newer one without a
-    /// fix (LBS, no fix): where the car was last really seen.
+    /// The newest valid fix, when the last-known position is a newer one without a fix (LBS,
+    /// no fix): where the car was last really seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<PositionDoc>)]
     pub last_valid_position: Option<serde_json::Value>,
