@@ -165,7 +165,20 @@ fn default_max_frame() -> usize {
 /// hold a secret (`secret = "..."` with a bad escape), and this message goes to standard error
 /// and, at a refused reload, to the journal.
 fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    // serde names the value it could not take ("invalid type: integer `31415926`, expected a
+    // string"): only what comes after it is kept.
     let msg = e.message().trim_end();
+    let msg = match msg.split_once(", expected") {
+        Some((what, expected)) if what.starts_with("invalid ") => {
+            let kind = what
+                .split([' ', '`', '"'])
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("{kind}, expected{expected}")
+        }
+        _ => msg.to_string(),
+    };
     let Some(at) = e.span().map(|s| s.start.min(text.len())) else {
         return msg.to_string();
     };
@@ -173,10 +186,12 @@ fn parse_error(text: &str, e: &toml::de::Error) -> String {
     let line_no = before.matches('\n').count() + 1;
     let col = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or("");
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim())
-        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    // A key only where the line is `key = value` (a line inside a multi-line string is not).
+    let key = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '))
+    });
     let lines: Vec<&str> = text.lines().take(line_no).collect();
     let table = lines
         .iter()
@@ -1192,6 +1207,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("rules.silence_after"), "{e}");
+        // A value of the wrong type is not repeated either, nor a line of a multi-line string
+        // taken for a key.
+        let e = Config::parse("[admin]\ntoken = 31415926\n", "lw.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin.token") && e.contains("integer"), "{e}");
+        assert!(!e.contains("31415926"), "{e}");
+        let text = "[admin]\ntoken = \"\"\"\nc2VjcmV0\\q==\n\"\"\"\n";
+        let e = Config::parse(text, "lw.toml").unwrap_err().to_string();
+        assert!(!e.contains("c2VjcmV0"), "{e}");
     }
 
     #[test]

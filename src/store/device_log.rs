@@ -146,16 +146,18 @@ impl DeviceLog {
         Ok(entries.len())
     }
 
-    /// Folds `slice` commits at a time until none is left; returns how many it folded.
-    pub fn fold_all(&self, slice: usize) -> Result<usize, StoreError> {
+    /// Folds `slice` commits at a time until none is left, or `slices` slices; returns how many
+    /// it folded.
+    pub fn fold_all(&self, slice: usize, slices: usize) -> Result<usize, StoreError> {
         let mut total = 0;
-        loop {
+        for _ in 0..slices {
             let n = self.fold(slice.max(1))?;
             total += n;
             if n < slice.max(1) {
-                return Ok(total);
+                break;
             }
         }
+        Ok(total)
     }
 
     /// Commits not folded yet.
@@ -307,7 +309,7 @@ mod tests {
                 .expect("put");
             s.flush().expect("commit");
             // More commits than a slice: one pass folds them all.
-            assert_eq!(s.device_log().fold_all(1).expect("fold"), 2);
+            assert_eq!(s.device_log().fold_all(1, 10).expect("fold"), 2);
             assert_eq!(s.device_log().pending(), 0);
             // Staged, not committed yet: read, but only durable once flushed.
             s.put_devices([&rec("1001", 40)]).expect("put");

@@ -137,9 +137,12 @@ pub fn create_dir_durably(dir: &std::path::Path) -> std::io::Result<()> {
     }
     std::fs::create_dir_all(dir)?;
     for d in missing.iter().rev() {
-        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
+        // A relative path's first folder is made in the working directory.
+        let parent = d
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
 }
