@@ -607,9 +607,9 @@ mod tests {
         assert!(ob.insert(&alert("a3"), &[]).unwrap() > last);
     }
 
-    /// A delivery record that cannot be read is set aside: the deliveries behind it still go
-    /// out (the sweep and the schedule both), and listings leave its alert out instead of
-    /// failing.
+    /// A delivery record that cannot be read is set aside, failed: the deliveries behind it
+    /// still go out (the sweep and the schedule both), the pending counts drop, and listings
+    /// leave out an alert that cannot be read instead of failing.
     #[test]
     fn an_unreadable_record_does_not_stop_the_others() {
         let dir = tempfile::tempdir().unwrap();
@@ -631,13 +631,24 @@ mod tests {
         let (jobs, _) = ob.due(0, ob.now(), HORIZON, &busy, 10).unwrap();
         let ids: Vec<_> = jobs.iter().map(|j| j.alert_id.as_str()).collect();
         assert_eq!(ids, ["a1", "a2"]);
+        // Failed with a fresh record, and out of the pending counts.
+        assert_eq!(ob.pending_deliveries(0).unwrap(), 2);
+        assert_eq!(ob.pending_alerts(), 2);
+        let a0 = ob.view(seqs[0]).unwrap().unwrap();
+        assert_eq!(a0.state, State::Failed);
+        assert!(a0.last_error.unwrap().contains("cannot be read"));
+        // An alert whose own record cannot be read is left out of a listing.
+        ob.inner
+            .tree
+            .insert(alert_key(seqs[1]), &[0xFF; 3][..])
+            .unwrap();
         let listed: Vec<String> = ob
             .list(None, 10, None)
             .unwrap()
             .into_iter()
             .map(|v| v.alert.id)
             .collect();
-        assert_eq!(listed, ["a2", "a1"]);
+        assert_eq!(listed, ["a2", "a0"]);
     }
 
     #[test]

@@ -50,13 +50,24 @@ impl Outbox {
     }
 
     /// A schedule entry whose records cannot be read (disk damage, or a record written by a
-    /// build that lays it out otherwise) is taken off the schedule and logged, so that the
-    /// deliveries behind it still go out: left there, every scan stopped at it, and its webhook
-    /// got nothing more. The alert stays listed as it was; only its retries stop.
-    fn set_aside(&self, queue_key: &[u8], e: &OutboxError) -> Result<()> {
-        tracing::error!(error = %e, "outbox: a delivery whose records cannot be read is taken off the schedule");
-        self.inner.tree.remove(queue_key)?;
-        Ok(())
+    /// build that lays it out otherwise) is taken off the schedule, its delivery failed and out
+    /// of the pending counts, and logged, so that the deliveries behind it still go out: left
+    /// there, every scan stopped at it, and its webhook got nothing more.
+    fn set_aside(
+        &self,
+        webhook: usize,
+        queue_key: &[u8],
+        seq: Option<u64>,
+        e: &OutboxError,
+    ) -> Result<()> {
+        tracing::error!(error = %e, "outbox: a delivery whose records cannot be read is taken off the schedule and failed");
+        match seq {
+            Some(seq) => self.fail_unreadable(webhook, seq, queue_key, &e.to_string()),
+            None => {
+                self.inner.tree.remove(queue_key)?;
+                Ok(())
+            }
+        }
     }
 
     /// Every alert inserted so far is on disk: called after the flush that covers them.
@@ -111,7 +122,7 @@ impl Outbox {
                     break;
                 }
                 let Some((due, seq)) = parse_queue_key(&k) else {
-                    self.set_aside(&k, &corrupt("queue key", "length"))?;
+                    self.set_aside(webhook, &k, None, &corrupt("queue key", "length"))?;
                     continue;
                 };
                 if stepped == 0 && due > time_key(now) {
@@ -137,7 +148,9 @@ impl Outbox {
                     Ok(None) => {
                         self.inner.tree.remove(&k)?;
                     }
-                    Err(e @ OutboxError::Corrupt { .. }) => self.set_aside(&k, &e)?,
+                    Err(e @ OutboxError::Corrupt { .. }) => {
+                        self.set_aside(webhook, &k, Some(seq), &e)?
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -181,7 +194,7 @@ impl Outbox {
             }
             last = k.to_vec();
             let Some((_, seq)) = parse_queue_key(&k) else {
-                self.set_aside(&k, &corrupt("queue key", "length"))?;
+                self.set_aside(webhook, &k, None, &corrupt("queue key", "length"))?;
                 continue;
             };
             // Not yet on disk: `due` sends it once it is.
@@ -200,7 +213,9 @@ impl Outbox {
             match loaded {
                 Ok(Some(job)) => jobs.push(job),
                 Ok(None) => {}
-                Err(e @ OutboxError::Corrupt { .. }) => self.set_aside(&k, &e)?,
+                Err(e @ OutboxError::Corrupt { .. }) => {
+                    self.set_aside(webhook, &k, Some(seq), &e)?
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -139,15 +139,7 @@ impl Outbox {
         );
 
         let finished = rec.state != State::Pending;
-        let mut others = Vec::with_capacity(alert.targets.len());
-        for &t in &alert.targets {
-            if t == wid {
-                others.push(rec.clone());
-            } else if let Some(r) = self.load_delivery(t, seq)? {
-                others.push(r);
-            }
-        }
-        let new_state = overall(&others);
+        let new_state = overall(&self.deliveries_with(&alert, seq, wid, &rec)?);
         let alert_done = finished && new_state != State::Pending;
         if alert_done {
             b.remove(&state_key(State::Pending, seq));
@@ -168,6 +160,97 @@ impl Outbox {
         }
         if finished {
             c.pending_by_webhook[webhook] = c.pending_by_webhook[webhook].saturating_sub(1);
+        }
+        self.publish_gauges(&c);
+        Ok(())
+    }
+
+    /// The deliveries of `alert`, with `rec` as webhook `wid`'s. One that cannot be read counts
+    /// as failed: it is never retried ([`Outbox::fail_unreadable`]).
+    fn deliveries_with(
+        &self,
+        alert: &AlertRecord,
+        seq: u64,
+        wid: u32,
+        rec: &DeliveryRecord,
+    ) -> Result<Vec<DeliveryRecord>> {
+        let mut all = Vec::with_capacity(alert.targets.len());
+        for &t in &alert.targets {
+            if t == wid {
+                all.push(rec.clone());
+                continue;
+            }
+            match self.load_delivery(t, seq) {
+                Ok(Some(r)) => all.push(r),
+                Ok(None) => {}
+                Err(OutboxError::Corrupt { .. }) => all.push(DeliveryRecord {
+                    state: State::Failed,
+                    ..rec.clone()
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(all)
+    }
+
+    /// A pending delivery whose records cannot be read: off the schedule, failed (a fresh
+    /// record where its own is unreadable), out of the pending counts, and the alert's state
+    /// moved on when it was the last one pending. An alert whose own record cannot be read keeps
+    /// its state: which webhooks it had is lost.
+    pub(super) fn fail_unreadable(
+        &self,
+        webhook: usize,
+        seq: u64,
+        queue_key: &[u8],
+        why: &str,
+    ) -> Result<()> {
+        let wid = self.wid(webhook)?;
+        let mut c = self.lock();
+        let mut b = sled::Batch::default();
+        b.remove(queue_key);
+        let now = self.now();
+        let mut rec = match self.load_delivery(wid, seq) {
+            Ok(Some(r)) if r.state == State::Pending => r,
+            Ok(_) => {
+                self.inner.tree.apply_batch(b)?;
+                return Ok(());
+            }
+            Err(_) => DeliveryRecord {
+                state: State::Pending,
+                attempts: 0,
+                last_error: None,
+                next_attempt_at: now,
+                created_at: now,
+                last_attempt_at: None,
+            },
+        };
+        rec.state = State::Failed;
+        rec.last_error = Some(format!("its stored record cannot be read: {why}"));
+        b.insert(
+            &delivery_key(wid, seq),
+            postcard::to_allocvec(&rec).map_err(|e| corrupt("delivery", e))?,
+        );
+        b.insert(
+            webhook_pending_key(wid),
+            &c.pending_by_webhook[webhook]
+                .saturating_sub(1)
+                .to_be_bytes(),
+        );
+        let alert_done = match self.load_alert(seq) {
+            Ok(Some(alert)) => {
+                overall(&self.deliveries_with(&alert, seq, wid, &rec)?) != State::Pending
+            }
+            _ => false,
+        };
+        if alert_done {
+            b.remove(&state_key(State::Pending, seq));
+            b.insert(&state_key(State::Failed, seq), &[]);
+            b.insert(K_PENDING, &c.pending_alerts.saturating_sub(1).to_be_bytes());
+        }
+        self.inner.tree.apply_batch(b)?;
+        c.pending_by_webhook[webhook] = c.pending_by_webhook[webhook].saturating_sub(1);
+        if alert_done {
+            c.pending_alerts = c.pending_alerts.saturating_sub(1);
         }
         self.publish_gauges(&c);
         Ok(())
