@@ -82,6 +82,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     };
 
     let names: Vec<String> = webhooks.iter().map(|w| w.name.clone()).collect();
+    // Unnamed webhooks' deliveries, kept under the URL-with-path names of earlier releases.
+    let renames: Vec<(String, String)> = webhooks
+        .iter()
+        .filter_map(|w| w.renamed_from.clone().map(|old| (old, w.name.clone())))
+        .collect();
+    store
+        .rename_outbox_webhooks(&renames)
+        .map_err(|e| storage_err(e.to_string()))?;
     let outbox = store
         .open_outbox(&names, crate::time::wall_clock())
         .map_err(|e| storage_err(e.to_string()))?;

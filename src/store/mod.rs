@@ -483,6 +483,15 @@ impl Store {
         crate::alert::outbox::Outbox::open_with_clock(&self.db, webhooks, clock)
     }
 
+    /// Moves webhooks' deliveries to new names before [`Store::open_outbox`]
+    /// (`Outbox::rename_webhooks`).
+    pub fn rename_outbox_webhooks(
+        &self,
+        renames: &[(String, String)],
+    ) -> Result<(), crate::alert::outbox::OutboxError> {
+        crate::alert::outbox::Outbox::rename_webhooks(&self.db, renames)
+    }
+
     /// The position history, in the same database so that a fix and the last-known position
     /// it may become land in one flush.
     pub fn history(&self) -> &crate::history::History {

@@ -446,3 +446,36 @@ fn a_province_sized_fence_of_megabytes_is_accepted_and_used() {
     });
     assert_eq!(got[0].json()["type"], "geofence_exit");
 }
+
+/// An unnamed webhook's default name shows no part of its URL's path, where chat bots carry
+/// their token, so `/metrics` (no token needed) does not show it. Deliveries a store holds under
+/// the URL-with-path name of earlier releases move to the new name at start and still go out.
+#[test]
+fn an_unnamed_webhook_keeps_its_path_out_of_metrics_and_its_old_deliveries() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hooks/t0ken-in-path");
+    let mut d = Daemon::configure(&["gt06"], &config(&url, ""));
+    {
+        // A store written by an earlier release: one alert pending under the old name.
+        let store = lienwatch::store::Store::open(&d.dir.path().join("data"), 8).unwrap();
+        let ob = store
+            .open_outbox(
+                std::slice::from_ref(&url),
+                std::sync::Arc::new(lienwatch::time::Timestamp::now),
+            )
+            .unwrap();
+        let old = crate::webhook_delivery::alert("old-1", lienwatch::alert::AlertType::Tamper);
+        ob.insert(&old, &[0]).unwrap();
+        store.flush().unwrap();
+    }
+    let rx = Receiver::start_at(format!("127.0.0.1:{port}").parse().unwrap());
+    d.spawn();
+    let got = rx.wait_for(Duration::from_secs(10), "the old alert", |a| !a.is_empty());
+    assert_eq!(got[0].header("X-Lienwatch-Alert-Id"), Some("old-1"));
+    verify(&got[0]);
+    let metrics = d.scrape();
+    assert!(metrics.contains("lienwatch_webhook_pending"), "{metrics}");
+    assert!(!metrics.contains("t0ken"), "the path reached /metrics");
+    let (_, v) = d.api("GET", "/v1/alerts", None);
+    assert!(!v.to_string().contains("t0ken"), "{v}");
+}

@@ -54,7 +54,7 @@ fn config(name: &str, url: &str, extra: &str) -> Webhook {
     cfg.resolve().unwrap()
 }
 
-fn alert(id: &str, kind: AlertType) -> Alert {
+pub(crate) fn alert(id: &str, kind: AlertType) -> Alert {
     Alert {
         id: id.to_string(),
         kind,

@@ -270,6 +270,33 @@ impl Outbox {
         Ok(outbox)
     }
 
+    /// Moves each `(old, new)` webhook name's deliveries to the new name, before
+    /// [`Outbox::open`]: a name is only a key to the webhook's stable id. Nothing moves where
+    /// the old name is unknown or the new one already has deliveries.
+    pub fn rename_webhooks(db: &sled::Db, renames: &[(String, String)]) -> Result<()> {
+        let tree = db.open_tree(TREE)?;
+        let key = |name: &str| {
+            let mut k = vec![T_WEBHOOK];
+            k.extend_from_slice(name.as_bytes());
+            k
+        };
+        for (old, new) in renames {
+            let (from, to) = (key(old), key(new));
+            let Some(wid) = tree.get(&from)? else {
+                continue;
+            };
+            if tree.get(&to)?.is_some() {
+                continue;
+            }
+            let mut b = sled::Batch::default();
+            b.insert(to, wid);
+            b.remove(from);
+            tree.apply_batch(b)?;
+            tracing::info!(from = %old, to = %new, "webhook deliveries moved to the webhook's new default name");
+        }
+        Ok(())
+    }
+
     /// The next `n` inserts fail before they write anything.
     #[cfg(test)]
     pub(crate) fn fail_inserts(&self, n: u32) {
@@ -649,6 +676,31 @@ mod tests {
             .map(|v| v.alert.id)
             .collect();
         assert_eq!(listed, ["a2", "a0"]);
+    }
+
+    /// A webhook renamed before open keeps its deliveries (its id) under the new name.
+    #[test]
+    fn a_renamed_webhook_keeps_its_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let old = vec!["https://h.example/hook/s3cret".to_string()];
+        let ob = Outbox::open(&db, &old).unwrap();
+        ob.insert(&alert("a"), &[0]).unwrap();
+        drop(ob);
+        let new = vec!["https://h.example/…12345678".to_string()];
+        Outbox::rename_webhooks(&db, &[(old[0].clone(), new[0].clone())]).unwrap();
+        let ob = Outbox::open(&db, &new).unwrap();
+        assert_eq!(ob.pending_deliveries(0).unwrap(), 1);
+        // Again: nothing left to move.
+        drop(ob);
+        Outbox::rename_webhooks(&db, &[(old[0].clone(), new[0].clone())]).unwrap();
+        assert_eq!(
+            Outbox::open(&db, &new)
+                .unwrap()
+                .pending_deliveries(0)
+                .unwrap(),
+            1
+        );
     }
 
     #[test]

@@ -151,10 +151,14 @@ impl WebhookConfig {
         if self.max_in_flight == Some(0) {
             return Err(WebhookConfigError::Zero("max_in_flight"));
         }
-        let name = match &self.name {
+        let (name, renamed_from) = match &self.name {
             Some(n) if n.trim().is_empty() => return Err(WebhookConfigError::EmptyName),
-            Some(n) => n.clone(),
-            None => redact_url(&self.url),
+            Some(n) => (n.clone(), None),
+            None => {
+                let name = redact_url(&self.url);
+                let before = url_with_path(&self.url);
+                (name.clone(), Some(before).filter(|b| *b != name))
+            }
         };
         let ca = match &self.ca_file {
             None => None,
@@ -165,6 +169,7 @@ impl WebhookConfig {
         };
         Ok(Webhook {
             name,
+            renamed_from,
             url,
             ca,
             secret: Arc::from(secret),
@@ -176,8 +181,37 @@ impl WebhookConfig {
     }
 }
 
-/// `scheme://host:port/path`: a URL without credentials or query, safe for labels and logs.
+/// `scheme://host:port`, and for a URL with a path `/…` and 8 hex digits of the path's SHA-256:
+/// safe for labels, logs and `/metrics`, which needs no token. A chat bot's webhook carries its
+/// token in the path (`/open-apis/bot/v2/hook/<token>`, `/services/T…/B…/<secret>`), and in the
+/// query, which is never shown; two paths on one host still get two names.
 fn redact_url(raw: &str) -> String {
+    use sha2::{Digest, Sha256};
+    match reqwest::Url::parse(raw) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let path = match u.path() {
+                "" | "/" => String::new(),
+                p => {
+                    let h = Sha256::digest(p.as_bytes());
+                    format!("/…{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
+                }
+            };
+            format!(
+                "{}://{}{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                port,
+                path
+            )
+        }
+        Err(_) => "<invalid url>".to_string(),
+    }
+}
+
+/// `scheme://host:port/path`: the default name of earlier releases, under which a store may
+/// still hold an unnamed webhook's deliveries.
+fn url_with_path(raw: &str) -> String {
     match reqwest::Url::parse(raw) {
         Ok(u) => {
             let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
@@ -198,6 +232,10 @@ fn redact_url(raw: &str) -> String {
 pub struct Webhook {
     /// Pass these, in config order, to [`Outbox::open`].
     pub name: String,
+    /// The name an unnamed webhook had before its default name left out the URL's path
+    /// (`scheme://host:port/path`): its deliveries in the store move to `name` at start
+    /// ([`crate::alert::outbox::Outbox::rename_webhooks`]).
+    pub renamed_from: Option<String>,
     pub url: reqwest::Url,
     pub secret: Arc<[u8]>,
     pub types: Option<Vec<AlertType>>,
@@ -305,7 +343,24 @@ types = ["geofence_exit", "silent_overdue"]"#,
         assert!(z.matches(AlertType::RiskZoneDwell) && z.matches(AlertType::AllSilent));
         assert!(!z.matches(AlertType::RiskZoneEnter));
         let w = c.resolve().unwrap();
-        assert_eq!(w.name, "https://example.com/hook");
+        // The default name shows neither credentials, query nor path (a chat bot's token
+        // lives in it), and remembers the name of earlier releases to move deliveries from.
+        assert!(w.name.starts_with("https://example.com/…"), "{}", w.name);
+        assert!(
+            !w.name.contains("hook") && !w.name.contains("u:p"),
+            "{}",
+            w.name
+        );
+        assert_eq!(w.renamed_from.as_deref(), Some("https://example.com/hook"));
+        let other = parse("url = \"https://example.com/hook2\"\nsecret = \"a\"").unwrap();
+        assert_ne!(other.resolve().unwrap().name, w.name);
+        let root = parse("url = \"https://example.com:8443/\"\nsecret = \"a\"").unwrap();
+        let root = root.resolve().unwrap();
+        assert_eq!(root.name, "https://example.com:8443");
+        assert_eq!(
+            root.renamed_from.as_deref(),
+            Some("https://example.com:8443/")
+        );
         assert_eq!(w.max_in_flight, 4);
         assert_eq!(&*w.secret, b"abc");
         assert!(!format!("{c:?}{w:?}").contains("abc"));
