@@ -466,6 +466,7 @@ pub fn decode_bytes(
     // stays empty and is left out of the output.
     let cfg = SessionConfig {
         sessionless: true,
+        verbatim: true,
         default_device_id: Some(crate::event::DeviceId::new("")),
         ..SessionConfig::default()
     };

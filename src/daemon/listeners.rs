@@ -36,6 +36,7 @@ pub async fn start(
             default_device_id: None,
             clock: Arc::new(Timestamp::now),
             sessionless: false,
+            verbatim: false,
             require_auth: true,
             bind_terminal: sh.engine.terminal_binding.clone(),
         };

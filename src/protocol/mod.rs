@@ -62,6 +62,9 @@ pub struct SessionConfig {
     /// `lienwatch decode`: data frames decode without a login (their events carry the device id
     /// only when the frame itself does; otherwise it is empty) and nothing is refused.
     pub sessionless: bool,
+    /// `lienwatch decode`: each message as its bytes say, nothing carried from one to the next
+    /// (a Teltonika packet's newest record does not take its older records' IO).
+    pub verbatim: bool,
     /// JT/T 808 over a connection: nothing but registration, authentication and heartbeats
     /// before a valid authentication, and then only frames of the terminal that authenticated.
     /// Off where there is no connection to hold it (MQTT raw payloads: the broker is the gate).
@@ -92,6 +95,7 @@ impl Default for SessionConfig {
             default_device_id: None,
             clock: Arc::new(Timestamp::now),
             sessionless: false,
+            verbatim: false,
             require_auth: false,
             bind_terminal: Arc::new(|_, _| true),
         }

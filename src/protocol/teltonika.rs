@@ -735,17 +735,20 @@ fn imei_str(b: &[u8]) -> Option<&str> {
     }
 }
 
-/// The normalised event for one record. A no-fix record keeps the coordinates it carries but is
-/// `valid: false`, so it only counts as a sign of life (§C.3). `utc_offset_s` undoes a device
-/// clock set to local time.
 /// What a session has seen of a device's records, across its packets.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RecordWatermark {
-    /// The newest record time the session has had.
+    /// The newest record time the session has had, of those not ahead of the server's clock by
+    /// more than [`AHEAD_MS`]: a clock a year ahead (a GPS week-rollover bug, corrected since)
+    /// must not make every later record of the connection history.
     newest_ms: Option<u64>,
     /// `decode`: each record as it is, with its own IO; nothing merged.
     pub verbatim: bool,
 }
+
+/// How far ahead of the server's clock a record may be and still move the watermark: the
+/// default `ingest.max_future`, beyond which the engine holds a fix suspect anyway.
+const AHEAD_MS: u64 = 10 * 60_000;
 
 /// The events of one AVL packet. Only the newest record the session has had is news: the others
 /// were saved before it (records the device could not send, or its send period's), and Teltonika
@@ -762,6 +765,7 @@ pub fn packet_events(
     device: &DeviceId,
     data: &AvlData<'_>,
     utc_offset_s: Option<i32>,
+    now: crate::event::Timestamp,
     seen: &mut RecordWatermark,
 ) -> Vec<Event> {
     let records: Vec<Record<'_>> = data.records().collect();
@@ -782,7 +786,16 @@ pub fn packet_events(
             .union(r.active.intersection(r.known));
         merged.known = merged.known.union(r.known);
     }
-    if let Some(t) = by_time.last().map(|&i| records[i].timestamp_ms) {
+    // Record times as the device keeps them (`utc_offset_s` shifts both alike, near enough).
+    let limit = u64::try_from(now.millis())
+        .unwrap_or(0)
+        .saturating_add(AHEAD_MS);
+    if let Some(t) = by_time
+        .iter()
+        .rev()
+        .map(|&i| records[i].timestamp_ms)
+        .find(|&t| t <= limit)
+    {
         seen.newest_ms = Some(seen.newest_ms.map_or(t, |s| s.max(t)));
     }
     let verbatim = seen.verbatim;
@@ -806,6 +819,9 @@ pub fn packet_events(
         .collect()
 }
 
+/// The normalised event for one record. A no-fix record keeps the coordinates it carries but is
+/// `valid: false`, so it only counts as a sign of life (§C.3). `utc_offset_s` undoes a device
+/// clock set to local time.
 pub fn record_event(device: &DeviceId, rec: &Record<'_>, utc_offset_s: Option<i32>) -> Event {
     // Codec 8/8E/16 carry coordinates as raw integers, and over UDP or bare MQTT payloads no CRC
     // vouches for them: a latitude of 214.7° is no place. The record still counts (its acks and
@@ -871,7 +887,7 @@ impl TeltonikaSession {
     pub fn new(cfg: SessionConfig) -> Self {
         TeltonikaSession {
             seen: RecordWatermark {
-                verbatim: cfg.sessionless,
+                verbatim: cfg.verbatim,
                 ..RecordWatermark::default()
             },
             cfg,
@@ -996,7 +1012,9 @@ impl TeltonikaSession {
             }
             Ok((avl, len)) => {
                 if let Some(dev) = &self.device {
-                    let events = packet_events(dev, &avl, self.cfg.utc_offset_s, &mut self.seen);
+                    let now = (self.cfg.clock)();
+                    let events =
+                        packet_events(dev, &avl, self.cfg.utc_offset_s, now, &mut self.seen);
                     out.extend(events.into_iter().map(Output::Event));
                 }
                 let ack = u32::from(avl.count()).to_be_bytes();
@@ -1138,7 +1156,7 @@ impl TeltonikaUdpSession {
     pub fn new(cfg: SessionConfig) -> Self {
         TeltonikaUdpSession {
             seen: RecordWatermark {
-                verbatim: cfg.sessionless,
+                verbatim: cfg.verbatim,
                 ..RecordWatermark::default()
             },
             cfg,
@@ -1185,7 +1203,8 @@ impl Session for TeltonikaUdpSession {
                 id
             }
         };
-        let events = packet_events(&dev, &d.data, self.cfg.utc_offset_s, &mut self.seen);
+        let now = (self.cfg.clock)();
+        let events = packet_events(&dev, &d.data, self.cfg.utc_offset_s, now, &mut self.seen);
         out.extend(events.into_iter().map(Output::Event));
         out.push(Output::Reply(Bytes::copy_from_slice(
             &d.ack(d.data.count()),
@@ -1347,7 +1366,14 @@ mod tests {
     /// The fixes a session makes of `packets` after the handshake: (time, buffered, power cut
     /// reported on).
     fn fixes_of(packets: &[Vec<u8>]) -> Vec<(u64, bool, bool)> {
-        let mut s = TeltonikaSession::new(SessionConfig::default());
+        fixes_at(SessionConfig::default().clock, packets)
+    }
+
+    fn fixes_at(clock: crate::time::Clock, packets: &[Vec<u8>]) -> Vec<(u64, bool, bool)> {
+        let mut s = TeltonikaSession::new(SessionConfig {
+            clock,
+            ..SessionConfig::default()
+        });
         let mut buf = BytesMut::from(&hex(HANDSHAKE)[..]);
         let mut out = Vec::new();
         for p in packets {
@@ -1405,6 +1431,52 @@ mod tests {
         let flags: Vec<bool> = fixes.iter().map(|f| f.1).collect();
         assert_eq!(flags, [false, true, true]);
         assert!(fixes[0].2);
+    }
+
+    /// Raw frames from an MQTT broker (no session across messages, no login) merge as a
+    /// connection does; only `decode` prints each record verbatim.
+    #[test]
+    fn only_decode_keeps_each_record_verbatim() {
+        let now = 1_716_200_000_000u64;
+        let packet = codec8(&[(now, None), (now - 30_000, Some(1))]);
+        for (verbatim, cut) in [(false, true), (true, false)] {
+            let mut s = TeltonikaSession::new(SessionConfig {
+                sessionless: true,
+                verbatim,
+                default_device_id: Some(DeviceId::new("868120145233604")),
+                ..SessionConfig::default()
+            });
+            let mut buf = BytesMut::from(&packet[..]);
+            let mut out = Vec::new();
+            s.feed(&mut buf, &mut out).expect("no error");
+            let newest = out.iter().find_map(|o| match o {
+                Output::Event(Event {
+                    kind: EventKind::Position(f),
+                    ..
+                }) if !f.buffered => Some(f.alarms.active.contains(Alarms::POWER_CUT)),
+                _ => None,
+            });
+            assert_eq!(newest, Some(cut), "verbatim {verbatim}");
+        }
+    }
+
+    /// A record a year ahead of the server's clock (a week-rollover bug, corrected since) does
+    /// not make every later record of the connection history.
+    #[test]
+    fn a_clock_far_ahead_does_not_bury_the_records_after_it() {
+        let now = 1_716_200_000_000u64;
+        let year = 365 * 86_400_000u64;
+        let clock: crate::time::Clock =
+            std::sync::Arc::new(move || crate::event::Timestamp::from_millis(now as i64));
+        let fixes = fixes_at(
+            clock,
+            &[
+                codec8(&[(now + year, Some(0))]),
+                codec8(&[(now - 1000, Some(0))]),
+            ],
+        );
+        let flags: Vec<bool> = fixes.iter().map(|f| f.1).collect();
+        assert_eq!(flags, [false, false]);
     }
 
     /// An IO sent only in the record made at its event (an "eventual" unplug), followed in the

@@ -120,8 +120,13 @@ fn decode_raw(
             // One packet per message, no session across them: the packet's own newest record
             // is the live one.
             let mut seen = crate::protocol::teltonika::RecordWatermark::default();
-            let events: Vec<Event> =
-                crate::protocol::teltonika::packet_events(dev, &avl, scfg.utc_offset_s, &mut seen);
+            let events: Vec<Event> = crate::protocol::teltonika::packet_events(
+                dev,
+                &avl,
+                scfg.utc_offset_s,
+                (scfg.clock)(),
+                &mut seen,
+            );
             metrics::counter!("lienwatch_frames_decoded_total", "protocol" => w.name())
                 .increment(events.len() as u64);
             return Ok(json::Decoded {
