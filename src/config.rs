@@ -186,12 +186,19 @@ fn parse_error(text: &str, e: &toml::de::Error) -> String {
     let line_no = before.matches('\n').count() + 1;
     let col = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or("");
-    // A key only where the line is `key = value` (a line inside a multi-line string is not).
-    let key = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| {
-        !k.is_empty()
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '))
-    });
+    // A key only where the line is `key = value`, never a line inside a multi-line string.
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let opened = |q: &str| text.get(..line_start).unwrap_or("").matches(q).count() % 2 == 1;
+    let in_string = opened("\"\"\"") || opened("'''");
+    let key = (!in_string)
+        .then(|| line.split_once('='))
+        .flatten()
+        .map(|(k, _)| k.trim())
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '))
+        });
     let lines: Vec<&str> = text.lines().take(line_no).collect();
     let table = lines
         .iter()
@@ -1217,6 +1224,9 @@ mod tests {
         let text = "[admin]\ntoken = \"\"\"\nc2VjcmV0\\q==\n\"\"\"\n";
         let e = Config::parse(text, "lw.toml").unwrap_err().to_string();
         assert!(!e.contains("c2VjcmV0"), "{e}");
+        let text = "[admin]\ntoken = \"\"\"\nabc=def\\q\n\"\"\"\n";
+        let e = Config::parse(text, "lw.toml").unwrap_err().to_string();
+        assert!(!e.contains("abc"), "{e}");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const FOLD_EVERY: Duration = Duration::from_secs(1);
-/// Entries per slice: a busy second's commits. A pass folds slices until one comes back short,
-/// so that a commit rate above it (`storage.commit_window = "0ms"` on fast disks) cannot leave
+/// Entries per slice: a busy second's commits. A pass folds slices until one comes back short
+/// (or [`SLICES_PER_PASS`]), so that a commit rate above it (`storage.commit_window = "0ms"` on fast disks) cannot leave
 /// the journal, and the memory that mirrors it, growing for good.
 const SLICE: usize = 4096;
 /// Most slices a pass folds, so that a shutdown waits for a bounded pass: 16 slices a second are

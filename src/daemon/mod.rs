@@ -86,6 +86,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     let renames: Vec<(String, String)> = webhooks
         .iter()
         .filter_map(|w| w.renamed_from.clone().map(|old| (old, w.name.clone())))
+        // A configured webhook named as the old default (a `name` kept when its URL changed)
+        // keeps its own deliveries.
+        .filter(|(old, _)| !names.contains(old))
         .collect();
     store
         .rename_outbox_webhooks(&renames)

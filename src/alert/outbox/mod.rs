@@ -679,6 +679,33 @@ mod tests {
     }
 
     /// A webhook renamed before open keeps its deliveries (its id) under the new name.
+    /// An alert finished by one webhook while another's delivery cannot be read is counted out
+    /// of the pending alerts once, not again when that delivery is set aside.
+    #[test]
+    fn an_unreadable_sibling_is_counted_out_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let ob = Outbox::open(&db, &names(2)).unwrap();
+        let a = ob.insert(&alert("a"), &[0, 1]).unwrap();
+        ob.insert(&alert("b"), &[0]).unwrap();
+        ob.mark_durable();
+        assert_eq!(ob.pending_alerts(), 2);
+        let w1 = ob.wid(1).unwrap();
+        ob.inner
+            .tree
+            .insert(delivery_key(w1, a), &[0xFF; 3][..])
+            .unwrap();
+        ob.record_attempt(0, a, ob.now(), &AttemptOutcome::Delivered)
+            .unwrap();
+        assert_eq!(ob.pending_alerts(), 1);
+        let busy = HashSet::new();
+        let (jobs, _) = ob.sweep(1, None, ob.now(), &busy, 10, 100).unwrap();
+        assert!(jobs.is_empty());
+        assert_eq!(ob.pending_alerts(), 1, "counted out once");
+        assert_eq!(ob.pending_deliveries(1).unwrap(), 0);
+        assert_eq!(ob.view(a).unwrap().unwrap().state, State::Failed);
+    }
+
     #[test]
     fn a_renamed_webhook_keeps_its_deliveries() {
         let dir = tempfile::tempdir().unwrap();

@@ -236,12 +236,28 @@ impl Outbox {
                 .saturating_sub(1)
                 .to_be_bytes(),
         );
-        let alert_done = match self.load_alert(seq) {
-            Ok(Some(alert)) => {
-                overall(&self.deliveries_with(&alert, seq, wid, &rec)?) != State::Pending
-            }
-            _ => false,
-        };
+        // Counted out once: another webhook may have finished the alert already, counting this
+        // delivery failed ([`Outbox::deliveries_with`]). Where the alert's record cannot be read,
+        // the configured webhooks' deliveries say whether any is still pending.
+        let still_pending = self
+            .inner
+            .tree
+            .contains_key(state_key(State::Pending, seq))?;
+        let alert_done = still_pending
+            && match self.load_alert(seq) {
+                Ok(Some(alert)) => {
+                    overall(&self.deliveries_with(&alert, seq, wid, &rec)?) != State::Pending
+                }
+                _ => {
+                    let mut pending = false;
+                    for &other in self.inner.wids.iter().filter(|&&w| w != wid) {
+                        if let Ok(Some(r)) = self.load_delivery(other, seq) {
+                            pending |= r.state == State::Pending;
+                        }
+                    }
+                    !pending
+                }
+            };
         if alert_done {
             b.remove(&state_key(State::Pending, seq));
             b.insert(&state_key(State::Failed, seq), &[]);
