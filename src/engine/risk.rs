@@ -814,11 +814,9 @@ mod tests {
         assert_eq!(reasons(&e, at(6)), ["overdue_31_90"]);
     }
 
-    /// A closed loan is at tier `none`: opened again, its rise is reported from `none`. Its
-    /// episodes ended with it: reopened as `current`, the silence it had is no reason (only an
-    /// overdue loan's silence is), and the tier stays `none`.
-    #[test]
-    fn a_reopened_loan_rises_from_none() {
+    /// A car on a loan 45 days overdue whose one tracker has been silent past its threshold
+    /// (reasons `overdue_31_90` and `silent_overdue`), and when.
+    fn silent_on_an_overdue_loan() -> (Engine, Timestamp) {
         let t0 = Timestamp::from_secs(1_795_305_600);
         let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
         let loan = serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 45});
@@ -832,6 +830,15 @@ mod tests {
         let quiet = t1.add_millis(7 * 3_600_000);
         e.tick(quiet);
         assert_eq!(reasons(&e, quiet), ["overdue_31_90", "silent_overdue"]);
+        (e, quiet)
+    }
+
+    /// A closed loan is at tier `none`: opened again, its rise is reported from `none`. Its
+    /// episodes ended with it: reopened as `current`, the silence it had is no reason (only an
+    /// overdue loan's silence is), and the tier stays `none`.
+    #[test]
+    fn a_reopened_loan_rises_from_none() {
+        let (mut e, quiet) = silent_on_an_overdue_loan();
         set_loan(&mut e, r#"{"status": "closed"}"#, quiet);
         let _ = e.take_alerts();
         let tiers = |e: &mut Engine| -> Vec<(serde_json::Value, serde_json::Value)> {
@@ -860,19 +867,7 @@ mod tests {
     /// `silent_overdue`.
     #[test]
     fn a_silence_counts_only_while_the_loan_is_overdue() {
-        let t0 = Timestamp::from_secs(1_795_305_600);
-        let mut e = engine_at(crate::store::Store::temporary().unwrap(), t0);
-        let loan = serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 45});
-        put(
-            &mut e,
-            serde_json::json!({"loan": loan, "devices": [{"id": "868120145233604"}]}),
-            t0,
-        );
-        let t1 = t0.add_millis(60_000);
-        e.ingest(&[live_fix("868120145233604", t1, 22.5, 114.0)], t1);
-        let quiet = t1.add_millis(7 * 3_600_000);
-        e.tick(quiet);
-        assert_eq!(reasons(&e, quiet), ["overdue_31_90", "silent_overdue"]);
+        let (mut e, quiet) = silent_on_an_overdue_loan();
         let _ = e.take_alerts();
         set_loan(&mut e, r#"{"status": "current"}"#, quiet);
         assert_eq!(reasons(&e, quiet), Vec::<&str>::new());

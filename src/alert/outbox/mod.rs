@@ -119,6 +119,20 @@ pub struct DeliveryRecord {
     pub last_attempt_at: Option<Timestamp>,
 }
 
+impl DeliveryRecord {
+    /// A delivery not tried yet, due at `now`.
+    fn new_pending(now: Timestamp) -> Self {
+        DeliveryRecord {
+            state: State::Pending,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: now,
+            created_at: now,
+            last_attempt_at: None,
+        }
+    }
+}
+
 /// One pending delivery handed to a worker.
 #[derive(Clone, Debug)]
 pub struct Job {

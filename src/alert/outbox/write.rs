@@ -42,14 +42,7 @@ impl Outbox {
             body,
         };
         let rec_bytes = postcard::to_allocvec(&rec).map_err(|e| corrupt("new alert", e))?;
-        let delivery = DeliveryRecord {
-            state: State::Pending,
-            attempts: 0,
-            last_error: None,
-            next_attempt_at: now,
-            created_at: now,
-            last_attempt_at: None,
-        };
+        let delivery = DeliveryRecord::new_pending(now);
         let del_bytes = postcard::to_allocvec(&delivery).map_err(|e| corrupt("new delivery", e))?;
 
         let mut c = self.lock();
@@ -215,14 +208,7 @@ impl Outbox {
                 self.inner.tree.apply_batch(b)?;
                 return Ok(());
             }
-            Err(_) => DeliveryRecord {
-                state: State::Pending,
-                attempts: 0,
-                last_error: None,
-                next_attempt_at: now,
-                created_at: now,
-                last_attempt_at: None,
-            },
+            Err(_) => DeliveryRecord::new_pending(now),
         };
         rec.state = State::Failed;
         rec.last_error = Some(format!("its stored record cannot be read: {why}"));
