@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Delivery {
     stop: CancellationToken,
     workers: Vec<tokio::task::JoinHandle<()>>,
+    /// Each running webhook's settings digest, in the outbox's order.
+    settings: Vec<[u8; 32]>,
 }
 
 /// Each webhook with the HTTP client it goes through: what can fail (a private CA that does
@@ -35,11 +37,23 @@ impl Delivery {
             .map(Prepared)
     }
 
+    /// Whether the running workers are these webhooks', every setting the same: then a reload
+    /// has nothing to restart (a restart cuts the requests in flight and retries every pending
+    /// alert at once, past its backoff).
+    pub fn runs(&self, webhooks: &[Webhook]) -> bool {
+        webhooks.len() == self.settings.len()
+            && webhooks
+                .iter()
+                .zip(&self.settings)
+                .all(|(w, s)| w.settings == *s)
+    }
+
     /// Starts a worker per webhook; each retries its pending alerts at once. All or none: a
     /// worker that cannot start stops those started before it.
     pub fn start(outbox: &Outbox, prepared: Prepared) -> Result<Delivery, DaemonError> {
         let stop = CancellationToken::new();
         let mut workers = Vec::new();
+        let settings = prepared.0.iter().map(|(w, _)| w.settings).collect();
         for (i, (w, client)) in prepared.0.into_iter().enumerate() {
             let name = w.name.clone();
             match crate::alert::webhook::spawn(
@@ -57,7 +71,11 @@ impl Delivery {
                 }
             }
         }
-        Ok(Delivery { stop, workers })
+        Ok(Delivery {
+            stop,
+            workers,
+            settings,
+        })
     }
 
     pub async fn stop(&mut self) {

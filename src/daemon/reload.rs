@@ -130,7 +130,13 @@ pub async fn reload(
     in_force.log.level = next.log.level.clone();
     in_force.admin.token = next.admin.token.clone();
     in_force.admin.token_file = next.admin.token_file.clone();
-    if let Some(prepared) = prepared {
+    if prepared.is_some() && delivery.runs(&webhooks) {
+        in_force.webhooks = next.webhooks.clone();
+        tracing::info!(
+            webhooks = webhooks.len(),
+            "webhook settings unchanged; their workers go on"
+        );
+    } else if let Some(prepared) = prepared {
         delivery.stop().await;
         *delivery = Delivery::start(outbox, prepared)?;
         in_force.webhooks = next.webhooks.clone();

@@ -85,6 +85,25 @@ fn sighup_applies_new_webhook_settings_and_refuses_a_bad_file() {
     assert!(d.log().contains("reload refused"), "{}", d.log());
 }
 
+/// A reload that changes no webhook setting leaves the webhook workers running: a restart
+/// would cut their requests in flight and retry every pending alert at once, past its backoff.
+/// The alert raised after it still goes out.
+#[test]
+fn a_reload_without_webhook_changes_keeps_the_workers() {
+    let rx = Receiver::start();
+    let d = Daemon::start(&["gt06"], &webhook(&rx.url()));
+    put_fenced_car(&d);
+    signal(d.pid(), "HUP");
+    d.wait_metric("lienwatch_config_reloads_total", &[("result", "ok")], |v| {
+        v >= 1.0
+    });
+    let log = d.log();
+    assert!(log.contains("webhook settings unchanged"), "{log}");
+    assert!(!log.contains("webhook settings reloaded"), "{log}");
+    exit_fix(&d, 2, 22.70);
+    rx.wait_for(Duration::from_secs(5), "the exit", |a| a.len() == 1);
+}
+
 /// Webhooks are matched by name: tables put in another order, one of them pointed elsewhere,
 /// are reloaded, not refused as if renamed.
 #[test]

@@ -160,12 +160,32 @@ impl WebhookConfig {
                 (name.clone(), Some(before).filter(|b| *b != name))
             }
         };
-        let ca = match &self.ca_file {
-            None => None,
+        let (ca, ca_bytes) = match &self.ca_file {
+            None => (None, Vec::new()),
             Some(path) => {
                 let certs = crate::config::pem_certificates(path);
-                Some(certs.map_err(WebhookConfigError::CaFile)?)
+                let certs = certs.map_err(WebhookConfigError::CaFile)?;
+                (Some(certs), std::fs::read(path).unwrap_or_default())
             }
+        };
+        let max_in_flight = self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        let settings = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            for part in [
+                name.as_bytes(),
+                url.as_str().as_bytes(),
+                &secret,
+                format!("{:?}", self.types).as_bytes(),
+                &self.timeout.as_millis().to_be_bytes(),
+                &self.max_age.as_millis().to_be_bytes(),
+                &max_in_flight.to_be_bytes(),
+                &ca_bytes,
+            ] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part);
+            }
+            h.finalize().into()
         };
         Ok(Webhook {
             name,
@@ -176,7 +196,8 @@ impl WebhookConfig {
             types: self.types.clone(),
             timeout: self.timeout,
             max_age: self.max_age,
-            max_in_flight: self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            max_in_flight,
+            settings,
         })
     }
 }
@@ -244,6 +265,9 @@ pub struct Webhook {
     pub max_in_flight: usize,
     /// Extra trusted roots from `ca_file`.
     pub ca: Option<Vec<reqwest::Certificate>>,
+    /// A digest of every setting above (the CA file's bytes for `ca`): a reload whose webhooks
+    /// all keep theirs leaves their workers running.
+    pub settings: [u8; 32],
 }
 
 impl std::fmt::Debug for Webhook {
@@ -368,6 +392,31 @@ types = ["geofence_exit", "silent_overdue"]"#,
             targets(&[w.clone(), w], AlertType::SilentOverdue),
             vec![0, 1]
         );
+    }
+
+    /// The settings digest is the same for the same table and moves with any setting, the
+    /// secret included (a secret file rewritten under the same config).
+    #[test]
+    fn settings_digest_follows_every_setting() {
+        let digest = |extra: &str| {
+            parse(&format!(
+                "url = \"https://h.example/hook\"\nsecret = \"abc\"\n{extra}"
+            ))
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .settings
+        };
+        assert_eq!(digest(""), digest(""));
+        for extra in [
+            "timeout = \"3s\"",
+            "max_in_flight = 2",
+            "types = [\"tamper\"]",
+        ] {
+            assert_ne!(digest(""), digest(extra), "{extra}");
+        }
+        let other = parse("url = \"https://h.example/hook\"\nsecret = \"abd\"").unwrap();
+        assert_ne!(digest(""), other.resolve().unwrap().settings);
     }
 
     #[test]
