@@ -660,6 +660,15 @@ mod tests {
 
     /// An engine at `t0` with one vehicle, V-1, on `loan` with a wired and a wireless tracker,
     /// and `geofence` if given.
+    /// [`two_tracker_car`] on a loan 40 days overdue, without a geofence: the zone tests' car.
+    fn overdue_two_tracker_car(t0: Timestamp) -> crate::engine::Engine {
+        two_tracker_car(
+            t0,
+            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
+            None,
+        )
+    }
+
     fn two_tracker_car(
         t0: Timestamp,
         loan: serde_json::Value,
@@ -1234,11 +1243,7 @@ mod tests {
     #[test]
     fn a_car_with_two_trackers_visits_a_zone_once() {
         let t0 = Timestamp::from_secs(1_795_305_600);
-        let mut e = two_tracker_car(
-            t0,
-            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
-            None,
-        );
+        let mut e = overdue_two_tracker_car(t0);
         put_shop(&mut e, "1h", t0);
         let kinds = zone_alerts;
         let at = |m: i64| t0.add_millis(m * 60_000);
@@ -1295,11 +1300,7 @@ mod tests {
     #[test]
     fn a_visit_seen_ended_by_the_other_tracker_does_not_swallow_the_next() {
         let t0 = Timestamp::from_secs(1_795_305_600);
-        let mut e = two_tracker_car(
-            t0,
-            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
-            None,
-        );
+        let mut e = overdue_two_tracker_car(t0);
         put_shop(&mut e, "1h", t0);
         let kinds = zone_alerts;
         let at = |m: i64| t0.add_millis(m * 60_000);
@@ -1340,11 +1341,7 @@ mod tests {
     fn a_backlog_from_inside_the_zone_does_not_end_the_other_trackers_visit() {
         let t0 = Timestamp::from_secs(1_795_305_600);
         let at = |m: i64| t0.add_millis(m * 60_000);
-        let mut e = two_tracker_car(
-            t0,
-            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
-            None,
-        );
+        let mut e = overdue_two_tracker_car(t0);
         put_shop(&mut e, "1h", t0);
         let kinds = zone_alerts;
         e.ingest(&[live_fix(WIRED, at(-60), 22.5, 114.0)], at(-60));
@@ -1415,11 +1412,7 @@ mod tests {
         use crate::engine::zones::ImportZones;
         let t0 = Timestamp::from_secs(1_795_305_600);
         let at = |m: i64| t0.add_millis(m * 60_000);
-        let mut e = two_tracker_car(
-            t0,
-            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
-            None,
-        );
+        let mut e = overdue_two_tracker_car(t0);
         put_shop(&mut e, "24h", t0);
         let dwells = |e: &mut crate::engine::Engine| {
             e.take_alerts()
@@ -1453,11 +1446,7 @@ mod tests {
         use crate::event::{Event, EventKind};
         let reappeared = reappeared_details;
         let t0 = Timestamp::from_secs(1_795_305_600);
-        let mut e = two_tracker_car(
-            t0,
-            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
-            None,
-        );
+        let mut e = overdue_two_tracker_car(t0);
         let seen = t0.add_millis(60_000);
         e.ingest(&[live_fix(WIRED, seen, 22.5, 114.0)], seen);
         let silent = t0.add_millis(3 * 86_400_000);
@@ -1519,11 +1508,7 @@ mod tests {
         let buffered = |t: Timestamp, lat: f64| buffered_fix(WIRED, t, lat, 114.0);
         let reappeared = reappeared_details;
         let t0 = Timestamp::from_secs(1_795_305_600);
-        let mut e = two_tracker_car(
-            t0,
-            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
-            None,
-        );
+        let mut e = overdue_two_tracker_car(t0);
         let seen = t0.add_millis(60_000);
         e.ingest(&[live_fix(WIRED, seen, 22.5, 114.0)], seen);
         let mut last = seen;
@@ -1568,11 +1553,7 @@ mod tests {
     #[test]
     fn a_batch_ending_at_the_login_gives_the_distance() {
         let t0 = Timestamp::from_secs(1_795_305_600);
-        let mut e = two_tracker_car(
-            t0,
-            serde_json::json!({"id": "L", "status": "overdue", "days_past_due": 40}),
-            None,
-        );
+        let mut e = overdue_two_tracker_car(t0);
         e.ingest(&[live_fix(WIRED, t0, 22.5, 114.0)], t0);
         let silent = t0.add_millis(3 * 86_400_000);
         e.tick(silent);
