@@ -126,17 +126,33 @@ impl Outbox {
                 rec.last_error = Some(error.clone());
             }
         }
+        let new_state = overall(&self.deliveries_with(&alert, seq, wid, &rec)?);
+        let alert_state =
+            (rec.state != State::Pending && new_state != State::Pending).then_some(new_state);
+        self.write_delivery(&mut c, b, webhook, seq, &rec, alert_state)
+    }
+
+    /// Writes webhook `webhook`'s delivery `rec` of alert `seq` in batch `b`. One that left
+    /// `pending` leaves the webhook's pending count, and `alert_state`, when given (it was the
+    /// alert's last pending delivery), moves the alert there and out of the pending alerts.
+    fn write_delivery(
+        &self,
+        c: &mut Counters,
+        mut b: sled::Batch,
+        webhook: usize,
+        seq: u64,
+        rec: &DeliveryRecord,
+        alert_state: Option<State>,
+    ) -> Result<()> {
+        let wid = self.wid(webhook)?;
         b.insert(
             &delivery_key(wid, seq),
-            postcard::to_allocvec(&rec).map_err(|e| corrupt("delivery", e))?,
+            postcard::to_allocvec(rec).map_err(|e| corrupt("delivery", e))?,
         );
-
         let finished = rec.state != State::Pending;
-        let new_state = overall(&self.deliveries_with(&alert, seq, wid, &rec)?);
-        let alert_done = finished && new_state != State::Pending;
-        if alert_done {
+        if let Some(state) = alert_state {
             b.remove(&state_key(State::Pending, seq));
-            b.insert(&state_key(new_state, seq), &[]);
+            b.insert(&state_key(state, seq), &[]);
             b.insert(K_PENDING, &c.pending_alerts.saturating_sub(1).to_be_bytes());
         }
         if finished {
@@ -148,13 +164,13 @@ impl Outbox {
             );
         }
         self.inner.tree.apply_batch(b)?;
-        if alert_done {
+        if alert_state.is_some() {
             c.pending_alerts = c.pending_alerts.saturating_sub(1);
         }
         if finished {
             c.pending_by_webhook[webhook] = c.pending_by_webhook[webhook].saturating_sub(1);
         }
-        self.publish_gauges(&c);
+        self.publish_gauges(c);
         Ok(())
     }
 
@@ -212,16 +228,6 @@ impl Outbox {
         };
         rec.state = State::Failed;
         rec.last_error = Some(format!("its stored record cannot be read: {why}"));
-        b.insert(
-            &delivery_key(wid, seq),
-            postcard::to_allocvec(&rec).map_err(|e| corrupt("delivery", e))?,
-        );
-        b.insert(
-            webhook_pending_key(wid),
-            &c.pending_by_webhook[webhook]
-                .saturating_sub(1)
-                .to_be_bytes(),
-        );
         // Counted out once: another webhook may have finished the alert already, counting this
         // delivery failed ([`Outbox::deliveries_with`]). Where the alert's record cannot be read,
         // the configured webhooks' deliveries say whether any is still pending.
@@ -244,18 +250,8 @@ impl Outbox {
                     !pending
                 }
             };
-        if alert_done {
-            b.remove(&state_key(State::Pending, seq));
-            b.insert(&state_key(State::Failed, seq), &[]);
-            b.insert(K_PENDING, &c.pending_alerts.saturating_sub(1).to_be_bytes());
-        }
-        self.inner.tree.apply_batch(b)?;
-        c.pending_by_webhook[webhook] = c.pending_by_webhook[webhook].saturating_sub(1);
-        if alert_done {
-            c.pending_alerts = c.pending_alerts.saturating_sub(1);
-        }
-        self.publish_gauges(&c);
-        Ok(())
+        let alert_state = alert_done.then_some(State::Failed);
+        self.write_delivery(&mut c, b, webhook, seq, &rec, alert_state)
     }
 
     /// Deletes delivered and failed alerts that entered the outbox before `cutoff`, oldest first

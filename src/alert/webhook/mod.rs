@@ -208,41 +208,28 @@ impl WebhookConfig {
 /// query, which is never shown; two paths on one host still get two names.
 fn redact_url(raw: &str) -> String {
     use sha2::{Digest, Sha256};
-    match reqwest::Url::parse(raw) {
-        Ok(u) => {
-            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-            let path = match u.path() {
-                "" | "/" => String::new(),
-                p => {
-                    let h = Sha256::digest(p.as_bytes());
-                    format!("/…{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
-                }
-            };
-            format!(
-                "{}://{}{}{}",
-                u.scheme(),
-                u.host_str().unwrap_or(""),
-                port,
-                path
-            )
+    url_parts(raw, |path| match path {
+        "" | "/" => String::new(),
+        p => {
+            let h = Sha256::digest(p.as_bytes());
+            format!("/…{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
         }
-        Err(_) => "<invalid url>".to_string(),
-    }
+    })
 }
 
 /// `scheme://host:port/path`: the default name of earlier releases, under which a store may
 /// still hold an unnamed webhook's deliveries.
 fn url_with_path(raw: &str) -> String {
+    url_parts(raw, str::to_string)
+}
+
+/// `scheme://host:port` and what `path` makes of the URL's path; never credentials or query.
+fn url_parts(raw: &str, path: impl FnOnce(&str) -> String) -> String {
     match reqwest::Url::parse(raw) {
         Ok(u) => {
             let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-            format!(
-                "{}://{}{}{}",
-                u.scheme(),
-                u.host_str().unwrap_or(""),
-                port,
-                u.path()
-            )
+            let host = u.host_str().unwrap_or("");
+            format!("{}://{host}{port}{}", u.scheme(), path(u.path()))
         }
         Err(_) => "<invalid url>".to_string(),
     }
