@@ -494,9 +494,8 @@ fn bench_zones(c: &mut Criterion, w: &mut World) {
                 unsaved_n += 1;
                 if unsaved_n == 4096 {
                     unsaved_n = 0;
-                    let _ = unsaved.write_all(|k, b| {
+                    unsaved.write_all(|k, b| {
                         black_box((k, b));
-                        Ok::<(), ()>(())
                     });
                 }
             }

@@ -95,8 +95,8 @@ pub(super) fn set_on(
                 days_past_due,
                 ..v.loan.clone()
             };
-            e.store
-                .put_vehicle(vid, v.stored_json_with(&loan).as_bytes())?;
+            e.writes
+                .put_vehicle(vid, v.stored_json_with(&loan).as_bytes());
         }
     }
     for vid in ids {

@@ -22,7 +22,7 @@ use crate::history::History;
 use crate::risk::Reason;
 use crate::rules::long_stay::{self, Episode, LongStayState, Threshold};
 use crate::rules::DeadlineQueue;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Writes};
 use std::sync::Arc;
 
 /// Every vehicle's `long_stay` state and deadline, and the checks waiting for the worker.
@@ -77,9 +77,9 @@ impl LongStays {
         }
     }
 
-    pub(super) fn flush(&mut self, store: &Store) -> Result<(), StoreError> {
+    pub(super) fn flush(&mut self, writes: &mut Writes) {
         self.unsaved
-            .write_all(|id, bytes| store.put_stay_state(id, bytes))
+            .write_all(|id, bytes| writes.put_stay_state(id, bytes));
     }
 }
 

@@ -155,9 +155,12 @@ pub struct Engine {
     newest_fix: Option<Timestamp>,
     /// Alerts raised since `take_alerts` was last called.
     raised: Vec<Alert>,
-    /// Alerts the outbox refused (a store error), with their webhooks: the next commit writes
-    /// them first and fails if it cannot, since it carries the rule state that raised them.
+    /// Alerts raised and not yet in the outbox, with their webhooks: the commit's flush writes
+    /// them in one batch with `writes` (a flush that fails keeps both for the next one).
     unqueued: Vec<(Alert, Vec<usize>)>,
+    /// This commit's writes to sled's trees, applied at its flush with its alerts in one
+    /// crash-atomic batch (`store::Writes`).
+    writes: crate::store::Writes,
     /// Alerts raised so far (persisted); part of each alert's id.
     alert_count: u64,
     /// `alert_count` as last written: a commit that raised nothing writes nothing for it.
@@ -319,6 +322,7 @@ impl Engine {
             dirty_states: FastSet::default(),
             raised: Vec::new(),
             unqueued: Vec::new(),
+            writes: crate::store::Writes::default(),
             alert_count,
             alert_count_saved: alert_count,
             commands,
@@ -768,10 +772,7 @@ impl Engine {
             details,
         };
         let targets = crate::alert::webhook::targets(&self.cfg.webhooks, kind);
-        if let Err(e) = self.outbox.insert(&alert, &targets) {
-            tracing::error!(error = %e, alert = %alert.id, "cannot queue alert; the commit tries again");
-            self.unqueued.push((alert.clone(), targets));
-        }
+        self.unqueued.push((alert.clone(), targets));
         metrics::counter!("lienwatch_alerts_raised_total", "type" => kind.as_str()).increment(1);
         tracing::info!(alert = %alert.id, r#type = kind.as_str(), vehicle = vehicle_id, device = %device, "alert raised");
         let details = alert.details.clone();
@@ -830,9 +831,7 @@ impl Engine {
 
     /// Writes a hold through to the store (durable with the commit that carries its cause).
     fn keep_held(&mut self, device: &DeviceId, held: Option<&HeldReappearance>) {
-        if let Err(e) = self.store.put_held(device, held) {
-            tracing::error!(error = %e, device = %device, "cannot store a held reappearance");
-        }
+        self.writes.put_held(device, held);
     }
 
     /// Time-driven work up to `now`: silence deadlines that fell due.
@@ -928,20 +927,13 @@ impl Engine {
         std::mem::take(&mut self.raised)
     }
 
-    /// Writes every changed record and flushes: the commit that replies wait for. Alerts were
-    /// written to the outbox when raised, so they land in this same flush, before the states
-    /// that remember them.
+    /// Writes every changed record and flushes: the commit that replies wait for. The alerts
+    /// raised since the last commit go into sled in one batch with the states that remember
+    /// them (`store::Writes`); nothing of the commit is in sled before.
     ///
-    /// A write that fails leaves what it had not written marked, so that the next commit
+    /// A write that fails leaves what it had not written staged, so that the next commit
     /// writes it again.
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        // Alerts first: the rule state that raised them must not reach the disk without them.
-        let mut written = 0;
-        let queued = self.unqueued.iter().try_for_each(|(alert, targets)| {
-            self.outbox.insert(alert, targets).map(|_| written += 1)
-        });
-        self.unqueued.drain(..written);
-        queued.map_err(|e| StoreError::Outbox(e.to_string()))?;
         // One write for every changed record (`store::DeviceLog`).
         let devices = &self.devices;
         self.store
@@ -949,7 +941,7 @@ impl Engine {
         self.dirty.clear();
         for id in &self.dirty_states {
             let bytes = self.states.get(id).map(DeviceRuleState::to_bytes);
-            self.store.put_rule_state(id, bytes.as_deref())?;
+            self.writes.put_rule_state(id, bytes.as_deref());
         }
         self.dirty_states.clear();
         self.history
@@ -960,16 +952,29 @@ impl Engine {
                 .get(id)
                 .filter(|s| !s.is_empty())
                 .map(crate::risk::RiskState::to_bytes);
-            self.store.put_risk(id, bytes.as_deref())?;
+            self.writes.put_risk(id, bytes.as_deref());
         }
         self.dirty_risk.clear();
-        self.vrules.flush(&self.store)?;
+        self.vrules.flush(&mut self.writes);
         for (id, terminal_id) in self.terminal_ids.take_unsaved() {
-            self.store.put_registration(&id, &terminal_id)?;
+            self.writes.put_registration(&id, &terminal_id);
         }
         if self.alert_count != self.alert_count_saved {
-            self.store.set_alerts_raised(self.alert_count)?;
+            self.writes.set_alerts_raised(self.alert_count);
             self.alert_count_saved = self.alert_count;
+        }
+        // The commit's alerts and every state change of its own in one batch, which sled
+        // recovers whole or not at all (`store::Writes`).
+        if self.unqueued.is_empty() {
+            self.store.apply(&mut self.writes, None)?;
+        } else {
+            let mut alerts = self
+                .outbox
+                .stage(self.unqueued.iter().map(|(a, t)| (a, t.as_slice())))
+                .map_err(|e| StoreError::Outbox(e.to_string()))?;
+            self.store.apply(&mut self.writes, Some(alerts.batch()))?;
+            alerts.applied();
+            self.unqueued.clear();
         }
         // sled's trees, then the journal's record of this commit (`Store::flush`).
         self.store.flush()?;
@@ -1079,6 +1084,57 @@ fn alert_id(vehicle: &str, device: &DeviceId, kind: AlertType, at: Timestamp, n:
 mod tests {
     use super::testing::{engine_with_history, live_fix};
     use super::*;
+
+    /// A commit cut short (killed before its flush) leaves nothing of itself in sled, where
+    /// another thread's flush would make it durable: its alerts and the rule states that remember
+    /// them are written together, at its flush. So the fix a device resends, having had no
+    /// acknowledgement, raises the excursion's alert once, not a second time under a new id.
+    #[test]
+    fn a_commit_cut_short_leaves_no_alert_without_its_rule_state() {
+        use super::testing::{put_vehicle, reopen_at, take_count};
+        let t0 = Timestamp::from_secs(1_795_305_600);
+        let store = Store::temporary().unwrap();
+        let mut e = super::testing::engine_at(store.clone(), t0);
+        put_vehicle(
+            &mut e,
+            "V-1",
+            serde_json::json!({"loan": {"id": "L", "status": "current"},
+                "devices": [{"id": "111", "kind": "wired"}],
+                "geofence": {"type": "Circle", "center": [114.0, 22.5], "radius_m": 2000}}),
+            t0,
+        );
+        e.ingest(&[live_fix("111", t0, 22.5, 114.0)], t0);
+        e.flush().unwrap();
+        let t = t0.add_millis(60_000);
+        let outside = live_fix("111", t, 22.6, 114.0);
+        e.ingest(std::slice::from_ref(&outside), t);
+        assert_eq!(take_count(&mut e, AlertType::GeofenceExit), 1);
+        let exits = |e: &Engine| {
+            e.outbox
+                .list(None, 10, None)
+                .unwrap()
+                .iter()
+                .filter(|v| v.alert.kind == AlertType::GeofenceExit)
+                .count()
+        };
+        assert_eq!(exits(&e), 0, "not in sled before the commit's flush");
+        drop(e);
+        let mut e = reopen_at(&store, t);
+        e.ingest(&[outside], t);
+        assert_eq!(take_count(&mut e, AlertType::GeofenceExit), 1);
+        e.flush().unwrap();
+        assert_eq!(exits(&e), 1);
+        let t = t.add_millis(60_000);
+        e.ingest(&[live_fix("111", t, 22.61, 114.0)], t);
+        e.flush().unwrap();
+        drop(e);
+        let e = reopen_at(&store, t);
+        assert_eq!(
+            exits(&e),
+            1,
+            "one alert for the excursion, after a restart too"
+        );
+    }
 
     /// A forward step of the host clock (an NTP correction at boot) carries an overdue car's
     /// silence deadline past: as after the daemon's downtime, no alert before the startup grace

@@ -85,7 +85,7 @@ impl Command for ResetRegistration {
     type Output = Deleted;
 
     fn apply(self, e: &mut Engine, _now: Timestamp) -> Result<Deleted, EngineError> {
-        e.store.remove_registration(&self.id)?;
+        e.writes.remove_registration(&self.id);
         if !e.terminal_ids.forget(&self.id) {
             return Err(EngineError::NotFound(format!(
                 "terminal {} has no registration",

@@ -633,7 +633,9 @@ mod tests {
         e.flush().unwrap();
         let store = e.store.clone();
         drop(e);
-        store.put_risk("V-1", None).unwrap();
+        let mut w = crate::store::Writes::default();
+        w.put_risk("V-1", None);
+        store.apply(&mut w, None).unwrap();
         let e = engine_at(store, t1);
         assert_eq!(reasons(&e, t1), ["overdue_31_90"]);
     }
@@ -809,7 +811,9 @@ mod tests {
         assert_eq!(reasons(&e, at(5)), ["device_separation", "overdue_31_90"]);
         e.flush().unwrap();
         drop(e);
-        store.put_vehicle_rule_state("V-1", None).unwrap();
+        let mut w = crate::store::Writes::default();
+        w.put_vehicle_rule_state("V-1", None);
+        store.apply(&mut w, None).unwrap();
         let e = crate::engine::testing::reopen_at(&store, at(6));
         assert_eq!(reasons(&e, at(6)), ["overdue_31_90"]);
     }

@@ -11,7 +11,7 @@ use crate::registry::{DeviceKind, LoanStatus, Placement, Zone, ZoneSet};
 use crate::rules::{
     all_silent, separation, zones, DeadlineQueue, Outcome, SilenceTracker, VehicleRuleState,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Writes};
 use std::sync::Arc;
 
 /// How long a vehicle's state may go unwritten when only its progress moved: the separation
@@ -217,7 +217,7 @@ impl VehicleRules {
 
     /// Writes the changed states (an empty one is deleted). A write that fails leaves the states
     /// it did not write marked, for the next commit.
-    pub(super) fn flush(&mut self, store: &Store) -> Result<(), StoreError> {
+    pub(super) fn flush(&mut self, writes: &mut Writes) {
         let ids: Vec<Arc<str>> = self.dirty.iter().cloned().collect();
         for id in ids {
             let bytes = self
@@ -225,7 +225,7 @@ impl VehicleRules {
                 .get(&id)
                 .filter(|s| !s.is_empty())
                 .map(VehicleRuleState::to_bytes);
-            store.put_vehicle_rule_state(&id, bytes.as_deref())?;
+            writes.put_vehicle_rule_state(&id, bytes.as_deref());
             self.dirty.remove(&id);
             self.progressed.remove(&id);
         }
@@ -236,7 +236,7 @@ impl VehicleRules {
             }
             self.progress_due.pop_front();
         }
-        self.long_stay.flush(store)
+        self.long_stay.flush(writes);
     }
 }
 

@@ -51,7 +51,7 @@ impl Command for PutVehicle {
                 }
             }
         }
-        e.store.put_vehicle(&id, stored.as_bytes())?;
+        e.writes.put_vehicle(&id, stored.as_bytes());
         let loan = vehicle.loan.clone();
         let kept: HashSet<DeviceId> = vehicle.devices.iter().map(|d| d.id.clone()).collect();
         let before = e.risk_of(&id, now);
@@ -68,10 +68,10 @@ impl Command for PutVehicle {
         // put back).
         for d in &kept {
             if e.vehicle_id_of(d).is_none() {
-                let since = match e.store.bound(d)? {
+                let since = match e.store.bound(&e.writes, d)? {
                     Some((last, since)) if last == id => since,
                     _ => {
-                        e.store.put_bound(d, Some((&id, now)))?;
+                        e.writes.put_bound(d, Some((&id, now)));
                         now
                     }
                 };
@@ -130,7 +130,7 @@ impl Command for DeleteVehicle {
         if !e.vehicles.contains_key(&self.id) {
             return Err(not_found(&self.id));
         }
-        e.store.remove_vehicle(&self.id)?;
+        e.writes.remove_vehicle(&self.id);
         if let Some(v) = e.vehicles.remove(&self.id) {
             for d in &v.devices {
                 e.unregister(&d.id);

@@ -152,19 +152,15 @@ impl<K: PartialEq + Clone> Unsaved<K> {
     }
 
     /// Hands everything to write to `write` (bytes, or `None`: delete), in the order first
-    /// changed, stopping at its first error; the list starts empty again either way.
-    pub fn write_all<E>(
-        &mut self,
-        mut write: impl FnMut(&K, Option<&[u8]>) -> Result<(), E>,
-    ) -> Result<(), E> {
+    /// changed; the list starts empty again.
+    pub fn write_all(&mut self, mut write: impl FnMut(&K, Option<&[u8]>)) {
         let bytes = &self.bytes;
-        let r = self.items.iter().try_for_each(|(k, range)| {
+        for (k, range) in &self.items {
             // Every range was appended to this buffer since it was last cleared.
-            write(k, range.map(|(a, b)| &bytes[a as usize..b as usize]))
-        });
+            write(k, range.map(|(a, b)| &bytes[a as usize..b as usize]));
+        }
         self.items.clear();
         self.bytes.clear();
-        r
     }
 }
 
@@ -372,10 +368,7 @@ mod tests {
     /// What a write would receive, as owned pairs.
     fn take<K: PartialEq + Clone>(u: &mut Unsaved<K>) -> Vec<(K, Option<Vec<u8>>)> {
         let mut out = Vec::new();
-        let _ = u.write_all(|k, b| {
-            out.push((k.clone(), b.map(<[u8]>::to_vec)));
-            Ok::<(), ()>(())
-        });
+        u.write_all(|k, b| out.push((k.clone(), b.map(<[u8]>::to_vec))));
         out
     }
     const MIN: i64 = 60_000;

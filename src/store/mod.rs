@@ -9,6 +9,8 @@ pub(crate) mod sled_file;
 pub use blob_sync::BlobSync;
 mod device_log;
 pub mod journal;
+mod writes;
+pub use writes::Writes;
 
 pub use device_log::DeviceLog;
 
@@ -176,15 +178,6 @@ fn string_keyed(
         let (k, v) = r?;
         Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
     })
-}
-
-/// Writes `value` under `key`, or removes the key (`None`): a state that went away.
-fn put_or_remove(tree: &sled::Tree, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
-    match value {
-        Some(v) => tree.insert(key.as_bytes(), v)?,
-        None => tree.remove(key.as_bytes())?,
-    };
-    Ok(())
 }
 
 /// The device id a key of the `rules` or `registrations` tree names.
@@ -530,16 +523,6 @@ impl Store {
         string_keyed(&self.vehicles)
     }
 
-    pub fn put_vehicle(&self, id: &str, body: &[u8]) -> Result<(), StoreError> {
-        self.vehicles.insert(id.as_bytes(), body)?;
-        Ok(())
-    }
-
-    pub fn remove_vehicle(&self, id: &str) -> Result<(), StoreError> {
-        self.vehicles.remove(id.as_bytes())?;
-        Ok(())
-    }
-
     /// Every stored rule state as `(device id, encoded state)`.
     pub fn all_rule_states(
         &self,
@@ -550,19 +533,9 @@ impl Store {
         })
     }
 
-    /// Writes (`Some`) or deletes (`None`) a device's rule state.
-    pub fn put_rule_state(&self, id: &DeviceId, state: Option<&[u8]>) -> Result<(), StoreError> {
-        put_or_remove(&self.rules, id.as_str(), state)
-    }
-
     /// Every vehicle's risk state as `(vehicle id, bytes)`.
     pub fn all_risk(&self) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
         string_keyed(&self.risk)
-    }
-
-    /// Writes a vehicle's risk state, or removes it (`None`).
-    pub fn put_risk(&self, vehicle_id: &str, state: Option<&[u8]>) -> Result<(), StoreError> {
-        put_or_remove(&self.risk, vehicle_id, state)
     }
 
     /// Every JT/T 808 registration binding.
@@ -584,39 +557,9 @@ impl Store {
                 Ok(kv) => kv,
                 Err(e) => return Some(Err(e.into())),
             };
-            let (since, vehicle) = v.split_first_chunk::<8>()?;
-            let since = Timestamp::from_millis(i64::from_be_bytes(*since));
-            Some(Ok((
-                device_key(&k),
-                String::from_utf8_lossy(vehicle).into_owned(),
-                since,
-            )))
+            let (vehicle, since) = writes::decode_bound(&v)?;
+            Some(Ok((device_key(&k), vehicle, since)))
         })
-    }
-
-    /// The vehicle `device` was last bound to, and since when.
-    pub fn bound(&self, device: &DeviceId) -> Result<Option<(String, Timestamp)>, StoreError> {
-        Ok(self.bound.get(device.as_str().as_bytes())?.and_then(|v| {
-            let (since, vehicle) = v.split_first_chunk::<8>()?;
-            Some((
-                String::from_utf8_lossy(vehicle).into_owned(),
-                Timestamp::from_millis(i64::from_be_bytes(*since)),
-            ))
-        }))
-    }
-
-    /// Records when `device` was bound to `vehicle`; `None` forgets it.
-    pub fn put_bound(
-        &self,
-        device: &DeviceId,
-        bound: Option<(&str, Timestamp)>,
-    ) -> Result<(), StoreError> {
-        let value = bound.map(|(vehicle, since)| {
-            let mut v = since.millis().to_be_bytes().to_vec();
-            v.extend_from_slice(vehicle.as_bytes());
-            v
-        });
-        put_or_remove(&self.bound, device.as_str(), value.as_deref())
     }
 
     /// Every device's held `reappeared`.
@@ -641,33 +584,6 @@ impl Store {
             };
             Some(Ok((device_key(&k), held)))
         })
-    }
-
-    /// Keeps `device`'s held `reappeared`; `None` forgets it.
-    pub fn put_held(
-        &self,
-        device: &DeviceId,
-        held: Option<&crate::rules::HeldReappearance>,
-    ) -> Result<(), StoreError> {
-        let value = held.map(|h| {
-            let ms = |t: Option<Timestamp>| t.map_or(i64::MIN, Timestamp::millis);
-            [ms(h.silent_since), ms(h.last_seen), h.at.millis()]
-                .iter()
-                .flat_map(|m| m.to_be_bytes())
-                .collect::<Vec<u8>>()
-        });
-        put_or_remove(&self.held, device.as_str(), value.as_deref())
-    }
-
-    pub fn put_registration(&self, id: &DeviceId, terminal_id: &str) -> Result<(), StoreError> {
-        self.registrations
-            .insert(id.as_str().as_bytes(), terminal_id.as_bytes())?;
-        Ok(())
-    }
-
-    pub fn remove_registration(&self, id: &DeviceId) -> Result<(), StoreError> {
-        self.registrations.remove(id.as_str().as_bytes())?;
-        Ok(())
     }
 
     /// Every stored risk zone as `(id, body)`; the registry parses the body.
@@ -708,21 +624,11 @@ impl Store {
         string_keyed(&self.vehicle_rules)
     }
 
-    /// Writes (`Some`) or deletes (`None`) a vehicle's rule state.
-    pub fn put_vehicle_rule_state(&self, id: &str, state: Option<&[u8]>) -> Result<(), StoreError> {
-        put_or_remove(&self.vehicle_rules, id, state)
-    }
-
     /// Every stored `long_stay` rule state as `(vehicle id, encoded state)`.
     pub fn all_stay_states(
         &self,
     ) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
         string_keyed(&self.stays)
-    }
-
-    /// Writes (`Some`) or deletes (`None`) a vehicle's `long_stay` rule state.
-    pub fn put_stay_state(&self, id: &str, state: Option<&[u8]>) -> Result<(), StoreError> {
-        put_or_remove(&self.stays, id, state)
     }
 
     /// How many alerts were ever raised: part of each alert's id, so it must survive restarts.
@@ -733,11 +639,6 @@ impl Store {
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map(u64::from_be_bytes)
             .unwrap_or(0))
-    }
-
-    pub fn set_alerts_raised(&self, n: u64) -> Result<(), StoreError> {
-        self.meta.insert(ALERTS_RAISED, &n.to_be_bytes())?;
-        Ok(())
     }
 
     /// How many MQTT sessions (`mqtt.sessions`) the broker may still hold for lienwatch: the

@@ -1,10 +1,12 @@
 //! The alert outbox: every alert and its per-webhook delivery state, kept in sled.
 //!
 //! # Durability
-//! [`Outbox::insert`] only writes; it never flushes. The engine flushes the `sled::Db` once per
-//! group commit, so an alert becomes durable in the same flush as the state change that raised
-//! it: after a crash either both survive or neither does, and an alert is never lost while its
-//! cause is remembered. Call [`Outbox::notify`] after that flush so that workers deliver at once.
+//! The outbox never flushes. The engine writes a commit's alerts ([`Outbox::stage`]) in one
+//! crash-atomic batch with the state changes that raised them (`store::Writes`) and flushes the
+//! `sled::Db` once per group commit: after a crash either both survive or neither does, so an
+//! alert is never lost while its cause is remembered, nor raised again under a new id because
+//! its cause was forgotten. Call [`Outbox::notify`] after that flush so that workers deliver at
+//! once.
 //!
 //! Delivery outcomes written by the workers are not flushed either: they ride on the next group
 //! commit or sled's periodic flush. Losing one to a crash only means the alert is sent again, which
@@ -33,6 +35,7 @@ mod view;
 mod write;
 
 pub use view::{AlertView, DeliveryView};
+pub use write::StagedAlerts;
 
 use super::Alert;
 use crate::event::Timestamp;

@@ -6,12 +6,27 @@ use super::*;
 
 impl Outbox {
     /// Records an alert and a pending delivery for each target webhook (indexes into the names
-    /// given at open; duplicates ignored). Returns the alert's sequence number.
+    /// given at open; duplicates ignored), in a batch of its own. Returns the alert's sequence
+    /// number. The engine writes its alerts with [`Outbox::stage`] instead, in its commit's batch.
     ///
-    /// Does **not** flush: the caller's group-commit flush makes it durable together with the
-    /// state change that raised it; then call [`Outbox::notify`]. With no target the alert is
-    /// stored as `delivered` with 0 attempts (nothing to deliver, but visible in the API).
+    /// Does **not** flush: the caller's flush makes it durable; then call [`Outbox::notify`].
+    /// With no target the alert is stored as `delivered` with 0 attempts (nothing to deliver,
+    /// but visible in the API).
     pub fn insert(&self, alert: &Alert, targets: &[usize]) -> Result<u64> {
+        let mut staged = self.stage([(alert, targets)])?;
+        let (tree, batch) = staged.batch();
+        tree.apply_batch(batch)?;
+        Ok(staged.applied().start)
+    }
+
+    /// Prepares the records of `alerts` (each with its target webhooks) as one batch, for the
+    /// caller to write together with the state changes that raised them; see [`StagedAlerts`].
+    /// Until it is applied or dropped, delivery outcomes wait, so that the pending counts it
+    /// writes stay true.
+    pub fn stage<'a>(
+        &self,
+        alerts: impl IntoIterator<Item = (&'a Alert, &'a [usize])>,
+    ) -> Result<StagedAlerts<'_>> {
         #[cfg(test)]
         if self
             .inner
@@ -27,61 +42,65 @@ impl Outbox {
                 "injected",
             ))));
         }
-        let mut idx: Vec<usize> = targets.to_vec();
-        idx.sort_unstable();
-        idx.dedup();
-        if let Some(&bad) = idx.iter().find(|&&i| i >= self.inner.wids.len()) {
-            return Err(OutboxError::UnknownWebhook(bad));
-        }
-        let body = serde_json::to_vec(alert)?;
-        let now = self.now();
-        let rec = AlertRecord {
-            id: alert.id.clone(),
-            created_at: now.millis(),
-            targets: idx.iter().map(|&i| self.inner.wids[i]).collect(),
-            body,
-        };
-        let rec_bytes = postcard::to_allocvec(&rec).map_err(|e| corrupt("new alert", e))?;
-        let delivery = DeliveryRecord::new_pending(now);
-        let del_bytes = postcard::to_allocvec(&delivery).map_err(|e| corrupt("new delivery", e))?;
-
-        let mut c = self.lock();
-        let mut next_seq = self
+        let c = self.lock();
+        let next_seq = self
             .inner
             .next_seq
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let seq = *next_seq;
+        let mut pending_alerts = c.pending_alerts;
+        let mut pending_by_webhook = c.pending_by_webhook.clone();
+        let mut seq = *next_seq;
         let mut b = sled::Batch::default();
-        b.insert(&alert_key(seq), rec_bytes);
-        b.insert(vehicle_key(&alert.vehicle_id, seq), &[]);
-        for (&i, &wid) in idx.iter().zip(&rec.targets) {
-            b.insert(&delivery_key(wid, seq), del_bytes.clone());
-            b.insert(&queue_key(wid, now, seq), &[]);
-            b.insert(
-                webhook_pending_key(wid),
-                &(c.pending_by_webhook[i] + 1).to_be_bytes(),
-            );
+        let now = self.now();
+        let delivery = DeliveryRecord::new_pending(now);
+        let del_bytes = postcard::to_allocvec(&delivery).map_err(|e| corrupt("new delivery", e))?;
+        for (alert, targets) in alerts {
+            let mut idx: Vec<usize> = targets.to_vec();
+            idx.sort_unstable();
+            idx.dedup();
+            if let Some(&bad) = idx.iter().find(|&&i| i >= self.inner.wids.len()) {
+                return Err(OutboxError::UnknownWebhook(bad));
+            }
+            let rec = AlertRecord {
+                id: alert.id.clone(),
+                created_at: now.millis(),
+                targets: idx.iter().map(|&i| self.inner.wids[i]).collect(),
+                body: serde_json::to_vec(alert)?,
+            };
+            let rec_bytes = postcard::to_allocvec(&rec).map_err(|e| corrupt("new alert", e))?;
+            b.insert(&alert_key(seq), rec_bytes);
+            b.insert(vehicle_key(&alert.vehicle_id, seq), &[]);
+            for (&i, &wid) in idx.iter().zip(&rec.targets) {
+                b.insert(&delivery_key(wid, seq), del_bytes.clone());
+                b.insert(&queue_key(wid, now, seq), &[]);
+                pending_by_webhook[i] += 1;
+                b.insert(
+                    webhook_pending_key(wid),
+                    &pending_by_webhook[i].to_be_bytes(),
+                );
+            }
+            let state = if idx.is_empty() {
+                State::Delivered
+            } else {
+                State::Pending
+            };
+            b.insert(&state_key(state, seq), &[]);
+            if state == State::Pending {
+                pending_alerts += 1;
+                b.insert(K_PENDING, &pending_alerts.to_be_bytes());
+            }
+            seq += 1;
         }
-        let state = if idx.is_empty() {
-            State::Delivered
-        } else {
-            State::Pending
-        };
-        b.insert(&state_key(state, seq), &[]);
-        if state == State::Pending {
-            b.insert(K_PENDING, &(c.pending_alerts + 1).to_be_bytes());
-        }
-        self.inner.tree.apply_batch(b)?;
-        *next_seq = seq + 1;
-        for &i in &idx {
-            c.pending_by_webhook[i] += 1;
-        }
-        if state == State::Pending {
-            c.pending_alerts += 1;
-        }
-        self.publish_gauges(&c);
-        Ok(seq)
+        Ok(StagedAlerts {
+            outbox: self,
+            counters: c,
+            next_seq,
+            batch: Some(b),
+            seq,
+            pending_alerts,
+            pending_by_webhook,
+        })
     }
 
     /// Persists the outcome of one attempt: attempts + 1, the error, the new schedule entry or
@@ -299,5 +318,39 @@ impl Outbox {
             self.inner.tree.apply_batch(b)?;
         }
         Ok(pruned)
+    }
+}
+
+/// Alerts prepared as one batch of the outbox's tree ([`Outbox::stage`]): write
+/// [`StagedAlerts::batch`] (alone, or in one atomic write with other trees), then call
+/// [`StagedAlerts::applied`]. Dropped without that, nothing changes. Holds the outbox's lock.
+pub struct StagedAlerts<'a> {
+    outbox: &'a Outbox,
+    counters: MutexGuard<'a, Counters>,
+    next_seq: MutexGuard<'a, u64>,
+    batch: Option<sled::Batch>,
+    /// The sequence number after the last staged alert.
+    seq: u64,
+    pending_alerts: u64,
+    pending_by_webhook: Vec<u64>,
+}
+
+impl StagedAlerts<'_> {
+    /// The outbox's tree and the batch to write to it (an empty batch the second time).
+    pub fn batch(&mut self) -> (&sled::Tree, sled::Batch) {
+        (
+            &self.outbox.inner.tree,
+            self.batch.take().unwrap_or_default(),
+        )
+    }
+
+    /// The batch is written: the staged alerts are the outbox's. Returns their sequence numbers.
+    pub fn applied(mut self) -> std::ops::Range<u64> {
+        let first = *self.next_seq;
+        *self.next_seq = self.seq;
+        self.counters.pending_alerts = self.pending_alerts;
+        self.counters.pending_by_webhook = std::mem::take(&mut self.pending_by_webhook);
+        self.outbox.publish_gauges(&self.counters);
+        first..self.seq
     }
 }
