@@ -87,7 +87,7 @@ pub(super) fn set_on(
     days_past_due: Option<u32>,
     now: Timestamp,
 ) -> Result<(), EngineError> {
-    // Store first, for every vehicle: a store error then leaves memory as it was.
+    // Each vehicle's record with the loan as put, written with the commit's batch.
     for vid in ids {
         if let Some(v) = e.vehicles.get(vid) {
             let loan = Loan {

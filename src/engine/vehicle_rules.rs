@@ -215,8 +215,7 @@ impl VehicleRules {
         self.dirty.extend(self.progressed.keys().cloned());
     }
 
-    /// Writes the changed states (an empty one is deleted). A write that fails leaves the states
-    /// it did not write marked, for the next commit.
+    /// Stages the changed states for the commit's batch (an empty one is deleted).
     pub(super) fn flush(&mut self, writes: &mut Writes) {
         let ids: Vec<Arc<str>> = self.dirty.iter().cloned().collect();
         for id in ids {
@@ -1036,8 +1035,8 @@ mod tests {
     }
 
     /// The outbox refuses an alert (a store error): the commit that carries the rule state
-    /// which raised it fails, and the next one writes the alert first, so that the state is
-    /// never on disk without its alert.
+    /// which raised it fails and writes neither, and the next one writes both, so that the
+    /// state is never on disk without its alert.
     #[test]
     fn an_alert_the_outbox_refused_is_written_by_the_next_commit() {
         let t0 = Timestamp::from_secs(1_795_305_600);

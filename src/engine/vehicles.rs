@@ -78,8 +78,7 @@ impl Command for PutVehicle {
                 e.bound_since.insert(d.clone(), since);
             }
         }
-        // The other vehicles of its loan, after this vehicle's own writes, so that a store error
-        // leaves them as they were (this one already shows the loan as put).
+        // The other vehicles of its loan follow this one's.
         super::loans::align(e, &loan, now)?;
         if let Ok(mut reg) = e.registered.write() {
             let shared: Arc<str> = Arc::from(id.as_str());

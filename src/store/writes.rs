@@ -150,6 +150,10 @@ impl Store {
     /// Writes `writes`, and `also` (the outbox's batch of the same commit), as one batch that
     /// sled recovers whole or not at all; `writes` is left empty once it is. Not durable until
     /// [`Store::flush`].
+    ///
+    /// Like any sled batch it takes sled's process-wide write lock, so it waits for a flush
+    /// another thread has under way (the journal's filing passes flush once a second); a commit
+    /// that staged nothing takes no lock.
     pub fn apply(
         &self,
         writes: &mut Writes,
@@ -181,10 +185,14 @@ impl Store {
             parts.push((tree, batch));
         }
         parts.extend(also);
-        match parts.as_slice() {
-            [] => {}
+        match parts.len() {
+            0 => {}
             // One tree: its batch alone is recovered whole.
-            [(tree, batch)] => tree.apply_batch(batch.clone())?,
+            1 => {
+                if let Some((tree, batch)) = parts.pop() {
+                    tree.apply_batch(batch)?;
+                }
+            }
             _ => {
                 use sled::transaction::{TransactionError, Transactional};
                 let trees: Vec<&sled::Tree> = parts.iter().map(|(t, _)| *t).collect();

@@ -481,6 +481,41 @@ mod tests {
         assert_eq!(next, Some(ob.now().add_millis(4_000)));
     }
 
+    /// Alerts staged for a commit whose write then failed: dropped unapplied, they change
+    /// nothing, and the next commit stages them again under the same sequence numbers, counted
+    /// once. Two alerts in one batch count two, on disk too.
+    #[test]
+    fn staged_alerts_dropped_unapplied_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let ob =
+            Outbox::open_with_clock(&db, &names(2), Arc::new(|| Timestamp::from_secs(1))).unwrap();
+        let (a, b) = (alert("a"), alert("b"));
+        let both = [(&a, &[0usize, 1][..]), (&b, &[1usize][..])];
+        drop(ob.stage(both).unwrap());
+        assert_eq!(ob.pending_alerts(), 0);
+        assert!(ob.list(None, 10, None).unwrap().is_empty());
+        let mut staged = ob.stage(both).unwrap();
+        let (tree, batch) = staged.batch();
+        tree.apply_batch(batch).unwrap();
+        assert_eq!(staged.applied(), 1..3, "a fresh outbox numbers from 1");
+        assert_eq!(ob.pending_alerts(), 2);
+        assert_eq!(ob.pending_deliveries(0).unwrap(), 1);
+        assert_eq!(ob.pending_deliveries(1).unwrap(), 2);
+        let ids: Vec<String> = ob
+            .list(None, 10, None)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.alert.id)
+            .collect();
+        assert_eq!(ids, ["b", "a"]);
+        drop(ob);
+        let ob = Outbox::open(&db, &names(2)).unwrap();
+        assert_eq!(ob.pending_alerts(), 2, "the counts on disk");
+        assert_eq!(ob.pending_deliveries(1).unwrap(), 2);
+        assert_eq!(ob.insert(&alert("c"), &[]).unwrap(), 3);
+    }
+
     #[test]
     fn insert_schedule_and_overall_state() {
         let dir = tempfile::tempdir().unwrap();

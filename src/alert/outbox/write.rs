@@ -42,19 +42,11 @@ impl Outbox {
                 "injected",
             ))));
         }
-        let c = self.lock();
-        let next_seq = self
-            .inner
-            .next_seq
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let mut pending_alerts = c.pending_alerts;
-        let mut pending_by_webhook = c.pending_by_webhook.clone();
-        let mut seq = *next_seq;
-        let mut b = sled::Batch::default();
+        // Encoded before the locks are taken: the workers wait only for the batch's keys.
         let now = self.now();
         let delivery = DeliveryRecord::new_pending(now);
         let del_bytes = postcard::to_allocvec(&delivery).map_err(|e| corrupt("new delivery", e))?;
+        let mut records = Vec::new();
         for (alert, targets) in alerts {
             let mut idx: Vec<usize> = targets.to_vec();
             idx.sort_unstable();
@@ -69,9 +61,22 @@ impl Outbox {
                 body: serde_json::to_vec(alert)?,
             };
             let rec_bytes = postcard::to_allocvec(&rec).map_err(|e| corrupt("new alert", e))?;
+            records.push((rec_bytes, idx, rec.targets, alert.vehicle_id.as_str()));
+        }
+        let c = self.lock();
+        let next_seq = self
+            .inner
+            .next_seq
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut pending_alerts = c.pending_alerts;
+        let mut pending_by_webhook = c.pending_by_webhook.clone();
+        let mut seq = *next_seq;
+        let mut b = sled::Batch::default();
+        for (rec_bytes, idx, wids, vehicle_id) in records {
             b.insert(&alert_key(seq), rec_bytes);
-            b.insert(vehicle_key(&alert.vehicle_id, seq), &[]);
-            for (&i, &wid) in idx.iter().zip(&rec.targets) {
+            b.insert(vehicle_key(vehicle_id, seq), &[]);
+            for (&i, &wid) in idx.iter().zip(&wids) {
                 b.insert(&delivery_key(wid, seq), del_bytes.clone());
                 b.insert(&queue_key(wid, now, seq), &[]);
                 pending_by_webhook[i] += 1;
@@ -279,8 +284,9 @@ impl Outbox {
     /// next commit (a crash only brings an already finished alert back for the next pass).
     ///
     /// The scan reads and parses without the outbox's lock, which the engine thread takes for
-    /// every alert it raises: delivered and failed are final states, so nothing else writes
-    /// what this removes. Only the batch is written under the lock, in turn with the workers'.
+    /// each commit that raised alerts: delivered and failed are final states, so nothing else
+    /// writes what this removes. Only the batch is written under the lock, in turn with the
+    /// workers'.
     pub fn prune(&self, cutoff: Timestamp, max: usize) -> Result<usize> {
         let mut pruned = 0;
         let mut floor = read_u64(&self.inner.tree, K_SEQ_FLOOR)?;
