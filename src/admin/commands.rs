@@ -4,7 +4,8 @@
 use super::error::{ApiError, ErrorBody};
 use super::AdminState;
 use crate::engine::commands::{
-    CommandBody, CommandList, CommandView, CreateCommand, GetCommand, ListDeviceCommands,
+    CancelCommand, CommandBody, CommandList, CommandView, CreateCommand, GetCommand,
+    ListDeviceCommands,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -50,6 +51,22 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<CommandView>, ApiError> {
     Ok(Json(st.engine.run(GetCommand::parse(&id)?).await?))
+}
+
+/// Withdraws a command still `queued` or `sent` (a relay command for a car whose loan was cured
+/// while it was off): it becomes `failed`, `error` "cancelled by the operator", and is never sent
+/// again. One already written to the device may still be carried out. 409 for a command already
+/// `answered`, `failed` or `expired`.
+#[utoipa::path(delete, path = "/v1/commands/{id}", tag = "commands",
+    params(("id" = String, Path, description = "the command id (`cmd_<n>`)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = CommandView), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<CommandView>, ApiError> {
+    Ok(Json(st.engine.run(CancelCommand::parse(&id)?).await?))
 }
 
 /// The device's commands, newest first.

@@ -67,7 +67,7 @@ fn v1() -> OpenApiRouter<AdminState> {
         .routes(routes!(track::get))
         .routes(routes!(places::get))
         .routes(routes!(commands::create, commands::list))
-        .routes(routes!(commands::get))
+        .routes(routes!(commands::get, commands::cancel))
         .routes(routes!(alerts::list))
         .routes(routes!(zones::list, zones::import))
         .routes(routes!(zones::get, zones::put, zones::delete))

@@ -34,7 +34,12 @@ impl Mailbox {
             return false;
         }
         match self.queue.lock() {
-            Ok(mut q) => q.push_back(d),
+            // Handed again before the connection looked (a login committed after its link was
+            // registered hands its commands anew): written once.
+            Ok(mut q) => match q.iter_mut().find(|p| p.id == d.id) {
+                Some(pending) => *pending = d,
+                None => q.push_back(d),
+            },
             Err(_) => return false,
         }
         self.state.fetch_or(MAIL, Ordering::Release);
@@ -93,6 +98,23 @@ mod tests {
             command: Downlink::Locate,
             deadline: std::time::Instant::now() + std::time::Duration::from_secs(3600),
         }
+    }
+
+    /// A command handed twice before the connection takes its mail is written once.
+    #[test]
+    fn a_command_handed_twice_before_a_look_is_taken_once() {
+        let m = Mailbox::new();
+        assert!(m.send(cmd(1)));
+        assert!(m.send(cmd(2)));
+        assert!(m.send(cmd(1)));
+        let ids: Vec<u64> = m.take().into_iter().map(|d| d.id).collect();
+        assert_eq!(ids, [1, 2]);
+        assert!(m.send(cmd(1)));
+        assert_eq!(
+            m.take().len(),
+            1,
+            "a later hand after a look goes out again"
+        );
     }
 
     #[tokio::test]

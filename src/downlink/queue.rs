@@ -77,6 +77,8 @@ impl Commands {
             links: Arc::new(Links::default()),
         };
         let mut open: Vec<CommandRecord> = store.open_commands().collect::<Result<_, _>>()?;
+        // The open set as a store written before its writes were one batch may have kept it.
+        open.retain(|r| r.state.is_open());
         open.sort_by_key(|r| r.id);
         for r in open {
             c.deadlines.set(r.id, r.expires_at);
@@ -192,7 +194,7 @@ impl Commands {
         } else {
             CommandState::Failed
         };
-        self.finish_at(store, id, state, now, |r| {
+        self.finish_at(store, id, state, false, now, |r| {
             r.answered_at = Some(now);
             r.answer = a.text.clone();
             r.position = a.position.map(|p| StoredPosition::new(&p, now));
@@ -218,15 +220,31 @@ impl Commands {
 
     /// The connection cannot express the command: it fails, and the next one is due.
     pub fn refused(&mut self, store: &Store, id: u64, reason: &str, now: Timestamp) {
-        self.finish_at(store, id, CommandState::Failed, now, |r| {
+        self.finish_at(store, id, CommandState::Failed, false, now, |r| {
             r.error = Some(reason.to_string());
         });
+    }
+
+    /// An operator withdraws an open command (a relay command for a car whose loan was cured
+    /// while it was off): it fails with `reason` and is never sent again. One already written to
+    /// the device may still be carried out; its late answer then closes nothing, as after an
+    /// expiry in flight. Returns the record, or `None` when no open command has that id.
+    pub fn cancel(
+        &mut self,
+        store: &Store,
+        id: u64,
+        reason: &str,
+        now: Timestamp,
+    ) -> Option<CommandRecord> {
+        self.finish_at(store, id, CommandState::Failed, true, now, |r| {
+            r.error = Some(reason.to_string());
+        })
     }
 
     /// Expires every open command whose time has come, and ends the waits that are over.
     pub fn expire_due(&mut self, store: &Store, now: Timestamp) {
         while let Some(id) = self.deadlines.pop_due(now) {
-            self.finish_at(store, id, CommandState::Expired, now, |_| {});
+            self.finish_at(store, id, CommandState::Expired, true, now, |_| {});
         }
         if !self.quiet.is_empty() {
             let due = &mut self.due;
@@ -276,22 +294,22 @@ impl Commands {
     }
 
     /// Moves an open command to a final state; the device's next command becomes due, at once
-    /// or after [`STRAY_ANSWER_WAIT`].
+    /// or after [`STRAY_ANSWER_WAIT`]. `given_up`: it ends without its answer (expired,
+    /// cancelled). Returns the finished record, `None` when no open command has that id.
     fn finish_at(
         &mut self,
         store: &Store,
         id: u64,
         state: CommandState,
+        given_up: bool,
         now: Timestamp,
         fill: impl FnOnce(&mut CommandRecord),
-    ) {
-        let Some(mut rec) = self.open.remove(&id) else {
-            return;
-        };
-        // An in-order or H02 word-keyed command that expires sent, or one handed to its
-        // connection and maybe being written (its `sent` comes after the write): its answer may
-        // still come, and must not close the next one.
-        let unanswered_in_flight = state == CommandState::Expired
+    ) -> Option<CommandRecord> {
+        let mut rec = self.open.remove(&id)?;
+        // An in-order or H02 word-keyed command given up sent, or one handed to its connection
+        // and maybe being written (its `sent` comes after the write): its answer may still come,
+        // and must not close the next one.
+        let unanswered_in_flight = given_up
             && match rec.state {
                 CommandState::Sent => key_is_shared(rec.key),
                 _ => self.handed.contains_key(&id) && !answers_name_their_command(rec.protocol),
@@ -314,7 +332,8 @@ impl Commands {
         if let Err(e) = store.put_command(&rec) {
             tracing::error!(error = %e, "cannot store a finished command");
         }
-        self.due.insert(rec.device_id);
+        self.due.insert(rec.device_id.clone());
+        Some(rec)
     }
 
     /// After a commit: hands each due device's head command (its first [`MAX_IN_FLIGHT`] where
@@ -719,6 +738,54 @@ mod tests {
 
     /// A late in-order answer (Teltonika, H02 without a word) must not close the command sent
     /// after the one it answers.
+    /// A cancelled command is never handed out again, and the next one goes in its place: at
+    /// once when it was only queued, after the stray-answer wait when it was in flight on an
+    /// in-order device (its late answer must not close the next one). Cancelled again, or a
+    /// final one: nothing. After a restart it stays final.
+    #[test]
+    fn a_cancelled_command_gives_its_place_to_the_next() {
+        let (store, mut c, mailbox, _guard) = connected();
+        let t = Timestamp::from_secs;
+        let dev = DeviceId::new("1");
+        let create = |c: &mut Commands| {
+            let cmd = Downlink::Raw("setdigout 1".into());
+            c.create(&store, dev.clone(), Protocol::Teltonika, cmd, t(1000), t(0))
+                .unwrap()
+                .id
+        };
+        let (a, b, z) = (create(&mut c), create(&mut c), create(&mut c));
+        let state = |c: &Commands, id| c.get(&store, id).unwrap().unwrap().state;
+        // Queued behind `a`: cancelled, it never goes out.
+        let r = c
+            .cancel(&store, b, "cancelled by the operator", t(1))
+            .unwrap();
+        assert_eq!(r.state, CommandState::Failed);
+        assert_eq!(r.error.as_deref(), Some("cancelled by the operator"));
+        assert!(c.cancel(&store, b, "again", t(1)).is_none());
+        c.dispatch(t(1), std::time::Instant::now());
+        assert_eq!(ids(&mailbox), vec![a]);
+        c.sent(&store, a, AnswerKey::InOrder, t(2));
+        // In flight: its answer may still come, so `z` waits.
+        assert!(c
+            .cancel(&store, a, "cancelled by the operator", t(3))
+            .is_some());
+        c.dispatch(t(3), std::time::Instant::now());
+        assert!(ids(&mailbox).is_empty(), "z waits for a's stray answer");
+        c.on_event(&store, &answer(AnswerKey::InOrder, true), t(4));
+        assert_eq!(
+            state(&c, a),
+            CommandState::Failed,
+            "the late answer changes nothing"
+        );
+        assert_eq!(state(&c, z), CommandState::Queued);
+        c.expire_due(&store, t(3).add(STRAY_ANSWER_WAIT));
+        c.dispatch(t(70), std::time::Instant::now());
+        assert_eq!(ids(&mailbox), vec![z]);
+        let c = Commands::load(&store).unwrap();
+        assert_eq!(c.open_for(&dev), 1, "only z is open after a restart");
+        assert_eq!(state(&c, b), CommandState::Failed);
+    }
+
     #[test]
     fn an_in_order_answer_after_an_expiry_or_a_resend_finds_nothing_to_close() {
         let (store, mut c, mailbox, _guard) = connected();

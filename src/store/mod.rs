@@ -678,14 +678,17 @@ impl Store {
     pub fn put_command(&self, rec: &CommandRecord) -> Result<(), StoreError> {
         let id = rec.id.to_be_bytes();
         let body = postcard::to_allocvec(rec).map_err(|e| corrupt_command(e.to_string()))?;
-        self.commands.insert(command_key(b'c', &id), body)?;
-        self.commands
-            .insert(device_command_key(&rec.device_id, rec.id), &[][..])?;
+        // One batch: a record on disk as answered with its key still in the open set would be
+        // loaded as open after a crash and sent again.
+        let mut b = sled::Batch::default();
+        b.insert(&command_key(b'c', &id)[..], body);
+        b.insert(device_command_key(&rec.device_id, rec.id), &[][..]);
         if rec.state.is_open() {
-            self.commands.insert(command_key(b'o', &id), &[][..])?;
+            b.insert(&command_key(b'o', &id)[..], &[][..]);
         } else {
-            self.commands.remove(command_key(b'o', &id))?;
+            b.remove(&command_key(b'o', &id)[..]);
         }
+        self.commands.apply_batch(b)?;
         Ok(())
     }
 

@@ -200,6 +200,51 @@ mod gt06 {
         assert_eq!(s, 404);
     }
 
+    /// An operator withdraws a command queued for a device that is off (a relay command for a
+    /// car whose loan was cured): it is `failed` ("cancelled"), and the device's next login
+    /// brings the command queued after it, not the cancelled one. A command already final, or
+    /// unknown, is refused and nothing changes.
+    #[test]
+    fn a_cancelled_command_never_reaches_the_device() {
+        let d = Daemon::start(&["gt06"], "");
+        let mut dev = d.connect("gt06");
+        dev.exchange_bytes(&gt06_login(IMEI, 1), &gt06_ack(0x01, 1));
+        drop(dev);
+        d.wait_metric("lienwatch_connections", &[("protocol", "gt06")], |v| {
+            v == 0.0
+        });
+        let (s, relay) = post(&d, IMEI, r#"{"type": "raw", "text": "RELAY,1#"}"#);
+        assert_eq!(s, 202, "{relay}");
+        let (_, locate) = post(&d, IMEI, r#"{"type": "locate"}"#);
+        let relay_id = relay["id"].as_str().unwrap();
+        let (s, v) = d.api("DELETE", &format!("/v1/commands/{relay_id}"), None);
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["state"], "failed");
+        assert_eq!(v["error"], "cancelled by the operator");
+        assert_eq!(command(&d, relay_id)["state"], "failed");
+        let (s, v) = d.api("DELETE", &format!("/v1/commands/{relay_id}"), None);
+        assert_eq!(s, 409, "{v}");
+        let (s, _) = d.api("DELETE", "/v1/commands/cmd_999", None);
+        assert_eq!(s, 404);
+        let (s, _) = d.api("DELETE", "/v1/commands/nonsense", None);
+        assert_eq!(s, 404);
+
+        // Back online: the login's reply, then the locate, the command after the relay.
+        let mut dev = d.connect("gt06");
+        let t = Instant::now();
+        dev.exchange_bytes(&gt06_login(IMEI, 2), &gt06_ack(0x01, 2));
+        let want = command_frame(number(&locate), "WHERE#", 1);
+        assert_eq!(read_within_1s(&mut dev, want.len(), t), want);
+        assert_eq!(command(&d, relay_id)["state"], "failed");
+        assert_eq!(
+            d.metric(
+                "lienwatch_commands_total",
+                &[("protocol", "gt06"), ("outcome", "failed")]
+            ),
+            1.0
+        );
+    }
+
     /// GT06 answers name their command (the server flag): a command the device leaves
     /// unanswered holds back no other, which goes out within 1 s as for an idle device.
     #[test]
