@@ -235,6 +235,33 @@ pub fn unescape_into(src: &[u8], dst: &mut Vec<u8>) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// Un-escapes as [`unescape_into`], except that a `7D` followed by anything but `01`/`02` (or
+/// at the end) is kept as a data byte. Some terminals escape only `7E`: Traccar's test frame for
+/// `ALARM_ACCELERATION` carries cell ids with a bare `7D` (`0A 7D A0 03`), and its check byte and
+/// declared length add up only when each is a data byte. The caller accepts such a reading only
+/// where both do ([`parse_frame`]).
+fn unescape_lenient_into(src: &[u8], dst: &mut Vec<u8>) {
+    dst.clear();
+    dst.reserve(src.len());
+    let mut i = 0;
+    while let Some(&b) = src.get(i) {
+        match (b, src.get(i + 1)) {
+            (ESC, Some(0x01)) => {
+                dst.push(ESC);
+                i += 2;
+            }
+            (ESC, Some(0x02)) => {
+                dst.push(FLAG);
+                i += 2;
+            }
+            _ => {
+                dst.push(b);
+                i += 1;
+            }
+        }
+    }
+}
+
 /// Escapes `src` for the wire (`7E → 7D 02`, `7D → 7D 01`), without the flags.
 pub fn escape_into(src: &[u8], dst: &mut impl BufMut) {
     for &b in src {
@@ -877,7 +904,19 @@ impl Jt808Session {
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         let data: Result<&[u8], FrameError> = if raw.contains(&ESC) {
-            unescape_into(raw, &mut scratch).map(|()| scratch.as_slice())
+            match unescape_into(raw, &mut scratch) {
+                Ok(()) => Ok(scratch.as_slice()),
+                // A bare `7D` from a terminal that escapes only `7E`: taken as data when the
+                // check byte and the declared length then hold.
+                Err(FrameError::BadEscape) => {
+                    unescape_lenient_into(raw, &mut scratch);
+                    match parse_frame(&scratch) {
+                        Ok(_) => Ok(scratch.as_slice()),
+                        Err(_) => Err(FrameError::BadEscape),
+                    }
+                }
+                Err(e) => Err(e),
+            }
         } else {
             Ok(raw)
         };
@@ -1574,6 +1613,42 @@ mod tests {
             replies(&out),
             vec!["7E 80 01 00 05 01 39 12 34 56 78 00 01 00 7D 01 02 00 00 CA 7E"]
         );
+    }
+
+    /// A terminal that escapes only `7E` sends `7D` bare (Traccar's frame for
+    /// `ALARM_ACCELERATION`, three cell ids `0A 7D A0 xx` in item 0x5D): its check byte and
+    /// length hold with each `7D` as data, so it is decoded and acknowledged. A bare `7D` where
+    /// they do not hold is still a bad escape.
+    #[test]
+    fn a_bare_7d_is_data_when_the_check_byte_and_length_say_so() {
+        let frame = "7E0200008201215233475100030000000000000003015A7F6106CF8CEC003D0000000021071311481901040000005630011931011AE10200755D3D0601CC0024990A7DA0032301CC002499099B2941FC01CC002499099B29430B01CC0024990A7DA0290601CC0024990A7DA015FD01CC0026220994506BFFFE157C010400000001F10C000000000000000000000000997E";
+        let mut s = Jt808Session::new(SessionConfig::default());
+        let (out, err) = run(&mut s, &hex(frame));
+        assert!(err.is_none());
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Rejected(_))),
+            "{out:?}"
+        );
+        let f = fixes(&out);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].position.time.to_string(), "2021-07-13T03:48:19Z");
+        assert!(
+            (f[0].position.lat - 22.708065).abs() < 1e-6,
+            "{}",
+            f[0].position.lat
+        );
+        assert_eq!(
+            replies(&out),
+            vec!["7E 80 01 00 05 01 21 52 33 47 51 00 01 00 03 02 00 00 D3 7E"]
+        );
+        // One bare 7D more, in the serial: the check byte no longer holds.
+        let mut bad = hex(frame);
+        bad[12] = 0x7D;
+        let (out, _) = run(&mut Jt808Session::new(SessionConfig::default()), &bad);
+        assert!(fixes(&out).is_empty());
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Rejected(r) if r.reason == "jt808: bad escape")));
     }
 
     #[test]
