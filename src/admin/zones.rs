@@ -20,6 +20,10 @@ use axum::Json;
 pub struct ZoneWrites {
     writer: crate::store::ZoneWriter,
     turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Bulk imports one at a time from their first byte: each holds its body and its parsed
+    /// zones (several times the body for large polygons), so concurrent ones of 128 MiB each
+    /// could take gigabytes. Single zone changes do not wait for it.
+    import: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ZoneWrites {
@@ -27,6 +31,7 @@ impl ZoneWrites {
         ZoneWrites {
             writer,
             turn: Default::default(),
+            import: Default::default(),
         }
     }
 
@@ -91,6 +96,7 @@ pub async fn import(
     State(st): State<AdminState>,
     body: axum::body::Body,
 ) -> Result<Json<Imported>, ApiError> {
+    let import = st.zones.import.clone().lock_owned().await;
     let body = axum::body::to_bytes(body, MAX_IMPORT).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -103,6 +109,8 @@ pub async fn import(
     let imported = st
         .zones
         .in_turn(async move {
+            // Held to the end of the write, even when the client goes away before it.
+            let _import = import;
             let (cmd, wrote) = off_runtime(move || {
                 let mut cmd = cmd;
                 let wrote = cmd.write_ahead(&writer);

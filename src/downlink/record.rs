@@ -64,7 +64,10 @@ impl CommandRecord {
         format!("cmd_{}", self.id)
     }
 
+    /// The number of `cmd_<n>` as [`CommandRecord::api_id`] spells it: `cmd_+7` and `cmd_007`
+    /// name no command.
     pub fn parse_api_id(s: &str) -> Option<u64> {
-        s.strip_prefix("cmd_")?.parse().ok()
+        let n: u64 = s.strip_prefix("cmd_")?.parse().ok()?;
+        (s.len() == 4 + n.to_string().len()).then_some(n)
     }
 }

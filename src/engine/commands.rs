@@ -138,6 +138,14 @@ impl CreateCommand {
             "track" => {
                 let interval = duration("interval", &need("interval", &b.interval)?)?;
                 let total = duration("duration", &need("duration", &b.duration)?)?;
+                // The wire carries whole seconds: a fraction is refused, not cut.
+                for (field, d) in [("interval", interval), ("duration", total)] {
+                    if d.subsec_nanos() != 0 {
+                        return Err(EngineError::Invalid(format!(
+                            "{field}: whole seconds (the device is told seconds)"
+                        )));
+                    }
+                }
                 let interval_s = u16::try_from(interval.as_secs())
                     .ok()
                     .filter(|&s| s >= 1)
@@ -385,6 +393,37 @@ mod tests {
 
     /// A device that is off does not collect commands without end: the 33rd open one is a
     /// conflict, and one closed (here expired) makes room again.
+    /// The wire carries whole seconds: a fraction is refused with the field, not cut. A
+    /// command id is only the spelling the API gives it.
+    #[test]
+    fn track_takes_whole_seconds_and_ids_have_one_spelling() {
+        let track = |i: &str, d: &str| {
+            let body = format!(r#"{{"type": "track", "interval": "{i}", "duration": "{d}"}}"#);
+            CreateCommand::parse("868120145233604", body.as_bytes())
+        };
+        assert!(matches!(
+            track("1500ms", "30m"),
+            Err(EngineError::Invalid(m)) if m.starts_with("interval: whole seconds")
+        ));
+        assert!(matches!(
+            track("10s", "90500ms"),
+            Err(EngineError::Invalid(m)) if m.starts_with("duration: whole seconds")
+        ));
+        let ok = track("2000ms", "30m").unwrap();
+        assert!(matches!(
+            ok.command,
+            Downlink::Track {
+                interval_s: 2,
+                duration_s: 1800
+            }
+        ));
+        assert_eq!(GetCommand::parse("cmd_7").unwrap().id, 7);
+        for bad in ["cmd_+7", "cmd_007", "cmd_", "cmd_-1", "7", "cmd_7 "] {
+            assert!(GetCommand::parse(bad).is_err(), "{bad}");
+        }
+        assert!(CancelCommand::parse("cmd_007").is_err());
+    }
+
     #[test]
     fn a_device_holds_at_most_so_many_open_commands() {
         let t0 = Timestamp::from_secs(1_795_305_600);
