@@ -1,11 +1,16 @@
-//! UDP listeners (Teltonika, H02): every datagram is self-contained, so each one gets a fresh
-//! session; its acknowledgement is sent back to the sender after the commit.
+//! UDP listeners (Teltonika, H02): every datagram is self-contained, and its acknowledgement is
+//! sent back to the sender after the commit. Each peer keeps its session across its datagrams
+//! (`Peers`), so that what a session remembers of a device holds over UDP too: a Teltonika
+//! backlog sent newest first over several datagrams is buffered against the newest record the
+//! peer has had, instead of each datagram's newest record taken as live.
 
 use crate::config::Listener;
 use crate::engine::EngineHandle;
 use crate::event::Timestamp;
-use crate::protocol::SessionConfig;
+use crate::protocol::{Session, SessionConfig};
 use bytes::BytesMut;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +29,7 @@ pub async fn serve(
     let inflight = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.min(4096)));
     let sorter = Arc::new(crate::ingest::Sorter::new(proto));
     let mut buf = vec![0u8; 65_536];
+    let mut peers = Peers::new(cfg.max_connections.clamp(2, PEERS_MAX));
     loop {
         let (n, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -40,20 +46,16 @@ pub async fn serve(
         let Ok(permit) = inflight.clone().acquire_owned().await else {
             break;
         };
-        let datagram = BytesMut::from(&buf[..n]);
-        let (scfg, engine, socket, wp, sorter) = (
-            session_cfg.clone(),
-            engine.clone(),
-            socket.clone(),
-            cfg.protocol,
-            sorter.clone(),
-        );
-        tokio::spawn(async move {
-            let mut session = wp.session(scfg);
-            let mut d = datagram;
-            let mut out = Vec::new();
+        // Decoded here, in arrival order, on the peer's own session; committed in a task.
+        let mut d = BytesMut::from(&buf[..n]);
+        let mut out = Vec::new();
+        {
+            let session = peers.session(peer, || cfg.protocol.session(session_cfg.clone()));
             let _ = session.feed(&mut d, &mut out);
             session.finish(&mut d, &mut out);
+        }
+        let (engine, socket, sorter) = (engine.clone(), socket.clone(), sorter.clone());
+        tokio::spawn(async move {
             let (mut events, mut replies) = (Vec::new(), Vec::new());
             sorter.sort(&mut out, &mut events, &mut replies, &peer);
             if !events.is_empty() && engine.commit(&mut events, Timestamp::now()).await.is_err() {
@@ -64,5 +66,74 @@ pub async fn serve(
             }
             drop(permit);
         });
+    }
+}
+
+/// The most peers whose sessions a UDP listener keeps.
+const PEERS_MAX: usize = 65_536;
+
+/// The sessions of the peers heard most recently, at most `cap`: two generations, the older
+/// dropped whole when the newer is full, so that a flood of new source addresses costs O(1) a
+/// datagram and bounded memory. A peer dropped starts a new session, as every datagram did
+/// before sessions were kept.
+struct Peers {
+    current: HashMap<SocketAddr, Box<dyn Session>>,
+    previous: HashMap<SocketAddr, Box<dyn Session>>,
+    cap: usize,
+}
+
+impl Peers {
+    fn new(cap: usize) -> Peers {
+        Peers {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            cap,
+        }
+    }
+
+    /// The peer's session, made with `new` for a peer not kept.
+    fn session(
+        &mut self,
+        peer: SocketAddr,
+        new: impl FnOnce() -> Box<dyn Session>,
+    ) -> &mut dyn Session {
+        let s = match self.current.remove(&peer) {
+            Some(s) => s,
+            None => {
+                let s = self.previous.remove(&peer).unwrap_or_else(new);
+                if self.current.len() >= self.cap / 2 {
+                    self.previous = std::mem::take(&mut self.current);
+                }
+                s
+            }
+        };
+        self.current.entry(peer).or_insert(s).as_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::WireProtocol;
+
+    /// At most `cap` sessions whatever the number of peers; a peer heard again keeps its own.
+    #[test]
+    fn peers_keep_recent_sessions_within_the_cap() {
+        let mut peers = Peers::new(8);
+        let made = std::cell::Cell::new(0);
+        let addr = |i: u16| SocketAddr::from(([127, 0, 0, 1], 10_000 + i));
+        let hear = |peers: &mut Peers, i: u16| {
+            peers.session(addr(i), || {
+                made.set(made.get() + 1);
+                WireProtocol::TeltonikaUdp.session(SessionConfig::default())
+            });
+        };
+        hear(&mut peers, 0);
+        for i in 1..1000 {
+            hear(&mut peers, i);
+            hear(&mut peers, 0);
+            assert!(peers.current.len() + peers.previous.len() <= 8);
+        }
+        assert_eq!(made.get(), 1000, "peer 0 kept its session throughout");
     }
 }

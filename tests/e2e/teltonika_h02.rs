@@ -69,6 +69,91 @@ fn teltonika_udp_datagram_is_acknowledged() {
     assert_eq!(v["position"]["time"], "2024-05-20T10:30:15Z");
 }
 
+/// A Codec 8 record at `ts_ms` at Shenzhen, its IO 252 (unplug) and IO 66 (external voltage)
+/// saying whether the power is cut.
+fn codec8_record(ts_ms: i64, cut: bool) -> Vec<u8> {
+    let mut r = ts_ms.to_be_bytes().to_vec();
+    r.push(1);
+    r.extend_from_slice(&[0x43, 0xFB, 0xD9, 0x5A, 0x0D, 0x6F, 0xCD, 0xB0]);
+    r.extend_from_slice(&[0x00, 0x23, 0x00, 0x5A, 0x09, 0x00, 0x3E]);
+    let volts: u16 = if cut { 0 } else { 12_000 };
+    r.extend_from_slice(&[
+        if cut { 0xFC } else { 0 },
+        2,
+        1,
+        0xFC,
+        u8::from(cut),
+        1,
+        0x42,
+    ]);
+    r.extend_from_slice(&volts.to_be_bytes());
+    r.extend_from_slice(&[0, 0]);
+    r
+}
+
+/// A Teltonika UDP datagram (protocols.md C.4) of one Codec 8 record.
+fn udp_datagram(imei: &str, packet: u16, record: &[u8]) -> Vec<u8> {
+    let mut body = packet.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0x01, packet as u8, 0x00, imei.len() as u8]);
+    body.extend_from_slice(imei.as_bytes());
+    body.extend_from_slice(&[0x08, 1]);
+    body.extend_from_slice(record);
+    body.push(1);
+    let mut d = (body.len() as u16).to_be_bytes().to_vec();
+    d.extend(body);
+    d
+}
+
+/// A backlog sent newest first over several UDP datagrams: the first brings the cut, live; the
+/// next, an hour older, says the power was there, and is buffered against the newest record the
+/// peer has had, so it sets nothing back (no `power_restored` while the unit is cut off).
+#[test]
+fn a_teltonika_udp_backlog_over_datagrams_sets_no_state_back() {
+    const IMEI: &str = "352093086403655";
+    let d = Daemon::start(&["teltonika/udp"], "");
+    let (s, v) = d.api(
+        "PUT",
+        "/v1/vehicles/V-1",
+        Some(&format!(
+            r#"{{"loan": {{"id": "L-1", "status": "overdue"}}, "devices": [{{"id": "{IMEI}", "kind": "wired"}}]}}"#
+        )),
+    );
+    assert!(s == 200 || s == 201, "{v}");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let port = d.port("teltonika/udp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let exchange = |packet: u16, record: Vec<u8>| {
+        sock.send_to(&udp_datagram(IMEI, packet, &record), ("127.0.0.1", port))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = sock.recv(&mut buf).expect("ack");
+        assert_eq!(buf[n - 1], 1, "one record acknowledged");
+    };
+    let kinds = |d: &Daemon| -> Vec<String> {
+        let (_, v) = d.api("GET", "/v1/alerts", None);
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["type"].as_str().map(str::to_string))
+            .filter(|t| t.starts_with("power"))
+            .collect()
+    };
+    exchange(1, codec8_record(now - 60_000, true));
+    // Alerts are committed before the acknowledgement.
+    assert_eq!(kinds(&d), ["power_cut"]);
+    exchange(2, codec8_record(now - 3_600_000, false));
+    exchange(3, codec8_record(now - 7_200_000, false));
+    assert_eq!(kinds(&d), ["power_cut"], "an older record set the cut back");
+    // Live again: the power comes back.
+    exchange(4, codec8_record(now - 30_000, false));
+    assert_eq!(kinds(&d), ["power_restored", "power_cut"]);
+}
+
 #[test]
 fn h02_text_and_binary_are_stored() {
     let d = Daemon::start(&["h02"], "");
