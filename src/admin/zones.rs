@@ -20,9 +20,9 @@ use axum::Json;
 pub struct ZoneWrites {
     writer: crate::store::ZoneWriter,
     turn: std::sync::Arc<tokio::sync::Mutex<()>>,
-    /// Bulk imports one at a time from their first byte: each holds its body and its parsed
-    /// zones (several times the body for large polygons), so concurrent ones of 128 MiB each
-    /// could take gigabytes. Single zone changes do not wait for it.
+    /// Bulk imports parsed and written one at a time: parsed zones take several times their
+    /// body for large polygons, so concurrent imports of 128 MiB each could take gigabytes.
+    /// Single zone changes do not wait for it.
     import: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -96,13 +96,14 @@ pub async fn import(
     State(st): State<AdminState>,
     body: axum::body::Body,
 ) -> Result<Json<Imported>, ApiError> {
-    let import = st.zones.import.clone().lock_owned().await;
     let body = axum::body::to_bytes(body, MAX_IMPORT).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("a zone list is limited to {} MiB", MAX_IMPORT >> 20),
         )
     })?;
+    // After the body is read: a client that stalls its upload holds up no other import.
+    let import = st.zones.import.clone().lock_owned().await;
     let cmd = off_runtime(move || ImportZones::from_json(&body)).await?;
     let all = cmd.zone_count();
     let (engine, writer) = (st.engine.clone(), st.zones.writer.clone());

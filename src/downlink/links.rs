@@ -23,6 +23,10 @@ pub struct Dispatch {
     /// moves it no more than the engine moves the command's expiry
     /// (`Commands::clock_stepped`).
     pub deadline: std::time::Instant,
+    /// Set when the command is cancelled after it was handed out: a connection that took it
+    /// from its mailbox but has not written it yet (it writes its mail one command at a time)
+    /// drops it.
+    pub withdrawn: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Link {
@@ -52,6 +56,16 @@ impl Links {
             links: self.clone(),
             device,
             generation,
+        }
+    }
+
+    /// Takes command `id` back from every connection of `device` that has not yet taken it
+    /// from its mailbox (a command cancelled right after it was handed out).
+    pub fn withdraw(&self, device: &DeviceId, id: u64) {
+        if let Ok(m) = self.map.lock() {
+            for l in m.get(device).into_iter().flatten() {
+                l.mailbox.withdraw(id);
+            }
         }
     }
 

@@ -47,6 +47,13 @@ impl Mailbox {
         true
     }
 
+    /// Takes back command `id` if the connection has not taken it yet.
+    pub fn withdraw(&self, id: u64) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.retain(|d| d.id != id);
+        }
+    }
+
     /// Closes the box: the connection ends at its next look, and commands are refused.
     pub fn close(&self) {
         self.state.fetch_or(CLOSED, Ordering::Release);
@@ -97,6 +104,7 @@ mod tests {
             device_id: DeviceId::new("1"),
             command: Downlink::Locate,
             deadline: std::time::Instant::now() + std::time::Duration::from_secs(3600),
+            withdrawn: Default::default(),
         }
     }
 

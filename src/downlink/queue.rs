@@ -23,6 +23,8 @@ pub struct Commands {
     queues: HashMap<DeviceId, VecDeque<u64>>,
     /// Open command -> the link generation it was last handed to.
     handed: HashMap<u64, u64>,
+    /// Handed commands' withdrawal flags ([`Dispatch::withdrawn`]).
+    withdrawn: HashMap<u64, Arc<std::sync::atomic::AtomicBool>>,
     deadlines: Deadlines,
     next_id: u64,
     /// Devices whose queue head may need handing to their connection.
@@ -69,6 +71,7 @@ impl Commands {
             open: HashMap::new(),
             queues: HashMap::new(),
             handed: HashMap::new(),
+            withdrawn: HashMap::new(),
             deadlines: Deadlines::default(),
             next_id: store.last_command_id()?.map_or(1, |n| n + 1),
             due: HashSet::new(),
@@ -236,6 +239,12 @@ impl Commands {
         reason: &str,
         now: Timestamp,
     ) -> Option<CommandRecord> {
+        if let Some(flag) = self.withdrawn.get(&id) {
+            flag.store(true, std::sync::atomic::Ordering::Release);
+        }
+        if let Some(rec) = self.open.get(&id) {
+            self.links.withdraw(&rec.device_id, id);
+        }
         self.finish_at(store, id, CommandState::Failed, true, now, |r| {
             r.error = Some(reason.to_string());
         })
@@ -322,6 +331,7 @@ impl Commands {
         fill(&mut rec);
         self.deadlines.clear(id);
         self.handed.remove(&id);
+        self.withdrawn.remove(&id);
         if let Some(q) = self.queues.get_mut(&rec.device_id) {
             q.retain(|&x| x != id);
             if q.is_empty() {
@@ -372,6 +382,7 @@ impl Commands {
                     // Past the monotonic clock's range only for lives of centuries.
                     deadline: (read_at.checked_add(std::time::Duration::from_millis(life)))
                         .unwrap_or(read_at + std::time::Duration::from_secs(1 << 32)),
+                    withdrawn: self.withdrawn.entry(id).or_default().clone(),
                 };
                 if !mailbox.send(d) {
                     break;
@@ -736,12 +747,45 @@ mod tests {
         assert_eq!(state(&c, next), CommandState::Queued);
     }
 
-    /// A late in-order answer (Teltonika, H02 without a word) must not close the command sent
-    /// after the one it answers.
     /// A cancelled command is never handed out again, and the next one goes in its place: at
     /// once when it was only queued, after the stray-answer wait when it was in flight on an
     /// in-order device (its late answer must not close the next one). Cancelled again, or a
     /// final one: nothing. After a restart it stays final.
+    /// A command cancelled after it was handed to the connection is taken back from its
+    /// mailbox, or, already taken, flagged so that the connection does not write it.
+    #[test]
+    fn a_command_cancelled_in_the_mailbox_is_never_written() {
+        let (store, mut c, mailbox, _guard) = connected();
+        let t = Timestamp::from_secs;
+        let create = |c: &mut Commands| {
+            let p = Protocol::Gt06;
+            c.create(
+                &store,
+                DeviceId::new("1"),
+                p,
+                Downlink::Locate,
+                t(1000),
+                t(0),
+            )
+            .unwrap()
+            .id
+        };
+        let (p, q) = (create(&mut c), create(&mut c));
+        c.dispatch(t(0), std::time::Instant::now());
+        assert!(c
+            .cancel(&store, q, "cancelled by the operator", t(1))
+            .is_some());
+        let taken = mailbox.take();
+        assert_eq!(taken.iter().map(|d| d.id).collect::<Vec<_>>(), vec![p]);
+        // Taken by the connection, not yet written: its flag tells the connection to drop it.
+        assert!(c
+            .cancel(&store, p, "cancelled by the operator", t(2))
+            .is_some());
+        assert!(taken[0]
+            .withdrawn
+            .load(std::sync::atomic::Ordering::Acquire));
+    }
+
     #[test]
     fn a_cancelled_command_gives_its_place_to_the_next() {
         let (store, mut c, mailbox, _guard) = connected();
@@ -786,6 +830,8 @@ mod tests {
         assert_eq!(state(&c, b), CommandState::Failed);
     }
 
+    /// A late in-order answer (Teltonika, H02 without a word) must not close the command sent
+    /// after the one it answers.
     #[test]
     fn an_in_order_answer_after_an_expiry_or_a_resend_finds_nothing_to_close() {
         let (store, mut c, mailbox, _guard) = connected();

@@ -391,8 +391,6 @@ mod tests {
     use crate::engine::testing::engine_at;
     use crate::event::{CommandAnswer, Event, EventKind, Position, Protocol};
 
-    /// A device that is off does not collect commands without end: the 33rd open one is a
-    /// conflict, and one closed (here expired) makes room again.
     /// The wire carries whole seconds: a fraction is refused with the field, not cut. A
     /// command id is only the spelling the API gives it.
     #[test]
@@ -424,6 +422,8 @@ mod tests {
         assert!(CancelCommand::parse("cmd_007").is_err());
     }
 
+    /// A device that is off does not collect commands without end: the 33rd open one is a
+    /// conflict, and one closed (here expired) makes room again.
     #[test]
     fn a_device_holds_at_most_so_many_open_commands() {
         let t0 = Timestamp::from_secs(1_795_305_600);

@@ -929,7 +929,9 @@ impl Engine {
 
     /// Writes every changed record and flushes: the commit that replies wait for. The alerts
     /// raised since the last commit go into sled in one batch with the states that remember
-    /// them (`store::Writes`); nothing of the commit is in sled before.
+    /// them (`store::Writes`), none of which is in sled before. (Device records and fixes go to
+    /// the commit journal after sled's flush; command records and zones are written as they
+    /// change, and hold nothing an alert depends on.)
     ///
     /// A write that fails leaves what it had not written staged, so that the next commit
     /// writes it again.

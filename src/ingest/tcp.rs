@@ -293,7 +293,10 @@ async fn send_command(
     proto: &'static str,
     engine: &EngineHandle,
 ) -> Result<(), ConnError> {
-    if session.commands_to() != Some(&d.device_id) || std::time::Instant::now() >= d.deadline {
+    if session.commands_to() != Some(&d.device_id)
+        || std::time::Instant::now() >= d.deadline
+        || d.withdrawn.load(std::sync::atomic::Ordering::Acquire)
+    {
         return Ok(());
     }
     match session.encode_command(d.id, &cfg.localise(d.command)) {
@@ -394,8 +397,10 @@ mod tests {
     }
 
     /// A command whose time ran out while it waited in the mailbox is not written.
+    /// An expired command, or one cancelled after the connection took it from its mailbox, is
+    /// not written.
     #[tokio::test]
-    async fn an_expired_command_is_not_written() {
+    async fn an_expired_or_withdrawn_command_is_not_written() {
         use crate::downlink::Dispatch;
         use crate::event::DeviceId;
         use crate::protocol::downlink::Downlink;
@@ -420,16 +425,18 @@ mod tests {
             device_id: id.clone(),
             command: Downlink::Locate,
             deadline,
+            withdrawn: Default::default(),
         };
         let proto = cfg.protocol.name();
-        // Expired a millisecond ago, then an hour to go.
+        // Expired a millisecond ago; withdrawn; then an hour to go.
         let now = std::time::Instant::now();
         let past = now.checked_sub(std::time::Duration::from_millis(1));
-        for deadline in [
-            past.unwrap_or(now),
-            now + std::time::Duration::from_secs(3600),
-        ] {
-            let d = command(deadline);
+        let hour = now + std::time::Duration::from_secs(3600);
+        let withdrawn = command(hour);
+        withdrawn
+            .withdrawn
+            .store(true, std::sync::atomic::Ordering::Release);
+        for d in [command(past.unwrap_or(now)), withdrawn, command(hour)] {
             send_command(session.as_mut(), d, &mut wr, &cfg, proto, &engine)
                 .await
                 .unwrap();

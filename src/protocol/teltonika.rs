@@ -1192,17 +1192,24 @@ impl Session for TeltonikaUdpSession {
         };
         let dev = match &self.device {
             Some(dev) if dev.as_str() == d.imei => dev.clone(),
-            _ => {
-                let id = DeviceId::new(d.imei);
-                if !self.cfg.admits(&id) {
-                    reject(out, "device refused", n);
-                    buf.clear();
-                    return Err(SessionError::Refused(id.to_string()));
-                }
-                self.device = Some(id.clone());
-                id
-            }
+            _ => DeviceId::new(d.imei),
         };
+        // Asked for every datagram, as a UDP peer has no login to ask at: a device taken out of
+        // the registry is refused from its next one.
+        if !self.cfg.admits(&dev) {
+            reject(out, "device refused", n);
+            buf.clear();
+            return Err(SessionError::Refused(dev.to_string()));
+        }
+        // Another device behind the same address (a forwarder, a reused NAT port): what the
+        // session saw of the first one's records says nothing of this one's.
+        if self.device.as_ref() != Some(&dev) {
+            self.seen = RecordWatermark {
+                verbatim: self.cfg.verbatim,
+                ..RecordWatermark::default()
+            };
+            self.device = Some(dev.clone());
+        }
         let now = (self.cfg.clock)();
         let events = packet_events(&dev, &d.data, self.cfg.utc_offset_s, now, &mut self.seen);
         out.extend(events.into_iter().map(Output::Event));
@@ -1231,6 +1238,47 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         parse_hex(s).expect("test hex")
+    }
+
+    /// Two devices behind one UDP address (a forwarder, a reused NAT port): the first one's
+    /// records say nothing of the second's. An hour-old record after the device's own newer one
+    /// is buffered; the second device's hour-old record, its first, is live.
+    #[test]
+    fn a_udp_session_keeps_each_devices_records_apart() {
+        let avl = hex(OWN_UNPLUG);
+        let data = &avl[8..avl.len() - 4];
+        let datagram = |imei: &str, shift_ms: i64| {
+            let mut data = data.to_vec();
+            let t = i64::from_be_bytes(data[2..10].try_into().unwrap()) + shift_ms;
+            data[2..10].copy_from_slice(&t.to_be_bytes());
+            let mut body = vec![0xCA, 0xFE, 0x01, 0x05, 0x00, imei.len() as u8];
+            body.extend_from_slice(imei.as_bytes());
+            body.extend_from_slice(&data);
+            let mut d = (body.len() as u16).to_be_bytes().to_vec();
+            d.extend(body);
+            d
+        };
+        let mut u = TeltonikaUdpSession::new(SessionConfig::default());
+        let mut buffered = |dgram: Vec<u8>| {
+            let (out, _) = crate::protocol::decode_all(&mut u, &dgram);
+            let b: Vec<bool> = out
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Event(Event {
+                        kind: EventKind::Position(f),
+                        ..
+                    }) => Some(f.buffered),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(b.len(), 1, "{out:?}");
+            b[0]
+        };
+        assert!(!buffered(datagram("352093086403655", 0)));
+        assert!(buffered(datagram("352093086403655", -3_600_000)));
+        assert!(!buffered(datagram("352093086403656", -3_600_000)));
+        assert!(buffered(datagram("352093086403656", -7_200_000)));
+        assert!(!buffered(datagram("352093086403656", -1_800_000)));
     }
 
     fn ios(rec: &Record<'_>) -> Vec<(u16, u64)> {
