@@ -20,9 +20,9 @@ use axum::Json;
 pub struct ZoneWrites {
     writer: crate::store::ZoneWriter,
     turn: std::sync::Arc<tokio::sync::Mutex<()>>,
-    /// Bulk imports parsed and written one at a time: parsed zones take several times their
-    /// body for large polygons, so concurrent imports of 128 MiB each could take gigabytes.
-    /// Single zone changes do not wait for it.
+    /// Bulk imports one at a time from their first byte: each holds its body and its parsed
+    /// zones (several times the body for large polygons), so concurrent imports of 128 MiB each
+    /// could take gigabytes. Single zone changes do not wait for it.
     import: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -56,6 +56,9 @@ impl ZoneWrites {
 /// The largest bulk import: a nationwide list of 100,000 zones in compact GeoJSON. The other
 /// routes keep `MAX_BODY`.
 pub const MAX_IMPORT: usize = 128 << 20;
+
+/// How long an import's body may take to arrive: 128 MiB at 250 KB/s.
+const IMPORT_READ: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -91,19 +94,33 @@ pub async fn list(
     request_body(content = Object, description = "a GeoJSON FeatureCollection of zones"),
     security(("bearer" = [])),
     responses((status = 200, body = Imported), (status = 400, body = ErrorBody),
-        (status = 413, body = ErrorBody)))]
+        (status = 408, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn import(
     State(st): State<AdminState>,
     body: axum::body::Body,
 ) -> Result<Json<Imported>, ApiError> {
-    let body = axum::body::to_bytes(body, MAX_IMPORT).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a zone list is limited to {} MiB", MAX_IMPORT >> 20),
-        )
-    })?;
-    // After the body is read: a client that stalls its upload holds up no other import.
+    // One import's body in memory at a time; one that stalls its upload holds up the others
+    // for `IMPORT_READ` at most.
     let import = st.zones.import.clone().lock_owned().await;
+    let body = match tokio::time::timeout(IMPORT_READ, axum::body::to_bytes(body, MAX_IMPORT)).await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a zone list is limited to {} MiB", MAX_IMPORT >> 20),
+            ))
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the zone list was not received within {} minutes",
+                    IMPORT_READ.as_secs() / 60
+                ),
+            ))
+        }
+    };
     let cmd = off_runtime(move || ImportZones::from_json(&body)).await?;
     let all = cmd.zone_count();
     let (engine, writer) = (st.engine.clone(), st.zones.writer.clone());

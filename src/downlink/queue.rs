@@ -239,9 +239,6 @@ impl Commands {
         reason: &str,
         now: Timestamp,
     ) -> Option<CommandRecord> {
-        if let Some(flag) = self.withdrawn.get(&id) {
-            flag.store(true, std::sync::atomic::Ordering::Release);
-        }
         if let Some(rec) = self.open.get(&id) {
             self.links.withdraw(&rec.device_id, id);
         }
@@ -331,7 +328,11 @@ impl Commands {
         fill(&mut rec);
         self.deadlines.clear(id);
         self.handed.remove(&id);
-        self.withdrawn.remove(&id);
+        // A copy not yet written (handed again after a login, or cancelled) is dropped by its
+        // connection: the command is over.
+        if let Some(flag) = self.withdrawn.remove(&id) {
+            flag.store(true, std::sync::atomic::Ordering::Release);
+        }
         if let Some(q) = self.queues.get_mut(&rec.device_id) {
             q.retain(|&x| x != id);
             if q.is_empty() {
@@ -752,7 +753,8 @@ mod tests {
     /// in-order device (its late answer must not close the next one). Cancelled again, or a
     /// final one: nothing. After a restart it stays final.
     /// A command cancelled after it was handed to the connection is taken back from its
-    /// mailbox, or, already taken, flagged so that the connection does not write it.
+    /// mailbox, or, already taken, flagged so that the connection does not write it; so is a
+    /// copy of a command answered meanwhile.
     #[test]
     fn a_command_cancelled_in_the_mailbox_is_never_written() {
         let (store, mut c, mailbox, _guard) = connected();
@@ -784,6 +786,18 @@ mod tests {
         assert!(taken[0]
             .withdrawn
             .load(std::sync::atomic::Ordering::Acquire));
+        // Answered while a copy waits to be written (handed again after a login): the copy is
+        // dropped too.
+        let r = create(&mut c);
+        c.dispatch(t(3), std::time::Instant::now());
+        let copy = mailbox.take();
+        c.sent(&store, r, AnswerKey::ServerFlag(r as u32), t(4));
+        c.on_event(&store, &answer(AnswerKey::ServerFlag(r as u32), true), t(5));
+        assert_eq!(
+            c.get(&store, r).unwrap().unwrap().state,
+            CommandState::Answered
+        );
+        assert!(copy[0].withdrawn.load(std::sync::atomic::Ordering::Acquire));
     }
 
     #[test]

@@ -1149,16 +1149,18 @@ impl Session for TeltonikaSession {
 pub struct TeltonikaUdpSession {
     cfg: SessionConfig,
     device: Option<DeviceId>,
-    seen: RecordWatermark,
+    /// What the peer's datagrams showed of each device's records: a forwarder, or a NAT port
+    /// reused, can bring several devices through one address, interleaved.
+    seen: std::collections::HashMap<DeviceId, RecordWatermark>,
 }
+
+/// The most devices one UDP peer's session keeps a watermark for; past it they start again.
+const DEVICES_PER_PEER: usize = 1024;
 
 impl TeltonikaUdpSession {
     pub fn new(cfg: SessionConfig) -> Self {
         TeltonikaUdpSession {
-            seen: RecordWatermark {
-                verbatim: cfg.verbatim,
-                ..RecordWatermark::default()
-            },
+            seen: std::collections::HashMap::new(),
             cfg,
             device: None,
         }
@@ -1201,17 +1203,19 @@ impl Session for TeltonikaUdpSession {
             buf.clear();
             return Err(SessionError::Refused(dev.to_string()));
         }
-        // Another device behind the same address (a forwarder, a reused NAT port): what the
-        // session saw of the first one's records says nothing of this one's.
         if self.device.as_ref() != Some(&dev) {
-            self.seen = RecordWatermark {
-                verbatim: self.cfg.verbatim,
-                ..RecordWatermark::default()
-            };
             self.device = Some(dev.clone());
         }
+        if self.seen.len() >= DEVICES_PER_PEER && !self.seen.contains_key(&dev) {
+            self.seen.clear();
+        }
+        let verbatim = self.cfg.verbatim;
+        let seen = self.seen.entry(dev.clone()).or_insert(RecordWatermark {
+            verbatim,
+            ..RecordWatermark::default()
+        });
         let now = (self.cfg.clock)();
-        let events = packet_events(&dev, &d.data, self.cfg.utc_offset_s, now, &mut self.seen);
+        let events = packet_events(&dev, &d.data, self.cfg.utc_offset_s, now, seen);
         out.extend(events.into_iter().map(Output::Event));
         out.push(Output::Reply(Bytes::copy_from_slice(
             &d.ack(d.data.count()),
@@ -1240,9 +1244,9 @@ mod tests {
         parse_hex(s).expect("test hex")
     }
 
-    /// Two devices behind one UDP address (a forwarder, a reused NAT port): the first one's
-    /// records say nothing of the second's. An hour-old record after the device's own newer one
-    /// is buffered; the second device's hour-old record, its first, is live.
+    /// Two devices behind one UDP address (a forwarder, a reused NAT port), interleaved: each
+    /// one's records are judged against its own newest. An hour-old record after the device's
+    /// own newer one is buffered; the other device's hour-old record, its first, is live.
     #[test]
     fn a_udp_session_keeps_each_devices_records_apart() {
         let avl = hex(OWN_UNPLUG);
@@ -1274,11 +1278,16 @@ mod tests {
             assert_eq!(b.len(), 1, "{out:?}");
             b[0]
         };
-        assert!(!buffered(datagram("352093086403655", 0)));
-        assert!(buffered(datagram("352093086403655", -3_600_000)));
-        assert!(!buffered(datagram("352093086403656", -3_600_000)));
-        assert!(buffered(datagram("352093086403656", -7_200_000)));
-        assert!(!buffered(datagram("352093086403656", -1_800_000)));
+        let (a, b) = ("352093086403655", "352093086403656");
+        assert!(!buffered(datagram(a, 0)));
+        assert!(buffered(datagram(a, -3_600_000)));
+        assert!(!buffered(datagram(b, -3_600_000)));
+        // Interleaved: each device's backlog is judged against its own newest record.
+        assert!(buffered(datagram(a, -5_400_000)));
+        assert!(buffered(datagram(b, -7_200_000)));
+        assert!(buffered(datagram(a, -60_000)));
+        assert!(!buffered(datagram(b, -1_800_000)));
+        assert!(!buffered(datagram(a, 60_000)));
     }
 
     fn ios(rec: &Record<'_>) -> Vec<(u16, u64)> {
