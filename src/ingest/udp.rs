@@ -97,17 +97,17 @@ impl Peers {
         peer: SocketAddr,
         new: impl FnOnce() -> Box<dyn Session>,
     ) -> &mut dyn Session {
-        let s = match self.current.remove(&peer) {
-            Some(s) => s,
-            None => {
-                let s = self.previous.remove(&peer).unwrap_or_else(new);
-                if self.current.len() >= self.cap / 2 {
-                    self.previous = std::mem::take(&mut self.current);
-                }
-                s
+        // A peer heard lately is found in one lookup; only a new one moves anything.
+        if !self.current.contains_key(&peer) {
+            let kept = self.previous.remove(&peer);
+            if self.current.len() >= self.cap / 2 {
+                self.previous = std::mem::take(&mut self.current);
             }
-        };
-        self.current.entry(peer).or_insert(s).as_mut()
+            if let Some(s) = kept {
+                self.current.insert(peer, s);
+            }
+        }
+        self.current.entry(peer).or_insert_with(new).as_mut()
     }
 }
 

@@ -218,48 +218,40 @@ pub fn checksum(bytes: &[u8]) -> u8 {
 /// Un-escapes the bytes between two flags into `dst` (cleared first). A `7D` followed by anything
 /// but `01`/`02`, or at the very end, is malformed (§B.1).
 pub fn unescape_into(src: &[u8], dst: &mut Vec<u8>) -> Result<(), FrameError> {
+    unescape(src, dst, false)
+}
+
+/// [`unescape_into`], or with `keep_bare` a `7D` followed by anything but `01`/`02` (or at the
+/// end) kept as a data byte. Some terminals escape only `7E`: Traccar's test frame for
+/// `ALARM_ACCELERATION` carries cell ids with a bare `7D` (`0A 7D A0 03`), and its check byte and
+/// declared length add up only when each is a data byte. The caller accepts such a reading only
+/// where both do ([`parse_frame`]).
+fn unescape(src: &[u8], dst: &mut Vec<u8>, keep_bare: bool) -> Result<(), FrameError> {
     dst.clear();
     dst.reserve(src.len());
     let mut rest = src;
     // Copy escape-free runs in bulk: most frames have no escape at all.
     while let Some(i) = rest.iter().position(|&b| b == ESC) {
         dst.extend_from_slice(&rest[..i]);
-        match rest.get(i + 1) {
-            Some(0x01) => dst.push(ESC),
-            Some(0x02) => dst.push(FLAG),
+        let taken = match rest.get(i + 1) {
+            Some(0x01) => {
+                dst.push(ESC);
+                2
+            }
+            Some(0x02) => {
+                dst.push(FLAG);
+                2
+            }
+            _ if keep_bare => {
+                dst.push(ESC);
+                1
+            }
             _ => return Err(FrameError::BadEscape),
-        }
-        rest = &rest[(i + 2).min(rest.len())..];
+        };
+        rest = &rest[(i + taken).min(rest.len())..];
     }
     dst.extend_from_slice(rest);
     Ok(())
-}
-
-/// Un-escapes as [`unescape_into`], except that a `7D` followed by anything but `01`/`02` (or
-/// at the end) is kept as a data byte. Some terminals escape only `7E`: Traccar's test frame for
-/// `ALARM_ACCELERATION` carries cell ids with a bare `7D` (`0A 7D A0 03`), and its check byte and
-/// declared length add up only when each is a data byte. The caller accepts such a reading only
-/// where both do ([`parse_frame`]).
-fn unescape_lenient_into(src: &[u8], dst: &mut Vec<u8>) {
-    dst.clear();
-    dst.reserve(src.len());
-    let mut i = 0;
-    while let Some(&b) = src.get(i) {
-        match (b, src.get(i + 1)) {
-            (ESC, Some(0x01)) => {
-                dst.push(ESC);
-                i += 2;
-            }
-            (ESC, Some(0x02)) => {
-                dst.push(FLAG);
-                i += 2;
-            }
-            _ => {
-                dst.push(b);
-                i += 1;
-            }
-        }
-    }
 }
 
 /// Escapes `src` for the wire (`7E → 7D 02`, `7D → 7D 01`), without the flags.
@@ -908,12 +900,11 @@ impl Jt808Session {
                 Ok(()) => Ok(scratch.as_slice()),
                 // A bare `7D` from a terminal that escapes only `7E`: taken as data when the
                 // check byte and the declared length then hold.
-                Err(FrameError::BadEscape) => {
-                    unescape_lenient_into(raw, &mut scratch);
-                    match parse_frame(&scratch) {
-                        Ok(_) => Ok(scratch.as_slice()),
-                        Err(_) => Err(FrameError::BadEscape),
-                    }
+                Err(FrameError::BadEscape)
+                    if unescape(raw, &mut scratch, true).is_ok()
+                        && parse_frame(&scratch).is_ok() =>
+                {
+                    Ok(scratch.as_slice())
                 }
                 Err(e) => Err(e),
             }

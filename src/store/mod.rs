@@ -572,16 +572,7 @@ impl Store {
                 Ok(kv) => kv,
                 Err(e) => return Some(Err(e.into())),
             };
-            let field = |i: usize| {
-                let b: [u8; 8] = v.get(i * 8..i * 8 + 8)?.try_into().ok()?;
-                Some(i64::from_be_bytes(b))
-            };
-            let opt = |ms: i64| (ms != i64::MIN).then(|| Timestamp::from_millis(ms));
-            let held = crate::rules::HeldReappearance {
-                silent_since: opt(field(0)?),
-                last_seen: opt(field(1)?),
-                at: Timestamp::from_millis(field(2)?),
-            };
+            let held = writes::decode_held(&v)?;
             Some(Ok((device_key(&k), held)))
         })
     }

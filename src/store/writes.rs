@@ -123,6 +123,20 @@ impl Writes {
     }
 }
 
+/// Decodes a `held` value as [`Writes::put_held`] encodes it.
+pub(super) fn decode_held(v: &[u8]) -> Option<crate::rules::HeldReappearance> {
+    let field = |i: usize| {
+        let b: [u8; 8] = v.get(i * 8..i * 8 + 8)?.try_into().ok()?;
+        Some(i64::from_be_bytes(b))
+    };
+    let opt = |ms: i64| (ms != i64::MIN).then(|| Timestamp::from_millis(ms));
+    Some(crate::rules::HeldReappearance {
+        silent_since: opt(field(0)?),
+        last_seen: opt(field(1)?),
+        at: Timestamp::from_millis(field(2)?),
+    })
+}
+
 /// Decodes a `bound` value: since when, then the vehicle's id.
 pub(super) fn decode_bound(v: &[u8]) -> Option<(String, Timestamp)> {
     let (since, vehicle) = v.split_first_chunk::<8>()?;
